@@ -1,0 +1,3 @@
+"""rigopt: a constraint-solving deployment optimizer for large language models."""
+
+__version__ = "0.1.0"

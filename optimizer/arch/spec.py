@@ -1,0 +1,132 @@
+"""Architecture dataclasses: pure data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Tensor classes a quantization scheme can address separately.
+TENSOR_CLASSES: tuple[str, ...] = (
+    "embed",           # token embedding table (a lookup: one row read per token)
+    "head",            # output projection / lm_head
+    "attention",       # q/k/v/o projections (incl. MLA low-rank, V4 grouped output)
+    "indexer",         # DSA / V4 lightning-indexer projections
+    "compressor",      # V4 KV compressor projections
+    "dense_ffn",       # dense MLP (dense layers, or a dense block beside the MoE)
+    "shared_experts",  # always-active shared experts
+    "routed_experts",  # routed experts (the bulk of an MoE)
+    "router",          # expert gate weights and biases
+    "norms",           # norms, sinks, mHC mixing params and other small fp tensors
+    "lookup",          # integer lookup tables (V4 hash-routing tid2eid)
+    "vision",          # vision / audio towers of multimodal checkpoints
+)
+
+KVKind = Literal["kv", "mla", "dsa_kv", "v4_kv", "indexer", "state"]
+
+
+@dataclass(frozen=True)
+class KVStream:
+    """One cache stream of one layer.
+
+    kind:
+      kv      standard K+V rows (GQA/MHA): width = (k_heads*k_dim + v_heads*v_dim) elements per token
+      mla     one latent row per token (kv_lora_rank + qk_rope_head_dim), K and V shared
+      dsa_kv  DeepSeek-V3.2 sparse-MLA latent row (same width as mla; engines pack it differently)
+      v4_kv   DeepSeek-V4 KV row (head_dim wide, K = V), one row per `ratio` tokens
+      indexer lightning-indexer key row (index_head_dim wide), one per `ratio` tokens
+      state   fixed per-sequence compressor state (bytes in `fixed_bytes`)
+    """
+
+    kind: KVKind
+    width: int = 0            # elements per stored row
+    ratio: int = 1            # tokens per stored row (compression); 1 = one row per token
+    window: int | None = None  # rows only for the last `window` tokens (sliding window); None = whole context
+    kv_heads: int = 1         # heads a tensor-parallel split can divide the row by (GQA); 1 = not shardable
+    fixed_bytes: int = 0      # for kind == "state": bytes per sequence, independent of context
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    index: int
+    params: dict[str, int]            # tensor class -> parameter count in this layer (all experts included)
+    kv: tuple[KVStream, ...] = ()
+    n_routed_experts: int = 0
+    experts_per_token: int = 0
+    expert_params: int = 0            # parameters of ONE routed expert
+    is_mtp: bool = False              # multi-token-prediction (draft) layer
+    attn_kind: str = "full"           # full | swa | mla | dsa | v4-csa | v4-hca | v4-swa
+    # attention FLOPs per new token per attended context position (2 * heads * (qk_dim + v_dim))
+    attn_flops_per_ctx: int = 0
+    attended_topk: int | None = None  # sparse attention: max compressed rows attended (V3.2/V4 top-k)
+    indexer_flops_per_ctx: int = 0    # lightning-indexer scoring FLOPs per new token per indexed row
+    indexer_ratio: int = 1            # tokens per indexed row
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_routed_experts > 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    architecture: str                 # e.g. DeepseekV4ForCausalLM
+    family: str                       # deepseek_v4 | deepseek_v3 | deepseek_v32 | gqa | gpt_oss | gemma
+    hidden_size: int
+    vocab_size: int
+    max_context: int
+    layers: tuple[LayerSpec, ...]
+    global_params: dict[str, int] = field(default_factory=dict)  # embed, head, final norms, vision
+    num_attention_heads: int = 0
+    index_topk: int | None = None
+    source: str = ""                  # where the architecture was read from
+
+    # ----- derived counts -------------------------------------------------
+    @property
+    def main_layers(self) -> tuple[LayerSpec, ...]:
+        return tuple(l for l in self.layers if not l.is_mtp)
+
+    @property
+    def mtp_layers(self) -> tuple[LayerSpec, ...]:
+        return tuple(l for l in self.layers if l.is_mtp)
+
+    def params_by_class(self, include_mtp: bool = True) -> dict[str, int]:
+        out = {c: 0 for c in TENSOR_CLASSES}
+        for c, n in self.global_params.items():
+            out[c] += n
+        for layer in self.layers:
+            if layer.is_mtp and not include_mtp:
+                continue
+            for c, n in layer.params.items():
+                out[c] += n
+        return out
+
+    def total_params(self, include_mtp: bool = False, include_vision: bool = False) -> int:
+        by = self.params_by_class(include_mtp)
+        return sum(n for c, n in by.items() if c not in ("lookup",) and (include_vision or c != "vision"))
+
+    def active_params(self, include_embed: bool = False) -> int:
+        """Parameters touched per token at batch 1 (main layers; routed experts at top-k)."""
+        total = 0
+        for c, n in self.global_params.items():
+            if c == "vision" or c == "lookup":
+                continue
+            if c == "embed" and not include_embed:
+                continue
+            total += n
+        for layer in self.main_layers:
+            for c, n in layer.params.items():
+                if c == "lookup":
+                    continue
+                if c == "routed_experts":
+                    total += layer.experts_per_token * layer.expert_params
+                else:
+                    total += n
+        return total
+
+    @property
+    def is_moe(self) -> bool:
+        return any(l.is_moe for l in self.layers)
+
+    @property
+    def moe_layers(self) -> tuple[LayerSpec, ...]:
+        return tuple(l for l in self.main_layers if l.is_moe)

@@ -1,0 +1,1 @@
+"""Catalogue loading: model cards and hardware data, validated by pydantic."""

@@ -1,0 +1,26 @@
+"""Find the data folders (`models/`, `hardware/`) from a checkout or an installed wheel."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parent.parent  # .../optimizer
+
+
+@lru_cache(maxsize=None)
+def data_dir(name: str) -> Path:
+    """Return the folder holding data set `name` ("models" or "hardware").
+
+    Order: $RIGOPT_DATA_DIR/<name>, the wheel's optimizer/_data/<name>, the checkout's top-level <name>.
+    """
+    env = os.environ.get("RIGOPT_DATA_DIR")
+    candidates = []
+    if env:
+        candidates.append(Path(env) / name)
+    candidates += [_PKG / "_data" / name, _PKG.parent / name]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise FileNotFoundError(f"rigopt data folder '{name}' not found (looked in {', '.join(map(str, candidates))})")

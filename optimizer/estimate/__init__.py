@@ -1,0 +1,1 @@
+"""Pure physics: memory and speed from first principles. Never imports ortools."""

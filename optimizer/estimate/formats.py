@@ -1,0 +1,89 @@
+"""Storage formats: exact bits per weight, block scales included.
+
+Sources:
+- GGML/GGUF block layouts: `gguf.GGML_QUANT_SIZES` (block size, bytes per block) from the gguf package,
+  which mirrors ggml/src/ggml-common.h; bits per weight = 8 * type_size / block_size.
+- FP8 block-128: one fp32 scale per 128x128 block (DeepSeek-V3 README_WEIGHTS.md, `weight_scale_inv`).
+- MXFP4: FP4 e2m1 + one E8M0 scale per 32 values (OCP MX spec; openai/gpt-oss README; models.md §1.3).
+- NVFP4: FP4 e2m1 + one FP8 e4m3 scale per 16 values + a per-tensor fp32 scale (NVIDIA ModelOpt;
+  nvidia/DeepSeek-V4-*-NVFP4 hf_quant_config.json group_size 16).
+- INT4 AWQ/GPTQ group 128: 4-bit weights + fp16 scale and 4-bit zero point per 128 values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gguf
+
+from optimizer.errors import InputError
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    bits_per_weight: float   # including scales/zero points
+    bits_compute: int        # bits of the math type a kernel runs at best (8 for FP8, 4 for FP4, 16 otherwise)
+    description: str
+
+
+def _ggml_formats() -> dict[str, Format]:
+    out = {}
+    for qt, (block, size) in gguf.GGML_QUANT_SIZES.items():
+        name = qt.name.lower()
+        bpw = 8.0 * size / block
+        out[name] = Format(name, bpw, 16, f"GGML {qt.name}: {size} bytes per {block} weights")
+    return out
+
+
+_NAMED: dict[str, Format] = {
+    "fp32": Format("fp32", 32.0, 16, "IEEE float32"),
+    "bf16": Format("bf16", 16.0, 16, "bfloat16"),
+    "fp16": Format("fp16", 16.0, 16, "float16"),
+    "fp8": Format("fp8", 8.0, 8, "FP8 e4m3, per-tensor scale"),
+    "fp8-block128": Format("fp8-block128", 8.0 + 32.0 / (128 * 128), 8, "FP8 e4m3 + fp32 scale per 128x128 block"),
+    "fp8-channel": Format("fp8-channel", 8.0, 8, "FP8 e4m3, per-output-channel scale (negligible)"),
+    "mxfp4": Format("mxfp4", 4.0 + 8.0 / 32, 4, "FP4 e2m1 + E8M0 scale per 32 values"),
+    "nvfp4": Format("nvfp4", 4.0 + 8.0 / 16, 4, "FP4 e2m1 + FP8 scale per 16 values"),
+    "int8": Format("int8", 8.0, 8, "INT8 per-channel (W8A8/W8A16)"),
+    "int4-g128": Format("int4-g128", 4.0 + (16.0 + 4.0) / 128, 16, "INT4 AWQ/GPTQ, fp16 scale + 4-bit zero per 128"),
+    "int64": Format("int64", 64.0, 64, "64-bit integer lookup table"),
+}
+
+FORMATS: dict[str, Format] = {**_ggml_formats(), **_NAMED}
+FORMATS["f32"] = FORMATS["fp32"]
+FORMATS["f16"] = FORMATS["fp16"]
+
+
+def get_format(name: str) -> Format:
+    key = name.strip().lower().replace("_", "-") if name.lower() not in FORMATS else name.lower()
+    if key in FORMATS:
+        return FORMATS[key]
+    alt = name.strip().lower()
+    if alt in FORMATS:
+        return FORMATS[alt]
+    raise InputError(f"unknown weight format '{name}'")
+
+
+def bytes_for(params: int, fmt: str | Format) -> float:
+    f = fmt if isinstance(fmt, Format) else get_format(fmt)
+    return params * f.bits_per_weight / 8.0
+
+
+# ---- KV-cache element types -------------------------------------------------------------
+# bytes per element; llama.cpp quantized caches use GGML block sizes (q8_0: 34 B per 32 values).
+KV_DTYPES: dict[str, float] = {
+    "fp32": 4.0, "f32": 4.0,
+    "bf16": 2.0, "fp16": 2.0, "f16": 2.0, "auto": 2.0,
+    "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0,
+}
+for _t in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"):
+    _b, _s = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[_t.upper()]]
+    KV_DTYPES[_t] = _s / _b
+
+
+def kv_elem_bytes(kv_dtype: str) -> float:
+    k = kv_dtype.strip().lower()
+    if k not in KV_DTYPES:
+        raise InputError(f"unknown KV dtype '{kv_dtype}' (known: {', '.join(sorted(KV_DTYPES))})")
+    return KV_DTYPES[k]

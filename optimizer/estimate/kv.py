@@ -1,0 +1,162 @@
+"""KV-cache bytes per sequence, by attention kind and engine layout.
+
+Row sizes per engine (shared/reference/engines.md and models.md):
+- vLLM / SGLang GQA: 2 x kv_heads x head_dim x dtype, kv heads divided by TP (vllm/config/model.py get_num_kv_heads).
+- MLA (V3/R1/Kimi): one 576-wide latent row, not sharded by TP: 1152 B bf16, 576 B fp8 (vLLM MLAAttentionSpec).
+- V3.2 sparse MLA with fp8: 656 B (512 FP8 + 16 B scales + 128 B BF16 rope) + 132 B indexer (vLLM, SGLang).
+- V4: 584 B per KV row in vLLM and SGLang (448 FP8 nope + 128 B BF16 rope + 8 B scales/pad), indexer 132 B
+  (FP8 + fp32 scale; SGLang's FP4 indexer option 68 B), fp32 compressor states.
+- llama.cpp: MLA caches K only (576 x type bytes, PR #19067); V4 uses 512-wide K-only rows at type_k for the window,
+  the compressed caches and a 128-wide indexer, each compressed cache padded to 256 cells (llama-kv-cache-dsv4.cpp).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from optimizer.arch.spec import KVStream, ModelSpec
+from optimizer.errors import InputError
+from optimizer.estimate.formats import kv_elem_bytes
+
+Engine = Literal["vllm", "sglang", "llamacpp"]
+ENGINES: tuple[str, ...] = ("vllm", "sglang", "llamacpp")
+
+V4_ROW_BYTES_FP8 = 584          # vLLM deepseek_v4 attention: nope + rope*2 + nope//64 + 1
+V4_ROW_BYTES_BF16_SGLANG = 1024  # SGLang unified-KV BF16 row
+DSA_ROW_BYTES_FP8 = 656         # vLLM/SGLang fp8_ds_mla for V3.2
+INDEXER_ROW_BYTES_FP8 = 132     # 128 FP8 + 4 B fp32 scale
+INDEXER_ROW_BYTES_FP4 = 68      # SGLang --enable-deepseek-v4-fp4-indexer
+LLAMACPP_PAD = 256
+
+
+def default_kv_dtype(spec: ModelSpec, engine: str) -> str:
+    if engine == "llamacpp":
+        return "f16"
+    if spec.family in ("deepseek_v4", "deepseek_v32"):
+        return "fp8"  # V4 accepts only FP8 layouts in vLLM; SGLang defaults V4 to fp8_e4m3; V3.2 defaults to fp8
+    return "bf16"
+
+
+def check_engine(engine: str) -> str:
+    e = engine.lower().replace(".", "").replace("-", "").replace("_", "")
+    if e in ("llamacpp", "llama"):
+        return "llamacpp"
+    if e in ("vllm", "sglang"):
+        return e
+    raise InputError(f"unknown engine '{engine}' (use vllm, sglang or llamacpp)")
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """Bytes of one stored row, and how many rows a sequence of T tokens keeps, for one stream."""
+    row_bytes: float
+    stream: KVStream
+    engine: str
+
+    def rows(self, tokens: int) -> int:
+        s = self.stream
+        if s.kind == "state":
+            return 0
+        n = tokens if s.window is None else min(tokens, s.window)
+        if s.ratio > 1:
+            n = tokens // s.ratio
+            if self.engine == "llamacpp":
+                n = math.ceil(math.ceil(tokens / s.ratio) / LLAMACPP_PAD) * LLAMACPP_PAD
+        return n
+
+    def bytes_at(self, tokens: int) -> float:
+        if self.stream.kind == "state":
+            return float(self.stream.fixed_bytes)
+        return self.rows(tokens) * self.row_bytes
+
+
+def _row_bytes(s: KVStream, engine: str, kv_dtype: str, tp: int, fp4_indexer: bool) -> float:
+    e = kv_elem_bytes(kv_dtype)
+    is_fp8 = kv_dtype.lower().startswith("fp8")
+    if s.kind == "state":
+        return 0.0
+    if s.kind == "kv":
+        if engine == "llamacpp":
+            return s.width * e  # layers are split across devices, heads are not
+        per_rank = max(1, s.kv_heads // tp) if tp > 1 else s.kv_heads
+        return s.width * e * per_rank / s.kv_heads
+    if s.kind == "mla":
+        return s.width * e
+    if s.kind == "dsa_kv":
+        if engine in ("vllm", "sglang") and is_fp8:
+            return DSA_ROW_BYTES_FP8
+        return s.width * e
+    if s.kind == "v4_kv":
+        if engine == "llamacpp":
+            return s.width * e
+        if engine == "sglang" and not is_fp8:
+            return V4_ROW_BYTES_BF16_SGLANG
+        return V4_ROW_BYTES_FP8
+    if s.kind == "indexer":
+        if engine == "llamacpp":
+            return s.width * e
+        if fp4_indexer and engine == "sglang":
+            return INDEXER_ROW_BYTES_FP4
+        return INDEXER_ROW_BYTES_FP8  # vLLM's FP4 indexer option still allocates 132 B
+    raise InputError(f"unknown KV stream kind {s.kind}")
+
+
+@dataclass(frozen=True)
+class KVEstimate:
+    engine: str
+    kv_dtype: str
+    layouts: tuple[tuple[int, KVLayout], ...]  # (layer index, layout)
+    index_topk: int | None
+
+    def bytes_at(self, tokens: int) -> float:
+        """Cache bytes one sequence of `tokens` tokens holds (per GPU of a TP group)."""
+        return sum(l.bytes_at(tokens) for _, l in self.layouts)
+
+    def fixed_bytes(self) -> float:
+        """Part that does not grow with context: states plus full sliding windows."""
+        out = 0.0
+        for _, l in self.layouts:
+            s = l.stream
+            if s.kind == "state":
+                out += s.fixed_bytes
+            elif s.window is not None:
+                out += s.window * l.row_bytes
+        return out
+
+    def growth_bytes_per_token(self) -> float:
+        """Bytes added per extra token of context (long-context slope)."""
+        return sum(l.row_bytes / l.stream.ratio for _, l in self.layouts
+                   if l.stream.kind != "state" and l.stream.window is None)
+
+    def read_bytes_per_token(self, tokens: int) -> float:
+        """Cache bytes read to decode one token of a sequence at context `tokens`."""
+        total = 0.0
+        for _, l in self.layouts:
+            s = l.stream
+            if s.kind == "state":
+                continue
+            rows = l.rows(tokens)
+            if s.kind in ("v4_kv", "dsa_kv") and s.window is None and self.index_topk and s.ratio in (1, 4):
+                rows = min(rows, self.index_topk)  # top-k sparse attention reads only the selected rows
+            total += rows * l.row_bytes
+        return total
+
+
+def kv_estimate(spec: ModelSpec, engine: str = "vllm", kv_dtype: str | None = None, tp: int = 1,
+                include_mtp: bool = False, fp4_indexer: bool = False) -> KVEstimate:
+    engine = check_engine(engine)
+    kv_dtype = (kv_dtype or default_kv_dtype(spec, engine)).lower()
+    kv_elem_bytes(kv_dtype)  # validate
+    if engine == "vllm" and spec.family == "deepseek_v4" and not kv_dtype.startswith("fp8"):
+        raise InputError("vLLM runs DeepSeek-V4 only with an FP8 KV cache (fp8_ds_mla); use --kv-dtype fp8")
+    if engine == "llamacpp" and kv_dtype.startswith("fp8"):
+        raise InputError("llama.cpp has no fp8 KV cache; use f16, bf16, q8_0, q4_0, ...")
+    layouts = []
+    for layer in spec.layers:
+        if layer.is_mtp and not include_mtp:
+            continue
+        for s in layer.kv:
+            layouts.append((layer.index, KVLayout(_row_bytes(s, engine, kv_dtype, tp, fp4_indexer), s, engine)))
+    return KVEstimate(engine=engine, kv_dtype=kv_dtype, layouts=tuple(layouts), index_topk=spec.index_topk)

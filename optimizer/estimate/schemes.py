@@ -1,0 +1,118 @@
+"""Quantization schemes: which storage format each tensor class gets.
+
+A scheme maps a tensor class to a mix [(fraction, format)]; fractions of a class sum to 1. "native" is
+built from a model card's `storage` (how the official checkpoint is stored). GGUF presets approximate
+llama.cpp's default mixes (llama_tensor_get_type in src/llama-quant.cpp: K-quant "_M" presets move
+attn_v and half of ffn_down up one type and store `output` at Q6_K); a real GGUF header gives exact sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optimizer.arch.spec import TENSOR_CLASSES
+from optimizer.errors import InputError
+from optimizer.estimate.formats import get_format
+
+Mix = tuple[tuple[float, str], ...]
+
+LINEAR_CLASSES = ("attention", "indexer", "compressor", "dense_ffn", "shared_experts", "routed_experts")
+EXPERT_CLASSES = ("routed_experts", "shared_experts")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    mixes: dict[str, Mix]
+    description: str
+    gguf: bool = False
+    mtp_format: str | None = None  # linear tensors of MTP layers stored differently (e.g. NVFP4 repos keep MTP FP8)
+
+    def mix(self, cls: str, mtp: bool = False) -> Mix:
+        if mtp and self.mtp_format and cls in LINEAR_CLASSES:
+            return ((1.0, self.mtp_format),)
+        return self.mixes[cls]
+
+    def bits(self, cls: str) -> float:
+        return sum(frac * get_format(fmt).bits_per_weight for frac, fmt in self.mixes[cls])
+
+    def min_bits(self, cls: str) -> float:
+        return min(get_format(fmt).bits_per_weight for _, fmt in self.mixes[cls])
+
+
+def _scheme(name: str, desc: str, default: str, gguf: bool = False, **over: str | Mix) -> Scheme:
+    mixes: dict[str, Mix] = {}
+    base = {"norms": "fp32", "lookup": "int64", "router": "bf16", "embed": "bf16", "head": "bf16", "vision": "bf16"}
+    if gguf:
+        base = {"norms": "f32", "lookup": "int64", "router": "f32", "vision": "f16"}
+    for cls in TENSOR_CLASSES:
+        v = over.get(cls, base.get(cls, default))
+        mixes[cls] = ((1.0, v),) if isinstance(v, str) else tuple(v)
+    return Scheme(name, mixes, desc, gguf)
+
+
+def _kquant(name: str, main: str, up: str, head: str, desc: str, embed: str | None = None) -> Scheme:
+    ffn = ((5 / 6, main), (1 / 6, up))   # half of ffn_down (1/3 of an FFN) one type up
+    attn = ((0.85, main), (0.15, up))     # attn_v one type up
+    return _scheme(name, desc, main, gguf=True, attention=attn, indexer=attn, compressor=attn,
+                   dense_ffn=ffn, shared_experts=ffn, routed_experts=ffn, head=head, embed=embed or main)
+
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in [
+    _scheme("bf16", "all weights BF16", "bf16"),
+    _scheme("fp8", "linear layers FP8 e4m3 with 128x128 block scales; embeddings/head BF16", "fp8-block128"),
+    _scheme("int8", "linear layers INT8 per-channel; embeddings/head BF16", "int8"),
+    _scheme("nvfp4", "experts and FFN NVFP4; attention FP8 block; embeddings/head BF16 (ModelOpt style)", "fp8-block128",
+            dense_ffn="nvfp4", shared_experts="nvfp4", routed_experts="nvfp4"),
+    _scheme("mxfp4", "experts and FFN MXFP4; attention FP8 block; embeddings/head BF16", "fp8-block128",
+            dense_ffn="mxfp4", shared_experts="mxfp4", routed_experts="mxfp4"),
+    _scheme("int4", "INT4 AWQ/GPTQ group 128 for all linear layers; embeddings/head BF16", "int4-g128"),
+    _scheme("q8_0", "GGUF Q8_0", "q8_0", gguf=True, head="q8_0", embed="q8_0"),
+    _kquant("q6_k", "q6_k", "q6_k", "q6_k", "GGUF Q6_K"),
+    _kquant("q5_k_m", "q5_k", "q6_k", "q6_k", "GGUF Q5_K_M (approximate mix)"),
+    _kquant("q4_k_m", "q4_k", "q6_k", "q6_k", "GGUF Q4_K_M (approximate mix)"),
+    _kquant("q4_0", "q4_0", "q4_0", "q6_k", "GGUF Q4_0 (output Q6_K)"),
+    _kquant("q3_k_m", "q3_k", "q4_k", "q6_k", "GGUF Q3_K_M (approximate mix)"),
+    _kquant("q2_k", "q2_k", "q3_k", "q6_k", "GGUF Q2_K (approximate mix)"),
+    _kquant("iq4_xs", "iq4_xs", "iq4_xs", "q6_k", "GGUF IQ4_XS"),
+    _kquant("iq3_xxs", "iq3_xxs", "iq3_s", "q6_k", "GGUF IQ3_XXS (approximate mix)"),
+    _kquant("iq2_xxs", "iq2_xxs", "iq3_xxs", "q6_k", "GGUF IQ2_XXS (approximate mix)"),
+    _kquant("iq1_s", "iq1_s", "iq2_xxs", "q6_k", "GGUF IQ1_S (approximate mix)"),
+    _kquant("iq1_m", "iq1_m", "iq2_xxs", "q6_k", "GGUF IQ1_M (approximate mix)"),
+]}
+
+# "Expert-only" GGUF mixes, the way MoE GGUFs (e.g. unsloth dynamic quants) keep attention at Q8_0.
+for _n, _t in (("q4_k_m-moe", "q4_k"), ("q2_k-moe", "q2_k"), ("iq2_xxs-moe", "iq2_xxs"), ("iq1_s-moe", "iq1_s")):
+    SCHEMES[_n] = _scheme(_n, f"GGUF: routed experts {_t.upper()}, everything else Q8_0 (MoE-style mix)", "q8_0",
+                          gguf=True, routed_experts=_t, head="q6_k", embed="q8_0")
+
+WEIGHT_QUANTS = ("native", *SCHEMES)
+
+
+def native_scheme(storage: dict[str, str]) -> Scheme:
+    """Scheme for how an official checkpoint is stored (a card's `storage` field)."""
+    default = storage.get("default", "bf16")
+    mtp = storage.get("mtp")
+    over = {k: v for k, v in storage.items() if k not in ("default", "mtp")}
+    for k in over:
+        if k not in TENSOR_CLASSES:
+            raise InputError(f"storage class '{k}' is not a tensor class ({', '.join(TENSOR_CLASSES)})")
+    over.setdefault("norms", "fp32")
+    over.setdefault("lookup", "int64")
+    for v in [default, *over.values()] + ([mtp] if mtp else []):
+        get_format(v)
+    s = _scheme("native", "as stored in the official checkpoint", default, **over)
+    return Scheme(s.name, s.mixes, s.description, s.gguf, mtp_format=mtp)
+
+
+def get_scheme(name: str, storage: dict[str, str] | None = None) -> Scheme:
+    key = name.strip().lower().replace("-", "_") if name.strip().lower() not in SCHEMES else name.strip().lower()
+    if name.strip().lower() == "native":
+        return native_scheme(storage or {"default": "bf16"})
+    for cand in (name.strip().lower(), key):
+        if cand in SCHEMES:
+            return SCHEMES[cand]
+    import difflib
+    close = difflib.get_close_matches(name.lower(), list(WEIGHT_QUANTS), n=3)
+    hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+    raise InputError(f"unknown quantization '{name}'{hint}; known: {', '.join(WEIGHT_QUANTS)}")
