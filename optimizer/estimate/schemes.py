@@ -42,7 +42,7 @@ class Scheme:
 
 def _scheme(name: str, desc: str, default: str, gguf: bool = False, **over: str | Mix) -> Scheme:
     mixes: dict[str, Mix] = {}
-    base = {"norms": "fp32", "lookup": "int64", "router": "bf16", "embed": "bf16", "head": "bf16", "vision": "bf16"}
+    base = {"norms": "bf16", "lookup": "int64", "router": "bf16", "embed": "bf16", "head": "bf16", "vision": "bf16"}
     if gguf:
         base = {"norms": "f32", "lookup": "int64", "router": "f32", "vision": "f16"}
     for cls in TENSOR_CLASSES:
@@ -97,7 +97,7 @@ def native_scheme(storage: dict[str, str]) -> Scheme:
     for k in over:
         if k not in TENSOR_CLASSES:
             raise InputError(f"storage class '{k}' is not a tensor class ({', '.join(TENSOR_CLASSES)})")
-    over.setdefault("norms", "fp32")
+    over.setdefault("norms", "bf16")
     over.setdefault("lookup", "int64")
     for v in [default, *over.values()] + ([mtp] if mtp else []):
         get_format(v)

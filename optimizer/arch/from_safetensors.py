@@ -1,0 +1,181 @@
+"""Read a Hugging Face checkpoint folder (config.json + safetensors headers, never tensor data) into a WeightsFile.
+
+Each shard's header is the first 8 bytes (little-endian u64 N) followed by N bytes of JSON
+`{name: {dtype, shape, data_offsets: [a, b]}, "__metadata__": {...}}`; a tensor's bytes are b - a.
+
+Tensor classes from HF names (first match wins):
+  scale tensors (.scale, _scale, _scale_inv, weight_scale, .weight_scale_2, input_scale) take the class of their weight;
+  vision/visual/multi_modal_projector/audio -> vision; tid2eid -> lookup; embed_tokens / embed.weight -> embed;
+  lm_head / head.weight -> head; indexer submodule -> indexer; compressor submodule -> compressor;
+  *norm*, attention sinks, mHC (hc_*) -> norms; shared_expert(s) -> shared_experts; .experts. -> routed_experts;
+  .gate.{weight,bias,e_score_correction_bias} / router -> router; other mlp/ffn/feed_forward -> dense_ffn;
+  self_attn / .attn. / eh_proj, e_proj, h_proj -> attention; anything else: norms if 1-D, else attention.
+Layer: `layers.N.` (N >= num_hidden_layers is an MTP layer); `mtp.N.` is read as layer num_hidden_layers + N.
+
+If no shard is present but model.safetensors.index.json has metadata.total_size, the result has
+file_bytes = total_size and tensors = () (per-class bytes are then unknown). If the index names shards and only
+some are present, that is an error naming the missing ones (a partial download would undercount).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+from optimizer.arch.from_config import spec_from_config
+from optimizer.arch.from_gguf import TensorInfo, WeightsFile
+from optimizer.errors import ModelFormatError
+
+_SCALE = re.compile(r"(\.weight_scale_2|\.weight_scale_inv|_scale_inv|\.weight_scale|weight_scale|input_scale|\.scale|_scale)$")
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_MTP = re.compile(r"(?:^|\.)mtp\.(\d+)\.")
+_MAX_HEADER = 512 * 1024 * 1024
+
+
+def hf_tensor_class(name: str, n_dims: int = 2) -> str:
+    """Tensor class of a Hugging Face / DeepSeek-style checkpoint tensor name."""
+    n = _SCALE.sub("", name)
+    if n != name:  # a scale tensor: classify the weight it belongs to
+        n = n.rstrip("._")
+        n = n if n.endswith(".weight") else n + ".weight"
+    if any(k in n for k in ("vision", "visual", "multi_modal_projector", "audio_tower", "vit.")):
+        return "vision"
+    if "tid2eid" in n:
+        return "lookup"
+    if "embed_tokens" in n or re.search(r"(?:^|\.)embed\.weight$", n):
+        return "embed"
+    if "lm_head" in n or re.search(r"(?:^|\.)head\.weight$", n):
+        return "head"
+    if ".indexer." in n or n.startswith("indexer."):
+        return "indexer"
+    if ".compressor." in n or n.startswith("compressor."):
+        return "compressor"
+    if "norm" in n or re.search(r"(?:^|\.|_)sinks?\b", n) or re.search(r"(?:^|\.)hc_", n):
+        return "norms"
+    if "shared_expert" in n:
+        return "shared_experts"
+    if ".experts." in n:
+        return "routed_experts"
+    if re.search(r"\.gate\.(weight|bias|e_score_correction_bias)$", n) or ".router." in n or ".gate.tid2eid" in n:
+        return "router"
+    if re.search(r"(?:^|\.)(mlp|ffn|feed_forward)\.", n):
+        return "dense_ffn"
+    if "self_attn" in n or ".attn." in n or re.search(r"(?:^|\.)(eh_proj|e_proj|h_proj)\.", n):
+        return "attention"
+    return "norms" if n_dims <= 1 else "attention"
+
+
+def _layer(name: str, n_layers: int) -> int | None:
+    m = _LAYER.search(name)
+    if m:
+        return int(m.group(1))
+    m = _MTP.search(name)
+    return n_layers + int(m.group(1)) if m else None
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ModelFormatError(f"{path.name}: cannot read file ({e.strerror or e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFormatError(f"{path.name}: not valid JSON ({e})") from None
+
+
+def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
+    """{tensor name: {dtype, shape, data_offsets}} of one shard, validated against the file size."""
+    label = path.name
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ModelFormatError(f"{label}: truncated safetensors file ({len(head)} bytes, no header length)")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, _MAX_HEADER):
+                raise ModelFormatError(f"{label}: header length {n} exceeds the file ({size} bytes); "
+                                       "truncated or not a safetensors file")
+            raw = f.read(n)
+    except OSError as e:
+        raise ModelFormatError(f"{label}: cannot read file ({e.strerror or e})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFormatError(f"{label}: safetensors header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"{label}: safetensors header is not a JSON object")
+    data_bytes = size - 8 - n
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        ok = isinstance(entry, dict) and isinstance(entry.get("dtype"), str) and isinstance(entry.get("shape"), list)
+        offs = entry.get("data_offsets") if isinstance(entry, dict) else None
+        ok = ok and isinstance(offs, list) and len(offs) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in offs + entry["shape"])
+        if not ok:
+            raise ModelFormatError(f"{label}: tensor {name!r} has no valid dtype/shape/data_offsets in the header")
+        a, b = offs
+        if not 0 <= a <= b or any(s < 0 for s in entry["shape"]):
+            raise ModelFormatError(f"{label}: tensor {name!r} has invalid data_offsets {offs} or shape")
+        if b > data_bytes:
+            raise ModelFormatError(f"{label}: truncated: tensor {name!r} ends at data byte {b}, "
+                                   f"file holds {data_bytes}")
+        out[name] = entry
+    return out
+
+
+def read_safetensors_dir(path: str | Path) -> WeightsFile:
+    """Read config.json and every safetensors shard header in a checkpoint folder (or beside a given file)."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    if not folder.is_dir():
+        raise ModelFormatError(f"{p}: no such checkpoint folder")
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise ModelFormatError(f"{folder.name}: no config.json in {folder}")
+    config = _load_json(cfg_path)
+    spec = spec_from_config(config, name=folder.name, source=str(folder))
+    n_layers = len(spec.main_layers)
+
+    index_path = folder / "model.safetensors.index.json"
+    index = _load_json(index_path) if index_path.is_file() else None
+    if index is not None and not isinstance(index, dict):
+        raise ModelFormatError(f"{index_path.name}: not a JSON object")
+    if index is not None and index.get("weight_map"):
+        wm = index["weight_map"]
+        if not isinstance(wm, dict):
+            raise ModelFormatError(f"{index_path.name}: 'weight_map' is not an object")
+        shard_names = sorted({str(v) for v in wm.values()})
+    else:
+        shard_names = sorted(q.name for q in folder.glob("*.safetensors"))
+    present = [folder / s for s in shard_names if (folder / s).is_file()]
+
+    if not present:
+        meta = (index or {}).get("metadata")
+        total = meta.get("total_size") if isinstance(meta, dict) else None
+        if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+            return WeightsFile(path=str(folder), spec=spec, tensors=(), file_bytes=total, format="safetensors")
+        raise ModelFormatError(f"{folder.name}: no safetensors shards and no metadata.total_size in "
+                               "model.safetensors.index.json")
+    missing = [s for s in shard_names if not (folder / s).is_file()]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ModelFormatError(f"{folder.name}: missing safetensors shard(s) {', '.join(missing[:3])}{more} "
+                               "named in model.safetensors.index.json")
+
+    tensors: list[TensorInfo] = []
+    for shard in present:
+        for name, e in read_safetensors_header(shard).items():
+            n_el = 1
+            for s in e["shape"]:
+                n_el *= s
+            a, b = e["data_offsets"]
+            dims = sum(1 for s in e["shape"] if s > 1)
+            tensors.append(TensorInfo(name=name, dtype=e["dtype"], n_elements=n_el, n_bytes=b - a,
+                                      tensor_class=hf_tensor_class(name, dims), layer=_layer(name, n_layers)))
+    return WeightsFile(path=str(folder), spec=spec, tensors=tuple(tensors),
+                       file_bytes=sum(q.stat().st_size for q in present), format="safetensors")

@@ -1,0 +1,122 @@
+"""Model catalogue: load cards, resolve a user's MODEL argument to an architecture.
+
+MODEL may be a catalogue key or alias, a path to a config.json, a model folder (config.json and/or
+model.safetensors.index.json), or a .gguf file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from optimizer.arch.from_config import spec_from_config
+from optimizer.arch.spec import ModelSpec
+from optimizer.catalog.model_schema import ModelCard
+from optimizer.catalog.paths import data_dir
+from optimizer.errors import CatalogError, ModelFormatError
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    key: str
+    spec: ModelSpec
+    card: ModelCard | None = None
+    weights_file: object | None = None  # optimizer.arch.from_gguf.WeightsFile when read from a file
+
+    @property
+    def storage(self) -> dict[str, str]:
+        if self.card is not None:
+            return dict(self.card.storage)
+        return {"default": "bf16"}
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+@lru_cache(maxsize=None)
+def load_cards() -> dict[str, ModelCard]:
+    root = data_dir("models")
+    cards: dict[str, ModelCard] = {}
+    for card_path in sorted(root.glob("*/card.yaml")):
+        try:
+            raw = yaml.safe_load(card_path.read_text())
+            card = ModelCard.model_validate(raw)
+        except yaml.YAMLError as e:
+            raise CatalogError(f"{card_path}: malformed YAML ({str(e).splitlines()[0]})") from None
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise CatalogError(f"{card_path}: field '{loc}': {err['msg']}") from None
+        if card.key != card_path.parent.name:
+            raise CatalogError(f"{card_path}: key '{card.key}' does not match its folder name")
+        cards[card.key] = card
+    return cards
+
+
+@lru_cache(maxsize=None)
+def _alias_map() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, card in load_cards().items():
+        for a in [key, *card.aliases]:
+            n = _norm(a)
+            if n in out and out[n] != key:
+                raise CatalogError(f"model alias '{a}' is used by both {out[n]} and {key}")
+            out[n] = key
+    return out
+
+
+def catalogue_key(name: str) -> str:
+    n = _norm(name)
+    amap = _alias_map()
+    if n in amap:
+        return amap[n]
+    close = difflib.get_close_matches(n, list(amap), n=3, cutoff=0.6)
+    close_keys = list(dict.fromkeys(amap[c] for c in close))
+    raise CatalogError(f"unknown model '{name}'", did_you_mean=close_keys)
+
+
+@lru_cache(maxsize=None)
+def _catalogue_model(key: str) -> ResolvedModel:
+    card = load_cards()[key]
+    cfg_path = data_dir("models") / key / "config.json"
+    spec = spec_from_config(_read_json(cfg_path), name=card.name, source=f"models/{key}/config.json")
+    return ResolvedModel(key=key, spec=spec, card=card)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{path}: not valid JSON ({e})") from None
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Turn a MODEL argument into an architecture (and card, when it is a catalogue model)."""
+    p = Path(name).expanduser()
+    looks_like_path = name.endswith((".json", ".gguf")) or "/" in name or name.startswith(".")
+    if looks_like_path or (p.exists() and not _norm(name) in _alias_map()):
+        if not p.exists():
+            raise ModelFormatError(f"{name}: no such file or folder")
+        if p.is_file() and p.suffix == ".gguf":
+            from optimizer.arch.from_gguf import read_gguf
+            wf = read_gguf(p)
+            return ResolvedModel(key=p.stem, spec=wf.spec, weights_file=wf)
+        if p.is_dir():
+            if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists():
+                from optimizer.arch.from_safetensors import read_safetensors_dir
+                wf = read_safetensors_dir(p)
+                return ResolvedModel(key=p.name, spec=wf.spec, weights_file=wf)
+            p = p / "config.json"
+        raw = _read_json(p)
+        spec = spec_from_config(raw, name=str(p), source=str(p))
+        return ResolvedModel(key=p.parent.name if p.name == "config.json" else p.stem, spec=spec)
+    return _catalogue_model(catalogue_key(name))

@@ -1,0 +1,47 @@
+"""Empirical factors, each a named datum with its source. Formulas never carry bare literals for these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optimizer.units import GiB, MiB
+
+
+@dataclass(frozen=True)
+class Factor:
+    value: float
+    source: str
+    estimate: bool = False
+
+
+# ---- memory-bandwidth efficiency (achieved / peak) for decode ------------------------------------
+BW_EFFICIENCY = {
+    "nvidia": Factor(0.80, "aiconfigurator systems/*.yaml mem_bw_empirical_scaling_factor: 0.8 (NVIDIA SKUs)"),
+    "amd": Factor(0.70, "estimate: MI300X decode kernels reach a lower fraction of HBM peak than NVIDIA", True),
+    "intel": Factor(0.50, "aiconfigurator b60.yaml mem_bw_empirical_scaling_factor: 0.5"),
+    "apple": Factor(0.75, "estimate: llama.cpp Metal decode reaches ~70-80% of unified-memory peak", True),
+    "unified": Factor(0.75, "estimate: LPDDR5X unified-memory boxes (Strix Halo measured 212 of 256 GB/s = 0.83)", True),
+}
+HOST_DRAM_EFFICIENCY = Factor(0.75, "estimate: STREAM-style sustained fraction 70-85% (shared/reference/hardware.md §2)", True)
+PCIE_EFFICIENCY = Factor(0.80, "MLE-N: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 GB/s; pinned copies ~80% of nominal", True)
+NVME_EFFICIENCY = Factor(0.70, "estimate: random 1-MiB expert reads reach ~70% of sequential read rate", True)
+
+# ---- compute efficiency --------------------------------------------------------------------------
+PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell (MLE-A); whole-model prefill reaches ~0.4-0.5", True)
+DECODE_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: small-batch GEMMs reach about half of MAMF", True)
+CPU_EXPERT_EFFICIENCY = Factor(0.60, "estimate: AMX/AVX-512 MoE kernels (KTransformers/llama.cpp) at batch 1 are bandwidth bound", True)
+
+# ---- per-step fixed costs ------------------------------------------------------------------------
+LAYER_OVERHEAD_S = Factor(4e-6, "estimate: kernel launch/sync per layer per decode step with CUDA graphs (AIC adds 3 us per op)", True)
+ALLREDUCE_LATENCY_S = Factor(8e-6, "estimate: NCCL small-message all-reduce latency inside an NVLink domain", True)
+
+# ---- engine memory overheads ---------------------------------------------------------------------
+VLLM_GPU_MEMORY_UTILIZATION = Factor(0.92, "vllm 0.33.0 vllm/config/cache.py default gpu_memory_utilization (engines.md §1.3)")
+VLLM_NON_TORCH_BYTES = Factor(2 * GiB, "engines.md §2.6: non-torch memory (NCCL, cuBLAS, workspaces) ~1-3 GiB", True)
+VLLM_CUDAGRAPH_BYTES = Factor(1.5 * GiB, "engines.md §2.6: cudagraph memory ~0.5-3 GiB", True)
+CUDA_CONTEXT_BYTES = Factor(500 * MiB, "estimate: CUDA context + driver reservation before any allocator (~0.4-0.6 GiB)", True)
+ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = Factor(32.0, "estimate: profile-run peak ≈ tokens x hidden x 2 B x 16 live buffers", True)
+SGLANG_RESERVE_MIN_BYTES = Factor(10 * GiB, "sglang memory_hook.py: reserve floored at 10 GiB on GPUs > 60 GiB (engines.md §3.4)")
+LLAMACPP_UBATCH = Factor(512, "llama.cpp common.h default n_ubatch 512")
+VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 (derived): C4 compressor state 32 KiB per 4-token block + indexer state", True)
+VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "engines.md §2.7 (derived): C128 compressor state 32 KiB per 8-token block", True)

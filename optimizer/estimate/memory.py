@@ -1,0 +1,168 @@
+"""Per-device memory: weights, KV cache and engine runtime, with each engine's own accounting.
+
+- vLLM: `gpu_memory_utilization` is a fraction of TOTAL device memory and bounds weights + activations +
+  non-torch + CUDA graphs + KV (engines.md §2.6). The CUDA context must fit in the remaining (1 - gmu).
+- SGLang: `mem_fraction_static` bounds weights + KV only; the rest is a reserve for activations and graphs
+  whose default is floored at 10 GiB on GPUs above 60 GiB (engines.md §3.4).
+- llama.cpp: weights + KV + a compute buffer; no fraction, everything must fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from optimizer.arch.spec import ModelSpec
+from optimizer.estimate import factors as F
+from optimizer.estimate.kv import KVEstimate
+from optimizer.estimate.weights import WeightBreakdown
+from optimizer.units import GiB
+
+
+@dataclass(frozen=True)
+class Parallel:
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    ep: bool = False
+
+    @property
+    def world(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    @property
+    def ep_size(self) -> int:
+        return self.tp * self.dp if self.ep else 1
+
+    def label(self) -> str:
+        parts = [f"TP{self.tp}"]
+        if self.pp > 1:
+            parts.append(f"PP{self.pp}")
+        if self.dp > 1:
+            parts.append(f"DP{self.dp}")
+        if self.ep:
+            parts.append(f"EP{self.ep_size}")
+        return "×".join(parts)
+
+
+def weights_per_device(w: WeightBreakdown, par: Parallel, gpu_expert_fraction: float = 1.0) -> float:
+    """Weight bytes on the busiest device (dense parts split by TP, experts by EP or TP; layers by PP)."""
+    experts = w.routed_expert_bytes * gpu_expert_fraction
+    expert_split = par.ep_size if par.ep else par.tp
+    return (w.dense_bytes / par.tp + experts / expert_split) / par.pp
+
+
+def default_max_num_batched_tokens(engine: str, device_bytes: float) -> int:
+    """vLLM API-server defaults (engines.md §2.3): >=160 GiB 16384, 70-160 GiB 8192, else 2048.
+    SGLang chunked-prefill defaults: <20 GB 2048, <60 GB 4096, <160 GB 8192, else 16384."""
+    gib = device_bytes / GiB
+    if engine == "vllm":
+        return 16384 if gib >= 160 else (8192 if gib >= 70 else 2048)
+    if engine == "sglang":
+        gb = device_bytes / 1e9
+        return 2048 if gb < 20 else 4096 if gb < 60 else 8192 if gb < 160 else 16384
+    return int(F.LLAMACPP_UBATCH.value)
+
+
+def v4_inflight_reserve(spec: ModelSpec, in_flight_tokens: int) -> float:
+    """vLLM's per-request reservation for DeepSeek-V4 SWA rings and compressor states (engines.md §2.7, derived)."""
+    if spec.family != "deepseek_v4":
+        return 0.0
+    n_c4 = sum(1 for l in spec.main_layers if l.attn_kind == "v4-csa")
+    n_c128 = sum(1 for l in spec.main_layers if l.attn_kind == "v4-hca")
+    per_tok = (len(spec.main_layers) * 584 + n_c4 * F.VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4.value
+               + n_c128 * F.VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128.value)
+    return in_flight_tokens * per_tok
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Memory of the busiest device of a plan, in bytes."""
+    engine: str
+    capacity_bytes: float          # usable memory of the device
+    budget_bytes: float            # what the engine may use (vLLM: gmu x total)
+    weights_bytes: float
+    kv_bytes: float                # KV for `concurrency` sequences at `context` on this device
+    kv_per_seq_bytes: float
+    runtime_bytes: float           # activations, graphs, non-torch, compute buffers
+    outside_budget_bytes: float    # CUDA context etc. (must fit outside the budget)
+    reserve_per_seq_bytes: float = 0.0  # engine reservation per request beyond the KV itself (vLLM V4)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def used_bytes(self) -> float:
+        return self.weights_bytes + self.kv_bytes + self.runtime_bytes
+
+    @property
+    def headroom_bytes(self) -> float:
+        return self.budget_bytes - self.used_bytes
+
+    @property
+    def kv_available_bytes(self) -> float:
+        return self.budget_bytes - self.weights_bytes - self.runtime_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.headroom_bytes >= 0 and self.outside_budget_bytes <= self.capacity_bytes - self.budget_bytes + 1
+
+
+def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine: str, capacity_bytes: float,
+                  context: int, concurrency: int, par: Parallel, gpu_expert_fraction: float = 1.0,
+                  unified: bool = False, gpu_memory_utilization: float | None = None,
+                  max_num_batched_tokens: int | None = None) -> DeviceMemory:
+    weights = weights_per_device(w, par, gpu_expert_fraction)
+    # sequences per DP replica; KV of a replica is split across PP stages, MLA/V4 not by TP (kv already per TP rank)
+    seqs = -(-concurrency // par.dp)
+    kv_seq = kv.bytes_at(context) / par.pp
+    mnbt = max_num_batched_tokens or default_max_num_batched_tokens(engine, capacity_bytes)
+    act = mnbt * spec.hidden_size * F.ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN.value
+    notes: list[str] = []
+    reserve = 0.0
+    if engine == "vllm":
+        gmu = gpu_memory_utilization or F.VLLM_GPU_MEMORY_UTILIZATION.value
+        budget = capacity_bytes * gmu
+        runtime = act + F.VLLM_NON_TORCH_BYTES.value + F.VLLM_CUDAGRAPH_BYTES.value
+        outside = F.CUDA_CONTEXT_BYTES.value
+        reserve = v4_inflight_reserve(spec, 2 * mnbt) / par.pp
+        if reserve:
+            notes.append(f"vLLM reserves ~{reserve / GiB:.1f} GiB per request for V4 SWA/compressor in-flight state "
+                         f"(max_num_batched_tokens {mnbt}, async scheduling)")
+    elif engine == "sglang":
+        reserve_min = F.SGLANG_RESERVE_MIN_BYTES.value if capacity_bytes > 60 * GiB else 0.0
+        runtime = max(reserve_min, 512 * 2**20 + 1.5 * max(mnbt, 2048) * 2**20 + 1024 * 2**20 * par.tp * par.pp / 8)
+        budget = capacity_bytes
+        outside = 0.0
+    else:
+        ub = F.LLAMACPP_UBATCH.value
+        runtime = ub * (4 * spec.vocab_size + 64 * spec.hidden_size) + (0 if unified else F.CUDA_CONTEXT_BYTES.value)
+        budget = capacity_bytes
+        outside = 0.0
+    kv_total = seqs * (kv_seq + reserve)
+    return DeviceMemory(engine=engine, capacity_bytes=capacity_bytes, budget_bytes=budget, weights_bytes=weights,
+                        kv_bytes=kv_total, kv_per_seq_bytes=kv_seq, runtime_bytes=runtime,
+                        outside_budget_bytes=outside, reserve_per_seq_bytes=reserve, notes=tuple(notes))
+
+
+def max_concurrency(mem: DeviceMemory, dp: int = 1) -> int:
+    per = mem.kv_per_seq_bytes + mem.reserve_per_seq_bytes
+    if per <= 0 or mem.kv_available_bytes <= 0:
+        return 0
+    return int(mem.kv_available_bytes // per) * dp
+
+
+def max_context(kv: KVEstimate, available_bytes: float, concurrency_per_replica: int, pp: int = 1,
+                reserve_per_seq: float = 0.0, limit: int = 2**27) -> int:
+    """Largest context T whose KV for `concurrency_per_replica` sequences fits in `available_bytes` (0 if none)."""
+    def need(t: int) -> float:
+        return concurrency_per_replica * (kv.bytes_at(t) / pp + reserve_per_seq)
+    if need(1) > available_bytes:
+        return 0
+    lo, hi = 1, limit
+    if need(hi) <= available_bytes:
+        return hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if need(mid) <= available_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,269 @@
+"""Decode and prefill speed from bytes moved, FLOPs and communication.
+
+Every figure comes in two forms: the roofline *bound* (peak bandwidths and FLOPs, perfect overlap, no
+latency, no communication) and the *expected* figure (efficiency factors from factors.py, per-layer
+overheads, communication). Expected time >= bound time by construction, so expected tok/s <= bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from optimizer.arch.spec import ModelSpec
+from optimizer.estimate import factors as F
+from optimizer.estimate.kv import KVEstimate
+from optimizer.estimate.memory import Parallel
+from optimizer.estimate.weights import WeightBreakdown
+
+
+@dataclass(frozen=True)
+class Device:
+    """What the speed model needs of one accelerator."""
+    name: str
+    mem_bw_bytes_per_s: float
+    bf16_flops: float
+    fp8_flops: float | None = None
+    fp4_flops: float | None = None
+    vendor: str = "nvidia"
+    kind: str = "gpu"
+
+    def flops_for_bits(self, bits: float) -> float:
+        if bits <= 4.5 and self.fp4_flops:
+            return self.fp4_flops
+        if bits <= 8.5 and self.fp8_flops:
+            return self.fp8_flops
+        return self.bf16_flops
+
+    @property
+    def bw_efficiency(self) -> float:
+        key = self.vendor if self.kind == "gpu" else ("apple" if self.vendor == "apple" else "unified")
+        return F.BW_EFFICIENCY.get(key, F.BW_EFFICIENCY["nvidia"]).value
+
+
+@dataclass(frozen=True)
+class Links:
+    """Bandwidths (bytes/s, per direction) and latencies the plan's traffic crosses."""
+    tp_bw: float = 450e9           # between ranks of a TP group
+    tp_latency_s: float = F.ALLREDUCE_LATENCY_S.value
+    ep_bw: float = 450e9           # slowest link an EP all-to-all crosses (per GPU)
+    ep_latency_s: float = 10e-6
+    pp_bw: float = 50e9
+    pp_latency_s: float = 10e-6
+    host_link_bw: float = 64e9     # GPU <-> host (PCIe), per GPU, shared if a switch is shared
+    host_dram_bw: float = 0.0      # host DRAM peak bandwidth available to CPU-computed experts
+    host_dram_efficiency: float = F.HOST_DRAM_EFFICIENCY.value  # sustained / peak
+    host_flops: float = 0.0        # CPU matmul throughput for CPU-computed experts
+    nvme_bw: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExpertTiers:
+    """Fraction of routed-expert bytes (and of expert activations) served by each tier."""
+    gpu: float = 1.0
+    cpu: float = 0.0      # in host DRAM, computed by the CPU (llama.cpp --n-cpu-moe, KTransformers)
+    stream: float = 0.0   # in host DRAM, copied over PCIe to the GPU for each use
+    nvme: float = 0.0     # on NVMe, read per use (mmap'd), computed by the CPU
+    activation_share_gpu: float | None = None  # load-aware placement: share of activations served on GPU
+
+    def share(self, tier: str) -> float:
+        """Share of expert activations a tier serves (defaults to its byte fraction: uniform routing)."""
+        if self.activation_share_gpu is None:
+            return getattr(self, tier)
+        off = self.cpu + self.stream + self.nvme
+        if tier == "gpu":
+            return self.activation_share_gpu
+        return (1 - self.activation_share_gpu) * (getattr(self, tier) / off if off else 0.0)
+
+
+@dataclass(frozen=True)
+class SpeedEstimate:
+    tok_s_per_seq: float          # expected decode tokens/s for one sequence
+    tok_s_bound_per_seq: float    # roofline bound
+    tok_s_aggregate: float        # expected, all sequences together
+    batch: int
+    context: int
+    step_time_s: float
+    bound_step_time_s: float
+    terms_s: dict[str, float] = field(default_factory=dict)  # expected time components of one step
+    binding: str = ""
+
+    def as_dict(self) -> dict:
+        return {"tok_s_per_seq": self.tok_s_per_seq, "tok_s_bound_per_seq": self.tok_s_bound_per_seq,
+                "tok_s_aggregate": self.tok_s_aggregate, "batch": self.batch, "context": self.context,
+                "step_time_s": self.step_time_s, "bound_step_time_s": self.bound_step_time_s,
+                "terms_s": self.terms_s, "binding": self.binding}
+
+
+def distinct_experts(n_experts: int, k: int, tokens: int) -> float:
+    """Expected distinct experts a layer touches for `tokens` tokens under uniform routing: E(1-(1-k/E)^B)."""
+    if n_experts == 0:
+        return 0.0
+    return n_experts * (1.0 - (1.0 - k / n_experts) ** tokens)
+
+
+def busiest_share(items: float, bins: int) -> float:
+    """Expected items on the busiest of `bins` ranks when `items` land uniformly (balls-in-bins, capped)."""
+    if bins <= 1 or items <= 0:
+        return items
+    mean = items / bins
+    return min(items, mean + math.sqrt(2.0 * mean * math.log(bins)))
+
+
+def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Device, *, par: Parallel,
+                 context: int, batch: int = 1, links: Links | None = None, tiers: ExpertTiers | None = None,
+                 compute_bits: float = 16.0, expert_imbalance: float | None = None,
+                 n_nodes: int = 1) -> SpeedEstimate:
+    links = links or Links()
+    tiers = tiers or ExpertTiers()
+    batch = max(1, batch)
+    seqs_per_replica = -(-batch // par.dp)
+    tp, pp = par.tp, par.pp
+    d = spec.hidden_size
+    moe = spec.moe_layers
+    n_layers = len(spec.main_layers)
+
+    # ---- bytes read per step on the busiest GPU -------------------------------------------------
+    dense_active = w.active_bytes_per_token - sum(
+        w.per_layer_experts[i] * l.experts_per_token / l.n_routed_experts
+        for i, l in enumerate(spec.main_layers) if l.is_moe)
+    gpu_bytes = dense_active / tp  # each TP rank reads its shard of every dense tensor; PP stages run in sequence
+    expert_bytes_gpu = expert_bytes_cpu = expert_bytes_stream = expert_bytes_nvme = 0.0
+    for i, l in enumerate(spec.main_layers):
+        if not l.is_moe:
+            continue
+        eb = w.per_layer_experts[i] / l.n_routed_experts
+        u = distinct_experts(l.n_routed_experts, l.experts_per_token, seqs_per_replica)
+        if par.ep:
+            # experts spread over EP ranks; the busiest rank sets the pace (imbalance from placement if known)
+            ranks = par.ep_size
+            per_rank = u * expert_imbalance / ranks if expert_imbalance else busiest_share(u, ranks)
+            u_gpu_busiest = per_rank * tiers.share("gpu")
+            # with DP, each replica's tokens hit experts on all EP ranks: total distinct over all tokens
+            if par.dp > 1:
+                u_all = distinct_experts(l.n_routed_experts, l.experts_per_token, batch)
+                per_rank = u_all * expert_imbalance / ranks if expert_imbalance else busiest_share(u_all, ranks)
+                u_gpu_busiest = per_rank * tiers.share("gpu")
+            expert_bytes_gpu += u_gpu_busiest * eb
+        else:
+            expert_bytes_gpu += u * tiers.share("gpu") * eb / tp
+        expert_bytes_cpu += u * tiers.share("cpu") * eb
+        expert_bytes_stream += u * tiers.share("stream") * eb
+        expert_bytes_nvme += u * tiers.share("nvme") * eb
+    kv_read = seqs_per_replica * kv.read_bytes_per_token(context)  # MLA/V4 KV is not split by TP (kv per rank)
+    hbm_bytes = gpu_bytes + expert_bytes_gpu + kv_read
+
+    # ---- FLOPs per step on the busiest GPU -------------------------------------------------------
+    active_params = spec.active_params()
+    gpu_param_share = 1.0 - (1.0 - tiers.share("gpu")) * _expert_param_share(spec)
+    flops = 2.0 * active_params * gpu_param_share * seqs_per_replica / tp
+    attn = 0.0
+    for l in spec.main_layers:
+        attended = context
+        for s in l.kv:
+            if s.window is not None and s.kind in ("kv",):
+                attended = min(context, s.window)
+        if l.attended_topk:
+            attended = min(context, l.attended_topk + 128)
+        attn += l.attn_flops_per_ctx * attended + l.indexer_flops_per_ctx * context / max(l.indexer_ratio, 1)
+    flops += attn * seqs_per_replica / tp
+    peak_flops = dev.flops_for_bits(compute_bits)
+
+    # ---- host tiers --------------------------------------------------------------------------------
+    t_cpu_bound = (expert_bytes_cpu / links.host_dram_bw) if expert_bytes_cpu and links.host_dram_bw else 0.0
+    t_stream_bound = (expert_bytes_stream / links.host_link_bw) if expert_bytes_stream else 0.0
+    t_nvme_bound = (expert_bytes_nvme / links.nvme_bw) if expert_bytes_nvme and links.nvme_bw else 0.0
+    if (expert_bytes_cpu and not links.host_dram_bw) or (expert_bytes_nvme and not links.nvme_bw):
+        t_cpu_bound = t_nvme_bound = math.inf
+
+    # ---- bound -----------------------------------------------------------------------------------
+    t_hbm_bound = hbm_bytes / dev.mem_bw_bytes_per_s
+    t_comp_bound = flops / peak_flops
+    bound = max(t_hbm_bound, t_comp_bound) + t_cpu_bound + t_stream_bound + t_nvme_bound
+
+    # ---- expected --------------------------------------------------------------------------------
+    terms: dict[str, float] = {}
+    terms["gpu_memory"] = hbm_bytes / (dev.mem_bw_bytes_per_s * dev.bw_efficiency)
+    terms["gpu_compute"] = flops / (peak_flops * F.DECODE_COMPUTE_EFFICIENCY.value)
+    terms["layer_overhead"] = n_layers * F.LAYER_OVERHEAD_S.value
+    if expert_bytes_cpu:
+        terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) else math.inf
+    if expert_bytes_stream:
+        terms["pcie_stream"] = t_stream_bound / F.PCIE_EFFICIENCY.value
+    if expert_bytes_nvme:
+        terms["nvme"] = t_nvme_bound / F.NVME_EFFICIENCY.value if math.isfinite(t_nvme_bound) else math.inf
+    act_bytes = seqs_per_replica * d * 2.0
+    if tp > 1:
+        per_ar = 2.0 * (tp - 1) / tp * act_bytes / links.tp_bw + links.tp_latency_s
+        terms["tp_allreduce"] = 2 * n_layers * per_ar
+    if par.ep and par.ep_size > 1:
+        k = moe[0].experts_per_token if moe else 0
+        # dispatch (FP8) + combine (BF16) of each token's k expert inputs; off-rank share (N-1)/N
+        a2a_bytes = (seqs_per_replica / max(tp, 1)) * k * d * 3.0 * (par.ep_size - 1) / par.ep_size
+        terms["ep_all2all"] = len(moe) * (a2a_bytes / links.ep_bw + 2 * links.ep_latency_s)
+    if pp > 1:
+        terms["pp_transfer"] = (pp - 1) * (act_bytes / links.pp_bw + links.pp_latency_s)
+    gpu_part = max(terms["gpu_memory"], terms["gpu_compute"])
+    expected = gpu_part + sum(v for k_, v in terms.items() if k_ not in ("gpu_memory", "gpu_compute"))
+    expected = max(expected, bound)
+    names = {k_: v for k_, v in terms.items() if k_ not in ("gpu_memory", "gpu_compute")}
+    names["gpu_memory" if terms["gpu_memory"] >= terms["gpu_compute"] else "gpu_compute"] = gpu_part
+    binding = max(names, key=lambda k_: names[k_])
+    tok = 1.0 / expected if math.isfinite(expected) and expected > 0 else 0.0
+    tok_b = 1.0 / bound if math.isfinite(bound) and bound > 0 else 0.0
+    return SpeedEstimate(tok_s_per_seq=tok, tok_s_bound_per_seq=tok_b, tok_s_aggregate=tok * batch, batch=batch,
+                         context=context, step_time_s=expected, bound_step_time_s=bound, terms_s=terms,
+                         binding=binding)
+
+
+def _expert_param_share(spec: ModelSpec) -> float:
+    """Share of active parameters that are routed experts (for moving compute off the GPU)."""
+    active = spec.active_params()
+    if not active:
+        return 0.0
+    routed = sum(l.experts_per_token * l.expert_params for l in spec.main_layers if l.is_moe)
+    return routed / active
+
+
+@dataclass(frozen=True)
+class PrefillEstimate:
+    prompt_tokens: int
+    ttft_s: float
+    ttft_bound_s: float
+    tok_s: float
+    binding: str
+
+
+def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Parallel, prompt_tokens: int,
+                 links: Links | None = None, tiers: ExpertTiers | None = None,
+                 compute_bits: float = 16.0) -> PrefillEstimate:
+    """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once."""
+    links = links or Links()
+    tiers = tiers or ExpertTiers()
+    P = prompt_tokens
+    flops = 2.0 * spec.active_params() * P
+    for l in spec.main_layers:
+        if l.attended_topk:
+            attn_ctx = min(P, l.attended_topk) * P
+        else:
+            win = min((s.window for s in l.kv if s.window is not None and s.kind == "kv"), default=None)
+            attn_ctx = (min(P, win) * P) if win else P * P / 2.0
+        flops += l.attn_flops_per_ctx * attn_ctx + l.indexer_flops_per_ctx * (P * P / 2.0) / max(l.indexer_ratio, 1)
+    n_gpus = par.tp * par.pp
+    peak = dev.flops_for_bits(compute_bits)
+    t_comp_bound = flops / (peak * n_gpus)
+    offloaded = w.routed_expert_bytes * (1.0 - tiers.gpu)
+    t_weights_bound = (w.total - offloaded) / (dev.mem_bw_bytes_per_s * par.tp * par.pp)
+    # offloaded experts: llama.cpp copies them to the GPU for large batches, so they cross PCIe once per pass
+    t_off_bound = offloaded / links.host_link_bw if offloaded else 0.0
+    bound = max(t_comp_bound, t_weights_bound) + t_off_bound
+    t_comp = t_comp_bound / F.PREFILL_MFU.value
+    t_w = t_weights_bound / dev.bw_efficiency
+    t_off = t_off_bound / F.PCIE_EFFICIENCY.value
+    comm = 0.0
+    if par.tp > 1:
+        comm = 2 * len(spec.main_layers) * (2.0 * (par.tp - 1) / par.tp * P * spec.hidden_size * 2.0 / links.tp_bw)
+    expected = max(max(t_comp, t_w) + t_off + comm, bound)
+    parts = {"compute": t_comp, "weights": t_w, "pcie_offload": t_off, "tp_allreduce": comm}
+    return PrefillEstimate(prompt_tokens=P, ttft_s=expected, ttft_bound_s=bound, tok_s=P / expected,
+                           binding=max(parts, key=lambda k: parts[k]))
