@@ -85,7 +85,7 @@ class DeviceMemory:
     kv_per_seq_bytes: float
     runtime_bytes: float           # activations, graphs, non-torch, compute buffers
     outside_budget_bytes: float    # CUDA context etc. (must fit outside the budget)
-    reserve_per_seq_bytes: float = 0.0  # engine reservation per request beyond the KV itself (vLLM V4)
+    reserve_per_seq_bytes: float = 0.0  # engine in-flight reservation beyond the KV itself (vLLM V4), once per replica
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -124,8 +124,9 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
         outside = F.CUDA_CONTEXT_BYTES.value
         reserve = v4_inflight_reserve(spec, 2 * mnbt) / par.pp
         if reserve:
-            notes.append(f"vLLM reserves ~{reserve / GiB:.1f} GiB per request for V4 SWA/compressor in-flight state "
-                         f"(max_num_batched_tokens {mnbt}, async scheduling)")
+            notes.append(f"vLLM reserves ~{reserve / GiB:.1f} GiB for V4 SWA/compressor state of in-flight prefill tokens "
+                         f"(max_num_batched_tokens {mnbt}, async scheduling); its logged 'Maximum concurrency' charges "
+                         f"this to every request, so it prints a lower figure than the max concurrency here")
     elif engine == "sglang":
         reserve_min = F.SGLANG_RESERVE_MIN_BYTES.value if capacity_bytes > 60 * GiB else 0.0
         runtime = max(reserve_min, 512 * 2**20 + 1.5 * max(mnbt, 2048) * 2**20 + 1024 * 2**20 * par.tp * par.pp / 8)
@@ -136,24 +137,27 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
         runtime = ub * (4 * spec.vocab_size + 64 * spec.hidden_size) + (0 if unified else F.CUDA_CONTEXT_BYTES.value)
         budget = capacity_bytes
         outside = 0.0
-    kv_total = seqs * (kv_seq + reserve)
+    # the in-flight reservation covers the prefill chunk(s) being processed, once per replica (vLLM's logged
+    # "Maximum concurrency" charges it to every request, a worst-case bound; see notes)
+    kv_total = seqs * kv_seq + reserve
     return DeviceMemory(engine=engine, capacity_bytes=capacity_bytes, budget_bytes=budget, weights_bytes=weights,
                         kv_bytes=kv_total, kv_per_seq_bytes=kv_seq, runtime_bytes=runtime,
                         outside_budget_bytes=outside, reserve_per_seq_bytes=reserve, notes=tuple(notes))
 
 
 def max_concurrency(mem: DeviceMemory, dp: int = 1) -> int:
-    per = mem.kv_per_seq_bytes + mem.reserve_per_seq_bytes
-    if per <= 0 or mem.kv_available_bytes <= 0:
+    per = mem.kv_per_seq_bytes
+    avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
+    if per <= 0 or avail <= 0:
         return 0
-    return int(mem.kv_available_bytes // per) * dp
+    return int(avail // per) * dp
 
 
 def max_context(kv: KVEstimate, available_bytes: float, concurrency_per_replica: int, pp: int = 1,
                 reserve_per_seq: float = 0.0, limit: int = 2**27) -> int:
     """Largest context T whose KV for `concurrency_per_replica` sequences fits in `available_bytes` (0 if none)."""
     def need(t: int) -> float:
-        return concurrency_per_replica * (kv.bytes_at(t) / pp + reserve_per_seq)
+        return concurrency_per_replica * kv.bytes_at(t) / pp + reserve_per_seq
     if need(1) > available_bytes:
         return 0
     lo, hi = 1, limit

@@ -1,0 +1,102 @@
+"""Thin typer CLI: parse, call one function, render. No physics here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from optimizer.errors import RigoptError
+from optimizer.units import parse_tokens
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="rigopt: exact memory/speed estimates and the cheapest hardware for running an LLM.")
+catalog_app = typer.Typer(add_completion=False, no_args_is_help=True, help="List what the catalogue knows, with sources.")
+app.add_typer(catalog_app, name="catalog")
+
+CONTEXT_HELP = "Context per sequence in tokens: 393216, 384K (=393216) or 1M (=1048576). K and M are binary."
+
+
+def _tokens(value: str) -> int:
+    return parse_tokens(value)
+
+
+def _out(obj, as_json: bool, render) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(obj.model_dump(mode="json"), indent=2) + "\n")
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+        render(obj, console)
+
+
+@app.command()
+def estimate(
+    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder or a .gguf file")],
+    context: Annotated[str, typer.Option("--context", "-c", help=CONTEXT_HELP)] = "32K",
+    concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = 1,
+    quant: Annotated[Optional[list[str]], typer.Option("--quant", "-q", help="Weight quantization(s): native, bf16, fp8, int8, nvfp4, mxfp4, int4, q8_0, q4_k_m, q2_k, iq2_xxs, ... (repeatable)")] = None,
+    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV cache dtype: bf16, fp16, fp8, q8_0, q4_0 (default: the engine's)")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp (default vllm; GGUF quants use llamacpp)")] = None,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", help="Accelerator type, e.g. h200, rtx-4090, m3-ultra-512gb")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", "-n", help="Number of accelerators")] = 1,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt length for TTFT (default: the context)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.estimate/1)")] = False,
+) -> None:
+    """Weights, KV cache, runtime memory and decode/prefill speed for a model."""
+    from optimizer.catalog.models import resolve_model
+    from optimizer.report.estimate import estimate as run
+    from optimizer.report.render import render_estimate
+
+    ctx = _tokens(context)
+    m = resolve_model(model)
+    r = run(m, context=ctx, concurrency=concurrency, quants=quant, kv_dtype=kv_dtype, engine=engine or "vllm",
+            engine_explicit=engine is not None, gpu=gpu, gpus=gpus,
+            prompt_tokens=_tokens(prompt) if prompt else None)
+    _out(r, as_json, render_estimate)
+
+
+@catalog_app.command("models")
+def catalog_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Models in the catalogue."""
+    from optimizer.report.catalog import list_models, render_models
+    _out(list_models(), as_json, render_models)
+
+
+@catalog_app.command("gpus")
+def catalog_gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Accelerators with memory, bandwidth, compute, price and sources."""
+    from optimizer.report.catalog import list_gpus, render_gpus
+    _out(list_gpus(), as_json, render_gpus)
+
+
+@catalog_app.command("nodes")
+def catalog_nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Node types (servers, workstations, unified-memory boxes)."""
+    from optimizer.report.catalog import list_nodes, render_nodes
+    _out(list_nodes(), as_json, render_nodes)
+
+
+def main() -> None:
+    """Entry point: typer app with one-line errors and exit code 2 for bad input."""
+    try:
+        app(standalone_mode=False)
+    except RigoptError as e:
+        Console(stderr=True).print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code or 0)
+    except Exception as e:  # click usage errors and anything unexpected: one line, no traceback
+        import click
+        if isinstance(e, click.exceptions.ClickException):
+            Console(stderr=True).print(f"[red]error:[/red] {e.format_message()}", highlight=False)
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        Console(stderr=True).print(f"[red]internal error:[/red] {type(e).__name__}: {e}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Result objects (pydantic, stable JSON) and their rich renderings."""

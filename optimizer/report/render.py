@@ -1,0 +1,63 @@
+"""Rich tables for people. Programs use --json."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from optimizer.report.estimate import EstimateResult
+from optimizer.units import GB, GiB, fmt_tokens
+
+
+def _gb(b: float) -> str:
+    return f"{b / GB:,.1f}"
+
+
+def _fit_list(row, limit: int = 5) -> str:
+    single = row.fits_single
+    multi = [f"{o.count}× {o.accelerator}" for o in sorted(row.fits_multi, key=lambda o: (o.count, o.accelerator))]
+    parts = []
+    if single:
+        parts.append("1× " + ", ".join(single[:limit]) + (" …" if len(single) > limit else ""))
+    if multi:
+        parts.append(", ".join(multi[:limit]) + (" …" if len(multi) > limit else ""))
+    return "; ".join(parts) or "nothing in the catalogue (try offload: rigopt cheapest)"
+
+
+def render_estimate(r: EstimateResult, console: Console) -> None:
+    m = r.model
+    console.print(f"[bold]{m.name}[/bold]  ({m.architecture}, {m.total_params / 1e9:,.1f}B params, "
+                  f"{m.active_params / 1e9:,.1f}B active, max context {m.max_context:,})")
+    kv = r.kv
+    console.print(f"KV cache ({kv.engine}, {kv.kv_dtype}): {kv.per_seq_bytes / GiB:,.2f} GiB per sequence at "
+                  f"{r.context:,} tokens ({fmt_tokens(r.context)}); {kv.growth_bytes_per_token:,.1f} B/token growth + "
+                  f"{kv.fixed_bytes_per_seq / 2**20:,.1f} MiB fixed; decode reads {kv.read_bytes_per_token / GB:,.3f} GB/token")
+    t = Table(title=f"Memory at {r.context:,} tokens × {r.concurrency} sequence(s)  (GB = 10^9 bytes)")
+    for col, j in (("quant", "left"), ("engine", "left"), ("weights GB", "right"), ("+ KV GB", "right"),
+                   ("+ runtime GB", "right"), ("total GB", "right"), ("fits on", "left")):
+        t.add_column(col, justify=j)
+    for row in r.quants:
+        t.add_row(row.quant, row.engine, _gb(row.weights_bytes), _gb(row.kv_bytes), _gb(row.runtime_bytes),
+                  _gb(row.total_bytes), _fit_list(row))
+    console.print(t)
+    h = r.hardware
+    if h:
+        d = h.per_device
+        ok = "[green]fits[/green]" if d.fits else "[red]does not fit[/red]"
+        console.print(f"\n[bold]{h.count}× {h.accelerator_name}[/bold] ({h.parallel}, {h.quant}, node {h.node}): {ok}")
+        t2 = Table(title="Per device (busiest)")
+        for col in ("capacity", "engine budget", "weights", "KV", "runtime", "headroom"):
+            t2.add_column(col + " GiB", justify="right")
+        t2.add_row(*(f"{x / GiB:,.2f}" for x in (d.capacity_bytes, d.budget_bytes, d.weights_bytes, d.kv_bytes,
+                                                  d.runtime_bytes, d.headroom_bytes)))
+        console.print(t2)
+        console.print(f"max context at concurrency {r.concurrency}: {h.max_context_tokens:,} tokens; "
+                      f"max concurrency at {r.context:,} tokens: {h.max_concurrency}")
+        s = h.decode
+        console.print(f"decode: expected {s.tok_s_per_seq:,.1f} tok/s per sequence (bound {s.tok_s_bound_per_seq:,.1f}), "
+                      f"{s.tok_s_aggregate:,.1f} tok/s aggregate; binding: {s.binding}")
+        console.print(f"prefill of {s.prompt_tokens:,} tokens: TTFT expected {s.ttft_s:,.1f} s (bound {s.ttft_bound_s:,.1f} s)")
+        for n in h.notes:
+            console.print(f"note: {n}")
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
