@@ -81,22 +81,26 @@ def catalog_nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     _out(list_nodes(), as_json, render_nodes)
 
 
+def _fail(msg: str, code: int) -> None:
+    sys.stderr.write(" ".join(msg.split()) + "\n")  # exactly one line, never wrapped
+    sys.exit(code)
+
+
 def main() -> None:
     """Entry point: typer app with one-line errors and exit code 2 for bad input."""
     try:
         app(standalone_mode=False)
     except RigoptError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {e}", highlight=False)
-        sys.exit(2)
+        _fail(f"error: {e}", 2)
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code or 0)
-    except Exception as e:  # click usage errors and anything unexpected: one line, no traceback
-        import click
-        if isinstance(e, click.exceptions.ClickException):
-            Console(stderr=True).print(f"[red]error:[/red] {e.format_message()}", highlight=False)
+    except Exception as e:  # usage errors (click or typer's own click copy) and anything unexpected
+        if type(e).__name__ == "NoArgsIsHelpError":
+            sys.stderr.write(e.format_message() + "\n")
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             sys.exit(130)
-        Console(stderr=True).print(f"[red]internal error:[/red] {type(e).__name__}: {e}", highlight=False)
-        sys.exit(1)
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            _fail(f"error: {e.format_message()}", 2)
+        _fail(f"internal error: {type(e).__name__}: {e}", 1)

@@ -9,6 +9,8 @@ from optimizer.errors import InputError
 KB, MB, GB, TB = 10**3, 10**6, 10**9, 10**12
 KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
 
+MAX_CONCURRENCY = 1_000_000
+MAX_DEVICES = 65_536
 MAX_CONTEXT_TOKENS = 2**27  # 134M tokens: far beyond any model; rejects absurd input early
 
 _TOKEN_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")

@@ -185,7 +185,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     terms: dict[str, float] = {}
     terms["gpu_memory"] = hbm_bytes / (dev.mem_bw_bytes_per_s * dev.bw_efficiency)
     terms["gpu_compute"] = flops / (peak_flops * F.DECODE_COMPUTE_EFFICIENCY.value)
-    terms["layer_overhead"] = n_layers * F.LAYER_OVERHEAD_S.value
+    terms["layer_overhead"] = n_layers * F.LAYER_OVERHEAD_S.value + len(moe) * F.MOE_LAYER_OVERHEAD_S.value
     if expert_bytes_cpu:
         terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) else math.inf
     if expert_bytes_stream:
@@ -200,7 +200,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         k = moe[0].experts_per_token if moe else 0
         # dispatch (FP8) + combine (BF16) of each token's k expert inputs; off-rank share (N-1)/N
         a2a_bytes = (seqs_per_replica / max(tp, 1)) * k * d * 3.0 * (par.ep_size - 1) / par.ep_size
-        terms["ep_all2all"] = len(moe) * (a2a_bytes / links.ep_bw + 2 * links.ep_latency_s)
+        terms["ep_all2all"] = len(moe) * (a2a_bytes / links.ep_bw + 2 * (links.ep_latency_s + F.ALL2ALL_KERNEL_S.value))
     if pp > 1:
         terms["pp_transfer"] = (pp - 1) * (act_bytes / links.pp_bw + links.pp_latency_s)
     gpu_part = max(terms["gpu_memory"], terms["gpu_compute"])

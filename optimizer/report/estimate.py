@@ -18,6 +18,7 @@ from optimizer.estimate.memory import Parallel, device_memory, max_concurrency, 
 from optimizer.estimate.schemes import Scheme, get_scheme
 from optimizer.estimate.speed import decode_speed, prefill_time
 from optimizer.estimate.weights import weight_breakdown
+from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES
 
 SCHEMA_ID = "rigopt.estimate/1"
 DEFAULT_QUANTS = ("native", "bf16", "fp8", "nvfp4", "int4", "q8_0", "q4_k_m", "q2_k", "iq2_xxs", "iq1_s")
@@ -97,6 +98,9 @@ class HardwareReport(_M):
     node: str | None
     parallel: str
     quant: str
+    engine: str
+    kv_dtype: str
+    kv_per_seq_bytes: float
     per_device: DeviceReport
     max_context_tokens: int
     max_concurrency: int
@@ -195,10 +199,10 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
              gpu: str | None = None, gpus: int = 1, parallel: Parallel | None = None,
              prompt_tokens: int | None = None) -> EstimateResult:
     engine = check_engine(engine)
-    if concurrency < 1:
-        raise InputError("concurrency must be at least 1")
-    if gpus < 1:
-        raise InputError("--gpus must be at least 1")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InputError(f"concurrency must be between 1 and {MAX_CONCURRENCY:,}, got {concurrency}")
+    if not 1 <= gpus <= MAX_DEVICES:
+        raise InputError(f"--gpus must be between 1 and {MAX_DEVICES:,}, got {gpus}")
     warnings: list[str] = []
     spec = m.spec
     if spec.max_context and context > spec.max_context:
@@ -245,14 +249,16 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         acc = get_accelerator(gpu)
         q = qlist[0]
         scheme, w = _weights_for(m, q)
-        eng = engine if acc.kind == "gpu" or engine_explicit else "llamacpp"
-        kvh = kv_estimate(spec, eng, None if kv_dtype is None else kvd)
+        eng = _engine_for(scheme, engine, engine_explicit)
+        if acc.kind != "gpu" and not engine_explicit:
+            eng = "llamacpp"  # unified-memory boxes (Macs, Strix Halo, Spark) run llama.cpp
+
         par = parallel or default_parallel(m, acc, gpus, eng)
         if par.world != gpus:
             raise InputError(f"parallel layout {par.label()} uses {par.world} devices, but --gpus is {gpus}")
         node = node_for(acc.key, gpus)
         per_node = node.accelerators_per_node if node else gpus
-        kvh = kv_estimate(spec, eng, None if kv_dtype is None else kvd, tp=par.tp)
+        kvh = kv_estimate(spec, eng, None if kv_dtype is None or eng != engine else kvd, tp=par.tp)
         mem = device_memory(spec, w, kvh, engine=eng, capacity_bytes=acc.memory_usable_bytes, context=context,
                             concurrency=concurrency, par=par, unified=acc.kind == "unified")
         links = links_for(acc, node, par.tp, multi_node=gpus > per_node)
@@ -269,7 +275,7 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
             notes.append("weights alone exceed the per-device budget: add devices, quantize further, or offload experts")
         hw_report = HardwareReport(
             accelerator=acc.key, accelerator_name=acc.name, count=gpus, node=node.key if node else None,
-            parallel=par.label(), quant=q,
+            parallel=par.label(), quant=q, engine=eng, kv_dtype=kvh.kv_dtype, kv_per_seq_bytes=kvh.bytes_at(context),
             per_device=DeviceReport(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes,
                                     weights_bytes=mem.weights_bytes, kv_bytes=mem.kv_bytes,
                                     runtime_bytes=mem.runtime_bytes, headroom_bytes=mem.headroom_bytes,

@@ -44,7 +44,8 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
     if h:
         d = h.per_device
         ok = "[green]fits[/green]" if d.fits else "[red]does not fit[/red]"
-        console.print(f"\n[bold]{h.count}× {h.accelerator_name}[/bold] ({h.parallel}, {h.quant}, node {h.node}): {ok}")
+        console.print(f"\n[bold]{h.count}× {h.accelerator_name}[/bold] ({h.parallel}, {h.quant}, {h.engine}, "
+                      f"KV {h.kv_dtype} {h.kv_per_seq_bytes / GiB:,.2f} GiB/seq, node {h.node}): {ok}")
         t2 = Table(title="Per device (busiest)")
         for col in ("capacity", "engine budget", "weights", "KV", "runtime", "headroom"):
             t2.add_column(col + " GiB", justify="right")

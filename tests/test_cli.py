@@ -1,0 +1,141 @@
+"""CLI behaviour through typer's runner and through the real entry point (exit codes, one-line errors)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from optimizer.cli import app
+
+runner = CliRunner()
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "optimizer", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_estimate_json_schema():
+    r = runner.invoke(app, ["estimate", "deepseek-v4-pro", "--context", "384K", "--json", "-q", "native"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["schema_id"] == "rigopt.estimate/1"
+    assert d["context"] == 393216
+    assert d["model"]["key"] == "deepseek-v4-pro"
+    row = d["quants"][0]
+    assert row["quant"] == "native"
+    assert abs(row["weights_bytes"] / 1e9 - 864.70) / 864.70 < 0.01
+    # V4-Pro KV at 384K in vLLM layout ≈ 2.04 GiB per sequence (models.md §1.4), not tens of GB
+    assert 2.0 < d["kv"]["per_seq_bytes"] / 2**30 < 2.1
+    # 8x H200 (8 x 141 GB) holds 865 GB of weights, so 8x h200 (or fewer of a bigger part) must be listed
+    counts = {o["accelerator"]: o["count"] for o in row["fits_multi"]}
+    assert counts["h200-sxm"] == 8
+    assert "rtx-5090" not in row["fits_single"]
+
+
+def test_estimate_with_hardware_json():
+    r = runner.invoke(app, ["estimate", "deepseek-v4-pro", "-c", "1M", "--gpu", "h200", "--gpus", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.output)["hardware"]
+    assert h["count"] == 8 and h["accelerator"] == "h200-sxm"
+    assert h["per_device"]["fits"] is True
+    assert h["max_context_tokens"] == 1048576
+    assert 0 < h["decode"]["tok_s_per_seq"] <= h["decode"]["tok_s_bound_per_seq"]
+
+
+def test_estimate_table_for_people():
+    r = runner.invoke(app, ["estimate", "llama-3.1-8b", "-c", "8192", "--gpu", "rtx-4090"])
+    assert r.exit_code == 0, r.output
+    assert "fits" in r.output and "tok/s" in r.output
+
+
+def test_catalog_listings():
+    for what in ("models", "gpus", "nodes"):
+        r = runner.invoke(app, ["catalog", what, "--json"])
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.output)
+        rows = d[what]
+        assert len(rows) > 10
+        assert all(row.get("source") or row.get("config_source") for row in rows)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["estimate", "deepseek-v4-prp"], "did you mean: deepseek-v4-pro"),
+    (["estimate", "deepseek-v4-pro", "--context", "-5"], "token count"),
+    (["estimate", "deepseek-v4-pro", "--context", "10G"], "token count"),
+    (["estimate", "deepseek-v4-pro", "-q", "q7_z"], "unknown quantization"),
+    (["estimate", "deepseek-v4-pro", "--gpu", "h10"], "did you mean"),
+    (["estimate", "deepseek-v4-pro", "--engine", "tensorrt"], "unknown engine"),
+    (["estimate", "deepseek-v4-pro", "--concurrency", "0"], "concurrency"),
+    (["estimate", "deepseek-v4-pro", "--concurrency", "99999999999"], "concurrency"),
+    (["estimate", "deepseek-v4-pro", "--gpu", "h100", "--gpus", "10000000"], "--gpus"),
+    (["bogus-command"], "No such command"),
+])
+def test_bad_input_one_line_exit_2(args, needle):
+    p = run_main(*args)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    err = p.stderr.strip()
+    assert needle in err
+    assert "Traceback" not in err and len(err.splitlines()) <= 2
+
+
+def test_malformed_config_is_one_line(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    p = run_main("estimate", str(bad))
+    assert p.returncode == 2 and "not valid JSON" in p.stderr and "Traceback" not in p.stderr
+    missing = tmp_path / "m2" / "config.json"
+    missing.parent.mkdir()
+    missing.write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    p = run_main("estimate", str(missing))
+    assert p.returncode == 2 and "num_hidden_layers" in p.stderr
+    unknown = tmp_path / "m3" / "config.json"
+    unknown.parent.mkdir()
+    unknown.write_text(json.dumps({"model_type": "mamba_x"}))
+    p = run_main("estimate", str(unknown))
+    assert p.returncode == 2 and "unsupported model_type 'mamba_x'" in p.stderr
+
+
+def test_config_path_and_gguf_file(tmp_path):
+    import gguf
+    import numpy as np
+    cfg = tmp_path / "tiny" / "config.json"
+    cfg.parent.mkdir()
+    cfg.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+                               "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+                               "vocab_size": 100, "max_position_embeddings": 512}))
+    r = runner.invoke(app, ["estimate", str(cfg), "-c", "512", "--json", "-q", "bf16"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["kv"]["growth_bytes_per_token"] == 2 * 2 * 16 * 2 * 2
+
+    path = tmp_path / "tiny.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_embedding_length(64)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_feed_forward_length(128)
+    w.add_context_length(512)
+    w.add_vocab_size(100)
+    w.add_tensor("token_embd.weight", np.zeros((100, 64), dtype=np.float16))
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((64, 64), dtype=np.float16))
+    w.add_tensor("blk.0.attn_k.weight", np.zeros((32, 64), dtype=np.float16))
+    w.add_tensor("blk.0.attn_v.weight", np.zeros((32, 64), dtype=np.float16))
+    w.add_tensor("blk.0.attn_output.weight", np.zeros((64, 64), dtype=np.float16))
+    w.add_tensor("blk.0.ffn_up.weight", np.zeros((128, 64), dtype=np.float16))
+    w.add_tensor("blk.0.ffn_gate.weight", np.zeros((128, 64), dtype=np.float16))
+    w.add_tensor("blk.0.ffn_down.weight", np.zeros((64, 128), dtype=np.float16))
+    w.add_tensor("blk.0.attn_norm.weight", np.zeros(64, dtype=np.float32))
+    w.add_tensor("blk.0.ffn_norm.weight", np.zeros(64, dtype=np.float32))
+    w.add_tensor("output_norm.weight", np.zeros(64, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    r = runner.invoke(app, ["estimate", str(path), "-c", "256", "--json", "-q", "native"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    f16 = (100 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 3 * 128 * 64) * 2
+    f32 = 3 * 64 * 4
+    assert d["quants"][0]["weights_bytes"] == f16 + f32  # exact tensor bytes from the header
