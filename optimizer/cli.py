@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from pydantic import ValidationError
+
 from optimizer.errors import RigoptError
 from optimizer.units import parse_tokens
 
@@ -58,6 +60,61 @@ def estimate(
             engine_explicit=engine is not None, gpu=gpu, gpus=gpus,
             prompt_tokens=_tokens(prompt) if prompt else None)
     _out(r, as_json, render_estimate)
+
+
+@app.command()
+def cheapest(
+    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder or a .gguf file")],
+    context: Annotated[str, typer.Option("--context", "-c", help=CONTEXT_HELP)] = "384K",
+    tok_s: Annotated[float, typer.Option("--tok-s", help="Decode tokens/s per sequence at that context (0 = no target)")] = 0.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = 1,
+    ttft: Annotated[Optional[float], typer.Option("--ttft", help="Max seconds to first token for a full-context prompt")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt length for --ttft (default: the context)")] = None,
+    objective: Annotated[str, typer.Option("--objective", help="capex (buy) | hourly (rent) | power (watts)")] = "capex",
+    max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="Cap on the objective (USD, USD/h or W)")] = None,
+    min_bits: Annotated[float, typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN")] = 0.0,
+    min_attn_bits: Annotated[float, typer.Option("--min-attn-bits", help="Quality floor for attention weights")] = 0.0,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="Allowed accelerators, comma-separated (e.g. h100,h200)")] = None,
+    owned: Annotated[Optional[str], typer.Option("--owned", help="Hardware you own, e.g. '2x rtx-4090, 256GB ddr5'")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp, comma-separated (default: all)")] = None,
+    quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="Allowed quantizations, comma-separated")] = None,
+    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="Allowed KV dtypes, comma-separated")] = None,
+    max_nodes: Annotated[int, typer.Option("--max-nodes", help="Most nodes a plan may use")] = 16,
+    top: Annotated[int, typer.Option("--top", help="Plans to show: the optimum and next-cheapest alternatives")] = 5,
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit per solve, seconds")] = 20.0,
+    out: Annotated[Optional[str], typer.Option("--out", help="Write the best plan as JSON here (for rigopt export)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.cheapest/1)")] = False,
+) -> None:
+    """Cheapest hardware + quantization + parallelism that meets the targets (CP-SAT, proven optimal)."""
+    from pathlib import Path
+
+    from optimizer.errors import InputError
+    from optimizer.report.cheapest import render_cheapest
+    from optimizer.solver.query import Owned, Query
+    from optimizer.solver.search import cheapest as run
+
+    def csv(v):
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+
+    if objective not in ("capex", "hourly", "power"):
+        raise InputError(f"unknown objective '{objective}' (use capex, hourly or power)")
+    try:
+        q = Query(model=model, context=_tokens(context), concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
+                  prompt_tokens=_tokens(prompt) if prompt else None, objective=objective, max_budget=max_budget,
+                  min_expert_bits=min_bits, min_attn_bits=min_attn_bits, gpus=csv(gpus),
+                  owned=Owned.parse(owned) if owned else None, engines=csv(engine), quants=csv(quant),
+                  kv_dtypes=csv(kv_dtype), max_nodes=max_nodes, top=top, time_limit_s=time_limit)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InputError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    r = run(q)
+    if out:
+        if r.plan is None:
+            raise InputError("no plan to write: nothing meets the targets (see the relaxations)")
+        Path(out).write_text(r.plan.model_dump_json(indent=2) + "\n")
+    _out(r, as_json, render_cheapest)
+    if r.plan is None:
+        raise typer.Exit(code=3)
 
 
 @catalog_app.command("models")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 # Tensor classes a quantization scheme can address separately.
@@ -81,11 +82,11 @@ class ModelSpec:
     source: str = ""                  # where the architecture was read from
 
     # ----- derived counts -------------------------------------------------
-    @property
+    @cached_property
     def main_layers(self) -> tuple[LayerSpec, ...]:
         return tuple(l for l in self.layers if not l.is_mtp)
 
-    @property
+    @cached_property
     def mtp_layers(self) -> tuple[LayerSpec, ...]:
         return tuple(l for l in self.layers if l.is_mtp)
 
@@ -106,6 +107,12 @@ class ModelSpec:
 
     def active_params(self, include_embed: bool = False) -> int:
         """Parameters touched per token at batch 1 (main layers; routed experts at top-k)."""
+        key = "_active_embed" if include_embed else "_active"
+        if key not in self.__dict__:
+            self.__dict__[key] = self._active_params(include_embed)
+        return self.__dict__[key]
+
+    def _active_params(self, include_embed: bool) -> int:
         total = 0
         for c, n in self.global_params.items():
             if c == "vision" or c == "lookup":
@@ -123,10 +130,10 @@ class ModelSpec:
                     total += n
         return total
 
-    @property
+    @cached_property
     def is_moe(self) -> bool:
         return any(l.is_moe for l in self.layers)
 
-    @property
+    @cached_property
     def moe_layers(self) -> tuple[LayerSpec, ...]:
         return tuple(l for l in self.main_layers if l.is_moe)

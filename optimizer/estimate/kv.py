@@ -13,7 +13,7 @@ Row sizes per engine (shared/reference/engines.md and models.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from optimizer.arch.spec import KVStream, ModelSpec
@@ -109,10 +109,14 @@ class KVEstimate:
     kv_dtype: str
     layouts: tuple[tuple[int, KVLayout], ...]  # (layer index, layout)
     index_topk: int | None
+    _memo: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def bytes_at(self, tokens: int) -> float:
         """Cache bytes one sequence of `tokens` tokens holds (per GPU of a TP group)."""
-        return sum(l.bytes_at(tokens) for _, l in self.layouts)
+        k = ("b", tokens)
+        if k not in self._memo:
+            self._memo[k] = sum(l.bytes_at(tokens) for _, l in self.layouts)
+        return self._memo[k]
 
     def fixed_bytes(self) -> float:
         """Part that does not grow with context: states plus full sliding windows."""
@@ -132,6 +136,12 @@ class KVEstimate:
 
     def read_bytes_per_token(self, tokens: int) -> float:
         """Cache bytes read to decode one token of a sequence at context `tokens`."""
+        k = ("r", tokens)
+        if k not in self._memo:
+            self._memo[k] = self._read(tokens)
+        return self._memo[k]
+
+    def _read(self, tokens: int) -> float:
         total = 0.0
         for _, l in self.layouts:
             s = l.stream
@@ -144,8 +154,22 @@ class KVEstimate:
         return total
 
 
+_KV_CACHE: dict[tuple, tuple[ModelSpec, KVEstimate]] = {}
+
+
 def kv_estimate(spec: ModelSpec, engine: str = "vllm", kv_dtype: str | None = None, tp: int = 1,
                 include_mtp: bool = False, fp4_indexer: bool = False) -> KVEstimate:
+    key = (id(spec), engine, kv_dtype, tp, include_mtp, fp4_indexer)
+    hit = _KV_CACHE.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    out = _kv_estimate(spec, engine, kv_dtype, tp, include_mtp, fp4_indexer)
+    _KV_CACHE[key] = (spec, out)
+    return out
+
+
+def _kv_estimate(spec: ModelSpec, engine: str, kv_dtype: str | None, tp: int, include_mtp: bool,
+                 fp4_indexer: bool) -> KVEstimate:
     engine = check_engine(engine)
     kv_dtype = (kv_dtype or default_kv_dtype(spec, engine)).lower()
     kv_elem_bytes(kv_dtype)  # validate

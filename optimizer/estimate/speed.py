@@ -17,6 +17,20 @@ from optimizer.estimate.memory import Parallel
 from optimizer.estimate.weights import WeightBreakdown
 
 
+FP4_FORMATS = {"mxfp4", "nvfp4"}
+FP8_FORMATS = {"fp8", "fp8-block128", "fp8-channel"}
+
+
+def kernel_bits(formats: set[str], native_fp8: bool, native_fp4: bool) -> float:
+    """Math width the GEMMs can run at: FP4/FP8 tensor cores only for FP4/FP8 weights on hardware that has them.
+    GGUF and INT4 (W4A16) kernels dequantize to 16-bit."""
+    if formats and formats <= FP4_FORMATS and native_fp4:
+        return 4.0
+    if formats and formats <= (FP4_FORMATS | FP8_FORMATS) and native_fp8:
+        return 8.0
+    return 16.0
+
+
 @dataclass(frozen=True)
 class Device:
     """What the speed model needs of one accelerator."""
@@ -95,6 +109,22 @@ class SpeedEstimate:
                 "terms_s": self.terms_s, "binding": self.binding}
 
 
+def attended_rows(layer, tokens: float) -> float:
+    """KV rows one new token attends to at context `tokens`: window rows, compressed rows (T/ratio), top-k
+    sparse selection (V3.2 / V4 CSA), or the whole context for full attention."""
+    rows = 0.0
+    for s in layer.kv:
+        if s.kind in ("state", "indexer"):
+            continue
+        n = tokens if s.window is None else min(tokens, s.window)
+        if s.ratio > 1:
+            n = tokens / s.ratio
+        if layer.attended_topk and s.window is None and s.kind in ("dsa_kv", "v4_kv") and s.ratio in (1, 4):
+            n = min(n, layer.attended_topk)
+        rows += n
+    return rows
+
+
 def distinct_experts(n_experts: int, k: int, tokens: int) -> float:
     """Expected distinct experts a layer touches for `tokens` tokens under uniform routing: E(1-(1-k/E)^B)."""
     if n_experts == 0:
@@ -157,15 +187,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     active_params = spec.active_params()
     gpu_param_share = 1.0 - (1.0 - tiers.share("gpu")) * _expert_param_share(spec)
     flops = 2.0 * active_params * gpu_param_share * seqs_per_replica / tp
-    attn = 0.0
-    for l in spec.main_layers:
-        attended = context
-        for s in l.kv:
-            if s.window is not None and s.kind in ("kv",):
-                attended = min(context, s.window)
-        if l.attended_topk:
-            attended = min(context, l.attended_topk + 128)
-        attn += l.attn_flops_per_ctx * attended + l.indexer_flops_per_ctx * context / max(l.indexer_ratio, 1)
+    attn = _decode_attention_flops(spec, context)
     flops += attn * seqs_per_replica / tp
     peak_flops = dev.flops_for_bits(compute_bits)
 
@@ -218,11 +240,41 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
 
 def _expert_param_share(spec: ModelSpec) -> float:
     """Share of active parameters that are routed experts (for moving compute off the GPU)."""
+    if "_expert_share" not in spec.__dict__:
+        spec.__dict__["_expert_share"] = _expert_share(spec)
+    return spec.__dict__["_expert_share"]
+
+
+def _expert_share(spec: ModelSpec) -> float:
     active = spec.active_params()
     if not active:
         return 0.0
     routed = sum(l.experts_per_token * l.expert_params for l in spec.main_layers if l.is_moe)
     return routed / active
+
+
+def _decode_attention_flops(spec: ModelSpec, context: int) -> float:
+    memo = spec.__dict__.setdefault("_attn_decode_memo", {})
+    if context not in memo:
+        memo[context] = sum(l.attn_flops_per_ctx * attended_rows(l, context)
+                            + l.indexer_flops_per_ctx * context / max(l.indexer_ratio, 1) for l in spec.main_layers)
+    return memo[context]
+
+
+def _prefill_attention_flops(spec: ModelSpec, P: int) -> float:
+    memo = spec.__dict__.setdefault("_attn_prefill_memo", {})
+    if P not in memo:
+        memo[P] = sum(l.attn_flops_per_ctx * _prompt_attention_rows(l, P)
+                      + l.indexer_flops_per_ctx * (P * P / 2.0) / max(l.indexer_ratio, 1) for l in spec.main_layers)
+    return memo[P]
+
+
+def _prompt_attention_rows(layer, P: int, steps: int = 16) -> float:
+    """Sum over positions 1..P of the rows attended (trapezoid rule over `steps` segments; the function is
+    piecewise linear with at most two kinks, so this is accurate to well under 1%)."""
+    xs = [P * i / steps for i in range(steps + 1)]
+    ys = [attended_rows(layer, x) for x in xs]
+    return sum((ys[i] + ys[i + 1]) / 2 * (xs[i + 1] - xs[i]) for i in range(steps))
 
 
 @dataclass(frozen=True)
@@ -242,13 +294,7 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     tiers = tiers or ExpertTiers()
     P = prompt_tokens
     flops = 2.0 * spec.active_params() * P
-    for l in spec.main_layers:
-        if l.attended_topk:
-            attn_ctx = min(P, l.attended_topk) * P
-        else:
-            win = min((s.window for s in l.kv if s.window is not None and s.kind == "kv"), default=None)
-            attn_ctx = (min(P, win) * P) if win else P * P / 2.0
-        flops += l.attn_flops_per_ctx * attn_ctx + l.indexer_flops_per_ctx * (P * P / 2.0) / max(l.indexer_ratio, 1)
+    flops += _prefill_attention_flops(spec, P)  # sum over prompt positions of the rows each one attends
     n_gpus = par.tp * par.pp
     peak = dev.flops_for_bits(compute_bits)
     t_comp_bound = flops / (peak * n_gpus)

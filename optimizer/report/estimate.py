@@ -12,11 +12,10 @@ from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
-from optimizer.estimate.formats import get_format
 from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import Parallel, device_memory, max_concurrency, max_context
 from optimizer.estimate.schemes import Scheme, get_scheme
-from optimizer.estimate.speed import decode_speed, prefill_time
+from optimizer.estimate.speed import decode_speed, kernel_bits, prefill_time
 from optimizer.estimate.weights import weight_breakdown
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES
 
@@ -148,12 +147,8 @@ def default_parallel(m: ResolvedModel, acc: Accelerator, count: int, engine: str
 
 def _compute_bits(scheme: Scheme, acc: Accelerator, moe: bool) -> float:
     """Math precision a kernel can use: the weights' own width when the device has native support."""
-    bits = max(get_format(f).bits_per_weight for _, f in scheme.mix("routed_experts" if moe else "dense_ffn"))
-    if bits <= 4.5 and acc.native_fp4:
-        return 4
-    if bits <= 8.5 and acc.native_fp8:
-        return 8
-    return 16
+    return kernel_bits({f for _, f in scheme.mix("routed_experts" if moe else "dense_ffn")},
+                       acc.native_fp8, acc.native_fp4)
 
 
 def _engine_for(scheme: Scheme, engine: str, explicit: bool) -> str:

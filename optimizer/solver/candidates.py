@@ -1,0 +1,365 @@
+"""Enumerate deployment candidates and estimate each in floats (no solver here).
+
+A candidate fixes hardware (node type, node count, GPUs used), engine, quantization, KV dtype and parallel
+layout. What stays open is the number x of MoE expert layers whose routed experts live in host DRAM; every
+quantity the solver constrains is linear in x (the physics is linear in the offloaded fraction), so each
+candidate carries a value at x = 0 and a slope per offloaded layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from optimizer.catalog.devices import device_of
+from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, load_hardware, node_capex_usd,
+                                        node_power_watts)
+from optimizer.catalog.hardware_schema import NodeType
+from optimizer.catalog.models import ResolvedModel
+from optimizer.errors import InputError
+from optimizer.estimate.kv import default_kv_dtype, kv_estimate
+from optimizer.estimate.memory import Parallel, device_memory
+from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme
+from optimizer.estimate.speed import ExpertTiers, decode_speed, kernel_bits, prefill_time
+from optimizer.estimate.weights import WeightBreakdown, weight_breakdown
+from optimizer.solver.links import plan_links
+from optimizer.solver.query import Query
+from optimizer.units import GiB
+
+DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
+DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
+                       "q4_k_m-moe", "q2_k-moe", "iq2_xxs-moe")
+HOST_RESERVED_BYTES = 16 * GiB   # OS, engine process, page cache floor on a host that holds offloaded experts
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    node: str
+    accelerator: str
+    n_nodes: int
+    gpus_per_node: int
+    owned: bool
+    engine: str
+    quant: str
+    kv_dtype: str
+    par: Parallel
+    offload_mode: str            # none | cpu | stream
+    max_offload_layers: int      # x ranges over 0..max_offload_layers
+    offload_order: tuple[int, ...]  # main-layer indices in the order they are offloaded
+    cost: float                  # objective value with no DRAM purchase (USD, USD/h or W)
+    capex_usd: float | None
+    usd_per_hour: float | None
+    power_watts: float
+    dram_base_bytes: float       # host DRAM per node included in `cost`
+    dram_max_bytes: float        # most DRAM a node can hold (= base when none can be bought)
+    dram_usd_per_byte: float     # objective cost per extra DRAM byte (per node, times n_nodes)
+    budget_bytes: float          # per-device engine budget
+    mem0: float                  # per-device bytes used at x = 0
+    mem_slope: float             # bytes freed per offloaded layer (<= 0 means grows)
+    host_fixed: float            # host bytes needed at x = 0 (per node)
+    host_slope: float            # host bytes per offloaded layer (per node)
+    t_mem0: float                # decode step: GPU memory-time at x = 0 (s)
+    t_mem_slope: float
+    t_comp0: float
+    t_comp_slope: float
+    t_other0: float              # everything added after the GPU roofline term (overheads, comm, host tiers)
+    t_other_slope: float
+    ttft0: float
+    ttft_slope: float            # chord slope: an upper bound of the (convex) TTFT between x = 0 and max
+    expert_bits: float
+    attn_bits: float
+    mean_bits: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    # ---- float evaluation at x (used by the greedy hint, the oracle and the relaxation report) ----
+    def mem(self, x: float) -> float:
+        return self.mem0 - self.mem_slope * x
+
+    def host(self, x: float) -> float:
+        return self.host_fixed + self.host_slope * x
+
+    def step_time(self, x: float) -> float:
+        return max(self.t_mem0 + self.t_mem_slope * x, self.t_comp0 + self.t_comp_slope * x) + \
+            self.t_other0 + self.t_other_slope * x
+
+    def ttft(self, x: float) -> float:
+        return self.ttft0 + self.ttft_slope * x
+
+    def extra_dram(self, x: float) -> float:
+        return max(0.0, self.host(x) - self.dram_base_bytes)
+
+    def total_cost(self, x: float) -> float:
+        return self.cost + self.extra_dram(x) * self.dram_usd_per_byte * self.n_nodes
+
+
+FFN_CLASSES = ("routed_experts", "shared_experts", "dense_ffn")
+
+
+def quality_bits(spec, scheme: Scheme, native: Scheme) -> tuple[float, float]:
+    """Effective (FFN/expert bits, attention bits): the lowest width any FFN/expert tensor is stored at, never
+    above the official checkpoint's (re-quantizing to a wider format adds no information)."""
+    present = spec.params_by_class()
+    ffn = min(min(scheme.min_bits(c), native.min_bits(c)) for c in FFN_CLASSES if present.get(c))
+    attn = min(scheme.min_bits("attention"), native.min_bits("attention"))
+    return ffn, attn
+
+
+def mean_active_bits(spec, scheme: Scheme, native: Scheme) -> float:
+    """Effective bits averaged over the linear parameters one token touches (a finer quality tie-break)."""
+    from optimizer.estimate.schemes import LINEAR_CLASSES
+    num = den = 0.0
+    for layer in spec.main_layers:
+        for c, n in layer.params.items():
+            if c not in LINEAR_CLASSES:
+                continue
+            act = layer.experts_per_token * layer.expert_params if c == "routed_experts" else n
+            num += act * min(scheme.bits(c), native.bits(c))
+            den += act
+    return num / den if den else 0.0
+
+
+_WEIGHTS_CACHE: dict[tuple[int, str], tuple[Scheme, WeightBreakdown]] = {}
+
+
+def _weights(key: str, scheme_name: str, m: ResolvedModel) -> tuple[Scheme, WeightBreakdown]:
+    k = (id(m.spec), scheme_name)
+    if k not in _WEIGHTS_CACHE:
+        scheme = get_scheme(scheme_name, m.storage)
+        _WEIGHTS_CACHE[k] = (scheme, weight_breakdown(m.spec, scheme, include_mtp=False))
+    return _WEIGHTS_CACHE[k]
+
+
+def _quants(q: Query, gguf: bool) -> list[str]:
+    names = q.quants or list(DEFAULT_QUANTS_GGUF if gguf else DEFAULT_QUANTS_ENGINE)
+    out = []
+    for n in names:
+        s = SCHEMES.get(n.lower())
+        is_gguf = s.gguf if s else False
+        if n.lower() == "native":
+            is_gguf = False
+        if is_gguf == gguf:
+            out.append(n.lower())
+    return out
+
+
+def _engines_for(node: NodeType, acc_kind: str, q: Query) -> list[str]:
+    allowed = q.engines or ["vllm", "sglang", "llamacpp"]
+    if acc_kind == "unified":
+        return [e for e in allowed if e == "llamacpp"]
+    return [e for e in allowed]
+
+
+def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> list[tuple[Parallel, int]]:
+    """Parallel layouts worth trying; returns (layout, tp_span) pairs."""
+    world = n_nodes * g
+    if engine == "llamacpp":
+        return [(Parallel(tp=1, pp=g), 1)] if n_nodes == 1 else []
+    t = 1
+    limit = min(g, fast) if fast > 1 else g  # TP over PCIe inside a box is allowed (slower), never across nodes
+    while t * 2 <= limit and g % (t * 2) == 0:
+        t *= 2
+    out: list[Parallel] = []
+    if m.spec.is_moe:
+        out.append(Parallel(tp=t, dp=world // t, ep=world > 1))
+        if n_nodes > 1 and engine == "vllm":
+            out.append(Parallel(tp=t, pp=n_nodes * (g // t), ep=g // t > 1 or t > 1))
+    else:
+        out.append(Parallel(tp=t, pp=world // t))
+    if engine == "sglang" and n_nodes > 1:
+        return []  # SGLang has no multi-node DP replicas (engines.md rule 5); one engine over N nodes is not modelled
+    return [(p, t) for p in out]
+
+
+def _costs(q: Query, node: NodeType, n_nodes: int, g: int, owned: bool) -> tuple[float | None, float | None, float]:
+    capex = node_capex_usd(node.key)
+    capex = 0.0 if owned else (capex * n_nodes if capex is not None else None)
+    price = cloud_usd_per_gpu_hour(node.accelerator)
+    hourly = 0.0 if owned else (price.usd_per_hour * n_nodes * g if price and price.usd_per_hour else None)
+    power = node_power_watts(node.key) * n_nodes
+    return capex, hourly, power
+
+
+def _node_options(q: Query, m: ResolvedModel) -> list[tuple[NodeType, list[int], bool, float]]:
+    """(node, node counts to try, owned?, base DRAM bytes per node)."""
+    hw = load_hardware()
+    allowed = None
+    if q.gpus:
+        from optimizer.catalog.hardware import get_accelerator
+        allowed = {get_accelerator(g).key for g in q.gpus}
+    out = []
+    for node in sorted(hw.nodes.values(), key=lambda n: n.key):
+        acc = hw.accelerators[node.accelerator]
+        if allowed is not None and acc.key not in allowed:
+            continue
+        if q.owned is not None:
+            have = q.owned.accelerators.get(acc.key, 0)
+            if have < node.accelerators_per_node or node.accelerators_per_node > 8:
+                continue
+            # the owned box: exactly the owned GPU count, or fewer when that node type exists
+            dram = float(q.owned.dram_bytes or node.dram_bytes)
+            out.append((node, [1], True, dram))
+            continue
+        multi = node.scaleup_domain in ("switch",) or node.accelerators_per_node >= 8
+        counts = list(range(1, q.max_nodes + 1)) if multi and node.nic else [1]
+        out.append((node, counts, False, float(node.dram_bytes)))
+    return out
+
+
+def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
+    hw = load_hardware()
+    spec = m.spec
+    moe_idx = tuple(i for i, l in enumerate(spec.main_layers) if l.is_moe)
+    prompt = q.prompt_tokens or q.context
+    out: list[Candidate] = []
+    for node, counts, owned, dram_base in _node_options(q, m):
+        acc = hw.accelerators[node.accelerator]
+        dev = device_of(acc)
+        g = node.accelerators_per_node
+        host = hw.hosts[node.host]
+        for engine in _engines_for(node, acc.kind, q):
+            gguf = engine == "llamacpp"
+            for qname in _quants(q, gguf):
+                try:
+                    scheme, w = _weights(m.key, qname, m)
+                except InputError:
+                    continue
+                exp_bits, attn_bits = quality_bits(spec, scheme, get_scheme("native", m.storage))
+                if exp_bits < q.min_expert_bits or attn_bits < q.min_attn_bits:
+                    continue
+                kv_choices = q.kv_dtypes or [default_kv_dtype(spec, engine)]
+                for kvd in kv_choices:
+                    feasible_family: set[tuple] = set()
+                    for n_nodes in counts:
+                        for par, tp_span in _layouts(m, engine, n_nodes, g, _fast_domain(node)):
+                            fam = (par.tp, par.ep, par.dp > 1, par.pp > 1)
+                            if fam in feasible_family:
+                                continue  # a smaller node count of this family already meets every target
+                            try:
+                                kv = kv_estimate(spec, engine, kvd, tp=par.tp)
+                            except InputError:
+                                continue
+                            c = _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qname,
+                                       scheme, w, kv, par, moe_idx, prompt, exp_bits, attn_bits)
+                            if c is None:
+                                continue
+                            out.append(c)
+                            if _meets_all(c, q):
+                                feasible_family.add(fam)
+    out.sort(key=lambda c: c.id)
+    return out
+
+
+def _fast_domain(node: NodeType) -> int:
+    from optimizer.topology import topology
+    return topology(node.key, 1).fast_domain_size()
+
+
+def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) -> str:
+    if unified or not m.spec.is_moe or n_nodes > 1:
+        return "none"
+    return {"llamacpp": "cpu", "sglang": "cpu", "vllm": "stream"}[engine]
+
+
+def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qname, scheme, w, kv, par,
+           moe_idx, prompt, exp_bits, attn_bits) -> Candidate | None:
+    spec = m.spec
+    capex, hourly, power = _costs(q, node, n_nodes, g, owned)
+    base_cost = {"capex": capex, "hourly": hourly, "power": power}[q.objective]
+    if base_cost is None:
+        return None
+    unified = acc.kind == "unified"
+    mode = _offload_mode(engine, m, unified, n_nodes)
+    L = len(moe_idx) if mode != "none" else 0
+    links = plan_links(node, n_nodes, par)
+
+    def mem_at(frac: float):
+        return device_memory(spec, w, kv, engine=engine, capacity_bytes=acc.memory_usable_bytes,
+                             context=q.context, concurrency=q.concurrency, par=par, gpu_expert_fraction=frac,
+                             unified=unified)
+
+    mem_a = mem_at(1.0)
+    if L == 0 and not mem_a.fits:
+        return None
+    mem_b = mem_at(0.0) if L else mem_a
+    if L and mem_b.used_bytes > mem_b.budget_bytes:
+        return None  # does not fit even with every expert layer offloaded
+    if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
+        return None
+    bits = kernel_bits({f for _, f in scheme.mix("routed_experts" if spec.is_moe else "dense_ffn")},
+                       acc.native_fp8, acc.native_fp4)
+
+    def tiers(frac_off: float) -> ExpertTiers:
+        if mode == "cpu":
+            return ExpertTiers(gpu=1 - frac_off, cpu=frac_off)
+        if mode == "stream":
+            return ExpertTiers(gpu=1 - frac_off, stream=frac_off)
+        return ExpertTiers()
+
+    sa = decode_speed(spec, w, kv, dev, par=par, context=q.context, batch=q.concurrency, links=links,
+                      tiers=tiers(0.0), compute_bits=bits, n_nodes=n_nodes)
+    sb = decode_speed(spec, w, kv, dev, par=par, context=q.context, batch=q.concurrency, links=links,
+                      tiers=tiers(1.0), compute_bits=bits, n_nodes=n_nodes) if L else sa
+    pa = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(0.0), compute_bits=bits)
+    pb = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(1.0),
+                      compute_bits=bits) if L else pa
+
+    def split(s):
+        other = sum(v for k, v in s.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
+        return s.terms_s["gpu_memory"], s.terms_s["gpu_compute"], other
+
+    ma, ca, oa = split(sa)
+    mb, cb, ob = split(sb)
+    per = 1.0 / L if L else 0.0
+    expert_bytes = w.routed_expert_bytes
+    dram_price = 0.0
+    dram_max = dram_base
+    if q.objective == "capex" and not unified:
+        dram_price = load_hardware().hosts[node.host].dram_usd_per_gb / 1e9
+        dram_max = max(float(node.max_dram_bytes), dram_base)
+    layer_bytes = expert_bytes * per
+    tag = "owned-" if owned else ""
+    cid = (f"{tag}{node.key}x{n_nodes}/{engine}/{qname}/kv-{kv.kv_dtype}/{par.label()}"
+           + (f"/offload-{mode}" if L else ""))
+    return Candidate(
+        id=cid, node=node.key, accelerator=acc.key, n_nodes=n_nodes, gpus_per_node=g, owned=owned, engine=engine,
+        quant=qname, kv_dtype=kv.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
+        offload_order=tuple(reversed(moe_idx)) if L else (), cost=float(base_cost), capex_usd=capex,
+        usd_per_hour=hourly, power_watts=power, dram_base_bytes=dram_base, dram_max_bytes=dram_max,
+        dram_usd_per_byte=dram_price if q.objective == "capex" else 0.0,
+        budget_bytes=mem_a.budget_bytes, mem0=mem_a.used_bytes,
+        mem_slope=(mem_a.used_bytes - mem_b.used_bytes) * per,
+        host_fixed=HOST_RESERVED_BYTES if L else 0.0, host_slope=layer_bytes,
+        t_mem0=ma, t_mem_slope=(mb - ma) * per, t_comp0=ca, t_comp_slope=(cb - ca) * per,
+        t_other0=oa, t_other_slope=(ob - oa) * per,
+        ttft0=pa.ttft_s, ttft_slope=(pb.ttft_s - pa.ttft_s) * per,
+        expert_bits=exp_bits, attn_bits=attn_bits,
+        mean_bits=mean_active_bits(spec, scheme, get_scheme("native", m.storage)), notes=tuple(mem_a.notes))
+
+
+def best_x(c: Candidate, q: Query) -> int | None:
+    """Cheapest feasible offload level for one candidate by direct search (used by hint, oracle, pruning)."""
+    best = None
+    for x in range(c.max_offload_layers + 1):
+        if feasible_at(c, q, x):
+            cost = c.total_cost(x)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, x)
+    return None if best is None else best[1]
+
+
+def feasible_at(c: Candidate, q: Query, x: int) -> bool:
+    if c.mem(x) > c.budget_bytes:
+        return False
+    if c.host(x) > c.dram_max_bytes:
+        return False
+    if q.tok_s and c.step_time(x) * q.tok_s > 1.0:
+        return False
+    if q.ttft_s and c.ttft(x) > q.ttft_s:
+        return False
+    if q.max_budget is not None and c.total_cost(x) > q.max_budget:
+        return False
+    return True
+
+
+def _meets_all(c: Candidate, q: Query) -> bool:
+    return best_x(c, q) is not None

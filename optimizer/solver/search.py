@@ -1,0 +1,145 @@
+"""Orchestration: candidates -> integer table -> CP-SAT (with greedy hint) -> plans -> independent check."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict
+
+from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.models import resolve_model
+from optimizer.solver.candidates import Candidate, enumerate_candidates
+from optimizer.solver.cpsat import DeploymentModel, greedy_hint
+from optimizer.solver.plan import Costs, Hardware, Memory, Offload, ParallelLayout, Plan, Speed
+from optimizer.solver.query import Query
+from optimizer.solver.relax import Relaxation, relaxations
+from optimizer.solver.table import limits, to_rows
+from optimizer.solver.validate import check, evaluate
+
+RESULT_SCHEMA = "rigopt.cheapest/1"
+
+
+class CheapestResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_id: str = RESULT_SCHEMA
+    query: Query
+    status: str                      # OPTIMAL | FEASIBLE | INFEASIBLE
+    objective: str
+    cost: float | None               # objective value of the best plan (USD, USD/h or W)
+    bound: float | None              # proven lower bound on that cost
+    gap: float | None                # (cost - bound) / cost
+    plan: Plan | None
+    alternatives: list[Plan]
+    candidates: int
+    solve_s: float
+    total_s: float
+    infeasible_reasons: list[str] = []
+    relaxations: list[Relaxation] = []
+
+
+def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str = "") -> Plan:
+    offloaded = sorted(c.offload_order[:x])
+    hw = Hardware(node=c.node, accelerator=c.accelerator, n_nodes=c.n_nodes, gpus_per_node=c.gpus_per_node,
+                  host_dram_bytes=int(c.dram_base_bytes + extra_gb * 1e9), extra_dram_bytes=int(extra_gb * 1e9),
+                  owned=c.owned)
+    par = ParallelLayout(tp=c.par.tp, pp=c.par.pp, dp=c.par.dp, ep=c.par.ep, ep_size=c.par.ep_size)
+    skeleton = Plan(model=q.model, engine=c.engine, quant=c.quant, kv_dtype=c.kv_dtype, context=q.context,
+                    concurrency=q.concurrency, hardware=hw, parallel=par,
+                    offload=Offload(mode=c.offload_mode if x else "none", expert_layers_offloaded=x,
+                                    offloaded_layers=offloaded, host_bytes=0.0),
+                    costs=Costs(capex_usd=None, usd_per_hour=None, power_watts=0, objective=q.objective,
+                                objective_value=0),
+                    memory=Memory(capacity_bytes=0, budget_bytes=0, weights_bytes=0, kv_bytes=0, runtime_bytes=0,
+                                  headroom_bytes=0, host_used_bytes=0, host_capacity_bytes=0),
+                    speed=Speed(tok_s_per_seq=0, tok_s_bound_per_seq=0, tok_s_aggregate=0, ttft_s=0, ttft_bound_s=0,
+                                binding="", terms_s={}),
+                    binding_constraint="", candidate_id=c.id)
+    ev = evaluate(skeleton, q)
+    cost = {"capex": ev.capex_usd, "hourly": ev.usd_per_hour, "power": ev.power_watts}[q.objective] or 0.0
+    mem = ev.mem
+    slack = {"device memory": mem.headroom_bytes / mem.budget_bytes}
+    if ev.host_used:
+        slack["host DRAM"] = (ev.host_capacity - ev.host_used) / ev.host_capacity
+    if q.tok_s:
+        slack["decode tok/s"] = ev.speed.tok_s_per_seq / q.tok_s - 1
+    if q.ttft_s:
+        slack["TTFT"] = q.ttft_s / ev.prefill.ttft_s - 1
+    if q.max_budget:
+        slack["budget"] = q.max_budget / cost - 1 if cost else 1.0
+    binding = min(slack, key=lambda k: slack[k])
+    notes = list(c.notes)
+    world = c.n_nodes * c.gpus_per_node
+    acct = {"vllm": f"vLLM budget = gpu_memory_utilization {mem.budget_bytes / mem.capacity_bytes:.2f} x total memory",
+            "sglang": "SGLang: weights + KV within total memory less its activation/graph reserve",
+            "llamacpp": "llama.cpp: weights + KV + compute buffer within device memory"}[c.engine]
+    notes.insert(0, f"{world}x {c.accelerator}: {mem.weights_bytes / 1e9:,.1f} GB of weights per device"
+                    + (f" ({x} expert layers in host DRAM)" if x else "")
+                    + f" + {mem.kv_bytes / 1e9:,.2f} GB KV + {mem.runtime_bytes / 1e9:,.1f} GB runtime = "
+                    f"{mem.used_bytes / 1e9:,.1f} GB of a {mem.budget_bytes / 1e9:,.1f} GB budget ({acct}): "
+                    + ("fits" if mem.fits else "does NOT fit"))
+    if status_note:
+        notes.append(status_note)
+    return skeleton.model_copy(update=dict(
+        offload=skeleton.offload.model_copy(update={"host_bytes": ev.host_used - (16 * 2**30 if x else 0)}),
+        costs=Costs(capex_usd=ev.capex_usd, usd_per_hour=ev.usd_per_hour, power_watts=ev.power_watts,
+                    objective=q.objective, objective_value=cost),
+        memory=Memory(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes, weights_bytes=mem.weights_bytes,
+                      kv_bytes=mem.kv_bytes, runtime_bytes=mem.runtime_bytes, headroom_bytes=mem.headroom_bytes,
+                      host_used_bytes=ev.host_used, host_capacity_bytes=ev.host_capacity),
+        speed=Speed(tok_s_per_seq=ev.speed.tok_s_per_seq, tok_s_bound_per_seq=ev.speed.tok_s_bound_per_seq,
+                    tok_s_aggregate=ev.speed.tok_s_aggregate, ttft_s=ev.prefill.ttft_s,
+                    ttft_bound_s=ev.prefill.ttft_bound_s, binding=ev.speed.binding, terms_s=ev.speed.terms_s),
+        binding_constraint=binding, notes=notes))
+
+
+def cheapest(q: Query) -> CheapestResult:
+    t0 = time.perf_counter()
+    m = resolve_model(q.model)
+    load_hardware()
+    cands = enumerate_candidates(q, m)
+    rows = to_rows(cands, q)
+    lim = limits(q)
+    plans: list[Plan] = []
+    exclude: set[int] = set()
+    status, best_cost, bound = "INFEASIBLE", None, None
+    solve_s = 0.0
+    for k in range(q.top + 1):
+        model = DeploymentModel(rows, lim, frozenset(exclude))
+        h = greedy_hint([r for r in rows if r.index not in exclude], lim)
+        if h is not None:
+            model.hint(*h)
+        sol = model.solve(time_limit_s=q.time_limit_s, workers=q.workers)
+        solve_s += sol.wall_s
+        if sol.index is None:
+            break
+        if k == 0:
+            status, best_cost = sol.status, sol.cost
+            bound = sol.bound
+        note = "" if k else (f"solver status {sol.status}" + (
+            f", proven gap {(sol.cost - sol.bound) / sol.cost:.2%}" if sol.status == "FEASIBLE" and sol.cost else ""))
+        plan = build_plan(cands[sol.index], sol.x, sol.extra_gb, q, note)
+        problems = check(plan, q)
+        if problems:  # never return a plan the independent check rejects
+            plan.notes.append("REJECTED by the independent check: " + "; ".join(problems))
+            exclude.add(sol.index)
+            if k == 0:
+                status = "CHECK_FAILED"
+            continue
+        plans.append(plan)
+        exclude.add(sol.index)
+        if len(plans) >= q.top:
+            break
+    from optimizer.solver.scaling import COST_UNIT
+    unit = COST_UNIT[q.objective]
+    result = CheapestResult(
+        query=q, status=status if plans else "INFEASIBLE", objective=q.objective,
+        cost=plans[0].costs.objective_value if plans else None,
+        bound=bound * unit if bound is not None else None,
+        gap=((best_cost - bound) / best_cost) if (best_cost and bound is not None) else (0.0 if plans else None),
+        plan=plans[0] if plans else None, alternatives=plans[1:], candidates=len(cands), solve_s=solve_s,
+        total_s=time.perf_counter() - t0)
+    if not plans:
+        reasons, relax = relaxations(q, m, cands)
+        result = result.model_copy(update={"infeasible_reasons": reasons, "relaxations": relax,
+                                           "total_s": time.perf_counter() - t0})
+    return result
