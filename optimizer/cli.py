@@ -146,7 +146,9 @@ def _fail(msg: str, code: int) -> None:
 def main() -> None:
     """Entry point: typer app with one-line errors and exit code 2 for bad input."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns the exit code of typer.Exit in non-standalone mode
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except RigoptError as e:
         _fail(f"error: {e}", 2)
     except (typer.Exit, SystemExit) as e:

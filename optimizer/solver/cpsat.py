@@ -31,7 +31,10 @@ class DeploymentModel:
         self.lim = lim
         m = cp_model.CpModel()
         self.model = m
-        self.k = len(rows) + max((r.L for r in rows), default=0) + 1  # tie-break weight below one cost unit
+        lmax = max((r.L for r in rows), default=0)
+        self.k2 = lmax + 1                       # one rank step outweighs any offload difference
+        self.k = (len(rows) + 1) * self.k2 + lmax  # one cost unit outweighs any (rank, offload) tie-break
+
         self.y, self.x, self.e = {}, {}, {}
         cost_terms = []
         tie_terms = []
@@ -52,7 +55,7 @@ class DeploymentModel:
                 m.add(r.ttft0 + r.ttft_slope * x <= lim.ttft_ns).only_enforce_if(y)
             self.y[r.index], self.x[r.index], self.e[r.index] = y, x, e
             cost_terms += [r.cost * y, r.dram_cost_per_gb * e]
-            tie_terms += [r.rank * y, x]
+            tie_terms += [r.rank * self.k2 * y, x]
         if not self.y:
             m.add_bool_or([])  # nothing to choose: infeasible
             self.cost = 0
