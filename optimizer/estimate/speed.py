@@ -154,32 +154,25 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     n_layers = len(spec.main_layers)
 
     # ---- bytes read per step on the busiest GPU -------------------------------------------------
-    dense_active = w.active_bytes_per_token - sum(
-        w.per_layer_experts[i] * l.experts_per_token / l.n_routed_experts
-        for i, l in enumerate(spec.main_layers) if l.is_moe)
+    groups = _moe_groups(spec, w)
+    dense_active = w.active_bytes_per_token - sum(cnt * eb * k for (E, k, eb), cnt in groups.items())
     gpu_bytes = dense_active / tp  # each TP rank reads its shard of every dense tensor; PP stages run in sequence
     expert_bytes_gpu = expert_bytes_cpu = expert_bytes_stream = expert_bytes_nvme = 0.0
-    for i, l in enumerate(spec.main_layers):
-        if not l.is_moe:
-            continue
-        eb = w.per_layer_experts[i] / l.n_routed_experts
-        u = distinct_experts(l.n_routed_experts, l.experts_per_token, seqs_per_replica)
+    s_gpu, s_cpu, s_stream, s_nvme = (tiers.share(t) for t in ("gpu", "cpu", "stream", "nvme"))
+    for (E, k, eb), cnt in groups.items():  # MoE layers grouped by (experts, top-k, bytes per expert)
+        u = distinct_experts(E, k, seqs_per_replica)
         if par.ep:
-            # experts spread over EP ranks; the busiest rank sets the pace (imbalance from placement if known)
+            # experts spread over EP ranks; the busiest rank sets the pace (imbalance from placement if known).
+            # With DP, every replica's tokens reach every EP rank: distinct experts over all tokens.
             ranks = par.ep_size
-            per_rank = u * expert_imbalance / ranks if expert_imbalance else busiest_share(u, ranks)
-            u_gpu_busiest = per_rank * tiers.share("gpu")
-            # with DP, each replica's tokens hit experts on all EP ranks: total distinct over all tokens
-            if par.dp > 1:
-                u_all = distinct_experts(l.n_routed_experts, l.experts_per_token, batch)
-                per_rank = u_all * expert_imbalance / ranks if expert_imbalance else busiest_share(u_all, ranks)
-                u_gpu_busiest = per_rank * tiers.share("gpu")
-            expert_bytes_gpu += u_gpu_busiest * eb
+            u_ep = distinct_experts(E, k, batch) if par.dp > 1 else u
+            per_rank = u_ep * expert_imbalance / ranks if expert_imbalance else busiest_share(u_ep, ranks)
+            expert_bytes_gpu += cnt * per_rank * s_gpu * eb
         else:
-            expert_bytes_gpu += u * tiers.share("gpu") * eb / tp
-        expert_bytes_cpu += u * tiers.share("cpu") * eb
-        expert_bytes_stream += u * tiers.share("stream") * eb
-        expert_bytes_nvme += u * tiers.share("nvme") * eb
+            expert_bytes_gpu += cnt * u * s_gpu * eb / tp
+        expert_bytes_cpu += cnt * u * s_cpu * eb
+        expert_bytes_stream += cnt * u * s_stream * eb
+        expert_bytes_nvme += cnt * u * s_nvme * eb
     kv_read = seqs_per_replica * kv.read_bytes_per_token(context)  # MLA/V4 KV is not split by TP (kv per rank)
     hbm_bytes = gpu_bytes + expert_bytes_gpu + kv_read
 
@@ -251,6 +244,22 @@ def _expert_share(spec: ModelSpec) -> float:
         return 0.0
     routed = sum(l.experts_per_token * l.expert_params for l in spec.main_layers if l.is_moe)
     return routed / active
+
+
+def _moe_groups(spec: ModelSpec, w: WeightBreakdown) -> dict[tuple[int, int, float], int]:
+    """Main MoE layers grouped by (experts, top-k, bytes per expert) -> count (memoized per weight breakdown)."""
+    memo = spec.__dict__.setdefault("_moe_groups_memo", {})
+    key = id(w)
+    hit = memo.get(key)
+    if hit is not None and hit[0] is w:
+        return hit[1]
+    groups: dict[tuple[int, int, float], int] = {}
+    for i, l in enumerate(spec.main_layers):
+        if l.is_moe:
+            g = (l.n_routed_experts, l.experts_per_token, w.per_layer_experts[i] / l.n_routed_experts)
+            groups[g] = groups.get(g, 0) + 1
+    memo[key] = (w, groups)
+    return groups
 
 
 def _decode_attention_flops(spec: ModelSpec, context: int) -> float:

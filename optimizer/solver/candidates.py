@@ -200,9 +200,14 @@ def _node_options(q: Query, m: ResolvedModel) -> list[tuple[NodeType, list[int],
             out.append((node, [1], True, dram))
             continue
         multi = node.scaleup_domain in ("switch",) or node.accelerators_per_node >= 8
-        counts = list(range(1, q.max_nodes + 1)) if multi and node.nic else [1]
+        counts = node_counts(q.max_nodes) if multi and node.nic else [1]
         out.append((node, counts, False, float(node.dram_bytes)))
     return out
+
+
+def node_counts(max_nodes: int) -> list[int]:
+    """Node counts tried: every count up to 16, then multiples of 8 (the sizes clusters are built in)."""
+    return [n for n in range(1, max_nodes + 1) if n <= 16 or n % 8 == 0]
 
 
 def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
@@ -270,8 +275,6 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
     unified = acc.kind == "unified"
     mode = _offload_mode(engine, m, unified, n_nodes)
     L = len(moe_idx) if mode != "none" else 0
-    links = plan_links(node, n_nodes, par)
-
     def mem_at(frac: float):
         return device_memory(spec, w, kv, engine=engine, capacity_bytes=acc.memory_usable_bytes,
                              context=q.context, concurrency=q.concurrency, par=par, gpu_expert_fraction=frac,
@@ -285,6 +288,7 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
         return None  # does not fit even with every expert layer offloaded
     if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
         return None
+    links = plan_links(node, n_nodes, par)
     bits = kernel_bits({f for _, f in scheme.mix("routed_experts" if spec.is_moe else "dense_ffn")},
                        acc.native_fp8, acc.native_fp4)
 

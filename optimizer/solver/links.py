@@ -10,14 +10,18 @@ from optimizer.topology import topology
 
 
 def plan_links(node: NodeType, n_nodes: int, par: Parallel) -> Links:
-    topo = topology(node.key, n_nodes)
-    tp_bw, tp_lat = topo.tp_bandwidth(par.tp) if par.tp > 1 else (float("inf"), 0.0)
-    ep = par.ep_size if par.ep else 1
+    # Nodes of a cluster are identical and meet only at the fabric, so a group spanning k >= 2 nodes has the
+    # same bottleneck as one spanning 2: ask a 2-node graph (exact, and fast for 128-node clusters).
+    n_eff = min(n_nodes, 2)
+    topo = topology(node.key, n_eff)
+    g = node.accelerators_per_node
+    tp_bw, tp_lat = topo.tp_bandwidth(min(par.tp, n_eff * g)) if par.tp > 1 else (float("inf"), 0.0)
+    ep = min(par.ep_size if par.ep else 1, n_eff * g)
     ep_bw, ep_lat = topo.ep_bandwidth(ep) if ep > 1 else (float("inf"), 0.0)
     # PP stages are laid out node-major: a stage boundary crosses the slowest link among the stages
     if par.pp > 1:
-        span = par.tp * par.pp
-        pp_bw, pp_lat = topo.ep_bandwidth(min(span, topo.n_gpus))
+        span = min(par.tp * par.pp, n_eff * g)
+        pp_bw, pp_lat = topo.ep_bandwidth(span)
     else:
         pp_bw, pp_lat = float("inf"), 0.0
     host = load_hardware().hosts[node.host]
