@@ -1,0 +1,364 @@
+"""Extract engine CLI flag names (and simple value types) from downloaded engine sources.
+
+This writes the allow-lists in tests/data/engine_flags/. It reads the sources as text/AST and never imports
+or vendors engine code. Refresh (network needed once, ~0.5 GB for vLLM):
+
+    pip download --no-deps -d /tmp/eng vllm==0.33.0 sglang==0.5.23
+    pip download --no-deps --no-binary :all: -d /tmp/eng llama-cpp-python==0.3.36
+    python -m optimizer.export.extract_flags /tmp/eng tests/data/engine_flags
+
+Output lines: `FLAG<TAB>TYPE[<TAB>choice|choice|...]`, TYPE one of
+  int, float, str, json, list, flag (takes no value), bool (takes no value; `--no-X` is listed too),
+  optstr (optional value).
+`choices` are listed only when the source spells them as literals.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+VERSIONS = {"vllm": "0.33.0", "sglang": "0.5.23", "llamacpp": "0c1e57098"}
+LLAMACPP_PY = "0.3.36"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _lit(node):
+    try:
+        return ast.literal_eval(node)
+    except Exception:
+        return None
+
+
+def _literal_aliases(trees: list[ast.Module]) -> dict[str, list]:
+    """Module-level `Name = Literal[...]` aliases and `NAME = [..literals..]` lists."""
+    out: dict[str, list] = {}
+    for t in trees:
+        for node in t.body:
+            tgt, val = None, None
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                tgt, val = node.targets[0].id, node.value
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                tgt, val = node.target.id, node.value
+            if tgt is None:
+                continue
+            if isinstance(val, ast.Subscript) and ast.unparse(val.value) in ("Literal", "typing.Literal"):
+                vals = _lit(val.slice)
+                vals = list(vals) if isinstance(vals, tuple) else [vals]
+                if all(isinstance(v, (str, int)) for v in vals):
+                    out[tgt] = vals
+            elif isinstance(val, (ast.List, ast.Tuple)):
+                vals = _lit(val)
+                if vals and all(isinstance(v, str) for v in vals):
+                    out[tgt] = list(vals)
+    return out
+
+
+def _classes(trees: list[ast.Module]) -> dict[str, ast.ClassDef]:
+    out = {}
+    for t in trees:
+        for node in ast.walk(t):
+            if isinstance(node, ast.ClassDef):
+                out.setdefault(node.name, node)
+    return out
+
+
+def _fields(cls: ast.ClassDef, classes: dict[str, ast.ClassDef]) -> dict[str, ast.expr]:
+    """Annotated fields of a class, including base classes defined in the same sources."""
+    out: dict[str, ast.expr] = {}
+    for b in cls.bases:
+        name = ast.unparse(b)
+        if name in classes and classes[name] is not cls:
+            out.update(_fields(classes[name], classes))
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and not node.target.id.startswith("_"):
+            out[node.target.id] = node.annotation
+    return out
+
+
+def _literal_values(ann: ast.expr, aliases: dict[str, list]) -> list | None:
+    vals: list = []
+    for n in ast.walk(ann):
+        if isinstance(n, ast.Subscript) and ast.unparse(n.value) in ("Literal", "typing.Literal"):
+            v = _lit(n.slice)
+            vals += list(v) if isinstance(v, tuple) else [v]
+        elif isinstance(n, ast.Name) and n.id in aliases:
+            vals += aliases[n.id]
+    vals = [v for v in vals if isinstance(v, (str, int))]
+    return vals or None
+
+
+def _write(path: Path, header: list[str], rows: dict[str, tuple[str, list | None]]) -> None:
+    lines = [f"# {h}" if h else "#" for h in header]
+    for flag in sorted(rows):
+        typ, choices = rows[flag]
+        line = f"{flag}\t{typ}"
+        if choices:
+            line += "\t" + "|".join(str(c) for c in choices)
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _add(rows, flags, typ, choices=None):
+    for f in flags:
+        rows[f] = (typ, choices)
+        if typ == "bool" and f.startswith("--"):
+            rows["--no-" + f[2:]] = ("flag", None)
+
+
+# ----------------------------------------------------------------------------------------------- vLLM
+def _vllm_type(ann: ast.expr, config_classes: set[str], aliases: dict[str, list]) -> tuple[str, list | None]:
+    text = ast.unparse(ann)
+    names = {n.id for n in ast.walk(ann) if isinstance(n, ast.Name)} | \
+            {n.attr for n in ast.walk(ann) if isinstance(n, ast.Attribute)}
+    if names & config_classes:
+        return "json", None
+    toks = set(re.findall(r"[A-Za-z_]+", text))
+    if {"bool", "str", "None"} == toks or ({"bool", "str"} <= toks and len(toks - {"None"}) == 2):
+        return "optstr", None
+    if "bool" in toks:
+        return "bool", None
+    lits = _literal_values(ann, aliases)
+    if lits:
+        return "str", lits
+    for coll in ("list", "tuple", "set"):
+        if coll in toks:
+            return "list", None
+    if "int" in toks:
+        return "int", None
+    if "float" in toks:
+        return "float", None
+    if "dict" in toks:
+        return "json", None
+    return "str", None
+
+
+def extract_vllm(wheel: Path) -> dict[str, tuple[str, list | None]]:
+    with zipfile.ZipFile(wheel) as z:
+        src = {n: z.read(n).decode() for n in z.namelist()
+               if n.endswith(".py") and (n.startswith("vllm/config/") or n in (
+                   "vllm/engine/arg_utils.py", "vllm/entrypoints/common/cli_args.py"))}
+    trees = [ast.parse(s) for s in src.values()]
+    classes = _classes(trees)
+    aliases = _literal_aliases(trees)
+    config_classes = {n for n in classes if n.endswith("Config")}
+    rows: dict[str, tuple[str, list | None]] = {}
+
+    def field_type(cls_name: str, field: str):
+        cls = classes.get(cls_name)
+        ann = _fields(cls, classes).get(field) if cls else None
+        return _vllm_type(ann, config_classes, aliases) if ann is not None else ("str", None)
+
+    for path in ("vllm/engine/arg_utils.py", "vllm/entrypoints/common/cli_args.py"):
+        tree = ast.parse(src[path])
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef) or fn.name not in ("add_cli_args", "make_arg_parser"):
+                continue
+            kw_of: dict[str, tuple[str, str | None]] = {}   # var -> (class, field or None)
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                    v = node.value
+                    field = None
+                    if isinstance(v, ast.Subscript):
+                        field = _lit(v.slice)
+                        v = v.value
+                    if isinstance(v, ast.Call) and ast.unparse(v.func) == "get_kwargs" and v.args:
+                        kw_of[node.targets[0].id] = (ast.unparse(v.args[0]), field)
+                    elif isinstance(v, ast.Name) and v.id in kw_of and field:
+                        kw_of[node.targets[0].id] = (kw_of[v.id][0], field)
+            for node in ast.walk(fn):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "add_argument"):
+                    continue
+                flags = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                         and a.value.startswith("-")]
+                if not flags:
+                    continue
+                typ: tuple[str, list | None] = ("str", None)
+                for k in node.keywords:
+                    if k.arg is None:        # **x_kwargs["field"], **x_kwargs or **{**x_kwargs["field"], ...}
+                        v = k.value
+                        if isinstance(v, ast.Dict):
+                            v = next((val for key, val in zip(v.keys, v.values) if key is None), v)
+                        if isinstance(v, ast.Subscript) and isinstance(v.value, ast.Name) and v.value.id in kw_of:
+                            typ = field_type(kw_of[v.value.id][0], _lit(v.slice))
+                        elif isinstance(v, ast.Name) and v.id in kw_of and kw_of[v.id][1]:
+                            typ = field_type(*kw_of[v.id])
+                    elif k.arg == "action":
+                        a = _lit(k.value) or ast.unparse(k.value)
+                        if a in ("store_true", "store_false") or "StoreTrue" in str(a):
+                            typ = ("flag", None)
+                        elif "BooleanOptionalAction" in str(a):
+                            typ = ("bool", None)
+                    elif k.arg == "type":
+                        t = ast.unparse(k.value)
+                        typ = ({"int": "int", "float": "float"}.get(t, "str"), typ[1])
+                    elif k.arg == "choices":
+                        c = _lit(k.value)
+                        if isinstance(c, (list, tuple)):
+                            typ = (typ[0], list(c))
+                _add(rows, flags, *typ)
+    # FrontendArgs: every dataclass field becomes --field-name (cli_args.py add_cli_args loop)
+    for cname in ("FrontendArgs",):
+        for name, ann in _fields(classes[cname], classes).items():
+            typ = _vllm_type(ann, config_classes, aliases)
+            _add(rows, ["--" + name.replace("_", "-")], *typ)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- SGLang
+def _sglang_type(tp: ast.expr, aliases) -> tuple[str, list | None]:
+    text = ast.unparse(tp)
+    toks = set(re.findall(r"[A-Za-z_]+", text))
+    lits = _literal_values(tp, aliases)
+    if lits:
+        return "str", lits
+    if text.startswith(("list", "List", "Optional[list", "Optional[List")) or "list[" in text.lower():
+        return "list", None
+    if "bool" in toks:
+        return "flag", None
+    if "int" in toks:
+        return "int", None
+    if "float" in toks:
+        return "float", None
+    if "dict" in toks.union({t.lower() for t in toks}):
+        return "json", None
+    return "str", None
+
+
+def extract_sglang(wheel: Path) -> dict[str, tuple[str, list | None]]:
+    with zipfile.ZipFile(wheel) as z:
+        src = {n: z.read(n).decode() for n in z.namelist()
+               if n.startswith("sglang/srt/arg_groups/") and n.endswith(".py")
+               or n == "sglang/srt/server_args.py"}
+    trees = {n: ast.parse(s) for n, s in src.items()}
+    aliases = _literal_aliases(list(trees.values()))
+    rows: dict[str, tuple[str, list | None]] = {}
+    for name, tree in trees.items():
+        if not (name.startswith("sglang/srt/arg_groups/fields/") or name.endswith("server_args.py")):
+            continue
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            ann = node.annotation
+            if not (isinstance(ann, ast.Subscript) and ast.unparse(ann.value) in ("A", "Annotated")):
+                continue
+            elts = ann.slice.elts if isinstance(ann.slice, ast.Tuple) else [ann.slice]
+            if len(elts) < 2:
+                continue
+            meta = elts[1]
+            kw = {}
+            if isinstance(meta, ast.Call) and ast.unparse(meta.func) == "Arg":
+                kw = {k.arg: k.value for k in meta.keywords}
+            elif not (isinstance(meta, (ast.Constant, ast.JoinedStr, ast.BinOp))):
+                continue
+            if kw.get("no_cli") is not None and _lit(kw["no_cli"]):
+                continue
+            cli = _lit(kw["cli_name"]) if "cli_name" in kw else "--" + node.target.id.replace("_", "-")
+            names = [cli] + (_lit(kw["aliases"]) or [] if "aliases" in kw else [])
+            typ, choices = _sglang_type(elts[0], aliases)
+            if "action" in kw:
+                a = ast.unparse(kw["action"])
+                typ = "bool" if "BooleanOptional" in a else "flag" if "store_true" in a or "StoreTrue" in a else typ
+            if "type_parser" in kw and typ == "list":
+                typ = "str"
+            if "nargs" in kw and _lit(kw["nargs"]) in ("*", "+"):
+                typ = "list"
+            if "choices" in kw:
+                c = _lit(kw["choices"])
+                if c is None and isinstance(kw["choices"], ast.Name):
+                    c = aliases.get(kw["choices"].id)
+                choices = list(c) if isinstance(c, (list, tuple)) else choices
+            _add(rows, names, typ, choices)
+    # explicit parser.add_argument(...) in ServerArgs.add_cli_args
+    for node in ast.walk(trees["sglang/srt/server_args.py"]):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
+            flags = [a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")]
+            kws = {k.arg: k.value for k in node.keywords}
+            typ = "str"
+            if "action" in kws and ("store_true" in ast.unparse(kws["action"]) or "StoreTrue" in ast.unparse(kws["action"])):
+                typ = "flag"
+            elif "type" in kws:
+                typ = {"int": "int", "float": "float"}.get(ast.unparse(kws["type"]), "str")
+            _add(rows, flags, typ, None)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- llama.cpp
+_STR = r'"(?:[^"\\]|\\.)*"'
+
+
+def extract_llamacpp(arg_cpp: str, rpc_cpp: str) -> dict[str, tuple[str, list | None]]:
+    rows: dict[str, tuple[str, list | None]] = {}
+    for m in re.finditer(r"common_arg\(\s*\{([^}]*)\}\s*,\s*(?:\{([^}]*)\}\s*,\s*)?", arg_cpp):
+        flags = re.findall(_STR, m.group(1))
+        neg = re.findall(_STR, m.group(2) or "")
+        rest = arg_cpp[m.end():m.end() + 4000]
+        hint = None
+        hm = re.match(rf"({_STR})\s*,\s*(?!\[)", rest)
+        if hm and not neg:
+            hint = hm.group(1)[1:-1]
+        lam = re.search(r"\[\]\s*\(([^)]*)\)", rest)
+        params = lam.group(1) if lam else ""
+        if hint is None or neg:
+            typ = "flag"
+        elif re.search(r",\s*int\s+\w+\s*$", params):
+            typ = "int"
+        elif re.search(r",\s*float\s+\w+\s*$", params):
+            typ = "float"
+        else:
+            typ = "str"
+        choices = None
+        cm = re.fullmatch(r"\[([a-z0-9+_|-]+)\]", hint or "")
+        if cm:
+            choices = cm.group(1).split("|")
+        _add(rows, [f[1:-1] for f in flags], typ, choices)
+        _add(rows, [f[1:-1] for f in neg], "flag", None)
+    # ggml-rpc-server (tools/rpc/rpc-server.cpp), prefixed so the two binaries do not mix
+    for m in re.finditer(r'arg == "(-[^"]+)"(?:\s*\|\|\s*arg == "(-[^"]+)")?', rpc_cpp):
+        for f in m.groups():
+            if f:
+                rows["ggml-rpc-server " + f] = ("flag" if f in ("-c", "--cache", "-h", "--help") else "str", None)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(src_dir: str, out_dir: str) -> None:
+    src, out = Path(src_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    refresh = ("Refresh: pip download --no-deps -d /tmp/eng vllm==0.33.0 sglang==0.5.23; "
+               "pip download --no-deps --no-binary :all: -d /tmp/eng llama-cpp-python==0.3.36; "
+               "python -m optimizer.export.extract_flags /tmp/eng tests/data/engine_flags")
+    fmt = "Format: FLAG<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|json|list|flag|bool|optstr (flag/bool take no value)."
+    whl = next(src.rglob("vllm-0.33.0-*.whl"))
+    _write(out / "vllm-0.33.0.txt", [
+        f"vLLM 0.33.0 `vllm serve` flags, extracted by optimizer/export/extract_flags.py from the PyPI wheel {whl.name}:",
+        "AST of vllm/engine/arg_utils.py (add_cli_args: every add_argument literal flag; value types from the config",
+        "dataclass field annotations in vllm/config/*.py, as _compute_kwargs derives them) and",
+        "vllm/entrypoints/common/cli_args.py (make_arg_parser + FrontendArgs fields). Engine code is not copied.",
+        fmt, refresh], extract_vllm(whl))
+    whl = next(src.rglob("sglang-0.5.23-*.whl"))
+    _write(out / "sglang-0.5.23.txt", [
+        f"SGLang 0.5.23 `python -m sglang.launch_server` flags, extracted by optimizer/export/extract_flags.py from {whl.name}:",
+        "AST of sglang/srt/arg_groups/fields/*.py and server_args.py (A[type, Arg(...)] fields -> --field-name + aliases,",
+        "as add_cli_args_from_dataclass does; bool -> store_true) plus the explicit add_argument calls in ServerArgs.add_cli_args.",
+        fmt, refresh], extract_sglang(whl))
+    sdist = next(src.rglob(f"llama_cpp_python-{LLAMACPP_PY}.tar.gz"))
+    with tarfile.open(sdist) as t:
+        base = f"llama_cpp_python-{LLAMACPP_PY}/vendor/llama.cpp/"
+        arg_cpp = t.extractfile(base + "common/arg.cpp").read().decode()
+        rpc_cpp = t.extractfile(base + "tools/rpc/rpc-server.cpp").read().decode()
+    _write(out / "llamacpp-0c1e57098.txt", [
+        f"llama.cpp 0c1e57098 (vendored in {sdist.name}; its CHANGELOG: update llama.cpp to ggml-org/llama.cpp@0c1e57098)",
+        "flags, extracted by optimizer/export/extract_flags.py with regexes over common/arg.cpp (common_arg({...}, [VALUE_HINT,]",
+        "help, [](common_params &, TYPE value)) and tools/rpc/rpc-server.cpp (lines prefixed 'ggml-rpc-server ').",
+        "Union over all example programs (llama-server uses a subset).",
+        fmt, refresh], extract_llamacpp(arg_cpp, rpc_cpp))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -1,0 +1,71 @@
+"""llama.cpp (0c1e57098) `llama-server` commands (engines.md §4): explicit placement, `--fit off`."""
+
+from __future__ import annotations
+
+from optimizer.estimate import factors as F
+from optimizer.export.common import HTTP_PORT, RPC_PORT, Arg, Command, ExportError, ModelFacts, Var
+from optimizer.solver.plan import Plan
+
+KV_TYPES = {"f16": "f16", "fp16": "f16", "bf16": "bf16", "f32": "f32", "q8_0": "q8_0", "q4_0": "q4_0",
+            "q4_1": "q4_1", "iq4_nl": "iq4_nl", "q5_0": "q5_0", "q5_1": "q5_1"}
+EXPERT_TENSORS = r"ffn_(up|down|gate|gate_up)_(ch|)exps"   # as llama.cpp's own --n-cpu-moe (common/arg.cpp)
+
+
+def offload_regex(layers: list[int]) -> str:
+    """`-ot` pattern (std::regex_search over GGUF tensor names) for exactly these layers' routed experts."""
+    if not layers:
+        raise ValueError("no layers to offload")
+    alt = "|".join(str(i) for i in sorted(set(layers)))
+    return rf"blk\.({alt})\.{EXPERT_TENSORS}"
+
+
+def placement_args(plan: Plan) -> list[Arg]:
+    layers = sorted(plan.offload.offloaded_layers)
+    if not layers:
+        return []
+    if plan.offload.mode != "cpu":
+        raise ExportError(f"llama.cpp computes offloaded experts on the CPU; offload mode '{plan.offload.mode}' "
+                          "cannot be expressed")
+    if layers == list(range(len(layers))):
+        return ["--n-cpu-moe", str(len(layers))]
+    return ["-ot", offload_regex(layers) + "=CPU"]
+
+
+def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict) -> list[Command]:
+    from optimizer.catalog.hardware import load_hardware
+    p, h = plan.parallel, plan.hardware
+    if p.tp != 1 or p.dp != 1:
+        raise ExportError(f"llama.cpp splits layers only (no TP/DP): plan has TP{p.tp} DP{p.dp}")
+    try:
+        kv = KV_TYPES[plan.kv_dtype]
+    except KeyError:
+        raise ExportError(f"llama.cpp has no KV cache type for '{plan.kv_dtype}'") from None
+    hw = load_hardware()
+    node = hw.nodes[h.node]
+    threads = hw.hosts[node.host].cores * node.sockets
+    slots = plan.concurrency
+    ctx = int(plan.context) * slots
+    derived["ctx_total"] = ctx
+    a: list[Arg] = ["llama-server", "-m", model, "-c", str(ctx), "-np", str(slots), "-ngl", "all"]
+    a += placement_args(plan)
+    devices = h.n_nodes * h.gpus_per_node
+    if devices > 1:
+        a += ["--split-mode", "layer", "--tensor-split", ",".join(["1"] * devices)]
+    # MLA / DeepSeek-V4 need K and V cache types equal (engines.md rule 7); always emit both, equal
+    a += ["-fa", "on", "-ctk", kv, "-ctv", kv, "--fit", "off"]
+    if plan.offload.offloaded_layers:
+        a += ["--load-mode", "none"]
+    a += ["-t", str(threads), "-b", "2048", "-ub", str(int(F.LLAMACPP_UBATCH.value))]
+    out: list[Command] = []
+    if h.n_nodes > 1:
+        servers = ",".join(f"${{NODE{i}_IP}}:{RPC_PORT + g}" for i in range(1, h.n_nodes)
+                           for g in range(h.gpus_per_node))
+        a += ["--rpc", Var(servers)]
+        warnings.append("ggml-rpc-server is insecure by design: bind it to a private network only (tools/rpc/README.md)")
+        for i in range(1, h.n_nodes):
+            for g in range(h.gpus_per_node):
+                out.append(Command(i, "rpc", ["ggml-rpc-server", "-H", Var(f"${{NODE{i}_IP}}"),
+                                              "-p", str(RPC_PORT + g), "-d", f"CUDA{g}", "-c"],
+                                   tool="ggml-rpc-server"))
+    a += ["--host", "127.0.0.1", "--port", str(HTTP_PORT["llamacpp"])]
+    return [Command(0, "head", a, tool="llamacpp"), *out]

@@ -1,0 +1,129 @@
+"""SGLang 0.5.23 launch commands (engines.md §3), with KTransformers `--kt-*` flags for CPU-expert plans (§5)."""
+
+from __future__ import annotations
+
+from optimizer.estimate.memory import default_max_num_batched_tokens
+from optimizer.export.common import (HTTP_PORT, MAX_SAFE_FRACTION, SGLANG_DIST_PORT, Arg, Command, ExportError,
+                                     ModelFacts, Var, ceil_to, floor_to, online_quantization)
+from optimizer.solver.plan import Plan
+from optimizer.units import GiB
+
+KV_DTYPE = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2", "bf16": "bf16", "auto": "auto",
+            "fp16": "auto", "f16": "auto"}
+
+
+def sglang_reserve(plan: Plan, tp_total: int) -> float:
+    """SGLang's activation/graph reserve (engines.md §3.4), as optimizer/estimate/memory.py models it."""
+    from optimizer.estimate import factors as F
+    cap = plan.memory.capacity_bytes
+    chunk = default_max_num_batched_tokens("sglang", cap)
+    floor = F.SGLANG_RESERVE_MIN_BYTES.value if cap > 60 * GiB else 0.0
+    return max(floor, 512 * 2**20 + 1.5 * max(chunk, 2048) * 2**20 + 2**30 * tp_total * plan.parallel.pp / 8)
+
+
+def mem_fraction_static(plan: Plan, tp_total: int | None = None) -> float:
+    """SGLang's fraction of the free memory before load that may hold weights + KV (engines.md §3.4).
+
+    The plan models SGLang as: weights + KV within total memory less the activation/graph reserve
+    (`runtime_bytes`). So the fraction is (capacity - reserve) / capacity, floored; it must still contain the
+    plan's weights + KV."""
+    m = plan.memory
+    reserve = m.runtime_bytes if plan.engine == "sglang" else sglang_reserve(plan, tp_total or plan.parallel.tp)
+    need = (m.weights_bytes + m.kv_bytes) / m.capacity_bytes
+    top = (m.capacity_bytes - reserve) / m.capacity_bytes
+    if need > top + 1e-9:
+        raise ExportError(f"plan does not fit SGLang's accounting: weights + KV {need:.3f} of the device "
+                          f"> {top:.3f} left after the {reserve / GiB:.2f} GiB reserve")
+    f = max(floor_to(top, 3), ceil_to(need, 3))
+    if f > MAX_SAFE_FRACTION:
+        raise ExportError(f"plan needs mem_fraction_static {f} > {MAX_SAFE_FRACTION}")
+    return f
+
+
+def kt_method(facts: ModelFacts, plan: Plan) -> str:
+    if plan.quant == "native":
+        fmt = facts.native_storage.get("routed_experts", facts.native_storage.get("default", "bf16"))
+    else:
+        fmt = plan.quant
+    for key, method in (("mxfp4", "MXFP4"), ("fp8", "FP8"), ("bf16", "BF16"), ("int8", "AMXINT8"),
+                        ("int4", "AMXINT4")):
+        if fmt.startswith(key):
+            return method
+    raise ExportError(f"no KTransformers CPU kernel for experts stored as '{fmt}'")
+
+
+def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict) -> list[Arg]:
+    from optimizer.catalog.hardware import load_hardware
+    hw = load_hardware()
+    node = hw.nodes[plan.hardware.node]
+    host = hw.hosts[node.host]
+    L = len(facts.moe_layers)
+    x = plan.offload.expert_layers_offloaded
+    per_layer = (facts.n_experts * (L - x)) // L if L else 0
+    derived["kt_num_gpu_experts"] = per_layer
+    method = kt_method(facts, plan)
+    if method.startswith("AMX"):
+        warnings.append(f"--kt-method {method} reads experts converted by kt-kernel's converter; point "
+                        "--kt-weight-path at the converted folder")
+    warnings.append(f"KTransformers keeps {per_layer} experts per MoE layer on GPU (= {L - x} of {L} layers' worth, "
+                    "the plan's GPU expert bytes) instead of whole layers; needs the kt-kernel package")
+    return ["--kt-weight-path", model, "--kt-method", method,
+            "--kt-cpuinfer", str(host.cores * node.sockets), "--kt-threadpool-count", str(node.sockets),
+            "--kt-num-gpu-experts", str(per_layer), "--disable-shared-experts-fusion"]
+
+
+def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict,
+             expert_location: str | None = None) -> list[Command]:
+    p, h = plan.parallel, plan.hardware
+    a: list[Arg] = ["python3", "-m", "sglang.launch_server", "--model-path", model]
+    if facts.is_v4 or facts.family == "deepseek_v32":
+        a.append("--trust-remote-code")
+    moe = bool(facts.n_experts)
+    if moe:
+        # one engine: TP over every GPU, attention DP = the plan's DP, MoE over EP (engines.md rule 5, §7.3 A)
+        a += ["--tp-size", str(p.tp * p.dp)]
+        if p.dp > 1:
+            a += ["--attn-dp-size", str(p.dp)]
+        if p.ep and p.ep_size > 1:
+            a += ["--ep-size", str(p.ep_size)]
+            a += ["--moe-a2a-backend", "deepep" if h.n_nodes > 1 else "none"]
+    else:
+        a += ["--tp-size", str(p.tp)]
+        if p.dp > 1:
+            if h.n_nodes > 1:
+                raise ExportError("SGLang cannot run data-parallel replicas across nodes (engines.md rule 5)")
+            a += ["--dp-size", str(p.dp)]
+    if p.pp > 1:
+        a += ["--pp-size", str(p.pp)]
+    q = online_quantization(facts, plan)
+    if q:
+        a += ["--quantization", q]
+    try:
+        kvd = "fp8_e4m3" if facts.is_v4 else KV_DTYPE[plan.kv_dtype]
+    except KeyError:
+        raise ExportError(f"SGLang has no KV dtype for '{plan.kv_dtype}'") from None
+    a += ["--kv-cache-dtype", kvd, "--context-length", str(int(plan.context))]
+    mfs = mem_fraction_static(plan, p.tp * p.dp if moe else p.tp)
+    derived["mem_fraction_static"] = mfs
+    chunk = default_max_num_batched_tokens("sglang", plan.memory.capacity_bytes)
+    derived["chunked_prefill_size"] = chunk
+    a += ["--mem-fraction-static", f"{mfs:.3f}".rstrip("0").rstrip("."),
+          "--max-running-requests", str(plan.concurrency), "--chunked-prefill-size", str(chunk)]
+    if expert_location:
+        if not moe or not (p.ep and p.ep_size > 1):
+            raise ExportError("--init-expert-location needs an expert-parallel MoE plan")
+        a += ["--init-expert-location", expert_location]
+    if plan.offload.mode == "cpu" and plan.offload.expert_layers_offloaded:
+        a += kt_args(facts, plan, model, warnings, derived)
+    elif plan.offload.mode == "stream" and plan.offload.expert_layers_offloaded:
+        raise ExportError("SGLang has no streamed (UVA) expert offload; export this plan with vllm")
+    if facts.is_v4:
+        a += ["--reasoning-parser", "deepseek-v4", "--tool-call-parser", "deepseekv4"]
+    a += ["--host", "0.0.0.0", "--port", str(HTTP_PORT["sglang"])]
+    if h.n_nodes == 1:
+        return [Command(0, "head", a, tool="sglang")]
+    env = {"GLOO_SOCKET_IFNAME": Var("${IFACE_NAME}"), "NCCL_SOCKET_IFNAME": Var("${IFACE_NAME}")}
+    return [Command(i, "worker" if i else "head",
+                    a + ["--nnodes", str(h.n_nodes), "--node-rank", str(i),
+                         "--dist-init-addr", Var(f"${{HEAD_IP}}:{SGLANG_DIST_PORT}")], dict(env), tool="sglang")
+            for i in range(h.n_nodes)]
