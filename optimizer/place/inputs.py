@@ -1,0 +1,136 @@
+"""What `rigopt place` reads: a `cheapest` plan (rigopt.plan/1) or a hand-written description, turned into
+the few numbers placement needs; plus the plan's decode speed for a given expert placement."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from optimizer.errors import InputError
+from optimizer.solver.plan import PLAN_SCHEMA, Plan
+
+
+class PlaceInput(BaseModel):
+    """Hand-written form (JSON). Only `model` and `n_gpus` are required.
+
+    ep_size: EP degree (experts spread over this many ranks; 1 = no EP). headroom_bytes: free device memory
+    per GPU for redundant experts (None = not limited). offload_mode none|cpu|stream with gpu_expert_layers =
+    MoE layers whose experts fit on the GPUs (the byte budget; per-expert engines may spend it on any experts)
+    and host_expert_bytes = host DRAM available for experts (None = unlimited; the rest goes to NVMe)."""
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    engine: str | None = None            # vllm | sglang | llamacpp | None (engine-neutral)
+    quant: str = "native"
+    kv_dtype: str | None = None
+    context: int = 32768
+    concurrency: int = 1
+    node: str | None = None
+    n_nodes: int = 1
+    n_gpus: int
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    ep_size: int = 1
+    domain_size: int | None = None       # GPUs per fast (NVLink) domain; default from the node topology
+    headroom_bytes: float | None = None
+    offload_mode: str = "none"
+    gpu_expert_layers: int | None = None
+    offloaded_layers: list[int] | None = None   # the plan's choice (main-layer indices), for reference
+    host_expert_bytes: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.n_gpus < 1 or self.ep_size < 1 or self.ep_size > self.n_gpus:
+            raise ValueError("need 1 <= ep_size <= n_gpus")
+        if self.engine not in (None, "vllm", "sglang", "llamacpp"):
+            raise ValueError("engine must be vllm, sglang, llamacpp or null")
+        if self.offload_mode not in ("none", "cpu", "stream"):
+            raise ValueError("offload_mode must be none, cpu or stream")
+        if self.headroom_bytes is not None and self.headroom_bytes < 0:
+            self.headroom_bytes = 0.0
+        return self
+
+    @classmethod
+    def from_plan(cls, p: Plan, n_moe: int) -> "PlaceInput":
+        off = p.offload
+        return cls(model=p.model, engine=p.engine, quant=p.quant, kv_dtype=p.kv_dtype, context=p.context,
+                   concurrency=p.concurrency, node=p.hardware.node, n_nodes=p.hardware.n_nodes,
+                   n_gpus=p.hardware.n_nodes * p.hardware.gpus_per_node, tp=p.parallel.tp, pp=p.parallel.pp,
+                   dp=p.parallel.dp, ep_size=p.parallel.ep_size if p.parallel.ep else 1,
+                   headroom_bytes=p.memory.headroom_bytes, offload_mode=off.mode,
+                   gpu_expert_layers=(n_moe - off.expert_layers_offloaded) if off.mode != "none" else None,
+                   offloaded_layers=off.offloaded_layers or None,
+                   host_expert_bytes=(p.memory.host_capacity_bytes - (p.memory.host_used_bytes - off.host_bytes))
+                   if off.mode != "none" else None)
+
+    @cached_property
+    def resolved(self):
+        from optimizer.catalog.models import resolve_model
+        return resolve_model(self.model)
+
+
+def read_input(path: str) -> PlaceInput:
+    """A plan JSON from `cheapest --out`, or a hand-written PlaceInput JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"plan {path}: not found")
+    try:
+        obj = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"plan {path}: not valid JSON ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"plan {path}: expected a JSON object")
+    try:
+        if obj.get("schema_id") == PLAN_SCHEMA or "hardware" in obj:
+            plan = Plan.model_validate(obj)
+            from optimizer.catalog.models import resolve_model
+            spec = resolve_model(plan.model).spec
+            return PlaceInput.from_plan(plan, len(spec.moe_layers))
+        return PlaceInput.model_validate(obj)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "plan"
+        raise InputError(f"plan {path}: {loc}: {err['msg']}") from None
+
+
+def expert_bytes_per_layer(inp: PlaceInput) -> np.ndarray:
+    """Bytes of one routed expert in each MoE layer, in the plan's quantization."""
+    from optimizer.estimate.schemes import get_scheme
+    from optimizer.estimate.weights import weight_breakdown
+    m = inp.resolved
+    w = weight_breakdown(m.spec, get_scheme(inp.quant, m.storage), include_mtp=False)
+    out = [w.per_layer_experts[i] / l.n_routed_experts for i, l in enumerate(m.spec.main_layers) if l.is_moe]
+    return np.array(out, dtype=float)
+
+
+def plan_speed(inp: PlaceInput, tiers=None, expert_imbalance: float | None = None):
+    """Decode speed of the plan with a given ExpertTiers / EP imbalance (None when no node is known)."""
+    if inp.node is None:
+        return None
+    from optimizer.catalog.devices import device_of
+    from optimizer.catalog.hardware import get_node, load_hardware
+    from optimizer.estimate.kv import kv_estimate
+    from optimizer.estimate.memory import Parallel
+    from optimizer.estimate.schemes import get_scheme
+    from optimizer.estimate.speed import decode_speed, kernel_bits
+    from optimizer.estimate.weights import weight_breakdown
+    from optimizer.solver.links import plan_links
+    m = inp.resolved
+    spec = m.spec
+    node = get_node(inp.node)
+    acc = load_hardware().accelerators[node.accelerator]
+    scheme = get_scheme(inp.quant, m.storage)
+    w = weight_breakdown(spec, scheme, include_mtp=False)
+    par = Parallel(tp=inp.tp, pp=inp.pp, dp=inp.dp, ep=inp.ep_size > 1)
+    engine = inp.engine or "vllm"
+    kv = kv_estimate(spec, engine, inp.kv_dtype, tp=par.tp)
+    bits = kernel_bits({f for _, f in scheme.mix("routed_experts")}, acc.native_fp8, acc.native_fp4)
+    links = plan_links(node, inp.n_nodes, par)
+    return decode_speed(spec, w, kv, device_of(acc), par=par, context=inp.context, batch=inp.concurrency,
+                        links=links, tiers=tiers, compute_bits=bits, expert_imbalance=expert_imbalance,
+                        n_nodes=inp.n_nodes)
