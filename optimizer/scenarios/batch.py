@@ -1,0 +1,201 @@
+"""`rigopt solve`: load scenario files, answer every question (cache first, then parallel processes), write plan
+files, a summary (Markdown, CSV, JSON) and optional plots. Output order is the order of files and questions,
+whatever order the processes finish in."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from optimizer.errors import InputError, RigoptError
+from optimizer.scenarios.cache import ResultCache, catalog_digest, query_key
+from optimizer.scenarios.loader import ScenarioError, expand, load_scenario
+from optimizer.scenarios.report import BatchReport, Row, render, row_from_result, write_summaries
+from optimizer.solver.query import Query
+from optimizer.solver.search import CheapestResult
+
+FORMATS = ("table", "json", "csv", "md")
+
+
+@dataclass
+class _Job:
+    index: int              # position in the output
+    scenario: str           # output folder name (file stem, made unique)
+    file: str
+    question: str
+    query: Query
+    key: str = ""
+    result: CheapestResult | None = None
+    cached: bool = False
+    error: str = ""
+
+
+def default_jobs() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _solve_one(query_json: str) -> tuple[str | None, str | None]:
+    """Worker: solve one question. Returns (CheapestResult JSON, None) or (None, one-line error)."""
+    from optimizer.solver.search import cheapest
+    try:
+        q = Query.model_validate_json(query_json)
+        return cheapest(q).model_dump_json(), None
+    except RigoptError as e:
+        return None, f"{type(e).__name__}: {e}"
+    except Exception as e:  # an internal error in one question must not stop the batch
+        return None, f"internal error: {type(e).__name__}: {e}"
+
+
+def _unique_stems(files: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for f in files:
+        stem = f.stem
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        out.append(stem if n == 0 else f"{stem}-{n + 1}")
+    return out
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    return Progress(TextColumn("[bold]solve[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled, transient=False)
+
+
+def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path = "rigopt-out",
+          fmt: str = "table", plot: bool = False, use_cache: bool = True, *, cache_dir: str | Path | None = None,
+          progress: bool = True, echo: bool = True) -> BatchReport:
+    """Solve every question of every scenario file (folders are searched for *.yaml, *.yml, *.json).
+
+    Writes `<out>/<file-stem>/<question>.plan.json` (the plan, rigopt.plan/1, when there is one),
+    `<question>.result.json` (the full rigopt.cheapest/1 result, also for infeasible questions),
+    `<question>.pareto.png` / `.memory.png` with `plot`, and `<out>/summary.{md,csv,json}`.
+    Bad files and infeasible questions become rows of the summary; `report.exit_code` is 0 only if every question
+    of every file got a plan. With `echo`, the summary is printed to stdout in `fmt` (table|json|csv|md).
+    Results are cached by content under `cache_dir` (default `<out>/.cache`) unless `use_cache` is False.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format '{fmt}' (use {', '.join(FORMATS)})")
+    if plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InputError("--plot needs matplotlib (pip install matplotlib)") from None
+    t0 = time.perf_counter()
+    jobs = max(1, int(jobs or default_jobs()))
+    out = Path(out_dir)
+    files = expand(list(paths))
+    if not files:
+        raise InputError(f"no scenario files (*.yaml, *.yml, *.json) in {', '.join(map(str, paths))}")
+    out.mkdir(parents=True, exist_ok=True)
+    cache = ResultCache((Path(cache_dir) if cache_dir else out / ".cache") if use_cache else None)
+
+    # 1. load every file; a bad one becomes a row and the run goes on
+    rows: dict[int, Row] = {}
+    work: list[_Job] = []
+    errors: list[str] = []
+    idx = 0
+    for f, stem in zip(files, _unique_stems(files)):
+        try:
+            sc = load_scenario(f)
+        except ScenarioError as e:
+            errors += e.messages
+            rows[idx] = Row(scenario=stem, file=str(f), question="-", status="BAD_FILE", note=str(e))
+            idx += 1
+            continue
+        for nq in sc.questions:
+            work.append(_Job(idx, stem, str(f), nq.name, nq.query))
+            idx += 1
+
+    # 2. cache
+    catalog = catalog_digest() if use_cache else ""
+    todo: list[_Job] = []
+    for j in work:
+        if use_cache:
+            j.key = query_key(j.query, catalog)
+            hit = cache.get(j.key)
+            if hit is not None:
+                j.result, j.cached = hit, True
+                continue
+        todo.append(j)
+
+    # 3. solve the rest: in this process for one job, else in a process pool. Workers are forked (where fork
+    #    exists) before the progress bar starts its thread, and inherit the parsed catalogue.
+    pool: ProcessPoolExecutor | None = None
+    futs: dict[Future, _Job] = {}
+    if len(todo) > 1 and jobs > 1:
+        from optimizer.catalog.hardware import load_hardware
+        load_hardware()
+        ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx)
+        futs = {pool.submit(_solve_one, j.query.model_dump_json()): j for j in todo}
+    try:
+        with _progress(progress and bool(todo)) as bar:
+            task = bar.add_task(f"{len(work)} question(s), {len(work) - len(todo)} cached", total=len(work),
+                                completed=len(work) - len(todo))
+
+            def finish(j: _Job, res: str | None, err: str | None) -> None:
+                if res is not None:
+                    j.result = CheapestResult.model_validate_json(res)
+                    if use_cache:
+                        cache.put(j.key, j.result)
+                else:
+                    j.error = err or "unknown error"
+                bar.update(task, advance=1, description=f"{j.scenario}/{j.question}")
+
+            if pool is None:
+                for j in todo:
+                    finish(j, *_solve_one(j.query.model_dump_json()))
+            for fut in as_completed(futs):
+                try:
+                    res, err = fut.result()
+                except Exception as e:  # a worker died (e.g. out of memory)
+                    res, err = None, f"worker failed: {type(e).__name__}: {e}"
+                finish(futs[fut], res, err)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+    # 4. per-question files, rows, plots
+    for j in work:
+        folder = out / j.scenario
+        folder.mkdir(parents=True, exist_ok=True)
+        if j.result is None:
+            errors.append(f"{j.file}: {j.question}: {j.error}")
+            rows[j.index] = Row(scenario=j.scenario, file=j.file, question=j.question, model=j.query.model,
+                                status="ERROR", objective=j.query.objective, note=j.error)
+            continue
+        row = row_from_result(j.scenario, j.file, j.question, j.result, j.cached)
+        (folder / f"{j.question}.result.json").write_text(j.result.model_dump_json(indent=2) + "\n")
+        plan_file = folder / f"{j.question}.plan.json"
+        if j.result.plan is not None:
+            plan_file.write_text(j.result.plan.model_dump_json(indent=2) + "\n")
+            row.plan_file = str(plan_file)
+        elif plan_file.exists():
+            plan_file.unlink()  # a stale plan from an earlier run must not outlive its question's feasibility
+        if plot:
+            from optimizer.scenarios.plot import plot_question
+            row.plots = [str(p) for p in plot_question(j.result, folder, j.question, f"{j.scenario}/{j.question}")]
+        rows[j.index] = row
+
+    n_cached = sum(1 for j in work if j.cached)
+    rep = BatchReport(out_dir=str(out), files=len(files), rows=[rows[i] for i in sorted(rows)],
+                      cache_hits=n_cached, cache_misses=len(work) - n_cached,
+                      cache_dir=str(cache.root) if cache.root else None, jobs=jobs,
+                      wall_s=round(time.perf_counter() - t0, 3), errors=errors)
+    rep = write_summaries(rep, out)
+    if echo:
+        text = render(rep, fmt)
+        if text is not None:
+            import sys
+            sys.stdout.write(text)
+    return rep

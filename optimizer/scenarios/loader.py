@@ -1,0 +1,248 @@
+"""Read scenario files (YAML or JSON) into Queries; every problem is one `file:line: field: message` line."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from optimizer.errors import RigoptError
+from optimizer.scenarios.schema import (REQUIRED, OwnedSpec, Question, QuestionFields, Scenario, merged,
+                                        to_query_kwargs)
+from optimizer.solver.query import Query
+
+SUFFIXES = (".yaml", ".yml", ".json")
+Loc = tuple[Any, ...]
+
+
+class ScenarioError(RigoptError):
+    """A scenario file that cannot be used; `messages` holds one `file:line: field: message` line per problem."""
+
+    def __init__(self, messages: list[str]):
+        self.messages = list(messages)
+        more = f" (+{len(messages) - 1} more)" if len(messages) > 1 else ""
+        super().__init__(messages[0] + more)
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    query: Query
+    line: int
+    description: str | None = None
+
+
+@dataclass
+class LoadedScenario:
+    path: Path
+    title: str
+    questions: list[NamedQuery] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ YAML with line numbers
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], dups: list[tuple[Loc, int]]) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set = set()
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.start_mark)
+            if key == "<<":  # merge key: the merged entries keep the lines of their anchor
+                continue
+            if key in seen:
+                dups.append((loc + (key,), k.start_mark.line + 1))
+            seen.add(key)
+            lines[loc + (key,)] = k.start_mark.line + 1
+            _walk(v, loc + (key,), lines, dups)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, loc + (i,), lines, dups)
+
+
+def read_with_lines(path: Path) -> tuple[Any, dict[Loc, int]]:
+    """Parse a YAML/JSON file; return the data and the 1-based line of every mapping key and list item."""
+    text = path.read_text(encoding="utf-8")
+    lines: dict[Loc, int] = {}
+    dups: list[tuple[Loc, int]] = []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        if path.suffix == ".json":
+            try:
+                return json.loads(text), {}
+            except json.JSONDecodeError as je:
+                raise ScenarioError([f"{path}:{je.lineno}: invalid JSON: {je.msg}"]) from None
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = mark.line + 1 if mark else 1
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ScenarioError([f"{path}:{line}: invalid YAML: {problem}"]) from None
+    if node is not None:
+        _walk(node, (), lines, dups)
+    if dups:
+        raise ScenarioError([f"{path}:{line}: {fmt_loc(loc)}: duplicate key" for loc, line in dups])
+    return data, lines
+
+
+def fmt_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def line_of(lines: dict[Loc, int], loc: Loc) -> int:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def _allowed(top: type, loc: Loc) -> list[str]:
+    """Field names of the model that holds the key at `loc` (for 'unknown key' hints)."""
+    parent = loc[:-1]
+    if "owned" in parent:
+        return list(OwnedSpec.model_fields)
+    if parent[:1] == ("defaults",):
+        return list(QuestionFields.model_fields)
+    if parent[:1] == ("questions",) and len(parent) >= 2:
+        return list(Question.model_fields)
+    return list(top.model_fields)
+
+
+def _message(err: dict, model_fields: list[str]) -> str:
+    if err["type"] == "extra_forbidden":
+        key = str(err["loc"][-1]) if err["loc"] else "?"
+        close = difflib.get_close_matches(key, model_fields, n=1, cutoff=0.6)
+        return "unknown key" + (f" (did you mean '{close[0]}'?)" if close else
+                                f" (allowed: {', '.join(model_fields)})")
+    if err["type"] == "missing":
+        return "required field missing"
+    msg = err["msg"]
+    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+
+
+def _errors(path: Path, e: ValidationError, lines: dict[Loc, int], top: type) -> list[str]:
+    out = []
+    for err in e.errors():
+        loc = tuple(p for p in err["loc"] if isinstance(p, (int, str)) and "[" not in str(p))
+        out.append(f"{path}:{line_of(lines, loc)}: {fmt_loc(loc)}: {_message(err, _allowed(top, loc))}")
+    return out
+
+
+# ------------------------------------------------------------------ files -> queries
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith((".json", ".gguf")) or "/" in name or name.startswith(".") or name.startswith("~")
+
+
+def _model(name: str, base: Path) -> str:
+    """Catalogue aliases -> canonical key; paths -> absolute (relative to the scenario file's folder)."""
+    if _looks_like_path(name):
+        p = Path(name).expanduser()
+        p = p if p.is_absolute() else (base / p)
+        if not p.exists():
+            raise ValueError(f"{name}: no such file or folder (paths are relative to the scenario file)")
+        return str(p.resolve())
+    from optimizer.catalog.models import catalogue_key
+    try:
+        return catalogue_key(name)
+    except RigoptError as e:
+        raise ValueError(str(e)) from None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "scenario"
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    """Validate one scenario file. Raises ScenarioError listing every problem (file:line: field: message)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError([f"{path}:0: no such file"])
+    data, lines = read_with_lines(path)
+    if data is None:
+        raise ScenarioError([f"{path}:1: empty scenario file"])
+    if not isinstance(data, dict):
+        raise ScenarioError([f"{path}:1: (top level): expected a mapping (one question, or name/defaults/questions)"])
+    multi = "questions" in data or "defaults" in data
+    if multi:
+        try:
+            sc = Scenario.model_validate(data)
+        except ValidationError as e:
+            raise ScenarioError(_errors(path, e, lines, Scenario)) from None
+        title, defaults, items = sc.name or path.stem, sc.defaults, list(enumerate(sc.questions))
+        prefix = lambda i: ("questions", i)  # noqa: E731
+    else:
+        try:
+            q = Question.model_validate(data)
+        except ValidationError as e:
+            raise ScenarioError(_errors(path, e, lines, Question)) from None
+        title, defaults, items = q.name or path.stem, QuestionFields(), [(0, q)]
+        prefix = lambda i: ()  # noqa: E731
+    problems: list[str] = []
+    out: list[NamedQuery] = []
+    names: set[str] = set()
+    for i, q in items:
+        pre = prefix(i)
+        name = q.name or (f"q{i + 1}" if multi else _slug(title))
+        if name in names:
+            problems.append(f"{path}:{line_of(lines, pre + ('name',))}: {fmt_loc(pre + ('name',))}: "
+                            f"duplicate question name '{name}'")
+            continue
+        names.add(name)
+        kw = merged(defaults, q)
+
+        def where(key: str, pre=pre) -> tuple[int, str]:
+            """The line that set `key` for this question: on the question itself, else in defaults."""
+            loc = pre + (key,)
+            if loc not in lines and multi and ("defaults", key) in lines:
+                loc = ("defaults", key)
+            return line_of(lines, loc), fmt_loc(loc)
+
+        missing = [k for k in REQUIRED if k not in kw]
+        for k in missing:
+            line, loc = line_of(lines, pre), fmt_loc(pre + (k,))
+            problems.append(f"{path}:{line}: {loc}: required (set it on the question or in defaults)")
+        if missing:
+            continue
+        try:
+            kw["model"] = _model(kw["model"], path.parent)
+        except ValueError as e:
+            line, loc = where("model")
+            problems.append(f"{path}:{line}: {loc}: {e}")
+            continue
+        try:
+            query = Query(**to_query_kwargs(kw))
+        except ValidationError as e:
+            for err in e.errors():
+                key = str(err["loc"][0]) if err["loc"] else "?"
+                line, loc = where(key)
+                problems.append(f"{path}:{line}: {loc}: {_message(err, list(Question.model_fields))}")
+            continue
+        except RigoptError as e:
+            problems.append(f"{path}:{line_of(lines, pre)}: {fmt_loc(pre)}: {e}")
+            continue
+        out.append(NamedQuery(name=name, query=query, line=line_of(lines, pre), description=q.description))
+    if problems:
+        raise ScenarioError(problems)
+    return LoadedScenario(path=path, title=title, questions=out)
+
+
+def expand(paths: list[str | Path]) -> list[Path]:
+    """Files as given; folders -> their *.yaml/*.yml/*.json files (recursively, sorted). Missing paths are kept
+    so that loading them reports 'no such file'."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
+                          and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        else:
+            out.append(p)
+    return list(dict.fromkeys(out))
