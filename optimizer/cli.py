@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="rigopt: exact memory/speed estimates and the cheapest hardware for running an LLM.")
 catalog_app = typer.Typer(add_completion=False, no_args_is_help=True, help="List what the catalogue knows, with sources.")
 app.add_typer(catalog_app, name="catalog")
+schema_app = typer.Typer(add_completion=False, no_args_is_help=True, help="JSON Schemas of rigopt's input files.")
+app.add_typer(schema_app, name="schema")
 
 CONTEXT_HELP = "Context per sequence in tokens: 393216, 384K (=393216) or 1M (=1048576). K and M are binary."
 
@@ -79,10 +81,12 @@ def cheapest(
     engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp, comma-separated (default: all)")] = None,
     quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="Allowed quantizations, comma-separated")] = None,
     kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="Allowed KV dtypes, comma-separated")] = None,
+    loads: Annotated[Optional[str], typer.Option("--loads", help="Expert loads for load-aware speed: a JSON/CSV file, 'uniform' or 'zipf:S'")] = None,
     max_nodes: Annotated[int, typer.Option("--max-nodes", help="Most nodes a plan may use")] = 16,
     top: Annotated[int, typer.Option("--top", help="Plans to show: the optimum and next-cheapest alternatives")] = 5,
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit per solve, seconds")] = 20.0,
     out: Annotated[Optional[str], typer.Option("--out", help="Write the best plan as JSON here (for rigopt export)")] = None,
+    export_engine: Annotated[Optional[str], typer.Option("--export", help="Also export the best plan for this engine (vllm|sglang|llamacpp), next to --out")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.cheapest/1)")] = False,
 ) -> None:
     """Cheapest hardware + quantization + parallelism that meets the targets (CP-SAT, proven optimal)."""
@@ -103,7 +107,7 @@ def cheapest(
                   prompt_tokens=_tokens(prompt) if prompt else None, objective=objective, max_budget=max_budget,
                   min_expert_bits=min_bits, min_attn_bits=min_attn_bits, gpus=csv(gpus),
                   owned=Owned.parse(owned) if owned else None, engines=csv(engine), quants=csv(quant),
-                  kv_dtypes=csv(kv_dtype), max_nodes=max_nodes, top=top, time_limit_s=time_limit)
+                  kv_dtypes=csv(kv_dtype), loads=loads, max_nodes=max_nodes, top=top, time_limit_s=time_limit)
     except ValidationError as e:
         err = e.errors()[0]
         raise InputError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
@@ -113,8 +117,76 @@ def cheapest(
             raise InputError("no plan to write: nothing meets the targets (see the relaxations)")
         Path(out).write_text(r.plan.model_dump_json(indent=2) + "\n")
     _out(r, as_json, render_cheapest)
+    if export_engine:
+        if r.plan is None:
+            raise InputError("no plan to export: nothing meets the targets")
+        from optimizer.export import export_plan, render_export
+        d = Path(out).with_suffix("") if out else Path(f"rigopt-export-{export_engine}")
+        res = export_plan(r.plan, export_engine, d)
+        if not as_json:
+            render_export(res, Console(width=200))
     if r.plan is None:
         raise typer.Exit(code=3)
+
+
+@app.command()
+def export(
+    plan_json: Annotated[str, typer.Argument(help="Plan written by `rigopt cheapest --out plan.json`")],
+    engine: Annotated[str, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp")],
+    out: Annotated[Optional[str], typer.Option("--out", help="Directory for launch scripts + EXPLAIN.md")] = None,
+    model_path: Annotated[Optional[str], typer.Option("--model-path", help="Checkpoint dir / HF id / .gguf to serve")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Launch commands for vLLM 0.33.0, SGLang 0.5.23 or llama.cpp 0c1e57098 from a plan."""
+    from pathlib import Path
+
+    from optimizer.export import export_plan, load_plan, render_export
+    r = export_plan(load_plan(plan_json), engine, Path(out) if out else None, model_path=model_path)
+    _out(r, as_json, render_export)
+
+
+@app.command()
+def place(
+    plan: Annotated[str, typer.Argument(help="Plan JSON from `rigopt cheapest --out`, or a hand-written placement input (see README)")],
+    loads: Annotated[Optional[str], typer.Option("--loads", help="Expert loads: a JSON/CSV file, 'uniform' or 'zipf:S' (default uniform)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for generated loads")] = 0,
+    redundant: Annotated[Optional[str], typer.Option("--redundant-experts", help="Redundant experts per layer R, or total:N (default: one per EP rank, within memory headroom)")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Write the placement JSON here (and <stem>.sglang.json for SGLang --init-expert-location)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.place/1)")] = False,
+) -> None:
+    """MoE expert placement across GPUs, host DRAM and NVMe for a plan and expert load statistics."""
+    from optimizer.place import render, run, write_outputs
+    r = run(plan, loads=loads, seed=seed, redundant=redundant)
+    if out:
+        write_outputs(r, out)
+    _out(r, as_json, render)
+
+
+@app.command()
+def solve(
+    paths: Annotated[list[str], typer.Argument(help="Scenario files (.yaml, .yml, .json) or folders of them")],
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Parallel solver processes (default: CPU count)")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder: <file-stem>/<question>.plan.json, summary.{md,csv,json}, plots, .cache/")] = "rigopt-out",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Summary printed to stdout: table | json | csv | md")] = "table",
+    plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs per question: cost vs tok/s (Pareto front) and memory per device")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Solve every question again; neither read nor write the cache")] = False,
+) -> None:
+    """Solve every question in scenario files. Exit 0 if all got a plan; 1 if any is infeasible, failed or unreadable."""
+    from optimizer.scenarios import solve as run
+
+    rep = run(paths, jobs=jobs, out_dir=out, fmt=fmt, plot=plot, use_cache=not no_cache)
+    for line in rep.errors:  # file:line: field: message, one per line
+        sys.stderr.write(line + "\n")
+    if rep.exit_code:
+        raise typer.Exit(code=rep.exit_code)
+
+
+@schema_app.command("scenario")
+def schema_scenario() -> None:
+    """JSON Schema of scenario files (rigopt.scenario/1)."""
+    from optimizer.scenarios import scenario_json_schema
+
+    sys.stdout.write(json.dumps(scenario_json_schema(), indent=2) + "\n")
 
 
 @catalog_app.command("models")

@@ -19,8 +19,8 @@ def tables(draw):
             dram_cost_per_gb=draw(st.integers(0, 7)), mem0=draw(st.integers(10, 200)), mem_slope=draw(st.integers(0, 40)),
             budget=draw(st.integers(10, 200)), host_fixed=draw(st.integers(0, 3000)),
             host_slope=draw(st.integers(0, 2500)), dram_base=draw(st.integers(0, 6000)),
-            t_a0=draw(st.integers(1, 100)), t_a_slope=draw(st.integers(-10, 30)),
-            t_b0=draw(st.integers(1, 100)), t_b_slope=draw(st.integers(-10, 30)),
+            t_lines=tuple((draw(st.integers(1, 100)), draw(st.integers(-10, 30)))
+                          for _ in range(draw(st.integers(1, 4)))),
             ttft0=draw(st.integers(1, 100)), ttft_slope=draw(st.integers(-5, 20))))
     lim = Limits(step_ns=draw(st.one_of(st.none(), st.integers(20, 200))),
                  ttft_ns=draw(st.one_of(st.none(), st.integers(20, 200))),

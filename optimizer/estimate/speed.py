@@ -166,7 +166,9 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
             # With DP, every replica's tokens reach every EP rank: distinct experts over all tokens.
             ranks = par.ep_size
             u_ep = distinct_experts(E, k, batch) if par.dp > 1 else u
-            per_rank = u_ep * expert_imbalance / ranks if expert_imbalance else busiest_share(u_ep, ranks)
+            per_rank = busiest_share(u_ep, ranks)
+            if expert_imbalance:  # measured load skew (placement with real loads): never better than chance
+                per_rank = max(per_rank, min(u_ep, u_ep * expert_imbalance / ranks))
             expert_bytes_gpu += cnt * per_rank * s_gpu * eb
         else:
             expert_bytes_gpu += cnt * u * s_gpu * eb / tp

@@ -1,9 +1,10 @@
 """Enumerate deployment candidates and estimate each in floats (no solver here).
 
 A candidate fixes hardware (node type, node count, GPUs used), engine, quantization, KV dtype and parallel
-layout. What stays open is the number x of MoE expert layers whose routed experts live in host DRAM; every
-quantity the solver constrains is linear in x (the physics is linear in the offloaded fraction), so each
-candidate carries a value at x = 0 and a slope per offloaded layer.
+layout. What stays open is the number x of MoE expert layers whose routed experts live in host DRAM. Memory,
+host DRAM and cost are linear in x (the physics is linear in the offloaded fraction), so a candidate carries a
+value at x = 0 and a slope per offloaded layer; the decode step time is a max of lines in x (exactly two lines
+under uniform routing, a convex piecewise-linear interpolation when load-aware tiering applies).
 """
 
 from __future__ import annotations
@@ -58,12 +59,7 @@ class Candidate:
     mem_slope: float             # bytes freed per offloaded layer (<= 0 means grows)
     host_fixed: float            # host bytes needed at x = 0 (per node)
     host_slope: float            # host bytes per offloaded layer (per node)
-    t_mem0: float                # decode step: GPU memory-time at x = 0 (s)
-    t_mem_slope: float
-    t_comp0: float
-    t_comp_slope: float
-    t_other0: float              # everything added after the GPU roofline term (overheads, comm, host tiers)
-    t_other_slope: float
+    step_lines: tuple[tuple[float, float], ...]  # decode step time (s) = max over lines of a + b*x (convex PWL)
     ttft0: float
     ttft_slope: float            # chord slope: an upper bound of the (convex) TTFT between x = 0 and max
     expert_bits: float
@@ -79,8 +75,7 @@ class Candidate:
         return self.host_fixed + self.host_slope * x
 
     def step_time(self, x: float) -> float:
-        return max(self.t_mem0 + self.t_mem_slope * x, self.t_comp0 + self.t_comp_slope * x) + \
-            self.t_other0 + self.t_other_slope * x
+        return max(a + b * x for a, b in self.step_lines)
 
     def ttft(self, x: float) -> float:
         return self.ttft0 + self.ttft_slope * x
@@ -292,27 +287,48 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
     bits = kernel_bits({f for _, f in scheme.mix("routed_experts" if spec.is_moe else "dense_ffn")},
                        acc.native_fp8, acc.native_fp4)
 
-    def tiers(frac_off: float) -> ExpertTiers:
+    imbalance = None
+    if q.loads and par.ep and par.ep_size > 1 and spec.is_moe:
+        from optimizer.place.api import expected_imbalance
+        imbalance = expected_imbalance(spec, par.ep_size, 0, q.loads)
+
+    def tiers(x: float) -> ExpertTiers:
+        frac = x / L if L else 0.0
+        share = None
+        if q.loads and mode == "cpu" and engine == "sglang" and L:
+            from optimizer.place.api import kt_experts_per_layer, load_aware_gpu_share
+            share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, L - x), q.loads)
         if mode == "cpu":
-            return ExpertTiers(gpu=1 - frac_off, cpu=frac_off)
+            return ExpertTiers(gpu=1 - frac, cpu=frac, activation_share_gpu=share)
         if mode == "stream":
-            return ExpertTiers(gpu=1 - frac_off, stream=frac_off)
+            return ExpertTiers(gpu=1 - frac, stream=frac)
         return ExpertTiers()
 
-    sa = decode_speed(spec, w, kv, dev, par=par, context=q.context, batch=q.concurrency, links=links,
-                      tiers=tiers(0.0), compute_bits=bits, n_nodes=n_nodes)
-    sb = decode_speed(spec, w, kv, dev, par=par, context=q.context, batch=q.concurrency, links=links,
-                      tiers=tiers(1.0), compute_bits=bits, n_nodes=n_nodes) if L else sa
-    pa = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(0.0), compute_bits=bits)
-    pb = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(1.0),
+    def step(x: float):
+        return decode_speed(spec, w, kv, dev, par=par, context=q.context, batch=q.concurrency, links=links,
+                            tiers=tiers(x), compute_bits=bits, n_nodes=n_nodes, expert_imbalance=imbalance)
+
+    def split(sp):
+        other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
+        return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
+
+    if not L:
+        a, b = split(step(0))
+        lines = ((a, 0.0), (b, 0.0))
+    elif q.loads and mode == "cpu" and engine == "sglang":
+        # load-aware tiering makes the step time convex (not linear) in x: interpolate at breakpoints; the
+        # lines through consecutive points bound it from above and their max is the interpolation
+        xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
+        pts = [(x, max(split(step(x)))) for x in xs]
+        lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0))
+                      for (x0, y0), (x1, y1) in zip(pts, pts[1:]))
+    else:  # every term is linear in the offloaded fraction: two exact lines (memory and compute branches)
+        (ma, ca), (mb, cb) = split(step(0)), split(step(L))
+        lines = ((ma, (mb - ma) / L), (ca, (cb - ca) / L))
+    pa = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(0), compute_bits=bits)
+    pb = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(L),
                       compute_bits=bits) if L else pa
 
-    def split(s):
-        other = sum(v for k, v in s.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
-        return s.terms_s["gpu_memory"], s.terms_s["gpu_compute"], other
-
-    ma, ca, oa = split(sa)
-    mb, cb, ob = split(sb)
     per = 1.0 / L if L else 0.0
     expert_bytes = w.routed_expert_bytes
     dram_price = 0.0
@@ -333,8 +349,7 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
         budget_bytes=mem_a.budget_bytes, mem0=mem_a.used_bytes,
         mem_slope=(mem_a.used_bytes - mem_b.used_bytes) * per,
         host_fixed=HOST_RESERVED_BYTES if L else 0.0, host_slope=layer_bytes,
-        t_mem0=ma, t_mem_slope=(mb - ma) * per, t_comp0=ca, t_comp_slope=(cb - ca) * per,
-        t_other0=oa, t_other_slope=(ob - oa) * per,
+        step_lines=tuple(lines),
         ttft0=pa.ttft_s, ttft_slope=(pb.ttft_s - pa.ttft_s) * per,
         expert_bits=exp_bits, attn_bits=attn_bits,
         mean_bits=mean_active_bits(spec, scheme, get_scheme("native", m.storage)), notes=tuple(mem_a.notes))

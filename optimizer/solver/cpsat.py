@@ -49,8 +49,8 @@ class DeploymentModel:
             m.add(r.mem0 - r.mem_slope * x <= r.budget).only_enforce_if(y)
             m.add(r.host_fixed + r.host_slope * x <= r.dram_base + GB_UNITS * e).only_enforce_if(y)
             if lim.step_ns is not None:
-                m.add(r.t_a0 + r.t_a_slope * x <= lim.step_ns).only_enforce_if(y)
-                m.add(r.t_b0 + r.t_b_slope * x <= lim.step_ns).only_enforce_if(y)
+                for a, b in r.t_lines:
+                    m.add(a + b * x <= lim.step_ns).only_enforce_if(y)
             if lim.ttft_ns is not None:
                 m.add(r.ttft0 + r.ttft_slope * x <= lim.ttft_ns).only_enforce_if(y)
             self.y[r.index], self.x[r.index], self.e[r.index] = y, x, e

@@ -63,6 +63,7 @@ class Query(BaseModel):
     engines: list[str] | None = None
     quants: list[str] | None = None
     kv_dtypes: list[str] | None = None
+    loads: str | None = None             # expert load statistics: a JSON/CSV file, "uniform" or "zipf:S"
     max_nodes: int = Field(default=16, ge=1, le=1024)
     top: int = Field(default=5, ge=1, le=50)
     time_limit_s: float = Field(default=20.0, gt=0, le=3600)

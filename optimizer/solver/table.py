@@ -28,10 +28,7 @@ class IntRow:
     host_fixed: int        # MB (up)
     host_slope: int        # MB per layer (up)
     dram_base: int         # MB (down)
-    t_a0: int              # ns: memory-roofline branch at x = 0 (memory + other terms), rounded up
-    t_a_slope: int         # ns per layer (up)
-    t_b0: int              # ns: compute branch + other terms
-    t_b_slope: int
+    t_lines: tuple[tuple[int, int], ...]  # decode step (ns) <= limit for every line a + b*x (both rounded up)
     ttft0: int             # ns
     ttft_slope: int
 
@@ -52,8 +49,7 @@ def to_rows(cands: list["Candidate"], q: "Query") -> list[IntRow]:
             mem0=up(c.mem0, MIB), mem_slope=down(c.mem_slope, MIB) if c.mem_slope >= 0 else -up(-c.mem_slope, MIB),
             budget=down(c.budget_bytes, MIB), host_fixed=up(c.host_fixed, HOST_UNIT),
             host_slope=up(c.host_slope, HOST_UNIT), dram_base=down(c.dram_base_bytes, HOST_UNIT),
-            t_a0=up(c.t_mem0 + c.t_other0, NS), t_a_slope=up(c.t_mem_slope + c.t_other_slope, NS),
-            t_b0=up(c.t_comp0 + c.t_other0, NS), t_b_slope=up(c.t_comp_slope + c.t_other_slope, NS),
+            t_lines=tuple((up(a, NS), up(b, NS)) for a, b in c.step_lines),
             ttft0=up(c.ttft0, NS), ttft_slope=up(c.ttft_slope, NS)))
     return rows
 
@@ -83,7 +79,7 @@ def row_feasible(r: IntRow, lim: Limits, x: int) -> tuple[bool, int]:
         return False, 0
     if r.mem0 - r.mem_slope * x > r.budget:
         return False, 0
-    if lim.step_ns is not None and (r.t_a0 + r.t_a_slope * x > lim.step_ns or r.t_b0 + r.t_b_slope * x > lim.step_ns):
+    if lim.step_ns is not None and any(a + b * x > lim.step_ns for a, b in r.t_lines):
         return False, 0
     if lim.ttft_ns is not None and r.ttft0 + r.ttft_slope * x > lim.ttft_ns:
         return False, 0

@@ -51,8 +51,16 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
                         context=plan.context, concurrency=plan.concurrency, par=par, gpu_expert_fraction=1 - off,
                         unified=acc.kind == "unified")
     tiers = ExpertTiers()
+    share = imbalance = None
+    if q.loads and spec.is_moe:
+        from optimizer.place.api import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
+        if par.ep and par.ep_size > 1:
+            imbalance = expected_imbalance(spec, par.ep_size, 0, q.loads)
+        if plan.offload.mode == "cpu" and plan.engine == "sglang" and plan.offload.expert_layers_offloaded:
+            share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, n_moe - plan.offload.expert_layers_offloaded),
+                                         q.loads)
     if plan.offload.mode == "cpu":
-        tiers = ExpertTiers(gpu=1 - off, cpu=off)
+        tiers = ExpertTiers(gpu=1 - off, cpu=off, activation_share_gpu=share)
     elif plan.offload.mode == "stream":
         tiers = ExpertTiers(gpu=1 - off, stream=off)
     native = get_scheme("native", m.storage)
@@ -61,7 +69,8 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
     bits = kernel_bits({f for _, f in scheme.mix(cls)}, acc.native_fp8, acc.native_fp4)
     links = plan_links(node, plan.hardware.n_nodes, par)
     sp = decode_speed(spec, w, kv, device_of(acc), par=par, context=plan.context, batch=plan.concurrency,
-                      links=links, tiers=tiers, compute_bits=bits, n_nodes=plan.hardware.n_nodes)
+                      links=links, tiers=tiers, compute_bits=bits, n_nodes=plan.hardware.n_nodes,
+                      expert_imbalance=imbalance)
     pf = prefill_time(spec, w, device_of(acc), par=par, prompt_tokens=q.prompt_tokens or q.context, links=links,
                       tiers=tiers, compute_bits=bits)
     n = plan.hardware.n_nodes
