@@ -195,11 +195,14 @@ def cloud_usd_per_gpu_hour(accel_key: str) -> Price | None:
                                     p.provider or "", p.instance or "", p.source))
 
 
-def node_capex_usd(node_key: str) -> float | None:
-    """node_base_usd + accelerators_per_node x preferred accelerator purchase price; None if unknown."""
+def node_capex_usd(node_key: str, include_unavailable: bool = False) -> float | None:
+    """node_base_usd + accelerators_per_node x preferred accelerator purchase price; None if unknown, or if the
+    accelerator can no longer be bought (price row `available: false`) unless include_unavailable."""
     node = load_hardware().nodes.get(node_key) or get_node(node_key)
     price = purchase_usd(node.accelerator)
     if node.node_base_usd is None or price is None or price.usd is None:
+        return None
+    if not price.available and not include_unavailable:
         return None
     return node.node_base_usd + node.accelerators_per_node * price.usd
 

@@ -194,6 +194,7 @@ class Price(_Row):
     instance: str | None = None
     region: str | None = None
     spot: bool = False
+    available: bool = True  # False: no longer sold new (withdrawn configuration); kept for owned hardware and history
     as_of: AsOf
     source: Source
     estimate: bool = False

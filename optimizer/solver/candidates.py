@@ -242,6 +242,9 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                                        scheme, w, kv, par, moe_idx, prompt, exp_bits, attn_bits)
                             if c is None:
                                 continue
+                            if q.max_budget is not None and c.cost > q.max_budget:
+                                feasible_family.add(fam)  # over budget already; more nodes only cost more
+                                continue
                             out.append(c)
                             if _meets_all(c, q):
                                 feasible_family.add(fam)

@@ -32,22 +32,25 @@ def _cheapest(cands: list[Candidate], q: Query) -> tuple[float, Candidate, int] 
 def relaxations(q: Query, m: ResolvedModel, cands: list[Candidate]) -> tuple[list[str], list[Relaxation]]:
     reasons: list[str] = []
     out: list[Relaxation] = []
-    if not cands:
+    pool = cands
+    if q.max_budget is not None:
+        q_free = q.model_copy(update={"max_budget": None})
+        pool = enumerate_candidates(q_free, m)  # over-budget candidates are pruned from `cands`
+        free = _cheapest(pool, q_free)
+        if free and free[0] > q.max_budget:
+            reasons.append(f"budget: the cheapest plan meeting the targets costs {free[0]:,.2f}, "
+                           f"{free[0] - q.max_budget:,.2f} over {q.max_budget:,.2f}")
+    if not pool:
         reasons.append(f"no hardware in the allowed catalogue holds {m.key} at {q.context} tokens x {q.concurrency} "
                        f"sequence(s) with the allowed quantizations and engines")
     else:
-        mem_ok = [c for c in cands if any(c.mem(x) <= c.budget_bytes and c.host(x) <= c.dram_max_bytes
-                                          for x in range(c.max_offload_layers + 1))]
+        mem_ok = [c for c in pool if any(c.mem(x) <= c.budget_bytes and c.host(x) <= c.dram_max_bytes
+                                         for x in range(c.max_offload_layers + 1))]
         if q.tok_s:
             best = max((1 / min(c.step_time(x) for x in range(c.max_offload_layers + 1)) for c in mem_ok), default=0)
             if best < q.tok_s:
                 reasons.append(f"decode speed: the fastest plan that fits reaches {best:.1f} tok/s per sequence, "
                                f"{q.tok_s - best:.1f} short of {q.tok_s}")
-        if q.max_budget is not None:
-            free = _cheapest(cands, q.model_copy(update={"max_budget": None}))
-            if free and free[0] > q.max_budget:
-                reasons.append(f"budget: the cheapest plan meeting the targets costs {free[0]:,.2f}, "
-                               f"{free[0] - q.max_budget:,.2f} over {q.max_budget:,.2f}")
         if q.ttft_s:
             best_t = min((c.ttft(0) for c in mem_ok), default=None)
             if best_t is not None and best_t > q.ttft_s:
@@ -55,7 +58,7 @@ def relaxations(q: Query, m: ResolvedModel, cands: list[Candidate]) -> tuple[lis
     # relaxations, each re-solved on the float table (cheap)
     def attempt(change: str, value, **upd):
         q2 = q.model_copy(update=upd)
-        cs = cands if set(upd) <= {"tok_s", "max_budget", "ttft_s"} else enumerate_candidates(q2, m)
+        cs = cands if set(upd) <= {"tok_s", "ttft_s"} else enumerate_candidates(q2, m)
         best = _cheapest(cs, q2)
         if best:
             out.append(Relaxation(change=change, value=value, cost=best[0], plan=best[1].id))
@@ -73,9 +76,9 @@ def relaxations(q: Query, m: ResolvedModel, cands: list[Candidate]) -> tuple[lis
     if q.ttft_s:
         attempt("no TTFT target", None, ttft_s=None)
     ctx = q.context
-    while ctx > 4096:
+    for _ in range(3):  # half, quarter, eighth of the asked context
         ctx //= 2
-        if attempt(f"context {ctx} tokens", float(ctx), context=ctx):
+        if ctx < 4096 or attempt(f"context {ctx} tokens", float(ctx), context=ctx):
             break
     if q.concurrency > 1:
         attempt("concurrency 1", 1.0, concurrency=1)

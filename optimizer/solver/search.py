@@ -77,6 +77,9 @@ def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str =
                     + f" + {mem.kv_bytes / 1e9:,.2f} GB KV + {mem.runtime_bytes / 1e9:,.1f} GB runtime = "
                     f"{mem.used_bytes / 1e9:,.1f} GB of a {mem.budget_bytes / 1e9:,.1f} GB budget ({acct}): "
                     + ("fits" if mem.fits else "does NOT fit"))
+    if c.expert_bits < 3.5:
+        notes.append(f"quality: {'experts' if m_is_moe(q) else 'weights'} at {c.expert_bits:.2f} bits/weight "
+                     f"({c.quant}) lose noticeably more accuracy than 4-bit; add --min-bits 4 to exclude such plans")
     if status_note:
         notes.append(status_note)
     return skeleton.model_copy(update=dict(
@@ -90,6 +93,10 @@ def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str =
                     tok_s_aggregate=ev.speed.tok_s_aggregate, ttft_s=ev.prefill.ttft_s,
                     ttft_bound_s=ev.prefill.ttft_bound_s, binding=ev.speed.binding, terms_s=ev.speed.terms_s),
         binding_constraint=binding, notes=notes))
+
+
+def m_is_moe(q: Query) -> bool:
+    return resolve_model(q.model).spec.is_moe
 
 
 def cheapest(q: Query) -> CheapestResult:
