@@ -243,7 +243,11 @@ def test_node_capex_and_power(cat):
     assert node_capex_usd("hgx-h100-8") == pytest.approx(node.node_base_usd + 8 * 25_000)
     assert node_power_watts("hgx-h100-8") == pytest.approx(node.node_base_watts + 8 * 700)
     assert node_capex_usd("gb200-nvl72") == pytest.approx(3.1e6, rel=0.01)
-    assert node_capex_usd("mac-studio-m3-ultra-512") == purchase_usd("m3-ultra-512gb").usd
+    # the 512 GB Mac Studio was withdrawn (2026-03): no new-purchase capex, but the historical price stays
+    assert purchase_usd("m3-ultra-512gb").available is False
+    assert node_capex_usd("mac-studio-m3-ultra-512") is None
+    assert node_capex_usd("mac-studio-m3-ultra-512", include_unavailable=True) == purchase_usd("m3-ultra-512gb").usd
+    assert node_capex_usd("mac-studio-m4-max-128") == purchase_usd("m4-max-128gb").usd
     for n in cat.nodes.values():
         if n.scaleup_domain == "unified":
             assert n.node_base_usd == 0 and n.dram_bytes == 0, n.key
