@@ -116,3 +116,28 @@ def get_scheme(name: str, storage: dict[str, str] | None = None) -> Scheme:
     close = difflib.get_close_matches(name.lower(), list(WEIGHT_QUANTS), n=3)
     hint = f" (did you mean: {', '.join(close)}?)" if close else ""
     raise InputError(f"unknown quantization '{name}'{hint}; known: {', '.join(WEIGHT_QUANTS)}")
+
+
+FFN_CLASSES = ("routed_experts", "shared_experts", "dense_ffn")
+
+
+def quality_bits(spec, scheme: Scheme, native: Scheme) -> tuple[float, float]:
+    """Effective (FFN/expert bits, attention bits): the lowest width any FFN/expert tensor is stored at, never
+    above the official checkpoint's (re-quantizing to a wider format adds no information)."""
+    present = spec.params_by_class()
+    ffn = min(min(scheme.min_bits(c), native.min_bits(c)) for c in FFN_CLASSES if present.get(c))
+    attn = min(scheme.min_bits("attention"), native.min_bits("attention"))
+    return ffn, attn
+
+
+def mean_active_bits(spec, scheme: Scheme, native: Scheme) -> float:
+    """Effective bits averaged over the linear parameters one token touches (a finer quality tie-break)."""
+    num = den = 0.0
+    for layer in spec.main_layers:
+        for c, n in layer.params.items():
+            if c not in LINEAR_CLASSES:
+                continue
+            act = layer.experts_per_token * layer.expert_params if c == "routed_experts" else n
+            num += act * min(scheme.bits(c), native.bits(c))
+            den += act
+    return num / den if den else 0.0

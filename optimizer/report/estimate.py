@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from optimizer.catalog.devices import device_of, links_for, node_for
+from optimizer.catalog.devices import device_of, node_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator
 from optimizer.catalog.models import ResolvedModel
@@ -15,7 +15,8 @@ from optimizer.errors import InputError
 from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import Parallel, device_memory, max_concurrency, max_context
 from optimizer.estimate.schemes import Scheme, get_scheme
-from optimizer.estimate.speed import decode_speed, kernel_bits, prefill_time
+from optimizer.estimate.speed import Links, decode_speed, kernel_bits, prefill_time
+from optimizer.solver.links import plan_links
 from optimizer.estimate.weights import weight_breakdown
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES
 
@@ -256,11 +257,12 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         kvh = kv_estimate(spec, eng, None if kv_dtype is None or eng != engine else kvd, tp=par.tp)
         mem = device_memory(spec, w, kvh, engine=eng, capacity_bytes=acc.memory_usable_bytes, context=context,
                             concurrency=concurrency, par=par, unified=acc.kind == "unified")
-        links = links_for(acc, node, par.tp, multi_node=gpus > per_node)
+        n_nodes = -(-gpus // per_node)
+        links = plan_links(node, n_nodes, par) if node is not None else Links()
         dev = device_of(acc)
         bits = _compute_bits(scheme, acc, spec.is_moe)
         sp = decode_speed(spec, w, kvh, dev, par=par, context=context, batch=concurrency, links=links,
-                          compute_bits=bits, n_nodes=-(-gpus // per_node))
+                          compute_bits=bits, n_nodes=n_nodes)
         pf = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt_tokens or context, links=links,
                           compute_bits=bits)
         mc = max_context(kvh, mem.kv_available_bytes, -(-concurrency // par.dp), pp=par.pp,

@@ -19,7 +19,7 @@ from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
 from optimizer.estimate.kv import default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import Parallel, device_memory
-from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme
+from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.speed import ExpertTiers, decode_speed, kernel_bits, prefill_time
 from optimizer.estimate.weights import WeightBreakdown, weight_breakdown
 from optimizer.solver.links import plan_links
@@ -85,32 +85,6 @@ class Candidate:
 
     def total_cost(self, x: float) -> float:
         return self.cost + self.extra_dram(x) * self.dram_usd_per_byte * self.n_nodes
-
-
-FFN_CLASSES = ("routed_experts", "shared_experts", "dense_ffn")
-
-
-def quality_bits(spec, scheme: Scheme, native: Scheme) -> tuple[float, float]:
-    """Effective (FFN/expert bits, attention bits): the lowest width any FFN/expert tensor is stored at, never
-    above the official checkpoint's (re-quantizing to a wider format adds no information)."""
-    present = spec.params_by_class()
-    ffn = min(min(scheme.min_bits(c), native.min_bits(c)) for c in FFN_CLASSES if present.get(c))
-    attn = min(scheme.min_bits("attention"), native.min_bits("attention"))
-    return ffn, attn
-
-
-def mean_active_bits(spec, scheme: Scheme, native: Scheme) -> float:
-    """Effective bits averaged over the linear parameters one token touches (a finer quality tie-break)."""
-    from optimizer.estimate.schemes import LINEAR_CLASSES
-    num = den = 0.0
-    for layer in spec.main_layers:
-        for c, n in layer.params.items():
-            if c not in LINEAR_CLASSES:
-                continue
-            act = layer.experts_per_token * layer.expert_params if c == "routed_experts" else n
-            num += act * min(scheme.bits(c), native.bits(c))
-            den += act
-    return num / den if den else 0.0
 
 
 _WEIGHTS_CACHE: dict[tuple[int, str], tuple[Scheme, WeightBreakdown]] = {}

@@ -10,10 +10,9 @@ from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_node, load_h
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate.kv import kv_estimate
 from optimizer.estimate.memory import Parallel, device_memory
-from optimizer.estimate.schemes import get_scheme
+from optimizer.estimate.schemes import get_scheme, quality_bits
 from optimizer.estimate.speed import ExpertTiers, decode_speed, kernel_bits, prefill_time
 from optimizer.estimate.weights import weight_breakdown
-from optimizer.solver.candidates import quality_bits
 from optimizer.solver.links import plan_links
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
