@@ -142,17 +142,21 @@ def improve(ex: np.ndarray, ld: np.ndarray, gpu: np.ndarray, G: int, target: flo
                 best, best_pair = pair[b], (a, b)
         if best_pair is None:
             break
-        a, b = best_pair
-        h = gpu[b]
-        cnt[ex[a], g] -= 1
-        cnt[ex[b], h] -= 1
-        cnt[ex[a], h] += 1
-        cnt[ex[b], g] += 1
-        gpu[a], gpu[b] = h, g
-        d = ld[a] - ld[b]
-        L[g] -= d
-        L[h] += d
+        _swap(cnt, ex, gpu, ld, L, *best_pair)
     return gpu
+
+
+def _swap(cnt: np.ndarray, ex: np.ndarray, gpu: np.ndarray, ld: np.ndarray, L: np.ndarray, a: int, b: int) -> None:
+    """Exchange the ranks of replicas a and b in place, keeping per-rank expert counts and loads in step."""
+    g, h = gpu[a], gpu[b]
+    cnt[ex[a], g] -= 1
+    cnt[ex[b], h] -= 1
+    cnt[ex[a], h] += 1
+    cnt[ex[b], g] += 1
+    gpu[a], gpu[b] = h, g
+    d = ld[a] - ld[b]
+    L[g] -= d
+    L[h] += d
 
 
 def improve_secondary(ex: np.ndarray, ld: np.ndarray, hit: np.ndarray, gpu: np.ndarray, G: int,
@@ -186,13 +190,7 @@ def improve_secondary(ex: np.ndarray, ld: np.ndarray, hit: np.ndarray, gpu: np.n
             break
         a, b = best_pair
         h = gpu[b]
-        cnt[ex[a], g] -= 1
-        cnt[ex[b], h] -= 1
-        cnt[ex[a], h] += 1
-        cnt[ex[b], g] += 1
-        gpu[a], gpu[b] = h, g
-        L[g] -= ld[a] - ld[b]
-        L[h] += ld[a] - ld[b]
+        _swap(cnt, ex, gpu, ld, L, a, b)
         T[g] -= hit[a] - hit[b]
         T[h] += hit[a] - hit[b]
     return gpu
