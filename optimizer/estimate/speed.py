@@ -143,7 +143,7 @@ def busiest_share(items: float, bins: int) -> float:
 def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Device, *, par: Parallel,
                  context: int, batch: int = 1, links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
-                 n_nodes: int = 1) -> SpeedEstimate:
+                 load_imbalance: float | None = None, n_nodes: int = 1) -> SpeedEstimate:
     links = links or Links()
     tiers = tiers or ExpertTiers()
     batch = max(1, batch)
@@ -166,9 +166,12 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
             # With DP, every replica's tokens reach every EP rank: distinct experts over all tokens.
             ranks = par.ep_size
             u_ep = distinct_experts(E, k, batch) if par.dp > 1 else u
-            per_rank = busiest_share(u_ep, ranks)
-            if expert_imbalance:  # measured load skew (placement with real loads): never better than chance
-                per_rank = max(per_rank, min(u_ep, u_ep * expert_imbalance / ranks))
+            if expert_imbalance:  # step imbalance of a known placement (busiest rank's distinct experts / mean)
+                per_rank = min(u_ep, u_ep * expert_imbalance / ranks)
+            else:
+                per_rank = busiest_share(u_ep, ranks)
+                if load_imbalance:  # skewed expert loads (max/mean load): never better than chance placement
+                    per_rank = max(per_rank, min(u_ep, u_ep * load_imbalance / ranks))
             expert_bytes_gpu += cnt * per_rank * s_gpu * eb
         else:
             expert_bytes_gpu += cnt * u * s_gpu * eb / tp
