@@ -95,7 +95,7 @@ def exact(w: np.ndarray, caps: np.ndarray, time_limit: float = 10.0, workers: in
     s = _solver(time_limit, workers)
     st = s.Solve(m)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        raise RuntimeError("exact placement model found no solution")
+        return None  # time cap hit before any solution (e.g. a loaded machine): the caller uses the heuristic
     ex, gp, ld = [], [], []
     for e in range(E):
         k = next(k for k in ks if s.Value(y[e, k]))

@@ -232,10 +232,12 @@ def _place_layer(w, caps, domain, time_limit, workers, baseline, polish_gap) -> 
     lb = lower_bound(w, caps)
     exact = None
     if cpsat.exact_size(E, G, P) <= EXACT_MAX_VARS and time_limit > 0:
-        ex, ld, gp, opt = cpsat.exact(w, caps, time_limit=max(time_limit, 1.0), workers=workers)
-        exact = LayerPlacement(ex, ld, gp, G, "cp-sat exact" if opt else "cp-sat exact model (time cap)", opt)
-        if opt and (baseline is None or exact.max_load <= baseline.max_load):
-            return exact
+        got = cpsat.exact(w, caps, time_limit=max(time_limit, 1.0), workers=workers)
+        if got is not None:
+            ex, ld, gp, opt = got
+            exact = LayerPlacement(ex, ld, gp, G, "cp-sat exact" if opt else "cp-sat exact model (time cap)", opt)
+            if opt and (baseline is None or exact.max_load <= baseline.max_load):
+                return exact
     r = replicate(w, P, G)
     ex, ld = items_of(w, r)
     cands = [improve(ex, ld, _lpt(ex, ld, caps, domain, lb), G, lb)]
