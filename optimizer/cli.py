@@ -189,6 +189,23 @@ def schema_scenario() -> None:
     sys.stdout.write(json.dumps(scenario_json_schema(), indent=2) + "\n")
 
 
+@app.command()
+def validate(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.validate/1)")] = False,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="weights_per_gpu_bytes, gguf_file_bytes, kv_tokens_for_bytes, decode_tok_s, prefill_tok_s")] = None,
+) -> None:
+    """Check rigopt's numbers against published measurements (measured, predicted, error; summary per metric)."""
+    from optimizer.errors import InputError
+    from optimizer.fidelity.report import as_dict, render_text, run, summarize
+    known = {"weights_per_gpu_bytes", "gguf_file_bytes", "kv_tokens_for_bytes", "kv_bytes_per_token",
+             "decode_tok_s", "prefill_tok_s"}
+    if metric and metric not in known:
+        raise InputError(f"unknown metric '{metric}' (use {', '.join(sorted(known))})")
+    cases = run(metric)
+    summary = summarize(cases)
+    sys.stdout.write((json.dumps(as_dict(cases, summary), indent=2) if as_json else render_text(cases, summary)) + "\n")
+
+
 @catalog_app.command("models")
 def catalog_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Models in the catalogue."""
