@@ -15,7 +15,7 @@ def tables(draw):
     for i in range(n):
         L = draw(st.integers(0, 6))
         rows.append(IntRow(
-            index=i, rank=ranks[i], L=L, E=draw(st.integers(0, 5)), cost=draw(st.integers(1, 50)),
+            index=i, qrank=draw(st.integers(0, 2)), idrank=ranks[i], L=L, E=draw(st.integers(0, 5)), cost=draw(st.integers(1, 50)),
             dram_cost_per_gb=draw(st.integers(0, 7)), mem0=draw(st.integers(10, 200)), mem_slope=draw(st.integers(0, 40)),
             budget=draw(st.integers(10, 200)), host_fixed=draw(st.integers(0, 3000)),
             host_slope=draw(st.integers(0, 2500)), dram_base=draw(st.integers(0, 6000)),

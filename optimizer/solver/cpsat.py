@@ -24,47 +24,52 @@ class Solution:
 
 
 class DeploymentModel:
-    """One bool per candidate (exactly one chosen), an offload level and a DRAM purchase per candidate."""
+    """One bool per candidate (exactly one chosen), an offload level and a DRAM purchase per candidate.
+
+    Optimised lexicographically in stages: cost, then quality rank, then decode step time, then the id rank and
+    the offload level. Each stage fixes the previous optimum, so answers are unique and deterministic."""
 
     def __init__(self, rows: list[IntRow], lim: Limits, exclude: frozenset[int] = frozenset()):
         self.rows = rows
         self.lim = lim
         m = cp_model.CpModel()
         self.model = m
-        lmax = max((r.L for r in rows), default=0)
-        self.k2 = lmax + 1                       # one rank step outweighs any offload difference
-        self.k = (len(rows) + 1) * self.k2 + lmax  # one cost unit outweighs any (rank, offload) tie-break
-
-        self.y, self.x, self.e = {}, {}, {}
-        cost_terms = []
-        tie_terms = []
+        self.y, self.x, self.e, self.t = {}, {}, {}, {}
+        cost_terms, q_terms, t_terms, last_terms = [], [], [], []
+        big = 2**50
         for r in rows:
             if r.index in exclude:
                 continue
             y = m.new_bool_var(f"use_{r.index}")
             x = m.new_int_var(0, r.L, f"off_{r.index}")
             e = m.new_int_var(0, r.E, f"dram_{r.index}")
+            t = m.new_int_var(-big, big, f"step_{r.index}")
             m.add(x == 0).only_enforce_if(~y)
             m.add(e == 0).only_enforce_if(~y)
+            m.add(t == 0).only_enforce_if(~y)
             m.add(r.mem0 - r.mem_slope * x <= r.budget).only_enforce_if(y)
             m.add(r.host_fixed + r.host_slope * x <= r.dram_base + GB_UNITS * e).only_enforce_if(y)
-            if lim.step_ns is not None:
-                for a, b in r.t_lines:
+            for a, b in r.t_lines:
+                m.add(t >= a + b * x).only_enforce_if(y)
+                if lim.step_ns is not None:
                     m.add(a + b * x <= lim.step_ns).only_enforce_if(y)
             if lim.ttft_ns is not None:
                 m.add(r.ttft0 + r.ttft_slope * x <= lim.ttft_ns).only_enforce_if(y)
-            self.y[r.index], self.x[r.index], self.e[r.index] = y, x, e
+            self.y[r.index], self.x[r.index], self.e[r.index], self.t[r.index] = y, x, e, t
             cost_terms += [r.cost * y, r.dram_cost_per_gb * e]
-            tie_terms += [r.rank * self.k2 * y, x]
+            q_terms.append(r.qrank * y)
+            t_terms.append(t)
+            last_terms += [r.idrank * (r.L + 1) * y, x]  # idranks are unique, so x only orders within a row
         if not self.y:
             m.add_bool_or([])  # nothing to choose: infeasible
             self.cost = 0
+            self.stages = []
         else:
             m.add_exactly_one(list(self.y.values()))
             self.cost = sum(cost_terms)
             if lim.budget is not None:
                 m.add(self.cost <= lim.budget)
-            m.minimize(self.cost * self.k + sum(tie_terms))
+            self.stages = [self.cost, sum(q_terms), sum(t_terms), sum(last_terms)]
 
     def hint(self, index: int, x: int) -> None:
         for i, y in self.y.items():
@@ -73,26 +78,44 @@ class DeploymentModel:
         self.model.add_hint(self.x[index], x)
         self.model.add_hint(self.e[index], extra_gb_needed(r, x))
 
-    def solve(self, time_limit_s: float = 20.0, workers: int = 2, seed: int = 0) -> Solution:
-        s = cp_model.CpSolver()
-        s.parameters.max_time_in_seconds = time_limit_s
-        s.parameters.num_workers = workers
-        s.parameters.random_seed = seed
-        st = s.solve(self.model)
-        status = STATUS.get(st, str(st))
-        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return Solution(status, None, 0, 0, None, None, s.wall_time)
+    def _values(self, s: cp_model.CpSolver) -> tuple[int, int, int]:
         idx = next(i for i, y in self.y.items() if s.boolean_value(y))
-        x = s.value(self.x[idx])
-        e = s.value(self.e[idx])
-        cost = int(s.value(self.cost))
-        bound = s.best_objective_bound / self.k
-        return Solution(status, idx, x, e, cost, min(bound, cost), s.wall_time)
+        return idx, s.value(self.x[idx]), s.value(self.e[idx])
+
+    def solve(self, time_limit_s: float = 20.0, workers: int = 2, seed: int = 0) -> Solution:
+        wall = 0.0
+        status, bound, cost, chosen = "INFEASIBLE", None, None, None
+        for k, expr in enumerate(self.stages or [0]):
+            s = cp_model.CpSolver()
+            s.parameters.max_time_in_seconds = time_limit_s
+            s.parameters.num_workers = workers
+            s.parameters.random_seed = seed
+            if self.stages:
+                self.model.minimize(expr)
+            st = s.solve(self.model)
+            wall += s.wall_time
+            if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                if k == 0:
+                    return Solution(STATUS.get(st, str(st)), None, 0, 0, None, None, wall)
+                break  # keep the previous stage's solution (a later stage ran out of time)
+            chosen = self._values(s)
+            if k == 0:
+                status = STATUS.get(st, str(st))
+                cost = int(s.value(self.cost))
+                bound = min(float(s.best_objective_bound), cost)
+            if st != cp_model.OPTIMAL:
+                break  # not proven: later stages would only refine a non-optimal cost
+            # fix this stage's optimum, hint the solution, and go on to the next tie-break
+            self.model.add(expr == int(s.objective_value))
+            self.model.clear_hints()
+            self.hint(chosen[0], chosen[1])
+        idx, x, e = chosen
+        return Solution(status, idx, x, e, cost, bound, wall)
 
 
 def greedy_hint(rows: list[IntRow], lim: Limits) -> tuple[int, int] | None:
     """Cheapest row at its least offload that is feasible, scanning rows in cost order (a good first solution)."""
-    for r in sorted(rows, key=lambda r: (r.cost, r.rank)):
+    for r in sorted(rows, key=lambda r: (r.cost, r.qrank, r.idrank)):
         for x in range(r.L + 1):
             ok, _ = row_feasible(r, lim, x)
             if ok:

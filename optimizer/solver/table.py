@@ -17,7 +17,8 @@ GB_UNITS = 1000
 @dataclass(frozen=True)
 class IntRow:
     index: int
-    rank: int              # deterministic tie-break among equal costs (more bits, then faster, then id)
+    qrank: int             # quality rank (0 = best: more expert bits, then attention bits, then mean bits); ties share it
+    idrank: int            # unique final tie-break (quality, then id)
     L: int                 # max offloaded expert layers
     E: int                 # max extra DRAM per node, in GB
     cost: int              # objective units (cents, milli-USD/h or W)
@@ -35,15 +36,18 @@ class IntRow:
 
 def to_rows(cands: list["Candidate"], q: "Query") -> list[IntRow]:
     unit = COST_UNIT[q.objective]
-    # among equal costs prefer higher quality (more bits for experts, then attention), then speed, then the id
-    order = sorted(range(len(cands)), key=lambda i: (-cands[i].expert_bits, -cands[i].attn_bits,
-                                                     -round(cands[i].mean_bits, 6), cands[i].step_time(0),
-                                                     cands[i].id))
+    # among equal costs prefer higher quality (more bits for experts, then attention, then on average), then a
+    # faster step (decided by the solver at the chosen offload level), then the id
+    def quality(i):
+        return (-cands[i].expert_bits, -cands[i].attn_bits, -round(cands[i].mean_bits, 6))
+    order = sorted(range(len(cands)), key=lambda i: (quality(i), cands[i].id))
     rank = {i: r for r, i in enumerate(order)}
+    levels = sorted({quality(i) for i in range(len(cands))})
+    qrank = {i: levels.index(quality(i)) for i in range(len(cands))}
     rows = []
     for i, c in enumerate(cands):
         rows.append(IntRow(
-            index=i, rank=rank[i], L=c.max_offload_layers,
+            index=i, qrank=qrank[i], idrank=rank[i], L=c.max_offload_layers,
             E=max(0, down(c.dram_max_bytes - c.dram_base_bytes, 1e9)),
             cost=up(c.cost, unit), dram_cost_per_gb=up(c.dram_usd_per_byte * 1e9 * c.n_nodes, unit),
             mem0=up(c.mem0, MIB), mem_slope=down(c.mem_slope, MIB) if c.mem_slope >= 0 else -up(-c.mem_slope, MIB),
@@ -70,6 +74,11 @@ def limits(q: "Query") -> Limits:
 def extra_gb_needed(r: IntRow, x: int) -> int:
     need = r.host_fixed + r.host_slope * x - r.dram_base
     return 0 if need <= 0 else -(-need // GB_UNITS)
+
+
+def step_ns(r: IntRow, x: int) -> int:
+    """Decode step time of row r at offload level x, in the solver's integer units."""
+    return max(a + b * x for a, b in r.t_lines)
 
 
 def row_feasible(r: IntRow, lim: Limits, x: int) -> tuple[bool, int]:
