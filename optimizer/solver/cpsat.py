@@ -106,7 +106,7 @@ class DeploymentModel:
             if st != cp_model.OPTIMAL:
                 break  # not proven: later stages would only refine a non-optimal cost
             # fix this stage's optimum, hint the solution, and go on to the next tie-break
-            self.model.add(expr == int(s.objective_value))
+            self.model.add(expr == round(s.objective_value))  # objective_value is a float: round, never truncate
             self.model.clear_hints()
             self.hint(chosen[0], chosen[1])
         idx, x, e = chosen
