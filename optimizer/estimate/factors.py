@@ -40,11 +40,56 @@ PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell
 DECODE_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: small-batch GEMMs reach about half of MAMF", True)
 CPU_EXPERT_EFFICIENCY = Factor(0.60, "estimate: AMX/AVX-512 MoE kernels (KTransformers/llama.cpp) at batch 1 are bandwidth bound", True)
 
-# ---- per-step fixed costs ------------------------------------------------------------------------
-LAYER_OVERHEAD_S = Factor(0.0, _FITTED + ": the fit drives the per-layer cost to its bound 0 (llama.cpp decode; was an "
+# ---- per-step fixed costs, per engine ------------------------------------------------------------
+# Decode step = bytes / (bandwidth x efficiency) (or FLOPs / compute) + these fixed costs: per step (scheduling,
+# sampling, launch), per layer, per MoE layer (routing, top-k, grouped-GEMM launches) and, when TP > 1, per layer
+# for the two TP synchronisations beyond the all-reduce's own latency/bytes term (kernel boundaries, barriers).
+# Fitted by optimizer/fidelity/calibrate.py per engine group; all >= 0, so the expected time never drops below
+# the roofline bound. Engines without enough fit rows of their own share a group's values (said in the source).
+_FITTED_SERVING = ("fitted on rows " + ", ".join((
+    "vllm-yobitel-llama31-8b-h100-c1",
+    "vllm-musgrave-llama31-8b-a100-40gb-c1",
+    "vllm-tt-qwen3-30b-a3b-a100-isl8192-c1",
+    "vllm-tt-deepseek-r1-awq-8xh100-isl4096-c1",
+    "vllm-ghostplant-gptoss120b-a100-tp1",
+    "vllm-inferencex-gptoss120b-h100-tp8-c4",
+    "sglang-pr8552-dsr1-fp4-tp4-c1")) + " (tests/data/speed_measurements.yaml; vLLM and SGLang rows pooled: SGLang has fewer than "
+    "MIN_ROWS_PER_ENGINE fit rows of its own), rigopt fidelity 2026-11-26")
+_FITTED_LLAMACPP = _FITTED
+
+LAYER_OVERHEAD_S = Factor(0.0, _FITTED_LLAMACPP + ": the fit drives llama.cpp's per-layer cost to its bound 0 (was an "
                           "estimate of 5 us per layer)")
-MOE_LAYER_OVERHEAD_S = Factor(15e-6, _FITTED + ": routing, top-k and grouped-GEMM launches per MoE layer in llama.cpp "
-                              "decode (was an estimate of 50 us)")
+MOE_LAYER_OVERHEAD_S = Factor(1.35e-05, _FITTED_LLAMACPP + ": routing, top-k and grouped-GEMM launches per MoE layer in "
+                              "llama.cpp decode (was an estimate of 50 us; 15 us before the 2026-11-26 refit)")
+
+ENGINE_STEP_OVERHEAD_S = {
+    "vllm": Factor(0.0005775, _FITTED_SERVING + ": scheduler, sampling and launch cost per decode step"),
+    "sglang": Factor(0.0005775, _FITTED_SERVING + ": per decode step (SGLang shares the vLLM/SGLang group value)"),
+    "llamacpp": Factor(0.0, "not fitted: llama.cpp rows (batch 1, one device) cannot separate a per-step cost from "
+                            "the per-layer one; 0"),
+}
+ENGINE_LAYER_OVERHEAD_S = {
+    "vllm": Factor(0.0, "not fitted: with a per-step and a per-MoE-layer cost the vLLM/SGLang rows leave no per-layer cost to separate (fits with it moved dense single-GPU rows 15-20% below their measurements); 0"),
+    "sglang": Factor(0.0, "not fitted (as vllm); 0"),
+    "llamacpp": LAYER_OVERHEAD_S,
+}
+ENGINE_MOE_LAYER_OVERHEAD_S = {
+    "vllm": Factor(0.0001384, _FITTED_SERVING + ": routing, top-k and fused-MoE launches per MoE layer"),
+    "sglang": Factor(0.0001384, _FITTED_SERVING + ": per MoE layer (SGLang shares the vLLM/SGLang group value)"),
+    "llamacpp": MOE_LAYER_OVERHEAD_S,
+}
+ENGINE_TP_LAYER_SYNC_S = {
+    "vllm": Factor(0.0, _FITTED_SERVING + ": the fit drives the TP cost beyond the all-reduce term (2 x (bytes / link + ALLREDUCE_LATENCY_S) per layer) to its bound 0"),
+    "sglang": Factor(0.0, _FITTED_SERVING + ": TP cost beyond the all-reduce term (SGLang shares the vLLM/SGLang group value)"),
+    "llamacpp": Factor(0.0, "not fitted: rigopt runs llama.cpp with layer split (no TP); 0"),
+}
+
+
+def engine_factor(table: dict[str, Factor], engine: str) -> float:
+    """An engine's value from one of the ENGINE_* tables (unknown engines use vLLM's)."""
+    return table.get(engine, table["vllm"]).value
+
+
 ALLREDUCE_LATENCY_S = Factor(12e-6, "estimate: small-message all-reduce inside an NVLink domain (vLLM custom all-reduce ~8-10 us, NCCL ~15-25 us)", True)
 ALL2ALL_KERNEL_S = Factor(25e-6, "estimate: fixed cost of one EP dispatch or combine kernel at decode batch sizes", True)
 

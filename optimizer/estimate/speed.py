@@ -143,7 +143,9 @@ def busiest_share(items: float, bins: int) -> float:
 def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Device, *, par: Parallel,
                  context: int, batch: int = 1, links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
-                 load_imbalance: float | None = None, n_nodes: int = 1) -> SpeedEstimate:
+                 load_imbalance: float | None = None, n_nodes: int = 1, engine: str = "vllm") -> SpeedEstimate:
+    """Decode step time for `batch` sequences at KV length `context`. `engine` selects the fixed per-step,
+    per-layer, per-MoE-layer and TP-synchronisation costs (factors.ENGINE_*), fitted per engine."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     batch = max(1, batch)
@@ -205,7 +207,9 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     terms: dict[str, float] = {}
     terms["gpu_memory"] = hbm_bytes / (dev.mem_bw_bytes_per_s * dev.bw_efficiency)
     terms["gpu_compute"] = flops / (peak_flops * F.DECODE_COMPUTE_EFFICIENCY.value)
-    terms["layer_overhead"] = n_layers * F.LAYER_OVERHEAD_S.value + len(moe) * F.MOE_LAYER_OVERHEAD_S.value
+    terms["layer_overhead"] = (F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, engine)
+                               + n_layers * F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, engine)
+                               + len(moe) * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine))
     if expert_bytes_cpu:
         terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) else math.inf
     if expert_bytes_stream:
@@ -216,6 +220,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     if tp > 1:
         per_ar = 2.0 * (tp - 1) / tp * act_bytes / links.tp_bw + links.tp_latency_s
         terms["tp_allreduce"] = 2 * n_layers * per_ar
+        terms["tp_sync"] = n_layers * F.engine_factor(F.ENGINE_TP_LAYER_SYNC_S, engine)
     if par.ep and par.ep_size > 1:
         k = moe[0].experts_per_token if moe else 0
         # dispatch (FP8) + combine (BF16) of each token's k expert inputs; off-rank share (N-1)/N

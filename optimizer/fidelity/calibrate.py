@@ -1,11 +1,22 @@
-"""Fit the decode efficiency factors on the `fit` split (least squares in log space, coordinate grid search).
+"""Fit the decode factors on the `fit` split (least squares in log space, coordinate grid search).
 
-Parameters: achieved fraction of memory bandwidth per device family (factors.BW_EFFICIENCY keys, bounded to
-[0.30, 1.00]), fixed cost per layer and per MoE layer (factors.LAYER_OVERHEAD_S / MOE_LAYER_OVERHEAD_S, >= 0).
+Parameters:
+  * achieved fraction of memory bandwidth per device family (factors.BW_EFFICIENCY keys, bounded to [0.30, 1.00]),
+    fitted on llama.cpp rows only (single-device, batch-1, memory-bound: the rows that isolate bandwidth);
+  * per engine group, fixed decode costs (all >= 0, factors.ENGINE_*):
+      step   per decode step (scheduler, sampling, launches)            ENGINE_STEP_OVERHEAD_S
+      layer  per layer                                                  ENGINE_LAYER_OVERHEAD_S
+      moe    per MoE layer (routing, top-k, grouped GEMM)               ENGINE_MOE_LAYER_OVERHEAD_S
+      tp     per layer when TP > 1 (synchronisation beyond the all-reduce term)  ENGINE_TP_LAYER_SYNC_S
+    llama.cpp fits `layer` and `moe` only (its rows are one device at batch 1: no TP, and a per-step cost is not
+    separable from the per-layer one). vLLM and SGLang share one group ("serving") until SGLang has
+    MIN_ROWS_PER_ENGINE fit rows of its own.
+
 The decode step is re-assembled from the terms rigopt's decode_speed returns, so a candidate parameter set is
 evaluated exactly as decode_speed would with those factor values:
 
-    t = max( max(gpu_memory * e_old / e_new, gpu_compute) + layers * LO + moe_layers * MO + other terms, bound )
+    t = max( max(gpu_memory * e_old / e_new, gpu_compute) + step + layers * layer + moe_layers * moe
+             + [tp > 1] * layers * tp + other terms, bound )
 
 A family with fewer than MIN_ROWS_PER_FAMILY fit rows keeps its current value (one row cannot separate a
 family's efficiency from that row's own quirks). Pure Python, deterministic.
@@ -14,39 +25,60 @@ family's efficiency from that row's own quirks). Pure Python, deterministic.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from optimizer.estimate import factors as F
 from optimizer.fidelity.cases import speed_rows, split_of
 from optimizer.fidelity.predict import SpeedCase, predict_speed
 
 EFF_BOUNDS = (0.30, 1.00)
-LO_BOUNDS = (0.0, 100e-6)
-MO_BOUNDS = (0.0, 300e-6)
+PARAM_BOUNDS = {"step": (0.0, 3e-3), "layer": (0.0, 100e-6), "moe": (0.0, 300e-6), "tp": (0.0, 200e-6)}
+LO_BOUNDS, MO_BOUNDS = PARAM_BOUNDS["layer"], PARAM_BOUNDS["moe"]
 MIN_ROWS_PER_FAMILY = 2
+MIN_ROWS_PER_ENGINE = 4
+FITTED_ENGINES = ("llamacpp", "vllm", "sglang")  # engines whose rows are predicted and fitted
+GROUP_PARAMS = {"llamacpp": ("layer", "moe"), "serving": ("step","moe","tp")}
+_TABLES = {"step": "ENGINE_STEP_OVERHEAD_S", "layer": "ENGINE_LAYER_OVERHEAD_S", "moe": "ENGINE_MOE_LAYER_OVERHEAD_S",
+           "tp": "ENGINE_TP_LAYER_SYNC_S"}
 
 
 @dataclass(frozen=True)
 class FitResult:
     bw_efficiency: dict[str, float]
-    layer_overhead_s: float
-    moe_layer_overhead_s: float
+    layer_overhead_s: float          # llama.cpp (factors.LAYER_OVERHEAD_S)
+    moe_layer_overhead_s: float      # llama.cpp (factors.MOE_LAYER_OVERHEAD_S)
     rows: tuple[str, ...]
     rms_log_error: float
+    engine: dict[str, dict[str, float]] = field(default_factory=dict)  # engine -> {step, layer, moe, tp}
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)   # group -> engines sharing its values
 
 
-def _step_time(c: SpeedCase, eff: dict[str, float], lo: float, mo: float) -> float:
+def group_of(engine: str, sglang_own: bool = False) -> str:
+    if engine == "llamacpp":
+        return "llamacpp"
+    if engine == "sglang" and sglang_own:
+        return "sglang"
+    return "serving"
+
+
+def current_params(engine: str) -> dict[str, float]:
+    return {k: F.engine_factor(getattr(F, t), engine) for k, t in _TABLES.items()}
+
+
+def _step_time(c: SpeedCase, eff: dict[str, float], p: dict[str, float]) -> float:
     t = c.terms_s
     e_old = F.BW_EFFICIENCY.get(c.family, F.BW_EFFICIENCY["nvidia"]).value
     gm = t["gpu_memory"] * e_old / eff.get(c.family, e_old)
-    other = sum(v for k, v in t.items() if k not in ("gpu_memory", "gpu_compute", "layer_overhead"))
-    return max(max(gm, t["gpu_compute"]) + c.n_layers * lo + c.n_moe_layers * mo + other, c.bound_step_s)
+    other = sum(v for k, v in t.items() if k not in ("gpu_memory", "gpu_compute", "layer_overhead", "tp_sync"))
+    fixed = p["step"] + c.n_layers * p["layer"] + c.n_moe_layers * p["moe"] + (c.n_layers * p["tp"] if c.tp > 1 else 0.0)
+    return max(max(gm, t["gpu_compute"]) + fixed + other, c.bound_step_s)
 
 
 def fit_rows(rows: list[dict] | None = None) -> list[dict]:
-    """Decode rows of the fit split (llama.cpp's, the only engine with enough rows), known gaps excluded."""
+    """Decode rows of the fit split for the predicted engines, known gaps excluded."""
     rows = speed_rows() if rows is None else rows
-    return [r for r in rows if r["metric"] == "decode_tok_s" and split_of(r) == "fit" and not r.get("known_gap")]
+    return [r for r in rows if r["metric"] == "decode_tok_s" and split_of(r) == "fit" and not r.get("known_gap")
+            and r["engine"] in FITTED_ENGINES]
 
 
 def _grid(lo: float, hi: float, n: int) -> list[float]:
@@ -56,27 +88,56 @@ def _grid(lo: float, hi: float, n: int) -> list[float]:
 def fit(rows: list[dict] | None = None, sweeps: int = 6) -> FitResult:
     rows = fit_rows(rows)
     cases = [(r, predict_speed(r)) for r in rows]
+    sglang_own = sum(r["engine"] == "sglang" for r in rows) >= MIN_ROWS_PER_ENGINE
+    by_group: dict[str, list] = {}
+    for r, c in cases:
+        by_group.setdefault(group_of(r["engine"], sglang_own), []).append((r, c))
+
+    # 1) bandwidth efficiency per device family, with llama.cpp's fixed costs, on llama.cpp rows
+    lc = by_group.get("llamacpp", [])
     counts: dict[str, int] = {}
-    for _, c in cases:
+    for _, c in lc:
         counts[c.family] = counts.get(c.family, 0) + 1
-    eff = {k: F.BW_EFFICIENCY[k].value for k in counts}
+    eff = {k: v.value for k, v in F.BW_EFFICIENCY.items()}
     families = sorted(k for k, n in counts.items() if n >= MIN_ROWS_PER_FAMILY)
-    lo, mo = F.LAYER_OVERHEAD_S.value, F.MOE_LAYER_OVERHEAD_S.value
+    # the loss is flat along layer-vs-MoE-layer (llama.cpp) and step-vs-MoE-layer (serving) directions, so the
+    # start is fixed: llama.cpp from its stored values (as before engines had their own costs), the serving group
+    # from zero costs; either way a refit reproduces the stored figures
+    params = {g: (current_params("llamacpp") if g == "llamacpp" else {k: 0.0 for k in PARAM_BOUNDS}) for g in by_group}
 
-    def loss(eff_, lo_, mo_) -> float:
-        return sum(math.log((1.0 / _step_time(c, eff_, lo_, mo_)) / r["measured"]) ** 2 for r, c in cases)
+    def loss(sel, eff_, p) -> float:
+        return sum(math.log((1.0 / _step_time(c, eff_, p)) / r["measured"]) ** 2 for r, c in sel)
 
-    for sweep in range(sweeps):
-        n = 71 if sweep == 0 else 41
-        for k in families:
-            lo_k, hi_k = EFF_BOUNDS
-            eff[k] = min(_grid(lo_k, hi_k, n), key=lambda v: loss({**eff, k: v}, lo, mo))
-        lo = min(_grid(*LO_BOUNDS, n), key=lambda v: loss(eff, v, mo))
-        mo = min(_grid(*MO_BOUNDS, n), key=lambda v: loss(eff, lo, v))
-    # final 1-D refinement around each optimum
-    for k in families:
-        eff[k] = min(_grid(max(EFF_BOUNDS[0], eff[k] - 0.02), min(EFF_BOUNDS[1], eff[k] + 0.02), 41),
-                     key=lambda v: loss({**eff, k: v}, lo, mo))
-    rms = math.sqrt(loss(eff, lo, mo) / max(len(cases), 1))
-    return FitResult(bw_efficiency={k: round(eff[k], 3) for k in families}, layer_overhead_s=round(lo, 7),
-                     moe_layer_overhead_s=round(mo, 7), rows=tuple(r["id"] for r, _ in cases), rms_log_error=rms)
+    for g, sel in by_group.items():
+        names = GROUP_PARAMS.get(g, GROUP_PARAMS["serving"])
+        p = params[g]
+        for name in PARAM_BOUNDS:
+            if name not in names:
+                p[name] = 0.0
+        for sweep in range(sweeps):
+            n = 71 if sweep == 0 else 41
+            if g == "llamacpp":
+                for k in families:
+                    eff[k] = min(_grid(*EFF_BOUNDS, n), key=lambda v: loss(sel, {**eff, k: v}, p))
+            for name in names:
+                p[name] = min(_grid(*PARAM_BOUNDS[name], n), key=lambda v: loss(sel, eff, {**p, name: v}))
+        if g == "llamacpp":
+            for k in families:
+                eff[k] = min(_grid(max(EFF_BOUNDS[0], eff[k] - 0.02), min(EFF_BOUNDS[1], eff[k] + 0.02), 41),
+                             key=lambda v: loss(sel, {**eff, k: v}, p))
+        for name in names:  # final 1-D refinement around each optimum
+            lo, hi = PARAM_BOUNDS[name]
+            w = (hi - lo) / 40
+            p[name] = min(_grid(max(lo, p[name] - w), min(hi, p[name] + w), 41),
+                          key=lambda v: loss(sel, eff, {**p, name: v}))
+    total = sum(loss(sel, eff, params[g]) for g, sel in by_group.items())
+    rms = math.sqrt(total / max(len(cases), 1))
+    engines = {e: {k: round(v, 7) for k, v in params.get(group_of(e, sglang_own), current_params(e)).items()}
+               for e in FITTED_ENGINES}
+    groups: dict[str, tuple[str, ...]] = {}
+    for e in FITTED_ENGINES:
+        groups[group_of(e, sglang_own)] = groups.get(group_of(e, sglang_own), ()) + (e,)
+    lcp = engines["llamacpp"]
+    return FitResult(bw_efficiency={k: round(eff[k], 3) for k in families}, layer_overhead_s=lcp["layer"],
+                     moe_layer_overhead_s=lcp["moe"], rows=tuple(r["id"] for r, _ in cases), rms_log_error=rms,
+                     engine=engines, groups=groups)

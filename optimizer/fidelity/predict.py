@@ -50,6 +50,8 @@ class SpeedCase:
     terms_s: dict             # expected-time components of one decode step (decode rows)
     bound_step_s: float
     binding: str
+    engine: str = "vllm"
+    tp: int = 1
 
 
 def context_of(row: dict) -> int:
@@ -96,12 +98,12 @@ def predict_speed(row: dict) -> SpeedCase:
     n_layers, n_moe = len(spec.main_layers), len(spec.moe_layers)
     if row["metric"] == "decode_tok_s":
         sp = decode_speed(spec, w, kvh, dev, par=par, context=context_of(row), batch=int(row.get("batch") or 1),
-                          links=links, tiers=tiers, compute_bits=bits, n_nodes=n_nodes)
+                          links=links, tiers=tiers, compute_bits=bits, n_nodes=n_nodes, engine=row["engine"])
         return SpeedCase(sp.tok_s_per_seq, sp.tok_s_bound_per_seq, family_of(acc), n_layers, n_moe,
-                         dict(sp.terms_s), sp.bound_step_time_s, sp.binding)
+                         dict(sp.terms_s), sp.bound_step_time_s, sp.binding, row["engine"], par.tp)
     if row["metric"] == "prefill_tok_s":
         P = context_of(row)
         pf = prefill_time(spec, w, dev, par=par, prompt_tokens=P, links=links, tiers=tiers, compute_bits=bits)
         return SpeedCase(pf.tok_s, P / pf.ttft_bound_s, family_of(acc), n_layers, n_moe, {}, pf.ttft_bound_s,
-                         pf.binding)
+                         pf.binding, row["engine"], par.tp)
     raise ValueError(f"{row['id']}: unknown speed metric {row['metric']}")

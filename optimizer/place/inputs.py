@@ -133,4 +133,4 @@ def plan_speed(inp: PlaceInput, tiers=None, expert_imbalance: float | None = Non
     links = plan_links(node, inp.n_nodes, par)
     return decode_speed(spec, w, kv, device_of(acc), par=par, context=inp.context, batch=inp.concurrency,
                         links=links, tiers=tiers, compute_bits=bits, expert_imbalance=expert_imbalance,
-                        n_nodes=inp.n_nodes)
+                        n_nodes=inp.n_nodes, engine=engine)

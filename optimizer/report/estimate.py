@@ -262,7 +262,7 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         dev = device_of(acc)
         bits = _compute_bits(scheme, acc, spec.is_moe)
         sp = decode_speed(spec, w, kvh, dev, par=par, context=context, batch=concurrency, links=links,
-                          compute_bits=bits, n_nodes=n_nodes)
+                          compute_bits=bits, n_nodes=n_nodes, engine=eng)
         pf = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt_tokens or context, links=links,
                           compute_bits=bits)
         mc = max_context(kvh, mem.kv_available_bytes, -(-concurrency // par.dp), pp=par.pp,

@@ -283,7 +283,8 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
 
     def step(x: float):
         return decode_speed(spec, w, kv, dev, par=par, context=q.context, batch=q.concurrency, links=links,
-                            tiers=tiers(x), compute_bits=bits, n_nodes=n_nodes, load_imbalance=imbalance)
+                            tiers=tiers(x), compute_bits=bits, n_nodes=n_nodes, load_imbalance=imbalance,
+                            engine=engine)
 
     def split(sp):
         other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))

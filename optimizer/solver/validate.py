@@ -69,7 +69,7 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
     links = plan_links(node, plan.hardware.n_nodes, par)
     sp = decode_speed(spec, w, kv, device_of(acc), par=par, context=plan.context, batch=plan.concurrency,
                       links=links, tiers=tiers, compute_bits=bits, n_nodes=plan.hardware.n_nodes,
-                      load_imbalance=imbalance)
+                      load_imbalance=imbalance, engine=plan.engine)
     pf = prefill_time(spec, w, device_of(acc), par=par, prompt_tokens=q.prompt_tokens or q.context, links=links,
                       tiers=tiers, compute_bits=bits)
     n = plan.hardware.n_nodes
