@@ -36,6 +36,7 @@ PCIE_EFFICIENCY = Factor(0.80, "MLE-N: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 
 NVME_EFFICIENCY = Factor(0.70, "estimate: random 1-MiB expert reads reach ~70% of sequential read rate", True)
 
 # ---- compute efficiency --------------------------------------------------------------------------
+PREFILL_MFU_BY_ENGINE: dict[str, dict[str, Factor]] = {}  # filled below with fitted values; falls back to PREFILL_MFU
 PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell (MLE-A); whole-model prefill reaches ~0.4-0.5", True)
 DECODE_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: small-batch GEMMs reach about half of MAMF", True)
 CPU_EXPERT_EFFICIENCY = Factor(0.60, "estimate: AMX/AVX-512 MoE kernels (KTransformers/llama.cpp) at batch 1 are bandwidth bound", True)
@@ -103,3 +104,14 @@ SGLANG_RESERVE_MIN_BYTES = Factor(10 * GiB, "sglang memory_hook.py: reserve floo
 LLAMACPP_UBATCH = Factor(512, "llama.cpp common.h default n_ubatch 512")
 VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 (derived): C4 compressor state 32 KiB per 4-token block + indexer state", True)
 VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "engines.md §2.7 (derived): C128 compressor state 32 KiB per 8-token block", True)
+
+# Prefill MFU for llama.cpp, fitted by optimizer.fidelity.calibrate.fit_prefill_mfu (median MFU implied by the
+# `fit` prefill rows of tests/data/speed_measurements.yaml; prefill there is compute bound). Dense: 1 row
+# (lcpp-tosukui-qwen3-32b-q4km-strixhalo-pp512); MoE: 4 rows (lcpp-spark-gptoss20b-pp2048,
+# lcpp-spark-gptoss120b-pp2048, lcpp-tosukui-qwen3-30b-a3b-q4km-strixhalo-pp512, lcpp-quozul-gptoss120b-strixhalo-pp512).
+# MoE prefill in llama.cpp runs grouped expert GEMMs of few tokens each, far from peak.
+_PREFILL_SRC = "fitted on the fit-split llama.cpp prefill rows, rigopt fidelity 2026-11-25"
+PREFILL_MFU_BY_ENGINE["llamacpp"] = {
+    "dense": Factor(0.2795, _PREFILL_SRC + " (1 dense row: few data)"),
+    "moe": Factor(0.05924, _PREFILL_SRC + " (4 MoE rows)"),
+}

@@ -296,6 +296,13 @@ def _prompt_attention_rows(layer, P: int, steps: int = 16) -> float:
     return sum((ys[i] + ys[i + 1]) / 2 * (xs[i + 1] - xs[i]) for i in range(steps))
 
 
+def prefill_mfu(engine: str, moe: bool) -> float:
+    """Achieved fraction of peak FLOPs in prefill for an engine (MoE and dense fitted apart where data allow)."""
+    table = F.PREFILL_MFU_BY_ENGINE.get(engine, {})
+    f = table.get("moe" if moe else "dense")
+    return (f or F.PREFILL_MFU).value
+
+
 @dataclass(frozen=True)
 class PrefillEstimate:
     prompt_tokens: int
@@ -307,7 +314,7 @@ class PrefillEstimate:
 
 def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Parallel, prompt_tokens: int,
                  links: Links | None = None, tiers: ExpertTiers | None = None,
-                 compute_bits: float = 16.0) -> PrefillEstimate:
+                 compute_bits: float = 16.0, engine: str = "vllm") -> PrefillEstimate:
     """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
@@ -322,7 +329,7 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     # offloaded experts: llama.cpp copies them to the GPU for large batches, so they cross PCIe once per pass
     t_off_bound = offloaded / links.host_link_bw if offloaded else 0.0
     bound = max(t_comp_bound, t_weights_bound) + t_off_bound
-    t_comp = t_comp_bound / F.PREFILL_MFU.value
+    t_comp = t_comp_bound / prefill_mfu(engine, spec.is_moe)
     t_w = t_weights_bound / dev.bw_efficiency
     t_off = t_off_bound / F.PCIE_EFFICIENCY.value
     comm = 0.0

@@ -141,3 +141,37 @@ def fit(rows: list[dict] | None = None, sweeps: int = 6) -> FitResult:
     return FitResult(bw_efficiency={k: round(eff[k], 3) for k in families}, layer_overhead_s=lcp["layer"],
                      moe_layer_overhead_s=lcp["moe"], rows=tuple(r["id"] for r, _ in cases), rms_log_error=rms,
                      engine=engines, groups=groups)
+
+
+def fit_prefill_mfu(rows: list[dict] | None = None, iterations: int = 30) -> dict[str, dict[str, float]]:
+    """Prefill MFU per engine and model kind (dense / moe), from the `fit` prefill rows: the median of the MFU
+    each row implies (current MFU x measured / predicted), iterated to a fixed point (rows whose prefill is
+    partly weight-bound do not scale exactly with 1/MFU), so a refit from the stored values returns them."""
+    from optimizer.catalog.models import resolve_model
+    rows = [r for r in (rows if rows is not None else speed_rows())
+            if r["metric"] == "prefill_tok_s" and split_of(r) == "fit" and not r.get("known_gap")]
+    kinds = {r["id"]: "moe" if resolve_model(r["model"]).spec.is_moe else "dense" for r in rows}
+    saved = {e: dict(t) for e, t in F.PREFILL_MFU_BY_ENGINE.items()}
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for _ in range(iterations):
+            implied: dict[tuple[str, str], list[float]] = {}
+            for r in rows:
+                cur = F.PREFILL_MFU_BY_ENGINE.get(r["engine"], {}).get(kinds[r["id"]], F.PREFILL_MFU).value
+                implied.setdefault((r["engine"], kinds[r["id"]]), []).append(
+                    cur * float(r["measured"]) / predict_speed(r).predicted)
+            new: dict[str, dict[str, float]] = {}
+            for (engine, kind), vals in sorted(implied.items()):
+                vals = sorted(vals)
+                n = len(vals)
+                new.setdefault(engine, {})[kind] = min(1.0, vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2)
+            done = new == out
+            out = new
+            for engine, table in out.items():
+                F.PREFILL_MFU_BY_ENGINE[engine] = {k: F.Factor(v, "fit in progress") for k, v in table.items()}
+            if done:
+                break
+    finally:
+        F.PREFILL_MFU_BY_ENGINE.clear()
+        F.PREFILL_MFU_BY_ENGINE.update(saved)
+    return out

@@ -103,7 +103,8 @@ def predict_speed(row: dict) -> SpeedCase:
                          dict(sp.terms_s), sp.bound_step_time_s, sp.binding, row["engine"], par.tp)
     if row["metric"] == "prefill_tok_s":
         P = context_of(row)
-        pf = prefill_time(spec, w, dev, par=par, prompt_tokens=P, links=links, tiers=tiers, compute_bits=bits)
+        pf = prefill_time(spec, w, dev, par=par, prompt_tokens=P, links=links, tiers=tiers, compute_bits=bits,
+                          engine=row["engine"])
         return SpeedCase(pf.tok_s, P / pf.ttft_bound_s, family_of(acc), n_layers, n_moe, {}, pf.ttft_bound_s,
                          pf.binding, row["engine"], par.tp)
     raise ValueError(f"{row['id']}: unknown speed metric {row['metric']}")

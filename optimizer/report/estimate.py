@@ -264,7 +264,7 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         sp = decode_speed(spec, w, kvh, dev, par=par, context=context, batch=concurrency, links=links,
                           compute_bits=bits, n_nodes=n_nodes, engine=eng)
         pf = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt_tokens or context, links=links,
-                          compute_bits=bits)
+                          compute_bits=bits, engine=eng)
         mc = max_context(kvh, mem.kv_available_bytes, -(-concurrency // par.dp), pp=par.pp,
                          reserve_per_seq=mem.reserve_per_seq_bytes)
         notes = list(mem.notes)

@@ -303,9 +303,10 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
     else:  # every term is linear in the offloaded fraction: two exact lines (memory and compute branches)
         (ma, ca), (mb, cb) = split(step(0)), split(step(L))
         lines = ((ma, (mb - ma) / L), (ca, (cb - ca) / L))
-    pa = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(0), compute_bits=bits)
+    pa = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(0), compute_bits=bits,
+                      engine=engine)
     pb = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(L),
-                      compute_bits=bits) if L else pa
+                      compute_bits=bits, engine=engine) if L else pa
 
     per = 1.0 / L if L else 0.0
     expert_bytes = w.routed_expert_bytes

@@ -71,7 +71,7 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
                       links=links, tiers=tiers, compute_bits=bits, n_nodes=plan.hardware.n_nodes,
                       load_imbalance=imbalance, engine=plan.engine)
     pf = prefill_time(spec, w, device_of(acc), par=par, prompt_tokens=q.prompt_tokens or q.context, links=links,
-                      tiers=tiers, compute_bits=bits)
+                      tiers=tiers, compute_bits=bits, engine=plan.engine)
     n = plan.hardware.n_nodes
     host_used = (w.routed_expert_bytes * off + RESERVED_HOST_BYTES) if plan.offload.expert_layers_offloaded else 0.0
     extra = plan.hardware.extra_dram_bytes
