@@ -102,6 +102,8 @@ CUDA_CONTEXT_BYTES = Factor(500 * MiB, "estimate: CUDA context + driver reservat
 ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = Factor(32.0, "estimate: profile-run peak ≈ tokens x hidden x 2 B x 16 live buffers", True)
 SGLANG_RESERVE_MIN_BYTES = Factor(10 * GiB, "sglang memory_hook.py: reserve floored at 10 GiB on GPUs > 60 GiB (engines.md §3.4)")
 LLAMACPP_UBATCH = Factor(512, "llama.cpp common.h default n_ubatch 512")
+LLAMACPP_FIT_MARGIN_BYTES = Factor(1024 * MiB, "llama.cpp --fit-target default: 1024 MiB left free per device "
+                                   "(engines.md §4.1, common/arg.cpp at 0c1e57098)")
 VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 (derived): C4 compressor state 32 KiB per 4-token block + indexer state", True)
 VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "engines.md §2.7 (derived): C128 compressor state 32 KiB per 8-token block", True)
 

@@ -4,7 +4,7 @@
   non-torch + CUDA graphs + KV (engines.md §2.6). The CUDA context must fit in the remaining (1 - gmu).
 - SGLang: `mem_fraction_static` bounds weights + KV only; the rest is a reserve for activations and graphs
   whose default is floored at 10 GiB on GPUs above 60 GiB (engines.md §3.4).
-- llama.cpp: weights + KV + a compute buffer; no fraction, everything must fit.
+- llama.cpp: weights + KV + a compute buffer, leaving the 1 GiB margin its `--fit` keeps free per device.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
     else:
         ub = F.LLAMACPP_UBATCH.value
         runtime = ub * (4 * spec.vocab_size + 64 * spec.hidden_size) + (0 if unified else F.CUDA_CONTEXT_BYTES.value)
-        budget = capacity_bytes
+        budget = capacity_bytes - F.LLAMACPP_FIT_MARGIN_BYTES.value  # the margin llama.cpp's own fit leaves free
         outside = 0.0
     # the in-flight reservation covers the prefill chunk(s) being processed, once per replica (vLLM's logged
     # "Maximum concurrency" charges it to every request, a worst-case bound; see notes)

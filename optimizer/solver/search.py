@@ -77,6 +77,9 @@ def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str =
                     + f" + {mem.kv_bytes / 1e9:,.2f} GB KV + {mem.runtime_bytes / 1e9:,.1f} GB runtime = "
                     f"{mem.used_bytes / 1e9:,.1f} GB of a {mem.budget_bytes / 1e9:,.1f} GB budget ({acct}): "
                     + ("fits" if mem.fits else "does NOT fit"))
+    if not q.ttft_s and ev.prefill.ttft_s > 600:
+        notes.append(f"prefill of a {q.prompt_tokens or q.context:,}-token prompt takes about "
+                     f"{ev.prefill.ttft_s / 60:,.0f} min on this plan; add --ttft SECONDS to bound it")
     if c.expert_bits < 3.5:
         notes.append(f"quality: {'experts' if m_is_moe(q) else 'weights'} at {c.expert_bits:.2f} bits/weight "
                      f"({c.quant}) lose noticeably more accuracy than 4-bit; add --min-bits 4 to exclude such plans")
