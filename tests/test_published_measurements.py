@@ -28,10 +28,8 @@ import pytest
 import yaml
 
 from optimizer.catalog.models import resolve_model
-from optimizer.estimate.kv import kv_estimate
-from optimizer.estimate.memory import Parallel, weights_per_device
 from optimizer.estimate.schemes import get_scheme
-from optimizer.estimate.weights import weight_breakdown
+from optimizer.fidelity.predict import predict_memory
 
 DATA = Path(__file__).parent / "data" / "measurements.yaml"
 ROWS: list[dict] = yaml.safe_load(DATA.read_text())
@@ -60,21 +58,9 @@ def _params(metric: str) -> list:
 # ----------------------------------------------------------------------------------------------- predictions
 
 def predict(row: dict) -> float:
-    """rigopt's prediction for a row, in the row's unit (bytes or tokens)."""
-    m = resolve_model(row["model"])
-    metric = row["metric"]
-    if metric in ("weights_per_gpu_bytes", "gguf_file_bytes"):
-        # Engines load MTP layers only for speculative decoding; none of the rows use it.
-        w = weight_breakdown(m.spec, get_scheme(row["quant"], m.storage), include_mtp=bool(row.get("include_mtp")))
-        if metric == "gguf_file_bytes":
-            return w.total
-        return weights_per_device(w, Parallel(tp=int(row["tp"]), ep=bool(row.get("ep", False))))
-    kv = kv_estimate(m.spec, engine=row["engine"], kv_dtype=row["kv_dtype"], tp=int(row["tp"]))
-    if metric == "kv_bytes_per_token":
-        return kv.growth_bytes_per_token()
-    if metric == "kv_tokens_for_bytes":
-        return row["kv_pool_bytes"] / kv.growth_bytes_per_token()
-    raise AssertionError(f"unknown metric {metric}")
+    """rigopt's prediction for a row, in the row's unit (bytes or tokens): the same function `rigopt validate` uses.
+    Engines load MTP layers only for speculative decoding; none of the rows use it."""
+    return predict_memory(row)
 
 
 def rel_err(pred: float, measured: float) -> float:

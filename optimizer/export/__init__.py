@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from optimizer.export import explain, k8s, llamacpp, sglang, vllm
-from optimizer.export.common import (ENGINE_VERSIONS, Command, ExportError, ExportFile, ExportResult, ModelFacts,
+from optimizer.export.common import (ENGINE_VERSIONS, ExportError, ExportFile, ExportResult, ModelFacts,
                                      check_layout, model_arg, script)
 from optimizer.solver.plan import PLAN_SCHEMA, Plan
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from optimizer.estimate import factors as F
-from optimizer.export.common import ENGINE_VERSIONS, Command, ModelFacts, gib
+from optimizer.export.common import ENGINE_VERSIONS, Command, ModelFacts
 from optimizer.solver.plan import Plan
 from optimizer.units import GiB
 
