@@ -41,10 +41,11 @@ def test_cpsat_matches_oracle_on_small_catalogues(kw):
     if oracle is None:
         assert r.plan is None
         return
-    idx, x, cost = oracle
+    idx, x, z, cost = oracle
     assert r.status == "OPTIMAL"
     assert r.plan.candidate_id == cands[idx].id
     assert r.plan.offload.expert_layers_offloaded == x
+    assert len(r.plan.offload.nvme_layers) == z
     # float cross-check: no candidate has a cheaper feasible offload level than the chosen cost
     float_best = min(c.total_cost(best_x(c, q)) for c in cands if best_x(c, q) is not None)
     assert r.plan.costs.objective_value <= float_best * 1.0001 + 0.01

@@ -19,8 +19,10 @@ def tables(draw):
             dram_cost_per_gb=draw(st.integers(0, 7)), mem0=draw(st.integers(10, 200)), mem_slope=draw(st.integers(0, 40)),
             budget=draw(st.integers(10, 200)), host_fixed=draw(st.integers(0, 3000)),
             host_slope=draw(st.integers(0, 2500)), dram_base=draw(st.integers(0, 6000)),
-            t_lines=tuple((draw(st.integers(1, 100)), draw(st.integers(-10, 30)))
+            t_lines=tuple((draw(st.integers(1, 100)), draw(st.integers(-10, 30)), draw(st.integers(-10, 40)))
                           for _ in range(draw(st.integers(1, 4)))),
+            Z=draw(st.integers(0, 4)), nvme_cap=draw(st.integers(0, 9000)),
+            ttft_nvme_slope=draw(st.integers(-5, 20)),
             ttft0=draw(st.integers(1, 100)), ttft_slope=draw(st.integers(-5, 20))))
     lim = Limits(step_ns=draw(st.one_of(st.none(), st.integers(20, 200))),
                  ttft_ns=draw(st.one_of(st.none(), st.integers(20, 200))),
@@ -42,8 +44,8 @@ def test_cpsat_equals_brute_force(data):
         assert sol.index is None and sol.status == "INFEASIBLE"
     else:
         assert sol.status == "OPTIMAL"
-        assert (sol.index, sol.x, sol.cost) == oracle
-        ok, cost = row_feasible(rows[sol.index], lim, sol.x)
+        assert (sol.index, sol.x, sol.z, sol.cost) == oracle
+        ok, cost = row_feasible(rows[sol.index], lim, sol.x, sol.z)
         assert ok and cost == sol.cost
 
 
@@ -55,7 +57,7 @@ def test_more_budget_never_costs_more(data, extra):
     looser = Limits(lim.step_ns, lim.ttft_ns, None if lim.budget is None else lim.budget + extra)
     b = brute_force(rows, looser)
     if a is not None:
-        assert b is not None and b[2] <= a[2]
+        assert b is not None and b[3] <= a[3]
 
 
 @settings(max_examples=60, deadline=None)
@@ -65,4 +67,4 @@ def test_removing_a_candidate_never_lowers_cost(data, drop):
     a = brute_force(rows, lim)
     b = brute_force(rows, lim, exclude=frozenset({drop}))
     if b is not None:
-        assert a is not None and a[2] <= b[2]
+        assert a is not None and a[3] <= b[3]

@@ -52,9 +52,10 @@ def predictions(facts: ModelFacts, plan: Plan, engine: str, derived: dict) -> li
         out.append(("`llama_kv_cache: size = X MiB (N cells, L layers, S/S seqs)`",
                     f"≈ {total / 2**20:,.0f} MiB over {devices} device(s) for {derived['ctx_total']:,} cells "
                     f"({plan.concurrency} slot(s) × {plan.context:,})"))
-        if plan.offload.offloaded_layers:
+        cpu_layers = sorted(set(plan.offload.offloaded_layers) | set(plan.offload.nvme_layers))
+        if cpu_layers:
             out.append(("`tensor blk.N.ffn_*_exps.weight (...) buffer type overridden to CPU`",
-                        f"exactly layers {_ranges(plan.offload.offloaded_layers)}"))
+                        f"exactly layers {_ranges(cpu_layers)}"))
     return out
 
 
@@ -85,7 +86,9 @@ def render(facts: ModelFacts, plan: Plan, engine: str, commands: list[Command], 
          f"- layout TP{p.tp} PP{p.pp} DP{p.dp}" + (f" EP{p.ep_size}" if p.ep else ""),
          f"- offload: {plan.offload.mode}" + (f", routed experts of layers {_ranges(plan.offload.offloaded_layers)} "
                                                f"in host DRAM ({plan.offload.host_bytes / 1e9:,.1f} GB)"
-                                               if plan.offload.offloaded_layers else ""), "",
+                                               if plan.offload.offloaded_layers else "")
+         + (f"; layers {_ranges(plan.offload.nvme_layers)} read from NVMe via mmap "
+            f"({plan.offload.nvme_bytes / 1e9:,.1f} GB)" if plan.offload.nvme_layers else ""), "",
          "## Memory per GPU (busiest device, from the plan)", "",
          "| part | GiB |", "|---|---:|",
          f"| weights | {m.weights_bytes / GiB:.2f} |", f"| KV cache | {m.kv_bytes / GiB:.2f} |",

@@ -20,7 +20,8 @@ def offload_regex(layers: list[int]) -> str:
 
 
 def placement_args(plan: Plan) -> list[Arg]:
-    layers = sorted(plan.offload.offloaded_layers)
+    # experts in host DRAM and experts paged from NVMe are both CPU-buffer tensors to llama.cpp
+    layers = sorted(set(plan.offload.offloaded_layers) | set(plan.offload.nvme_layers))
     if not layers:
         return []
     if plan.offload.mode != "cpu":
@@ -53,7 +54,12 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
         a += ["--split-mode", "layer", "--tensor-split", ",".join(["1"] * devices)]
     # MLA / DeepSeek-V4 need K and V cache types equal (engines.md rule 7); always emit both, equal
     a += ["-fa", "on", "-ctk", kv, "-ctv", kv, "--fit", "off"]
-    if plan.offload.offloaded_layers:
+    if plan.offload.nvme_layers:
+        # part of the experts does not fit in DRAM: keep the GGUF memory-mapped so the OS pages them from NVMe
+        a += ["--load-mode", "mmap"]
+        warnings.append(f"{len(plan.offload.nvme_layers)} expert layers are read from NVMe through mmap: keep the "
+                        "GGUF on a local NVMe drive")
+    elif plan.offload.offloaded_layers:
         a += ["--load-mode", "none"]
     a += ["-t", str(threads), "-b", "2048", "-ub", str(int(F.LLAMACPP_UBATCH.value))]
     out: list[Command] = []

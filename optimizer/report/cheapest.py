@@ -44,10 +44,12 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
     c = p.costs
     console.print(f"cost: capex {_money('capex', c.capex_usd)}, {_money('hourly', c.usd_per_hour)}, "
                   f"{_money('power', c.power_watts)}")
-    if p.offload.expert_layers_offloaded:
+    if p.offload.expert_layers_offloaded or p.offload.nvme_layers:
         console.print(f"offload: {p.offload.expert_layers_offloaded} expert layers in host DRAM ({p.offload.mode}), "
                       f"{p.offload.host_bytes / GB:,.1f} GB; host RAM {h.host_dram_bytes / GB:,.0f} GB"
-                      + (f" (+{h.extra_dram_bytes / GB:,.0f} GB to buy)" if h.extra_dram_bytes else ""))
+                      + (f" (+{h.extra_dram_bytes / GB:,.0f} GB to buy)" if h.extra_dram_bytes else "")
+                      + (f"; {len(p.offload.nvme_layers)} expert layers on NVMe ({p.offload.nvme_bytes / GB:,.0f} GB)"
+                         if p.offload.nvme_layers else ""))
     mm = p.memory
     console.print(f"per device: weights {mm.weights_bytes / GiB:,.1f} GiB + KV {mm.kv_bytes / GiB:,.1f} GiB + runtime "
                   f"{mm.runtime_bytes / GiB:,.1f} GiB of {mm.budget_bytes / GiB:,.1f} GiB budget "
@@ -65,6 +67,8 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
             t.add_row(_money(r.objective, a.costs.objective_value),
                       f"{a.hardware.n_nodes}× {a.hardware.node}", a.engine, a.quant,
                       f"TP{a.parallel.tp} PP{a.parallel.pp} DP{a.parallel.dp}" + (" EP" if a.parallel.ep else ""),
-                      str(a.offload.expert_layers_offloaded), f"{a.speed.tok_s_per_seq:,.1f}",
+                      str(a.offload.expert_layers_offloaded)
+                      + (f" +{len(a.offload.nvme_layers)} NVMe" if a.offload.nvme_layers else ""),
+                      f"{a.speed.tok_s_per_seq:,.1f}",
                       f"{a.memory.headroom_bytes / GiB:,.1f}")
         console.print(t)

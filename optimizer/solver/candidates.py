@@ -59,26 +59,38 @@ class Candidate:
     mem_slope: float             # bytes freed per offloaded layer (<= 0 means grows)
     host_fixed: float            # host bytes needed at x = 0 (per node)
     host_slope: float            # host bytes per offloaded layer (per node)
-    step_lines: tuple[tuple[float, float], ...]  # decode step time (s) = max over lines of a + b*x (convex PWL)
+    step_lines: tuple[tuple[float, float, float], ...]  # decode step (s) = max over lines of a + b*x + c*z
     ttft0: float
     ttft_slope: float            # chord slope: an upper bound of the (convex) TTFT between x = 0 and max
     expert_bits: float
     attn_bits: float
     mean_bits: float = 0.0
+    max_nvme_layers: int = 0     # z ranges over 0..max_nvme_layers (expert layers read from NVMe by the CPU), x + z <= max
+    nvme_capacity_bytes: float = 0.0
+    ttft_nvme_slope: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     # ---- float evaluation at x (used by the greedy hint, the oracle and the relaxation report) ----
-    def mem(self, x: float) -> float:
-        return self.mem0 - self.mem_slope * x
+    def mem(self, x: float, z: float = 0) -> float:
+        return self.mem0 - self.mem_slope * (x + z)
 
     def host(self, x: float) -> float:
         return self.host_fixed + self.host_slope * x
 
-    def step_time(self, x: float) -> float:
-        return max(a + b * x for a, b in self.step_lines)
+    def step_time(self, x: float, z: float = 0) -> float:
+        return max(a + b * x + c * z for a, b, c in self.step_lines)
 
-    def ttft(self, x: float) -> float:
-        return self.ttft0 + self.ttft_slope * x
+    def ttft(self, x: float, z: float = 0) -> float:
+        return self.ttft0 + self.ttft_slope * x + self.ttft_nvme_slope * z
+
+    def nvme(self, z: float) -> float:
+        return self.host_slope * z
+
+    def points(self):
+        """Every (x, z) offload split: x expert layers in host DRAM, z on NVMe."""
+        for x in range(self.max_offload_layers + 1):
+            for z in range(min(self.max_nvme_layers, self.max_offload_layers - x) + 1):
+                yield x, z
 
     def extra_dram(self, x: float) -> float:
         return max(0.0, self.host(x) - self.dram_base_bytes)
@@ -269,21 +281,28 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
         from optimizer.place.api import expected_imbalance
         imbalance = expected_imbalance(spec, par.ep_size, 0, q.loads)
 
-    def tiers(x: float) -> ExpertTiers:
+    load_aware = bool(q.loads and mode == "cpu" and engine == "sglang")
+    nvme_bytes = 0.0
+    if mode == "cpu" and engine == "llamacpp" and node.nvme and not load_aware:
+        nvme_bytes = load_hardware().storage[node.nvme].capacity_bytes * max(node.nvme_count, 1)
+    Z = L if nvme_bytes else 0  # llama.cpp mmaps GGUF expert tensors: layers beyond DRAM page in from NVMe
+
+    def tiers(x: float, z: float = 0) -> ExpertTiers:
         frac = x / L if L else 0.0
+        zfrac = z / L if L else 0.0
         share = None
-        if q.loads and mode == "cpu" and engine == "sglang" and L:
+        if load_aware and L:
             from optimizer.place.api import kt_experts_per_layer, load_aware_gpu_share
             share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, L - x), q.loads)
         if mode == "cpu":
-            return ExpertTiers(gpu=1 - frac, cpu=frac, activation_share_gpu=share)
+            return ExpertTiers(gpu=1 - frac - zfrac, cpu=frac, nvme=zfrac, activation_share_gpu=share)
         if mode == "stream":
             return ExpertTiers(gpu=1 - frac, stream=frac)
         return ExpertTiers()
 
-    def step(x: float):
+    def step(x: float, z: float = 0):
         return decode_speed(spec, w, kv, dev, par=par, context=q.context, batch=q.concurrency, links=links,
-                            tiers=tiers(x), compute_bits=bits, n_nodes=n_nodes, load_imbalance=imbalance,
+                            tiers=tiers(x, z), compute_bits=bits, n_nodes=n_nodes, load_imbalance=imbalance,
                             engine=engine)
 
     def split(sp):
@@ -292,21 +311,24 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
 
     if not L:
         a, b = split(step(0))
-        lines = ((a, 0.0), (b, 0.0))
-    elif q.loads and mode == "cpu" and engine == "sglang":
+        lines = ((a, 0.0, 0.0), (b, 0.0, 0.0))
+    elif load_aware:
         # load-aware tiering makes the step time convex (not linear) in x: interpolate at breakpoints; the
         # lines through consecutive points bound it from above and their max is the interpolation
         xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
         pts = [(x, max(split(step(x)))) for x in xs]
-        lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0))
+        lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
                       for (x0, y0), (x1, y1) in zip(pts, pts[1:]))
-    else:  # every term is linear in the offloaded fraction: two exact lines (memory and compute branches)
+    else:  # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
         (ma, ca), (mb, cb) = split(step(0)), split(step(L))
-        lines = ((ma, (mb - ma) / L), (ca, (cb - ca) / L))
+        mc, cc = split(step(0, L)) if Z else (ma, ca)
+        lines = ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
     pa = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(0), compute_bits=bits,
                       engine=engine)
     pb = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(L),
                       compute_bits=bits, engine=engine) if L else pa
+    pc = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(0, L),
+                      compute_bits=bits, engine=engine) if Z else pa
 
     per = 1.0 / L if L else 0.0
     expert_bytes = w.routed_expert_bytes
@@ -331,28 +353,37 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
         step_lines=tuple(lines),
         ttft0=pa.ttft_s, ttft_slope=(pb.ttft_s - pa.ttft_s) * per,
         expert_bits=exp_bits, attn_bits=attn_bits,
-        mean_bits=mean_active_bits(spec, scheme, get_scheme("native", m.storage)), notes=tuple(mem_a.notes))
+        mean_bits=mean_active_bits(spec, scheme, get_scheme("native", m.storage)),
+        max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(pc.ttft_s - pa.ttft_s) * per,
+        notes=tuple(mem_a.notes))
 
 
-def best_x(c: Candidate, q: Query) -> int | None:
-    """Cheapest feasible offload level for one candidate by direct search (used by hint, oracle, pruning)."""
+def best_point(c: Candidate, q: Query) -> tuple[int, int] | None:
+    """Cheapest feasible (x DRAM layers, z NVMe layers) of one candidate by direct search (ties: least offload)."""
     best = None
-    for x in range(c.max_offload_layers + 1):
-        if feasible_at(c, q, x):
-            cost = c.total_cost(x)
-            if best is None or cost < best[0] - 1e-9:
-                best = (cost, x)
+    for x, z in c.points():
+        if feasible_at(c, q, x, z):
+            key = (round(c.total_cost(x), 6), c.step_time(x, z), x, z)
+            if best is None or key < best[0]:
+                best = (key, (x, z))
     return None if best is None else best[1]
 
 
-def feasible_at(c: Candidate, q: Query, x: int) -> bool:
-    if c.mem(x) > c.budget_bytes:
+def best_x(c: Candidate, q: Query) -> int | None:
+    p = best_point(c, q)
+    return None if p is None else p[0]
+
+
+def feasible_at(c: Candidate, q: Query, x: int, z: int = 0) -> bool:
+    if c.mem(x, z) > c.budget_bytes:
         return False
     if c.host(x) > c.dram_max_bytes:
         return False
-    if q.tok_s and c.step_time(x) * q.tok_s > 1.0:
+    if z and c.nvme(z) > c.nvme_capacity_bytes:
         return False
-    if q.ttft_s and c.ttft(x) > q.ttft_s:
+    if q.tok_s and c.step_time(x, z) * q.tok_s > 1.0:
+        return False
+    if q.ttft_s and c.ttft(x, z) > q.ttft_s:
         return False
     if q.max_budget is not None and c.total_cost(x) > q.max_budget:
         return False
@@ -360,4 +391,17 @@ def feasible_at(c: Candidate, q: Query, x: int) -> bool:
 
 
 def _meets_all(c: Candidate, q: Query) -> bool:
-    return best_x(c, q) is not None
+    """Some (x, z) meets every target (used to stop growing a family). Checks, for each x, only the least NVMe
+    use z that fits device memory: a False may miss an exotic split (only less pruning), a True is always true."""
+    for x in range(c.max_offload_layers + 1):
+        need = c.mem(x) - c.budget_bytes
+        z = 0
+        if need > 0:
+            if c.mem_slope <= 0 or not c.max_nvme_layers:
+                continue
+            z = int(-(-need // c.mem_slope))
+            if z > min(c.max_nvme_layers, c.max_offload_layers - x):
+                continue
+        if feasible_at(c, q, x, z):
+            return True
+    return False

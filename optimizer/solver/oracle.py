@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from optimizer.solver.table import IntRow, Limits, row_feasible, step_ns
+from optimizer.solver.table import IntRow, Limits, points, row_feasible, step_ns
 
 
-def brute_force(rows: list[IntRow], lim: Limits, exclude: frozenset[int] = frozenset()) -> tuple[int, int, int] | None:
-    """Return (row index, offloaded layers x, cost) minimising (cost, quality rank, step time, id rank, x)
-    lexicographically; None if nothing is feasible."""
+def brute_force(rows: list[IntRow], lim: Limits,
+                exclude: frozenset[int] = frozenset()) -> tuple[int, int, int, int] | None:
+    """Return (row index, DRAM layers x, NVMe layers z, cost) minimising (cost, quality rank, step time, id rank,
+    x, z) lexicographically; None if nothing is feasible."""
     best = None
     for r in rows:
         if r.index in exclude:
             continue
-        for x in range(r.L + 1):
-            ok, cost = row_feasible(r, lim, x)
+        for x, z in points(r):
+            ok, cost = row_feasible(r, lim, x, z)
             if ok:
-                key = (cost, r.qrank, step_ns(r, x), r.idrank, x)
+                key = (cost, r.qrank, step_ns(r, x, z), r.idrank, x, z)
                 if best is None or key < best[0]:
-                    best = (key, r.index, x, cost)
-    return None if best is None else (best[1], best[2], best[3])
+                    best = (key, r.index, x, z, cost)
+    return None if best is None else best[1:]

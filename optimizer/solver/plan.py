@@ -34,6 +34,8 @@ class Offload(_P):
     expert_layers_offloaded: int
     offloaded_layers: list[int]     # main-layer indices whose routed experts live in host DRAM
     host_bytes: float               # host DRAM taken by offloaded experts
+    nvme_layers: list[int] = []     # main-layer indices whose routed experts are read from NVMe (mmap) by the CPU
+    nvme_bytes: float = 0.0
 
 
 class Costs(_P):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from optimizer.catalog.models import ResolvedModel
-from optimizer.solver.candidates import Candidate, enumerate_candidates, feasible_at
+from optimizer.solver.candidates import Candidate, best_point, enumerate_candidates
 from optimizer.solver.query import Query
 
 
@@ -20,12 +20,11 @@ class Relaxation(BaseModel):
 def _cheapest(cands: list[Candidate], q: Query) -> tuple[float, Candidate, int] | None:
     best = None
     for c in cands:
-        for x in range(c.max_offload_layers + 1):
-            if feasible_at(c, q, x):
-                cost = c.total_cost(x)
-                if best is None or (cost, c.id) < (best[0], best[1].id):
-                    best = (cost, c, x)
-                break
+        p = best_point(c, q)
+        if p is not None:
+            cost = c.total_cost(p[0])
+            if best is None or (cost, c.id) < (best[0], best[1].id):
+                best = (cost, c, p[0])
     return best
 
 
@@ -44,10 +43,13 @@ def relaxations(q: Query, m: ResolvedModel, cands: list[Candidate]) -> tuple[lis
         reasons.append(f"no hardware in the allowed catalogue holds {m.key} at {q.context} tokens x {q.concurrency} "
                        f"sequence(s) with the allowed quantizations and engines")
     else:
-        mem_ok = [c for c in pool if any(c.mem(x) <= c.budget_bytes and c.host(x) <= c.dram_max_bytes
-                                         for x in range(c.max_offload_layers + 1))]
+        def fits(c, x, z):
+            return (c.mem(x, z) <= c.budget_bytes and c.host(x) <= c.dram_max_bytes
+                    and c.nvme(z) <= max(c.nvme_capacity_bytes, 0.0))
+        mem_ok = [c for c in pool if any(fits(c, x, z) for x, z in c.points())]
         if q.tok_s:
-            best = max((1 / min(c.step_time(x) for x in range(c.max_offload_layers + 1)) for c in mem_ok), default=0)
+            best = max((1 / min(c.step_time(x, z) for x, z in c.points() if fits(c, x, z)) for c in mem_ok),
+                       default=0)
             if best < q.tok_s:
                 reasons.append(f"decode speed: the fastest plan that fits reaches {best:.1f} tok/s per sequence, "
                                f"{q.tok_s - best:.1f} short of {q.tok_s}")

@@ -14,7 +14,7 @@ from optimizer.solver.plan import Costs, Hardware, Memory, Offload, ParallelLayo
 from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
 from optimizer.solver.table import limits, to_rows
-from optimizer.solver.validate import check, evaluate
+from optimizer.solver.validate import RESERVED_HOST_BYTES, check, evaluate
 
 RESULT_SCHEMA = "rigopt.cheapest/1"
 
@@ -37,16 +37,18 @@ class CheapestResult(BaseModel):
     relaxations: list[Relaxation] = []
 
 
-def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str = "") -> Plan:
+def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str = "", z: int = 0) -> Plan:
     offloaded = sorted(c.offload_order[:x])
+    on_nvme = sorted(c.offload_order[x:x + z])
     hw = Hardware(node=c.node, accelerator=c.accelerator, n_nodes=c.n_nodes, gpus_per_node=c.gpus_per_node,
                   host_dram_bytes=int(c.dram_base_bytes + extra_gb * 1e9), extra_dram_bytes=int(extra_gb * 1e9),
                   owned=c.owned)
     par = ParallelLayout(tp=c.par.tp, pp=c.par.pp, dp=c.par.dp, ep=c.par.ep, ep_size=c.par.ep_size)
     skeleton = Plan(model=q.model, engine=c.engine, quant=c.quant, kv_dtype=c.kv_dtype, context=q.context,
                     concurrency=q.concurrency, hardware=hw, parallel=par,
-                    offload=Offload(mode=c.offload_mode if x else "none", expert_layers_offloaded=x,
-                                    offloaded_layers=offloaded, host_bytes=0.0),
+                    offload=Offload(mode=c.offload_mode if x + z else "none", expert_layers_offloaded=x,
+                                    offloaded_layers=offloaded, host_bytes=0.0, nvme_layers=on_nvme,
+                                    nvme_bytes=c.nvme(z)),
                     costs=Costs(capex_usd=None, usd_per_hour=None, power_watts=0, objective=q.objective,
                                 objective_value=0),
                     memory=Memory(capacity_bytes=0, budget_bytes=0, weights_bytes=0, kv_bytes=0, runtime_bytes=0,
@@ -77,6 +79,9 @@ def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str =
                     + f" + {mem.kv_bytes / 1e9:,.2f} GB KV + {mem.runtime_bytes / 1e9:,.1f} GB runtime = "
                     f"{mem.used_bytes / 1e9:,.1f} GB of a {mem.budget_bytes / 1e9:,.1f} GB budget ({acct}): "
                     + ("fits" if mem.fits else "does NOT fit"))
+    if z:
+        notes.append(f"{z} expert layers ({c.nvme(z) / 1e9:,.0f} GB) stay on NVMe and are paged in by llama.cpp's mmap "
+                     f"for every token that routes to them; expect the decode figure only with a fast local NVMe")
     if not q.ttft_s and ev.prefill.ttft_s > 600:
         notes.append(f"prefill of a {q.prompt_tokens or q.context:,}-token prompt takes about "
                      f"{ev.prefill.ttft_s / 60:,.0f} min on this plan; add --ttft SECONDS to bound it")
@@ -86,7 +91,7 @@ def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str =
     if status_note:
         notes.append(status_note)
     return skeleton.model_copy(update=dict(
-        offload=skeleton.offload.model_copy(update={"host_bytes": ev.host_used - (16 * 2**30 if x else 0)}),
+        offload=skeleton.offload.model_copy(update={"host_bytes": max(0.0, ev.host_used - (RESERVED_HOST_BYTES if x + z else 0))}),
         costs=Costs(capex_usd=ev.capex_usd, usd_per_hour=ev.usd_per_hour, power_watts=ev.power_watts,
                     objective=q.objective, objective_value=cost),
         memory=Memory(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes, weights_bytes=mem.weights_bytes,
@@ -127,7 +132,7 @@ def cheapest(q: Query) -> CheapestResult:
             bound = sol.bound
         note = "" if k else (f"solver status {sol.status}" + (
             f", proven gap {(sol.cost - sol.bound) / sol.cost:.2%}" if sol.status == "FEASIBLE" and sol.cost else ""))
-        plan = build_plan(cands[sol.index], sol.x, sol.extra_gb, q, note)
+        plan = build_plan(cands[sol.index], sol.x, sol.extra_gb, q, note, z=sol.z)
         problems = check(plan, q)
         if problems:  # never return a plan the independent check rejects
             plan.notes.append("REJECTED by the independent check: " + "; ".join(problems))

@@ -29,9 +29,12 @@ class IntRow:
     host_fixed: int        # MB (up)
     host_slope: int        # MB per layer (up)
     dram_base: int         # MB (down)
-    t_lines: tuple[tuple[int, int], ...]  # decode step (ns) <= limit for every line a + b*x (both rounded up)
+    t_lines: tuple[tuple[int, int, int], ...]  # decode step (ns) <= limit for every plane a + b*x + c*z (rounded up)
     ttft0: int             # ns
     ttft_slope: int
+    Z: int = 0             # max expert layers on NVMe (x + z <= L)
+    nvme_cap: int = 0      # MB (down)
+    ttft_nvme_slope: int = 0
 
 
 def to_rows(cands: list["Candidate"], q: "Query") -> list[IntRow]:
@@ -53,8 +56,9 @@ def to_rows(cands: list["Candidate"], q: "Query") -> list[IntRow]:
             mem0=up(c.mem0, MIB), mem_slope=down(c.mem_slope, MIB) if c.mem_slope >= 0 else -up(-c.mem_slope, MIB),
             budget=down(c.budget_bytes, MIB), host_fixed=up(c.host_fixed, HOST_UNIT),
             host_slope=up(c.host_slope, HOST_UNIT), dram_base=down(c.dram_base_bytes, HOST_UNIT),
-            t_lines=tuple((up(a, NS), up(b, NS)) for a, b in c.step_lines),
-            ttft0=up(c.ttft0, NS), ttft_slope=up(c.ttft_slope, NS)))
+            t_lines=tuple((up(a, NS), up(b, NS), up(cz, NS)) for a, b, cz in c.step_lines),
+            ttft0=up(c.ttft0, NS), ttft_slope=up(c.ttft_slope, NS), Z=c.max_nvme_layers,
+            nvme_cap=down(c.nvme_capacity_bytes, HOST_UNIT), ttft_nvme_slope=up(c.ttft_nvme_slope, NS)))
     return rows
 
 
@@ -76,21 +80,29 @@ def extra_gb_needed(r: IntRow, x: int) -> int:
     return 0 if need <= 0 else -(-need // GB_UNITS)
 
 
-def step_ns(r: IntRow, x: int) -> int:
-    """Decode step time of row r at offload level x, in the solver's integer units."""
-    return max(a + b * x for a, b in r.t_lines)
+def step_ns(r: IntRow, x: int, z: int = 0) -> int:
+    """Decode step time of row r with x expert layers in DRAM and z on NVMe, in the solver's integer units."""
+    return max(a + b * x + c * z for a, b, c in r.t_lines)
 
 
-def row_feasible(r: IntRow, lim: Limits, x: int) -> tuple[bool, int]:
-    """(feasible, cost) of row r at offload level x, in integers (the same arithmetic as the CP-SAT model)."""
+def points(r: IntRow):
+    for x in range(r.L + 1):
+        for z in range(min(r.Z, r.L - x) + 1):
+            yield x, z
+
+
+def row_feasible(r: IntRow, lim: Limits, x: int, z: int = 0) -> tuple[bool, int]:
+    """(feasible, cost) of row r at offload (x, z), in integers (the same arithmetic as the CP-SAT model)."""
     e = extra_gb_needed(r, x)
     if e > r.E:
         return False, 0
-    if r.mem0 - r.mem_slope * x > r.budget:
+    if r.mem0 - r.mem_slope * (x + z) > r.budget:
         return False, 0
-    if lim.step_ns is not None and any(a + b * x > lim.step_ns for a, b in r.t_lines):
+    if z and r.host_slope * z > r.nvme_cap:
         return False, 0
-    if lim.ttft_ns is not None and r.ttft0 + r.ttft_slope * x > lim.ttft_ns:
+    if lim.step_ns is not None and step_ns(r, x, z) > lim.step_ns:
+        return False, 0
+    if lim.ttft_ns is not None and r.ttft0 + r.ttft_slope * x + r.ttft_nvme_slope * z > lim.ttft_ns:
         return False, 0
     cost = r.cost + r.dram_cost_per_gb * e
     if lim.budget is not None and cost > lim.budget:

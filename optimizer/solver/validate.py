@@ -30,6 +30,8 @@ class Evaluation:
     power_watts: float
     host_used: float
     host_capacity: float
+    nvme_used: float
+    nvme_capacity: float
     expert_bits: float
     attn_bits: float
 
@@ -46,8 +48,10 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
     kv = kv_estimate(spec, plan.engine, plan.kv_dtype, tp=par.tp)
     n_moe = sum(1 for l in spec.main_layers if l.is_moe)
     off = plan.offload.expert_layers_offloaded / n_moe if n_moe else 0.0
+    on_nvme = len(plan.offload.nvme_layers) / n_moe if n_moe else 0.0
     mem = device_memory(spec, w, kv, engine=plan.engine, capacity_bytes=acc.memory_usable_bytes,
-                        context=plan.context, concurrency=plan.concurrency, par=par, gpu_expert_fraction=1 - off,
+                        context=plan.context, concurrency=plan.concurrency, par=par,
+                        gpu_expert_fraction=1 - off - on_nvme,
                         unified=acc.kind == "unified")
     tiers = ExpertTiers()
     share = imbalance = None
@@ -59,7 +63,7 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
             share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, n_moe - plan.offload.expert_layers_offloaded),
                                          q.loads)
     if plan.offload.mode == "cpu":
-        tiers = ExpertTiers(gpu=1 - off, cpu=off, activation_share_gpu=share)
+        tiers = ExpertTiers(gpu=1 - off - on_nvme, cpu=off, nvme=on_nvme, activation_share_gpu=share)
     elif plan.offload.mode == "stream":
         tiers = ExpertTiers(gpu=1 - off, stream=off)
     native = get_scheme("native", m.storage)
@@ -73,7 +77,11 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
     pf = prefill_time(spec, w, device_of(acc), par=par, prompt_tokens=q.prompt_tokens or q.context, links=links,
                       tiers=tiers, compute_bits=bits, engine=plan.engine)
     n = plan.hardware.n_nodes
-    host_used = (w.routed_expert_bytes * off + RESERVED_HOST_BYTES) if plan.offload.expert_layers_offloaded else 0.0
+    host_used = (w.routed_expert_bytes * off + RESERVED_HOST_BYTES) if (off or on_nvme) else 0.0
+    nvme_used = w.routed_expert_bytes * on_nvme
+    nvme_capacity = 0.0
+    if node.nvme:
+        nvme_capacity = hw.storage[node.nvme].capacity_bytes * max(node.nvme_count, 1)
     extra = plan.hardware.extra_dram_bytes
     dram_cost = hw.hosts[node.host].dram_usd_per_gb * extra / 1e9 * n
     if plan.hardware.owned:
@@ -85,7 +93,8 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
         hourly = price.usd_per_hour * n * plan.hardware.gpus_per_node if price and price.usd_per_hour else None
     return Evaluation(mem=mem, speed=sp, prefill=pf, capex_usd=capex, usd_per_hour=hourly,
                       power_watts=node_power_watts(node.key) * n, host_used=host_used,
-                      host_capacity=float(plan.hardware.host_dram_bytes), expert_bits=exp_bits,
+                      host_capacity=float(plan.hardware.host_dram_bytes), nvme_used=nvme_used,
+                      nvme_capacity=nvme_capacity, expert_bits=exp_bits,
                       attn_bits=attn_bits)
 
 
@@ -102,6 +111,10 @@ def check(plan: Plan, q: Query, tol: float = 1e-6) -> list[str]:
         bad.append("plan does not serve the asked context/concurrency")
     if not ev.mem.fits:
         bad.append(f"device memory: needs {ev.mem.used_bytes / 2**30:.2f} GiB of a {ev.mem.budget_bytes / 2**30:.2f} GiB budget")
+    if ev.nvme_used > ev.nvme_capacity * (1 + tol):
+        bad.append(f"NVMe: needs {ev.nvme_used / 1e9:.1f} GB of {ev.nvme_capacity / 1e9:.1f} GB")
+    if plan.offload.nvme_layers and plan.engine != "llamacpp":
+        bad.append("only llama.cpp (mmap) reads expert layers from NVMe")
     if ev.host_used > ev.host_capacity * (1 + tol):
         bad.append(f"host DRAM: needs {ev.host_used / 1e9:.1f} GB of {ev.host_capacity / 1e9:.1f} GB")
     if q.tok_s and ev.speed.tok_s_per_seq < q.tok_s * (1 - tol):
