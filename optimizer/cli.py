@@ -206,6 +206,30 @@ def validate(
     sys.stdout.write((json.dumps(as_dict(cases, summary), indent=2) if as_json else render_text(cases, summary)) + "\n")
 
 
+@schema_app.command("plan")
+def schema_plan() -> None:
+    """JSON Schema of plan files (rigopt.plan/1: written by cheapest --out, read by export and place)."""
+    from optimizer.solver.plan import Plan
+
+    sys.stdout.write(json.dumps(Plan.model_json_schema(), indent=2) + "\n")
+
+
+@schema_app.command("cheapest")
+def schema_cheapest() -> None:
+    """JSON Schema of `rigopt cheapest --json` output (rigopt.cheapest/1)."""
+    from optimizer.solver.search import CheapestResult
+
+    sys.stdout.write(json.dumps(CheapestResult.model_json_schema(), indent=2) + "\n")
+
+
+@schema_app.command("estimate")
+def schema_estimate() -> None:
+    """JSON Schema of `rigopt estimate --json` output (rigopt.estimate/1)."""
+    from optimizer.report.estimate import EstimateResult
+
+    sys.stdout.write(json.dumps(EstimateResult.model_json_schema(), indent=2) + "\n")
+
+
 @catalog_app.command("models")
 def catalog_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Models in the catalogue."""

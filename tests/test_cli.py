@@ -139,3 +139,12 @@ def test_config_path_and_gguf_file(tmp_path):
     f16 = (100 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 3 * 128 * 64) * 2
     f32 = 3 * 64 * 4
     assert d["quants"][0]["weights_bytes"] == f16 + f32  # exact tensor bytes from the header
+
+
+@pytest.mark.parametrize("what,key", [("scenario", "$id"), ("plan", "properties"), ("cheapest", "properties"),
+                                      ("estimate", "properties")])
+def test_schema_commands_print_json_schema(what, key):
+    r = runner.invoke(app, ["schema", what])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert key in d
