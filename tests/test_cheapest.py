@@ -176,3 +176,7 @@ def test_cli_infeasible_exit_code():
     p = subprocess.run([sys.executable, "-m", "optimizer", "cheapest", "deepseek-v4-pro", "--tok-s", "-3"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "tok-s" in p.stderr and "Traceback" not in p.stderr
+    for bad, needle in ((["--quant", "q7_z"], "unknown quantization"), (["--kv-dtype", "fp7"], "unknown KV dtype")):
+        p = subprocess.run([sys.executable, "-m", "optimizer", "cheapest", "deepseek-v4-pro", *bad],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -69,6 +69,26 @@ class Query(BaseModel):
     time_limit_s: float = Field(default=20.0, gt=0, le=3600)
     workers: int = Field(default=2, ge=1, le=64)
 
+    @field_validator("quants")
+    @classmethod
+    def _quants(cls, v):
+        if v is None:
+            return v
+        from optimizer.estimate.schemes import get_scheme
+        for name in v:
+            get_scheme(name)  # raises InputError with close names for an unknown quantization
+        return [x.strip().lower() for x in v]
+
+    @field_validator("kv_dtypes")
+    @classmethod
+    def _kv(cls, v):
+        if v is None:
+            return v
+        from optimizer.estimate.formats import kv_elem_bytes
+        for name in v:
+            kv_elem_bytes(name)
+        return [x.strip().lower() for x in v]
+
     @field_validator("engines")
     @classmethod
     def _engines(cls, v):
