@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from optimizer.catalog.devices import device_of, links_for, node_for
+from optimizer.catalog.devices import device_of, node_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate.kv import kv_estimate
 from optimizer.estimate.memory import Parallel, weights_per_device
 from optimizer.estimate.schemes import get_scheme
-from optimizer.estimate.speed import ExpertTiers, decode_speed, prefill_time
+from optimizer.estimate.speed import ExpertTiers, Links, decode_speed, prefill_time
+from optimizer.solver.links import plan_links
 from optimizer.estimate.weights import weight_breakdown
 from optimizer.report.estimate import _compute_bits, _weights_for, default_parallel
 
@@ -76,7 +77,7 @@ def _setup(row: dict):
     node = node_for(acc.key, gpus)
     per_node = node.accelerators_per_node if node else gpus
     kvh = kv_estimate(spec, engine, None, tp=par.tp)
-    links = links_for(acc, node, par.tp, multi_node=gpus > per_node)
+    links = plan_links(node, -(-gpus // per_node), par) if node is not None else Links()  # as the CLI and solver do
     tiers = None
     off = row.get("offload")
     if off:
