@@ -3,7 +3,8 @@
 1. DeepSeek-V4-Pro, 384 experts x 61 MoE layers on 64 H200 (8x HGX-8, EP64), Zipf(1.0) loads, 32 redundant
    slots per layer: wall time (CP-SAT limited to 2 workers), max-load imbalance of the greedy EPLB-style
    baseline, rigopt and the lower bound; rigopt <= greedy on every layer; rigopt within 2% of the bound.
-2. DeepSeek-V4-Flash on 2x RTX 4090 + 256 GB DDR5 (the `cheapest --owned "2x rtx-4090, 256GB ddr5"` plan:
+2. DeepSeek-V4-Flash on 2x RTX 4090 + 256 GB DDR5 (an SGLang+KTransformers hybrid input built by hand, as
+   KTransformers' fork runs DeepSeek sparse attention on Ada (sm89); `cheapest` plans it the same way:
    SGLang/KTransformers, 7 of 43 expert layers' worth of GPU memory), Zipf(1.0) loads: expected decode tok/s
    with load-aware tiering vs the load-blind layer-range split; also the llama.cpp (per-layer) granularity.
 """

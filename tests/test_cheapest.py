@@ -180,3 +180,22 @@ def test_cli_infeasible_exit_code():
         p = subprocess.run([sys.executable, "-m", "optimizer", "cheapest", "deepseek-v4-pro", *bad],
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_engine_kernel_support_rules():
+    from optimizer.catalog.hardware import load_hardware
+    from optimizer.solver.support import unsupported
+    assert all(a.arch for a in load_hardware().accelerators.values())
+    assert unsupported("vllm", "deepseek_v4", "sm80") and unsupported("sglang", "deepseek_v32", "sm86")
+    assert unsupported("vllm", "deepseek_v4", "sm90") is None and unsupported("sglang", "deepseek_v4", "gfx942") is None
+    assert unsupported("llamacpp", "deepseek_v4", "sm86") is None and unsupported("vllm", "gqa", "sm80") is None
+    assert unsupported("sglang", "deepseek_v4", "sm120", kt=True) is None  # KTransformers V4-Flash on an RTX 5090
+    assert unsupported("sglang", "deepseek_v4", "sm120") is not None
+
+
+def test_v4_on_ampere_workstation_is_llamacpp():
+    # vLLM/SGLang have no DeepSeek-V4 sparse-attention kernels for sm86 (RTX 3090); llama.cpp runs it
+    r = cheapest(Query(model="deepseek-v4-flash", context=393216, owned=Owned.parse("4x rtx-3090, 512GB ddr5"),
+                       tok_s=10, top=3))
+    assert r.plan is not None
+    assert {p.engine for p in [r.plan, *r.alternatives]} == {"llamacpp"}

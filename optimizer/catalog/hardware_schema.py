@@ -41,6 +41,9 @@ class Accelerator(_Row):
     name: str
     vendor: Literal["nvidia", "amd", "intel", "apple"]
     kind: Literal["gpu", "unified"]  # unified = memory shared with the CPU
+    # GPU architecture: NVIDIA compute capability as smXY (NVIDIA CUDA GPUs table), AMD gfx target, or a family name;
+    # engines gate kernels on it (see optimizer/solver/support.py)
+    arch: str
     aliases: list[Alias] = []
     memory_bytes: Bytes  # marketed capacity, read as decimal GB
     memory_usable_bytes: Bytes  # what a runtime can allocate (nvidia-smi total, Metal wired limit, ...)

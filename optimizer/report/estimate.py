@@ -17,6 +17,7 @@ from optimizer.estimate.memory import Parallel, device_memory, max_concurrency, 
 from optimizer.estimate.schemes import Scheme, get_scheme
 from optimizer.estimate.speed import Links, decode_speed, kernel_bits, prefill_time
 from optimizer.solver.links import plan_links
+from optimizer.solver.support import unsupported
 from optimizer.estimate.weights import weight_breakdown
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES
 
@@ -268,6 +269,9 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         mc = max_context(kvh, mem.kv_available_bytes, -(-concurrency // par.dp), pp=par.pp,
                          reserve_per_seq=mem.reserve_per_seq_bytes)
         notes = list(mem.notes)
+        why = unsupported(eng, spec.family, acc.arch)
+        if why:
+            notes.insert(0, "WARNING: " + why)
         if mem.weights_bytes > mem.budget_bytes:
             notes.append("weights alone exceed the per-device budget: add devices, quantize further, or offload experts")
         hw_report = HardwareReport(

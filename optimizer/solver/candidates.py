@@ -24,6 +24,7 @@ from optimizer.estimate.speed import ExpertTiers, decode_speed, kernel_bits, pre
 from optimizer.estimate.weights import WeightBreakdown, weight_breakdown
 from optimizer.solver.links import plan_links
 from optimizer.solver.query import Query
+from optimizer.solver.support import unsupported
 from optimizer.units import GiB
 
 DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
@@ -203,6 +204,8 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
         g = node.accelerators_per_node
         host = hw.hosts[node.host]
         for engine in _engines_for(node, acc.kind, q):
+            if unsupported(engine, spec.family, acc.arch, kt=True):
+                continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
             gguf = engine == "llamacpp"
             for qname in _quants(q, gguf):
                 try:
@@ -258,6 +261,8 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
         return None
     unified = acc.kind == "unified"
     mode = _offload_mode(engine, m, unified, n_nodes)
+    if unsupported(engine, spec.family, acc.arch, kt=(engine == "sglang" and mode == "cpu")):
+        return None
     L = len(moe_idx) if mode != "none" else 0
     def mem_at(frac: float):
         return device_memory(spec, w, kv, engine=engine, capacity_bytes=acc.memory_usable_bytes,

@@ -16,6 +16,7 @@ from optimizer.estimate.weights import weight_breakdown
 from optimizer.solver.links import plan_links
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
+from optimizer.solver.support import unsupported
 
 RESERVED_HOST_BYTES = 16 * 2**30  # keep in step with the planner's host reserve (OS, engine, page cache)
 
@@ -105,6 +106,10 @@ def check(plan: Plan, q: Query, tol: float = 1e-6) -> list[str]:
     node = get_node(plan.hardware.node)
     if plan.parallel.tp * plan.parallel.pp * plan.parallel.dp != plan.hardware.n_nodes * plan.hardware.gpus_per_node:
         bad.append("parallel layout does not use exactly the plan's GPUs")
+    why = unsupported(plan.engine, resolve_model(q.model).spec.family, load_hardware().accelerators[node.accelerator].arch,
+                      kt=plan.engine == "sglang" and plan.offload.mode == "cpu")
+    if why:
+        bad.append(why)
     if plan.parallel.tp > node.accelerators_per_node:
         bad.append("tensor parallelism crosses a node boundary")
     if plan.context != q.context or plan.concurrency < q.concurrency:
