@@ -28,7 +28,7 @@ from optimizer.solver.support import unsupported
 from optimizer.units import GiB
 
 DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
-DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
+DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "iq4_xs", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
                        "q4_k_m-moe", "q2_k-moe", "iq2_xxs-moe")
 HOST_RESERVED_BYTES = 16 * GiB   # OS, engine process, page cache floor on a host that holds offloaded experts
 
