@@ -23,8 +23,8 @@ kind, or "internal" for links that are not catalogue rows), ``interconnect`` (ca
 Latency convention: an Interconnect row's ``latency_s`` is one device-to-device transfer. Links that are one
 half of such a transfer (GPU-NVSwitch, GPU-PCIe switch / GPU-CPU, NIC-fabric) carry half of it, so
 GPU-NVSwitch-GPU sums to the NVLink figure and NIC-fabric-NIC to the NIC figure; direct links (bridged
-pairs, unified memory) carry all of it. Cross-node paths therefore add the PCIe legs to the NIC latency and
-come out a little above `devices.links_for`'s max(scale-up, NIC) latency.
+pairs, unified memory) carry all of it. Cross-node paths therefore add the PCIe legs to the NIC latency
+(a little above a closed-form max(scale-up, NIC) latency).
 
 Every bandwidth comes from a catalogue row except the named constants below (internal links).
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optimizer.catalog.devices import links_for
+from types import SimpleNamespace
+
 from optimizer.catalog.hardware import get_interconnect, get_node, load_hardware
 from optimizer.topology import (
     CPU_SOCKET_LINK_BW_BYTES_PER_S,
@@ -94,8 +95,28 @@ def test_hgx_h100_two_nodes_ep_and_tp():
     assert t.bandwidth(("gpu", 0, 0), FABRIC) == ndr
 
 
+def links_for(acc, node, tp: int, multi_node: bool) -> SimpleNamespace:
+    """Independent closed-form link figures (no graph), the oracle the graph queries must agree with."""
+    host_link = get_interconnect(acc.host_link)
+    pcie_bw = host_link.bw_bytes_per_s
+    if node.gpus_per_pcie_switch > 1:
+        pcie_bw /= node.gpus_per_pcie_switch
+    fast = None
+    if acc.scaleup and node.scaleup_domain in ("switch", "pairs") and tp <= node.scaleup_domain_size:
+        fast = get_interconnect(acc.scaleup)
+    tp_bw = (acc.scaleup_bw_bytes_per_s or fast.bw_bytes_per_s) if fast else pcie_bw
+    ep_bw = tp_bw
+    if multi_node and node.nic:
+        nic = get_interconnect(node.nic)
+        ep_bw = min(ep_bw, nic.bw_bytes_per_s * max(node.nics_per_node, 1) / node.accelerators_per_node)
+    host = HW.hosts[node.host]
+    nvme_bw = HW.storage[node.nvme].read_bw_bytes_per_s * max(node.nvme_count, 1) if node.nvme else 0.0
+    return SimpleNamespace(tp_bw=tp_bw, ep_bw=ep_bw, host_link_bw=pcie_bw,
+                           host_dram_bw=host.dram_bw_bytes_per_s * node.sockets, nvme_bw=nvme_bw)
+
+
 def test_matches_devices_links_for_where_semantics_agree():
-    """host link, EP across nodes and TP inside a fast domain agree with devices.links_for for every node."""
+    """host link, EP across nodes and TP inside a fast domain agree with the closed-form oracle for every node."""
     for key, node in HW.nodes.items():
         acc = HW.accelerators[node.accelerator]
         t = Topology(node, 2)
