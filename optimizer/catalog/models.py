@@ -100,23 +100,31 @@ def _read_json(path: Path) -> dict:
 
 
 def resolve_model(name: str) -> ResolvedModel:
-    """Turn a MODEL argument into an architecture (and card, when it is a catalogue model)."""
+    """Turn a MODEL argument into an architecture (and card, when it is a catalogue model).
+    Files are read once per (path, size, mtime): the planner resolves the same model many times."""
     p = Path(name).expanduser()
     looks_like_path = name.endswith((".json", ".gguf")) or "/" in name or name.startswith(".")
     if looks_like_path or (p.exists() and not _norm(name) in _alias_map()):
         if not p.exists():
             raise ModelFormatError(f"{name}: no such file or folder")
-        if p.is_file() and p.suffix == ".gguf":
-            from optimizer.arch.from_gguf import read_gguf
-            wf = read_gguf(p)
-            return ResolvedModel(key=p.stem, spec=wf.spec, weights_file=wf)
-        if p.is_dir():
-            if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists():
-                from optimizer.arch.from_safetensors import read_safetensors_dir
-                wf = read_safetensors_dir(p)
-                return ResolvedModel(key=p.name, spec=wf.spec, weights_file=wf)
-            p = p / "config.json"
-        raw = _read_json(p)
-        spec = spec_from_config(raw, name=str(p), source=str(p))
-        return ResolvedModel(key=p.parent.name if p.name == "config.json" else p.stem, spec=spec)
+        st = p.stat()
+        return _resolve_path(str(p.resolve()), st.st_size, st.st_mtime_ns)
     return _catalogue_model(catalogue_key(name))
+
+
+@lru_cache(maxsize=32)
+def _resolve_path(path: str, size: int, mtime_ns: int) -> ResolvedModel:
+    p = Path(path)
+    if p.is_file() and p.suffix == ".gguf":
+        from optimizer.arch.from_gguf import read_gguf
+        wf = read_gguf(p)
+        return ResolvedModel(key=p.stem, spec=wf.spec, weights_file=wf)
+    if p.is_dir():
+        if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists():
+            from optimizer.arch.from_safetensors import read_safetensors_dir
+            wf = read_safetensors_dir(p)
+            return ResolvedModel(key=p.name, spec=wf.spec, weights_file=wf)
+        p = p / "config.json"
+    raw = _read_json(p)
+    spec = spec_from_config(raw, name=str(p), source=str(p))
+    return ResolvedModel(key=p.parent.name if p.name == "config.json" else p.stem, spec=spec)
