@@ -31,8 +31,19 @@ class ResolvedModel:
 
     @property
     def storage(self) -> dict[str, str]:
+        """How tensor classes are stored: the card's, or a GGUF file's own types (the dominant one per class)."""
         if self.card is not None:
             return dict(self.card.storage)
+        wf = self.weights_file
+        if wf is not None and getattr(wf, "format", "") == "gguf" and wf.tensors:
+            from optimizer.estimate.formats import FORMATS
+            out = {}
+            for cls, by_type in wf.dtypes_by_class().items():
+                fmt = max(by_type, key=lambda t: (by_type[t], t)).lower()
+                if fmt in FORMATS:
+                    out[cls] = fmt
+            main = max(out, key=lambda c: wf.bytes_by_class().get(c, 0), default=None)
+            return {"default": out.get(main, "bf16"), **out}
         return {"default": "bf16"}
 
 

@@ -67,3 +67,29 @@ def weight_breakdown(spec: ModelSpec, scheme: Scheme, include_mtp: bool = True,
     return WeightBreakdown(by_class=by, per_layer_experts=tuple(per_layer), expert_bytes=expert_one,
                            mtp_bytes=mtp, active_bytes_per_token=active,
                            dense_bytes=total - by.get("routed_experts", 0.0))
+
+
+def exact_breakdown(spec: ModelSpec, scheme: Scheme, weights_file) -> WeightBreakdown:
+    """Weight breakdown from a real file's tensor table (GGUF / safetensors header): exact bytes per class and
+    per layer; the per-token active bytes are the estimate's, scaled to the file's total."""
+    from dataclasses import replace
+    est = weight_breakdown(spec, scheme)
+    by = {k: float(v) for k, v in weights_file.bytes_by_class().items()}
+    layer_cls = weights_file.bytes_by_layer_class()
+    per_layer = tuple(float(layer_cls.get((i, "routed_experts"), 0.0)) for i in range(len(spec.main_layers)))
+    total = sum(by.values())
+    scale = total / est.total if est.total else 1.0
+    expert_one = max((per_layer[i] / l.n_routed_experts for i, l in enumerate(spec.main_layers) if l.is_moe),
+                     default=0.0)
+    return replace(est, by_class=by, per_layer_experts=per_layer, expert_bytes=expert_one,
+                   active_bytes_per_token=est.active_bytes_per_token * scale,
+                   dense_bytes=total - by.get("routed_experts", 0.0))
+
+
+def weights_of(spec: ModelSpec, scheme: Scheme, weights_file=None, quant: str = "native",
+               include_mtp: bool = True) -> WeightBreakdown:
+    """The weights a deployment holds: a real file's exact tensor bytes for its own (`native`) format, the
+    parameter-count estimate otherwise."""
+    if quant == "native" and weights_file is not None and getattr(weights_file, "tensors", ()):
+        return exact_breakdown(spec, scheme, weights_file)
+    return weight_breakdown(spec, scheme, include_mtp=include_mtp)

@@ -18,7 +18,7 @@ from optimizer.estimate.schemes import Scheme, get_scheme
 from optimizer.estimate.speed import Links, decode_speed, kernel_bits, prefill_time
 from optimizer.solver.links import plan_links
 from optimizer.solver.support import unsupported
-from optimizer.estimate.weights import weight_breakdown
+from optimizer.estimate.weights import weights_of
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES
 
 SCHEMA_ID = "rigopt.estimate/1"
@@ -161,27 +161,7 @@ def _engine_for(scheme: Scheme, engine: str, explicit: bool) -> str:
 
 def _weights_for(m: ResolvedModel, scheme_name: str):
     scheme = get_scheme(scheme_name, m.storage)
-    if scheme_name == "native" and m.weights_file is not None and getattr(m.weights_file, "tensors", ()):
-        return scheme, _exact_breakdown(m, scheme)
-    return scheme, weight_breakdown(m.spec, scheme)
-
-
-def _exact_breakdown(m: ResolvedModel, scheme: Scheme):
-    """Weight breakdown from a real file's tensor table: exact bytes per class (GGUF/safetensors)."""
-    from dataclasses import replace
-    est = weight_breakdown(m.spec, scheme)
-    wf = m.weights_file
-    by = {k: float(v) for k, v in wf.bytes_by_class().items()}
-    layer_cls = wf.bytes_by_layer_class()
-    n_main = len(m.spec.main_layers)
-    per_layer = tuple(float(layer_cls.get((i, "routed_experts"), 0.0)) for i in range(n_main))
-    total = sum(by.values())
-    scale = total / est.total if est.total else 1.0
-    expert_one = max((per_layer[i] / l.n_routed_experts for i, l in enumerate(m.spec.main_layers) if l.is_moe),
-                     default=0.0)
-    return replace(est, by_class=by, per_layer_experts=per_layer, expert_bytes=expert_one,
-                   active_bytes_per_token=est.active_bytes_per_token * scale,
-                   dense_bytes=total - by.get("routed_experts", 0.0))
+    return scheme, weights_of(m.spec, scheme, m.weights_file, scheme_name)
 
 
 def _fits(m, w, kv, engine, acc: Accelerator, count: int, context: int, concurrency: int) -> tuple[bool, Parallel]:

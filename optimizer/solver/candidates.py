@@ -21,7 +21,7 @@ from optimizer.estimate.kv import default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import Parallel, device_memory
 from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.speed import ExpertTiers, decode_speed, kernel_bits, prefill_time
-from optimizer.estimate.weights import WeightBreakdown, weight_breakdown
+from optimizer.estimate.weights import WeightBreakdown, weights_of
 from optimizer.solver.links import plan_links
 from optimizer.solver.query import Query
 from optimizer.solver.support import unsupported
@@ -107,11 +107,14 @@ def _weights(key: str, scheme_name: str, m: ResolvedModel) -> tuple[Scheme, Weig
     k = (id(m.spec), scheme_name)
     if k not in _WEIGHTS_CACHE:
         scheme = get_scheme(scheme_name, m.storage)
-        _WEIGHTS_CACHE[k] = (scheme, weight_breakdown(m.spec, scheme, include_mtp=False))
+        _WEIGHTS_CACHE[k] = (scheme, weights_of(m.spec, scheme, m.weights_file, scheme_name, include_mtp=False))
     return _WEIGHTS_CACHE[k]
 
 
-def _quants(q: Query, gguf: bool) -> list[str]:
+def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None) -> list[str]:
+    fmt = getattr(m.weights_file, "format", None) if m is not None else None
+    if fmt == "gguf":  # a GGUF file is served as it is, by llama.cpp only
+        return ["native"] if gguf and (not q.quants or "native" in q.quants) else []
     names = q.quants or list(DEFAULT_QUANTS_GGUF if gguf else DEFAULT_QUANTS_ENGINE)
     out = []
     for n in names:
@@ -207,7 +210,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
             if unsupported(engine, spec.family, acc.arch, kt=True):
                 continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
             gguf = engine == "llamacpp"
-            for qname in _quants(q, gguf):
+            for qname in _quants(q, gguf, m):
                 try:
                     scheme, w = _weights(m.key, qname, m)
                 except InputError:

@@ -12,7 +12,7 @@ from optimizer.estimate.kv import kv_estimate
 from optimizer.estimate.memory import Parallel, device_memory
 from optimizer.estimate.schemes import get_scheme, quality_bits
 from optimizer.estimate.speed import ExpertTiers, decode_speed, kernel_bits, prefill_time
-from optimizer.estimate.weights import weight_breakdown
+from optimizer.estimate.weights import weights_of
 from optimizer.solver.links import plan_links
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
@@ -44,7 +44,7 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
     hw = load_hardware()
     acc = hw.accelerators[node.accelerator]
     scheme = get_scheme(plan.quant, m.storage)
-    w = weight_breakdown(spec, scheme, include_mtp=False)
+    w = weights_of(spec, scheme, m.weights_file, plan.quant, include_mtp=False)
     par = Parallel(tp=plan.parallel.tp, pp=plan.parallel.pp, dp=plan.parallel.dp, ep=plan.parallel.ep)
     kv = kv_estimate(spec, plan.engine, plan.kv_dtype, tp=par.tp)
     n_moe = sum(1 for l in spec.main_layers if l.is_moe)
