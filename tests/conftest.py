@@ -13,3 +13,4 @@ def spec_of():
         return cache[key]
 
     return get
+

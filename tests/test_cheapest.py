@@ -12,6 +12,7 @@ from optimizer.solver.query import Owned, Query
 from optimizer.solver.search import cheapest
 from optimizer.solver.table import limits, to_rows
 from optimizer.solver.validate import check
+from tests.gguf_files import write_llama_gguf
 
 SMALL = ["h100-sxm", "l40s", "rtx-4090", "a100-80gb-sxm"]
 
@@ -204,33 +205,14 @@ def test_v4_on_ampere_workstation_is_llamacpp():
 
 def test_own_gguf_file_is_planned_as_is(tmp_path):
     """A GGUF file is served by llama.cpp in its own format, with its exact tensor bytes."""
-    import gguf
-    import numpy as np
     path = tmp_path / "tiny.gguf"
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(2)
-    w.add_embedding_length(256)
-    w.add_head_count(4)
-    w.add_head_count_kv(2)
-    w.add_feed_forward_length(512)
-    w.add_context_length(4096)
-    w.add_vocab_size(1000)
+    write_llama_gguf(path, blocks=2, d=256, kv_dim=128, ff=512, vocab=1000, ctx=4096, output=True)
     tensors = {"token_embd.weight": (1000, 256), "output.weight": (1000, 256)}
     for i in range(2):
         tensors.update({f"blk.{i}.attn_q.weight": (256, 256), f"blk.{i}.attn_k.weight": (128, 256),
                         f"blk.{i}.attn_v.weight": (128, 256), f"blk.{i}.attn_output.weight": (256, 256),
                         f"blk.{i}.ffn_up.weight": (512, 256), f"blk.{i}.ffn_gate.weight": (512, 256),
                         f"blk.{i}.ffn_down.weight": (256, 512)})
-    for name, shape in tensors.items():
-        w.add_tensor(name, np.zeros(shape, dtype=np.float16))
-    for i in range(2):
-        for n in ("attn_norm", "ffn_norm"):
-            w.add_tensor(f"blk.{i}.{n}.weight", np.zeros(256, dtype=np.float32))
-    w.add_tensor("output_norm.weight", np.zeros(256, dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
     r = cheapest(Query(model=str(path), context=4096, gpus=["rtx-4090"], top=1))
     p = r.plan
     assert p is not None and p.engine == "llamacpp" and p.quant == "native"

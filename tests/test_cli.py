@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from optimizer.cli import app
+from tests.gguf_files import write_llama_gguf
 
 runner = CliRunner()
 
@@ -98,8 +99,6 @@ def test_malformed_config_is_one_line(tmp_path):
 
 
 def test_config_path_and_gguf_file(tmp_path):
-    import gguf
-    import numpy as np
     cfg = tmp_path / "tiny" / "config.json"
     cfg.parent.mkdir()
     cfg.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
@@ -110,29 +109,7 @@ def test_config_path_and_gguf_file(tmp_path):
     assert json.loads(r.output)["kv"]["growth_bytes_per_token"] == 2 * 2 * 16 * 2 * 2
 
     path = tmp_path / "tiny.gguf"
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(1)
-    w.add_embedding_length(64)
-    w.add_head_count(4)
-    w.add_head_count_kv(2)
-    w.add_feed_forward_length(128)
-    w.add_context_length(512)
-    w.add_vocab_size(100)
-    w.add_tensor("token_embd.weight", np.zeros((100, 64), dtype=np.float16))
-    w.add_tensor("blk.0.attn_q.weight", np.zeros((64, 64), dtype=np.float16))
-    w.add_tensor("blk.0.attn_k.weight", np.zeros((32, 64), dtype=np.float16))
-    w.add_tensor("blk.0.attn_v.weight", np.zeros((32, 64), dtype=np.float16))
-    w.add_tensor("blk.0.attn_output.weight", np.zeros((64, 64), dtype=np.float16))
-    w.add_tensor("blk.0.ffn_up.weight", np.zeros((128, 64), dtype=np.float16))
-    w.add_tensor("blk.0.ffn_gate.weight", np.zeros((128, 64), dtype=np.float16))
-    w.add_tensor("blk.0.ffn_down.weight", np.zeros((64, 128), dtype=np.float16))
-    w.add_tensor("blk.0.attn_norm.weight", np.zeros(64, dtype=np.float32))
-    w.add_tensor("blk.0.ffn_norm.weight", np.zeros(64, dtype=np.float32))
-    w.add_tensor("output_norm.weight", np.zeros(64, dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_llama_gguf(path, blocks=1, d=64, kv_dim=32, ff=128, vocab=100, ctx=512, output=False)
     r = runner.invoke(app, ["estimate", str(path), "-c", "256", "--json", "-q", "native"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)

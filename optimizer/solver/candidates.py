@@ -215,7 +215,9 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                     scheme, w = _weights(m.key, qname, m)
                 except InputError:
                     continue
-                exp_bits, attn_bits = quality_bits(spec, scheme, get_scheme("native", m.storage))
+                native = get_scheme("native", m.storage)
+                exp_bits, attn_bits = quality_bits(spec, scheme, native)
+                quality = (exp_bits, attn_bits, mean_active_bits(spec, scheme, native))  # per quant, not per candidate
                 if exp_bits < q.min_expert_bits or attn_bits < q.min_attn_bits:
                     continue
                 kv_choices = q.kv_dtypes or [default_kv_dtype(spec, engine)]
@@ -231,7 +233,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                             except InputError:
                                 continue
                             c = _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qname,
-                                       scheme, w, kv, par, moe_idx, prompt, exp_bits, attn_bits)
+                                       scheme, w, kv, par, moe_idx, prompt, quality)
                             if c is None:
                                 continue
                             if q.max_budget is not None and c.cost > q.max_budget:
@@ -256,7 +258,7 @@ def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) ->
 
 
 def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qname, scheme, w, kv, par,
-           moe_idx, prompt, exp_bits, attn_bits) -> Candidate | None:
+           moe_idx, prompt, quality) -> Candidate | None:
     spec = m.spec
     capex, hourly, power = _costs(q, node, n_nodes, g, owned)
     base_cost = {"capex": capex, "hourly": hourly, "power": power}[q.objective]
@@ -360,8 +362,7 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
         host_fixed=HOST_RESERVED_BYTES if L else 0.0, host_slope=layer_bytes,
         step_lines=tuple(lines),
         ttft0=pa.ttft_s, ttft_slope=(pb.ttft_s - pa.ttft_s) * per,
-        expert_bits=exp_bits, attn_bits=attn_bits,
-        mean_bits=mean_active_bits(spec, scheme, get_scheme("native", m.storage)),
+        expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],
         max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(pc.ttft_s - pa.ttft_s) * per,
         notes=tuple(mem_a.notes))
 
