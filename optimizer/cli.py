@@ -49,19 +49,70 @@ def estimate(
     gpu: Annotated[Optional[str], typer.Option("--gpu", help="Accelerator type, e.g. h200, rtx-4090, m3-ultra-512gb")] = None,
     gpus: Annotated[int, typer.Option("--gpus", "-n", help="Number of accelerators")] = 1,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt length for TTFT (default: the context)")] = None,
+    isl: Annotated[Optional[str], typer.Option("--isl", help="Workload: input tokens per request (with --osl; serving figures need --gpu)")] = None,
+    osl: Annotated[Optional[str], typer.Option("--osl", help="Workload: output tokens per request")] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Workload: requests/s arriving (open loop); default: --concurrency requests in flight")] = None,
+    prefix_hit: Annotated[float, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache (0-0.99)")] = 0.0,
+    layout: Annotated[str, typer.Option("--layout", help="tp (TP inside a node, DP/EP across) | dp-attn (attention data parallel + EP: MLA KV not replicated)")] = "tp",
+    spec: Annotated[Optional[str], typer.Option("--spec", help="Speculative decoding: mtp[:N] or eagle3[:N] (N draft tokens; default the model card's)")] = None,
+    accept_len: Annotated[Optional[float], typer.Option("--accept-len", help="Mean tokens accepted per verification step, bonus included (overrides the card's)")] = None,
+    gmu: Annotated[Optional[float], typer.Option("--gpu-memory-utilization", help="vLLM: fraction of total device memory (default 0.92)")] = None,
+    max_num_seqs: Annotated[Optional[int], typer.Option("--max-num-seqs", help="vLLM --max-num-seqs / SGLang --max-running-requests / llama.cpp -np")] = None,
+    mnbt: Annotated[Optional[int], typer.Option("--max-num-batched-tokens", help="vLLM token budget per step / SGLang --chunked-prefill-size / llama.cpp -ub")] = None,
+    mfs: Annotated[Optional[float], typer.Option("--mem-fraction-static", help="SGLang: fraction of memory for weights + KV")] = None,
+    block_size: Annotated[Optional[int], typer.Option("--block-size", help="Tokens per KV block (vLLM --block-size, SGLang --page-size)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.estimate/1)")] = False,
 ) -> None:
-    """Weights, KV cache, runtime memory and decode/prefill speed for a model."""
+    """Weights, KV cache, runtime memory and decode/prefill speed for a model (and serving figures for a workload)."""
     from optimizer.catalog.models import resolve_model
+    from optimizer.estimate.deployment import EngineSettings
     from optimizer.report.estimate import estimate as run
     from optimizer.report.render import render_estimate
 
-    ctx = _tokens(context)
     m = resolve_model(model)
-    r = run(m, context=ctx, concurrency=concurrency, quants=quant, kv_dtype=kv_dtype, engine=engine or "vllm",
-            engine_explicit=engine is not None, gpu=gpu, gpus=gpus,
-            prompt_tokens=_tokens(prompt) if prompt else None)
+    wl = _workload(isl, osl, concurrency, rate, prefix_hit)
+    ctx = _tokens(context) if (wl is None or context != "32K") else wl.max_len
+    r = run(m, context=ctx, concurrency=concurrency if rate is None else 1, quants=quant, kv_dtype=kv_dtype,
+            engine=engine or "vllm", engine_explicit=engine is not None, gpu=gpu, gpus=gpus,
+            prompt_tokens=_tokens(prompt) if prompt else None, workload=wl,
+            settings=EngineSettings(gpu_memory_utilization=gmu, max_num_seqs=max_num_seqs,
+                                    max_num_batched_tokens=mnbt, mem_fraction_static=mfs, block_size=block_size),
+            spec_decode=_spec(m, spec, accept_len), layout=layout)
     _out(r, as_json, render_estimate)
+
+
+def _workload(isl: str | None, osl: str | None, concurrency: int, rate: float | None, prefix_hit: float):
+    """A Workload from --isl/--osl/--rate (None when neither length is given)."""
+    from optimizer.errors import InputError
+    from optimizer.estimate.serving import Workload
+    if isl is None and osl is None:
+        if rate is not None:
+            raise InputError("--rate needs a workload: give --isl and --osl")
+        return None
+    if isl is None or osl is None:
+        raise InputError("a workload needs both --isl and --osl")
+    if rate is not None and not (0 < rate <= 1e6):
+        raise InputError(f"--rate must be between 0 and 1,000,000 requests/s, got {rate}")
+    if not 0.0 <= prefix_hit < 1.0:
+        raise InputError(f"--prefix-hit must be in [0, 1), got {prefix_hit}")
+    return Workload(isl=_tokens(isl), osl=_tokens(osl), concurrency=None if rate is not None else concurrency,
+                    rate_rps=rate, prefix_hit=prefix_hit)
+
+
+def _spec(m, spec: str | None, accept_len: float | None):
+    """--spec mtp[:N] | eagle3[:N] -> SpecDecode (card defaults filled in), None without --spec."""
+    from optimizer.errors import InputError
+    from optimizer.estimate.deployment import default_spec_decode
+    if spec is None:
+        if accept_len is not None:
+            raise InputError("--accept-len needs --spec")
+        return None
+    method, _, n = spec.strip().lower().partition(":")
+    if method not in ("mtp", "eagle3"):
+        raise InputError(f"--spec must be mtp[:N] or eagle3[:N], got {spec!r}")
+    if n and not (n.isdigit() and 1 <= int(n) <= 16):
+        raise InputError(f"--spec draft tokens must be an integer from 1 to 16, got {n!r}")
+    return default_spec_decode(m, method, int(n) if n else None, accept_len)
 
 
 @app.command()

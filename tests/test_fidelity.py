@@ -155,9 +155,11 @@ def test_prefill_mfu_stored_equals_refit():
 
 
 def test_prefill_error_documented():
-    """Prefill (llama.cpp rows) after fitting its MFU: documented median error fit 10.2%, check 15.0% (+ margin)."""
+    """Prefill (llama.cpp rows) after fitting its MFU: documented median error fit 16.5%, check 8.2% (+ margin).
+    (Was 10.2% / 15.0% before prefill read the weights once per 512-token ubatch, as llama.cpp does: the fit rows
+    got worse, the held-out row better.)"""
     from optimizer.fidelity.report import run, summarize
     s = {(x.metric, x.split): x for x in summarize(run("prefill_tok_s"))}
     fit, check = s[("prefill_tok_s", "fit")].median_abs_error, s[("prefill_tok_s", "check")].median_abs_error
-    assert (fit if fit <= 1 else fit / 100) <= 0.13
-    assert (check if check <= 1 else check / 100) <= 0.18
+    assert (fit if fit <= 1 else fit / 100) <= 0.18
+    assert (check if check <= 1 else check / 100) <= 0.10

@@ -55,7 +55,8 @@ _FITTED_SERVING = ("fitted on rows " + ", ".join((
     "vllm-ghostplant-gptoss120b-a100-tp1",
     "vllm-inferencex-gptoss120b-h100-tp8-c4",
     "sglang-pr8552-dsr1-fp4-tp4-c1")) + " (tests/data/speed_measurements.yaml; vLLM and SGLang rows pooled: SGLang has fewer than "
-    "MIN_ROWS_PER_ENGINE fit rows of its own), rigopt fidelity 2026-11-26")
+    "MIN_ROWS_PER_ENGINE fit rows of its own), rigopt fidelity 2026-11-26; refit 2026-12-01 after FP4 weights on "
+    "Hopper/Ampere became W4A16 (16-bit math)")
 _FITTED_LLAMACPP = _FITTED
 
 LAYER_OVERHEAD_S = Factor(0.0, _FITTED_LLAMACPP + ": the fit drives llama.cpp's per-layer cost to its bound 0 (was an "
@@ -64,8 +65,8 @@ MOE_LAYER_OVERHEAD_S = Factor(1.35e-05, _FITTED_LLAMACPP + ": routing, top-k and
                               "llama.cpp decode (was an estimate of 50 us; 15 us before the 2026-11-26 refit)")
 
 ENGINE_STEP_OVERHEAD_S = {
-    "vllm": Factor(0.0005775, _FITTED_SERVING + ": scheduler, sampling and launch cost per decode step"),
-    "sglang": Factor(0.0005775, _FITTED_SERVING + ": per decode step (SGLang shares the vLLM/SGLang group value)"),
+    "vllm": Factor(0.00045, _FITTED_SERVING + ": scheduler, sampling and launch cost per decode step"),
+    "sglang": Factor(0.00045, _FITTED_SERVING + ": per decode step (SGLang shares the vLLM/SGLang group value)"),
     "llamacpp": Factor(0.0, "not fitted: llama.cpp rows (batch 1, one device) cannot separate a per-step cost from "
                             "the per-layer one; 0"),
 }
@@ -75,8 +76,8 @@ ENGINE_LAYER_OVERHEAD_S = {
     "llamacpp": LAYER_OVERHEAD_S,
 }
 ENGINE_MOE_LAYER_OVERHEAD_S = {
-    "vllm": Factor(0.0001384, _FITTED_SERVING + ": routing, top-k and fused-MoE launches per MoE layer"),
-    "sglang": Factor(0.0001384, _FITTED_SERVING + ": per MoE layer (SGLang shares the vLLM/SGLang group value)"),
+    "vllm": Factor(0.0001406, _FITTED_SERVING + ": routing, top-k and fused-MoE launches per MoE layer"),
+    "sglang": Factor(0.0001406, _FITTED_SERVING + ": per MoE layer (SGLang shares the vLLM/SGLang group value)"),
     "llamacpp": MOE_LAYER_OVERHEAD_S,
 }
 ENGINE_TP_LAYER_SYNC_S = {
@@ -94,10 +95,18 @@ def engine_factor(table: dict[str, Factor], engine: str) -> float:
 ALLREDUCE_LATENCY_S = Factor(12e-6, "estimate: small-message all-reduce inside an NVLink domain (vLLM custom all-reduce ~8-10 us, NCCL ~15-25 us)", True)
 ALL2ALL_KERNEL_S = Factor(25e-6, "estimate: fixed cost of one EP dispatch or combine kernel at decode batch sizes", True)
 
+# ---- host memory and drafts ---------------------------------------------------------------------
+HOST_RESERVED_BYTES = Factor(16 * GiB, "estimate: host DRAM kept for the OS, the engine process and a page-cache floor "
+                             "on a host that holds offloaded experts", True)
+EAGLE3_DRAFT_VOCAB = Factor(32000, "EAGLE-3 heads use a reduced draft vocabulary (draft_vocab_size 32000 in the "
+                            "published yuhuili/EAGLE3-LLaMA3.1-Instruct-8B and nebius gpt-oss heads' configs)", True)
+
 # ---- engine memory overheads ---------------------------------------------------------------------
 VLLM_GPU_MEMORY_UTILIZATION = Factor(0.92, "vllm 0.33.0 vllm/config/cache.py default gpu_memory_utilization (engines.md §1.3)")
 VLLM_NON_TORCH_BYTES = Factor(2 * GiB, "engines.md §2.6: non-torch memory (NCCL, cuBLAS, workspaces) ~1-3 GiB", True)
 VLLM_CUDAGRAPH_BYTES = Factor(1.5 * GiB, "engines.md §2.6: cudagraph memory ~0.5-3 GiB", True)
+VLLM_SAMPLER_BYTES_PER_SEQ_PER_VOCAB = Factor(8.0, "vllm v1 gpu_model_runner _dummy_sampler_run: fp32 logits for max_num_seqs "
+                                              "requests plus the softmax/probability copy (2 x 4 B per vocab entry)", True)
 CUDA_CONTEXT_BYTES = Factor(500 * MiB, "estimate: CUDA context + driver reservation before any allocator (~0.4-0.6 GiB)", True)
 ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = Factor(32.0, "estimate: profile-run peak ≈ tokens x hidden x 2 B x 16 live buffers", True)
 SGLANG_RESERVE_MIN_BYTES = Factor(10 * GiB, "sglang memory_hook.py: reserve floored at 10 GiB on GPUs > 60 GiB (engines.md §3.4)")
@@ -112,8 +121,10 @@ VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "engines.md §2.7 (deri
 # (lcpp-tosukui-qwen3-32b-q4km-strixhalo-pp512); MoE: 4 rows (lcpp-spark-gptoss20b-pp2048,
 # lcpp-spark-gptoss120b-pp2048, lcpp-tosukui-qwen3-30b-a3b-q4km-strixhalo-pp512, lcpp-quozul-gptoss120b-strixhalo-pp512).
 # MoE prefill in llama.cpp runs grouped expert GEMMs of few tokens each, far from peak.
-_PREFILL_SRC = "fitted on the fit-split llama.cpp prefill rows, rigopt fidelity 2026-11-25"
+_PREFILL_SRC = ("fitted on the fit-split llama.cpp prefill rows, rigopt fidelity 2026-11-25; refit 2026-12-01 once "
+                "prefill reads the weights once per ubatch (512 tokens) and a pipeline split no longer divides one "
+                "prompt's time")
 PREFILL_MFU_BY_ENGINE["llamacpp"] = {
     "dense": Factor(0.2795, _PREFILL_SRC + " (1 dense row: few data)"),
-    "moe": Factor(0.05924, _PREFILL_SRC + " (4 MoE rows)"),
+    "moe": Factor(0.07542, _PREFILL_SRC + " (4 MoE rows)"),
 }

@@ -74,6 +74,19 @@ def v4_inflight_reserve(spec: ModelSpec, in_flight_tokens: int) -> float:
     return in_flight_tokens * per_tok
 
 
+def sglang_default_reserve_bytes(capacity_bytes: float, chunked_prefill_size: int, par: Parallel) -> float:
+    """SGLang's default reserve outside `mem_fraction_static` (engines.md §3.4, memory_hook.py):
+    512 MB + 1.5 MB x max(chunked_prefill_size, 2048) + 1 GB x tp x pp / 8, floored at 10 GiB above 60 GiB."""
+    reserve_min = F.SGLANG_RESERVE_MIN_BYTES.value if capacity_bytes > 60 * GiB else 0.0
+    return max(reserve_min, 512 * 2**20 + 1.5 * max(chunked_prefill_size, 2048) * 2**20
+               + 1024 * 2**20 * par.tp * par.pp / 8)
+
+
+def sglang_default_mem_fraction_static(capacity_bytes: float, chunked_prefill_size: int, par: Parallel) -> float:
+    """SGLang's default `mem_fraction_static` = (memory - reserve) / memory."""
+    return (capacity_bytes - sglang_default_reserve_bytes(capacity_bytes, chunked_prefill_size, par)) / capacity_bytes
+
+
 @dataclass(frozen=True)
 class DeviceMemory:
     """Memory of the busiest device of a plan, in bytes."""
@@ -108,7 +121,12 @@ class DeviceMemory:
 def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine: str, capacity_bytes: float,
                   context: int, concurrency: int, par: Parallel, gpu_expert_fraction: float = 1.0,
                   unified: bool = False, gpu_memory_utilization: float | None = None,
-                  max_num_batched_tokens: int | None = None) -> DeviceMemory:
+                  max_num_batched_tokens: int | None = None, mem_fraction_static: float | None = None,
+                  max_num_seqs: int | None = None) -> DeviceMemory:
+    """Memory of the busiest device. Engine settings (None = the engine's default):
+    vLLM `gpu_memory_utilization`, `max_num_batched_tokens` (profile-run activations) and `max_num_seqs`
+    (the sampler's dummy run); SGLang `mem_fraction_static` (weights + KV as a fraction of memory; the rest is
+    its reserve) and `max_num_batched_tokens` (= `chunked_prefill_size`)."""
     weights = weights_per_device(w, par, gpu_expert_fraction)
     # sequences per DP replica; KV of a replica is split across PP stages, MLA/V4 not by TP (kv already per TP rank)
     seqs = -(-concurrency // par.dp)
@@ -120,7 +138,9 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
     if engine == "vllm":
         gmu = gpu_memory_utilization or F.VLLM_GPU_MEMORY_UTILIZATION.value
         budget = capacity_bytes * gmu
-        runtime = act + F.VLLM_NON_TORCH_BYTES.value + F.VLLM_CUDAGRAPH_BYTES.value
+        sampler = (max_num_seqs or 0) * spec.vocab_size * F.VLLM_SAMPLER_BYTES_PER_SEQ_PER_VOCAB.value
+        # the profile run's model pass and the sampler's dummy run come one after the other: the peak is the larger
+        runtime = max(act, sampler) + F.VLLM_NON_TORCH_BYTES.value + F.VLLM_CUDAGRAPH_BYTES.value
         outside = F.CUDA_CONTEXT_BYTES.value
         reserve = v4_inflight_reserve(spec, 2 * mnbt) / par.pp
         if reserve:
@@ -128,8 +148,11 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
                          f"(max_num_batched_tokens {mnbt}, async scheduling); its logged 'Maximum concurrency' charges "
                          f"this to every request, so it prints a lower figure than the max concurrency here")
     elif engine == "sglang":
-        reserve_min = F.SGLANG_RESERVE_MIN_BYTES.value if capacity_bytes > 60 * GiB else 0.0
-        runtime = max(reserve_min, 512 * 2**20 + 1.5 * max(mnbt, 2048) * 2**20 + 1024 * 2**20 * par.tp * par.pp / 8)
+        if mem_fraction_static is not None:
+            # weights + KV pool get mem_fraction_static of the memory free before loading (engines.md §3.4)
+            runtime = (1.0 - mem_fraction_static) * capacity_bytes
+        else:
+            runtime = sglang_default_reserve_bytes(capacity_bytes, mnbt, par)
         budget = capacity_bytes
         outside = 0.0
     else:

@@ -23,10 +23,13 @@ FP8_FORMATS = {"fp8", "fp8-block128", "fp8-channel"}
 
 def kernel_bits(formats: set[str], native_fp8: bool, native_fp4: bool) -> float:
     """Math width the GEMMs can run at: FP4/FP8 tensor cores only for FP4/FP8 weights on hardware that has them.
-    GGUF and INT4 (W4A16) kernels dequantize to 16-bit."""
+    FP4 weights on a GPU without FP4 tensor cores (Hopper, Ampere) run as W4A16 (Marlin / Triton dequantizing
+    kernels): 16-bit math, not FP8. GGUF and INT4 (W4A16) kernels dequantize to 16-bit."""
     if formats and formats <= FP4_FORMATS and native_fp4:
         return 4.0
-    if formats and formats <= (FP4_FORMATS | FP8_FORMATS) and native_fp8:
+    if formats and formats <= (FP4_FORMATS | FP8_FORMATS) and native_fp4 and native_fp8:
+        return 8.0  # mixed FP4/FP8 weights on Blackwell: the FP8 part bounds the math width
+    if formats and formats <= FP8_FORMATS and native_fp8:
         return 8.0
     return 16.0
 
@@ -143,12 +146,19 @@ def busiest_share(items: float, bins: int) -> float:
 def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Device, *, par: Parallel,
                  context: int, batch: int = 1, links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
-                 load_imbalance: float | None = None, n_nodes: int = 1, engine: str = "vllm") -> SpeedEstimate:
+                 load_imbalance: float | None = None, engine: str = "vllm",
+                 tokens_per_seq: int = 1) -> SpeedEstimate:
     """Decode step time for `batch` sequences at KV length `context`. `engine` selects the fixed per-step,
-    per-layer, per-MoE-layer and TP-synchronisation costs (factors.ENGINE_*), fitted per engine."""
+    per-layer, per-MoE-layer and TP-synchronisation costs (factors.ENGINE_*), fitted per engine.
+
+    `tokens_per_seq` > 1 is a speculative-decoding verification step: every sequence feeds that many tokens
+    (the last accepted one plus the drafts) through the target in one pass, so weights and KV are read once
+    while FLOPs, activations and the experts touched grow with batch x tokens_per_seq.
+    Which links the traffic crosses (inside a node or across nodes) is entirely in `links`."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     batch = max(1, batch)
+    q = max(1, tokens_per_seq)
     seqs_per_replica = -(-batch // par.dp)
     tp, pp = par.tp, par.pp
     d = spec.hidden_size
@@ -162,12 +172,12 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     expert_bytes_gpu = expert_bytes_cpu = expert_bytes_stream = expert_bytes_nvme = 0.0
     s_gpu, s_cpu, s_stream, s_nvme = (tiers.share(t) for t in ("gpu", "cpu", "stream", "nvme"))
     for (E, k, eb), cnt in groups.items():  # MoE layers grouped by (experts, top-k, bytes per expert)
-        u = distinct_experts(E, k, seqs_per_replica)
+        u = distinct_experts(E, k, seqs_per_replica * q)
         if par.ep:
             # experts spread over EP ranks; the busiest rank sets the pace (imbalance from placement if known).
             # With DP, every replica's tokens reach every EP rank: distinct experts over all tokens.
             ranks = par.ep_size
-            u_ep = distinct_experts(E, k, batch) if par.dp > 1 else u
+            u_ep = distinct_experts(E, k, batch * q) if par.dp > 1 else u
             if expert_imbalance:  # step imbalance of a known placement (busiest rank's distinct experts / mean)
                 per_rank = min(u_ep, u_ep * expert_imbalance / ranks)
             else:
@@ -186,9 +196,9 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     # ---- FLOPs per step on the busiest GPU -------------------------------------------------------
     active_params = spec.active_params()
     gpu_param_share = 1.0 - (1.0 - tiers.share("gpu")) * _expert_param_share(spec)
-    flops = 2.0 * active_params * gpu_param_share * seqs_per_replica / tp
+    flops = 2.0 * active_params * gpu_param_share * seqs_per_replica * q / tp
     attn = _decode_attention_flops(spec, context)
-    flops += attn * seqs_per_replica / tp
+    flops += attn * seqs_per_replica * q / tp
     peak_flops = dev.flops_for_bits(compute_bits)
 
     # ---- host tiers --------------------------------------------------------------------------------
@@ -216,7 +226,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         terms["pcie_stream"] = t_stream_bound / F.PCIE_EFFICIENCY.value
     if expert_bytes_nvme:
         terms["nvme"] = t_nvme_bound / F.NVME_EFFICIENCY.value if math.isfinite(t_nvme_bound) else math.inf
-    act_bytes = seqs_per_replica * d * 2.0
+    act_bytes = seqs_per_replica * q * d * 2.0
     if tp > 1:
         per_ar = 2.0 * (tp - 1) / tp * act_bytes / links.tp_bw + links.tp_latency_s
         terms["tp_allreduce"] = 2 * n_layers * per_ar
@@ -224,7 +234,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     if par.ep and par.ep_size > 1:
         k = moe[0].experts_per_token if moe else 0
         # dispatch (FP8) + combine (BF16) of each token's k expert inputs; off-rank share (N-1)/N
-        a2a_bytes = (seqs_per_replica / max(tp, 1)) * k * d * 3.0 * (par.ep_size - 1) / par.ep_size
+        a2a_bytes = (seqs_per_replica * q / max(tp, 1)) * k * d * 3.0 * (par.ep_size - 1) / par.ep_size
         terms["ep_all2all"] = len(moe) * (a2a_bytes / links.ep_bw + 2 * (links.ep_latency_s + F.ALL2ALL_KERNEL_S.value))
     if pp > 1:
         terms["pp_transfer"] = (pp - 1) * (act_bytes / links.pp_bw + links.pp_latency_s)
@@ -306,28 +316,42 @@ def prefill_mfu(engine: str, moe: bool) -> float:
 @dataclass(frozen=True)
 class PrefillEstimate:
     prompt_tokens: int
-    ttft_s: float
+    ttft_s: float                 # one prompt alone: it passes the pipeline stages one after another
     ttft_bound_s: float
-    tok_s: float
+    tok_s: float                  # prompt tokens / ttft_s
     binding: str
+    work_s: float = 0.0           # deployment time per prompt when prompts stream through (PP stages overlap)
+    chunks: int = 1               # prefill chunks (engine token budget per step) the prompt is split into
 
 
 def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Parallel, prompt_tokens: int,
                  links: Links | None = None, tiers: ExpertTiers | None = None,
-                 compute_bits: float = 16.0, engine: str = "vllm") -> PrefillEstimate:
-    """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once."""
+                 compute_bits: float = 16.0, engine: str = "vllm", chunk_tokens: int | None = None) -> PrefillEstimate:
+    """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once per
+    prefill chunk (`chunk_tokens`: vLLM max_num_batched_tokens, SGLang chunked_prefill_size, llama.cpp
+    ubatch; None = the whole prompt in one pass).
+
+    Work splits like the weights: dense tensors and attention over the TP group, routed experts over the EP
+    group (or TP without EP). A pipeline split does not shorten one prompt: the stages run one after another,
+    so PP divides neither the FLOPs nor the bytes of a single prompt (it does divide `work_s`, the busy time
+    per prompt when many prompts stream through the stages)."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     P = prompt_tokens
-    flops = 2.0 * spec.active_params() * P
-    flops += _prefill_attention_flops(spec, P)  # sum over prompt positions of the rows each one attends
-    n_gpus = par.tp * par.pp
+    chunks = max(1, -(-P // chunk_tokens)) if chunk_tokens else 1
+    expert_split = par.ep_size if par.ep else par.tp
+    share = _expert_param_share(spec)
+    active = spec.active_params()
+    dense_flops = 2.0 * active * (1.0 - share) * P + _prefill_attention_flops(spec, P)
+    expert_flops = 2.0 * active * share * P
     peak = dev.flops_for_bits(compute_bits)
-    t_comp_bound = flops / (peak * n_gpus)
+    t_comp_bound = dense_flops / (peak * par.tp) + expert_flops / (peak * expert_split)
     offloaded = w.routed_expert_bytes * (1.0 - tiers.gpu)
-    t_weights_bound = (w.total - offloaded) / (dev.mem_bw_bytes_per_s * par.tp * par.pp)
-    # offloaded experts: llama.cpp copies them to the GPU for large batches, so they cross PCIe once per pass
-    t_off_bound = offloaded / links.host_link_bw if offloaded else 0.0
+    on_gpu_experts = w.routed_expert_bytes - offloaded
+    per_pass_bytes = w.dense_bytes / par.tp + on_gpu_experts / expert_split  # every stage's share, in sequence
+    t_weights_bound = chunks * per_pass_bytes / dev.mem_bw_bytes_per_s
+    # offloaded experts: llama.cpp copies them to the GPU for large batches, so they cross PCIe once per chunk
+    t_off_bound = chunks * offloaded / links.host_link_bw if offloaded else 0.0
     bound = max(t_comp_bound, t_weights_bound) + t_off_bound
     t_comp = t_comp_bound / prefill_mfu(engine, spec.is_moe)
     t_w = t_weights_bound / dev.bw_efficiency
@@ -335,7 +359,9 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     comm = 0.0
     if par.tp > 1:
         comm = 2 * len(spec.main_layers) * (2.0 * (par.tp - 1) / par.tp * P * spec.hidden_size * 2.0 / links.tp_bw)
+    if par.pp > 1:
+        comm += (par.pp - 1) * (P * spec.hidden_size * 2.0 / links.pp_bw + chunks * links.pp_latency_s)
     expected = max(max(t_comp, t_w) + t_off + comm, bound)
     parts = {"compute": t_comp, "weights": t_w, "pcie_offload": t_off, "tp_allreduce": comm}
     return PrefillEstimate(prompt_tokens=P, ttft_s=expected, ttft_bound_s=bound, tok_s=P / expected,
-                           binding=max(parts, key=lambda k: parts[k]))
+                           binding=max(parts, key=lambda k: parts[k]), work_s=expected / par.pp, chunks=chunks)

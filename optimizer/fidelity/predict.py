@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
-from optimizer.catalog.devices import device_of, node_for
+from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.models import resolve_model
+from optimizer.estimate.deployment import Deployment, EngineSettings, Hardware, Offload, evaluate, links_for, resident_weights
 from optimizer.estimate.kv import kv_estimate
 from optimizer.estimate.memory import Parallel, weights_per_device
-from optimizer.estimate.schemes import get_scheme
-from optimizer.estimate.speed import ExpertTiers, Links, decode_speed, prefill_time
-from optimizer.solver.links import plan_links
-from optimizer.estimate.weights import weight_breakdown
-from optimizer.report.estimate import _compute_bits, _weights_for, default_parallel
+from optimizer.report.estimate import default_parallel
 
 
 def predict_memory(row: dict) -> float:
@@ -21,7 +19,8 @@ def predict_memory(row: dict) -> float:
     m = resolve_model(row["model"])
     metric = row["metric"]
     if metric in ("weights_per_gpu_bytes", "gguf_file_bytes"):
-        w = weight_breakdown(m.spec, get_scheme(row["quant"], m.storage), include_mtp=bool(row.get("include_mtp")))
+        # the weights an engine holds (its padding included), as evaluate() computes them
+        _, w = resident_weights(m, row["quant"], row.get("engine") or "llamacpp", include_mtp=bool(row.get("include_mtp")))
         if metric == "gguf_file_bytes":
             return w.total
         return weights_per_device(w, Parallel(tp=int(row["tp"]), ep=bool(row.get("ep", False))))
@@ -62,50 +61,57 @@ def context_of(row: dict) -> int:
     return int(row["prompt_tokens"])
 
 
-def _setup(row: dict):
+def deployment_of(row: dict) -> Deployment:
+    """The deployment a speed row measured (what `rigopt estimate` would be asked)."""
     m = resolve_model(row["model"])
     spec = m.spec
     engine = row["engine"]
     acc = get_accelerator(row["accelerator"])
     gpus = int(row.get("gpus") or 1)
-    scheme, w = _weights_for(m, row["quant"])
     p = row.get("parallel")
     par = Parallel(tp=int(p.get("tp", 1)), pp=int(p.get("pp", 1)), dp=int(p.get("dp", 1)),
                    ep=bool(p.get("ep", False))) if p else default_parallel(m, acc, gpus, engine)
     if par.world != gpus:
         raise ValueError(f"{row['id']}: parallel layout {par.label()} does not use {gpus} devices")
     node = node_for(acc.key, gpus)
-    per_node = node.accelerators_per_node if node else gpus
-    kvh = kv_estimate(spec, engine, None, tp=par.tp)
-    links = plan_links(node, -(-gpus // per_node), par) if node is not None else Links()  # as the CLI and solver do
-    tiers = None
-    off = row.get("offload")
-    if off:
-        moe = spec.moe_layers
-        frac = min(1.0, int(off["cpu_expert_layers"]) / max(len(moe), 1))
-        tiers = ExpertTiers(gpu=1.0 - frac, cpu=frac)
-        if off.get("host"):
-            host = load_hardware().hosts[off["host"]]
+    per_node = min(node.accelerators_per_node, gpus) if node else gpus
+    hw = Hardware(acc, node, -(-gpus // per_node), per_node)
+    links = links_for(hw, par)  # as the CLI and solver do
+    off = Offload()
+    o = row.get("offload")
+    if o:
+        n_moe = max(len(spec.moe_layers), 1)
+        off = Offload(mode="cpu", dram_layers=min(float(n_moe), float(o["cpu_expert_layers"])))
+        if o.get("host"):
+            host = load_hardware().hosts[o["host"]]
             links = replace(links, host_dram_bw=host.dram_bw_bytes_per_s,
                             host_dram_efficiency=host.dram_bw_sustained_fraction,
                             host_flops=host.cpu_expert_flops)
-    bits = _compute_bits(scheme, acc, spec.is_moe)
-    return m, spec, acc, w, par, kvh, links, tiers, bits, -(-gpus // per_node)
+    ctx = context_of(row)
+    batch = int(row.get("batch") or 1)
+    return Deployment(model=m, quant=row["quant"], engine=engine, hardware=replace(hw, links=links), parallel=par,
+                      context=ctx, concurrency=batch, offload=off, prompt_tokens=ctx,
+                      settings=EngineSettings(max_num_batched_tokens=_ubatch(row) if engine == "llamacpp" else None))
+
+
+def _ubatch(row: dict) -> int | None:
+    """llama.cpp's -ub / --ubatch-size from the row's stated flags (None: the default 512)."""
+    m = re.search(r"(?:^|\s)(?:-ub|--ubatch-size)[ =](\d+)", str(row.get("flags") or ""))
+    return int(m.group(1)) if m else None
 
 
 def predict_speed(row: dict) -> SpeedCase:
-    m, spec, acc, w, par, kvh, links, tiers, bits, n_nodes = _setup(row)
-    dev = device_of(acc)
+    d = deployment_of(row)
+    ev = evaluate(d)
+    spec, acc = d.model.spec, d.hardware.accelerator
     n_layers, n_moe = len(spec.main_layers), len(spec.moe_layers)
     if row["metric"] == "decode_tok_s":
-        sp = decode_speed(spec, w, kvh, dev, par=par, context=context_of(row), batch=int(row.get("batch") or 1),
-                          links=links, tiers=tiers, compute_bits=bits, n_nodes=n_nodes, engine=row["engine"])
+        sp = ev.decode
         return SpeedCase(sp.tok_s_per_seq, sp.tok_s_bound_per_seq, family_of(acc), n_layers, n_moe,
-                         dict(sp.terms_s), sp.bound_step_time_s, sp.binding, row["engine"], par.tp)
+                         dict(sp.terms_s), sp.bound_step_time_s, sp.binding, row["engine"], d.parallel.tp)
     if row["metric"] == "prefill_tok_s":
-        P = context_of(row)
-        pf = prefill_time(spec, w, dev, par=par, prompt_tokens=P, links=links, tiers=tiers, compute_bits=bits,
-                          engine=row["engine"])
+        pf = ev.prefill
+        P = pf.prompt_tokens
         return SpeedCase(pf.tok_s, P / pf.ttft_bound_s, family_of(acc), n_layers, n_moe, {}, pf.ttft_bound_s,
-                         pf.binding, row["engine"], par.tp)
+                         pf.binding, row["engine"], d.parallel.tp)
     raise ValueError(f"{row['id']}: unknown speed metric {row['metric']}")

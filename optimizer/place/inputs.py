@@ -99,38 +99,44 @@ def read_input(path: str) -> PlaceInput:
 
 
 def expert_bytes_per_layer(inp: PlaceInput) -> np.ndarray:
-    """Bytes of one routed expert in each MoE layer, in the plan's quantization."""
-    from optimizer.estimate.schemes import get_scheme
-    from optimizer.estimate.weights import weight_breakdown
+    """Bytes of one routed expert in each MoE layer, as the engine holds them (a GGUF file's exact bytes when the
+    model is a file; the same weights `evaluate()` uses)."""
+    from optimizer.estimate.deployment import resident_weights
     m = inp.resolved
-    w = weight_breakdown(m.spec, get_scheme(inp.quant, m.storage), include_mtp=False)
+    _, w = resident_weights(m, inp.quant, inp.engine or "vllm", include_mtp=False)
     out = [w.per_layer_experts[i] / l.n_routed_experts for i, l in enumerate(m.spec.main_layers) if l.is_moe]
     return np.array(out, dtype=float)
 
 
-def plan_speed(inp: PlaceInput, tiers=None, expert_imbalance: float | None = None):
-    """Decode speed of the plan with a given ExpertTiers / EP imbalance (None when no node is known)."""
+def plan_deployment(inp: PlaceInput, tiers=None, expert_imbalance: float | None = None):
+    """The deployment a placement input describes, with an expert tiering (ExpertTiers byte fractions) and/or
+    a known EP step imbalance; None when no node is known."""
     if inp.node is None:
         return None
-    from optimizer.catalog.devices import device_of
     from optimizer.catalog.hardware import get_node, load_hardware
-    from optimizer.estimate.kv import kv_estimate
+    from optimizer.estimate.deployment import Deployment, Hardware, Offload
     from optimizer.estimate.memory import Parallel
-    from optimizer.estimate.schemes import get_scheme
-    from optimizer.estimate.speed import decode_speed, kernel_bits
-    from optimizer.estimate.weights import weight_breakdown
-    from optimizer.solver.links import plan_links
     m = inp.resolved
-    spec = m.spec
     node = get_node(inp.node)
     acc = load_hardware().accelerators[node.accelerator]
-    scheme = get_scheme(inp.quant, m.storage)
-    w = weight_breakdown(spec, scheme, include_mtp=False)
-    par = Parallel(tp=inp.tp, pp=inp.pp, dp=inp.dp, ep=inp.ep_size > 1)
-    engine = inp.engine or "vllm"
-    kv = kv_estimate(spec, engine, inp.kv_dtype, tp=par.tp)
-    bits = kernel_bits({f for _, f in scheme.mix("routed_experts")}, acc.native_fp8, acc.native_fp4)
-    links = plan_links(node, inp.n_nodes, par)
-    return decode_speed(spec, w, kv, device_of(acc), par=par, context=inp.context, batch=inp.concurrency,
-                        links=links, tiers=tiers, compute_bits=bits, expert_imbalance=expert_imbalance,
-                        n_nodes=inp.n_nodes, engine=engine)
+    n_moe = len(m.spec.moe_layers)
+    off = Offload()
+    if tiers is not None and n_moe and tiers.gpu < 1.0:
+        mode = "stream" if tiers.stream else "cpu"
+        off = Offload(mode=mode, dram_layers=(tiers.stream or tiers.cpu) * n_moe, nvme_layers=tiers.nvme * n_moe,
+                      activation_share_gpu=tiers.activation_share_gpu)
+    per_node = inp.n_gpus // max(inp.n_nodes, 1)
+    return Deployment(model=m, quant=inp.quant, engine=inp.engine or "vllm",
+                      hardware=Hardware(acc, node, inp.n_nodes, per_node),
+                      parallel=Parallel(tp=inp.tp, pp=inp.pp, dp=inp.dp, ep=inp.ep_size > 1), context=inp.context,
+                      concurrency=inp.concurrency, kv_dtype=inp.kv_dtype, offload=off,
+                      expert_imbalance=expert_imbalance)
+
+
+def plan_speed(inp: PlaceInput, tiers=None, expert_imbalance: float | None = None):
+    """Decode speed of the plan with a given ExpertTiers / EP imbalance (None when no node is known)."""
+    d = plan_deployment(inp, tiers, expert_imbalance)
+    if d is None:
+        return None
+    from optimizer.estimate.deployment import evaluate
+    return evaluate(d).decode

@@ -7,23 +7,24 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from optimizer.catalog.devices import device_of, node_for
+from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
+from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, SpecDecode, evaluate, memory_of,
+                                           resident_weights)
 from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
-from optimizer.estimate.memory import Parallel, device_memory, max_concurrency, max_context
-from optimizer.estimate.schemes import Scheme, get_scheme
-from optimizer.estimate.speed import Links, decode_speed, kernel_bits, prefill_time
-from optimizer.solver.links import plan_links
+from optimizer.estimate.memory import Parallel
+from optimizer.estimate.schemes import Scheme
+from optimizer.estimate.serving import Workload
 from optimizer.solver.support import unsupported
-from optimizer.estimate.weights import weights_of
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES
 
 SCHEMA_ID = "rigopt.estimate/1"
 DEFAULT_QUANTS = ("native", "bf16", "fp8", "nvfp4", "int4", "q8_0", "q4_k_m", "q2_k", "iq2_xxs", "iq1_s")
 DEVICE_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)
+REFERENCE_ACCELERATOR = "h100-sxm"  # the per-quant table's KV/runtime column is for one 80 GB H100
 
 
 class _M(BaseModel):
@@ -62,7 +63,8 @@ class QuantRow(_M):
     quant: str
     description: str
     engine: str
-    weights_bytes: float
+    weights_bytes: float           # what the engine holds without speculative decoding (MTP layers not loaded)
+    mtp_bytes: float               # MTP/NextN layers, loaded only with --spec mtp (checkpoint = weights + mtp)
     kv_bytes: float
     runtime_bytes: float
     total_bytes: float
@@ -92,6 +94,47 @@ class SpeedReport(_M):
     prompt_tokens: int
 
 
+class SettingsReport(_M):
+    """The engine settings the figures assume (defaults filled in); `export` writes the same values."""
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    gpu_memory_utilization: float | None
+    mem_fraction_static: float | None
+    block_size: int
+
+
+class SpecReport(_M):
+    method: str
+    num_tokens: int
+    accept_len: float
+    draft_model: str | None
+    source: str
+
+
+class ServingReport(_M):
+    """Serving a workload (continuous batching, chunked prefill; optimizer/estimate/serving.py). None = unbounded
+    (the deployment cannot sustain the rate)."""
+    isl: int
+    osl: int
+    concurrency: int | None
+    rate_rps: float | None
+    prefix_hit: float
+    stable: bool
+    tpot_s: float | None
+    ttft_s: float | None
+    ttft_p90_s: float | None
+    request_rate_rps: float
+    output_tok_s: float
+    total_tok_s: float
+    output_tok_s_per_gpu: float
+    total_tok_s_per_gpu: float
+    decoding_seqs: float
+    admitted_seqs: int
+    prefill_share: float
+    binding: str
+
+
 class HardwareReport(_M):
     accelerator: str
     accelerator_name: str
@@ -106,6 +149,9 @@ class HardwareReport(_M):
     max_context_tokens: int
     max_concurrency: int
     decode: SpeedReport
+    settings: SettingsReport
+    spec_decode: SpecReport | None = None
+    serving: ServingReport | None = None
     notes: list[str]
 
 
@@ -147,39 +193,34 @@ def default_parallel(m: ResolvedModel, acc: Accelerator, count: int, engine: str
     return Parallel(tp=tp, pp=rest)
 
 
-def _compute_bits(scheme: Scheme, acc: Accelerator, moe: bool) -> float:
-    """Math precision a kernel can use: the weights' own width when the device has native support."""
-    return kernel_bits({f for _, f in scheme.mix("routed_experts" if moe else "dense_ffn")},
-                       acc.native_fp8, acc.native_fp4)
-
-
 def _engine_for(scheme: Scheme, engine: str, explicit: bool) -> str:
     if scheme.gguf and not explicit:
         return "llamacpp"
     return engine
 
 
-def _weights_for(m: ResolvedModel, scheme_name: str):
-    scheme = get_scheme(scheme_name, m.storage)
-    return scheme, weights_of(m.spec, scheme, m.weights_file, scheme_name)
-
-
-def _fits(m, w, kv, engine, acc: Accelerator, count: int, context: int, concurrency: int) -> tuple[bool, Parallel]:
+def _fits(m: ResolvedModel, quant: str, engine: str, kv_dtype: str | None, acc: Accelerator, count: int,
+          context: int, concurrency: int, settings: EngineSettings) -> tuple[bool, Parallel]:
     par = default_parallel(m, acc, count, engine)
-    mem = device_memory(m.spec, w, kv, engine=engine, capacity_bytes=acc.memory_usable_bytes, context=context,
-                        concurrency=concurrency, par=par, unified=acc.kind == "unified")
-    return mem.fits, par
+    d = Deployment(model=m, quant=quant, engine=engine, hardware=Hardware(acc, node_for(acc.key, count), 1, count),
+                   parallel=par, context=context, concurrency=concurrency, kv_dtype=kv_dtype, settings=settings)
+    return memory_of(d).fits, par
 
 
 def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: list[str] | None = None,
              kv_dtype: str | None = None, engine: str = "vllm", engine_explicit: bool = False,
              gpu: str | None = None, gpus: int = 1, parallel: Parallel | None = None,
-             prompt_tokens: int | None = None) -> EstimateResult:
+             prompt_tokens: int | None = None, workload: Workload | None = None,
+             settings: EngineSettings | None = None, spec_decode: SpecDecode | None = None,
+             layout: str = "tp") -> EstimateResult:
     engine = check_engine(engine)
+    settings = settings or EngineSettings()
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InputError(f"concurrency must be between 1 and {MAX_CONCURRENCY:,}, got {concurrency}")
     if not 1 <= gpus <= MAX_DEVICES:
         raise InputError(f"--gpus must be between 1 and {MAX_DEVICES:,}, got {gpus}")
+    if layout not in ("tp", "dp-attn"):
+        raise InputError(f"--layout must be tp or dp-attn, got {layout!r}")
     warnings: list[str] = []
     spec = m.spec
     if spec.max_context and context > spec.max_context:
@@ -193,78 +234,106 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
     rows: list[QuantRow] = []
     qlist = list(quants or ([q for q in DEFAULT_QUANTS]))
     accs = sorted(hw.accelerators.values(), key=lambda a: (a.memory_usable_bytes, a.key))
+    ref = hw.accelerators[REFERENCE_ACCELERATOR]
     for q in qlist:
-        scheme, w = _weights_for(m, q)
+        scheme, w = resident_weights(m, q, engine, include_mtp=False)
         eng = _engine_for(scheme, engine, engine_explicit)
+        kvq_dtype = kvd if eng == engine else None
         try:
-            kvq = kv if eng == engine else kv_estimate(spec, eng, None if kv_dtype is None else kvd)
+            kv_estimate(spec, eng, kvq_dtype)
         except InputError:
-            kvq = kv_estimate(spec, eng, None)
-        ref_cap = 80e9
-        mem1 = device_memory(spec, w, kvq, engine=eng, capacity_bytes=ref_cap, context=context,
-                             concurrency=concurrency, par=Parallel())
+            kvq_dtype = None
+        scheme, w = resident_weights(m, q, eng, include_mtp=False)
+        ref_mem = memory_of(Deployment(model=m, quant=q, engine=eng, hardware=Hardware(ref, None, 1, 1),
+                                       parallel=Parallel(), context=context, concurrency=concurrency,
+                                       kv_dtype=kvq_dtype, settings=settings))
         single, multi = [], []
         for acc in accs:
-            ok, _ = _fits(m, w, kvq, eng if acc.kind == "gpu" else "llamacpp", acc, 1, context, concurrency)
+            e1 = eng if acc.kind == "gpu" else "llamacpp"
+            ok, _ = _fits(m, q, e1, kvq_dtype if e1 == eng else None, acc, 1, context, concurrency, settings)
             if ok:
                 single.append(acc.key)
                 continue
             if acc.kind != "gpu":
                 continue
             for n in DEVICE_COUNTS[1:]:
-                ok, par = _fits(m, w, kvq, eng, acc, n, context, concurrency)
+                ok, par = _fits(m, q, eng, kvq_dtype, acc, n, context, concurrency, settings)
                 if ok:
                     multi.append(FitOption(accelerator=acc.key, count=n, parallel=par.label()))
                     break
         rexp = scheme.bits("routed_experts") if spec.is_moe else None
+        _, w_mtp = resident_weights(m, q, eng, include_mtp=True)
         rows.append(QuantRow(quant=q, description=scheme.description, engine=eng, weights_bytes=w.total,
-                             kv_bytes=mem1.kv_bytes, runtime_bytes=mem1.runtime_bytes,
-                             total_bytes=w.total + mem1.kv_bytes + mem1.runtime_bytes,
+                             mtp_bytes=w_mtp.total - w.total,
+                             kv_bytes=ref_mem.kv_bytes, runtime_bytes=ref_mem.runtime_bytes,
+                             total_bytes=w.total + ref_mem.kv_bytes + ref_mem.runtime_bytes,
                              routed_expert_bits=rexp, fits_single=single, fits_multi=multi))
     hw_report = None
     if gpu:
         acc = get_accelerator(gpu)
         q = qlist[0]
-        scheme, w = _weights_for(m, q)
+        scheme, _ = resident_weights(m, q, engine, include_mtp=False)
         eng = _engine_for(scheme, engine, engine_explicit)
         if acc.kind != "gpu" and not engine_explicit:
             eng = "llamacpp"  # unified-memory boxes (Macs, Strix Halo, Spark) run llama.cpp
-
-        par = parallel or default_parallel(m, acc, gpus, eng)
+        par = parallel or (Parallel(tp=1, dp=gpus, ep=spec.is_moe and gpus > 1) if layout == "dp-attn"
+                           else default_parallel(m, acc, gpus, eng))
         if par.world != gpus:
             raise InputError(f"parallel layout {par.label()} uses {par.world} devices, but --gpus is {gpus}")
         node = node_for(acc.key, gpus)
-        per_node = node.accelerators_per_node if node else gpus
-        kvh = kv_estimate(spec, eng, None if kv_dtype is None or eng != engine else kvd, tp=par.tp)
-        mem = device_memory(spec, w, kvh, engine=eng, capacity_bytes=acc.memory_usable_bytes, context=context,
-                            concurrency=concurrency, par=par, unified=acc.kind == "unified")
+        per_node = min(node.accelerators_per_node, gpus) if node else gpus
         n_nodes = -(-gpus // per_node)
-        links = plan_links(node, n_nodes, par) if node is not None else Links()
-        dev = device_of(acc)
-        bits = _compute_bits(scheme, acc, spec.is_moe)
-        sp = decode_speed(spec, w, kvh, dev, par=par, context=context, batch=concurrency, links=links,
-                          compute_bits=bits, n_nodes=n_nodes, engine=eng)
-        pf = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt_tokens or context, links=links,
-                          compute_bits=bits, engine=eng)
-        mc = max_context(kvh, mem.kv_available_bytes, -(-concurrency // par.dp), pp=par.pp,
-                         reserve_per_seq=mem.reserve_per_seq_bytes)
-        notes = list(mem.notes)
+        if n_nodes * per_node != gpus:
+            raise InputError(f"{gpus} devices do not fill whole {node.key if node else acc.key} nodes "
+                             f"of {per_node}")
+        d = Deployment(model=m, quant=q, engine=eng, hardware=Hardware(acc, node, n_nodes, per_node), parallel=par,
+                       context=context, concurrency=concurrency,
+                       kv_dtype=None if kv_dtype is None or eng != engine else kvd, settings=settings,
+                       spec_decode=spec_decode, workload=workload, prompt_tokens=prompt_tokens)
+        ev = evaluate(d)
+        mem, sp, pf = ev.memory, ev.decode, ev.prefill
+        notes = list(ev.notes)
         why = unsupported(eng, spec.family, acc.arch)
         if why:
             notes.insert(0, "WARNING: " + why)
         if mem.weights_bytes > mem.budget_bytes:
             notes.append("weights alone exceed the per-device budget: add devices, quantize further, or offload experts")
+        if spec_decode is not None:
+            notes.append(f"speculative decoding: {spec_decode.method}, {spec_decode.num_tokens} draft tokens, "
+                         f"mean acceptance length {spec_decode.accept_len:.2f} ({spec_decode.source})")
+        st = ev.settings
         hw_report = HardwareReport(
             accelerator=acc.key, accelerator_name=acc.name, count=gpus, node=node.key if node else None,
-            parallel=par.label(), quant=q, engine=eng, kv_dtype=kvh.kv_dtype, kv_per_seq_bytes=kvh.bytes_at(context),
+            parallel=par.label(), quant=q, engine=eng, kv_dtype=ev.kv.kv_dtype,
+            kv_per_seq_bytes=ev.kv.bytes_at(context),
             per_device=DeviceReport(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes,
                                     weights_bytes=mem.weights_bytes, kv_bytes=mem.kv_bytes,
                                     runtime_bytes=mem.runtime_bytes, headroom_bytes=mem.headroom_bytes,
                                     fits=mem.fits),
-            max_context_tokens=min(mc, spec.max_context or mc), max_concurrency=max_concurrency(mem, par.dp),
+            max_context_tokens=ev.max_context_tokens, max_concurrency=ev.max_concurrency,
             decode=SpeedReport(tok_s_per_seq=sp.tok_s_per_seq, tok_s_bound_per_seq=sp.tok_s_bound_per_seq,
                                tok_s_aggregate=sp.tok_s_aggregate, binding=sp.binding, terms_s=sp.terms_s,
                                ttft_s=pf.ttft_s, ttft_bound_s=pf.ttft_bound_s, prompt_tokens=pf.prompt_tokens),
+            settings=SettingsReport(max_model_len=st.max_model_len, max_num_seqs=st.max_num_seqs,
+                                    max_num_batched_tokens=st.max_num_batched_tokens,
+                                    gpu_memory_utilization=st.gpu_memory_utilization,
+                                    mem_fraction_static=st.mem_fraction_static, block_size=st.block_size),
+            spec_decode=None if spec_decode is None else SpecReport(
+                method=spec_decode.method, num_tokens=spec_decode.num_tokens, accept_len=spec_decode.accept_len,
+                draft_model=spec_decode.draft_model, source=spec_decode.source),
+            serving=None if ev.serving is None or workload is None else _serving_report(ev.serving, workload),
             notes=notes)
     return EstimateResult(model=_model_info(m), context=context, concurrency=concurrency, kv=kv_info, quants=rows,
                           hardware=hw_report, warnings=warnings)
+
+
+def _serving_report(s, w: Workload) -> ServingReport:
+    def fin(x: float) -> float | None:
+        return x if x == x and x not in (float("inf"), float("-inf")) else None
+    return ServingReport(isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps,
+                         prefix_hit=w.prefix_hit, stable=s.stable, tpot_s=fin(s.tpot_s), ttft_s=fin(s.ttft_s),
+                         ttft_p90_s=fin(s.ttft_p90_s), request_rate_rps=s.request_rate_rps,
+                         output_tok_s=s.output_tok_s, total_tok_s=s.total_tok_s,
+                         output_tok_s_per_gpu=s.output_tok_s_per_gpu, total_tok_s_per_gpu=s.total_tok_s_per_gpu,
+                         decoding_seqs=s.decoding_seqs, admitted_seqs=s.admitted_seqs,
+                         prefill_share=s.prefill_share, binding=s.binding)

@@ -58,6 +58,27 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
         console.print(f"decode: expected {s.tok_s_per_seq:,.1f} tok/s per sequence (bound {s.tok_s_bound_per_seq:,.1f}), "
                       f"{s.tok_s_aggregate:,.1f} tok/s aggregate; binding: {s.binding}")
         console.print(f"prefill of {s.prompt_tokens:,} tokens: TTFT expected {s.ttft_s:,.1f} s (bound {s.ttft_bound_s:,.1f} s)")
+        st = h.settings
+        eng = [f"max_model_len {st.max_model_len:,}", f"max_num_seqs {st.max_num_seqs:,}",
+               f"max_num_batched_tokens {st.max_num_batched_tokens:,}", f"block_size {st.block_size}"]
+        if st.gpu_memory_utilization is not None:
+            eng.insert(0, f"gpu_memory_utilization {st.gpu_memory_utilization:.3f}")
+        if st.mem_fraction_static is not None:
+            eng.insert(0, f"mem_fraction_static {st.mem_fraction_static:.3f}")
+        console.print(f"engine settings assumed: {', '.join(eng)}")
+        sv = h.serving
+        if sv is not None:
+            load = (f"{sv.concurrency} in flight" if sv.concurrency is not None else f"{sv.rate_rps:g} req/s")
+            head = f"serving {sv.isl:,} in / {sv.osl:,} out, {load}"
+            if not sv.stable:
+                console.print(f"{head}: [red]not sustainable[/red] (binding: {sv.binding})")
+            else:
+                console.print(f"{head}: TPOT {sv.tpot_s * 1e3:,.1f} ms, TTFT {sv.ttft_s:,.2f} s (p90 {sv.ttft_p90_s:,.2f} s), "
+                              f"{sv.request_rate_rps:,.2f} req/s, output {sv.output_tok_s:,.0f} tok/s "
+                              f"({sv.output_tok_s_per_gpu:,.0f}/GPU), total {sv.total_tok_s:,.0f} tok/s "
+                              f"({sv.total_tok_s_per_gpu:,.0f}/GPU); {sv.decoding_seqs:,.1f} decoding of "
+                              f"{sv.admitted_seqs:,} admitted; prefill {sv.prefill_share:.0%} of engine time; "
+                              f"binding: {sv.binding}")
         for n in h.notes:
             console.print(f"note: {n}")
     for w in r.warnings:

@@ -9,28 +9,26 @@ under uniform routing, a convex piecewise-linear interpolation when load-aware t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from optimizer.catalog.devices import device_of
 from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, load_hardware, node_capex_usd,
                                         node_power_watts)
 from optimizer.catalog.hardware_schema import NodeType
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
-from optimizer.estimate.kv import default_kv_dtype, kv_estimate
-from optimizer.estimate.memory import Parallel, device_memory
-from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme, mean_active_bits, quality_bits
-from optimizer.estimate.speed import ExpertTiers, decode_speed, kernel_bits, prefill_time
-from optimizer.estimate.weights import WeightBreakdown, weights_of
+from optimizer.estimate import factors as F
+from optimizer.estimate.deployment import Deployment, Hardware, Offload, evaluate
+from optimizer.estimate.kv import default_kv_dtype
+from optimizer.estimate.memory import Parallel
+from optimizer.estimate.schemes import SCHEMES, get_scheme, mean_active_bits, quality_bits
 from optimizer.solver.links import plan_links
 from optimizer.solver.query import Query
 from optimizer.solver.support import unsupported
-from optimizer.units import GiB
 
 DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
 DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "iq4_xs", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
                        "q4_k_m-moe", "q2_k-moe", "iq2_xxs-moe")
-HOST_RESERVED_BYTES = 16 * GiB   # OS, engine process, page cache floor on a host that holds offloaded experts
+HOST_RESERVED_BYTES = F.HOST_RESERVED_BYTES.value  # OS, engine process, page cache floor (factors.py)
 
 
 @dataclass(frozen=True)
@@ -100,17 +98,6 @@ class Candidate:
         return self.cost + self.extra_dram(x) * self.dram_usd_per_byte * self.n_nodes
 
 
-_WEIGHTS_CACHE: dict[tuple[int, str], tuple[Scheme, WeightBreakdown]] = {}
-
-
-def _weights(key: str, scheme_name: str, m: ResolvedModel) -> tuple[Scheme, WeightBreakdown]:
-    k = (id(m.spec), scheme_name)
-    if k not in _WEIGHTS_CACHE:
-        scheme = get_scheme(scheme_name, m.storage)
-        _WEIGHTS_CACHE[k] = (scheme, weights_of(m.spec, scheme, m.weights_file, scheme_name, include_mtp=False))
-    return _WEIGHTS_CACHE[k]
-
-
 def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None) -> list[str]:
     fmt = getattr(m.weights_file, "format", None) if m is not None else None
     if fmt == "gguf":  # a GGUF file is served as it is, by llama.cpp only
@@ -134,11 +121,15 @@ def _engines_for(node: NodeType, acc_kind: str, q: Query) -> list[str]:
     return [e for e in allowed]
 
 
-def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> list[tuple[Parallel, int]]:
-    """Parallel layouts worth trying; returns (layout, tp_span) pairs."""
+def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> list[Parallel]:
+    """Parallel layouts worth trying. MoE models get both TP inside the fast domain (+ DP/EP across it) and
+    attention data parallelism (TP1 x DP world with EP): MLA/V4 KV is replicated on every rank of a TP group but
+    not across DP ranks, so DP attention holds up to `world` times more sequences per GPU."""
     world = n_nodes * g
     if engine == "llamacpp":
-        return [(Parallel(tp=1, pp=g), 1)] if n_nodes == 1 else []
+        return [Parallel(tp=1, pp=g)] if n_nodes == 1 else []
+    if engine == "sglang" and n_nodes > 1:
+        return []  # SGLang has no multi-node DP replicas (engines.md rule 5); one engine over N nodes is not modelled
     t = 1
     limit = min(g, fast) if fast > 1 else g  # TP over PCIe inside a box is allowed (slower), never across nodes
     while t * 2 <= limit and g % (t * 2) == 0:
@@ -146,13 +137,13 @@ def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> 
     out: list[Parallel] = []
     if m.spec.is_moe:
         out.append(Parallel(tp=t, dp=world // t, ep=world > 1))
+        if t > 1:
+            out.append(Parallel(tp=1, dp=world, ep=True))  # DP attention
         if n_nodes > 1 and engine == "vllm":
             out.append(Parallel(tp=t, pp=n_nodes * (g // t), ep=g // t > 1 or t > 1))
     else:
         out.append(Parallel(tp=t, pp=world // t))
-    if engine == "sglang" and n_nodes > 1:
-        return []  # SGLang has no multi-node DP replicas (engines.md rule 5); one engine over N nodes is not modelled
-    return [(p, t) for p in out]
+    return out
 
 
 def _costs(q: Query, node: NodeType, n_nodes: int, g: int, owned: bool) -> tuple[float | None, float | None, float]:
@@ -199,20 +190,17 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
     hw = load_hardware()
     spec = m.spec
     moe_idx = tuple(i for i, l in enumerate(spec.main_layers) if l.is_moe)
-    prompt = q.prompt_tokens or q.context
     out: list[Candidate] = []
     for node, counts, owned, dram_base in _node_options(q, m):
         acc = hw.accelerators[node.accelerator]
-        dev = device_of(acc)
         g = node.accelerators_per_node
-        host = hw.hosts[node.host]
         for engine in _engines_for(node, acc.kind, q):
             if unsupported(engine, spec.family, acc.arch, kt=True):
                 continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
             gguf = engine == "llamacpp"
             for qname in _quants(q, gguf, m):
                 try:
-                    scheme, w = _weights(m.key, qname, m)
+                    scheme = get_scheme(qname, m.storage)
                 except InputError:
                     continue
                 native = get_scheme("native", m.storage)
@@ -224,16 +212,12 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                 for kvd in kv_choices:
                     feasible_family: set[tuple] = set()
                     for n_nodes in counts:
-                        for par, tp_span in _layouts(m, engine, n_nodes, g, _fast_domain(node)):
+                        for par in _layouts(m, engine, n_nodes, g, _fast_domain(node)):
                             fam = (par.tp, par.ep, par.dp > 1, par.pp > 1)
                             if fam in feasible_family:
                                 continue  # a smaller node count of this family already meets every target
-                            try:
-                                kv = kv_estimate(spec, engine, kvd, tp=par.tp)
-                            except InputError:
-                                continue
-                            c = _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qname,
-                                       scheme, w, kv, par, moe_idx, prompt, quality)
+                            c = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd, par,
+                                       moe_idx, quality)
                             if c is None:
                                 continue
                             if q.max_budget is not None and c.cost > q.max_budget:
@@ -257,8 +241,11 @@ def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) ->
     return {"llamacpp": "cpu", "sglang": "cpu", "vllm": "stream"}[engine]
 
 
-def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qname, scheme, w, kv, par,
-           moe_idx, prompt, quality) -> Candidate | None:
+def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int, owned: bool, dram_base: float,
+           engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
+           quality: tuple[float, float, float]) -> Candidate | None:
+    """One candidate row: its deployment evaluated (estimate.evaluate, the same function the checker and
+    `estimate` call) at the ends of its open offload range, which the table interpolates linearly."""
     spec = m.spec
     capex, hourly, power = _costs(q, node, n_nodes, g, owned)
     base_cost = {"capex": capex, "hourly": hourly, "power": power}[q.objective]
@@ -269,79 +256,67 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
     if unsupported(engine, spec.family, acc.arch, kt=(engine == "sglang" and mode == "cpu")):
         return None
     L = len(moe_idx) if mode != "none" else 0
-    def mem_at(frac: float):
-        return device_memory(spec, w, kv, engine=engine, capacity_bytes=acc.memory_usable_bytes,
-                             context=q.context, concurrency=q.concurrency, par=par, gpu_expert_fraction=frac,
-                             unified=unified)
-
-    mem_a = mem_at(1.0)
-    if L == 0 and not mem_a.fits:
-        return None
-    mem_b = mem_at(0.0) if L else mem_a
-    if L and mem_b.used_bytes > mem_b.budget_bytes:
-        return None  # does not fit even with every expert layer offloaded
-    if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
-        return None
-    links = plan_links(node, n_nodes, par)
-    bits = kernel_bits({f for _, f in scheme.mix("routed_experts" if spec.is_moe else "dense_ffn")},
-                       acc.native_fp8, acc.native_fp4)
-
     imbalance = None
     if q.loads and par.ep and par.ep_size > 1 and spec.is_moe:
-        from optimizer.place.api import expected_imbalance
+        from optimizer.place.api import expected_imbalance  # TODO(issue 10): lower-layer load math
         imbalance = expected_imbalance(spec, par.ep_size, 0, q.loads)
-
     load_aware = bool(q.loads and mode == "cpu" and engine == "sglang")
     nvme_bytes = 0.0
     if mode == "cpu" and engine == "llamacpp" and node.nvme and not load_aware:
         nvme_bytes = load_hardware().storage[node.nvme].capacity_bytes * max(node.nvme_count, 1)
     Z = L if nvme_bytes else 0  # llama.cpp mmaps GGUF expert tensors: layers beyond DRAM page in from NVMe
+    hardware = Hardware(acc, node, n_nodes, g, links=plan_links(node, n_nodes, par))
+    try:
+        base = Deployment(model=m, quant=qname, engine=engine, hardware=hardware, parallel=par, context=q.context,
+                          concurrency=q.concurrency, kv_dtype=kv_dtype, prompt_tokens=q.prompt_tokens or q.context,
+                          load_imbalance=imbalance)
+    except InputError:
+        return None
 
-    def tiers(x: float, z: float = 0) -> ExpertTiers:
-        frac = x / L if L else 0.0
-        zfrac = z / L if L else 0.0
+    def at(x: float, z: float = 0.0):
+        if not L:
+            return evaluate(base)
         share = None
-        if load_aware and L:
+        if load_aware:
             from optimizer.place.api import kt_experts_per_layer, load_aware_gpu_share
-            share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, L - x), q.loads)
-        if mode == "cpu":
-            return ExpertTiers(gpu=1 - frac - zfrac, cpu=frac, nvme=zfrac, activation_share_gpu=share)
-        if mode == "stream":
-            return ExpertTiers(gpu=1 - frac, stream=frac)
-        return ExpertTiers()
+            share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, int(L - x)), q.loads)
+        return evaluate(replace(base, offload=Offload(mode=mode, dram_layers=x, nvme_layers=z,
+                                                      activation_share_gpu=share)))
 
-    def step(x: float, z: float = 0):
-        return decode_speed(spec, w, kv, dev, par=par, context=q.context, batch=q.concurrency, links=links,
-                            tiers=tiers(x, z), compute_bits=bits, n_nodes=n_nodes, load_imbalance=imbalance,
-                            engine=engine)
+    ev_a = at(0)
+    mem_a = ev_a.memory
+    if L == 0 and not mem_a.fits:
+        return None
+    ev_b = at(L) if L else ev_a
+    mem_b = ev_b.memory
+    if L and mem_b.used_bytes > mem_b.budget_bytes:
+        return None  # does not fit even with every expert layer offloaded
+    if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
+        return None
 
     def split(sp):
         other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
         return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
 
+    ev_c = at(0, L) if Z else ev_a
     if not L:
-        a, b = split(step(0))
+        a, b = split(ev_a.decode)
         lines = ((a, 0.0, 0.0), (b, 0.0, 0.0))
     elif load_aware:
         # load-aware tiering makes the step time convex (not linear) in x: interpolate at breakpoints; the
         # lines through consecutive points bound it from above and their max is the interpolation
         xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
-        pts = [(x, max(split(step(x)))) for x in xs]
+        pts = [(x, max(split(at(x).decode))) for x in xs]
         lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
                       for (x0, y0), (x1, y1) in zip(pts, pts[1:]))
     else:  # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
-        (ma, ca), (mb, cb) = split(step(0)), split(step(L))
-        mc, cc = split(step(0, L)) if Z else (ma, ca)
+        (ma, ca), (mb, cb) = split(ev_a.decode), split(ev_b.decode)
+        mc, cc = split(ev_c.decode) if Z else (ma, ca)
         lines = ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
-    pa = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(0), compute_bits=bits,
-                      engine=engine)
-    pb = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(L),
-                      compute_bits=bits, engine=engine) if L else pa
-    pc = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers(0, L),
-                      compute_bits=bits, engine=engine) if Z else pa
+    pa, pb, pc = ev_a.prefill, ev_b.prefill, ev_c.prefill
 
     per = 1.0 / L if L else 0.0
-    expert_bytes = w.routed_expert_bytes
+    expert_bytes = ev_a.weights.routed_expert_bytes
     dram_price = 0.0
     dram_max = dram_base
     if q.objective == "capex" and not unified:
@@ -349,17 +324,17 @@ def _build(q, m, node, acc, dev, host, n_nodes, g, owned, dram_base, engine, qna
         dram_max = max(float(node.max_dram_bytes), dram_base)
     layer_bytes = expert_bytes * per
     tag = "owned-" if owned else ""
-    cid = (f"{tag}{node.key}x{n_nodes}/{engine}/{qname}/kv-{kv.kv_dtype}/{par.label()}"
+    cid = (f"{tag}{node.key}x{n_nodes}/{engine}/{qname}/kv-{ev_a.kv.kv_dtype}/{par.label()}"
            + (f"/offload-{mode}" if L else ""))
     return Candidate(
         id=cid, node=node.key, accelerator=acc.key, n_nodes=n_nodes, gpus_per_node=g, owned=owned, engine=engine,
-        quant=qname, kv_dtype=kv.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
+        quant=qname, kv_dtype=ev_a.kv.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
         offload_order=tuple(reversed(moe_idx)) if L else (), cost=float(base_cost), capex_usd=capex,
         usd_per_hour=hourly, power_watts=power, dram_base_bytes=dram_base, dram_max_bytes=dram_max,
         dram_usd_per_byte=dram_price if q.objective == "capex" else 0.0,
         budget_bytes=mem_a.budget_bytes, mem0=mem_a.used_bytes,
         mem_slope=(mem_a.used_bytes - mem_b.used_bytes) * per,
-        host_fixed=HOST_RESERVED_BYTES if L else 0.0, host_slope=layer_bytes,
+        host_fixed=F.HOST_RESERVED_BYTES.value if L else 0.0, host_slope=layer_bytes,
         step_lines=tuple(lines),
         ttft0=pa.ttft_s, ttft_slope=(pb.ttft_s - pa.ttft_s) * per,
         expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],

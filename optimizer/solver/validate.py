@@ -1,85 +1,92 @@
-"""Independent float re-check of a plan: rebuilt from the catalogue and the physics, never from the solver's table."""
+"""Independent float re-check of a plan: rebuilt from the catalogue and the physics (`estimate.evaluate`), never
+from the solver's table."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optimizer.catalog.devices import device_of
 from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_node, load_hardware, node_capex_usd,
                                         node_power_watts)
 from optimizer.catalog.models import resolve_model
-from optimizer.estimate.kv import kv_estimate
-from optimizer.estimate.memory import Parallel, device_memory
-from optimizer.estimate.schemes import get_scheme, quality_bits
-from optimizer.estimate.speed import ExpertTiers, decode_speed, kernel_bits, prefill_time
-from optimizer.estimate.weights import weights_of
-from optimizer.solver.links import plan_links
+from optimizer.estimate import factors as F
+from optimizer.estimate.deployment import Deployment, Evaluation, Hardware, Offload, evaluate as evaluate_deployment
+from optimizer.estimate.memory import DeviceMemory, Parallel
+from optimizer.estimate.speed import PrefillEstimate, SpeedEstimate
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
 from optimizer.solver.support import unsupported
 
-RESERVED_HOST_BYTES = 16 * 2**30  # keep in step with the planner's host reserve (OS, engine, page cache)
+RESERVED_HOST_BYTES = F.HOST_RESERVED_BYTES.value
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    mem: object
-    speed: object
-    prefill: object
+class PlanEvaluation:
+    """The physics of a plan (one `evaluate()`) plus its costs from the catalogue."""
+    physics: Evaluation
     capex_usd: float | None
     usd_per_hour: float | None
     power_watts: float
-    host_used: float
     host_capacity: float
-    nvme_used: float
     nvme_capacity: float
-    expert_bits: float
-    attn_bits: float
+
+    @property
+    def mem(self) -> DeviceMemory:
+        return self.physics.memory
+
+    @property
+    def speed(self) -> SpeedEstimate:
+        return self.physics.decode
+
+    @property
+    def prefill(self) -> PrefillEstimate:
+        return self.physics.prefill
+
+    @property
+    def host_used(self) -> float:
+        return self.physics.host_used_bytes
+
+    @property
+    def nvme_used(self) -> float:
+        return self.physics.nvme_used_bytes
+
+    @property
+    def expert_bits(self) -> float:
+        return self.physics.expert_bits
+
+    @property
+    def attn_bits(self) -> float:
+        return self.physics.attn_bits
 
 
-def evaluate(plan: Plan, q: Query) -> Evaluation:
+def plan_deployment(plan: Plan, q: Query) -> Deployment:
+    """The deployment a plan describes (what every consumer of a plan file evaluates)."""
     m = resolve_model(q.model)
-    spec = m.spec
     node = get_node(plan.hardware.node)
-    hw = load_hardware()
-    acc = hw.accelerators[node.accelerator]
-    scheme = get_scheme(plan.quant, m.storage)
-    w = weights_of(spec, scheme, m.weights_file, plan.quant, include_mtp=False)
+    acc = load_hardware().accelerators[node.accelerator]
     par = Parallel(tp=plan.parallel.tp, pp=plan.parallel.pp, dp=plan.parallel.dp, ep=plan.parallel.ep)
-    kv = kv_estimate(spec, plan.engine, plan.kv_dtype, tp=par.tp)
-    n_moe = sum(1 for l in spec.main_layers if l.is_moe)
-    off = plan.offload.expert_layers_offloaded / n_moe if n_moe else 0.0
-    on_nvme = len(plan.offload.nvme_layers) / n_moe if n_moe else 0.0
-    mem = device_memory(spec, w, kv, engine=plan.engine, capacity_bytes=acc.memory_usable_bytes,
-                        context=plan.context, concurrency=plan.concurrency, par=par,
-                        gpu_expert_fraction=1 - off - on_nvme,
-                        unified=acc.kind == "unified")
-    tiers = ExpertTiers()
+    n_moe = len(m.spec.moe_layers)
     share = imbalance = None
-    if q.loads and spec.is_moe:
+    if q.loads and m.spec.is_moe:
         from optimizer.place.api import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
         if par.ep and par.ep_size > 1:
-            imbalance = expected_imbalance(spec, par.ep_size, 0, q.loads)
+            imbalance = expected_imbalance(m.spec, par.ep_size, 0, q.loads)
         if plan.offload.mode == "cpu" and plan.engine == "sglang" and plan.offload.expert_layers_offloaded:
-            share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, n_moe - plan.offload.expert_layers_offloaded),
+            share = load_aware_gpu_share(m.spec, kt_experts_per_layer(m.spec, n_moe - plan.offload.expert_layers_offloaded),
                                          q.loads)
-    if plan.offload.mode == "cpu":
-        tiers = ExpertTiers(gpu=1 - off - on_nvme, cpu=off, nvme=on_nvme, activation_share_gpu=share)
-    elif plan.offload.mode == "stream":
-        tiers = ExpertTiers(gpu=1 - off, stream=off)
-    native = get_scheme("native", m.storage)
-    cls = "routed_experts" if spec.is_moe else "dense_ffn"
-    exp_bits, attn_bits = quality_bits(spec, scheme, native)
-    bits = kernel_bits({f for _, f in scheme.mix(cls)}, acc.native_fp8, acc.native_fp4)
-    links = plan_links(node, plan.hardware.n_nodes, par)
-    sp = decode_speed(spec, w, kv, device_of(acc), par=par, context=plan.context, batch=plan.concurrency,
-                      links=links, tiers=tiers, compute_bits=bits, n_nodes=plan.hardware.n_nodes,
-                      load_imbalance=imbalance, engine=plan.engine)
-    pf = prefill_time(spec, w, device_of(acc), par=par, prompt_tokens=q.prompt_tokens or q.context, links=links,
-                      tiers=tiers, compute_bits=bits, engine=plan.engine)
+    off = Offload(mode=plan.offload.mode, dram_layers=plan.offload.expert_layers_offloaded,
+                  nvme_layers=len(plan.offload.nvme_layers), activation_share_gpu=share)
+    return Deployment(model=m, quant=plan.quant, engine=plan.engine,
+                      hardware=Hardware(acc, node, plan.hardware.n_nodes, plan.hardware.gpus_per_node),
+                      parallel=par, context=plan.context, concurrency=plan.concurrency, kv_dtype=plan.kv_dtype,
+                      offload=off, prompt_tokens=q.prompt_tokens or q.context, load_imbalance=imbalance)
+
+
+def evaluate(plan: Plan, q: Query) -> PlanEvaluation:
+    ev = evaluate_deployment(plan_deployment(plan, q))
+    hw = load_hardware()
+    node = get_node(plan.hardware.node)
+    acc = hw.accelerators[node.accelerator]
     n = plan.hardware.n_nodes
-    host_used = (w.routed_expert_bytes * off + RESERVED_HOST_BYTES) if (off or on_nvme) else 0.0
-    nvme_used = w.routed_expert_bytes * on_nvme
     nvme_capacity = 0.0
     if node.nvme:
         nvme_capacity = hw.storage[node.nvme].capacity_bytes * max(node.nvme_count, 1)
@@ -92,11 +99,8 @@ def evaluate(plan: Plan, q: Query) -> Evaluation:
         capex = base * n + dram_cost if base is not None else None
         price = cloud_usd_per_gpu_hour(acc.key)
         hourly = price.usd_per_hour * n * plan.hardware.gpus_per_node if price and price.usd_per_hour else None
-    return Evaluation(mem=mem, speed=sp, prefill=pf, capex_usd=capex, usd_per_hour=hourly,
-                      power_watts=node_power_watts(node.key) * n, host_used=host_used,
-                      host_capacity=float(plan.hardware.host_dram_bytes), nvme_used=nvme_used,
-                      nvme_capacity=nvme_capacity, expert_bits=exp_bits,
-                      attn_bits=attn_bits)
+    return PlanEvaluation(physics=ev, capex_usd=capex, usd_per_hour=hourly, power_watts=node_power_watts(node.key) * n,
+                          host_capacity=float(plan.hardware.host_dram_bytes), nvme_capacity=nvme_capacity)
 
 
 def check(plan: Plan, q: Query, tol: float = 1e-6) -> list[str]:

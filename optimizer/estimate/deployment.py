@@ -1,0 +1,479 @@
+"""One deployment, one evaluation.
+
+`Deployment` is everything that decides a deployment's memory and speed: the model and its quantization, the
+KV dtype, the engine and its settings, the hardware and the links between devices, the parallel layout, where
+MoE experts live (GPU / host DRAM / NVMe), speculative decoding and the workload. `evaluate(deployment)` is the
+only function that turns one into figures; `rigopt estimate`, `rigopt cheapest` (every candidate of its table),
+the independent checker, `rigopt place` and `rigopt validate` all call it, so they cannot disagree.
+
+Pure: no solver, no I/O beyond the catalogue rows the deployment names (already loaded).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from optimizer.arch.spec import ModelSpec
+from optimizer.catalog.hardware_schema import Accelerator, NodeType
+from optimizer.catalog.model_schema import SpecDecodeDefault
+from optimizer.catalog.models import ResolvedModel
+from optimizer.errors import InputError
+from optimizer.estimate import factors as F
+from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv_estimate
+from optimizer.estimate.memory import (DeviceMemory, Parallel, default_max_num_batched_tokens, device_memory,
+                                       max_concurrency, max_context, sglang_default_mem_fraction_static)
+from optimizer.estimate.schemes import Scheme, get_scheme, quality_bits
+from optimizer.estimate.serving import ServingEstimate, Workload, serve
+from optimizer.estimate.speed import (Device, ExpertTiers, Links, PrefillEstimate, SpeedEstimate, decode_speed,
+                                      kernel_bits, prefill_time)
+from optimizer.estimate.weights import WeightBreakdown, weights_of
+from optimizer.units import GiB, MAX_CONTEXT_TOKENS
+
+SPEC_METHODS = ("mtp", "eagle3")
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+@dataclass(frozen=True)
+class EngineSettings:
+    """Engine flags that change memory or speed; None = the engine's default (see `resolve_settings`).
+
+    max_num_seqs: vLLM --max-num-seqs, SGLang --max-running-requests, llama.cpp -np (slots).
+    max_num_batched_tokens: vLLM --max-num-batched-tokens, SGLang --chunked-prefill-size, llama.cpp -ub.
+    gpu_memory_utilization: vLLM only. mem_fraction_static: SGLang only. block_size: vLLM --block-size /
+    SGLang --page-size (tokens per KV block)."""
+    gpu_memory_utilization: float | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    mem_fraction_static: float | None = None
+    block_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("gpu_memory_utilization", "mem_fraction_static"):
+            v = getattr(self, name)
+            if v is not None and not (0.05 <= v <= 1.0):
+                raise InputError(f"{name.replace('_', '-')} must be between 0.05 and 1, got {v}")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
+            v = getattr(self, name)
+            if v is not None and not (1 <= v <= MAX_CONTEXT_TOKENS):
+                raise InputError(f"{name.replace('_', '-')} must be between 1 and {MAX_CONTEXT_TOKENS}, got {v}")
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """The settings an engine will run with: every default filled in (what `export` writes)."""
+    engine: str
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    gpu_memory_utilization: float | None    # vLLM
+    mem_fraction_static: float | None        # SGLang
+    block_size: int
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpecDecode:
+    """Speculative decoding: `method` mtp (the model's own MTP/NextN layers) or eagle3 (a separate draft head),
+    `num_tokens` drafted per step, `accept_len` = mean tokens emitted per verification step (bonus included)."""
+    method: str
+    num_tokens: int
+    accept_len: float
+    draft_params: float = 0.0          # EAGLE-3 head parameters (BF16); 0 for MTP (its layers are in the config)
+    draft_model: str | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.method not in SPEC_METHODS:
+            raise InputError(f"unknown speculative method '{self.method}' (use {' or '.join(SPEC_METHODS)})")
+        if not 1 <= self.num_tokens <= 16:
+            raise InputError(f"speculative tokens must be between 1 and 16, got {self.num_tokens}")
+        if not 1.0 <= self.accept_len <= self.num_tokens + 1:
+            raise InputError(f"acceptance length must be between 1 and {self.num_tokens + 1} "
+                             f"(drafts + 1), got {self.accept_len}")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The devices of a deployment: `n_nodes` x `gpus_per_node` accelerators, their node type (None: a bare
+    device without a catalogue node) and the links (None = ask the node's topology graph)."""
+    accelerator: Accelerator
+    node: NodeType | None
+    n_nodes: int = 1
+    gpus_per_node: int = 1
+    links: Links | None = None
+
+    @property
+    def world(self) -> int:
+        return self.n_nodes * self.gpus_per_node
+
+
+@dataclass(frozen=True)
+class Offload:
+    """Routed-expert layers kept off the GPUs: `dram_layers` in host DRAM (computed by the CPU: mode cpu, or
+    copied over PCIe per use: mode stream) and `nvme_layers` read from NVMe (llama.cpp mmap). Fractional counts
+    are allowed for the solver's linear interpolation."""
+    mode: str = "none"                       # none | cpu | stream
+    dram_layers: float = 0.0
+    nvme_layers: float = 0.0
+    activation_share_gpu: float | None = None  # load-aware placement: share of expert activations on the GPU
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("none", "cpu", "stream"):
+            raise InputError(f"offload mode must be none, cpu or stream, got {self.mode!r}")
+        if self.dram_layers < 0 or self.nvme_layers < 0:
+            raise InputError("offloaded layer counts must not be negative")
+        if (self.dram_layers or self.nvme_layers) and self.mode == "none":
+            raise InputError("offloaded expert layers need an offload mode (cpu or stream)")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    model: ResolvedModel
+    quant: str
+    engine: str
+    hardware: Hardware
+    parallel: Parallel
+    context: int                         # max_model_len: longest sequence the engine admits
+    concurrency: int = 1                 # sequences whose KV must fit at `context` (and decode together)
+    kv_dtype: str | None = None          # None = the engine's default for the model
+    settings: EngineSettings = EngineSettings()
+    offload: Offload = Offload()
+    spec_decode: SpecDecode | None = None
+    workload: Workload | None = None
+    prompt_tokens: int | None = None     # TTFT prompt (None = the workload's isl, else `context`)
+    decode_context: int | None = None    # KV length decode speed is quoted at (None = workload mean, else `context`)
+    load_imbalance: float | None = None   # EP: max/mean expert load (skewed routing)
+    expert_imbalance: float | None = None  # EP: step imbalance of a known placement
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "engine", check_engine(self.engine))
+        if not 1 <= self.context <= MAX_CONTEXT_TOKENS:
+            raise InputError(f"context must be between 1 and {MAX_CONTEXT_TOKENS}, got {self.context}")
+        if self.concurrency < 1:
+            raise InputError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.parallel.world != self.hardware.world:
+            raise InputError(f"parallel layout {self.parallel.label()} uses {self.parallel.world} devices, "
+                             f"but the hardware has {self.hardware.world}")
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+@dataclass(frozen=True)
+class Evaluation:
+    """Every figure of one deployment. Bytes are per device of the busiest rank unless said otherwise."""
+    deployment: Deployment
+    settings: ResolvedSettings
+    scheme: Scheme
+    weights: WeightBreakdown            # the resident weights (engine padding and draft included)
+    kv: KVEstimate
+    memory: DeviceMemory
+    decode: SpeedEstimate               # at `concurrency` sequences and the decode context
+    prefill: PrefillEstimate            # one prompt of `prompt_tokens`
+    serving: ServingEstimate | None     # only with a workload
+    host_used_bytes: float              # per node: offloaded experts + reserve
+    nvme_used_bytes: float              # per node
+    expert_bits: float
+    attn_bits: float
+    links: Links
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.fits
+
+    @cached_property
+    def max_concurrency(self) -> int:
+        """Most sequences of `context` tokens the KV pools hold (all DP replicas)."""
+        return max_concurrency(self.memory, self.deployment.parallel.dp)
+
+    @cached_property
+    def max_context_tokens(self) -> int:
+        """Longest context `concurrency` sequences can reach (capped at the model's own limit)."""
+        d, mem = self.deployment, self.memory
+        mc = max_context(self.kv, mem.kv_available_bytes, -(-d.concurrency // d.parallel.dp), pp=d.parallel.pp,
+                         reserve_per_seq=mem.reserve_per_seq_bytes)
+        return min(mc, d.model.spec.max_context or mc)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def device_of(acc: Accelerator) -> Device:
+    """What the speed model needs of one accelerator."""
+    return Device(name=acc.key, mem_bw_bytes_per_s=acc.memory_bw_bytes_per_s, bf16_flops=acc.bf16_flops,
+                  fp8_flops=acc.fp8_flops if acc.native_fp8 else None,
+                  fp4_flops=acc.fp4_flops if acc.native_fp4 else None, vendor=acc.vendor, kind=acc.kind)
+
+
+def default_max_num_seqs(engine: str, acc: Accelerator, spec: ModelSpec) -> int:
+    """Engine default for concurrent sequences. vLLM 0.33 `get_batch_defaults`: 1024 on GPUs of >= 70 GiB except
+    A100 (sm80), else 256 (engines.md §2.3); SGLang: 256 for DeepSeek-V4 (deepseek_v4_hook.py), else its
+    request pool's 4096 cap (the KV pool usually binds first); llama.cpp: one slot per planned sequence."""
+    if engine == "vllm":
+        return 1024 if acc.memory_bytes >= 70 * GiB and acc.arch != "sm80" else 256
+    if engine == "sglang":
+        return 256 if spec.family == "deepseek_v4" else 4096
+    return 1
+
+
+def resolve_settings(d: Deployment) -> ResolvedSettings:
+    acc, spec, s = d.hardware.accelerator, d.model.spec, d.settings
+    cap = acc.memory_usable_bytes
+    mnbt = s.max_num_batched_tokens or default_max_num_batched_tokens(d.engine, cap)
+    seqs = s.max_num_seqs or (d.concurrency if d.engine == "llamacpp" else default_max_num_seqs(d.engine, acc, spec))
+    gmu = mfs = None
+    if d.engine == "vllm":
+        gmu = s.gpu_memory_utilization or F.VLLM_GPU_MEMORY_UTILIZATION.value
+    elif d.engine == "sglang":
+        mfs = s.mem_fraction_static or sglang_default_mem_fraction_static(cap, mnbt, d.parallel)
+    block = s.block_size or (256 if spec.family == "deepseek_v4" else 64 if spec.family.startswith("deepseek") else 16)
+    return ResolvedSettings(engine=d.engine, max_model_len=d.context, max_num_seqs=seqs, max_num_batched_tokens=mnbt,
+                            gpu_memory_utilization=gmu, mem_fraction_static=mfs, block_size=block)
+
+
+def default_spec_decode(m: ResolvedModel, method: str | None = None, num_tokens: int | None = None,
+                        accept_len: float | None = None) -> SpecDecode:
+    """The model card's published setup for `method` (the first listed when None), overridden by the arguments."""
+    rows: list[SpecDecodeDefault] = list(m.card.spec_decoding) if m.card else []
+    if method is not None:
+        rows = [r for r in rows if r.method == method]
+    if not rows:
+        if method == "mtp" and not m.spec.mtp_layers:
+            raise InputError(f"{m.key} has no MTP/NextN layers in its config; use --spec eagle3:N with --accept-len")
+        if method is None:
+            raise InputError(f"no published speculative-decoding setup for {m.key}; give --spec METHOD:N --accept-len L")
+        if accept_len is None:
+            raise InputError(f"no published acceptance length for {method} on {m.key}; give --accept-len L")
+        return SpecDecode(method=method, num_tokens=num_tokens or 1, accept_len=accept_len,
+                          draft_params=eagle3_draft_params(m.spec) if method == "eagle3" else 0.0,
+                          source="user-given acceptance length")
+    r = rows[0]
+    k = num_tokens or r.num_speculative_tokens
+    if accept_len is None and k != r.num_speculative_tokens:
+        # fewer/more drafts than measured: keep the per-position acceptance of the published setup (geometric)
+        p = _per_position_acceptance(r.accept_len, r.num_speculative_tokens)
+        accept_len = sum(p ** i for i in range(k + 1))
+    return SpecDecode(method=r.method, num_tokens=k, accept_len=accept_len or r.accept_len,
+                      draft_params=r.draft_params or (eagle3_draft_params(m.spec) if r.method == "eagle3" else 0.0),
+                      draft_model=r.draft_model,
+                      source=r.source if accept_len is None or k == r.num_speculative_tokens else
+                      "user-given acceptance length")
+
+
+def _per_position_acceptance(accept_len: float, k: int) -> float:
+    """p with 1 + p + ... + p^k = accept_len (bisection; the sum rises with p)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if sum(mid ** i for i in range(k + 1)) < accept_len:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def eagle3_draft_params(spec: ModelSpec) -> float:
+    """An EAGLE-3 head: one decoder layer at the target's hidden size (attention 4 d^2, MLP 3 d x 4d), the fusion
+    projection of three hidden states (3 d^2) and a 32K-entry draft vocabulary head. Estimate (the heads
+    published for gpt-oss and Llama follow this shape)."""
+    d = spec.hidden_size
+    return 4 * d * d + 12 * d * d + 3 * d * d + F.EAGLE3_DRAFT_VOCAB.value * d
+
+
+_WEIGHTS_MEMO: dict[tuple, tuple[ResolvedModel, Scheme, WeightBreakdown]] = {}
+_WEIGHTS_MEMO_MAX = 256
+
+
+def resident_weights(m: ResolvedModel, quant: str, engine: str, include_mtp: bool) -> tuple[Scheme, WeightBreakdown]:
+    """The weights an engine holds for a model and quantization: a real file's exact bytes when it is served
+    as is, the per-class estimate otherwise, plus engine padding: vLLM rounds gpt-oss's MoE hidden size up to a
+    multiple of 256 for MXFP4 experts (vllm/model_executor/layers/fused_moe/layer.py maybe_roundup_hidden_size;
+    2880 -> 3072), so those experts take 3072/2880 of their checkpoint bytes."""
+    key = (m.key, id(m.spec), quant, engine == "vllm", include_mtp)
+    hit = _WEIGHTS_MEMO.get(key)
+    if hit is not None and hit[0] is m:
+        return hit[1], hit[2]
+    scheme = get_scheme(quant, m.storage)
+    w = weights_of(m.spec, scheme, m.weights_file, quant, include_mtp=include_mtp)
+    spec = m.spec
+    formats = {f for _, f in scheme.mix("routed_experts")} if spec.is_moe else set()
+    if engine == "vllm" and spec.family == "gpt_oss" and formats == {"mxfp4"} and spec.hidden_size % 256:
+        w = _scale_experts(spec, w, (-(-spec.hidden_size // 256) * 256) / spec.hidden_size)
+    if len(_WEIGHTS_MEMO) >= _WEIGHTS_MEMO_MAX:
+        _WEIGHTS_MEMO.clear()
+    _WEIGHTS_MEMO[key] = (m, scheme, w)
+    return scheme, w
+
+
+def _scale_experts(spec: ModelSpec, w: WeightBreakdown, f: float) -> WeightBreakdown:
+    """The same weights with every routed expert `f` times larger (engine padding)."""
+    by = dict(w.by_class)
+    by["routed_experts"] = by.get("routed_experts", 0.0) * f
+    main = spec.main_layers
+    active_experts = sum(w.per_layer_experts[i] * main[i].experts_per_token / main[i].n_routed_experts
+                         for i in range(len(main)) if main[i].is_moe)
+    return replace(w, by_class=by, per_layer_experts=tuple(x * f for x in w.per_layer_experts),
+                   expert_bytes=w.expert_bytes * f,
+                   active_bytes_per_token=w.active_bytes_per_token + active_experts * (f - 1.0))
+
+
+def links_for(hw: Hardware, par: Parallel) -> Links:
+    """The links a deployment's traffic crosses: given, or from the node's topology graph; a bare device with no
+    catalogue node uses its own scale-up link (NVLink/xGMI) or else its host link, from the catalogue."""
+    if hw.links is not None:
+        return hw.links
+    if hw.node is None:
+        from optimizer.catalog.hardware import load_hardware
+        ic = load_hardware().interconnects
+        host = ic[hw.accelerator.host_link]
+        peer_bw = hw.accelerator.scaleup_bw_bytes_per_s or host.bw_bytes_per_s
+        peer_lat = ic[hw.accelerator.scaleup].latency_s if hw.accelerator.scaleup else host.latency_s
+        lat = max(peer_lat, 1e-6)
+        return Links(tp_bw=peer_bw, tp_latency_s=max(lat, F.ALLREDUCE_LATENCY_S.value), ep_bw=peer_bw,
+                     ep_latency_s=lat, pp_bw=peer_bw, pp_latency_s=lat, host_link_bw=host.bw_bytes_per_s)
+    from optimizer.solver.links import plan_links  # TODO(issue 10): topology-layer module after the move
+    return plan_links(hw.node, hw.n_nodes, par)
+
+
+def _tiers(d: Deployment, n_moe: int) -> ExpertTiers:
+    o = d.offload
+    if o.mode == "none" or not n_moe:
+        return ExpertTiers()
+    x, z = o.dram_layers / n_moe, o.nvme_layers / n_moe
+    if o.mode == "cpu":
+        return ExpertTiers(gpu=1 - x - z, cpu=x, nvme=z, activation_share_gpu=o.activation_share_gpu)
+    return ExpertTiers(gpu=1 - x - z, stream=x, nvme=z, activation_share_gpu=o.activation_share_gpu)
+
+
+def _spec_speed(base: SpeedEstimate, verify: SpeedEstimate, spec: SpecDecode, n_layers: int,
+                draft_layer_s: float) -> SpeedEstimate:
+    """Per-token decode speed with drafts: one target pass verifies k+1 tokens per sequence and emits accept_len
+    of them on average; the draft runs k sequential one-layer passes first."""
+    draft_s = spec.num_tokens * draft_layer_s
+    step = verify.step_time_s + draft_s
+    per_token = step / spec.accept_len
+    bound_per_token = verify.bound_step_time_s / spec.accept_len
+    terms = dict(verify.terms_s)
+    terms["spec_draft"] = draft_s
+    tok = 1.0 / per_token if per_token > 0 and math.isfinite(per_token) else 0.0
+    tok_b = 1.0 / bound_per_token if bound_per_token > 0 and math.isfinite(bound_per_token) else 0.0
+    return replace(verify, tok_s_per_seq=tok, tok_s_bound_per_seq=max(tok, tok_b), tok_s_aggregate=tok * base.batch,
+                   batch=base.batch, step_time_s=per_token, bound_step_time_s=min(per_token, bound_per_token),
+                   terms_s=terms)
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+@dataclass(frozen=True)
+class _MemoryParts:
+    settings: ResolvedSettings
+    scheme: Scheme
+    weights: WeightBreakdown
+    kv: KVEstimate
+    memory: DeviceMemory
+
+
+def _memory_parts(d: Deployment) -> _MemoryParts:
+    m, spec, acc, par = d.model, d.model.spec, d.hardware.accelerator, d.parallel
+    settings = resolve_settings(d)
+    mtp = d.spec_decode is not None and d.spec_decode.method == "mtp"
+    scheme, w = resident_weights(m, d.quant, d.engine, include_mtp=mtp)
+    if d.spec_decode is not None and d.spec_decode.method == "eagle3":
+        draft_bytes = d.spec_decode.draft_params * 2.0  # BF16 head, replicated on every rank
+        w = replace(w, by_class={**w.by_class, "draft": draft_bytes}, dense_bytes=w.dense_bytes + draft_bytes * par.tp)
+    kvd = (d.kv_dtype or default_kv_dtype(spec, d.engine)).lower()
+    kv = kv_estimate(spec, d.engine, kvd, tp=par.tp, include_mtp=mtp)
+    n_moe = len(spec.moe_layers)
+    if d.offload.dram_layers + d.offload.nvme_layers > n_moe + 1e-9:
+        raise InputError(f"{d.offload.dram_layers + d.offload.nvme_layers:g} expert layers offloaded, "
+                         f"but the model has {n_moe}")
+    on_gpu = 1.0 - ((d.offload.dram_layers + d.offload.nvme_layers) / n_moe if n_moe else 0.0)
+    mem = device_memory(spec, w, kv, engine=d.engine, capacity_bytes=acc.memory_usable_bytes, context=d.context,
+                        concurrency=d.concurrency, par=par, gpu_expert_fraction=on_gpu,
+                        unified=acc.kind == "unified", gpu_memory_utilization=settings.gpu_memory_utilization,
+                        max_num_batched_tokens=settings.max_num_batched_tokens,
+                        mem_fraction_static=settings.mem_fraction_static if d.engine == "sglang" else None,
+                        max_num_seqs=settings.max_num_seqs if d.engine == "vllm" else None)
+    return _MemoryParts(settings, scheme, w, kv, mem)
+
+
+def memory_of(d: Deployment) -> DeviceMemory:
+    """The memory part of `evaluate(d)` alone (the same computation; for fit tables over many devices)."""
+    return _memory_parts(d).memory
+
+
+def evaluate(d: Deployment) -> Evaluation:
+    """Memory, decode, prefill and (with a workload) serving figures of one deployment."""
+    m, spec, acc, par = d.model, d.model.spec, d.hardware.accelerator, d.parallel
+    parts = _memory_parts(d)
+    settings, scheme, w, kv, mem = parts.settings, parts.scheme, parts.weights, parts.kv, parts.memory
+    n_moe = len(spec.moe_layers)
+    notes: list[str] = []
+    links = links_for(d.hardware, par)
+    tiers = _tiers(d, n_moe)
+    dev = device_of(acc)
+    bits = kernel_bits({f for _, f in scheme.mix("routed_experts" if spec.is_moe else "dense_ffn")},
+                       acc.native_fp8, acc.native_fp4)
+    wl = d.workload
+    ctx_dec = d.decode_context or (wl.decode_context if wl else d.context)
+
+    def step(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
+        return decode_speed(spec, w, kv, dev, par=par, context=ctx_dec, batch=batch, links=links, tiers=tiers,
+                            compute_bits=bits, expert_imbalance=d.expert_imbalance, load_imbalance=d.load_imbalance,
+                            engine=d.engine, tokens_per_seq=tokens_per_seq)
+
+    def token_speed(batch: int) -> SpeedEstimate:
+        base = step(batch)
+        if d.spec_decode is None:
+            return base
+        sd = d.spec_decode
+        verify = step(batch, sd.num_tokens + 1)
+        n_layers = max(1, len(spec.main_layers))
+        layer_s = (base.step_time_s - base.terms_s.get("layer_overhead", 0.0)) / n_layers \
+            + F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, d.engine)
+        return _spec_speed(base, verify, sd, n_layers, layer_s)
+
+    decode = token_speed(d.concurrency)
+    prompt = d.prompt_tokens or (wl.prefill_tokens if wl else d.context)
+    pf = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers, compute_bits=bits,
+                      engine=d.engine, chunk_tokens=settings.max_num_batched_tokens)
+    kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
+    serving = None
+    if wl is not None:
+        admitted = min(settings.max_num_seqs, int(kv_avail // (kv.bytes_at(wl.max_len) / par.pp))
+                       if kv_avail > 0 else 0)
+        curve = _StepCurve(lambda b: token_speed(b).step_time_s, par.dp, admitted)
+        wpf = prefill_time(spec, w, dev, par=par, prompt_tokens=wl.prefill_tokens, links=links, tiers=tiers,
+                           compute_bits=bits, engine=d.engine, chunk_tokens=settings.max_num_batched_tokens)
+        serving = serve(wl, world=d.hardware.world, dp=par.dp, admitted_per_replica=admitted, step_time=curve,
+                        prefill_single_s=wpf.ttft_s, prefill_work_s=wpf.work_s)
+        notes.extend(serving.notes)
+    off_frac = (d.offload.dram_layers / n_moe) if n_moe else 0.0
+    nvme_frac = (d.offload.nvme_layers / n_moe) if n_moe else 0.0
+    host_used = (w.routed_expert_bytes * off_frac + F.HOST_RESERVED_BYTES.value) if (off_frac or nvme_frac) else 0.0
+    exp_bits, attn_bits = quality_bits(spec, scheme, get_scheme("native", m.storage))
+    notes.extend(mem.notes)
+    return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem, decode=decode,
+                      prefill=pf, serving=serving, host_used_bytes=host_used,
+                      nvme_used_bytes=w.routed_expert_bytes * nvme_frac, expert_bits=exp_bits, attn_bits=attn_bits, links=links, notes=tuple(notes))
+
+
+class _StepCurve:
+    """Decode time per token at n sequences per replica (fractional n interpolated between the integer batch
+    sizes evaluated; the physics is evaluated once per distinct batch)."""
+
+    def __init__(self, f, dp: int, cap: int):
+        self._f, self._dp, self._cap = f, dp, max(1, cap)
+        self._memo: dict[int, float] = {}
+
+    def _at(self, n: int) -> float:
+        n = max(1, min(n, self._cap))
+        if n not in self._memo:
+            self._memo[n] = self._f(n * self._dp)
+        return self._memo[n]
+
+    def __call__(self, n: float) -> float:
+        lo = max(1, min(int(math.floor(n)), self._cap))
+        hi = max(1, min(lo + 1, self._cap))
+        if hi == lo or n <= lo:
+            return self._at(lo)
+        t = min(1.0, n - lo)
+        return self._at(lo) * (1 - t) + self._at(hi) * t
