@@ -1,0 +1,45 @@
+"""Published serving benchmarks vs rigopt's serving model: TPOT, TTFT and output tok/s per GPU.
+
+    python bench/serving.py            # table of every comparable row, then the median |error| per metric
+
+Rows: tests/data/serving_measurements.yaml (each quoted and sourced); how a row is predicted is in
+optimizer/fidelity/serving.py. Nothing here is fitted on these rows: they are held out.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from optimizer.fidelity.serving import METRICS, medians, run  # noqa: E402
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
+def main() -> None:
+    cases, skipped = run()
+    print(f"{'id':58} {'engine':7} {'hardware':28} {'workload':16} "
+          + " ".join(f"{m + ' meas/pred/err':>30}" for m in METRICS))
+    for c in cases:
+        cells = []
+        for m in METRICS:
+            e = c.error(m)
+            cells.append(f"{_fmt(c.measured.get(m)):>9}/{_fmt(c.predicted.get(m)):>9}/"
+                         f"{'-' if e is None else f'{e:+.0%}':>7}".rjust(30))
+        print(f"{c.id[:58]:58} {c.engine:7} {c.hardware[:28]:28} {c.workload:16} " + " ".join(cells))
+    for rid, why in skipped:
+        print(f"skipped {rid}: {why}")
+    print()
+    sources = len({c.source for c in cases})
+    print(f"{len(cases)} published serving benchmarks from {sources} sources "
+          f"({len({c.engine for c in cases})} engines, {len({c.hardware.split()[1] for c in cases})} GPU types)")
+    for m, (n, med) in medians(cases).items():
+        print(f"median |error| {m:22} {med:7.1%}  (n={n})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Published serving benchmarks (tests/data/serving_measurements.yaml) against `evaluate()` with a Workload.
+
+A row is comparable when its model and accelerator are in the catalogue, its engine is one rigopt models
+(vLLM, SGLang), and it states ISL, OSL and a concurrency (or an all-at-once burst of `num_prompts`). Each is
+predicted exactly as `rigopt estimate MODEL --isl I --osl O -b C --gpu G --gpus N` would, with the layout the
+source states. Metrics: TPOT (ms), TTFT (ms; the source's median, else its mean) and output tok/s per GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from optimizer.catalog.devices import node_for
+from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.models import load_cards, resolve_model
+from optimizer.estimate.deployment import Deployment, Hardware, evaluate
+from optimizer.estimate.memory import Parallel
+from optimizer.estimate.serving import Workload
+from optimizer.fidelity.cases import DATA_DIR
+
+SERVING_FILE = DATA_DIR / "serving_measurements.yaml"
+ENGINES = ("vllm", "sglang")
+METRICS = ("tpot_ms", "ttft_ms", "output_tok_s_per_gpu")
+
+
+@dataclass(frozen=True)
+class ServingCase:
+    id: str
+    engine: str
+    model: str
+    hardware: str
+    workload: str
+    measured: dict[str, float]
+    predicted: dict[str, float]
+    source: str
+
+    def error(self, metric: str) -> float | None:
+        if metric not in self.measured or metric not in self.predicted:
+            return None
+        m, p = self.measured[metric], self.predicted[metric]
+        if not (m > 0 and math.isfinite(p)):
+            return None
+        return p / m - 1.0
+
+
+@lru_cache(maxsize=None)
+def _rows(path: str) -> tuple[dict, ...]:
+    return tuple(yaml.safe_load(Path(path).read_text()) or ())
+
+
+def serving_rows() -> list[dict]:
+    return [dict(r) for r in _rows(str(SERVING_FILE))]
+
+
+def _stat(v) -> float | None:
+    """A latency figure: the median when the source gives one, else its mean, else the plain number."""
+    if isinstance(v, dict):
+        for k in ("median", "mean"):
+            if v.get(k) is not None:
+                return float(v[k])
+        return None
+    return None if v is None else float(v)
+
+
+def comparable(row: dict) -> bool:
+    hw = load_hardware()
+    w = row.get("workload") or {}
+    if row.get("engine") not in ENGINES or row.get("model") not in load_cards():
+        return False
+    if row.get("accelerator") not in hw.accelerators or w.get("kind") != "serving":
+        return False
+    if not (w.get("isl") and w.get("osl")):
+        return False
+    return bool(_concurrency(w)) and bool(_measured(row))
+
+
+def _concurrency(w: dict) -> int | None:
+    c = w.get("concurrency")
+    if c:
+        return int(c)
+    if str(w.get("request_rate")) == "inf" and w.get("num_prompts"):
+        return int(w["num_prompts"])  # all requests at once: a burst of num_prompts in flight
+    return None
+
+
+def _measured(row: dict) -> dict[str, float]:
+    m = row.get("measured") or {}
+    gpus = int(row.get("gpus") or 1)
+    out: dict[str, float] = {}
+    for key in ("tpot_ms", "ttft_ms"):
+        v = _stat(m.get(key))
+        if v:
+            out[key] = v
+    if m.get("output_tok_s_per_gpu"):
+        out["output_tok_s_per_gpu"] = float(m["output_tok_s_per_gpu"])
+    elif m.get("output_tok_s"):
+        out["output_tok_s_per_gpu"] = float(m["output_tok_s"]) / gpus
+    return out
+
+
+def deployment_of(row: dict) -> Deployment:
+    m = resolve_model(row["model"])
+    acc = load_hardware().accelerators[row["accelerator"]]
+    gpus = int(row.get("gpus") or 1)
+    p = row.get("parallel") or {}
+    if p.get("dp_attention"):
+        par = Parallel(tp=1, dp=gpus, ep=m.spec.is_moe and gpus > 1)  # SGLang attention DP over all ranks
+    elif p:
+        par = Parallel(tp=int(p.get("tp") or 1), pp=int(p.get("pp") or 1), dp=int(p.get("dp") or 1),
+                       ep=bool(p.get("ep")))
+    else:
+        par = Parallel(tp=min(gpus, 8), dp=gpus // min(gpus, 8), ep=m.spec.is_moe and gpus > 1)
+    if par.world != gpus:
+        par = Parallel(tp=min(gpus, 8), dp=gpus // min(gpus, 8), ep=m.spec.is_moe and gpus > 1)
+    node = node_for(acc.key, gpus)
+    per_node = min(node.accelerators_per_node, gpus) if node else gpus
+    w = row["workload"]
+    c = _concurrency(w) or 1
+    wl = Workload(isl=int(w["isl"]), osl=int(w["osl"]), concurrency=c)
+    kv = {"fp8": "fp8", "fp8_e4m3": "fp8", "bf16": "bf16"}.get(str(row.get("kv_dtype") or "").lower())
+    return Deployment(model=m, quant=row.get("quant") or "native", engine=row["engine"],
+                      hardware=Hardware(acc, node, -(-gpus // per_node), per_node), parallel=par,
+                      context=wl.max_len, concurrency=1, kv_dtype=kv, workload=wl)
+
+
+def predict(row: dict) -> ServingCase:
+    d = deployment_of(row)
+    ev = evaluate(d)
+    s = ev.serving
+    assert s is not None
+    pred = {"tpot_ms": s.tpot_s * 1e3, "ttft_ms": s.ttft_s * 1e3, "output_tok_s_per_gpu": s.output_tok_s_per_gpu}
+    w = d.workload
+    assert w is not None
+    return ServingCase(id=row["id"], engine=row["engine"], model=row["model"],
+                       hardware=f"{d.hardware.world}x {d.hardware.accelerator.key} {d.parallel.label()}",
+                       workload=f"{w.isl}/{w.osl} c{w.concurrency}", measured=_measured(row), predicted=pred,
+                       source=str(row.get("source", "")))
+
+
+def run() -> tuple[list[ServingCase], list[tuple[str, str]]]:
+    """Every comparable row predicted; rows that could not be evaluated come back with the reason."""
+    cases, skipped = [], []
+    for r in serving_rows():
+        if not comparable(r):
+            continue
+        try:
+            cases.append(predict(r))
+        except Exception as e:  # a row rigopt cannot evaluate is reported, not hidden
+            skipped.append((r["id"], f"{type(e).__name__}: {e}"))
+    return cases, skipped
+
+
+def medians(cases: list[ServingCase]) -> dict[str, tuple[int, float]]:
+    out = {}
+    for metric in METRICS:
+        errs = [abs(e) for c in cases if (e := c.error(metric)) is not None]
+        if errs:
+            out[metric] = (len(errs), statistics.median(errs))
+    return out
