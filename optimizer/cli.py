@@ -118,11 +118,15 @@ def _spec(m, spec: str | None, accept_len: float | None):
 @app.command()
 def cheapest(
     model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder or a .gguf file")],
-    context: Annotated[str, typer.Option("--context", "-c", help=CONTEXT_HELP)] = "384K",
-    tok_s: Annotated[float, typer.Option("--tok-s", help="Decode tokens/s per sequence at that context (0 = no target)")] = 0.0,
+    context: Annotated[Optional[str], typer.Option("--context", "-c", help=CONTEXT_HELP + " Default 384K, or isl + osl with a workload.")] = None,
+    tok_s: Annotated[float, typer.Option("--tok-s", help="Decode tokens/s per sequence at that context (0 = no target); with --isl/--osl: 1/TPOT")] = 0.0,
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = 1,
-    ttft: Annotated[Optional[float], typer.Option("--ttft", help="Max seconds to first token for a full-context prompt")] = None,
+    ttft: Annotated[Optional[float], typer.Option("--ttft", help="Max seconds to first token for a full-context prompt (with --isl/--osl: the served TTFT, queueing included)")] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt length for --ttft (default: the context)")] = None,
+    isl: Annotated[Optional[str], typer.Option("--isl", help="Workload: input tokens per request (with --osl)")] = None,
+    osl: Annotated[Optional[str], typer.Option("--osl", help="Workload: output tokens per request")] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Workload: requests/s to sustain (open loop); default --concurrency requests in flight")] = None,
+    prefix_hit: Annotated[float, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache")] = 0.0,
     objective: Annotated[str, typer.Option("--objective", help="capex (buy) | hourly (rent) | power (watts)")] = "capex",
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="Cap on the objective (USD, USD/h or W)")] = None,
     min_bits: Annotated[float, typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN")] = 0.0,
@@ -153,15 +157,23 @@ def cheapest(
 
     if objective not in ("capex", "hourly", "power"):
         raise InputError(f"unknown objective '{objective}' (use capex, hourly or power)")
+    if (isl is None) != (osl is None):
+        raise InputError("a workload needs both --isl and --osl")
+    if rate is not None and isl is None:
+        raise InputError("--rate needs a workload: give --isl and --osl")
+    wl_isl, wl_osl = (_tokens(isl), _tokens(osl)) if isl is not None and osl is not None else (None, None)
+    ctx = _tokens(context) if context else (wl_isl + wl_osl if wl_isl and wl_osl else _tokens("384K"))
     try:
-        q = Query(model=model, context=_tokens(context), concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
+        q = Query(model=model, context=ctx, concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
+                  isl=wl_isl, osl=wl_osl, rate_rps=rate, prefix_hit=prefix_hit,
                   prompt_tokens=_tokens(prompt) if prompt else None, objective=objective, max_budget=max_budget,
                   min_expert_bits=min_bits, min_attn_bits=min_attn_bits, gpus=csv(gpus),
                   owned=Owned.parse(owned) if owned else None, engines=csv(engine), quants=csv(quant),
                   kv_dtypes=csv(kv_dtype), loads=loads, max_nodes=max_nodes, top=top, time_limit_s=time_limit)
     except ValidationError as e:
         err = e.errors()[0]
-        raise InputError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        where = f"--{str(err['loc'][0]).replace('_', '-')}: " if err["loc"] else ""
+        raise InputError(f"{where}{err['msg']}") from None
     r = run(q)
     if out:
         if r.plan is None:

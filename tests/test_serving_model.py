@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optimizer.estimate.serving import Workload, serve
 from optimizer.fidelity.serving import comparable, medians, run, serving_rows
@@ -59,3 +61,75 @@ def test_published_serving_rows_are_all_evaluated():
     assert len({c.source for c in cases}) >= 5
     m = medians(cases)
     assert set(m) == {"tpot_ms", "ttft_ms", "output_tok_s_per_gpu"}
+
+
+def test_scenario_fields_cover_every_query_field():
+    """The cheapest question is one thing: every Query field can be set from a scenario file (except `loads`,
+    whose files are not yet resolved relative to the scenario) and the CLI offers the workload fields."""
+    from optimizer.scenarios.schema import QuestionFields
+    from optimizer.solver.query import Query
+    missing = set(Query.model_fields) - set(QuestionFields.model_fields) - {"loads"}
+    assert not missing, missing
+
+
+def test_cheapest_workload_plan_agrees_with_the_checker_and_estimate():
+    """A served-workload question: the plan's serving figures are evaluate()'s, the checker passes it, and
+    `estimate` on the same hardware gives the same TPOT and weights per device."""
+    from optimizer.catalog.models import resolve_model
+    from optimizer.estimate.serving import Workload
+    from optimizer.report.estimate import estimate
+    from optimizer.solver.query import Query
+    from optimizer.solver.search import cheapest
+    from optimizer.solver.validate import check
+    q = Query(model="qwen3-8b", context=4096 + 512, isl=4096, osl=512, concurrency=8, tok_s=20,
+              gpus=["h100-sxm"], engines=["vllm"], quants=["native"], top=1, workers=1)
+    r = cheapest(q)
+    p = r.plan
+    assert p is not None and p.serving is not None and p.settings is not None
+    assert check(p, q) == []
+    assert 1 / p.serving.tpot_s >= 20
+    e = estimate(resolve_model("qwen3-8b"), context=q.context, concurrency=8, quants=["native"], engine="vllm",
+                 engine_explicit=True, gpu="h100-sxm", gpus=p.hardware.n_nodes * p.hardware.gpus_per_node,
+                 workload=Workload(isl=4096, osl=512, concurrency=8))
+    h = e.hardware
+    assert h is not None and h.serving is not None
+    assert h.per_device.weights_bytes == p.memory.weights_bytes
+    assert h.serving.tpot_s == pytest.approx(p.serving.tpot_s, rel=1e-12)
+    assert h.settings.max_num_seqs == p.settings.max_num_seqs
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(model=st.sampled_from(["qwen3-8b", "gpt-oss-20b", "qwen3-30b-a3b", "llama-3.1-8b"]),
+       context=st.sampled_from([4096, 32768]), concurrency=st.sampled_from([1, 4]),
+       engine=st.sampled_from(["vllm", "sglang"]), workload=st.booleans())
+def test_cheapest_estimate_and_checker_agree_to_the_byte(model, context, concurrency, engine, workload):
+    """The same plan evaluated three ways (the solver's build, `estimate` with the plan's hardware and layout, the
+    independent checker) gives identical memory, decode, TTFT and serving figures: one evaluate() behind all."""
+    from optimizer.catalog.models import resolve_model
+    from optimizer.estimate.memory import Parallel
+    from optimizer.report.estimate import estimate
+    from optimizer.solver.query import Query
+    from optimizer.solver.search import cheapest
+    from optimizer.solver.validate import evaluate as check_eval
+    kw = dict(isl=context // 2, osl=256) if workload else {}
+    q = Query(model=model, context=context, concurrency=concurrency, gpus=["h100-sxm", "l40s"], engines=[engine],
+              quants=["native"], top=1, workers=1, **kw)
+    p = cheapest(q).plan
+    assert p is not None
+    par = Parallel(tp=p.parallel.tp, pp=p.parallel.pp, dp=p.parallel.dp, ep=p.parallel.ep)
+    gpus = p.hardware.n_nodes * p.hardware.gpus_per_node
+    e = estimate(resolve_model(model), context=context, concurrency=q.kv_sequences, quants=["native"],
+                 kv_dtype=p.kv_dtype, engine=engine, engine_explicit=True, gpu=p.hardware.accelerator, gpus=gpus,
+                 parallel=par, workload=q.workload).hardware
+    c = check_eval(p, q)
+    assert e is not None and e.node == p.hardware.node
+    for field in ("capacity_bytes", "budget_bytes", "weights_bytes", "kv_bytes", "runtime_bytes", "headroom_bytes"):
+        assert getattr(e.per_device, field) == getattr(p.memory, field) == getattr(c.mem, field), field
+    assert e.decode.tok_s_per_seq == p.speed.tok_s_per_seq == c.speed.tok_s_per_seq
+    assert e.decode.ttft_s == p.speed.ttft_s == c.prefill.ttft_s
+    assert e.decode.terms_s == p.speed.terms_s
+    if workload:
+        assert e.serving is not None and p.serving is not None
+        assert e.serving.tpot_s == p.serving.tpot_s == c.physics.tpot_s
+        assert e.serving.output_tok_s == p.serving.output_tok_s
+        assert e.settings.max_num_batched_tokens == p.settings.max_num_batched_tokens

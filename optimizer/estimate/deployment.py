@@ -182,6 +182,22 @@ class Evaluation:
     def fits(self) -> bool:
         return self.memory.fits
 
+    @property
+    def tpot_s(self) -> float:
+        """Time per output token the targets are checked against: the served workload's TPOT when there is one
+        (continuous batching, prefill interleaved), else one decode step of `concurrency` sequences."""
+        return self.serving.tpot_s if self.serving is not None else self.decode.step_time_s
+
+    @property
+    def ttft_s(self) -> float:
+        """Time to first token: the workload's (queueing included) when there is one, else one prompt alone."""
+        return self.serving.ttft_s if self.serving is not None else self.prefill.ttft_s
+
+    @property
+    def sustainable(self) -> bool:
+        """The workload's rate or concurrency is served without the queue growing (always True without one)."""
+        return self.serving is None or self.serving.stable
+
     @cached_property
     def max_concurrency(self) -> int:
         """Most sequences of `context` tokens the KV pools hold (all DP replicas)."""

@@ -17,7 +17,10 @@ def _money(objective: str, v: float | None) -> str:
 
 def render_cheapest(r: CheapestResult, console: Console) -> None:
     q = r.query
+    wl = q.workload
     console.print(f"[bold]cheapest[/bold] {q.model} at {q.context:,} tokens × {q.concurrency}"
+                  + (f" (workload {wl.isl:,} in / {wl.osl:,} out"
+                     + (f", {wl.rate_rps:g} req/s)" if wl.rate_rps else ", closed loop)") if wl else "")
                   + (f", ≥ {q.tok_s:g} tok/s per sequence" if q.tok_s else "")
                   + (f", TTFT ≤ {q.ttft_s:g} s" if q.ttft_s else "") + f"; objective {q.objective}"
                   + (f", budget {q.max_budget:,.0f}" if q.max_budget else ""))
@@ -57,6 +60,20 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
     s = p.speed
     console.print(f"decode: {s.tok_s_per_seq:,.1f} tok/s per sequence expected (bound {s.tok_s_bound_per_seq:,.1f}); "
                   f"TTFT {s.ttft_s:,.1f} s (bound {s.ttft_bound_s:,.1f}); binding constraint: {p.binding_constraint}")
+    sv = p.serving
+    if sv is not None:
+        load = f"{sv.concurrency} in flight" if sv.concurrency is not None else f"{sv.rate_rps:g} req/s"
+        console.print(f"serving {sv.isl:,} in / {sv.osl:,} out, {load}: TPOT {sv.tpot_s * 1e3:,.1f} ms "
+                      f"({1 / sv.tpot_s:,.1f} tok/s per sequence), TTFT {sv.ttft_s:,.2f} s (p90 {sv.ttft_p90_s:,.2f} s), "
+                      f"{sv.request_rate_rps:,.2f} req/s, output {sv.output_tok_s:,.0f} tok/s "
+                      f"({sv.output_tok_s_per_gpu:,.0f}/GPU), total {sv.total_tok_s:,.0f} tok/s; "
+                      f"prefill {sv.prefill_share:.0%} of engine time")
+    if p.settings is not None:
+        st = p.settings
+        console.print(f"engine settings: max_model_len {st.max_model_len:,}, max_num_seqs {st.max_num_seqs:,}, "
+                      f"max_num_batched_tokens {st.max_num_batched_tokens:,}"
+                      + (f", gpu_memory_utilization {st.gpu_memory_utilization:.2f}" if st.gpu_memory_utilization else "")
+                      + (f", mem_fraction_static {st.mem_fraction_static:.3f}" if st.mem_fraction_static else ""))
     for n in p.notes:
         console.print(f"note: {n}")
     if r.alternatives:

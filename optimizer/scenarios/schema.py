@@ -142,6 +142,13 @@ class QuestionFields(_Strict):
                                                                   "`prompt_tokens` prompt")
     prompt_tokens: TokenCount | None = Field(None, description="prompt length for `ttft_s` "
                                                                         "(default: the context)")
+    isl: TokenCount | None = Field(None, description="workload: input tokens per request (with osl; then tok_s "
+                                                     "bounds 1/TPOT and ttft_s the served TTFT)")
+    osl: TokenCount | None = Field(None, description="workload: output tokens per request")
+    rate_rps: Number | None = Field(None, gt=0, le=1e6, description="workload: requests/s to sustain (default: "
+                                                                   "`concurrency` requests in flight)")
+    prefix_hit: Number | None = Field(None, ge=0, lt=1, description="workload: share of prompt tokens served from "
+                                                                    "the prefix cache")
     objective: Literal["capex", "hourly", "power"] | None = Field(None, description="capex (buy, USD) | hourly "
                                                                    "(rent, USD/h) | power (W)")
     max_budget: Number | None = Field(None, gt=0, description="cap on the objective (USD, USD/h or W)")
@@ -187,6 +194,8 @@ def merged(defaults: QuestionFields, q: Question) -> dict[str, Any]:
     out = dict(BATCH_DEFAULTS)
     out.update(defaults.model_dump(exclude_unset=True, exclude_none=True))
     out.update(q.model_dump(exclude_unset=True, exclude_none=True, exclude={"name", "description"}))
+    if "context" not in out and isinstance(out.get("isl"), int) and isinstance(out.get("osl"), int):
+        out["context"] = out["isl"] + out["osl"]  # a workload's longest sequence, as `rigopt cheapest` does
     return out
 
 

@@ -29,6 +29,7 @@ DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
 DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "iq4_xs", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
                        "q4_k_m-moe", "q2_k-moe", "iq2_xxs-moe")
 HOST_RESERVED_BYTES = F.HOST_RESERVED_BYTES.value  # OS, engine process, page cache floor (factors.py)
+UNSUSTAINABLE_S = 1e4  # stands for "not sustainable" in the table's time columns (any target excludes it)
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,8 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
     hardware = Hardware(acc, node, n_nodes, g, links=plan_links(node, n_nodes, par))
     try:
         base = Deployment(model=m, quant=qname, engine=engine, hardware=hardware, parallel=par, context=q.context,
-                          concurrency=q.concurrency, kv_dtype=kv_dtype, prompt_tokens=q.prompt_tokens or q.context,
+                          concurrency=q.kv_sequences, kv_dtype=kv_dtype, workload=q.workload,
+                          prompt_tokens=q.prompt_tokens or (None if q.workload else q.context),
                           load_imbalance=imbalance)
     except InputError:
         return None
@@ -299,7 +301,16 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
         return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
 
     ev_c = at(0, L) if Z else ev_a
-    if not L:
+    if not ev_a.sustainable:
+        return None  # offloading only slows it down further
+    if q.workload is not None:
+        # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
+        # the offload range (a chord; the independent check re-evaluates the chosen point exactly)
+        def tp(ev) -> float:
+            return ev.tpot_s if ev.sustainable else UNSUSTAINABLE_S
+        ta, tb, tc = tp(ev_a), tp(ev_b), tp(ev_c)
+        lines = ((ta, (tb - ta) / L if L else 0.0, (tc - ta) / L if L else 0.0),)
+    elif not L:
         a, b = split(ev_a.decode)
         lines = ((a, 0.0, 0.0), (b, 0.0, 0.0))
     elif load_aware:
@@ -313,7 +324,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
         (ma, ca), (mb, cb) = split(ev_a.decode), split(ev_b.decode)
         mc, cc = split(ev_c.decode) if Z else (ma, ca)
         lines = ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
-    pa, pb, pc = ev_a.prefill, ev_b.prefill, ev_c.prefill
+    ttft_a, ttft_b, ttft_c = (min(ev.ttft_s, UNSUSTAINABLE_S) for ev in (ev_a, ev_b, ev_c))
 
     per = 1.0 / L if L else 0.0
     expert_bytes = ev_a.weights.routed_expert_bytes
@@ -336,9 +347,9 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
         mem_slope=(mem_a.used_bytes - mem_b.used_bytes) * per,
         host_fixed=F.HOST_RESERVED_BYTES.value if L else 0.0, host_slope=layer_bytes,
         step_lines=tuple(lines),
-        ttft0=pa.ttft_s, ttft_slope=(pb.ttft_s - pa.ttft_s) * per,
+        ttft0=ttft_a, ttft_slope=(ttft_b - ttft_a) * per,
         expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],
-        max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(pc.ttft_s - pa.ttft_s) * per,
+        max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(ttft_c - ttft_a) * per,
         notes=tuple(mem_a.notes))
 
 

@@ -67,6 +67,34 @@ class Speed(_P):
     terms_s: dict[str, float]
 
 
+class EngineSettingsPlan(_P):
+    """Engine settings the plan's figures assume; `export` writes these values."""
+    max_model_len: int
+    max_num_seqs: int                 # vLLM --max-num-seqs, SGLang --max-running-requests, llama.cpp -np
+    max_num_batched_tokens: int       # vLLM --max-num-batched-tokens, SGLang --chunked-prefill-size, llama.cpp -ub
+    gpu_memory_utilization: float | None = None
+    mem_fraction_static: float | None = None
+    block_size: int
+
+
+class ServingPlan(_P):
+    """The plan serving its workload (optimizer/estimate/serving.py)."""
+    isl: int
+    osl: int
+    concurrency: int | None
+    rate_rps: float | None
+    tpot_s: float
+    ttft_s: float
+    ttft_p90_s: float
+    request_rate_rps: float
+    output_tok_s: float
+    total_tok_s: float
+    output_tok_s_per_gpu: float
+    admitted_seqs: int
+    prefill_share: float
+    binding: str
+
+
 class Plan(_P):
     schema_id: str = PLAN_SCHEMA
     model: str
@@ -84,3 +112,5 @@ class Plan(_P):
     binding_constraint: str
     notes: list[str] = []
     candidate_id: str = ""
+    settings: EngineSettingsPlan | None = None
+    serving: ServingPlan | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from optimizer.errors import InputError
 from optimizer.units import MAX_CONCURRENCY, parse_bytes
@@ -54,6 +54,12 @@ class Query(BaseModel):
     tok_s: float = Field(default=0.0, ge=0, le=1e6)          # decode tokens/s per sequence at `context`
     ttft_s: float | None = Field(default=None, gt=0, le=1e6)  # time to first token for a `prompt_tokens` prompt
     prompt_tokens: int | None = Field(default=None, gt=0, le=2**27)
+    # workload (optional): requests of isl prompt / osl output tokens, `concurrency` in flight or `rate_rps`
+    # arriving; then tok_s bounds 1/TPOT and ttft_s the served TTFT (optimizer/estimate/serving.py)
+    isl: int | None = Field(default=None, gt=0, le=2**27)
+    osl: int | None = Field(default=None, gt=0, le=2**27)
+    rate_rps: float | None = Field(default=None, gt=0, le=1e6)
+    prefix_hit: float = Field(default=0.0, ge=0, lt=1)
     objective: Objective = "capex"
     max_budget: float | None = Field(default=None, gt=0)
     min_expert_bits: float = Field(default=0.0, ge=0, le=32)
@@ -68,6 +74,31 @@ class Query(BaseModel):
     top: int = Field(default=5, ge=1, le=50)
     time_limit_s: float = Field(default=20.0, gt=0, le=3600)
     workers: int = Field(default=2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _workload_fields(self) -> "Query":
+        if (self.isl is None) != (self.osl is None):
+            raise ValueError("a workload needs both isl and osl")
+        if self.isl is None and (self.rate_rps is not None or self.prefix_hit):
+            raise ValueError("rate_rps and prefix_hit need a workload (isl and osl)")
+        if self.isl is not None and self.osl is not None and self.context < self.isl + self.osl:
+            raise ValueError(f"context {self.context} is shorter than isl + osl = {self.isl + self.osl}")
+        return self
+
+    @property
+    def workload(self):
+        """The served workload, or None for the plain (context, concurrency) question."""
+        if self.isl is None or self.osl is None:
+            return None
+        from optimizer.estimate.serving import Workload
+        return Workload(isl=self.isl, osl=self.osl, concurrency=None if self.rate_rps else self.concurrency,
+                        rate_rps=self.rate_rps, prefix_hit=self.prefix_hit)
+
+    @property
+    def kv_sequences(self) -> int:
+        """Sequences whose KV must fit at `context` at once (open-loop workloads: one; the serving model checks
+        that the pool admits the rate)."""
+        return 1 if self.rate_rps else self.concurrency
 
     @field_validator("quants")
     @classmethod

@@ -10,7 +10,8 @@ from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.solver.candidates import Candidate, enumerate_candidates
 from optimizer.solver.cpsat import DeploymentModel, greedy_hint
-from optimizer.solver.plan import Costs, Hardware, Memory, Offload, ParallelLayout, Plan, Speed
+from optimizer.solver.plan import (Costs, EngineSettingsPlan, Hardware, Memory, Offload, ParallelLayout, Plan,
+                                   ServingPlan, Speed)
 from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
 from optimizer.solver.table import limits, to_rows
@@ -45,7 +46,7 @@ def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str =
                   owned=c.owned)
     par = ParallelLayout(tp=c.par.tp, pp=c.par.pp, dp=c.par.dp, ep=c.par.ep, ep_size=c.par.ep_size)
     skeleton = Plan(model=q.model, engine=c.engine, quant=c.quant, kv_dtype=c.kv_dtype, context=q.context,
-                    concurrency=q.concurrency, hardware=hw, parallel=par,
+                    concurrency=q.kv_sequences, hardware=hw, parallel=par,
                     offload=Offload(mode=c.offload_mode if x + z else "none", expert_layers_offloaded=x,
                                     offloaded_layers=offloaded, host_bytes=0.0, nvme_layers=on_nvme,
                                     nvme_bytes=c.nvme(z)),
@@ -63,12 +64,12 @@ def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str =
     if ev.host_used:
         slack["host DRAM"] = (ev.host_capacity - ev.host_used) / ev.host_capacity
     if q.tok_s:
-        slack["decode tok/s"] = ev.speed.tok_s_per_seq / q.tok_s - 1
+        slack["decode tok/s"] = 1.0 / (ev.physics.tpot_s * q.tok_s) - 1
     if q.ttft_s:
-        slack["TTFT"] = q.ttft_s / ev.prefill.ttft_s - 1
+        slack["TTFT"] = q.ttft_s / ev.physics.ttft_s - 1
     if q.max_budget:
         slack["budget"] = q.max_budget / cost - 1 if cost else 1.0
-    binding = min(slack, key=lambda k: slack[k])
+    binding = binding_constraint(slack)
     notes = list(c.notes)
     world = c.n_nodes * c.gpus_per_node
     acct = {"vllm": f"vLLM budget = gpu_memory_utilization {mem.budget_bytes / mem.capacity_bytes:.2f} x total memory",
@@ -100,7 +101,38 @@ def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str =
         speed=Speed(tok_s_per_seq=ev.speed.tok_s_per_seq, tok_s_bound_per_seq=ev.speed.tok_s_bound_per_seq,
                     tok_s_aggregate=ev.speed.tok_s_aggregate, ttft_s=ev.prefill.ttft_s,
                     ttft_bound_s=ev.prefill.ttft_bound_s, binding=ev.speed.binding, terms_s=ev.speed.terms_s),
-        binding_constraint=binding, notes=notes))
+        binding_constraint=binding, notes=notes, settings=_settings_plan(ev), serving=_serving_plan(ev, q)))
+
+
+def _settings_plan(ev) -> EngineSettingsPlan:
+    st = ev.physics.settings
+    return EngineSettingsPlan(max_model_len=st.max_model_len, max_num_seqs=st.max_num_seqs,
+                              max_num_batched_tokens=st.max_num_batched_tokens,
+                              gpu_memory_utilization=st.gpu_memory_utilization,
+                              mem_fraction_static=st.mem_fraction_static, block_size=st.block_size)
+
+
+def _serving_plan(ev, q: Query) -> ServingPlan | None:
+    s, w = ev.physics.serving, q.workload
+    if s is None or w is None or not s.stable:
+        return None
+    return ServingPlan(isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps, tpot_s=s.tpot_s,
+                       ttft_s=s.ttft_s, ttft_p90_s=s.ttft_p90_s, request_rate_rps=s.request_rate_rps,
+                       output_tok_s=s.output_tok_s, total_tok_s=s.total_tok_s,
+                       output_tok_s_per_gpu=s.output_tok_s_per_gpu, admitted_seqs=s.admitted_seqs,
+                       prefill_share=s.prefill_share, binding=s.binding)
+
+
+BINDING_SLACK = 0.10  # a constraint with less than 10% slack is named as the one that binds
+
+
+def binding_constraint(slack: dict[str, float]) -> str:
+    """The constraint closest to its limit, when one is within BINDING_SLACK of it; otherwise the plan is the
+    cheapest that runs at all and none of its constraints is near binding (it says so rather than naming one)."""
+    name = min(slack, key=lambda k: slack[k])
+    if slack[name] <= BINDING_SLACK:
+        return name
+    return f"none within {BINDING_SLACK:.0%} (tightest: {name}, {slack[name]:.0%} spare)"
 
 
 def m_is_moe(q: Query) -> bool:

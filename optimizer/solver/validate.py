@@ -78,7 +78,8 @@ def plan_deployment(plan: Plan, q: Query) -> Deployment:
     return Deployment(model=m, quant=plan.quant, engine=plan.engine,
                       hardware=Hardware(acc, node, plan.hardware.n_nodes, plan.hardware.gpus_per_node),
                       parallel=par, context=plan.context, concurrency=plan.concurrency, kv_dtype=plan.kv_dtype,
-                      offload=off, prompt_tokens=q.prompt_tokens or q.context, load_imbalance=imbalance)
+                      offload=off, workload=q.workload,
+                      prompt_tokens=q.prompt_tokens or (None if q.workload else q.context), load_imbalance=imbalance)
 
 
 def evaluate(plan: Plan, q: Query) -> PlanEvaluation:
@@ -116,8 +117,10 @@ def check(plan: Plan, q: Query, tol: float = 1e-6) -> list[str]:
         bad.append(why)
     if plan.parallel.tp > node.accelerators_per_node:
         bad.append("tensor parallelism crosses a node boundary")
-    if plan.context != q.context or plan.concurrency < q.concurrency:
+    if plan.context != q.context or plan.concurrency < q.kv_sequences:
         bad.append("plan does not serve the asked context/concurrency")
+    if not ev.physics.sustainable:
+        bad.append("the workload is not sustainable: " + "; ".join(ev.physics.serving.notes if ev.physics.serving else ()))
     if not ev.mem.fits:
         bad.append(f"device memory: needs {ev.mem.used_bytes / 2**30:.2f} GiB of a {ev.mem.budget_bytes / 2**30:.2f} GiB budget")
     if ev.nvme_used > ev.nvme_capacity * (1 + tol):
@@ -126,10 +129,10 @@ def check(plan: Plan, q: Query, tol: float = 1e-6) -> list[str]:
         bad.append("only llama.cpp (mmap) reads expert layers from NVMe")
     if ev.host_used > ev.host_capacity * (1 + tol):
         bad.append(f"host DRAM: needs {ev.host_used / 1e9:.1f} GB of {ev.host_capacity / 1e9:.1f} GB")
-    if q.tok_s and ev.speed.tok_s_per_seq < q.tok_s * (1 - tol):
-        bad.append(f"decode speed {ev.speed.tok_s_per_seq:.2f} tok/s < target {q.tok_s}")
-    if q.ttft_s and ev.prefill.ttft_s > q.ttft_s * (1 + tol):
-        bad.append(f"TTFT {ev.prefill.ttft_s:.2f} s > target {q.ttft_s} s")
+    if q.tok_s and 1.0 / ev.physics.tpot_s < q.tok_s * (1 - tol):
+        bad.append(f"decode speed {1.0 / ev.physics.tpot_s:.2f} tok/s < target {q.tok_s}")
+    if q.ttft_s and ev.physics.ttft_s > q.ttft_s * (1 + tol):
+        bad.append(f"TTFT {ev.physics.ttft_s:.2f} s > target {q.ttft_s} s")
     if ev.expert_bits < q.min_expert_bits or ev.attn_bits < q.min_attn_bits:
         bad.append("quantization below the quality floor")
     cost = {"capex": ev.capex_usd, "hourly": ev.usd_per_hour, "power": ev.power_watts}[q.objective]
