@@ -196,6 +196,21 @@ def _quantile(vals: list[float], q: float) -> float:
     return float(np.quantile(np.asarray(vals, dtype=float), q))
 
 
+# ---------------------------------------------------------------- per-row formulas (scalars or pandas Series)
+
+def gemm_flop_efficiency(m, n, k, latency_ms, peak_flops_per_s):
+    """2*M*N*K FLOPs in `latency_ms` as a fraction of the dtype's peak."""
+    return 2.0 * m * n * k / (latency_ms * 1e-3) / peak_flops_per_s
+
+
+def gemm_bw_efficiency(m, n, k, latency_ms, weight_bytes_per_param, hbm_bw_bytes_per_s):
+    """Weights (N*K at the dtype's bytes per param) plus bf16 activations in and out, as a fraction of HBM peak."""
+    return (n * k * weight_bytes_per_param + 2.0 * m * k + 2.0 * m * n) / (latency_ms * 1e-3) / hbm_bw_bytes_per_s
+
+
+GEMM_ANCHOR = (4096, 8192, 8192)   # (M, N, K) of the raw row each GEMM table quotes, for traceability
+
+
 # ---------------------------------------------------------------- tables
 
 def gemm_tables(pkg: Pkg, system: str, peaks: dict) -> tuple[list, list]:
@@ -208,10 +223,18 @@ def gemm_tables(pkg: Pkg, system: str, peaks: dict) -> tuple[list, list]:
             if d.empty or not peak:
                 continue
             kernels = sorted(d.kernel_source.unique().tolist())
-            d = d.groupby(["m", "n", "k"], as_index=False).latency.min()  # best kernel per shape
-            t = d.latency * 1e-3
-            d = d.assign(eff=2.0 * d.m * d.n * d.k / t / peak,
-                         bw=(d.n * d.k * bpw + 2.0 * d.m * d.k + 2.0 * d.m * d.n) / t / peaks["hbm_bw_bytes_per_s"])
+            best = d.sort_values("latency", kind="stable").groupby(["m", "n", "k"], as_index=False).first()
+            d = best  # best kernel per shape
+            d = d.assign(eff=gemm_flop_efficiency(d.m, d.n, d.k, d.latency, peak),
+                         bw=gemm_bw_efficiency(d.m, d.n, d.k, d.latency, bpw, peaks["hbm_bw_bytes_per_s"]))
+            am, an, ak = GEMM_ANCHOR
+            arow = d[(d.m == am) & (d.n == an) & (d.k == ak)]
+            anchor = None
+            if len(arow) == 1:
+                r = arow.iloc[0]
+                anchor = {"m_tokens": am, "n": an, "k": ak, "kernel": str(r.kernel_source),
+                          "latency_us": sig(float(r.latency) * 1e3, 8),
+                          "flop_efficiency": sig(float(r.eff)), "bw_efficiency": sig(float(r.bw))}
             lo, hi = GEMM_NK_RANGE
             rep = d[(d.n >= lo) & (d.n <= hi) & (d.k >= lo) & (d.k <= hi)]
             if rep.empty:
@@ -228,7 +251,8 @@ def gemm_tables(pkg: Pkg, system: str, peaks: dict) -> tuple[list, list]:
                            "flop_efficiency_median": [sig(_quantile(effs[m], 0.5)) for m in ms],
                            "flop_efficiency_p25": [sig(_quantile(effs[m], 0.25)) for m in ms],
                            "flop_efficiency_p75": [sig(_quantile(effs[m], 0.75)) for m in ms],
-                           "bw_efficiency_median": [sig(_quantile(bws[m], 0.5)) for m in ms]})
+                           "bw_efficiency_median": [sig(_quantile(bws[m], 0.5)) for m in ms],
+                           "anchor": anchor})
             # weight-streaming efficiency vs weight size (all shapes, M <= GEMM_BW_M_MAX)
             small = d[d.m <= GEMM_BW_M_MAX]
             wb = (small.n * small.k * bpw).map(lambda b: int(round(math.log2(b))))
@@ -493,6 +517,7 @@ def load_peaks(key: str, spec: dict) -> dict:
 CONVENTIONS = {
     "latency": "AIC latency is ms per op call on one GPU; latency_us fields are microseconds",
     "gemm.flop_efficiency": "2*M*N*K / latency / peak FLOP/s of the dtype (peaks.*)",
+    "gemm.anchor": "one raw row of the package (M, N, K, fastest kernel, latency) and its efficiencies, for tracing",
     "gemm.bw_efficiency": "(N*K*weight_bytes_per_param + 2*M*K + 2*M*N) / latency / peaks.hbm_bw_bytes_per_s",
     "gemm_weight_bw": "median bw_efficiency over all shapes with M <= m_tokens_max, binned by weight bytes (N*K*bytes "
                       "per param, nearest power of 2)",

@@ -65,6 +65,17 @@ class _Table(_Row):
     notes: str = ""
 
 
+class GemmAnchor(_Row):
+    """One raw row of the package behind a GEMM table, quoted so a reader can retrace the arithmetic."""
+    m_tokens: PosInt
+    n: PosInt
+    k: PosInt
+    kernel: Text
+    latency_us: Rate
+    flop_efficiency: Eff
+    bw_efficiency: Annotated[float, Field(gt=0)]  # raw: may exceed 1 for L2-resident shapes
+
+
 class GemmCurve(_Table):
     dtype: GemmDtype
     aic_dtype: Text
@@ -77,6 +88,7 @@ class GemmCurve(_Table):
     flop_efficiency_p25: list[Eff]
     flop_efficiency_p75: list[Eff]
     bw_efficiency_median: list[Eff]
+    anchor: GemmAnchor | None = None
 
     @model_validator(mode="after")
     def _check(self) -> GemmCurve:
