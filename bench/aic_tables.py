@@ -586,6 +586,14 @@ def _flag_suspects(doc: dict) -> None:
                 g["suspect"] = True
                 g["notes"] = (f"M=1 efficiency {a:.3g} is {b / a:.0f}x below {o['backend']} {o['backend_version']}'s "
                               f"{b:.3g}: a fixed latency floor of this backend's kernel path as collected")
+    for t in doc["moe"]:  # per-tensor FP8 experts far below block-scaled FP8 experts of the same backend
+        for o in doc["moe"]:
+            if t["dtype"] == "fp8" and o["dtype"] == "fp8_block" and o["backend"] == t["backend"]:
+                a, b = max(t["bw_efficiency_median"]), max(o["bw_efficiency_median"])
+                if a < 0.4 * b:
+                    t["suspect"] = True
+                    t["notes"] = (f"best bandwidth efficiency {a:.3g} vs {b:.3g} for fp8_block experts of the same "
+                                  f"backend ({', '.join(t['kernels'])}): this per-tensor FP8 MoE path as collected")
     for t in doc["mla_decode"]:  # fp8 KV far slower than bf16 KV of the same backend and heads
         for o in doc["mla_decode"]:
             if (t["kv_dtype"] == "fp8" and o["kv_dtype"] == "bf16" and o["backend"] == t["backend"]
