@@ -710,6 +710,14 @@ def summary() -> str:
                 f"b{b}:" + "/".join(f"{v:.2f}" if (v := K.decode_attention_bw_efficiency(key, kv, b, backend=a.backend))
                                     is not None else "-" for kv in kvs) for b in (1, 64))
             lines.append(f"  decode attn bw eff (bf16 KV, {a.backend}) kv={'/'.join(str(k) for k in kvs)}: {vals}")
+        moe = []
+        for dtype in ("bf16", "fp8_block", "nvfp4"):
+            bw = [K.moe_bw_efficiency(key, dtype, x) for x in (0.25, 1.0)]
+            fl = [K.moe_efficiency(key, dtype, x) for x in (64.0, 1024.0)]
+            if bw[0] is not None:
+                moe.append(f"{dtype} bw {bw[0]:.2f}/{bw[1]:.2f} flop {fl[0]:.2f}/{fl[1]:.2f}")
+        if moe:
+            lines.append("  MoE (bw eff at tokens/expert 0.25/1, flop eff at 64/1024): " + "; ".join(moe))
         for impl in ("custom", "nccl"):
             parts = []
             for n in (8, 4):
