@@ -127,6 +127,7 @@ def cheapest(
     osl: Annotated[Optional[str], typer.Option("--osl", help="Workload: output tokens per request")] = None,
     rate: Annotated[Optional[float], typer.Option("--rate", help="Workload: requests/s to sustain (open loop); default --concurrency requests in flight")] = None,
     prefix_hit: Annotated[float, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache")] = 0.0,
+    spec: Annotated[str, typer.Option("--spec", help="Speculative decoding with the model card's MTP/EAGLE-3 setup: off | auto (try both) | on")] = "off",
     objective: Annotated[str, typer.Option("--objective", help="capex (buy) | hourly (rent) | power (watts)")] = "capex",
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="Cap on the objective (USD, USD/h or W)")] = None,
     min_bits: Annotated[float, typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN")] = 0.0,
@@ -165,7 +166,7 @@ def cheapest(
     ctx = _tokens(context) if context else (wl_isl + wl_osl if wl_isl and wl_osl else _tokens("384K"))
     try:
         q = Query(model=model, context=ctx, concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
-                  isl=wl_isl, osl=wl_osl, rate_rps=rate, prefix_hit=prefix_hit,
+                  isl=wl_isl, osl=wl_osl, rate_rps=rate, prefix_hit=prefix_hit, spec=spec,
                   prompt_tokens=_tokens(prompt) if prompt else None, objective=objective, max_budget=max_budget,
                   min_expert_bits=min_bits, min_attn_bits=min_attn_bits, gpus=csv(gpus),
                   owned=Owned.parse(owned) if owned else None, engines=csv(engine), quants=csv(quant),

@@ -88,9 +88,11 @@ def test_cheapest_workload_plan_agrees_with_the_checker_and_estimate():
     assert p is not None and p.serving is not None and p.settings is not None
     assert check(p, q) == []
     assert 1 / p.serving.tpot_s >= 20
+    from optimizer.estimate.deployment import EngineSettings
     e = estimate(resolve_model("qwen3-8b"), context=q.context, concurrency=8, quants=["native"], engine="vllm",
                  engine_explicit=True, gpu="h100-sxm", gpus=p.hardware.n_nodes * p.hardware.gpus_per_node,
-                 workload=Workload(isl=4096, osl=512, concurrency=8))
+                 workload=Workload(isl=4096, osl=512, concurrency=8),
+                 settings=EngineSettings(max_num_seqs=p.settings.max_num_seqs))
     h = e.hardware
     assert h is not None and h.serving is not None
     assert h.per_device.weights_bytes == p.memory.weights_bytes
@@ -118,9 +120,12 @@ def test_cheapest_estimate_and_checker_agree_to_the_byte(model, context, concurr
     assert p is not None
     par = Parallel(tp=p.parallel.tp, pp=p.parallel.pp, dp=p.parallel.dp, ep=p.parallel.ep)
     gpus = p.hardware.n_nodes * p.hardware.gpus_per_node
+    from optimizer.estimate.deployment import EngineSettings
+    assert p.settings is not None
     e = estimate(resolve_model(model), context=context, concurrency=q.kv_sequences, quants=["native"],
                  kv_dtype=p.kv_dtype, engine=engine, engine_explicit=True, gpu=p.hardware.accelerator, gpus=gpus,
-                 parallel=par, workload=q.workload).hardware
+                 parallel=par, workload=q.workload,
+                 settings=EngineSettings(max_num_seqs=p.settings.max_num_seqs)).hardware
     c = check_eval(p, q)
     assert e is not None and e.node == p.hardware.node
     for field in ("capacity_bytes", "budget_bytes", "weights_bytes", "kv_bytes", "runtime_bytes", "headroom_bytes"):

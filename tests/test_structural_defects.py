@@ -116,3 +116,37 @@ def test_binding_constraint_is_named_only_near_its_limit():
     from optimizer.solver.search import binding_constraint
     assert binding_constraint({"device memory": 0.67, "decode tok/s": 0.4}).startswith("none within 10%")
     assert binding_constraint({"device memory": 0.67, "decode tok/s": 0.04}) == "decode tok/s"
+
+
+def _v4pro_mi355x(batch: int, spec: bool) -> float:
+    from dataclasses import replace as _replace
+
+    from optimizer.catalog.hardware import load_hardware
+    from optimizer.catalog.models import resolve_model
+    from optimizer.estimate.deployment import default_spec_decode
+    m = resolve_model("deepseek-v4-pro")
+    hw = load_hardware()
+    node = next(n for n in sorted(hw.nodes.values(), key=lambda n: n.key) if n.accelerator == "mi355x")
+    d = Deployment(model=m, quant="native", engine="vllm", hardware=Hardware(hw.accelerators["mi355x"], node, 1, 8),
+                   parallel=Parallel(tp=8, ep=True), context=2048, concurrency=batch)
+    if spec:
+        d = _replace(d, spec_decode=default_spec_decode(m))
+    return evaluate(d).decode.tok_s_per_seq
+
+
+def test_mtp_speedup_at_low_batch_matches_published():
+    """DeepSeek-V4-Pro FP4 on 8x MI355X (vLLM ROCm, MTP 2 tokens): +75% per-user speed at concurrency 1 and +38% at 8
+    vs no MTP (vllm PR #43385 via SemiAnalysisAI/InferenceX PR #1630; shared/reference/hybrid-and-spec.md). rigopt:
+    one target pass verifies 3 tokens, 1.99 emitted on average, plus two one-layer draft passes."""
+    gain1 = _v4pro_mi355x(1, True) / _v4pro_mi355x(1, False) - 1
+    gain8 = _v4pro_mi355x(8, True) / _v4pro_mi355x(8, False) - 1
+    assert gain1 == pytest.approx(0.75, abs=0.10)
+    assert gain8 == pytest.approx(0.38, abs=0.15)
+    assert gain8 < gain1  # the verification pass costs more as the batch grows
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: the same source measures -37% at concurrency 32; rigopt's roofline "
+                                        "plus draft cost still predicts a gain there (the loss is not a bandwidth or "
+                                        "compute effect rigopt models)")
+def test_mtp_loses_at_concurrency_32_known_gap():
+    assert _v4pro_mi355x(32, True) < _v4pro_mi355x(32, False)

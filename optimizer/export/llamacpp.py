@@ -61,7 +61,8 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
                         "GGUF on a local NVMe drive")
     elif plan.offload.offloaded_layers:
         a += ["--load-mode", "none"]
-    a += ["-t", str(threads), "-b", "2048", "-ub", str(int(F.LLAMACPP_UBATCH.value))]
+    ub = plan.settings.max_num_batched_tokens if plan.settings else int(F.LLAMACPP_UBATCH.value)
+    a += ["-t", str(threads), "-b", str(max(2048, ub)), "-ub", str(ub)]
     out: list[Command] = []
     if h.n_nodes > 1:
         servers = ",".join(f"${{NODE{i}_IP}}:{RPC_PORT + g}" for i in range(1, h.n_nodes)

@@ -105,10 +105,22 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
     a += ["--kv-cache-dtype", kvd, "--context-length", str(int(plan.context))]
     mfs = mem_fraction_static(plan, p.tp * p.dp if moe else p.tp)
     derived["mem_fraction_static"] = mfs
-    chunk = default_max_num_batched_tokens("sglang", plan.memory.capacity_bytes)
+    st = plan.settings  # the values the plan's figures assume (older plans: the engine defaults)
+    chunk = st.max_num_batched_tokens if st else default_max_num_batched_tokens("sglang", plan.memory.capacity_bytes)
+    running = st.max_num_seqs * p.dp if st else plan.concurrency  # SGLang's cap is global (split over attn DP)
     derived["chunked_prefill_size"] = chunk
     a += ["--mem-fraction-static", f"{mfs:.3f}".rstrip("0").rstrip("."),
-          "--max-running-requests", str(plan.concurrency), "--chunked-prefill-size", str(chunk)]
+          "--max-running-requests", str(running), "--chunked-prefill-size", str(chunk)]
+    sd = plan.spec_decode
+    if sd is not None:
+        if sd.method == "eagle3":
+            if not sd.draft_model:
+                raise ExportError("an EAGLE-3 plan needs its draft model (spec_decode.draft_model)")
+            a += ["--speculative-algorithm", "EAGLE3", "--speculative-draft-model-path", sd.draft_model]
+        else:  # DeepSeek MTP / NextN layers run as SGLang's EAGLE drafter (engines.md §3.5)
+            a += ["--speculative-algorithm", "EAGLE"]
+        a += ["--speculative-num-steps", str(sd.num_tokens), "--speculative-eagle-topk", "1",
+              "--speculative-num-draft-tokens", str(sd.num_tokens + 1)]
     if expert_location:
         if not moe or not (p.ep and p.ep_size > 1):
             raise ExportError("--init-expert-location needs an expert-parallel MoE plan")

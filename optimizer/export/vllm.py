@@ -80,9 +80,19 @@ def common_args(facts: ModelFacts, plan: Plan, warnings: list[str], redundant: i
     gmu = gpu_memory_utilization(plan)
     derived["gpu_memory_utilization"] = gmu
     a += ["--gpu-memory-utilization", f"{gmu:.3f}".rstrip("0").rstrip(".")]
-    mnbt = default_max_num_batched_tokens("vllm", plan.memory.capacity_bytes)
+    st = plan.settings  # the values the plan's figures assume (older plans: the engine defaults)
+    mnbt = st.max_num_batched_tokens if st else default_max_num_batched_tokens("vllm", plan.memory.capacity_bytes)
+    seqs = st.max_num_seqs if st else per_replica(plan)
     derived["max_num_batched_tokens"] = mnbt
-    a += ["--max-num-seqs", str(per_replica(plan)), "--max-num-batched-tokens", str(mnbt)]
+    a += ["--max-num-seqs", str(seqs), "--max-num-batched-tokens", str(mnbt)]
+    sd = plan.spec_decode
+    if sd is not None:
+        cfg: dict = {"method": sd.method, "num_speculative_tokens": sd.num_tokens}
+        if sd.method == "eagle3":
+            if not sd.draft_model:
+                raise ExportError("an EAGLE-3 plan needs its draft model (spec_decode.draft_model)")
+            cfg["model"] = sd.draft_model
+        a += ["--speculative-config", json.dumps(cfg, separators=(",", ":"))]
     if plan.offload.mode == "stream" and plan.offload.expert_layers_offloaded:
         gpus = plan.hardware.gpus_per_node
         gb = ceil_to(plan.offload.host_bytes / gpus / GiB, 1)

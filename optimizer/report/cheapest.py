@@ -68,6 +68,11 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
                       f"{sv.request_rate_rps:,.2f} req/s, output {sv.output_tok_s:,.0f} tok/s "
                       f"({sv.output_tok_s_per_gpu:,.0f}/GPU), total {sv.total_tok_s:,.0f} tok/s; "
                       f"prefill {sv.prefill_share:.0%} of engine time")
+    if p.spec_decode is not None:
+        sd = p.spec_decode
+        console.print(f"speculative decoding: {sd.method}, {sd.num_tokens} draft tokens, mean acceptance length "
+                      f"{sd.accept_len:.2f}" + (f", draft {sd.draft_model}" if sd.draft_model else "")
+                      + f" ({sd.source})")
     if p.settings is not None:
         st = p.settings
         console.print(f"engine settings: max_model_len {st.max_model_len:,}, max_num_seqs {st.max_num_seqs:,}, "

@@ -149,6 +149,8 @@ class QuestionFields(_Strict):
                                                                    "`concurrency` requests in flight)")
     prefix_hit: Number | None = Field(None, ge=0, lt=1, description="workload: share of prompt tokens served from "
                                                                     "the prefix cache")
+    spec: Literal["off", "auto", "on"] | None = Field(None, description="speculative decoding with the model "
+                                                                        "card's MTP/EAGLE-3 setup (default off)")
     objective: Literal["capex", "hourly", "power"] | None = Field(None, description="capex (buy, USD) | hourly "
                                                                    "(rent, USD/h) | power (W)")
     max_budget: Number | None = Field(None, gt=0, description="cap on the objective (USD, USD/h or W)")

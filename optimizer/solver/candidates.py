@@ -17,7 +17,8 @@ from optimizer.catalog.hardware_schema import NodeType
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
-from optimizer.estimate.deployment import Deployment, Hardware, Offload, evaluate
+from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, SpecDecode,
+                                           default_spec_decode, evaluate)
 from optimizer.estimate.kv import default_kv_dtype
 from optimizer.estimate.memory import Parallel
 from optimizer.estimate.schemes import SCHEMES, get_scheme, mean_active_bits, quality_bits
@@ -69,6 +70,8 @@ class Candidate:
     nvme_capacity_bytes: float = 0.0
     ttft_nvme_slope: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    spec_decode: SpecDecode | None = None   # speculative decoding the row assumes
+    settings: EngineSettings = EngineSettings()
 
     # ---- float evaluation at x (used by the greedy hint, the oracle and the relaxation report) ----
     def mem(self, x: float, z: float = 0) -> float:
@@ -217,15 +220,18 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                             fam = (par.tp, par.ep, par.dp > 1, par.pp > 1)
                             if fam in feasible_family:
                                 continue  # a smaller node count of this family already meets every target
-                            c = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd, par,
-                                       moe_idx, quality)
-                            if c is None:
-                                continue
-                            if q.max_budget is not None and c.cost > q.max_budget:
-                                feasible_family.add(fam)  # over budget already; more nodes only cost more
-                                continue
-                            out.append(c)
-                            if _meets_all(c, q):
+                            met = False
+                            for spec_dec in _spec_options(q, m, engine):
+                                c = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd, par,
+                                           moe_idx, quality, spec_dec)
+                                if c is None:
+                                    continue
+                                if q.max_budget is not None and c.cost > q.max_budget:
+                                    met = True  # over budget already; more nodes only cost more
+                                    continue
+                                out.append(c)
+                                met = met or _meets_all(c, q)
+                            if met:
                                 feasible_family.add(fam)
     out.sort(key=lambda c: c.id)
     return out
@@ -242,9 +248,21 @@ def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) ->
     return {"llamacpp": "cpu", "sglang": "cpu", "vllm": "stream"}[engine]
 
 
+def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | None]:
+    """Speculative-decoding setups to try: none, the model card's published one, or both (`spec: auto`).
+    vLLM and SGLang only (llama.cpp needs a separate draft GGUF)."""
+    if q.spec == "off":
+        return [None]
+    has = bool(m.card and m.card.spec_decoding) and engine in ("vllm", "sglang")
+    if not has:
+        return [None] if q.spec == "auto" else []
+    sd = default_spec_decode(m)
+    return [None, sd] if q.spec == "auto" else [sd]
+
+
 def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int, owned: bool, dram_base: float,
            engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
-           quality: tuple[float, float, float]) -> Candidate | None:
+           quality: tuple[float, float, float], spec_dec: SpecDecode | None = None) -> Candidate | None:
     """One candidate row: its deployment evaluated (estimate.evaluate, the same function the checker and
     `estimate` call) at the ends of its open offload range, which the table interpolates linearly."""
     spec = m.spec
@@ -267,9 +285,13 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
         nvme_bytes = load_hardware().storage[node.nvme].capacity_bytes * max(node.nvme_count, 1)
     Z = L if nvme_bytes else 0  # llama.cpp mmaps GGUF expert tensors: layers beyond DRAM page in from NVMe
     hardware = Hardware(acc, node, n_nodes, g, links=plan_links(node, n_nodes, par))
+    # the engine's sequence cap is the planned concurrency per replica (what export writes), or its default when
+    # the question is a request rate (the serving model then finds what the pool admits)
+    settings = EngineSettings(max_num_seqs=None if q.rate_rps else -(-q.concurrency // par.dp))
     try:
         base = Deployment(model=m, quant=qname, engine=engine, hardware=hardware, parallel=par, context=q.context,
-                          concurrency=q.kv_sequences, kv_dtype=kv_dtype, workload=q.workload,
+                          concurrency=q.kv_sequences, kv_dtype=kv_dtype, workload=q.workload, settings=settings,
+                          spec_decode=spec_dec,
                           prompt_tokens=q.prompt_tokens or (None if q.workload else q.context),
                           load_imbalance=imbalance)
     except InputError:
@@ -336,7 +358,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
     layer_bytes = expert_bytes * per
     tag = "owned-" if owned else ""
     cid = (f"{tag}{node.key}x{n_nodes}/{engine}/{qname}/kv-{ev_a.kv.kv_dtype}/{par.label()}"
-           + (f"/offload-{mode}" if L else ""))
+           + (f"/offload-{mode}" if L else "") + (f"/spec-{spec_dec.method}{spec_dec.num_tokens}" if spec_dec else ""))
     return Candidate(
         id=cid, node=node.key, accelerator=acc.key, n_nodes=n_nodes, gpus_per_node=g, owned=owned, engine=engine,
         quant=qname, kv_dtype=ev_a.kv.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
@@ -350,7 +372,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
         ttft0=ttft_a, ttft_slope=(ttft_b - ttft_a) * per,
         expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],
         max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(ttft_c - ttft_a) * per,
-        notes=tuple(mem_a.notes))
+        notes=tuple(mem_a.notes), spec_decode=spec_dec, settings=settings)
 
 
 def best_point(c: Candidate, q: Query) -> tuple[int, int] | None:

@@ -95,6 +95,17 @@ class ServingPlan(_P):
     binding: str
 
 
+class SpecPlan(_P):
+    """Speculative decoding the plan assumes: the draft proposes `num_tokens` per step, `accept_len` tokens are
+    emitted per verification on average (bonus included)."""
+    method: str                       # mtp | eagle3
+    num_tokens: int
+    accept_len: float
+    draft_model: str | None = None    # EAGLE-3 head (HF id); None for the model's own MTP layers
+    draft_params: float = 0.0         # parameters of that head (BF16), 0 for MTP
+    source: str = ""
+
+
 class Plan(_P):
     schema_id: str = PLAN_SCHEMA
     model: str
@@ -114,3 +125,4 @@ class Plan(_P):
     candidate_id: str = ""
     settings: EngineSettingsPlan | None = None
     serving: ServingPlan | None = None
+    spec_decode: SpecPlan | None = None

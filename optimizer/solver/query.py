@@ -60,6 +60,7 @@ class Query(BaseModel):
     osl: int | None = Field(default=None, gt=0, le=2**27)
     rate_rps: float | None = Field(default=None, gt=0, le=1e6)
     prefix_hit: float = Field(default=0.0, ge=0, lt=1)
+    spec: Literal["off", "auto", "on"] = "off"  # speculative decoding (the model card's MTP/EAGLE-3 setup): auto = try both
     objective: Objective = "capex"
     max_budget: float | None = Field(default=None, gt=0)
     min_expert_bits: float = Field(default=0.0, ge=0, le=32)

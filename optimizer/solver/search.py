@@ -11,7 +11,7 @@ from optimizer.catalog.models import resolve_model
 from optimizer.solver.candidates import Candidate, enumerate_candidates
 from optimizer.solver.cpsat import DeploymentModel, greedy_hint
 from optimizer.solver.plan import (Costs, EngineSettingsPlan, Hardware, Memory, Offload, ParallelLayout, Plan,
-                                   ServingPlan, Speed)
+                                   ServingPlan, SpecPlan, Speed)
 from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
 from optimizer.solver.table import limits, to_rows
@@ -56,7 +56,15 @@ def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str =
                                   headroom_bytes=0, host_used_bytes=0, host_capacity_bytes=0),
                     speed=Speed(tok_s_per_seq=0, tok_s_bound_per_seq=0, tok_s_aggregate=0, ttft_s=0, ttft_bound_s=0,
                                 binding="", terms_s={}),
-                    binding_constraint="", candidate_id=c.id)
+                    binding_constraint="", candidate_id=c.id,
+                    # the candidate's own settings (0 = the engine default); replaced below by the resolved ones
+                    settings=EngineSettingsPlan(max_model_len=q.context, max_num_seqs=c.settings.max_num_seqs or 0,
+                                                max_num_batched_tokens=c.settings.max_num_batched_tokens or 0,
+                                                block_size=c.settings.block_size or 0),
+                    spec_decode=None if c.spec_decode is None else SpecPlan(
+                        method=c.spec_decode.method, num_tokens=c.spec_decode.num_tokens,
+                        accept_len=c.spec_decode.accept_len, draft_model=c.spec_decode.draft_model,
+                        draft_params=c.spec_decode.draft_params, source=c.spec_decode.source))
     ev = evaluate(skeleton, q)
     cost = {"capex": ev.capex_usd, "hourly": ev.usd_per_hour, "power": ev.power_watts}[q.objective] or 0.0
     mem = ev.mem

@@ -9,7 +9,8 @@ from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_node, load_h
                                         node_power_watts)
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate import factors as F
-from optimizer.estimate.deployment import Deployment, Evaluation, Hardware, Offload, evaluate as evaluate_deployment
+from optimizer.estimate.deployment import (Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode,
+                                           evaluate as evaluate_deployment)
 from optimizer.estimate.memory import DeviceMemory, Parallel
 from optimizer.estimate.speed import PrefillEstimate, SpeedEstimate
 from optimizer.solver.plan import Plan
@@ -75,7 +76,17 @@ def plan_deployment(plan: Plan, q: Query) -> Deployment:
                                          q.loads)
     off = Offload(mode=plan.offload.mode, dram_layers=plan.offload.expert_layers_offloaded,
                   nvme_layers=len(plan.offload.nvme_layers), activation_share_gpu=share)
-    return Deployment(model=m, quant=plan.quant, engine=plan.engine,
+    st = plan.settings
+    settings = EngineSettings(max_num_seqs=st.max_num_seqs or None,
+                              max_num_batched_tokens=st.max_num_batched_tokens or None,
+                              gpu_memory_utilization=st.gpu_memory_utilization,
+                              mem_fraction_static=st.mem_fraction_static,
+                              block_size=st.block_size or None) if st is not None else EngineSettings()
+    sp = plan.spec_decode
+    spec = None if sp is None else SpecDecode(method=sp.method, num_tokens=sp.num_tokens, accept_len=sp.accept_len,
+                                              draft_model=sp.draft_model, source=sp.source,
+                                              draft_params=sp.draft_params)
+    return Deployment(model=m, quant=plan.quant, engine=plan.engine, settings=settings, spec_decode=spec,
                       hardware=Hardware(acc, node, plan.hardware.n_nodes, plan.hardware.gpus_per_node),
                       parallel=par, context=plan.context, concurrency=plan.concurrency, kv_dtype=plan.kv_dtype,
                       offload=off, workload=q.workload,
