@@ -21,6 +21,14 @@ app.add_typer(catalog_app, name="catalog")
 schema_app = typer.Typer(add_completion=False, no_args_is_help=True, help="JSON Schemas of rigopt's input files.")
 app.add_typer(schema_app, name="schema")
 
+def _query_defaults() -> dict:
+    """`cheapest`'s defaults are the Query's own (solver/query.py): the question is defined once."""
+    from optimizer.solver.query import Query
+    return {k: f.default for k, f in Query.model_fields.items()}
+
+
+_QUERY_DEFAULT = _query_defaults()
+
 CONTEXT_HELP = "Context per sequence in tokens: 393216, 384K (=393216) or 1M (=1048576). K and M are binary."
 
 
@@ -61,6 +69,7 @@ def estimate(
     mnbt: Annotated[Optional[int], typer.Option("--max-num-batched-tokens", help="vLLM token budget per step / SGLang --chunked-prefill-size / llama.cpp -ub")] = None,
     mfs: Annotated[Optional[float], typer.Option("--mem-fraction-static", help="SGLang: fraction of memory for weights + KV")] = None,
     block_size: Annotated[Optional[int], typer.Option("--block-size", help="Tokens per KV block (vLLM --block-size, SGLang --page-size)")] = None,
+    n_cpu_moe: Annotated[Optional[int], typer.Option("--n-cpu-moe", help="MoE layers whose experts stay in host DRAM (llama.cpp --n-cpu-moe / KTransformers: computed on the CPU; vLLM: streamed over PCIe)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.estimate/1)")] = False,
 ) -> None:
     """Weights, KV cache, runtime memory and decode/prefill speed for a model (and serving figures for a workload)."""
@@ -77,7 +86,7 @@ def estimate(
             prompt_tokens=_tokens(prompt) if prompt else None, workload=wl,
             settings=EngineSettings(gpu_memory_utilization=gmu, max_num_seqs=max_num_seqs,
                                     max_num_batched_tokens=mnbt, mem_fraction_static=mfs, block_size=block_size),
-            spec_decode=_spec(m, spec, accept_len), layout=layout)
+            spec_decode=_spec(m, spec, accept_len), layout=layout, cpu_moe_layers=n_cpu_moe)
     _out(r, as_json, render_estimate)
 
 
@@ -119,28 +128,28 @@ def _spec(m, spec: str | None, accept_len: float | None):
 def cheapest(
     model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder or a .gguf file")],
     context: Annotated[Optional[str], typer.Option("--context", "-c", help=CONTEXT_HELP + " Default 384K, or isl + osl with a workload.")] = None,
-    tok_s: Annotated[float, typer.Option("--tok-s", help="Decode tokens/s per sequence at that context (0 = no target); with --isl/--osl: 1/TPOT")] = 0.0,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = 1,
+    tok_s: Annotated[float, typer.Option("--tok-s", help="Decode tokens/s per sequence at that context (0 = no target); with --isl/--osl: 1/TPOT")] = _QUERY_DEFAULT["tok_s"],
+    concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = _QUERY_DEFAULT["concurrency"],
     ttft: Annotated[Optional[float], typer.Option("--ttft", help="Max seconds to first token for a full-context prompt (with --isl/--osl: the served TTFT, queueing included)")] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt length for --ttft (default: the context)")] = None,
     isl: Annotated[Optional[str], typer.Option("--isl", help="Workload: input tokens per request (with --osl)")] = None,
     osl: Annotated[Optional[str], typer.Option("--osl", help="Workload: output tokens per request")] = None,
     rate: Annotated[Optional[float], typer.Option("--rate", help="Workload: requests/s to sustain (open loop); default --concurrency requests in flight")] = None,
-    prefix_hit: Annotated[float, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache")] = 0.0,
-    spec: Annotated[str, typer.Option("--spec", help="Speculative decoding with the model card's MTP/EAGLE-3 setup: off | auto (try both) | on")] = "off",
-    objective: Annotated[str, typer.Option("--objective", help="capex (buy) | hourly (rent) | power (watts)")] = "capex",
+    prefix_hit: Annotated[float, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache")] = _QUERY_DEFAULT["prefix_hit"],
+    spec: Annotated[str, typer.Option("--spec", help="Speculative decoding with the model card's MTP/EAGLE-3 setup: off | auto (try both) | on")] = _QUERY_DEFAULT["spec"],
+    objective: Annotated[str, typer.Option("--objective", help="capex (buy) | hourly (rent) | power (watts)")] = _QUERY_DEFAULT["objective"],
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="Cap on the objective (USD, USD/h or W)")] = None,
-    min_bits: Annotated[float, typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN")] = 0.0,
-    min_attn_bits: Annotated[float, typer.Option("--min-attn-bits", help="Quality floor for attention weights")] = 0.0,
+    min_bits: Annotated[float, typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN")] = _QUERY_DEFAULT["min_expert_bits"],
+    min_attn_bits: Annotated[float, typer.Option("--min-attn-bits", help="Quality floor for attention weights")] = _QUERY_DEFAULT["min_attn_bits"],
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Allowed accelerators, comma-separated (e.g. h100,h200)")] = None,
     owned: Annotated[Optional[str], typer.Option("--owned", help="Hardware you own, e.g. '2x rtx-4090, 256GB ddr5'")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp, comma-separated (default: all)")] = None,
     quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="Allowed quantizations, comma-separated")] = None,
     kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="Allowed KV dtypes, comma-separated")] = None,
     loads: Annotated[Optional[str], typer.Option("--loads", help="Expert loads for load-aware speed: a JSON/CSV file, 'uniform' or 'zipf:S'")] = None,
-    max_nodes: Annotated[int, typer.Option("--max-nodes", help="Most nodes a plan may use")] = 16,
-    top: Annotated[int, typer.Option("--top", help="Plans to show: the optimum and next-cheapest alternatives")] = 5,
-    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit per solve, seconds")] = 20.0,
+    max_nodes: Annotated[int, typer.Option("--max-nodes", help="Most nodes a plan may use")] = _QUERY_DEFAULT["max_nodes"],
+    top: Annotated[int, typer.Option("--top", help="Plans to show: the optimum and next-cheapest alternatives")] = _QUERY_DEFAULT["top"],
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit per solve, seconds")] = _QUERY_DEFAULT["time_limit_s"],
     out: Annotated[Optional[str], typer.Option("--out", help="Write the best plan as JSON here (for rigopt export)")] = None,
     export_engine: Annotated[Optional[str], typer.Option("--export", help="Also export the best plan for this engine (vllm|sglang|llamacpp), next to --out")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.cheapest/1)")] = False,

@@ -12,8 +12,8 @@ from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
-from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, SpecDecode, evaluate, memory_of,
-                                           resident_weights)
+from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, SpecDecode, evaluate,
+                                           memory_of, resident_weights)
 from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import Parallel
 from optimizer.estimate.schemes import Scheme
@@ -212,7 +212,7 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
              gpu: str | None = None, gpus: int = 1, parallel: Parallel | None = None,
              prompt_tokens: int | None = None, workload: Workload | None = None,
              settings: EngineSettings | None = None, spec_decode: SpecDecode | None = None,
-             layout: str = "tp") -> EstimateResult:
+             layout: str = "tp", cpu_moe_layers: int | None = None) -> EstimateResult:
     engine = check_engine(engine)
     settings = settings or EngineSettings()
     if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -286,8 +286,14 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         if n_nodes * per_node != gpus:
             raise InputError(f"{gpus} devices do not fill whole {node.key if node else acc.key} nodes "
                              f"of {per_node}")
+        offload = Offload()
+        if cpu_moe_layers:
+            n_moe = len(spec.moe_layers)
+            if not 0 < cpu_moe_layers <= n_moe:
+                raise InputError(f"--n-cpu-moe must be between 1 and the model's {n_moe} MoE layers, got {cpu_moe_layers}")
+            offload = Offload(mode="stream" if eng == "vllm" else "cpu", dram_layers=cpu_moe_layers)
         d = Deployment(model=m, quant=q, engine=eng, hardware=Hardware(acc, node, n_nodes, per_node), parallel=par,
-                       context=context, concurrency=concurrency,
+                       context=context, concurrency=concurrency, offload=offload,
                        kv_dtype=None if kv_dtype is None or eng != engine else kvd, settings=settings,
                        spec_decode=spec_decode, workload=workload, prompt_tokens=prompt_tokens)
         ev = evaluate(d)
