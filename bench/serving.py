@@ -2,7 +2,7 @@
 
     python bench/serving.py            # table of every comparable row, then the median |error| per metric
 
-Rows: tests/data/serving_measurements.yaml (each quoted and sourced); how a row is predicted is in
+Rows: measurements/serving_measurements.yaml (each quoted and sourced); how a row is predicted is in
 optimizer/fidelity/serving.py. Nothing here is fitted on these rows: they are held out.
 """
 

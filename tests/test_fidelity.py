@@ -1,8 +1,8 @@
 """Fidelity: rigopt's estimates against published measurements (optimizer/fidelity).
 
 Thresholds are the documented figures (README "Fidelity") plus a small margin: a change that makes rigopt's
-numbers worse than documented fails here. Rows are in tests/data/measurements.yaml (weights, KV, GGUF sizes)
-and tests/data/speed_measurements.yaml (decode / prefill tok/s), each with its quoted line and source URL.
+numbers worse than documented fails here. Rows are in measurements/measurements.yaml (weights, KV, GGUF sizes)
+and measurements/speed_measurements.yaml (decode / prefill tok/s), each with its quoted line and source URL.
 """
 
 from __future__ import annotations

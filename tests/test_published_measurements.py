@@ -1,4 +1,4 @@
-"""rigopt's estimates against published engine measurements (tests/data/measurements.yaml).
+"""rigopt's estimates against published engine measurements (measurements/measurements.yaml).
 
 Every row is a number an engine printed in a real, public log (vLLM "Model loading took ... GiB",
 "Available KV cache memory" + "GPU KV cache size"; SGLang "KV Cache is allocated. #tokens ..."; llama.cpp
@@ -27,11 +27,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from optimizer.catalog.paths import data_dir
+
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate.schemes import get_scheme
 from optimizer.fidelity.predict import predict_memory
 
-DATA = Path(__file__).parent / "data" / "measurements.yaml"
+DATA = data_dir("measurements") / "measurements.yaml"
 ROWS: list[dict] = yaml.safe_load(DATA.read_text())
 
 TOLERANCE = {

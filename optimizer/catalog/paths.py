@@ -1,4 +1,4 @@
-"""Find the data folders (`models/`, `hardware/`) from a checkout or an installed wheel."""
+"""Find the data folders (`models/`, `hardware/`, `measurements/`) from a checkout or an installed wheel."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ _PKG = Path(__file__).resolve().parent.parent  # .../optimizer
 
 @lru_cache(maxsize=None)
 def data_dir(name: str) -> Path:
-    """Return the folder holding data set `name` ("models" or "hardware").
+    """Return the folder holding data set `name` ("models", "hardware" or "measurements").
 
     Order: $RIGOPT_DATA_DIR/<name>, the wheel's optimizer/_data/<name>, the checkout's top-level <name>.
     """

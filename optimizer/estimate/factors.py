@@ -15,12 +15,12 @@ class Factor:
 
 
 # Provenance of the values fitted by `python bench/fidelity.py --fit` (optimizer/fidelity/calibrate.py): decode rows of
-# the fit split of tests/data/speed_measurements.yaml; the check split and the report say how well they transfer.
+# the fit split of measurements/speed_measurements.yaml; the check split and the report say how well they transfer.
 _FITTED = ("fitted on rows lcpp-spark-gptoss20b-tg32-d4096, lcpp-spark-gptoss20b-tg32-d8192, "
            "lcpp-spark-gptoss120b-tg32-d32768, lcpp-geerling-gptoss20b-rtx4090, lcpp-geerling-llama70b-m3ultra, "
            "lcpp-geerling-llama70b-strixhalo, lcpp-geerling-gptoss20b-f16-strixhalo-tg128, "
            "lcpp-lhl-qwen3-30b-a3b-q4km-strixhalo-vulkan-tg128, lcpp-quozul-gptoss120b-strixhalo-tg128 "
-           "(tests/data/speed_measurements.yaml), rigopt fidelity 2026-11-25")
+           "(measurements/speed_measurements.yaml), rigopt fidelity 2026-11-25")
 
 # ---- memory-bandwidth efficiency (achieved / peak) for decode ------------------------------------
 BW_EFFICIENCY = {
@@ -54,7 +54,7 @@ _FITTED_SERVING = ("fitted on rows " + ", ".join((
     "vllm-tt-deepseek-r1-awq-8xh100-isl4096-c1",
     "vllm-ghostplant-gptoss120b-a100-tp1",
     "vllm-inferencex-gptoss120b-h100-tp8-c4",
-    "sglang-pr8552-dsr1-fp4-tp4-c1")) + " (tests/data/speed_measurements.yaml; vLLM and SGLang rows pooled: SGLang has fewer than "
+    "sglang-pr8552-dsr1-fp4-tp4-c1")) + " (measurements/speed_measurements.yaml; vLLM and SGLang rows pooled: SGLang has fewer than "
     "MIN_ROWS_PER_ENGINE fit rows of its own), rigopt fidelity 2026-11-26; refit 2026-12-01 after FP4 weights on "
     "Hopper/Ampere became W4A16 (16-bit math)")
 _FITTED_LLAMACPP = _FITTED
@@ -117,7 +117,7 @@ VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 
 VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "engines.md §2.7 (derived): C128 compressor state 32 KiB per 8-token block", True)
 
 # Prefill MFU for llama.cpp, fitted by optimizer.fidelity.calibrate.fit_prefill_mfu (median MFU implied by the
-# `fit` prefill rows of tests/data/speed_measurements.yaml; prefill there is compute bound). Dense: 1 row
+# `fit` prefill rows of measurements/speed_measurements.yaml; prefill there is compute bound). Dense: 1 row
 # (lcpp-tosukui-qwen3-32b-q4km-strixhalo-pp512); MoE: 4 rows (lcpp-spark-gptoss20b-pp2048,
 # lcpp-spark-gptoss120b-pp2048, lcpp-tosukui-qwen3-30b-a3b-q4km-strixhalo-pp512, lcpp-quozul-gptoss120b-strixhalo-pp512).
 # MoE prefill in llama.cpp runs grouped expert GEMMs of few tokens each, far from peak.

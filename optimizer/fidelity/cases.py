@@ -8,8 +8,10 @@ from pathlib import Path
 
 import yaml
 
+from optimizer.catalog.paths import data_dir
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "tests" / "data"
+
+DATA_DIR = data_dir("measurements")  # measurements/ in a checkout, optimizer/_data/measurements in the wheel
 MEMORY_FILE = DATA_DIR / "measurements.yaml"
 SPEED_FILE = DATA_DIR / "speed_measurements.yaml"
 

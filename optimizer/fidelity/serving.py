@@ -1,4 +1,4 @@
-"""Published serving benchmarks (tests/data/serving_measurements.yaml) against `evaluate()` with a Workload.
+"""Published serving benchmarks (measurements/serving_measurements.yaml) against `evaluate()` with a Workload.
 
 A row is comparable when its model and accelerator are in the catalogue, its engine is one rigopt models
 (vLLM, SGLang), and it states ISL, OSL and a concurrency (or an all-at-once burst of `num_prompts`). Each is
