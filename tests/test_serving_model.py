@@ -138,3 +138,13 @@ def test_cheapest_estimate_and_checker_agree_to_the_byte(model, context, concurr
         assert e.serving.tpot_s == p.serving.tpot_s == c.physics.tpot_s
         assert e.serving.output_tok_s == p.serving.output_tok_s
         assert e.settings.max_num_batched_tokens == p.settings.max_num_batched_tokens
+
+
+def test_held_out_local_rows_are_predicted_or_skipped_with_a_reason():
+    """Every local row is either compared or skipped with a stated reason; none fails inside the physics."""
+    from optimizer.fidelity import heldout
+    cases, skipped = heldout.run()
+    assert len(cases) >= 40
+    assert not [why for _, why in skipped if "Error" in why], skipped
+    assert {c.metric for c in cases} == {"decode_tok_s", "prefill_tok_s"}
+    assert all(c.predicted > 0 and c.measured > 0 for c in cases)

@@ -1,0 +1,116 @@
+"""Held-out measurements: rows from sources none of rigopt's factors were fitted on.
+
+`measurements/local_measurements.yaml` (llama-bench tables and server timing lines on consumer GPUs, Macs, Strix
+Halo, DGX Spark, CPU offload) and `measurements/serving_measurements.yaml` (vLLM / SGLang serving benchmarks)
+share one row schema (see the files' first rows: workload, measured, quote, source). This module turns the
+single-stream rows into the speed-row form `predict_speed` reads, so they are predicted exactly as the fit/check
+rows are, and reports what it could not compare and why (an honest denominator).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.models import load_cards
+from optimizer.fidelity.cases import DATA_DIR
+from optimizer.fidelity.predict import predict_speed
+
+LOCAL_FILE = DATA_DIR / "local_measurements.yaml"
+ENGINE_MAP = {"llamacpp": "llamacpp", "ik_llama": "llamacpp", "ollama": "llamacpp", "vllm": "vllm",
+              "sglang": "sglang"}  # ik_llama.cpp and Ollama run llama.cpp's model (ik_llama: faster MoE kernels)
+
+
+@dataclass(frozen=True)
+class HeldOutCase:
+    id: str
+    metric: str          # decode_tok_s | prefill_tok_s
+    engine: str          # as measured (ik_llama, ollama, ... kept)
+    hardware: str
+    measured: float
+    predicted: float
+    source: str
+
+    @property
+    def error(self) -> float:
+        return self.predicted / self.measured - 1.0
+
+
+@lru_cache(maxsize=None)
+def _rows(path: str) -> tuple[dict, ...]:
+    return tuple(yaml.safe_load(Path(path).read_text()) or ())
+
+
+def local_rows() -> list[dict]:
+    return [dict(r) for r in _rows(str(LOCAL_FILE))]
+
+
+def _ubatch(flags: str) -> str:
+    m = re.search(r"n_ubatch[ =](\d+)|(?:-ub|--ubatch-size)[ =](\d+)", flags)
+    return f" -ub {m.group(1) or m.group(2)}" if m else ""
+
+
+def speed_rows_of(row: dict) -> tuple[list[dict], str | None]:
+    """The decode / prefill speed rows of one local row, or the reason it cannot be compared."""
+    engine = ENGINE_MAP.get(str(row.get("engine")))
+    if engine is None:
+        return [], f"engine {row.get('engine')} is not modelled"
+    if row.get("model") not in load_cards():
+        return [], f"model {row.get('model')} is not in the catalogue"
+    if row.get("accelerator") not in load_hardware().accelerators:
+        return [], f"accelerator {row.get('accelerator')} is not in the catalogue"
+    if row.get("offload"):
+        return [], "CPU offload rows need a catalogue host (DRAM bandwidth), which the row names only as text"
+    w = row.get("workload") or {}
+    m = row.get("measured") or {}
+    p = row.get("parallel") or None
+    base = {"engine": engine, "model": row["model"], "quant": row.get("quant") or "native",
+            "accelerator": row["accelerator"], "gpus": int(row.get("gpus") or 1),
+            "parallel": {k: p[k] for k in ("tp", "pp", "dp", "ep") if p.get(k) is not None} if p else None,
+            "batch": int(w.get("concurrency") or 1), "offload": None,
+            "flags": str(row.get("flags") or "") + _ubatch(str(row.get("flags") or "")), "source": row.get("source")}
+    out = []
+    if m.get("decode_tok_s_per_seq") and w.get("osl"):
+        out.append({**base, "id": row["id"] + "/decode", "metric": "decode_tok_s",
+                    "measured": float(m["decode_tok_s_per_seq"]), "depth": int(w.get("depth") or 0),
+                    "gen_tokens": int(w["osl"]), "prompt_tokens": None})
+    if m.get("prefill_tok_s") and w.get("isl") and int(w["isl"]) >= 128:
+        out.append({**base, "id": row["id"] + "/prefill", "metric": "prefill_tok_s",
+                    "measured": float(m["prefill_tok_s"]), "prompt_tokens": int(w["isl"])})
+    if not out:
+        return [], "no single-stream decode or prefill figure with its token counts"
+    return out, None
+
+
+def run() -> tuple[list[HeldOutCase], list[tuple[str, str]]]:
+    cases: list[HeldOutCase] = []
+    skipped: list[tuple[str, str]] = []
+    for r in local_rows():
+        rows, why = speed_rows_of(r)
+        if why:
+            skipped.append((r["id"], why))
+        for s in rows:
+            try:
+                c = predict_speed(s)
+            except Exception as e:  # reported, never hidden
+                skipped.append((s["id"], f"{type(e).__name__}: {e}"))
+                continue
+            cases.append(HeldOutCase(id=s["id"], metric=s["metric"], engine=str(r["engine"]),
+                                     hardware=f"{s['gpus']}x {s['accelerator']}", measured=s["measured"],
+                                     predicted=c.predicted, source=str(r.get("source", ""))))
+    return cases, skipped
+
+
+def medians(cases: list[HeldOutCase]) -> dict[str, tuple[int, float]]:
+    out = {}
+    for metric in ("decode_tok_s", "prefill_tok_s"):
+        errs = [abs(c.error) for c in cases if c.metric == metric]
+        if errs:
+            out[metric] = (len(errs), statistics.median(errs))
+    return out
