@@ -115,7 +115,7 @@ def resolve_model(name: str) -> ResolvedModel:
     Files are read once per (path, size, mtime): the planner resolves the same model many times."""
     p = Path(name).expanduser()
     looks_like_path = name.endswith((".json", ".gguf")) or "/" in name or name.startswith(".")
-    if looks_like_path or (p.exists() and not _norm(name) in _alias_map()):
+    if looks_like_path or (p.exists() and _norm(name) not in _alias_map()):
         if not p.exists():
             raise ModelFormatError(f"{name}: no such file or folder")
         st = p.stat()
