@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from optimizer.errors import InputError
-from optimizer.place import expected_imbalance, load_aware_gpu_share
+from optimizer.moe.imbalance import expected_imbalance, load_aware_gpu_share
 from optimizer.place.ep import greedy_layer, lower_bound, place_layer, slot_caps
 from optimizer.place.export import llamacpp_ot, parse_sglang_map, sglang_map
 from optimizer.place.loads import generate, parse_csv, parse_json, read_loads, to_csv, to_sglang_json

@@ -1,5 +1,5 @@
 """Adapters from catalogue rows to the physics layer's plain inputs (Device), and node lookup by accelerator.
-Link figures come from the topology graph (optimizer/solver/links.py)."""
+Link figures come from the topology graph (optimizer/topology_links.py)."""
 
 from __future__ import annotations
 

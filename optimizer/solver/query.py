@@ -7,7 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from optimizer.catalog.hardware import get_accelerator
 from optimizer.errors import InputError
+from optimizer.estimate.formats import kv_elem_bytes
+from optimizer.estimate.kv import check_engine
+from optimizer.estimate.schemes import get_scheme
 from optimizer.units import MAX_CONCURRENCY, parse_bytes
 
 Objective = Literal["capex", "hourly", "power"]
@@ -22,7 +26,6 @@ class Owned(BaseModel):
     @classmethod
     def parse(cls, text: str) -> "Owned":
         """'2x rtx-4090, 256GB ddr5' -> {rtx-4090: 2}, 256e9 bytes of DRAM."""
-        from optimizer.catalog.hardware import get_accelerator
         accs: dict[str, int] = {}
         dram = 0
         for part in [p.strip() for p in text.split(",") if p.strip()]:
@@ -74,7 +77,6 @@ class Query(BaseModel):
     def _quants(cls, v):
         if v is None:
             return v
-        from optimizer.estimate.schemes import get_scheme
         for name in v:
             get_scheme(name)  # raises InputError with close names for an unknown quantization
         return [x.strip().lower() for x in v]
@@ -84,7 +86,6 @@ class Query(BaseModel):
     def _kv(cls, v):
         if v is None:
             return v
-        from optimizer.estimate.formats import kv_elem_bytes
         for name in v:
             kv_elem_bytes(name)
         return [x.strip().lower() for x in v]
@@ -94,5 +95,4 @@ class Query(BaseModel):
     def _engines(cls, v):
         if v is None:
             return v
-        from optimizer.estimate.kv import check_engine
         return [check_engine(e) for e in v]

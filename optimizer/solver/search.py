@@ -13,6 +13,7 @@ from optimizer.solver.cpsat import DeploymentModel, greedy_hint
 from optimizer.solver.plan import Costs, Hardware, Memory, Offload, ParallelLayout, Plan, Speed
 from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
+from optimizer.solver.scaling import COST_UNIT
 from optimizer.solver.table import limits, to_rows
 from optimizer.solver.validate import RESERVED_HOST_BYTES, check, evaluate
 
@@ -144,7 +145,6 @@ def cheapest(q: Query) -> CheapestResult:
         exclude.add(sol.index)
         if len(plans) >= q.top:
             break
-    from optimizer.solver.scaling import COST_UNIT
     unit = COST_UNIT[q.objective]
     result = CheapestResult(
         query=q, status=status if plans else "INFEASIBLE", objective=q.objective,
