@@ -49,7 +49,9 @@ venv_with() {  # venv_with <dir> <pip args...>
 
 step "vLLM $VLLM_VERSION venv"
 venv_with "$B/vllm" "vllm==$VLLM_VERSION"
-"$B/vllm/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+# Ray: the exported ray.sh variant (--distributed-executor-backend ray) needs it for create_engine_config
+"$B/vllm/bin/python" -c "import ray" 2>/dev/null || "$B/vllm/bin/python" -m pip install --quiet ray
+"$B/vllm/bin/python" -c "import vllm, torch, ray; print('vllm', vllm.__version__, 'torch', torch.__version__, 'ray', ray.__version__)"
 
 step "SGLang $SGLANG_VERSION venv"
 venv_with "$B/sglang" "sglang==$SGLANG_VERSION"

@@ -245,6 +245,9 @@ def place_tiers(inp: PlaceInput, loads: Loads) -> tuple[TierResult, str, list[st
         exports["llamacpp_ot"] = export.llamacpp_ot(cpu_layers)
     if gran == "expert":
         exports["ktransformers_flags"] = export.kt_flags(tp.gpu_experts_per_layer or 0)
+        exports["ktransformers_fork_flags"] = export.kt_fork_flags()
+        notes.append("--kt-expert-placement-strategy frequency (the N most-used experts on the GPU) needs the "
+                     "kvcache-ai SGLang fork (sglang-kt); upstream SGLang 0.5.23 accepts only --kt-num-gpu-experts")
     return res, gran, notes, exports
 
 
