@@ -228,7 +228,7 @@ def place(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.place/1)")] = False,
 ) -> None:
     """MoE expert placement across GPUs, host DRAM and NVMe for a plan and expert load statistics."""
-    from optimizer.place import render, run, write_outputs
+    from optimizer.place.report import render, run, write_outputs
     r = run(plan, loads=loads, seed=seed, redundant=redundant)
     if out:
         write_outputs(r, out)

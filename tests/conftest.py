@@ -1,6 +1,21 @@
+"""Shared fixtures and the hypothesis profiles.
+
+Profiles (both derandomized: the same examples every run, so a failure reproduces and timings are stable):
+    default   fast: property tests run a fraction of their examples (tests/hyp.py: examples(n))
+    ci-long   thorough: every property test runs its full example count
+              python -m pytest --hypothesis-profile=ci-long        (add -m "slow or not slow" for everything)
+"""
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from optimizer.catalog.models import resolve_model
+
+settings.register_profile("default", derandomize=True, deadline=None, max_examples=20, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci-long", derandomize=True, deadline=None, max_examples=400, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("default")
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +29,14 @@ def spec_of():
 
     return get
 
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite tests/golden/*.json from the current output (also: RIGOPT_UPDATE_GOLDEN=1)")
+
+
+@pytest.fixture(scope="session")
+def update_goldens(request) -> bool:
+    """True when golden files are to be (re)written instead of compared."""
+    import os
+    return bool(request.config.getoption("--update-goldens") or os.environ.get("RIGOPT_UPDATE_GOLDEN"))

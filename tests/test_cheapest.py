@@ -13,6 +13,7 @@ from optimizer.solver.search import cheapest
 from optimizer.solver.table import limits, to_rows
 from optimizer.solver.validate import check
 from tests.gguf_files import write_llama_gguf
+from tests.hyp import examples
 
 SMALL = ["h100-sxm", "l40s", "rtx-4090", "a100-80gb-sxm"]
 
@@ -52,7 +53,7 @@ def test_cpsat_matches_oracle_on_small_catalogues(kw):
     assert r.plan.costs.objective_value <= float_best * 1.0001 + 0.01
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12, 2), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ctx=st.sampled_from([8192, 32768, 131072]), tok=st.sampled_from([0, 20, 50, 100]),
        conc=st.sampled_from([1, 4, 16]), model=st.sampled_from(["qwen3-30b-a3b", "llama-3.1-8b", "gpt-oss-20b"]))
 def test_every_returned_plan_passes_the_independent_check(ctx, tok, conc, model):
@@ -62,7 +63,7 @@ def test_every_returned_plan_passes_the_independent_check(ctx, tok, conc, model)
         assert check(p, q) == []
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(8, 1), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tok=st.sampled_from([10, 30, 60]), extra=st.floats(1.1, 5.0))
 def test_more_budget_never_raises_cost(tok, extra):
     q = small_query(tok_s=tok)
@@ -75,7 +76,7 @@ def test_more_budget_never_raises_cost(tok, extra):
     assert tight.plan is None or tight.cost <= r.cost * 0.99 + 1e-6
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(8, 1), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(t1=st.sampled_from([5, 20, 40]), t2=st.sampled_from([60, 90, 150]))
 def test_higher_tok_s_never_lowers_cost(t1, t2):
     a = cheapest(small_query(tok_s=t1))
@@ -92,6 +93,15 @@ def test_removing_an_accelerator_never_lowers_cost(drop):
         assert full.plan is not None and full.cost <= fewer.cost + 1e-6
 
 
+def test_infeasible_on_a_small_catalogue_reports_reasons_and_relaxations():
+    r = cheapest(small_query(tok_s=30, max_budget=100, top=1))
+    assert r.plan is None and r.status == "INFEASIBLE"
+    assert any("budget" in x for x in r.infeasible_reasons)
+    no_cap = next(x for x in r.relaxations if x.change == "no budget cap")
+    assert no_cap.cost == pytest.approx(cheapest(small_query(tok_s=30, top=1)).cost)
+
+
+@pytest.mark.slow
 def test_infeasible_reports_reasons_and_relaxations():
     q = Query(model="deepseek-v4-pro", context=393216, tok_s=20, max_budget=1000, top=1)
     r = cheapest(q)
@@ -107,6 +117,15 @@ def test_quality_floor_above_native_is_infeasible():
     assert any(x.change == "no quality floor" for x in r.relaxations)
 
 
+def test_deterministic_on_a_small_catalogue():
+    q = small_query(tok_s=30, top=3)
+    a, b = cheapest(q), cheapest(q)
+    assert a.plan.model_dump_json() == b.plan.model_dump_json()
+    assert [p.candidate_id for p in a.alternatives] == [p.candidate_id for p in b.alternatives]
+    assert len(a.alternatives) == 2 and all(p.costs.objective_value >= a.cost for p in a.alternatives)
+
+
+@pytest.mark.slow
 def test_deterministic():
     q = Query(model="deepseek-v4-pro", context=393216, tok_s=20, top=3)
     a, b = cheapest(q), cheapest(q)
@@ -114,6 +133,7 @@ def test_deterministic():
     assert [p.candidate_id for p in a.alternatives] == [p.candidate_id for p in b.alternatives]
 
 
+@pytest.mark.slow
 def test_v4_pro_one_h200_node_fits_with_vllm_accounting():
     r = cheapest(Query(model="deepseek-v4-pro", context=393216, gpus=["h200"], engines=["vllm"], top=1))
     p = r.plan
@@ -128,6 +148,7 @@ def test_v4_pro_one_h200_node_fits_with_vllm_accounting():
     assert p.memory.headroom_bytes > 0 and "fits" in p.notes[0]
 
 
+@pytest.mark.slow
 def test_v4_pro_1m_context_fits_where_weights_fit():
     a = cheapest(Query(model="deepseek-v4-pro", context=393216, gpus=["h200"], engines=["vllm"], top=1))
     b = cheapest(Query(model="deepseek-v4-pro", context=1048576, gpus=["h200"], engines=["vllm"], top=1))
@@ -167,6 +188,16 @@ def test_cli_cheapest_json_and_out(tmp_path):
     assert plan == d["plan"]
 
 
+def test_cli_infeasible_exit_code_in_process():
+    from typer.testing import CliRunner
+    from optimizer.cli import app
+    res = CliRunner().invoke(app, ["cheapest", "qwen3-30b-a3b", "-c", "32K", "--tok-s", "30",
+                                   "--gpus", ",".join(SMALL), "--max-budget", "100", "--top", "1"])
+    assert res.exit_code == 3, res.output
+    assert "relax" in res.output.lower()
+
+
+@pytest.mark.slow
 def test_cli_infeasible_exit_code():
     import subprocess
     import sys

@@ -1,7 +1,8 @@
 """`rigopt export`: golden launch commands, engine allow-lists, quoting, integer lengths, -ot regex exactness.
 
 Goldens: tests/golden/<case>.json holds the expected (flag, value) lists per command for the frozen input plan
-tests/golden/plans/<plan>.json. Floats compare with a tolerance. Regenerate with RIGOPT_UPDATE_GOLDEN=1.
+tests/golden/plans/<plan>.json. Floats compare with a tolerance. A missing golden file fails; regenerate them with
+`python -m pytest tests/test_export.py --update-goldens` (or RIGOPT_UPDATE_GOLDEN=1) and review the diff.
 """
 
 from __future__ import annotations
@@ -94,12 +95,13 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("name,plan_name,engine,model_path", CASES)
-def test_golden(name, plan_name, engine, model_path, tmp_path):
+def test_golden(name, plan_name, engine, model_path, tmp_path, update_goldens):
     res = export_plan(plan(plan_name), engine, tmp_path, model_path=model_path)
     got = summary(res)
     path = GOLDEN / f"{name}.json"
-    if os.environ.get("RIGOPT_UPDATE_GOLDEN") or not path.exists():
+    if update_goldens:
         path.write_text(json.dumps(got, indent=1) + "\n")
+    assert path.exists(), f"missing golden {path.relative_to(ROOT.parent)}: run pytest --update-goldens and review it"
     want = json.loads(path.read_text())
     assert got["files"] == want["files"] and got["engine"] == want["engine"] and got["version"] == want["version"]
     assert len(got["commands"]) == len(want["commands"])

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from optimizer.errors import InputError
-from optimizer.place import run, write_outputs
+from optimizer.place.report import run, write_outputs
 from optimizer.place.export import parse_sglang_map
 
 

@@ -8,6 +8,7 @@ from optimizer.estimate.memory import Parallel, device_memory, max_context, weig
 from optimizer.estimate.schemes import get_scheme
 from optimizer.estimate.speed import Device, ExpertTiers, Links, decode_speed, distinct_experts, prefill_time
 from optimizer.estimate.weights import weight_breakdown
+from tests.hyp import examples
 
 H100 = Device("h100", mem_bw_bytes_per_s=3.35e12, bf16_flops=989e12, fp8_flops=1979e12)
 
@@ -36,7 +37,7 @@ def test_cpu_offload_slower_and_bounded(spec_of):
     w = weight_breakdown(m.spec, get_scheme("q4_k_m"))
     kv = kv_estimate(m.spec, "llamacpp", "f16")
     dev = Device("rtx-4090", 1.008e12, 165e12)
-    links = Links(host_dram_bw=89.6e9, host_link_bw=32e9)
+    links = Links(host_dram_bw=89.6e9, host_dram_efficiency=0.75, host_link_bw=32e9)
     all_gpu = decode_speed(m.spec, w, kv, dev, par=Parallel(), context=32768, links=links)
     half = decode_speed(m.spec, w, kv, dev, par=Parallel(), context=32768, links=links,
                         tiers=ExpertTiers(gpu=0.5, cpu=0.5))
@@ -47,7 +48,7 @@ def test_cpu_offload_slower_and_bounded(spec_of):
     assert half.terms_s["cpu_experts"] == pytest.approx(0.5 * 6 * eb * 43 / 89.6e9 / 0.75, rel=0.01)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40, 10), deadline=None)
 @given(batch=st.integers(1, 256), ctx=st.integers(1, 1_048_576), tp=st.sampled_from([1, 2, 4, 8]),
        gpu_frac=st.floats(0.0, 1.0))
 def test_expected_never_exceeds_bound(spec_of, batch, ctx, tp, gpu_frac):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from types import SimpleNamespace
 
 from optimizer.catalog.hardware import get_interconnect, get_node, load_hardware
+from tests.hyp import examples
 from optimizer.topology import (
     CPU_SOCKET_LINK_BW_BYTES_PER_S,
     FABRIC,
@@ -299,7 +300,7 @@ def _vertices(key: str, n_nodes: int) -> list:
     return sorted(Topology(key, n_nodes).probe.nodes, key=repr)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150, 30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(key=st.sampled_from(NODE_KEYS), n_nodes=st.integers(1, 2), data=st.data())
 def test_bandwidth_symmetric_and_bounded(key, n_nodes, data):
     t = topology(key, n_nodes)
@@ -321,7 +322,7 @@ BRUTE_CASES = [("hgx-h100-8", 1), ("pcie-h100-nvl-8", 1), ("pcie-l4-8", 1), ("ws
                ("ws-rtx-4090-2", 2), ("dgx-spark", 2), ("mac-studio-m4-max-128", 2)]
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(120, 30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=st.sampled_from(BRUTE_CASES), data=st.data())
 def test_widest_path_matches_brute_force_on_catalogue_graphs(case, data):
     key, n_nodes = case
@@ -350,7 +351,7 @@ def small_graphs(draw):
     return g, a, b
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300, 60), deadline=None)
 @given(small_graphs())
 def test_widest_path_matches_brute_force_on_random_graphs(case):
     g, a, b = case

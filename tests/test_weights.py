@@ -3,7 +3,7 @@
 import pytest
 
 from optimizer.arch.from_config import spec_from_config
-from optimizer.estimate.formats import get_format
+from optimizer.arch.formats import get_format
 from optimizer.estimate.schemes import get_scheme
 from optimizer.estimate.weights import weight_breakdown
 

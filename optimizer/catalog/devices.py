@@ -1,17 +1,9 @@
-"""Adapters from catalogue rows to the physics layer's plain inputs (Device), and node lookup by accelerator.
-Link figures come from the topology graph (optimizer/solver/links.py)."""
+"""Node lookup by accelerator (the physics' Device adapter is estimate.deployment.device_of)."""
 
 from __future__ import annotations
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
-from optimizer.estimate.speed import Device
-
-
-def device_of(acc: Accelerator) -> Device:
-    return Device(name=acc.key, mem_bw_bytes_per_s=acc.memory_bw_bytes_per_s, bf16_flops=acc.bf16_flops,
-                  fp8_flops=acc.fp8_flops if acc.native_fp8 else None,
-                  fp4_flops=acc.fp4_flops if acc.native_fp4 else None, vendor=acc.vendor, kind=acc.kind)
 
 
 def nodes_for(acc_key: str) -> list[NodeType]:

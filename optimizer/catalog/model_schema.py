@@ -53,7 +53,7 @@ class ModelCard(BaseModel):
             raise ValueError(f"unknown tensor class(es) {bad}; allowed: {sorted(allowed)}")
         if "default" not in v:
             raise ValueError("storage needs a 'default' format")
-        from optimizer.estimate.formats import get_format
+        from optimizer.arch.formats import get_format
         for fmt in v.values():
             get_format(fmt)
         return v

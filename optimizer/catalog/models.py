@@ -36,7 +36,7 @@ class ResolvedModel:
             return dict(self.card.storage)
         wf = self.weights_file
         if wf is not None and getattr(wf, "format", "") == "gguf" and wf.tensors:
-            from optimizer.estimate.formats import FORMATS
+            from optimizer.arch.formats import FORMATS
             out = {}
             for cls, by_type in wf.dtypes_by_class().items():
                 fmt = max(by_type, key=lambda t: (by_type[t], t)).lower()
@@ -115,7 +115,7 @@ def resolve_model(name: str) -> ResolvedModel:
     Files are read once per (path, size, mtime): the planner resolves the same model many times."""
     p = Path(name).expanduser()
     looks_like_path = name.endswith((".json", ".gguf")) or "/" in name or name.startswith(".")
-    if looks_like_path or (p.exists() and not _norm(name) in _alias_map()):
+    if looks_like_path or (p.exists() and _norm(name) not in _alias_map()):
         if not p.exists():
             raise ModelFormatError(f"{name}: no such file or folder")
         st = p.stat()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from optimizer.arch.spec import ModelSpec
+from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
 from optimizer.catalog.model_schema import SpecDecodeDefault
 from optimizer.catalog.models import ResolvedModel
@@ -29,6 +30,7 @@ from optimizer.estimate.serving import ServingEstimate, Workload, serve
 from optimizer.estimate.speed import (Device, ExpertTiers, Links, PrefillEstimate, SpeedEstimate, decode_speed,
                                       kernel_bits, prefill_time)
 from optimizer.estimate.weights import WeightBreakdown, weights_of
+from optimizer.topology_links import plan_links
 from optimizer.units import GiB, MAX_CONTEXT_TOKENS
 
 SPEC_METHODS = ("mtp", "eagle3")
@@ -338,7 +340,6 @@ def links_for(hw: Hardware, par: Parallel) -> Links:
     if hw.links is not None:
         return hw.links
     if hw.node is None:
-        from optimizer.catalog.hardware import load_hardware
         ic = load_hardware().interconnects
         host = ic[hw.accelerator.host_link]
         peer_bw = hw.accelerator.scaleup_bw_bytes_per_s or host.bw_bytes_per_s
@@ -346,7 +347,6 @@ def links_for(hw: Hardware, par: Parallel) -> Links:
         lat = max(peer_lat, 1e-6)
         return Links(tp_bw=peer_bw, tp_latency_s=max(lat, F.ALLREDUCE_LATENCY_S.value), ep_bw=peer_bw,
                      ep_latency_s=lat, pp_bw=peer_bw, pp_latency_s=lat, host_link_bw=host.bw_bytes_per_s)
-    from optimizer.solver.links import plan_links  # TODO(issue 10): topology-layer module after the move
     return plan_links(hw.node, hw.n_nodes, par)
 
 

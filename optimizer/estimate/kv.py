@@ -18,7 +18,7 @@ from typing import Literal
 
 from optimizer.arch.spec import KVStream, ModelSpec
 from optimizer.errors import InputError
-from optimizer.estimate.formats import kv_elem_bytes
+from optimizer.arch.formats import kv_elem_bytes
 
 Engine = Literal["vllm", "sglang", "llamacpp"]
 ENGINES: tuple[str, ...] = ("vllm", "sglang", "llamacpp")

@@ -15,33 +15,8 @@ from optimizer.arch.spec import ModelSpec
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
 from optimizer.estimate.weights import WeightBreakdown
+from optimizer.layout import Parallel
 from optimizer.units import GiB
-
-
-@dataclass(frozen=True)
-class Parallel:
-    tp: int = 1
-    pp: int = 1
-    dp: int = 1
-    ep: bool = False
-
-    @property
-    def world(self) -> int:
-        return self.tp * self.pp * self.dp
-
-    @property
-    def ep_size(self) -> int:
-        return self.tp * self.dp if self.ep else 1
-
-    def label(self) -> str:
-        parts = [f"TP{self.tp}"]
-        if self.pp > 1:
-            parts.append(f"PP{self.pp}")
-        if self.dp > 1:
-            parts.append(f"DP{self.dp}")
-        if self.ep:
-            parts.append(f"EP{self.ep_size}")
-        return "×".join(parts)
 
 
 def weights_per_device(w: WeightBreakdown, par: Parallel, gpu_expert_fraction: float = 1.0) -> float:

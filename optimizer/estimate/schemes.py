@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from optimizer.arch.spec import TENSOR_CLASSES
 from optimizer.errors import InputError
-from optimizer.estimate.formats import get_format
+from optimizer.arch.formats import get_format
 
 Mix = tuple[tuple[float, str], ...]
 

@@ -14,6 +14,7 @@ from optimizer.arch.spec import ModelSpec
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
 from optimizer.estimate.memory import Parallel
+from optimizer.layout import Links
 from optimizer.estimate.weights import WeightBreakdown
 
 
@@ -56,22 +57,6 @@ class Device:
     def bw_efficiency(self) -> float:
         key = self.vendor if self.kind == "gpu" else ("apple" if self.vendor == "apple" else "unified")
         return F.BW_EFFICIENCY.get(key, F.BW_EFFICIENCY["nvidia"]).value
-
-
-@dataclass(frozen=True)
-class Links:
-    """Bandwidths (bytes/s, per direction) and latencies the plan's traffic crosses."""
-    tp_bw: float = 450e9           # between ranks of a TP group
-    tp_latency_s: float = F.ALLREDUCE_LATENCY_S.value
-    ep_bw: float = 450e9           # slowest link an EP all-to-all crosses (per GPU)
-    ep_latency_s: float = 10e-6
-    pp_bw: float = 50e9
-    pp_latency_s: float = 10e-6
-    host_link_bw: float = 64e9     # GPU <-> host (PCIe), per GPU, shared if a switch is shared
-    host_dram_bw: float = 0.0      # host DRAM peak bandwidth available to CPU-computed experts
-    host_dram_efficiency: float = F.HOST_DRAM_EFFICIENCY.value  # sustained / peak
-    host_flops: float = 0.0        # CPU matmul throughput for CPU-computed experts
-    nvme_bw: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -203,7 +188,8 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
 
     # ---- host tiers --------------------------------------------------------------------------------
     t_cpu_bound = (expert_bytes_cpu / links.host_dram_bw) if expert_bytes_cpu and links.host_dram_bw else 0.0
-    t_stream_bound = (expert_bytes_stream / links.host_link_bw) if expert_bytes_stream else 0.0
+    t_stream_bound = ((expert_bytes_stream / links.host_link_bw) if links.host_link_bw else math.inf) \
+        if expert_bytes_stream else 0.0
     t_nvme_bound = (expert_bytes_nvme / links.nvme_bw) if expert_bytes_nvme and links.nvme_bw else 0.0
     if (expert_bytes_cpu and not links.host_dram_bw) or (expert_bytes_nvme and not links.nvme_bw):
         t_cpu_bound = t_nvme_bound = math.inf
@@ -351,7 +337,7 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     per_pass_bytes = w.dense_bytes / par.tp + on_gpu_experts / expert_split  # every stage's share, in sequence
     t_weights_bound = chunks * per_pass_bytes / dev.mem_bw_bytes_per_s
     # offloaded experts: llama.cpp copies them to the GPU for large batches, so they cross PCIe once per chunk
-    t_off_bound = chunks * offloaded / links.host_link_bw if offloaded else 0.0
+    t_off_bound = ((chunks * offloaded / links.host_link_bw) if links.host_link_bw else math.inf) if offloaded else 0.0
     bound = max(t_comp_bound, t_weights_bound) + t_off_bound
     t_comp = t_comp_bound / prefill_mfu(engine, spec.is_moe)
     t_w = t_weights_bound / dev.bw_efficiency

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optimizer.arch.spec import ModelSpec
-from optimizer.estimate.formats import get_format
+from optimizer.arch.formats import get_format
 from optimizer.estimate.schemes import Scheme
 
 

@@ -56,6 +56,13 @@ def llamacpp_ot(cpu_layers: list[int], nvme: bool = False) -> list[str]:
     return ["-ot", f"blk\\.({_alternation(cpu_layers)})\\.ffn_(up|down|gate|gate_up)_(ch|)exps\\.=CPU"]
 
 
-def kt_flags(gpu_experts_per_layer: int, loads_file: str = "loads.logical_count.json") -> list[str]:
-    return ["--kt-num-gpu-experts", str(gpu_experts_per_layer), "--kt-expert-placement-strategy", "frequency",
-            "--init-expert-location", loads_file]
+def kt_flags(gpu_experts_per_layer: int) -> list[str]:
+    """Flags upstream SGLang 0.5.23 accepts (checked by tests/test_engines.py against the real parser)."""
+    return ["--kt-num-gpu-experts", str(gpu_experts_per_layer)]
+
+
+def kt_fork_flags(loads_file: str = "loads.logical_count.json") -> list[str]:
+    """Frequency placement of the GPU experts (the N most-used of every layer, which is what rigopt's tiering
+    assumes) exists only in the kvcache-ai SGLang fork (`sglang-kt`); upstream SGLang 0.5.23 rejects
+    `--kt-expert-placement-strategy` (engines.md §5)."""
+    return ["--kt-expert-placement-strategy", "frequency", "--init-expert-location", loads_file]

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
+from rich.table import Table
 
 from optimizer.errors import InputError
+from optimizer.estimate.speed import ExpertTiers, distinct_experts
 from optimizer.place import export
 from optimizer.place.ep import greedy_layer, lower_bound, place_layer, remote_fraction, slot_caps, touched
-from optimizer.place.inputs import PlaceInput, expert_bytes_per_layer, plan_speed
-from optimizer.place.loads import Loads
+from optimizer.place.inputs import PlaceInput, expert_bytes_per_layer, plan_speed, read_input
+from optimizer.place.loads import Loads, resolve_loads
 from optimizer.place.tiers import place_experts, place_layers, uniform_split
+from optimizer.topology import topology
 
 PLACE_SCHEMA = "rigopt.place/1"
 TIER_NAMES = ("gpu", "dram", "nvme")
@@ -139,7 +143,6 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
                 extra[i] = 1
     dsize = inp.domain_size
     if dsize is None and inp.node:
-        from optimizer.topology import topology
         dsize = topology(inp.node, inp.n_nodes).fast_domain_size()
     dsize = max(1, min(dsize or G, G))
     domain = np.arange(G) // dsize
@@ -148,7 +151,6 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
     layers, sums = [], np.zeros(3)
     worse = 0
     k = moe[0].experts_per_token
-    from optimizer.estimate.speed import distinct_experts
     tokens = max(1, inp.concurrency)
     u = distinct_experts(E, k, tokens)
     step = {"rigopt": [], "greedy": [], "balanced": []}
@@ -191,7 +193,6 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
 
 
 def place_tiers(inp: PlaceInput, loads: Loads) -> tuple[TierResult, str, list[str], dict]:
-    from optimizer.estimate.speed import ExpertTiers
     spec = inp.resolved.spec
     moe = spec.moe_layers
     idx = [l.index for l in moe]
@@ -244,6 +245,9 @@ def place_tiers(inp: PlaceInput, loads: Loads) -> tuple[TierResult, str, list[st
         exports["llamacpp_ot"] = export.llamacpp_ot(cpu_layers)
     if gran == "expert":
         exports["ktransformers_flags"] = export.kt_flags(tp.gpu_experts_per_layer or 0)
+        exports["ktransformers_fork_flags"] = export.kt_fork_flags()
+        notes.append("--kt-expert-placement-strategy frequency (the N most-used experts on the GPU) needs the "
+                     "kvcache-ai SGLang fork (sglang-kt); upstream SGLang 0.5.23 accepts only --kt-num-gpu-experts")
     return res, gran, notes, exports
 
 
@@ -284,7 +288,6 @@ def place(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, tim
 
 
 def render(r: PlacementResult, console) -> None:
-    from rich.table import Table
     console.print(f"[bold]placement[/bold] {r.model} ({r.engine or 'engine-neutral'}), loads: {r.loads}; "
                   f"granularity: {r.granularity} "
                   f"({'whole experts per rank/tier' if r.granularity == 'expert' else 'whole per-layer expert tensors'})")
@@ -332,7 +335,6 @@ def render(r: PlacementResult, console) -> None:
 def write_outputs(r: PlacementResult, out: str) -> list[str]:
     """Write the result JSON to `out`; beside it `<stem>.sglang.json` (exactly {"physical_to_logical_map": ...},
     for SGLang --init-expert-location) when the EP placement is exportable. Returns the paths written."""
-    from pathlib import Path
     p = Path(out)
     p.write_text(r.model_dump_json(indent=1) + "\n")
     written = [str(p)]
@@ -346,8 +348,6 @@ def write_outputs(r: PlacementResult, out: str) -> list[str]:
 def run(plan_json: str, loads: str | None = None, seed: int = 0, redundant: str | None = None,
         time_limit: float = 8.0) -> PlacementResult:
     """Everything `rigopt place` does before printing."""
-    from optimizer.place.inputs import read_input
-    from optimizer.place.loads import resolve_loads
     inp = read_input(plan_json)
     moe = inp.resolved.spec.moe_layers
     if not moe:

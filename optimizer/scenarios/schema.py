@@ -82,7 +82,7 @@ def _quant(name: str) -> str:
 
 
 def _kv_dtype(name: str) -> str:
-    from optimizer.estimate.formats import kv_elem_bytes
+    from optimizer.arch.formats import kv_elem_bytes
     kv_elem_bytes(name)
     return name.strip().lower()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, load_hardware, node_capex_usd,
+from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_accelerator, load_hardware, node_capex_usd,
                                         node_power_watts)
 from optimizer.catalog.hardware_schema import NodeType
 from optimizer.catalog.models import ResolvedModel
@@ -22,9 +22,11 @@ from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware,
 from optimizer.estimate.kv import default_kv_dtype
 from optimizer.estimate.memory import Parallel
 from optimizer.estimate.schemes import SCHEMES, get_scheme, mean_active_bits, quality_bits
-from optimizer.solver.links import plan_links
+from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.query import Query
 from optimizer.solver.support import unsupported
+from optimizer.topology import topology
+from optimizer.topology_links import plan_links
 
 DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
 DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "iq4_xs", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
@@ -164,7 +166,6 @@ def _node_options(q: Query, m: ResolvedModel) -> list[tuple[NodeType, list[int],
     hw = load_hardware()
     allowed = None
     if q.gpus:
-        from optimizer.catalog.hardware import get_accelerator
         allowed = {get_accelerator(g).key for g in q.gpus}
     out = []
     for node in sorted(hw.nodes.values(), key=lambda n: n.key):
@@ -238,7 +239,6 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
 
 
 def _fast_domain(node: NodeType) -> int:
-    from optimizer.topology import topology
     return topology(node.key, 1).fast_domain_size()
 
 
@@ -277,7 +277,6 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
     L = len(moe_idx) if mode != "none" else 0
     imbalance = None
     if q.loads and par.ep and par.ep_size > 1 and spec.is_moe:
-        from optimizer.place.api import expected_imbalance  # TODO(issue 10): lower-layer load math
         imbalance = expected_imbalance(spec, par.ep_size, 0, q.loads)
     load_aware = bool(q.loads and mode == "cpu" and engine == "sglang")
     nvme_bytes = 0.0
@@ -302,7 +301,6 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
             return evaluate(base)
         share = None
         if load_aware:
-            from optimizer.place.api import kt_experts_per_layer, load_aware_gpu_share
             share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, int(L - x)), q.loads)
         return evaluate(replace(base, offload=Offload(mode=mode, dram_layers=x, nvme_layers=z,
                                                       activation_share_gpu=share)))

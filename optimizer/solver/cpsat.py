@@ -1,4 +1,15 @@
-"""CP-SAT model over the integer candidate table. Integers only; no physics here."""
+"""CP-SAT model over the integer candidate table. Integers only; no physics here.
+
+Variable-container style (CP-SAT Primer): `RowVars` holds one candidate row's decision variables, and
+`DeploymentModel.vars[row.index]` is the container for that row. Per row:
+
+    use            bool    this candidate is the plan (exactly one row is used)
+    dram_layers    int     expert layers in host DRAM, 0..max_offload_layers (0 when unused)
+    nvme_layers    int     expert layers on NVMe, 0..max_nvme_layers, dram + nvme <= max_offload_layers
+    extra_dram_gb  int     DRAM bought per node, 0..max_extra_dram_gb (0 when unused)
+    step_ns        int     decode step time, only in the tie-break stages: >= every plane of the row when used,
+                           0 when unused; its domain is the row's own range (IntRow.step_bounds_ns)
+"""
 
 from __future__ import annotations
 
@@ -6,118 +17,160 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from optimizer.solver.table import GB_UNITS, IntRow, Limits, extra_gb_needed, points, row_feasible
+from optimizer.solver.scaling import DRAM_GB_IN_HOST_UNITS
+from optimizer.solver.table import IntRow, Limits, extra_gb_needed, points, row_feasible
 
 STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE", cp_model.INFEASIBLE: "INFEASIBLE",
           cp_model.MODEL_INVALID: "MODEL_INVALID", cp_model.UNKNOWN: "UNKNOWN"}
+
+IntTerm = cp_model.IntVar | int
 
 
 @dataclass(frozen=True)
 class Solution:
     status: str
-    index: int | None
-    x: int
-    extra_gb: int
+    index: int | None          # chosen row (candidate index), None when nothing was found
+    dram_layers: int
+    extra_dram_gb: int
     cost: int | None
     bound: float | None        # proven lower bound on cost (objective units)
     wall_s: float
-    z: int = 0                 # expert layers read from NVMe
+    nvme_layers: int = 0
+
+    # short names used by the oracle tests and benches
+    @property
+    def x(self) -> int:
+        return self.dram_layers
+
+    @property
+    def z(self) -> int:
+        return self.nvme_layers
+
+    @property
+    def extra_gb(self) -> int:
+        return self.extra_dram_gb
+
+
+@dataclass(frozen=True)
+class RowVars:
+    """The decision variables of one candidate row (see the module docstring)."""
+    use: cp_model.IntVar
+    dram_layers: cp_model.IntVar
+    nvme_layers: IntTerm
+    extra_dram_gb: cp_model.IntVar
+    step_ns: IntTerm
 
 
 class DeploymentModel:
     """One bool per candidate (exactly one chosen), an offload level and a DRAM purchase per candidate.
 
-    Optimised lexicographically in stages: cost, then quality rank, then decode step time, then the id rank and
+    Optimised lexicographically in stages: cost, then quality rank, then decode step time, then the tie rank and
     the offload level. Each stage fixes the previous optimum, so answers are unique and deterministic."""
 
     def __init__(self, rows: list[IntRow], lim: Limits, exclude: frozenset[int] = frozenset(),
-                 tie_breaks: bool = False):
+                 tie_breaks: bool = False) -> None:
         self.rows = rows
         self.by_index = {r.index: r for r in rows}
         self.lim = lim
-        m = cp_model.CpModel()
-        self.model = m
-        self.y, self.x, self.e, self.t, self.z = {}, {}, {}, {}, {}
-        cost_terms, q_terms, t_terms, last_terms = [], [], [], []
-        big = 2**50
+        self.model = cp_model.CpModel()
+        self.vars: dict[int, RowVars] = {}
+        cost_terms: list[cp_model.LinearExprT] = []
+        quality_terms: list[cp_model.LinearExprT] = []
+        step_terms: list[IntTerm] = []
+        order_terms: list[cp_model.LinearExprT] = []
         for r in rows:
             if r.index in exclude:
                 continue
-            y = m.new_bool_var(f"use_{r.index}")
-            x = m.new_int_var(0, r.L, f"off_{r.index}")
-            e = m.new_int_var(0, r.E, f"dram_{r.index}")
-            t = m.new_int_var(-big, big, f"step_{r.index}") if tie_breaks else 0
-            if r.Z:
-                z = m.new_int_var(0, r.Z, f"nvme_{r.index}")
-                m.add(x + z <= r.L)
-                m.add(z == 0).only_enforce_if(~y)
-                m.add(r.host_slope * z <= r.nvme_cap).only_enforce_if(y)
-            else:
-                z = 0
-            m.add(x == 0).only_enforce_if(~y)
-            m.add(e == 0).only_enforce_if(~y)
-            if tie_breaks:
-                m.add(t == 0).only_enforce_if(~y)
-            m.add(r.mem0 - r.mem_slope * (x + z) <= r.budget).only_enforce_if(y)
-            m.add(r.host_fixed + r.host_slope * x <= r.dram_base + GB_UNITS * e).only_enforce_if(y)
-            for a, b, c in r.t_lines:
-                if tie_breaks:
-                    m.add(t >= a + b * x + c * z).only_enforce_if(y)
-                if lim.step_ns is not None:
-                    m.add(a + b * x + c * z <= lim.step_ns).only_enforce_if(y)
-            if lim.ttft_ns is not None:
-                m.add(r.ttft0 + r.ttft_slope * x + r.ttft_nvme_slope * z <= lim.ttft_ns).only_enforce_if(y)
-            self.y[r.index], self.x[r.index], self.e[r.index], self.t[r.index] = y, x, e, t
-            self.z[r.index] = z
-            cost_terms += [r.cost * y, r.dram_cost_per_gb * e]
-            q_terms.append(r.qrank * y)
-            t_terms.append(t)
-            # idranks are unique, so (x, z) only order plans within a row
-            last_terms += [r.idrank * (r.L + 1) ** 2 * y, (r.L + 1) * x, z]
-        if not self.y:
-            m.add_bool_or([])  # nothing to choose: infeasible
-            self.cost = 0
+            v = self._add_row(r, lim, tie_breaks)
+            self.vars[r.index] = v
+            cost_terms += [r.cost * v.use, r.dram_cost_per_gb * v.extra_dram_gb]
+            quality_terms.append(r.quality_rank * v.use)
+            step_terms.append(v.step_ns)
+            # tie ranks are unique, so (dram, nvme) only order plans within a row
+            span = r.max_offload_layers + 1
+            order_terms += [r.tie_rank * span**2 * v.use, span * v.dram_layers, v.nvme_layers]
+        self.stages: list[cp_model.LinearExprT]
+        if not self.vars:
+            self.model.add_bool_or([])  # nothing to choose: infeasible
+            self.cost: cp_model.LinearExprT = 0
             self.stages = []
         else:
-            m.add_exactly_one(list(self.y.values()))
+            self.model.add_exactly_one([v.use for v in self.vars.values()])
             self.cost = sum(cost_terms)
             if lim.budget is not None:
-                m.add(self.cost <= lim.budget)
-            self.stages = [self.cost, sum(q_terms), sum(t_terms), sum(last_terms)] if tie_breaks else [self.cost]
+                self.model.add(self.cost <= lim.budget)
+            self.stages = ([self.cost, sum(quality_terms), sum(step_terms), sum(order_terms)] if tie_breaks
+                           else [self.cost])
 
-    def hint(self, index: int, x: int, z: int = 0) -> None:
-        for i, y in self.y.items():
-            self.model.add_hint(y, i == index)
-        r = self.by_index[index]
-        self.model.add_hint(self.x[index], x)
-        if not isinstance(self.z[index], int):
-            self.model.add_hint(self.z[index], z)
-        self.model.add_hint(self.e[index], extra_gb_needed(r, x))
+    def _add_row(self, r: IntRow, lim: Limits, tie_breaks: bool) -> RowVars:
+        m = self.model
+        use = m.new_bool_var(f"use_{r.index}")
+        dram = m.new_int_var(0, r.max_offload_layers, f"dram_layers_{r.index}")
+        extra = m.new_int_var(0, r.max_extra_dram_gb, f"extra_dram_gb_{r.index}")
+        step: IntTerm = 0
+        if tie_breaks:
+            lo, hi = r.step_bounds_ns()
+            step = m.new_int_var(lo, hi, f"step_ns_{r.index}")
+            m.add(step == 0).only_enforce_if(~use)
+        nvme: IntTerm = 0
+        if r.max_nvme_layers:
+            nvme = m.new_int_var(0, r.max_nvme_layers, f"nvme_layers_{r.index}")
+            m.add(dram + nvme <= r.max_offload_layers)
+            m.add(nvme == 0).only_enforce_if(~use)
+            m.add(r.host_mb_per_layer * nvme <= r.nvme_capacity_mb).only_enforce_if(use)
+        m.add(dram == 0).only_enforce_if(~use)
+        m.add(extra == 0).only_enforce_if(~use)
+        m.add(r.device_mib - r.device_mib_per_layer * (dram + nvme) <= r.device_budget_mib).only_enforce_if(use)
+        m.add(r.host_mb + r.host_mb_per_layer * dram <= r.host_dram_mb + DRAM_GB_IN_HOST_UNITS * extra
+              ).only_enforce_if(use)
+        for a, b, c in r.step_planes_ns:
+            if tie_breaks:
+                m.add(step >= a + b * dram + c * nvme).only_enforce_if(use)
+            if lim.step_ns is not None:
+                m.add(a + b * dram + c * nvme <= lim.step_ns).only_enforce_if(use)
+        if lim.ttft_ns is not None:
+            m.add(r.ttft_ns + r.ttft_ns_per_dram_layer * dram + r.ttft_ns_per_nvme_layer * nvme <= lim.ttft_ns
+                  ).only_enforce_if(use)
+        return RowVars(use=use, dram_layers=dram, nvme_layers=nvme, extra_dram_gb=extra, step_ns=step)
+
+    def hint(self, index: int, dram_layers: int, nvme_layers: int = 0) -> None:
+        for i, v in self.vars.items():
+            self.model.add_hint(v.use, i == index)
+        chosen = self.vars[index]
+        self.model.add_hint(chosen.dram_layers, dram_layers)
+        if not isinstance(chosen.nvme_layers, int):
+            self.model.add_hint(chosen.nvme_layers, nvme_layers)
+        self.model.add_hint(chosen.extra_dram_gb, extra_gb_needed(self.by_index[index], dram_layers))
 
     def _values(self, s: cp_model.CpSolver) -> tuple[int, int, int, int]:
-        idx = next(i for i, y in self.y.items() if s.boolean_value(y))
-        z = self.z[idx]
-        return idx, s.value(self.x[idx]), s.value(self.e[idx]), (z if isinstance(z, int) else s.value(z))
+        """(row index, dram layers, extra DRAM GB, nvme layers) of the solver's current solution."""
+        idx = next(i for i, v in self.vars.items() if s.boolean_value(v.use))
+        v = self.vars[idx]
+        nvme = v.nvme_layers if isinstance(v.nvme_layers, int) else int(s.value(v.nvme_layers))
+        return idx, int(s.value(v.dram_layers)), int(s.value(v.extra_dram_gb)), nvme
 
     def solve(self, time_limit_s: float = 20.0, workers: int = 2, seed: int = 0) -> Solution:
         first = self._solve_stages(time_limit_s, workers, seed, stages=1)
-        if first.index is None or first.status != "OPTIMAL":
+        if first.index is None or first.status != "OPTIMAL" or first.cost is None:
             return first
         # tie-breaks only among rows that can reach the optimal cost: a much smaller model
-        keep = {r.index for r in self.rows if r.index in self.y and r.cost <= first.cost}
+        keep = {r.index for r in self.rows if r.index in self.vars and r.cost <= first.cost}
         sub = DeploymentModel([r for r in self.rows if r.index in keep], self.lim, tie_breaks=True)
         sub.model.add(sub.cost == first.cost)
-        sub.hint(first.index, first.x, first.z)
+        sub.hint(first.index, first.dram_layers, first.nvme_layers)
         rest = sub._solve_stages(time_limit_s, workers, seed, stages=4, start=1)
         if rest.index is None:
             return first
-        return Solution(first.status, rest.index, rest.x, rest.extra_gb, first.cost, first.bound,
-                        first.wall_s + rest.wall_s, rest.z)
+        return Solution(first.status, rest.index, rest.dram_layers, rest.extra_dram_gb, first.cost, first.bound,
+                        first.wall_s + rest.wall_s, rest.nvme_layers)
 
     def _solve_stages(self, time_limit_s: float, workers: int, seed: int, stages: int, start: int = 0) -> Solution:
         wall = 0.0
-        status, bound, cost, chosen = "INFEASIBLE", None, None, None
-        for k, expr in list(enumerate(self.stages or [0]))[start:stages]:
+        status, bound, cost = "INFEASIBLE", None, None
+        chosen: tuple[int, int, int, int] | None = None
+        objectives: list[cp_model.LinearExprT] = list(self.stages) or [0]
+        for k in range(start, min(stages, len(objectives))):
+            expr = objectives[k]
             s = cp_model.CpSolver()
             s.parameters.max_time_in_seconds = time_limit_s
             s.parameters.num_workers = workers
@@ -141,13 +194,16 @@ class DeploymentModel:
             self.model.add(expr == round(s.objective_value))  # objective_value is a float: round, never truncate
             self.model.clear_hints()
             self.hint(chosen[0], chosen[1], chosen[3])
-        idx, x, e, z = chosen
-        return Solution(status, idx, x, e, cost, bound, wall, z)
+        if chosen is None:
+            return Solution(status, None, 0, 0, cost, bound, wall)
+        idx, dram, extra, nvme = chosen
+        return Solution(status, idx, dram, extra, cost, bound, wall, nvme)
 
 
 def greedy_hint(rows: list[IntRow], lim: Limits) -> tuple[int, int, int] | None:
-    """Cheapest row at its least offload that is feasible, scanning rows in cost order (a good first solution)."""
-    for r in sorted(rows, key=lambda r: (r.cost, r.qrank, r.idrank)):
+    """Cheapest row at its least offload that is feasible, scanning rows in cost order (a good first solution):
+    (row index, dram layers, nvme layers)."""
+    for r in sorted(rows, key=lambda r: (r.cost, r.quality_rank, r.tie_rank)):
         for x, z in points(r):
             ok, _ = row_feasible(r, lim, x, z)
             if ok:

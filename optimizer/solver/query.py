@@ -7,7 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from optimizer.catalog.hardware import get_accelerator
 from optimizer.errors import InputError
+from optimizer.estimate.serving import Workload
+from optimizer.arch.formats import kv_elem_bytes
+from optimizer.estimate.kv import check_engine
+from optimizer.estimate.schemes import get_scheme
 from optimizer.units import MAX_CONCURRENCY, parse_bytes
 
 Objective = Literal["capex", "hourly", "power"]
@@ -22,7 +27,6 @@ class Owned(BaseModel):
     @classmethod
     def parse(cls, text: str) -> "Owned":
         """'2x rtx-4090, 256GB ddr5' -> {rtx-4090: 2}, 256e9 bytes of DRAM."""
-        from optimizer.catalog.hardware import get_accelerator
         accs: dict[str, int] = {}
         dram = 0
         for part in [p.strip() for p in text.split(",") if p.strip()]:
@@ -91,7 +95,6 @@ class Query(BaseModel):
         """The served workload, or None for the plain (context, concurrency) question."""
         if self.isl is None or self.osl is None:
             return None
-        from optimizer.estimate.serving import Workload
         return Workload(isl=self.isl, osl=self.osl, concurrency=None if self.rate_rps else self.concurrency,
                         rate_rps=self.rate_rps, prefix_hit=self.prefix_hit)
 
@@ -106,7 +109,6 @@ class Query(BaseModel):
     def _quants(cls, v):
         if v is None:
             return v
-        from optimizer.estimate.schemes import get_scheme
         for name in v:
             get_scheme(name)  # raises InputError with close names for an unknown quantization
         return [x.strip().lower() for x in v]
@@ -116,7 +118,6 @@ class Query(BaseModel):
     def _kv(cls, v):
         if v is None:
             return v
-        from optimizer.estimate.formats import kv_elem_bytes
         for name in v:
             kv_elem_bytes(name)
         return [x.strip().lower() for x in v]
@@ -126,5 +127,4 @@ class Query(BaseModel):
     def _engines(cls, v):
         if v is None:
             return v
-        from optimizer.estimate.kv import check_engine
         return [check_engine(e) for e in v]

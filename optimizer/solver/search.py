@@ -14,6 +14,7 @@ from optimizer.solver.plan import (Costs, EngineSettingsPlan, Hardware, Memory, 
                                    ServingPlan, SpecPlan, Speed)
 from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
+from optimizer.solver.scaling import COST_UNIT
 from optimizer.solver.table import limits, to_rows
 from optimizer.solver.validate import RESERVED_HOST_BYTES, check, evaluate
 
@@ -38,7 +39,11 @@ class CheapestResult(BaseModel):
     relaxations: list[Relaxation] = []
 
 
-def build_plan(c: Candidate, x: int, extra_gb: int, q: Query, status_note: str = "", z: int = 0) -> Plan:
+def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dram_gb: int, nvme_layers: int = 0,
+               status_note: str = "") -> Plan:
+    """The plan for `candidate` with `dram_layers` expert layers in host DRAM, `nvme_layers` on NVMe and
+    `extra_dram_gb` GB of DRAM bought per node, re-evaluated in floats by the independent checker."""
+    c, q, x, z, extra_gb = candidate, query, dram_layers, nvme_layers, extra_dram_gb
     offloaded = sorted(c.offload_order[:x])
     on_nvme = sorted(c.offload_order[x:x + z])
     hw = Hardware(node=c.node, accelerator=c.accelerator, n_nodes=c.n_nodes, gpus_per_node=c.gpus_per_node,
@@ -172,7 +177,8 @@ def cheapest(q: Query) -> CheapestResult:
             bound = sol.bound
         note = "" if k else (f"solver status {sol.status}" + (
             f", proven gap {(sol.cost - sol.bound) / sol.cost:.2%}" if sol.status == "FEASIBLE" and sol.cost else ""))
-        plan = build_plan(cands[sol.index], sol.x, sol.extra_gb, q, note, z=sol.z)
+        plan = build_plan(cands[sol.index], q, dram_layers=sol.dram_layers, extra_dram_gb=sol.extra_dram_gb,
+                          nvme_layers=sol.nvme_layers, status_note=note)
         problems = check(plan, q)
         if problems:  # never return a plan the independent check rejects
             plan.notes.append("REJECTED by the independent check: " + "; ".join(problems))
@@ -184,7 +190,6 @@ def cheapest(q: Query) -> CheapestResult:
         exclude.add(sol.index)
         if len(plans) >= q.top:
             break
-    from optimizer.solver.scaling import COST_UNIT
     unit = COST_UNIT[q.objective]
     result = CheapestResult(
         query=q, status=status if plans else "INFEASIBLE", objective=q.objective,

@@ -13,6 +13,7 @@ from optimizer.estimate.deployment import (Deployment, EngineSettings, Evaluatio
                                            evaluate as evaluate_deployment)
 from optimizer.estimate.memory import DeviceMemory, Parallel
 from optimizer.estimate.speed import PrefillEstimate, SpeedEstimate
+from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
 from optimizer.solver.support import unsupported
@@ -68,7 +69,6 @@ def plan_deployment(plan: Plan, q: Query) -> Deployment:
     n_moe = len(m.spec.moe_layers)
     share = imbalance = None
     if q.loads and m.spec.is_moe:
-        from optimizer.place.api import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
         if par.ep and par.ep_size > 1:
             imbalance = expected_imbalance(m.spec, par.ep_size, 0, q.loads)
         if plan.offload.mode == "cpu" and plan.engine == "sglang" and plan.offload.expert_layers_offloaded:

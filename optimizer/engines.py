@@ -1,0 +1,11 @@
+"""The engine versions rigopt's exporters, allow-lists and contract tests are pinned to: the one place they live.
+
+`bench/engines.sh` reads these assignments with `ast` (keep them plain string literals).
+"""
+
+VLLM_VERSION = "0.33.0"
+SGLANG_VERSION = "0.5.23"
+LLAMACPP_COMMIT = "0c1e57098"           # ggml-org/llama.cpp commit vendored in the llama-cpp-python sdist below
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"     # its CHANGELOG: "update llama.cpp to ggml-org/llama.cpp@0c1e57098"
+
+ENGINE_VERSIONS: dict[str, str] = {"vllm": VLLM_VERSION, "sglang": SGLANG_VERSION, "llamacpp": LLAMACPP_COMMIT}
