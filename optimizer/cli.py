@@ -139,7 +139,8 @@ def cheapest(
     spec: Annotated[str, typer.Option("--spec", help="Speculative decoding with the model card's MTP/EAGLE-3 setup: off | auto (try both) | on")] = _QUERY_DEFAULT["spec"],
     objective: Annotated[str, typer.Option("--objective", help="capex (buy) | hourly (rent) | power (watts)")] = _QUERY_DEFAULT["objective"],
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="Cap on the objective (USD, USD/h or W)")] = None,
-    min_bits: Annotated[float, typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN")] = _QUERY_DEFAULT["min_expert_bits"],
+    min_bits: Annotated[Optional[float], typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN (default: the headline is the cheapest 4-bit-class plan or wider, cheaper tiers listed in the frontier; 0 = any width)")] = None,
+    tier: Annotated[Optional[str], typer.Option("--tier", help="Headline from one quality tier: 1.5-bit, 2-bit, 3-bit, 4-bit, 5-6-bit, 8-bit, 16-bit")] = None,
     min_attn_bits: Annotated[float, typer.Option("--min-attn-bits", help="Quality floor for attention weights")] = _QUERY_DEFAULT["min_attn_bits"],
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Allowed accelerators, comma-separated (e.g. h100,h200)")] = None,
     owned: Annotated[Optional[str], typer.Option("--owned", help="Hardware you own, e.g. '2x rtx-4090, 256GB ddr5'")] = None,
@@ -159,6 +160,7 @@ def cheapest(
 
     from optimizer.errors import InputError
     from optimizer.report.cheapest import render_cheapest
+    from optimizer.solver.frontier import DEFAULT_HEADLINE_MIN_BITS
     from optimizer.solver.query import Owned, Query
     from optimizer.solver.search import cheapest as run
 
@@ -177,7 +179,9 @@ def cheapest(
         q = Query(model=model, context=ctx, concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
                   isl=wl_isl, osl=wl_osl, rate_rps=rate, prefix_hit=prefix_hit, spec=spec,
                   prompt_tokens=_tokens(prompt) if prompt else None, objective=objective, max_budget=max_budget,
-                  min_expert_bits=min_bits, min_attn_bits=min_attn_bits, gpus=csv(gpus),
+                  min_expert_bits=min_bits or 0.0, min_attn_bits=min_attn_bits, gpus=csv(gpus),
+                  headline_min_bits=DEFAULT_HEADLINE_MIN_BITS if (min_bits is None and tier is None) else None,
+                  tier=tier,
                   owned=Owned.parse(owned) if owned else None, engines=csv(engine), quants=csv(quant),
                   kv_dtypes=csv(kv_dtype), loads=loads, max_nodes=max_nodes, top=top, time_limit_s=time_limit)
     except ValidationError as e:

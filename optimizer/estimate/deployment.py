@@ -25,7 +25,8 @@ from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import (DeviceMemory, Parallel, default_max_num_batched_tokens, device_memory,
                                        max_concurrency, max_context, sglang_default_mem_fraction_static)
-from optimizer.estimate.schemes import Scheme, get_scheme, quality_bits
+from optimizer.cache import BoundedCache
+from optimizer.estimate.schemes import Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.serving import ServingEstimate, Workload, serve
 from optimizer.estimate.speed import (Device, ExpertTiers, Links, PrefillEstimate, SpeedEstimate, decode_speed,
                                       kernel_bits, prefill_time)
@@ -297,8 +298,24 @@ def eagle3_draft_params(spec: ModelSpec) -> float:
     return 4 * d * d + 12 * d * d + 3 * d * d + F.EAGLE3_DRAFT_VOCAB.value * d
 
 
-_WEIGHTS_MEMO: dict[tuple, tuple[ResolvedModel, Scheme, WeightBreakdown]] = {}
-_WEIGHTS_MEMO_MAX = 256
+def _model_key(m: ResolvedModel) -> tuple[str, str, str, int]:
+    """What a model's derived figures depend on: its catalogue key or file, the architecture it was read from
+    and its size (a catalogue model's config, or a file's path; files are re-read when they change)."""
+    wf = m.weights_file
+    return (m.key, m.spec.source, m.spec.name, int(getattr(wf, "file_bytes", 0) or 0))
+
+
+_WEIGHTS: BoundedCache[tuple[object, ...], tuple[Scheme, WeightBreakdown]] = BoundedCache("estimate.weights", 256)
+_QUALITY: BoundedCache[tuple[object, ...], tuple[float, float, float]] = BoundedCache("estimate.quality", 256)
+
+
+def quality_of(m: ResolvedModel, quant: str) -> tuple[float, float, float]:
+    """(expert/FFN bits, attention bits, mean active bits) of a quantization, never above the checkpoint's own."""
+    def compute() -> tuple[float, float, float]:
+        scheme, native = get_scheme(quant, m.storage), get_scheme("native", m.storage)
+        exp_bits, attn_bits = quality_bits(m.spec, scheme, native)
+        return exp_bits, attn_bits, mean_active_bits(m.spec, scheme, native)
+    return _QUALITY.get_or_compute((*_model_key(m), quant), compute)
 
 
 def resident_weights(m: ResolvedModel, quant: str, engine: str, include_mtp: bool) -> tuple[Scheme, WeightBreakdown]:
@@ -306,19 +323,17 @@ def resident_weights(m: ResolvedModel, quant: str, engine: str, include_mtp: boo
     as is, the per-class estimate otherwise, plus engine padding: vLLM rounds gpt-oss's MoE hidden size up to a
     multiple of 256 for MXFP4 experts (vllm/model_executor/layers/fused_moe/layer.py maybe_roundup_hidden_size;
     2880 -> 3072), so those experts take 3072/2880 of their checkpoint bytes."""
-    key = (m.key, id(m.spec), quant, engine == "vllm", include_mtp)
-    hit = _WEIGHTS_MEMO.get(key)
-    if hit is not None and hit[0] is m:
-        return hit[1], hit[2]
+    return _WEIGHTS.get_or_compute((*_model_key(m), quant, engine == "vllm", include_mtp),
+                                   lambda: _resident_weights(m, quant, engine, include_mtp))
+
+
+def _resident_weights(m: ResolvedModel, quant: str, engine: str, include_mtp: bool) -> tuple[Scheme, WeightBreakdown]:
     scheme = get_scheme(quant, m.storage)
     w = weights_of(m.spec, scheme, m.weights_file, quant, include_mtp=include_mtp)
     spec = m.spec
     formats = {f for _, f in scheme.mix("routed_experts")} if spec.is_moe else set()
     if engine == "vllm" and spec.family == "gpt_oss" and formats == {"mxfp4"} and spec.hidden_size % 256:
         w = _scale_experts(spec, w, (-(-spec.hidden_size // 256) * 256) / spec.hidden_size)
-    if len(_WEIGHTS_MEMO) >= _WEIGHTS_MEMO_MAX:
-        _WEIGHTS_MEMO.clear()
-    _WEIGHTS_MEMO[key] = (m, scheme, w)
     return scheme, w
 
 
@@ -465,7 +480,7 @@ def evaluate(d: Deployment) -> Evaluation:
     off_frac = (d.offload.dram_layers / n_moe) if n_moe else 0.0
     nvme_frac = (d.offload.nvme_layers / n_moe) if n_moe else 0.0
     host_used = (w.routed_expert_bytes * off_frac + F.HOST_RESERVED_BYTES.value) if (off_frac or nvme_frac) else 0.0
-    exp_bits, attn_bits = quality_bits(spec, scheme, get_scheme("native", m.storage))
+    exp_bits, attn_bits, _ = quality_of(m, d.quant)
     notes.extend(mem.notes)
     return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem, decode=decode,
                       prefill=pf, serving=serving, host_used_bytes=host_used,

@@ -28,6 +28,8 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
                   + (f", bound {_money(r.objective, r.bound)}, gap {r.gap:.2%}" if r.gap is not None else "")
                   + f"; solve {r.solve_s:.2f} s, total {r.total_s:.2f} s")
     p = r.plan
+    if r.headline and p is not None:
+        console.print(f"headline: {r.headline}")
     if p is None:
         console.print("[red]No plan meets every target.[/red]")
         for reason in r.infeasible_reasons:
@@ -81,6 +83,17 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
                       + (f", mem_fraction_static {st.mem_fraction_static:.3f}" if st.mem_fraction_static else ""))
     for n in p.notes:
         console.print(f"note: {n}")
+    if r.frontier:
+        ft = Table(title="Cost-quality frontier: the cheapest plan per quality tier (experts/FFN bits per weight)")
+        for col in ("tier", "bits", "cost", "hardware", "engine", "quant", "tok/s", "TTFT s", "headroom GiB"):
+            ft.add_column(col)
+        for f in r.frontier:
+            a = f.plan
+            ft.add_row(f.tier + (" ◀" if f.headline else ""), f"{f.expert_bits:.2f}", _money(r.objective, a.costs.objective_value),
+                       f"{a.hardware.n_nodes}× {a.hardware.node}", a.engine, a.quant,
+                       f"{(1 / a.serving.tpot_s) if a.serving else a.speed.tok_s_per_seq:,.1f}",
+                       f"{a.serving.ttft_s if a.serving else a.speed.ttft_s:,.1f}", f"{a.memory.headroom_bytes / GiB:,.1f}")
+        console.print(ft)
     if r.alternatives:
         t = Table(title="Next-cheapest alternatives")
         for col in ("cost", "hardware", "engine", "quant", "layout", "offload", "tok/s", "headroom GiB"):

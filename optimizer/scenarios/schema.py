@@ -151,6 +151,11 @@ class QuestionFields(_Strict):
                                                                     "the prefix cache")
     spec: Literal["off", "auto", "on"] | None = Field(None, description="speculative decoding with the model "
                                                                         "card's MTP/EAGLE-3 setup (default off)")
+    headline_min_bits: Number | None = Field(None, ge=0, le=32, description="the headline plan is the cheapest "
+                                             "with experts of at least this many bits (default: the 4-bit tier "
+                                             "unless min_expert_bits or tier is set); cheaper tiers are listed")
+    tier: str | None = Field(None, description="headline from one quality tier: 1.5-bit, 2-bit, 3-bit, 4-bit, "
+                                               "5-6-bit, 8-bit, 16-bit")
     objective: Literal["capex", "hourly", "power"] | None = Field(None, description="capex (buy, USD) | hourly "
                                                                    "(rent, USD/h) | power (W)")
     max_budget: Number | None = Field(None, gt=0, description="cap on the objective (USD, USD/h or W)")
@@ -202,8 +207,12 @@ def merged(defaults: QuestionFields, q: Question) -> dict[str, Any]:
 
 
 def to_query_kwargs(fields: dict[str, Any]) -> dict[str, Any]:
-    """Merged scenario fields -> keyword arguments for `Query`."""
+    """Merged scenario fields -> keyword arguments for `Query` (with `rigopt cheapest`'s default headline floor:
+    the 4-bit tier, unless the question sets a floor or a tier itself)."""
     kw = dict(fields)
+    if not any(k in kw for k in ("min_expert_bits", "tier", "headline_min_bits")):
+        from optimizer.solver.frontier import DEFAULT_HEADLINE_MIN_BITS
+        kw["headline_min_bits"] = DEFAULT_HEADLINE_MIN_BITS
     if "owned" in kw:
         from optimizer.solver.query import Owned
         o = kw.pop("owned")

@@ -18,10 +18,10 @@ from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
 from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, SpecDecode,
-                                           default_spec_decode, evaluate)
+                                           default_spec_decode, evaluate, quality_of)
 from optimizer.estimate.kv import default_kv_dtype
 from optimizer.estimate.memory import Parallel
-from optimizer.estimate.schemes import SCHEMES, get_scheme, mean_active_bits, quality_bits
+from optimizer.estimate.schemes import SCHEMES, get_scheme
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.query import Query
 from optimizer.solver.support import unsupported
@@ -208,9 +208,8 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                     scheme = get_scheme(qname, m.storage)
                 except InputError:
                     continue
-                native = get_scheme("native", m.storage)
-                exp_bits, attn_bits = quality_bits(spec, scheme, native)
-                quality = (exp_bits, attn_bits, mean_active_bits(spec, scheme, native))  # per quant, not per candidate
+                quality = quality_of(m, qname)  # computed once per (model, quant)
+                exp_bits, attn_bits = quality[0], quality[1]
                 if exp_bits < q.min_expert_bits or attn_bits < q.min_attn_bits:
                     continue
                 kv_choices = q.kv_dtypes or [default_kv_dtype(spec, engine)]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.errors import InputError
 from optimizer.estimate.serving import Workload
+from optimizer.solver.frontier import tier_named
 from optimizer.arch.formats import kv_elem_bytes
 from optimizer.estimate.kv import check_engine
 from optimizer.estimate.schemes import get_scheme
@@ -65,6 +66,10 @@ class Query(BaseModel):
     rate_rps: float | None = Field(default=None, gt=0, le=1e6)
     prefix_hit: float = Field(default=0.0, ge=0, lt=1)
     spec: Literal["off", "auto", "on"] = "off"  # speculative decoding (the model card's MTP/EAGLE-3 setup): auto = try both
+    # the headline plan is the cheapest whose experts/FFN have at least this many bits (None: the cheapest at any
+    # width); plans below it still appear in the cost-quality frontier. `tier` picks one frontier tier instead.
+    headline_min_bits: float | None = Field(default=None, ge=0, le=32)
+    tier: str | None = None
     objective: Objective = "capex"
     max_budget: float | None = Field(default=None, gt=0)
     min_expert_bits: float = Field(default=0.0, ge=0, le=32)
@@ -89,6 +94,13 @@ class Query(BaseModel):
         if self.isl is not None and self.osl is not None and self.context < self.isl + self.osl:
             raise ValueError(f"context {self.context} is shorter than isl + osl = {self.isl + self.osl}")
         return self
+
+    @field_validator("tier")
+    @classmethod
+    def _tier(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        return tier_named(v).name
 
     @property
     def workload(self):

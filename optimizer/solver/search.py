@@ -9,13 +9,15 @@ from pydantic import BaseModel, ConfigDict
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.solver.candidates import Candidate, enumerate_candidates
-from optimizer.solver.cpsat import DeploymentModel, greedy_hint
+from optimizer.solver.cpsat import DeploymentModel
 from optimizer.solver.plan import (Costs, EngineSettingsPlan, Hardware, Memory, Offload, ParallelLayout, Plan,
                                    ServingPlan, SpecPlan, Speed)
 from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
 from optimizer.solver.scaling import COST_UNIT
-from optimizer.solver.table import limits, to_rows
+from optimizer.solver.frontier import TIERS, tier_named, tier_of
+from optimizer.solver.oracle import row_optima
+from optimizer.solver.table import IntRow, extra_gb_needed, limits, to_rows
 from optimizer.solver.validate import RESERVED_HOST_BYTES, check, evaluate
 
 RESULT_SCHEMA = "rigopt.cheapest/1"
@@ -37,6 +39,18 @@ class CheapestResult(BaseModel):
     total_s: float
     infeasible_reasons: list[str] = []
     relaxations: list[Relaxation] = []
+    frontier: list[FrontierEntry] = []
+    headline: str = ""               # which plan `plan` is: the headline rule applied, in words
+
+
+class FrontierEntry(BaseModel):
+    """The cheapest plan of one quality tier (experts/FFN bits per weight), checked like the headline."""
+    model_config = ConfigDict(extra="forbid")
+    tier: str
+    expert_bits: float
+    attn_bits: float
+    headline: bool
+    plan: Plan
 
 
 def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dram_gb: int, nvme_layers: int = 0,
@@ -153,43 +167,66 @@ def m_is_moe(q: Query) -> bool:
 
 
 def cheapest(q: Query) -> CheapestResult:
+    """The headline plan proven optimal by CP-SAT (one solve), its next-cheapest alternatives and the cheapest
+    plan per quality tier. The table is separable, so each row's own optimum (oracle.row_optima, the same integer
+    arithmetic) ranks the alternatives and tiers exactly; CP-SAT proves the headline and the two must agree."""
     t0 = time.perf_counter()
     m = resolve_model(q.model)
     load_hardware()
     cands = enumerate_candidates(q, m)
     rows = to_rows(cands, q)
     lim = limits(q)
-    plans: list[Plan] = []
-    exclude: set[int] = set()
+    optima = row_optima(rows, lim)
+    ranked = sorted(optima, key=lambda i: optima[i][0])
+    allowed, headline = _headline_rows(q, cands, ranked)
     status, best_cost, bound = "INFEASIBLE", None, None
     solve_s = 0.0
-    for k in range(q.top + 1):
+    plans: list[Plan] = []
+    exclude: set[int] = {r.index for r in rows if r.index not in allowed}
+    # Rows whose own exhaustive optimum costs more than the cheapest allowed row's cannot be the optimum: CP-SAT
+    # proves the optimum (and its tie-breaks) over the rows that can reach that cost, and over all rows again if
+    # the check rejected every one of those.
+    best_allowed = next((optima[i][3] for i in ranked if i in allowed), None)
+    pruned = {i for i in allowed if i not in optima or optima[i][3] > best_allowed} if best_allowed is not None else set()
+    exclude |= pruned
+    chosen: int | None = None
+    while True:  # one solve; again only if the independent check rejects what it found
         model = DeploymentModel(rows, lim, frozenset(exclude))
-        h = greedy_hint([r for r in rows if r.index not in exclude], lim)
-        if h is not None:
-            model.hint(*h)
+        first = next((i for i in ranked if i not in exclude), None)  # each row's exhaustive optimum: the hint
+        if first is not None:
+            model.hint(first, optima[first][1], optima[first][2])
         sol = model.solve(time_limit_s=q.time_limit_s, workers=q.workers)
         solve_s += sol.wall_s
+        if sol.index is None and pruned:
+            exclude -= pruned  # every row at the best cost was rejected: search the rest
+            pruned = set()
+            continue
         if sol.index is None:
             break
-        if k == 0:
-            status, best_cost = sol.status, sol.cost
-            bound = sol.bound
-        note = "" if k else (f"solver status {sol.status}" + (
-            f", proven gap {(sol.cost - sol.bound) / sol.cost:.2%}" if sol.status == "FEASIBLE" and sol.cost else ""))
+        if best_cost is None:
+            status, best_cost, bound = sol.status, sol.cost, sol.bound
+        note = f"solver status {sol.status}" + (
+            f", proven gap {(sol.cost - sol.bound) / sol.cost:.2%}" if sol.status == "FEASIBLE" and sol.cost else "")
         plan = build_plan(cands[sol.index], q, dram_layers=sol.dram_layers, extra_dram_gb=sol.extra_dram_gb,
                           nvme_layers=sol.nvme_layers, status_note=note)
         problems = check(plan, q)
+        exclude.add(sol.index)
         if problems:  # never return a plan the independent check rejects
-            plan.notes.append("REJECTED by the independent check: " + "; ".join(problems))
-            exclude.add(sol.index)
-            if k == 0:
-                status = "CHECK_FAILED"
+            status = "CHECK_FAILED"
             continue
         plans.append(plan)
-        exclude.add(sol.index)
-        if len(plans) >= q.top:
-            break
+        chosen = sol.index
+        break
+    if chosen is not None:
+        for i in ranked:  # alternatives: the next rows in the solver's own order, same quality rule
+            if len(plans) >= q.top:
+                break
+            if i == chosen or i not in allowed:
+                continue
+            p = _row_plan(cands, rows, optima, i, q)
+            if p is not None:
+                plans.append(p)
+    frontier = _frontier(q, cands, rows, optima, ranked, chosen, plans[0] if plans else None)
     unit = COST_UNIT[q.objective]
     result = CheapestResult(
         query=q, status=status if plans else "INFEASIBLE", objective=q.objective,
@@ -197,9 +234,54 @@ def cheapest(q: Query) -> CheapestResult:
         bound=bound * unit if bound is not None else None,
         gap=((best_cost - bound) / best_cost) if (best_cost and bound is not None) else (0.0 if plans else None),
         plan=plans[0] if plans else None, alternatives=plans[1:], candidates=len(cands), solve_s=solve_s,
-        total_s=time.perf_counter() - t0)
+        total_s=time.perf_counter() - t0, frontier=frontier, headline=headline)
     if not plans:
         reasons, relax = relaxations(q, m, cands)
         result = result.model_copy(update={"infeasible_reasons": reasons, "relaxations": relax,
                                            "total_s": time.perf_counter() - t0})
     return result
+
+
+def _headline_rows(q: Query, cands: list[Candidate], ranked: list[int]) -> tuple[set[int], str]:
+    """Rows the headline may use, and the rule in words. With a floor (or a tier) and no feasible row meeting
+    it, the headline falls back to the cheapest at any width and says so."""
+    every = set(range(len(cands)))
+    if q.tier is not None:
+        t = tier_named(q.tier)
+        rows = {i for i in every if t.holds(cands[i].expert_bits)}
+        if any(i in rows for i in ranked):
+            return rows, f"cheapest plan in the {t.name} tier (--tier)"
+        return every, f"nothing in the {t.name} tier meets the targets: cheapest plan at any width"
+    if q.headline_min_bits:
+        rows = {i for i in every if cands[i].expert_bits >= q.headline_min_bits}
+        floor = f"{tier_of(q.headline_min_bits).name} experts or wider"
+        if any(i in rows for i in ranked):
+            return rows, (f"cheapest plan with {floor} (the default quality floor; --min-bits 0 for any width, "
+                          f"cheaper tiers in the frontier)")
+        return every, f"nothing with {floor} meets the targets: cheapest plan at any width"
+    return every, "cheapest plan" + (f" with experts of at least {q.min_expert_bits:g} bits" if q.min_expert_bits else "")
+
+
+def _row_plan(cands: list[Candidate], rows: list[IntRow], optima: dict, i: int, q: Query) -> Plan | None:
+    """Candidate i at its own optimum, re-evaluated and checked (None if the check rejects it)."""
+    _, x, z, _ = optima[i]
+    plan = build_plan(cands[i], q, dram_layers=x, extra_dram_gb=extra_gb_needed(rows[i], x), nvme_layers=z)
+    return None if check(plan, q) else plan
+
+
+def _frontier(q: Query, cands: list[Candidate], rows: list[IntRow], optima: dict, ranked: list[int],
+              chosen: int | None, headline: Plan | None) -> list[FrontierEntry]:
+    """The cheapest checked plan of every quality tier that has one (ranked by the solver's own order)."""
+    out: list[FrontierEntry] = []
+    for t in TIERS:
+        for i in ranked:
+            c = cands[i]
+            if not t.holds(c.expert_bits):
+                continue
+            p = headline if i == chosen and headline is not None else _row_plan(cands, rows, optima, i, q)
+            if p is None:
+                continue
+            out.append(FrontierEntry(tier=t.name, expert_bits=c.expert_bits, attn_bits=c.attn_bits,
+                                     headline=i == chosen, plan=p))
+            break
+    return out

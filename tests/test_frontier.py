@@ -1,0 +1,79 @@
+"""One CP-SAT solve plus each row's exhaustive optimum: the headline, its alternatives and the quality frontier."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from optimizer.catalog.models import resolve_model
+from optimizer.cli import app
+from optimizer.solver.candidates import enumerate_candidates
+from optimizer.solver.frontier import TIERS, tier_of
+from optimizer.solver.oracle import brute_force, row_optima
+from optimizer.solver.query import Query
+from optimizer.solver.search import cheapest
+from optimizer.solver.table import limits, to_rows
+from optimizer.solver.validate import check
+
+Q = dict(model="deepseek-v4-flash", context=32768, tok_s=10, gpus=["rtx-4090", "rtx-3090", "rtx-5090"], top=4,
+         workers=1)
+
+
+def test_alternatives_are_the_brute_force_ranking():
+    """The k plans returned are the rows brute force finds when each previous optimum is excluded in turn."""
+    q = Query(**Q)
+    r = cheapest(q)
+    cands = enumerate_candidates(q, resolve_model(q.model))
+    rows, lim = to_rows(cands, q), limits(q)
+    got = [p.candidate_id for p in [r.plan, *r.alternatives] if p is not None]
+    want, exclude = [], set()
+    while len(want) < len(got):
+        b = brute_force(rows, lim, frozenset(exclude))
+        assert b is not None
+        want.append(cands[b[0]].id)
+        exclude.add(b[0])
+    assert got == want
+
+
+def test_row_optima_minimum_is_brute_force():
+    q = Query(**{**Q, "tok_s": 5})
+    cands = enumerate_candidates(q, resolve_model(q.model))
+    rows, lim = to_rows(cands, q), limits(q)
+    opt = row_optima(rows, lim)
+    i = min(opt, key=lambda k: opt[k][0])
+    b = brute_force(rows, lim)
+    assert b is not None and (i, opt[i][1], opt[i][2], opt[i][3]) == b
+
+
+def test_frontier_one_plan_per_tier_and_headline_floor():
+    q = Query(**{**Q, "headline_min_bits": 3.9})
+    r = cheapest(q)
+    assert r.plan is not None and r.frontier
+    tiers = [f.tier for f in r.frontier]
+    assert tiers == [t.name for t in TIERS if t.name in tiers]  # in tier order, each once
+    heads = [f for f in r.frontier if f.headline]
+    assert len(heads) == 1 and heads[0].plan.candidate_id == r.plan.candidate_id
+    assert heads[0].expert_bits >= 3.9
+    for f in r.frontier:
+        assert tier_of(f.expert_bits).name == f.tier
+        assert check(f.plan, q) == []
+    # a cheaper tier below the floor exists for this question and costs no more than the headline
+    below = [f for f in r.frontier if f.expert_bits < 3.9]
+    assert below and all(f.plan.costs.objective_value <= r.plan.costs.objective_value for f in below)
+    anywidth = cheapest(Query(**Q))
+    assert anywidth.plan is not None and anywidth.plan.costs.objective_value <= r.plan.costs.objective_value
+
+
+def test_cli_default_headline_is_4_bit_class_with_cheaper_tiers_listed():
+    res = CliRunner().invoke(app, ["cheapest", "deepseek-v4-pro", "--context", "384K", "--tok-s", "20", "--top", "1",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    head = next(f for f in d["frontier"] if f["headline"])
+    assert head["expert_bits"] >= 3.9
+    assert any(f["expert_bits"] < 2 for f in d["frontier"])
+    assert d["plan"]["candidate_id"] == head["plan"]["candidate_id"]
+    low = CliRunner().invoke(app, ["cheapest", "deepseek-v4-pro", "--context", "384K", "--tok-s", "20", "--top", "1",
+                                   "--min-bits", "0", "--json"])
+    assert json.loads(low.output)["plan"]["quant"] != d["plan"]["quant"]
