@@ -12,6 +12,7 @@ from rich.console import Console
 from pydantic import ValidationError
 
 from optimizer.errors import RigoptError
+from optimizer.limits import MAX_MESSAGE_CHARS, clip_line
 from optimizer.units import parse_tokens
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -20,6 +21,11 @@ catalog_app = typer.Typer(add_completion=False, no_args_is_help=True, help="List
 app.add_typer(catalog_app, name="catalog")
 schema_app = typer.Typer(add_completion=False, no_args_is_help=True, help="JSON Schemas of rigopt's input files.")
 app.add_typer(schema_app, name="schema")
+
+# Query field -> the `rigopt cheapest` option that sets it (error messages name real options).
+CHEAPEST_OPTION = {"ttft_s": "--ttft", "prompt_tokens": "--prompt", "min_expert_bits": "--min-bits",
+                   "time_limit_s": "--time-limit", "gpus": "--gpus", "engines": "--engine", "quants": "--quant",
+                   "kv_dtypes": "--kv-dtype", "model": "MODEL", "max_budget": "--max-budget", "owned": "--owned"}
 
 CONTEXT_HELP = "Context per sequence in tokens: 393216, 384K (=393216) or 1M (=1048576). K and M are binary."
 
@@ -110,12 +116,15 @@ def cheapest(
                   kv_dtypes=csv(kv_dtype), loads=loads, max_nodes=max_nodes, top=top, time_limit_s=time_limit)
     except ValidationError as e:
         err = e.errors()[0]
-        raise InputError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        raise InputError(f"{CHEAPEST_OPTION.get(field, '--' + field.replace('_', '-'))}: {err['msg']}") from None
     r = run(q)
     if out:
+        from optimizer.limits import check_text, write_file, MAX_PATH_CHARS
+        check_text(out, "--out", MAX_PATH_CHARS)
         if r.plan is None:
             raise InputError("no plan to write: nothing meets the targets (see the relaxations)")
-        Path(out).write_text(r.plan.model_dump_json(indent=2) + "\n")
+        write_file(out, r.plan.model_dump_json(indent=2) + "\n", "--out")
     _out(r, as_json, render_cheapest)
     if export_engine:
         if r.plan is None:
@@ -252,8 +261,22 @@ def catalog_nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 
 
 def _fail(msg: str, code: int) -> None:
-    sys.stderr.write(" ".join(msg.split()) + "\n")  # exactly one line, never wrapped
+    sys.stderr.write(clip_line(msg, MAX_MESSAGE_CHARS) + "\n")  # exactly one line, never wrapped
     sys.exit(code)
+
+
+def user_error(e: BaseException) -> str | None:
+    """The one place that decides what counts as bad input: the message for an expected failure (rigopt's
+    own errors, a pydantic validation error, a usage error of click/typer), None for a real bug."""
+    if isinstance(e, RigoptError):
+        return str(e)
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        return f"{loc}: {err['msg']}" if loc else err["msg"]
+    if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+        return e.format_message()
+    return None
 
 
 def main() -> None:
@@ -262,8 +285,6 @@ def main() -> None:
         rc = app(standalone_mode=False)  # returns the exit code of typer.Exit in non-standalone mode
         if isinstance(rc, int) and rc:
             sys.exit(rc)
-    except RigoptError as e:
-        _fail(f"error: {e}", 2)
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code or 0)
@@ -273,6 +294,7 @@ def main() -> None:
             sys.exit(2)
         if type(e).__name__ == "Abort":
             sys.exit(130)
-        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
-            _fail(f"error: {e.format_message()}", 2)
+        msg = user_error(e)
+        if msg is not None:
+            _fail(f"error: {msg}", 2)
         _fail(f"internal error: {type(e).__name__}: {e}", 1)
