@@ -185,7 +185,7 @@ def solve(
 
     rep = run(paths, jobs=jobs, out_dir=out, fmt=fmt, plot=plot, use_cache=not no_cache)
     for line in rep.errors:  # file:line: field: message, one per line
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(clip_line(line, MAX_MESSAGE_CHARS) + "\n")
     if rep.exit_code:
         raise typer.Exit(code=rep.exit_code)
 
