@@ -77,6 +77,8 @@ MAX_DIM = 2**20
 """Any hidden / head / FFN / LoRA dimension or head count in a model config (real ones: < 2**17)."""
 MAX_VOCAB = 2**24
 """Vocabulary size (real ones: < 2**18)."""
+MAX_PARAMS = 10**15
+"""Parameters of one model: 1,000x the largest real model; keeps byte counts far inside CP-SAT's int64."""
 MAX_POSITIONS = 2**31
 """max_position_embeddings accepted from a config (some configs state 10M; the planner caps at MAX_CONTEXT_TOKENS)."""
 MAX_GGUF_SHARDS = 1_024

@@ -32,7 +32,7 @@ from optimizer.errors import ModelFormatError
 _SCALE = re.compile(r"(\.weight_scale_2|\.weight_scale_inv|_scale_inv|\.weight_scale|weight_scale|input_scale|\.scale|_scale)$")
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _MTP = re.compile(r"(?:^|\.)mtp\.(\d+)\.")
-_MAX_HEADER = 512 * 1024 * 1024
+from optimizer.limits import MAX_SAFETENSORS_HEADER_BYTES as _MAX_HEADER  # noqa: E402
 
 
 def hf_tensor_class(name: str, n_dims: int = 2) -> str:
@@ -77,17 +77,31 @@ def _layer(name: str, n_layers: int) -> int | None:
 
 
 def _load_json(path: Path) -> Any:
+    from optimizer.errors import InputError
+    from optimizer.limits import (MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_NESTING, json_depth_ok,
+                                  read_text_bounded)
+    limit = MAX_CONFIG_BYTES if path.name == "config.json" else MAX_INDEX_BYTES
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ModelFormatError(f"{path.name}: cannot read file ({e.strerror or e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = read_text_bounded(path, limit, path.name)
+    except InputError as e:
+        raise ModelFormatError(str(e)) from None
+    if not json_depth_ok(text):
+        raise ModelFormatError(f"{path.name}: nested deeper than {MAX_NESTING} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
         raise ModelFormatError(f"{path.name}: not valid JSON ({e})") from None
 
 
 def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
     """{tensor name: {dtype, shape, data_offsets}} of one shard, validated against the file size."""
     label = path.name
+    from optimizer.errors import InputError
+    from optimizer.limits import check_regular_file
+    try:
+        check_regular_file(path, "safetensors shard")
+    except InputError as e:
+        raise ModelFormatError(str(e)) from None
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -101,6 +115,9 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
             raw = f.read(n)
     except OSError as e:
         raise ModelFormatError(f"{label}: cannot read file ({e.strerror or e})") from None
+    from optimizer.limits import json_depth_ok
+    if not json_depth_ok(raw):
+        raise ModelFormatError(f"{label}: safetensors header is nested too deeply")
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
