@@ -30,8 +30,8 @@ from optimizer.arch.from_gguf import TensorInfo, WeightsFile
 from optimizer.errors import ModelFormatError
 
 _SCALE = re.compile(r"(\.weight_scale_2|\.weight_scale_inv|_scale_inv|\.weight_scale|weight_scale|input_scale|\.scale|_scale)$")
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-_MTP = re.compile(r"(?:^|\.)mtp\.(\d+)\.")
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d{1,9})\.")
+_MTP = re.compile(r"(?:^|\.)mtp\.(\d{1,9})\.")
 from optimizer.limits import MAX_SAFETENSORS_HEADER_BYTES as _MAX_HEADER  # noqa: E402
 
 
