@@ -106,13 +106,19 @@ def cheapest(
     def csv(v):
         return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
+    def _owned(v):
+        try:
+            return Owned.parse(v)
+        except RigoptError as e:
+            raise InputError(f"--owned: {e}") from None
+
     if objective not in ("capex", "hourly", "power"):
         raise InputError(f"unknown objective '{objective}' (use capex, hourly or power)")
     try:
         q = Query(model=model, context=_tokens(context), concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
                   prompt_tokens=_tokens(prompt) if prompt else None, objective=objective, max_budget=max_budget,
                   min_expert_bits=min_bits, min_attn_bits=min_attn_bits, gpus=csv(gpus),
-                  owned=Owned.parse(owned) if owned else None, engines=csv(engine), quants=csv(quant),
+                  owned=_owned(owned) if owned else None, engines=csv(engine), quants=csv(quant),
                   kv_dtypes=csv(kv_dtype), loads=loads, max_nodes=max_nodes, top=top, time_limit_s=time_limit)
     except ValidationError as e:
         err = e.errors()[0]

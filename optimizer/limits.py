@@ -37,7 +37,7 @@ MAX_LOAD_FILE_BYTES = 64 * MiB
 # ------------------------------------------------------------------------------------------ structure
 MAX_NESTING = 32
 """Deepest nesting of JSON/YAML containers (real files nest 3-5 deep); deeper hits Python's recursion limit."""
-MAX_YAML_NODES = 200_000
+MAX_YAML_NODES = 100_000
 """YAML nodes of a scenario file counted with aliases expanded (stops alias bombs before anything walks them)."""
 MAX_QUESTIONS = 1_000
 """Questions per scenario file: each one is a CP-SAT solve."""

@@ -117,11 +117,14 @@ def read_with_lines(path: Path) -> tuple[Any, dict[Loc, int]]:
         raise ScenarioError([f"{path}:{bad_line}: not valid UTF-8 (byte {e.start})"]) from None
     lines: dict[Loc, int] = {}
     dups: list[tuple[Loc, int]] = []
+    # libyaml's parser when present (fast; it refuses nesting beyond 1000 levels itself), else PyYAML's.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+        data = None
         if node is not None:
-            _check_size(path, node)
-        data = yaml.safe_load(text)
+            _check_size(path, node)  # before anything expands aliases
+            data = loader.construct_document(node)
     except RecursionError:
         raise ScenarioError([f"{path}:1: nested deeper than {MAX_NESTING} levels"]) from None
     except yaml.YAMLError as e:
@@ -137,6 +140,8 @@ def read_with_lines(path: Path) -> tuple[Any, dict[Loc, int]]:
         line = mark.line + 1 if mark else 1
         problem = clip_for_message(getattr(e, "problem", None) or str(e).splitlines()[0], 120)
         raise ScenarioError([f"{path}:{line}: invalid YAML: {problem}"]) from None
+    finally:
+        loader.dispose()
     if node is not None:
         _walk(node, (), lines, dups)
     if dups:
