@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -244,13 +245,14 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict) -> tuple[str, list
     inp.mkdir(parents=True)
     cmd = rng.choices(["estimate", "cheapest", "place", "solve", "export", "schema", "validate", "catalog"],
                       weights=[22, 10, 18, 10, 22, 4, 3, 3])[0]
-    def hostile_out():
-        r = rng.random()
-        if r < 0.6:
-            return str(out / "o")
+    def hostile_out(suffix: str = ""):
+        """--out: mostly usable (under out/), else a file, a path through a file, /proc, a newline, too long."""
+        if rng.random() < 0.6:
+            return str(out / "o") + suffix
         (inp / "afile").write_text("x")
-        return rng.choice([str(inp / "afile"), "/proc/rigopt-fuzz", str(out / "a\nb"), str(out / ("x" * 300)),
-                           str(inp / "afile" / "sub")])
+        return rng.choice([str(inp / "afile") if not suffix else str(out), "/proc/rigopt-fuzz" + suffix,
+                           str(out / "a\nb") + suffix, str(out / ("x" * 300)) + suffix,
+                           str(inp / "afile" / "sub") + suffix])
     if cmd == "estimate":
         model = write_model(rng, inp) if rng.random() < 0.6 else pick(rng, MODELS_OK, TEXT)
         argv = ["estimate", model]
@@ -276,7 +278,7 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict) -> tuple[str, list
         for opt, pool in rng.sample(opts, rng.choice([1, 1, 2, 3])):
             argv += [opt, rng.choice(pool)]
         if rng.random() < 0.2:
-            argv += ["--out", hostile_out() + ".json"]
+            argv += ["--out", hostile_out(".json")]
             if rng.random() < 0.5:
                 argv += ["--export", rng.choice(ENGINES + TEXT[:5])]
         return cmd, argv
@@ -301,7 +303,7 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict) -> tuple[str, list
         if rng.random() < 0.2:
             argv += ["--seed", rng.choice(NUMS)]
         if rng.random() < 0.3:
-            argv += ["--out", hostile_out() + ".json"]
+            argv += ["--out", hostile_out(".json")]
         return cmd, argv
     if cmd == "solve":
         files = [str(write_scenario(rng, inp)) for _ in range(rng.choice([1, 1, 2]))]
@@ -368,8 +370,8 @@ def check_scripts(case_dir: Path) -> list[str]:
         if any(MARK in ln or "$(" in ln or "`" in ln for ln in comments):
             problems.append(f"injection: input text in a comment of {s.name}")
         for arg in (["serve"] if s.name == "ray.sh" else [[]]):
-            subprocess.run(["bash", str(s), *([arg] if arg else [])], cwd=case_dir, env=env, capture_output=True,
-                           timeout=10)
+            subprocess.run(["bash", str(s), *([arg] if arg else [])], cwd=case_dir / "cwd", env=env,
+                           capture_output=True, timeout=10)
     if list(case_dir.rglob(MARK)):
         problems.append("injection: a launch script ran a command from the input")
     return problems
@@ -393,9 +395,9 @@ def run_case(args: tuple[int, int, str, dict]) -> dict:
         cmd, argv = make_case(i, seed, case_dir, plans)
     except Exception as e:  # a generator bug is the harness's problem, not rigopt's
         return {"i": i, "cmd": "?", "problems": [f"harness: {type(e).__name__}: {e}"], "seconds": 0, "rss": 0}
+    (case_dir / "cwd").mkdir()
     before = snapshot(case_dir)
-    stray_before = set(os.listdir(root))
-    r = run_cli(argv, cwd=str(case_dir), timeout=TIME_LIMIT_S + 5, mem_cap=3 * GiB)
+    r = run_cli(argv, cwd=str(case_dir / "cwd"), timeout=TIME_LIMIT_S + 5, mem_cap=3 * GiB)
     problems = []
     lines = [ln for ln in r.err.splitlines() if ln.strip() and not ln.startswith("solve ")]
     if r.timed_out or r.seconds > TIME_LIMIT_S:
@@ -423,8 +425,14 @@ def run_case(args: tuple[int, int, str, dict]) -> dict:
             problems.append(f"escape: wrote {rel[:80]!r} outside --out")
         elif before[rel] != meta and not os.path.isdir(case_dir / rel):
             problems.append(f"escape: changed input {rel[:80]!r}")
-    if set(os.listdir(root)) - stray_before - {case_dir.name}:
-        problems.append("escape: wrote next to the case folder")
+    for name in os.listdir(root):  # cases are folders caseNNNNN; anything else escaped some case's folder
+        if not re.fullmatch(r"case\d{5}", name):
+            problems.append(f"escape: wrote {name[:80]!r} next to the case folders")
+            shutil.rmtree(Path(root) / name, ignore_errors=True)
+            try:
+                os.unlink(Path(root) / name)
+            except OSError:
+                pass
     problems += check_scripts(case_dir)
     shutil.rmtree(case_dir, ignore_errors=True)
     return {"i": i, "cmd": cmd, "argv": [a[:60] for a in argv[:8]], "code": r.code, "problems": problems,
@@ -503,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
               f"over 1 GiB {summary['over_1GiB']}, bad exit codes {summary['bad_exit_codes']}, "
               f"bad error lines {summary['bad_error_lines']}; slowest {summary['slowest_s']} s, "
               f"peak {summary['peak_rss_MiB']} MiB")
+        slow = max(results, key=lambda r: r["seconds"])
+        print(f"fuzz: slowest case {slow['i']} ({slow['cmd']}, {slow['seconds']:.2f} s): {slow.get('argv')}")
         for r in failed[:15]:
             print(f"  case {r['i']} {r['cmd']} {r['argv']}: {r['problems']} | {r['err'][-200:]!r}")
     return 1 if failed else 0

@@ -51,8 +51,8 @@ MAX_NAME_CHARS = 256
 """Catalogue names, aliases, engine/quant/dtype names, plan string fields (ids are ~100 characters)."""
 MAX_PATH_CHARS = 4096
 """A path given as MODEL, --out, --loads, ... (Linux PATH_MAX)."""
-MAX_MESSAGE_CHARS = 300
-"""An `error:` line is clipped to this length, whatever it quotes."""
+MAX_MESSAGE_CHARS = 299
+"""An `error:` line is clipped to this length (under 300 characters), whatever it quotes."""
 MAX_ECHO_CHARS = 80
 """How much of a user's value an error message quotes back."""
 MAX_NUMBER_CHARS = 40

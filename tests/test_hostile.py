@@ -515,5 +515,5 @@ def test_clip_helpers():
     assert "\n" not in clip_for_message("a\nb" * 100, 20) and len(clip_for_message("a\nb" * 100, 20)) == 20
     assert len(clip_for_message("x" * 1000)) == 80
     line = clip_line("e\n" * 1000)
-    assert len(line) == 300 and line.endswith("...") and "\n" not in line
+    assert len(line) == 299 and line.endswith("...") and "\n" not in line
     assert [safe_component(s) for s in ("..", ".", "", "a/b", "ok.x")] == ["item", "item", "item", "a-b", "ok.x"]

@@ -28,6 +28,7 @@ from typing import Any
 from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.from_gguf import TensorInfo, WeightsFile
 from optimizer.errors import ModelFormatError
+from optimizer.limits import clip_for_message
 
 _SCALE = re.compile(r"(\.weight_scale_2|\.weight_scale_inv|_scale_inv|\.weight_scale|weight_scale|input_scale|\.scale|_scale)$")
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d{1,9})\.")
@@ -134,12 +135,12 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
         ok = ok and isinstance(offs, list) and len(offs) == 2 and all(
             isinstance(x, int) and not isinstance(x, bool) for x in offs + entry["shape"])
         if not ok:
-            raise ModelFormatError(f"{label}: tensor {name!r} has no valid dtype/shape/data_offsets in the header")
+            raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has no valid dtype/shape/data_offsets in the header")
         a, b = offs
         if not 0 <= a <= b or any(s < 0 for s in entry["shape"]):
-            raise ModelFormatError(f"{label}: tensor {name!r} has invalid data_offsets {offs} or shape")
+            raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has invalid data_offsets {clip_for_message(offs)} or shape")
         if b > data_bytes:
-            raise ModelFormatError(f"{label}: truncated: tensor {name!r} ends at data byte {b}, "
+            raise ModelFormatError(f"{label}: truncated: tensor {clip_for_message(name)!r} ends at data byte {b}, "
                                    f"file holds {data_bytes}")
         out[name] = entry
     return out

@@ -120,8 +120,9 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
         redundant = G if limit is None else min(G, limit)
     if total is not None and not 0 <= total <= MAX_EXPERTS * MAX_LAYERS:
         raise InputError(f"--redundant-experts total:{total}: must be within 0..{MAX_EXPERTS * MAX_LAYERS}")
-    if redundant > MAX_EXPERTS:
-        raise InputError(f"--redundant-experts {redundant}: at most {MAX_EXPERTS} per layer")
+    if redundant > min(MAX_EXPERTS, E * (G - 1)):
+        raise InputError(f"--redundant-experts {redundant}: at most {min(MAX_EXPERTS, E * (G - 1))} per layer "
+                         f"({E} experts over EP {G}: one replica of an expert per GPU, at most {MAX_EXPERTS})")
     if redundant < 0:
         raise InputError("--redundant-experts must be >= 0")
     if limit is not None and redundant > limit:
