@@ -238,13 +238,13 @@ def real_plans(tmp: Path) -> dict[str, dict]:
     return out
 
 
-def make_case(i: int, seed: int, case_dir: Path, plans: dict) -> tuple[str, list[str]]:
+def make_case(i: int, seed: int, case_dir: Path, plans: dict, only: str = "") -> tuple[str, list[str]]:
     """(command, argv) for case i; input files are written under case_dir/in."""
     rng = random.Random(seed * 1_000_003 + i)
     inp, out = case_dir / "in", case_dir / "out"
     inp.mkdir(parents=True)
     cmd = rng.choices(["estimate", "cheapest", "place", "solve", "export", "schema", "validate", "catalog"],
-                      weights=[22, 10, 18, 10, 22, 4, 3, 3])[0]
+                      weights=[22, 10, 18, 10, 22, 4, 3, 3])[0] if not only else only
     def hostile_out(suffix: str = ""):
         """--out: mostly usable (under out/), else a file, a path through a file, /proc, a newline, too long."""
         if rng.random() < 0.6:
@@ -319,14 +319,15 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict) -> tuple[str, list
         plan = plans[engine if rng.random() < 0.7 else rng.choice(ENGINES)]
         f = inp / "plan.json"
         r = rng.random()
-        if r < 0.6:
+        if r < 0.5:
             bad = _mutate_json(rng, plan)
             if rng.random() < 0.3:
                 bad = _mutate_json(rng, bad)
             f.write_text(_dump(bad))
-        elif r < 0.75:
-            f.write_text(_dump({**plan, rng.choice(["candidate_id", "model", "kv_dtype", "quant"]):
-                                rng.choice(["x\ntouch PWNED\n", "$(touch PWNED)", "`touch PWNED`", "a;touch PWNED"])}))
+        elif r < 0.75:  # shell text in the plan's strings: refused (control characters) or never written
+            f.write_text(_dump({**plan, rng.choice(["candidate_id", "candidate_id", "model", "kv_dtype", "quant"]):
+                                rng.choice(["x\ntouch PWNED\n", "x\rtouch PWNED\n", "$(touch PWNED)",
+                                            "`touch PWNED`", "a;touch PWNED"])}))
         elif r < 0.8:
             f.write_text(rng.choice([deep(), "{", "\xff", "[]"]))
         else:
@@ -389,10 +390,10 @@ def snapshot(d: Path) -> dict[str, tuple]:
 
 
 def run_case(args: tuple[int, int, str, dict]) -> dict:
-    i, seed, root, plans = args
+    i, seed, root, plans, only = args
     case_dir = Path(root) / f"case{i:05d}"
     try:
-        cmd, argv = make_case(i, seed, case_dir, plans)
+        cmd, argv = make_case(i, seed, case_dir, plans, only)
     except Exception as e:  # a generator bug is the harness's problem, not rigopt's
         return {"i": i, "cmd": "?", "problems": [f"harness: {type(e).__name__}: {e}"], "seconds": 0, "rss": 0}
     (case_dir / "cwd").mkdir()
@@ -467,10 +468,11 @@ def _preload() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=1200)
+    ap.add_argument("--cases", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ap.add_argument("--only", default="", help="generate cases for this one command (debugging)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     _preload()
@@ -480,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         import multiprocessing
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:
-            results = list(pool.map(run_case, [(i, a.seed, str(root), plans) for i in range(a.cases)], chunksize=4))
+            results = list(pool.map(run_case, [(i, a.seed, str(root), plans, a.only) for i in range(a.cases)], chunksize=4))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     wall = time.perf_counter() - t0

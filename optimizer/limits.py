@@ -86,7 +86,7 @@ MAX_GGUF_SHARDS = 1_024
 MAX_SIZE_BYTES = 2**60
 """Any size given in bytes (owned DRAM, plan memory figures): 1 EiB."""
 MAX_BUDGET = 1e12
-"""`max_budget` (USD, USD/h or W): a trillion; above it the integer CP-SAT model would overflow. Omit for no cap."""
+"""`max_budget` (USD, USD/h or W): a trillion, far below where CP-SAT's integer costs overflow. Omit for no cap."""
 MAX_LOAD_COUNT = 1e30
 """An expert activation count in a load file (only ratios matter; sums must stay finite)."""
 MIN_LOAD_COUNT = 1e-30
