@@ -237,6 +237,23 @@ def read_text_bounded(path: str | os.PathLike, limit: int, what: str = "file") -
         raise InputError(f"{what} {clip_for_message(str(path))}: line {line}: not valid UTF-8") from None
 
 
+def exists(path: str | os.PathLike) -> bool:
+    """Path.exists() that is False, not an OSError, for names too long or otherwise unusable (ENAMETOOLONG, NUL)."""
+    try:
+        os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def is_dir(path: str | os.PathLike) -> bool:
+    """Path.is_dir() without OSError for unusable names."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def check_regular_file(path: str | os.PathLike, what: str = "file") -> None:
     """Refuse FIFOs, devices and sockets (stat only; never opens the file)."""
     try:
@@ -248,8 +265,9 @@ def check_regular_file(path: str | os.PathLike, what: str = "file") -> None:
 
 
 def safe_component(name: str, fallback: str = "item") -> str:
-    """One path component made of [A-Za-z0-9._-], never '', '.' or '..' (names output files from input)."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name))[:MAX_NAME_CHARS].strip("-.")
+    """One path component made of [A-Za-z0-9._-], at most 200 characters (file systems allow 255 bytes), never
+    '', '.' or '..': names output files (and checks shard names) taken from input."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name))[:200].strip("-.")
     return s if s and s not in (".", "..") else fallback
 
 

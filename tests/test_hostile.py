@@ -517,3 +517,15 @@ def test_clip_helpers():
     line = clip_line("e\n" * 1000)
     assert len(line) == 299 and line.endswith("...") and "\n" not in line
     assert [safe_component(s) for s in ("..", ".", "", "a/b", "ok.x")] == ["item", "item", "item", "a-b", "ok.x"]
+
+
+def test_overlong_file_names_are_missing_files_not_crashes(tmp_path):
+    """Found by bench/fuzz.py: a 300-character name makes os.stat raise ENAMETOOLONG (Path.exists() re-raises)."""
+    long = "a" * 300
+    assert_error(rigopt("estimate", long), "unknown model")
+    assert_error(rigopt("estimate", "./" + long), "no such file")
+    assert_error(rigopt("place", long), "not found")
+    (tmp_path / "p.json").write_text(json.dumps({"model": "qwen3-30b-a3b", "n_gpus": 2, "ep_size": 2}))
+    assert_error(rigopt("place", tmp_path / "p.json", "--loads", "./" + long), "not found")
+    r = rigopt("solve", long, "--out", tmp_path / "o")
+    assert r.code == 1 and not r.internal and all(len(ln) < 300 for ln in r.error_lines), r.err[-500:]

@@ -168,6 +168,11 @@ def read_safetensors_dir(path: str | Path) -> WeightsFile:
         if not isinstance(wm, dict):
             raise ModelFormatError(f"{index_path.name}: 'weight_map' is not an object")
         shard_names = sorted({str(v) for v in wm.values()})
+        from optimizer.limits import safe_component
+        bad = [n for n in shard_names if safe_component(n, "") != n]
+        if bad:  # a shard is a plain file name in this folder: no paths, control characters or 300-char names
+            raise ModelFormatError(f"{index_path.name}: weight_map names shard {clip_for_message(bad[0])}, "
+                                   "not a file name in the checkpoint folder")
     else:
         shard_names = sorted(q.name for q in folder.glob("*.safetensors"))
     present = [folder / s for s in shard_names if (folder / s).is_file()]
@@ -182,7 +187,8 @@ def read_safetensors_dir(path: str | Path) -> WeightsFile:
     missing = [s for s in shard_names if not (folder / s).is_file()]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ModelFormatError(f"{folder.name}: missing safetensors shard(s) {', '.join(missing[:3])}{more} "
+        raise ModelFormatError(f"{folder.name}: missing safetensors shard(s) "
+                               f"{clip_for_message(', '.join(missing[:3]))}{more} "
                                "named in model.safetensors.index.json")
 
     tensors: list[TensorInfo] = []

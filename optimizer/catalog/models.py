@@ -21,7 +21,7 @@ from optimizer.catalog.model_schema import ModelCard
 from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError, InputError, ModelFormatError
 from optimizer.limits import (MAX_CONFIG_BYTES, MAX_NAME_CHARS, MAX_NESTING, MAX_PATH_CHARS, check_regular_file,
-                              clip_for_message, has_control, json_depth_ok, read_text_bounded)
+                              clip_for_message, exists, has_control, json_depth_ok, read_text_bounded)
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,8 @@ def resolve_model(name: str) -> ResolvedModel:
                          f"path has 1..{MAX_PATH_CHARS} characters and no control characters)")
     p = Path(name).expanduser()
     looks_like_path = name.endswith((".json", ".gguf")) or "/" in name or name.startswith(".")
-    if looks_like_path or (p.exists() and not _norm(name) in _alias_map()):
-        if not p.exists():
+    if looks_like_path or (exists(p) and not _norm(name) in _alias_map()):
+        if not exists(p):
             raise ModelFormatError(f"{clip_for_message(name)}: no such file or folder")
         check_regular_file(p, "model")
         st = p.stat()

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from optimizer.errors import InputError
 from optimizer.limits import (MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_LAYERS, MAX_NAME_CHARS, MAX_NESTING,
-                              MAX_NODES, MAX_PATH_CHARS, MAX_PLAN_BYTES, MAX_SIZE_BYTES, clip_for_message, has_control,
+                              MAX_NODES, MAX_PATH_CHARS, MAX_PLAN_BYTES, MAX_SIZE_BYTES, clip_for_message, exists,
+                              has_control,
                               json_depth_ok, read_text_bounded)
 from optimizer.solver.plan import PLAN_SCHEMA, Plan
 
@@ -89,7 +90,7 @@ def read_input(path: str) -> PlaceInput:
     """A plan JSON from `cheapest --out`, or a hand-written PlaceInput JSON."""
     path = clip_for_message(str(path), MAX_PATH_CHARS) if len(str(path)) > MAX_PATH_CHARS else path
     p = Path(path)
-    if not p.exists():
+    if not exists(p):
         raise InputError(f"plan {clip_for_message(path)}: not found")
     text = read_text_bounded(p, MAX_PLAN_BYTES, "plan")
     path = clip_for_message(str(path))

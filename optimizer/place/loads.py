@@ -26,7 +26,7 @@ import numpy as np
 
 from optimizer.errors import InputError
 from optimizer.limits import (MAX_EXPERTS, MAX_LAYERS, MAX_LOAD_COUNT, MAX_LOAD_FILE_BYTES, MAX_NESTING,
-                              MIN_LOAD_COUNT, clip_for_message, json_depth_ok, read_text_bounded)
+                              MIN_LOAD_COUNT, clip_for_message, exists, json_depth_ok, read_text_bounded)
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def parse_csv(text: str, path: str = "<csv>", n_layers: int | None = None, n_exp
 def read_loads(path: str, n_layers: int | None = None, n_experts: int | None = None,
                layer_indices: list[int] | None = None) -> Loads:
     p = Path(path)
-    if not p.exists():
+    if not exists(p):
         raise InputError(f"load file {clip_for_message(path)}: not found")
     if p.suffix == ".pt":
         raise _fail(path, ".pt (torch) files are not read; dump logical_count as JSON "
@@ -250,7 +250,7 @@ def resolve_loads(value: str | None, n_layers: int, n_experts: int, seed: int = 
         check_text(value, "--loads", MAX_PATH_CHARS)
     if value is None or value.strip().lower() == "uniform":
         return generate("uniform", n_layers, n_experts, seed)
-    if value.strip().lower().startswith("zipf") and not Path(value).exists():
+    if value.strip().lower().startswith("zipf") and not exists(value):
         return generate(value, n_layers, n_experts, seed)
     return read_loads(value, n_layers, n_experts, layer_indices)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optimizer.errors import InputError, RigoptError
-from optimizer.limits import clip_line, prepare_out_dir, safe_component, under, write_file
+from optimizer.limits import clip_line, exists, is_dir, prepare_out_dir, safe_component, under, write_file
 from optimizer.scenarios.cache import ResultCache, catalog_digest, query_key
 from optimizer.scenarios.loader import ScenarioError, expand, load_scenario
 from optimizer.scenarios.report import BatchReport, Row, render, row_from_result, write_summaries
@@ -99,7 +99,7 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
         raise InputError(clip_line(f"no scenario files (*.yaml, *.yml, *.json) in {', '.join(map(str, paths))}"))
     prepare_out_dir(out)
     cache_root = (Path(cache_dir) if cache_dir else out / ".cache") if use_cache else None
-    if cache_root is not None and cache_root.exists() and not cache_root.is_dir():
+    if cache_root is not None and exists(cache_root) and not is_dir(cache_root):
         raise InputError(f"cache {cache_root}: exists and is not a folder (remove it or use --no-cache)")
     cache = ResultCache(cache_root)
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from optimizer.errors import RigoptError
 from optimizer.limits import (MAX_MESSAGE_CHARS, MAX_NESTING, MAX_PATH_CHARS, MAX_QUESTIONS,
                               MAX_SCENARIO_BYTES, MAX_SCENARIO_FILES, MAX_YAML_NODES, clip_for_message, clip_line,
-                              has_control, read_bounded)
+                              exists, has_control, is_dir, read_bounded)
 from optimizer.scenarios.schema import (REQUIRED, OwnedSpec, Question, QuestionFields, Scenario, merged,
                                         to_query_kwargs)
 from optimizer.solver.query import Query
@@ -208,8 +208,8 @@ def _model(name: str, base: Path) -> str:
     if _looks_like_path(name):
         p = Path(name).expanduser()
         p = p if p.is_absolute() else (base / p)
-        if not p.exists():
-            raise ValueError(f"{name}: no such file or folder (paths are relative to the scenario file)")
+        if not exists(p):
+            raise ValueError(f"{clip_for_message(name)}: no such file or folder (paths are relative to the scenario file)")
         return str(p.resolve())
     from optimizer.catalog.models import catalogue_key
     try:
@@ -225,7 +225,7 @@ def _slug(text: str) -> str:
 def load_scenario(path: str | Path) -> LoadedScenario:
     """Validate one scenario file. Raises ScenarioError listing every problem (file:line: field: message)."""
     path = Path(path)
-    if not path.exists():
+    if not exists(path):
         raise ScenarioError([f"{path}:0: no such file"])
     data, lines = read_with_lines(path)
     if data is None:
@@ -304,7 +304,7 @@ def expand(paths: list[str | Path]) -> list[Path]:
     so that loading them reports 'no such file'."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if is_dir(p):
             out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
         else:
