@@ -196,6 +196,9 @@ def test_launch_scripts_exec_exactly_the_planned_argv(tmp_path, plans, engine, k
         got = [a.decode() for a in calls[-1]]
         assert got == [Path(str(cmd.argv[0])).name, *[_expected(a) for a in cmd.argv[1:]]], f.name
         assert not (tmp_path / "PWNED").exists()
+    if (tmp_path / "ex" / "lws.yaml").exists():  # Kubernetes expands $(NAME) in commands: only $$( may appear
+        assert "$(touch" not in (tmp_path / "ex" / "lws.yaml").read_text().replace("$$(", "")
+        assert "$$(touch PWNED)" in (tmp_path / "ex" / "lws.yaml").read_text()
     if (tmp_path / "ex" / "ray.sh").exists():
         serve = res.checked_commands[-1]
         got = [a.decode() for a in _run_script(tmp_path / "ex" / "ray.sh", bin_, tmp_path, "serve")[-1]]
@@ -529,3 +532,65 @@ def test_overlong_file_names_are_missing_files_not_crashes(tmp_path):
     assert_error(rigopt("place", tmp_path / "p.json", "--loads", "./" + long), "not found")
     r = rigopt("solve", long, "--out", tmp_path / "o")
     assert r.code == 1 and not r.internal and all(len(ln) < 300 for ln in r.error_lines), r.err[-500:]
+
+
+# ================================================================================== properties (hypothesis, seeded)
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PROP = settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HOSTILE_TEXT = st.one_of(st.text(max_size=60), st.from_regex(r"\s*\d{1,60}(\.\d{1,9})?\s*[kKmMgGtT]?i?[bB]?\s*",
+                                                             fullmatch=True))
+
+
+@PROP
+@given(HOSTILE_TEXT)
+def test_parsers_return_bounded_values_or_one_input_error(text):
+    from optimizer.errors import InputError
+    from optimizer.limits import MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_SIZE_BYTES
+    from optimizer.solver.query import Owned
+    from optimizer.units import parse_bytes, parse_tokens
+    for fn, ok in ((parse_tokens, lambda v: 1 <= v <= MAX_CONTEXT_TOKENS), (parse_bytes, lambda v: 0 <= v <= MAX_SIZE_BYTES)):
+        try:
+            assert ok(fn(text))
+        except InputError as e:
+            assert "\n" not in str(e).strip() and len(str(e)) < 300
+    for owned in (text, f"{text}x rtx-4090", f"2x rtx-4090, {text}"):
+        try:
+            o = Owned.parse(owned)
+            assert all(1 <= n <= MAX_GPUS for n in o.accelerators.values()) and 0 <= o.dram_bytes <= MAX_SIZE_BYTES
+        except InputError as e:
+            assert len(str(e)) < 300
+
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=20),
+                       lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                       max_leaves=20)
+
+
+@PROP
+@given(st.sampled_from(sorted(__import__("optimizer.arch.from_config", fromlist=["INT_FIELDS"]).INT_FIELDS)
+                       + ["architectures", "layer_types", "compress_ratios", "model_type", "text_config"]), JSONISH)
+def test_any_value_of_any_config_field_is_a_spec_or_one_model_format_error(field, value):
+    from optimizer.arch.from_config import spec_from_config
+    from optimizer.errors import ModelFormatError
+    for base in (LLAMA_CFG, V3_CFG, V4_CFG):
+        try:
+            spec = spec_from_config({**base, field: value}, name="cfg")
+            assert len(spec.layers) <= 1024
+        except ModelFormatError as e:
+            assert len(str(e)) < 400
+
+
+@PROP
+@given(st.lists(st.tuples(st.integers(-3, 50), st.integers(-3, 130), st.one_of(
+    st.floats(), st.integers(-5, 10**40).map(str), st.text(max_size=8))), max_size=30))
+def test_load_csv_rows_are_loads_or_one_input_error(rows):
+    from optimizer.errors import InputError
+    from optimizer.place.loads import parse_csv
+    text = "".join(f"{a},{b},{c}\n" for a, b, c in rows)
+    try:
+        ld = parse_csv(text, "l.csv", 48, 128)
+        assert ld.counts.shape == (48, 128) and (ld.counts >= 0).all() and float(ld.counts.sum()) < float("inf")
+    except InputError as e:
+        assert len(str(e)) < 300
