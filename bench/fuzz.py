@@ -243,6 +243,7 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict, only: str = "") ->
     rng = random.Random(seed * 1_000_003 + i)
     inp, out = case_dir / "in", case_dir / "out"
     inp.mkdir(parents=True)
+    out.mkdir()
     cmd = rng.choices(["estimate", "cheapest", "place", "solve", "export", "schema", "validate", "catalog"],
                       weights=[22, 10, 18, 10, 22, 4, 3, 3])[0] if not only else only
     def hostile_out(suffix: str = ""):

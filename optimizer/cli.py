@@ -123,10 +123,11 @@ def cheapest(
     except ValidationError as e:
         err = e.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
-        raise InputError(f"{CHEAPEST_OPTION.get(field, '--' + field.replace('_', '-'))}: {err['msg']}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise InputError(f"{CHEAPEST_OPTION.get(field, '--' + field.replace('_', '-'))}: {msg}") from None
     r = run(q)
     if out:
-        from optimizer.limits import check_text, write_file, MAX_PATH_CHARS
+        from optimizer.limits import MAX_PATH_CHARS, check_text, write_file
         check_text(out, "--out", MAX_PATH_CHARS)
         if r.plan is None:
             raise InputError("no plan to write: nothing meets the targets (see the relaxations)")
@@ -272,14 +273,11 @@ def _fail(msg: str, code: int) -> None:
 
 
 def user_error(e: BaseException) -> str | None:
-    """The one place that decides what counts as bad input: the message for an expected failure (rigopt's
-    own errors, a pydantic validation error, a usage error of click/typer), None for a real bug."""
+    """The one place that decides what counts as bad input: the message for an expected failure (rigopt's own
+    errors, raised where input is checked against optimizer.limits, and usage errors of click/typer), None for a
+    real bug (reported as `internal error`, exit 1; a pydantic ValidationError of an internal object is one)."""
     if isinstance(e, RigoptError):
         return str(e)
-    if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        return f"{loc}: {err['msg']}" if loc else err["msg"]
     if hasattr(e, "format_message") and hasattr(e, "exit_code"):
         return e.format_message()
     return None

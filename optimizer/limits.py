@@ -93,6 +93,8 @@ MIN_LOAD_COUNT = 1e-30
 """Non-zero counts below this are read as 0 (denormals make ratios meaningless)."""
 MAX_SEED = 2**63 - 1
 """Seed for generated loads."""
+MIN_TOK_S = 1e-6
+"""Smallest non-zero decode target (tok/s): 1/tok_s seconds per step must stay an int64 of nanoseconds."""
 MAX_TIME_LIMIT_S = 3600.0
 """Solver time limit per solve."""
 

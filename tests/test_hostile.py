@@ -522,6 +522,11 @@ def test_clip_helpers():
     assert [safe_component(s) for s in ("..", ".", "", "a/b", "ok.x")] == ["item", "item", "item", "a-b", "ok.x"]
 
 
+def test_denormal_decode_target():
+    """Found by bench/fuzz.py: --tok-s 1e-320 made 1/tok_s infinite inside the integer scaling."""
+    assert_error(rigopt("cheapest", "llama-3.1-8b", "-c", "8K", "--tok-s", "1e-320"), "--tok-s")
+
+
 def test_overlong_file_names_are_missing_files_not_crashes(tmp_path):
     """Found by bench/fuzz.py: a 300-character name makes os.stat raise ENAMETOOLONG (Path.exists() re-raises)."""
     long = "a" * 300

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from optimizer.errors import InputError
 from optimizer.limits import (MAX_BUDGET, MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_LIST_ITEMS,
                               MAX_NAME_CHARS, MAX_NODES, MAX_PATH_CHARS, MAX_SIZE_BYTES, MAX_TIME_LIMIT_S,
-                              clip_for_message)
+                              MIN_TOK_S, clip_for_message)
 from optimizer.units import parse_bytes
 
 Objective = Literal["capex", "hourly", "power"]
@@ -85,6 +85,13 @@ class Query(BaseModel):
     top: int = Field(default=5, ge=1, le=50)
     time_limit_s: float = Field(default=20.0, gt=0, le=MAX_TIME_LIMIT_S)
     workers: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("tok_s")
+    @classmethod
+    def _tok_s(cls, v):
+        if 0 < v < MIN_TOK_S:
+            raise ValueError(f"a decode target must be 0 (none) or at least {MIN_TOK_S:g} tok/s")
+        return v
 
     @field_validator("quants")
     @classmethod
