@@ -37,7 +37,8 @@ def check_config_values(raw: dict[str, Any], name: str) -> None:
     """Types and ranges of every field the builders read (optimizer.limits), so a wrong-typed, zero, NaN or
     absurd value is one ModelFormatError naming the field instead of a crash or a 10**9-layer model."""
     def bad(key: str, why: str, v: Any) -> ModelFormatError:
-        return ModelFormatError(f"{name}: config.json field '{key}' {why}, got {clip_for_message(v, 40)}")
+        shown = repr(v[:40]) if isinstance(v, str) else v  # quoted, so "8" reads as a string
+        return ModelFormatError(f"{name}: config.json field '{key}' {why}, got {clip_for_message(shown, 40)}")
 
     for key, (lo, hi) in INT_FIELDS.items():
         v = raw.get(key)
