@@ -221,6 +221,8 @@ def read_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> byt
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
         fd = os.open(p, flags)
         with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a FIFO or device since the stat above
+                raise InputError(f"{what} {label}: not a regular file (device, FIFO or socket)")
             data = f.read(limit + 1)
     except OSError as e:
         raise InputError(f"{what} {label}: cannot read ({e.strerror or type(e).__name__})") from None

@@ -574,8 +574,13 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | 
 
 
 @PROP
-@given(st.sampled_from(sorted(__import__("optimizer.arch.from_config", fromlist=["INT_FIELDS"]).INT_FIELDS)
-                       + ["architectures", "layer_types", "compress_ratios", "model_type", "text_config"]), JSONISH)
+@given(st.sampled_from(["hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                        "intermediate_size", "moe_intermediate_size", "vocab_size", "max_position_embeddings",
+                        "n_routed_experts", "num_experts_per_tok", "n_shared_experts", "num_nextn_predict_layers",
+                        "first_k_dense_replace", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "o_groups",
+                        "index_topk", "sliding_window", "num_local_experts", "use_mtp", "num_mtp_modules",
+                        "architectures", "layer_types", "compress_ratios", "model_type", "text_config",
+                        "tie_word_embeddings", "mlp_only_layers"]), JSONISH)
 def test_any_value_of_any_config_field_is_a_spec_or_one_model_format_error(field, value):
     from optimizer.arch.from_config import spec_from_config
     from optimizer.errors import ModelFormatError
@@ -599,3 +604,21 @@ def test_load_csv_rows_are_loads_or_one_input_error(rows):
         assert ld.counts.shape == (48, 128) and (ld.counts >= 0).all() and float(ld.counts.sum()) < float("inf")
     except InputError as e:
         assert len(str(e)) < 300
+
+
+def test_symlinks_planted_in_out_do_not_redirect_writes(tmp_path, plans):
+    """Every written path is resolved before it is checked to lie under --out."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    ex = tmp_path / "ex"
+    ex.mkdir()
+    (ex / "launch-node0.sh").symlink_to(victim)
+    f = plan_file(tmp_path, plans["vllm"])
+    assert_error(rigopt("export", f, "--engine", "vllm", "--out", ex, "--model-path", "/m"), "outside the output")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "summary.md").symlink_to(victim)
+    sc = tmp_path / "s.yaml"
+    sc.write_text("model: llama-3.1-8b\ncontext: 8192\ngpus: rtx-4090\ntop: 1\n")
+    assert_error(rigopt("solve", sc, "--out", out, "--jobs", "1", timeout=60), "outside the output")
+    assert victim.read_text() == "keep"

@@ -98,6 +98,8 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     if not files:
         raise InputError(clip_line(f"no scenario files (*.yaml, *.yml, *.json) in {', '.join(map(str, paths))}"))
     prepare_out_dir(out)
+    for name in ("summary.md", "summary.csv", "summary.json"):  # checked before any work: a planted symlink
+        under(out, out / name)
     cache_root = (Path(cache_dir) if cache_dir else out / ".cache") if use_cache else None
     if cache_root is not None and exists(cache_root) and not is_dir(cache_root):
         raise InputError(f"cache {cache_root}: exists and is not a folder (remove it or use --no-cache)")
@@ -187,6 +189,8 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
         elif plan_file.exists():
             plan_file.unlink()  # a stale plan from an earlier run must not outlive its question's feasibility
         if plot:
+            for suffix in (".pareto.png", ".memory.png"):  # a symlink planted in --out must not redirect a write
+                under(out, folder / f"{j.question}{suffix}")
             from optimizer.scenarios.plot import plot_question
             row.plots = [str(p) for p in plot_question(j.result, folder, j.question, f"{j.scenario}/{j.question}")]
         rows[j.index] = row
