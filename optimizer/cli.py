@@ -12,6 +12,7 @@ from rich.console import Console
 from pydantic import ValidationError
 
 from optimizer.errors import RigoptError
+from optimizer.limits import MAX_MESSAGE_CHARS, clip_line
 from optimizer.units import parse_tokens
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -28,6 +29,13 @@ def _query_defaults() -> dict:
 
 
 _QUERY_DEFAULT = _query_defaults()
+
+
+# Query field -> the `rigopt cheapest` option that sets it (error messages name real options).
+CHEAPEST_OPTION = {"ttft_s": "--ttft", "prompt_tokens": "--prompt", "min_expert_bits": "--min-bits", "isl": "--isl", "osl": "--osl", "rate_rps": "--rate",
+                   "prefix_hit": "--prefix-hit", "tier": "--tier", "spec": "--spec",
+                   "time_limit_s": "--time-limit", "gpus": "--gpus", "engines": "--engine", "quants": "--quant",
+                   "kv_dtypes": "--kv-dtype", "model": "MODEL", "max_budget": "--max-budget", "owned": "--owned"}
 
 CONTEXT_HELP = "Context per sequence in tokens: 393216, 384K (=393216) or 1M (=1048576). K and M are binary."
 
@@ -167,6 +175,12 @@ def cheapest(
     def csv(v):
         return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
+    def _owned(v):
+        try:
+            return Owned.parse(v)
+        except RigoptError as e:
+            raise InputError(f"--owned: {e}") from None
+
     if objective not in ("capex", "hourly", "power"):
         raise InputError(f"unknown objective '{objective}' (use capex, hourly or power)")
     if (isl is None) != (osl is None):
@@ -182,17 +196,22 @@ def cheapest(
                   min_expert_bits=min_bits or 0.0, min_attn_bits=min_attn_bits, gpus=csv(gpus),
                   headline_min_bits=DEFAULT_HEADLINE_MIN_BITS if (min_bits is None and tier is None) else None,
                   tier=tier,
-                  owned=Owned.parse(owned) if owned else None, engines=csv(engine), quants=csv(quant),
+                  owned=_owned(owned) if owned else None, engines=csv(engine), quants=csv(quant),
                   kv_dtypes=csv(kv_dtype), loads=loads, max_nodes=max_nodes, top=top, time_limit_s=time_limit)
     except ValidationError as e:
         err = e.errors()[0]
-        where = f"--{str(err['loc'][0]).replace('_', '-')}: " if err["loc"] else ""
-        raise InputError(f"{where}{err['msg']}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across fields (e.g. isl needs osl)
+            raise InputError(msg) from None
+        field = str(err["loc"][0])
+        raise InputError(f"{CHEAPEST_OPTION.get(field, '--' + field.replace('_', '-'))}: {msg}") from None
     r = run(q)
     if out:
+        from optimizer.limits import MAX_PATH_CHARS, check_text, write_file
+        check_text(out, "--out", MAX_PATH_CHARS)
         if r.plan is None:
             raise InputError("no plan to write: nothing meets the targets (see the relaxations)")
-        Path(out).write_text(r.plan.model_dump_json(indent=2) + "\n")
+        write_file(out, r.plan.model_dump_json(indent=2) + "\n", "--out")
     _out(r, as_json, render_cheapest)
     if export_engine:
         if r.plan is None:
@@ -253,7 +272,7 @@ def solve(
 
     rep = run(paths, jobs=jobs, out_dir=out, fmt=fmt, plot=plot, use_cache=not no_cache)
     for line in rep.errors:  # file:line: field: message, one per line
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(clip_line(line, MAX_MESSAGE_CHARS) + "\n")
     if rep.exit_code:
         raise typer.Exit(code=rep.exit_code)
 
@@ -329,8 +348,19 @@ def catalog_nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 
 
 def _fail(msg: str, code: int) -> None:
-    sys.stderr.write(" ".join(msg.split()) + "\n")  # exactly one line, never wrapped
+    sys.stderr.write(clip_line(msg, MAX_MESSAGE_CHARS) + "\n")  # exactly one line, never wrapped
     sys.exit(code)
+
+
+def user_error(e: BaseException) -> str | None:
+    """The one place that decides what counts as bad input: the message for an expected failure (rigopt's own
+    errors, raised where input is checked against optimizer.limits, and usage errors of click/typer), None for a
+    real bug (reported as `internal error`, exit 1; a pydantic ValidationError of an internal object is one)."""
+    if isinstance(e, RigoptError):
+        return str(e)
+    if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+        return e.format_message()
+    return None
 
 
 def main() -> None:
@@ -339,8 +369,6 @@ def main() -> None:
         rc = app(standalone_mode=False)  # returns the exit code of typer.Exit in non-standalone mode
         if isinstance(rc, int) and rc:
             sys.exit(rc)
-    except RigoptError as e:
-        _fail(f"error: {e}", 2)
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code or 0)
@@ -350,6 +378,7 @@ def main() -> None:
             sys.exit(2)
         if type(e).__name__ == "Abort":
             sys.exit(130)
-        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
-            _fail(f"error: {e.format_message()}", 2)
+        msg = user_error(e)
+        if msg is not None:
+            _fail(f"error: {msg}", 2)
         _fail(f"internal error: {type(e).__name__}: {e}", 1)

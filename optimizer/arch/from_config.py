@@ -10,6 +10,67 @@ from typing import Any
 
 from optimizer.arch.spec import KVStream, LayerSpec, ModelSpec
 from optimizer.errors import ModelFormatError
+from optimizer.limits import (MAX_DIM, MAX_EXPERTS, MAX_LAYERS, MAX_NAME_CHARS, MAX_NESTING, MAX_PARAMS, MAX_POSITIONS,
+                              MAX_VOCAB, clip_for_message, nesting_depth)
+
+# Every integer field a builder below reads: (smallest, largest) accepted. None / absent = not set.
+_LAYERS = ("num_hidden_layers", "num_nextn_predict_layers", "num_mtp_modules", "first_k_dense_replace",
+           "num_hash_layers", "max_window_layers")
+_EXPERTS = ("n_routed_experts", "num_local_experts", "num_experts", "num_experts_per_tok", "experts_per_token",
+            "top_k_experts", "n_shared_experts")
+_DIMS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+         "moe_intermediate_size", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+         "v_head_dim", "index_n_heads", "index_head_dim", "index_topk", "o_groups", "o_lora_rank", "hc_mult",
+         "shared_expert_intermediate_size", "shared_intermediate_size", "global_head_dim",
+         "num_global_key_value_heads", "sliding_window_pattern", "moe_layer_freq", "decoder_sparse_step")
+INT_FIELDS: dict[str, tuple[int, int]] = {
+    **{k: (0, MAX_LAYERS) for k in _LAYERS}, **{k: (0, MAX_EXPERTS) for k in _EXPERTS},
+    **{k: (0, MAX_DIM) for k in _DIMS},
+    "vocab_size": (1, MAX_VOCAB), "max_position_embeddings": (0, MAX_POSITIONS), "sliding_window": (0, MAX_POSITIONS),
+}
+# Fields that divide or size everything: 0 is as wrong as a string.
+POSITIVE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "o_groups")
+_INT_LISTS = ("compress_ratios", "mlp_only_layers")
+
+
+def check_config_values(raw: dict[str, Any], name: str) -> None:
+    """Types and ranges of every field the builders read (optimizer.limits), so a wrong-typed, zero, NaN or
+    absurd value is one ModelFormatError naming the field instead of a crash or a 10**9-layer model."""
+    def bad(key: str, why: str, v: Any) -> ModelFormatError:
+        shown = repr(v[:40]) if isinstance(v, str) else v  # quoted, so "8" reads as a string
+        return ModelFormatError(f"{name}: config.json field '{key}' {why}, got {clip_for_message(shown, 40)}")
+
+    for key, (lo, hi) in INT_FIELDS.items():
+        v = raw.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad(key, "must be an integer", v)
+        if key in POSITIVE:
+            lo = max(lo, 1)
+        if not lo <= v <= hi:
+            raise bad(key, f"must be within {lo}..{hi}", v)
+    for key in _INT_LISTS:
+        v = raw.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, list) or len(v) > 2 * MAX_LAYERS:
+            raise bad(key, f"must be a list of at most {2 * MAX_LAYERS} integers", v)
+        for x in v:
+            if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= MAX_DIM:
+                raise bad(key, f"must hold integers within 0..{MAX_DIM}", x)
+    lt = raw.get("layer_types")
+    if lt is not None and (not isinstance(lt, list) or len(lt) > 2 * MAX_LAYERS
+                           or not all(isinstance(t, str) and len(t) <= MAX_NAME_CHARS for t in lt)):
+        raise bad("layer_types", f"must be a list of at most {2 * MAX_LAYERS} strings", lt)
+    arch = raw.get("architectures")
+    if arch is not None and (not isinstance(arch, list) or not arch or len(arch) > 64
+                             or not all(isinstance(a, str) and 0 < len(a) <= MAX_NAME_CHARS for a in arch)):
+        raise bad("architectures", f"must be a non-empty list of names of at most {MAX_NAME_CHARS} characters", arch)
+    layers = raw.get("num_hidden_layers") or 0
+    extra = max(raw.get("num_nextn_predict_layers") or 0, raw.get("num_mtp_modules") or 0)
+    if layers + extra > MAX_LAYERS:
+        raise ModelFormatError(f"{name}: config.json has {layers} + {extra} layers, more than {MAX_LAYERS}")
 
 
 class _Cfg:
@@ -27,7 +88,8 @@ class _Cfg:
     def int(self, key: str) -> int:
         v = self.req(key)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ModelFormatError(f"{self.name}: config.json field '{key}' must be a non-negative integer, got {v!r}")
+            raise ModelFormatError(f"{self.name}: config.json field '{key}' must be a non-negative integer, "
+                                   f"got {clip_for_message(v, 40)}")
         return v
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -259,9 +321,12 @@ def _vision_params(vc: dict[str, Any]) -> int:
     """Rough parameter count of a ViT tower (SigLIP-style): per layer 4h^2 + 2hI, plus patch embedding."""
     try:
         h, inter, n = int(vc["hidden_size"]), int(vc["intermediate_size"]), int(vc["num_hidden_layers"])
-    except (KeyError, TypeError, ValueError):
+        patch = int(vc.get("patch_size", 14))
+    except (KeyError, TypeError, ValueError, OverflowError):
         return 0
-    patch = int(vc.get("patch_size", 14))
+    if not (0 <= h <= MAX_DIM and 0 <= inter <= MAX_DIM and 0 <= n <= MAX_LAYERS and 0 <= patch <= 1024):
+        raise ModelFormatError("vision_config: hidden_size / intermediate_size / num_hidden_layers / patch_size "
+                               "out of range")
     return n * (4 * h * h + 2 * h * inter + 9 * h) + 3 * patch * patch * h
 
 
@@ -281,25 +346,47 @@ MODEL_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _model_type(raw: dict[str, Any], name: str) -> Any:
+    mt = raw.get("model_type")
+    if mt is not None and (not isinstance(mt, str) or len(mt) > MAX_NAME_CHARS):
+        raise ModelFormatError(f"{name}: config.json field 'model_type' must be a name of at most "
+                               f"{MAX_NAME_CHARS} characters, got {clip_for_message(mt, 40)}")
+    return mt
+
+
 def spec_from_config(raw: dict[str, Any], name: str = "model", source: str = "") -> ModelSpec:
     if not isinstance(raw, dict):
         raise ModelFormatError(f"{name}: config.json must be a JSON object")
-    mt = raw.get("model_type")
+    if nesting_depth(raw) > MAX_NESTING:
+        raise ModelFormatError(f"{name}: config.json is nested deeper than {MAX_NESTING} levels")
+    mt = _model_type(raw, name)
     if not mt:
         raise ModelFormatError(f"{name}: config.json has no 'model_type'; cannot tell the architecture")
     vision = 0
     if mt in ("gemma3", "gemma4") or ("text_config" in raw and mt not in _GQA_TYPES):
-        text = dict(raw.get("text_config") or {})
+        tc = raw.get("text_config")
+        if tc is not None and not isinstance(tc, dict):
+            raise ModelFormatError(f"{name}: config.json field 'text_config' must be an object, "
+                                   f"got {type(tc).__name__}")
+        text = dict(tc or {})
         if not text:
             raise ModelFormatError(f"{name}: multimodal config '{mt}' has no 'text_config'")
         text.setdefault("model_type", mt + "_text")
+        if "architectures" in raw and "architectures" not in text:
+            check_config_values({"architectures": raw["architectures"]}, name)
         text.setdefault("tie_word_embeddings", raw.get("tie_word_embeddings", True))
         if isinstance(raw.get("vision_config"), dict):
             vision = _vision_params(raw["vision_config"])
-        raw, mt = text, text["model_type"]
+        raw, mt = text, _model_type(text, name)
+        if not isinstance(mt, str):
+            raise ModelFormatError(f"{name}: text_config has no valid 'model_type'")
     for k, v in MODEL_TYPE_DEFAULTS.get(mt, {}).items():
         if raw.get(k) is None:
             raw = {**raw, k: v}
+    if mt not in _GQA_TYPES and mt not in SUPPORTED_MODEL_TYPES:
+        raise ModelFormatError(
+            f"{name}: unsupported model_type '{clip_for_message(mt, 60)}' (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    check_config_values(raw, name)
     c = _Cfg(raw, name)
     if mt == "deepseek_v4":
         spec = _v4(c)
@@ -318,4 +405,7 @@ def spec_from_config(raw: dict[str, Any], name: str = "model", source: str = "")
         spec = ModelSpec(**{**spec.__dict__, "global_params": g})
     if source:
         spec = ModelSpec(**{**spec.__dict__, "source": source})
+    total = spec.total_params(include_mtp=True, include_vision=True)
+    if total > MAX_PARAMS:
+        raise ModelFormatError(f"{name}: config.json describes {total:.3g} parameters, more than {MAX_PARAMS:.0e}")
     return spec

@@ -31,6 +31,7 @@ from gguf import Keys
 from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.spec import ModelSpec
 from optimizer.errors import ModelFormatError
+from optimizer.limits import MAX_GGUF_SHARDS, MAX_LAYERS, clip_for_message
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class WeightsFile:
 # ---------------------------------------------------------------------------------------------
 # Tensor classes
 # ---------------------------------------------------------------------------------------------
-_BLK = re.compile(r"^blk\.(\d+)\.(.+)$")
+_BLK = re.compile(r"^blk\.(\d{1,9})\.(.+)$")
 _EXPS = re.compile(r"^ffn_(gate|up|down|gate_up)_(exps|chexps)\b")
 _DENSE = re.compile(r"^ffn_(gate|up|down|gate_up)\b")
 
@@ -218,9 +219,12 @@ def _read_one(path: Path) -> _Shard:
 def _shard_paths(first: _Shard) -> list[Path]:
     count = first.fields.get(Keys.Split.LLM_KV_SPLIT_COUNT)
     m = _SHARD.match(first.path.name)
-    if not count or int(count) <= 1:
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or not 0 <= count <= MAX_GGUF_SHARDS):
+        raise ModelFormatError(f"{first.path.name}: split.count must be an integer within 0..{MAX_GGUF_SHARDS}, "
+                               f"got {clip_for_message(count, 40)}")
+    if not count or count <= 1:
         return [first.path]
-    count = int(count)
     if not m:
         raise ModelFormatError(f"{first.path.name}: split.count={count} but the name does not follow "
                                f"'<name>-00001-of-{count:05d}.gguf'")
@@ -248,7 +252,7 @@ def read_gguf(path: str | Path) -> WeightsFile:
         dup = next(n for n in names if names.count(n) > 1)
         raise ModelFormatError(f"{first.path.name}: tensor {dup} appears in more than one shard")
     expected = first.fields.get(Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
-    if expected is not None and int(expected) != len(tensors_raw):
+    if expected is not None and (not isinstance(expected, int) or expected != len(tensors_raw)):
         raise ModelFormatError(f"{first.path.name}: split.tensors.count={expected} but the shards hold "
                                f"{len(tensors_raw)} tensors")
 
@@ -282,7 +286,7 @@ def _spec(fields: dict[str, Any], shapes: dict[str, tuple[int, ...]], label: str
     if not isinstance(arch, str):
         raise ModelFormatError(f"{label}: GGUF metadata has no '{Keys.General.ARCHITECTURE}'")
     if arch not in SUPPORTED_GGUF_ARCHS:
-        raise ModelFormatError(f"{label}: unsupported GGUF architecture '{arch}' "
+        raise ModelFormatError(f"{label}: unsupported GGUF architecture '{clip_for_message(arch, 40)}' "
                                f"(supported: {', '.join(SUPPORTED_GGUF_ARCHS)})")
 
     def key(k: str) -> str:
@@ -292,19 +296,29 @@ def _spec(fields: dict[str, Any], shapes: dict[str, tuple[int, ...]], label: str
         v = fields.get(key(k))
         return default if v is None else v
 
-    def req_int(k: str) -> int:
-        v = get(k)
-        if isinstance(v, list):
+    def _num(k: str, v: Any) -> Any:
+        if isinstance(v, list):  # per-layer arrays (e.g. head_count_kv): take the largest non-zero entry
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                raise ModelFormatError(f"{label}: GGUF metadata '{clip_for_message(key(k), 60)}' must hold numbers")
             v = max((x for x in v if x), default=0)
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        return v
+
+    def req_int(k: str) -> int:
+        v = _num(k, get(k))
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ModelFormatError(f"{label}: GGUF metadata has no valid '{key(k)}' (got {v!r})")
+            raise ModelFormatError(f"{label}: GGUF metadata has no valid '{key(k)}' (got {clip_for_message(v, 40)})")
         return v
 
     def opt_int(k: str, default: int = 0) -> int:
-        v = get(k)
-        if isinstance(v, list):  # per-layer arrays (e.g. head_count_kv): take the largest non-zero entry
-            v = max((x for x in v if x), default=0)
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v else default
+        v = _num(k, get(k))
+        if v is None or v == 0:
+            return default
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ModelFormatError(f"{label}: GGUF metadata '{key(k)}' must be a non-negative integer "
+                                   f"(got {clip_for_message(v, 40)})")
+        return v
 
     def ne(name: str, dim: int) -> int:
         s = shapes.get(name)
@@ -318,16 +332,23 @@ def _spec(fields: dict[str, Any], shapes: dict[str, tuple[int, ...]], label: str
         return 0
 
     L = req_int(Keys.LLM.BLOCK_COUNT)
+    if L > MAX_LAYERS:
+        raise ModelFormatError(f"{label}: GGUF metadata '{key(Keys.LLM.BLOCK_COUNT)}' = {L} is more than "
+                               f"{MAX_LAYERS} layers")
     d = req_int(Keys.LLM.EMBEDDING_LENGTH)
     H = req_int(Keys.Attention.HEAD_COUNT)
     ctx = req_int(Keys.LLM.CONTEXT_LENGTH)
-    vocab = opt_int(Keys.LLM.VOCAB_SIZE) or len(fields.get(Keys.Tokenizer.LIST) or ()) or ne("token_embd.weight", 1)
+    toks = fields.get(Keys.Tokenizer.LIST)
+    vocab = (opt_int(Keys.LLM.VOCAB_SIZE) or (len(toks) if isinstance(toks, (list, _StrArray)) else 0)
+             or ne("token_embd.weight", 1))
     if not vocab:
         raise ModelFormatError(f"{label}: cannot tell the vocabulary size (no '{key(Keys.LLM.VOCAB_SIZE)}', "
                                f"'{Keys.Tokenizer.LIST}' or token_embd.weight)")
     # MTP: llama.cpp counts nextn layers inside block_count; blocks beyond block_count are MTP too.
     n_mtp = opt_int(_NEXTN)
     max_blk = max((int(m.group(1)) for n in shapes if (m := _BLK.match(n))), default=-1)
+    if max_blk >= MAX_LAYERS:
+        raise ModelFormatError(f"{label}: tensor blk.{max_blk}.* is beyond {MAX_LAYERS} layers")
     n_main = L - n_mtp if 0 < n_mtp < L else L
     n_mtp = max(n_mtp if n_main < L else 0, max_blk + 1 - n_main, 0)
 
@@ -396,7 +417,7 @@ def _spec(fields: dict[str, Any], shapes: dict[str, tuple[int, ...]], label: str
         cfg.update(use_mtp=True, num_mtp_modules=n_mtp)
 
     name = fields.get(Keys.General.NAME)
-    name = name if isinstance(name, str) and name else label
+    name = name if isinstance(name, str) and name and len(name) <= 256 and name.isprintable() else label
     try:
         return spec_from_config(cfg, name=name, source=source)
     except ModelFormatError as e:
@@ -407,5 +428,7 @@ def _layer_types(pattern: Any, L: int, default_pattern: int) -> list[str]:
     """HF-style layer_types from a GGUF sliding_window_pattern (int period or per-layer bools, True = SWA)."""
     if isinstance(pattern, list) and pattern:
         return ["sliding_attention" if pattern[i % len(pattern)] else "full_attention" for i in range(L)]
+    if isinstance(pattern, float) and pattern.is_integer():
+        pattern = int(pattern)
     n = pattern if isinstance(pattern, int) and pattern > 0 else default_pattern
     return ["full_attention" if (i + 1) % n == 0 else "sliding_attention" for i in range(L)]

@@ -28,11 +28,12 @@ from typing import Any
 from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.from_gguf import TensorInfo, WeightsFile
 from optimizer.errors import ModelFormatError
+from optimizer.limits import clip_for_message
 
 _SCALE = re.compile(r"(\.weight_scale_2|\.weight_scale_inv|_scale_inv|\.weight_scale|weight_scale|input_scale|\.scale|_scale)$")
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-_MTP = re.compile(r"(?:^|\.)mtp\.(\d+)\.")
-_MAX_HEADER = 512 * 1024 * 1024
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d{1,9})\.")
+_MTP = re.compile(r"(?:^|\.)mtp\.(\d{1,9})\.")
+from optimizer.limits import MAX_SAFETENSORS_HEADER_BYTES as _MAX_HEADER  # noqa: E402
 
 
 def hf_tensor_class(name: str, n_dims: int = 2) -> str:
@@ -77,17 +78,31 @@ def _layer(name: str, n_layers: int) -> int | None:
 
 
 def _load_json(path: Path) -> Any:
+    from optimizer.errors import InputError
+    from optimizer.limits import (MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_NESTING, json_depth_ok,
+                                  read_text_bounded)
+    limit = MAX_CONFIG_BYTES if path.name == "config.json" else MAX_INDEX_BYTES
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ModelFormatError(f"{path.name}: cannot read file ({e.strerror or e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = read_text_bounded(path, limit, path.name)
+    except InputError as e:
+        raise ModelFormatError(str(e)) from None
+    if not json_depth_ok(text):
+        raise ModelFormatError(f"{path.name}: nested deeper than {MAX_NESTING} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
         raise ModelFormatError(f"{path.name}: not valid JSON ({e})") from None
 
 
 def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
     """{tensor name: {dtype, shape, data_offsets}} of one shard, validated against the file size."""
     label = path.name
+    from optimizer.errors import InputError
+    from optimizer.limits import check_regular_file
+    try:
+        check_regular_file(path, "safetensors shard")
+    except InputError as e:
+        raise ModelFormatError(str(e)) from None
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -101,6 +116,9 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
             raw = f.read(n)
     except OSError as e:
         raise ModelFormatError(f"{label}: cannot read file ({e.strerror or e})") from None
+    from optimizer.limits import json_depth_ok
+    if not json_depth_ok(raw):
+        raise ModelFormatError(f"{label}: safetensors header is nested too deeply")
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -117,12 +135,12 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
         ok = ok and isinstance(offs, list) and len(offs) == 2 and all(
             isinstance(x, int) and not isinstance(x, bool) for x in offs + entry["shape"])
         if not ok:
-            raise ModelFormatError(f"{label}: tensor {name!r} has no valid dtype/shape/data_offsets in the header")
+            raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has no valid dtype/shape/data_offsets in the header")
         a, b = offs
         if not 0 <= a <= b or any(s < 0 for s in entry["shape"]):
-            raise ModelFormatError(f"{label}: tensor {name!r} has invalid data_offsets {offs} or shape")
+            raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has invalid data_offsets {clip_for_message(offs)} or shape")
         if b > data_bytes:
-            raise ModelFormatError(f"{label}: truncated: tensor {name!r} ends at data byte {b}, "
+            raise ModelFormatError(f"{label}: truncated: tensor {clip_for_message(name)!r} ends at data byte {b}, "
                                    f"file holds {data_bytes}")
         out[name] = entry
     return out
@@ -150,6 +168,11 @@ def read_safetensors_dir(path: str | Path) -> WeightsFile:
         if not isinstance(wm, dict):
             raise ModelFormatError(f"{index_path.name}: 'weight_map' is not an object")
         shard_names = sorted({str(v) for v in wm.values()})
+        from optimizer.limits import safe_component
+        bad = [n for n in shard_names if safe_component(n, "") != n]
+        if bad:  # a shard is a plain file name in this folder: no paths, control characters or 300-char names
+            raise ModelFormatError(f"{index_path.name}: weight_map names shard {clip_for_message(bad[0])}, "
+                                   "not a file name in the checkpoint folder")
     else:
         shard_names = sorted(q.name for q in folder.glob("*.safetensors"))
     present = [folder / s for s in shard_names if (folder / s).is_file()]
@@ -164,7 +187,8 @@ def read_safetensors_dir(path: str | Path) -> WeightsFile:
     missing = [s for s in shard_names if not (folder / s).is_file()]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ModelFormatError(f"{folder.name}: missing safetensors shard(s) {', '.join(missing[:3])}{more} "
+        raise ModelFormatError(f"{folder.name}: missing safetensors shard(s) "
+                               f"{clip_for_message(', '.join(missing[:3]))}{more} "
                                "named in model.safetensors.index.json")
 
     tensors: list[TensorInfo] = []

@@ -129,6 +129,10 @@ def _compact(name: str) -> str:
 
 
 def _lookup(kind: str, table: dict[str, M], name: str, aliases: dict[str, list[str]] | None = None) -> M:
+    from optimizer.limits import MAX_NAME_CHARS, clip_for_message
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+        raise CatalogError(f"unknown {kind} '{clip_for_message(name, 40)}' (names have at most {MAX_NAME_CHARS} "
+                           "characters)")
     names = {_norm(k): k for k in table}
     for key, al in (aliases or {}).items():
         names.update({_norm(a): key for a in al})
@@ -142,7 +146,7 @@ def _lookup(kind: str, table: dict[str, M], name: str, aliases: dict[str, list[s
     if key is None:
         close = difflib.get_close_matches(_norm(name), list(names), n=4, cutoff=0.5)
         suggestions = list(dict.fromkeys(names[c] for c in close))
-        raise CatalogError(f"unknown {kind} '{name}'", suggestions)
+        raise CatalogError(f"unknown {kind} '{clip_for_message(name)}'", suggestions)
     return table[key]
 
 

@@ -19,7 +19,9 @@ from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.spec import ModelSpec
 from optimizer.catalog.model_schema import ModelCard
 from optimizer.catalog.paths import data_dir
-from optimizer.errors import CatalogError, ModelFormatError
+from optimizer.errors import CatalogError, InputError, ModelFormatError
+from optimizer.limits import (MAX_CONFIG_BYTES, MAX_NAME_CHARS, MAX_NESTING, MAX_PATH_CHARS, check_regular_file,
+                              clip_for_message, exists, has_control, json_depth_ok, read_text_bounded)
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,16 @@ def _alias_map() -> dict[str, str]:
 
 
 def catalogue_key(name: str) -> str:
+    if len(name) > MAX_NAME_CHARS:
+        raise CatalogError(f"unknown model '{clip_for_message(name, 40)}' ({len(name):,} characters; catalogue "
+                           f"names have at most {MAX_NAME_CHARS})")
     n = _norm(name)
     amap = _alias_map()
     if n in amap:
         return amap[n]
     close = difflib.get_close_matches(n, list(amap), n=3, cutoff=0.6)
     close_keys = list(dict.fromkeys(amap[c] for c in close))
-    raise CatalogError(f"unknown model '{name}'", did_you_mean=close_keys)
+    raise CatalogError(f"unknown model '{clip_for_message(name)}'", did_you_mean=close_keys)
 
 
 @lru_cache(maxsize=None)
@@ -103,21 +108,30 @@ def _catalogue_model(key: str) -> ResolvedModel:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelFormatError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFormatError(f"{path}: not valid JSON ({e})") from None
+        text = read_text_bounded(path, MAX_CONFIG_BYTES, "config")
+    except InputError as e:
+        raise ModelFormatError(str(e)) from None
+    if not json_depth_ok(text):
+        raise ModelFormatError(f"{clip_for_message(str(path))}: nested deeper than {MAX_NESTING} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelFormatError(f"{clip_for_message(str(path))}: not valid JSON ({e})") from None
 
 
 def resolve_model(name: str) -> ResolvedModel:
     """Turn a MODEL argument into an architecture (and card, when it is a catalogue model).
     Files are read once per (path, size, mtime): the planner resolves the same model many times."""
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_PATH_CHARS or has_control(name):
+        n = len(name) if isinstance(name, str) else 0
+        raise InputError(f"not a model name or path: {clip_for_message(name, 40)} ({n:,} characters; a name or "
+                         f"path has 1..{MAX_PATH_CHARS} characters and no control characters)")
     p = Path(name).expanduser()
     looks_like_path = name.endswith((".json", ".gguf")) or "/" in name or name.startswith(".")
-    if looks_like_path or (p.exists() and _norm(name) not in _alias_map()):
-        if not p.exists():
-            raise ModelFormatError(f"{name}: no such file or folder")
+    if looks_like_path or (exists(p) and _norm(name) not in _alias_map()):
+        if not exists(p):
+            raise ModelFormatError(f"{clip_for_message(name)}: no such file or folder")
+        check_regular_file(p, "model")
         st = p.stat()
         return _resolve_path(str(p.resolve()), st.st_size, st.st_mtime_ns)
     return _catalogue_model(catalogue_key(name))

@@ -16,6 +16,7 @@ from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
 from optimizer.estimate.weights import WeightBreakdown
 from optimizer.layout import Parallel
+from optimizer.limits import MAX_CONTEXT_TOKENS
 from optimizer.units import GiB
 
 
@@ -152,7 +153,7 @@ def max_concurrency(mem: DeviceMemory, dp: int = 1) -> int:
 
 
 def max_context(kv: KVEstimate, available_bytes: float, concurrency_per_replica: int, pp: int = 1,
-                reserve_per_seq: float = 0.0, limit: int = 2**27) -> int:
+                reserve_per_seq: float = 0.0, limit: int = MAX_CONTEXT_TOKENS) -> int:
     """Largest context T whose KV for `concurrency_per_replica` sequences fits in `available_bytes` (0 if none)."""
     def need(t: int) -> float:
         return concurrency_per_replica * kv.bytes_at(t) / pp + reserve_per_seq

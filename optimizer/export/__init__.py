@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from optimizer.export import explain, k8s, llamacpp, sglang, vllm
 from optimizer.export.common import (ENGINE_VERSIONS, ExportError, ExportFile, ExportResult, ModelFacts,
                                      check_layout, model_arg, script)
+from optimizer.limits import (MAX_NESTING, MAX_PLAN_BYTES, clip_for_message, has_control, json_depth_ok,
+                              prepare_out_dir, read_text_bounded, safe_component, under, write_file)
 from optimizer.solver.plan import PLAN_SCHEMA, Plan
 
 __all__ = ["export_plan", "load_plan", "render_export", "ExportResult", "ExportError", "ENGINE_VERSIONS"]
@@ -28,13 +30,8 @@ _VERSION_CHECK = {
 
 def load_plan(path: str | os.PathLike) -> Plan:
     """Read a plan written by `rigopt cheapest --out`; one-line errors for anything else."""
-    p = Path(path)
-    try:
-        raw = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ExportError(f"{p}: no such plan file") from None
-    except (OSError, ValueError) as e:
-        raise ExportError(f"{p}: not a JSON plan ({str(e).splitlines()[0]})") from None
+    raw = read_plan_json(path)
+    p = clip_for_message(str(path))
     if not isinstance(raw, dict) or raw.get("schema_id") != PLAN_SCHEMA:
         raise ExportError(f"{p}: not a {PLAN_SCHEMA} plan (write one with `rigopt cheapest ... --out plan.json`)")
     try:
@@ -44,11 +41,55 @@ def load_plan(path: str | os.PathLike) -> Plan:
         raise ExportError(f"{p}: field '{'.'.join(str(x) for x in err['loc'])}': {err['msg']}") from None
 
 
+def read_plan_json(path: str | os.PathLike):
+    """A plan file's JSON (bounded size and nesting; regular files only)."""
+    from optimizer.errors import InputError
+    p = clip_for_message(str(path))
+    try:
+        text = read_text_bounded(path, MAX_PLAN_BYTES, "plan file")
+    except InputError as e:
+        raise ExportError(str(e)) from None
+    if not json_depth_ok(text):
+        raise ExportError(f"{p}: nested deeper than {MAX_NESTING} levels")
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ExportError(f"{p}: not a JSON plan ({clip_for_message(str(e).splitlines()[0])})") from None
+
+
+def check_plan_text(plan: Plan) -> None:
+    """Refuse control characters (newlines, NUL, escapes) in every string field of a plan before anything of it
+    reaches a launch script, and a node type the catalogue does not know."""
+    def walk(v, loc):
+        if isinstance(v, str):
+            if has_control(v):
+                raise ExportError(f"plan field '{loc}' contains a control character: {clip_for_message(v)}")
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(str(k), f"{loc}.{k}")
+                walk(x, f"{loc}.{k}")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{loc}[{i}]")
+    for name, value in plan.model_dump(mode="json").items():
+        walk(value, name)
+    from optimizer.catalog.hardware import load_hardware
+    hw = load_hardware()
+    node = hw.nodes.get(plan.hardware.node)
+    if node is None:
+        raise ExportError(f"plan hardware.node '{clip_for_message(plan.hardware.node)}' is not a node type of the "
+                          "catalogue (rigopt catalog nodes)")
+    if node.accelerator != plan.hardware.accelerator:
+        raise ExportError(f"plan hardware.accelerator '{clip_for_message(plan.hardware.accelerator)}' is not "
+                          f"the accelerator of node {plan.hardware.node} ({node.accelerator})")
+
+
 def export_plan(plan: Plan, engine: str, out_dir: Path | None, model_path: str | None = None, *,
                 redundant_experts: int | None = None, expert_location: str | None = None) -> ExportResult:
     """Launch commands + EXPLAIN.md for `plan` on `engine`; files are written to `out_dir` when given."""
     from optimizer.estimate.kv import check_engine
     engine = check_engine(engine)
+    check_plan_text(plan)
     check_layout(plan)
     facts = ModelFacts(plan)
     warnings: list[str] = []
@@ -60,7 +101,8 @@ def export_plan(plan: Plan, engine: str, out_dir: Path | None, model_path: str |
         redundant_experts = getattr(plan.parallel, "redundant_experts", None)
     model = model_arg(facts, plan, model_path, warnings, gguf=engine == "llamacpp")
     files: list[ExportFile] = []
-    hdr = [f"plan: {plan.candidate_id or plan.model}", "see EXPLAIN.md for the numbers and the log lines to check"]
+    # fixed text only: nothing from the plan or the model is written into a script except shell-quoted argv values
+    hdr = ["plan: plan.json in this folder", "see EXPLAIN.md for the numbers and the log lines to check"]
     if engine == "vllm":
         cmds = vllm.commands(facts, plan, model, warnings, redundant_experts, derived)
         if expert_location:
@@ -94,12 +136,18 @@ def export_plan(plan: Plan, engine: str, out_dir: Path | None, model_path: str |
 
 
 def write(res: ExportResult, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from optimizer.errors import InputError
+    prepare_out_dir(out_dir)
     for f in res.files:
-        path = out_dir / f.name
-        path.write_text(f.content)
+        if safe_component(f.name) != f.name:
+            raise ExportError(f"refusing to write {clip_for_message(f.name)}: not a plain file name")
+        path = under(out_dir, out_dir / f.name)
+        write_file(path, f.content)
         if f.executable:
-            path.chmod(0o755)
+            try:
+                path.chmod(0o755)
+            except OSError as e:
+                raise InputError(f"{clip_for_message(str(path))}: cannot make executable ({e.strerror})") from None
     return out_dir
 
 

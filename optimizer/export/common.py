@@ -205,8 +205,10 @@ def model_arg(facts: ModelFacts, plan: Plan, model_path: str | None, warnings: l
               gguf: bool = False) -> Arg:
     """What to pass as the model: --model-path if given; the official checkpoint for native plans."""
     if model_path is not None:
-        if not model_path.strip() or "\x00" in model_path or "\n" in model_path:
-            raise ExportError("--model-path must be a non-empty single-line path or repository id")
+        from optimizer.limits import MAX_PATH_CHARS, has_control
+        if not model_path.strip() or has_control(model_path) or len(model_path) > MAX_PATH_CHARS:
+            raise ExportError(f"--model-path must be a non-empty single-line path or repository id of at most "
+                              f"{MAX_PATH_CHARS} characters")
         if model_path.startswith("-"):
             raise ExportError("--model-path must not start with '-' (an engine would read it as a flag); use ./" + model_path)
         return model_path

@@ -23,8 +23,9 @@ def lws_manifest(plan: Plan, serve: Command) -> str:
     """`serve` is the single Ray-backed `vllm serve` (ray_command); the leader starts Ray, then serves."""
     h = plan.hardware
     name = f"rigopt-{_name(plan)}"
-    serve_line = " ".join(quote(a) for a in serve.argv)
-    env_line = "".join(f"export {k}={quote(v)}; " for k, v in serve.env.items())
+    # `$(NAME)` is expanded by Kubernetes itself inside command strings, shell quotes or not: `$$(` keeps it literal
+    serve_line = " ".join(quote(a) for a in serve.argv).replace("$(", "$$(")
+    env_line = "".join(f"export {k}={quote(v)}; " for k, v in serve.env.items()).replace("$(", "$$(")
     leader = f"bash {RAY_SCRIPT} leader --ray_cluster_size=$(LWS_GROUP_SIZE); {env_line}{serve_line}"
     worker = f"bash {RAY_SCRIPT} worker --ray_address=$(LWS_LEADER_ADDRESS)"
     resources = {"limits": {"nvidia.com/gpu": str(h.gpus_per_node)}}
@@ -54,6 +55,6 @@ def lws_manifest(plan: Plan, serve: Command) -> str:
                                "targetPort": HTTP_PORT["vllm"]}],
                     "selector": {"leaderworkerset.sigs.k8s.io/name": name, "role": "leader"},
                     "type": "ClusterIP"}}
-    head = (f"# LeaderWorkerSet for {plan.model}: {h.n_nodes} pods x {h.gpus_per_node} {h.accelerator}, "
+    head = (f"# LeaderWorkerSet {name}: {h.n_nodes} pods x {h.gpus_per_node} {h.accelerator}, "
             f"vLLM {ENGINE_VERSIONS['vllm']} (pinned image {IMAGE}), Ray-based as in vLLM docs/deployment/frameworks/lws.md\n")
     return head + yaml.safe_dump_all([lws, svc], sort_keys=False, width=10_000)

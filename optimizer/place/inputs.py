@@ -8,10 +8,20 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from optimizer.errors import InputError
+from optimizer.limits import (MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_LAYERS, MAX_NAME_CHARS, MAX_NESTING,
+                              MAX_NODES, MAX_PATH_CHARS, MAX_PLAN_BYTES, MAX_SIZE_BYTES, clip_for_message, exists,
+                              has_control,
+                              json_depth_ok, read_text_bounded)
 from optimizer.solver.plan import PLAN_SCHEMA, Plan
+
+_Gpus = Annotated[int, Field(ge=1, le=MAX_GPUS)]
+_Bytes = Annotated[float, Field(ge=-MAX_SIZE_BYTES, le=MAX_SIZE_BYTES, allow_inf_nan=False)]
+_Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
 
 class PlaceInput(BaseModel):
@@ -23,25 +33,25 @@ class PlaceInput(BaseModel):
     and host_expert_bytes = host DRAM available for experts (None = unlimited; the rest goes to NVMe)."""
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    engine: str | None = None            # vllm | sglang | llamacpp | None (engine-neutral)
-    quant: str = "native"
-    kv_dtype: str | None = None
-    context: int = 32768
-    concurrency: int = 1
-    node: str | None = None
-    n_nodes: int = 1
-    n_gpus: int
-    tp: int = 1
-    pp: int = 1
-    dp: int = 1
-    ep_size: int = 1
-    domain_size: int | None = None       # GPUs per fast (NVLink) domain; default from the node topology
-    headroom_bytes: float | None = None
-    offload_mode: str = "none"
-    gpu_expert_layers: int | None = None
-    offloaded_layers: list[int] | None = None   # the plan's choice (main-layer indices), for reference
-    host_expert_bytes: float | None = None
+    model: str = Field(min_length=1, max_length=MAX_PATH_CHARS)
+    engine: _Name | None = None          # vllm | sglang | llamacpp | None (engine-neutral)
+    quant: _Name = "native"
+    kv_dtype: _Name | None = None
+    context: int = Field(32768, ge=1, le=MAX_CONTEXT_TOKENS)
+    concurrency: int = Field(1, ge=1, le=MAX_CONCURRENCY)
+    node: _Name | None = None
+    n_nodes: int = Field(1, ge=1, le=MAX_NODES)
+    n_gpus: _Gpus
+    tp: _Gpus = 1
+    pp: _Gpus = 1
+    dp: _Gpus = 1
+    ep_size: _Gpus = 1
+    domain_size: _Gpus | None = None     # GPUs per fast (NVLink) domain; default from the node topology
+    headroom_bytes: _Bytes | None = None
+    offload_mode: _Name = "none"
+    gpu_expert_layers: int | None = Field(None, ge=0, le=MAX_LAYERS)
+    offloaded_layers: list[Annotated[int, Field(ge=0, le=MAX_LAYERS)]] | None = Field(None, max_length=MAX_LAYERS)
+    host_expert_bytes: _Bytes | None = None
 
     @model_validator(mode="after")
     def _check(self):
@@ -51,6 +61,8 @@ class PlaceInput(BaseModel):
             raise ValueError("engine must be vllm, sglang, llamacpp or null")
         if self.offload_mode not in ("none", "cpu", "stream"):
             raise ValueError("offload_mode must be none, cpu or stream")
+        if has_control(self.model):
+            raise ValueError(f"model contains a control character: {clip_for_message(self.model)}")
         if self.headroom_bytes is not None and self.headroom_bytes < 0:
             self.headroom_bytes = 0.0
         return self
@@ -76,12 +88,17 @@ class PlaceInput(BaseModel):
 
 def read_input(path: str) -> PlaceInput:
     """A plan JSON from `cheapest --out`, or a hand-written PlaceInput JSON."""
+    path = clip_for_message(str(path), MAX_PATH_CHARS) if len(str(path)) > MAX_PATH_CHARS else path
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"plan {path}: not found")
+    if not exists(p):
+        raise InputError(f"plan {clip_for_message(path)}: not found")
+    text = read_text_bounded(p, MAX_PLAN_BYTES, "plan")
+    path = clip_for_message(str(path))
+    if not json_depth_ok(text):
+        raise InputError(f"plan {path}: nested deeper than {MAX_NESTING} levels")
     try:
-        obj = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
         raise InputError(f"plan {path}: not valid JSON ({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise InputError(f"plan {path}: expected a JSON object")

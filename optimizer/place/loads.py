@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from optimizer.errors import InputError
+from optimizer.limits import (MAX_EXPERTS, MAX_LAYERS, MAX_LOAD_COUNT, MAX_LOAD_FILE_BYTES, MAX_NESTING,
+                              MIN_LOAD_COUNT, clip_for_message, exists, json_depth_ok, read_text_bounded)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Loads:
 
 
 def _fail(path: str, msg: str) -> InputError:
-    return InputError(f"load file {path}: {msg}")
+    return InputError(f"load file {clip_for_message(path)}: {msg}")
 
 
 def _check(arr: np.ndarray, path: str, n_layers: int | None, n_experts: int | None,
@@ -65,6 +67,12 @@ def _check(arr: np.ndarray, path: str, n_layers: int | None, n_experts: int | No
         raise _fail(path, "counts must be finite numbers")
     if np.any(arr < 0):
         raise _fail(path, "counts must be >= 0")
+    if np.any(arr > MAX_LOAD_COUNT):
+        raise _fail(path, f"counts must be at most {MAX_LOAD_COUNT:g} (only ratios matter)")
+    if arr.shape[0] > MAX_LAYERS or arr.shape[1] > MAX_EXPERTS:
+        raise _fail(path, f"{arr.shape[0]} layers x {arr.shape[1]} experts is more than "
+                          f"{MAX_LAYERS} x {MAX_EXPERTS}")
+    arr = np.where(arr < MIN_LOAD_COUNT, 0.0, arr)  # denormal counts carry no ratio information
     if n_experts is not None and arr.shape[1] != n_experts:
         raise _fail(path, f"{arr.shape[1]} experts per layer, the model has {n_experts}")
     if n_layers is not None and arr.shape[0] != n_layers:
@@ -84,6 +92,10 @@ def _numeric(obj, path: str, what: str) -> np.ndarray:
         arr = np.asarray(obj, dtype=float)
     except (TypeError, ValueError):
         raise _fail(path, f"'{what}' is not a rectangular array of numbers") from None
+    except OverflowError:
+        raise _fail(path, f"'{what}' holds a number too large for a count") from None
+    if arr.ndim > 3:
+        raise _fail(path, f"'{what}' has {arr.ndim} dimensions (at most 3: snapshots, layers, experts)")
     return arr
 
 
@@ -94,8 +106,11 @@ def _fold(arr: np.ndarray, p2l, path: str) -> np.ndarray:
         arr = arr.sum(axis=0)
     if m.shape != arr.shape:
         raise _fail(path, f"physical_to_logical_map shape {list(m.shape)} != load shape {list(arr.shape)}")
-    if np.any(m < 0) or np.any(m != np.round(m)):
+    if np.any(m < 0) or np.any(m != np.round(m)) or not np.all(np.isfinite(m)):
         raise _fail(path, "physical_to_logical_map entries must be non-negative integers")
+    if m.size and m.max() >= MAX_EXPERTS:
+        raise _fail(path, f"physical_to_logical_map names expert {clip_for_message(m.max())}; "
+                          f"expert ids are below {MAX_EXPERTS}")
     m = m.astype(int)
     n_log = int(m.max()) + 1
     out = np.zeros((arr.shape[0], n_log))
@@ -106,6 +121,8 @@ def _fold(arr: np.ndarray, p2l, path: str) -> np.ndarray:
 
 def parse_json(text: str, path: str = "<json>", n_layers: int | None = None,
                n_experts: int | None = None) -> Loads:
+    if not json_depth_ok(text):
+        raise _fail(path, f"nested deeper than {MAX_NESTING} levels")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
@@ -132,20 +149,35 @@ def parse_json(text: str, path: str = "<json>", n_layers: int | None = None,
 def parse_csv(text: str, path: str = "<csv>", n_layers: int | None = None, n_experts: int | None = None,
               layer_indices: list[int] | None = None) -> Loads:
     rows = []
-    for i, row in enumerate(csv.reader(io.StringIO(text))):
+    reader = csv.reader(io.StringIO(text))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise _fail(path, f"line {reader.line_num}: not CSV ({clip_for_message(str(e))})") from None
+        i = reader.line_num - 1
         if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
         if len(row) != 3:
             raise _fail(path, f"line {i + 1}: expected 3 columns layer,expert,count, got {len(row)}")
         try:
+            if max(len(c) for c in row) > 64:
+                raise ValueError("field too long")
             lay, exp, cnt = int(row[0]), int(row[1]), float(row[2])
         except ValueError:
             if i == 0 or not rows:
                 if [c.strip().lower() for c in row] == ["layer", "expert", "count"]:
                     continue
-            raise _fail(path, f"line {i + 1}: expected integers layer,expert and a number count, got {','.join(row)}") from None
+            raise _fail(path, f"line {i + 1}: expected integers layer,expert and a number count, "
+                              f"got {clip_for_message(','.join(row), 60)}") from None
         if lay < 0 or exp < 0:
             raise _fail(path, f"line {i + 1}: negative layer or expert index")
+        if lay >= 2**20 or exp >= MAX_EXPERTS:
+            raise _fail(path, f"line {i + 1}: layer or expert index out of range (experts < {MAX_EXPERTS})")
+        if not (np.isfinite(cnt) and 0 <= cnt <= MAX_LOAD_COUNT):
+            raise _fail(path, f"line {i + 1}: count must be a finite number within 0..{MAX_LOAD_COUNT:g}")
         rows.append((lay, exp, cnt))
     if not rows:
         raise _fail(path, "no rows (expected layer,expert,count)")
@@ -156,6 +188,8 @@ def parse_csv(text: str, path: str = "<csv>", n_layers: int | None = None, n_exp
         remap = {ix: o for o, ix in enumerate(layer_indices)}
     L = n_layers if n_layers is not None else (max(layers) + 1 if remap is None else len(layer_indices))
     E = n_experts if n_experts is not None else max(r[1] for r in rows) + 1
+    if L > MAX_LAYERS or E > MAX_EXPERTS:
+        raise _fail(path, f"{L} layers x {E} experts is more than {MAX_LAYERS} x {MAX_EXPERTS}")
     arr = np.zeros((L, E))
     for lay, exp, cnt in rows:
         o = remap[lay] if remap else lay
@@ -175,15 +209,12 @@ def parse_csv(text: str, path: str = "<csv>", n_layers: int | None = None, n_exp
 def read_loads(path: str, n_layers: int | None = None, n_experts: int | None = None,
                layer_indices: list[int] | None = None) -> Loads:
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"load file {path}: not found")
+    if not exists(p):
+        raise InputError(f"load file {clip_for_message(path)}: not found")
     if p.suffix == ".pt":
         raise _fail(path, ".pt (torch) files are not read; dump logical_count as JSON "
                           "(json.dump({'logical_count': t.tolist()}, f))")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise _fail(path, f"cannot read ({type(e).__name__})") from None
+    text = read_text_bounded(p, MAX_LOAD_FILE_BYTES, "load file")
     if p.suffix.lower() == ".csv" or not text.lstrip()[:1] in ("{", "["):
         return parse_csv(text, path, n_layers, n_experts, layer_indices)
     return parse_json(text, path, n_layers, n_experts)
@@ -214,9 +245,12 @@ def generate(kind: str, n_layers: int, n_experts: int, seed: int = 0) -> Loads:
 def resolve_loads(value: str | None, n_layers: int, n_experts: int, seed: int = 0,
                   layer_indices: list[int] | None = None) -> Loads:
     """--loads value: a file, `uniform` or `zipf:S` (default uniform)."""
+    from optimizer.limits import MAX_PATH_CHARS, check_text
+    if value is not None:
+        check_text(value, "--loads", MAX_PATH_CHARS)
     if value is None or value.strip().lower() == "uniform":
         return generate("uniform", n_layers, n_experts, seed)
-    if value.strip().lower().startswith("zipf") and not Path(value).exists():
+    if value.strip().lower().startswith("zipf") and not exists(value):
         return generate(value, n_layers, n_experts, seed)
     return read_loads(value, n_layers, n_experts, layer_indices)
 

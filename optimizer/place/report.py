@@ -12,6 +12,8 @@ from rich.table import Table
 
 from optimizer.errors import InputError
 from optimizer.estimate.speed import ExpertTiers, distinct_experts
+from optimizer.limits import (MAX_EXPERTS, MAX_LAYERS, MAX_NUMBER_CHARS, MAX_PATH_CHARS, MAX_SEED, check_int,
+                              check_text, clip_for_message, write_file)
 from optimizer.place import export
 from optimizer.place.ep import greedy_layer, lower_bound, place_layer, remote_fraction, slot_caps, touched
 from optimizer.place.inputs import PlaceInput, expert_bytes_per_layer, plan_speed, read_input
@@ -121,6 +123,11 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
         redundant = total // len(moe)
     if redundant is None:
         redundant = G if limit is None else min(G, limit)
+    if total is not None and not 0 <= total <= MAX_EXPERTS * MAX_LAYERS:
+        raise InputError(f"--redundant-experts total:{total}: must be within 0..{MAX_EXPERTS * MAX_LAYERS}")
+    if redundant > min(MAX_EXPERTS, E * (G - 1)):
+        raise InputError(f"--redundant-experts {redundant}: at most {min(MAX_EXPERTS, E * (G - 1))} per layer "
+                         f"({E} experts over EP {G}: one replica of an expert per GPU, at most {MAX_EXPERTS})")
     if redundant < 0:
         raise InputError("--redundant-experts must be >= 0")
     if limit is not None and redundant > limit:
@@ -335,12 +342,13 @@ def render(r: PlacementResult, console) -> None:
 def write_outputs(r: PlacementResult, out: str) -> list[str]:
     """Write the result JSON to `out`; beside it `<stem>.sglang.json` (exactly {"physical_to_logical_map": ...},
     for SGLang --init-expert-location) when the EP placement is exportable. Returns the paths written."""
+    check_text(out, "--out", MAX_PATH_CHARS)
     p = Path(out)
-    p.write_text(r.model_dump_json(indent=1) + "\n")
+    write_file(p, r.model_dump_json(indent=1) + "\n", "--out")
     written = [str(p)]
     if r.ep and "sglang_init_expert_location" in r.exports:
         q = p.with_name(p.stem + ".sglang.json")
-        q.write_text(export.sglang_map_json([x.slots for x in r.ep.layers]) + "\n")
+        write_file(q, export.sglang_map_json([x.slots for x in r.ep.layers]) + "\n", "--out")
         written.append(str(q))
     return written
 
@@ -348,6 +356,7 @@ def write_outputs(r: PlacementResult, out: str) -> list[str]:
 def run(plan_json: str, loads: str | None = None, seed: int = 0, redundant: str | None = None,
         time_limit: float = 8.0) -> PlacementResult:
     """Everything `rigopt place` does before printing."""
+    check_int(seed, "--seed", 0, MAX_SEED)
     inp = read_input(plan_json)
     moe = inp.resolved.spec.moe_layers
     if not moe:
@@ -356,9 +365,12 @@ def run(plan_json: str, loads: str | None = None, seed: int = 0, redundant: str 
     red: int | str | None = None
     if redundant is not None:
         red = redundant.strip()
+        if len(red) > MAX_NUMBER_CHARS:
+            raise InputError(f"--redundant-experts {clip_for_message(red)}: use R (per layer) or total:N")
         if not red.startswith("total:"):
             try:
                 red = int(red)
             except ValueError:
-                raise InputError(f"--redundant-experts {redundant}: use R (per layer) or total:N") from None
+                raise InputError(f"--redundant-experts {clip_for_message(redundant)}: use R (per layer) "
+                                 "or total:N") from None
     return place(inp, ld, red, time_limit)

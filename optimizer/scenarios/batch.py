@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optimizer.errors import InputError, RigoptError
+from optimizer.limits import clip_line, exists, is_dir, prepare_out_dir, safe_component, under, write_file
 from optimizer.scenarios.cache import ResultCache, catalog_digest, query_key
 from optimizer.scenarios.loader import ScenarioError, expand, load_scenario
 from optimizer.scenarios.report import BatchReport, Row, render, row_from_result, write_summaries
@@ -57,7 +58,7 @@ def _unique_stems(files: list[Path]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for f in files:
-        stem = f.stem
+        stem = safe_component(f.stem, "scenario")  # never '..', '.', '' or a path: it names a folder under --out
         n = seen.get(stem, 0)
         seen[stem] = n + 1
         out.append(stem if n == 0 else f"{stem}-{n + 1}")
@@ -95,9 +96,14 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     out = Path(out_dir)
     files = expand(list(paths))
     if not files:
-        raise InputError(f"no scenario files (*.yaml, *.yml, *.json) in {', '.join(map(str, paths))}")
-    out.mkdir(parents=True, exist_ok=True)
-    cache = ResultCache((Path(cache_dir) if cache_dir else out / ".cache") if use_cache else None)
+        raise InputError(clip_line(f"no scenario files (*.yaml, *.yml, *.json) in {', '.join(map(str, paths))}"))
+    prepare_out_dir(out)
+    for name in ("summary.md", "summary.csv", "summary.json"):  # checked before any work: a planted symlink
+        under(out, out / name)
+    cache_root = (Path(cache_dir) if cache_dir else out / ".cache") if use_cache else None
+    if cache_root is not None and exists(cache_root) and not is_dir(cache_root):
+        raise InputError(f"cache {cache_root}: exists and is not a folder (remove it or use --no-cache)")
+    cache = ResultCache(cache_root)
 
     # 1. load every file; a bad one becomes a row and the run goes on
     rows: dict[int, Row] = {}
@@ -167,22 +173,24 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
 
     # 4. per-question files, rows, plots
     for j in work:
-        folder = out / j.scenario
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = under(out, out / j.scenario)
+        prepare_out_dir(folder, "output folder")
         if j.result is None:
             errors.append(f"{j.file}: {j.question}: {j.error}")
             rows[j.index] = Row(scenario=j.scenario, file=j.file, question=j.question, model=j.query.model,
                                 status="ERROR", objective=j.query.objective, note=j.error)
             continue
         row = row_from_result(j.scenario, j.file, j.question, j.result, j.cached)
-        (folder / f"{j.question}.result.json").write_text(j.result.model_dump_json(indent=2) + "\n")
-        plan_file = folder / f"{j.question}.plan.json"
+        write_file(under(out, folder / f"{j.question}.result.json"), j.result.model_dump_json(indent=2) + "\n")
+        plan_file = under(out, folder / f"{j.question}.plan.json")
         if j.result.plan is not None:
-            plan_file.write_text(j.result.plan.model_dump_json(indent=2) + "\n")
+            write_file(plan_file, j.result.plan.model_dump_json(indent=2) + "\n")
             row.plan_file = str(plan_file)
         elif plan_file.exists():
             plan_file.unlink()  # a stale plan from an earlier run must not outlive its question's feasibility
         if plot:
+            for suffix in (".pareto.png", ".memory.png"):  # a symlink planted in --out must not redirect a write
+                under(out, folder / f"{j.question}{suffix}")
             from optimizer.scenarios.plot import plot_question
             row.plots = [str(p) for p in plot_question(j.result, folder, j.question, f"{j.scenario}/{j.question}")]
         rows[j.index] = row

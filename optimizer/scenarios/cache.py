@@ -71,8 +71,10 @@ class ResultCache:
             return None
         p = self._path(key)
         try:
-            r = CheapestResult.model_validate_json(p.read_text())
-        except (OSError, ValueError):
+            from optimizer.errors import InputError
+            from optimizer.limits import MAX_PLAN_BYTES, read_bounded
+            r = CheapestResult.model_validate_json(read_bounded(p, MAX_PLAN_BYTES, "cache entry"))
+        except (OSError, ValueError, InputError):
             self.misses += 1
             return None
         self.hits += 1
@@ -82,8 +84,11 @@ class ResultCache:
         if self.root is None:
             return
         p = self._path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            f.write(result.model_dump_json())
-        os.replace(tmp, p)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                f.write(result.model_dump_json())
+            os.replace(tmp, p)
+        except OSError:  # the cache is an optimisation: an unwritable entry is a miss next time
+            return

@@ -13,6 +13,9 @@ import yaml
 from pydantic import ValidationError
 
 from optimizer.errors import RigoptError
+from optimizer.limits import (MAX_MESSAGE_CHARS, MAX_NESTING, MAX_PATH_CHARS, MAX_QUESTIONS,
+                              MAX_SCENARIO_BYTES, MAX_SCENARIO_FILES, MAX_YAML_NODES, clip_for_message, clip_line,
+                              exists, has_control, is_dir, read_bounded)
 from optimizer.scenarios.schema import (REQUIRED, OwnedSpec, Question, QuestionFields, Scenario, merged,
                                         to_query_kwargs)
 from optimizer.solver.query import Query
@@ -24,7 +27,12 @@ Loc = tuple[Any, ...]
 class ScenarioError(RigoptError):
     """A scenario file that cannot be used; `messages` holds one `file:line: field: message` line per problem."""
 
+    MAX_MESSAGES = 50  # problems listed per file; the rest are counted
+
     def __init__(self, messages: list[str]):
+        messages = [clip_line(m, MAX_MESSAGE_CHARS) for m in messages]
+        if len(messages) > self.MAX_MESSAGES:
+            messages = messages[:self.MAX_MESSAGES] + [f"... {len(messages) - self.MAX_MESSAGES} more problem(s)"]
         self.messages = list(messages)
         more = f" (+{len(messages) - 1} more)" if len(messages) > 1 else ""
         super().__init__(messages[0] + more)
@@ -65,24 +73,75 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], dups: list[tuple[Loc
             _walk(item, loc + (i,), lines, dups)
 
 
+def _check_size(path: Path, node: yaml.Node) -> None:
+    """Count the nodes of a composed document with aliases expanded, and its depth, without expanding anything
+    (each distinct node is sized once): an alias bomb or a recursive alias is refused before any walk."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        n, done = stack.pop()
+        i = id(n)
+        kids = ([c for kv in n.value for c in kv] if isinstance(n, yaml.MappingNode) else
+                list(n.value) if isinstance(n, yaml.SequenceNode) else [])
+        if done:
+            on_path.discard(i)
+            size[i] = 1 + sum(size[id(c)] for c in kids)
+            depth[i] = 1 + max((depth[id(c)] for c in kids), default=0)
+            if size[i] > MAX_YAML_NODES:
+                raise ScenarioError([f"{path}:{n.start_mark.line + 1}: more than {MAX_YAML_NODES:,} values "
+                                     "(counting aliases expanded)"])
+            if depth[i] > MAX_NESTING:
+                raise ScenarioError([f"{path}:{n.start_mark.line + 1}: nested deeper than {MAX_NESTING} levels"])
+            continue
+        if i in size:
+            continue
+        if i in on_path:
+            raise ScenarioError([f"{path}:{n.start_mark.line + 1}: recursive alias"])
+        on_path.add(i)
+        stack.append((n, True))
+        stack.extend((c, False) for c in kids if id(c) not in size)
+
+
 def read_with_lines(path: Path) -> tuple[Any, dict[Loc, int]]:
     """Parse a YAML/JSON file; return the data and the 1-based line of every mapping key and list item."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        raw = read_bounded(path, MAX_SCENARIO_BYTES, "scenario file")
+    except RigoptError as e:
+        raise ScenarioError([f"{path}:0: {e}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad_line = raw[:e.start].count(b"\n") + 1
+        raise ScenarioError([f"{path}:{bad_line}: not valid UTF-8 (byte {e.start})"]) from None
     lines: dict[Loc, int] = {}
     dups: list[tuple[Loc, int]] = []
+    # libyaml's parser when present (fast; it refuses nesting beyond 1000 levels itself), else PyYAML's.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = None
+        if node is not None:
+            _check_size(path, node)  # before anything expands aliases
+            data = loader.construct_document(node)
+    except RecursionError:
+        raise ScenarioError([f"{path}:1: nested deeper than {MAX_NESTING} levels"]) from None
     except yaml.YAMLError as e:
         if path.suffix == ".json":
+            from optimizer.limits import json_depth_ok
+            if not json_depth_ok(text):
+                raise ScenarioError([f"{path}:1: nested deeper than {MAX_NESTING} levels"]) from None
             try:
                 return json.loads(text), {}
             except json.JSONDecodeError as je:
                 raise ScenarioError([f"{path}:{je.lineno}: invalid JSON: {je.msg}"]) from None
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = mark.line + 1 if mark else 1
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = clip_for_message(getattr(e, "problem", None) or str(e).splitlines()[0], 120)
         raise ScenarioError([f"{path}:{line}: invalid YAML: {problem}"]) from None
+    finally:
+        loader.dispose()
     if node is not None:
         _walk(node, (), lines, dups)
     if dups:
@@ -144,11 +203,13 @@ def _looks_like_path(name: str) -> bool:
 
 def _model(name: str, base: Path) -> str:
     """Catalogue aliases -> canonical key; paths -> absolute (relative to the scenario file's folder)."""
+    if len(name) > MAX_PATH_CHARS or has_control(name):
+        raise ValueError(f"not a model name or path: {clip_for_message(name)} ({len(name)} characters)")
     if _looks_like_path(name):
         p = Path(name).expanduser()
         p = p if p.is_absolute() else (base / p)
-        if not p.exists():
-            raise ValueError(f"{name}: no such file or folder (paths are relative to the scenario file)")
+        if not exists(p):
+            raise ValueError(f"{clip_for_message(name)}: no such file or folder (paths are relative to the scenario file)")
         return str(p.resolve())
     from optimizer.catalog.models import catalogue_key
     try:
@@ -158,13 +219,13 @@ def _model(name: str, base: Path) -> str:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "scenario"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:80].strip("-.") or "scenario"
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:
     """Validate one scenario file. Raises ScenarioError listing every problem (file:line: field: message)."""
     path = Path(path)
-    if not path.is_file():
+    if not exists(path):
         raise ScenarioError([f"{path}:0: no such file"])
     data, lines = read_with_lines(path)
     if data is None:
@@ -172,6 +233,9 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     if not isinstance(data, dict):
         raise ScenarioError([f"{path}:1: (top level): expected a mapping (one question, or name/defaults/questions)"])
     multi = "questions" in data or "defaults" in data
+    if isinstance(data.get("questions"), list) and len(data["questions"]) > MAX_QUESTIONS:
+        raise ScenarioError([f"{path}:{line_of(lines, ('questions',))}: questions: {len(data['questions']):,} "
+                             f"questions, more than the {MAX_QUESTIONS:,} a file may ask"])
     if multi:
         try:
             sc = Scenario.model_validate(data)
@@ -240,9 +304,12 @@ def expand(paths: list[str | Path]) -> list[Path]:
     so that loading them reports 'no such file'."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if is_dir(p):
             out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
         else:
             out.append(p)
+        if len(out) > MAX_SCENARIO_FILES:
+            from optimizer.errors import InputError
+            raise InputError(f"more than {MAX_SCENARIO_FILES:,} scenario files in one run")
     return list(dict.fromkeys(out))

@@ -207,7 +207,8 @@ def render(rep: BatchReport, fmt: str, console=None) -> str | None:
 def write_summaries(rep: BatchReport, out_dir: Path) -> BatchReport:
     md, cs = out_dir / "summary.md", out_dir / "summary.csv"
     rep = rep.model_copy(update={"summary_md": str(md), "summary_csv": str(cs)})
-    md.write_text(to_markdown(rep))
-    cs.write_text(to_csv(rep))
-    (out_dir / "summary.json").write_text(rep.model_dump_json(indent=2) + "\n")
+    from optimizer.limits import write_file
+    write_file(md, to_markdown(rep))
+    write_file(cs, to_csv(rep))
+    write_file(out_dir / "summary.json", rep.model_dump_json(indent=2) + "\n")
     return rep

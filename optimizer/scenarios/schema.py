@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
 
 from optimizer.errors import RigoptError
-from optimizer.units import MAX_CONCURRENCY, parse_bytes, parse_tokens
+from optimizer.limits import (MAX_BUDGET, MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_NODES, MAX_PATH_CHARS,
+                              MAX_QUESTIONS, MAX_TIME_LIMIT_S)
+from optimizer.units import parse_bytes, parse_tokens
 
 SCENARIO_SCHEMA = "rigopt.scenario/1"
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
@@ -88,7 +90,7 @@ def _kv_dtype(name: str) -> str:
 
 
 TokenCount = Annotated[int, BeforeValidator(_tokens), WithJsonSchema({"anyOf": [
-    {"type": "integer", "minimum": 1, "maximum": 2**27},
+    {"type": "integer", "minimum": 1, "maximum": MAX_CONTEXT_TOKENS},
     {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[kKmM]?\s*$", "examples": ["384K", "1M"]}]})]
 ByteCount = Annotated[int, BeforeValidator(_bytes), WithJsonSchema({"anyOf": [
     {"type": "integer", "minimum": 0},
@@ -107,7 +109,7 @@ class _Strict(BaseModel):
 
 class OwnedSpec(_Strict):
     """Hardware already owned: costs nothing in the objective."""
-    accelerators: dict[str, Annotated[int, Field(ge=1, le=65536)]] = Field(
+    accelerators: dict[str, Annotated[int, Field(ge=1, le=MAX_GPUS)]] = Field(
         description="accelerator type -> count, e.g. {rtx-4090: 2}")
     dram: ByteCount = Field(0, description="host DRAM owned, e.g. 256GB (0 = the node's own)")
 
@@ -133,7 +135,7 @@ OwnedField = Annotated[OwnedSpec, BeforeValidator(_owned, json_schema_input_type
 class QuestionFields(_Strict):
     """Everything a question may set (and `defaults` may supply). `model` and `context` are required, here or
     in `defaults`."""
-    model: str | None = Field(None, description="catalogue name/alias, a config.json, a model folder or a .gguf "
+    model: str | None = Field(None, max_length=MAX_PATH_CHARS, description="catalogue name/alias, a config.json, a model folder or a .gguf "
                                                  "(paths are relative to the scenario file)")
     context: TokenCount | None = Field(None, description="tokens per sequence: 393216, '384K' or '1M'")
     concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY, description="concurrent sequences at `context`")
@@ -158,7 +160,8 @@ class QuestionFields(_Strict):
                                                "5-6-bit, 8-bit, 16-bit")
     objective: Literal["capex", "hourly", "power"] | None = Field(None, description="capex (buy, USD) | hourly "
                                                                    "(rent, USD/h) | power (W)")
-    max_budget: Number | None = Field(None, gt=0, description="cap on the objective (USD, USD/h or W)")
+    max_budget: Number | None = Field(None, gt=0, le=MAX_BUDGET, allow_inf_nan=False,
+                                      description="cap on the objective (USD, USD/h or W; omit for no cap)")
     min_expert_bits: Number | None = Field(None, ge=0, le=32, description="quality floor: bits per expert/FFN "
                                                                           "weight")
     min_attn_bits: Number | None = Field(None, ge=0, le=32, description="quality floor: bits per attention weight")
@@ -168,10 +171,10 @@ class QuestionFields(_Strict):
     engines: Engines | None = Field(None, description="allowed engines: vllm, sglang, llamacpp (default: all)")
     quants: Quants | None = Field(None, description="allowed weight quantizations (default: all)")
     kv_dtypes: KVDtypes | None = Field(None, description="allowed KV cache dtypes (default: the engine's)")
-    max_nodes: int | None = Field(None, ge=1, le=1024, description="most nodes a plan may use (default 16)")
+    max_nodes: int | None = Field(None, ge=1, le=MAX_NODES, description="most nodes a plan may use (default 16)")
     top: int | None = Field(None, ge=1, le=50, description="plans to keep: the optimum and next-cheapest "
                                                           "alternatives (default 5)")
-    time_limit_s: Number | None = Field(None, gt=0, le=3600, description="solver time limit per solve (default 20)")
+    time_limit_s: Number | None = Field(None, gt=0, le=MAX_TIME_LIMIT_S, description="solver time limit per solve (default 20)")
     workers: int | None = Field(None, ge=1, le=64, description="CP-SAT threads per question (default 1 in batch "
                                                                "runs, which are parallel across questions)")
 
@@ -180,15 +183,16 @@ class Question(QuestionFields):
     name: str | None = Field(None, pattern=NAME_RE, description="unique in the file; names the plan file "
                                                                 "(default q1, q2, ...; a single-question file: its name "
                                                                 "or file stem)")
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_PATH_CHARS)
 
 
 class Scenario(_Strict):
     """Several questions sharing `defaults`."""
-    name: str | None = Field(None, description="title of the scenario (the output folder is the file stem)")
-    description: str | None = None
+    name: str | None = Field(None, max_length=MAX_PATH_CHARS,
+                             description="title of the scenario (the output folder is the file stem)")
+    description: str | None = Field(None, max_length=MAX_PATH_CHARS)
     defaults: QuestionFields = Field(default_factory=QuestionFields)
-    questions: list[Question] = Field(min_length=1)
+    questions: list[Question] = Field(min_length=1, max_length=MAX_QUESTIONS)
 
 
 # Batch runs solve many questions in parallel processes: one CP-SAT thread each unless a file says otherwise.

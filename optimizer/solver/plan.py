@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from optimizer.limits import (MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_GPUS_PER_NODE, MAX_LAYERS,
+                              MAX_NAME_CHARS, MAX_NODES, MAX_PATH_CHARS, MAX_SIZE_BYTES)
 
 PLAN_SCHEMA = "rigopt.plan/1"
+
+# Bounds a plan file must respect (optimizer.limits); every plan rigopt writes is far inside them.
+Gpus = Annotated[int, Field(ge=1, le=MAX_GPUS)]
+Layer = Annotated[int, Field(ge=0, le=MAX_LAYERS)]
+Size = Annotated[int, Field(ge=0, le=MAX_SIZE_BYTES)]
+Bytes = Annotated[float, Field(le=MAX_SIZE_BYTES, allow_inf_nan=False)]
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
 
 class _P(BaseModel):
@@ -12,30 +24,30 @@ class _P(BaseModel):
 
 
 class Hardware(_P):
-    node: str                  # node type key
-    accelerator: str
-    n_nodes: int
-    gpus_per_node: int
-    host_dram_bytes: int       # per node, including any purchased
-    extra_dram_bytes: int      # purchased on top of the node's base RAM (per node)
+    node: Name                 # node type key
+    accelerator: Name
+    n_nodes: int = Field(ge=1, le=MAX_NODES)
+    gpus_per_node: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
+    host_dram_bytes: Size      # per node, including any purchased
+    extra_dram_bytes: Size     # purchased on top of the node's base RAM (per node)
     owned: bool = False
 
 
 class ParallelLayout(_P):
-    tp: int
-    pp: int
-    dp: int
+    tp: Gpus
+    pp: Gpus
+    dp: Gpus
     ep: bool
-    ep_size: int
+    ep_size: Gpus
 
 
 class Offload(_P):
-    mode: str                       # none | cpu (CPU computes offloaded experts) | stream (PCIe UVA)
-    expert_layers_offloaded: int
-    offloaded_layers: list[int]     # main-layer indices whose routed experts live in host DRAM
-    host_bytes: float               # host DRAM taken by offloaded experts
-    nvme_layers: list[int] = []     # main-layer indices whose routed experts are read from NVMe (mmap) by the CPU
-    nvme_bytes: float = 0.0
+    mode: Name                      # none | cpu (CPU computes offloaded experts) | stream (PCIe UVA)
+    expert_layers_offloaded: Layer
+    offloaded_layers: list[Layer] = Field(max_length=MAX_LAYERS)  # main-layer indices with experts in host DRAM
+    host_bytes: Bytes               # host DRAM taken by offloaded experts
+    nvme_layers: list[Layer] = Field([], max_length=MAX_LAYERS)  # layers whose experts the CPU reads from NVMe
+    nvme_bytes: Bytes = 0.0
 
 
 class Costs(_P):
@@ -47,14 +59,14 @@ class Costs(_P):
 
 
 class Memory(_P):
-    capacity_bytes: float
-    budget_bytes: float
-    weights_bytes: float
-    kv_bytes: float
-    runtime_bytes: float
-    headroom_bytes: float
-    host_used_bytes: float
-    host_capacity_bytes: float
+    capacity_bytes: Bytes
+    budget_bytes: Bytes
+    weights_bytes: Bytes
+    kv_bytes: Bytes
+    runtime_bytes: Bytes
+    headroom_bytes: Bytes
+    host_used_bytes: Bytes
+    host_capacity_bytes: Bytes
 
 
 class Speed(_P):
@@ -107,13 +119,13 @@ class SpecPlan(_P):
 
 
 class Plan(_P):
-    schema_id: str = PLAN_SCHEMA
-    model: str
-    engine: str
-    quant: str
-    kv_dtype: str
-    context: int
-    concurrency: int
+    schema_id: Name = PLAN_SCHEMA
+    model: str = Field(max_length=MAX_PATH_CHARS)
+    engine: Name
+    quant: Name
+    kv_dtype: Name
+    context: int = Field(ge=1, le=MAX_CONTEXT_TOKENS)
+    concurrency: int = Field(ge=1, le=MAX_CONCURRENCY)
     hardware: Hardware
     parallel: ParallelLayout
     offload: Offload
@@ -121,8 +133,8 @@ class Plan(_P):
     memory: Memory
     speed: Speed
     binding_constraint: str
-    notes: list[str] = []
-    candidate_id: str = ""
+    notes: list[Annotated[str, Field(max_length=MAX_PATH_CHARS)]] = Field([], max_length=1000)
+    candidate_id: str = Field("", max_length=MAX_PATH_CHARS)
     settings: EngineSettingsPlan | None = None
     serving: ServingPlan | None = None
     spec_decode: SpecPlan | None = None

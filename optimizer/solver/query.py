@@ -3,39 +3,53 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.errors import InputError
-from optimizer.estimate.serving import Workload
-from optimizer.solver.frontier import tier_named
 from optimizer.arch.formats import kv_elem_bytes
 from optimizer.estimate.kv import check_engine
 from optimizer.estimate.schemes import get_scheme
-from optimizer.units import MAX_CONCURRENCY, parse_bytes
+from optimizer.estimate.serving import Workload
+from optimizer.limits import (MAX_BUDGET, MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_LIST_ITEMS,
+                              MAX_NAME_CHARS, MAX_NODES, MAX_PATH_CHARS, MAX_SIZE_BYTES, MAX_TIME_LIMIT_S,
+                              MIN_TOK_S, clip_for_message)
+from optimizer.units import parse_bytes
+from optimizer.solver.frontier import tier_named
 
 Objective = Literal["capex", "hourly", "power"]
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
 
 class Owned(BaseModel):
     """Hardware a user already has: accelerators by type and host DRAM (costs nothing in the objective)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
-    accelerators: dict[str, int] = Field(default_factory=dict)
-    dram_bytes: int = 0
+    accelerators: dict[str, Annotated[int, Field(ge=1, le=MAX_GPUS)]] = Field(default_factory=dict)
+    dram_bytes: int = Field(default=0, ge=0, le=MAX_SIZE_BYTES)
 
     @classmethod
     def parse(cls, text: str) -> "Owned":
         """'2x rtx-4090, 256GB ddr5' -> {rtx-4090: 2}, 256e9 bytes of DRAM."""
         accs: dict[str, int] = {}
         dram = 0
-        for part in [p.strip() for p in text.split(",") if p.strip()]:
-            m = re.match(r"^(\d+)\s*[x×*]\s*(.+)$", part, re.I)
+        if len(text) > MAX_NAME_CHARS * 8:
+            raise InputError(f"owned inventory is {len(text)} characters long (limit {MAX_NAME_CHARS * 8})")
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if len(parts) > MAX_LIST_ITEMS:
+            raise InputError(f"owned inventory lists {len(parts)} items (limit {MAX_LIST_ITEMS})")
+        for part in parts:
+            m = re.match(r"^(\d{1,12})\s*[x×*]\s*(.+)$", part, re.I)
             if m:
                 acc = get_accelerator(m.group(2).strip())
                 accs[acc.key] = accs.get(acc.key, 0) + int(m.group(1))
+                if not 1 <= accs[acc.key] <= MAX_GPUS:
+                    raise InputError(f"owned count of {acc.key} must be within 1..{MAX_GPUS}, "
+                                     f"got {clip_for_message(part)}")
                 continue
+            if re.match(r"^\d+\s*[x×*]", part):
+                raise InputError(f"owned count in {clip_for_message(part)} must be within 1..{MAX_GPUS}")
             m = re.match(r"^(\d+(?:\.\d+)?\s*(?:[kmgt]i?b?))\s*(?:ddr\d|dram|ram|memory)?$", part, re.I)
             if m:
                 dram += parse_bytes(m.group(1).replace(" ", ""))
@@ -43,26 +57,29 @@ class Owned(BaseModel):
             try:
                 acc = get_accelerator(part)
             except Exception:
-                raise InputError(f"cannot read owned item '{part}': use e.g. '2x rtx-4090, 256GB ddr5'") from None
+                raise InputError(f"cannot read owned item '{clip_for_message(part)}': use e.g. "
+                                 "'2x rtx-4090, 256GB ddr5'") from None
             accs[acc.key] = accs.get(acc.key, 0) + 1
         if not accs:
-            raise InputError(f"owned inventory '{text}' names no accelerator")
+            raise InputError(f"owned inventory '{clip_for_message(text)}' names no accelerator")
+        if dram > MAX_SIZE_BYTES:
+            raise InputError(f"owned DRAM {dram:,} bytes is larger than {MAX_SIZE_BYTES:,} bytes")
         return cls(accelerators=accs, dram_bytes=dram)
 
 
 class Query(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str
-    context: int = Field(gt=0, le=2**27)
+    model: str = Field(min_length=1, max_length=MAX_PATH_CHARS)
+    context: int = Field(gt=0, le=MAX_CONTEXT_TOKENS)
     concurrency: int = Field(default=1, ge=1, le=MAX_CONCURRENCY)
     tok_s: float = Field(default=0.0, ge=0, le=1e6)          # decode tokens/s per sequence at `context`
     ttft_s: float | None = Field(default=None, gt=0, le=1e6)  # time to first token for a `prompt_tokens` prompt
-    prompt_tokens: int | None = Field(default=None, gt=0, le=2**27)
+    prompt_tokens: int | None = Field(default=None, gt=0, le=MAX_CONTEXT_TOKENS)
     # workload (optional): requests of isl prompt / osl output tokens, `concurrency` in flight or `rate_rps`
     # arriving; then tok_s bounds 1/TPOT and ttft_s the served TTFT (optimizer/estimate/serving.py)
-    isl: int | None = Field(default=None, gt=0, le=2**27)
-    osl: int | None = Field(default=None, gt=0, le=2**27)
+    isl: int | None = Field(default=None, gt=0, le=MAX_CONTEXT_TOKENS)
+    osl: int | None = Field(default=None, gt=0, le=MAX_CONTEXT_TOKENS)
     rate_rps: float | None = Field(default=None, gt=0, le=1e6)
     prefix_hit: float = Field(default=0.0, ge=0, lt=1)
     spec: Literal["off", "auto", "on"] = "off"  # speculative decoding (the model card's MTP/EAGLE-3 setup): auto = try both
@@ -71,19 +88,26 @@ class Query(BaseModel):
     headline_min_bits: float | None = Field(default=None, ge=0, le=32)
     tier: str | None = None
     objective: Objective = "capex"
-    max_budget: float | None = Field(default=None, gt=0)
+    max_budget: float | None = Field(default=None, gt=0, le=MAX_BUDGET, allow_inf_nan=False)
     min_expert_bits: float = Field(default=0.0, ge=0, le=32)
     min_attn_bits: float = Field(default=0.0, ge=0, le=32)
-    gpus: list[str] | None = None        # allowed accelerator keys/aliases
+    gpus: list[Name] | None = Field(default=None, max_length=MAX_LIST_ITEMS)  # allowed accelerator keys/aliases
     owned: Owned | None = None
-    engines: list[str] | None = None
-    quants: list[str] | None = None
-    kv_dtypes: list[str] | None = None
-    loads: str | None = None             # expert load statistics: a JSON/CSV file, "uniform" or "zipf:S"
-    max_nodes: int = Field(default=16, ge=1, le=1024)
+    engines: list[Name] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
+    quants: list[Name] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
+    kv_dtypes: list[Name] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
+    loads: str | None = Field(default=None, max_length=MAX_PATH_CHARS)  # a JSON/CSV file, "uniform" or "zipf:S"
+    max_nodes: int = Field(default=16, ge=1, le=MAX_NODES)
     top: int = Field(default=5, ge=1, le=50)
-    time_limit_s: float = Field(default=20.0, gt=0, le=3600)
+    time_limit_s: float = Field(default=20.0, gt=0, le=MAX_TIME_LIMIT_S)
     workers: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("tok_s")
+    @classmethod
+    def _tok_s(cls, v):
+        if 0 < v < MIN_TOK_S:
+            raise ValueError(f"a decode target must be 0 (none) or at least {MIN_TOK_S:g} tok/s")
+        return v
 
     @model_validator(mode="after")
     def _workload_fields(self) -> "Query":

@@ -1,0 +1,314 @@
+"""Input limits: the one policy for how much rigopt accepts from a file or a command line.
+
+Every entry point (CLI options, scenario files, plan files, load files, config.json / safetensors / GGUF headers,
+export and solve output paths) checks its input against these named limits, so that hostile or careless input
+ends in one `error:` line and exit code 2, in bounded time and memory, and never writes outside the output
+folder. Each limit is far above anything a real model, catalogue or deployment needs. Plain constants and small
+helpers only (no heavy imports): any module may import this one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from optimizer.errors import InputError
+
+KiB, MiB = 2**10, 2**20
+
+# ------------------------------------------------------------------------------------------ files read
+MAX_CONFIG_BYTES = 16 * MiB
+"""config.json: real ones are a few KB (multimodal ones ~50 KB); anything larger is not a config."""
+MAX_INDEX_BYTES = 64 * MiB
+"""model.safetensors.index.json: a weight map of ~100k tensors is ~10 MB."""
+MAX_SAFETENSORS_HEADER_BYTES = 100 * MiB
+"""A safetensors JSON header (the safetensors library refuses headers above 100 MB too)."""
+MAX_PLAN_BYTES = 16 * MiB
+"""Plan files (rigopt.plan/1, hand-written placement inputs): a written plan is ~5 KB."""
+MAX_SCENARIO_BYTES = 4 * MiB
+"""Scenario files: a thousand questions fit in well under 1 MB."""
+MAX_LOAD_FILE_BYTES = 64 * MiB
+"""Expert load files (JSON/CSV): 1024 layers x 4096 experts of counts with snapshots fit."""
+
+# ------------------------------------------------------------------------------------------ structure
+MAX_NESTING = 32
+"""Deepest nesting of JSON/YAML containers (real files nest 3-5 deep); deeper hits Python's recursion limit."""
+MAX_YAML_NODES = 100_000
+"""YAML nodes of a scenario file counted with aliases expanded (stops alias bombs before anything walks them)."""
+MAX_QUESTIONS = 1_000
+"""Questions per scenario file: each one is a CP-SAT solve."""
+MAX_SCENARIO_FILES = 10_000
+"""Scenario files per `rigopt solve` run."""
+MAX_LIST_ITEMS = 1_000
+"""Items of a list option (gpus, engines, quants, kv_dtypes; `--owned` entries)."""
+
+# ------------------------------------------------------------------------------------------ strings
+MAX_NAME_CHARS = 256
+"""Catalogue names, aliases, engine/quant/dtype names, plan string fields (ids are ~100 characters)."""
+MAX_PATH_CHARS = 4096
+"""A path given as MODEL, --out, --loads, ... (Linux PATH_MAX)."""
+MAX_MESSAGE_CHARS = 299
+"""An `error:` line is clipped to this length (under 300 characters), whatever it quotes."""
+MAX_ECHO_CHARS = 80
+"""How much of a user's value an error message quotes back."""
+MAX_NUMBER_CHARS = 40
+"""Characters of a number written as text (`--context 384K`, sizes): 5,000-digit numbers are refused unparsed."""
+
+# ------------------------------------------------------------------------------------------ numbers
+MAX_CONTEXT_TOKENS = 2**27
+"""Context / prompt tokens per sequence: 134M, far beyond any model's window."""
+MAX_CONCURRENCY = 1_000_000
+"""Concurrent sequences of one question."""
+MAX_GPUS = 65_536
+"""Accelerators in one plan, `--owned` inventory or `--gpus` count (scenario files used this cap already)."""
+MAX_GPUS_PER_NODE = 1_024
+"""Accelerators in one node of a plan (the largest boxes hold 8-72)."""
+MAX_NODES = 1_024
+"""Nodes of a plan (`--max-nodes` caps at this as well)."""
+MAX_LAYERS = 1_024
+"""Transformer blocks (main + MTP) of a model: the deepest real ones have ~130."""
+MAX_EXPERTS = 4_096
+"""Routed experts per MoE layer (real models: <= 512), also redundant experts per layer and expert ids."""
+MAX_DIM = 2**20
+"""Any hidden / head / FFN / LoRA dimension or head count in a model config (real ones: < 2**17)."""
+MAX_VOCAB = 2**24
+"""Vocabulary size (real ones: < 2**18)."""
+MAX_PARAMS = 10**15
+"""Parameters of one model: 1,000x the largest real model; keeps byte counts far inside CP-SAT's int64."""
+MAX_POSITIONS = 2**31
+"""max_position_embeddings accepted from a config (some configs state 10M; the planner caps at MAX_CONTEXT_TOKENS)."""
+MAX_GGUF_SHARDS = 1_024
+"""Shards of a split GGUF (the split tool numbers them in 5 digits; real splits have < 100)."""
+MAX_SIZE_BYTES = 2**60
+"""Any size given in bytes (owned DRAM, plan memory figures): 1 EiB."""
+MAX_BUDGET = 1e12
+"""`max_budget` (USD, USD/h or W): a trillion, far below where CP-SAT's integer costs overflow. Omit for no cap."""
+MAX_LOAD_COUNT = 1e30
+"""An expert activation count in a load file (only ratios matter; sums must stay finite)."""
+MIN_LOAD_COUNT = 1e-30
+"""Non-zero counts below this are read as 0 (denormals make ratios meaningless)."""
+MAX_SEED = 2**63 - 1
+"""Seed for generated loads."""
+MIN_TOK_S = 1e-6
+"""Smallest non-zero decode target (tok/s): 1/tok_s seconds per step must stay an int64 of nanoseconds."""
+MAX_TIME_LIMIT_S = 3600.0
+"""Solver time limit per solve."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def clip_for_message(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
+    """`value` as a single line of at most `limit` characters, for quoting in an error message."""
+    s = value if isinstance(value, str) else repr(value)
+    s = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else "?" for ch in s[:limit + 1])
+    if len(s) > limit:
+        s = s[:max(limit - 3, 1)] + "..."
+    return s
+
+
+def clip_line(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A message as exactly one line (whitespace collapsed) of at most `limit` characters."""
+    s = " ".join(str(message).split())
+    s = "".join(ch if ch.isprintable() else "?" for ch in s)
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029]")
+
+
+def has_control(s: str) -> bool:
+    """True if `s` holds a control character (newline, tab, NUL, escape, line separators, ...)."""
+    return bool(_CONTROL.search(s))
+
+
+def check_text(s: Any, what: str, limit: int = MAX_NAME_CHARS) -> str:
+    """A single-line string of at most `limit` characters, or InputError naming `what`."""
+    if not isinstance(s, str):
+        raise InputError(f"{what} must be a string")
+    if len(s) > limit:
+        raise InputError(f"{what} is {len(s)} characters long (limit {limit}): {clip_for_message(s, 40)}")
+    if has_control(s):
+        raise InputError(f"{what} contains a control character: {clip_for_message(s)}")
+    return s
+
+
+def check_int(v: Any, what: str, lo: int, hi: int) -> int:
+    """An int (not a bool) within [lo, hi], or InputError naming `what`."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InputError(f"{what} must be an integer, got {clip_for_message(v)}")
+    if not lo <= v <= hi:
+        raise InputError(f"{what} must be within {lo}..{hi}, got {clip_for_message(v)}")
+    return v
+
+
+def check_number(v: Any, what: str, lo: float, hi: float) -> float:
+    """A finite int/float (not a bool) within [lo, hi], or InputError naming `what`."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(f"{what} must be a number, got {clip_for_message(v)}")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise InputError(f"{what} is out of range: {clip_for_message(v)}") from None
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise InputError(f"{what} must be a finite number within {lo:g}..{hi:g}, got {clip_for_message(v)}")
+    return f
+
+
+def nesting_depth(obj: Any, limit: int = MAX_NESTING) -> int:
+    """Depth of nested lists/dicts, iteratively (stops counting past `limit`; shared sub-objects walked once)."""
+    deepest = 0
+    stack = [(obj, 1)]
+    seen: set[int] = set()
+    while stack:
+        o, d = stack.pop()
+        if not isinstance(o, (list, dict)) or id(o) in seen:
+            continue
+        seen.add(id(o))
+        deepest = max(deepest, d)
+        if d > limit:
+            return d
+        stack.extend((c, d + 1) for c in (o.values() if isinstance(o, dict) else o))
+    return deepest
+
+
+def json_depth_ok(text: str | bytes, limit: int = MAX_NESTING) -> bool:
+    """Cheap pre-check of JSON text before json.loads (whose recursion a deep file exhausts): bracket depth,
+    counted outside strings."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    depth = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def read_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. FIFOs, devices, sockets and folders are refused
+    before they are opened (reading /dev/zero or a FIFO would never end)."""
+    p = Path(path)
+    label = clip_for_message(str(p))
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise InputError(f"{what} {label}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{what} {label}: cannot read ({e.strerror or type(e).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{what} {label}: is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{what} {label}: not a regular file (device, FIFO or socket)")
+    if st.st_size > limit:
+        raise InputError(f"{what} {label}: {st.st_size:,} bytes, larger than the {limit:,}-byte limit")
+    try:
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(p, flags)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a FIFO or device since the stat above
+                raise InputError(f"{what} {label}: not a regular file (device, FIFO or socket)")
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"{what} {label}: cannot read ({e.strerror or type(e).__name__})") from None
+    if len(data) > limit:
+        raise InputError(f"{what} {label}: larger than the {limit:,}-byte limit")
+    return data
+
+
+def read_text_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> str:
+    """read_bounded, decoded as UTF-8 (a BOM is dropped); invalid UTF-8 is one InputError."""
+    data = read_bounded(path, limit, what)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise InputError(f"{what} {clip_for_message(str(path))}: line {line}: not valid UTF-8") from None
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """Path.exists() that is False, not an OSError, for names too long or otherwise unusable (ENAMETOOLONG, NUL)."""
+    try:
+        os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def is_dir(path: str | os.PathLike) -> bool:
+    """Path.is_dir() without OSError for unusable names."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file") -> None:
+    """Refuse FIFOs, devices and sockets (stat only; never opens the file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # the caller reports a missing file in its own words
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise InputError(f"{what} {clip_for_message(str(path))}: not a regular file (device, FIFO or socket)")
+
+
+def safe_component(name: str, fallback: str = "item") -> str:
+    """One path component made of [A-Za-z0-9._-], at most 200 characters (file systems allow 255 bytes), never
+    '', '.' or '..': names output files (and checks shard names) taken from input."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name))[:200].strip("-.")
+    return s if s and s not in (".", "..") else fallback
+
+
+def under(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """`path` resolved, after checking it lies inside `root` (resolved); InputError otherwise."""
+    r = Path(root).resolve()
+    p = Path(path).resolve()
+    if p != r and r not in p.parents:
+        raise InputError(f"refusing to write {clip_for_message(str(path))}: outside the output folder "
+                         f"{clip_for_message(str(root))}")
+    return p
+
+
+def prepare_out_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create the output folder (with parents) and check it is a writable folder; InputError otherwise."""
+    s = str(path)
+    if not s.strip() or len(s) > MAX_PATH_CHARS or has_control(s):
+        raise InputError(f"{what}: not a usable folder name: {clip_for_message(s)}")
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{what} {clip_for_message(s)}: exists and is not a folder") from None
+    except OSError as e:
+        raise InputError(f"{what} {clip_for_message(s)}: cannot create the folder "
+                         f"({e.strerror or type(e).__name__})") from None
+    if not p.is_dir():
+        raise InputError(f"{what} {clip_for_message(s)}: exists and is not a folder")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {clip_for_message(s)}: folder is not writable")
+    return p
+
+
+def write_file(path: str | os.PathLike, text: str, what: str = "output file") -> None:
+    """Write text; OSError (read-only, /proc, full disk, a folder in the way) becomes InputError."""
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise InputError(f"{what} {clip_for_message(str(path))}: cannot write "
+                         f"({e.strerror or type(e).__name__})") from None
