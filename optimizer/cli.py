@@ -160,7 +160,7 @@ def cheapest(
     top: Annotated[int, typer.Option("--top", help="Plans to show: the optimum and next-cheapest alternatives")] = _QUERY_DEFAULT["top"],
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit per solve, seconds")] = _QUERY_DEFAULT["time_limit_s"],
     out: Annotated[Optional[str], typer.Option("--out", help="Write the best plan as JSON here (for rigopt export)")] = None,
-    export_engine: Annotated[Optional[str], typer.Option("--export", help="Also export the best plan for this engine (vllm|sglang|llamacpp), next to --out")] = None,
+    export_engine: Annotated[Optional[str], typer.Option("--export", help="Also export the best plan: auto (its own engine) or vllm|sglang|llamacpp (must be the plan's), next to --out; with --loads the placement's flags and files too")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.cheapest/1)")] = False,
 ) -> None:
     """Cheapest hardware + quantization + parallelism that meets the targets (CP-SAT, proven optimal)."""
@@ -216,28 +216,53 @@ def cheapest(
     if export_engine:
         if r.plan is None:
             raise InputError("no plan to export: nothing meets the targets")
+        from optimizer.estimate.kv import check_engine
         from optimizer.export import export_plan, render_export
-        d = Path(out).with_suffix("") if out else Path(f"rigopt-export-{export_engine}")
-        res = export_plan(r.plan, export_engine, d)
+        eng = r.plan.engine if export_engine.strip().lower() == "auto" else check_engine(export_engine)
+        if eng != r.plan.engine:
+            raise InputError(f"the plan runs on {r.plan.engine} (its quantization and memory are {r.plan.engine}'s): "
+                             f"use --export auto or --export {r.plan.engine}, or re-plan with --engine {eng}")
+        d = Path(out).with_suffix("") if out else Path(f"rigopt-export-{eng}")
+        pl = None
+        if loads and (r.plan.parallel.ep_size > 1 or r.plan.offload.mode != "none"):
+            pl = _placement_for(r.plan, loads, d)
+        res = export_plan(r.plan, eng, d, placement=pl)
         if not as_json:
             render_export(res, Console(width=200))
     if r.plan is None:
         raise typer.Exit(code=3)
 
 
+def _placement_for(plan, loads: str, out_dir):
+    """`rigopt place` on the plan with the same loads (the plan goes through its own file, as `place` reads)."""
+    import tempfile
+    from pathlib import Path
+
+    from optimizer.place.report import run as place_run
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "plan.json"
+        p.write_text(plan.model_dump_json(indent=2) + "\n")
+        return place_run(str(p), loads=loads)
+
+
 @app.command()
 def export(
     plan_json: Annotated[str, typer.Argument(help="Plan written by `rigopt cheapest --out plan.json`")],
-    engine: Annotated[str, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp")],
+    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp (default: the plan's own engine)")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Directory for launch scripts + EXPLAIN.md")] = None,
     model_path: Annotated[Optional[str], typer.Option("--model-path", help="Checkpoint dir / HF id / .gguf to serve")] = None,
+    placement: Annotated[Optional[str], typer.Option("--placement", help="A `rigopt place --out` result: its flags go into the launch scripts, with every file they name")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Launch commands for vLLM 0.33.0, SGLang 0.5.23 or llama.cpp 0c1e57098 from a plan."""
     from pathlib import Path
 
     from optimizer.export import export_plan, load_plan, render_export
-    r = export_plan(load_plan(plan_json), engine, Path(out) if out else None, model_path=model_path)
+    pl = None
+    if placement:
+        from optimizer.export.placement import read_placement
+        pl = read_placement(placement)
+    r = export_plan(load_plan(plan_json), engine, Path(out) if out else None, model_path=model_path, placement=pl)
     _out(r, as_json, render_export)
 
 

@@ -84,12 +84,24 @@ def check_plan_text(plan: Plan) -> None:
                           f"the accelerator of node {plan.hardware.node} ({node.accelerator})")
 
 
-def export_plan(plan: Plan, engine: str, out_dir: Path | None, model_path: str | None = None, *,
-                redundant_experts: int | None = None, expert_location: str | None = None) -> ExportResult:
-    """Launch commands + EXPLAIN.md for `plan` on `engine`; files are written to `out_dir` when given."""
+def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path: str | None = None, *,
+                redundant_experts: int | None = None, expert_location: str | None = None,
+                placement=None) -> ExportResult:
+    """Launch commands + EXPLAIN.md for `plan` on `engine` (None: the plan's own engine); files are written to
+    `out_dir` when given. `placement` (a `rigopt place` result) adds its flags and the files they name."""
     from optimizer.estimate.kv import check_engine
-    engine = check_engine(engine)
+    engine = check_engine(engine or plan.engine)
     check_plan_text(plan)
+    extra_files: list[tuple[str, str]] = []
+    kt_gpu_experts = None
+    if placement is not None:
+        from optimizer.export.placement import apply
+        applied = apply(plan, placement, engine, out_dir)
+        plan = applied.plan
+        redundant_experts = applied.redundant_experts if redundant_experts is None else redundant_experts
+        expert_location = applied.expert_location or expert_location
+        kt_gpu_experts = applied.kt_gpu_experts
+        extra_files = applied.files
     check_layout(plan)
     facts = ModelFacts(plan)
     warnings: list[str] = []
@@ -108,7 +120,8 @@ def export_plan(plan: Plan, engine: str, out_dir: Path | None, model_path: str |
         if expert_location:
             raise ExportError("--init-expert-location is an SGLang option; vLLM takes --eplb-config")
     elif engine == "sglang":
-        cmds = sglang.commands(facts, plan, model, warnings, derived, expert_location)
+        cmds = sglang.commands(facts, plan, model, warnings, derived, expert_location,
+                               redundant_experts=redundant_experts, kt_gpu_experts=kt_gpu_experts)
     else:
         cmds = llamacpp.commands(facts, plan, model, warnings, derived)
     for c in cmds:
@@ -124,6 +137,7 @@ def export_plan(plan: Plan, engine: str, out_dir: Path | None, model_path: str |
     else:
         cmds_for_check = cmds
     files.append(ExportFile("plan.json", plan.model_dump_json(indent=2) + "\n"))
+    files += [ExportFile(name, content) for name, content in extra_files]
     names = [f.name for f in files] + ["EXPLAIN.md"]
     text = explain.render(facts, plan, engine, cmds, derived, warnings, names)
     files.append(ExportFile("EXPLAIN.md", text))

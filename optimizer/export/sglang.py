@@ -52,7 +52,8 @@ def kt_method(facts: ModelFacts, plan: Plan) -> str:
     raise ExportError(f"no KTransformers CPU kernel for experts stored as '{fmt}'")
 
 
-def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict) -> list[Arg]:
+def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict,
+            gpu_experts: int | None = None) -> list[Arg]:
     from optimizer.catalog.hardware import load_hardware
     hw = load_hardware()
     node = hw.nodes[plan.hardware.node]
@@ -60,6 +61,8 @@ def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], deri
     L = len(facts.moe_layers)
     x = plan.offload.expert_layers_offloaded
     per_layer = (facts.n_experts * (L - x)) // L if L else 0
+    if gpu_experts is not None:  # a placement's own choice (rigopt place --loads)
+        per_layer = gpu_experts
     derived["kt_num_gpu_experts"] = per_layer
     method = kt_method(facts, plan)
     if method.startswith("AMX"):
@@ -73,7 +76,8 @@ def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], deri
 
 
 def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict,
-             expert_location: str | None = None) -> list[Command]:
+             expert_location: str | None = None, *, redundant_experts: int | None = None,
+             kt_gpu_experts: int | None = None) -> list[Command]:
     p, h = plan.parallel, plan.hardware
     a: list[Arg] = ["python3", "-m", "sglang.launch_server", "--model-path", model]
     if facts.is_v4 or facts.family == "deepseek_v32":
@@ -124,9 +128,11 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
     if expert_location:
         if not moe or not (p.ep and p.ep_size > 1):
             raise ExportError("--init-expert-location needs an expert-parallel MoE plan")
+        if redundant_experts:
+            a += ["--ep-num-redundant-experts", str(redundant_experts)]
         a += ["--init-expert-location", expert_location]
     if plan.offload.mode == "cpu" and plan.offload.expert_layers_offloaded:
-        a += kt_args(facts, plan, model, warnings, derived)
+        a += kt_args(facts, plan, model, warnings, derived, kt_gpu_experts)
     elif plan.offload.mode == "stream" and plan.offload.expert_layers_offloaded:
         raise ExportError("SGLang has no streamed (UVA) expert offload; export this plan with vllm")
     if facts.is_v4:

@@ -61,8 +61,9 @@ def kt_flags(gpu_experts_per_layer: int) -> list[str]:
     return ["--kt-num-gpu-experts", str(gpu_experts_per_layer)]
 
 
-def kt_fork_flags(loads_file: str = "loads.logical_count.json") -> list[str]:
+def kt_fork_flags() -> list[str]:
     """Frequency placement of the GPU experts (the N most-used of every layer, which is what rigopt's tiering
     assumes) exists only in the kvcache-ai SGLang fork (`sglang-kt`); upstream SGLang 0.5.23 rejects
-    `--kt-expert-placement-strategy` (engines.md §5)."""
-    return ["--kt-expert-placement-strategy", "frequency", "--init-expert-location", loads_file]
+    `--kt-expert-placement-strategy` (engines.md §5). The fork also needs `--init-expert-location` pointing at
+    the expert statistics it recorded itself, so rigopt names no file here."""
+    return ["--kt-expert-placement-strategy", "frequency"]

@@ -26,7 +26,8 @@ import numpy as np
 
 from optimizer.errors import InputError
 from optimizer.limits import (MAX_EXPERTS, MAX_LAYERS, MAX_LOAD_COUNT, MAX_LOAD_FILE_BYTES, MAX_NESTING,
-                              MIN_LOAD_COUNT, clip_for_message, exists, json_depth_ok, read_text_bounded)
+                              MAX_PATH_CHARS, MIN_LOAD_COUNT, check_text, clip_for_message, exists, json_depth_ok,
+                              read_text_bounded)
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,6 @@ def generate(kind: str, n_layers: int, n_experts: int, seed: int = 0) -> Loads:
 def resolve_loads(value: str | None, n_layers: int, n_experts: int, seed: int = 0,
                   layer_indices: list[int] | None = None) -> Loads:
     """--loads value: a file, `uniform` or `zipf:S` (default uniform)."""
-    from optimizer.limits import MAX_PATH_CHARS, check_text
     if value is not None:
         check_text(value, "--loads", MAX_PATH_CHARS)
     if value is None or value.strip().lower() == "uniform":

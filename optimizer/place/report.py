@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -334,7 +335,7 @@ def render(r: PlacementResult, console) -> None:
         if tr.tok_s:
             console.print("decode tok/s per sequence: " + ", ".join(f"{k} {v:,.2f}" for k, v in tr.tok_s.items()))
     for k, v in r.exports.items():
-        console.print(f"export {k}: {v if isinstance(v, str) else ' '.join(v['flags'] if isinstance(v, dict) else v)}")
+        console.print(f"export {k}: {v if isinstance(v, str) else shlex.join(v['flags'] if isinstance(v, dict) else v)}")
     for n in r.notes:
         console.print(f"note: {n}")
 
@@ -350,6 +351,11 @@ def write_outputs(r: PlacementResult, out: str) -> list[str]:
         q = p.with_name(p.stem + ".sglang.json")
         write_file(q, export.sglang_map_json([x.slots for x in r.ep.layers]) + "\n", "--out")
         written.append(str(q))
+        # the printed flags name the file just written, not a placeholder
+        for key in ("sglang_flags",):
+            if key in r.exports:
+                r.exports[key] = [str(q) if a == "<out>.sglang.json" else a for a in r.exports[key]]
+        r.exports["sglang_init_expert_location"] = str(q)
     return written
 
 

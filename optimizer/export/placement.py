@@ -1,0 +1,76 @@
+"""`rigopt export PLAN --placement PLACEMENT.json`: a `rigopt place` result turned into the launch flags that
+carry it, and the files those flags reference (written beside the launch scripts, so nothing points at a file
+that does not exist).
+
+- vLLM: the placement's redundancy as `--enable-eplb --eplb-config` (vLLM builds its own map online).
+- SGLang EP: `--ep-num-redundant-experts R --init-expert-location <out>/expert-location.json`, the file holding
+  exactly `{"physical_to_logical_map": [...]}` (engines.md §3.2).
+- SGLang + KTransformers: `--kt-num-gpu-experts N` from the placement's tiering.
+- llama.cpp: the layers whose expert tensors the placement keeps in host memory (`-ot` / `--n-cpu-moe`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from optimizer.errors import InputError
+from optimizer.limits import clip_for_message, read_text_bounded
+from optimizer.place import export as place_export
+from optimizer.place.report import PLACE_SCHEMA, PlacementResult
+from optimizer.solver.plan import Plan
+
+EXPERT_LOCATION_FILE = "expert-location.json"
+MAX_PLACEMENT_BYTES = 64 * 2**20
+
+
+@dataclass
+class AppliedPlacement:
+    plan: Plan
+    redundant_experts: int | None = None
+    expert_location: str | None = None      # path the SGLang flag names
+    kt_gpu_experts: int | None = None
+    files: list[tuple[str, str]] = field(default_factory=list)  # (file name in the out dir, content)
+
+
+def read_placement(path: str) -> PlacementResult:
+    text = read_text_bounded(Path(path), MAX_PLACEMENT_BYTES, "placement")
+    try:
+        r = PlacementResult.model_validate_json(text)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "placement"
+        raise InputError(f"placement {clip_for_message(path)}: {loc}: {err['msg']}") from None
+    if r.schema_id != PLACE_SCHEMA:
+        raise InputError(f"placement {clip_for_message(path)}: not a rigopt place result ({PLACE_SCHEMA})")
+    return r
+
+
+def apply(plan: Plan, placement: PlacementResult, engine: str, out_dir: Path | None) -> AppliedPlacement:
+    if placement.model != plan.model:
+        raise InputError(f"the placement is for {clip_for_message(placement.model)}, the plan for "
+                         f"{clip_for_message(plan.model)}")
+    if placement.engine not in (None, engine):
+        raise InputError(f"the placement was made for {placement.engine}; export it with --engine {placement.engine}")
+    out = AppliedPlacement(plan=plan)
+    if placement.ep is not None:
+        out.redundant_experts = placement.ep.redundant_per_layer or None
+        if engine == "sglang":
+            if out_dir is None:
+                raise InputError("an SGLang expert placement is a file its flag names: give --out DIR")
+            out.files.append((EXPERT_LOCATION_FILE,
+                              place_export.sglang_map_json([x.slots for x in placement.ep.layers]) + "\n"))
+            out.expert_location = str((Path(out_dir) / EXPERT_LOCATION_FILE).resolve())
+    if placement.tiers is not None:
+        t = placement.tiers
+        if engine == "sglang" and t.gpu_experts_per_layer is not None:
+            out.kt_gpu_experts = t.gpu_experts_per_layer
+        if engine == "llamacpp":
+            dram = sorted(x.layer for x in placement.tiers.layers if not x.gpu and x.dram)
+            nvme = sorted(x.layer for x in placement.tiers.layers if not x.gpu and not x.dram and x.nvme)
+            off = plan.offload.model_copy(update={"offloaded_layers": dram, "nvme_layers": nvme,
+                                                  "expert_layers_offloaded": len(dram)})
+            out.plan = plan.model_copy(update={"offload": off})
+    return out
