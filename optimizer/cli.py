@@ -161,6 +161,7 @@ def cheapest(
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit per solve, seconds")] = _QUERY_DEFAULT["time_limit_s"],
     out: Annotated[Optional[str], typer.Option("--out", help="Write the best plan as JSON here (for rigopt export)")] = None,
     export_engine: Annotated[Optional[str], typer.Option("--export", help="Also export the best plan: auto (its own engine) or vllm|sglang|llamacpp (must be the plan's), next to --out; with --loads the placement's flags and files too")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write the cost-quality frontier to this PNG (and <stem>.memory.png, <stem>.layers.png for offload plans)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.cheapest/1)")] = False,
 ) -> None:
     """Cheapest hardware + quantization + parallelism that meets the targets (CP-SAT, proven optimal)."""
@@ -212,6 +213,8 @@ def cheapest(
         if r.plan is None:
             raise InputError("no plan to write: nothing meets the targets (see the relaxations)")
         write_file(out, r.plan.model_dump_json(indent=2) + "\n", "--out")
+    if plot:
+        _plot_cheapest(r, plot)
     _out(r, as_json, render_cheapest)
     if export_engine:
         if r.plan is None:
@@ -231,6 +234,25 @@ def cheapest(
             render_export(res, Console(width=200))
     if r.plan is None:
         raise typer.Exit(code=3)
+
+
+def _plot_cheapest(r, plot: str) -> None:
+    """The frontier PNG at `plot`, the memory (and layer placement) PNGs beside it."""
+    from pathlib import Path
+
+    from optimizer.errors import InputError
+    from optimizer.limits import MAX_PATH_CHARS, check_text
+    from optimizer.scenarios.plot import plot_question
+    check_text(plot, "--plot", MAX_PATH_CHARS)
+    p = Path(plot)
+    if p.suffix.lower() != ".png":
+        raise InputError("--plot needs a .png file name")
+    if not p.parent.is_dir():
+        raise InputError(f"--plot: folder {p.parent} does not exist")
+    stem = p.name[:-4]
+    written = plot_question(r, p.parent, stem, f"{r.query.model}")
+    if written and written[0] != p:  # plot_question names the frontier <stem>.pareto.png
+        written[0].replace(p)
 
 
 def _placement_for(plan, loads: str, out_dir):

@@ -32,34 +32,86 @@ def _label(p: Plan) -> str:
     return f"{p.hardware.n_nodes}× {p.hardware.node}\n{p.engine} {p.quant}"
 
 
+TIER_MARKERS = {"1.5-bit": "v", "2-bit": "s", "3-bit": "D", "4-bit": "o", "5-6-bit": "P", "8-bit": "X",
+                "16-bit": "^"}
+
+
+def _short(p: Plan) -> str:
+    return f"{p.hardware.n_nodes}× {p.hardware.node}, {p.engine} {p.quant}"
+
+
+def _speed(p: Plan) -> float:
+    return 1.0 / p.serving.tpot_s if p.serving is not None else p.speed.tok_s_per_seq
+
+
 def plot_pareto(r: CheapestResult, path: Path, title: str) -> Path:
+    """The cost-quality frontier: one marker per quality tier (its cheapest plan, labelled with its hardware),
+    the headline starred, the next-cheapest alternatives as small dots, the tok/s target and budget as lines."""
     plt = _plt()
-    plans = [r.plan, *r.alternatives] if r.plan else []
-    pts = [(p.speed.tok_s_per_seq, p.costs.objective_value) for p in plans]
-    fig, ax = plt.subplots(figsize=(8.5, 4.8), dpi=100)
+    fig, ax = plt.subplots(figsize=(9.5, 5.2), dpi=100)
     try:
-        if pts:
-            ax.scatter([x for x, _ in pts[1:]], [y for _, y in pts[1:]], color="tab:blue", label="alternatives", zorder=3)
-            ax.scatter([pts[0][0]], [pts[0][1]], color="tab:red", marker="*", s=180, label="chosen plan", zorder=4)
-            front = pareto(pts)
-            ax.step([x for x, _ in front], [y for _, y in front], where="post", color="tab:gray", linestyle="--",
-                    label="Pareto front (labelled)")
-            on_front = set(front)
-            for p, (x, y) in zip(plans, pts):  # label the front only: dominated plans would clutter it
-                if (x, y) in on_front:
-                    ax.annotate(_label(p), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
-                    on_front.discard((x, y))
+        entries = list(r.frontier)
+        if not entries and r.plan is not None:
+            entries = []
+        alts = [p for p in r.alternatives if all(p.candidate_id != f.plan.candidate_id for f in entries)]
+        if alts:
+            ax.scatter([_speed(p) for p in alts], [p.costs.objective_value for p in alts], s=14, color="tab:gray",
+                       alpha=0.6, label="next-cheapest alternatives (headline tier)", zorder=2)
+        cmap = plt.get_cmap("viridis")
+        for k, f in enumerate(entries):
+            x, y = _speed(f.plan), f.plan.costs.objective_value
+            color = cmap(k / max(1, len(entries) - 1))
+            ax.scatter([x], [y], marker=TIER_MARKERS.get(f.tier, "o"), s=90, color=color, edgecolor="black",
+                       label=f"{f.tier} ({f.expert_bits:.2f} bits)", zorder=3)
+            if f.headline:
+                ax.scatter([x], [y], marker="*", s=420, facecolor="none", edgecolor="tab:red", linewidth=1.6,
+                           label="headline plan", zorder=4)
+            # alternate label sides so neighbouring tiers do not overprint each other
+            ax.annotate(_short(f.plan), (x, y), textcoords="offset points", xytext=(8, 10 if k % 2 else -14),
+                        fontsize=7, zorder=5)
+        if r.plan is not None and not entries:
+            ax.scatter([_speed(r.plan)], [r.plan.costs.objective_value], marker="*", s=200, color="tab:red",
+                       label="headline plan", zorder=4)
         if r.query.tok_s:
             ax.axvline(r.query.tok_s, color="tab:green", linestyle=":", label=f"target {r.query.tok_s:g} tok/s")
         if r.query.max_budget:
             ax.axhline(r.query.max_budget, color="tab:orange", linestyle=":",
                        label=f"budget {money(r.objective, r.query.max_budget)}")
+        costs = [f.plan.costs.objective_value for f in entries] + [p.costs.objective_value for p in alts]
+        if costs and min(costs) > 0 and max(costs) / min(costs) > 20:
+            ax.set_yscale("log")
         unit = {"capex": "USD", "hourly": "USD/h", "power": "W"}[r.objective]
         ax.set_xlabel("decode tok/s per sequence (expected)")
         ax.set_ylabel(f"{r.objective} ({unit})")
-        ax.set_title(title if pts else f"{title}: no plan ({r.status})", fontsize=10)
+        ax.set_title((title if (entries or r.plan) else f"{title}: no plan ({r.status})")
+                     + "\ncheapest plan per quality tier (experts/FFN bits per weight)", fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.margins(x=0.25, y=0.15)
+        ax.margins(x=0.3, y=0.2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_layers(p: Plan, path: Path, title: str, n_layers: int) -> Path:
+    """Where each MoE layer's routed experts live in an offload plan: GPU, host DRAM or NVMe."""
+    plt = _plt()
+    dram, nvme = set(p.offload.offloaded_layers), set(p.offload.nvme_layers)
+    tiers = ["GPU" if i not in dram and i not in nvme else ("host DRAM" if i in dram else "NVMe")
+             for i in range(n_layers)]
+    colors = {"GPU": "tab:blue", "host DRAM": "tab:brown", "NVMe": "tab:red"}
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.14 * n_layers + 3), 2.6), dpi=100)
+    try:
+        for name in colors:
+            xs = [i for i, t in enumerate(tiers) if t == name]
+            if xs:
+                ax.bar(xs, [1] * len(xs), width=0.9, color=colors[name], label=f"{name} ({len(xs)} layers)")
+        ax.set_yticks([])
+        ax.set_xlabel("layer")
+        ax.set_xlim(-1, n_layers)
+        ax.set_title(f"{title}\nrouted experts per layer: {_short(p)}", fontsize=9)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(path, format="png")
@@ -73,14 +125,14 @@ def plot_memory(p: Plan, path: Path, title: str) -> Path:
     plt = _plt()
     m = p.memory
     n = p.hardware.n_nodes * p.hardware.gpus_per_node
-    labels = [f"dev {i}" for i in range(n)] if n <= MAX_BARS else [f"each of {n} devices"]
+    labels = [f"GPU {i}" for i in range(n)] if n <= MAX_BARS else [f"each of {n} GPUs"]
     parts = {"weights": m.weights_bytes, "KV cache": m.kv_bytes, "runtime": m.runtime_bytes}
     free = max(m.capacity_bytes - sum(parts.values()), 0.0)
     colors = {"weights": "tab:blue", "KV cache": "tab:orange", "runtime": "tab:purple", "free": "lightgray"}
     bars = list(labels)
     host = m.host_used_bytes > 0
     if host:
-        bars.append("host DRAM (per node)")
+        bars.append("host DRAM\n(per node)")
     fig, ax = plt.subplots(figsize=(max(6.5, 0.6 * len(bars) + 4.5), 4.5), dpi=100)
     try:
         bottom = [0.0] * len(bars)
@@ -98,8 +150,10 @@ def plot_memory(p: Plan, path: Path, title: str) -> Path:
         ax.set_title(f"{title}\n{_label(p).replace(chr(10), ', ')}; headroom {m.headroom_bytes / GiB:,.1f} GiB",
                      fontsize=9)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        if len(bars) > 8:
-            ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+        if len(bars) > 4:  # long rows of bars: turn the labels so neighbours never touch
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+            for t in ax.get_xticklabels():
+                t.set_horizontalalignment("right")
         fig.tight_layout()
         fig.savefig(path, format="png")
     finally:
@@ -111,4 +165,8 @@ def plot_question(r: CheapestResult, folder: Path, name: str, title: str) -> lis
     out = [plot_pareto(r, folder / f"{name}.pareto.png", title)]
     if r.plan is not None:
         out.append(plot_memory(r.plan, folder / f"{name}.memory.png", title))
+        if r.plan.offload.offloaded_layers or r.plan.offload.nvme_layers:
+            from optimizer.catalog.models import resolve_model
+            n = len(resolve_model(r.plan.model).spec.main_layers)
+            out.append(plot_layers(r.plan, folder / f"{name}.layers.png", title, n))
     return out
