@@ -178,3 +178,17 @@ def test_prefill_error_documented():
     assert s[("prefill_tok_s", "fit")].n >= 3 and s[("prefill_tok_s", "check")].n >= 1
     assert 0 <= fit <= 0.13       # errors are fractions (0.102 = 10.2%)
     assert 0 <= check <= 0.18
+
+
+def test_factors_file_is_what_the_fit_writes():
+    """optimizer/estimate/factors.yaml is exactly what `bench/fidelity.py --fit` writes from a refit (same date)."""
+    from optimizer.fidelity.calibrate import factors_document, fit_prefill_mfu, render_factors
+    stored = F.FACTORS_FILE.read_text()
+    refit = render_factors(factors_document(fit(), fit_prefill_mfu(), F.FITTED["fitted_on"]))
+    assert refit == stored, "factors changed: run python bench/fidelity.py --fit and commit factors.yaml"
+
+
+def test_host_reserve_is_one_number():
+    """TODO(issue 11): candidates.py and validate.py switch to F.HOST_RESERVED_BYTES; until then they agree."""
+    from optimizer.solver import candidates, validate
+    assert candidates.HOST_RESERVED_BYTES == validate.RESERVED_HOST_BYTES == F.HOST_RESERVED_BYTES == 16 * 2**30

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
+from optimizer.estimate.factors import HOST_RESERVED_BYTES
 from optimizer.solver.candidates import Candidate, enumerate_candidates
 from optimizer.solver.cpsat import DeploymentModel, greedy_hint
 from optimizer.solver.plan import Costs, Hardware, Memory, Offload, ParallelLayout, Plan, Speed
@@ -15,7 +16,7 @@ from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
 from optimizer.solver.scaling import COST_UNIT
 from optimizer.solver.table import limits, to_rows
-from optimizer.solver.validate import RESERVED_HOST_BYTES, check, evaluate
+from optimizer.solver.validate import check, evaluate
 
 RESULT_SCHEMA = "rigopt.cheapest/1"
 
@@ -96,7 +97,7 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
     if status_note:
         notes.append(status_note)
     return skeleton.model_copy(update=dict(
-        offload=skeleton.offload.model_copy(update={"host_bytes": max(0.0, ev.host_used - (RESERVED_HOST_BYTES if x + z else 0))}),
+        offload=skeleton.offload.model_copy(update={"host_bytes": max(0.0, ev.host_used - (HOST_RESERVED_BYTES if x + z else 0))}),
         costs=Costs(capex_usd=ev.capex_usd, usd_per_hour=ev.usd_per_hour, power_watts=ev.power_watts,
                     objective=q.objective, objective_value=cost),
         memory=Memory(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes, weights_bytes=mem.weights_bytes,
