@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from optimizer.engines import VLLM_VERSION
 from optimizer.estimate.memory import default_max_num_batched_tokens
 from optimizer.export.common import (HTTP_PORT, MAX_SAFE_FRACTION, VLLM_DP_RPC_PORT, Arg, Command, ExportError,
                                      ModelFacts, Var, ceil_to, online_quantization, per_replica)
@@ -154,7 +155,7 @@ def ray_script(cmd: Command, plan: Plan) -> str:
     return "\n".join([
         "#!/usr/bin/env bash",
         "set -euo pipefail",
-        "# Ray variant (engines.md §2.4c) for vllm 0.33.0 (pinned). Usage:",
+        f"# Ray variant (engines.md §2.4c) for vllm {VLLM_VERSION} (pinned). Usage:",
         "#   on the head:        HEAD_IP=... IFACE_NAME=... ./ray.sh head",
         f"#   on each of the {h.n_nodes - 1} other nodes: HEAD_IP=... IFACE_NAME=... ./ray.sh worker",
         "#   then on the head:   HEAD_IP=... IFACE_NAME=... ./ray.sh serve",

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel
 from rich.table import Table
 
+from optimizer.engines import SGLANG_VERSION
 from optimizer.errors import InputError
 from optimizer.estimate.speed import ExpertTiers, distinct_experts
 from optimizer.place import export
@@ -247,7 +248,8 @@ def place_tiers(inp: PlaceInput, loads: Loads) -> tuple[TierResult, str, list[st
         exports["ktransformers_flags"] = export.kt_flags(tp.gpu_experts_per_layer or 0)
         exports["ktransformers_fork_flags"] = export.kt_fork_flags()
         notes.append("--kt-expert-placement-strategy frequency (the N most-used experts on the GPU) needs the "
-                     "kvcache-ai SGLang fork (sglang-kt); upstream SGLang 0.5.23 accepts only --kt-num-gpu-experts")
+                     f"kvcache-ai SGLang fork (sglang-kt); upstream SGLang {SGLANG_VERSION} accepts only "
+                     "--kt-num-gpu-experts")
     return res, gran, notes, exports
 
 
