@@ -171,10 +171,10 @@ def _add_node(g: nx.Graph, node: NodeType, n: int, acc: Accelerator, host: HostP
 
     if node.nvme is not None:
         st = hw.storage[node.nvme]
-        v = ("nvme", n)
-        g.add_node(v, kind="nvme", node=n, storage=st.key, count=node.nvme_count,
+        nvme_v: Vertex = ("nvme", n)
+        g.add_node(nvme_v, kind="nvme", node=n, storage=st.key, count=node.nvme_count,
                    capacity_bytes=st.capacity_bytes * node.nvme_count)
-        g.add_edge(v, cpus[0], bw_bytes_per_s=st.read_bw_bytes_per_s * node.nvme_count,
+        g.add_edge(nvme_v, cpus[0], bw_bytes_per_s=st.read_bw_bytes_per_s * node.nvme_count,
                    latency_s=get_interconnect(NVME_READ).latency_s, kind="nvme", interconnect=None, scaleup=False)
 
 

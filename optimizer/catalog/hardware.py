@@ -6,7 +6,7 @@ import difflib
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -25,7 +25,7 @@ from optimizer.errors import CatalogError
 
 M = TypeVar("M", bound=BaseModel)
 
-_FILES = {
+_FILES: dict[str, tuple[str, type[Any]]] = {
     "accelerators": ("accelerators.yaml", Accelerator),
     "interconnects": ("interconnects.yaml", Interconnect),
     "hosts": ("hosts.yaml", HostPlatform),
@@ -130,8 +130,8 @@ def _compact(name: str) -> str:
 
 def _lookup(kind: str, table: dict[str, M], name: str, aliases: dict[str, list[str]] | None = None) -> M:
     names = {_norm(k): k for k in table}
-    for key, al in (aliases or {}).items():
-        names.update({_norm(a): key for a in al})
+    for target, al in (aliases or {}).items():
+        names.update({_norm(a): target for a in al})
     key = names.get(_norm(name))
     if key is None:
         compact: dict[str, set[str]] = {}

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from optimizer.arch.from_config import spec_from_config
+from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.spec import ModelSpec
 from optimizer.catalog.model_schema import ModelCard
 from optimizer.catalog.paths import data_dir
@@ -27,7 +28,7 @@ class ResolvedModel:
     key: str
     spec: ModelSpec
     card: ModelCard | None = None
-    weights_file: object | None = None  # optimizer.arch.from_gguf.WeightsFile when read from a file
+    weights_file: WeightsFile | None = None  # set when the model was read from a GGUF / safetensors file
 
     @property
     def storage(self) -> dict[str, str]:
@@ -43,7 +44,7 @@ class ResolvedModel:
                 if fmt in FORMATS:
                     out[cls] = fmt
             main = max(out, key=lambda c: wf.bytes_by_class().get(c, 0), default=None)
-            return {"default": out.get(main, "bf16"), **out}
+            return {"default": out.get(main, "bf16") if main is not None else "bf16", **out}
         return {"default": "bf16"}
 
 

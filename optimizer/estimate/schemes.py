@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optimizer.arch.spec import TENSOR_CLASSES
+from optimizer.arch.spec import TENSOR_CLASSES, ModelSpec
 from optimizer.errors import InputError
 from optimizer.estimate.formats import get_format
 
@@ -101,7 +101,7 @@ def native_scheme(storage: dict[str, str]) -> Scheme:
     over.setdefault("lookup", "int64")
     for v in [default, *over.values()] + ([mtp] if mtp else []):
         get_format(v)
-    s = _scheme("native", "as stored in the official checkpoint", default, **over)
+    s = _scheme("native", "as stored in the official checkpoint", default, False, **over)
     return Scheme(s.name, s.mixes, s.description, s.gguf, mtp_format=mtp)
 
 
@@ -121,7 +121,7 @@ def get_scheme(name: str, storage: dict[str, str] | None = None) -> Scheme:
 FFN_CLASSES = ("routed_experts", "shared_experts", "dense_ffn")
 
 
-def quality_bits(spec, scheme: Scheme, native: Scheme) -> tuple[float, float]:
+def quality_bits(spec: ModelSpec, scheme: Scheme, native: Scheme) -> tuple[float, float]:
     """Effective (FFN/expert bits, attention bits): the lowest width any FFN/expert tensor is stored at, never
     above the official checkpoint's (re-quantizing to a wider format adds no information)."""
     present = spec.params_by_class()
@@ -130,7 +130,7 @@ def quality_bits(spec, scheme: Scheme, native: Scheme) -> tuple[float, float]:
     return ffn, attn
 
 
-def mean_active_bits(spec, scheme: Scheme, native: Scheme) -> float:
+def mean_active_bits(spec: ModelSpec, scheme: Scheme, native: Scheme) -> float:
     """Effective bits averaged over the linear parameters one token touches (a finer quality tie-break)."""
     num = den = 0.0
     for layer in spec.main_layers:

@@ -90,7 +90,8 @@ def export_plan(plan: Plan, engine: str, out_dir: Path | None, model_path: str |
     files.append(ExportFile("EXPLAIN.md", text))
     res = ExportResult(engine=engine, version=ENGINE_VERSIONS[engine], plan=plan, commands=cmds, files=files,
                        explain=text, warnings=warnings, derived=derived)
-    res.checked_commands = cmds_for_check
+    # TODO(issue 14): a checked_commands field on ExportResult (export/common.py) instead of this attribute
+    res.checked_commands = cmds_for_check  # type: ignore[attr-defined]
     if out_dir is not None:
         res.out_dir = str(write(res, Path(out_dir)))
     return res

@@ -62,7 +62,7 @@ def _literal_aliases(trees: list[ast.Module]) -> dict[str, list]:
 
 
 def _classes(trees: list[ast.Module]) -> dict[str, ast.ClassDef]:
-    out = {}
+    out: dict[str, ast.ClassDef] = {}
     for t in trees:
         for node in ast.walk(t):
             if isinstance(node, ast.ClassDef):
@@ -189,8 +189,8 @@ def extract_vllm(wheel: Path) -> dict[str, tuple[str, list | None]]:
                             v = next((val for key, val in zip(v.keys, v.values) if key is None), v)
                         if isinstance(v, ast.Subscript) and isinstance(v.value, ast.Name) and v.value.id in kw_of:
                             typ = field_type(kw_of[v.value.id][0], _lit(v.slice))
-                        elif isinstance(v, ast.Name) and v.id in kw_of and kw_of[v.id][1]:
-                            typ = field_type(*kw_of[v.id])
+                        elif isinstance(v, ast.Name) and v.id in kw_of and (fld := kw_of[v.id][1]):
+                            typ = field_type(kw_of[v.id][0], fld)
                     elif k.arg == "action":
                         a = _lit(k.value) or ast.unparse(k.value)
                         if a in ("store_true", "store_false") or "StoreTrue" in str(a):
@@ -358,8 +358,10 @@ def main(src_dir: str, out_dir: str) -> None:
     sdist = next(src.rglob(f"llama_cpp_python-{LLAMACPP_PY}.tar.gz"))
     with tarfile.open(sdist) as t:
         base = f"llama_cpp_python-{LLAMACPP_PY}/vendor/llama.cpp/"
-        arg_cpp = t.extractfile(base + "common/arg.cpp").read().decode()
-        rpc_cpp = t.extractfile(base + "tools/rpc/rpc-server.cpp").read().decode()
+        arg_f, rpc_f = t.extractfile(base + "common/arg.cpp"), t.extractfile(base + "tools/rpc/rpc-server.cpp")
+        if arg_f is None or rpc_f is None:
+            raise SystemExit(f"{sdist}: common/arg.cpp or tools/rpc/rpc-server.cpp missing")
+        arg_cpp, rpc_cpp = arg_f.read().decode(), rpc_f.read().decode()
     _write(out / f"llamacpp-{LLAMACPP_COMMIT}.txt", [
         f"llama.cpp {LLAMACPP_COMMIT} (vendored in {sdist.name}; its CHANGELOG: update llama.cpp to "
         f"ggml-org/llama.cpp@{LLAMACPP_COMMIT})",

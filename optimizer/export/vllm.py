@@ -102,7 +102,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], red
     p, h = plan.parallel, plan.hardware
     base = common_args(facts, plan, warnings, redundant, derived)
     serve: list[Arg] = ["vllm", "serve", model]
-    http = ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
+    http: list[Arg] = ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
     if h.n_nodes == 1:
         if p.dp > 1:
             base = base + ["--data-parallel-size", str(p.dp)]
@@ -144,7 +144,7 @@ def ray_command(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], 
     else:
         a += ["--distributed-executor-backend", "ray"]
     a += ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
-    env = {}
+    env: dict[str, Arg] = {}
     if p.dp > 1 and p.tp > plan.hardware.gpus_per_node:
         env["VLLM_RAY_DP_PACK_STRATEGY"] = "span"
     return Command(0, "head", a, env, tool="vllm")

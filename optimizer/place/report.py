@@ -125,7 +125,7 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
     if redundant < 0:
         raise InputError("--redundant-experts must be >= 0")
     if limit is not None and redundant > limit:
-        notes.append(f"memory headroom ({inp.headroom_bytes / 1e9:.2f} GB per device; one more slot per rank "
+        notes.append(f"memory headroom ({(inp.headroom_bytes or 0.0) / 1e9:.2f} GB per device; one more slot per rank "
                      f"costs {eb.sum() / 1e9:.2f} GB) limits redundant experts to {max(limit, 0)} per layer; "
                      f"asked {redundant}")
         redundant = max(limit, 0)
@@ -154,13 +154,13 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
     k = moe[0].experts_per_token
     tokens = max(1, inp.concurrency)
     u = distinct_experts(E, k, tokens)
-    step = {"rigopt": [], "greedy": [], "balanced": []}
+    step: dict[str, list[float]] = {"rigopt": [], "greedy": [], "balanced": []}
     for i, l in enumerate(moe):
         w = loads.counts[i]
         caps = slot_caps(E, redundant + int(extra[i]), G)
         base = greedy_layer(w, caps)
-        left = max(0.0, time_limit - (time.perf_counter() - t0))
-        cap = min(0.5, left / (len(moe) - i))
+        time_left = max(0.0, time_limit - (time.perf_counter() - t0))
+        cap = min(0.5, time_left / (len(moe) - i))
         p = place_layer(w, caps, domain, time_limit=cap, workers=workers, baseline=base, step=(k, tokens))
         lb = lower_bound(w, caps)
         mean = float(w.sum()) / G

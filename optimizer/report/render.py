@@ -35,7 +35,7 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
     t = Table(title=f"Memory at {r.context:,} tokens × {r.concurrency} sequence(s)  (GB = 10^9 bytes)")
     for col, j in (("quant", "left"), ("engine", "left"), ("weights GB", "right"), ("+ KV GB", "right"),
                    ("+ runtime GB", "right"), ("total GB", "right"), ("fits on", "left")):
-        t.add_column(col, justify=j)
+        t.add_column(col, justify="left" if j == "left" else "right")
     for row in r.quants:
         t.add_row(row.quant, row.engine, _gb(row.weights_bytes), _gb(row.kv_bytes), _gb(row.runtime_bytes),
                   _gb(row.total_bytes), _fit_list(row))

@@ -74,7 +74,7 @@ class Query(BaseModel):
 
     @field_validator("quants")
     @classmethod
-    def _quants(cls, v):
+    def _quants(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
         for name in v:
@@ -83,7 +83,7 @@ class Query(BaseModel):
 
     @field_validator("kv_dtypes")
     @classmethod
-    def _kv(cls, v):
+    def _kv(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
         for name in v:
@@ -92,7 +92,7 @@ class Query(BaseModel):
 
     @field_validator("engines")
     @classmethod
-    def _engines(cls, v):
+    def _engines(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
         return [check_engine(e) for e in v]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate.factors import HOST_RESERVED_BYTES
+from optimizer.estimate.memory import DeviceMemory
+from optimizer.estimate.speed import PrefillEstimate, SpeedEstimate
 from optimizer.solver.candidates import Candidate, enumerate_candidates
 from optimizer.solver.cpsat import DeploymentModel, greedy_hint
 from optimizer.solver.plan import Costs, Hardware, Memory, Offload, ParallelLayout, Plan, Speed
@@ -63,15 +66,18 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
                                 binding="", terms_s={}),
                     binding_constraint="", candidate_id=c.id)
     ev = evaluate(skeleton, q)
+    # TODO(issue 11): Evaluation types these fields as `object`; the new evaluate() will return them typed
+    mem = cast(DeviceMemory, ev.mem)
+    speed = cast(SpeedEstimate, ev.speed)
+    prefill = cast(PrefillEstimate, ev.prefill)
     cost = {"capex": ev.capex_usd, "hourly": ev.usd_per_hour, "power": ev.power_watts}[q.objective] or 0.0
-    mem = ev.mem
     slack = {"device memory": mem.headroom_bytes / mem.budget_bytes}
     if ev.host_used:
         slack["host DRAM"] = (ev.host_capacity - ev.host_used) / ev.host_capacity
     if q.tok_s:
-        slack["decode tok/s"] = ev.speed.tok_s_per_seq / q.tok_s - 1
+        slack["decode tok/s"] = speed.tok_s_per_seq / q.tok_s - 1
     if q.ttft_s:
-        slack["TTFT"] = q.ttft_s / ev.prefill.ttft_s - 1
+        slack["TTFT"] = q.ttft_s / prefill.ttft_s - 1
     if q.max_budget:
         slack["budget"] = q.max_budget / cost - 1 if cost else 1.0
     binding = min(slack, key=lambda k: slack[k])
@@ -88,9 +94,9 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
     if z:
         notes.append(f"{z} expert layers ({c.nvme(z) / 1e9:,.0f} GB) stay on NVMe and are paged in by llama.cpp's mmap "
                      f"for every token that routes to them; expect the decode figure only with a fast local NVMe")
-    if not q.ttft_s and ev.prefill.ttft_s > 600:
+    if not q.ttft_s and prefill.ttft_s > 600:
         notes.append(f"prefill of a {q.prompt_tokens or q.context:,}-token prompt takes about "
-                     f"{ev.prefill.ttft_s / 60:,.0f} min on this plan; add --ttft SECONDS to bound it")
+                     f"{prefill.ttft_s / 60:,.0f} min on this plan; add --ttft SECONDS to bound it")
     if c.expert_bits < 3.5:
         notes.append(f"quality: {'experts' if m_is_moe(q) else 'weights'} at {c.expert_bits:.2f} bits/weight "
                      f"({c.quant}) lose noticeably more accuracy than 4-bit; add --min-bits 4 to exclude such plans")
@@ -103,9 +109,9 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
         memory=Memory(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes, weights_bytes=mem.weights_bytes,
                       kv_bytes=mem.kv_bytes, runtime_bytes=mem.runtime_bytes, headroom_bytes=mem.headroom_bytes,
                       host_used_bytes=ev.host_used, host_capacity_bytes=ev.host_capacity),
-        speed=Speed(tok_s_per_seq=ev.speed.tok_s_per_seq, tok_s_bound_per_seq=ev.speed.tok_s_bound_per_seq,
-                    tok_s_aggregate=ev.speed.tok_s_aggregate, ttft_s=ev.prefill.ttft_s,
-                    ttft_bound_s=ev.prefill.ttft_bound_s, binding=ev.speed.binding, terms_s=ev.speed.terms_s),
+        speed=Speed(tok_s_per_seq=speed.tok_s_per_seq, tok_s_bound_per_seq=speed.tok_s_bound_per_seq,
+                    tok_s_aggregate=speed.tok_s_aggregate, ttft_s=prefill.ttft_s,
+                    ttft_bound_s=prefill.ttft_bound_s, binding=speed.binding, terms_s=speed.terms_s),
         binding_constraint=binding, notes=notes))
 
 
@@ -137,7 +143,8 @@ def cheapest(q: Query) -> CheapestResult:
             status, best_cost = sol.status, sol.cost
             bound = sol.bound
         note = "" if k else (f"solver status {sol.status}" + (
-            f", proven gap {(sol.cost - sol.bound) / sol.cost:.2%}" if sol.status == "FEASIBLE" and sol.cost else ""))
+            f", proven gap {(sol.cost - sol.bound) / sol.cost:.2%}"
+            if sol.status == "FEASIBLE" and sol.cost and sol.bound is not None else ""))
         plan = build_plan(cands[sol.index], q, dram_layers=sol.dram_layers, extra_dram_gb=sol.extra_dram_gb,
                           nvme_layers=sol.nvme_layers, status_note=note)
         problems = check(plan, q)
