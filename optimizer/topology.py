@@ -125,7 +125,8 @@ def _add_node(g: nx.Graph, node: NodeType, n: int, acc: Accelerator, host: HostP
             g.add_node(sw, kind="pcie_switch", node=n, index=k, gpus_behind=behind, bifurcated=bifurcated,
                        link=host_link.key)
             g.add_edge(sw, cpus[k * sockets // n_sw], bw_bytes_per_s=host_link.bw_bytes_per_s,
-                       latency_s=get_interconnect(PCIE_SWITCH_HOP).latency_s, kind=host_link.kind, interconnect=host_link.key,
+                       latency_s=get_interconnect(PCIE_SWITCH_HOP).latency_s, kind=host_link.kind,
+                       interconnect=host_link.key,
                        scaleup=False, uplink=True)
         for i, v in enumerate(gpus):
             g.add_edge(v, switches[i // gps], bw_bytes_per_s=gpu_bw, latency_s=host_link.latency_s / 2,
@@ -164,7 +165,8 @@ def _add_node(g: nx.Graph, node: NodeType, n: int, acc: Accelerator, host: HostP
             v = ("nic", n, j)
             g.add_node(v, kind="nic", node=n, index=j, link=nic.key)
             parent = switches[j * len(switches) // nics] if on_switch else cpus[j * sockets // nics]
-            g.add_edge(parent, v, bw_bytes_per_s=nic.bw_bytes_per_s, latency_s=get_interconnect(PCIE_SWITCH_HOP).latency_s,
+            g.add_edge(parent, v, bw_bytes_per_s=nic.bw_bytes_per_s,
+                       latency_s=get_interconnect(PCIE_SWITCH_HOP).latency_s,
                        kind="internal", interconnect=None, scaleup=False)
             g.add_edge(v, FABRIC, bw_bytes_per_s=nic.bw_bytes_per_s, latency_s=nic.latency_s / 2,
                        kind=nic.kind, interconnect=nic.key, scaleup=False)
@@ -574,7 +576,7 @@ def topology(node_key: str, n_nodes: int = 1) -> Topology:
 
 
 __all__ = [
-    "CPU_SOCKET_LINK_BW_BYTES_PER_S", "CPU_SOCKET_LINK_LATENCY_S", "FABRIC", "MAX_MESHED_SOCKETS",
-    "NVME_READ_LATENCY_S", "PCIE_SWITCH_HOP_LATENCY_S", "Topology", "adjacency", "build_cluster_graph",
+    "CPU_SOCKET_LINK", "FABRIC", "MAX_MESHED_SOCKETS", "NVME_READ", "PCIE_SWITCH_HOP", "Topology", "adjacency",
+    "build_cluster_graph",
     "fewest_hops_within", "topology", "widest_bandwidths", "widest_path",
 ]

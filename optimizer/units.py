@@ -27,7 +27,8 @@ def parse_tokens(text: str | int) -> int:
     else:
         m = _TOKEN_RE.match(str(text))
         if not m:
-            raise InputError(f"cannot read token count {text!r}: use an integer, or a number with K or M (384K = 393216)")
+            raise InputError(f"cannot read token count {text!r}: use an integer, or a number with K or M (384K = "
+                             "393216)")
         num, suffix = m.groups()
         mult = {"": 1, "k": 1024, "m": 1024 * 1024}[suffix.lower()]
         f = float(num) * mult

@@ -34,7 +34,8 @@ CASES = [  # (golden name, plan file, engine, model_path)
     ("tp8_v4pro_sglang", "tp8_v4pro_h200_vllm", "sglang", None),
     ("tp8dp2_ep_2node_vllm", "tp8dp2_ep_v4pro_2node_vllm", "vllm", None),
     ("tp8dp2_ep_2node_sglang", "tp8dp2_ep_v4pro_2node_vllm", "sglang", None),
-    ("offload_llamacpp", "offload_v4flash_llamacpp", "llamacpp", "/models/DeepSeek-V4-Flash-Q4_K_M-00001-of-00009.gguf"),
+    ("offload_llamacpp", "offload_v4flash_llamacpp", "llamacpp",
+     "/models/DeepSeek-V4-Flash-Q4_K_M-00001-of-00009.gguf"),
     ("kt_offload_sglang", "kt_v4flash_sglang", "sglang", None),
 ]
 

@@ -74,15 +74,19 @@ BW_EFFICIENCY = {
                       _FITTED + ": llama.cpp decode on DGX Spark and Strix Halo (LPDDR5X); "
                       "least squares in log space, checked on the check split (optimizer/fidelity)"),
 }
-HOST_DRAM_EFFICIENCY = Factor(0.75, "estimate: STREAM-style sustained fraction 70-85% (shared/reference/hardware.md §2)", True)
-PCIE_EFFICIENCY = Factor(0.80, "MLE-N: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 GB/s; pinned copies ~80% of nominal", True)
+HOST_DRAM_EFFICIENCY = Factor(0.75, "estimate: STREAM-style sustained fraction 70-85% "
+                              "(shared/reference/hardware.md §2)", True)
+PCIE_EFFICIENCY = Factor(0.80, "MLE-N: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 GB/s; pinned copies ~80% of "
+                         "nominal", True)
 NVME_EFFICIENCY = Factor(0.70, "estimate: random 1-MiB expert reads reach ~70% of sequential read rate", True)
 
 # ---- compute efficiency --------------------------------------------------------------------------
 PREFILL_MFU_BY_ENGINE: dict[str, dict[str, Factor]] = {}  # filled below with fitted values; falls back to PREFILL_MFU
-PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell (MLE-A); whole-model prefill reaches ~0.4-0.5", True)
+PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell (MLE-A); whole-model prefill reaches "
+                           "~0.4-0.5", True)
 DECODE_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: small-batch GEMMs reach about half of MAMF", True)
-CPU_EXPERT_EFFICIENCY = Factor(0.60, "estimate: AMX/AVX-512 MoE kernels (KTransformers/llama.cpp) at batch 1 are bandwidth bound", True)
+CPU_EXPERT_EFFICIENCY = Factor(0.60, "estimate: AMX/AVX-512 MoE kernels (KTransformers/llama.cpp) at batch 1 are "
+                                     "bandwidth bound", True)
 
 # ---- per-step fixed costs, per engine ------------------------------------------------------------
 # Decode step = bytes / (bandwidth x efficiency) (or FLOPs / compute) + these fixed costs: per step (scheduling,
@@ -90,26 +94,31 @@ CPU_EXPERT_EFFICIENCY = Factor(0.60, "estimate: AMX/AVX-512 MoE kernels (KTransf
 # for the two TP synchronisations beyond the all-reduce's own latency/bytes term (kernel boundaries, barriers).
 # Fitted by optimizer/fidelity/calibrate.py per engine group; all >= 0, so the expected time never drops below
 # the roofline bound. Engines without enough fit rows of their own share a group's values (said in the source).
-LAYER_OVERHEAD_S = Factor(_fitted("llamacpp", "layer"), _FITTED_LLAMACPP + ": the fit drives llama.cpp's per-layer cost to its bound 0 (was an "
+LAYER_OVERHEAD_S = Factor(_fitted("llamacpp", "layer"), _FITTED_LLAMACPP + ": the fit drives llama.cpp's per-layer "
+                                                                           "cost to its bound 0 (was an "
                           "estimate of 5 us per layer)")
-MOE_LAYER_OVERHEAD_S = Factor(_fitted("llamacpp", "moe"), _FITTED_LLAMACPP + ": routing, top-k and grouped-GEMM launches per MoE layer in "
+MOE_LAYER_OVERHEAD_S = Factor(_fitted("llamacpp", "moe"), _FITTED_LLAMACPP + ": routing, top-k and grouped-GEMM "
+                                                                             "launches per MoE layer in "
                               "llama.cpp decode (was an estimate of 50 us; 15 us before the 2026-11-26 refit)")
 
 ENGINE_STEP_OVERHEAD_S = {
     "vllm": Factor(_fitted("vllm", "step"), _FITTED_SERVING + ": scheduler, sampling and launch cost per decode step"),
-    "sglang": Factor(_fitted("sglang", "step"), _FITTED_SERVING + ": per decode step (SGLang shares the vLLM/SGLang group value)"),
+    "sglang": Factor(_fitted("sglang", "step"), _FITTED_SERVING + ": per decode step (SGLang shares the vLLM/SGLang "
+                                                                  "group value)"),
     "llamacpp": Factor(0.0, "not fitted: llama.cpp rows (batch 1, one device) cannot separate a per-step cost from "
                             "the per-layer one; 0"),
 }
 ENGINE_LAYER_OVERHEAD_S = {
     "vllm": Factor(0.0, "not fitted: with a per-step and a per-MoE-layer cost the vLLM/SGLang rows leave no per-layer "
-                        "cost to separate (fits with it moved dense single-GPU rows 15-20% below their measurements); 0"),
+                        "cost to separate (fits with it moved dense single-GPU rows 15-20% below their "
+                        "measurements); 0"),
     "sglang": Factor(0.0, "not fitted (as vllm); 0"),
     "llamacpp": LAYER_OVERHEAD_S,
 }
 ENGINE_MOE_LAYER_OVERHEAD_S = {
     "vllm": Factor(_fitted("vllm", "moe"), _FITTED_SERVING + ": routing, top-k and fused-MoE launches per MoE layer"),
-    "sglang": Factor(_fitted("sglang", "moe"), _FITTED_SERVING + ": per MoE layer (SGLang shares the vLLM/SGLang group value)"),
+    "sglang": Factor(_fitted("sglang", "moe"), _FITTED_SERVING + ": per MoE layer (SGLang shares the vLLM/SGLang group "
+                                                                 "value)"),
     "llamacpp": MOE_LAYER_OVERHEAD_S,
 }
 ENGINE_TP_LAYER_SYNC_S = {
@@ -126,22 +135,29 @@ def engine_factor(table: dict[str, Factor], engine: str) -> float:
     return table.get(engine, table["vllm"]).value
 
 
-ALLREDUCE_LATENCY_S = Factor(12e-6, "estimate: small-message all-reduce inside an NVLink domain (vLLM custom all-reduce ~8-10 us, NCCL ~15-25 us)", True)
-ALL2ALL_KERNEL_S = Factor(25e-6, "estimate: fixed cost of one EP dispatch or combine kernel at decode batch sizes", True)
+ALLREDUCE_LATENCY_S = Factor(12e-6, "estimate: small-message all-reduce inside an NVLink domain (vLLM custom "
+                                    "all-reduce ~8-10 us, NCCL ~15-25 us)", True)
+ALL2ALL_KERNEL_S = Factor(25e-6, "estimate: fixed cost of one EP dispatch or combine kernel at decode batch "
+                          "sizes", True)
 
 # ---- engine memory overheads ---------------------------------------------------------------------
 VLLM_GPU_MEMORY_UTILIZATION = Factor(0.92, f"vllm {VLLM_VERSION} vllm/config/cache.py default "
                                      "gpu_memory_utilization (engines.md §1.3)")
 VLLM_NON_TORCH_BYTES = Factor(2 * GiB, "engines.md §2.6: non-torch memory (NCCL, cuBLAS, workspaces) ~1-3 GiB", True)
 VLLM_CUDAGRAPH_BYTES = Factor(1.5 * GiB, "engines.md §2.6: cudagraph memory ~0.5-3 GiB", True)
-CUDA_CONTEXT_BYTES = Factor(500 * MiB, "estimate: CUDA context + driver reservation before any allocator (~0.4-0.6 GiB)", True)
-ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = Factor(32.0, "estimate: profile-run peak ≈ tokens x hidden x 2 B x 16 live buffers", True)
-SGLANG_RESERVE_MIN_BYTES = Factor(10 * GiB, "sglang memory_hook.py: reserve floored at 10 GiB on GPUs > 60 GiB (engines.md §3.4)")
+CUDA_CONTEXT_BYTES = Factor(500 * MiB, "estimate: CUDA context + driver reservation before any allocator "
+                            "(~0.4-0.6 GiB)", True)
+ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = Factor(32.0, "estimate: profile-run peak ≈ tokens x hidden x 2 B x 16 live "
+                                                     "buffers", True)
+SGLANG_RESERVE_MIN_BYTES = Factor(10 * GiB, "sglang memory_hook.py: reserve floored at 10 GiB on GPUs > 60 GiB "
+                                            "(engines.md §3.4)")
 LLAMACPP_UBATCH = Factor(512, "llama.cpp common.h default n_ubatch 512")
 LLAMACPP_FIT_MARGIN_BYTES = Factor(1024 * MiB, "llama.cpp --fit-target default: 1024 MiB left free per device "
                                    f"(engines.md §4.1, common/arg.cpp at {LLAMACPP_COMMIT})")
-VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 (derived): C4 compressor state 32 KiB per 4-token block + indexer state", True)
-VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "engines.md §2.7 (derived): C128 compressor state 32 KiB per 8-token block", True)
+VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 (derived): C4 compressor state 32 KiB "
+                                                              "per 4-token block + indexer state", True)
+VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "engines.md §2.7 (derived): C128 compressor state 32 KiB per "
+                                                         "8-token block", True)
 
 # Prefill MFU for llama.cpp, fitted by optimizer.fidelity.calibrate.fit_prefill_mfu (median MFU implied by the
 # `fit` prefill rows of tests/data/speed_measurements.yaml; prefill there is compute bound). MoE prefill in

@@ -73,7 +73,8 @@ def export_plan(plan: Plan, engine: str, out_dir: Path | None, model_path: str |
     else:
         cmds = llamacpp.commands(facts, plan, model, warnings, derived)
     for c in cmds:
-        name = {"rpc": f"rpc-node{c.node}-{c.argv[-2]}.sh".replace("CUDA", "gpu")}.get(c.role, f"launch-node{c.node}.sh")
+        rpc_name = f"rpc-node{c.node}-{c.argv[-2]}.sh".replace("CUDA", "gpu")
+        name = {"rpc": rpc_name}.get(c.role, f"launch-node{c.node}.sh")
         role = {"head": "head node (serves HTTP)", "worker": "worker node", "rpc": "RPC backend"}[c.role]
         files.append(ExportFile(name, script(c, engine, [f"node {c.node}: {role}", *hdr],
                                              None if c.role == "rpc" else _VERSION_CHECK[engine]), True))

@@ -283,7 +283,8 @@ def extract_sglang(wheel: Path) -> dict[str, tuple[str, list | None]]:
             flags = [a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")]
             kws = {k.arg: k.value for k in node.keywords}
             typ = "str"
-            if "action" in kws and ("store_true" in ast.unparse(kws["action"]) or "StoreTrue" in ast.unparse(kws["action"])):
+            action = ast.unparse(kws["action"]) if "action" in kws else ""
+            if "store_true" in action or "StoreTrue" in action:
                 typ = "flag"
             elif "type" in kws:
                 typ = {"int": "int", "float": "float"}.get(ast.unparse(kws["type"]), "str")

@@ -162,7 +162,8 @@ def ray_script(cmd: Command, plan: Plan) -> str:
         ': "${HEAD_IP:?set HEAD_IP}"; : "${IFACE_NAME:?set IFACE_NAME}"',
         'export GLOO_SOCKET_IFNAME="${IFACE_NAME}" NCCL_SOCKET_IFNAME="${IFACE_NAME}"',
         'case "${1:-}" in',
-        f'  head)   exec ray start --head --port=6379 --num-gpus={h.gpus_per_node} --node-ip-address="${{HEAD_IP}}" --block ;;',
+        f'  head)   exec ray start --head --port=6379 --num-gpus={h.gpus_per_node} --node-ip-address="${{HEAD_IP}}" '
+        '--block ;;',
         f'  worker) exec ray start --address="${{HEAD_IP}}:6379" --num-gpus={h.gpus_per_node} --block ;;',
         "  serve)",
         *[f"    export {line[len('export '):]}" for line in cmd.env_lines()],

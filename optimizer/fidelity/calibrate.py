@@ -70,7 +70,8 @@ def _step_time(c: SpeedCase, eff: dict[str, float], p: dict[str, float]) -> floa
     e_old = F.BW_EFFICIENCY.get(c.family, F.BW_EFFICIENCY["nvidia"]).value
     gm = t["gpu_memory"] * e_old / eff.get(c.family, e_old)
     other = sum(v for k, v in t.items() if k not in ("gpu_memory", "gpu_compute", "layer_overhead", "tp_sync"))
-    fixed = p["step"] + c.n_layers * p["layer"] + c.n_moe_layers * p["moe"] + (c.n_layers * p["tp"] if c.tp > 1 else 0.0)
+    fixed = (p["step"] + c.n_layers * p["layer"] + c.n_moe_layers * p["moe"]
+             + (c.n_layers * p["tp"] if c.tp > 1 else 0.0))
     return max(max(gm, t["gpu_compute"]) + fixed + other, c.bound_step_s)
 
 
@@ -164,7 +165,8 @@ def fit_prefill_mfu(rows: list[dict] | None = None, iterations: int = 30) -> dic
             for (engine, kind), vals in sorted(implied.items()):
                 vals = sorted(vals)
                 n = len(vals)
-                new.setdefault(engine, {})[kind] = min(1.0, vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2)
+                median = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+                new.setdefault(engine, {})[kind] = min(1.0, median)
             done = new == out
             out = new
             for engine, table in out.items():

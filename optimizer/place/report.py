@@ -184,7 +184,8 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
                    gap_to_bound=float(sums[0] / sums[2] - 1), layers_worse_than_greedy=int(worse),
                    solve_s=solve, layers=layers)
     if extra.any():
-        notes.append(f"total redundancy {total}: {redundant} per layer, +1 on the {int(extra.sum())} most skewed layers")
+        notes.append(f"total redundancy {total}: {redundant} per layer, +1 on the {int(extra.sum())} most skewed "
+                     "layers")
     res.step_imbalance = {name: float(np.mean(v)) for name, v in step.items()}
     if n and inp.node:
         res.tok_s = {name: plan_speed(inp, expert_imbalance=v).tok_s_per_seq
@@ -292,11 +293,13 @@ def place(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, tim
 def render(r: PlacementResult, console) -> None:
     console.print(f"[bold]placement[/bold] {r.model} ({r.engine or 'engine-neutral'}), loads: {r.loads}; "
                   f"granularity: {r.granularity} "
-                  f"({'whole experts per rank/tier' if r.granularity == 'expert' else 'whole per-layer expert tensors'})")
+                  + ("(whole experts per rank/tier)" if r.granularity == "expert"
+                     else "(whole per-layer expert tensors)"))
     if r.ep:
         e = r.ep
         console.print(f"EP{e.ep_size} over fast domains of {e.domain_size}; {e.redundant_per_layer} redundant "
-                      f"experts per layer (memory limit {e.redundant_limit if e.redundant_limit is not None else 'none'}); "
+                      "experts per layer (memory limit "
+                      f"{e.redundant_limit if e.redundant_limit is not None else 'none'}); "
                       f"slots per rank {min(e.slots_per_rank)}-{max(e.slots_per_rank)}; solved in {e.solve_s:.2f} s")
         t = Table(title="max-load imbalance (busiest rank / mean), mean over layers")
         for c in ("greedy (EPLB)", "rigopt", "lower bound", "rigopt gap to bound", "layers rigopt > greedy"):

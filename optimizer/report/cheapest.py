@@ -38,9 +38,11 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
             console.print(t)
         return
     h = p.hardware
-    console.print(f"\n[bold green]Plan:[/bold green] {h.n_nodes}× {h.node} ({h.n_nodes * h.gpus_per_node}× {h.accelerator}"
+    console.print(f"\n[bold green]Plan:[/bold green] {h.n_nodes}× {h.node} ({h.n_nodes * h.gpus_per_node}× "
+                  f"{h.accelerator}"
                   + (", owned" if h.owned else "") + f"), {p.engine}, {p.quant}, KV {p.kv_dtype}, "
-                  f"TP{p.parallel.tp} PP{p.parallel.pp} DP{p.parallel.dp}" + (f" EP{p.parallel.ep_size}" if p.parallel.ep else ""))
+                  f"TP{p.parallel.tp} PP{p.parallel.pp} DP{p.parallel.dp}"
+                  + (f" EP{p.parallel.ep_size}" if p.parallel.ep else ""))
     costs = p.costs
     console.print(f"cost: capex {_money('capex', costs.capex_usd)}, {_money('hourly', costs.usd_per_hour)}, "
                   f"{_money('power', costs.power_watts)}")

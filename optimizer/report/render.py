@@ -31,7 +31,8 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
     kv = r.kv
     console.print(f"KV cache ({kv.engine}, {kv.kv_dtype}): {kv.per_seq_bytes / GiB:,.2f} GiB per sequence at "
                   f"{r.context:,} tokens ({fmt_tokens(r.context)}); {kv.growth_bytes_per_token:,.1f} B/token growth + "
-                  f"{kv.fixed_bytes_per_seq / 2**20:,.1f} MiB fixed; decode reads {kv.read_bytes_per_token / GB:,.3f} GB/token")
+                  f"{kv.fixed_bytes_per_seq / 2**20:,.1f} MiB fixed; decode reads {kv.read_bytes_per_token / GB:,.3f} "
+                  "GB/token")
     t = Table(title=f"Memory at {r.context:,} tokens × {r.concurrency} sequence(s)  (GB = 10^9 bytes)")
     for col, j in (("quant", "left"), ("engine", "left"), ("weights GB", "right"), ("+ KV GB", "right"),
                    ("+ runtime GB", "right"), ("total GB", "right"), ("fits on", "left")):
@@ -55,9 +56,11 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
         console.print(f"max context at concurrency {r.concurrency}: {h.max_context_tokens:,} tokens; "
                       f"max concurrency at {r.context:,} tokens: {h.max_concurrency}")
         s = h.decode
-        console.print(f"decode: expected {s.tok_s_per_seq:,.1f} tok/s per sequence (bound {s.tok_s_bound_per_seq:,.1f}), "
+        console.print(f"decode: expected {s.tok_s_per_seq:,.1f} tok/s per sequence (bound "
+                      f"{s.tok_s_bound_per_seq:,.1f}), "
                       f"{s.tok_s_aggregate:,.1f} tok/s aggregate; binding: {s.binding}")
-        console.print(f"prefill of {s.prompt_tokens:,} tokens: TTFT expected {s.ttft_s:,.1f} s (bound {s.ttft_bound_s:,.1f} s)")
+        console.print(f"prefill of {s.prompt_tokens:,} tokens: TTFT expected {s.ttft_s:,.1f} s (bound "
+                      f"{s.ttft_bound_s:,.1f} s)")
         for n in h.notes:
             console.print(f"note: {n}")
     for w in r.warnings:

@@ -39,7 +39,8 @@ def plot_pareto(r: CheapestResult, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(8.5, 4.8), dpi=100)
     try:
         if pts:
-            ax.scatter([x for x, _ in pts[1:]], [y for _, y in pts[1:]], color="tab:blue", label="alternatives", zorder=3)
+            ax.scatter([x for x, _ in pts[1:]], [y for _, y in pts[1:]], color="tab:blue", label="alternatives",
+                       zorder=3)
             ax.scatter([pts[0][0]], [pts[0][1]], color="tab:red", marker="*", s=180, label="chosen plan", zorder=4)
             front = pareto(pts)
             ax.step([x for x, _ in front], [y for _, y in front], where="post", color="tab:gray", linestyle="--",

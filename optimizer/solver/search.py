@@ -103,7 +103,8 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
     if status_note:
         notes.append(status_note)
     return skeleton.model_copy(update=dict(
-        offload=skeleton.offload.model_copy(update={"host_bytes": max(0.0, ev.host_used - (HOST_RESERVED_BYTES if x + z else 0))}),
+        offload=skeleton.offload.model_copy(
+            update={"host_bytes": max(0.0, ev.host_used - (HOST_RESERVED_BYTES if x + z else 0))}),
         costs=Costs(capex_usd=ev.capex_usd, usd_per_hour=ev.usd_per_hour, power_watts=ev.power_watts,
                     objective=q.objective, objective_value=cost),
         memory=Memory(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes, weights_bytes=mem.weights_bytes,
