@@ -281,7 +281,7 @@ def free_port() -> int:
 def test_llama_server_starts_from_exported_script(name, tmp_path):
     server = tool("llamacpp")
     gguf = tmp_path / "tiny.gguf"
-    write_llama_gguf(gguf, blocks=2, d=64, kv_dim=32, ff=128, vocab=256, ctx=4096, output=True)
+    write_llama_gguf(gguf, blocks=2, d=64, kv_dim=32, ff=128, vocab=259, ctx=4096, output=True, loadable=True)
     res = export_plan(load_plan(ROOT / "tests" / "golden" / "plans" / f"{name}.json"), "llamacpp", tmp_path / "out",
                       model_path=str(gguf))
     head = next(c for c in res.commands if c.role == "head")
