@@ -39,11 +39,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 import networkx as nx
 
+from optimizer.cache import memoize
 from optimizer.catalog.hardware import get_interconnect, get_node, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, HostPlatform, Interconnect, NodeType
 from optimizer.errors import CatalogError
@@ -569,7 +570,7 @@ class Topology:
         return out
 
 
-@lru_cache(maxsize=256)
+@memoize("topology", maxsize=256)
 def topology(node_key: str, n_nodes: int = 1) -> Topology:
     """Cached `Topology` for a node key (any spelling `get_node` accepts) and node count."""
     return Topology(get_node(node_key), n_nodes)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from optimizer.cache import memoize
 from optimizer.catalog.hardware_schema import (
     Accelerator,
     HardwareCatalog,
@@ -108,7 +108,7 @@ def _check_refs(cat: HardwareCatalog) -> None:
         need("prices.yaml", f"{p.item} {p.provider or ''}".strip(), "item", p.item, table)
 
 
-@lru_cache(maxsize=1)
+@memoize("catalog.hardware", maxsize=1)
 def load_hardware() -> HardwareCatalog:
     """Load and validate every hardware file; cached. Raises CatalogError naming file, entry, field."""
     root = data_dir("hardware")

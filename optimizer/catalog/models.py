@@ -9,12 +9,12 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
+from optimizer.cache import memoize
 from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.spec import ModelSpec
@@ -52,7 +52,7 @@ def _norm(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-")
 
 
-@lru_cache(maxsize=None)
+@memoize("catalog.model_cards", maxsize=1)
 def load_cards() -> dict[str, ModelCard]:
     root = data_dir("models")
     cards: dict[str, ModelCard] = {}
@@ -72,7 +72,7 @@ def load_cards() -> dict[str, ModelCard]:
     return cards
 
 
-@lru_cache(maxsize=None)
+@memoize("catalog.model_aliases", maxsize=1)
 def _alias_map() -> dict[str, str]:
     out: dict[str, str] = {}
     for key, card in load_cards().items():
@@ -94,7 +94,7 @@ def catalogue_key(name: str) -> str:
     raise CatalogError(f"unknown model '{name}'", did_you_mean=close_keys)
 
 
-@lru_cache(maxsize=None)
+@memoize("catalog.models", maxsize=64)
 def _catalogue_model(key: str) -> ResolvedModel:
     card = load_cards()[key]
     cfg_path = data_dir("models") / key / "config.json"
@@ -124,7 +124,7 @@ def resolve_model(name: str) -> ResolvedModel:
     return _catalogue_model(catalogue_key(name))
 
 
-@lru_cache(maxsize=32)
+@memoize("catalog.model_files", maxsize=32)   # keyed by (path, size, mtime): content changes miss
 def _resolve_path(path: str, size: int, mtime_ns: int) -> ResolvedModel:
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf":
