@@ -44,7 +44,8 @@ def section1(repeat: int) -> None:
     print(f"   candidates {r.candidates}; status {r.status}; gap {r.gap:.4%}; plan {r.plan.candidate_id}; "
           f"cost ${r.cost:,.0f}; {r.plan.speed.tok_s_per_seq:.1f} tok/s")
     print(f"   time to proven optimum: median {statistics.median(times):.3f} s (min {min(times):.3f}, "
-          f"max {max(times):.3f}) over {repeat} runs; target < 2 s -> {'OK' if statistics.median(times) < 2 else 'MISSED'}")
+          f"max {max(times):.3f}) over {repeat} runs; target < 2 s -> "
+          f"{'OK' if statistics.median(times) < 2 else 'MISSED'}")
 
 
 def section2() -> None:
@@ -105,7 +106,8 @@ def section4() -> None:
     r1 = cheapest(q1)
     if r1.plan:
         print(f"   c) V4-Pro @1M on the same node: {r1.status}; KV {r1.plan.memory.kv_bytes / GiB:.2f} GiB per GPU "
-              f"(vs {r.plan.memory.kv_bytes / GiB:.2f} at 384K), headroom {r1.plan.memory.headroom_bytes / GiB:.1f} GiB")
+              f"(vs {r.plan.memory.kv_bytes / GiB:.2f} at 384K), "
+              f"headroom {r1.plan.memory.headroom_bytes / GiB:.1f} GiB")
 
 
 def main() -> None:

@@ -3,6 +3,9 @@
     _CACHE: BoundedCache[tuple[str, int], float] = BoundedCache("speed.decode", maxsize=4096)
     value = _CACHE.get_or_compute((fingerprint(spec), n), lambda: expensive(spec, n))
 
+    @memoize("catalog.models", maxsize=64)       # the same, as a decorator keyed by the (hashable) arguments
+    def load(key: str) -> Model: ...
+
 Keys are hashable values built from what the result depends on; `fingerprint` digests objects that are not
 hashable or are large (numpy arrays, pydantic models, dataclasses, nested containers) into a short hex string
 of their content. Every cache registers itself, so `clear_all()` resets them (tests, catalogue reloads) and
@@ -17,10 +20,13 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from functools import wraps
+from typing import Any, Generic, ParamSpec, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _REGISTRY: list[BoundedCache[Any, Any]] = []
 
@@ -64,6 +70,23 @@ class BoundedCache(Generic[K, V]):
         with self._lock:
             self._data.clear()
             self.hits = self.misses = 0
+
+
+def memoize(name: str, maxsize: int) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Decorator: a BoundedCache keyed by the call's arguments (which must be hashable values, such as keys,
+    paths with size and mtime, or fingerprints). `f.cache_clear()` empties it, as with functools.lru_cache."""
+    def wrap(fn: Callable[P, T]) -> Callable[P, T]:
+        cache: BoundedCache[Hashable, T] = BoundedCache(name, maxsize)
+
+        @wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            key = (args, tuple(sorted(kwargs.items()))) if kwargs else args
+            return cache.get_or_compute(key, lambda: fn(*args, **kwargs))
+
+        setattr(call, "cache", cache)
+        setattr(call, "cache_clear", cache.clear)
+        return call
+    return wrap
 
 
 def clear_all() -> None:

@@ -39,32 +39,27 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 import networkx as nx
 
-from optimizer.catalog.hardware import get_node, load_hardware
+from optimizer.cache import memoize
+from optimizer.catalog.hardware import get_interconnect, get_node, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, HostPlatform, Interconnect, NodeType
 from optimizer.errors import CatalogError
 
 Vertex = tuple
 
-# ---------------------------------------------------------------- internal-link constants
-# CPU socket-to-socket link, per direction. Intel UPI 2.0 (Sapphire Rapids: 3-4 links x 16 GT/s) and AMD
-# xGMI (EPYC 9004: 3-4 links x 32 Gb/s x16) give roughly 64-100+ GB/s per direction between two sockets;
-# the conservative end is used. Estimate, not a catalogue row.
-CPU_SOCKET_LINK_BW_BYTES_PER_S = 64.0e9
-# One extra socket hop (remote NUMA access adds ~100-150 ns). Estimate.
-CPU_SOCKET_LINK_LATENCY_S = 1.5e-7
+# ---------------------------------------------------------------- internal links
+# Links the graph adds by itself are catalogue rows (hardware/interconnects.yaml, with sources):
+CPU_SOCKET_LINK = "cpu-socket-link"     # socket-to-socket (UPI / xGMI), per direction
+PCIE_SWITCH_HOP = "pcie-switch-hop"     # latency of one PCIe switch hop (switch->CPU uplinks, NIC legs)
+NVME_READ = "nvme-read"                 # NVMe random-read latency (bandwidth: the node's storage rows)
 # Sockets are fully meshed up to this count (glueless 2-8 socket x86); above it (36 Grace in an NVL72 rack)
-# sockets are separate trays with no direct link and talk through the GPUs' NVLink or the NICs.
+# sockets are separate trays with no direct link and talk through the GPUs' NVLink or the NICs. A modelling
+# rule, not a catalogue figure.
 MAX_MESHED_SOCKETS = 8
-# One PCIe switch hop (Broadcom PEX89000 port-to-port ~100-120 ns). Estimate. Used for switch->CPU uplinks
-# and for the PCIe leg between a NIC and its switch / socket.
-PCIE_SWITCH_HOP_LATENCY_S = 1.0e-7
-# NVMe 4 KiB random-read latency, order of magnitude (datacenter Gen4/Gen5 drives: ~60-100 us). Estimate.
-NVME_READ_LATENCY_S = 80.0e-6
 
 FABRIC: Vertex = ("fabric",)
 
@@ -102,10 +97,11 @@ def _add_node(g: nx.Graph, node: NodeType, n: int, acc: Accelerator, host: HostP
                    dram_bw_bytes_per_s=host.dram_bw_bytes_per_s,
                    dram_bytes=per_socket + (rem if s == 0 else 0))
     if 2 <= sockets <= MAX_MESHED_SOCKETS:
+        socket_link = get_interconnect(CPU_SOCKET_LINK)
         for s in range(sockets):
             for t in range(s + 1, sockets):
-                g.add_edge(cpus[s], cpus[t], bw_bytes_per_s=CPU_SOCKET_LINK_BW_BYTES_PER_S,
-                           latency_s=CPU_SOCKET_LINK_LATENCY_S, kind="internal", interconnect=None, scaleup=False)
+                g.add_edge(cpus[s], cpus[t], bw_bytes_per_s=socket_link.bw_bytes_per_s,
+                           latency_s=socket_link.latency_s, kind="internal", interconnect=None, scaleup=False)
 
     gpus = [("gpu", n, i) for i in range(apn)]
     for i, v in enumerate(gpus):
@@ -130,7 +126,8 @@ def _add_node(g: nx.Graph, node: NodeType, n: int, acc: Accelerator, host: HostP
             g.add_node(sw, kind="pcie_switch", node=n, index=k, gpus_behind=behind, bifurcated=bifurcated,
                        link=host_link.key)
             g.add_edge(sw, cpus[k * sockets // n_sw], bw_bytes_per_s=host_link.bw_bytes_per_s,
-                       latency_s=PCIE_SWITCH_HOP_LATENCY_S, kind=host_link.kind, interconnect=host_link.key,
+                       latency_s=get_interconnect(PCIE_SWITCH_HOP).latency_s, kind=host_link.kind,
+                       interconnect=host_link.key,
                        scaleup=False, uplink=True)
         for i, v in enumerate(gpus):
             g.add_edge(v, switches[i // gps], bw_bytes_per_s=gpu_bw, latency_s=host_link.latency_s / 2,
@@ -169,18 +166,19 @@ def _add_node(g: nx.Graph, node: NodeType, n: int, acc: Accelerator, host: HostP
             v = ("nic", n, j)
             g.add_node(v, kind="nic", node=n, index=j, link=nic.key)
             parent = switches[j * len(switches) // nics] if on_switch else cpus[j * sockets // nics]
-            g.add_edge(parent, v, bw_bytes_per_s=nic.bw_bytes_per_s, latency_s=PCIE_SWITCH_HOP_LATENCY_S,
+            g.add_edge(parent, v, bw_bytes_per_s=nic.bw_bytes_per_s,
+                       latency_s=get_interconnect(PCIE_SWITCH_HOP).latency_s,
                        kind="internal", interconnect=None, scaleup=False)
             g.add_edge(v, FABRIC, bw_bytes_per_s=nic.bw_bytes_per_s, latency_s=nic.latency_s / 2,
                        kind=nic.kind, interconnect=nic.key, scaleup=False)
 
     if node.nvme is not None:
         st = hw.storage[node.nvme]
-        v = ("nvme", n)
-        g.add_node(v, kind="nvme", node=n, storage=st.key, count=node.nvme_count,
+        nvme_v: Vertex = ("nvme", n)
+        g.add_node(nvme_v, kind="nvme", node=n, storage=st.key, count=node.nvme_count,
                    capacity_bytes=st.capacity_bytes * node.nvme_count)
-        g.add_edge(v, cpus[0], bw_bytes_per_s=st.read_bw_bytes_per_s * node.nvme_count,
-                   latency_s=NVME_READ_LATENCY_S, kind="nvme", interconnect=None, scaleup=False)
+        g.add_edge(nvme_v, cpus[0], bw_bytes_per_s=st.read_bw_bytes_per_s * node.nvme_count,
+                   latency_s=get_interconnect(NVME_READ).latency_s, kind="nvme", interconnect=None, scaleup=False)
 
 
 def build_cluster_graph(node: NodeType, n_nodes: int) -> nx.Graph:
@@ -572,14 +570,14 @@ class Topology:
         return out
 
 
-@lru_cache(maxsize=256)
+@memoize("topology", maxsize=256)
 def topology(node_key: str, n_nodes: int = 1) -> Topology:
     """Cached `Topology` for a node key (any spelling `get_node` accepts) and node count."""
     return Topology(get_node(node_key), n_nodes)
 
 
 __all__ = [
-    "CPU_SOCKET_LINK_BW_BYTES_PER_S", "CPU_SOCKET_LINK_LATENCY_S", "FABRIC", "MAX_MESHED_SOCKETS",
-    "NVME_READ_LATENCY_S", "PCIE_SWITCH_HOP_LATENCY_S", "Topology", "adjacency", "build_cluster_graph",
+    "CPU_SOCKET_LINK", "FABRIC", "MAX_MESHED_SOCKETS", "NVME_READ", "PCIE_SWITCH_HOP", "Topology", "adjacency",
+    "build_cluster_graph",
     "fewest_hops_within", "topology", "widest_bandwidths", "widest_path",
 ]

@@ -26,12 +26,13 @@ def small_query(**kw) -> Query:
 
 @pytest.mark.parametrize("kw", [
     dict(),
-    dict(tok_s=60),
+    pytest.param(dict(tok_s=60), marks=pytest.mark.slow),
     dict(model="llama-3.1-70b", tok_s=15, concurrency=4),
     dict(model="deepseek-v4-flash", context=393216, tok_s=10),
-    dict(model="deepseek-v4-flash", context=393216, tok_s=10, objective="hourly"),
+    pytest.param(dict(model="deepseek-v4-flash", context=393216, tok_s=10, objective="hourly"), marks=pytest.mark.slow),
     dict(model="gpt-oss-120b", context=131072, objective="power", ttft_s=60),
-    dict(model="deepseek-v4-flash", context=65536, owned=Owned(accelerators={"rtx-4090": 2}, dram_bytes=256 * 10**9), tok_s=5),
+    dict(model="deepseek-v4-flash", context=65536, owned=Owned(accelerators={"rtx-4090": 2}, dram_bytes=256 * 10**9),
+         tok_s=5),
 ])
 def test_cpsat_matches_oracle_on_small_catalogues(kw):
     q = small_query(**kw)

@@ -124,7 +124,8 @@ def names_flag(error: str, given: dict[str, str | None]) -> list[str]:
     out = []
     for f in given:
         field = f.lstrip("-").replace("-", "_")
-        if re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", error) or (len(field) > 3 and re.search(rf"\b{field}\b", error)):
+        as_flag = re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", error)
+        if as_flag or (len(field) > 3 and re.search(rf"\b{field}\b", error)):
             out.append(f)
     return out
 
@@ -179,7 +180,8 @@ def _check_vllm(key, vllm_results):
                               ("--max-num-seqs", "max_num_seqs", int),
                               ("--kv-cache-dtype", "kv_cache_dtype", str)):
         if flag in given:
-            assert conv(a[field]) == conv(given[flag]), f"{key} {flag}: vLLM read {a[field]}, rigopt wrote {given[flag]}"
+            assert conv(a[field]) == conv(given[flag]), \
+                f"{key} {flag}: vLLM read {a[field]}, rigopt wrote {given[flag]}"
     cfg = r["engine_config"]
     print(f"vLLM {key}: parsed, from_cli_args ok; create_engine_config -> {cfg[:300]}")
     # how far it gets on a CPU machine: an error that names one of rigopt's own flags fails
@@ -236,14 +238,16 @@ def _check_sglang(key, sglang_results):
     assert r["ok"] and r.get("parsed"), f"SGLang rejected {key}: {r.get('error')}\n{r.get('trace', '')}"
     given = flag_values(req["argv"])
     print(f"SGLang {key}: prepare_server_args ok; resolve_once -> {r['resolve'][:300]}")
-    assert not names_flag(r["resolve"], given), f"{key}: ServerArgs resolution rejects {names_flag(r['resolve'], given)}"
+    rejected = names_flag(r["resolve"], given)
+    assert not rejected, f"{key}: ServerArgs resolution rejects {rejected}"
     a = r["args"]
     for flag, field, conv in (("--tp-size", "tp_size", int), ("--context-length", "context_length", int),
                               ("--mem-fraction-static", "mem_fraction_static", float),
                               ("--ep-size", "ep_size", int), ("--nnodes", "nnodes", int),
                               ("--kv-cache-dtype", "kv_cache_dtype", str)):
         if flag in given:
-            assert conv(a[field]) == conv(given[flag]), f"{key} {flag}: SGLang read {a[field]}, rigopt wrote {given[flag]}"
+            assert conv(a[field]) == conv(given[flag]), \
+                f"{key} {flag}: SGLang read {a[field]}, rigopt wrote {given[flag]}"
 
 
 @pytest.mark.parametrize("name,index", [(n, i) for n, i, _ in SGLANG_CASES], ids=lambda v: str(v))
@@ -277,7 +281,7 @@ def free_port() -> int:
 def test_llama_server_starts_from_exported_script(name, tmp_path):
     server = tool("llamacpp")
     gguf = tmp_path / "tiny.gguf"
-    write_llama_gguf(gguf, blocks=2, d=64, kv_dim=32, ff=128, vocab=256, ctx=4096, output=True)
+    write_llama_gguf(gguf, blocks=2, d=64, kv_dim=32, ff=128, vocab=259, ctx=4096, output=True, loadable=True)
     res = export_plan(load_plan(ROOT / "tests" / "golden" / "plans" / f"{name}.json"), "llamacpp", tmp_path / "out",
                       model_path=str(gguf))
     head = next(c for c in res.commands if c.role == "head")

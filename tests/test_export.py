@@ -17,14 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from optimizer.engines import LLAMACPP_COMMIT, SGLANG_VERSION, VLLM_VERSION
 from optimizer.export import ExportError, export_plan, load_plan
 from optimizer.export.llamacpp import offload_regex
 
 ROOT = Path(__file__).parent
 GOLDEN = ROOT / "golden"
 FLAGS = ROOT / "data" / "engine_flags"
-ALLOW_FILES = {"vllm": "vllm-0.33.0.txt", "sglang": "sglang-0.5.23.txt", "llamacpp": "llamacpp-0c1e57098.txt",
-               "ggml-rpc-server": "llamacpp-0c1e57098.txt"}
+ALLOW_FILES = {"vllm": f"vllm-{VLLM_VERSION}.txt", "sglang": f"sglang-{SGLANG_VERSION}.txt",
+               "llamacpp": f"llamacpp-{LLAMACPP_COMMIT}.txt", "ggml-rpc-server": f"llamacpp-{LLAMACPP_COMMIT}.txt"}
 PROGRAM_LEN = {"vllm": 3, "sglang": 3, "llamacpp": 1, "ggml-rpc-server": 1}   # argv words before the flags
 
 CASES = [  # (golden name, plan file, engine, model_path)
@@ -33,7 +34,8 @@ CASES = [  # (golden name, plan file, engine, model_path)
     ("tp8_v4pro_sglang", "tp8_v4pro_h200_vllm", "sglang", None),
     ("tp8dp2_ep_2node_vllm", "tp8dp2_ep_v4pro_2node_vllm", "vllm", None),
     ("tp8dp2_ep_2node_sglang", "tp8dp2_ep_v4pro_2node_vllm", "sglang", None),
-    ("offload_llamacpp", "offload_v4flash_llamacpp", "llamacpp", "/models/DeepSeek-V4-Flash-Q4_K_M-00001-of-00009.gguf"),
+    ("offload_llamacpp", "offload_v4flash_llamacpp", "llamacpp",
+     "/models/DeepSeek-V4-Flash-Q4_K_M-00001-of-00009.gguf"),
     ("kt_offload_sglang", "kt_v4flash_sglang", "sglang", None),
 ]
 
@@ -262,7 +264,7 @@ def test_lws_manifest_and_ray_for_multinode():
     lws, svc = docs
     assert lws["kind"] == "LeaderWorkerSet" and lws["spec"]["leaderWorkerTemplate"]["size"] == 2
     leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
-    assert leader["image"].endswith(":v0.33.0")
+    assert leader["image"].endswith(f":v{VLLM_VERSION}")
     assert leader["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert "--data-parallel-backend ray" in leader["command"][2]
     assert svc["spec"]["selector"]["role"] == "leader"

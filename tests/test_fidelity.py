@@ -98,7 +98,8 @@ def test_fitted_factors_are_physical_and_stored():
     assert set(r.rows) == {x["id"] for x in fit_rows()}
     for k, v in r.bw_efficiency.items():
         assert EFF_BOUNDS[0] <= v <= EFF_BOUNDS[1]
-        assert F.BW_EFFICIENCY[k].value == pytest.approx(v, abs=0.02), f"refit {k}: {v} (stored {F.BW_EFFICIENCY[k].value})"
+        stored = F.BW_EFFICIENCY[k].value
+        assert stored == pytest.approx(v, abs=0.02), f"refit {k}: {v} (stored {stored})"
         assert "fitted on rows" in F.BW_EFFICIENCY[k].source
     assert F.LAYER_OVERHEAD_S.value == pytest.approx(r.layer_overhead_s, abs=3e-6)
     assert F.MOE_LAYER_OVERHEAD_S.value == pytest.approx(r.moe_layer_overhead_s, abs=8e-6)
@@ -107,7 +108,8 @@ def test_fitted_factors_are_physical_and_stored():
         for name, table in (("step", F.ENGINE_STEP_OVERHEAD_S), ("layer", F.ENGINE_LAYER_OVERHEAD_S),
                             ("moe", F.ENGINE_MOE_LAYER_OVERHEAD_S), ("tp", F.ENGINE_TP_LAYER_SYNC_S)):
             assert table[eng].value >= 0, (eng, name)
-            assert table[eng].value == pytest.approx(params[name], abs=tols[name]), f"refit {eng} {name}: {params[name]}"
+            assert table[eng].value == pytest.approx(params[name], abs=tols[name]), \
+                f"refit {eng} {name}: {params[name]}"
             if table[eng].value > 0:
                 assert "fitted on rows" in table[eng].source, (eng, name)
 
@@ -180,3 +182,18 @@ def test_prefill_error_documented():
     assert s[("prefill_tok_s", "fit")].n >= 3 and s[("prefill_tok_s", "check")].n >= 1
     assert 0 <= fit <= 0.18       # errors are fractions (0.165 = 16.5%)
     assert 0 <= check <= 0.10
+
+
+def test_factors_file_is_what_the_fit_writes():
+    """optimizer/estimate/factors.yaml is exactly what `bench/fidelity.py --fit` writes from a refit (same date)."""
+    from optimizer.fidelity.calibrate import factors_document, fit_prefill_mfu, render_factors
+    stored = F.FACTORS_FILE.read_text()
+    refit = render_factors(factors_document(fit(), fit_prefill_mfu(), F.FITTED["fitted_on"]))
+    assert refit == stored, "factors changed: run python bench/fidelity.py --fit and commit factors.yaml"
+
+
+def test_host_reserve_is_one_number():
+    """One named host reserve: the planner's table and the independent check both charge F.HOST_RESERVED_BYTES."""
+    from optimizer.solver import candidates, validate
+    assert not hasattr(candidates, "HOST_RESERVED_BYTES") and not hasattr(validate, "RESERVED_HOST_BYTES")
+    assert F.HOST_RESERVED_BYTES == 16 * 2**30

@@ -134,8 +134,12 @@ def test_plots_are_valid_pngs(runs):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     _, out, first, _ = runs
+    import json as _json
     for r in first.rows[:2]:
-        assert [Path(p).name for p in r.plots] == [f"{r.question}.pareto.png", f"{r.question}.memory.png"]
+        plan = _json.loads((out / "a-good" / f"{r.question}.plan.json").read_text())
+        offload = bool(plan["offload"]["offloaded_layers"] or plan["offload"]["nvme_layers"])
+        want = [f"{r.question}.pareto.png", f"{r.question}.memory.png"] + ([f"{r.question}.layers.png"] if offload else [])
+        assert [Path(p).name for p in r.plots] == want
     assert [Path(p).name for p in first.rows[3].plots] == ["c-infeasible.pareto.png"]  # no plan: no memory bars
     for p in (out / "a-good").glob("*.png"):
         assert p.read_bytes()[:8] == PNG_SIGNATURE

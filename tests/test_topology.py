@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from optimizer.catalog.hardware import get_interconnect, get_node, load_hardware
 from tests.hyp import examples
 from optimizer.topology import (
-    CPU_SOCKET_LINK_BW_BYTES_PER_S,
+    CPU_SOCKET_LINK,
     FABRIC,
     Topology,
     build_cluster_graph,
@@ -73,7 +73,8 @@ def test_hgx_h100_8():
     assert t.host_dram_bandwidth() == 2 * host.dram_bw_bytes_per_s
     assert t.host_dram_bytes() == node.dram_bytes
     assert t.nvme_bandwidth() == 8 * HW.storage["nvme-gen4-dc"].read_bw_bytes_per_s
-    assert g.edges[("cpu", 0, 0), ("cpu", 0, 1)]["bw_bytes_per_s"] == CPU_SOCKET_LINK_BW_BYTES_PER_S
+    socket_bw = get_interconnect(CPU_SOCKET_LINK).bw_bytes_per_s
+    assert g.edges[("cpu", 0, 0), ("cpu", 0, 1)]["bw_bytes_per_s"] == socket_bw == 64.0e9
     # inside one node EP stays on NVLink
     assert t.ep_bandwidth(8)[0] == nvl
 

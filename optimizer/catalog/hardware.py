@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from optimizer.cache import memoize
 from optimizer.catalog.hardware_schema import (
     Accelerator,
     HardwareCatalog,
@@ -25,7 +25,7 @@ from optimizer.errors import CatalogError
 
 M = TypeVar("M", bound=BaseModel)
 
-_FILES = {
+_FILES: dict[str, tuple[str, type[Any]]] = {
     "accelerators": ("accelerators.yaml", Accelerator),
     "interconnects": ("interconnects.yaml", Interconnect),
     "hosts": ("hosts.yaml", HostPlatform),
@@ -108,7 +108,7 @@ def _check_refs(cat: HardwareCatalog) -> None:
         need("prices.yaml", f"{p.item} {p.provider or ''}".strip(), "item", p.item, table)
 
 
-@lru_cache(maxsize=1)
+@memoize("catalog.hardware", maxsize=1)
 def load_hardware() -> HardwareCatalog:
     """Load and validate every hardware file; cached. Raises CatalogError naming file, entry, field."""
     root = data_dir("hardware")
@@ -134,8 +134,8 @@ def _lookup(kind: str, table: dict[str, M], name: str, aliases: dict[str, list[s
         raise CatalogError(f"unknown {kind} '{clip_for_message(name, 40)}' (names have at most {MAX_NAME_CHARS} "
                            "characters)")
     names = {_norm(k): k for k in table}
-    for key, al in (aliases or {}).items():
-        names.update({_norm(a): key for a in al})
+    for target, al in (aliases or {}).items():
+        names.update({_norm(a): target for a in al})
     key = names.get(_norm(name))
     if key is None:
         compact: dict[str, set[str]] = {}

@@ -82,7 +82,7 @@ class Interconnect(_Row):
     key: Key
     name: str
     kind: Literal["pcie", "nvlink", "xgmi", "infiniband", "ethernet", "roce", "efa", "c2c",
-                  "unified", "nvme", "thunderbolt", "usb4"]
+                  "unified", "nvme", "thunderbolt", "usb4", "socket"]
     bw_bytes_per_s: Rate
     latency_s: Annotated[float, Field(ge=0)]
     source: Source

@@ -9,13 +9,14 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
+from optimizer.cache import memoize
 from optimizer.arch.from_config import spec_from_config
+from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.spec import ModelSpec
 from optimizer.catalog.model_schema import ModelCard
 from optimizer.catalog.paths import data_dir
@@ -29,7 +30,7 @@ class ResolvedModel:
     key: str
     spec: ModelSpec
     card: ModelCard | None = None
-    weights_file: object | None = None  # optimizer.arch.from_gguf.WeightsFile when read from a file
+    weights_file: WeightsFile | None = None  # set when the model was read from a GGUF / safetensors file
 
     @property
     def storage(self) -> dict[str, str]:
@@ -45,7 +46,7 @@ class ResolvedModel:
                 if fmt in FORMATS:
                     out[cls] = fmt
             main = max(out, key=lambda c: wf.bytes_by_class().get(c, 0), default=None)
-            return {"default": out.get(main, "bf16"), **out}
+            return {"default": out.get(main, "bf16") if main is not None else "bf16", **out}
         return {"default": "bf16"}
 
 
@@ -53,7 +54,7 @@ def _norm(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-")
 
 
-@lru_cache(maxsize=None)
+@memoize("catalog.model_cards", maxsize=1)
 def load_cards() -> dict[str, ModelCard]:
     root = data_dir("models")
     cards: dict[str, ModelCard] = {}
@@ -73,7 +74,7 @@ def load_cards() -> dict[str, ModelCard]:
     return cards
 
 
-@lru_cache(maxsize=None)
+@memoize("catalog.model_aliases", maxsize=1)
 def _alias_map() -> dict[str, str]:
     out: dict[str, str] = {}
     for key, card in load_cards().items():
@@ -98,7 +99,7 @@ def catalogue_key(name: str) -> str:
     raise CatalogError(f"unknown model '{clip_for_message(name)}'", did_you_mean=close_keys)
 
 
-@lru_cache(maxsize=None)
+@memoize("catalog.models", maxsize=64)
 def _catalogue_model(key: str) -> ResolvedModel:
     card = load_cards()[key]
     cfg_path = data_dir("models") / key / "config.json"
@@ -137,7 +138,7 @@ def resolve_model(name: str) -> ResolvedModel:
     return _catalogue_model(catalogue_key(name))
 
 
-@lru_cache(maxsize=32)
+@memoize("catalog.model_files", maxsize=32)   # keyed by (path, size, mtime): content changes miss
 def _resolve_path(path: str, size: int, mtime_ns: int) -> ResolvedModel:
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf":

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
+
+from optimizer.cache import memoize
 
 _PKG = Path(__file__).resolve().parent.parent  # .../optimizer
 
 
-@lru_cache(maxsize=None)
+@memoize("catalog.data_dir", maxsize=8)
 def data_dir(name: str) -> Path:
     """Return the folder holding data set `name` ("models", "hardware" or "measurements").
 

@@ -479,7 +479,7 @@ def evaluate(d: Deployment) -> Evaluation:
         notes.extend(serving.notes)
     off_frac = (d.offload.dram_layers / n_moe) if n_moe else 0.0
     nvme_frac = (d.offload.nvme_layers / n_moe) if n_moe else 0.0
-    host_used = (w.routed_expert_bytes * off_frac + F.HOST_RESERVED_BYTES.value) if (off_frac or nvme_frac) else 0.0
+    host_used = (w.routed_expert_bytes * off_frac + F.HOST_RESERVED_BYTES) if (off_frac or nvme_frac) else 0.0
     exp_bits, attn_bits, _ = quality_of(m, d.quant)
     notes.extend(mem.notes)
     return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem, decode=decode,

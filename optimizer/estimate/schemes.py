@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optimizer.arch.spec import TENSOR_CLASSES
+from optimizer.arch.spec import TENSOR_CLASSES, ModelSpec
 from optimizer.errors import InputError
 from optimizer.arch.formats import get_format
 
@@ -62,7 +62,8 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in [
     _scheme("bf16", "all weights BF16", "bf16"),
     _scheme("fp8", "linear layers FP8 e4m3 with 128x128 block scales; embeddings/head BF16", "fp8-block128"),
     _scheme("int8", "linear layers INT8 per-channel; embeddings/head BF16", "int8"),
-    _scheme("nvfp4", "experts and FFN NVFP4; attention FP8 block; embeddings/head BF16 (ModelOpt style)", "fp8-block128",
+    _scheme("nvfp4", "experts and FFN NVFP4; attention FP8 block; embeddings/head BF16 (ModelOpt style)",
+            "fp8-block128",
             dense_ffn="nvfp4", shared_experts="nvfp4", routed_experts="nvfp4"),
     _scheme("mxfp4", "experts and FFN MXFP4; attention FP8 block; embeddings/head BF16", "fp8-block128",
             dense_ffn="mxfp4", shared_experts="mxfp4", routed_experts="mxfp4"),
@@ -101,7 +102,7 @@ def native_scheme(storage: dict[str, str]) -> Scheme:
     over.setdefault("lookup", "int64")
     for v in [default, *over.values()] + ([mtp] if mtp else []):
         get_format(v)
-    s = _scheme("native", "as stored in the official checkpoint", default, **over)
+    s = _scheme("native", "as stored in the official checkpoint", default, False, **over)
     return Scheme(s.name, s.mixes, s.description, s.gguf, mtp_format=mtp)
 
 
@@ -121,7 +122,7 @@ def get_scheme(name: str, storage: dict[str, str] | None = None) -> Scheme:
 FFN_CLASSES = ("routed_experts", "shared_experts", "dense_ffn")
 
 
-def quality_bits(spec, scheme: Scheme, native: Scheme) -> tuple[float, float]:
+def quality_bits(spec: ModelSpec, scheme: Scheme, native: Scheme) -> tuple[float, float]:
     """Effective (FFN/expert bits, attention bits): the lowest width any FFN/expert tensor is stored at, never
     above the official checkpoint's (re-quantizing to a wider format adds no information)."""
     present = spec.params_by_class()
@@ -130,7 +131,7 @@ def quality_bits(spec, scheme: Scheme, native: Scheme) -> tuple[float, float]:
     return ffn, attn
 
 
-def mean_active_bits(spec, scheme: Scheme, native: Scheme) -> float:
+def mean_active_bits(spec: ModelSpec, scheme: Scheme, native: Scheme) -> float:
     """Effective bits averaged over the linear parameters one token touches (a finer quality tie-break)."""
     num = den = 0.0
     for layer in spec.main_layers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.spec import ModelSpec
 from optimizer.arch.formats import get_format
 from optimizer.estimate.schemes import Scheme
@@ -69,7 +70,7 @@ def weight_breakdown(spec: ModelSpec, scheme: Scheme, include_mtp: bool = True,
                            dense_bytes=total - by.get("routed_experts", 0.0))
 
 
-def exact_breakdown(spec: ModelSpec, scheme: Scheme, weights_file) -> WeightBreakdown:
+def exact_breakdown(spec: ModelSpec, scheme: Scheme, weights_file: WeightsFile) -> WeightBreakdown:
     """Weight breakdown from a real file's tensor table (GGUF / safetensors header): exact bytes per class and
     per layer; the per-token active bytes are the estimate's, scaled to the file's total."""
     from dataclasses import replace
@@ -86,10 +87,10 @@ def exact_breakdown(spec: ModelSpec, scheme: Scheme, weights_file) -> WeightBrea
                    dense_bytes=total - by.get("routed_experts", 0.0))
 
 
-def weights_of(spec: ModelSpec, scheme: Scheme, weights_file=None, quant: str = "native",
+def weights_of(spec: ModelSpec, scheme: Scheme, weights_file: WeightsFile | None = None, quant: str = "native",
                include_mtp: bool = True) -> WeightBreakdown:
     """The weights a deployment holds: a real file's exact tensor bytes for its own (`native`) format, the
     parameter-count estimate otherwise."""
-    if quant == "native" and weights_file is not None and getattr(weights_file, "tensors", ()):
+    if quant == "native" and weights_file is not None and weights_file.tensors:
         return exact_breakdown(spec, scheme, weights_file)
     return weight_breakdown(spec, scheme, include_mtp=include_mtp)

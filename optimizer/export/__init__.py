@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from optimizer.engines import LLAMACPP_COMMIT, SGLANG_VERSION, VLLM_VERSION
 from optimizer.export import explain, k8s, llamacpp, sglang, vllm
 from optimizer.export.common import (ENGINE_VERSIONS, ExportError, ExportFile, ExportResult, ModelFacts,
                                      check_layout, model_arg, script)
@@ -19,12 +20,14 @@ from optimizer.solver.plan import PLAN_SCHEMA, Plan
 __all__ = ["export_plan", "load_plan", "render_export", "ExportResult", "ExportError", "ENGINE_VERSIONS"]
 
 _VERSION_CHECK = {
-    "vllm": ("python3 -c 'import sys, vllm; sys.exit(vllm.__version__ != \"0.33.0\")' 2>/dev/null || "
-             "echo 'warning: these flags were checked against vllm 0.33.0 (pip install vllm==0.33.0)' >&2"),
-    "sglang": ("python3 -c 'import sys, sglang; sys.exit(sglang.__version__ != \"0.5.23\")' 2>/dev/null || "
-               "echo 'warning: these flags were checked against sglang 0.5.23 (pip install sglang==0.5.23)' >&2"),
-    "llamacpp": ("llama-server --version 2>&1 | grep -q 0c1e570 || "
-                 "echo 'warning: these flags were checked against llama.cpp commit 0c1e57098' >&2"),
+    "vllm": (f"python3 -c 'import sys, vllm; sys.exit(vllm.__version__ != \"{VLLM_VERSION}\")' 2>/dev/null || "
+             f"echo 'warning: these flags were checked against vllm {VLLM_VERSION} (pip install vllm=={VLLM_VERSION})' "
+             ">&2"),
+    "sglang": (f"python3 -c 'import sys, sglang; sys.exit(sglang.__version__ != \"{SGLANG_VERSION}\")' 2>/dev/null || "
+               f"echo 'warning: these flags were checked against sglang {SGLANG_VERSION} "
+               f"(pip install sglang=={SGLANG_VERSION})' >&2"),
+    "llamacpp": (f"llama-server --version 2>&1 | grep -q {LLAMACPP_COMMIT[:7]} || "
+                 f"echo 'warning: these flags were checked against llama.cpp commit {LLAMACPP_COMMIT}' >&2"),
 }
 
 
@@ -125,7 +128,8 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
     else:
         cmds = llamacpp.commands(facts, plan, model, warnings, derived)
     for c in cmds:
-        name = {"rpc": f"rpc-node{c.node}-{c.argv[-2]}.sh".replace("CUDA", "gpu")}.get(c.role, f"launch-node{c.node}.sh")
+        rpc_name = f"rpc-node{c.node}-{c.argv[-2]}.sh".replace("CUDA", "gpu")
+        name = {"rpc": rpc_name}.get(c.role, f"launch-node{c.node}.sh")
         role = {"head": "head node (serves HTTP)", "worker": "worker node", "rpc": "RPC backend"}[c.role]
         files.append(ExportFile(name, script(c, engine, [f"node {c.node}: {role}", *hdr],
                                              None if c.role == "rpc" else _VERSION_CHECK[engine]), True))
@@ -143,7 +147,8 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
     files.append(ExportFile("EXPLAIN.md", text))
     res = ExportResult(engine=engine, version=ENGINE_VERSIONS[engine], plan=plan, commands=cmds, files=files,
                        explain=text, warnings=warnings, derived=derived)
-    res.checked_commands = cmds_for_check
+    # TODO(issue 14): a checked_commands field on ExportResult (export/common.py) instead of this attribute
+    res.checked_commands = cmds_for_check  # type: ignore[attr-defined]
     if out_dir is not None:
         res.out_dir = str(write(res, Path(out_dir)))
     return res

@@ -8,11 +8,11 @@ import shlex
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from optimizer.engines import ENGINE_VERSIONS
 from optimizer.errors import InputError
 from optimizer.solver.plan import Plan
 from optimizer.units import GiB
 
-ENGINE_VERSIONS = {"vllm": "0.33.0", "sglang": "0.5.23", "llamacpp": "0c1e57098"}
 ENGINES = tuple(ENGINE_VERSIONS)
 HTTP_PORT = {"vllm": 8000, "sglang": 30000, "llamacpp": 8080}
 VLLM_DP_RPC_PORT = 13345

@@ -27,20 +27,24 @@ def predictions(facts: ModelFacts, plan: Plan, engine: str, derived: dict) -> li
         avail = gmu * m.capacity_bytes - m.weights_bytes - m.runtime_bytes
         out.append(("`Available KV cache memory: X GiB` (per GPU)",
                     f"≈ {avail / GiB:.2f} GiB = {gmu} × {m.capacity_bytes / GiB:.2f} GiB − weights "
-                    f"{m.weights_bytes / GiB:.2f} − runtime {m.runtime_bytes / GiB:.2f} (activations, non-torch, CUDA graphs)"))
+                    f"{m.weights_bytes / GiB:.2f} − runtime {m.runtime_bytes / GiB:.2f} (activations, non-torch, CUDA "
+                    "graphs)"))
         if per_seq:
             conc = avail / (per_seq + reserve)
             out.append((f"`Maximum concurrency for {plan.context} tokens per request: X x` (per DP engine)",
                         f"≈ {conc:.2f}× (available KV / ({per_seq / GiB:.2f} GiB per sequence + "
-                        f"{reserve / GiB:.2f} GiB in-flight SWA/compressor reserve that vLLM charges to every request); "
+                        f"{reserve / GiB:.2f} GiB in-flight SWA/compressor reserve that vLLM charges to every "
+                        "request); "
                         f"a worst-case figure: the plan counts the reserve once per engine and runs "
                         f"{-(-plan.concurrency // plan.parallel.dp)} per DP engine"))
-            out.append(("`GPU KV cache size: N tokens`", f"≈ {int(conc * plan.context):,} tokens (= concurrency × max-model-len)"))
+            out.append(("`GPU KV cache size: N tokens`", f"≈ {int(conc * plan.context):,} tokens (= concurrency × "
+                                                         "max-model-len)"))
     elif engine == "sglang":
         mfs = derived["mem_fraction_static"]
         pre = m.capacity_bytes - F.CUDA_CONTEXT_BYTES.value
         pool = mfs * pre - m.weights_bytes
-        line = f"≈ {pool / 1e9:.2f} GB (= {mfs} × {pre / GiB:.2f} GiB free before load − weights {m.weights_bytes / GiB:.2f} GiB)"
+        line = (f"≈ {pool / 1e9:.2f} GB (= {mfs} × {pre / GiB:.2f} GiB free before load − weights "
+                f"{m.weights_bytes / GiB:.2f} GiB)")
         if per_seq:
             line += f"; #tokens ≈ {int(pool / (per_seq / plan.context)):,} at {per_seq / plan.context:,.0f} B/token"
         out.append(("`KV Cache is allocated. #tokens: N, KV size: X GB` (per GPU)", line))
@@ -97,7 +101,8 @@ def render(facts: ModelFacts, plan: Plan, engine: str, commands: list[Command], 
          f"| device capacity | {m.capacity_bytes / GiB:.2f} |", f"| headroom | {m.headroom_bytes / GiB:.2f} |", ""]
     if engine == "vllm":
         L += [f"`--gpu-memory-utilization {derived['gpu_memory_utilization']}` is the plan's budget / capacity "
-              f"({m.budget_bytes / GiB:.2f} / {m.capacity_bytes / GiB:.2f} GiB): a fraction of TOTAL memory that bounds "
+              f"({m.budget_bytes / GiB:.2f} / {m.capacity_bytes / GiB:.2f} GiB): a fraction of TOTAL memory that "
+              "bounds "
               f"weights + activations + non-torch + CUDA graphs + KV; it contains the plan's {used / GiB:.2f} GiB. "
               f"`--max-num-batched-tokens {derived['max_num_batched_tokens']}` pins the activation estimate. "
               "`--max-num-seqs` is per DP rank.", ""]
@@ -109,13 +114,15 @@ def render(facts: ModelFacts, plan: Plan, engine: str, commands: list[Command], 
         L += [f"`--mem-fraction-static {derived['mem_fraction_static']}` is SGLang's own accounting: a fraction of the "
               "free memory measured before loading that holds weights + KV only; the rest "
               f"({m.runtime_bytes / GiB:.2f} GiB in the plan) is SGLang's activation/CUDA-graph reserve. "
-              f"It is (capacity − reserve) / capacity and covers weights + KV = {(m.weights_bytes + m.kv_bytes) / GiB:.2f} GiB. "
+              "It is (capacity − reserve) / capacity and covers weights + KV = "
+              f"{(m.weights_bytes + m.kv_bytes) / GiB:.2f} GiB. "
               "Not interchangeable with vLLM's gpu_memory_utilization.", ""]
     else:
         L += [f"`-c {derived['ctx_total']}` is the TOTAL context over {plan.concurrency} slot(s) (`-np`). "
               "`--fit off` stops llama.cpp from re-placing tensors; `-ctk` = `-ctv` as MLA/V4 require.", ""]
     L += ["## Expected speed (from the plan)", "",
-          f"- decode: **{s.tok_s_per_seq:.1f} tok/s per sequence** expected (roofline bound {s.tok_s_bound_per_seq:.1f}); "
+          f"- decode: **{s.tok_s_per_seq:.1f} tok/s per sequence** expected (roofline bound "
+          f"{s.tok_s_bound_per_seq:.1f}); "
           f"aggregate {s.tok_s_aggregate:.1f} tok/s; binding term: {s.binding}",
           f"- time to first token for a full-context prompt: {s.ttft_s:.1f} s (bound {s.ttft_bound_s:.1f} s)", "",
           "## What to check in the startup log", "", "| log line | the plan predicts |", "|---|---|"]

@@ -3,11 +3,11 @@
 This writes the allow-lists in tests/data/engine_flags/. It reads the sources as text/AST and never imports
 or vendors engine code. Refresh (network needed once, ~0.5 GB for vLLM):
 
-    pip download --no-deps -d /tmp/eng vllm==0.33.0 sglang==0.5.23
-    pip download --no-deps --no-binary :all: -d /tmp/eng llama-cpp-python==0.3.36
+    pip download --no-deps -d /tmp/eng vllm==VLLM_VERSION sglang==SGLANG_VERSION
+    pip download --no-deps --no-binary :all: -d /tmp/eng llama-cpp-python==LLAMA_CPP_PYTHON_VERSION
     python -m optimizer.export.extract_flags /tmp/eng tests/data/engine_flags
 
-Output lines: `FLAG<TAB>TYPE[<TAB>choice|choice|...]`, TYPE one of
+(versions: optimizer/engines.py). Output lines: `FLAG<TAB>TYPE[<TAB>choice|choice|...]`, TYPE one of
   int, float, str, json, list, flag (takes no value), bool (takes no value; `--no-X` is listed too),
   optstr (optional value).
 `choices` are listed only when the source spells them as literals.
@@ -22,8 +22,11 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-VERSIONS = {"vllm": "0.33.0", "sglang": "0.5.23", "llamacpp": "0c1e57098"}
-LLAMACPP_PY = "0.3.36"
+from optimizer.engines import (ENGINE_VERSIONS, LLAMA_CPP_PYTHON_VERSION, LLAMACPP_COMMIT, SGLANG_VERSION,
+                               VLLM_VERSION)
+
+VERSIONS = ENGINE_VERSIONS
+LLAMACPP_PY = LLAMA_CPP_PYTHON_VERSION
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -59,7 +62,7 @@ def _literal_aliases(trees: list[ast.Module]) -> dict[str, list]:
 
 
 def _classes(trees: list[ast.Module]) -> dict[str, ast.ClassDef]:
-    out = {}
+    out: dict[str, ast.ClassDef] = {}
     for t in trees:
         for node in ast.walk(t):
             if isinstance(node, ast.ClassDef):
@@ -186,8 +189,8 @@ def extract_vllm(wheel: Path) -> dict[str, tuple[str, list | None]]:
                             v = next((val for key, val in zip(v.keys, v.values) if key is None), v)
                         if isinstance(v, ast.Subscript) and isinstance(v.value, ast.Name) and v.value.id in kw_of:
                             typ = field_type(kw_of[v.value.id][0], _lit(v.slice))
-                        elif isinstance(v, ast.Name) and v.id in kw_of and kw_of[v.id][1]:
-                            typ = field_type(*kw_of[v.id])
+                        elif isinstance(v, ast.Name) and v.id in kw_of and (fld := kw_of[v.id][1]):
+                            typ = field_type(kw_of[v.id][0], fld)
                     elif k.arg == "action":
                         a = _lit(k.value) or ast.unparse(k.value)
                         if a in ("store_true", "store_false") or "StoreTrue" in str(a):
@@ -280,7 +283,8 @@ def extract_sglang(wheel: Path) -> dict[str, tuple[str, list | None]]:
             flags = [a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")]
             kws = {k.arg: k.value for k in node.keywords}
             typ = "str"
-            if "action" in kws and ("store_true" in ast.unparse(kws["action"]) or "StoreTrue" in ast.unparse(kws["action"])):
+            action = ast.unparse(kws["action"]) if "action" in kws else ""
+            if "store_true" in action or "StoreTrue" in action:
                 typ = "flag"
             elif "type" in kws:
                 typ = {"int": "int", "float": "float"}.get(ast.unparse(kws["type"]), "str")
@@ -330,31 +334,40 @@ def extract_llamacpp(arg_cpp: str, rpc_cpp: str) -> dict[str, tuple[str, list | 
 def main(src_dir: str, out_dir: str) -> None:
     src, out = Path(src_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    refresh = ("Refresh: pip download --no-deps -d /tmp/eng vllm==0.33.0 sglang==0.5.23; "
-               "pip download --no-deps --no-binary :all: -d /tmp/eng llama-cpp-python==0.3.36; "
+    refresh = (f"Refresh: pip download --no-deps -d /tmp/eng vllm=={VLLM_VERSION} sglang=={SGLANG_VERSION}; "
+               f"pip download --no-deps --no-binary :all: -d /tmp/eng llama-cpp-python=={LLAMACPP_PY}; "
                "python -m optimizer.export.extract_flags /tmp/eng tests/data/engine_flags")
-    fmt = "Format: FLAG<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|json|list|flag|bool|optstr (flag/bool take no value)."
-    whl = next(src.rglob("vllm-0.33.0-*.whl"))
-    _write(out / "vllm-0.33.0.txt", [
-        f"vLLM 0.33.0 `vllm serve` flags, extracted by optimizer/export/extract_flags.py from the PyPI wheel {whl.name}:",
+    fmt = ("Format: FLAG<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|json|list|flag|bool|optstr "
+           "(flag/bool take no value).")
+    whl = next(src.rglob(f"vllm-{VLLM_VERSION}-*.whl"))
+    _write(out / f"vllm-{VLLM_VERSION}.txt", [
+        f"vLLM {VLLM_VERSION} `vllm serve` flags, extracted by optimizer/export/extract_flags.py from the PyPI wheel "
+        f"{whl.name}:",
         "AST of vllm/engine/arg_utils.py (add_cli_args: every add_argument literal flag; value types from the config",
         "dataclass field annotations in vllm/config/*.py, as _compute_kwargs derives them) and",
         "vllm/entrypoints/common/cli_args.py (make_arg_parser + FrontendArgs fields). Engine code is not copied.",
         fmt, refresh], extract_vllm(whl))
-    whl = next(src.rglob("sglang-0.5.23-*.whl"))
-    _write(out / "sglang-0.5.23.txt", [
-        f"SGLang 0.5.23 `python -m sglang.launch_server` flags, extracted by optimizer/export/extract_flags.py from {whl.name}:",
-        "AST of sglang/srt/arg_groups/fields/*.py and server_args.py (A[type, Arg(...)] fields -> --field-name + aliases,",
-        "as add_cli_args_from_dataclass does; bool -> store_true) plus the explicit add_argument calls in ServerArgs.add_cli_args.",
+    whl = next(src.rglob(f"sglang-{SGLANG_VERSION}-*.whl"))
+    _write(out / f"sglang-{SGLANG_VERSION}.txt", [
+        f"SGLang {SGLANG_VERSION} `python -m sglang.launch_server` flags, extracted by "
+        f"optimizer/export/extract_flags.py from {whl.name}:",
+        "AST of sglang/srt/arg_groups/fields/*.py and server_args.py (A[type, Arg(...)] fields -> --field-name + "
+        "aliases,",
+        "as add_cli_args_from_dataclass does; bool -> store_true) plus the explicit add_argument calls in "
+        "ServerArgs.add_cli_args.",
         fmt, refresh], extract_sglang(whl))
     sdist = next(src.rglob(f"llama_cpp_python-{LLAMACPP_PY}.tar.gz"))
     with tarfile.open(sdist) as t:
         base = f"llama_cpp_python-{LLAMACPP_PY}/vendor/llama.cpp/"
-        arg_cpp = t.extractfile(base + "common/arg.cpp").read().decode()
-        rpc_cpp = t.extractfile(base + "tools/rpc/rpc-server.cpp").read().decode()
-    _write(out / "llamacpp-0c1e57098.txt", [
-        f"llama.cpp 0c1e57098 (vendored in {sdist.name}; its CHANGELOG: update llama.cpp to ggml-org/llama.cpp@0c1e57098)",
-        "flags, extracted by optimizer/export/extract_flags.py with regexes over common/arg.cpp (common_arg({...}, [VALUE_HINT,]",
+        arg_f, rpc_f = t.extractfile(base + "common/arg.cpp"), t.extractfile(base + "tools/rpc/rpc-server.cpp")
+        if arg_f is None or rpc_f is None:
+            raise SystemExit(f"{sdist}: common/arg.cpp or tools/rpc/rpc-server.cpp missing")
+        arg_cpp, rpc_cpp = arg_f.read().decode(), rpc_f.read().decode()
+    _write(out / f"llamacpp-{LLAMACPP_COMMIT}.txt", [
+        f"llama.cpp {LLAMACPP_COMMIT} (vendored in {sdist.name}; its CHANGELOG: update llama.cpp to "
+        f"ggml-org/llama.cpp@{LLAMACPP_COMMIT})",
+        "flags, extracted by optimizer/export/extract_flags.py with regexes over common/arg.cpp (common_arg({...}, "
+        "[VALUE_HINT,]",
         "help, [](common_params &, TYPE value)) and tools/rpc/rpc-server.cpp (lines prefixed 'ggml-rpc-server ').",
         "Union over all example programs (llama-server uses a subset).",
         fmt, refresh], extract_llamacpp(arg_cpp, rpc_cpp))

@@ -56,5 +56,6 @@ def lws_manifest(plan: Plan, serve: Command) -> str:
                     "selector": {"leaderworkerset.sigs.k8s.io/name": name, "role": "leader"},
                     "type": "ClusterIP"}}
     head = (f"# LeaderWorkerSet {name}: {h.n_nodes} pods x {h.gpus_per_node} {h.accelerator}, "
-            f"vLLM {ENGINE_VERSIONS['vllm']} (pinned image {IMAGE}), Ray-based as in vLLM docs/deployment/frameworks/lws.md\n")
+            f"vLLM {ENGINE_VERSIONS['vllm']} (pinned image {IMAGE}), Ray-based as in vLLM "
+            "docs/deployment/frameworks/lws.md\n")
     return head + yaml.safe_dump_all([lws, svc], sort_keys=False, width=10_000)

@@ -68,7 +68,8 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
         servers = ",".join(f"${{NODE{i}_IP}}:{RPC_PORT + g}" for i in range(1, h.n_nodes)
                            for g in range(h.gpus_per_node))
         a += ["--rpc", Var(servers)]
-        warnings.append("ggml-rpc-server is insecure by design: bind it to a private network only (tools/rpc/README.md)")
+        warnings.append("ggml-rpc-server is insecure by design: bind it to a private network only "
+                        "(tools/rpc/README.md)")
         for i in range(1, h.n_nodes):
             for g in range(h.gpus_per_node):
                 out.append(Command(i, "rpc", ["ggml-rpc-server", "-H", Var(f"${{NODE{i}_IP}}"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from optimizer.engines import VLLM_VERSION
 from optimizer.estimate.memory import default_max_num_batched_tokens
 from optimizer.export.common import (HTTP_PORT, MAX_SAFE_FRACTION, VLLM_DP_RPC_PORT, Arg, Command, ExportError,
                                      ModelFacts, Var, ceil_to, online_quantization, per_replica)
@@ -111,7 +112,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], red
     p, h = plan.parallel, plan.hardware
     base = common_args(facts, plan, warnings, redundant, derived)
     serve: list[Arg] = ["vllm", "serve", model]
-    http = ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
+    http: list[Arg] = ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
     if h.n_nodes == 1:
         if p.dp > 1:
             base = base + ["--data-parallel-size", str(p.dp)]
@@ -153,7 +154,7 @@ def ray_command(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], 
     else:
         a += ["--distributed-executor-backend", "ray"]
     a += ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
-    env = {}
+    env: dict[str, Arg] = {}
     if p.dp > 1 and p.tp > plan.hardware.gpus_per_node:
         env["VLLM_RAY_DP_PACK_STRATEGY"] = "span"
     return Command(0, "head", a, env, tool="vllm")
@@ -164,14 +165,15 @@ def ray_script(cmd: Command, plan: Plan) -> str:
     return "\n".join([
         "#!/usr/bin/env bash",
         "set -euo pipefail",
-        "# Ray variant (engines.md §2.4c) for vllm 0.33.0 (pinned). Usage:",
+        f"# Ray variant (engines.md §2.4c) for vllm {VLLM_VERSION} (pinned). Usage:",
         "#   on the head:        HEAD_IP=... IFACE_NAME=... ./ray.sh head",
         f"#   on each of the {h.n_nodes - 1} other nodes: HEAD_IP=... IFACE_NAME=... ./ray.sh worker",
         "#   then on the head:   HEAD_IP=... IFACE_NAME=... ./ray.sh serve",
         ': "${HEAD_IP:?set HEAD_IP}"; : "${IFACE_NAME:?set IFACE_NAME}"',
         'export GLOO_SOCKET_IFNAME="${IFACE_NAME}" NCCL_SOCKET_IFNAME="${IFACE_NAME}"',
         'case "${1:-}" in',
-        f'  head)   exec ray start --head --port=6379 --num-gpus={h.gpus_per_node} --node-ip-address="${{HEAD_IP}}" --block ;;',
+        f'  head)   exec ray start --head --port=6379 --num-gpus={h.gpus_per_node} --node-ip-address="${{HEAD_IP}}" '
+        '--block ;;',
         f'  worker) exec ray start --address="${{HEAD_IP}}:6379" --num-gpus={h.gpus_per_node} --block ;;',
         "  serve)",
         *[f"    export {line[len('export '):]}" for line in cmd.env_lines()],

@@ -70,7 +70,8 @@ def _step_time(c: SpeedCase, eff: dict[str, float], p: dict[str, float]) -> floa
     e_old = F.BW_EFFICIENCY.get(c.family, F.BW_EFFICIENCY["nvidia"]).value
     gm = t["gpu_memory"] * e_old / eff.get(c.family, e_old)
     other = sum(v for k, v in t.items() if k not in ("gpu_memory", "gpu_compute", "layer_overhead", "tp_sync"))
-    fixed = p["step"] + c.n_layers * p["layer"] + c.n_moe_layers * p["moe"] + (c.n_layers * p["tp"] if c.tp > 1 else 0.0)
+    fixed = (p["step"] + c.n_layers * p["layer"] + c.n_moe_layers * p["moe"]
+             + (c.n_layers * p["tp"] if c.tp > 1 else 0.0))
     return max(max(gm, t["gpu_compute"]) + fixed + other, c.bound_step_s)
 
 
@@ -164,7 +165,8 @@ def fit_prefill_mfu(rows: list[dict] | None = None, iterations: int = 30) -> dic
             for (engine, kind), vals in sorted(implied.items()):
                 vals = sorted(vals)
                 n = len(vals)
-                new.setdefault(engine, {})[kind] = min(1.0, vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2)
+                median = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+                new.setdefault(engine, {})[kind] = min(1.0, median)
             done = new == out
             out = new
             for engine, table in out.items():
@@ -175,3 +177,55 @@ def fit_prefill_mfu(rows: list[dict] | None = None, iterations: int = 30) -> dic
         F.PREFILL_MFU_BY_ENGINE.clear()
         F.PREFILL_MFU_BY_ENGINE.update(saved)
     return out
+
+
+def _sig(v: float, digits: int = 4) -> float:
+    return float(f"{v:.{digits}g}")
+
+
+def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]], fitted_on: str) -> dict:
+    """The content of optimizer/estimate/factors.yaml for a decode fit and a prefill fit."""
+    rows = fit_rows()
+    engine_of = {r["id"]: r["engine"] for r in rows}
+    prefill_rows = [r for r in speed_rows() if r["metric"] == "prefill_tok_s" and split_of(r) == "fit"
+                    and not r.get("known_gap")]
+    from optimizer.catalog.models import resolve_model
+    per_kind: dict[str, dict[str, int]] = {}
+    for r in prefill_rows:
+        kind = "moe" if resolve_model(r["model"]).spec.is_moe else "dense"
+        per_kind.setdefault(r["engine"], {}).setdefault(kind, 0)
+        per_kind[r["engine"]][kind] += 1
+    return {
+        "schema_id": F.FACTORS_SCHEMA,
+        "written_by": "python bench/fidelity.py --fit (optimizer/fidelity/calibrate.py); refit instead of editing",
+        "fitted_on": fitted_on,
+        "decode": {
+            "rms_log_error": round(result.rms_log_error, 4),
+            "bw_efficiency": dict(sorted(result.bw_efficiency.items())),
+            "engine": {e: dict(sorted(p.items())) for e, p in sorted(result.engine.items())},
+            "groups": {g: list(es) for g, es in sorted(result.groups.items())},
+            "row_engines": {rid: engine_of[rid] for rid in result.rows},
+        },
+        "prefill": {
+            "rows": [r["id"] for r in prefill_rows],
+            "rows_per_kind": {e: dict(sorted(k.items())) for e, k in sorted(per_kind.items())},
+            "mfu": {e: {k: _sig(v) for k, v in sorted(t.items())} for e, t in sorted(prefill_mfu.items())},
+        },
+    }
+
+
+def render_factors(doc: dict) -> str:
+    import yaml
+    head = ("# Fitted factors (optimizer/estimate/factors.py reads this file). Written by `python bench/fidelity.py"
+            " --fit`;\n# do not edit by hand: change the fit or the measurements and refit.\n")
+    return head + yaml.safe_dump(doc, sort_keys=False, width=100)
+
+
+def write_factors(fitted_on: str, path: str | None = None) -> tuple[str, bool]:
+    """Refit decode and prefill factors and write factors.yaml. Returns (path, changed)."""
+    from pathlib import Path
+    target = Path(path) if path else F.FACTORS_FILE
+    text = render_factors(factors_document(fit(), fit_prefill_mfu(), fitted_on))
+    old = target.read_text() if target.exists() else ""
+    target.write_text(text)
+    return str(target), text != old

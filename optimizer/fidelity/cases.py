@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from pathlib import Path
 
 import yaml
+
+from optimizer.cache import memoize
 
 from optimizer.catalog.paths import data_dir
 
@@ -30,7 +31,7 @@ def split_of(row: dict) -> str:
     return "fit" if digit < FIT_SHARE_OF_16 else "check"
 
 
-@lru_cache(maxsize=None)
+@memoize("fidelity.rows", maxsize=8)
 def _load(path: str) -> tuple[dict, ...]:
     return tuple(yaml.safe_load(Path(path).read_text()) or ())
 

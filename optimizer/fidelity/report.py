@@ -53,7 +53,8 @@ def run(metric: str | None = None) -> list[Case]:
             c = predict_speed(r)
             pred, bound = c.predicted, c.bound
             hw = f"{r.get('gpus', 1)}x {r['accelerator']}" + (
-                f" +{r['offload']['cpu_expert_layers']} MoE layers on {r['offload']['host']}" if r.get("offload") else "")
+                f" +{r['offload']['cpu_expert_layers']} MoE layers on {r['offload']['host']}"
+                if r.get("offload") else "")
         out.append(Case(id=r["id"], metric=r["metric"], engine=r["engine"], model=r["model"], quant=r["quant"],
                         hardware=hw, split=split_of(r), measured=float(r["measured"]), predicted=float(pred),
                         bound=bound, error=(pred - r["measured"]) / r["measured"], known_gap=bool(r.get("known_gap")),
@@ -95,7 +96,8 @@ def render_text(cases: list[Case], summary: list[Summary]) -> str:
         flag = "  (known gap)" if c.known_gap else ""
         lines.append(f"{c.id[:52]:52s} {c.split:5s} {c.hardware[:28]:28s} {_num(c.metric, c.measured):>14s} "
                      f"{_num(c.metric, c.predicted):>14s} {c.error:+8.1%}{flag}")
-    lines += ["", f"{'metric':24s} {'split':5s} {'n':>3s} {'median |err|':>13s} {'worst |err|':>12s} {'target':>7s}  worst row"]
+    lines += ["", f"{'metric':24s} {'split':5s} {'n':>3s} {'median |err|':>13s} {'worst |err|':>12s} {'target':>7s}  "
+                  "worst row"]
     for s in summary:
         tgt = f"{s.target:.0%}" if s.target is not None else "-"
         lines.append(f"{s.metric:24s} {s.split:5s} {s.n:3d} {s.median_abs_error:13.1%} {s.worst_abs_error:12.1%} "
@@ -104,7 +106,8 @@ def render_text(cases: list[Case], summary: list[Summary]) -> str:
 
 
 def render_markdown_summary(summary: list[Summary]) -> str:
-    lines = ["| metric | split | rows | median abs. error | worst abs. error | target |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| metric | split | rows | median abs. error | worst abs. error | target |",
+             "|---|---|---:|---:|---:|---:|"]
     for s in summary:
         tgt = f"{s.target:.0%}" if s.target is not None else "-"
         lines.append(f"| {s.metric} | {s.split} | {s.n} | {s.median_abs_error:.1%} | {s.worst_abs_error:.1%} | {tgt} |")

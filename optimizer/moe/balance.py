@@ -198,7 +198,8 @@ def item_hits(w: np.ndarray, ex: np.ndarray, k: int, tokens: int) -> np.ndarray:
     """Probability each replica is read in a decode step of `tokens` tokens."""
     r = np.bincount(ex, minlength=len(w))
     q = np.minimum(1.0, k * w / w.sum())[ex] / r[ex]
-    return 1.0 - (1.0 - q) ** max(tokens, 1)
+    hits: np.ndarray = 1.0 - (1.0 - q) ** max(tokens, 1)
+    return hits
 
 
 def greedy_layer(w: np.ndarray, caps: np.ndarray) -> LayerPlacement:

@@ -32,23 +32,23 @@ def pack(ex: np.ndarray, ld: np.ndarray, caps: np.ndarray, hint: np.ndarray | No
     S = _scale(ld, False, 1)
     q = [int(round(v * S)) for v in ld]
     m = cp_model.CpModel()
-    x = [[m.NewBoolVar("") for _ in range(G)] for _ in range(n)]
+    x = [[m.new_bool_var("") for _ in range(G)] for _ in range(n)]
     for i in range(n):
-        m.AddExactlyOne(x[i])
+        m.add_exactly_one(x[i])
     by_exp: dict[int, list[int]] = {}
     for i, e in enumerate(ex):
         by_exp.setdefault(int(e), []).append(i)
-    M = m.NewIntVar(0, sum(q), "M")
+    M = m.new_int_var(0, sum(q), "M")
     for g in range(G):
-        m.Add(sum(x[i][g] for i in range(n)) == int(caps[g]))
-        m.Add(sum(q[i] * x[i][g] for i in range(n)) <= M)
+        m.add(sum(x[i][g] for i in range(n)) == int(caps[g]))
+        m.add(sum(q[i] * x[i][g] for i in range(n)) <= M)
         for its in by_exp.values():
             if len(its) > 1:
-                m.AddAtMostOne(x[i][g] for i in its)
+                m.add_at_most_one([x[i][g] for i in its])
     # identical replicas of one expert: order them by GPU index (symmetry breaking)
     for its in by_exp.values():
         for a, b in zip(its, its[1:]):
-            m.Add(sum(g * x[a][g] for g in range(G)) < sum(g * x[b][g] for g in range(G)))
+            m.add(sum(g * x[a][g] for g in range(G)) < sum(g * x[b][g] for g in range(G)))
     if hint is not None:
         # the hint must respect the symmetry order: re-sort replicas of each expert by GPU
         h = hint.copy()
@@ -56,51 +56,52 @@ def pack(ex: np.ndarray, ld: np.ndarray, caps: np.ndarray, hint: np.ndarray | No
             h[its] = np.sort(hint[its])
         for i in range(n):
             for g in range(G):
-                m.AddHint(x[i][g], int(h[i] == g))
-    m.Minimize(M)
+                m.add_hint(x[i][g], int(h[i] == g))
+    m.minimize(M)
     s = _solver(time_limit, workers)
-    st = s.Solve(m)
+    st = s.solve(m)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, False
-    out = np.array([next(g for g in range(G) if s.Value(x[i][g])) for i in range(n)])
+    out = np.array([next(g for g in range(G) if s.value(x[i][g])) for i in range(n)])
     return out, st == cp_model.OPTIMAL
 
 
 def exact(w: np.ndarray, caps: np.ndarray, time_limit: float = 10.0, workers: int = 1
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None:
     """Choose replica counts and packing together (no two replicas of one expert on one GPU); minimise the
-    largest GPU load. For small instances. Returns (item experts, item loads, item GPUs, proven optimal)."""
+    largest GPU load. For small instances. Returns (item experts, item loads, item GPUs, proven optimal), or
+    None when the time cap hits before any solution."""
     E, G = len(w), len(caps)
     P = int(caps.sum())
     kmax = min(G, P - E + 1)
     S = _scale(w, True, kmax)
     m = cp_model.CpModel()
     ks = range(1, kmax + 1)
-    y = {(e, k): m.NewBoolVar("") for e in range(E) for k in ks}
-    z = {(e, g, k): m.NewBoolVar("") for e in range(E) for g in range(G) for k in ks}
+    y = {(e, k): m.new_bool_var("") for e in range(E) for k in ks}
+    z = {(e, g, k): m.new_bool_var("") for e in range(E) for g in range(G) for k in ks}
     for e in range(E):
-        m.AddExactlyOne(y[e, k] for k in ks)
+        m.add_exactly_one([y[e, k] for k in ks])
         for k in ks:
-            m.Add(sum(z[e, g, k] for g in range(G)) == k * y[e, k])
+            m.add(sum(z[e, g, k] for g in range(G)) == k * y[e, k])
             for g in range(G):
-                m.AddImplication(z[e, g, k], y[e, k])
+                m.add_implication(z[e, g, k], y[e, k])
         for g in range(G):
-            m.AddAtMostOne(z[e, g, k] for k in ks)
-    m.Add(sum(k * y[e, k] for e in range(E) for k in ks) == P)
-    M = m.NewIntVar(0, int(math.ceil(float(w.sum()) * S)) + 1, "M")
+            m.add_at_most_one([z[e, g, k] for k in ks])
+    m.add(sum(k * y[e, k] for e in range(E) for k in ks) == P)
+    M = m.new_int_var(0, int(math.ceil(float(w.sum()) * S)) + 1, "M")
     for g in range(G):
-        m.Add(sum(z[e, g, k] for e in range(E) for k in ks) == int(caps[g]))
-        m.Add(sum(int(round(w[e] * S / k)) * z[e, g, k] for e in range(E) for k in ks) <= M)
-    m.Minimize(M)
+        m.add(sum(z[e, g, k] for e in range(E) for k in ks) == int(caps[g]))
+        m.add(sum(int(round(w[e] * S / k)) * z[e, g, k] for e in range(E) for k in ks) <= M)
+    m.minimize(M)
     s = _solver(time_limit, workers)
-    st = s.Solve(m)
+    st = s.solve(m)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None  # time cap hit before any solution (e.g. a loaded machine): the caller uses the heuristic
     ex, gp, ld = [], [], []
     for e in range(E):
-        k = next(k for k in ks if s.Value(y[e, k]))
+        k = next(k for k in ks if s.value(y[e, k]))
         for g in range(G):
-            if s.Value(z[e, g, k]):
+            if s.value(z[e, g, k]):
                 ex.append(e)
                 gp.append(g)
                 ld.append(w[e] / k)

@@ -42,13 +42,14 @@ def _place_layer(w: np.ndarray, caps: np.ndarray, domain: np.ndarray | None, tim
     E = len(w)
     domain = np.zeros(G, dtype=int) if domain is None else domain
     lb = lower_bound(w, caps)
-    exact = None
+    exact: LayerPlacement | None = None
     if cpsat.exact_size(E, G, P) <= EXACT_MAX_VARS and time_limit > 0:
-        got = cpsat.exact(w, caps, time_limit=max(time_limit, 1.0), workers=workers)
-        if got is not None:
-            ex, ld, gp, opt = got
-            exact = LayerPlacement(ex, ld, gp, G, "cp-sat exact" if opt else "cp-sat exact model (time cap)", opt)
-            if opt and (baseline is None or exact.max_load <= baseline.max_load):
+        solved = cpsat.exact(w, caps, time_limit=max(time_limit, 1.0), workers=workers)
+        if solved is not None:
+            ex_e, ld_e, gp_e, opt_e = solved
+            how = "cp-sat exact" if opt_e else "cp-sat exact model (time cap)"
+            exact = LayerPlacement(ex_e, ld_e, gp_e, G, how, opt_e)
+            if opt_e and (baseline is None or exact.max_load <= baseline.max_load):
                 return exact
     best = heuristic_layer(w, caps, domain, baseline)
     if best.optimal:

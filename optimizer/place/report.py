@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel
 from rich.table import Table
 
+from optimizer.engines import SGLANG_VERSION
 from optimizer.errors import InputError
 from optimizer.estimate.speed import ExpertTiers, distinct_experts
 from optimizer.limits import (MAX_EXPERTS, MAX_LAYERS, MAX_NUMBER_CHARS, MAX_PATH_CHARS, MAX_SEED, check_int,
@@ -132,7 +133,7 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
     if redundant < 0:
         raise InputError("--redundant-experts must be >= 0")
     if limit is not None and redundant > limit:
-        notes.append(f"memory headroom ({inp.headroom_bytes / 1e9:.2f} GB per device; one more slot per rank "
+        notes.append(f"memory headroom ({(inp.headroom_bytes or 0.0) / 1e9:.2f} GB per device; one more slot per rank "
                      f"costs {eb.sum() / 1e9:.2f} GB) limits redundant experts to {max(limit, 0)} per layer; "
                      f"asked {redundant}")
         redundant = max(limit, 0)
@@ -161,13 +162,13 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
     k = moe[0].experts_per_token
     tokens = max(1, inp.concurrency)
     u = distinct_experts(E, k, tokens)
-    step = {"rigopt": [], "greedy": [], "balanced": []}
+    step: dict[str, list[float]] = {"rigopt": [], "greedy": [], "balanced": []}
     for i, l in enumerate(moe):
         w = loads.counts[i]
         caps = slot_caps(E, redundant + int(extra[i]), G)
         base = greedy_layer(w, caps)
-        left = max(0.0, time_limit - (time.perf_counter() - t0))
-        cap = min(0.5, left / (len(moe) - i))
+        time_left = max(0.0, time_limit - (time.perf_counter() - t0))
+        cap = min(0.5, time_left / (len(moe) - i))
         p = place_layer(w, caps, domain, time_limit=cap, workers=workers, baseline=base, step=(k, tokens))
         lb = lower_bound(w, caps)
         mean = float(w.sum()) / G
@@ -191,7 +192,8 @@ def place_ep(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, 
                    gap_to_bound=float(sums[0] / sums[2] - 1), layers_worse_than_greedy=int(worse),
                    solve_s=solve, layers=layers)
     if extra.any():
-        notes.append(f"total redundancy {total}: {redundant} per layer, +1 on the {int(extra.sum())} most skewed layers")
+        notes.append(f"total redundancy {total}: {redundant} per layer, +1 on the {int(extra.sum())} most skewed "
+                     "layers")
     res.step_imbalance = {name: float(np.mean(v)) for name, v in step.items()}
     if n and inp.node:
         res.tok_s = {name: plan_speed(inp, expert_imbalance=v).tok_s_per_seq
@@ -255,7 +257,8 @@ def place_tiers(inp: PlaceInput, loads: Loads) -> tuple[TierResult, str, list[st
         exports["ktransformers_flags"] = export.kt_flags(tp.gpu_experts_per_layer or 0)
         exports["ktransformers_fork_flags"] = export.kt_fork_flags()
         notes.append("--kt-expert-placement-strategy frequency (the N most-used experts on the GPU) needs the "
-                     "kvcache-ai SGLang fork (sglang-kt); upstream SGLang 0.5.23 accepts only --kt-num-gpu-experts")
+                     f"kvcache-ai SGLang fork (sglang-kt); upstream SGLang {SGLANG_VERSION} accepts only "
+                     "--kt-num-gpu-experts")
     return res, gran, notes, exports
 
 
@@ -298,11 +301,13 @@ def place(inp: PlaceInput, loads: Loads, redundant: int | str | None = None, tim
 def render(r: PlacementResult, console) -> None:
     console.print(f"[bold]placement[/bold] {r.model} ({r.engine or 'engine-neutral'}), loads: {r.loads}; "
                   f"granularity: {r.granularity} "
-                  f"({'whole experts per rank/tier' if r.granularity == 'expert' else 'whole per-layer expert tensors'})")
+                  + ("(whole experts per rank/tier)" if r.granularity == "expert"
+                     else "(whole per-layer expert tensors)"))
     if r.ep:
         e = r.ep
         console.print(f"EP{e.ep_size} over fast domains of {e.domain_size}; {e.redundant_per_layer} redundant "
-                      f"experts per layer (memory limit {e.redundant_limit if e.redundant_limit is not None else 'none'}); "
+                      "experts per layer (memory limit "
+                      f"{e.redundant_limit if e.redundant_limit is not None else 'none'}); "
                       f"slots per rank {min(e.slots_per_rank)}-{max(e.slots_per_rank)}; solved in {e.solve_s:.2f} s")
         t = Table(title="max-load imbalance (busiest rank / mean), mean over layers")
         for c in ("greedy (EPLB)", "rigopt", "lower bound", "rigopt gap to bound", "layers rigopt > greedy"):

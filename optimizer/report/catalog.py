@@ -107,12 +107,14 @@ def render_models(l: Listing, console: Console) -> None:
 
 def render_gpus(l: Listing, console: Console) -> None:
     t = Table(title="Accelerators (GB = 10^9 bytes; usable = what a runtime can allocate)")
-    for c in ("key", "memory GB", "usable GB", "BW TB/s", "BF16 TFLOPS", "FP8", "FP4", "buy USD", "cloud $/h", "source"):
+    for c in ("key", "memory GB", "usable GB", "BW TB/s", "BF16 TFLOPS", "FP8", "FP4", "buy USD", "cloud $/h",
+              "source"):
         t.add_column(c)
     for g in l.gpus:
         t.add_row(g.key, f"{g.memory_bytes / GB:,.0f}", f"{g.memory_usable_bytes / GB:,.1f}",
                   f"{g.memory_bw_bytes_per_s / 1e12:,.3f}", f"{g.bf16_flops / 1e12:,.0f}",
-                  f"{g.fp8_flops / 1e12:,.0f}" if g.fp8_flops else "-", f"{g.fp4_flops / 1e12:,.0f}" if g.fp4_flops else "-",
+                  f"{g.fp8_flops / 1e12:,.0f}" if g.fp8_flops else "-",
+                  f"{g.fp4_flops / 1e12:,.0f}" if g.fp4_flops else "-",
                   f"{g.purchase_usd:,.0f}" if g.purchase_usd else "-",
                   f"{g.cloud_usd_per_hour:,.2f}" if g.cloud_usd_per_hour else "-", g.source[:40])
     console.print(t)

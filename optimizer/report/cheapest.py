@@ -43,12 +43,14 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
             console.print(t)
         return
     h = p.hardware
-    console.print(f"\n[bold green]Plan:[/bold green] {h.n_nodes}× {h.node} ({h.n_nodes * h.gpus_per_node}× {h.accelerator}"
+    console.print(f"\n[bold green]Plan:[/bold green] {h.n_nodes}× {h.node} ({h.n_nodes * h.gpus_per_node}× "
+                  f"{h.accelerator}"
                   + (", owned" if h.owned else "") + f"), {p.engine}, {p.quant}, KV {p.kv_dtype}, "
-                  f"TP{p.parallel.tp} PP{p.parallel.pp} DP{p.parallel.dp}" + (f" EP{p.parallel.ep_size}" if p.parallel.ep else ""))
-    c = p.costs
-    console.print(f"cost: capex {_money('capex', c.capex_usd)}, {_money('hourly', c.usd_per_hour)}, "
-                  f"{_money('power', c.power_watts)}")
+                  f"TP{p.parallel.tp} PP{p.parallel.pp} DP{p.parallel.dp}"
+                  + (f" EP{p.parallel.ep_size}" if p.parallel.ep else ""))
+    costs = p.costs
+    console.print(f"cost: capex {_money('capex', costs.capex_usd)}, {_money('hourly', costs.usd_per_hour)}, "
+                  f"{_money('power', costs.power_watts)}")
     if p.offload.expert_layers_offloaded or p.offload.nvme_layers:
         console.print(f"offload: {p.offload.expert_layers_offloaded} expert layers in host DRAM ({p.offload.mode}), "
                       f"{p.offload.host_bytes / GB:,.1f} GB; host RAM {h.host_dram_bytes / GB:,.0f} GB"

@@ -31,11 +31,12 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
     kv = r.kv
     console.print(f"KV cache ({kv.engine}, {kv.kv_dtype}): {kv.per_seq_bytes / GiB:,.2f} GiB per sequence at "
                   f"{r.context:,} tokens ({fmt_tokens(r.context)}); {kv.growth_bytes_per_token:,.1f} B/token growth + "
-                  f"{kv.fixed_bytes_per_seq / 2**20:,.1f} MiB fixed; decode reads {kv.read_bytes_per_token / GB:,.3f} GB/token")
+                  f"{kv.fixed_bytes_per_seq / 2**20:,.1f} MiB fixed; decode reads {kv.read_bytes_per_token / GB:,.3f} "
+                  "GB/token")
     t = Table(title=f"Memory at {r.context:,} tokens × {r.concurrency} sequence(s)  (GB = 10^9 bytes)")
     for col, j in (("quant", "left"), ("engine", "left"), ("weights GB", "right"), ("+ KV GB", "right"),
                    ("+ runtime GB", "right"), ("total GB", "right"), ("fits on", "left")):
-        t.add_column(col, justify=j)
+        t.add_column(col, justify="left" if j == "left" else "right")
     for row in r.quants:
         t.add_row(row.quant, row.engine, _gb(row.weights_bytes), _gb(row.kv_bytes), _gb(row.runtime_bytes),
                   _gb(row.total_bytes), _fit_list(row))
@@ -55,9 +56,11 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
         console.print(f"max context at concurrency {r.concurrency}: {h.max_context_tokens:,} tokens; "
                       f"max concurrency at {r.context:,} tokens: {h.max_concurrency}")
         s = h.decode
-        console.print(f"decode: expected {s.tok_s_per_seq:,.1f} tok/s per sequence (bound {s.tok_s_bound_per_seq:,.1f}), "
+        console.print(f"decode: expected {s.tok_s_per_seq:,.1f} tok/s per sequence (bound "
+                      f"{s.tok_s_bound_per_seq:,.1f}), "
                       f"{s.tok_s_aggregate:,.1f} tok/s aggregate; binding: {s.binding}")
-        console.print(f"prefill of {s.prompt_tokens:,} tokens: TTFT expected {s.ttft_s:,.1f} s (bound {s.ttft_bound_s:,.1f} s)")
+        console.print(f"prefill of {s.prompt_tokens:,} tokens: TTFT expected {s.ttft_s:,.1f} s (bound "
+                      f"{s.ttft_bound_s:,.1f} s)")
         st = h.settings
         eng = [f"max_model_len {st.max_model_len:,}", f"max_num_seqs {st.max_num_seqs:,}",
                f"max_num_batched_tokens {st.max_num_batched_tokens:,}", f"block_size {st.block_size}"]

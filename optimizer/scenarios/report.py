@@ -72,32 +72,32 @@ class BatchReport(BaseModel):
     summary_csv: str = ""
     errors: list[str] = []            # every file:line: field: message line and solver error
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic computed fields are properties
     @property
     def questions(self) -> int:
         return sum(1 for r in self.rows if r.status != "BAD_FILE")
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic computed fields are properties
     @property
     def solved(self) -> int:
         return sum(1 for r in self.rows if r.solved)
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic computed fields are properties
     @property
     def infeasible(self) -> int:
         return sum(1 for r in self.rows if r.status in ("INFEASIBLE", "CHECK_FAILED"))
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic computed fields are properties
     @property
     def failed(self) -> int:
         return sum(1 for r in self.rows if r.status == "ERROR")
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic computed fields are properties
     @property
     def bad_files(self) -> int:
         return sum(1 for r in self.rows if r.status == "BAD_FILE")
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic computed fields are properties
     @property
     def exit_code(self) -> int:
         """0 when every question of every file has a plan; 1 when any is infeasible, failed or unreadable."""

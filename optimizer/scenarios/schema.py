@@ -181,7 +181,8 @@ class QuestionFields(_Strict):
 
 class Question(QuestionFields):
     name: str | None = Field(None, pattern=NAME_RE, description="unique in the file; names the plan file "
-                                                                "(default q1, q2, ...; a single-question file: its name "
+                                                                "(default q1, q2, ...; a single-question file: its "
+                                                                "name "
                                                                 "or file stem)")
     description: str | None = Field(None, max_length=MAX_PATH_CHARS)
 

@@ -31,7 +31,6 @@ from optimizer.topology_links import plan_links
 DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
 DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "iq4_xs", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
                        "q4_k_m-moe", "q2_k-moe", "iq2_xxs-moe")
-HOST_RESERVED_BYTES = F.HOST_RESERVED_BYTES.value  # OS, engine process, page cache floor (factors.py)
 UNSUSTAINABLE_S = 1e4  # stands for "not sustainable" in the table's time columns (any target excludes it)
 
 
@@ -364,7 +363,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
         dram_usd_per_byte=dram_price if q.objective == "capex" else 0.0,
         budget_bytes=mem_a.budget_bytes, mem0=mem_a.used_bytes,
         mem_slope=(mem_a.used_bytes - mem_b.used_bytes) * per,
-        host_fixed=F.HOST_RESERVED_BYTES.value if L else 0.0, host_slope=layer_bytes,
+        host_fixed=F.HOST_RESERVED_BYTES if L else 0.0, host_slope=layer_bytes,
         step_lines=tuple(lines),
         ttft0=ttft_a, ttft_slope=(ttft_b - ttft_a) * per,
         expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],

@@ -142,7 +142,7 @@ class Query(BaseModel):
 
     @field_validator("quants")
     @classmethod
-    def _quants(cls, v):
+    def _quants(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
         for name in v:
@@ -151,7 +151,7 @@ class Query(BaseModel):
 
     @field_validator("kv_dtypes")
     @classmethod
-    def _kv(cls, v):
+    def _kv(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
         for name in v:
@@ -160,7 +160,7 @@ class Query(BaseModel):
 
     @field_validator("engines")
     @classmethod
-    def _engines(cls, v):
+    def _engines(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
         return [check_engine(e) for e in v]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 from optimizer.catalog.models import ResolvedModel
@@ -43,8 +45,8 @@ def relaxations(q: Query, m: ResolvedModel, cands: list[Candidate]) -> tuple[lis
         reasons.append(f"no hardware in the allowed catalogue holds {m.key} at {q.context} tokens x {q.concurrency} "
                        f"sequence(s) with the allowed quantizations and engines")
     else:
-        def fits(c, x, z):
-            return (c.mem(x, z) <= c.budget_bytes and c.host(x) <= c.dram_max_bytes
+        def fits(c: Candidate, x: int, z: int) -> bool:
+            return bool(c.mem(x, z) <= c.budget_bytes and c.host(x) <= c.dram_max_bytes
                     and c.nvme(z) <= max(c.nvme_capacity_bytes, 0.0))
         mem_ok = [c for c in pool if any(fits(c, x, z) for x, z in c.points())]
         if q.tok_s:
@@ -58,7 +60,7 @@ def relaxations(q: Query, m: ResolvedModel, cands: list[Candidate]) -> tuple[lis
             if best_t is not None and best_t > q.ttft_s:
                 reasons.append(f"TTFT: the fastest prefill takes {best_t:.1f} s, over the {q.ttft_s} s target")
     # relaxations, each re-solved on the float table (cheap)
-    def attempt(change: str, value, **upd):
+    def attempt(change: str, value: float | None, **upd: Any) -> bool:
         q2 = q.model_copy(update=upd)
         cs = cands if set(upd) <= {"tok_s", "ttft_s"} else enumerate_candidates(q2, m)
         best = _cheapest(cs, q2)

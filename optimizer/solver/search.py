@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
+from optimizer.estimate.factors import HOST_RESERVED_BYTES
 from optimizer.solver.candidates import Candidate, enumerate_candidates
 from optimizer.solver.cpsat import DeploymentModel
 from optimizer.solver.plan import (Costs, EngineSettingsPlan, Hardware, Memory, Offload, ParallelLayout, Plan,
@@ -18,7 +19,7 @@ from optimizer.solver.scaling import COST_UNIT
 from optimizer.solver.frontier import TIERS, tier_named, tier_of
 from optimizer.solver.oracle import row_optima
 from optimizer.solver.table import IntRow, extra_gb_needed, limits, to_rows
-from optimizer.solver.validate import RESERVED_HOST_BYTES, check, evaluate
+from optimizer.solver.validate import check, evaluate
 
 RESULT_SCHEMA = "rigopt.cheapest/1"
 
@@ -85,8 +86,8 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
                         accept_len=c.spec_decode.accept_len, draft_model=c.spec_decode.draft_model,
                         draft_params=c.spec_decode.draft_params, source=c.spec_decode.source))
     ev = evaluate(skeleton, q)
+    mem, speed, prefill = ev.mem, ev.speed, ev.prefill
     cost = {"capex": ev.capex_usd, "hourly": ev.usd_per_hour, "power": ev.power_watts}[q.objective] or 0.0
-    mem = ev.mem
     slack = {"device memory": mem.headroom_bytes / mem.budget_bytes}
     if ev.host_used:
         slack["host DRAM"] = (ev.host_capacity - ev.host_used) / ev.host_capacity
@@ -110,24 +111,25 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
     if z:
         notes.append(f"{z} expert layers ({c.nvme(z) / 1e9:,.0f} GB) stay on NVMe and are paged in by llama.cpp's mmap "
                      f"for every token that routes to them; expect the decode figure only with a fast local NVMe")
-    if not q.ttft_s and ev.prefill.ttft_s > 600:
+    if not q.ttft_s and prefill.ttft_s > 600:
         notes.append(f"prefill of a {q.prompt_tokens or q.context:,}-token prompt takes about "
-                     f"{ev.prefill.ttft_s / 60:,.0f} min on this plan; add --ttft SECONDS to bound it")
+                     f"{prefill.ttft_s / 60:,.0f} min on this plan; add --ttft SECONDS to bound it")
     if c.expert_bits < 3.5:
         notes.append(f"quality: {'experts' if m_is_moe(q) else 'weights'} at {c.expert_bits:.2f} bits/weight "
                      f"({c.quant}) lose noticeably more accuracy than 4-bit; add --min-bits 4 to exclude such plans")
     if status_note:
         notes.append(status_note)
     return skeleton.model_copy(update=dict(
-        offload=skeleton.offload.model_copy(update={"host_bytes": max(0.0, ev.host_used - (RESERVED_HOST_BYTES if x + z else 0))}),
+        offload=skeleton.offload.model_copy(
+            update={"host_bytes": max(0.0, ev.host_used - (HOST_RESERVED_BYTES if x + z else 0))}),
         costs=Costs(capex_usd=ev.capex_usd, usd_per_hour=ev.usd_per_hour, power_watts=ev.power_watts,
                     objective=q.objective, objective_value=cost),
         memory=Memory(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes, weights_bytes=mem.weights_bytes,
                       kv_bytes=mem.kv_bytes, runtime_bytes=mem.runtime_bytes, headroom_bytes=mem.headroom_bytes,
                       host_used_bytes=ev.host_used, host_capacity_bytes=ev.host_capacity),
-        speed=Speed(tok_s_per_seq=ev.speed.tok_s_per_seq, tok_s_bound_per_seq=ev.speed.tok_s_bound_per_seq,
-                    tok_s_aggregate=ev.speed.tok_s_aggregate, ttft_s=ev.prefill.ttft_s,
-                    ttft_bound_s=ev.prefill.ttft_bound_s, binding=ev.speed.binding, terms_s=ev.speed.terms_s),
+        speed=Speed(tok_s_per_seq=speed.tok_s_per_seq, tok_s_bound_per_seq=speed.tok_s_bound_per_seq,
+                    tok_s_aggregate=speed.tok_s_aggregate, ttft_s=prefill.ttft_s,
+                    ttft_bound_s=prefill.ttft_bound_s, binding=speed.binding, terms_s=speed.terms_s),
         binding_constraint=binding, notes=notes, settings=_settings_plan(ev), serving=_serving_plan(ev, q)))
 
 

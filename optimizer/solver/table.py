@@ -132,7 +132,8 @@ def row_feasible(r: IntRow, lim: Limits, dram_layers: int, nvme_layers: int = 0)
         return False, 0
     if lim.step_ns is not None and step_ns(r, x, z) > lim.step_ns:
         return False, 0
-    if lim.ttft_ns is not None and r.ttft_ns + r.ttft_ns_per_dram_layer * x + r.ttft_ns_per_nvme_layer * z > lim.ttft_ns:
+    ttft = r.ttft_ns + r.ttft_ns_per_dram_layer * x + r.ttft_ns_per_nvme_layer * z
+    if lim.ttft_ns is not None and ttft > lim.ttft_ns:
         return False, 0
     cost = r.cost + r.dram_cost_per_gb * e
     if lim.budget is not None and cost > lim.budget:

@@ -18,7 +18,6 @@ from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
 from optimizer.solver.support import unsupported
 
-RESERVED_HOST_BYTES = F.HOST_RESERVED_BYTES.value
 
 
 @dataclass(frozen=True)

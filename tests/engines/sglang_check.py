@@ -28,7 +28,8 @@ def check(req: dict) -> dict:
             with contextlib.redirect_stderr(err):
                 sa = prepare_server_args(req["argv"])
         except SystemExit as e:
-            out.update(ok=False, error=f"argparse exit {e.code}: " + " / ".join(err.getvalue().strip().splitlines()[-2:]))
+            last = " / ".join(err.getvalue().strip().splitlines()[-2:])
+            out.update(ok=False, error=f"argparse exit {e.code}: {last}")
             return out
         out["args"] = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                        for k in sorted(dir(sa)) if not k.startswith("_")

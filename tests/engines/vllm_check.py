@@ -38,7 +38,8 @@ def check(req: dict) -> dict:
             with contextlib.redirect_stderr(err):
                 args = parser.parse_args(req["argv"])
         except SystemExit as e:
-            out.update(ok=False, error=f"argparse exit {e.code}: " + " / ".join(err.getvalue().strip().splitlines()[-2:]))
+            last = " / ".join(err.getvalue().strip().splitlines()[-2:])
+            out.update(ok=False, error=f"argparse exit {e.code}: {last}")
             return out
         out["stage"] = "validate"
         serve.validate(args)
