@@ -94,7 +94,9 @@ MOE_MIN_CONFIGS = 3
 MOE_NON_GATED = {(2688, 1856)}     # (hidden, inter) of relu^2 (non-gated) experts: 2 matrices, excluded
 A2A_SHAPE = (7168, 8, 256)
 READ_DEFAULTS = {"window_size": 0, "beam_width": 1, "step": 0}  # the package loader's defaults for absent columns
-EFF_CAP = 1.0                      # bandwidth efficiencies above HBM peak (L2-resident working sets) are capped         # DeepEP tables kept for DeepSeek-V3-like shape (hidden, topk, experts)
+# bandwidth efficiencies above HBM peak (L2-resident working sets) are capped; DeepEP tables kept for a
+# DeepSeek-V3-like shape (hidden, topk, experts)
+EFF_CAP = 1.0
 
 
 def sig(x: float, digits: int = 4) -> float:
@@ -310,7 +312,8 @@ def decode_attention_tables(pkg: Pkg, system: str, peaks: dict) -> list:
             rows = _rows_by(d, "batch_size", "kv_len", "bw")
             out.append({**_head(pkg, be, ver, path), "kv_dtype": KV_NAMES[kv], "kernels": kernels,
                         "head_dim": HEAD_DIM, "window": 0,
-                        "heads": f"median over {len(heads)} (query heads, KV heads) per GPU with 1 <= q/kv <= {GQA_MAX}",
+                        "heads": f"median over {len(heads)} (query heads, KV heads) per GPU with "
+                                 f"1 <= q/kv <= {GQA_MAX}",
                         "rows": [{"batch": b, "kv_len_tokens": xs, "bw_efficiency_median": vs}
                                  for b, xs, vs, _ in rows]})
     return out
@@ -374,7 +377,8 @@ def mla_tables(pkg: Pkg, system: str, peaks: dict) -> tuple[list, list]:
             rows = _rows_by(d, "batch_size", "isl", "eff")
             ctx.append({**_head(pkg, be, ver, path), "kv_dtype": "bf16", "num_heads_per_gpu": h,
                         "kernels": sorted(df.kernel_source.unique().tolist()), "peak": "bf16_flops_per_s",
-                        "rows": [{"batch": b, "isl_tokens": xs, "flop_efficiency_median": vs} for b, xs, vs, _ in rows]})
+                        "rows": [{"batch": b, "isl_tokens": xs, "flop_efficiency_median": vs}
+                                 for b, xs, vs, _ in rows]})
     return dec, ctx
 
 
@@ -524,11 +528,14 @@ CONVENTIONS = {
     "decode_attention.bw_efficiency": "batch*kv_len*2*kv_heads*head_dim*kv_bytes / latency / hbm bw; kv_len = isl+step",
     "context_attention.flop_efficiency": "2*batch*q_heads*head_dim*isl^2 (causal QK^T and PV) / latency / bf16 peak",
     "mla_decode.bw_efficiency": f"batch*kv_len*{MLA_KV_DIM}*kv_bytes / latency / hbm bw (DeepSeek latent cache); the "
-                                "FLOP efficiency of the same call (absorbed MLA, heads*2*(576+512) FLOPs per KV row) is "
+                                "FLOP efficiency of the same call (absorbed MLA, heads*2*(576+512) FLOPs per KV row) "
+                                "is "
                                 "bw_eff * hbm_bw * heads*2*(576+512) / (576*kv_bytes) / bf16 peak",
-    "mla_context.flop_efficiency": "batch*heads*isl^2*(192+128) (causal, qk head 192, v head 128) / latency / bf16 peak",
+    "mla_context.flop_efficiency": "batch*heads*isl^2*(192+128) (causal, qk head 192, v head 128) / latency / "
+                                   "bf16 peak",
     "moe.flop_efficiency": "2*(tokens*topk/EP)*3*hidden*(inter/TP) / latency / peak of the math dtype",
-    "moe.bw_efficiency": "touched local experts (balanced: min(experts/EP, max(1, tokens*topk/EP))) * 3*hidden*(inter/TP)"
+    "moe.bw_efficiency": "touched local experts (balanced: min(experts/EP, max(1, tokens*topk/EP))) * "
+                         "3*hidden*(inter/TP)"
                          "*weight_bytes_per_param / latency / hbm bw",
     "moe.tokens_per_expert": "tokens*topk/experts; each config interpolated (log-linear) onto the grid, then median",
     "allreduce.bus_bw": "2*(n-1)/n * message_bytes / latency (nccl-tests convention); custom = engine custom "

@@ -257,7 +257,8 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict, only: str = "") ->
     if cmd == "estimate":
         model = write_model(rng, inp) if rng.random() < 0.6 else pick(rng, MODELS_OK, TEXT)
         argv = ["estimate", model]
-        for opt, pool in (("--context", TOKENS + NUMS), ("--concurrency", NUMS), ("--quant", TEXT + ["q4_k_m", "native"]),
+        for opt, pool in (("--context", TOKENS + NUMS), ("--concurrency", NUMS),
+                          ("--quant", TEXT + ["q4_k_m", "native"]),
                           ("--kv-dtype", TEXT + ["fp8"]), ("--engine", TEXT + ENGINES), ("--gpu", TEXT + ["rtx-4090"]),
                           ("--gpus", NUMS), ("--prompt", TOKENS + NUMS)):
             if rng.random() < 0.25:
@@ -345,7 +346,8 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict, only: str = "") ->
         if rng.random() < 0.7:
             argv += ["--metric", rng.choice(["gguf_file_bytes", "weights_per_gpu_bytes"] + TEXT[:10])]
         return cmd, argv + (["--json"] if rng.random() < 0.5 else [])
-    return cmd, ["catalog", rng.choice(["models", "gpus", "nodes"] + TEXT[:6])] + (["--json"] if rng.random() < 0.5 else [])
+    return cmd, (["catalog", rng.choice(["models", "gpus", "nodes"] + TEXT[:6])]
+                 + (["--json"] if rng.random() < 0.5 else []))
 
 
 STUB = """#!/bin/sh
@@ -483,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         import multiprocessing
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:
-            results = list(pool.map(run_case, [(i, a.seed, str(root), plans, a.only) for i in range(a.cases)], chunksize=4))
+            jobs = [(i, a.seed, str(root), plans, a.only) for i in range(a.cases)]
+            results = list(pool.map(run_case, jobs, chunksize=4))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     wall = time.perf_counter() - t0

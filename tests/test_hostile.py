@@ -555,7 +555,8 @@ def test_parsers_return_bounded_values_or_one_input_error(text):
     from optimizer.limits import MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_SIZE_BYTES
     from optimizer.solver.query import Owned
     from optimizer.units import parse_bytes, parse_tokens
-    for fn, ok in ((parse_tokens, lambda v: 1 <= v <= MAX_CONTEXT_TOKENS), (parse_bytes, lambda v: 0 <= v <= MAX_SIZE_BYTES)):
+    for fn, ok in ((parse_tokens, lambda v: 1 <= v <= MAX_CONTEXT_TOKENS),
+                   (parse_bytes, lambda v: 0 <= v <= MAX_SIZE_BYTES)):
         try:
             assert ok(fn(text))
         except InputError as e:

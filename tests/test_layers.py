@@ -51,7 +51,7 @@ KNOWN_UPWARD: set[tuple[str, str]] = set()
 # cycle gets hidden). The CLI and the application/render layers defer imports on purpose, for start-up time.
 PURE_LAYERS = {"base", "estimate", "topology", "moe", "solver", "place"}
 # TODO(issue 11): deferred imports in files being rewritten in parallel; the lead moves them to module level.
-KNOWN_DEFERRED = {"optimizer.place.inputs"}
+KNOWN_DEFERRED: set[str] = set()
 
 # No CP-SAT below the solver: the physics, the catalogue, the topology and the MoE math are solver-agnostic.
 NO_ORTOOLS_LAYERS = {"base", "arch", "estimate", "catalog", "topology", "moe"}

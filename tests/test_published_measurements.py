@@ -22,7 +22,6 @@ Rows marked `known_gap: true` run as xfail(strict=False) with the row's `known_g
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml

@@ -138,7 +138,8 @@ def test_plots_are_valid_pngs(runs):
     for r in first.rows[:2]:
         plan = _json.loads((out / "a-good" / f"{r.question}.plan.json").read_text())
         offload = bool(plan["offload"]["offloaded_layers"] or plan["offload"]["nvme_layers"])
-        want = [f"{r.question}.pareto.png", f"{r.question}.memory.png"] + ([f"{r.question}.layers.png"] if offload else [])
+        want = [f"{r.question}.pareto.png", f"{r.question}.memory.png"]
+        want += [f"{r.question}.layers.png"] if offload else []
         assert [Path(p).name for p in r.plots] == want
     assert [Path(p).name for p in first.rows[3].plots] == ["c-infeasible.pareto.png"]  # no plan: no memory bars
     for p in (out / "a-good").glob("*.png"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from optimizer.catalog.hardware import load_hardware
-from optimizer.catalog.hardware_schema import Accelerator, NodeType
+from optimizer.catalog.hardware_schema import NodeType
 
 
 def nodes_for(acc_key: str) -> list[NodeType]:

@@ -321,8 +321,9 @@ class KernelTables(_Row):
         if "NVIDIA" not in self.notice or "Apache" not in self.notice:
             raise ValueError("notice must carry the package's NVIDIA copyright and Apache-2.0 license")
         for t in (*self.gemm, *self.moe):
-            if getattr(self.peaks, t.peak) is None:
-                raise ValueError(f"table {t.dtype} ({t.backend}) uses peak {t.peak}, which is null")
+            if getattr(self.peaks, t.peak) is None:  # type: ignore[attr-defined]
+                raise ValueError(f"table {t.dtype} ({t.backend}) uses peak {t.peak}, "  # type: ignore[attr-defined]
+                                 "which is null")
         return self
 
 

@@ -12,6 +12,7 @@ Pure: no solver, no I/O beyond the catalogue rows the deployment names (already 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -23,13 +24,14 @@ from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv_estimate
-from optimizer.estimate.memory import (DeviceMemory, Parallel, default_max_num_batched_tokens, device_memory,
-                                       max_concurrency, max_context, sglang_default_mem_fraction_static)
+from optimizer.estimate.memory import (DeviceMemory, default_max_num_batched_tokens, device_memory, max_concurrency,
+                                       max_context, sglang_default_mem_fraction_static)
+from optimizer.layout import Links, Parallel
 from optimizer.cache import BoundedCache
 from optimizer.estimate.schemes import Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.serving import ServingEstimate, Workload, serve
-from optimizer.estimate.speed import (Device, ExpertTiers, Links, PrefillEstimate, SpeedEstimate, decode_speed,
-                                      kernel_bits, prefill_time)
+from optimizer.estimate.speed import (Device, ExpertTiers, PrefillEstimate, SpeedEstimate, decode_speed, kernel_bits,
+                                      prefill_time)
 from optimizer.estimate.weights import WeightBreakdown, weights_of
 from optimizer.topology_links import plan_links
 from optimizer.units import GiB, MAX_CONTEXT_TOKENS
@@ -259,7 +261,8 @@ def default_spec_decode(m: ResolvedModel, method: str | None = None, num_tokens:
         if method == "mtp" and not m.spec.mtp_layers:
             raise InputError(f"{m.key} has no MTP/NextN layers in its config; use --spec eagle3:N with --accept-len")
         if method is None:
-            raise InputError(f"no published speculative-decoding setup for {m.key}; give --spec METHOD:N --accept-len L")
+            raise InputError(f"no published speculative-decoding setup for {m.key}; "
+                             "give --spec METHOD:N --accept-len L")
         if accept_len is None:
             raise InputError(f"no published acceptance length for {method} on {m.key}; give --accept-len L")
         return SpecDecode(method=method, num_tokens=num_tokens or 1, accept_len=accept_len,
@@ -484,14 +487,15 @@ def evaluate(d: Deployment) -> Evaluation:
     notes.extend(mem.notes)
     return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem, decode=decode,
                       prefill=pf, serving=serving, host_used_bytes=host_used,
-                      nvme_used_bytes=w.routed_expert_bytes * nvme_frac, expert_bits=exp_bits, attn_bits=attn_bits, links=links, notes=tuple(notes))
+                      nvme_used_bytes=w.routed_expert_bytes * nvme_frac, expert_bits=exp_bits, attn_bits=attn_bits,
+                      links=links, notes=tuple(notes))
 
 
 class _StepCurve:
     """Decode time per token at n sequences per replica (fractional n interpolated between the integer batch
     sizes evaluated; the physics is evaluated once per distinct batch)."""
 
-    def __init__(self, f, dp: int, cap: int):
+    def __init__(self, f: Callable[[int], float], dp: int, cap: int):
         self._f, self._dp, self._cap = f, dp, max(1, cap)
         self._memo: dict[int, float] = {}
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from optimizer.catalog.kernel_tables import KernelTables, load_kernel_tables
 
@@ -95,7 +95,7 @@ def _pick(candidates: list[T], backend: str | None) -> T | None:
 
 # ---------------------------------------------------------------- GEMM
 
-def _gemm(system: str, dtype: str, backend: str | None):
+def _gemm(system: str, dtype: str, backend: str | None) -> Any:
     t = tables(system)
     if t is None:
         return None
@@ -136,14 +136,14 @@ def gemm_weight_bw_efficiency(system: str, dtype: str, weight_bytes: float, *,
 
 # ---------------------------------------------------------------- attention
 
-def _kv_rows(table, kv_len: float, batch: float) -> float:
+def _kv_rows(table: Any, kv_len: float, batch: float) -> float:
     rows = table.rows
     return _between([r.batch for r in rows],
                     lambda i: interp_loglin(rows[i].kv_len_tokens, rows[i].bw_efficiency_median, max(kv_len, 1.0)),
                     max(batch, 1.0))
 
 
-def _isl_rows(table, isl: float, batch: float) -> float:
+def _isl_rows(table: Any, isl: float, batch: float) -> float:
     rows = table.rows
     return _between([r.batch for r in rows],
                     lambda i: interp_loglin(rows[i].isl_tokens, rows[i].flop_efficiency_median, max(isl, 1.0)),
@@ -171,7 +171,7 @@ def context_attention_efficiency(system: str, isl: float, batch: float = 1, *,
     return None if a is None else _isl_rows(a, isl, batch)
 
 
-def _by_heads(items: list, heads: float, fn: Callable[[object], float]) -> float:
+def _by_heads(items: list[Any], heads: float, fn: Callable[[Any], float]) -> float:
     items = sorted(items, key=lambda x: x.num_heads_per_gpu)
     return _between([x.num_heads_per_gpu for x in items], lambda i: fn(items[i]), max(heads, 1.0))
 
@@ -205,7 +205,7 @@ def mla_context_efficiency(system: str, isl: float, batch: float = 1, *, num_hea
 
 # ---------------------------------------------------------------- MoE
 
-def _moe(system: str, dtype: str, backend: str | None):
+def _moe(system: str, dtype: str, backend: str | None) -> Any:
     t = tables(system)
     if t is None:
         return None
@@ -231,12 +231,13 @@ def moe_bw_efficiency(system: str, dtype: str, tokens_per_expert: float, *,
 
 # ---------------------------------------------------------------- collectives
 
-def _comm_time(table, nbytes: float, n_gpus: int) -> float | None:
+def _comm_time(table: Any, nbytes: float, n_gpus: int) -> float | None:
     rows = table.rows
     ns = [r.n_gpus for r in rows]
     if n_gpus < ns[0] or n_gpus > ns[-1]:
         return None
-    at = lambda i: interp_loglog_time(rows[i].message_bytes, rows[i].latency_us, nbytes) * 1e-6  # noqa: E731
+    def at(i: int) -> float:
+        return float(interp_loglog_time(rows[i].message_bytes, rows[i].latency_us, nbytes)) * 1e-6
     if n_gpus in ns:
         return at(ns.index(n_gpus))
     i = bisect.bisect_right(ns, n_gpus) - 1

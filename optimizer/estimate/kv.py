@@ -109,7 +109,7 @@ class KVEstimate:
     kv_dtype: str
     layouts: tuple[tuple[int, KVLayout], ...]  # (layer index, layout)
     index_topk: int | None
-    _memo: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    _memo: dict[tuple[str, int], float] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def bytes_at(self, tokens: int) -> float:
         """Cache bytes one sequence of `tokens` tokens holds (per GPU of a TP group)."""
@@ -154,7 +154,7 @@ class KVEstimate:
         return total
 
 
-_KV_CACHE: dict[tuple, tuple[ModelSpec, KVEstimate]] = {}
+_KV_CACHE: dict[tuple[object, ...], tuple[ModelSpec, KVEstimate]] = {}
 
 
 def kv_estimate(spec: ModelSpec, engine: str = "vllm", kv_dtype: str | None = None, tp: int = 1,

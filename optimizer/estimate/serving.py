@@ -123,7 +123,8 @@ def serve(w: Workload, *, world: int, dp: int, admitted_per_replica: int,
         n_run = min(c, float(cap))
         if c > cap:
             binding = "kv_capacity"
-            notes.append(f"{w.concurrency} requests in flight but the engine admits {cap * dp}: the rest wait in the queue")
+            notes.append(f"{w.concurrency} requests in flight but the engine admits {cap * dp}: "
+                         "the rest wait in the queue")
         n_dec = n_run
         x = n_run / (prefill_single_s + osl * step_time(max(1.0, n_run)))
         for _ in range(FIXED_POINT_ITERATIONS):
@@ -165,8 +166,8 @@ def serve(w: Workload, *, world: int, dp: int, admitted_per_replica: int,
             notes.append(f"prefill alone needs {rho:.0%} of the engine's time at {w.rate_rps} req/s")
     if stable and rho > 0.5 and binding == "decode":
         binding = "prefill"
-    ttft_p90 = prefill_single_s + _wait(rho, prefill_work_s, 0.9) + (ttft - prefill_single_s - _wait(rho, prefill_work_s)
-                                                                      if math.isfinite(ttft) else 0.0)
+    queued = (ttft - prefill_single_s - _wait(rho, prefill_work_s)) if math.isfinite(ttft) else 0.0
+    ttft_p90 = prefill_single_s + _wait(rho, prefill_work_s, 0.9) + queued
     rate = x * dp if stable else 0.0
     out = rate * osl
     total = rate * (w.isl + osl)

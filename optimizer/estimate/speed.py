@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from optimizer.arch.spec import ModelSpec
+from optimizer.arch.spec import LayerSpec, ModelSpec
+from optimizer.cache import BoundedCache
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
-from optimizer.estimate.memory import Parallel
+from optimizer.layout import Parallel
 from optimizer.layout import Links
 from optimizer.estimate.weights import WeightBreakdown
 
@@ -71,7 +72,7 @@ class ExpertTiers:
     def share(self, tier: str) -> float:
         """Share of expert activations a tier serves (defaults to its byte fraction: uniform routing)."""
         if self.activation_share_gpu is None:
-            return getattr(self, tier)
+            return float(getattr(self, tier))
         off = self.cpu + self.stream + self.nvme
         if tier == "gpu":
             return self.activation_share_gpu
@@ -90,14 +91,14 @@ class SpeedEstimate:
     terms_s: dict[str, float] = field(default_factory=dict)  # expected time components of one step
     binding: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {"tok_s_per_seq": self.tok_s_per_seq, "tok_s_bound_per_seq": self.tok_s_bound_per_seq,
                 "tok_s_aggregate": self.tok_s_aggregate, "batch": self.batch, "context": self.context,
                 "step_time_s": self.step_time_s, "bound_step_time_s": self.bound_step_time_s,
                 "terms_s": self.terms_s, "binding": self.binding}
 
 
-def attended_rows(layer, tokens: float) -> float:
+def attended_rows(layer: LayerSpec, tokens: float) -> float:
     """KV rows one new token attends to at context `tokens`: window rows, compressed rows (T/ratio), top-k
     sparse selection (V3.2 / V4 CSA), or the whole context for full attention."""
     rows = 0.0
@@ -237,11 +238,21 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                          binding=binding)
 
 
+def spec_key(spec: ModelSpec) -> tuple[str, str, int, int, int, int]:
+    """What the memoized per-architecture figures depend on (the config it was read from and its shape)."""
+    return (spec.source, spec.name, spec.hidden_size, spec.vocab_size, len(spec.layers), spec.max_context)
+
+
+_EXPERT_SHARE: BoundedCache[tuple[object, ...], float] = BoundedCache("speed.expert_share", 256)
+_MOE_GROUPS: BoundedCache[tuple[object, ...], dict[tuple[int, int, float], int]] = BoundedCache("speed.moe_groups",
+                                                                                                  1024)
+_ATTN_DECODE: BoundedCache[tuple[object, ...], float] = BoundedCache("speed.attn_decode", 8192)
+_ATTN_PREFILL: BoundedCache[tuple[object, ...], float] = BoundedCache("speed.attn_prefill", 8192)
+
+
 def _expert_param_share(spec: ModelSpec) -> float:
     """Share of active parameters that are routed experts (for moving compute off the GPU)."""
-    if "_expert_share" not in spec.__dict__:
-        spec.__dict__["_expert_share"] = _expert_share(spec)
-    return spec.__dict__["_expert_share"]
+    return _EXPERT_SHARE.get_or_compute(spec_key(spec), lambda: _expert_share(spec))
 
 
 def _expert_share(spec: ModelSpec) -> float:
@@ -253,38 +264,30 @@ def _expert_share(spec: ModelSpec) -> float:
 
 
 def _moe_groups(spec: ModelSpec, w: WeightBreakdown) -> dict[tuple[int, int, float], int]:
-    """Main MoE layers grouped by (experts, top-k, bytes per expert) -> count (memoized per weight breakdown)."""
-    memo = spec.__dict__.setdefault("_moe_groups_memo", {})
-    key = id(w)
-    hit = memo.get(key)
-    if hit is not None and hit[0] is w:
-        return hit[1]
-    groups: dict[tuple[int, int, float], int] = {}
-    for i, l in enumerate(spec.main_layers):
-        if l.is_moe:
-            g = (l.n_routed_experts, l.experts_per_token, w.per_layer_experts[i] / l.n_routed_experts)
-            groups[g] = groups.get(g, 0) + 1
-    memo[key] = (w, groups)
-    return groups
+    """Main MoE layers grouped by (experts, top-k, bytes per expert) -> count (memoized by content)."""
+    def compute() -> dict[tuple[int, int, float], int]:
+        groups: dict[tuple[int, int, float], int] = {}
+        for i, l in enumerate(spec.main_layers):
+            if l.is_moe:
+                g = (l.n_routed_experts, l.experts_per_token, w.per_layer_experts[i] / l.n_routed_experts)
+                groups[g] = groups.get(g, 0) + 1
+        return groups
+    return _MOE_GROUPS.get_or_compute((spec_key(spec), w.per_layer_experts), compute)
 
 
 def _decode_attention_flops(spec: ModelSpec, context: int) -> float:
-    memo = spec.__dict__.setdefault("_attn_decode_memo", {})
-    if context not in memo:
-        memo[context] = sum(l.attn_flops_per_ctx * attended_rows(l, context)
-                            + l.indexer_flops_per_ctx * context / max(l.indexer_ratio, 1) for l in spec.main_layers)
-    return memo[context]
+    return _ATTN_DECODE.get_or_compute((spec_key(spec), context), lambda: float(sum(
+        l.attn_flops_per_ctx * attended_rows(l, context)
+        + l.indexer_flops_per_ctx * context / max(l.indexer_ratio, 1) for l in spec.main_layers)))
 
 
 def _prefill_attention_flops(spec: ModelSpec, P: int) -> float:
-    memo = spec.__dict__.setdefault("_attn_prefill_memo", {})
-    if P not in memo:
-        memo[P] = sum(l.attn_flops_per_ctx * _prompt_attention_rows(l, P)
-                      + l.indexer_flops_per_ctx * (P * P / 2.0) / max(l.indexer_ratio, 1) for l in spec.main_layers)
-    return memo[P]
+    return _ATTN_PREFILL.get_or_compute((spec_key(spec), P), lambda: float(sum(
+        l.attn_flops_per_ctx * _prompt_attention_rows(l, P)
+        + l.indexer_flops_per_ctx * (P * P / 2.0) / max(l.indexer_ratio, 1) for l in spec.main_layers)))
 
 
-def _prompt_attention_rows(layer, P: int, steps: int = 16) -> float:
+def _prompt_attention_rows(layer: LayerSpec, P: int, steps: int = 16) -> float:
     """Sum over positions 1..P of the rows attended (trapezoid rule over `steps` segments; the function is
     piecewise linear with at most two kinks, so this is accurate to well under 1%)."""
     xs = [P * i / steps for i in range(steps + 1)]

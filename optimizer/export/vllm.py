@@ -88,12 +88,12 @@ def common_args(facts: ModelFacts, plan: Plan, warnings: list[str], redundant: i
     a += ["--max-num-seqs", str(seqs), "--max-num-batched-tokens", str(mnbt)]
     sd = plan.spec_decode
     if sd is not None:
-        cfg: dict = {"method": sd.method, "num_speculative_tokens": sd.num_tokens}
+        spec_cfg: dict[str, object] = {"method": sd.method, "num_speculative_tokens": sd.num_tokens}
         if sd.method == "eagle3":
             if not sd.draft_model:
                 raise ExportError("an EAGLE-3 plan needs its draft model (spec_decode.draft_model)")
-            cfg["model"] = sd.draft_model
-        a += ["--speculative-config", json.dumps(cfg, separators=(",", ":"))]
+            spec_cfg["model"] = sd.draft_model
+        a += ["--speculative-config", json.dumps(spec_cfg, separators=(",", ":"))]
     if plan.offload.mode == "stream" and plan.offload.expert_layers_offloaded:
         gpus = plan.hardware.gpus_per_node
         gb = ceil_to(plan.offload.host_bytes / gpus / GiB, 1)

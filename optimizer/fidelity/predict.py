@@ -8,9 +8,11 @@ from dataclasses import dataclass, replace
 from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.models import resolve_model
-from optimizer.estimate.deployment import Deployment, EngineSettings, Hardware, Offload, evaluate, links_for, resident_weights
+from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, evaluate, links_for,
+                                           resident_weights)
 from optimizer.estimate.kv import kv_estimate
-from optimizer.estimate.memory import Parallel, weights_per_device
+from optimizer.estimate.memory import weights_per_device
+from optimizer.layout import Parallel
 from optimizer.report.estimate import default_parallel
 
 
@@ -20,7 +22,8 @@ def predict_memory(row: dict) -> float:
     metric = row["metric"]
     if metric in ("weights_per_gpu_bytes", "gguf_file_bytes"):
         # the weights an engine holds (its padding included), as evaluate() computes them
-        _, w = resident_weights(m, row["quant"], row.get("engine") or "llamacpp", include_mtp=bool(row.get("include_mtp")))
+        _, w = resident_weights(m, row["quant"], row.get("engine") or "llamacpp",
+                                include_mtp=bool(row.get("include_mtp")))
         if metric == "gguf_file_bytes":
             return w.total
         return weights_per_device(w, Parallel(tp=int(row["tp"]), ep=bool(row.get("ep", False))))

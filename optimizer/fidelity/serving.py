@@ -20,7 +20,7 @@ from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import load_cards, resolve_model
 from optimizer.estimate.deployment import Deployment, Hardware, evaluate
-from optimizer.estimate.memory import Parallel
+from optimizer.layout import Parallel
 from optimizer.estimate.serving import Workload
 from optimizer.fidelity.cases import DATA_DIR
 

@@ -12,11 +12,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from optimizer.catalog.hardware import get_node, load_hardware
+from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
+from optimizer.estimate.deployment import Deployment, Hardware, Offload, evaluate, resident_weights
+from optimizer.estimate.speed import ExpertTiers, SpeedEstimate
+from optimizer.layout import Parallel
 from optimizer.limits import (MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_LAYERS, MAX_NAME_CHARS, MAX_NESTING,
                               MAX_NODES, MAX_PATH_CHARS, MAX_PLAN_BYTES, MAX_SIZE_BYTES, clip_for_message, exists,
-                              has_control,
-                              json_depth_ok, read_text_bounded)
+                              has_control, json_depth_ok, read_text_bounded)
 from optimizer.solver.plan import PLAN_SCHEMA, Plan
 
 _Gpus = Annotated[int, Field(ge=1, le=MAX_GPUS)]
@@ -82,7 +86,6 @@ class PlaceInput(BaseModel):
 
     @cached_property
     def resolved(self):
-        from optimizer.catalog.models import resolve_model
         return resolve_model(self.model)
 
 
@@ -105,7 +108,6 @@ def read_input(path: str) -> PlaceInput:
     try:
         if obj.get("schema_id") == PLAN_SCHEMA or "hardware" in obj:
             plan = Plan.model_validate(obj)
-            from optimizer.catalog.models import resolve_model
             spec = resolve_model(plan.model).spec
             return PlaceInput.from_plan(plan, len(spec.moe_layers))
         return PlaceInput.model_validate(obj)
@@ -118,21 +120,18 @@ def read_input(path: str) -> PlaceInput:
 def expert_bytes_per_layer(inp: PlaceInput) -> np.ndarray:
     """Bytes of one routed expert in each MoE layer, as the engine holds them (a GGUF file's exact bytes when the
     model is a file; the same weights `evaluate()` uses)."""
-    from optimizer.estimate.deployment import resident_weights
     m = inp.resolved
     _, w = resident_weights(m, inp.quant, inp.engine or "vllm", include_mtp=False)
     out = [w.per_layer_experts[i] / l.n_routed_experts for i, l in enumerate(m.spec.main_layers) if l.is_moe]
     return np.array(out, dtype=float)
 
 
-def plan_deployment(inp: PlaceInput, tiers=None, expert_imbalance: float | None = None):
+def plan_deployment(inp: PlaceInput, tiers: ExpertTiers | None = None,
+                    expert_imbalance: float | None = None) -> Deployment | None:
     """The deployment a placement input describes, with an expert tiering (ExpertTiers byte fractions) and/or
     a known EP step imbalance; None when no node is known."""
     if inp.node is None:
         return None
-    from optimizer.catalog.hardware import get_node, load_hardware
-    from optimizer.estimate.deployment import Deployment, Hardware, Offload
-    from optimizer.estimate.memory import Parallel
     m = inp.resolved
     node = get_node(inp.node)
     acc = load_hardware().accelerators[node.accelerator]
@@ -150,10 +149,10 @@ def plan_deployment(inp: PlaceInput, tiers=None, expert_imbalance: float | None 
                       expert_imbalance=expert_imbalance)
 
 
-def plan_speed(inp: PlaceInput, tiers=None, expert_imbalance: float | None = None):
-    """Decode speed of the plan with a given ExpertTiers / EP imbalance (None when no node is known)."""
+def plan_speed(inp: PlaceInput, tiers: ExpertTiers | None = None,
+               expert_imbalance: float | None = None) -> SpeedEstimate:
+    """Decode speed of the plan with a given ExpertTiers / EP imbalance (callers check that a node is known)."""
     d = plan_deployment(inp, tiers, expert_imbalance)
     if d is None:
-        return None
-    from optimizer.estimate.deployment import evaluate
+        raise InputError("the placement input names no node type: no speed to report")
     return evaluate(d).decode

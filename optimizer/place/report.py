@@ -340,7 +340,8 @@ def render(r: PlacementResult, console) -> None:
         if tr.tok_s:
             console.print("decode tok/s per sequence: " + ", ".join(f"{k} {v:,.2f}" for k, v in tr.tok_s.items()))
     for k, v in r.exports.items():
-        console.print(f"export {k}: {v if isinstance(v, str) else shlex.join(v['flags'] if isinstance(v, dict) else v)}")
+        shown = v if isinstance(v, str) else shlex.join(v["flags"] if isinstance(v, dict) else v)
+        console.print(f"export {k}: {shown}")
     for n in r.notes:
         console.print(f"note: {n}")
 

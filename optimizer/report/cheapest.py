@@ -68,7 +68,8 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
     if sv is not None:
         load = f"{sv.concurrency} in flight" if sv.concurrency is not None else f"{sv.rate_rps:g} req/s"
         console.print(f"serving {sv.isl:,} in / {sv.osl:,} out, {load}: TPOT {sv.tpot_s * 1e3:,.1f} ms "
-                      f"({1 / sv.tpot_s:,.1f} tok/s per sequence), TTFT {sv.ttft_s:,.2f} s (p90 {sv.ttft_p90_s:,.2f} s), "
+                      f"({1 / sv.tpot_s:,.1f} tok/s per sequence), TTFT {sv.ttft_s:,.2f} s "
+                      f"(p90 {sv.ttft_p90_s:,.2f} s), "
                       f"{sv.request_rate_rps:,.2f} req/s, output {sv.output_tok_s:,.0f} tok/s "
                       f"({sv.output_tok_s_per_gpu:,.0f}/GPU), total {sv.total_tok_s:,.0f} tok/s; "
                       f"prefill {sv.prefill_share:.0%} of engine time")
@@ -81,7 +82,8 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
         st = p.settings
         console.print(f"engine settings: max_model_len {st.max_model_len:,}, max_num_seqs {st.max_num_seqs:,}, "
                       f"max_num_batched_tokens {st.max_num_batched_tokens:,}"
-                      + (f", gpu_memory_utilization {st.gpu_memory_utilization:.2f}" if st.gpu_memory_utilization else "")
+                      + (f", gpu_memory_utilization {st.gpu_memory_utilization:.2f}"
+                         if st.gpu_memory_utilization else "")
                       + (f", mem_fraction_static {st.mem_fraction_static:.3f}" if st.mem_fraction_static else ""))
     for n in p.notes:
         console.print(f"note: {n}")
@@ -91,10 +93,12 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
             ft.add_column(col)
         for f in r.frontier:
             a = f.plan
-            ft.add_row(f.tier + (" ◀" if f.headline else ""), f"{f.expert_bits:.2f}", _money(r.objective, a.costs.objective_value),
+            ft.add_row(f.tier + (" ◀" if f.headline else ""), f"{f.expert_bits:.2f}",
+                       _money(r.objective, a.costs.objective_value),
                        f"{a.hardware.n_nodes}× {a.hardware.node}", a.engine, a.quant,
                        f"{(1 / a.serving.tpot_s) if a.serving else a.speed.tok_s_per_seq:,.1f}",
-                       f"{a.serving.ttft_s if a.serving else a.speed.ttft_s:,.1f}", f"{a.memory.headroom_bytes / GiB:,.1f}")
+                       f"{a.serving.ttft_s if a.serving else a.speed.ttft_s:,.1f}",
+                       f"{a.memory.headroom_bytes / GiB:,.1f}")
         console.print(ft)
     if r.alternatives:
         t = Table(title="Next-cheapest alternatives")

@@ -15,7 +15,7 @@ from optimizer.errors import InputError
 from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, SpecDecode, evaluate,
                                            memory_of, resident_weights)
 from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
-from optimizer.estimate.memory import Parallel
+from optimizer.layout import Parallel
 from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
 from optimizer.solver.support import unsupported

@@ -73,10 +73,11 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
         if sv is not None:
             load = (f"{sv.concurrency} in flight" if sv.concurrency is not None else f"{sv.rate_rps:g} req/s")
             head = f"serving {sv.isl:,} in / {sv.osl:,} out, {load}"
-            if not sv.stable:
+            if not sv.stable or sv.tpot_s is None or sv.ttft_s is None or sv.ttft_p90_s is None:
                 console.print(f"{head}: [red]not sustainable[/red] (binding: {sv.binding})")
             else:
-                console.print(f"{head}: TPOT {sv.tpot_s * 1e3:,.1f} ms, TTFT {sv.ttft_s:,.2f} s (p90 {sv.ttft_p90_s:,.2f} s), "
+                console.print(f"{head}: TPOT {sv.tpot_s * 1e3:,.1f} ms, TTFT {sv.ttft_s:,.2f} s "
+                              f"(p90 {sv.ttft_p90_s:,.2f} s), "
                               f"{sv.request_rate_rps:,.2f} req/s, output {sv.output_tok_s:,.0f} tok/s "
                               f"({sv.output_tok_s_per_gpu:,.0f}/GPU), total {sv.total_tok_s:,.0f} tok/s "
                               f"({sv.total_tok_s_per_gpu:,.0f}/GPU); {sv.decoding_seqs:,.1f} decoding of "

@@ -209,7 +209,8 @@ def _model(name: str, base: Path) -> str:
         p = Path(name).expanduser()
         p = p if p.is_absolute() else (base / p)
         if not exists(p):
-            raise ValueError(f"{clip_for_message(name)}: no such file or folder (paths are relative to the scenario file)")
+            raise ValueError(f"{clip_for_message(name)}: no such file or folder "
+                             "(paths are relative to the scenario file)")
         return str(p.resolve())
     from optimizer.catalog.models import catalogue_key
     try:

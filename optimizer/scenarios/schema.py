@@ -135,7 +135,8 @@ OwnedField = Annotated[OwnedSpec, BeforeValidator(_owned, json_schema_input_type
 class QuestionFields(_Strict):
     """Everything a question may set (and `defaults` may supply). `model` and `context` are required, here or
     in `defaults`."""
-    model: str | None = Field(None, max_length=MAX_PATH_CHARS, description="catalogue name/alias, a config.json, a model folder or a .gguf "
+    model: str | None = Field(None, max_length=MAX_PATH_CHARS,
+                              description="catalogue name/alias, a config.json, a model folder or a .gguf "
                                                  "(paths are relative to the scenario file)")
     context: TokenCount | None = Field(None, description="tokens per sequence: 393216, '384K' or '1M'")
     concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY, description="concurrent sequences at `context`")
@@ -174,7 +175,8 @@ class QuestionFields(_Strict):
     max_nodes: int | None = Field(None, ge=1, le=MAX_NODES, description="most nodes a plan may use (default 16)")
     top: int | None = Field(None, ge=1, le=50, description="plans to keep: the optimum and next-cheapest "
                                                           "alternatives (default 5)")
-    time_limit_s: Number | None = Field(None, gt=0, le=MAX_TIME_LIMIT_S, description="solver time limit per solve (default 20)")
+    time_limit_s: Number | None = Field(None, gt=0, le=MAX_TIME_LIMIT_S,
+                                        description="solver time limit per solve (default 20)")
     workers: int | None = Field(None, ge=1, le=64, description="CP-SAT threads per question (default 1 in batch "
                                                                "runs, which are parallel across questions)")
 

@@ -9,18 +9,20 @@ under uniform routing, a convex piecewise-linear interpolation when load-aware t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_accelerator, load_hardware, node_capex_usd,
                                         node_power_watts)
-from optimizer.catalog.hardware_schema import NodeType
+from optimizer.catalog.hardware_schema import Accelerator, NodeType
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
-from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, SpecDecode,
+from optimizer.estimate.deployment import (Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode,
                                            default_spec_decode, evaluate, quality_of)
 from optimizer.estimate.kv import default_kv_dtype
-from optimizer.estimate.memory import Parallel
+from optimizer.estimate.speed import SpeedEstimate
+from optimizer.layout import Parallel
 from optimizer.estimate.schemes import SCHEMES, get_scheme
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.query import Query
@@ -90,7 +92,7 @@ class Candidate:
     def nvme(self, z: float) -> float:
         return self.host_slope * z
 
-    def points(self):
+    def points(self) -> Iterator[tuple[int, int]]:
         """Every (x, z) offload split: x expert layers in host DRAM, z on NVMe."""
         for x in range(self.max_offload_layers + 1):
             for z in range(min(self.max_nvme_layers, self.max_offload_layers - x) + 1):
@@ -204,7 +206,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
             gguf = engine == "llamacpp"
             for qname in _quants(q, gguf, m):
                 try:
-                    scheme = get_scheme(qname, m.storage)
+                    get_scheme(qname, m.storage)  # a quantization the model's storage cannot take is skipped
                 except InputError:
                     continue
                 quality = quality_of(m, qname)  # computed once per (model, quant)
@@ -213,7 +215,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                     continue
                 kv_choices = q.kv_dtypes or [default_kv_dtype(spec, engine)]
                 for kvd in kv_choices:
-                    feasible_family: set[tuple] = set()
+                    feasible_family: set[tuple[int, bool, bool, bool]] = set()
                     for n_nodes in counts:
                         for par in _layouts(m, engine, n_nodes, g, _fast_domain(node)):
                             fam = (par.tp, par.ep, par.dp > 1, par.pp > 1)
@@ -258,7 +260,7 @@ def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | 
     return [None, sd] if q.spec == "auto" else [sd]
 
 
-def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int, owned: bool, dram_base: float,
+def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool, dram_base: float,
            engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
            quality: tuple[float, float, float], spec_dec: SpecDecode | None = None) -> Candidate | None:
     """One candidate row: its deployment evaluated (estimate.evaluate, the same function the checker and
@@ -294,7 +296,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
     except InputError:
         return None
 
-    def at(x: float, z: float = 0.0):
+    def at(x: float, z: float = 0.0) -> Evaluation:
         if not L:
             return evaluate(base)
         share = None
@@ -314,7 +316,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
     if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
         return None
 
-    def split(sp):
+    def split(sp: SpeedEstimate) -> tuple[float, float]:
         other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
         return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
 
@@ -324,10 +326,11 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc, n_nodes: int, g: int
     if q.workload is not None:
         # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
         # the offload range (a chord; the independent check re-evaluates the chosen point exactly)
-        def tp(ev) -> float:
+        def tp(ev: Evaluation) -> float:
             return ev.tpot_s if ev.sustainable else UNSUSTAINABLE_S
         ta, tb, tc = tp(ev_a), tp(ev_b), tp(ev_c)
-        lines = ((ta, (tb - ta) / L if L else 0.0, (tc - ta) / L if L else 0.0),)
+        lines: tuple[tuple[float, float, float], ...] = ((ta, (tb - ta) / L if L else 0.0,
+                                                          (tc - ta) / L if L else 0.0),)
     elif not L:
         a, b = split(ev_a.decode)
         lines = ((a, 0.0, 0.0), (b, 0.0, 0.0))

@@ -82,7 +82,8 @@ class Query(BaseModel):
     osl: int | None = Field(default=None, gt=0, le=MAX_CONTEXT_TOKENS)
     rate_rps: float | None = Field(default=None, gt=0, le=1e6)
     prefix_hit: float = Field(default=0.0, ge=0, lt=1)
-    spec: Literal["off", "auto", "on"] = "off"  # speculative decoding (the model card's MTP/EAGLE-3 setup): auto = try both
+    # speculative decoding with the model card's MTP/EAGLE-3 setup: auto = try both
+    spec: Literal["off", "auto", "on"] = "off"
     # the headline plan is the cheapest whose experts/FFN have at least this many bits (None: the cheapest at any
     # width); plans below it still appear in the cost-quality frontier. `tier` picks one frontier tier instead.
     headline_min_bits: float | None = Field(default=None, ge=0, le=32)
@@ -104,7 +105,7 @@ class Query(BaseModel):
 
     @field_validator("tok_s")
     @classmethod
-    def _tok_s(cls, v):
+    def _tok_s(cls, v: float) -> float:
         if 0 < v < MIN_TOK_S:
             raise ValueError(f"a decode target must be 0 (none) or at least {MIN_TOK_S:g} tok/s")
         return v
@@ -127,7 +128,7 @@ class Query(BaseModel):
         return tier_named(v).name
 
     @property
-    def workload(self):
+    def workload(self) -> Workload | None:
         """The served workload, or None for the plain (context, concurrency) question."""
         if self.isl is None or self.osl is None:
             return None

@@ -17,9 +17,9 @@ from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
 from optimizer.solver.scaling import COST_UNIT
 from optimizer.solver.frontier import TIERS, tier_named, tier_of
-from optimizer.solver.oracle import row_optima
+from optimizer.solver.oracle import RowOptimum, row_optima
 from optimizer.solver.table import IntRow, extra_gb_needed, limits, to_rows
-from optimizer.solver.validate import check, evaluate
+from optimizer.solver.validate import PlanEvaluation, check, evaluate
 
 RESULT_SCHEMA = "rigopt.cheapest/1"
 
@@ -133,7 +133,7 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
         binding_constraint=binding, notes=notes, settings=_settings_plan(ev), serving=_serving_plan(ev, q)))
 
 
-def _settings_plan(ev) -> EngineSettingsPlan:
+def _settings_plan(ev: PlanEvaluation) -> EngineSettingsPlan:
     st = ev.physics.settings
     return EngineSettingsPlan(max_model_len=st.max_model_len, max_num_seqs=st.max_num_seqs,
                               max_num_batched_tokens=st.max_num_batched_tokens,
@@ -141,7 +141,7 @@ def _settings_plan(ev) -> EngineSettingsPlan:
                               mem_fraction_static=st.mem_fraction_static, block_size=st.block_size)
 
 
-def _serving_plan(ev, q: Query) -> ServingPlan | None:
+def _serving_plan(ev: PlanEvaluation, q: Query) -> ServingPlan | None:
     s, w = ev.physics.serving, q.workload
     if s is None or w is None or not s.stable:
         return None
@@ -189,7 +189,9 @@ def cheapest(q: Query) -> CheapestResult:
     # proves the optimum (and its tie-breaks) over the rows that can reach that cost, and over all rows again if
     # the check rejected every one of those.
     best_allowed = next((optima[i][3] for i in ranked if i in allowed), None)
-    pruned = {i for i in allowed if i not in optima or optima[i][3] > best_allowed} if best_allowed is not None else set()
+    pruned: set[int] = set()
+    if best_allowed is not None:
+        pruned = {i for i in allowed if i not in optima or optima[i][3] > best_allowed}
     exclude |= pruned
     chosen: int | None = None
     while True:  # one solve; again only if the independent check rejects what it found
@@ -208,7 +210,8 @@ def cheapest(q: Query) -> CheapestResult:
         if best_cost is None:
             status, best_cost, bound = sol.status, sol.cost, sol.bound
         note = f"solver status {sol.status}" + (
-            f", proven gap {(sol.cost - sol.bound) / sol.cost:.2%}" if sol.status == "FEASIBLE" and sol.cost else "")
+            f", proven gap {(sol.cost - sol.bound) / sol.cost:.2%}"
+            if sol.status == "FEASIBLE" and sol.cost and sol.bound is not None else "")
         plan = build_plan(cands[sol.index], q, dram_layers=sol.dram_layers, extra_dram_gb=sol.extra_dram_gb,
                           nvme_layers=sol.nvme_layers, status_note=note)
         problems = check(plan, q)
@@ -261,17 +264,19 @@ def _headline_rows(q: Query, cands: list[Candidate], ranked: list[int]) -> tuple
             return rows, (f"cheapest plan with {floor} (the default quality floor; --min-bits 0 for any width, "
                           f"cheaper tiers in the frontier)")
         return every, f"nothing with {floor} meets the targets: cheapest plan at any width"
-    return every, "cheapest plan" + (f" with experts of at least {q.min_expert_bits:g} bits" if q.min_expert_bits else "")
+    floor_note = f" with experts of at least {q.min_expert_bits:g} bits" if q.min_expert_bits else ""
+    return every, "cheapest plan" + floor_note
 
 
-def _row_plan(cands: list[Candidate], rows: list[IntRow], optima: dict, i: int, q: Query) -> Plan | None:
+def _row_plan(cands: list[Candidate], rows: list[IntRow], optima: dict[int, RowOptimum], i: int,
+              q: Query) -> Plan | None:
     """Candidate i at its own optimum, re-evaluated and checked (None if the check rejects it)."""
     _, x, z, _ = optima[i]
     plan = build_plan(cands[i], q, dram_layers=x, extra_dram_gb=extra_gb_needed(rows[i], x), nvme_layers=z)
     return None if check(plan, q) else plan
 
 
-def _frontier(q: Query, cands: list[Candidate], rows: list[IntRow], optima: dict, ranked: list[int],
+def _frontier(q: Query, cands: list[Candidate], rows: list[IntRow], optima: dict[int, RowOptimum], ranked: list[int],
               chosen: int | None, headline: Plan | None) -> list[FrontierEntry]:
     """The cheapest checked plan of every quality tier that has one (ranked by the solver's own order)."""
     out: list[FrontierEntry] = []

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_node, load_hardware, node_capex_usd,
                                         node_power_watts)
 from optimizer.catalog.models import resolve_model
-from optimizer.estimate import factors as F
 from optimizer.estimate.deployment import (Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode,
                                            evaluate as evaluate_deployment)
-from optimizer.estimate.memory import DeviceMemory, Parallel
+from optimizer.estimate.memory import DeviceMemory
+from optimizer.layout import Parallel
 from optimizer.estimate.speed import PrefillEstimate, SpeedEstimate
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.plan import Plan
@@ -103,6 +103,8 @@ def evaluate(plan: Plan, q: Query) -> PlanEvaluation:
         nvme_capacity = hw.storage[node.nvme].capacity_bytes * max(node.nvme_count, 1)
     extra = plan.hardware.extra_dram_bytes
     dram_cost = hw.hosts[node.host].dram_usd_per_gb * extra / 1e9 * n
+    capex: float | None
+    hourly: float | None
     if plan.hardware.owned:
         capex, hourly = dram_cost, 0.0
     else:
