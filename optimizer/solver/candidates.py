@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from optimizer.cache import BoundedCache
 from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_accelerator, load_hardware, node_capex_usd,
                                         node_power_watts)
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
@@ -153,13 +154,19 @@ def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> 
     return out
 
 
+_NODE_PRICES: BoundedCache[NodeType, tuple[float | None, float | None, float]] = BoundedCache("candidates.prices",
+                                                                                               1024)
+
+
 def _costs(q: Query, node: NodeType, n_nodes: int, g: int, owned: bool) -> tuple[float | None, float | None, float]:
-    capex = node_capex_usd(node.key)
-    capex = 0.0 if owned else (capex * n_nodes if capex is not None else None)
-    price = cloud_usd_per_gpu_hour(node.accelerator)
-    hourly = 0.0 if owned else (price.usd_per_hour * n_nodes * g if price and price.usd_per_hour else None)
-    power = node_power_watts(node.key) * n_nodes
-    return capex, hourly, power
+    def per_node() -> tuple[float | None, float | None, float]:
+        price = cloud_usd_per_gpu_hour(node.accelerator)
+        return (node_capex_usd(node.key), price.usd_per_hour if price and price.usd_per_hour else None,
+                node_power_watts(node.key))
+    capex1, gpu_hour, watts = _NODE_PRICES.get_or_compute(node, per_node)  # catalogue rows: once per node type
+    capex = 0.0 if owned else (capex1 * n_nodes if capex1 is not None else None)
+    hourly = 0.0 if owned else (gpu_hour * n_nodes * g if gpu_hour else None)
+    return capex, hourly, watts * n_nodes
 
 
 def _node_options(q: Query, m: ResolvedModel) -> list[tuple[NodeType, list[int], bool, float]]:
@@ -238,8 +245,11 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
     return out
 
 
+_FAST_DOMAIN: BoundedCache[NodeType, int] = BoundedCache("candidates.fast_domain", 1024)
+
+
 def _fast_domain(node: NodeType) -> int:
-    return topology(node.key, 1).fast_domain_size()
+    return _FAST_DOMAIN.get_or_compute(node, lambda: topology(node.key, 1).fast_domain_size())
 
 
 def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) -> str:

@@ -32,6 +32,9 @@ def row_optimum(r: IntRow, lim: Limits) -> RowOptimum | None:
     """Row r at its own best (x DRAM layers, z NVMe layers): the lexicographic key brute_force and the CP-SAT
     stages use, with the same integer arithmetic as `row_feasible`, evaluated over every point at once (numpy)."""
     L, Z = r.max_offload_layers, r.max_nvme_layers
+    if L == 0:  # one point: the plain integer check (no arrays)
+        ok0, cost0 = row_feasible(r, lim, 0, 0)
+        return ((cost0, r.quality_rank, step_ns(r, 0, 0), r.tie_rank, 0, 0), 0, 0, cost0) if ok0 else None
     xs, zs = np.meshgrid(np.arange(L + 1, dtype=np.int64), np.arange(min(Z, L) + 1, dtype=np.int64), indexing="ij")
     ok = xs + zs <= L
     need = r.host_mb + r.host_mb_per_layer * xs - r.host_dram_mb
