@@ -70,7 +70,13 @@ def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], deri
                         "--kt-weight-path at the converted folder")
     warnings.append(f"KTransformers keeps {per_layer} experts per MoE layer on GPU (= {L - x} of {L} layers' worth, "
                     "the plan's GPU expert bytes) instead of whole layers; needs the kt-kernel package")
-    return ["--kt-weight-path", model, "--kt-method", method,
+    # the expert weights are read from a local folder: a Hub id (no --model-path) cannot serve, so the script asks
+    # for $KT_WEIGHT_PATH (the downloaded or kt-kernel-converted checkpoint folder)
+    weights: Arg = Var("${KT_WEIGHT_PATH}") if model == facts.hf_id else model
+    if weights is not model:
+        warnings.append("--kt-weight-path needs a local folder: set KT_WEIGHT_PATH (the downloaded checkpoint, or "
+                        "kt-kernel's converted one for AMX methods) or pass --model-path /path")
+    return ["--kt-weight-path", weights, "--kt-method", method,
             "--kt-cpuinfer", str(host.cores * node.sockets), "--kt-threadpool-count", str(node.sockets),
             "--kt-num-gpu-experts", str(per_layer), "--disable-shared-experts-fusion"]
 
