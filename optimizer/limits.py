@@ -9,6 +9,7 @@ helpers only (no heavy imports): any module may import this one.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -16,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from optimizer.errors import InputError
+from optimizer.errors import InputError, RigoptError
 
 KiB, MiB = 2**10, 2**20
 
@@ -239,6 +240,24 @@ def read_text_bounded(path: str | os.PathLike, limit: int, what: str = "file") -
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         raise InputError(f"{what} {clip_for_message(str(path))}: line {line}: not valid UTF-8") from None
+
+
+def read_json_bounded(path: str | os.PathLike, limit: int, what: str, label: str,
+                      error: type[RigoptError] = InputError) -> Any:
+    """A JSON file read with the size, regular-file, UTF-8 and nesting limits; every failure is one `error`
+    naming `label` (the file as the message shows it)."""
+    try:
+        text = read_text_bounded(path, limit, what)
+    except InputError as e:
+        if type(e) is error:
+            raise
+        raise error(str(e)) from None
+    if not json_depth_ok(text):
+        raise error(f"{label}: nested deeper than {MAX_NESTING} levels")
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise error(f"{label}: not valid JSON ({clip_for_message(str(e).splitlines()[0])})") from None
 
 
 def exists(path: str | os.PathLike) -> bool:

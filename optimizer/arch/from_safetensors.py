@@ -78,20 +78,9 @@ def _layer(name: str, n_layers: int) -> int | None:
 
 
 def _load_json(path: Path) -> Any:
-    from optimizer.errors import InputError
-    from optimizer.limits import (MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_NESTING, json_depth_ok,
-                                  read_text_bounded)
+    from optimizer.limits import MAX_CONFIG_BYTES, MAX_INDEX_BYTES, read_json_bounded
     limit = MAX_CONFIG_BYTES if path.name == "config.json" else MAX_INDEX_BYTES
-    try:
-        text = read_text_bounded(path, limit, path.name)
-    except InputError as e:
-        raise ModelFormatError(str(e)) from None
-    if not json_depth_ok(text):
-        raise ModelFormatError(f"{path.name}: nested deeper than {MAX_NESTING} levels")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ModelFormatError(f"{path.name}: not valid JSON ({e})") from None
+    return read_json_bounded(path, limit, path.name, path.name, ModelFormatError)
 
 
 def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:

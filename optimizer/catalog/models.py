@@ -7,9 +7,9 @@ model.safetensors.index.json), or a .gguf file.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -21,8 +21,8 @@ from optimizer.arch.spec import ModelSpec
 from optimizer.catalog.model_schema import ModelCard
 from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError, InputError, ModelFormatError
-from optimizer.limits import (MAX_CONFIG_BYTES, MAX_NAME_CHARS, MAX_NESTING, MAX_PATH_CHARS, check_regular_file,
-                              clip_for_message, exists, has_control, json_depth_ok, read_text_bounded)
+from optimizer.limits import (MAX_CONFIG_BYTES, MAX_NAME_CHARS, MAX_PATH_CHARS, check_regular_file,
+                              clip_for_message, exists, has_control, read_json_bounded)
 
 
 @dataclass(frozen=True)
@@ -107,17 +107,8 @@ def _catalogue_model(key: str) -> ResolvedModel:
     return ResolvedModel(key=key, spec=spec, card=card)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        text = read_text_bounded(path, MAX_CONFIG_BYTES, "config")
-    except InputError as e:
-        raise ModelFormatError(str(e)) from None
-    if not json_depth_ok(text):
-        raise ModelFormatError(f"{clip_for_message(str(path))}: nested deeper than {MAX_NESTING} levels")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ModelFormatError(f"{clip_for_message(str(path))}: not valid JSON ({e})") from None
+def _read_json(path: Path) -> Any:
+    return read_json_bounded(path, MAX_CONFIG_BYTES, "config", clip_for_message(str(path)), ModelFormatError)
 
 
 def resolve_model(name: str) -> ResolvedModel:

@@ -13,8 +13,8 @@ from optimizer.engines import LLAMACPP_COMMIT, SGLANG_VERSION, VLLM_VERSION
 from optimizer.export import explain, k8s, llamacpp, sglang, vllm
 from optimizer.export.common import (ENGINE_VERSIONS, ExportError, ExportFile, ExportResult, ModelFacts,
                                      check_layout, model_arg, script)
-from optimizer.limits import (MAX_NESTING, MAX_PLAN_BYTES, clip_for_message, has_control, json_depth_ok,
-                              prepare_out_dir, read_text_bounded, safe_component, under, write_file)
+from optimizer.limits import (MAX_PLAN_BYTES, clip_for_message, has_control, prepare_out_dir, read_json_bounded,
+                              safe_component, under, write_file)
 from optimizer.solver.plan import PLAN_SCHEMA, Plan
 
 __all__ = ["export_plan", "load_plan", "render_export", "ExportResult", "ExportError", "ENGINE_VERSIONS"]
@@ -46,18 +46,7 @@ def load_plan(path: str | os.PathLike) -> Plan:
 
 def read_plan_json(path: str | os.PathLike):
     """A plan file's JSON (bounded size and nesting; regular files only)."""
-    from optimizer.errors import InputError
-    p = clip_for_message(str(path))
-    try:
-        text = read_text_bounded(path, MAX_PLAN_BYTES, "plan file")
-    except InputError as e:
-        raise ExportError(str(e)) from None
-    if not json_depth_ok(text):
-        raise ExportError(f"{p}: nested deeper than {MAX_NESTING} levels")
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise ExportError(f"{p}: not a JSON plan ({clip_for_message(str(e).splitlines()[0])})") from None
+    return read_json_bounded(path, MAX_PLAN_BYTES, "plan file", clip_for_message(str(path)), ExportError)
 
 
 def check_plan_text(plan: Plan) -> None:
