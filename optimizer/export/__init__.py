@@ -3,7 +3,6 @@ llama.cpp 0c1e57098, plus an EXPLAIN.md. Public API: export_plan, load_plan, ren
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
