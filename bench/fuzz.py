@@ -260,8 +260,15 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict, only: str = "") ->
         for opt, pool in (("--context", TOKENS + NUMS), ("--concurrency", NUMS),
                           ("--quant", TEXT + ["q4_k_m", "native"]),
                           ("--kv-dtype", TEXT + ["fp8"]), ("--engine", TEXT + ENGINES), ("--gpu", TEXT + ["rtx-4090"]),
-                          ("--gpus", NUMS), ("--prompt", TOKENS + NUMS)):
-            if rng.random() < 0.25:
+                          ("--gpus", NUMS), ("--prompt", TOKENS + NUMS),
+                          # the workload, engine-settings, layout and speculative-decoding options
+                          ("--isl", TOKENS + NUMS), ("--osl", TOKENS + NUMS), ("--rate", NUMS),
+                          ("--prefix-hit", NUMS), ("--layout", TEXT + ["dp-attn", "tp"]),
+                          ("--spec", TEXT + ["mtp", "mtp:2", "eagle3:3", "eagle3:99", "mtp:x"]),
+                          ("--accept-len", NUMS), ("--gpu-memory-utilization", NUMS), ("--max-num-seqs", NUMS),
+                          ("--max-num-batched-tokens", NUMS), ("--mem-fraction-static", NUMS),
+                          ("--block-size", NUMS), ("--n-cpu-moe", NUMS)):
+            if rng.random() < 0.15:
                 argv += [opt, rng.choice(pool)]
         if rng.random() < 0.3:
             argv.append("--json")
@@ -276,13 +283,17 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict, only: str = "") ->
                 ("--quant", TEXT), ("--kv-dtype", TEXT),
                 ("--owned", ["99999999999x rtx-4090", "99999999999999999999999999999GB, 2x rtx-4090",
                              "2x rtx-4090, 256GB ddr5", "0x rtx-4090", "x" * 5000, "," * 3000]),
-                ("--max-nodes", NUMS), ("--top", NUMS), ("--time-limit", NUMS), ("--loads", ["zipf:nan"] + TEXT)]
+                ("--max-nodes", NUMS), ("--top", NUMS), ("--time-limit", NUMS), ("--loads", ["zipf:nan"] + TEXT),
+                ("--isl", TOKENS + NUMS), ("--osl", TOKENS + NUMS), ("--rate", NUMS), ("--prefix-hit", NUMS),
+                ("--spec", TEXT + ["off", "auto", "on"]), ("--tier", TEXT + ["2-bit", "4-bit"])]
         for opt, pool in rng.sample(opts, rng.choice([1, 1, 2, 3])):
             argv += [opt, rng.choice(pool)]
         if rng.random() < 0.2:
             argv += ["--out", hostile_out(".json")]
             if rng.random() < 0.5:
-                argv += ["--export", rng.choice(ENGINES + TEXT[:5])]
+                argv += ["--export", rng.choice(ENGINES + ["auto"] + TEXT[:5])]
+        if rng.random() < 0.08:
+            argv += ["--plot", hostile_out(".png")]
         return cmd, argv
     if cmd == "place":
         plan = plans[rng.choice(ENGINES)]
@@ -338,6 +349,12 @@ def make_case(i: int, seed: int, case_dir: Path, plans: dict, only: str = "") ->
                 "--out", hostile_out()]
         if rng.random() < 0.5:
             argv += ["--model-path", rng.choice(["/m", "$(touch PWNED)", "a b", "-x", "x\ny", "A" * 5000, "'\"`"])]
+        if rng.random() < 0.2:  # a placement file: hostile JSON, a device, or a placement for another model
+            pl = inp / "place.json"
+            pl.write_text(rng.choice([deep(), "{", "\xff", "[]", _dump({"schema_id": "rigopt.place/1"}),
+                                      _dump({"schema_id": "rigopt.place/1", "model": "$(touch PWNED)",
+                                             "engine": None, "granularity": "expert", "loads": "x", "n_gpus": 1})]))
+            argv += ["--placement", rng.choice([str(pl), str(pl), "/dev/zero", "nonexistent.json"])]
         return cmd, argv
     if cmd == "schema":
         return cmd, ["schema", rng.choice(["scenario", "plan", "cheapest", "estimate"] + TEXT[:8])]

@@ -241,7 +241,7 @@ def _plot_cheapest(r, plot: str) -> None:
     from pathlib import Path
 
     from optimizer.errors import InputError
-    from optimizer.limits import MAX_PATH_CHARS, check_text
+    from optimizer.limits import MAX_PATH_CHARS, check_text, clip_for_message
     from optimizer.scenarios.plot import plot_question
     check_text(plot, "--plot", MAX_PATH_CHARS)
     p = Path(plot)
@@ -250,9 +250,12 @@ def _plot_cheapest(r, plot: str) -> None:
     if not p.parent.is_dir():
         raise InputError(f"--plot: folder {p.parent} does not exist")
     stem = p.name[:-4]
-    written = plot_question(r, p.parent, stem, f"{r.query.model}")
-    if written and written[0] != p:  # plot_question names the frontier <stem>.pareto.png
-        written[0].replace(p)
+    try:
+        written = plot_question(r, p.parent, stem, f"{r.query.model}")
+        if written and written[0] != p:  # plot_question names the frontier <stem>.pareto.png
+            written[0].replace(p)
+    except OSError as e:
+        raise InputError(f"--plot: cannot write into {clip_for_message(str(p.parent))} ({e.strerror})") from None
 
 
 def _placement_for(plan, loads: str, out_dir):

@@ -289,6 +289,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         offload = Offload()
         if cpu_moe_layers:
             n_moe = len(spec.moe_layers)
+            if not n_moe:
+                raise InputError(f"--n-cpu-moe: {m.key} has no MoE layers (nothing to offload)")
             if not 0 < cpu_moe_layers <= n_moe:
                 raise InputError(f"--n-cpu-moe must be between 1 and the model's {n_moe} MoE layers, got {cpu_moe_layers}")
             offload = Offload(mode="stream" if eng == "vllm" else "cpu", dram_layers=cpu_moe_layers)
