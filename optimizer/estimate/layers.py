@@ -1,0 +1,178 @@
+"""Per-layer quantities of one model at one quantization, engine, context and concurrency: bytes of weights and KV
+each main layer holds, bytes it reads and FLOPs it needs per decode step, and what belongs to no layer (embedding,
+head, final norms). A mixed-hardware plan places layers on devices; its per-device figures are sums of these.
+
+Pure, and built from the same pieces `evaluate()` uses (`resident_weights`, `kv_estimate`, `distinct_experts`,
+`attended_rows`, the engine runtime of `device_memory`): for a homogeneous single-device deployment the sums over
+all layers equal `evaluate()`'s memory and decode time (tests/test_hetero_layers.py checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optimizer.catalog.hardware_schema import Accelerator
+from optimizer.catalog.models import ResolvedModel
+from optimizer.estimate import factors as F
+from optimizer.estimate.deployment import device_of, resident_weights
+from optimizer.estimate.kv import default_kv_dtype, kv_estimate
+from optimizer.estimate.speed import Device, attended_rows, distinct_experts, kernel_bits
+from optimizer.estimate.weights import class_bytes
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One main layer. Bytes are for the whole layer (llama.cpp layer split: a layer lives on one device)."""
+    index: int
+    is_moe: bool
+    dense_bytes: float          # everything but the routed experts (attention, norms, shared experts, router)
+    expert_bytes: float         # all routed experts of the layer
+    kv_bytes: float             # KV of `concurrency` sequences at `context`
+    dense_read: float           # bytes of non-expert weights read per decode step
+    expert_read: float          # routed-expert bytes read per step (distinct experts the batch touches)
+    kv_read: float              # KV bytes read per step (all sequences)
+    dense_flops: float          # per step: dense matmuls + attention
+    expert_flops: float         # per step: routed experts (where they are computed)
+
+
+@dataclass(frozen=True)
+class ModelLayers:
+    model: str
+    quant: str
+    engine: str
+    kv_dtype: str
+    context: int
+    concurrency: int
+    layers: tuple[LayerCost, ...]
+    global_bytes: float         # embedding table, head, final norms (on the device holding the last layer)
+    global_read: float          # head + norms + one embedding row per step
+    global_flops: float
+    expert_formats: frozenset[str]
+    fixed_overhead_s: float     # engine per-step, per-layer and per-MoE-layer costs (independent of placement)
+
+    @property
+    def n(self) -> int:
+        return len(self.layers)
+
+    @property
+    def moe_indices(self) -> tuple[int, ...]:
+        return tuple(l.index for l in self.layers if l.is_moe)
+
+
+def model_layers(m: ResolvedModel, quant: str, engine: str, context: int, concurrency: int = 1,
+                 kv_dtype: str | None = None) -> ModelLayers:
+    """Per-layer costs of `m` served by `engine` (KV rows and weights as that engine holds them; TP 1)."""
+    spec = m.spec
+    scheme, w = resident_weights(m, quant, engine, include_mtp=False)
+    kvd = (kv_dtype or default_kv_dtype(spec, engine)).lower()
+    kv = kv_estimate(spec, engine, kvd, tp=1, include_mtp=False)
+    B = max(1, concurrency)
+    by_layer: dict[int, list] = {}
+    for idx, lay in kv.layouts:
+        by_layer.setdefault(idx, []).append(lay)
+    out = []
+    dense_sum = dense_read_sum = dense_params_sum = 0.0
+    for i, l in enumerate(spec.main_layers):
+        lb = {c: class_bytes(n, scheme, c, l.is_mtp) for c, n in l.params.items()}
+        dense = sum(b for c, b in lb.items() if c != "routed_experts")
+        dense_read = sum(b for c, b in lb.items() if c not in ("routed_experts", "lookup"))
+        dense_params = sum(n for c, n in l.params.items() if c not in ("routed_experts", "lookup"))
+        exp_bytes = w.per_layer_experts[i]
+        u = distinct_experts(l.n_routed_experts, l.experts_per_token, B) if l.is_moe else 0.0
+        eb = exp_bytes / l.n_routed_experts if l.is_moe else 0.0
+        lays = by_layer.get(l.index, [])
+        kv_b = B * sum(x.bytes_at(context) for x in lays)
+        kv_r = B * sum(_read_rows(x, context, kv.index_topk) * x.row_bytes for x in lays if x.stream.kind != "state")
+        attn = l.attn_flops_per_ctx * attended_rows(l, context) + l.indexer_flops_per_ctx * context / max(l.indexer_ratio, 1)
+        out.append(LayerCost(index=i, is_moe=l.is_moe, dense_bytes=dense, expert_bytes=exp_bytes, kv_bytes=kv_b,
+                             dense_read=dense_read, expert_read=u * eb, kv_read=kv_r,
+                             dense_flops=2.0 * B * dense_params + B * attn,
+                             expert_flops=2.0 * B * l.experts_per_token * l.expert_params if l.is_moe else 0.0))
+        dense_sum += dense
+        dense_read_sum += dense_read
+        dense_params_sum += dense_params + (l.experts_per_token * l.expert_params if l.is_moe else 0)
+    # what no layer owns: the remainder of evaluate()'s own totals, so the sums are exact
+    routed_active = sum(w.per_layer_experts[i] * l.experts_per_token / l.n_routed_experts
+                        for i, l in enumerate(spec.main_layers) if l.is_moe)
+    global_read = w.active_bytes_per_token - routed_active - dense_read_sum
+    global_params = spec.active_params() - dense_params_sum
+    formats = frozenset(f for _, f in scheme.mix("routed_experts" if spec.is_moe else "dense_ffn"))
+    n_moe = len(spec.moe_layers)
+    overhead = (F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, engine)
+                + len(spec.main_layers) * F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, engine)
+                + n_moe * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine))
+    return ModelLayers(model=m.key, quant=quant, engine=engine, kv_dtype=kv.kv_dtype, context=context,
+                       concurrency=B, layers=tuple(out), global_bytes=w.dense_bytes - dense_sum,
+                       global_read=global_read, global_flops=2.0 * B * global_params, expert_formats=formats,
+                       fixed_overhead_s=overhead)
+
+
+def _read_rows(lay, tokens: int, index_topk: int | None) -> int:
+    """Rows of one KV stream read per decoded token (as KVEstimate.read_bytes_per_token)."""
+    s = lay.stream
+    rows = lay.rows(tokens)
+    if s.kind in ("v4_kv", "dsa_kv") and s.window is None and index_topk and s.ratio in (1, 4):
+        rows = min(rows, index_topk)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ devices
+@dataclass(frozen=True)
+class DeviceRates:
+    """What one accelerator does with a layer's bytes and FLOPs (expected, with the speed model's efficiencies)."""
+    key: str
+    bytes_per_s: float          # HBM bandwidth x efficiency
+    flops: float                # peak at the experts' kernel width x decode compute efficiency
+    budget_bytes: float         # what the engine may use on it
+    runtime_bytes: float        # engine runtime (compute buffers, CUDA context)
+
+
+def device_rates(acc: Accelerator, ml: ModelLayers, vocab_size: int, hidden_size: int) -> DeviceRates:
+    """llama.cpp accounting (memory.device_memory): budget = usable - the --fit margin, runtime = compute buffer
+    + CUDA context, on every device that holds layers."""
+    dev: Device = device_of(acc)
+    bits = kernel_bits(set(ml.expert_formats), acc.native_fp8, acc.native_fp4)
+    if ml.engine != "llamacpp":
+        raise ValueError("per-layer device rates are defined for llama.cpp layer split")
+    ub = F.LLAMACPP_UBATCH.value
+    unified = acc.kind == "unified"
+    runtime = ub * (4 * vocab_size + 64 * hidden_size) + (0 if unified else F.CUDA_CONTEXT_BYTES.value)
+    return DeviceRates(key=acc.key, bytes_per_s=dev.mem_bw_bytes_per_s * dev.bw_efficiency,
+                       flops=dev.flops_for_bits(bits) * F.DECODE_COMPUTE_EFFICIENCY.value,
+                       budget_bytes=acc.memory_usable_bytes - F.LLAMACPP_FIT_MARGIN_BYTES.value,
+                       runtime_bytes=runtime)
+
+
+@dataclass(frozen=True)
+class StageFigures:
+    """One device's share of a plan: its layers [start, end), `gpu_experts` of their MoE layers with experts on it."""
+    weights_bytes: float
+    kv_bytes: float
+    runtime_bytes: float
+    read_bytes: float
+    flops: float
+    time_s: float               # max(memory, compute) of its layers per decode step
+
+
+def stage_figures(ml: ModelLayers, rates: DeviceRates, start: int, end: int, expert_layers_on_gpu: set[int],
+                  holds_globals: bool) -> StageFigures:
+    ls = ml.layers[start:end]
+    wb = sum(l.dense_bytes + (l.expert_bytes if l.index in expert_layers_on_gpu else 0.0) for l in ls)
+    kvb = sum(l.kv_bytes for l in ls)
+    rd = sum(l.dense_read + l.kv_read + (l.expert_read if l.index in expert_layers_on_gpu else 0.0) for l in ls)
+    fl = sum(l.dense_flops + (l.expert_flops if l.index in expert_layers_on_gpu else 0.0) for l in ls)
+    if holds_globals:
+        wb, rd, fl = wb + ml.global_bytes, rd + ml.global_read, fl + ml.global_flops
+    t = max(rd / rates.bytes_per_s, fl / rates.flops) if ls or holds_globals else 0.0
+    return StageFigures(weights_bytes=wb, kv_bytes=kvb, runtime_bytes=rates.runtime_bytes if ls else 0.0,
+                        read_bytes=rd, flops=fl, time_s=t)
+
+
+def host_expert_time_s(ml: ModelLayers, layer: int, dram_bw: float, dram_efficiency: float) -> float:
+    """Decode-step time of one layer's routed experts computed by the CPU from host DRAM."""
+    return ml.layers[layer].expert_read / (dram_bw * dram_efficiency)
+
+
+def nvme_expert_time_s(ml: ModelLayers, layer: int, nvme_bw: float) -> float:
+    """Decode-step time of one layer's routed experts read from NVMe (mmap) and computed by the CPU."""
+    return ml.layers[layer].expert_read / (nvme_bw * F.NVME_EFFICIENCY.value)
