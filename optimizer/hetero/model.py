@@ -110,7 +110,7 @@ class MixedModel:
                 self.buy[d] = used[d]
         for d in range(D - 1):
             r, q = inst.devs[d], inst.devs[d + 1]
-            if (r.acc, r.box, r.owned) == (q.acc, q.box, q.owned):
+            if {**r.__dict__, "uid": ""} == {**q.__dict__, "uid": ""}:  # interchangeable devices
                 m.add(used[d] >= used[d + 1])
                 pos_d = sum(l * starts[d][l] for l in range(L))
                 pos_q = sum(l * starts[d + 1][l] for l in range(L))

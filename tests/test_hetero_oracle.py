@@ -1,0 +1,93 @@
+"""CP-SAT's optimum equals the exhaustive enumerator's on small random mixed-hardware instances."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from optimizer.catalog.models import resolve_model
+from optimizer.estimate.layers import model_layers
+from optimizer.hetero.inventory import parse_inventory
+from optimizer.hetero.model import MixedModel
+from optimizer.hetero.oracle import assignments, brute_force, count_assignments
+from optimizer.hetero.table import BoxRow, DevRow, Instance, build_instance, evaluate_int
+
+
+@st.composite
+def instances(draw, buy: bool = False):
+    L = draw(st.integers(2, 7))
+    moe = tuple(draw(st.lists(st.booleans(), min_size=L, max_size=L)))
+    n_dev = draw(st.integers(2, 3))
+    nvme = draw(st.booleans())
+    devs = []
+    for d in range(n_dev):
+        owned = not (buy and d == n_dev - 1)
+        devs.append(DevRow(
+            uid=f"box0/d{d}", box=0, acc=f"t{draw(st.integers(0, 1))}", owned=owned,
+            price=0 if owned else draw(st.integers(100, 3000)), watts=draw(st.integers(100, 600)),
+            budget=draw(st.integers(20, 120)), runtime=draw(st.integers(0, 5)),
+            layer_mem=tuple(draw(st.lists(st.integers(1, 15), min_size=L, max_size=L))),
+            expert_mem=draw(st.integers(1, 30)), global_mem=draw(st.integers(0, 10)),
+            layer_read=tuple(draw(st.lists(st.integers(1, 50), min_size=L, max_size=L))),
+            layer_comp=tuple(draw(st.lists(st.integers(1, 50), min_size=L, max_size=L))),
+            expert_read=draw(st.integers(1, 60)), expert_comp=draw(st.integers(1, 60)),
+            global_read=draw(st.integers(0, 20)), global_comp=draw(st.integers(0, 20)), hop=draw(st.integers(0, 9))))
+    base = draw(st.integers(0, 40)) * 1000
+    box = BoxRow(name="box0", dram_base=base, dram_max=base + (draw(st.integers(0, 30)) * 1000 if buy else 0),
+                 dram_price_per_gb=draw(st.integers(1, 20)) if buy else 0, reserve=draw(st.integers(0, 4000)),
+                 expert_host=draw(st.integers(500, 9000)), cpu_time=draw(st.integers(20, 400)),
+                 nvme_time=draw(st.integers(200, 2000)) if nvme else 0,
+                 nvme_cap=draw(st.integers(0, 40000)) if nvme else 0, slots=draw(st.integers(1, 3)),
+                 watts_cap=draw(st.integers(300, 1800)))
+    limit = draw(st.one_of(st.none(), st.integers(50, 3000))) if buy else draw(st.one_of(st.none(), st.integers(100, 5000)))
+    return Instance(n_layers=L, moe=moe, devs=tuple(devs), boxes=(box,), net_hop=0, fixed_time=draw(st.integers(0, 9)),
+                    step_limit=limit, budget=None)
+
+
+def _check(inst, objective):
+    bf = brute_force(inst, objective)
+    sol = MixedModel(inst, objective).solve(time_limit_s=20, workers=1, seed=0)
+    if bf is None:
+        assert sol.status == "INFEASIBLE"
+        return
+    assert sol.status == "OPTIMAL"
+    ok, t, cost, why = evaluate_int(inst, sol.assignment)
+    assert ok, why
+    if objective == "latency":
+        assert (t, sol.time_units) == (bf[0], bf[0])
+    else:
+        assert (cost, t) == (bf[1], bf[0])
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(instances())
+def test_cpsat_latency_optimum_equals_oracle(inst):
+    _check(inst, "latency")
+
+
+@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(instances(buy=True))
+def test_cpsat_cost_optimum_equals_oracle(inst):
+    _check(inst, "cost")
+
+
+def test_count_matches_enumeration():
+    m = resolve_model("deepseek-v3")
+    ml = model_layers(m, "q2_k", "llamacpp", 8192, 1)
+    small = type(ml)(**{**ml.__dict__, "layers": ml.layers[:6]})
+    inv = parse_inventory("1x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 64GB ddr5, 1TB nvme")
+    inst = build_instance(m, small, inv)
+    assert count_assignments(inst) == sum(1 for _ in assignments(inst))
+
+
+def test_real_small_instance_matches_oracle():
+    """Three real cards of three types, the first 8 layers of DeepSeek-V3 (3 dense + 5 MoE), budgets scaled."""
+    m = resolve_model("deepseek-v3")
+    ml = model_layers(m, "q2_k", "llamacpp", 32768, 1)
+    small = type(ml)(**{**ml.__dict__, "layers": ml.layers[:8]})
+    inst = build_instance(m, small, parse_inventory("1x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 32GB ddr5, 1TB nvme"))
+    devs = tuple(type(r)(**{**r.__dict__, "budget": r.budget // 5}) for r in inst.devs)
+    inst = type(inst)(**{**inst.__dict__, "devs": devs})
+    bf = brute_force(inst)
+    sol = MixedModel(inst).solve(workers=1)
+    assert bf is not None and sol.time_units == bf[0]
+    assert len(sol.assignment.stages) >= 2   # the scaled budgets force a split
