@@ -121,3 +121,31 @@ def describe(res: MixedResult) -> str:
     lines.append("  time per token: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in c.terms_s.items() if v))
     lines += [f"note: {n}" for n in p.notes]
     return "\n".join(lines)
+
+
+def run_mixed(model: str, owned: str, *, context: int, tok_s: float, concurrency: int, buy: bool,
+              buy_types: str | None, min_bits: float, quant: str | None, max_budget: float | None,
+              export_script: str | None, as_json: bool) -> int:
+    """What `rigopt mixed` does: solve, print (or JSON), optionally write the llama.cpp launch script. Exit code 0
+    with a plan, 3 without one."""
+    import json
+    import sys
+    kinds: bool | tuple[str, ...] = buy
+    if buy_types:
+        from optimizer.catalog.hardware import get_accelerator
+        kinds = tuple(get_accelerator(k.strip()).key for k in buy_types.split(",") if k.strip())
+    res = cheapest_mixed(model, owned, context=context, tok_s=tok_s, concurrency=concurrency, buy=kinds,
+                         min_bits=min_bits, quants=[q.strip() for q in quant.split(",")] if quant else None,
+                         max_budget=max_budget, workers=2)
+    if as_json:
+        sys.stdout.write(json.dumps(res.plan.to_json() if res.plan else {"plan": None, "reason": res.reason,
+                                                                           "tried": res.tried}, indent=2) + "\n")
+    else:
+        sys.stdout.write(describe(res) + "\n")
+    if res.plan is not None and export_script:
+        from optimizer.export.hetero import launch_script
+        with open(export_script, "w") as f:
+            f.write(launch_script(res.plan))
+        if not as_json:
+            sys.stdout.write(f"wrote {export_script}\n")
+    return 0 if res.plan is not None else 3

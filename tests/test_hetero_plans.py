@@ -1,0 +1,48 @@
+"""Mixed-hardware answers end to end: both GPUs used, faster than one; buying on top; CLI."""
+
+import json
+import subprocess
+import sys
+
+from optimizer.hetero import cheapest_mixed
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "optimizer", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_4090_plus_3090_uses_both_and_beats_4090_alone():
+    alone = cheapest_mixed("deepseek-v4-flash", "1x rtx-4090, 128GB ddr5", context=393216, tok_s=10)
+    both = cheapest_mixed("deepseek-v4-flash", "1x rtx-4090, 1x rtx-3090, 128GB ddr5", context=393216, tok_s=10,
+                          quants=[alone.plan.quant])
+    assert {s.accelerator for s in both.plan.stages} == {"rtx-4090", "rtx-3090"}
+    assert both.plan.tok_s > 1.15 * alone.plan.tok_s
+    assert both.check.ok and alone.check.ok
+    # the 3090 holds expert layers the 4090-alone plan had to compute on the CPU
+    assert sum(len(s.cpu_expert_layers) for s in both.plan.stages) < len(alone.plan.stages[0].cpu_expert_layers)
+
+
+def test_buy_on_top_respects_power_and_meets_target():
+    r = cheapest_mixed("deepseek-v4-flash", "2x rtx-3090, 128GB ddr4", context=131072, tok_s=20, buy=True, min_bits=4)
+    p = r.plan
+    assert p is not None and r.check.ok and p.tok_s >= 20
+    assert p.bought and p.cost_usd > 0
+    # 2x 3090 (700 W) + platform 250 W leave 650 W of a 1600 W supply: exactly one more card fits
+    assert len(p.bought) == 1
+    # nothing to buy when the owned cards already meet the target at any quality
+    free = cheapest_mixed("deepseek-v4-flash", "2x rtx-3090, 128GB ddr4", context=131072, tok_s=20, buy=True)
+    assert free.plan.cost_usd == 0 and not free.plan.bought
+
+
+def test_cli_mixed_json_and_errors(tmp_path):
+    out = tmp_path / "launch.sh"
+    r = run_main("mixed", "deepseek-v4-flash", "--owned", "1x rtx-4090, 1x rtx-3090, 128GB ddr5", "--context", "384K",
+                 "--tok-s", "10", "--json", "--export", str(out))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["schema_id"] == "rigopt.mixed-plan/1" and len(d["stages"]) == 2
+    assert "--tensor-split" in out.read_text()
+    bad = run_main("mixed", "deepseek-v4-flash", "--owned", "1x rtx-4090, 1x rtx-9999", "--context", "8K")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")
+    none = run_main("mixed", "deepseek-v4-flash", "--owned", "1x rtx-4090, 16GB ddr5", "--context", "1M", "--tok-s", "100")
+    assert none.returncode == 3
