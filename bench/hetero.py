@@ -50,7 +50,7 @@ def part1() -> None:
     print(f"== 1. {m.key} ({ml.n} layers, {len(ml.moe_indices)} MoE), {quant}, context {ctx:,}, llama.cpp")
     print(f"   inventory: {BIG}")
     t0 = time.perf_counter()
-    sol = MixedModel(inst).solve(workers=2, seed=0)
+    sol = MixedModel(inst).solve(workers=1, seed=0)
     t_cp = time.perf_counter() - t0
     stages = stages_of(inst, sol.assignment)
     chk = check_plan(m, ml, inv, stages, sol.assignment.dram_gb)
@@ -67,7 +67,7 @@ def part1() -> None:
     for n in (6, 7, 8):
         r = reduced(inst, n, ml.n)
         t0 = time.perf_counter()
-        s = MixedModel(r).solve(workers=2, seed=0)
+        s = MixedModel(r).solve(workers=1, seed=0)
         tc = time.perf_counter() - t0
         t0 = time.perf_counter()
         bf = brute_force(r)

@@ -43,7 +43,7 @@ def _quality_order(m, quants) -> list[str]:
 def cheapest_mixed(model: str, inventory: str | Inventory, *, context: int, tok_s: float = 0.0,
                    concurrency: int = 1, quants: list[str] | None = None, engine: str = "llamacpp",
                    buy: bool | tuple[str, ...] = False, max_budget: float | None = None, min_bits: float = 0.0,
-                   time_limit_s: float = 30.0, workers: int = 2, seed: int = 0) -> MixedResult:
+                   time_limit_s: float = 30.0, workers: int = 1, seed: int = 0) -> MixedResult:
     """Without `buy`: the highest-quality quantization whose fastest assignment over the inventory meets `tok_s`,
     with that assignment. With `buy` (True = DEFAULT_BUY, or accelerator keys): the cheapest purchases (GPUs into
     free slots within lanes and power, DRAM up to the platform's maximum) meeting `tok_s`; among equal costs the
@@ -136,7 +136,7 @@ def run_mixed(model: str, owned: str, *, context: int, tok_s: float, concurrency
         kinds = tuple(get_accelerator(k.strip()).key for k in buy_types.split(",") if k.strip())
     res = cheapest_mixed(model, owned, context=context, tok_s=tok_s, concurrency=concurrency, buy=kinds,
                          min_bits=min_bits, quants=[q.strip() for q in quant.split(",")] if quant else None,
-                         max_budget=max_budget, workers=2)
+                         max_budget=max_budget, workers=1)
     if as_json:
         sys.stdout.write(json.dumps(res.plan.to_json() if res.plan else {"plan": None, "reason": res.reason,
                                                                            "tried": res.tried}, indent=2) + "\n")

@@ -172,10 +172,24 @@ class MixedModel:
             if ls:
                 blocks.append((ls[0], ls[-1] + 1, d))
         blocks.sort()
-        stages = tuple((d, st, en, s.value(self.g[d]), s.value(self.c[d]), s.value(self.n[d])) for st, en, d in blocks)
+        # canonical DRAM/NVMe split: inside a box only the totals matter (same CPU, DRAM and drive), so hand the
+        # box's DRAM layers to its stages in order and the rest to NVMe (deterministic whatever the search found)
+        left = {}
+        for _, _, d in blocks:
+            b = inst.devs[d].box
+            left[b] = left.get(b, 0) + s.value(self.c[d])
+        stages = []
+        for st, en, d in blocks:
+            g = s.value(self.g[d])
+            off = s.value(self.c[d]) + s.value(self.n[d])
+            b = inst.devs[d].box
+            c = min(off, left[b])
+            left[b] -= c
+            stages.append((d, st, en, g, c, off - c))
+        stages = tuple(stages)
         return Assignment(stages=stages, dram_gb=tuple(s.value(self.dram_gb[b]) for b in range(len(inst.boxes))))
 
-    def solve(self, time_limit_s: float = 30.0, workers: int = 2, seed: int = 0) -> MixedSolution:
+    def solve(self, time_limit_s: float = 30.0, workers: int = 1, seed: int = 0) -> MixedSolution:
         t0 = time.perf_counter()
         stages = [self.step] if self.objective == "latency" else [self.cost, self.step]
         status, bound, sol = "INFEASIBLE", None, None
