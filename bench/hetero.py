@@ -110,6 +110,15 @@ def part3() -> None:
     q4 = cheapest_mixed("deepseek-v4-flash", inv, context=131072, tok_s=20, buy=True, min_bits=4)
     print(f"   experts >= 4 bits ({time.perf_counter() - t0:.1f} s over {len(q4.tried)} quantizations):")
     print("   " + describe(q4).replace("\n", "\n   "))
+    from optimizer.catalog.hardware import purchase_usd
+    for key in q4.plan.bought:
+        p = purchase_usd(key)
+        print(f"   price: {key} ${p.usd:,.0f} (prices.yaml, as of {p.as_of}, source {p.source})")
+    cheaper = cheapest_mixed("deepseek-v4-flash", inv, context=131072, tok_s=20, buy=("rtx-3090", "rtx-4090", "rtx-5090"),
+                             min_bits=4)
+    print("   why not a cheaper card: 2x 3090 (700 W) + 250 W platform leave 650 W of the default 1600 W supply, so one "
+          "card fits; with only 3090/4090/5090 on offer: "
+          + (f"{cheaper.plan.bought} ${cheaper.plan.cost_usd:,.0f}" if cheaper.plan else "no plan meets 20 tok/s at >= 4 bits"))
 
 
 if __name__ == "__main__":
