@@ -46,3 +46,23 @@ def test_cli_mixed_json_and_errors(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")
     none = run_main("mixed", "deepseek-v4-flash", "--owned", "1x rtx-4090, 16GB ddr5", "--context", "1M", "--tok-s", "100")
     assert none.returncode == 3
+
+
+def test_two_boxes_each_hold_their_experts_and_pay_one_network_hop():
+    from optimizer.errors import InputError
+    from optimizer.export.hetero import command
+    r = cheapest_mixed("deepseek-v4-flash", "box1: 1x rtx-4090, 64GB ddr5; box2: 1x rtx-3090, 96GB ddr5",
+                       context=65536, tok_s=5)
+    p, c = r.plan, r.check
+    assert c.ok and {s.box for s in p.stages} == {0, 1}
+    assert c.terms_s["network_hops"] > 0
+    # each box's DRAM holds the experts of its own layers (plus its reserve), within what it has
+    for k, used in enumerate(c.host_used_bytes):
+        mine = [l for s in p.stages if s.box == k for l in s.cpu_expert_layers]
+        assert (used > 0) == bool(mine)
+        assert used <= (64e9, 96e9)[k]
+    try:
+        command(p)
+        raise AssertionError("multi-box export must be refused until RPC is wired")
+    except InputError as e:
+        assert "RPC" in str(e)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.layers import model_layers
-from optimizer.estimate.schemes import get_scheme, quality_bits
+from optimizer.estimate.schemes import get_scheme, mean_active_bits, quality_bits
 from optimizer.hetero.engines import RULES, mixed_support
 from optimizer.hetero.inventory import Inventory, parse_inventory
 from optimizer.hetero.model import MixedModel
@@ -29,14 +29,16 @@ class MixedResult:
 
 
 def _quality_order(m, quants) -> list[str]:
+    """Best quality first, as `rigopt cheapest` ranks it: expert bits, attention bits, mean active bits."""
     native = get_scheme("native", m.storage)
     rows = []
     for q in quants:
         try:
-            e, a = quality_bits(m.spec, get_scheme(q, m.storage), native)
+            scheme = get_scheme(q, m.storage)
         except InputError:
             continue
-        rows.append((-e, -a, q))
+        e, a = quality_bits(m.spec, scheme, native)
+        rows.append((-e, -a, -round(mean_active_bits(m.spec, scheme, native), 6), q))
     return [q for *_, q in sorted(rows)]
 
 
