@@ -66,3 +66,24 @@ def test_two_boxes_each_hold_their_experts_and_pay_one_network_hop():
         raise AssertionError("multi-box export must be refused until RPC is wired")
     except InputError as e:
         assert "RPC" in str(e)
+
+
+def test_non_cuda_or_dense_inputs_are_one_error():
+    import pytest
+    from optimizer.errors import InputError
+    with pytest.raises(InputError, match="not NVIDIA: rx-7900-xtx"):
+        cheapest_mixed("deepseek-v4-flash", "1x rtx-4090, 1x rx-7900-xtx, 64GB ddr5", context=8192)
+    with pytest.raises(InputError, match="sglang does not run one model across GPU types"):
+        cheapest_mixed("deepseek-v4-flash", "1x rtx-4090, 1x rtx-3090, 64GB ddr5", context=8192, engine="sglang")
+
+
+def test_dense_model_layer_split_over_three_types():
+    r = cheapest_mixed("llama-3.1-70b", "1x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 64GB ddr5", context=32768,
+                       quants=["q6_k"])
+    p = r.plan
+    assert r.check.ok and len(p.stages) == 3          # 70B at Q6_K (~58 GB) needs all three cards
+    assert all(not (s.cpu_expert_layers or s.nvme_expert_layers) for s in p.stages)
+    # decode time is the sum of each card's bytes / its bandwidth: the faster 4090/3090 (1008/936 GB/s) are filled
+    # to their budget, the slower A6000 (768 GB/s) takes only the rest despite its 48 GB
+    use = {sc.stage.accelerator: sc.used_bytes / sc.budget_bytes for sc in r.check.stages}
+    assert use["rtx-4090"] > 0.97 and use["rtx-3090"] > 0.97 and use["rtx-a6000"] < 0.6

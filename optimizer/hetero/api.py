@@ -56,8 +56,10 @@ def cheapest_mixed(model: str, inventory: str | Inventory, *, context: int, tok_
         why = mixed_support(engine, [g.acc.key for g in inv.gpus])
         raise InputError(why or f"mixed-hardware planning is implemented for llama.cpp only; {engine}'s rule: "
                                 f"{RULES[engine].source}")
-    if not m.spec.is_moe:
-        raise InputError(f"{m.key} is dense: mixed planning here places MoE expert tiers; use rigopt cheapest")
+    other = sorted({g.acc.key for g in inv.gpus if g.acc.vendor != "nvidia"})
+    if other:
+        raise InputError(f"mixed plans here are for one CUDA build of llama.cpp (devices CUDA0..N); "
+                         f"not NVIDIA: {', '.join(other)}")
     buy_types = tuple(DEFAULT_BUY if buy is True else buy) if buy else None
     tried = []
     best = None
