@@ -121,7 +121,16 @@ def part3() -> None:
           + (f"{cheaper.plan.bought} ${cheaper.plan.cost_usd:,.0f}" if cheaper.plan else "no plan meets 20 tok/s at >= 4 bits"))
 
 
+def part4() -> None:
+    inv = "1x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 64GB ddr5"
+    print(f"== 4. vLLM uneven pipeline stages: qwen3-30b-a3b @ 32,768 x 4 on '{inv}'")
+    r = cheapest_mixed("qwen3-30b-a3b", inv, context=32768, concurrency=4, engine="vllm")
+    print("   " + describe(r).replace("\n", "\n   "))
+    print("   VLLM_PP_LAYER_PARTITION=" + ",".join(str(s.end - s.start) for s in r.plan.stages))
+
+
 if __name__ == "__main__":
     part1()
     part2()
     part3()
+    part4()

@@ -339,13 +339,14 @@ def mixed(
     quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="GGUF presets to try, e.g. q4_k_m,q3_k_m")] = None,
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="USD for purchases")] = None,
     export_script: Annotated[Optional[str], typer.Option("--export", help="write the llama.cpp launch script here")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="llamacpp (any mix) or vllm (uneven PP stages)")] = "llamacpp",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Best plan over mixed GPUs you own (CP-SAT layer/expert assignment), or the cheapest additions with --buy."""
     from optimizer.hetero.api import run_mixed
     raise typer.Exit(code=run_mixed(model, owned, context=_tokens(context), tok_s=tok_s, concurrency=concurrency,
                                     buy=buy or bool(buy_types), buy_types=buy_types, min_bits=min_bits, quant=quant,
-                                    max_budget=max_budget, export_script=export_script, as_json=as_json))
+                                    max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine))
 # ---- end issue 15 block ----
 
 def _fail(msg: str, code: int) -> None:

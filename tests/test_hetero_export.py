@@ -79,3 +79,37 @@ def test_llamacpp_split_rule_is_exact():
     # 6 + 38 layers, output counted on the last device: layer 5 -> device 0, layer 6 -> device 1
     dev = layer_of_split([6, 38], 43)
     assert dev[5] == 0 and dev[6] == 1 and dev[-1] == 1
+
+
+def test_vllm_mixed_plan_export():
+    vflags = {}
+    for line in (FLAGS.parent / "vllm-0.33.0.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            parts = line.split("\t")
+            vflags[parts[0]] = parts[1]
+    r = cheapest_mixed("qwen3-30b-a3b", "1x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 64GB ddr5", context=32768,
+                       concurrency=4, engine="vllm")
+    p = r.plan
+    assert r.check.ok and len(p.stages) == 3
+    assert all(not s.cpu_expert_layers and not s.nvme_expert_layers for s in p.stages)
+    env, argv = parse_script(launch_script(p))
+    assert argv[:2] == ["vllm", "serve"]
+    flags = argv[3:]
+    i = 0
+    while i < len(flags):
+        assert flags[i] in vflags, flags[i]
+        i += 1 if vflags[flags[i]] in ("flag", "bool") else 2
+    assert argv[argv.index("--pipeline-parallel-size") + 1] == "3"
+    # get_pp_indices: stage i owns [sum(p[:i]), sum(p[:i+1]))
+    part = [int(x) for x in env["VLLM_PP_LAYER_PARTITION"].split(",")]
+    starts = [sum(part[:i]) for i in range(len(part))]
+    assert [(st, st + n) for st, n in zip(starts, part)] == [(s.start, s.end) for s in p.stages]
+    assert env["CUDA_VISIBLE_DEVICES"].split(",") == [s.uid.split("cuda")[1] for s in p.stages]
+
+
+def test_engine_rules():
+    from optimizer.errors import InputError
+    with pytest.raises(InputError, match="vllm cannot run deepseek-v4-flash on any card"):
+        cheapest_mixed("deepseek-v4-flash", "2x rtx-4090, 1x rtx-3090, 64GB ddr5", context=32768, engine="vllm")
+    with pytest.raises(InputError, match="sglang does not run one model across GPU types"):
+        cheapest_mixed("qwen3-30b-a3b", "1x rtx-4090, 1x rtx-3090", context=32768, engine="sglang")

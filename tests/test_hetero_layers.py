@@ -70,3 +70,26 @@ def test_checker_one_stage_agrees_with_evaluate_and_flags_overflow():
     no_dram = Stage("box0/cuda0", 0, "rtx-4090", True, 0, ml.n, (), moe, ())
     chk = check_plan(m, ml, parse_inventory("1x rtx-4090, 64GB ddr5"), (no_dram,), (0,))
     assert any("host DRAM" in v for v in chk.violations)
+
+
+@pytest.mark.parametrize("model,quant,acc,ctx,conc", [
+    ("qwen3-30b-a3b", "native", "rtx-pro-6000", 32768, 4),
+    ("deepseek-v4-flash", "native", "b200", 131072, 2),     # V4: per-layer in-flight reservation
+    ("deepseek-v3", "fp8", "b300", 8192, 1),
+])
+def test_layer_sums_equal_evaluate_vllm(model, quant, acc, ctx, conc):
+    from optimizer.estimate.deployment import EngineSettings
+    m, a = resolve_model(model), get_accelerator(acc)
+    ml = model_layers(m, quant, "vllm", ctx, conc)
+    ev = evaluate(Deployment(model=m, quant=quant, engine="vllm", hardware=Hardware(a, None, links=Links()),
+                             parallel=Parallel(), context=ctx, concurrency=conc,
+                             settings=EngineSettings(max_num_seqs=conc)))
+    r = device_rates(a, ml, m.spec.vocab_size, m.spec.hidden_size)
+    f = stage_figures(ml, r, 0, ml.n, set(ml.moe_indices), holds_globals=True)
+    assert f.weights_bytes == pytest.approx(ev.memory.weights_bytes, rel=1e-12)
+    assert f.kv_bytes == pytest.approx(ev.memory.kv_bytes, rel=1e-12)
+    assert f.runtime_bytes == pytest.approx(ev.memory.runtime_bytes, rel=1e-12)
+    assert r.budget_bytes == pytest.approx(ev.memory.budget_bytes, rel=1e-12)
+    assert f.time_s + ml.fixed_overhead_s == pytest.approx(ev.decode.step_time_s, rel=1e-9)
+    if m.spec.family == "deepseek_v4":
+        assert ev.memory.reserve_per_seq_bytes > 0   # the reservation is really part of what is compared

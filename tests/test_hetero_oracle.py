@@ -26,7 +26,7 @@ def instances(draw, buy: bool = False):
             price=0 if owned else draw(st.integers(100, 3000)), watts=draw(st.integers(100, 600)),
             budget=draw(st.integers(20, 120)), runtime=draw(st.integers(0, 5)),
             layer_mem=tuple(draw(st.lists(st.integers(1, 15), min_size=L, max_size=L))),
-            expert_mem=draw(st.integers(1, 30)), global_mem=draw(st.integers(0, 10)),
+            expert_mem=draw(st.integers(1, 30)), global_mem=draw(st.integers(0, 10)), first_mem=draw(st.integers(0, 10)),
             layer_read=tuple(draw(st.lists(st.integers(1, 50), min_size=L, max_size=L))),
             layer_comp=tuple(draw(st.lists(st.integers(1, 50), min_size=L, max_size=L))),
             expert_read=draw(st.integers(1, 60)), expert_comp=draw(st.integers(1, 60)),
@@ -43,7 +43,8 @@ def instances(draw, buy: bool = False):
             nvme_cap=draw(st.integers(0, 40000)) if nvme else 0, slots=draw(st.integers(1, 3)),
             watts_cap=draw(st.integers(300, 1800))))
     limit = draw(st.one_of(st.none(), st.integers(50, 3000))) if buy else draw(st.one_of(st.none(), st.integers(100, 5000)))
-    return Instance(n_layers=L, moe=moe, devs=tuple(devs), boxes=tuple(boxes), net_hop=draw(st.integers(0, 50)), fixed_time=draw(st.integers(0, 9)),
+    return Instance(n_layers=L, moe=moe, devs=tuple(devs), boxes=tuple(boxes), net_hop=draw(st.integers(0, 50)),
+                    host_experts=draw(st.booleans()), fixed_time=draw(st.integers(0, 9)),
                     step_limit=limit, budget=None)
 
 
@@ -108,7 +109,7 @@ def test_plans_are_deterministic():
 def _tiny(boxes_of):
     L = 3
     devs = tuple(DevRow(uid=f"d{d}", box=b, acc="t", owned=True, price=0, watts=100, budget=100, runtime=0,
-                        layer_mem=(1,) * L, expert_mem=1, global_mem=0, layer_read=(1,) * L, layer_comp=(1,) * L,
+                        layer_mem=(1,) * L, expert_mem=1, global_mem=0, first_mem=0, layer_read=(1,) * L, layer_comp=(1,) * L,
                         expert_read=1, expert_comp=1, global_read=0, global_comp=0, hop=d + 1)
                  for d, b in enumerate(boxes_of))
     boxes = tuple(BoxRow(name=f"b{b}", dram_base=0, dram_max=0, dram_price_per_gb=0, reserve=0, expert_host=1,

@@ -1,5 +1,11 @@
-"""llama.cpp (0c1e57098) launch script for a mixed-hardware plan (`optimizer/hetero`): one `llama-server` over the
-plan's devices in stage order.
+"""Launch scripts for mixed-hardware plans (`optimizer/hetero`), one process over the plan's devices in stage order.
+
+vLLM (0.33.0): `--pipeline-parallel-size k --tensor-parallel-size 1`, `VLLM_PP_LAYER_PARTITION` = the stages' layer
+counts (vllm/distributed/utils.py get_pp_indices: stage i owns layers [sum(p[:i]), sum(p[:i+1]))),
+`CUDA_VISIBLE_DEVICES` in stage order (PP rank i = the i-th visible GPU on one node), one `--gpu-memory-utilization`
+(the 0.92 default the plan assumes, a fraction of each card's own memory).
+
+llama.cpp (0c1e57098): one `llama-server`:
 
 - Device order: `CUDA_VISIBLE_DEVICES` lists the stages' CUDA indices in stage order (unused cards hidden), so
   llama.cpp's CUDA<i> is the i-th stage. Cards the plan buys get the indices after the owned ones (install them
@@ -88,12 +94,41 @@ def command(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> Command:
     return Command(0, "head", a, env=env, tool="llamacpp")
 
 
+def vllm_command(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> Command:
+    from optimizer.catalog.models import resolve_model
+    from optimizer.estimate import factors as F
+    from optimizer.export.common import Var
+    from optimizer.export.vllm import KV_DTYPE
+    inv = parse_inventory(plan.inventory)
+    if len({s.box for s in plan.stages}) > 1:
+        raise ExportError("mixed vLLM plans over several boxes need a Ray cluster: not exported yet")
+    m = resolve_model(plan.model)
+    model = Var(model_path) if model_path.startswith("${") else model_path
+    a = ["vllm", "serve", model]
+    if m.spec.family in ("deepseek_v4", "deepseek_v32"):
+        a.append("--trust-remote-code")
+    a += ["--tensor-parallel-size", "1", "--pipeline-parallel-size", str(len(plan.stages)),
+          "--max-model-len", str(plan.context), "--max-num-seqs", str(plan.concurrency),
+          "--gpu-memory-utilization", f"{F.VLLM_GPU_MEMORY_UTILIZATION.value:.2f}"]
+    storage = dict(m.storage or {}) if isinstance(m.storage, dict) else {}
+    if plan.quant == "fp8" and storage.get("default") == "bf16":
+        a += ["--quantization", "fp8"]
+    try:
+        a += ["--kv-cache-dtype", "fp8" if m.spec.family == "deepseek_v4" else KV_DTYPE[plan.kv_dtype]]
+    except KeyError:
+        raise ExportError(f"vLLM has no KV dtype for '{plan.kv_dtype}'") from None
+    a += ["--host", "127.0.0.1", "--port", str(HTTP_PORT["vllm"])]
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(str(c) for c in cuda_indices(plan, inv)),
+           "VLLM_PP_LAYER_PARTITION": ",".join(str(s.end - s.start) for s in plan.stages)}
+    return Command(0, "head", a, env=env, tool="vllm")
+
+
 def launch_script(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> str:
-    cmd = command(plan, model_path)
+    cmd = vllm_command(plan, model_path) if plan.engine == "vllm" else command(plan, model_path)
     hw = load_hardware()
     header = [f"mixed plan: {plan.model} {plan.quant}, {plan.tok_s:.1f} tok/s expected; stages in device order:"]
     for i, s in enumerate(plan.stages):
         header.append(f"  CUDA{i} = {s.uid} ({hw.accelerators[s.accelerator].name}): layers {s.start}-{s.end - 1}, "
                       f"experts on GPU {list(s.gpu_expert_layers)}, CPU {list(s.cpu_expert_layers)}, "
                       f"NVMe {list(s.nvme_expert_layers)}")
-    return script(cmd, "llamacpp", header)
+    return script(cmd, plan.engine, header)

@@ -20,6 +20,10 @@ MIXED_QUANTS = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_k_m-moe", "iq4_xs", "q3_
                 "iq2_xxs-moe", "iq2_xxs", "iq1_s")
 
 
+# vLLM: the checkpoint as stored, or FP8 quantized at load (W8A16 Marlin on GPUs without FP8 tensor cores)
+MIXED_QUANTS_VLLM = ("native", "fp8")
+
+
 @dataclass(frozen=True)
 class MixedResult:
     plan: MixedPlan | None
@@ -52,19 +56,40 @@ def cheapest_mixed(model: str, inventory: str | Inventory, *, context: int, tok_
     higher quality, then the faster plan."""
     m = resolve_model(model)
     inv = parse_inventory(inventory) if isinstance(inventory, str) else inventory
-    if engine != "llamacpp":
-        why = mixed_support(engine, [g.acc.key for g in inv.gpus])
-        raise InputError(why or f"mixed-hardware planning is implemented for llama.cpp only; {engine}'s rule: "
-                                f"{RULES[engine].source}")
+    why = mixed_support(engine, [g.acc.key for g in inv.gpus])
+    if why:
+        raise InputError(why)
+    if engine not in ("llamacpp", "vllm"):
+        raise InputError(f"mixed-hardware planning is implemented for llama.cpp and vLLM; {engine}'s rule: "
+                         f"{RULES[engine].source}")
     other = sorted({g.acc.key for g in inv.gpus if g.acc.vendor != "nvidia"})
     if other:
-        raise InputError(f"mixed plans here are for one CUDA build of llama.cpp (devices CUDA0..N); "
+        raise InputError(f"mixed plans here are for one CUDA build of the engine (devices CUDA0..N); "
                          f"not NVIDIA: {', '.join(other)}")
+    notes_pre: list[str] = []
     buy_types = tuple(DEFAULT_BUY if buy is True else buy) if buy else None
+    if engine != "llamacpp":
+        # kernel support per architecture (optimizer/solver/support.py): cards the engine cannot run this model on
+        # are left out of its plans
+        from dataclasses import replace as _replace
+        from optimizer.solver.support import unsupported
+        dropped = [g for g in inv.gpus if unsupported(engine, m.spec.family, g.acc.arch)]
+        if dropped:
+            notes_pre.append("left out: " + "; ".join(f"{g.uid} ({unsupported(engine, m.spec.family, g.acc.arch)})"
+                                                    for g in dropped))
+            keep = {g.uid for g in inv.gpus} - {g.uid for g in dropped}
+            inv = _replace(inv, boxes=tuple(_replace(b, gpus=tuple(g for g in b.gpus if g.uid in keep))
+                                            for b in inv.boxes))
+        if not inv.gpus:
+            raise InputError(f"{engine} cannot run {m.key} on any card of this inventory: " + notes_pre[0])
+        if buy_types:
+            from optimizer.catalog.hardware import load_hardware
+            accs = load_hardware().accelerators
+            buy_types = tuple(k for k in buy_types if not unsupported(engine, m.spec.family, accs[k].arch))
     tried = []
     best = None
     native = get_scheme("native", m.storage)
-    for q in _quality_order(m, quants or MIXED_QUANTS):
+    for q in _quality_order(m, quants or (MIXED_QUANTS if engine == "llamacpp" else MIXED_QUANTS_VLLM)):
         e_bits, _ = quality_bits(m.spec, get_scheme(q, m.storage), native)
         if e_bits < min_bits:
             continue
@@ -92,7 +117,7 @@ def cheapest_mixed(model: str, inventory: str | Inventory, *, context: int, tok_
     if not chk.ok:
         raise AssertionError("independent check rejected the solver's plan: " + "; ".join(chk.violations))
     bought = tuple(s.accelerator for s in stages if not s.owned)
-    notes = []
+    notes = list(notes_pre)
     unused = [g.uid for g in inv.gpus if g.uid not in {s.uid for s in stages}]
     if unused:
         notes.append(f"not used: {', '.join(unused)} (the fastest plan found no use for them)")
@@ -110,7 +135,7 @@ def describe(res: MixedResult) -> str:
         tried = ", ".join(f"{q}: {s}" for q, s in res.tried)
         return f"no mixed plan: {res.reason} (tried {tried})"
     p, c = res.plan, res.check
-    lines = [f"Mixed plan: {p.model}, llama.cpp, {p.quant}, KV {p.kv_dtype}, context {p.context:,} x {p.concurrency}; "
+    lines = [f"Mixed plan: {p.model}, {p.engine}, {p.quant}, KV {p.kv_dtype}, context {p.context:,} x {p.concurrency}; "
              f"solver {p.status} in {p.solve_s:.2f} s",
              f"decode: {p.tok_s:.1f} tok/s per sequence (independent float check)"]
     if p.bought or any(p.dram_bought_gb):
@@ -129,7 +154,7 @@ def describe(res: MixedResult) -> str:
 
 def run_mixed(model: str, owned: str, *, context: int, tok_s: float, concurrency: int, buy: bool,
               buy_types: str | None, min_bits: float, quant: str | None, max_budget: float | None,
-              export_script: str | None, as_json: bool) -> int:
+              export_script: str | None, as_json: bool, engine: str = "llamacpp") -> int:
     """What `rigopt mixed` does: solve, print (or JSON), optionally write the llama.cpp launch script. Exit code 0
     with a plan, 3 without one."""
     import json
@@ -140,7 +165,7 @@ def run_mixed(model: str, owned: str, *, context: int, tok_s: float, concurrency
         kinds = tuple(get_accelerator(k.strip()).key for k in buy_types.split(",") if k.strip())
     res = cheapest_mixed(model, owned, context=context, tok_s=tok_s, concurrency=concurrency, buy=kinds,
                          min_bits=min_bits, quants=[q.strip() for q in quant.split(",")] if quant else None,
-                         max_budget=max_budget, workers=1)
+                         max_budget=max_budget, workers=1, engine=engine)
     if as_json:
         sys.stdout.write(json.dumps(res.plan.to_json() if res.plan else {"plan": None, "reason": res.reason,
                                                                            "tried": res.tried}, indent=2) + "\n")

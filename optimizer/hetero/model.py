@@ -98,9 +98,9 @@ class MixedModel:
             moe_d = sum(a[l, d] for l in moe_idx)
             hi = len(moe_idx)
             g = m.new_int_var(0, hi, f"g_{d}")
-            c = m.new_int_var(0, hi, f"c_{d}")
             bx = inst.boxes[inst.devs[d].box]
-            n = m.new_int_var(0, hi if bx.nvme_time else 0, f"n_{d}")
+            c = m.new_int_var(0, hi if inst.host_experts else 0, f"c_{d}")
+            n = m.new_int_var(0, hi if bx.nvme_time and inst.host_experts else 0, f"n_{d}")
             m.add(g + c + n == moe_d)
             self.g[d], self.c[d], self.n[d] = g, c, n
         # buying: a purchasable device must be bought to be used; symmetric copies in order
@@ -120,7 +120,7 @@ class MixedModel:
         times = []
         for d, r in enumerate(inst.devs):
             mem = (sum(r.layer_mem[l] * a[l, d] for l in range(L)) + r.expert_mem * self.g[d]
-                   + r.global_mem * last[d] + r.runtime * used[d])
+                   + r.global_mem * last[d] + r.first_mem * a[0, d] + r.runtime * used[d])
             m.add(mem <= r.budget)
             rd = sum(r.layer_read[l] * a[l, d] for l in range(L)) + r.expert_read * self.g[d] + r.global_read * last[d]
             cp = sum(r.layer_comp[l] * a[l, d] for l in range(L)) + r.expert_comp * self.g[d] + r.global_comp * last[d]

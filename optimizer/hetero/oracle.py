@@ -21,7 +21,9 @@ def _compositions(n: int, k: int) -> Iterator[tuple[int, ...]]:
         yield (0, *cuts, n)
 
 
-def _tiers(m: int, nvme: bool) -> list[tuple[int, int, int]]:
+def _tiers(m: int, nvme: bool, host: bool = True) -> list[tuple[int, int, int]]:
+    if not host:
+        return [(m, 0, 0)]
     return [(g, c, m - g - c) for g in range(m + 1) for c in range(m - g + 1) if nvme or m - g - c == 0]
 
 
@@ -31,7 +33,7 @@ def assignments(inst: Instance) -> Iterator[Assignment]:
         for order in itertools.permutations(range(D), k):
             for cuts in _compositions(L, k):
                 blocks = [(order[i], cuts[i], cuts[i + 1]) for i in range(k)]
-                options = [_tiers(sum(inst.moe[s:e]), bool(inst.boxes[inst.devs[d].box].nvme_time))
+                options = [_tiers(sum(inst.moe[s:e]), bool(inst.boxes[inst.devs[d].box].nvme_time), inst.host_experts)
                            for d, s, e in blocks]
                 for tiers in itertools.product(*options):
                     stages = tuple((d, s, e, *t) for (d, s, e), t in zip(blocks, tiers))
@@ -60,6 +62,8 @@ def count_assignments(inst: Instance) -> int:
         pre.append(pre[-1] + int(x))
 
     def opts(m: int, nv: bool) -> int:
+        if not inst.host_experts:
+            return 1
         return (m + 1) * (m + 2) // 2 if nv else m + 1
 
     total = 0

@@ -41,7 +41,8 @@ class DevRow:
     runtime: int                    # MiB (up), on every used device
     layer_mem: tuple[int, ...]      # MiB per layer: dense weights + KV (up)
     expert_mem: int                 # MiB per MoE layer's routed experts (up; the largest MoE layer)
-    global_mem: int                 # MiB of embedding/head/norms on the device holding the last layer (up)
+    global_mem: int                 # MiB of head/norms (+ llama.cpp's embedding) on the device of the last layer (up)
+    first_mem: int                  # MiB on the device holding layer 0 (vLLM's embedding table; up)
     layer_read: tuple[int, ...]     # time units per layer on this device, memory side (dense + KV read)
     layer_comp: tuple[int, ...]     # time units per layer, compute side
     expert_read: int
@@ -77,6 +78,7 @@ class Instance:
     step_limit: int | None          # time units (down)
     budget: int | None              # USD (down)
     gpus: tuple[Gpu, ...] = field(default=(), compare=False)
+    host_experts: bool = True       # the engine can compute routed experts on the CPU (llama.cpp yes, vLLM no)
 
     @property
     def moe_count(self) -> int:
@@ -123,12 +125,15 @@ def build_instance(m: ResolvedModel, ml: ModelLayers, inv: Inventory, *, tok_s: 
         n_box = max(1, len(box.gpus))
         lanes = max(MIN_LANES_PER_GPU, min(16, (box.host.pcie_lanes - LANES_RESERVED) // n_box))
         hop_s = act_bytes / (link.bw_bytes_per_s * lanes / 16 * F.PCIE_EFFICIENCY.value) + link.latency_s
+        if not r.fits_outside:
+            continue  # vLLM's CUDA context does not fit outside gpu_memory_utilization on this card
         devs.append(DevRow(
             uid=g.uid, box=g.box, acc=g.acc.key, owned=g.owned, price=up(g.price_usd, 1.0),
             watts=up(g.acc.tdp_watts or 0.0, 1.0), budget=down(r.budget_bytes, DEV_MEM_UNIT),
             runtime=up(r.runtime_bytes, DEV_MEM_UNIT),
             layer_mem=tuple(up(l.dense_bytes + l.kv_bytes, DEV_MEM_UNIT) for l in ml.layers),
             expert_mem=up(exp_bytes, DEV_MEM_UNIT), global_mem=up(ml.global_bytes, DEV_MEM_UNIT),
+            first_mem=up(ml.first_bytes, DEV_MEM_UNIT),
             layer_read=tuple(up((l.dense_read + l.kv_read) / r.bytes_per_s, TIME_UNIT) for l in ml.layers),
             layer_comp=tuple(up(l.dense_flops / r.flops, TIME_UNIT) for l in ml.layers),
             expert_read=up(exp_read / r.bytes_per_s, TIME_UNIT), expert_comp=up(exp_flops / r.flops, TIME_UNIT),
@@ -153,7 +158,8 @@ def build_instance(m: ResolvedModel, ml: ModelLayers, inv: Inventory, *, tok_s: 
     return Instance(n_layers=ml.n, moe=moe, devs=tuple(devs), boxes=tuple(boxes), net_hop=up(net_s, TIME_UNIT),
                     fixed_time=up(ml.fixed_overhead_s, TIME_UNIT),
                     step_limit=down(1.0 / tok_s, TIME_UNIT) if tok_s else None,
-                    budget=down(max_budget, 1.0) if max_budget is not None else None, gpus=tuple(gpus))
+                    budget=down(max_budget, 1.0) if max_budget is not None else None, gpus=tuple(gpus),
+                    host_experts=ml.engine == "llamacpp")
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -177,6 +183,8 @@ def evaluate_int(inst: Instance, a: Assignment) -> tuple[bool, int, int, str]:
         pos = e
         if g + c + n != sum(inst.moe[s:e]) or min(g, c, n) < 0:
             return False, 0, 0, "expert layers do not add up"
+        if (c or n) and not inst.host_experts:
+            return False, 0, 0, "engine keeps every expert on its GPU"
     if pos != inst.n_layers:
         return False, 0, 0, "not every layer placed"
     t = inst.fixed_time
@@ -190,7 +198,8 @@ def evaluate_int(inst: Instance, a: Assignment) -> tuple[bool, int, int, str]:
     box_seq = []
     for i, (d, s, e, g, c, n) in enumerate(a.stages):
         r = inst.devs[d]
-        mem = sum(r.layer_mem[s:e]) + g * r.expert_mem + r.runtime + (r.global_mem if d == last_dev else 0)
+        mem = (sum(r.layer_mem[s:e]) + g * r.expert_mem + r.runtime + (r.global_mem if d == last_dev else 0)
+               + (r.first_mem if i == 0 else 0))
         if mem > r.budget:
             return False, 0, 0, f"device {r.uid} memory"
         rd = sum(r.layer_read[s:e]) + g * r.expert_read + (r.global_read if d == last_dev else 0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import ResolvedModel
 from optimizer.estimate import factors as F
-from optimizer.estimate.deployment import Deployment, Hardware, Offload, evaluate
+from optimizer.estimate.deployment import Deployment, EngineSettings, Hardware, Offload, evaluate
 from optimizer.estimate.layers import (ModelLayers, StageFigures, device_rates, host_expert_time_s,
                                        nvme_expert_time_s, stage_figures)
 from optimizer.estimate.memory import Parallel
@@ -79,6 +79,10 @@ def check_plan(m: ResolvedModel, ml: ModelLayers, inv: Inventory, stages: tuple[
             bad.append(f"{st.uid}: expert layers {moe_here} not each placed once")
         f = stage_figures(ml, r, st.start, st.end, set(st.gpu_expert_layers), holds_globals=(i == len(stages) - 1))
         used = f.weights_bytes + f.kv_bytes + f.runtime_bytes
+        if not r.fits_outside:
+            bad.append(f"{st.uid} ({acc.key}): the CUDA context does not fit outside the engine's budget")
+        if (st.cpu_expert_layers or st.nvme_expert_layers) and ml.engine != "llamacpp":
+            bad.append(f"{st.uid}: {ml.engine} keeps every routed expert on its GPU in these plans")
         if used > r.budget_bytes:
             bad.append(f"{st.uid} ({acc.key}): {used / 2**30:.2f} GiB used > {r.budget_bytes / 2**30:.2f} GiB budget")
         link = hw.interconnects[acc.host_link]
@@ -144,6 +148,7 @@ def _agrees_with_evaluate(m: ResolvedModel, ml: ModelLayers, inv: Inventory, st:
                   nvme_bw=box.nvme_bw)
     d = Deployment(model=m, quant=ml.quant, engine=ml.engine, hardware=Hardware(acc, None, links=links),
                    parallel=Parallel(), context=ml.context, concurrency=ml.concurrency, kv_dtype=ml.kv_dtype,
+                   settings=EngineSettings(max_num_seqs=ml.concurrency) if ml.engine == "vllm" else EngineSettings(),
                    offload=Offload(mode="cpu" if x + z else "none", dram_layers=x, nvme_layers=z))
     ev = evaluate(d)
     out = []
