@@ -87,3 +87,12 @@ def test_dense_model_layer_split_over_three_types():
     # to their budget, the slower A6000 (768 GB/s) takes only the rest despite its 48 GB
     use = {sc.stage.accelerator: sc.used_bytes / sc.budget_bytes for sc in r.check.stages}
     assert use["rtx-4090"] > 0.97 and use["rtx-3090"] > 0.97 and use["rtx-a6000"] < 0.6
+
+
+def test_bad_numbers_are_one_error():
+    import pytest
+    from optimizer.errors import InputError
+    for kw, msg in (({"context": 0}, "context"), ({"context": 8192, "concurrency": 0}, "concurrency"),
+                    ({"context": 8192, "tok_s": -1}, "non-negative")):
+        with pytest.raises(InputError, match=msg):
+            cheapest_mixed("qwen3-30b-a3b", "1x rtx-4090, 1x rtx-3090", **kw)

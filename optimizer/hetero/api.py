@@ -54,6 +54,13 @@ def cheapest_mixed(model: str, inventory: str | Inventory, *, context: int, tok_
     with that assignment. With `buy` (True = DEFAULT_BUY, or accelerator keys): the cheapest purchases (GPUs into
     free slots within lanes and power, DRAM up to the platform's maximum) meeting `tok_s`; among equal costs the
     higher quality, then the faster plan."""
+    from optimizer.units import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS
+    if not 1 <= context <= MAX_CONTEXT_TOKENS:
+        raise InputError(f"context must be between 1 and {MAX_CONTEXT_TOKENS}, got {context}")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InputError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
+    if not 0 <= tok_s <= 1e6 or min_bits < 0 or (max_budget is not None and max_budget <= 0):
+        raise InputError("tok-s, min-bits and max-budget must be non-negative (max-budget > 0)")
     m = resolve_model(model)
     inv = parse_inventory(inventory) if isinstance(inventory, str) else inventory
     why = mixed_support(engine, [g.acc.key for g in inv.gpus])
