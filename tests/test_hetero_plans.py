@@ -96,3 +96,26 @@ def test_bad_numbers_are_one_error():
                     ({"context": 8192, "tok_s": -1}, "non-negative")):
         with pytest.raises(InputError, match=msg):
             cheapest_mixed("qwen3-30b-a3b", "1x rtx-4090, 1x rtx-3090", **kw)
+
+
+def test_integer_time_bounds_float_time_from_above():
+    """Conservative rounding: the solver's integer decode time is never below the float re-evaluation, and within
+    one 10 ns unit per rounded coefficient of it."""
+    from optimizer.catalog.models import resolve_model
+    from optimizer.estimate.layers import model_layers
+    from optimizer.hetero.inventory import parse_inventory
+    from optimizer.hetero.model import MixedModel
+    from optimizer.hetero.plan import stages_of
+    from optimizer.hetero.scaling import TIME_UNIT
+    from optimizer.hetero.table import build_instance
+    from optimizer.hetero.validate import check_plan
+    m = resolve_model("deepseek-v3")
+    inv = parse_inventory("1x rtx-5090, 2x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 192GB ddr5, 2TB nvme")
+    for q in ("q2_k", "q4_k_m"):
+        ml = model_layers(m, q, "llamacpp", 32768, 1)
+        inst = build_instance(m, ml, inv)
+        sol = MixedModel(inst).solve()
+        chk = check_plan(m, ml, inv, stages_of(inst, sol.assignment), sol.assignment.dram_gb)
+        assert chk.ok, chk.violations
+        t_int = sol.time_units * TIME_UNIT
+        assert chk.step_time_s <= t_int <= chk.step_time_s + (4 * ml.n + 20) * TIME_UNIT
