@@ -9,7 +9,7 @@ from optimizer.estimate.layers import model_layers
 from optimizer.hetero.inventory import parse_inventory
 from optimizer.hetero.model import MixedModel
 from optimizer.hetero.oracle import assignments, brute_force, count_assignments
-from optimizer.hetero.table import BoxRow, DevRow, Instance, build_instance, evaluate_int
+from optimizer.hetero.table import BoxRow, DevRow, Instance, build_instance, evaluate_int, period_int
 
 
 @st.composite
@@ -24,7 +24,7 @@ def instances(draw, buy: bool = False):
         devs.append(DevRow(
             uid=f"box/d{d}", box=draw(st.integers(0, n_box - 1)), acc=f"t{draw(st.integers(0, 1))}", owned=owned,
             price=0 if owned else draw(st.integers(100, 3000)), watts=draw(st.integers(100, 600)),
-            budget=draw(st.integers(20, 120)), runtime=draw(st.integers(0, 5)),
+            budget=draw(st.integers(30, 200)), runtime=draw(st.integers(0, 5)),
             layer_mem=tuple(draw(st.lists(st.integers(1, 15), min_size=L, max_size=L))),
             expert_mem=draw(st.integers(1, 30)), global_mem=draw(st.integers(0, 10)), first_mem=draw(st.integers(0, 10)),
             layer_read=tuple(draw(st.lists(st.integers(1, 50), min_size=L, max_size=L))),
@@ -40,9 +40,11 @@ def instances(draw, buy: bool = False):
             dram_price_per_gb=draw(st.integers(1, 20)) if buy else 0, reserve=draw(st.integers(0, 4000)),
             expert_host=draw(st.integers(500, 9000)), cpu_time=draw(st.integers(20, 400)),
             nvme_time=draw(st.integers(200, 2000)) if nvme else 0,
-            nvme_cap=draw(st.integers(0, 40000)) if nvme else 0, slots=draw(st.integers(1, 3)),
-            watts_cap=draw(st.integers(300, 1800))))
-    limit = draw(st.one_of(st.none(), st.integers(50, 3000))) if buy else draw(st.one_of(st.none(), st.integers(100, 5000)))
+            nvme_cap=draw(st.integers(0, 40000)) if nvme else 0,
+            # a box powers and seats what it owns (build_instance guarantees it); purchases must fit the rest
+            slots=sum(1 for r in devs if r.box == b and r.owned) + draw(st.integers(0, 2)),
+            watts_cap=sum(r.watts for r in devs if r.box == b and r.owned) + draw(st.integers(0, 900))))
+    limit = draw(st.one_of(st.none(), st.integers(50, 3000))) if buy else draw(st.one_of(st.none(), st.none(), st.integers(100, 5000)))
     return Instance(n_layers=L, moe=moe, devs=tuple(devs), boxes=tuple(boxes), net_hop=draw(st.integers(0, 50)),
                     host_experts=draw(st.booleans()), fixed_time=draw(st.integers(0, 9)),
                     step_limit=limit, budget=None)
@@ -59,6 +61,8 @@ def _check(inst, objective):
     assert ok, why
     if objective == "latency":
         assert (t, sol.time_units) == (bf[0], bf[0])
+    elif objective == "throughput":
+        assert (period_int(inst, sol.assignment), t) == (period_int(inst, bf[2]), bf[0])
     else:
         assert (cost, t) == (bf[1], bf[0])
 
@@ -73,6 +77,12 @@ def test_cpsat_latency_optimum_equals_oracle(inst):
 @given(instances(buy=True))
 def test_cpsat_cost_optimum_equals_oracle(inst):
     _check(inst, "cost")
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(instances())
+def test_cpsat_throughput_optimum_equals_oracle(inst):
+    _check(inst, "throughput")
 
 
 def test_count_matches_enumeration():

@@ -119,3 +119,16 @@ def test_integer_time_bounds_float_time_from_above():
         assert chk.ok, chk.violations
         t_int = sol.time_units * TIME_UNIT
         assert chk.step_time_s <= t_int <= chk.step_time_s + (4 * ml.n + 20) * TIME_UNIT
+
+
+def test_throughput_objective_balances_stages():
+    """Minimising the pipelined period never gives a larger busiest stage than the latency plan, and never a
+    smaller per-token time."""
+    from optimizer.hetero.scaling import TIME_UNIT
+    inv = "1x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 64GB ddr5"
+    lat = cheapest_mixed("qwen3-30b-a3b", inv, context=32768, concurrency=4, engine="vllm")
+    thr = cheapest_mixed("qwen3-30b-a3b", inv, context=32768, concurrency=4, engine="vllm", objective="throughput")
+    busiest = lambda r: max(sc.figures.time_s for sc in r.check.stages)  # noqa: E731
+    assert thr.check.ok and busiest(thr) <= busiest(lat) + 1e-6
+    assert thr.plan.step_time_s >= lat.plan.step_time_s - 1e-9
+    assert any("pipelined period" in n for n in thr.plan.notes)

@@ -49,11 +49,16 @@ def _quality_order(m, quants) -> list[str]:
 def cheapest_mixed(model: str, inventory: str | Inventory, *, context: int, tok_s: float = 0.0,
                    concurrency: int = 1, quants: list[str] | None = None, engine: str = "llamacpp",
                    buy: bool | tuple[str, ...] = False, max_budget: float | None = None, min_bits: float = 0.0,
-                   time_limit_s: float = 30.0, workers: int = 1, seed: int = 0) -> MixedResult:
+                   objective: str = "latency", time_limit_s: float = 30.0, workers: int = 1,
+                   seed: int = 0) -> MixedResult:
     """Without `buy`: the highest-quality quantization whose fastest assignment over the inventory meets `tok_s`,
     with that assignment. With `buy` (True = DEFAULT_BUY, or accelerator keys): the cheapest purchases (GPUs into
     free slots within lanes and power, DRAM up to the platform's maximum) meeting `tok_s`; among equal costs the
-    higher quality, then the faster plan."""
+    higher quality, then the faster plan. `objective="throughput"` (without buy) minimises the pipelined period
+    (busiest stage or host CPU) instead of the per-token time, for engines that stream micro-batches through the
+    stages (vLLM PP)."""
+    if objective not in ("latency", "throughput"):
+        raise InputError(f"objective must be latency or throughput, got {objective!r}")
     from optimizer.units import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS
     if not 1 <= context <= MAX_CONTEXT_TOKENS:
         raise InputError(f"context must be between 1 and {MAX_CONTEXT_TOKENS}, got {context}")
@@ -103,7 +108,7 @@ def cheapest_mixed(model: str, inventory: str | Inventory, *, context: int, tok_
         ml = model_layers(m, q, engine, context, concurrency)
         inst = build_instance(m, ml, inv, tok_s=tok_s or None, buy=buy_types, buy_dram=bool(buy),
                               max_budget=max_budget)
-        mm = MixedModel(inst, objective="cost" if buy_types else "latency")
+        mm = MixedModel(inst, objective="cost" if buy_types else objective)
         sol = mm.solve(time_limit_s=time_limit_s, workers=workers, seed=seed)
         tried.append((q, sol.status))
         if sol.assignment is None:
@@ -125,6 +130,11 @@ def cheapest_mixed(model: str, inventory: str | Inventory, *, context: int, tok_
         raise AssertionError("independent check rejected the solver's plan: " + "; ".join(chk.violations))
     bought = tuple(s.accelerator for s in stages if not s.owned)
     notes = list(notes_pre)
+    if objective == "throughput" and not buy_types:
+        from optimizer.hetero.scaling import TIME_UNIT
+        from optimizer.hetero.table import period_int
+        notes.append(f"pipelined period {period_int(inst, sol.assignment) * TIME_UNIT * 1e3:.2f} ms per micro-batch "
+                     f"(busiest stage or host CPU; integer model)")
     unused = [g.uid for g in inv.gpus if g.uid not in {s.uid for s in stages}]
     if unused:
         notes.append(f"not used: {', '.join(unused)} (the fastest plan found no use for them)")

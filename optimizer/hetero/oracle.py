@@ -12,7 +12,7 @@ import itertools
 import math
 from collections.abc import Iterator
 
-from optimizer.hetero.table import Assignment, Instance, evaluate_int, min_dram_gb
+from optimizer.hetero.table import Assignment, Instance, evaluate_int, min_dram_gb, period_int
 
 
 def _compositions(n: int, k: int) -> Iterator[tuple[int, ...]]:
@@ -41,13 +41,14 @@ def assignments(inst: Instance) -> Iterator[Assignment]:
 
 
 def brute_force(inst: Instance, objective: str = "latency") -> tuple[int, int, Assignment] | None:
-    """(step time units, cost, assignment) of the optimum: least time (latency) or least (cost, time) (cost)."""
+    """(step time units, cost, assignment) of the optimum: least time (latency), least (cost, time) (cost) or least
+    (pipelined period, time) (throughput)."""
     best = None
     for a in assignments(inst):
         ok, t, cost, _ = evaluate_int(inst, a)
         if not ok:
             continue
-        key = (t,) if objective == "latency" else (cost, t)
+        key = {"latency": (t,), "cost": (cost, t), "throughput": (period_int(inst, a), t)}[objective]
         if best is None or key < best[0]:
             best = (key, t, cost, a)
     return None if best is None else best[1:]

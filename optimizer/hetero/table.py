@@ -250,3 +250,19 @@ def min_dram_gb(inst: Instance, stages) -> tuple[int, ...]:
         need = b.reserve * off + b.expert_host * cpu - b.dram_base
         out.append(0 if need <= 0 else -(-need // GB_UNITS))
     return tuple(out)
+
+
+def period_int(inst: Instance, a: Assignment) -> int:
+    """Pipelined period of a (feasible) assignment: the busiest stage (its layers, its CPU/NVMe experts, the hop into
+    it) or the busiest box CPU, in time units (the model's `throughput` objective)."""
+    last_dev = a.stages[-1][0]
+    worst = 0
+    host = [0] * len(inst.boxes)
+    for i, (d, s, e, g, c, n) in enumerate(a.stages):
+        r = inst.devs[d]
+        b = inst.boxes[r.box]
+        rd = sum(r.layer_read[s:e]) + g * r.expert_read + (r.global_read if d == last_dev else 0)
+        cp = sum(r.layer_comp[s:e]) + g * r.expert_comp + (r.global_comp if d == last_dev else 0)
+        worst = max(worst, max(rd, cp) + c * b.cpu_time + n * b.nvme_time + (r.hop if i > 0 else 0))
+        host[r.box] += c * b.cpu_time + n * b.nvme_time
+    return max(worst, *host)
