@@ -324,7 +324,6 @@ def catalog_nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     _out(list_nodes(), as_json, render_nodes)
 
 
-
 # ---- issue 15: mixed hardware (`rigopt mixed`); self-contained block, logic in optimizer/hetero/api.py ----
 @app.command()
 def mixed(
@@ -338,7 +337,7 @@ def mixed(
     min_bits: Annotated[float, typer.Option("--min-bits", help="least routed-expert bits per weight")] = 0.0,
     quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="GGUF presets to try, e.g. q4_k_m,q3_k_m")] = None,
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="USD for purchases")] = None,
-    export_script: Annotated[Optional[str], typer.Option("--export", help="write the llama.cpp launch script here")] = None,
+    export_script: Annotated[Optional[str], typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here")] = None,
     engine: Annotated[str, typer.Option("--engine", help="llamacpp (any mix) or vllm (uneven PP stages)")] = "llamacpp",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -348,6 +347,7 @@ def mixed(
                                     buy=buy or bool(buy_types), buy_types=buy_types, min_bits=min_bits, quant=quant,
                                     max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine))
 # ---- end issue 15 block ----
+
 
 def _fail(msg: str, code: int) -> None:
     sys.stderr.write(" ".join(msg.split()) + "\n")  # exactly one line, never wrapped
