@@ -397,6 +397,31 @@ def catalog_nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     _out(list_nodes(), as_json, render_nodes)
 
 
+# ---- issue 15: mixed hardware (`rigopt mixed`); self-contained block, logic in optimizer/hetero/api.py ----
+@app.command()
+def mixed(
+    model: Annotated[str, typer.Argument(help="catalogue key/alias, config.json, model folder or .gguf")],
+    owned: Annotated[str, typer.Option("--owned", help="'1x rtx-4090, 1x rtx-3090, 128GB ddr5' or 'box1: ...; box2: ...'")],
+    context: Annotated[str, typer.Option("--context", help="e.g. 393216, 384K, 1M")] = "8192",
+    tok_s: Annotated[float, typer.Option("--tok-s", help="decode tokens/s per sequence")] = 0.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-b")] = 1,
+    buy: Annotated[bool, typer.Option("--buy", help="allow buying GPUs/DRAM on top of what you own")] = False,
+    buy_types: Annotated[Optional[str], typer.Option("--buy-types", help="GPUs offered for purchase, e.g. rtx-5090,rtx-4090")] = None,
+    min_bits: Annotated[float, typer.Option("--min-bits", help="least routed-expert bits per weight")] = 0.0,
+    quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="GGUF presets to try, e.g. q4_k_m,q3_k_m")] = None,
+    max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="USD for purchases")] = None,
+    export_script: Annotated[Optional[str], typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="llamacpp (any mix) or vllm (uneven PP stages)")] = "llamacpp",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Best plan over mixed GPUs you own (CP-SAT layer/expert assignment), or the cheapest additions with --buy."""
+    from optimizer.report.mixed import run_mixed
+    raise typer.Exit(code=run_mixed(model, owned, context=_tokens(context), tok_s=tok_s, concurrency=concurrency,
+                                    buy=buy or bool(buy_types), buy_types=buy_types, min_bits=min_bits, quant=quant,
+                                    max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine))
+# ---- end issue 15 block ----
+
+
 def _fail(msg: str, code: int) -> None:
     sys.stderr.write(clip_line(msg, MAX_MESSAGE_CHARS) + "\n")  # exactly one line, never wrapped
     sys.exit(code)

@@ -11,7 +11,7 @@ Layer order (low -> high); a module may import its own layer and any layer below
     estimate   optimizer.estimate        pure float physics: Deployment -> evaluate() (no solver, no I/O
                                          beyond the catalogue rows a deployment names)
     moe        optimizer.moe, optimizer.place.loads            MoE load statistics and balancing math
-    solver     optimizer.solver          candidates, integer table, CP-SAT, independent check
+    solver     optimizer.solver, optimizer.hetero   candidates, integer tables, CP-SAT, independent checks
     place      optimizer.place           expert placement (uses the plan schema of solver/)
     render     optimizer.export, optimizer.report              launch plans, result objects and tables
     app        optimizer.fidelity, optimizer.scenarios         validation against measurements, batch solving
@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("topology", ["optimizer.topology", "optimizer.topology_links"]),
     ("estimate", ["optimizer.estimate"]),
     ("moe", ["optimizer.moe", "optimizer.place.loads"]),
-    ("solver", ["optimizer.solver"]),
+    ("solver", ["optimizer.solver", "optimizer.hetero"]),
     ("place", ["optimizer.place"]),
     ("render", ["optimizer.export", "optimizer.report"]),
     ("app", ["optimizer.fidelity", "optimizer.scenarios"]),

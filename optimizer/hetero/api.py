@@ -1,0 +1,215 @@
+"""`cheapest_mixed`: the best plan over an inventory of mixed GPUs (and, with `buy`, the cheapest additions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.models import resolve_model
+from optimizer.errors import InputError
+from optimizer.estimate.layers import model_layers
+from optimizer.estimate.schemes import get_scheme, mean_active_bits, quality_bits
+from optimizer.hetero.engines import RULES, mixed_support
+from optimizer.hetero.inventory import Inventory, parse_inventory
+from optimizer.hetero.model import MixedModel
+from optimizer.hetero.plan import MixedPlan, stages_of
+from optimizer.hetero.scaling import TIME_UNIT
+from optimizer.hetero.table import DEFAULT_BUY, build_instance, evaluate_int, period_int
+from optimizer.hetero.validate import MixedCheck, check_plan
+from optimizer.solver.support import unsupported
+from optimizer.units import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS
+
+# GGUF presets tried, best quality first (the order is recomputed from each preset's expert/attention bits)
+MIXED_QUANTS = (
+    "q8_0",
+    "q6_k",
+    "q5_k_m",
+    "q4_k_m",
+    "q4_k_m-moe",
+    "iq4_xs",
+    "q3_k_m",
+    "q2_k-moe",
+    "q2_k",
+    "iq2_xxs-moe",
+    "iq2_xxs",
+    "iq1_s",
+)
+
+
+# vLLM: the checkpoint as stored, or FP8 quantized at load (W8A16 Marlin on GPUs without FP8 tensor cores)
+MIXED_QUANTS_VLLM = ("native", "fp8")
+
+
+@dataclass(frozen=True)
+class MixedResult:
+    plan: MixedPlan | None
+    check: MixedCheck | None
+    tried: tuple[tuple[str, str], ...]  # (quant, solver status) in the order tried
+    reason: str = ""
+
+
+def _quality_order(m, quants) -> list[str]:
+    """Best quality first, as `rigopt cheapest` ranks it: expert bits, attention bits, mean active bits."""
+    native = get_scheme("native", m.storage)
+    rows = []
+    for q in quants:
+        try:
+            scheme = get_scheme(q, m.storage)
+        except InputError:
+            continue
+        e, a = quality_bits(m.spec, scheme, native)
+        rows.append((-e, -a, -round(mean_active_bits(m.spec, scheme, native), 6), q))
+    return [q for *_, q in sorted(rows)]
+
+
+def cheapest_mixed(
+    model: str,
+    inventory: str | Inventory,
+    *,
+    context: int,
+    tok_s: float = 0.0,
+    concurrency: int = 1,
+    quants: list[str] | None = None,
+    engine: str = "llamacpp",
+    buy: bool | tuple[str, ...] = False,
+    max_budget: float | None = None,
+    min_bits: float = 0.0,
+    objective: str = "latency",
+    time_limit_s: float = 30.0,
+    workers: int = 1,
+    seed: int = 0,
+) -> MixedResult:
+    """Without `buy`: the highest-quality quantization whose fastest assignment over the inventory meets `tok_s`,
+    with that assignment. With `buy` (True = DEFAULT_BUY, or accelerator keys): the cheapest purchases (GPUs into
+    free slots within lanes and power, DRAM up to the platform's maximum) meeting `tok_s`; among equal costs the
+    higher quality, then the faster plan. `objective="throughput"` (without buy) minimises the pipelined period
+    (busiest stage or host CPU) instead of the per-token time, for engines that stream micro-batches through the
+    stages (vLLM PP)."""
+    if objective not in ("latency", "throughput"):
+        raise InputError(f"objective must be latency or throughput, got {objective!r}")
+    if not 1 <= context <= MAX_CONTEXT_TOKENS:
+        raise InputError(f"context must be between 1 and {MAX_CONTEXT_TOKENS}, got {context}")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InputError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
+    if not 0 <= tok_s <= 1e6 or min_bits < 0 or (max_budget is not None and max_budget <= 0):
+        raise InputError("tok-s, min-bits and max-budget must be non-negative (max-budget > 0)")
+    m = resolve_model(model)
+    inv = parse_inventory(inventory) if isinstance(inventory, str) else inventory
+    why = mixed_support(engine, [g.acc.key for g in inv.gpus])
+    if why:
+        raise InputError(why)
+    if engine not in ("llamacpp", "vllm"):
+        raise InputError(
+            f"mixed-hardware planning is implemented for llama.cpp and vLLM; {engine}'s rule: {RULES[engine].source}"
+        )
+    other = sorted({g.acc.key for g in inv.gpus if g.acc.vendor != "nvidia"})
+    if other:
+        raise InputError(
+            f"mixed plans here are for one CUDA build of the engine (devices CUDA0..N); not NVIDIA: {', '.join(other)}"
+        )
+    notes_pre: list[str] = []
+    buy_types = tuple(DEFAULT_BUY if buy is True else buy) if buy else None
+    if engine != "llamacpp":
+        # kernel support per architecture (optimizer/solver/support.py): cards the engine cannot run this model on
+        # are left out of its plans
+        from dataclasses import replace as _replace
+
+        dropped = [g for g in inv.gpus if unsupported(engine, m.spec.family, g.acc.arch)]
+        if dropped:
+            notes_pre.append(
+                "left out: " + "; ".join(f"{g.uid} ({unsupported(engine, m.spec.family, g.acc.arch)})" for g in dropped)
+            )
+            keep = {g.uid for g in inv.gpus} - {g.uid for g in dropped}
+            inv = _replace(
+                inv, boxes=tuple(_replace(b, gpus=tuple(g for g in b.gpus if g.uid in keep)) for b in inv.boxes)
+            )
+        if not inv.gpus:
+            raise InputError(f"{engine} cannot run {m.key} on any card of this inventory: " + notes_pre[0])
+        if buy_types:
+            accs = load_hardware().accelerators
+            buy_types = tuple(k for k in buy_types if not unsupported(engine, m.spec.family, accs[k].arch))
+    tried = []
+    best = None
+    native = get_scheme("native", m.storage)
+    for q in _quality_order(m, quants or (MIXED_QUANTS if engine == "llamacpp" else MIXED_QUANTS_VLLM)):
+        e_bits, _ = quality_bits(m.spec, get_scheme(q, m.storage), native)
+        if e_bits < min_bits:
+            continue
+        ml = model_layers(m, q, engine, context, concurrency)
+        inst = build_instance(m, ml, inv, tok_s=tok_s or None, buy=buy_types, buy_dram=bool(buy), max_budget=max_budget)
+        mm = MixedModel(inst, objective="cost" if buy_types else objective)
+        sol = mm.solve(time_limit_s=time_limit_s, workers=workers, seed=seed)
+        tried.append((q, sol.status))
+        if sol.assignment is None:
+            continue
+        ok, t_units, cost, why = evaluate_int(inst, sol.assignment)
+        if not ok:
+            raise AssertionError(f"solver returned an assignment its own arithmetic rejects: {why}")
+        cand = (cost, q, ml, inst, sol)
+        if best is None or cost < best[0]:
+            best = cand
+        if not buy_types or cost == 0:
+            break  # quality order: the first feasible quantization is the best (and nothing is cheaper than 0)
+    if best is None:
+        return MixedResult(None, None, tuple(tried), reason="no quantization fits the inventory and meets the target")
+    cost, q, ml, inst, sol = best
+    stages = stages_of(inst, sol.assignment)
+    chk = check_plan(m, ml, inv, stages, sol.assignment.dram_gb, tok_s=tok_s or None)
+    if not chk.ok:
+        raise AssertionError("independent check rejected the solver's plan: " + "; ".join(chk.violations))
+    bought = tuple(s.accelerator for s in stages if not s.owned)
+    notes = list(notes_pre)
+    if objective == "throughput" and not buy_types:
+        notes.append(
+            f"pipelined period {period_int(inst, sol.assignment) * TIME_UNIT * 1e3:.2f} ms per micro-batch "
+            f"(busiest stage or host CPU; integer model)"
+        )
+    unused = [g.uid for g in inv.gpus if g.uid not in {s.uid for s in stages}]
+    if unused:
+        notes.append(f"not used: {', '.join(unused)} (the fastest plan found no use for them)")
+    plan = MixedPlan(
+        model=m.key,
+        quant=q,
+        engine=engine,
+        kv_dtype=ml.kv_dtype,
+        context=context,
+        concurrency=concurrency,
+        inventory=inv.text or inv.describe(),
+        stages=stages,
+        dram_bought_gb=sol.assignment.dram_gb,
+        bought=bought,
+        cost_usd=float(cost),
+        step_time_s=chk.step_time_s,
+        tok_s=chk.tok_s,
+        status=sol.status,
+        solve_s=sol.wall_s,
+        notes=tuple(notes),
+    )
+    return MixedResult(plan, chk, tuple(tried))
+
+
+def describe(res: MixedResult) -> str:
+    """Human-readable lines for a result (what the CLI prints)."""
+    if res.plan is None:
+        tried = ", ".join(f"{q}: {s}" for q, s in res.tried)
+        return f"no mixed plan: {res.reason} (tried {tried})"
+    p, c = res.plan, res.check
+    lines = [
+        f"Mixed plan: {p.model}, {p.engine}, {p.quant}, KV {p.kv_dtype}, context {p.context:,} x {p.concurrency}; "
+        f"solver {p.status} in {p.solve_s:.2f} s",
+        f"decode: {p.tok_s:.1f} tok/s per sequence (independent float check)",
+    ]
+    if p.bought or any(p.dram_bought_gb):
+        buys = [*p.bought] + [f"{gb} GB DRAM" for gb in p.dram_bought_gb if gb]
+        lines.append(f"buy: {', '.join(buys)} for ${p.cost_usd:,.0f}")
+    for sc in c.stages:
+        s = sc.stage
+        lines.append(
+            f"  {s.uid:<24} {s.accelerator:<12} layers {s.start:>2}-{s.end - 1:<2} experts GPU "
+            f"{len(s.gpu_expert_layers):>2} / DRAM {len(s.cpu_expert_layers):>2} / NVMe "
+            f"{len(s.nvme_expert_layers):>2}; {sc.used_bytes / 2**30:5.1f} of {sc.budget_bytes / 2**30:5.1f} "
+            f"GiB; {sc.figures.time_s * 1e3:6.2f} ms"
+        )
+    lines.append("  time per token: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in c.terms_s.items() if v))
+    lines += [f"note: {n}" for n in p.notes]
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Inventories of mixed hardware: one box or several (`box1: ...; box2: ...`), each with its own GPUs (any mix of
+types, in the order given = CUDA device order), host DRAM, NVMe and host platform.
+
+    "1x rtx-5090, 2x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 192GB ddr5, 2TB nvme"
+    "box1: 2x rtx-4090, 128GB ddr5; box2: 1x rtx-3090, 64GB ddr4, 1TB nvme gen5"
+
+Items (comma separated): `N x GPU` or `GPU` (catalogue keys or aliases), `SIZE ddr4|ddr5|dram|ram`, `SIZE nvme
+[gen4|gen5]`, `host KEY` (a hosts.yaml platform), `psu WATTS`. Unknown names are one InputError.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from optimizer.catalog.hardware import get_accelerator, get_host, load_hardware
+from optimizer.catalog.hardware_schema import Accelerator, HostPlatform
+from optimizer.errors import CatalogError, InputError
+from optimizer.units import parse_bytes
+
+# Host platform assumed from the DRAM generation when no `host KEY` is given (hosts.yaml rows)
+DEFAULT_HOST = {"ddr5": "desktop-am5-2ch-ddr5", "ddr4": "desktop-am4-2ch-ddr4"}
+# NVMe drive class assumed for `SIZE nvme [genN]` (storage.yaml rows: read bandwidth; capacity is the stated size)
+NVME_CLASS = {"gen4": "nvme-gen4-x4", "gen5": "nvme-gen5-x4"}
+# Network between boxes (llama.cpp RPC): interconnects.yaml row
+DEFAULT_BOX_LINK = "eth-10g"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One physical device: `cuda` is its index inside its box (CUDA_VISIBLE_DEVICES order = inventory order)."""
+
+    uid: str  # "box0/cuda1"
+    box: int
+    cuda: int
+    acc: Accelerator
+    owned: bool = True
+    price_usd: float = 0.0  # purchase price (0 for owned)
+
+
+@dataclass(frozen=True)
+class Box:
+    name: str
+    gpus: tuple[Gpu, ...]
+    host: HostPlatform
+    dram_bytes: int
+    nvme_bytes: int = 0
+    nvme_key: str | None = None
+    psu_watts: float | None = None
+
+    @property
+    def nvme_bw(self) -> float:
+        return load_hardware().storage[self.nvme_key].read_bw_bytes_per_s if self.nvme_key else 0.0
+
+
+@dataclass(frozen=True)
+class Inventory:
+    boxes: tuple[Box, ...]
+    link: str = DEFAULT_BOX_LINK
+    text: str = ""
+
+    @property
+    def gpus(self) -> tuple[Gpu, ...]:
+        return tuple(g for b in self.boxes for g in b.gpus)
+
+    def describe(self) -> str:
+        parts = []
+        for b in self.boxes:
+            counts: dict[str, int] = {}
+            for g in b.gpus:
+                counts[g.acc.key] = counts.get(g.acc.key, 0) + 1
+            s = ", ".join(f"{n}x {k}" for k, n in counts.items())
+            s += f", {b.dram_bytes / 1e9:.0f} GB DRAM ({b.host.key})"
+            if b.nvme_bytes:
+                s += f", {b.nvme_bytes / 1e12:.1f} TB NVMe"
+            parts.append(f"{b.name}: {s}" if len(self.boxes) > 1 else s)
+        return "; ".join(parts)
+
+
+def _acc(name: str) -> Accelerator:
+    try:
+        return get_accelerator(name)
+    except CatalogError as e:
+        raise InputError(f"inventory: {e}") from None
+
+
+_GPU = re.compile(r"^(\d+)\s*[x×*]\s*(.+)$", re.I)
+_SIZE = r"(\d+(?:\.\d+)?)\s*([kmgt]i?b)"
+_DRAM = re.compile(rf"^{_SIZE}\s*(ddr4|ddr5|dram|ram|memory)?$", re.I)
+_NVME = re.compile(rf"^{_SIZE}\s*nvme(?:\s+(gen4|gen5))?$", re.I)
+_HOST = re.compile(r"^host\s+(\S+)$", re.I)
+_PSU = re.compile(r"^psu\s+(\d+(?:\.\d+)?)\s*w?$", re.I)
+
+
+def _box(name: str, index: int, text: str) -> Box:
+    gpus: list[Accelerator] = []
+    dram = nvme = 0
+    dram_kind = None
+    nvme_key = None
+    host = None
+    psu = None
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        if m := _NVME.match(part):
+            nvme += parse_bytes(m.group(1) + m.group(2))
+            nvme_key = NVME_CLASS[(m.group(3) or "gen4").lower()]
+        elif m := _DRAM.match(part):
+            dram += parse_bytes(m.group(1) + m.group(2))
+            kind = (m.group(3) or "").lower()
+            if kind in DEFAULT_HOST:
+                dram_kind = kind
+        elif m := _HOST.match(part):
+            try:
+                host = get_host(m.group(1))
+            except CatalogError as e:
+                raise InputError(f"inventory: {e}") from None
+        elif m := _PSU.match(part):
+            psu = float(m.group(1))
+        elif m := _GPU.match(part):
+            n = int(m.group(1))
+            if not 1 <= n <= 64:
+                raise InputError(f"inventory: '{part}': device count must be between 1 and 64")
+            gpus += [_acc(m.group(2).strip())] * n
+        else:
+            gpus.append(_acc(part))
+    if not gpus:
+        raise InputError(f"inventory {name!r} names no accelerator: use e.g. '1x rtx-4090, 1x rtx-3090, 128GB ddr5'")
+    for a in gpus:
+        if a.kind != "gpu":
+            raise InputError(f"inventory: {a.key} is a unified-memory system, not a card for a mixed box")
+    host = host or get_host(DEFAULT_HOST[dram_kind or "ddr5"])
+    if dram > host.max_dram_bytes * 1.0001 * 1.1:  # marketed GB vs binary DIMM sizes
+        raise InputError(
+            f"inventory {name!r}: {dram / 1e9:.0f} GB DRAM exceeds what {host.key} holds "
+            f"({host.max_dram_bytes / 2**30:.0f} GiB)"
+        )
+    devs = tuple(Gpu(uid=f"{name}/cuda{i}", box=index, cuda=i, acc=a) for i, a in enumerate(gpus))
+    return Box(name=name, gpus=devs, host=host, dram_bytes=dram, nvme_bytes=nvme, nvme_key=nvme_key, psu_watts=psu)
+
+
+def parse_inventory(text: str) -> Inventory:
+    """Parse an inventory string (see module doc)."""
+    if not text or not text.strip():
+        raise InputError("empty inventory: use e.g. '1x rtx-4090, 1x rtx-3090, 128GB ddr5'")
+    chunks = [c.strip() for c in text.split(";") if c.strip()]
+    boxes = []
+    names: set[str] = set()
+    for i, c in enumerate(chunks):
+        m = re.match(r"^([A-Za-z][\w-]*)\s*:\s*(.*)$", c)
+        name, body = (m.group(1), m.group(2)) if m else (f"box{i}" if len(chunks) > 1 else "box0", c)
+        if name in names:
+            raise InputError(f"inventory: box name {name!r} given twice")
+        names.add(name)
+        boxes.append(_box(name, i, body))
+    return Inventory(boxes=tuple(boxes), text=text)

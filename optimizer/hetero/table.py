@@ -1,0 +1,308 @@
+"""The integer instance the CP-SAT model and the oracle both read: per device and per layer, coefficients at the
+scales of `optimizer/hetero/scaling.py`, computed from the per-layer physics (`optimizer/estimate/layers.py`).
+
+Nothing here chooses anything; it only turns floats into conservatively rounded integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from optimizer.catalog.hardware import load_hardware, purchase_usd
+from optimizer.catalog.models import ResolvedModel
+from optimizer.errors import InputError
+from optimizer.estimate import factors as F
+from optimizer.estimate.layers import ModelLayers, device_rates
+from optimizer.hetero.inventory import Gpu, Inventory
+from optimizer.hetero.scaling import DEV_MEM_UNIT, GB_UNITS, HOST_MEM_UNIT, TIME_UNIT, down, up
+
+# Box limits not in hosts.yaml (estimates, stated): a GPU needs at least a x4 link (M.2/bifurcation risers, as the
+# published 5-GPU desktop rigs run) and one x4 stays with the boot NVMe; the power supply of a home box is a single
+# ATX 3.1 unit of at most 1600 W (the largest common 120 V unit) unless the inventory says `psu N W` or the owned
+# cards already draw more; the platform itself (CPU, board, drives, fans) draws BOX_BASE_WATTS.
+MIN_LANES_PER_GPU = 4
+LANES_RESERVED = 4
+DEFAULT_PSU_WATTS = 1600.0
+BOX_BASE_WATTS = 250.0
+HOST_RESERVED_BYTES = F.HOST_RESERVED_BYTES
+# Devices offered for purchase by default: PCIe cards with a current price in prices.yaml (NVIDIA: one CUDA build)
+DEFAULT_BUY = ("rtx-3090", "rtx-4090", "rtx-5090", "rtx-pro-6000")
+
+
+@dataclass(frozen=True)
+class DevRow:
+    uid: str
+    box: int
+    acc: str
+    owned: bool
+    price: int  # USD (0 when owned)
+    watts: int  # W (up)
+    budget: int  # MiB (down)
+    runtime: int  # MiB (up), on every used device
+    layer_mem: tuple[int, ...]  # MiB per layer: dense weights + KV (up)
+    expert_mem: int  # MiB per MoE layer's routed experts (up; the largest MoE layer)
+    global_mem: int  # MiB of head/norms (+ llama.cpp's embedding) on the device of the last layer (up)
+    first_mem: int  # MiB on the device holding layer 0 (vLLM's embedding table; up)
+    layer_read: tuple[int, ...]  # time units per layer on this device, memory side (dense + KV read)
+    layer_comp: tuple[int, ...]  # time units per layer, compute side
+    expert_read: int
+    expert_comp: int
+    global_read: int
+    global_comp: int
+    hop: int  # time units of one activation hop into this device (PCIe)
+
+
+@dataclass(frozen=True)
+class BoxRow:
+    name: str
+    dram_base: int  # MB owned (down)
+    dram_max: int  # MB the platform holds (down)
+    dram_price_per_gb: int  # USD per GB bought (up); 0 when buying is off
+    reserve: int  # MB kept for OS/engine when any expert layer lives off the GPUs (up)
+    expert_host: int  # MB per MoE layer's experts in DRAM or on NVMe (up)
+    cpu_time: int  # time units per MoE layer computed by the CPU from DRAM (up)
+    nvme_time: int  # time units per MoE layer read from NVMe (up); 0 = no NVMe
+    nvme_cap: int  # MB (down)
+    slots: int  # most GPUs the box takes (lanes // x4)
+    watts_cap: int  # W the cards may draw (down): PSU - platform
+
+
+@dataclass(frozen=True)
+class Instance:
+    n_layers: int
+    moe: tuple[bool, ...]
+    devs: tuple[DevRow, ...]
+    boxes: tuple[BoxRow, ...]
+    net_hop: int  # time units of one hop between boxes
+    fixed_time: int  # engine overheads independent of placement (up)
+    step_limit: int | None  # time units (down)
+    budget: int | None  # USD (down)
+    gpus: tuple[Gpu, ...] = field(default=(), compare=False)
+    host_experts: bool = True  # the engine can compute routed experts on the CPU (llama.cpp yes, vLLM no)
+
+    @property
+    def moe_count(self) -> int:
+        return sum(self.moe)
+
+
+def _purchasable(inv: Inventory, buy: tuple[str, ...], cap: int) -> list[Gpu]:
+    hw = load_hardware()
+    out = []
+    for bi, b in enumerate(inv.boxes):
+        for key in buy:
+            acc = hw.accelerators[key]
+            p = purchase_usd(key)
+            if p is None or p.usd is None or not p.available:
+                continue
+            for k in range(cap):
+                out.append(
+                    Gpu(uid=f"{b.name}/buy-{key}-{k}", box=bi, cuda=-1, acc=acc, owned=False, price_usd=float(p.usd))
+                )
+    return out
+
+
+def build_instance(
+    m: ResolvedModel,
+    ml: ModelLayers,
+    inv: Inventory,
+    *,
+    tok_s: float | None = None,
+    buy: tuple[str, ...] | None = None,
+    buy_dram: bool = False,
+    max_budget: float | None = None,
+    max_buy_per_type: int = 2,
+) -> Instance:
+    """The integer instance for `ml` on `inv` (plus purchasable devices when `buy` is given)."""
+    hw = load_hardware()
+    spec = m.spec
+    gpus = list(inv.gpus)
+    if buy is not None:
+        for key in buy:
+            if key not in hw.accelerators:
+                raise InputError(f"unknown accelerator to buy: {key!r}")
+        gpus += _purchasable(inv, buy, max_buy_per_type)
+    moe = tuple(l.is_moe for l in ml.layers)
+    exp_bytes = max((l.expert_bytes for l in ml.layers if l.is_moe), default=0.0)
+    exp_read = max((l.expert_read for l in ml.layers if l.is_moe), default=0.0)
+    exp_flops = max((l.expert_flops for l in ml.layers if l.is_moe), default=0.0)
+    act_bytes = ml.concurrency * spec.hidden_size * 2.0
+    devs = []
+    for g in gpus:
+        r = device_rates(g.acc, ml, spec.vocab_size, spec.hidden_size)
+        box = inv.boxes[g.box]
+        link = hw.interconnects[g.acc.host_link]
+        n_box = max(1, len(box.gpus))
+        lanes = max(MIN_LANES_PER_GPU, min(16, (box.host.pcie_lanes - LANES_RESERVED) // n_box))
+        hop_s = act_bytes / (link.bw_bytes_per_s * lanes / 16 * F.PCIE_EFFICIENCY.value) + link.latency_s
+        if not r.fits_outside:
+            continue  # vLLM's CUDA context does not fit outside gpu_memory_utilization on this card
+        devs.append(
+            DevRow(
+                uid=g.uid,
+                box=g.box,
+                acc=g.acc.key,
+                owned=g.owned,
+                price=up(g.price_usd, 1.0),
+                watts=up(g.acc.tdp_watts or 0.0, 1.0),
+                budget=down(r.budget_bytes, DEV_MEM_UNIT),
+                runtime=up(r.runtime_bytes, DEV_MEM_UNIT),
+                layer_mem=tuple(up(l.dense_bytes + l.kv_bytes, DEV_MEM_UNIT) for l in ml.layers),
+                expert_mem=up(exp_bytes, DEV_MEM_UNIT),
+                global_mem=up(ml.global_bytes, DEV_MEM_UNIT),
+                first_mem=up(ml.first_bytes, DEV_MEM_UNIT),
+                layer_read=tuple(up((l.dense_read + l.kv_read) / r.bytes_per_s, TIME_UNIT) for l in ml.layers),
+                layer_comp=tuple(up(l.dense_flops / r.flops, TIME_UNIT) for l in ml.layers),
+                expert_read=up(exp_read / r.bytes_per_s, TIME_UNIT),
+                expert_comp=up(exp_flops / r.flops, TIME_UNIT),
+                global_read=up(ml.global_read / r.bytes_per_s, TIME_UNIT),
+                global_comp=up(ml.global_flops / r.flops, TIME_UNIT),
+                hop=up(hop_s, TIME_UNIT),
+            )
+        )
+    boxes = []
+    for b in inv.boxes:
+        h = b.host
+        owned_watts = sum(g.acc.tdp_watts or 0.0 for g in b.gpus) + BOX_BASE_WATTS
+        boxes.append(
+            BoxRow(
+                name=b.name,
+                dram_base=down(b.dram_bytes, HOST_MEM_UNIT),
+                dram_max=down(max(h.max_dram_bytes, b.dram_bytes), HOST_MEM_UNIT)
+                if buy_dram
+                else down(b.dram_bytes, HOST_MEM_UNIT),
+                dram_price_per_gb=up(h.dram_usd_per_gb, 1.0) if buy_dram else 0,
+                reserve=up(HOST_RESERVED_BYTES, HOST_MEM_UNIT),
+                expert_host=up(exp_bytes, HOST_MEM_UNIT),
+                cpu_time=up(exp_read / (h.dram_bw_bytes_per_s * h.dram_bw_sustained_fraction), TIME_UNIT),
+                nvme_time=up(exp_read / (b.nvme_bw * F.NVME_EFFICIENCY.value), TIME_UNIT) if b.nvme_bytes else 0,
+                nvme_cap=down(b.nvme_bytes, HOST_MEM_UNIT),
+                slots=max(len(b.gpus), (h.pcie_lanes - LANES_RESERVED) // MIN_LANES_PER_GPU),
+                watts_cap=down(max(b.psu_watts or DEFAULT_PSU_WATTS, owned_watts) - BOX_BASE_WATTS, 1.0),
+            )
+        )
+    link = hw.interconnects[inv.link]
+    net_s = act_bytes / link.bw_bytes_per_s + link.latency_s
+    return Instance(
+        n_layers=ml.n,
+        moe=moe,
+        devs=tuple(devs),
+        boxes=tuple(boxes),
+        net_hop=up(net_s, TIME_UNIT),
+        fixed_time=up(ml.fixed_overhead_s, TIME_UNIT),
+        step_limit=down(1.0 / tok_s, TIME_UNIT) if tok_s else None,
+        budget=down(max_budget, 1.0) if max_budget is not None else None,
+        gpus=tuple(gpus),
+        host_experts=ml.engine == "llamacpp",
+    )
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+@dataclass(frozen=True)
+class Assignment:
+    """A plan in integers: stages in order as (device index, first layer, end layer, gpu, cpu, nvme expert layers),
+    DRAM bought per box in GB."""
+
+    stages: tuple[tuple[int, int, int, int, int, int], ...]
+    dram_gb: tuple[int, ...]
+
+
+def evaluate_int(inst: Instance, a: Assignment) -> tuple[bool, int, int, str]:
+    """(feasible, step time units, cost USD, reason) of an assignment: the arithmetic of the CP-SAT model."""
+    used = [s[0] for s in a.stages]
+    if len(set(used)) != len(used):
+        return False, 0, 0, "device used twice"
+    pos = 0
+    for d, s, e, g, c, n in a.stages:
+        if s != pos or e <= s:
+            return False, 0, 0, "layers not contiguous"
+        pos = e
+        if g + c + n != sum(inst.moe[s:e]) or min(g, c, n) < 0:
+            return False, 0, 0, "expert layers do not add up"
+        if (c or n) and not inst.host_experts:
+            return False, 0, 0, "engine keeps every expert on its GPU"
+    if pos != inst.n_layers:
+        return False, 0, 0, "not every layer placed"
+    t = inst.fixed_time
+    cost = 0
+    last_dev = a.stages[-1][0]
+    off = [0] * len(inst.boxes)
+    cpu = [0] * len(inst.boxes)
+    nv = [0] * len(inst.boxes)
+    nboards = [0] * len(inst.boxes)
+    watts = [0] * len(inst.boxes)
+    box_seq = []
+    for i, (d, s, e, g, c, n) in enumerate(a.stages):
+        r = inst.devs[d]
+        mem = (
+            sum(r.layer_mem[s:e])
+            + g * r.expert_mem
+            + r.runtime
+            + (r.global_mem if d == last_dev else 0)
+            + (r.first_mem if i == 0 else 0)
+        )
+        if mem > r.budget:
+            return False, 0, 0, f"device {r.uid} memory"
+        rd = sum(r.layer_read[s:e]) + g * r.expert_read + (r.global_read if d == last_dev else 0)
+        cp = sum(r.layer_comp[s:e]) + g * r.expert_comp + (r.global_comp if d == last_dev else 0)
+        b = inst.boxes[r.box]
+        if n and not b.nvme_time:
+            return False, 0, 0, "no NVMe"
+        t += max(rd, cp) + c * b.cpu_time + n * b.nvme_time + (r.hop if i > 0 else 0)
+        cpu[r.box] += c
+        nv[r.box] += n
+        if c + n:
+            off[r.box] = 1
+        if not box_seq or box_seq[-1] != r.box:
+            if r.box in box_seq:
+                return False, 0, 0, "box layers not contiguous"
+            box_seq.append(r.box)
+        if not r.owned:
+            cost += r.price
+    t += (len(box_seq) - 1) * inst.net_hop
+    for d, r in enumerate(inst.devs):
+        if r.owned or d in used:
+            nboards[r.box] += 1
+            watts[r.box] += r.watts
+    for k, b in enumerate(inst.boxes):
+        gb = a.dram_gb[k]
+        if gb < 0 or b.dram_base + GB_UNITS * gb > b.dram_max:
+            return False, 0, 0, "DRAM purchase"
+        if b.reserve * off[k] + b.expert_host * cpu[k] > b.dram_base + GB_UNITS * gb:
+            return False, 0, 0, f"{b.name} DRAM"
+        if b.expert_host * nv[k] > b.nvme_cap:
+            return False, 0, 0, f"{b.name} NVMe"
+        if nboards[k] > b.slots or watts[k] > b.watts_cap:
+            return False, 0, 0, f"{b.name} slots/power"
+        cost += gb * b.dram_price_per_gb
+    if inst.step_limit is not None and t > inst.step_limit:
+        return False, t, cost, "decode time"
+    if inst.budget is not None and cost > inst.budget:
+        return False, t, cost, "budget"
+    return True, t, cost, ""
+
+
+def min_dram_gb(inst: Instance, stages) -> tuple[int, ...]:
+    """Least DRAM to buy per box for these stages (what any optimum buys)."""
+    out = []
+    for k, b in enumerate(inst.boxes):
+        cpu = sum(st[4] for st in stages if inst.devs[st[0]].box == k)
+        off = any(st[4] + st[5] for st in stages if inst.devs[st[0]].box == k)
+        need = b.reserve * off + b.expert_host * cpu - b.dram_base
+        out.append(0 if need <= 0 else -(-need // GB_UNITS))
+    return tuple(out)
+
+
+def period_int(inst: Instance, a: Assignment) -> int:
+    """Pipelined period of a (feasible) assignment: the busiest stage (its layers, its CPU/NVMe experts, the hop into
+    it) or the busiest box CPU, in time units (the model's `throughput` objective)."""
+    last_dev = a.stages[-1][0]
+    worst = 0
+    host = [0] * len(inst.boxes)
+    for i, (d, s, e, g, c, n) in enumerate(a.stages):
+        r = inst.devs[d]
+        b = inst.boxes[r.box]
+        rd = sum(r.layer_read[s:e]) + g * r.expert_read + (r.global_read if d == last_dev else 0)
+        cp = sum(r.layer_comp[s:e]) + g * r.expert_comp + (r.global_comp if d == last_dev else 0)
+        worst = max(worst, max(rd, cp) + c * b.cpu_time + n * b.nvme_time + (r.hop if i > 0 else 0))
+        host[r.box] += c * b.cpu_time + n * b.nvme_time
+    return max(worst, *host)

@@ -1,0 +1,62 @@
+"""`rigopt mixed`: solve a mixed-hardware question, print it (or JSON), write the launch script."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from optimizer.catalog.hardware import get_accelerator
+from optimizer.export.hetero import launch_script
+from optimizer.hetero.api import cheapest_mixed, describe
+from optimizer.limits import MAX_PATH_CHARS, check_text, write_file
+
+
+def run_mixed(
+    model: str,
+    owned: str,
+    *,
+    context: int,
+    tok_s: float,
+    concurrency: int,
+    buy: bool,
+    buy_types: str | None,
+    min_bits: float,
+    quant: str | None,
+    max_budget: float | None,
+    export_script: str | None,
+    as_json: bool,
+    engine: str = "llamacpp",
+) -> int:
+    """What `rigopt mixed` does: solve, print (or JSON), optionally write the llama.cpp launch script. Exit code 0
+    with a plan, 3 without one."""
+    kinds: bool | tuple[str, ...] = buy
+    if buy_types:
+        kinds = tuple(get_accelerator(k.strip()).key for k in buy_types.split(",") if k.strip())
+    res = cheapest_mixed(
+        model,
+        owned,
+        context=context,
+        tok_s=tok_s,
+        concurrency=concurrency,
+        buy=kinds,
+        min_bits=min_bits,
+        quants=[q.strip() for q in quant.split(",")] if quant else None,
+        max_budget=max_budget,
+        workers=1,
+        engine=engine,
+    )
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                res.plan.to_json() if res.plan else {"plan": None, "reason": res.reason, "tried": res.tried}, indent=2
+            )
+            + "\n"
+        )
+    else:
+        sys.stdout.write(describe(res) + "\n")
+    if res.plan is not None and export_script:
+        check_text(export_script, "--export", MAX_PATH_CHARS)
+        write_file(export_script, launch_script(res.plan), "--export")
+        if not as_json:
+            sys.stdout.write(f"wrote {export_script}\n")
+    return 0 if res.plan is not None else 3
