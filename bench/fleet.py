@@ -130,7 +130,7 @@ def section_questions(aic: str | None) -> None:
         t_all = time.perf_counter() - t
         f = r.fleet
         if a.get("ok"):
-            aic_cols = [f"{8 if a.get('row') is None else a['row'][8]}", aic_layout(a), f"{a['ttft_ms'] / 1000:.3f}",
+            aic_cols = [f"{8 if a.get('row') is None else a['row'][9]}", aic_layout(a), f"{a['ttft_ms'] / 1000:.3f}",
                         f"{a['tpot_ms']:.1f}", f"{a['per_gpu']:,.0f}", f"{a['wall_s']:.1f}",
                         f"{a['wall_s'] / t_sys:.0f}x (catalogue {a['wall_s'] / t_all:.0f}x)"]
         else:

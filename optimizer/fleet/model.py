@@ -58,7 +58,9 @@ def _ub(rate: int, cap: int) -> int:
 
 
 def solve(rows: list[Row], rate: int, n_classes: int, *, allow_disagg: bool = True, max_types: int = 2,
-          time_limit_s: float = 10.0, workers: int = 1, hint: dict[int, int] | None = None) -> Solution | None:
+          time_limit_s: float = 10.0, workers: int = 1, hint: dict[int, int] | None = None,
+          tie_break: bool = True) -> Solution | None:
+    """Least cost (then, with `tie_break`, fewest GPUs and the first rows in order) meeting the rate."""
     rows_ok = [(i, r) for i, r in enumerate(rows) if r.cap > 0 and (allow_disagg or r.role == "aggregated")]
     if not rows_ok:
         return None
@@ -109,9 +111,10 @@ def solve(rows: list[Row], rate: int, n_classes: int, *, allow_disagg: bool = Tr
     m.add(cost <= best)
     m.minimize(gpus)
     m.clear_hints()
+    first = {i: solver.value(n[i]) for i in n}
     for i in n:
-        m.add_hint(n[i], solver.value(n[i]))
-    st2 = solver.solve(m)
+        m.add_hint(n[i], first[i])
+    st2 = solver.solve(m) if tie_break else None
     if st2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         g = int(round(solver.objective_value))
         m.add(gpus <= g)
@@ -123,7 +126,8 @@ def solve(rows: list[Row], rate: int, n_classes: int, *, allow_disagg: bool = Tr
         st3 = solver.solve(m)
         if st3 not in (cp_model.OPTIMAL, cp_model.FEASIBLE):  # pragma: no cover - stage 2's answer is a solution
             st3 = solver.solve(m)
-    counts = tuple(solver.value(n[i]) if i in n else 0 for i in range(len(rows)))
+    values = {i: solver.value(n[i]) for i in n} if tie_break else first
+    counts = tuple(values.get(i, 0) for i in range(len(rows)))
     used_classes = [k for k, v in enumerate(slow) if solver.value(v)]
     link = max(used_classes) if used_classes else None
     return Solution(counts=counts, cost=sum(rows[i].cost * c for i, c in enumerate(counts)),

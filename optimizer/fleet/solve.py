@@ -387,32 +387,79 @@ def _fleet(sol: M.Solution, rows: list[M.Row], q: FleetQuery, objective: str) ->
                  bound=sol.bound / M.COST_SCALE[objective])
 
 
+PREREFINE = 24  # rows per (role, link class) given their exact capacity before the first solve (best cost/capacity)
+REFINE_MORE = 6  # and after each solve, besides the rows it used, the next best of every group
+
+
+def _dominated(rows: list[M.Row], exact: set[int]) -> set[int]:
+    """Rows no optimal fleet needs: another row, already exact, of the same role costs no more, uses no more GPUs,
+    carries at least the most this row could (its optimistic capacity) and is link-compatible (decode: a link at
+    least as fast; prefill: measured for a link at least as slow). Replacing every such replica by the other
+    keeps the fleet feasible, no dearer and within the type limit."""
+    out: set[int] = set()
+    by_role: dict[str, list[int]] = {}
+    for i in sorted(exact):
+        by_role.setdefault(rows[i].role, []).append(i)
+    for i, r in enumerate(rows):
+        if r.cap <= 0:
+            continue
+        for k in by_role.get(r.role, ()):
+            x = rows[k]
+            if k == i or x.cost > r.cost or x.gpus > r.gpus or x.cap < r.cap:
+                continue
+            if (x.cost, x.gpus, -x.cap, k) >= (r.cost, r.gpus, -r.cap, i):
+                continue  # equal rows: keep the first, so two equal rows never remove each other
+            if r.role == "decode" and (x.link_class or 0) > (r.link_class or 0):
+                continue
+            if r.role == "prefill" and (x.link_class or 0) < (r.link_class or 0):
+                continue
+            out.add(i)
+            break
+    return out
+
+
 def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, float]:
-    """Lazy refinement: rows start at an optimistic capacity (>= the true one); after each CP-SAT solve the rows
-    the solution uses get their exact capacity, until the solution uses exact rows only. Then it is optimal for
-    the exact table too: every other row only looked better than it is."""
+    """Lazy refinement: rows start at an optimistic capacity (>= the true one); the best few per role by
+    cost/capacity and, after each CP-SAT solve, the rows the solution uses get their exact capacity, until the
+    solution uses exact rows only. Then it is optimal for the exact table too: every other row only looked
+    better than it is. Rows dominated by an exact row are dropped (exact argument in `_dominated`)."""
     q = s.q
     cands = s.candidates(objective)
     classes = _link_classes(cands)
     specs = _specs(cands, q, s.sla, classes, objective)
     rate = M.scaled_rate(q.rate_rps)
+    rows = [_row(sp, objective, False) for sp in specs]
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        if r.cap > 0:
+            groups.setdefault((r.role, r.link_class), []).append(i)
     exact: set[int] = set()
-    solve_s, sol, rows, hint = 0.0, None, [], None
+    for idx in groups.values():
+        exact.update(sorted(idx, key=lambda i: (rows[i].cost / rows[i].cap, i))[:PREREFINE])
+    solve_s, sol, hint, final = 0.0, None, None, False
     for _ in range(200):
         rows = [_row(sp, objective, i in exact) for i, sp in enumerate(specs)]
+        drop = _dominated(rows, exact)
+        rows = [M.Row(r.role, 0, r.cost, r.gpus, r.link_class, r.ref) if i in drop else r for i, r in enumerate(rows)]
         if hint is None:
             hint = _hint(rows, rate)
         t = time.perf_counter()
         sol = M.solve(rows, rate, len(classes), allow_disagg=q.disagg, max_types=q.max_types,
-                      time_limit_s=q.time_limit_s, workers=q.workers, hint=hint)
+                      time_limit_s=q.time_limit_s, workers=q.workers, hint=hint, tie_break=final)
         solve_s += time.perf_counter() - t
         if sol is None:
             break
         new = [i for i, c in enumerate(sol.counts) if c and i not in exact]
-        if not new:
-            break
-        exact.update(new)
         hint = {i: c for i, c in enumerate(sol.counts) if c}
+        if not new:
+            if final:
+                break
+            final = True   # the cheapest cost is settled: one more solve with the tie-breaks
+            continue
+        exact.update(new)
+        for idx in groups.values():
+            exact.update([i for i in sorted(idx, key=lambda i: (rows[i].cost / max(rows[i].cap, 1), i))
+                          if i not in exact and i not in drop][:REFINE_MORE])
     if sol is None:
         return None, len(cands), len(specs), solve_s
     return _fleet(sol, rows, q, objective), len(cands), len(specs), solve_s
