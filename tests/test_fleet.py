@@ -244,3 +244,26 @@ def test_more_traffic_never_costs_less():
     costs = [solve_fleet(FleetQuery("qwen3-8b", 2000, 200, r, 0.5, 0.03, gpus=("h100-sxm",),
                                     compare_other=False)).fleet.cost for r in (5.0, 20.0, 60.0)]
     assert costs == sorted(costs)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_fleet_json_and_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+    from typer.testing import CliRunner
+
+    from optimizer.cli import app
+    r = CliRunner().invoke(app, ["fleet", "qwen3-8b", "--isl", "2000", "--osl", "200", "--rate", "10", "--ttft", "0.5",
+                                 "--tpot", "0.03", "--gpus", "h100", "--percentile", "95", "--api-price",
+                                 "in:0.27,out:1.10", "--json", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["schema_id"] == "rigopt.fleet/1" and d["percentile"] == 0.95
+    assert d["fleet"]["ttft_s"] <= 0.5
+    assert d["money"]["api_usd_per_m_blended"] == pytest.approx((2000 * 0.27 + 200 * 1.10) / 2200)
+    assert (tmp_path / "out" / "k8s.yaml").is_file()
+    for bad in (["--api-price", "in:0.27"], ["--percentile", "20"], ["--objective", "power"]):
+        p = subprocess.run([sys.executable, "-m", "optimizer", "fleet", "qwen3-8b", "--isl", "2000", "--osl", "200",
+                            "--rate", "10", "--ttft", "0.5", "--tpot", "0.03", *bad], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith("error:"), p.stderr
