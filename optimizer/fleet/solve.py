@@ -387,8 +387,8 @@ def _fleet(sol: M.Solution, rows: list[M.Row], q: FleetQuery, objective: str) ->
                  bound=sol.bound / M.COST_SCALE[objective])
 
 
-PREREFINE = 24  # rows per (role, link class) given their exact capacity before the first solve (best cost/capacity)
-REFINE_MORE = 6  # and after each solve, besides the rows it used, the next best of every group
+PREREFINE = 48  # rows per (role, link class) given their exact capacity before the first solve (best cost/capacity)
+REFINE_MORE = 16  # and after each solve, besides the rows it used, the next best of every group
 
 
 def _dominated(rows: list[M.Row], exact: set[int]) -> set[int]:
