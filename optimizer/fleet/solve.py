@@ -96,7 +96,7 @@ class Pool(_R):
     layout: str
     capacity_rps: float             # per replica, within the SLA
     rate_per_replica_rps: float     # what the router sends each replica
-    tpot_s: float
+    tpot_s: float | None            # None for prefill pools (they emit no decode tokens)
     ttft_s: float                   # at the percentile (prefill pools: before the transfer)
     output_tok_s_per_gpu: float
     total_tok_s_per_gpu: float
@@ -293,7 +293,8 @@ def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, tran
                 gpus_per_replica=cfg.gpus, engine=cfg.engine, quant=cfg.quant, kv_dtype=ev.kv.kv_dtype,
                 tp=cfg.par.tp, pp=cfg.par.pp, dp=cfg.par.dp, ep=cfg.par.ep, layout=cfg.par.label(),
                 capacity_rps=c.rep.capacity(role, None if role != "prefill" else _budget(c, q, transfer)),
-                rate_per_replica_rps=rate_each, tpot_s=ev.tpot_s, ttft_s=ttft_at(ev, q.percentile),
+                rate_per_replica_rps=rate_each, tpot_s=None if role == "prefill" else ev.tpot_s,
+                ttft_s=ttft_at(ev, q.percentile),
                 output_tok_s_per_gpu=s.output_tok_s_per_gpu if role != "prefill" else 0.0,
                 total_tok_s_per_gpu=(s.total_tok_s_per_gpu if role == "aggregated" else
                                      rate_each * (q.isl if role == "prefill" else q.osl) / cfg.gpus),
