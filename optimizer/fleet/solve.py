@@ -524,9 +524,13 @@ def solve_fleet(q: FleetQuery) -> FleetResult:
         solve_s += dt
     rent, own = (fleet, other) if q.objective == "hourly" else (other, fleet)
     notes = []
-    if fleet is None:
+    if fleet is None and n_c == 0:
+        what = "cloud shape (hardware/cloud_shapes.yaml)" if q.objective == "hourly" else "purchasable server"
+        notes.append(f"no {what} of the allowed GPUs holds the model at isl + osl; try --objective "
+                     f"{'capex' if q.objective == 'hourly' else 'hourly'} or other --gpus")
+    elif fleet is None:
         notes.append("no fleet of the allowed hardware meets these SLAs (a single request alone misses TTFT or "
-                     "TPOT, or the model does not fit); relax --ttft/--tpot or allow other GPUs")
+                     "TPOT); relax --ttft/--tpot or allow other GPUs")
     mon = money(q, rent, own) if (rent or own) else None
     return FleetResult(model=m.key, isl=q.isl, osl=q.osl, rate_rps=q.rate_rps, ttft_s=q.ttft_s, tpot_s=q.tpot_s,
                        percentile=q.percentile, objective=q.objective, fleet=fleet, other=other, money=mon,
