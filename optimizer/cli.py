@@ -420,6 +420,42 @@ def mixed(
                                     buy=buy or bool(buy_types), buy_types=buy_types, min_bits=min_bits, quant=quant,
                                     max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine))
 # ---- end issue 15 block ----
+# ---- rigopt fleet (issue 16): serving fleets; the logic lives in optimizer/fleet/ ----
+@app.command()
+def fleet(
+    model: Annotated[str, typer.Argument(help="Catalogue name/alias or a config.json / model folder")],
+    isl: Annotated[str, typer.Option("--isl", help="Input tokens per request")],
+    osl: Annotated[str, typer.Option("--osl", help="Output tokens per request")],
+    rate: Annotated[float, typer.Option("--rate", help="Requests per second (Poisson arrivals)")],
+    ttft: Annotated[float, typer.Option("--ttft", help="Time to first token SLA, seconds, at --percentile")],
+    tpot: Annotated[float, typer.Option("--tpot", help="Time per output token SLA, seconds")],
+    percentile: Annotated[float, typer.Option("--percentile", help="TTFT percentile, 50-99.9")] = 90.0,
+    api_price: Annotated[Optional[str], typer.Option("--api-price", help="Hosted API price per M tokens, in:X,out:Y")] = None,
+    objective: Annotated[str, typer.Option("--objective", help="hourly (rent cloud shapes) | capex (buy servers, partly filled allowed)")] = "hourly",
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="Allowed accelerators, e.g. h100,h200")] = None,
+    no_disagg: Annotated[bool, typer.Option("--no-disagg", help="Aggregated replicas only")] = False,
+    months: Annotated[float, typer.Option("--amortize-months", help="Capex amortisation period")] = 36.0,
+    kwh: Annotated[float, typer.Option("--usd-per-kwh", help="Electricity price")] = 0.12,
+    out: Annotated[Optional[str], typer.Option("--out", help="Write launch scripts, k8s.yaml, router.sh to DIR")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (rigopt.fleet/1)")] = False,
+) -> None:
+    """The cheapest fleet that serves a request rate within TTFT/TPOT SLAs: replicas, disaggregated
+    prefill/decode pools, mixed GPU types, with $/M tokens and own-vs-rent-vs-API break-even volumes."""
+    from optimizer.fleet import ApiPrice, FleetQuery, solve_fleet
+    from optimizer.fleet.report import render_fleet
+    q = FleetQuery(model=model, isl=_tokens(isl), osl=_tokens(osl), rate_rps=rate, ttft_s=ttft, tpot_s=tpot,
+                   percentile=percentile / 100.0, objective=objective, disagg=not no_disagg,
+                   gpus=tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else None,
+                   api_price=ApiPrice.parse(api_price) if api_price else None, amortize_months=months,
+                   usd_per_kwh=kwh)
+    res = solve_fleet(q)
+    if out and res.fleet is not None:
+        from optimizer.export.fleet import export_fleet
+        export_fleet(res, out)
+    _out(res, as_json, render_fleet)
+    if res.fleet is None:
+        raise typer.Exit(3)
+# ---- end rigopt fleet ----
 
 
 def _fail(msg: str, code: int) -> None:

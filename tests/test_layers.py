@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("topology", ["optimizer.topology", "optimizer.topology_links"]),
     ("estimate", ["optimizer.estimate"]),
     ("moe", ["optimizer.moe", "optimizer.place.loads"]),
-    ("solver", ["optimizer.solver", "optimizer.hetero"]),
+    ("solver", ["optimizer.solver", "optimizer.hetero", "optimizer.fleet"]),
     ("place", ["optimizer.place"]),
     ("render", ["optimizer.export", "optimizer.report"]),
     ("app", ["optimizer.fidelity", "optimizer.scenarios"]),

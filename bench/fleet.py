@@ -1,0 +1,327 @@
+"""Serving fleets: rigopt's cheapest fleet for SLA questions, beside AIConfigurator 0.12 when it is installed.
+
+    python bench/fleet.py [--aic PATH_TO_aiconfigurator] [--skip-aic]
+
+AIConfigurator is not a dependency of rigopt: install it in its own venv, e.g.
+    python3 -m venv /tmp/aic-venv && /tmp/aic-venv/bin/pip install aiconfigurator==0.12.0
+and the bench finds /tmp/aic-venv/bin/aiconfigurator (or pass --aic, or put it on PATH).
+
+1. Five SLA questions on NVIDIA datacenter systems. AIConfigurator (`aiconfigurator cli default`, 8 GPUs of one
+   system) says how many requests/s its best configuration carries within the SLA; rigopt is then asked for the
+   cheapest fleet (capex objective, partly filled servers allowed, that system only) serving that rate, and again
+   over the whole catalogue. Printed: GPUs, layout, TTFT, TPOT, output tok/s/GPU, $/M tokens, wall times and the
+   ratio. Without AIConfigurator a fixed rate per question is used and its columns say why they are empty.
+2. A fleet for 10,000+ GPUs: DeepSeek-V4-Pro, 1M-token context (1,000,000 in / 4,000 out), 200 req/s, TTFT p90
+   60 s, TPOT 100 ms, on H200 and B200, both objectives (target: under 10 s).
+3. DeepSeek-V4-Flash FP8 on H200 with SGLang, 8K in / 1K out, concurrency 8: four GPUs where memory allows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from optimizer.fleet import FleetQuery, solve_fleet  # noqa: E402
+
+QUESTIONS = [
+    # name, model key, AIC system, rigopt accelerator, engine, isl, osl, TTFT s, TPOT s, rate without AIC
+    ("qwen3-32b chat", "qwen3-32b", "h200_sxm", "h200-sxm", "vllm", 4000, 500, 2.0, 0.050, 10.0),
+    ("llama-3.1-70b", "llama-3.1-70b", "h100_sxm", "h100-sxm", "vllm", 2048, 512, 1.0, 0.040, 5.0),
+    ("qwen3-235b-a22b", "qwen3-235b-a22b", "h200_sxm", "h200-sxm", "sglang", 4096, 1024, 2.0, 0.050, 5.0),
+    ("deepseek-v3 8K/1K", "deepseek-v3", "h200_sxm", "h200-sxm", "sglang", 8192, 1024, 3.0, 0.060, 3.0),
+    ("gpt-oss-120b", "gpt-oss-120b", "b200_sxm", "b200", "vllm", 8192, 1024, 2.0, 0.030, 10.0),
+]
+
+
+def find_aic(explicit: str | None) -> str | None:
+    for c in (explicit, shutil.which("aiconfigurator"), "/tmp/aic-venv/bin/aiconfigurator"):
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def run_aic(aic: str, model: str, system: str, engine: str, isl: int, osl: int, ttft: float, tpot: float) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [
+            aic,
+            "cli",
+            "default",
+            "--model-path",
+            str(ROOT / "models" / model),
+            "--system",
+            system,
+            "--total-gpus",
+            "8",
+            "--backend",
+            engine,
+            "--isl",
+            str(isl),
+            "--osl",
+            str(osl),
+            "--ttft",
+            str(ttft * 1000),
+            "--tpot",
+            str(tpot * 1000),
+            "--save-dir",
+            d,
+            "--no-color",
+        ]
+        t = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        wall = time.perf_counter() - t
+    text = p.stdout + p.stderr
+    out: dict = {"wall_s": wall, "ok": False}
+
+    def num(label: str) -> float | None:
+        m = re.search(rf"{label}:\s*([\d,.]+)", text)
+        return float(m.group(1).replace(",", "")) if m else None
+
+    out.update(per_gpu=num("Per-GPU Throughput"), rate=num("Request Rate"), ttft_ms=num("TTFT"), tpot_ms=num("TPOT"))
+    best = re.search(r"Best Experiment Chosen:\s*(\w+)", text)
+    out["mode"] = best.group(1) if best else None
+    # first row of the chosen experiment's top table: GPUs used and parallel layout
+    if out["mode"]:
+        sect = text.split(f"{out['mode']} Top Configurations", 1)
+        if len(sect) == 2:
+            for line in sect[1].splitlines():
+                cells = [c.strip() for c in line.split("|")]
+                if len(cells) > 3 and cells[1] == "1":
+                    out["row"] = cells
+                    break
+    if out["rate"] is None:
+        tail = [l for l in text.splitlines() if "rror" in l or "failed" in l.lower()][-1:]
+        out["error"] = tail[0][:160] if tail else f"exit {p.returncode}, no result parsed"
+    else:
+        out["ok"] = True
+    return out
+
+
+def aic_layout(a: dict) -> str:
+    row = a.get("row")
+    if not row:
+        return "?"
+    # agg columns: | Rank | backend | tok/s/gpu | tok/s/user | req/s | TTFT | lat | conc | gpus | replicas |
+    #               gpus/rep | gpus/worker | parallel | bs |
+    if a["mode"] == "agg":
+        return f"{row[10]}x {row[13]}"
+    # disagg: ... | (p)workers | (p)gpus/worker | (p)parallel | (p)bs | (d)workers | (d)gpus/worker |
+    #         (d)parallel | (d)bs |
+    return f"{row[10]}x [{row[12]}P {row[14]} + {row[16]}D {row[18]}]"
+
+
+def fleet_summary(f) -> str:
+    parts = []
+    for p in f.pools:
+        parts.append(f"{p.replicas}x{p.role[0].upper()} {p.gpus_per_replica}x{p.accelerator} {p.engine} {p.layout}")
+    return " + ".join(parts)
+
+
+def usd_per_m(res) -> str:
+    m = res.money
+    return f"${m.usd_per_m_blended:.4f}" if m and m.usd_per_m_blended is not None else "n/a"
+
+
+def section_questions(aic: str | None) -> None:
+    print("## 1. SLA questions (AIConfigurator: 8 GPUs of one system; rigopt: that rate, cheapest fleet)\n")
+    if aic is None:
+        print(
+            "AIConfigurator not found (pip install aiconfigurator==0.12.0 in its own venv, or --aic PATH): "
+            "its columns are empty and each question uses a fixed rate.\n"
+        )
+    hdr = (
+        "question",
+        "rate req/s",
+        "rigopt GPUs",
+        "rigopt fleet",
+        "TTFT s",
+        "TPOT ms",
+        "out tok/s/GPU",
+        "$/M (capex amort.)",
+        "rigopt s",
+        "catalogue s",
+        "AIC GPUs",
+        "AIC layout",
+        "AIC TTFT s",
+        "AIC TPOT ms",
+        "AIC tok/s/GPU",
+        "AIC s",
+        "AIC/rigopt",
+    )
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for name, model, system, gpu, engine, isl, osl, ttft, tpot, rate0 in QUESTIONS:
+        a = (
+            run_aic(aic, model, system, engine, isl, osl, ttft, tpot)
+            if aic
+            else {"ok": False, "error": "not installed"}
+        )
+        rate = a["rate"] if a.get("ok") else rate0
+        t = time.perf_counter()
+        r = solve_fleet(
+            FleetQuery(
+                model,
+                isl,
+                osl,
+                rate,
+                ttft,
+                tpot,
+                objective="capex",
+                gpus=(gpu,),
+                engines=(engine,),
+                compare_other=False,
+            )
+        )
+        t_sys = time.perf_counter() - t
+        t = time.perf_counter()
+        whole = solve_fleet(FleetQuery(model, isl, osl, rate, ttft, tpot, objective="capex", compare_other=False))
+        t_all = time.perf_counter() - t
+        f = r.fleet
+        if a.get("ok"):
+            aic_cols = [
+                f"{8 if a.get('row') is None else a['row'][9]}",
+                aic_layout(a),
+                f"{a['ttft_ms'] / 1000:.3f}",
+                f"{a['tpot_ms']:.1f}",
+                f"{a['per_gpu']:,.0f}",
+                f"{a['wall_s']:.1f}",
+                f"{a['wall_s'] / t_sys:.0f}x (catalogue {a['wall_s'] / t_all:.0f}x)",
+            ]
+        else:
+            aic_cols = [a.get("error", "")[:60], "", "", "", "", f"{a.get('wall_s', 0):.1f}" if aic else "", ""]
+        if f is None:
+            cols = [
+                name,
+                f"{rate:.3g}",
+                "none",
+                "; ".join(r.notes)[:60],
+                "",
+                "",
+                "",
+                "",
+                f"{t_sys:.2f}",
+                f"{t_all:.2f}",
+            ]
+        else:
+            cols = [
+                name,
+                f"{rate:.3g}",
+                str(f.gpus),
+                fleet_summary(f),
+                f"{f.ttft_s:.3f}",
+                f"{f.tpot_s * 1000:.1f}",
+                f"{f.output_tok_s_per_gpu:,.0f}",
+                usd_per_m(r),
+                f"{t_sys:.2f}",
+                f"{t_all:.2f}",
+            ]
+        if whole.fleet is not None:
+            cols[3] += f" (catalogue: {whole.fleet.gpus}x, {fleet_summary(whole.fleet)}, ${whole.fleet.capex_usd:,.0f})"
+        print("| " + " | ".join(cols + aic_cols) + " |", flush=True)
+    print()
+
+
+def section_large() -> None:
+    print("## 2. A fleet of 10,000+ GPUs\n")
+    t = time.perf_counter()
+    r = solve_fleet(
+        FleetQuery(
+            "deepseek-v4-pro", 1_000_000, 4000, 200.0, 60.0, 0.100, objective="hourly", gpus=("h200-sxm", "b200")
+        )
+    )
+    wall = time.perf_counter() - t
+    f = r.fleet
+    print("DeepSeek-V4-Pro, 1,000,000 in / 4,000 out, 200 req/s, TTFT p90 <= 60 s, TPOT <= 100 ms, H200 + B200:")
+    for x in (f, r.other):
+        print(
+            f"  {x.objective}: {x.gpus:,} GPUs, {x.kind}: {fleet_summary(x)}; "
+            + (f"${x.usd_per_hour:,.0f}/h" if x.usd_per_hour else f"${x.capex_usd:,.0f} capex")
+            + f", TTFT p90 {x.ttft_s:.1f} s, TPOT {x.tpot_s * 1000:.1f} ms ({x.status})"
+        )
+    m = r.money
+    print(
+        f"  $/M tokens {m.usd_per_m_in:.3f} in / {m.usd_per_m_out:.3f} out; own beats rent above "
+        f"{m.own_beats_rent_above_tokens_per_month / 1e12:,.1f}T tokens/month (capacity "
+        f"{m.monthly_capacity_tokens / 1e12:,.1f}T)"
+    )
+    print(
+        f"  {r.candidates} replica candidates, {r.rows} rows, both objectives solved in {wall:.1f} s "
+        f"({'under' if wall < 10 else 'OVER'} the 10 s target)\n"
+    )
+
+
+def section_four_gpu() -> None:
+    from optimizer.catalog.models import resolve_model
+    from optimizer.layout import Parallel
+    from optimizer.estimate.serving import Workload
+    from optimizer.fleet.capacity import SLA, Config, Replica
+
+    print("## 3. DeepSeek-V4-Flash FP8 on H200, SGLang, 8K in / 1K out, concurrency 8\n")
+    m = resolve_model("deepseek-v4-flash")
+    for g in (2, 4, 8):
+        rep = Replica(
+            m, Config("hgx-h200-8", "h200-sxm", g, 1, "sglang", "fp8", None, Parallel(tp=g)), SLA(8192, 1024, 10.0, 1.0)
+        )
+        d = rep.deployment(Workload(8192, 1024, concurrency=8))
+        from optimizer.estimate.deployment import evaluate
+
+        ev = evaluate(d)
+        mem = ev.memory
+        line = (
+            f"  {g}x H200 TP{g}: {mem.used_bytes / 1e9:,.1f} of {mem.budget_bytes / 1e9:,.1f} GB per GPU "
+            f"({'fits' if mem.fits else 'does not fit'})"
+        )
+        if mem.fits and ev.serving is not None:
+            s = ev.serving
+            line += (
+                f"; TPOT {s.tpot_s * 1000:.1f} ms, TTFT {s.ttft_s:.2f} s, {s.request_rate_rps:.2f} req/s, "
+                f"{s.output_tok_s_per_gpu:,.0f} output tok/s/GPU"
+            )
+        print(line)
+    r = solve_fleet(
+        FleetQuery(
+            "deepseek-v4-flash",
+            8192,
+            1024,
+            1.0,
+            2.0,
+            0.05,
+            objective="capex",
+            gpus=("h200-sxm",),
+            engines=("sglang",),
+            quants=("fp8",),
+            compare_other=False,
+        )
+    )
+    f = r.fleet
+    from optimizer.fleet.offers import buy_offers
+
+    full = next(o for o in buy_offers({"h200-sxm"}) if o.full_node)
+    print(
+        f"  fleet for 1 req/s (TTFT p90 <= 2 s, TPOT <= 50 ms): {f.gpus} GPUs, {fleet_summary(f)}, "
+        f"{f.pools[0].offer}, ${f.capex_usd:,.0f} (the whole 8-GPU server: ${full.capex_usd:,.0f})\n"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--aic", help="path to the aiconfigurator executable")
+    ap.add_argument("--skip-aic", action="store_true")
+    a = ap.parse_args()
+    aic = None if a.skip_aic else find_aic(a.aic)
+    section_questions(aic)
+    section_large()
+    section_four_gpu()
+
+
+if __name__ == "__main__":
+    main()

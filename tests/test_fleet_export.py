@@ -1,0 +1,150 @@
+"""Fleet export: every engine flag of every pool (aggregated, prefill, decode; vLLM and SGLang) is a flag of the
+pinned engine's parser with a value of the right type, values are shell-quoted, PD flags are present, and the
+Kubernetes manifests have one Deployment per pool of single-node replicas with its replica count."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from optimizer.export.fleet import VLLM_KV_TRANSFER, export_fleet, pd_args
+from optimizer.fleet import FleetQuery, solve_fleet
+
+FLAGS = Path(__file__).parent / "data" / "engine_flags"
+ALLOW_FILES = {"vllm": "vllm-0.33.0.txt", "sglang": "sglang-0.5.23.txt"}
+PROGRAM_LEN = {"vllm": 3, "sglang": 3}
+
+
+def allow_list(tool: str) -> dict[str, tuple[str, list[str] | None]]:
+    out = {}
+    for line in (FLAGS / ALLOW_FILES[tool]).read_text().splitlines():
+        if line and not line.startswith("#"):
+            parts = line.split("\t")
+            out[parts[0]] = (parts[1], parts[2].split("|") if len(parts) > 2 else None)
+    return out
+
+
+def flags(cmd) -> list[tuple[str, str | None]]:
+    allow = allow_list(cmd.tool)
+    argv = [str(a) for a in cmd.argv][PROGRAM_LEN[cmd.tool] :]
+    out, i = [], 0
+    while i < len(argv):
+        f = argv[i]
+        assert f in allow, f"{cmd.tool}: {f} is not a flag of the pinned version"
+        typ, choices = allow[f]
+        if typ in ("flag", "bool"):
+            out.append((f, None))
+            i += 1
+            continue
+        v = argv[i + 1]
+        if typ == "int":
+            int(v)
+        elif typ == "float":
+            float(v)
+        elif typ == "json":
+            json.loads(v)
+        if choices:
+            assert v in choices, f"{f} {v} not in {choices}"
+        out.append((f, v))
+        i += 2
+    return out
+
+
+@pytest.fixture(scope="module")
+def results():
+    """An aggregated V4-Flash fleet per engine, and the same pools re-labelled as prefill + decode pools."""
+    out = {}
+    for engine in ("vllm", "sglang"):
+        res = solve_fleet(
+            FleetQuery(
+                "deepseek-v4-flash",
+                8192,
+                1024,
+                2.0,
+                2.0,
+                0.05,
+                objective="capex",
+                gpus=("h200-sxm",),
+                engines=(engine,),
+                compare_other=False,
+                disagg=False,
+            )
+        )
+        agg = res.fleet
+        pool = agg.pools[0]
+        pd = agg.model_copy(
+            update={
+                "kind": "disaggregated",
+                "pools": [
+                    pool.model_copy(
+                        update={"role": "prefill", "kv_transfer_s": 0.001, "kv_link": "ib-ndr", "kv_transport": "rdma"}
+                    ),
+                    pool.model_copy(
+                        update={"role": "decode", "replicas": 2, "kv_link": "ib-ndr", "kv_transport": "rdma"}
+                    ),
+                ],
+            }
+        )
+        out[engine] = (res, agg, pd)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+@pytest.mark.parametrize("which", ["aggregated", "disaggregated"])
+def test_every_flag_in_allow_list(results, engine, which, tmp_path):
+    res, agg, pd = results[engine]
+    e = export_fleet(res, tmp_path, fleet=agg if which == "aggregated" else pd)
+    assert e.commands
+    for c in e.commands:
+        assert c.tool == engine
+        got = dict(flags(c))
+        if which == "disaggregated":
+            if engine == "vllm":
+                assert json.loads(got["--kv-transfer-config"]) == json.loads(VLLM_KV_TRANSFER)
+                assert json.loads(VLLM_KV_TRANSFER)["kv_connector"] == "NixlConnector"
+            else:
+                assert got["--disaggregation-mode"] in ("prefill", "decode")
+                assert got["--disaggregation-transfer-backend"] == "nixl"
+        # the shell text round-trips to the same argv (every value quoted)
+        words = shlex.split(c.argv_shell().replace("\\\n", " "))
+        assert len(words) == len(c.argv)
+    if which == "disaggregated":
+        modes = [dict(flags(c)).get("--disaggregation-mode") for c in e.commands] if engine == "sglang" else []
+        if engine == "sglang":
+            assert modes == ["prefill", "decode"]
+            assert "--disaggregation-bootstrap-port" in dict(flags(e.commands[0]))
+        assert e.router and (tmp_path / "router.sh").is_file()
+        router = e.router[0].one_line()
+        assert ("--pd-disaggregation" in router) if engine == "sglang" else ("--prefiller-hosts" in router)
+
+
+def test_pd_args_per_engine():
+    assert pd_args("vllm", "aggregated") == ([], {})
+    a, env = pd_args("vllm", "decode")
+    assert a[0] == "--kv-transfer-config" and env["VLLM_NIXL_SIDE_CHANNEL_PORT"]
+    assert pd_args("sglang", "decode")[0] == [
+        "--disaggregation-mode",
+        "decode",
+        "--disaggregation-transfer-backend",
+        "nixl",
+    ]
+
+
+def test_k8s_deployment_per_single_node_pool(results, tmp_path):
+    res, _, pd = results["sglang"]
+    export_fleet(res, tmp_path, fleet=pd)
+    docs = [d for d in yaml.safe_load_all((tmp_path / "k8s.yaml").read_text()) if d]
+    deps = [d for d in docs if d["kind"] == "Deployment"]
+    assert [d["spec"]["replicas"] for d in deps] == [1, 2]
+    assert {d["metadata"]["labels"]["rigopt/role"] for d in deps} == {"prefill", "decode"}
+    for d in deps:
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == str(pd.pools[0].gpus_per_node)
+        assert "--disaggregation-mode" in c["command"][2]
+    assert sum(d["kind"] == "Service" for d in docs) == 2
+    fleet = json.loads((tmp_path / "fleet.json").read_text())
+    assert fleet["schema_id"] == "rigopt.fleet/1"
