@@ -189,6 +189,18 @@ def cheapest(
     if rate is not None and isl is None:
         raise InputError("--rate needs a workload: give --isl and --osl")
     wl_isl, wl_osl = (_tokens(isl), _tokens(osl)) if isl is not None and osl is not None else (None, None)
+    if owned and _mixed_inventory(owned):
+        # cards of several types (or several boxes): the per-device assignment model plans them (`rigopt mixed`)
+        from optimizer.report.mixed import run_mixed
+        if wl_isl is not None or out or export_engine or plot or loads:
+            raise InputError("an inventory of mixed GPU types is planned by `rigopt mixed` (per-device layer "
+                             "assignment); --isl/--osl/--out/--export/--plot/--loads are not supported with it yet")
+        if not as_json:
+            Console().print("mixed inventory: planned per device (rigopt mixed)")
+        ctx_mixed = _tokens(context) if context else _tokens("384K")
+        raise typer.Exit(code=run_mixed(model, owned, context=ctx_mixed, tok_s=tok_s, concurrency=concurrency,
+                                        buy=False, buy_types=None, min_bits=min_bits or 0.0,
+                                        quant=quant, max_budget=max_budget, export_script=None, as_json=as_json))
     ctx = _tokens(context) if context else (wl_isl + wl_osl if wl_isl and wl_osl else _tokens("384K"))
     try:
         q = Query(model=model, context=ctx, concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
@@ -234,6 +246,19 @@ def cheapest(
             render_export(res, Console(width=200))
     if r.plan is None:
         raise typer.Exit(code=3)
+
+
+def _mixed_inventory(owned: str) -> bool:
+    """An --owned inventory of several GPU types or several boxes (for the mixed-hardware planner)."""
+    from optimizer.hetero.inventory import parse_inventory
+    from optimizer.errors import RigoptError
+    if ";" in owned:
+        return True
+    try:
+        inv = parse_inventory(owned)
+    except RigoptError:
+        return False  # let the single-type parser report it
+    return len({g.acc.key for g in inv.gpus}) > 1
 
 
 def _plot_cheapest(r, plot: str) -> None:

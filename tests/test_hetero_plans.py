@@ -154,3 +154,19 @@ def test_throughput_objective_balances_stages():
     assert thr.check.ok and busiest(thr) <= busiest(lat) + 1e-6
     assert thr.plan.step_time_s >= lat.plan.step_time_s - 1e-9
     assert any("pipelined period" in n for n in thr.plan.notes)
+
+
+def test_cheapest_owned_mixed_inventory_uses_every_card_type():
+    """The issue's question: `cheapest --owned "1x rtx-4090, 1x rtx-3090, 128GB ddr5"` once planned the 4090 alone;
+    a mixed inventory now goes to the per-device planner, and its plan puts layers on both cards."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from optimizer.cli import app
+    r = CliRunner().invoke(app, ["cheapest", "deepseek-v4-flash", "--context", "384K", "--tok-s", "10", "--owned",
+                                 "1x rtx-4090, 1x rtx-3090, 128GB ddr5", "--json"])
+    assert r.exit_code == 0, r.output
+    plan = _json.loads(r.output)
+    text = _json.dumps(plan)
+    assert "rtx-4090" in text and "rtx-3090" in text
