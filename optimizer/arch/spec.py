@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
+from optimizer.cache import fingerprint
+
 # Tensor classes a quantization scheme can address separately.
 TENSOR_CLASSES: tuple[str, ...] = (
     "embed",           # token embedding table (a lookup: one row read per token)
@@ -107,10 +109,20 @@ class ModelSpec:
 
     def active_params(self, include_embed: bool = False) -> int:
         """Parameters touched per token at batch 1 (main layers; routed experts at top-k)."""
-        key = "_active_embed" if include_embed else "_active"
-        if key not in self.__dict__:
-            self.__dict__[key] = self._active_params(include_embed)
-        return self.__dict__[key]
+        return self._active_with_embed if include_embed else self._active_without_embed
+
+    @cached_property
+    def _active_with_embed(self) -> int:
+        return self._active_params(True)
+
+    @cached_property
+    def _active_without_embed(self) -> int:
+        return self._active_params(False)
+
+    @cached_property
+    def content_key(self) -> str:
+        """A digest of the whole architecture: what memoized figures derived from it are keyed by."""
+        return fingerprint(self)
 
     def _active_params(self, include_embed: bool) -> int:
         total = 0

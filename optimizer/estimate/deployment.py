@@ -301,11 +301,11 @@ def eagle3_draft_params(spec: ModelSpec) -> float:
     return 4 * d * d + 12 * d * d + 3 * d * d + F.EAGLE3_DRAFT_VOCAB.value * d
 
 
-def _model_key(m: ResolvedModel) -> tuple[str, str, str, int]:
-    """What a model's derived figures depend on: its catalogue key or file, the architecture it was read from
-    and its size (a catalogue model's config, or a file's path; files are re-read when they change)."""
+def _model_key(m: ResolvedModel) -> tuple[str, str, int]:
+    """What a model's derived figures depend on: its architecture's content, its catalogue key (the card's storage
+    formats) and, for a weights file, its size (files are re-read when they change)."""
     wf = m.weights_file
-    return (m.key, m.spec.source, m.spec.name, int(getattr(wf, "file_bytes", 0) or 0))
+    return (m.key, m.spec.content_key, int(getattr(wf, "file_bytes", 0) or 0))
 
 
 _WEIGHTS: BoundedCache[tuple[object, ...], tuple[Scheme, WeightBreakdown]] = BoundedCache("estimate.weights", 256)

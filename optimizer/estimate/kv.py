@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from optimizer.arch.spec import KVStream, ModelSpec
+from optimizer.cache import BoundedCache
 from optimizer.errors import InputError
 from optimizer.arch.formats import kv_elem_bytes
 
@@ -154,18 +155,14 @@ class KVEstimate:
         return total
 
 
-_KV_CACHE: dict[tuple[object, ...], tuple[ModelSpec, KVEstimate]] = {}
+_KV_CACHE: BoundedCache[tuple[object, ...], KVEstimate] = BoundedCache("estimate.kv", 1024)
 
 
 def kv_estimate(spec: ModelSpec, engine: str = "vllm", kv_dtype: str | None = None, tp: int = 1,
                 include_mtp: bool = False, fp4_indexer: bool = False) -> KVEstimate:
-    key = (id(spec), engine, kv_dtype, tp, include_mtp, fp4_indexer)
-    hit = _KV_CACHE.get(key)
-    if hit is not None and hit[0] is spec:
-        return hit[1]
-    out = _kv_estimate(spec, engine, kv_dtype, tp, include_mtp, fp4_indexer)
-    _KV_CACHE[key] = (spec, out)
-    return out
+    """The KV layout of a model for an engine (memoized by the architecture's content key, never by id())."""
+    key = (spec.content_key, engine, kv_dtype, tp, include_mtp, fp4_indexer)
+    return _KV_CACHE.get_or_compute(key, lambda: _kv_estimate(spec, engine, kv_dtype, tp, include_mtp, fp4_indexer))
 
 
 def _kv_estimate(spec: ModelSpec, engine: str, kv_dtype: str | None, tp: int, include_mtp: bool,

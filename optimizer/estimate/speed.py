@@ -238,12 +238,12 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                          binding=binding)
 
 
-def spec_key(spec: ModelSpec) -> tuple[str, str, int, int, int, int]:
-    """What the memoized per-architecture figures depend on (the config it was read from and its shape)."""
-    return (spec.source, spec.name, spec.hidden_size, spec.vocab_size, len(spec.layers), spec.max_context)
+def spec_key(spec: ModelSpec) -> str:
+    """What the memoized per-architecture figures depend on (ModelSpec.content_key)."""
+    return spec.content_key
 
 
-_EXPERT_SHARE: BoundedCache[tuple[object, ...], float] = BoundedCache("speed.expert_share", 256)
+_EXPERT_SHARE: BoundedCache[str, float] = BoundedCache("speed.expert_share", 256)
 _MOE_GROUPS: BoundedCache[tuple[object, ...], dict[tuple[int, int, float], int]] = BoundedCache("speed.moe_groups",
                                                                                                   1024)
 _ATTN_DECODE: BoundedCache[tuple[object, ...], float] = BoundedCache("speed.attn_decode", 8192)
