@@ -279,6 +279,7 @@ def test_fleet_result_is_checked_and_money_consistent():
     assert json.dumps(again.fleet.model_dump()) == json.dumps(f.model_dump())  # deterministic
 
 
+@pytest.mark.slow
 def test_more_traffic_never_costs_less():
     costs = [
         solve_fleet(FleetQuery("qwen3-8b", 2000, 200, r, 0.5, 0.03, gpus=("h100-sxm",), compare_other=False)).fleet.cost
@@ -288,6 +289,7 @@ def test_more_traffic_never_costs_less():
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+@pytest.mark.slow
 def test_cli_fleet_json_and_one_line_errors(tmp_path):
     import subprocess
     import sys

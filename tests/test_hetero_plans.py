@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from optimizer.hetero import cheapest_mixed
 
 
@@ -23,6 +25,7 @@ def test_4090_plus_3090_uses_both_and_beats_4090_alone():
     assert sum(len(s.cpu_expert_layers) for s in both.plan.stages) < len(alone.plan.stages[0].cpu_expert_layers)
 
 
+@pytest.mark.slow
 def test_buy_on_top_respects_power_and_meets_target():
     r = cheapest_mixed("deepseek-v4-flash", "2x rtx-3090, 128GB ddr4", context=131072, tok_s=20, buy=True, min_bits=4)
     p = r.plan
@@ -35,6 +38,7 @@ def test_buy_on_top_respects_power_and_meets_target():
     assert free.plan.cost_usd == 0 and not free.plan.bought
 
 
+@pytest.mark.slow
 def test_cli_mixed_json_and_errors(tmp_path):
     out = tmp_path / "launch.sh"
     r = run_main(
@@ -120,6 +124,7 @@ def test_bad_numbers_are_one_error():
             cheapest_mixed("qwen3-30b-a3b", "1x rtx-4090, 1x rtx-3090", **kw)
 
 
+@pytest.mark.slow
 def test_integer_time_bounds_float_time_from_above():
     """Conservative rounding: the solver's integer decode time is never below the float re-evaluation, and within
     one 10 ns unit per rounded coefficient of it."""
