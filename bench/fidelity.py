@@ -1,12 +1,13 @@
-"""Print rigopt's fidelity table: every published measurement vs rigopt's prediction, and a per-metric summary.
+"""Print rigopt's fidelity: every sourced measurement vs rigopt's prediction, cross-validated by source.
 
-    python bench/fidelity.py              # table + summary
-    python bench/fidelity.py --metric decode_tok_s
+    python bench/fidelity.py              # leave-one-source-out CV summary per metric and regime (last fit's)
+    python bench/fidelity.py --recompute  # ... re-running the cross-validation
+    python bench/fidelity.py --rows       # ... and every row (measured, in-sample, cross-validated)
     python bench/fidelity.py --json
-    python bench/fidelity.py --fit        # refit decode + prefill factors on the fit split, write
-                                          # optimizer/estimate/factors.yaml and print the decode fit
-    python bench/fidelity.py --fit --no-write   # print only
-    python bench/fidelity.py --markdown   # summary as a Markdown table (for the README)
+    python bench/fidelity.py --markdown   # the per-metric summary as a Markdown table (the README's)
+    python bench/fidelity.py --fit        # refit every factor on all rows, write optimizer/estimate/factors.yaml,
+                                          # then cross-validate and write optimizer/estimate/uncertainty.yaml
+    python bench/fidelity.py --fit --no-write   # print the fit only
 """
 
 from __future__ import annotations
@@ -19,36 +20,54 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from optimizer.fidelity.calibrate import fit, write_factors  # noqa: E402
-from optimizer.fidelity.report import as_dict, render_markdown_summary, render_text, run, summarize  # noqa: E402
+from optimizer.fidelity import crossval  # noqa: E402
+from optimizer.fidelity.calibrate import fit_all, write_factors  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--metric")
+    ap.add_argument("--rows", action="store_true")
+    ap.add_argument("--recompute", action="store_true",
+                    help="re-run the cross-validation (about 20 s) instead of reading the last fit's results")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--fit", action="store_true")
-    ap.add_argument("--no-write", action="store_true", help="with --fit: print the fit, leave factors.yaml alone")
+    ap.add_argument("--no-write", action="store_true", help="with --fit: print the fit, leave the data files alone")
     ap.add_argument("--date", default=datetime.date.today().isoformat(), help="with --fit: the fitted_on date")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args(argv)
     if a.fit:
-        r = fit()
-        print(json.dumps({"bw_efficiency": r.bw_efficiency, "layer_overhead_s": r.layer_overhead_s,
-                          "moe_layer_overhead_s": r.moe_layer_overhead_s, "rms_log_error": r.rms_log_error,
+        fs = fit_all()
+        r = fs.decode
+        print(json.dumps({"bw_efficiency": r.bw_efficiency, "engine": r.engine, "rms_log_error": r.rms_log_error,
+                          "prefill_mfu": fs.prefill_mfu, "ttft_overhead_s": fs.ttft_overhead_s,
                           "fit_rows": list(r.rows)}, indent=2))
         if not a.no_write:
             path, changed = write_factors(a.date)
             print(f"{'wrote' if changed else 'unchanged:'} {path}", file=sys.stderr)
+            from optimizer.estimate import factors as F
+            import importlib
+            importlib.reload(F)  # the written factors, so the cross-validation's in-sample column uses them
+            cases = crossval.run()
+            for path, changed in (crossval.write_uncertainty(a.date, cases), crossval.write_results(a.date, cases)):
+                print(f"{'wrote' if changed else 'unchanged:'} {path}", file=sys.stderr)
         return 0
-    cases = run(a.metric)
-    summary = summarize(cases)
+    cases = crossval.run() if a.recompute else crossval.stored()[0]
+    if a.metric:
+        cases = [c for c in cases if c.metric == a.metric]
+    summary = crossval.summarize(cases)
     if a.json:
-        print(json.dumps(as_dict(cases, summary), indent=2))
+        print(json.dumps(crossval.as_dict(cases, summary), indent=2))
     elif a.markdown:
-        print(render_markdown_summary(summary))
+        print(crossval.render_markdown(summary))
     else:
-        print(render_text(cases, summary))
+        if a.rows:
+            print(f"{'id':60s} {'regime':30s} {'measured':>10s} {'in-sample':>10s} {'CV':>10s} {'CV err':>7s}")
+            for c in cases:
+                print(f"{c.id[:60]:60s} {c.regime[:30]:30s} {c.measured:10.4g} {c.predicted:10.4g} "
+                      f"{c.predicted_cv:10.4g} {c.cv_error:+7.0%}")
+            print()
+        print(crossval.render_summary(summary))
     return 0
 
 

@@ -78,6 +78,7 @@ def estimate(
     mfs: Annotated[Optional[float], typer.Option("--mem-fraction-static", help="SGLang: fraction of memory for weights + KV")] = None,
     block_size: Annotated[Optional[int], typer.Option("--block-size", help="Tokens per KV block (vLLM --block-size, SGLang --page-size)")] = None,
     n_cpu_moe: Annotated[Optional[int], typer.Option("--n-cpu-moe", help="MoE layers whose experts stay in host DRAM (llama.cpp --n-cpu-moe / KTransformers: computed on the CPU; vLLM: streamed over PCIe)")] = None,
+    confidence: Annotated[float, typer.Option("--confidence", help="Level of the prediction intervals shown beside each speed figure (rigopt's cross-validated errors in the regime)")] = 0.8,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.estimate/1)")] = False,
 ) -> None:
     """Weights, KV cache, runtime memory and decode/prefill speed for a model (and serving figures for a workload)."""
@@ -94,8 +95,17 @@ def estimate(
             prompt_tokens=_tokens(prompt) if prompt else None, workload=wl,
             settings=EngineSettings(gpu_memory_utilization=gmu, max_num_seqs=max_num_seqs,
                                     max_num_batched_tokens=mnbt, mem_fraction_static=mfs, block_size=block_size),
-            spec_decode=_spec(m, spec, accept_len), layout=layout, cpu_moe_layers=n_cpu_moe)
+            spec_decode=_spec(m, spec, accept_len), layout=layout, cpu_moe_layers=n_cpu_moe,
+            confidence=_confidence(confidence, allow_zero=False))
     _out(r, as_json, render_estimate)
+
+
+def _confidence(v: float, allow_zero: bool = True) -> float:
+    from optimizer.errors import InputError
+    lo = 0 if allow_zero else 0.05
+    if not (lo <= v <= 0.95) or v != v:
+        raise InputError(f"--confidence must lie between {lo:g} and 0.95 (got {v:g})")
+    return v
 
 
 def _workload(isl: str | None, osl: str | None, concurrency: int, rate: float | None, prefix_hit: float):
@@ -145,6 +155,7 @@ def cheapest(
     rate: Annotated[Optional[float], typer.Option("--rate", help="Workload: requests/s to sustain (open loop); default --concurrency requests in flight")] = None,
     prefix_hit: Annotated[float, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache")] = _QUERY_DEFAULT["prefix_hit"],
     spec: Annotated[str, typer.Option("--spec", help="Speculative decoding with the model card's MTP/EAGLE-3 setup: off | auto (try both) | on")] = _QUERY_DEFAULT["spec"],
+    confidence: Annotated[float, typer.Option("--confidence", help="Targets must hold at the low end of this prediction interval (rigopt's cross-validated errors in each plan's regime); 0 = plan on the expected figures")] = _QUERY_DEFAULT["confidence"],
     objective: Annotated[str, typer.Option("--objective", help="capex (buy) | hourly (rent) | power (watts)")] = _QUERY_DEFAULT["objective"],
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="Cap on the objective (USD, USD/h or W)")] = None,
     min_bits: Annotated[Optional[float], typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN (default: the headline is the cheapest 4-bit-class plan or wider, cheaper tiers listed in the frontier; 0 = any width)")] = None,
@@ -205,6 +216,7 @@ def cheapest(
     try:
         q = Query(model=model, context=ctx, concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
                   isl=wl_isl, osl=wl_osl, rate_rps=rate, prefix_hit=prefix_hit, spec=spec,
+                  confidence=_confidence(confidence),
                   prompt_tokens=_tokens(prompt) if prompt else None, objective=objective, max_budget=max_budget,
                   min_expert_bits=min_bits or 0.0, min_attn_bits=min_attn_bits, gpus=csv(gpus),
                   headline_min_bits=DEFAULT_HEADLINE_MIN_BITS if (min_bits is None and tier is None) else None,
@@ -362,19 +374,21 @@ def schema_scenario() -> None:
 
 @app.command()
 def validate(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.validate/1)")] = False,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="weights_per_gpu_bytes, gguf_file_bytes, kv_tokens_for_bytes, decode_tok_s, prefill_tok_s")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.validate/2)")] = False,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="decode_tok_s, prefill_tok_s, tpot_ms, ttft_ms, output_tok_s_per_gpu, weights_per_gpu_bytes, gguf_file_bytes, kv_tokens_for_bytes")] = None,
+    recompute: Annotated[bool, typer.Option("--recompute", help="Re-run the cross-validation (about 20 s) instead of reading the last fit's results")] = False,
 ) -> None:
-    """Check rigopt's numbers against published measurements (measured, predicted, error; summary per metric)."""
+    """Check rigopt's numbers against published measurements, cross-validated by source (each row predicted by
+    factors fitted without its own source): measured, in-sample and cross-validated predictions, summary per
+    metric and regime against the targets."""
     from optimizer.errors import InputError
-    from optimizer.fidelity.report import as_dict, render_text, run, summarize
-    known = {"weights_per_gpu_bytes", "gguf_file_bytes", "kv_tokens_for_bytes", "kv_bytes_per_token",
-             "decode_tok_s", "prefill_tok_s"}
-    if metric and metric not in known:
-        raise InputError(f"unknown metric '{metric}' (use {', '.join(sorted(known))})")
-    cases = run(metric)
+    from optimizer.fidelity.report import METRICS, as_dict, render_text, run, summarize
+    if metric and metric not in METRICS:
+        raise InputError(f"unknown metric '{metric}' (use {', '.join(sorted(METRICS))})")
+    cases, fitted_on = run(metric, recompute)
     summary = summarize(cases)
-    sys.stdout.write((json.dumps(as_dict(cases, summary), indent=2) if as_json else render_text(cases, summary)) + "\n")
+    sys.stdout.write((json.dumps(as_dict(cases, summary, fitted_on), indent=2) if as_json
+                      else render_text(cases, summary, fitted_on)) + "\n")
 
 
 @schema_app.command("plan")

@@ -73,6 +73,8 @@ def test_catalog_listings():
     (["estimate", "deepseek-v4-pro", "--concurrency", "0"], "concurrency"),
     (["estimate", "deepseek-v4-pro", "--concurrency", "99999999999"], "concurrency"),
     (["estimate", "deepseek-v4-pro", "--gpu", "h100", "--gpus", "10000000"], "--gpus"),
+    (["estimate", "llama-3.1-8b", "--gpu", "rtx-4090", "--confidence", "1.5"], "--confidence"),
+    (["cheapest", "llama-3.1-8b", "--confidence", "-0.1"], "--confidence"),
     (["bogus-command"], "No such command"),
 ])
 def test_bad_input_one_line_exit_2(args, needle):

@@ -102,7 +102,7 @@ def qwen_rep():
 
 
 def test_wait_quantile_p90_matches_serving_model(qwen_rep):
-    for rate in (0.5, 3.0, 8.0):
+    for rate in (0.5, 3.0, 6.0):  # all below the replica's saturation (about 7.5 req/s)
         ev = qwen_rep.at("aggregated", rate)
         assert ev.serving.stable
         assert ttft_at(ev, 0.9) == pytest.approx(ev.serving.ttft_p90_s, rel=1e-9)

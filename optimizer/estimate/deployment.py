@@ -461,8 +461,13 @@ def evaluate(d: Deployment) -> Evaluation:
         sd = d.spec_decode
         verify = step(batch, sd.num_tokens + 1)
         n_layers = max(1, len(spec.main_layers))
-        layer_s = (base.step_time_s - base.terms_s.get("layer_overhead", 0.0)) / n_layers \
-            + F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, d.engine)
+        # one draft pass: one layer's share of the step's roofline time plus that layer's fixed costs; the
+        # engine's per-step and per-sequence costs (scheduling, sampling) are paid once per engine step, which
+        # the drafts share with the verification pass
+        fixed = base.terms_s.get("layer_overhead", 0.0) + base.terms_s.get("per_seq_overhead", 0.0)
+        layer_s = (base.step_time_s - fixed) / n_layers \
+            + F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, d.engine) \
+            + (F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, d.engine) if spec.moe_layers else 0.0)
         return _spec_speed(base, verify, sd, n_layers, layer_s)
 
     decode = token_speed(d.concurrency)
@@ -478,7 +483,8 @@ def evaluate(d: Deployment) -> Evaluation:
         wpf = prefill_time(spec, w, dev, par=par, prompt_tokens=wl.prefill_tokens, links=links, tiers=tiers,
                            compute_bits=bits, engine=d.engine, chunk_tokens=settings.max_num_batched_tokens)
         serving = serve(wl, world=d.hardware.world, dp=par.dp, admitted_per_replica=admitted, step_time=curve,
-                        prefill_single_s=wpf.ttft_s, prefill_work_s=wpf.work_s)
+                        prefill_single_s=wpf.ttft_s, prefill_work_s=wpf.work_s,
+                        ttft_overhead_s=F.engine_factor(F.ENGINE_TTFT_OVERHEAD_S, d.engine))
         notes.extend(serving.notes)
     off_frac = (d.offload.dram_layers / n_moe) if n_moe else 0.0
     nvme_frac = (d.offload.nvme_layers / n_moe) if n_moe else 0.0

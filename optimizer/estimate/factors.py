@@ -41,7 +41,9 @@ _PREFILL = FITTED["prefill"]
 
 
 def _provenance(part: dict[str, Any], note: str) -> str:
-    return (f"fitted on rows {', '.join(part['rows'])} (tests/data/speed_measurements.yaml{note}), "
+    more = ", ..." if len(part["rows"]) > 6 else ""
+    return (f"fitted on {len(part['rows'])} rows ({', '.join(part['rows'][:6])}{more}"
+            f"; {FITTED.get('rows_from', 'measurements/speed_measurements.yaml')}{note}), "
             f"rigopt fidelity {FITTED['fitted_on']} (optimizer/estimate/factors.yaml)")
 
 
@@ -51,8 +53,8 @@ def _group_rows(group: str) -> dict[str, Any]:
     return {"rows": [r for r, e in _DECODE["row_engines"].items() if e in engines]}
 
 
-# Provenance of the values fitted by `python bench/fidelity.py --fit` (optimizer/fidelity/calibrate.py): decode rows of
-# the fit split of measurements/speed_measurements.yaml; the check split and the report say how well they transfer.
+# Provenance of the values fitted by `python bench/fidelity.py --fit` (optimizer/fidelity/calibrate.py): every sourced
+# decode row (FITTED["rows_from"]); `bench/fidelity.py --cv` says how well they transfer to unseen sources.
 _FITTED = _provenance(_group_rows("llamacpp"), "")
 _FITTED_SERVING = _provenance(_group_rows("serving"), "; vLLM and SGLang rows pooled: SGLang has fewer than "
                               "MIN_ROWS_PER_ENGINE fit rows of its own")
@@ -70,10 +72,11 @@ BW_EFFICIENCY = {
     "amd": Factor(0.70, "estimate: MI300X decode kernels reach a lower fraction of HBM peak than NVIDIA", True),
     "intel": Factor(0.50, "aiconfigurator b60.yaml mem_bw_empirical_scaling_factor: 0.5"),
     "apple": Factor(0.75, "estimate: llama.cpp Metal decode reaches ~70-80% of unified-memory peak", True),
-    "unified": Factor(float(_DECODE["bw_efficiency"]["unified"]),
-                      _FITTED + ": llama.cpp decode on DGX Spark and Strix Halo (LPDDR5X); "
-                      "least squares in log space, checked on the check split (optimizer/fidelity)"),
+    "unified": Factor(0.78, "estimate: LPDDR5X SoCs (DGX Spark, Strix Halo) before a fit", True),
 }
+for _family, _value in _DECODE["bw_efficiency"].items():  # families with enough llama.cpp decode rows: fitted
+    BW_EFFICIENCY[_family] = Factor(float(_value), _FITTED + f": llama.cpp decode rows on {_family} devices; Huber "
+                                    "loss in log space, leave-one-source-out cross-validated (optimizer/fidelity)")
 HOST_DRAM_EFFICIENCY = Factor(0.75, "estimate: STREAM-style sustained fraction 70-85% "
                               "(shared/reference/hardware.md §2)", True)
 PCIE_EFFICIENCY = Factor(0.80, "MLE-N: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 GB/s; pinned copies ~80% of "
@@ -130,6 +133,26 @@ ENGINE_TP_LAYER_SYNC_S = {
 }
 
 
+_SERVING = FITTED.get("serving", {"ttft_overhead_s": 0.0, "seq_step_s": 0.0, "rows": []})
+ENGINE_SEQ_STEP_S = {
+    "vllm": Factor(float(_SERVING.get("seq_step_s", 0.0)),
+                   f"fitted on the batched served TPOT rows (measurements/serving_measurements.yaml; vLLM and SGLang "
+                   f"pooled): median per-sequence step cost implied by measured vs predicted TPOT, rigopt fidelity "
+                   f"{FITTED['fitted_on']}: per-request scheduling, sampling, detokenization and the batch-size growth "
+                   "of attention/MoE kernel time the roofline terms miss"),
+    "sglang": Factor(float(_SERVING.get("seq_step_s", 0.0)), "as vllm (the vLLM/SGLang rows are pooled)"),
+    "llamacpp": Factor(0.0, "not fitted: llama.cpp rows are single-stream; 0"),
+}
+ENGINE_TTFT_OVERHEAD_S = {
+    "vllm": Factor(float(_SERVING["ttft_overhead_s"]),
+                   f"fitted on {len(_SERVING['rows'])} served TTFT rows (measurements/serving_measurements.yaml; vLLM "
+                   f"and SGLang pooled): median of measured - predicted TTFT, rigopt fidelity {FITTED['fitted_on']}: "
+                   "HTTP, tokenization, scheduling, first decode step and detokenization beyond queueing and prefill"),
+    "sglang": Factor(float(_SERVING["ttft_overhead_s"]), "as vllm (the vLLM/SGLang rows are pooled)"),
+    "llamacpp": Factor(0.0, "not fitted: llama-server's prompt-eval timing starts at prompt processing; 0"),
+}
+
+
 def engine_factor(table: dict[str, Factor], engine: str) -> float:
     """An engine's value from one of the ENGINE_* tables (unknown engines use vLLM's)."""
     return table.get(engine, table["vllm"]).value
@@ -166,8 +189,8 @@ VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 
 VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "engines.md §2.7 (derived): C128 compressor state 32 KiB per "
                                                          "8-token block", True)
 
-# Prefill MFU for llama.cpp, fitted by optimizer.fidelity.calibrate.fit_prefill_mfu (median MFU implied by the
-# `fit` prefill rows of tests/data/speed_measurements.yaml; prefill there is compute bound). MoE prefill in
+# Prefill MFU, fitted by optimizer.fidelity.calibrate.fit_prefill_mfu (median MFU implied by the prefill rows,
+# per engine and model kind, and per device family where it has rows; prefill there is compute bound). MoE prefill in
 # llama.cpp runs grouped expert GEMMs of few tokens each, far from peak.
 _PREFILL_SRC = _provenance(_PREFILL, "; prefill rows")
 for _engine, _kinds in _PREFILL["mfu"].items():

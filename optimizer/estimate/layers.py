@@ -131,6 +131,7 @@ def model_layers(
         F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, engine)
         + len(spec.main_layers) * F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, engine)
         + n_moe * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine)
+        + B * F.engine_factor(F.ENGINE_SEQ_STEP_S, engine)  # per sequence in the step (decode_speed's term)
     )
     # llama.cpp keeps the input embedding on the CPU (src/llama-model.cpp: "always keep it on the CPU"); rigopt,
     # like evaluate(), counts it on the GPU of the last layer (conservative). vLLM builds it on the first PP rank.

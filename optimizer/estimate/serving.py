@@ -100,8 +100,11 @@ def _wait(rho: float, service_s: float, p: float | None = None) -> float:
 
 
 def serve(w: Workload, *, world: int, dp: int, admitted_per_replica: int,
-          step_time: Callable[[float], float], prefill_single_s: float, prefill_work_s: float) -> ServingEstimate:
-    """Solve the batching loop for a workload (see the module docstring). `step_time(n)` is per replica."""
+          step_time: Callable[[float], float], prefill_single_s: float, prefill_work_s: float,
+          ttft_overhead_s: float = 0.0) -> ServingEstimate:
+    """Solve the batching loop for a workload (see the module docstring). `step_time(n)` is per replica;
+    `ttft_overhead_s` is the engine's fixed time from a request's arrival to its first token beyond queueing and
+    prefill (HTTP, tokenization, scheduling, the first decode step and detokenization: fitted per engine)."""
     notes: list[str] = []
     cap = max(0, admitted_per_replica)
     if cap == 0:
@@ -114,7 +117,7 @@ def serve(w: Workload, *, world: int, dp: int, admitted_per_replica: int,
         if rho >= 1.0:
             return math.inf, math.inf, rho
         tpot = step_time(max(1.0, n_dec)) / (1.0 - rho)
-        ttft = prefill_single_s + _wait(rho, prefill_work_s)
+        ttft = ttft_overhead_s + prefill_single_s + _wait(rho, prefill_work_s)
         return tpot, ttft, rho
 
     binding = "decode"
@@ -166,8 +169,8 @@ def serve(w: Workload, *, world: int, dp: int, admitted_per_replica: int,
             notes.append(f"prefill alone needs {rho:.0%} of the engine's time at {w.rate_rps} req/s")
     if stable and rho > 0.5 and binding == "decode":
         binding = "prefill"
-    queued = (ttft - prefill_single_s - _wait(rho, prefill_work_s)) if math.isfinite(ttft) else 0.0
-    ttft_p90 = prefill_single_s + _wait(rho, prefill_work_s, 0.9) + queued
+    queued = (ttft - ttft_overhead_s - prefill_single_s - _wait(rho, prefill_work_s)) if math.isfinite(ttft) else 0.0
+    ttft_p90 = ttft_overhead_s + prefill_single_s + _wait(rho, prefill_work_s, 0.9) + queued
     rate = x * dp if stable else 0.0
     out = rate * osl
     total = rate * (w.isl + osl)

@@ -55,9 +55,13 @@ class Device:
         return self.bf16_flops
 
     @property
+    def family(self) -> str:
+        """Device family of the fitted factors (factors.BW_EFFICIENCY and the prefill MFU tables)."""
+        return self.vendor if self.kind == "gpu" else ("apple" if self.vendor == "apple" else "unified")
+
+    @property
     def bw_efficiency(self) -> float:
-        key = self.vendor if self.kind == "gpu" else ("apple" if self.vendor == "apple" else "unified")
-        return F.BW_EFFICIENCY.get(key, F.BW_EFFICIENCY["nvidia"]).value
+        return F.BW_EFFICIENCY.get(self.family, F.BW_EFFICIENCY["nvidia"]).value
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,10 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     terms["layer_overhead"] = (F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, engine)
                                + n_layers * F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, engine)
                                + len(moe) * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine))
+    seq_cost = F.engine_factor(F.ENGINE_SEQ_STEP_S, engine)
+    if seq_cost:
+        # per sequence and per token it feeds in the step (a verification step samples/checks every draft token)
+        terms["per_seq_overhead"] = seqs_per_replica * q * seq_cost
     if expert_bytes_cpu:
         terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) else math.inf
     if expert_bytes_stream:
@@ -295,10 +303,12 @@ def _prompt_attention_rows(layer: LayerSpec, P: int, steps: int = 16) -> float:
     return sum((ys[i] + ys[i + 1]) / 2 * (xs[i + 1] - xs[i]) for i in range(steps))
 
 
-def prefill_mfu(engine: str, moe: bool) -> float:
-    """Achieved fraction of peak FLOPs in prefill for an engine (MoE and dense fitted apart where data allow)."""
+def prefill_mfu(engine: str, moe: bool, family: str | None = None) -> float:
+    """Achieved fraction of peak FLOPs in prefill for an engine: fitted per device family and model kind
+    ("nvidia/moe") where the measurements allow, else per model kind ("moe" / "dense"), else PREFILL_MFU."""
     table = F.PREFILL_MFU_BY_ENGINE.get(engine, {})
-    f = table.get("moe" if moe else "dense")
+    kind = "moe" if moe else "dense"
+    f = (table.get(f"{family}/{kind}") if family else None) or table.get(kind)
     return (f or F.PREFILL_MFU).value
 
 
@@ -342,7 +352,7 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     # offloaded experts: llama.cpp copies them to the GPU for large batches, so they cross PCIe once per chunk
     t_off_bound = ((chunks * offloaded / links.host_link_bw) if links.host_link_bw else math.inf) if offloaded else 0.0
     bound = max(t_comp_bound, t_weights_bound) + t_off_bound
-    t_comp = t_comp_bound / prefill_mfu(engine, spec.is_moe)
+    t_comp = t_comp_bound / prefill_mfu(engine, spec.is_moe, dev.family)
     t_w = t_weights_bound / dev.bw_efficiency
     t_off = t_off_bound / F.PCIE_EFFICIENCY.value
     comm = 0.0

@@ -1,16 +1,25 @@
-"""Fit the decode factors on the `fit` split (least squares in log space, coordinate grid search).
+"""Fit the decode and prefill factors on every sourced speed measurement (least squares in log space, coordinate
+grid search), and apply a fitted set temporarily (for leave-one-source-out cross-validation, crossval.py).
 
-Parameters:
+The rows: measurements/speed_measurements.yaml and the single-stream rows of measurements/local_measurements.yaml
+(llama-bench tables, server timing lines), measured with an engine rigopt models exactly (llama.cpp, vLLM,
+SGLang; ik_llama.cpp and Ollama rows are predicted but never fitted on). There is no fit/check split any more:
+the error rigopt reports is cross-validated (every row predicted by factors fitted without its own source).
+
+Decode parameters:
   * achieved fraction of memory bandwidth per device family (factors.BW_EFFICIENCY keys, bounded to [0.30, 1.00]),
-    fitted on llama.cpp rows only (single-device, batch-1, memory-bound: the rows that isolate bandwidth);
+    fitted on llama.cpp rows only (single-device or layer-split, batch-1, memory-bound: the rows that isolate
+    bandwidth);
   * per engine group, fixed decode costs (all >= 0, factors.ENGINE_*):
       step   per decode step (scheduler, sampling, launches)            ENGINE_STEP_OVERHEAD_S
       layer  per layer                                                  ENGINE_LAYER_OVERHEAD_S
       moe    per MoE layer (routing, top-k, grouped GEMM)               ENGINE_MOE_LAYER_OVERHEAD_S
       tp     per layer when TP > 1 (synchronisation beyond the all-reduce term)  ENGINE_TP_LAYER_SYNC_S
-    llama.cpp fits `layer` and `moe` only (its rows are one device at batch 1: no TP, and a per-step cost is not
-    separable from the per-layer one). vLLM and SGLang share one group ("serving") until SGLang has
-    MIN_ROWS_PER_ENGINE fit rows of its own.
+    llama.cpp fits `layer` and `moe` (its rows are batch 1 without TP; a per-step cost is not separable from the
+    per-layer one). vLLM and SGLang share one group ("serving") until SGLang has MIN_ROWS_PER_ENGINE rows.
+
+The loss is a Huber loss on log(predicted / measured) (quadratic within HUBER_DELTA, linear beyond), so one row
+that rigopt cannot model (a fork's kernels, an unstated offload) does not drag every other prediction.
 
 The decode step is re-assembled from the terms rigopt's decode_speed returns, so a candidate parameter set is
 evaluated exactly as decode_speed would with those factor values:
@@ -18,8 +27,9 @@ evaluated exactly as decode_speed would with those factor values:
     t = max( max(gpu_memory * e_old / e_new, gpu_compute) + step + layers * layer + moe_layers * moe
              + [tp > 1] * layers * tp + other terms, bound )
 
-A family with fewer than MIN_ROWS_PER_FAMILY fit rows keeps its current value (one row cannot separate a
-family's efficiency from that row's own quirks). Pure Python, deterministic.
+A family with fewer than MIN_ROWS_PER_FAMILY rows keeps its current value (one row cannot separate a family's
+efficiency from that row's own quirks). Prefill MFU: per engine and model kind (dense / MoE), and per device
+family where it has MIN_ROWS_PER_FAMILY rows. Pure Python, deterministic.
 """
 
 from __future__ import annotations
@@ -27,15 +37,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from optimizer.estimate import factors as F
-from optimizer.fidelity.cases import speed_rows, split_of
+from optimizer.fidelity.cases import speed_rows
 from optimizer.fidelity.predict import SpeedCase, predict_speed
 
 EFF_BOUNDS = (0.30, 1.00)
-PARAM_BOUNDS = {"step": (0.0, 3e-3), "layer": (0.0, 100e-6), "moe": (0.0, 300e-6), "tp": (0.0, 200e-6)}
+PARAM_BOUNDS = {"step": (0.0, 3e-3), "layer": (0.0, 300e-6), "moe": (0.0, 300e-6), "tp": (0.0, 200e-6)}
 LO_BOUNDS, MO_BOUNDS = PARAM_BOUNDS["layer"], PARAM_BOUNDS["moe"]
 MIN_ROWS_PER_FAMILY = 2
 MIN_ROWS_PER_ENGINE = 4
+HUBER_DELTA = 0.5  # log-space residual beyond which the loss grows linearly (|log| 0.5 = a factor 1.65)
 FITTED_ENGINES = ("llamacpp", "vllm", "sglang")  # engines whose rows are predicted and fitted
 GROUP_PARAMS = {"llamacpp": ("layer", "moe"), "serving": ("step","moe","tp")}
 _TABLES = {"step": "ENGINE_STEP_OVERHEAD_S", "layer": "ENGINE_LAYER_OVERHEAD_S", "moe": "ENGINE_MOE_LAYER_OVERHEAD_S",
@@ -75,11 +89,36 @@ def _step_time(c: SpeedCase, eff: dict[str, float], p: dict[str, float]) -> floa
     return max(max(gm, t["gpu_compute"]) + fixed + other, c.bound_step_s)
 
 
+def pool() -> list[dict]:
+    """Every speed row a factor may be fitted on, in the speed-row form predict_speed reads: the rows of
+    speed_measurements.yaml and the single-stream rows of local_measurements.yaml measured with an engine rigopt
+    models exactly (known gaps excluded)."""
+    from optimizer.fidelity.heldout import local_rows, speed_rows_of
+    out = [r for r in speed_rows() if not r.get("known_gap")]
+    for lr in local_rows():
+        if lr.get("engine") not in FITTED_ENGINES or lr.get("known_gap"):
+            continue
+        rows, _ = speed_rows_of(lr)
+        out += rows
+    return out
+
+
 def fit_rows(rows: list[dict] | None = None) -> list[dict]:
-    """Decode rows of the fit split for the predicted engines, known gaps excluded."""
-    rows = speed_rows() if rows is None else rows
-    return [r for r in rows if r["metric"] == "decode_tok_s" and split_of(r) == "fit" and not r.get("known_gap")
+    """Decode rows for the predicted engines, known gaps excluded (default: the whole pool)."""
+    rows = pool() if rows is None else rows
+    return [r for r in rows if r["metric"] == "decode_tok_s" and not r.get("known_gap")
             and r["engine"] in FITTED_ENGINES]
+
+
+def prefill_rows(rows: list[dict] | None = None) -> list[dict]:
+    rows = pool() if rows is None else rows
+    return [r for r in rows if r["metric"] == "prefill_tok_s" and not r.get("known_gap")
+            and r["engine"] in FITTED_ENGINES]
+
+
+def _huber(x: float) -> float:
+    a = abs(x)
+    return a * a if a <= HUBER_DELTA else HUBER_DELTA * (2 * a - HUBER_DELTA)
 
 
 def _grid(lo: float, hi: float, n: int) -> list[float]:
@@ -107,7 +146,7 @@ def fit(rows: list[dict] | None = None, sweeps: int = 6) -> FitResult:
     params = {g: (current_params("llamacpp") if g == "llamacpp" else {k: 0.0 for k in PARAM_BOUNDS}) for g in by_group}
 
     def loss(sel, eff_, p) -> float:
-        return sum(math.log((1.0 / _step_time(c, eff_, p)) / r["measured"]) ** 2 for r, c in sel)
+        return sum(_huber(math.log((1.0 / _step_time(c, eff_, p)) / r["measured"])) for r, c in sel)
 
     for g, sel in by_group.items():
         names = GROUP_PARAMS.get(g, GROUP_PARAMS["serving"])
@@ -131,7 +170,8 @@ def fit(rows: list[dict] | None = None, sweeps: int = 6) -> FitResult:
             w = (hi - lo) / 40
             p[name] = min(_grid(max(lo, p[name] - w), min(hi, p[name] + w), 41),
                           key=lambda v: loss(sel, eff, {**p, name: v}))
-    total = sum(loss(sel, eff, params[g]) for g, sel in by_group.items())
+    total = sum(math.log((1.0 / _step_time(c, eff, params[g])) / r["measured"]) ** 2
+                for g, sel in by_group.items() for r, c in sel)
     rms = math.sqrt(total / max(len(cases), 1))
     engines = {e: {k: round(v, 7) for k, v in params.get(group_of(e, sglang_own), current_params(e)).items()}
                for e in FITTED_ENGINES}
@@ -144,29 +184,44 @@ def fit(rows: list[dict] | None = None, sweeps: int = 6) -> FitResult:
                      engine=engines, groups=groups)
 
 
-def fit_prefill_mfu(rows: list[dict] | None = None, iterations: int = 30) -> dict[str, dict[str, float]]:
-    """Prefill MFU per engine and model kind (dense / moe), from the `fit` prefill rows: the median of the MFU
-    each row implies (current MFU x measured / predicted), iterated to a fixed point (rows whose prefill is
-    partly weight-bound do not scale exactly with 1/MFU), so a refit from the stored values returns them."""
+def _median(vals: list[float]) -> float:
+    vals = sorted(vals)
+    n = len(vals)
+    return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+
+
+def _prefill_keys(row: dict) -> tuple[str, str, str]:
+    """(engine, model kind, device family) of a prefill row."""
+    from optimizer.catalog.hardware import get_accelerator
     from optimizer.catalog.models import resolve_model
-    rows = [r for r in (rows if rows is not None else speed_rows())
-            if r["metric"] == "prefill_tok_s" and split_of(r) == "fit" and not r.get("known_gap")]
-    kinds = {r["id"]: "moe" if resolve_model(r["model"]).spec.is_moe else "dense" for r in rows}
+    from optimizer.fidelity.predict import family_of
+    kind = "moe" if resolve_model(row["model"]).spec.is_moe else "dense"
+    return row["engine"], kind, family_of(get_accelerator(row["accelerator"]))
+
+
+def fit_prefill_mfu(rows: list[dict] | None = None, iterations: int = 30) -> dict[str, dict[str, float]]:
+    """Prefill MFU per engine and model kind ("dense" / "moe", over all device families) and per device family
+    and kind ("nvidia/dense", where that family has MIN_ROWS_PER_FAMILY rows): the median of the MFU each row
+    implies (its current MFU x measured / predicted), iterated to a fixed point (rows whose prefill is partly
+    weight-bound do not scale exactly with 1/MFU), so a refit from the stored values returns them."""
+    from optimizer.estimate.speed import prefill_mfu
+    rows = prefill_rows(rows)
+    keys = {r["id"]: _prefill_keys(r) for r in rows}
     saved = {e: dict(t) for e, t in F.PREFILL_MFU_BY_ENGINE.items()}
     out: dict[str, dict[str, float]] = {}
     try:
         for _ in range(iterations):
             implied: dict[tuple[str, str], list[float]] = {}
             for r in rows:
-                cur = F.PREFILL_MFU_BY_ENGINE.get(r["engine"], {}).get(kinds[r["id"]], F.PREFILL_MFU).value
-                implied.setdefault((r["engine"], kinds[r["id"]]), []).append(
-                    cur * float(r["measured"]) / predict_speed(r).predicted)
+                engine, kind, family = keys[r["id"]]
+                v = prefill_mfu(engine, kind == "moe", family) * float(r["measured"]) / predict_speed(r).predicted
+                implied.setdefault((engine, kind), []).append(v)
+                implied.setdefault((engine, f"{family}/{kind}"), []).append(v)
             new: dict[str, dict[str, float]] = {}
-            for (engine, kind), vals in sorted(implied.items()):
-                vals = sorted(vals)
-                n = len(vals)
-                median = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
-                new.setdefault(engine, {})[kind] = min(1.0, median)
+            for (engine, key), vals in sorted(implied.items()):
+                if "/" in key and len(vals) < MIN_ROWS_PER_FAMILY:
+                    continue
+                new.setdefault(engine, {})[key] = min(1.0, _median(vals))
             done = new == out
             out = new
             for engine, table in out.items():
@@ -179,26 +234,190 @@ def fit_prefill_mfu(rows: list[dict] | None = None, iterations: int = 30) -> dic
     return out
 
 
+def serving_pool(tpot: bool = True) -> list[dict]:
+    """Served-benchmark rows (measurements/serving_measurements.yaml) with a TTFT or (tpot=True) a TPOT: the
+    TTFT overhead and the per-sequence step cost are fitted on them."""
+    from optimizer.fidelity import serving
+    keys = ("ttft_ms", "tpot_ms") if tpot else ("ttft_ms",)
+    return [r for r in serving.serving_rows() if serving.comparable(r) and any(k in serving._measured(r)
+                                                                                for k in keys)]
+
+
+def fit_ttft_overhead(rows: list[dict], decode: FitResult | None = None,
+                      prefill_mfu: dict[str, dict[str, float]] | None = None) -> float:
+    """The vLLM/SGLang fixed TTFT overhead: the median over served rows of measured - predicted TTFT (predicted
+    with no overhead and with the given decode/prefill factors), floored at 0."""
+    from optimizer.fidelity import serving
+    saved = dict(F.ENGINE_TTFT_OVERHEAD_S)
+    diffs = []
+    fs = FitSet(decode, prefill_mfu or {}, 0.0) if decode is not None else None
+    try:
+        for e in list(F.ENGINE_TTFT_OVERHEAD_S):
+            F.ENGINE_TTFT_OVERHEAD_S[e] = F.Factor(0.0, "fit in progress")
+        with applied(fs) if fs is not None else _nothing():
+            for r in rows:
+                try:
+                    pred = serving.predict(r).predicted["ttft_ms"]
+                except Exception:
+                    continue
+                if math.isfinite(pred):
+                    diffs.append(serving._measured(r)["ttft_ms"] / 1e3 - pred / 1e3)
+    finally:
+        F.ENGINE_TTFT_OVERHEAD_S.clear()
+        F.ENGINE_TTFT_OVERHEAD_S.update(saved)
+    return max(0.0, _median(diffs)) if diffs else 0.0
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@dataclass(frozen=True)
+class FitSet:
+    """Everything the fit produces: decode factors, prefill MFUs, the served per-sequence step cost and the
+    served-TTFT overhead (None: leave the stored value)."""
+    decode: FitResult
+    prefill_mfu: dict[str, dict[str, float]]
+    ttft_overhead_s: float | None = None
+    seq_step_s: float | None = None
+
+
+SEQ_FIT_ITERATIONS = 3
+SEQ_FIT_MIN_SEQS = 2.0  # rows with fewer decoding sequences per replica say nothing about a per-sequence cost
+
+
+def fit_seq_step(rows: list[dict], decode: FitResult, prefill_mfu: dict[str, dict[str, float]]) -> float:
+    """The vLLM/SGLang per-sequence decode step cost: each batched served row implies
+    c_row = c + (measured TPOT - predicted TPOT) x (1 - rho) / (decoding sequences per replica), where rho is the
+    prefill share of engine time (TPOT = step / (1 - rho)); the median over rows, iterated to a fixed point
+    (the closed loop's batch moves with c), floored at 0."""
+    from optimizer.estimate.deployment import evaluate
+    from optimizer.fidelity import serving
+    c = 0.0
+    for _ in range(SEQ_FIT_ITERATIONS):
+        implied = []
+        with applied(FitSet(decode, prefill_mfu, None, c)):
+            for r in rows:
+                m = serving._measured(r).get("tpot_ms")
+                if not m:
+                    continue
+                try:
+                    d = serving.deployment_of(r)
+                    sv = evaluate(d).serving
+                except Exception:
+                    continue
+                if sv is None or not math.isfinite(sv.tpot_s):
+                    continue
+                n = sv.decoding_seqs / max(d.parallel.dp, 1)
+                if n < SEQ_FIT_MIN_SEQS:
+                    continue
+                implied.append(c + (m / 1e3 - sv.tpot_s) * (1.0 - sv.prefill_share) / n)
+        if not implied:
+            return 0.0
+        c = max(0.0, _median(implied))
+    return c
+
+
+def fit_all(rows: list[dict] | None = None, serving_rows: list[dict] | None = None) -> FitSet:
+    """Decode, prefill, per-sequence and TTFT factors fitted on `rows` and `serving_rows` (default: the whole
+    pools), from the stored factors' start. The decode fit runs twice: first with no per-sequence cost, then
+    with the one fitted from the first pass (so no stored value leaks into a cross-validation fold)."""
+    rows = pool() if rows is None else rows
+    serving_rows = serving_pool(tpot=True) if serving_rows is None else serving_rows
+    saved = dict(F.ENGINE_SEQ_STEP_S)
+    try:
+        for e in ("vllm", "sglang"):
+            F.ENGINE_SEQ_STEP_S[e] = F.Factor(0.0, "fit in progress")
+        d = fit(rows)
+        p = fit_prefill_mfu(rows)
+        c = fit_seq_step(serving_rows, d, p)
+        for e in ("vllm", "sglang"):
+            F.ENGINE_SEQ_STEP_S[e] = F.Factor(c, "fit in progress")
+        d = fit(rows)
+        p = fit_prefill_mfu(rows)
+        c = round(fit_seq_step(serving_rows, d, p), 7)
+        for e in ("vllm", "sglang"):
+            F.ENGINE_SEQ_STEP_S[e] = F.Factor(c, "fit in progress")
+        ttft_rows = [r for r in serving_rows if "ttft_ms" in _serving_measured(r)]
+        t = round(fit_ttft_overhead(ttft_rows, d, p), 4)
+    finally:
+        F.ENGINE_SEQ_STEP_S.clear()
+        F.ENGINE_SEQ_STEP_S.update(saved)
+    return FitSet(d, p, t, c)
+
+
+def _serving_measured(r: dict) -> dict[str, float]:
+    from optimizer.fidelity import serving
+    return serving._measured(r)
+
+
+@contextmanager
+def applied(fs: FitSet) -> Iterator[None]:
+    """Within the block, rigopt's physics uses the factors of `fs` (restored afterwards, also on error)."""
+    note = "cross-validation fold"
+    saved_bw = dict(F.BW_EFFICIENCY)
+    saved_tables = {t: dict(getattr(F, t)) for t in _TABLES.values()}
+    saved_mfu = {e: dict(t) for e, t in F.PREFILL_MFU_BY_ENGINE.items()}
+    saved_ttft = dict(F.ENGINE_TTFT_OVERHEAD_S)
+    saved_seq = dict(F.ENGINE_SEQ_STEP_S)
+    try:
+        if fs.seq_step_s is not None:
+            for e in ("vllm", "sglang"):
+                F.ENGINE_SEQ_STEP_S[e] = F.Factor(fs.seq_step_s, note)
+        if fs.ttft_overhead_s is not None:
+            for e in ("vllm", "sglang"):
+                F.ENGINE_TTFT_OVERHEAD_S[e] = F.Factor(fs.ttft_overhead_s, note)
+        for k, v in fs.decode.bw_efficiency.items():
+            F.BW_EFFICIENCY[k] = F.Factor(v, note)
+        for engine, params in fs.decode.engine.items():
+            for name, table in _TABLES.items():
+                getattr(F, table)[engine] = F.Factor(params[name], note)
+        F.PREFILL_MFU_BY_ENGINE.clear()
+        for engine, old in saved_mfu.items():
+            F.PREFILL_MFU_BY_ENGINE[engine] = dict(old)
+        for engine, new in fs.prefill_mfu.items():
+            F.PREFILL_MFU_BY_ENGINE[engine] = {k: F.Factor(v, note) for k, v in new.items()}
+        yield
+    finally:
+        F.BW_EFFICIENCY.clear()
+        F.BW_EFFICIENCY.update(saved_bw)
+        for name, values in saved_tables.items():
+            getattr(F, name).clear()
+            getattr(F, name).update(values)
+        F.PREFILL_MFU_BY_ENGINE.clear()
+        F.PREFILL_MFU_BY_ENGINE.update(saved_mfu)
+        F.ENGINE_TTFT_OVERHEAD_S.clear()
+        F.ENGINE_TTFT_OVERHEAD_S.update(saved_ttft)
+        F.ENGINE_SEQ_STEP_S.clear()
+        F.ENGINE_SEQ_STEP_S.update(saved_seq)
+
+
 def _sig(v: float, digits: int = 4) -> float:
     return float(f"{v:.{digits}g}")
 
 
-def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]], fitted_on: str) -> dict:
+def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]], fitted_on: str,
+                     ttft_overhead_s: float = 0.0, seq_step_s: float = 0.0) -> dict:
     """The content of optimizer/estimate/factors.yaml for a decode fit and a prefill fit."""
     rows = fit_rows()
     engine_of = {r["id"]: r["engine"] for r in rows}
-    prefill_rows = [r for r in speed_rows() if r["metric"] == "prefill_tok_s" and split_of(r) == "fit"
-                    and not r.get("known_gap")]
-    from optimizer.catalog.models import resolve_model
+    source_of = {r["id"]: r.get("source") for r in pool()}
+    prefill = prefill_rows()
     per_kind: dict[str, dict[str, int]] = {}
-    for r in prefill_rows:
-        kind = "moe" if resolve_model(r["model"]).spec.is_moe else "dense"
-        per_kind.setdefault(r["engine"], {}).setdefault(kind, 0)
-        per_kind[r["engine"]][kind] += 1
+    for r in prefill:
+        engine, kind, family = _prefill_keys(r)
+        for key in (kind, f"{family}/{kind}"):
+            per_kind.setdefault(engine, {}).setdefault(key, 0)
+            per_kind[engine][key] += 1
+    n_sources = len({source_of[r] for r in engine_of} | {source_of[r["id"]] for r in prefill})
     return {
         "schema_id": F.FACTORS_SCHEMA,
         "written_by": "python bench/fidelity.py --fit (optimizer/fidelity/calibrate.py); refit instead of editing",
         "fitted_on": fitted_on,
+        "rows_from": f"measurements/speed_measurements.yaml and the llama.cpp/vLLM/SGLang single-stream rows of "
+                     f"measurements/local_measurements.yaml ({len(engine_of) + len(prefill)} rows, {n_sources} "
+                     f"sources); error figures are leave-one-source-out cross-validated (python bench/fidelity.py)",
         "decode": {
             "rms_log_error": round(result.rms_log_error, 4),
             "bw_efficiency": dict(sorted(result.bw_efficiency.items())),
@@ -207,9 +426,14 @@ def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]]
             "row_engines": {rid: engine_of[rid] for rid in result.rows},
         },
         "prefill": {
-            "rows": [r["id"] for r in prefill_rows],
+            "rows": [r["id"] for r in prefill],
             "rows_per_kind": {e: dict(sorted(k.items())) for e, k in sorted(per_kind.items())},
             "mfu": {e: {k: _sig(v) for k, v in sorted(t.items())} for e, t in sorted(prefill_mfu.items())},
+        },
+        "serving": {
+            "ttft_overhead_s": ttft_overhead_s,
+            "seq_step_s": seq_step_s,
+            "rows": [r["id"] for r in serving_pool()],
         },
     }
 
@@ -225,7 +449,9 @@ def write_factors(fitted_on: str, path: str | None = None) -> tuple[str, bool]:
     """Refit decode and prefill factors and write factors.yaml. Returns (path, changed)."""
     from pathlib import Path
     target = Path(path) if path else F.FACTORS_FILE
-    text = render_factors(factors_document(fit(), fit_prefill_mfu(), fitted_on))
+    fs = fit_all()
+    text = render_factors(factors_document(fs.decode, fs.prefill_mfu, fitted_on, fs.ttft_overhead_s or 0.0,
+                                           fs.seq_step_s or 0.0))
     old = target.read_text() if target.exists() else ""
     target.write_text(text)
     return str(target), text != old

@@ -1,85 +1,32 @@
-"""Table of measured vs predicted for every row, and a per-metric summary (median / worst |error|) per split."""
+"""What `rigopt validate` prints: every sourced measurement against rigopt's prediction, cross-validated by source
+(optimizer/fidelity/crossval.py), with a summary per metric and regime and the issue's targets."""
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import asdict, dataclass
+from optimizer.fidelity.crossval import TARGETS, CVCase, CVSummary, render_summary, stored, summarize
+from optimizer.fidelity.crossval import as_dict as _as_dict
+from optimizer.fidelity.crossval import run as _cv_run
 
-from optimizer.fidelity.cases import MEMORY_METRICS, all_rows, split_of
-from optimizer.fidelity.predict import predict_memory, predict_speed
+SCHEMA_ID = "rigopt.validate/2"
+METRICS = tuple(TARGETS)
 
-SCHEMA_ID = "rigopt.validate/1"
-# Targets from the fidelity issue (|relative error|): weights / checkpoint sizes 2 %, KV 10 %, decode median 25 %.
-TARGETS = {"weights_per_gpu_bytes": 0.02, "gguf_file_bytes": 0.02, "kv_tokens_for_bytes": 0.10,
-           "kv_bytes_per_token": 0.10, "decode_tok_s": 0.25}
+__all__ = ["SCHEMA_ID", "METRICS", "run", "summarize", "as_dict", "render_text"]
 
 
-@dataclass(frozen=True)
-class Case:
-    id: str
-    metric: str
-    engine: str
-    model: str
-    quant: str
-    hardware: str
-    split: str
-    measured: float
-    predicted: float
-    bound: float | None
-    error: float          # (predicted - measured) / measured
-    known_gap: bool
-    source: str
+def run(metric: str | None = None, recompute: bool = False) -> tuple[list[CVCase], str]:
+    """The cross-validated cases (of the last fit, or recomputed now) and the fit's date."""
+    if recompute:
+        from optimizer.estimate.factors import FITTED
+        cases, fitted_on = _cv_run(), str(FITTED["fitted_on"]) + " (recomputed)"
+    else:
+        cases, fitted_on = stored()
+    return [c for c in cases if not metric or c.metric == metric], fitted_on
 
 
-@dataclass(frozen=True)
-class Summary:
-    metric: str
-    split: str
-    n: int
-    median_abs_error: float
-    worst_abs_error: float
-    worst_id: str
-    target: float | None
-
-
-def run(metric: str | None = None) -> list[Case]:
-    out = []
-    for r in all_rows():
-        if metric and r["metric"] != metric:
-            continue
-        if r["metric"] in MEMORY_METRICS:
-            pred, bound, hw = predict_memory(r), None, f"TP{r.get('tp', 1)}"
-        else:
-            c = predict_speed(r)
-            pred, bound = c.predicted, c.bound
-            hw = f"{r.get('gpus', 1)}x {r['accelerator']}" + (
-                f" +{r['offload']['cpu_expert_layers']} MoE layers on {r['offload']['host']}"
-                if r.get("offload") else "")
-        out.append(Case(id=r["id"], metric=r["metric"], engine=r["engine"], model=r["model"], quant=r["quant"],
-                        hardware=hw, split=split_of(r), measured=float(r["measured"]), predicted=float(pred),
-                        bound=bound, error=(pred - r["measured"]) / r["measured"], known_gap=bool(r.get("known_gap")),
-                        source=r["source"]))
-    return out
-
-
-def summarize(cases: list[Case]) -> list[Summary]:
-    out = []
-    for metric in dict.fromkeys(c.metric for c in cases):
-        for split in ("fit", "check", "all"):
-            sel = [c for c in cases if c.metric == metric and not c.known_gap and (split == "all" or c.split == split)]
-            if not sel:
-                continue
-            errs = [abs(c.error) for c in sel]
-            worst = max(sel, key=lambda c: abs(c.error))
-            out.append(Summary(metric=metric, split=split, n=len(sel), median_abs_error=statistics.median(errs),
-                               worst_abs_error=max(errs), worst_id=worst.id, target=TARGETS.get(metric)))
-    return out
-
-
-def as_dict(cases: list[Case], summary: list[Summary]) -> dict:
-    from optimizer.fidelity.calibrate import fit_rows
-    return {"schema_id": SCHEMA_ID, "fit_rows": [r["id"] for r in fit_rows()],
-            "cases": [asdict(c) for c in cases], "summary": [asdict(s) for s in summary]}
+def as_dict(cases: list[CVCase], summary: list[CVSummary], fitted_on: str) -> dict:
+    return {"schema_id": SCHEMA_ID, "fitted_on": fitted_on,
+            "method": "leave-one-source-out cross-validation: each row predicted by factors fitted without any row "
+                      "of its own source", **_as_dict(cases, summary)}
 
 
 def _num(metric: str, v: float) -> str:
@@ -90,25 +37,11 @@ def _num(metric: str, v: float) -> str:
     return f"{v:,.2f}"
 
 
-def render_text(cases: list[Case], summary: list[Summary]) -> str:
-    lines = [f"{'id':52s} {'split':5s} {'hardware':28s} {'measured':>14s} {'predicted':>14s} {'error':>8s}"]
+def render_text(cases: list[CVCase], summary: list[CVSummary], fitted_on: str) -> str:
+    lines = [f"{'id':56s} {'hardware':22s} {'measured':>13s} {'in-sample':>13s} {'cross-val.':>13s} {'CV err':>7s}"]
     for c in cases:
-        flag = "  (known gap)" if c.known_gap else ""
-        lines.append(f"{c.id[:52]:52s} {c.split:5s} {c.hardware[:28]:28s} {_num(c.metric, c.measured):>14s} "
-                     f"{_num(c.metric, c.predicted):>14s} {c.error:+8.1%}{flag}")
-    lines += ["", f"{'metric':24s} {'split':5s} {'n':>3s} {'median |err|':>13s} {'worst |err|':>12s} {'target':>7s}  "
-                  "worst row"]
-    for s in summary:
-        tgt = f"{s.target:.0%}" if s.target is not None else "-"
-        lines.append(f"{s.metric:24s} {s.split:5s} {s.n:3d} {s.median_abs_error:13.1%} {s.worst_abs_error:12.1%} "
-                     f"{tgt:>7s}  {s.worst_id}")
-    return "\n".join(lines)
-
-
-def render_markdown_summary(summary: list[Summary]) -> str:
-    lines = ["| metric | split | rows | median abs. error | worst abs. error | target |",
-             "|---|---|---:|---:|---:|---:|"]
-    for s in summary:
-        tgt = f"{s.target:.0%}" if s.target is not None else "-"
-        lines.append(f"| {s.metric} | {s.split} | {s.n} | {s.median_abs_error:.1%} | {s.worst_abs_error:.1%} | {tgt} |")
+        lines.append(f"{c.id[:56]:56s} {c.hardware[:22]:22s} {_num(c.metric, c.measured):>13s} "
+                     f"{_num(c.metric, c.predicted):>13s} {_num(c.metric, c.predicted_cv):>13s} {c.cv_error:+7.1%}")
+    lines += ["", f"leave-one-source-out cross-validation (factors fitted {fitted_on}): every row predicted by factors "
+                  "fitted without its own source", render_summary(summary)]
     return "\n".join(lines)

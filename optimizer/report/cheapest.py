@@ -64,6 +64,15 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
     s = p.speed
     console.print(f"decode: {s.tok_s_per_seq:,.1f} tok/s per sequence expected (bound {s.tok_s_bound_per_seq:,.1f}); "
                   f"TTFT {s.ttft_s:,.1f} s (bound {s.ttft_bound_s:,.1f}); binding constraint: {p.binding_constraint}")
+    tp = p.trust
+    if tp is not None and tp.tok_s_per_seq_low is not None and tp.tok_s_per_seq_high is not None:
+        held = ("the targets hold at its low end" if tp.planned_at_low_end
+                else "planned on the expected figures (--confidence 0)")
+        ttft = (f"; TTFT {tp.ttft_s_low:,.1f}-{tp.ttft_s_high:,.1f} s ({tp.ttft_rows} rows of {tp.ttft_regime})"
+                if tp.ttft_s_low is not None and tp.ttft_s_high is not None else "")
+        console.print(f"trust: {tp.confidence:.0%} interval of decode {tp.tok_s_per_seq_low:,.1f}-"
+                      f"{tp.tok_s_per_seq_high:,.1f} tok/s per sequence ({tp.decode_rows} cross-validated rows of "
+                      f"{tp.decode_regime}){ttft}; {held}")
     sv = p.serving
     if sv is not None:
         load = f"{sv.concurrency} in flight" if sv.concurrency is not None else f"{sv.rate_rps:g} req/s"

@@ -5,6 +5,8 @@ JSON schema id: "rigopt.estimate/1" (see README). Field names carry units; bytes
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict
 
 from optimizer.catalog.devices import node_for
@@ -18,6 +20,7 @@ from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
 from optimizer.layout import Parallel
 from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, trust
 from optimizer.solver.support import unsupported
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES
 
@@ -92,6 +95,26 @@ class SpeedReport(_M):
     ttft_s: float
     ttft_bound_s: float
     prompt_tokens: int
+    tok_s_per_seq_low: float | None = None
+    tok_s_per_seq_high: float | None = None
+    ttft_s_low: float | None = None
+    ttft_s_high: float | None = None
+
+
+class IntervalReport(_M):
+    """How far to trust a figure: its `confidence` interval from rigopt's leave-one-source-out cross-validated
+    errors in this regime (optimizer/estimate/uncertainty.yaml)."""
+    confidence: float
+    regime: str
+    n_rows: int
+    n_sources: int
+
+
+class TrustReport(_M):
+    decode: IntervalReport | None
+    prefill: IntervalReport | None
+    ttft: IntervalReport | None
+    throughput: IntervalReport | None
 
 
 class SettingsReport(_M):
@@ -133,6 +156,12 @@ class ServingReport(_M):
     admitted_seqs: int
     prefill_share: float
     binding: str
+    tpot_s_low: float | None = None
+    tpot_s_high: float | None = None
+    ttft_s_low: float | None = None
+    ttft_s_high: float | None = None
+    output_tok_s_low: float | None = None
+    output_tok_s_high: float | None = None
 
 
 class HardwareReport(_M):
@@ -152,6 +181,7 @@ class HardwareReport(_M):
     settings: SettingsReport
     spec_decode: SpecReport | None = None
     serving: ServingReport | None = None
+    trust: TrustReport | None = None
     notes: list[str]
 
 
@@ -212,7 +242,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
              gpu: str | None = None, gpus: int = 1, parallel: Parallel | None = None,
              prompt_tokens: int | None = None, workload: Workload | None = None,
              settings: EngineSettings | None = None, spec_decode: SpecDecode | None = None,
-             layout: str = "tp", cpu_moe_layers: int | None = None) -> EstimateResult:
+             layout: str = "tp", cpu_moe_layers: int | None = None,
+             confidence: float = DEFAULT_CONFIDENCE) -> EstimateResult:
     engine = check_engine(engine)
     settings = settings or EngineSettings()
     if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -300,6 +331,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                        spec_decode=spec_decode, workload=workload, prompt_tokens=prompt_tokens)
         ev = evaluate(d)
         mem, sp, pf = ev.memory, ev.decode, ev.prefill
+        tr = trust(eng, acc, concurrency if workload is None else (workload.concurrency or 2), confidence,
+                   offload=d.offload.mode != "none")
         notes = list(ev.notes)
         why = unsupported(eng, spec.family, acc.arch)
         if why:
@@ -321,7 +354,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
             max_context_tokens=ev.max_context_tokens, max_concurrency=ev.max_concurrency,
             decode=SpeedReport(tok_s_per_seq=sp.tok_s_per_seq, tok_s_bound_per_seq=sp.tok_s_bound_per_seq,
                                tok_s_aggregate=sp.tok_s_aggregate, binding=sp.binding, terms_s=sp.terms_s,
-                               ttft_s=pf.ttft_s, ttft_bound_s=pf.ttft_bound_s, prompt_tokens=pf.prompt_tokens),
+                               ttft_s=pf.ttft_s, ttft_bound_s=pf.ttft_bound_s, prompt_tokens=pf.prompt_tokens,
+                               **_speed_bounds(tr, sp.tok_s_per_seq, pf.ttft_s)),
             settings=SettingsReport(max_model_len=st.max_model_len, max_num_seqs=st.max_num_seqs,
                                     max_num_batched_tokens=st.max_num_batched_tokens,
                                     gpu_memory_utilization=st.gpu_memory_utilization,
@@ -329,16 +363,52 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
             spec_decode=None if spec_decode is None else SpecReport(
                 method=spec_decode.method, num_tokens=spec_decode.num_tokens, accept_len=spec_decode.accept_len,
                 draft_model=spec_decode.draft_model, source=spec_decode.source),
-            serving=None if ev.serving is None or workload is None else _serving_report(ev.serving, workload),
-            notes=notes)
+            serving=None if ev.serving is None or workload is None else _serving_report(ev.serving, workload, tr),
+            trust=_trust_report(tr), notes=notes)
     return EstimateResult(model=_model_info(m), context=context, concurrency=concurrency, kv=kv_info, quants=rows,
                           hardware=hw_report, warnings=warnings)
 
 
-def _serving_report(s, w: Workload) -> ServingReport:
+def _mul(x: float | None, r: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else x * r
+
+
+def _speed_bounds(tr: Trust, tok_s: float, ttft_s: float) -> dict[str, float | None]:
+    """Low/high of decode tok/s and of one prompt's TTFT (a time: divided by the prefill speed interval)."""
+    out: dict[str, float | None] = {}
+    if tr.decode is not None:
+        out["tok_s_per_seq_low"] = _mul(tok_s, tr.decode.low_ratio)
+        out["tok_s_per_seq_high"] = _mul(tok_s, tr.decode.high_ratio)
+    if tr.prefill is not None:
+        out["ttft_s_low"] = _mul(ttft_s, 1.0 / tr.prefill.high_ratio)
+        out["ttft_s_high"] = _mul(ttft_s, 1.0 / tr.prefill.low_ratio)
+    return out
+
+
+def _trust_report(tr: Trust) -> TrustReport:
+    def one(iv: Interval | None) -> IntervalReport | None:
+        return None if iv is None else IntervalReport(confidence=iv.confidence, regime=iv.regime, n_rows=iv.n_rows,
+                                                      n_sources=iv.n_sources)
+    return TrustReport(decode=one(tr.decode), prefill=one(tr.prefill), ttft=one(tr.ttft),
+                       throughput=one(tr.throughput))
+
+
+def _serving_report(s, w: Workload, tr: Trust | None = None) -> ServingReport:
     def fin(x: float) -> float | None:
         return x if x == x and x not in (float("inf"), float("-inf")) else None
-    return ServingReport(isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps,
+    extra: dict[str, float | None] = {}
+    if tr is not None:
+        tpot, ttft = fin(s.tpot_s), fin(s.ttft_s)
+        if tr.decode is not None:
+            extra["tpot_s_low"] = _mul(tpot, 1.0 / tr.decode.high_ratio)
+            extra["tpot_s_high"] = _mul(tpot, 1.0 / tr.decode.low_ratio)
+        if tr.ttft is not None:
+            extra["ttft_s_low"] = _mul(ttft, tr.ttft.low_ratio)
+            extra["ttft_s_high"] = _mul(ttft, tr.ttft.high_ratio)
+        if tr.throughput is not None:
+            extra["output_tok_s_low"] = _mul(s.output_tok_s, tr.throughput.low_ratio)
+            extra["output_tok_s_high"] = _mul(s.output_tok_s, tr.throughput.high_ratio)
+    return ServingReport(**extra, isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps,
                          prefix_hit=w.prefix_hit, stable=s.stable, tpot_s=fin(s.tpot_s), ttft_s=fin(s.ttft_s),
                          ttft_p90_s=fin(s.ttft_p90_s), request_rate_rps=s.request_rate_rps,
                          output_tok_s=s.output_tok_s, total_tok_s=s.total_tok_s,

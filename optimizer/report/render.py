@@ -24,6 +24,14 @@ def _fit_list(row, limit: int = 5) -> str:
     return "; ".join(parts) or "nothing in the catalogue (try offload: rigopt cheapest)"
 
 
+def _range(low: float | None, high: float | None, iv, fmt: str, unit: str = "") -> str:
+    """ " (80% interval 17.0-27.3, 46 rows of llamacpp/nvidia-consumer)" or "" without data."""
+    if low is None or high is None or iv is None:
+        return ""
+    return (f" ({iv.confidence:.0%} interval {low:,{fmt}}-{high:,{fmt}}{unit}; cross-validated, {iv.n_rows} rows of "
+            f"{iv.regime})")
+
+
 def render_estimate(r: EstimateResult, console: Console) -> None:
     m = r.model
     console.print(f"[bold]{m.name}[/bold]  ({m.architecture}, {m.total_params / 1e9:,.1f}B params, "
@@ -56,10 +64,13 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
         console.print(f"max context at concurrency {r.concurrency}: {h.max_context_tokens:,} tokens; "
                       f"max concurrency at {r.context:,} tokens: {h.max_concurrency}")
         s = h.decode
-        console.print(f"decode: expected {s.tok_s_per_seq:,.1f} tok/s per sequence (bound "
-                      f"{s.tok_s_bound_per_seq:,.1f}), "
+        tr = h.trust
+        console.print(f"decode: expected {s.tok_s_per_seq:,.1f} tok/s per sequence"
+                      f"{_range(s.tok_s_per_seq_low, s.tok_s_per_seq_high, tr.decode if tr else None, '.1f')} "
+                      f"(bound {s.tok_s_bound_per_seq:,.1f}), "
                       f"{s.tok_s_aggregate:,.1f} tok/s aggregate; binding: {s.binding}")
-        console.print(f"prefill of {s.prompt_tokens:,} tokens: TTFT expected {s.ttft_s:,.1f} s (bound "
+        console.print(f"prefill of {s.prompt_tokens:,} tokens: TTFT expected {s.ttft_s:,.1f} s"
+                      f"{_range(s.ttft_s_low, s.ttft_s_high, tr.prefill if tr else None, '.1f', ' s')} (bound "
                       f"{s.ttft_bound_s:,.1f} s)")
         st = h.settings
         eng = [f"max_model_len {st.max_model_len:,}", f"max_num_seqs {st.max_num_seqs:,}",
@@ -76,9 +87,15 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
             if not sv.stable or sv.tpot_s is None or sv.ttft_s is None or sv.ttft_p90_s is None:
                 console.print(f"{head}: [red]not sustainable[/red] (binding: {sv.binding})")
             else:
-                console.print(f"{head}: TPOT {sv.tpot_s * 1e3:,.1f} ms, TTFT {sv.ttft_s:,.2f} s "
+                lo_ms = None if sv.tpot_s_low is None else sv.tpot_s_low * 1e3
+                hi_ms = None if sv.tpot_s_high is None else sv.tpot_s_high * 1e3
+                thr = _range(sv.output_tok_s_low, sv.output_tok_s_high, tr.throughput if tr else None, ".0f")
+                console.print(f"{head}: TPOT {sv.tpot_s * 1e3:,.1f} ms"
+                              f"{_range(lo_ms, hi_ms, tr.decode if tr else None, '.1f', ' ms')}"
+                              f", TTFT {sv.ttft_s:,.2f} s"
+                              f"{_range(sv.ttft_s_low, sv.ttft_s_high, tr.ttft if tr else None, '.2f', ' s')} "
                               f"(p90 {sv.ttft_p90_s:,.2f} s), "
-                              f"{sv.request_rate_rps:,.2f} req/s, output {sv.output_tok_s:,.0f} tok/s "
+                              f"{sv.request_rate_rps:,.2f} req/s, output {sv.output_tok_s:,.0f} tok/s{thr} "
                               f"({sv.output_tok_s_per_gpu:,.0f}/GPU), total {sv.total_tok_s:,.0f} tok/s "
                               f"({sv.total_tok_s_per_gpu:,.0f}/GPU); {sv.decoding_seqs:,.1f} decoding of "
                               f"{sv.admitted_seqs:,} admitted; prefill {sv.prefill_share:.0%} of engine time; "

@@ -152,6 +152,9 @@ class QuestionFields(_Strict):
                                                                    "`concurrency` requests in flight)")
     prefix_hit: Number | None = Field(None, ge=0, lt=1, description="workload: share of prompt tokens served from "
                                                                     "the prefix cache")
+    confidence: Number | None = Field(None, ge=0, lt=1, description="targets hold at the low end of this "
+                                      "prediction interval (rigopt's cross-validated errors; default 0.8, 0 = plan "
+                                      "on the expected figures)")
     spec: Literal["off", "auto", "on"] | None = Field(None, description="speculative decoding with the model "
                                                                         "card's MTP/EAGLE-3 setup (default off)")
     headline_min_bits: Number | None = Field(None, ge=0, le=32, description="the headline plan is the cheapest "

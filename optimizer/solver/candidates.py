@@ -23,6 +23,7 @@ from optimizer.estimate.deployment import (Deployment, EngineSettings, Evaluatio
                                            default_spec_decode, evaluate, quality_of)
 from optimizer.estimate.kv import default_kv_dtype
 from optimizer.estimate.speed import SpeedEstimate
+from optimizer.estimate.uncertainty import planning_ratios
 from optimizer.layout import Parallel
 from optimizer.estimate.schemes import SCHEMES, get_scheme
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
@@ -356,6 +357,14 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         mc, cc = split(ev_c.decode) if Z else (ma, ca)
         lines = ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
     ttft_a, ttft_b, ttft_c = (min(ev.ttft_s, UNSUSTAINABLE_S) for ev in (ev_a, ev_b, ev_c))
+    # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
+    # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
+    speed_ratio, ttft_ratio = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None,
+                                              offload=L > 0)
+    if speed_ratio != 1.0:
+        lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
+    if ttft_ratio != 1.0:
+        ttft_a, ttft_b, ttft_c = (min(t * ttft_ratio, UNSUSTAINABLE_S) for t in (ttft_a, ttft_b, ttft_c))
 
     per = 1.0 / L if L else 0.0
     expert_bytes = ev_a.weights.routed_expert_bytes

@@ -118,6 +118,22 @@ class SpecPlan(_P):
     source: str = ""
 
 
+class TrustPlan(_P):
+    """How far to trust the plan's speed figures: the `confidence` interval from rigopt's leave-one-source-out
+    cross-validated errors in the plan's regime (optimizer/estimate/uncertainty.yaml). `planned_at_low_end`: the
+    targets were required to hold at the low end (cheapest --confidence)."""
+    confidence: float
+    planned_at_low_end: bool
+    tok_s_per_seq_low: float | None = None
+    tok_s_per_seq_high: float | None = None
+    ttft_s_low: float | None = None
+    ttft_s_high: float | None = None
+    decode_regime: str | None = None
+    decode_rows: int = 0
+    ttft_regime: str | None = None
+    ttft_rows: int = 0
+
+
 class Plan(_P):
     schema_id: Name = PLAN_SCHEMA
     model: str = Field(max_length=MAX_PATH_CHARS)
@@ -138,3 +154,4 @@ class Plan(_P):
     settings: EngineSettingsPlan | None = None
     serving: ServingPlan | None = None
     spec_decode: SpecPlan | None = None
+    trust: TrustPlan | None = None

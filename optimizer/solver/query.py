@@ -13,6 +13,7 @@ from optimizer.arch.formats import kv_elem_bytes
 from optimizer.estimate.kv import check_engine
 from optimizer.estimate.schemes import get_scheme
 from optimizer.estimate.serving import Workload
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE
 from optimizer.limits import (MAX_BUDGET, MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_LIST_ITEMS,
                               MAX_NAME_CHARS, MAX_NODES, MAX_PATH_CHARS, MAX_SIZE_BYTES, MAX_TIME_LIMIT_S,
                               MIN_TOK_S, clip_for_message)
@@ -82,6 +83,9 @@ class Query(BaseModel):
     osl: int | None = Field(default=None, gt=0, le=MAX_CONTEXT_TOKENS)
     rate_rps: float | None = Field(default=None, gt=0, le=1e6)
     prefix_hit: float = Field(default=0.0, ge=0, lt=1)
+    # targets must hold at the low end of this prediction interval (rigopt's cross-validated errors in the
+    # plan's regime, optimizer/estimate/uncertainty.py); 0 = plan on the expected figures
+    confidence: float = Field(default=DEFAULT_CONFIDENCE, ge=0, lt=1)
     # speculative decoding with the model card's MTP/EAGLE-3 setup: auto = try both
     spec: Literal["off", "auto", "on"] = "off"
     # the headline plan is the cheapest whose experts/FFN have at least this many bits (None: the cheapest at any
@@ -134,6 +138,11 @@ class Query(BaseModel):
             return None
         return Workload(isl=self.isl, osl=self.osl, concurrency=None if self.rate_rps else self.concurrency,
                         rate_rps=self.rate_rps, prefix_hit=self.prefix_hit)
+
+    @property
+    def planning_batch(self) -> int:
+        """The batch regime the intervals are taken in: the concurrency, or "batched" for an arrival rate."""
+        return 2 if self.rate_rps else self.concurrency
 
     @property
     def kv_sequences(self) -> int:

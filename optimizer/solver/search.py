@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from pydantic import BaseModel, ConfigDict
 
-from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate.factors import HOST_RESERVED_BYTES
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, trust
 from optimizer.solver.candidates import Candidate, enumerate_candidates
 from optimizer.solver.cpsat import DeploymentModel
 from optimizer.solver.plan import (Costs, EngineSettingsPlan, Hardware, Memory, Offload, ParallelLayout, Plan,
-                                   ServingPlan, SpecPlan, Speed)
+                                  ServingPlan, SpecPlan, Speed, TrustPlan)
 from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
 from optimizer.solver.scaling import COST_UNIT
@@ -92,9 +94,9 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
     if ev.host_used:
         slack["host DRAM"] = (ev.host_capacity - ev.host_used) / ev.host_capacity
     if q.tok_s:
-        slack["decode tok/s"] = 1.0 / (ev.physics.tpot_s * q.tok_s) - 1
+        slack["decode tok/s"] = ev.planned_tok_s / q.tok_s - 1
     if q.ttft_s:
-        slack["TTFT"] = q.ttft_s / ev.physics.ttft_s - 1
+        slack["TTFT"] = q.ttft_s / ev.planned_ttft_s - 1
     if q.max_budget:
         slack["budget"] = q.max_budget / cost - 1 if cost else 1.0
     binding = binding_constraint(slack)
@@ -130,7 +132,29 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
         speed=Speed(tok_s_per_seq=speed.tok_s_per_seq, tok_s_bound_per_seq=speed.tok_s_bound_per_seq,
                     tok_s_aggregate=speed.tok_s_aggregate, ttft_s=prefill.ttft_s,
                     ttft_bound_s=prefill.ttft_bound_s, binding=speed.binding, terms_s=speed.terms_s),
-        binding_constraint=binding, notes=notes, settings=_settings_plan(ev), serving=_serving_plan(ev, q)))
+        binding_constraint=binding, notes=notes, settings=_settings_plan(ev), serving=_serving_plan(ev, q),
+        trust=_trust_plan(ev, q, c)))
+
+
+def _trust_plan(ev: PlanEvaluation, q: Query, c: Candidate) -> TrustPlan:
+    """The plan's decode and TTFT intervals (at q.confidence, or the default level when planning on the expected
+    figures) and whether the targets were held at their low end."""
+    conf = q.confidence or DEFAULT_CONFIDENCE
+    tr = trust(c.engine, get_accelerator(c.accelerator), q.planning_batch, conf, offload=c.max_offload_layers > 0)
+    tok = 1.0 / ev.physics.tpot_s if ev.physics.tpot_s > 0 else 0.0
+    ttft = ev.physics.ttft_s
+    served = q.workload is not None
+    t_iv = tr.ttft if served else tr.prefill
+    out = TrustPlan(confidence=conf, planned_at_low_end=bool(q.confidence))
+    if tr.decode is not None and math.isfinite(tok):
+        out = out.model_copy(update=dict(tok_s_per_seq_low=tok * tr.decode.low_ratio,
+                                          tok_s_per_seq_high=tok * tr.decode.high_ratio,
+                                          decode_regime=tr.decode.regime, decode_rows=tr.decode.n_rows))
+    if t_iv is not None and math.isfinite(ttft):
+        lo, hi = (t_iv.low_ratio, t_iv.high_ratio) if served else (1 / t_iv.high_ratio, 1 / t_iv.low_ratio)
+        out = out.model_copy(update=dict(ttft_s_low=ttft * lo, ttft_s_high=ttft * hi, ttft_regime=t_iv.regime,
+                                          ttft_rows=t_iv.n_rows))
+    return out
 
 
 def _settings_plan(ev: PlanEvaluation) -> EngineSettingsPlan:

@@ -1,0 +1,145 @@
+"""Prediction intervals: how far to trust a predicted speed, from rigopt's own cross-validated errors.
+
+optimizer/estimate/uncertainty.yaml (written by `python bench/fidelity.py --fit`, optimizer/fidelity/crossval.py)
+holds, per interval kind (decode, prefill, ttft, throughput) and regime, empirical quantiles of the
+leave-one-source-out residual log(measured / predicted) at QUANTILE_LEVELS. An X% interval of a prediction p is
+[p * exp(q((1 - X) / 2)), p * exp(q((1 + X) / 2))] (for ttft, a time, the same on the time). A regime with fewer
+rows than the fit's minimum backs off to a coarser one: engine/hardware class/batch -> engine/hardware class ->
+every row ("*"). Deployments with experts offloaded to the host have regimes of their own (engine/offload/batch ->
+engine/offload -> "*"): too few offload rows are measured for a regime yet, so they get the all-rows interval, the
+widest; a regime rigopt has no measurements for never borrows another engine's or hardware class's narrower one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+UNCERTAINTY_FILE = Path(__file__).with_name("uncertainty.yaml")
+UNCERTAINTY_SCHEMA = "rigopt.uncertainty/1"
+QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95)
+KINDS = ("decode", "prefill", "ttft", "throughput")
+DEFAULT_CONFIDENCE = 0.8  # the interval the text output shows and `cheapest` plans at (README: "Trust")
+
+
+def hw_class(acc: Any) -> str:
+    """Hardware class of a catalogue accelerator: nvidia-dc, nvidia-consumer, amd, intel, apple, unified."""
+    if acc.kind == "unified":
+        return "apple" if acc.vendor == "apple" else "unified"
+    if acc.vendor == "nvidia":
+        # GeForce and workstation RTX cards (an NVLink bridge on a 3090 does not make it a datacenter part); the
+        # 96 GB RTX PRO 6000 server/workstation cards run datacenter stacks and count as datacenter
+        desk = str(acc.key).startswith("rtx-") and not str(acc.key).startswith("rtx-pro")
+        return "nvidia-consumer" if desk else "nvidia-dc"
+    return str(acc.vendor)
+
+
+def batch_class(batch: int) -> str:
+    return "b1" if batch <= 1 else "batched"
+
+
+def regime_keys(engine: str, acc: Any, batch: int, offload: bool = False) -> list[str]:
+    """The regime of a prediction, finest first, then each coarser level it backs off to."""
+    c, b = ("offload" if offload else hw_class(acc)), batch_class(batch)
+    return [f"{engine}/{c}/{b}", f"{engine}/{c}", "*"]
+
+
+_TABLE: dict[str, Any] | None = None
+
+
+def table() -> dict[str, Any]:
+    global _TABLE
+    if _TABLE is None:
+        data = yaml.safe_load(UNCERTAINTY_FILE.read_text()) if UNCERTAINTY_FILE.exists() else None
+        if not isinstance(data, dict) or data.get("schema_id") != UNCERTAINTY_SCHEMA:
+            data = {"schema_id": UNCERTAINTY_SCHEMA, "intervals": {}}
+        _TABLE = data
+    return _TABLE
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Multiplicative interval on a prediction (low_ratio <= 1 <= high_ratio need not hold: rigopt may be biased
+    in a regime, and the interval says so)."""
+    kind: str
+    confidence: float
+    low_ratio: float
+    high_ratio: float
+    regime: str
+    n_rows: int
+    n_sources: int
+
+
+def _at(qs: list[float], level: float) -> float:
+    lv = min(max(level, QUANTILE_LEVELS[0]), QUANTILE_LEVELS[-1])
+    for i in range(len(QUANTILE_LEVELS) - 1):
+        a, b = QUANTILE_LEVELS[i], QUANTILE_LEVELS[i + 1]
+        if a <= lv <= b:
+            return qs[i] + (qs[i + 1] - qs[i]) * (lv - a) / (b - a)
+    return qs[-1]
+
+
+def interval(kind: str, engine: str, acc: Any, batch: int, confidence: float = DEFAULT_CONFIDENCE,
+             offload: bool = False) -> Interval | None:
+    """The `confidence` interval of a `kind` prediction for this engine, accelerator and batch, or None when no
+    regime (not even "*") has cross-validated rows."""
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must lie strictly between 0 and 1")
+    rows = table().get("intervals", {}).get(kind, {})
+    for key in regime_keys(engine, acc, batch, offload):
+        t = rows.get(key)
+        if t:
+            qs = [float(x) for x in t["log_ratio_quantiles"]]
+            lo, hi = _at(qs, (1 - confidence) / 2), _at(qs, (1 + confidence) / 2)
+            return Interval(kind, confidence, math.exp(lo), math.exp(hi), key, int(t["n_rows"]), int(t["n_sources"]))
+    return None
+
+
+def conservative_speed_ratio(kind: str, engine: str, acc: Any, batch: int, confidence: float | None,
+                             offload: bool = False) -> float:
+    """The factor (<= 1) a planner multiplies a predicted speed by so a target holds at the interval's low end:
+    min(1, low_ratio). 1 without a confidence or without data (never loosens a target)."""
+    if not confidence:
+        return 1.0
+    iv = interval(kind, engine, acc, batch, confidence, offload)
+    return 1.0 if iv is None else min(1.0, iv.low_ratio)
+
+
+def conservative_time_ratio(kind: str, engine: str, acc: Any, batch: int, confidence: float | None,
+                            offload: bool = False) -> float:
+    """As conservative_speed_ratio for a time (TTFT): max(1, high_ratio)."""
+    if not confidence:
+        return 1.0
+    iv = interval(kind, engine, acc, batch, confidence, offload)
+    return 1.0 if iv is None else max(1.0, iv.high_ratio)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The intervals of one evaluation's speed figures (None where no cross-validated rows exist)."""
+    confidence: float
+    decode: Interval | None        # on decode tok/s per sequence (and 1/TPOT)
+    prefill: Interval | None       # on prefill tok/s (1/TTFT of one prompt)
+    ttft: Interval | None          # on served TTFT (a time)
+    throughput: Interval | None    # on served output tok/s
+
+
+def trust(engine: str, acc: Any, batch: int, confidence: float = DEFAULT_CONFIDENCE, offload: bool = False) -> Trust:
+    return Trust(confidence, *(interval(k, engine, acc, batch, confidence, offload) for k in KINDS))
+
+
+def planning_ratios(engine: str, acc: Any, batch: int, confidence: float | None,
+                    served: bool, offload: bool = False) -> tuple[float, float]:
+    """(decode-speed factor <= 1, TTFT factor >= 1) a planner applies so its targets hold at the low end of the
+    `confidence` interval: the planner, the plan's figures and the independent check all call this one function.
+    A served workload's TTFT uses the served-TTFT interval, a single prompt's the prefill-speed one."""
+    if not confidence:
+        return 1.0, 1.0
+    speed = conservative_speed_ratio("decode", engine, acc, batch, confidence, offload)
+    if served:
+        return speed, conservative_time_ratio("ttft", engine, acc, batch, confidence, offload)
+    return speed, 1.0 / conservative_speed_ratio("prefill", engine, acc, batch, confidence, offload)

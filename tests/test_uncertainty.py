@@ -1,0 +1,134 @@
+"""Prediction intervals (optimizer/estimate/uncertainty.py) and planning at their low end (cheapest --confidence).
+
+The interval arithmetic is checked by hand on a small table; the shipped table is checked against the
+cross-validation in tests/test_fidelity.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from optimizer.catalog.hardware import get_accelerator
+from optimizer.cli import app
+from optimizer.estimate import uncertainty as U
+
+QS = [-0.5, -0.4, -0.3, -0.25, 0.0, 0.25, 0.3, 0.4, 0.5]  # at QUANTILE_LEVELS 5,10,20,25,50,75,80,90,95 %
+
+
+@pytest.fixture
+def table(monkeypatch):
+    """A hand-made table: llama.cpp on consumer NVIDIA at batch 1 has its own decode row; everything else backs
+    off to "*" (wider)."""
+    t = {"schema_id": U.UNCERTAINTY_SCHEMA, "intervals": {"decode": {
+        "llamacpp/nvidia-consumer/b1": {"n_rows": 9, "n_sources": 4, "log_ratio_quantiles": QS},
+        "*": {"n_rows": 50, "n_sources": 20, "log_ratio_quantiles": [2 * x for x in QS]},
+    }, "prefill": {"*": {"n_rows": 30, "n_sources": 12, "log_ratio_quantiles": [0.1 + x for x in QS]}}}}
+    monkeypatch.setattr(U, "_TABLE", t)
+    return t
+
+
+def test_levels_and_hand_arithmetic(table):
+    acc = get_accelerator("rtx-4090")
+    iv = U.interval("decode", "llamacpp", acc, 1, 0.8)
+    assert iv.regime == "llamacpp/nvidia-consumer/b1" and iv.n_rows == 9
+    # 80%: the 10% and 90% quantiles
+    assert iv.low_ratio == pytest.approx(math.exp(-0.4)) and iv.high_ratio == pytest.approx(math.exp(0.4))
+    iv50 = U.interval("decode", "llamacpp", acc, 1, 0.5)
+    assert iv50.low_ratio == pytest.approx(math.exp(-0.25)) and iv50.high_ratio == pytest.approx(math.exp(0.25))
+    # 70%: levels 15% and 85%, linear between the stored levels: -0.4 + 0.1 * 0.5 = -0.35; 0.3 + 0.1 * 0.5 = 0.35
+    iv70 = U.interval("decode", "llamacpp", acc, 1, 0.7)
+    assert iv70.low_ratio == pytest.approx(math.exp(-0.35)) and iv70.high_ratio == pytest.approx(math.exp(0.35))
+    # beyond the stored levels: clamped to the 5% / 95% quantiles
+    iv99 = U.interval("decode", "llamacpp", acc, 1, 0.99)
+    assert iv99.low_ratio == pytest.approx(math.exp(-0.5))
+    with pytest.raises(ValueError):
+        U.interval("decode", "llamacpp", acc, 1, 1.0)
+
+
+def test_backoff_never_borrows_another_regime(table):
+    """Batched llama.cpp, another engine, another hardware class and offloaded experts all get the all-rows
+    interval, never the narrower llama.cpp/consumer one."""
+    acc = get_accelerator("rtx-4090")
+    for engine, a, batch, off in (("llamacpp", acc, 8, False), ("vllm", acc, 1, False),
+                                  ("llamacpp", get_accelerator("h100-sxm"), 1, False), ("llamacpp", acc, 1, True)):
+        iv = U.interval("decode", engine, a, batch, 0.8, offload=off)
+        assert iv.regime == "*" and iv.low_ratio == pytest.approx(math.exp(-0.8)), (engine, batch, off)
+    assert U.interval("ttft", "vllm", acc, 1) is None  # no rows at all: no interval
+
+
+def test_planning_ratios_never_loosen_a_target(table):
+    acc = get_accelerator("rtx-4090")
+    speed, ttft = U.planning_ratios("llamacpp", acc, 1, 0.8, served=False)
+    assert speed == pytest.approx(math.exp(-0.4))
+    # prefill quantiles shifted +0.1: the 10% level is -0.3, so TTFT x 1/exp(-0.3)
+    assert ttft == pytest.approx(1 / math.exp(-0.3))
+    assert U.planning_ratios("llamacpp", acc, 1, 0.0, served=False) == (1.0, 1.0)
+    # a regime where rigopt under-predicts (low end above the prediction) does not make the planner optimistic
+    U._TABLE["intervals"]["decode"]["llamacpp/nvidia-consumer/b1"]["log_ratio_quantiles"] = [x + 1 for x in QS]
+    assert U.planning_ratios("llamacpp", acc, 1, 0.8, served=False)[0] == 1.0
+    # served TTFT without a ttft interval: unchanged
+    assert U.planning_ratios("vllm", acc, 1, 0.8, served=True)[1] == 1.0
+
+
+def test_shipped_table_has_every_kind_and_sane_widths():
+    U._TABLE = None
+    t = U.table()["intervals"]
+    assert set(t) == set(U.KINDS)
+    for kind, rows in t.items():
+        assert "*" in rows
+        for key, r in rows.items():
+            qs = r["log_ratio_quantiles"]
+            assert qs == sorted(qs) and len(qs) == len(U.QUANTILE_LEVELS), (kind, key)
+            assert key == "*" or r["n_rows"] >= 8
+
+
+def _estimate_json(*args: str) -> dict:
+    res = CliRunner().invoke(app, ["estimate", *args, "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output)
+
+
+def test_estimate_reports_intervals_beside_figures():
+    h = _estimate_json("llama-3.1-8b", "--gpu", "rtx-4090", "-q", "q4_k_m", "-e", "llamacpp", "--context", "4096",
+                       "--confidence", "0.8")["hardware"]
+    d, tr = h["decode"], h["trust"]
+    iv = U.interval("decode", "llamacpp", get_accelerator("rtx-4090"), 1, 0.8)
+    assert tr["decode"]["regime"] == iv.regime and tr["decode"]["n_rows"] == iv.n_rows
+    assert d["tok_s_per_seq_low"] == pytest.approx(d["tok_s_per_seq"] * iv.low_ratio)
+    assert d["tok_s_per_seq_high"] == pytest.approx(d["tok_s_per_seq"] * iv.high_ratio)
+    assert d["ttft_s_low"] < d["ttft_s"] < d["ttft_s_high"]
+    wide = _estimate_json("llama-3.1-8b", "--gpu", "rtx-4090", "-q", "q4_k_m", "-e", "llamacpp", "--context", "4096",
+                          "--confidence", "0.9")["hardware"]["decode"]
+    assert wide["tok_s_per_seq_low"] <= d["tok_s_per_seq_low"] and wide["tok_s_per_seq_high"] >= d["tok_s_per_seq_high"]
+    # an out-of-range --confidence is one error line and exit 2 (tests/test_cli.py test_bad_input_one_line_exit_2)
+
+
+def test_cheapest_confidence_holds_the_target_at_the_low_end():
+    """At --confidence 0.8 the plan's expected decode speed times its regime's low ratio meets the target, the
+    independent check agrees, and the plan costs no less than the one planned on expected figures."""
+    from optimizer.solver.query import Query
+    from optimizer.solver.search import cheapest
+    from optimizer.solver.validate import check
+    base = dict(model="qwen3-30b-a3b", context=32768, tok_s=60.0, gpus=["rtx-3090", "rtx-4090", "rtx-5090"],
+                top=1, headline_min_bits=3.9)
+    q0 = Query(**base, confidence=0.0)
+    q8 = Query(**base, confidence=0.8)
+    r0, r8 = cheapest(q0), cheapest(q8)
+    assert r0.plan is not None and r8.plan is not None
+    p8 = r8.plan
+    assert p8.trust is not None and p8.trust.planned_at_low_end and p8.trust.confidence == 0.8
+    offload = p8.offload.mode != "none"
+    speed, _ = U.planning_ratios(p8.engine, get_accelerator(p8.hardware.accelerator), 1, 0.8, False, offload)
+    assert speed < 1.0
+    assert p8.speed.tok_s_per_seq * speed >= 60.0 * (1 - 1e-6)
+    assert check(p8, q8) == []
+    assert p8.costs.objective_value >= r0.plan.costs.objective_value
+    # the expected-figure plan, checked at 0.8: rejected unless it already had the margin
+    ok0 = r0.plan.speed.tok_s_per_seq * U.planning_ratios(
+        r0.plan.engine, get_accelerator(r0.plan.hardware.accelerator), 1, 0.8, False,
+        r0.plan.offload.mode != "none")[0] >= 60.0
+    assert (check(r0.plan, q8) == []) == ok0
