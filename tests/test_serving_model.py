@@ -68,7 +68,8 @@ def test_scenario_fields_cover_every_query_field():
     whose files are not yet resolved relative to the scenario) and the CLI offers the workload fields."""
     from optimizer.scenarios.schema import QuestionFields
     from optimizer.solver.query import Query
-    missing = set(Query.model_fields) - set(QuestionFields.model_fields) - {"loads"}
+    # `calibration` is the user profile the CLI loads (rigopt calibrate), not a field of the question itself
+    missing = set(Query.model_fields) - set(QuestionFields.model_fields) - {"loads", "calibration"}
     assert not missing, missing
 
 
