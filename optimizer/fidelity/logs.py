@@ -93,8 +93,9 @@ def parse_text(text: str, name: str) -> list[Measurement]:
     if not stripped:
         raise InputError(f"log {label}: empty")
     out: list[Measurement] = []
-    if stripped[0] in "[{":
-        out = _json_results(stripped, name)
+    js = _json_results(stripped, name) if stripped[0] in "[{" else None
+    if js is not None:  # JSON / JSONL (a log line starting with `[2025-...` is not: it is read as text)
+        out = js
     elif _is_bench_csv(stripped):
         out = _llama_bench_csv(stripped, name)
     else:
@@ -175,6 +176,7 @@ def _llama_bench_table(text: str, name: str, ctx: _Ctx) -> list[Measurement]:
         line = raw.strip()
         if not line.startswith("|"):
             continue
+        line = line[:line.rindex("|") + 1]  # text pasted after the last row (`| build: ...`) is not a cell
         # the excerpts people paste join rows as `| ... | | ... |`: split them back
         for row in re.split(r"\|\s+\|(?=\s*[^\s|-])", line):
             cells = _cells(row)
@@ -257,7 +259,8 @@ def _llama_bench_csv(text: str, name: str) -> list[Measurement]:
 _SERVING_KEYS = ("completed", "total_input_tokens", "total_output_tokens")
 
 
-def _json_results(text: str, name: str) -> list[Measurement]:
+def _json_results(text: str, name: str) -> list[Measurement] | None:
+    """Records of a JSON or JSONL file; None when its first line is not JSON at all (a text log)."""
     label = clip_for_message(name)
     objs: list[tuple[int, object]] = []
     try:
@@ -268,6 +271,8 @@ def _json_results(text: str, name: str) -> list[Measurement]:
                 try:
                     objs.append((no, json.loads(line)))
                 except ValueError:
+                    if not objs:
+                        return None
                     raise InputError(f"log {label}: line {no}: not valid JSON") from None
     rows: list[tuple[int, dict]] = []
     for no, o in objs:
