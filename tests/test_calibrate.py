@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -391,9 +389,24 @@ def test_calibrate_writes_the_profile_and_estimate_says_so(tmp_path):
     assert any(n.startswith("calibrated: decode ×") for n in h.notes)
 
 
-def run_main(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optimizer", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+class _Done:
+    def __init__(self, r):
+        self.returncode, self.stdout, self.stderr = r.code, r.out, r.err
+
+
+def run_main(*args: str, env: dict | None = None) -> _Done:
+    """`rigopt *args` in a forked child (tests/cli_sandbox.py: catalogue already loaded), with `env` set."""
+    from tests.cli_sandbox import run_cli
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        return _Done(run_cli(list(args), timeout=120))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def test_cli_default_profile_and_no_profile(tmp_path):
@@ -426,3 +439,51 @@ def test_bad_input_is_one_error_line_exit_2(args, says, tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], lines
     assert "Traceback" not in r.stderr
+
+
+def test_vllm_args_line_names_model_tp_and_quant():
+    """A vLLM engine config line (format of vllm/engine/llm_engine `Initializing a V1 LLM engine (vX) with config:
+    model=...`, constructed here) names the model and TP size; an -FP8 repo name gives the quantization."""
+    text = ("INFO [core.py:74] Initializing a V1 LLM engine (v0.15.1) with config: model='Qwen/Qwen3-235B-A22B-FP8', "
+            "speculative_config=None, tokenizer='Qwen/Qwen3-235B-A22B-FP8', tensor_parallel_size=4, "
+            "pipeline_parallel_size=1\n"
+            "(VllmWorker rank=0 pid=105) INFO [gpu_model_runner.py:1347] Model loading took 57.1 GiB and 60.1 "
+            "seconds\n")
+    (m,) = logs.parse_text(text, "v.log")
+    assert (m.model_label, m.n_devices, m.engine_version) == ("Qwen/Qwen3-235B-A22B-FP8", 4, "v0.15.1")
+    s = identify(m, Overrides(gpu="h100-sxm"))
+    assert (s.model, s.quant, s.gpus) == ("qwen3-235b-a22b", "fp8", 4)
+    assert any("fp8 from the model name" in a for a in s.assumed)
+
+
+def test_several_gpu_types_in_one_log_need_the_flag():
+    text = ("ggml_cuda_init: found 2 CUDA devices:\n"
+            "  Device 0: NVIDIA GeForce RTX 4090, compute capability 8.9, VMM: yes\n"
+            "  Device 1: NVIDIA GeForce RTX 3090, compute capability 8.6, VMM: yes\n"
+            "| qwen3 8B Q4_K - Medium | 4.68 GiB | 8.19 B | CUDA | 99 | tg128 | 100.00 ± 0.10 |\n")
+    (m,) = logs.parse_text(text, "mix.md")
+    assert m.n_devices == 2 and m.quant_label == "Q4_K - Medium"
+    with pytest.raises(InputError, match="several types"):
+        identify(m, Overrides(model="qwen3-8b"))
+    assert identify(m, Overrides(model="qwen3-8b", gpu="rtx-4090")).quant == "q4_k_m"
+
+
+def test_cli_cheapest_with_a_profile_file(tmp_path):
+    """`cheapest --profile FILE` re-plans on the corrected speed and says which systems were corrected."""
+    from optimizer.fidelity.profile import Profile, Run, merge, write_profile
+    run = Run(metric="decode", ratio=0.5, measured=68.0, predicted=136.0, unit="tok/s", source="mine.md:5",
+              sha256="0" * 64)
+    prof = tmp_path / "p.yaml"
+    write_profile(prof, merge(Profile(), [(("rtx-4090", 1, "llamacpp", None, None), run)], []))
+    args = ["cheapest", "qwen3-8b", "-c", "8192", "--tok-s", "100", "--gpus", "rtx-4090,rtx-5090", "--engine",
+            "llamacpp", "--quant", "q4_k_m", "--top", "1"]
+    env = {"PYTHONPATH": str(Path(__file__).parents[1])}
+    with_p = run_main(*args, "--profile", str(prof), "--json", env=env)
+    assert with_p.returncode == 0, with_p.stderr
+    out = json.loads(with_p.stdout)
+    assert out["plan"]["hardware"]["accelerator"] == "rtx-5090"
+    assert out["query"]["calibration"]["entries"][0]["decode"] == 0.5
+    text = run_main(*args, "--profile", str(prof), env=env).stdout
+    assert f"calibration profile {prof}: 1x rtx-4090 llamacpp decode ×0.50 (1 run)" in text
+    without = json.loads(run_main(*args, "--json", env=env).stdout)  # the test's XDG profile is empty
+    assert without["plan"]["hardware"]["accelerator"] == "rtx-4090" and without["query"]["calibration"] is None

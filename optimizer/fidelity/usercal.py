@@ -26,7 +26,7 @@ from optimizer.estimate.kv import check_engine
 from optimizer.estimate.schemes import get_scheme
 from optimizer.fidelity import predict, serving
 from optimizer.fidelity.logs import Measurement
-from optimizer.limits import clip_for_message
+from optimizer.limits import MAX_LIST_ITEMS, clip_for_message
 
 # which correction a measured metric informs, and whether a higher value means faster
 SPEED_METRICS = {"decode_tok_s": ("decode", True), "prefill_tok_s": ("prefill", True),
@@ -133,12 +133,25 @@ def _model_from_name(name: str) -> str | None:
     base = re.sub(r"\.gguf$", "", name.rstrip("/").split("/")[-1], flags=re.I)
     base = re.sub(r"-\d{5}-of-\d{5}$", "", base)
     words = base.split("-")
-    while words:
-        try:
-            return catalogue_key("-".join(words))
-        except CatalogError:
-            words.pop()
+    for start in range(min(2, len(words))):  # 'Meta-Llama-3.1-8B-Instruct': a leading vendor word may go too
+        for end in range(len(words), start, -1):
+            try:
+                return catalogue_key("-".join(words[start:end]))
+            except CatalogError:
+                continue
     return None
+
+
+# checkpoint-name suffixes of quantized HF repos -> rigopt's quantization (AWQ/GPTQ checkpoints are 4-bit integer)
+_NAME_QUANTS = {"fp8": "fp8", "nvfp4": "nvfp4", "mxfp4": "mxfp4", "awq": "int4", "gptq": "int4", "int4": "int4",
+                "w4a16": "int4", "int8": "int8", "w8a8": "int8"}
+
+
+def _quant_in_name(name: str, model: str) -> str | None:
+    """'Qwen/Qwen3-235B-A22B-FP8' -> fp8, unless the catalogue model itself is that checkpoint (its key says so)."""
+    words = {w.lower() for w in re.split(r"[-_/.]", name)}
+    hits = sorted({q for w, q in _NAME_QUANTS.items() if w in words and w not in model.split("-")})
+    return hits[0] if len(hits) == 1 else None
 
 
 def _model_from_params(params_b: float, arch: str) -> str | None:
@@ -162,7 +175,11 @@ def identify(m: Measurement, o: Overrides) -> System:
     if o.gpu:
         acc = get_accelerator(o.gpu).key
     elif m.hardware_label:
-        acc = match_accelerator(m.hardware_label.split(", ")[0])
+        kinds = sorted({match_accelerator(g) for g in m.hardware_label.split(", ")})
+        if len(kinds) > 1:
+            raise InputError(f"{where}: the log ran on GPUs of several types ({', '.join(kinds)}); a factor is per "
+                             "system of one type: pass --gpu KEY for the one to calibrate")
+        acc = kinds[0]
     else:
         raise InputError(f"{where}: the log names no GPU; pass --gpu KEY (see `rigopt catalog gpus`)")
     gpus = o.gpus or m.n_devices
@@ -191,6 +208,9 @@ def identify(m: Measurement, o: Overrides) -> System:
         get_scheme(quant)
     elif m.quant_label:
         quant = quant_of(m.quant_label)
+    elif engine != "llamacpp" and (named := _quant_in_name(m.model_label or "", model)):
+        quant = named
+        assumed.append(f"quant {named} from the model name '{clip_for_message(m.model_label)}' (pass --quant)")
     else:
         quant = "native"
         if engine == "llamacpp":
@@ -334,6 +354,8 @@ def run_calibrate(logs: list[str], o: Overrides, profile: str | None, dry_run: b
                                             write_profile)
     if not logs:
         raise InputError("give at least one log file")
+    if len(logs) > MAX_LIST_ITEMS:
+        raise InputError(f"{len(logs):,} log files (limit {MAX_LIST_ITEMS:,})")
     path = Path(profile).expanduser() if profile else default_path()
     prof = read_profile(path)
     rows: list[RowReport] = []
