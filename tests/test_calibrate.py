@@ -487,3 +487,29 @@ def test_cli_cheapest_with_a_profile_file(tmp_path):
     assert f"calibration profile {prof}: 1x rtx-4090 llamacpp decode ×0.50 (1 run)" in text
     without = json.loads(run_main(*args, "--json", env=env).stdout)  # the test's XDG profile is empty
     assert without["plan"]["hardware"]["accelerator"] == "rtx-4090" and without["query"]["calibration"] is None
+
+
+def test_ambiguous_llama_bench_model_names_the_flag():
+    """ik_llama.cpp #263 (16x RTX 3090): `deepseek2 671B Q8_0`, 672.05 B parameters fits both deepseek-v3 and
+    deepseek-r1 (one architecture): rigopt cannot tell them apart and asks for --model."""
+    quote = ("| deepseek2 671B Q8_0            | 307.20 GiB |   672.05 B | CUDA       |  63 |    2048 |      512 |  1 "
+             "|   2 |  1024 |    1 |         tg128 |     17.22 ± 0.05 |")
+    (m,) = logs.parse_text(quote, "ik.md")
+    assert (m.metric, m.value, m.params_b, m.quant_label) == ("decode_tok_s", 17.22, 672.05, "Q8_0")
+    with pytest.raises(InputError, match="--model"):
+        identify(m, Overrides(gpu="rtx-3090", gpus=16))
+    assert identify(m, Overrides(gpu="rtx-3090", gpus=16, model="deepseek-r1")).model == "deepseek-r1"
+
+
+def test_bad_profiles_are_refused(tmp_path):
+    from optimizer.fidelity.profile import read_profile
+    bad = tmp_path / "p.yaml"
+    bad.write_text("schema_id: rigopt.profile/1\nentries:\n- {accelerator: rtx-4090, gpus: 0, engine: llamacpp}\n")
+    with pytest.raises(InputError, match="gpus"):
+        read_profile(bad)
+    bad.write_text("schema_id: rigopt.profile/9\n")
+    with pytest.raises(InputError, match="schema_id"):
+        read_profile(bad)
+    bad.write_text("entries: [\n")
+    with pytest.raises(InputError, match="malformed YAML"):
+        read_profile(bad)
