@@ -37,6 +37,8 @@ CHEAPEST_OPTION = {"ttft_s": "--ttft", "prompt_tokens": "--prompt", "min_expert_
                    "time_limit_s": "--time-limit", "gpus": "--gpus", "engines": "--engine", "quants": "--quant",
                    "kv_dtypes": "--kv-dtype", "model": "MODEL", "max_budget": "--max-budget", "owned": "--owned"}
 
+PROFILE_HELP = ("Calibration profile from `rigopt calibrate` (default: $XDG_CONFIG_HOME/rigopt/profile.yaml, used "
+                "when it exists)")
 CONTEXT_HELP = "Context per sequence in tokens: 393216, 384K (=393216) or 1M (=1048576). K and M are binary."
 
 
@@ -80,13 +82,17 @@ def estimate(
     n_cpu_moe: Annotated[Optional[int], typer.Option("--n-cpu-moe", help="MoE layers whose experts stay in host DRAM (llama.cpp --n-cpu-moe / KTransformers: computed on the CPU; vLLM: streamed over PCIe)")] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="Level of the prediction intervals shown beside each speed figure (rigopt's cross-validated errors in the regime)")] = 0.8,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.estimate/1)")] = False,
+    profile: Annotated[Optional[str], typer.Option("--profile", help=PROFILE_HELP)] = None,
+    no_profile: Annotated[bool, typer.Option("--no-profile", help="Ignore the calibration profile")] = False,
 ) -> None:
     """Weights, KV cache, runtime memory and decode/prefill speed for a model (and serving figures for a workload)."""
     from optimizer.catalog.models import resolve_model
     from optimizer.estimate.deployment import EngineSettings
+    from optimizer.fidelity.profile import load_calibration
     from optimizer.report.estimate import estimate as run
     from optimizer.report.render import render_estimate
 
+    calibration = load_calibration(profile, no_profile)
     m = resolve_model(model)
     wl = _workload(isl, osl, concurrency, rate, prefix_hit)
     ctx = _tokens(context) if (wl is None or context != "32K") else wl.max_len
@@ -96,7 +102,7 @@ def estimate(
             settings=EngineSettings(gpu_memory_utilization=gmu, max_num_seqs=max_num_seqs,
                                     max_num_batched_tokens=mnbt, mem_fraction_static=mfs, block_size=block_size),
             spec_decode=_spec(m, spec, accept_len), layout=layout, cpu_moe_layers=n_cpu_moe,
-            confidence=_confidence(confidence, allow_zero=False))
+            confidence=_confidence(confidence, allow_zero=False), calibration=calibration)
     _out(r, as_json, render_estimate)
 
 
@@ -174,11 +180,14 @@ def cheapest(
     export_engine: Annotated[Optional[str], typer.Option("--export", help="Also export the best plan: auto (its own engine) or vllm|sglang|llamacpp (must be the plan's), next to --out; with --loads the placement's flags and files too")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write the cost-quality frontier to this PNG (and <stem>.memory.png, <stem>.layers.png for offload plans)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.cheapest/1)")] = False,
+    profile: Annotated[Optional[str], typer.Option("--profile", help=PROFILE_HELP)] = None,
+    no_profile: Annotated[bool, typer.Option("--no-profile", help="Ignore the calibration profile")] = False,
 ) -> None:
     """Cheapest hardware + quantization + parallelism that meets the targets (CP-SAT, proven optimal)."""
     from pathlib import Path
 
     from optimizer.errors import InputError
+    from optimizer.fidelity.profile import load_calibration
     from optimizer.report.cheapest import render_cheapest
     from optimizer.solver.frontier import DEFAULT_HEADLINE_MIN_BITS
     from optimizer.solver.query import Owned, Query
@@ -222,7 +231,8 @@ def cheapest(
                   headline_min_bits=DEFAULT_HEADLINE_MIN_BITS if (min_bits is None and tier is None) else None,
                   tier=tier,
                   owned=_owned(owned) if owned else None, engines=csv(engine), quants=csv(quant),
-                  kv_dtypes=csv(kv_dtype), loads=loads, max_nodes=max_nodes, top=top, time_limit_s=time_limit)
+                  kv_dtypes=csv(kv_dtype), loads=loads, max_nodes=max_nodes, top=top, time_limit_s=time_limit,
+                  calibration=load_calibration(profile, no_profile))
     except ValidationError as e:
         err = e.errors()[0]
         msg = err["msg"].removeprefix("Value error, ")
@@ -436,6 +446,25 @@ def catalog_nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     _out(list_nodes(), as_json, render_nodes)
 
 
+# ---- issue 12: rigopt calibrate (logic in optimizer/fidelity/logs.py, usercal.py, profile.py) ----
+@app.command()
+def calibrate(
+    logs: Annotated[list[str], typer.Argument(help="Your logs: llama-bench tables (or -o json/jsonl/csv), llama-server timing lines, vllm bench serve / sglang.bench_serving results (or their JSON), vLLM/SGLang startup logs")],
+    profile: Annotated[Optional[str], typer.Option("--profile", help="Profile to update (default: $XDG_CONFIG_HOME/rigopt/profile.yaml)")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Catalogue model the logs ran (overrides the log)")] = None,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", help="Accelerator the logs ran on (overrides the log)")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", min=1, max=65536, help="Number of accelerators")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="vllm | sglang | llamacpp (overrides the log)")] = None,
+    quant: Annotated[Optional[str], typer.Option("--quant", help="Quantization, e.g. q4_k_m, fp8 (overrides the log)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the comparison and factors; write nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.calibrate/1)")] = False,
+) -> None:
+    """Compare your own measurements with rigopt's prediction and store per-system correction factors that later
+    `estimate` / `cheapest` runs on the same system apply (and say so)."""
+    from optimizer.fidelity.usercal import Overrides, render_calibrate, run_calibrate
+    r = run_calibrate(logs, Overrides(model=model, gpu=gpu, gpus=gpus, engine=engine, quant=quant), profile, dry_run)
+    _out(r, as_json, render_calibrate)
+# ---- end issue 12 calibrate block ----
 # ---- issue 15: mixed hardware (`rigopt mixed`); self-contained block, logic in optimizer/hetero/api.py ----
 @app.command()
 def mixed(

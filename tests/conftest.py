@@ -40,3 +40,10 @@ def update_goldens(request) -> bool:
     """True when golden files are to be (re)written instead of compared."""
     import os
     return bool(request.config.getoption("--update-goldens") or os.environ.get("RIGOPT_UPDATE_GOLDEN"))
+
+
+@pytest.fixture(autouse=True)
+def _no_user_profile(tmp_path_factory, monkeypatch):
+    """No test reads or writes the real user's calibration profile (~/.config/rigopt/profile.yaml): the XDG
+    config dir of every test is an empty temporary folder (inherited by the CLI children tests start)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))

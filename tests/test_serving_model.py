@@ -68,7 +68,8 @@ def test_scenario_fields_cover_every_query_field():
     whose files are not yet resolved relative to the scenario) and the CLI offers the workload fields."""
     from optimizer.scenarios.schema import QuestionFields
     from optimizer.solver.query import Query
-    missing = set(Query.model_fields) - set(QuestionFields.model_fields) - {"loads"}
+    # `calibration` is the user profile the CLI loads (rigopt calibrate), not a field of the question itself
+    missing = set(Query.model_fields) - set(QuestionFields.model_fields) - {"loads", "calibration"}
     assert not missing, missing
 
 
@@ -103,19 +104,23 @@ def test_cheapest_workload_plan_agrees_with_the_checker_and_estimate():
 @settings(max_examples=6, deadline=None, derandomize=True)
 @given(model=st.sampled_from(["qwen3-8b", "gpt-oss-20b", "qwen3-30b-a3b", "llama-3.1-8b"]),
        context=st.sampled_from([4096, 32768]), concurrency=st.sampled_from([1, 4]),
-       engine=st.sampled_from(["vllm", "sglang"]), workload=st.booleans())
-def test_cheapest_estimate_and_checker_agree_to_the_byte(model, context, concurrency, engine, workload):
+       engine=st.sampled_from(["vllm", "sglang"]), workload=st.booleans(), calibrated=st.booleans())
+def test_cheapest_estimate_and_checker_agree_to_the_byte(model, context, concurrency, engine, workload, calibrated):
     """The same plan evaluated three ways (the solver's build, `estimate` with the plan's hardware and layout, the
-    independent checker) gives identical memory, decode, TTFT and serving figures: one evaluate() behind all."""
+    independent checker) gives identical memory, decode, TTFT and serving figures: one evaluate() behind all; also
+    with a user calibration profile (rigopt calibrate) correcting both GPU types."""
     from optimizer.catalog.models import resolve_model
+    from optimizer.estimate.calibration import Calibration, CalibrationEntry
     from optimizer.estimate.memory import Parallel
     from optimizer.report.estimate import estimate
     from optimizer.solver.query import Query
     from optimizer.solver.search import cheapest
     from optimizer.solver.validate import evaluate as check_eval
     kw = dict(isl=context // 2, osl=256) if workload else {}
+    cal = Calibration(tuple(CalibrationEntry(g, 1, engine, decode=0.7, decode_runs=2, prefill=1.3, prefill_runs=1)
+                            for g in ("h100-sxm", "l40s")), profile="test") if calibrated else None
     q = Query(model=model, context=context, concurrency=concurrency, gpus=["h100-sxm", "l40s"], engines=[engine],
-              quants=["native"], top=1, workers=1, **kw)
+              quants=["native"], top=1, workers=1, calibration=cal, **kw)
     p = cheapest(q).plan
     assert p is not None
     par = Parallel(tp=p.parallel.tp, pp=p.parallel.pp, dp=p.parallel.dp, ep=p.parallel.ep)
@@ -125,9 +130,10 @@ def test_cheapest_estimate_and_checker_agree_to_the_byte(model, context, concurr
     e = estimate(resolve_model(model), context=context, concurrency=q.kv_sequences, quants=["native"],
                  kv_dtype=p.kv_dtype, engine=engine, engine_explicit=True, gpu=p.hardware.accelerator, gpus=gpus,
                  parallel=par, workload=q.workload,
-                 settings=EngineSettings(max_num_seqs=p.settings.max_num_seqs)).hardware
+                 settings=EngineSettings(max_num_seqs=p.settings.max_num_seqs), calibration=cal).hardware
     c = check_eval(p, q)
     assert e is not None and e.node == p.hardware.node
+    assert (e.calibration is not None) == calibrated == (c.physics.calibration is not None)
     for field in ("capacity_bytes", "budget_bytes", "weights_bytes", "kv_bytes", "runtime_bytes", "headroom_bytes"):
         assert getattr(e.per_device, field) == getattr(p.memory, field) == getattr(c.mem, field), field
     assert e.decode.tok_s_per_seq == p.speed.tok_s_per_seq == c.speed.tok_s_per_seq

@@ -23,6 +23,7 @@ from optimizer.catalog.model_schema import SpecDecodeDefault
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
+from optimizer.estimate.calibration import AppliedCalibration, Calibration, scale_decode, scale_prefill
 from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import (DeviceMemory, default_max_num_batched_tokens, device_memory, max_concurrency,
                                        max_context, sglang_default_mem_fraction_static)
@@ -151,6 +152,7 @@ class Deployment:
     decode_context: int | None = None    # KV length decode speed is quoted at (None = workload mean, else `context`)
     load_imbalance: float | None = None   # EP: max/mean expert load (skewed routing)
     expert_imbalance: float | None = None  # EP: step imbalance of a known placement
+    calibration: Calibration | None = None  # the user's profile (rigopt calibrate); evaluate() picks the entry
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine", check_engine(self.engine))
@@ -182,6 +184,7 @@ class Evaluation:
     attn_bits: float
     links: Links
     notes: tuple[str, ...] = field(default_factory=tuple)
+    calibration: AppliedCalibration | None = None  # the user's factors applied to decode/prefill (None: none)
 
     @property
     def fits(self) -> bool:
@@ -448,11 +451,14 @@ def evaluate(d: Deployment) -> Evaluation:
                        acc.native_fp8, acc.native_fp4)
     wl = d.workload
     ctx_dec = d.decode_context or (wl.decode_context if wl else d.context)
+    cal = d.calibration.applied(acc.key, d.hardware.world, d.engine, m.key, d.quant) if d.calibration else None
+    k_dec, k_pf = (cal.decode, cal.prefill) if cal else (1.0, 1.0)
 
     def step(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
-        return decode_speed(spec, w, kv, dev, par=par, context=ctx_dec, batch=batch, links=links, tiers=tiers,
-                            compute_bits=bits, expert_imbalance=d.expert_imbalance, load_imbalance=d.load_imbalance,
-                            engine=d.engine, tokens_per_seq=tokens_per_seq)
+        return scale_decode(decode_speed(spec, w, kv, dev, par=par, context=ctx_dec, batch=batch, links=links,
+                                         tiers=tiers, compute_bits=bits, expert_imbalance=d.expert_imbalance,
+                                         load_imbalance=d.load_imbalance, engine=d.engine,
+                                         tokens_per_seq=tokens_per_seq), k_dec)
 
     def token_speed(batch: int) -> SpeedEstimate:
         base = step(batch)
@@ -472,16 +478,18 @@ def evaluate(d: Deployment) -> Evaluation:
 
     decode = token_speed(d.concurrency)
     prompt = d.prompt_tokens or (wl.prefill_tokens if wl else d.context)
-    pf = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers, compute_bits=bits,
-                      engine=d.engine, chunk_tokens=settings.max_num_batched_tokens)
+    pf = scale_prefill(prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers,
+                                    compute_bits=bits, engine=d.engine,
+                                    chunk_tokens=settings.max_num_batched_tokens), k_pf)
     kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
     serving = None
     if wl is not None:
         admitted = min(settings.max_num_seqs, int(kv_avail // (kv.bytes_at(wl.max_len) / par.pp))
                        if kv_avail > 0 else 0)
         curve = _StepCurve(lambda b: token_speed(b).step_time_s, par.dp, admitted)
-        wpf = prefill_time(spec, w, dev, par=par, prompt_tokens=wl.prefill_tokens, links=links, tiers=tiers,
-                           compute_bits=bits, engine=d.engine, chunk_tokens=settings.max_num_batched_tokens)
+        wpf = scale_prefill(prefill_time(spec, w, dev, par=par, prompt_tokens=wl.prefill_tokens, links=links,
+                                         tiers=tiers, compute_bits=bits, engine=d.engine,
+                                         chunk_tokens=settings.max_num_batched_tokens), k_pf)
         serving = serve(wl, world=d.hardware.world, dp=par.dp, admitted_per_replica=admitted, step_time=curve,
                         prefill_single_s=wpf.ttft_s, prefill_work_s=wpf.work_s,
                         ttft_overhead_s=F.engine_factor(F.ENGINE_TTFT_OVERHEAD_S, d.engine))
@@ -491,10 +499,12 @@ def evaluate(d: Deployment) -> Evaluation:
     host_used = (w.routed_expert_bytes * off_frac + F.HOST_RESERVED_BYTES) if (off_frac or nvme_frac) else 0.0
     exp_bits, attn_bits, _ = quality_of(m, d.quant)
     notes.extend(mem.notes)
+    if cal is not None:
+        notes.append(cal.describe())
     return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem, decode=decode,
                       prefill=pf, serving=serving, host_used_bytes=host_used,
                       nvme_used_bytes=w.routed_expert_bytes * nvme_frac, expert_bits=exp_bits, attn_bits=attn_bits,
-                      links=links, notes=tuple(notes))
+                      links=links, notes=tuple(notes), calibration=cal)
 
 
 class _StepCurve:

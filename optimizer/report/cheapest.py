@@ -27,6 +27,12 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
     console.print(f"{r.candidates} candidates; solver {r.status}"
                   + (f", bound {_money(r.objective, r.bound)}, gap {r.gap:.2%}" if r.gap is not None else "")
                   + f"; solve {r.solve_s:.2f} s, total {r.total_s:.2f} s")
+    if q.calibration is not None:  # rigopt calibrate: which of the user's systems the candidates were corrected on
+        def factors(e) -> str:
+            pairs = (("decode", e.decode, e.decode_runs), ("prefill", e.prefill, e.prefill_runs))
+            return "".join(f" {k} ×{v:.2f} ({n} run{'s' if n != 1 else ''})" for k, v, n in pairs if v is not None)
+        systems = "; ".join(e.label + factors(e) for e in q.calibration.entries)
+        console.print(f"calibration profile {q.calibration.profile}: {systems}")
     p = r.plan
     if r.headline and p is not None:
         console.print(f"headline: {r.headline}")

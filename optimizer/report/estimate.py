@@ -14,6 +14,7 @@ from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
+from optimizer.estimate.calibration import Calibration
 from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, SpecDecode, evaluate,
                                            memory_of, resident_weights)
 from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
@@ -164,6 +165,18 @@ class ServingReport(_M):
     output_tok_s_high: float | None = None
 
 
+class CalibrationReport(_M):
+    """The user's correction factors (rigopt calibrate) applied to these figures: measured/predicted speed."""
+    decode: float
+    decode_runs: int
+    decode_scope: str
+    prefill: float
+    prefill_runs: int
+    prefill_scope: str
+    profile: str
+    text: str
+
+
 class HardwareReport(_M):
     accelerator: str
     accelerator_name: str
@@ -182,6 +195,7 @@ class HardwareReport(_M):
     spec_decode: SpecReport | None = None
     serving: ServingReport | None = None
     trust: TrustReport | None = None
+    calibration: CalibrationReport | None = None
     notes: list[str]
 
 
@@ -243,7 +257,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
              prompt_tokens: int | None = None, workload: Workload | None = None,
              settings: EngineSettings | None = None, spec_decode: SpecDecode | None = None,
              layout: str = "tp", cpu_moe_layers: int | None = None,
-             confidence: float = DEFAULT_CONFIDENCE) -> EstimateResult:
+             confidence: float = DEFAULT_CONFIDENCE,
+             calibration: Calibration | None = None) -> EstimateResult:
     engine = check_engine(engine)
     settings = settings or EngineSettings()
     if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -328,7 +343,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         d = Deployment(model=m, quant=q, engine=eng, hardware=Hardware(acc, node, n_nodes, per_node), parallel=par,
                        context=context, concurrency=concurrency, offload=offload,
                        kv_dtype=None if kv_dtype is None or eng != engine else kvd, settings=settings,
-                       spec_decode=spec_decode, workload=workload, prompt_tokens=prompt_tokens)
+                       spec_decode=spec_decode, workload=workload, prompt_tokens=prompt_tokens,
+                       calibration=calibration)
         ev = evaluate(d)
         mem, sp, pf = ev.memory, ev.decode, ev.prefill
         tr = trust(eng, acc, concurrency if workload is None else (workload.concurrency or 2), confidence,
@@ -364,6 +380,11 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                 method=spec_decode.method, num_tokens=spec_decode.num_tokens, accept_len=spec_decode.accept_len,
                 draft_model=spec_decode.draft_model, source=spec_decode.source),
             serving=None if ev.serving is None or workload is None else _serving_report(ev.serving, workload, tr),
+            calibration=None if ev.calibration is None else CalibrationReport(
+                decode=ev.calibration.decode, decode_runs=ev.calibration.decode_runs,
+                decode_scope=ev.calibration.decode_scope, prefill=ev.calibration.prefill,
+                prefill_runs=ev.calibration.prefill_runs, prefill_scope=ev.calibration.prefill_scope,
+                profile=ev.calibration.profile, text=ev.calibration.describe()),
             trust=_trust_report(tr), notes=notes)
     return EstimateResult(model=_model_info(m), context=context, concurrency=concurrency, kv=kv_info, quants=rows,
                           hardware=hw_report, warnings=warnings)

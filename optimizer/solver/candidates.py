@@ -303,7 +303,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
                           concurrency=q.kv_sequences, kv_dtype=kv_dtype, workload=q.workload, settings=settings,
                           spec_decode=spec_dec,
                           prompt_tokens=q.prompt_tokens or (None if q.workload else q.context),
-                          load_imbalance=imbalance)
+                          load_imbalance=imbalance, calibration=q.calibration)
     except InputError:
         return None
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.errors import InputError
 from optimizer.arch.formats import kv_elem_bytes
+from optimizer.estimate.calibration import Calibration
 from optimizer.estimate.kv import check_engine
 from optimizer.estimate.schemes import get_scheme
 from optimizer.estimate.serving import Workload
@@ -106,6 +107,8 @@ class Query(BaseModel):
     top: int = Field(default=5, ge=1, le=50)
     time_limit_s: float = Field(default=20.0, gt=0, le=MAX_TIME_LIMIT_S)
     workers: int = Field(default=2, ge=1, le=64)
+    # the user's correction factors (rigopt calibrate; loaded by the CLI from the profile), applied by evaluate()
+    calibration: Calibration | None = None
 
     @field_validator("tok_s")
     @classmethod

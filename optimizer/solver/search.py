@@ -119,6 +119,8 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
     if c.expert_bits < 3.5:
         notes.append(f"quality: {'experts' if m_is_moe(q) else 'weights'} at {c.expert_bits:.2f} bits/weight "
                      f"({c.quant}) lose noticeably more accuracy than 4-bit; add --min-bits 4 to exclude such plans")
+    if ev.physics.calibration is not None:
+        notes.insert(1, ev.physics.calibration.describe())
     if status_note:
         notes.append(status_note)
     return skeleton.model_copy(update=dict(

@@ -101,7 +101,8 @@ def plan_deployment(plan: Plan, q: Query) -> Deployment:
                       hardware=Hardware(acc, node, plan.hardware.n_nodes, plan.hardware.gpus_per_node),
                       parallel=par, context=plan.context, concurrency=plan.concurrency, kv_dtype=plan.kv_dtype,
                       offload=off, workload=q.workload,
-                      prompt_tokens=q.prompt_tokens or (None if q.workload else q.context), load_imbalance=imbalance)
+                      prompt_tokens=q.prompt_tokens or (None if q.workload else q.context), load_imbalance=imbalance,
+                      calibration=q.calibration)
 
 
 def evaluate(plan: Plan, q: Query) -> PlanEvaluation:
