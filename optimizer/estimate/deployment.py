@@ -425,7 +425,8 @@ def recurrent_of(d: Deployment, kv: KVEstimate) -> RecurrentEstimate | None:
     return recurrent_estimate(spec, d.engine, attn_token_bytes=attn.row_bytes if attn else 0.0, tp=d.parallel.tp,
                               num_spec=n_spec, ssm_dtype=d.settings.mamba_ssm_cache_dtype,
                               prefix_caching=d.settings.prefix_caching,
-                              is_mla=attn is not None and attn.stream.kind == "mla")
+                              is_mla=attn is not None and attn.stream.kind == "mla",
+                              block_size=d.settings.block_size if d.engine == "vllm" else None)
 
 
 def _memory_parts(d: Deployment) -> _MemoryParts:
@@ -439,6 +440,9 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
     kvd = (d.kv_dtype or default_kv_dtype(spec, d.engine)).lower()
     kv = kv_estimate(spec, d.engine, kvd, tp=par.tp, include_mtp=mtp)
     rec = recurrent_of(d, kv)
+    if rec is not None and rec.vllm_block_size:
+        # vLLM serving a hybrid model sets the attention block size itself (Platform._align_hybrid_block_size)
+        settings = replace(settings, block_size=rec.vllm_block_size)
     n_moe = len(spec.moe_layers)
     if d.offload.dram_layers + d.offload.nvme_layers > n_moe + 1e-9:
         raise InputError(f"{d.offload.dram_layers + d.offload.nvme_layers:g} expert layers offloaded, "

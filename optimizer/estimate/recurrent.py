@@ -15,7 +15,8 @@ vLLM 0.33
            `kda_state_dtype`); an explicit flag wins.
   page     one layer's state (conv rows = kernel - 1 + num_spec) is padded up to a whole attention page:
            `Platform._align_hybrid_block_size` (vllm/platforms/interface.py) sets the attention block size to
-           align x ceil(state page / (align x attention bytes per token per layer)), align = 16 (128 for MLA), and
+           align x ceil(state page / (align x attention bytes per token per layer)), align =
+           max(the backend's smallest kernel block: 16, 128 for MLA; --block-size), and
            `mamba_page_size_padded` = block size x attention bytes per token per layer.
   groups   `_get_kv_cache_groups_uniform_page_size` (vllm/v1/core/kv_cache_planning.py) splits each layer type
            into groups of `group_size` layers (the smallest type's count, or the largest when max < 1.5 x min),
@@ -113,19 +114,23 @@ def _vllm_ssm_auto(spec: ModelSpec, conv: str) -> tuple[str, str]:
 
 def recurrent_estimate(spec: ModelSpec, engine: str, *, attn_token_bytes: float = 0.0, tp: int = 1,
                        num_spec: int = 0, ssm_dtype: str | None = None, conv_dtype: str | None = None,
-                       prefix_caching: bool = True, is_mla: bool = False) -> RecurrentEstimate:
+                       prefix_caching: bool = True, is_mla: bool = False,
+                       block_size: int | None = None) -> RecurrentEstimate:
     """The recurrent state one running sequence pins on one rank. `attn_token_bytes` = attention KV bytes of one
     token in one attention layer on this rank (vLLM pads each state page to a whole attention block of them);
-    `num_spec` = speculative tokens; `ssm_dtype` / `conv_dtype` = the engine flags (None / auto = its default)."""
+    `num_spec` = speculative tokens; `ssm_dtype` / `conv_dtype` = the engine flags (None / auto = its default);
+    `block_size` = vLLM --block-size, which only raises the alignment base (kernel_block_alignment_size =
+    max(backend minimum, block_size)), the block itself is still sized to the state page."""
     if not spec.recurrent_layers:
         return _NONE
-    key = (spec.content_key, engine, attn_token_bytes, tp, num_spec, ssm_dtype, conv_dtype, prefix_caching, is_mla)
+    key = (spec.content_key, engine, attn_token_bytes, tp, num_spec, ssm_dtype, conv_dtype, prefix_caching, is_mla,
+           block_size)
     return _CACHE.get_or_compute(key, lambda: _estimate(spec, engine, attn_token_bytes, tp, num_spec, ssm_dtype,
-                                                        conv_dtype, prefix_caching, is_mla))
+                                                        conv_dtype, prefix_caching, is_mla, block_size))
 
 
 def _estimate(spec: ModelSpec, engine: str, attn_token_bytes: float, tp: int, num_spec: int, ssm_flag: str | None,
-              conv_flag: str | None, prefix_caching: bool, is_mla: bool) -> RecurrentEstimate:
+              conv_flag: str | None, prefix_caching: bool, is_mla: bool, block_size: int | None) -> RecurrentEstimate:
     rec = spec.recurrent_layers
     n = len(rec)
     st = rec[0].recurrent
@@ -176,7 +181,7 @@ def _estimate(spec: ModelSpec, engine: str, attn_token_bytes: float, tp: int, nu
                                  ssm_bytes_per_layer=ssm_b, set_bytes=set_bytes, copies=copies,
                                  per_seq_bytes=set_bytes * copies, separate_pool_share=share, sources=tuple(sources))
     # vLLM: page alignment to the attention block, uniform-page groups with padding layers, copies per request
-    align = VLLM_MLA_BLOCK_ALIGN if is_mla else VLLM_KERNEL_BLOCK_ALIGN
+    align = max(VLLM_MLA_BLOCK_ALIGN if is_mla else VLLM_KERNEL_BLOCK_ALIGN, block_size or 0)
     block = padded = None
     if attn_token_bytes > 0:
         block = align * math.ceil(page / (align * attn_token_bytes))
