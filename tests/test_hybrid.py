@@ -295,6 +295,13 @@ def test_param_counts_against_published(key, total_b, active_b, tol):
         assert abs(s.active_params() / 1e9 - active_b) / active_b < 0.05
 
 
+def test_qwen35_397b_checkpoint_parameter_count():
+    # "Parameters 403.4B (17B active)" for the full Qwen3.5-397B-A17B checkpoint (text + MTP layer + vision tower),
+    # huface.ru/baa-ai/Qwen3.5-397B-A17B-SWAN-4bit model card; within 0.5 % (the vision tower is counted by formula)
+    s = resolve_model("qwen3.5-397b-a17b").spec
+    assert abs(s.total_params(include_mtp=True, include_vision=True) / 1e9 - 403.4) / 403.4 < 0.005
+
+
 def test_qwen35_27b_bf16_checkpoint_about_54_gb():
     # third-party model pages: "Original Size ~54 GB (BF16)" (hugingapi.com/TevunahAi/Qwen3.5-27B-TevunahAi-GPTQ);
     # a rounded figure, so within 2 %: text 26.90B + MTP 0.42B + vision ~0.46B parameters x 2 B

@@ -5,8 +5,14 @@ Kimi-Linear: KDA) keep, per recurrent layer and per sequence, a conv window and 
 depend on the context length (shapes: optimizer.arch.spec.RecurrentState). Only their attention layers have a KV
 cache that grows with context. This module gives the state bytes per engine, reported apart from the KV cache.
 Sources: shared/reference/hybrid-and-spec.md §1-§4 (compiled from vllm==0.33.0, sglang==0.5.23 and llama.cpp
-0c1e57098); the vLLM prefix-caching rule was checked against vLLM's `MambaModelConfig.verify_and_update_config`
-(vllm/model_executor/models/config.py: prefix caching on -> `mamba_cache_mode` "align").
+0c1e57098). Checked against engine source text found in the code index (versions not pinned there): vLLM
+`MambaModelConfig.verify_and_update_config` (prefix caching on -> `mamba_cache_mode` "align"; a newer variant
+picks "all" for models that support Mamba prefix caching, not modelled), `NemotronHForCausalLMConfig`
+(float32 default), the page-alignment formula with kernel_block_alignment_size = max(backend minimum, block_size)
+(reproduces the block sizes of vllm-project/vllm issue #41037), the group-size rule of
+`_get_kv_cache_groups_uniform_page_size` (min layer count, or max when max < 1.5 x min); SGLang
+`_handle_max_mamba_cache` (budget = rest x r / (1 + r)), `_resolve_max_num_reqs` (running requests <= state
+slots // ratio) and `_calculate_mamba_ratio` (1 without the radix cache, 3 with it, more with extra buffers).
 
 vLLM 0.33
   dtypes   conv: `--mamba-cache-dtype` (auto = model dtype); SSM: `--mamba-ssm-cache-dtype` (auto = conv dtype),
