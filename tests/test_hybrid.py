@@ -388,3 +388,21 @@ def test_vllm_block_size_matches_issue_41037(tp, attn_bytes, page, block):
     assert r.vllm_block_size == block
     # and through evaluate(): the fp8 KV row of one attention layer at TP1 is that 512 B
     assert kv_estimate(spec, "vllm", "fp8", tp=tp).layouts[0][1].row_bytes == attn_bytes
+
+
+@pytest.mark.slow
+def test_export_explain_names_the_hybrid_log_lines():  # three cheapest + export runs, ~6 s
+    """EXPLAIN.md of a hybrid plan predicts the engines' recurrent-state log lines: vLLM's forced attention block
+    (784 tokens for Qwen3.6-27B, bf16 KV: see test_vllm_qwen36_27b_at_262144_by_hand) and its page padding
+    (3,211,264 / 3,207,168 - 1 = 0.13 %); SGLang's state pool slots; llama.cpp's F32 state buffers."""
+    from optimizer.export import export_plan
+    from optimizer.solver.query import Query
+    from optimizer.solver.search import cheapest
+    for engine, expect in (("vllm", "N = 784"), ("sglang", "max_mamba_cache_size"),
+                           ("llamacpp", "llama_memory_recurrent")):
+        r = cheapest(Query(model="qwen3.6-27b", context=65536, tok_s=20, engines=[engine], top=1))
+        assert r.plan is not None
+        explain = export_plan(r.plan, None, None).explain
+        assert expect in explain, engine
+        if engine == "vllm":
+            assert "X ≈ 0.13" in explain
