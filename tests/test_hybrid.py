@@ -406,3 +406,27 @@ def test_export_explain_names_the_hybrid_log_lines():  # three cheapest + export
         assert expect in explain, engine
         if engine == "vllm":
             assert "X ≈ 0.13" in explain
+
+
+def test_tensor_parallel_state_shards():
+    # Qwen3.5-27B at TP2 (vLLM): conv 10,240 / 2 = 5,120 channels x 3 x 2 B = 30,720; delta state 48 / 2 = 24 heads
+    # x 128 x 128 x 4 B = 1,572,864; x 48 layers = 76,972,032 B = 73.4 MiB (reference §4 "TP2 per rank")
+    spec = resolve_model("qwen3.5-27b").spec
+    r = recurrent_estimate(spec, "vllm", tp=2, attn_token_bytes=2 * 2 * 256 * 2)  # 2 KV heads per rank
+    assert (r.conv_bytes_per_layer, r.ssm_bytes_per_layer) == (30_720, 1_572_864)
+    assert r.set_bytes == 76_972_032
+    assert r.vllm_block_size == 16 * -(-1_603_584 // (16 * 2048)) == 784
+    # Granite-4.0-H: n_groups 1 is padded up to TP 2 (vLLM extra_groups_for_head_shards):
+    # conv channels = (128 x 64 + 2 x 2 x 128) / 2 = 4,352 per rank
+    g = resolve_model("granite-4.0-h-small").spec.recurrent_layers[0].recurrent
+    assert g.conv_channels(tp=2) == (128 * 64 + 2 * 2 * 128) // 2 == 4_352
+
+
+def test_max_context_counts_the_state():
+    """vLLM, 2 sequences of Qwen3.6-27B on one H100: each pins 308,281,344 B of state, and attention KV comes in
+    784-token blocks of 784 x 65,536 B, so the longest context is
+    floor((available / 2 - 308,281,344) / (784 x 65,536)) blocks x 784 tokens."""
+    ev = _ev("qwen3.6-27b", context=65536, concurrency=2)
+    avail = ev.memory.kv_available_bytes
+    blocks = int((avail / 2 - 308_281_344) // (784 * 65_536))
+    assert ev.max_context_tokens == blocks * 784 < 262_144
