@@ -81,6 +81,7 @@ def estimate(
     block_size: Annotated[Optional[int], typer.Option("--block-size", help="Tokens per KV block (vLLM --block-size, SGLang --page-size)")] = None,
     n_cpu_moe: Annotated[Optional[int], typer.Option("--n-cpu-moe", help="MoE layers whose experts stay in host DRAM (llama.cpp --n-cpu-moe / KTransformers: computed on the CPU; vLLM: streamed over PCIe)")] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="Level of the prediction intervals shown beside each speed figure (rigopt's cross-validated errors in the regime)")] = 0.8,
+    ssm_dtype: Annotated[Optional[str], typer.Option("--mamba-ssm-cache-dtype", help="Hybrid models: recurrent (SSM / delta-rule) state dtype, auto | float32 | bfloat16 | float16 (vLLM --mamba-ssm-cache-dtype, SGLang --mamba-ssm-dtype; llama.cpp always F32)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.estimate/1)")] = False,
     profile: Annotated[Optional[str], typer.Option("--profile", help=PROFILE_HELP)] = None,
     no_profile: Annotated[bool, typer.Option("--no-profile", help="Ignore the calibration profile")] = False,
@@ -100,7 +101,8 @@ def estimate(
             engine=engine or "vllm", engine_explicit=engine is not None, gpu=gpu, gpus=gpus,
             prompt_tokens=_tokens(prompt) if prompt else None, workload=wl,
             settings=EngineSettings(gpu_memory_utilization=gmu, max_num_seqs=max_num_seqs,
-                                    max_num_batched_tokens=mnbt, mem_fraction_static=mfs, block_size=block_size),
+                                    max_num_batched_tokens=mnbt, mem_fraction_static=mfs, block_size=block_size,
+                                    mamba_ssm_cache_dtype=None if ssm_dtype in (None, "auto") else ssm_dtype),
             spec_decode=_spec(m, spec, accept_len), layout=layout, cpu_moe_layers=n_cpu_moe,
             confidence=_confidence(confidence, allow_zero=False), calibration=calibration)
     _out(r, as_json, render_estimate)

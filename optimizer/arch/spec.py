@@ -48,6 +48,61 @@ class KVStream:
     fixed_bytes: int = 0      # for kind == "state": bytes per sequence, independent of context
 
 
+RecurrentKind = Literal["gdn", "mamba2", "kda"]
+
+
+@dataclass(frozen=True)
+class RecurrentState:
+    """The fixed-size per-sequence state of one recurrent (linear-attention / SSM) layer.
+
+    All three kinds keep a short causal-conv window and a matrix state per head (shapes as in vLLM
+    `MambaStateShapeCalculator`, vllm/model_executor/layers/mamba/mamba_utils.py; SGLang configs/mamba_utils.py and
+    llama.cpp src/llama-hparams.cpp agree, shared/reference/hybrid-and-spec.md §1):
+
+      conv channels   = heads*head_dim + 2*groups*group_dim   (GDN: v + q,k; Mamba2: x + B,C; KDA: v + q,k)
+      conv state      = conv channels x (conv_kernel - 1)      elements
+      matrix state    = heads x head_dim x state_dim           elements
+
+    gdn     Gated DeltaNet (Qwen3.5/3.6, Qwen3-Next): heads = linear value heads, head_dim = value head dim,
+            state_dim = key head dim, groups = key heads, group_dim = key head dim.
+    mamba2  Mamba2 SSD (Nemotron-H, Granite 4.0-H): heads = mamba heads, head_dim = mamba head dim, state_dim =
+            d_state, groups = n_groups (padded up to TP by vLLM/SGLang), group_dim = d_state.
+    kda     Kimi Delta Attention: heads x head_dim for q, k and v alike; state_dim = head_dim.
+    """
+
+    kind: RecurrentKind
+    conv_kernel: int
+    heads: int
+    head_dim: int
+    state_dim: int
+    groups: int
+    group_dim: int
+    chunk: int = 64           # prefill scan chunk (FLA chunked delta rule: 64; Mamba2 SSD: config chunk_size)
+
+    def conv_channels(self, tp: int = 1) -> int:
+        """Conv channels one TP rank holds (vLLM `extra_groups_for_head_shards` pads Mamba2 groups up to TP)."""
+        g = self.groups
+        if self.kind == "mamba2" and tp > 1 and g % tp:
+            g = tp  # vLLM extra_groups_for_head_shards: n_groups + (tp - n_groups) when n_groups % tp != 0
+        return -(-(self.heads * self.head_dim + 2 * g * self.group_dim) // tp)
+
+    def conv_elements(self, tp: int = 1, num_spec: int = 0) -> int:
+        return self.conv_channels(tp) * (self.conv_kernel - 1 + num_spec)
+
+    def ssm_elements(self, tp: int = 1) -> int:
+        return -(-self.heads // tp) * self.head_dim * self.state_dim
+
+    def decode_flops(self) -> int:
+        """FLOPs of one token's state update and readout (estimate: ~6 multiply-adds per state element, i.e. the
+        decay, the delta-rule / SSM update and the readout, plus the short conv)."""
+        return 6 * self.heads * self.head_dim * self.state_dim + 2 * self.conv_channels() * self.conv_kernel
+
+    def prefill_flops(self) -> int:
+        """FLOPs per prompt token of the chunked scan (estimate): the per-token state work plus the intra-chunk
+        causal products, q.k and scores.v over half a chunk on average: heads x chunk x (state_dim + head_dim)."""
+        return self.decode_flops() + self.heads * self.chunk * (self.state_dim + self.head_dim)
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     index: int
@@ -57,12 +112,13 @@ class LayerSpec:
     experts_per_token: int = 0
     expert_params: int = 0            # parameters of ONE routed expert
     is_mtp: bool = False              # multi-token-prediction (draft) layer
-    attn_kind: str = "full"           # full | swa | mla | dsa | v4-csa | v4-hca | v4-swa
+    attn_kind: str = "full"           # full | swa | mla | dsa | v4-csa | v4-hca | v4-swa | gdn | mamba2 | kda | none
     # attention FLOPs per new token per attended context position (2 * heads * (qk_dim + v_dim))
     attn_flops_per_ctx: int = 0
     attended_topk: int | None = None  # sparse attention: max compressed rows attended (V3.2/V4 top-k)
     indexer_flops_per_ctx: int = 0    # lightning-indexer scoring FLOPs per new token per indexed row
     indexer_ratio: int = 1            # tokens per indexed row
+    recurrent: RecurrentState | None = None  # linear-attention / SSM mixer (no attention KV in this layer)
 
     @property
     def is_moe(self) -> bool:
@@ -82,6 +138,9 @@ class ModelSpec:
     num_attention_heads: int = 0
     index_topk: int | None = None
     source: str = ""                  # where the architecture was read from
+    model_type: str = ""              # config model_type (text part): engine rules for recurrent-state dtypes key on it
+    config_ssm_dtype: str = ""        # config mamba_ssm_dtype / mamba_ssm_cache_dtype ("" = not set)
+    model_dtype: str = "bfloat16"     # config torch_dtype / dtype: vLLM's `auto` conv-state dtype
 
     # ----- derived counts -------------------------------------------------
     @cached_property
@@ -141,6 +200,15 @@ class ModelSpec:
                 else:
                     total += n
         return total
+
+    @cached_property
+    def recurrent_layers(self) -> tuple[LayerSpec, ...]:
+        """Main layers with a recurrent mixer (their state is per sequence and does not grow with context)."""
+        return tuple(l for l in self.main_layers if l.recurrent is not None)
+
+    @cached_property
+    def is_hybrid(self) -> bool:
+        return bool(self.recurrent_layers)
 
     @cached_property
     def is_moe(self) -> bool:

@@ -25,8 +25,9 @@ from optimizer.errors import InputError
 from optimizer.estimate import factors as F
 from optimizer.estimate.calibration import AppliedCalibration, Calibration, scale_decode, scale_prefill
 from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv_estimate
-from optimizer.estimate.memory import (DeviceMemory, default_max_num_batched_tokens, device_memory, max_concurrency,
-                                       max_context, sglang_default_mem_fraction_static)
+from optimizer.estimate.memory import (DeviceMemory, default_max_num_batched_tokens, device_memory, hybrid_kv_per_seq,
+                                       max_concurrency, max_context, sglang_default_mem_fraction_static)
+from optimizer.estimate.recurrent import RecurrentEstimate, recurrent_estimate, state_dtype
 from optimizer.layout import Links, Parallel
 from optimizer.cache import BoundedCache
 from optimizer.estimate.schemes import Scheme, get_scheme, mean_active_bits, quality_bits
@@ -48,14 +49,21 @@ class EngineSettings:
     max_num_seqs: vLLM --max-num-seqs, SGLang --max-running-requests, llama.cpp -np (slots).
     max_num_batched_tokens: vLLM --max-num-batched-tokens, SGLang --chunked-prefill-size, llama.cpp -ub.
     gpu_memory_utilization: vLLM only. mem_fraction_static: SGLang only. block_size: vLLM --block-size /
-    SGLang --page-size (tokens per KV block)."""
+    SGLang --page-size (tokens per KV block). mamba_ssm_cache_dtype: the recurrent (SSM / delta-rule) state dtype
+    of hybrid models, vLLM --mamba-ssm-cache-dtype / SGLang --mamba-ssm-dtype (None = the engine's rule per model;
+    llama.cpp always F32). prefix_caching: vLLM's prefix caching (on by default; for hybrids it selects the
+    'align' state mode that pins a second state set per request)."""
     gpu_memory_utilization: float | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     mem_fraction_static: float | None = None
     block_size: int | None = None
+    mamba_ssm_cache_dtype: str | None = None
+    prefix_caching: bool = True
 
     def __post_init__(self) -> None:
+        if self.mamba_ssm_cache_dtype is not None:
+            object.__setattr__(self, "mamba_ssm_cache_dtype", state_dtype(self.mamba_ssm_cache_dtype))
         for name in ("gpu_memory_utilization", "mem_fraction_static"):
             v = getattr(self, name)
             if v is not None and not (0.05 <= v <= 1.0):
@@ -185,6 +193,7 @@ class Evaluation:
     links: Links
     notes: tuple[str, ...] = field(default_factory=tuple)
     calibration: AppliedCalibration | None = None  # the user's factors applied to decode/prefill (None: none)
+    recurrent: RecurrentEstimate | None = None  # hybrid models: the per-sequence recurrent state (apart from KV)
 
     @property
     def fits(self) -> bool:
@@ -216,7 +225,7 @@ class Evaluation:
         """Longest context `concurrency` sequences can reach (capped at the model's own limit)."""
         d, mem = self.deployment, self.memory
         mc = max_context(self.kv, mem.kv_available_bytes, -(-d.concurrency // d.parallel.dp), pp=d.parallel.pp,
-                         reserve_per_seq=mem.reserve_per_seq_bytes)
+                         reserve_per_seq=mem.reserve_per_seq_bytes, recurrent=self.recurrent)
         return min(mc, d.model.spec.max_context or mc)
 
 
@@ -406,6 +415,21 @@ class _MemoryParts:
     weights: WeightBreakdown
     kv: KVEstimate
     memory: DeviceMemory
+    recurrent: RecurrentEstimate | None = None
+
+
+def recurrent_of(d: Deployment, kv: KVEstimate) -> RecurrentEstimate | None:
+    """The recurrent state a deployment's engine allocates per sequence (None: not a hybrid model)."""
+    spec = d.model.spec
+    if not spec.is_hybrid:
+        return None
+    attn = next((l for _, l in kv.layouts if l.stream.kind in ("kv", "mla")), None)
+    n_spec = d.spec_decode.num_tokens if d.spec_decode is not None else 0
+    return recurrent_estimate(spec, d.engine, attn_token_bytes=attn.row_bytes if attn else 0.0, tp=d.parallel.tp,
+                              num_spec=n_spec, ssm_dtype=d.settings.mamba_ssm_cache_dtype,
+                              prefix_caching=d.settings.prefix_caching,
+                              is_mla=attn is not None and attn.stream.kind == "mla",
+                              block_size=d.settings.block_size if d.engine == "vllm" else None)
 
 
 def _memory_parts(d: Deployment) -> _MemoryParts:
@@ -418,6 +442,10 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
         w = replace(w, by_class={**w.by_class, "draft": draft_bytes}, dense_bytes=w.dense_bytes + draft_bytes * par.tp)
     kvd = (d.kv_dtype or default_kv_dtype(spec, d.engine)).lower()
     kv = kv_estimate(spec, d.engine, kvd, tp=par.tp, include_mtp=mtp)
+    rec = recurrent_of(d, kv)
+    if rec is not None and rec.vllm_block_size:
+        # vLLM serving a hybrid model sets the attention block size itself (Platform._align_hybrid_block_size)
+        settings = replace(settings, block_size=rec.vllm_block_size)
     n_moe = len(spec.moe_layers)
     if d.offload.dram_layers + d.offload.nvme_layers > n_moe + 1e-9:
         raise InputError(f"{d.offload.dram_layers + d.offload.nvme_layers:g} expert layers offloaded, "
@@ -428,8 +456,8 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
                         unified=acc.kind == "unified", gpu_memory_utilization=settings.gpu_memory_utilization,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
                         mem_fraction_static=settings.mem_fraction_static if d.engine == "sglang" else None,
-                        max_num_seqs=settings.max_num_seqs if d.engine == "vllm" else None)
-    return _MemoryParts(settings, scheme, w, kv, mem)
+                        max_num_seqs=settings.max_num_seqs if d.engine == "vllm" else None, recurrent=rec)
+    return _MemoryParts(settings, scheme, w, kv, mem, rec)
 
 
 def memory_of(d: Deployment) -> DeviceMemory:
@@ -458,7 +486,7 @@ def evaluate(d: Deployment) -> Evaluation:
         return scale_decode(decode_speed(spec, w, kv, dev, par=par, context=ctx_dec, batch=batch, links=links,
                                          tiers=tiers, compute_bits=bits, expert_imbalance=d.expert_imbalance,
                                          load_imbalance=d.load_imbalance, engine=d.engine,
-                                         tokens_per_seq=tokens_per_seq), k_dec)
+                                         tokens_per_seq=tokens_per_seq, recurrent=parts.recurrent), k_dec)
 
     def token_speed(batch: int) -> SpeedEstimate:
         base = step(batch)
@@ -484,8 +512,12 @@ def evaluate(d: Deployment) -> Evaluation:
     kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
     serving = None
     if wl is not None:
-        admitted = min(settings.max_num_seqs, int(kv_avail // (kv.bytes_at(wl.max_len) / par.pp))
-                       if kv_avail > 0 else 0)
+        if parts.recurrent is not None:
+            admitted = min(settings.max_num_seqs,
+                           mem.seqs_that_fit(hybrid_kv_per_seq(kv, parts.recurrent, wl.max_len) / par.pp))
+        else:
+            admitted = min(settings.max_num_seqs, int(kv_avail // (kv.bytes_at(wl.max_len) / par.pp))
+                           if kv_avail > 0 else 0)
         curve = _StepCurve(lambda b: token_speed(b).step_time_s, par.dp, admitted)
         wpf = scale_prefill(prefill_time(spec, w, dev, par=par, prompt_tokens=wl.prefill_tokens, links=links,
                                          tiers=tiers, compute_bits=bits, engine=d.engine,
@@ -504,7 +536,7 @@ def evaluate(d: Deployment) -> Evaluation:
     return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem, decode=decode,
                       prefill=pf, serving=serving, host_used_bytes=host_used,
                       nvme_used_bytes=w.routed_expert_bytes * nvme_frac, expert_bits=exp_bits, attn_bits=attn_bits,
-                      links=links, notes=tuple(notes), calibration=cal)
+                      links=links, notes=tuple(notes), calibration=cal, recurrent=parts.recurrent)
 
 
 class _StepCurve:

@@ -17,7 +17,8 @@ from optimizer.catalog.models import ResolvedModel
 from optimizer.estimate import factors as F
 from optimizer.estimate.deployment import device_of, resident_weights
 from optimizer.estimate.kv import KVLayout, default_kv_dtype, kv_estimate
-from optimizer.estimate.memory import default_max_num_batched_tokens
+from optimizer.estimate.memory import default_max_num_batched_tokens, hybrid_kv_per_seq
+from optimizer.estimate.recurrent import recurrent_estimate
 from optimizer.estimate.speed import Device, attended_rows, distinct_experts, kernel_bits
 from optimizer.estimate.weights import class_bytes
 
@@ -78,6 +79,14 @@ def model_layers(
         by_layer.setdefault(idx, []).append(lay)
     out = []
     dense_sum = dense_read_sum = dense_params_sum = 0.0
+    # hybrid models: the recurrent state of each recurrent layer (what evaluate() charges, spread evenly over the
+    # layers), read and written once per step; attention KV with the engine's block rounding (memory.hybrid_kv_per_seq)
+    attn_lay = next((x for _, x in kv.layouts if x.stream.kind in ("kv", "mla")), None)
+    rec = recurrent_estimate(spec, engine, attn_token_bytes=attn_lay.row_bytes if attn_lay else 0.0,
+                             is_mla=attn_lay is not None and attn_lay.stream.kind == "mla") if spec.is_hybrid else None
+    kv_scale = hybrid_kv_per_seq(kv, rec, context) / kv.bytes_at(context) if rec and kv.bytes_at(context) else 1.0
+    st_layer = rec.per_seq_bytes / rec.layers if rec else 0.0
+    st_rw = 2.0 * rec.set_bytes / rec.layers if rec else 0.0
     for i, l in enumerate(spec.main_layers):
         lb = {c: class_bytes(n, scheme, c, l.is_mtp) for c, n in l.params.items()}
         dense = sum(b for c, b in lb.items() if c != "routed_experts")
@@ -87,11 +96,14 @@ def model_layers(
         u = distinct_experts(l.n_routed_experts, l.experts_per_token, B) if l.is_moe else 0.0
         eb = exp_bytes / l.n_routed_experts if l.is_moe else 0.0
         lays = by_layer.get(l.index, [])
-        kv_b = B * sum(x.bytes_at(context) for x in lays)
+        kv_b = B * sum(x.bytes_at(context) for x in lays) * kv_scale
         kv_r = B * sum(_read_rows(x, context, kv.index_topk) * x.row_bytes for x in lays if x.stream.kind != "state")
+        if l.recurrent is not None:
+            kv_b += B * st_layer
+            kv_r += B * st_rw
         attn = l.attn_flops_per_ctx * attended_rows(l, context) + l.indexer_flops_per_ctx * context / max(
             l.indexer_ratio, 1
-        )
+        ) + (l.recurrent.decode_flops() if l.recurrent is not None else 0)
         inflight = 0.0
         if engine == "vllm" and spec.family == "deepseek_v4":  # memory.v4_inflight_reserve, layer by layer
             inflight = (

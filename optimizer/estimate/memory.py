@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from optimizer.arch.spec import ModelSpec
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
+from optimizer.estimate.recurrent import RecurrentEstimate
 from optimizer.estimate.weights import WeightBreakdown
 from optimizer.layout import Parallel
 from optimizer.limits import MAX_CONTEXT_TOKENS
@@ -76,6 +77,18 @@ class DeviceMemory:
     outside_budget_bytes: float    # CUDA context etc. (must fit outside the budget)
     reserve_per_seq_bytes: float = 0.0  # engine in-flight reservation beyond the KV itself (vLLM V4), once per replica
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Hybrid recurrent models. `kv_bytes` / `kv_per_seq_bytes` above are the whole cache (attention KV + recurrent
+    # state) so that every sum of used memory stays right; these give the two parts apart.
+    attention_kv_per_seq_bytes: float = 0.0   # attention KV of one sequence at `context` (engine block rounding)
+    state_per_seq_bytes: float = 0.0          # recurrent state a running sequence pins (copies, padding)
+    state_bytes: float = 0.0                  # recurrent state held for the plan (SGLang: its whole state pool)
+    state_set_bytes: float = 0.0              # one state set (SGLang keeps one spare slot)
+    state_pool_share: float | None = None     # SGLang: share of cache memory in the separate state pool
+    state_fits: bool = True                   # SGLang: the state pool holds the plan's running sequences
+
+    @property
+    def attention_kv_bytes(self) -> float:
+        return self.kv_bytes - self.state_bytes
 
     @property
     def used_bytes(self) -> float:
@@ -91,14 +104,29 @@ class DeviceMemory:
 
     @property
     def fits(self) -> bool:
-        return self.headroom_bytes >= 0 and self.outside_budget_bytes <= self.capacity_bytes - self.budget_bytes + 1
+        return (self.headroom_bytes >= 0 and self.state_fits
+                and self.outside_budget_bytes <= self.capacity_bytes - self.budget_bytes + 1)
+
+    def seqs_that_fit(self, attention_kv_per_seq: float) -> int:
+        """Sequences (of one replica) whose attention KV of `attention_kv_per_seq` bytes and recurrent state fit."""
+        avail = self.kv_available_bytes - self.reserve_per_seq_bytes
+        if avail <= 0:
+            return 0
+        if self.state_pool_share is not None:  # SGLang: two pools, the state pool sized by its memory ratio
+            pool = avail * self.state_pool_share
+            n_state = int((pool - self.state_set_bytes) // self.state_per_seq_bytes) if self.state_per_seq_bytes else 0
+            kv_room = avail - pool
+            n_kv = int(kv_room // attention_kv_per_seq) if attention_kv_per_seq > 0 else n_state
+            return max(0, min(n_state, n_kv))
+        per = attention_kv_per_seq + self.state_per_seq_bytes
+        return int(avail // per) if per > 0 else 0
 
 
 def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine: str, capacity_bytes: float,
                   context: int, concurrency: int, par: Parallel, gpu_expert_fraction: float = 1.0,
                   unified: bool = False, gpu_memory_utilization: float | None = None,
                   max_num_batched_tokens: int | None = None, mem_fraction_static: float | None = None,
-                  max_num_seqs: int | None = None) -> DeviceMemory:
+                  max_num_seqs: int | None = None, recurrent: RecurrentEstimate | None = None) -> DeviceMemory:
     """Memory of the busiest device. Engine settings (None = the engine's default):
     vLLM `gpu_memory_utilization`, `max_num_batched_tokens` (profile-run activations) and `max_num_seqs`
     (the sampler's dummy run); SGLang `mem_fraction_static` (weights + KV as a fraction of memory; the rest is
@@ -106,7 +134,7 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
     weights = weights_per_device(w, par, gpu_expert_fraction)
     # sequences per DP replica; KV of a replica is split across PP stages, MLA/V4 not by TP (kv already per TP rank)
     seqs = -(-concurrency // par.dp)
-    kv_seq = kv.bytes_at(context) / par.pp
+    kv_seq = hybrid_kv_per_seq(kv, recurrent, context) / par.pp
     mnbt = max_num_batched_tokens or default_max_num_batched_tokens(engine, capacity_bytes)
     act = mnbt * spec.hidden_size * F.ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN.value
     notes: list[str] = []
@@ -139,12 +167,47 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
     # the in-flight reservation covers the prefill chunk(s) being processed, once per replica (vLLM's logged
     # "Maximum concurrency" charges it to every request, a worst-case bound; see notes)
     kv_total = seqs * kv_seq + reserve
+    if recurrent is None or not recurrent.is_hybrid:
+        return DeviceMemory(engine=engine, capacity_bytes=capacity_bytes, budget_bytes=budget, weights_bytes=weights,
+                            kv_bytes=kv_total, kv_per_seq_bytes=kv_seq, runtime_bytes=runtime,
+                            outside_budget_bytes=outside, reserve_per_seq_bytes=reserve, notes=tuple(notes),
+                            attention_kv_per_seq_bytes=kv_seq)
+    st_seq = recurrent.per_seq_bytes / par.pp   # PP stages hold their own layers' state
+    st_set = recurrent.set_bytes / par.pp
+    share = recurrent.separate_pool_share
+    state_fits = True
+    if share is None:
+        state = seqs * st_seq
+    else:
+        avail = budget - weights - runtime - reserve
+        state = max(0.0, avail * share)
+        state_fits = seqs * st_seq + st_set <= state
+        notes.append(f"SGLang keeps recurrent state in its own pool: {share:.0%} of the cache memory "
+                     f"(--mamba-full-memory-ratio {share / (1 - share):g}), {recurrent.copies:g} state slots per running "
+                     f"request with the radix cache on; the attention KV pool gets the rest")
     return DeviceMemory(engine=engine, capacity_bytes=capacity_bytes, budget_bytes=budget, weights_bytes=weights,
-                        kv_bytes=kv_total, kv_per_seq_bytes=kv_seq, runtime_bytes=runtime,
-                        outside_budget_bytes=outside, reserve_per_seq_bytes=reserve, notes=tuple(notes))
+                        kv_bytes=kv_total + state, kv_per_seq_bytes=kv_seq + st_seq, runtime_bytes=runtime,
+                        outside_budget_bytes=outside, reserve_per_seq_bytes=reserve, notes=tuple(notes),
+                        attention_kv_per_seq_bytes=kv_seq, state_per_seq_bytes=st_seq, state_bytes=state,
+                        state_set_bytes=st_set, state_pool_share=share, state_fits=state_fits)
+
+
+def hybrid_kv_per_seq(kv: KVEstimate, recurrent: RecurrentEstimate | None, context: int) -> float:
+    """Attention KV of one sequence at `context`. vLLM serving a hybrid model allocates whole attention blocks of
+    the (large) block size it forces, and dummy attention layers when their count is not a multiple of the group
+    size (kv_cache_planning.py); other engines and models: the KV layout's own figure."""
+    if recurrent is None or not recurrent.is_hybrid or recurrent.engine != "vllm" or not recurrent.vllm_block_size:
+        return kv.bytes_at(context)
+    b = recurrent.vllm_block_size
+    tokens = -(-context // b) * b
+    n_attn = len({i for i, l in kv.layouts if l.stream.kind != "state"})
+    pad = (n_attn + recurrent.vllm_attention_padding_layers) / n_attn if n_attn else 1.0
+    return kv.bytes_at(tokens) * pad
 
 
 def max_concurrency(mem: DeviceMemory, dp: int = 1) -> int:
+    if mem.state_per_seq_bytes or mem.state_pool_share is not None:
+        return mem.seqs_that_fit(mem.attention_kv_per_seq_bytes) * dp
     per = mem.kv_per_seq_bytes
     avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
     if per <= 0 or avail <= 0:
@@ -153,10 +216,23 @@ def max_concurrency(mem: DeviceMemory, dp: int = 1) -> int:
 
 
 def max_context(kv: KVEstimate, available_bytes: float, concurrency_per_replica: int, pp: int = 1,
-                reserve_per_seq: float = 0.0, limit: int = MAX_CONTEXT_TOKENS) -> int:
-    """Largest context T whose KV for `concurrency_per_replica` sequences fits in `available_bytes` (0 if none)."""
+                reserve_per_seq: float = 0.0, limit: int = MAX_CONTEXT_TOKENS,
+                recurrent: RecurrentEstimate | None = None) -> int:
+    """Largest context T whose KV for `concurrency_per_replica` sequences fits in `available_bytes` (0 if none).
+    With a hybrid model's `recurrent` state: vLLM and llama.cpp take it from the same memory (a fixed amount per
+    sequence); SGLang's separate state pool takes its share first and must hold the sequences' state."""
+    fixed = 0.0
+    if recurrent is not None and recurrent.is_hybrid:
+        if recurrent.separate_pool_share is not None:
+            pool = (available_bytes - reserve_per_seq) * recurrent.separate_pool_share
+            if concurrency_per_replica * recurrent.per_seq_bytes / pp + recurrent.set_bytes / pp > pool:
+                return 0
+            available_bytes -= pool
+        else:
+            fixed = concurrency_per_replica * recurrent.per_seq_bytes / pp
+
     def need(t: int) -> float:
-        return concurrency_per_replica * kv.bytes_at(t) / pp + reserve_per_seq
+        return concurrency_per_replica * hybrid_kv_per_seq(kv, recurrent, t) / pp + reserve_per_seq + fixed
     if need(1) > available_bytes:
         return 0
     lo, hi = 1, limit

@@ -14,6 +14,7 @@ from optimizer.arch.spec import LayerSpec, ModelSpec
 from optimizer.cache import BoundedCache
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
+from optimizer.estimate.recurrent import RecurrentEstimate
 from optimizer.layout import Parallel
 from optimizer.layout import Links
 from optimizer.estimate.weights import WeightBreakdown
@@ -137,14 +138,18 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                  context: int, batch: int = 1, links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
                  load_imbalance: float | None = None, engine: str = "vllm",
-                 tokens_per_seq: int = 1) -> SpeedEstimate:
+                 tokens_per_seq: int = 1, recurrent: RecurrentEstimate | None = None) -> SpeedEstimate:
     """Decode step time for `batch` sequences at KV length `context`. `engine` selects the fixed per-step,
     per-layer, per-MoE-layer and TP-synchronisation costs (factors.ENGINE_*), fitted per engine.
 
     `tokens_per_seq` > 1 is a speculative-decoding verification step: every sequence feeds that many tokens
     (the last accepted one plus the drafts) through the target in one pass, so weights and KV are read once
     while FLOPs, activations and the experts touched grow with batch x tokens_per_seq.
-    Which links the traffic crosses (inside a node or across nodes) is entirely in `links`."""
+    Which links the traffic crosses (inside a node or across nodes) is entirely in `links`.
+
+    Hybrid models (`recurrent`): every sequence reads its recurrent state once per step and writes it back once
+    per fed token (spec-decode verification keeps the state after each draft position), whatever the context;
+    attention KV is read only for the attention layers (the recurrent layers have no KV streams)."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     batch = max(1, batch)
@@ -181,13 +186,14 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         expert_bytes_stream += cnt * u * s_stream * eb
         expert_bytes_nvme += cnt * u * s_nvme * eb
     kv_read = seqs_per_replica * kv.read_bytes_per_token(context)  # MLA/V4 KV is not split by TP (kv per rank)
-    hbm_bytes = gpu_bytes + expert_bytes_gpu + kv_read
+    state_rw = seqs_per_replica * recurrent.set_bytes * (1 + q) if recurrent is not None else 0.0
+    hbm_bytes = gpu_bytes + expert_bytes_gpu + kv_read + state_rw
 
     # ---- FLOPs per step on the busiest GPU -------------------------------------------------------
     active_params = spec.active_params()
     gpu_param_share = 1.0 - (1.0 - tiers.share("gpu")) * _expert_param_share(spec)
     flops = 2.0 * active_params * gpu_param_share * seqs_per_replica * q / tp
-    attn = _decode_attention_flops(spec, context)
+    attn = _decode_attention_flops(spec, context) + recurrent_flops(spec, prefill=False)
     flops += attn * seqs_per_replica * q / tp
     peak_flops = dev.flops_for_bits(compute_bits)
 
@@ -283,6 +289,18 @@ def _moe_groups(spec: ModelSpec, w: WeightBreakdown) -> dict[tuple[int, int, flo
     return _MOE_GROUPS.get_or_compute((spec_key(spec), w.per_layer_experts), compute)
 
 
+_RECURRENT_FLOPS: BoundedCache[tuple[object, ...], float] = BoundedCache("speed.recurrent_flops", 256)
+
+
+def recurrent_flops(spec: ModelSpec, prefill: bool) -> float:
+    """FLOPs per token of all recurrent mixers beyond their projections (state update + readout + short conv; in
+    prefill the chunked scan's intra-chunk products too): RecurrentState.decode_flops / prefill_flops."""
+    def compute() -> float:
+        return float(sum((l.recurrent.prefill_flops() if prefill else l.recurrent.decode_flops())
+                         for l in spec.recurrent_layers if l.recurrent is not None))
+    return _RECURRENT_FLOPS.get_or_compute((spec_key(spec), prefill), compute) if spec.is_hybrid else 0.0
+
+
 def _decode_attention_flops(spec: ModelSpec, context: int) -> float:
     return _ATTN_DECODE.get_or_compute((spec_key(spec), context), lambda: float(sum(
         l.attn_flops_per_ctx * attended_rows(l, context)
@@ -341,7 +359,8 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     expert_split = par.ep_size if par.ep else par.tp
     share = _expert_param_share(spec)
     active = spec.active_params()
-    dense_flops = 2.0 * active * (1.0 - share) * P + _prefill_attention_flops(spec, P)
+    dense_flops = 2.0 * active * (1.0 - share) * P + _prefill_attention_flops(spec, P) \
+        + recurrent_flops(spec, prefill=True) * P  # chunked linear-attention / SSD scan of hybrid models
     expert_flops = 2.0 * active * share * P
     peak = dev.flops_for_bits(compute_bits)
     t_comp_bound = dense_flops / (peak * par.tp) + expert_flops / (peak * expert_split)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from optimizer.estimate import factors as F
+from optimizer.estimate.memory import DeviceMemory
 from optimizer.export.common import ENGINE_VERSIONS, Command, ModelFacts
 from optimizer.solver.plan import Plan
 from optimizer.units import GiB
@@ -17,11 +18,58 @@ def _seq_figures(facts: ModelFacts) -> tuple[float | None, float]:
         return None, 0.0
 
 
+def _state_pool(facts: ModelFacts) -> float:
+    try:
+        mem = facts.evaluation.mem
+    except Exception:
+        return 0.0
+    return mem.state_bytes if mem.state_pool_share is not None else 0.0
+
+
+def _attention_per_seq(facts: ModelFacts) -> float | None:
+    try:
+        mem = facts.evaluation.mem
+    except Exception:
+        return None
+    return mem.attention_kv_per_seq_bytes if mem.state_per_seq_bytes else None
+
+
+def _recurrent_predictions(facts: ModelFacts, engine: str) -> list[tuple[str, str]]:
+    """Hybrid models: the engine's recurrent-state log lines (optimizer/estimate/recurrent.py)."""
+    try:
+        ev = facts.evaluation.physics
+    except Exception:   # a plan whose model/hardware is no longer in the catalogue
+        return []
+    r, mem = ev.recurrent, ev.memory
+    if r is None:
+        return []
+    if engine == "vllm" and r.vllm_block_size and r.vllm_padded_page_bytes:
+        state_page = r.conv_bytes_per_layer + r.ssm_bytes_per_layer
+        pad = 100.0 * (r.vllm_padded_page_bytes - state_page) / state_page
+        return [("`Setting attention block size to N tokens to ensure that attention page size is >= mamba page "
+                 "size`", f"N = {r.vllm_block_size} (state page {state_page:,} B per layer; {r.copies:g} pages per "
+                          f"request in each of the recurrent groups)"),
+                ("`Padding mamba page size by X% ...`", f"X ≈ {pad:.2f}")]
+    if engine == "sglang" and mem.state_pool_share is not None and mem.state_set_bytes:
+        slots = int((mem.state_bytes - mem.state_set_bytes) // mem.state_set_bytes)  # one spare slot (reference §3)
+        return [("`max_mamba_cache_size` (SGLang server args / Mamba cache allocation line)",
+                 f"≈ {slots:,} state slots ({mem.state_pool_share:.0%} of the cache memory, "
+                 f"{mem.state_set_bytes / 2**20:,.1f} MiB each); max running requests ≤ {slots // 3:,} "
+                 "(3 slots per request with the radix cache)")]
+    return [("recurrent state buffers (`llama_memory_recurrent`)",
+             f"≈ {mem.state_bytes / 2**20:,.1f} MiB: {_slots(mem)} slot(s) × "
+             f"{r.set_bytes / 2**20:,.1f} MiB (F32), whatever -c is")]
+
+
+def _slots(mem: DeviceMemory) -> int:
+    return int(round(mem.state_bytes / mem.state_per_seq_bytes)) if mem.state_per_seq_bytes else 0
+
+
 def predictions(facts: ModelFacts, plan: Plan, engine: str, derived: dict) -> list[tuple[str, str]]:
     """(log line to look for, what the plan predicts)."""
     m = plan.memory
     per_seq, reserve = _seq_figures(facts)
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str]] = _recurrent_predictions(facts, engine)
     if engine == "vllm":
         gmu = derived["gpu_memory_utilization"]
         avail = gmu * m.capacity_bytes - m.weights_bytes - m.runtime_bytes
@@ -43,8 +91,12 @@ def predictions(facts: ModelFacts, plan: Plan, engine: str, derived: dict) -> li
         mfs = derived["mem_fraction_static"]
         pre = m.capacity_bytes - F.CUDA_CONTEXT_BYTES.value
         pool = mfs * pre - m.weights_bytes
-        line = (f"≈ {pool / 1e9:.2f} GB (= {mfs} × {pre / GiB:.2f} GiB free before load − weights "
-                f"{m.weights_bytes / GiB:.2f} GiB)")
+        state_pool = _state_pool(facts)
+        line = (f"≈ {(pool - state_pool) / 1e9:.2f} GB (= {mfs} × {pre / GiB:.2f} GiB free before load − weights "
+                f"{m.weights_bytes / GiB:.2f} GiB" + (f" − recurrent state pool {state_pool / GiB:.2f} GiB)"
+                                                       if state_pool else ")"))
+        pool -= state_pool
+        per_seq = _attention_per_seq(facts) or per_seq
         if per_seq:
             line += f"; #tokens ≈ {int(pool / (per_seq / plan.context)):,} at {per_seq / plan.context:,.0f} B/token"
         out.append(("`KV Cache is allocated. #tokens: N, KV size: X GB` (per GPU)", line))

@@ -16,8 +16,9 @@ from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
 from optimizer.estimate.calibration import Calibration
 from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, SpecDecode, evaluate,
-                                           memory_of, resident_weights)
-from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
+                                           memory_of, recurrent_of, resident_weights)
+from optimizer.estimate.kv import ENGINES, check_engine, default_kv_dtype, kv_estimate
+from optimizer.estimate.memory import hybrid_kv_per_seq
 from optimizer.layout import Parallel
 from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
@@ -49,12 +50,38 @@ class ModelInfo(_M):
 
 
 class KVInfo(_M):
+    """Attention KV cache of one sequence (hybrid models: the attention layers only; their recurrent state is in
+    `recurrent_state_bytes_per_seq` and EstimateResult.recurrent_state)."""
     engine: str
     kv_dtype: str
     per_seq_bytes: float
     growth_bytes_per_token: float
     fixed_bytes_per_seq: float
     read_bytes_per_token: float
+    recurrent_state_bytes_per_seq: float = 0.0
+
+
+class RecurrentStateReport(_M):
+    """Per engine: the fixed-size recurrent state of a hybrid model (optimizer/estimate/recurrent.py), one TP rank
+    of 1, the engine's default KV dtype, apart from the attention KV cache. Never grows with context."""
+    engine: str
+    layers: int
+    conv_dtype: str
+    ssm_dtype: str
+    conv_bytes_per_layer: int
+    ssm_bytes_per_layer: int
+    state_set_bytes: int                     # one state set of one sequence, all recurrent layers, no padding
+    copies_per_seq: float                    # state sets a running sequence pins
+    recurrent_state_bytes_per_seq: float     # what a running sequence pins (padding, groups, copies)
+    recurrent_state_bytes: float             # for `concurrency` sequences
+    kv_cache_bytes_per_seq: float            # attention KV of one sequence at the context (engine block rounding)
+    kv_cache_bytes: float                    # for `concurrency` sequences
+    vllm_block_size: int | None = None       # attention block size vLLM forces for the page alignment
+    vllm_padded_page_bytes: int | None = None
+    vllm_group_size: int | None = None
+    vllm_padding_layers: int = 0
+    sglang_state_pool_share: float | None = None  # SGLang: share of cache memory in its separate state pool
+    sources: list[str]
 
 
 class FitOption(_M):
@@ -69,8 +96,9 @@ class QuantRow(_M):
     engine: str
     weights_bytes: float           # what the engine holds without speculative decoding (MTP layers not loaded)
     mtp_bytes: float               # MTP/NextN layers, loaded only with --spec mtp (checkpoint = weights + mtp)
-    kv_bytes: float
+    kv_bytes: float                # attention KV cache (hybrids: recurrent state apart, below)
     runtime_bytes: float
+    recurrent_state_bytes: float = 0.0  # hybrid models' recurrent state (SGLang: its separate state pool)
     total_bytes: float
     routed_expert_bits: float | None
     fits_single: list[str]
@@ -81,10 +109,12 @@ class DeviceReport(_M):
     capacity_bytes: float
     budget_bytes: float
     weights_bytes: float
-    kv_bytes: float
+    kv_bytes: float                     # attention KV cache
     runtime_bytes: float
     headroom_bytes: float
     fits: bool
+    recurrent_state_bytes: float = 0.0  # hybrid models' recurrent state (SGLang: its separate state pool)
+    recurrent_state_bytes_per_seq: float = 0.0
 
 
 class SpeedReport(_M):
@@ -208,6 +238,7 @@ class EstimateResult(_M):
     quants: list[QuantRow]
     hardware: HardwareReport | None = None
     warnings: list[str]
+    recurrent_state: list[RecurrentStateReport] | None = None  # hybrid models: per engine
 
 
 def _model_info(m: ResolvedModel) -> ModelInfo:
@@ -277,6 +308,10 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                      growth_bytes_per_token=kv.growth_bytes_per_token(), fixed_bytes_per_seq=kv.fixed_bytes(),
                      read_bytes_per_token=kv.read_bytes_per_token(context))
     hw = load_hardware()
+    rec_reports = _recurrent_reports(m, context, concurrency, settings, kvd, engine) if spec.is_hybrid else None
+    if rec_reports:
+        kv_info = kv_info.model_copy(update={"recurrent_state_bytes_per_seq": next(
+            r.recurrent_state_bytes_per_seq for r in rec_reports if r.engine == engine)})
     rows: list[QuantRow] = []
     qlist = list(quants or ([q for q in DEFAULT_QUANTS]))
     accs = sorted(hw.accelerators.values(), key=lambda a: (a.memory_usable_bytes, a.key))
@@ -311,7 +346,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         _, w_mtp = resident_weights(m, q, eng, include_mtp=True)
         rows.append(QuantRow(quant=q, description=scheme.description, engine=eng, weights_bytes=w.total,
                              mtp_bytes=w_mtp.total - w.total,
-                             kv_bytes=ref_mem.kv_bytes, runtime_bytes=ref_mem.runtime_bytes,
+                             kv_bytes=ref_mem.attention_kv_bytes, runtime_bytes=ref_mem.runtime_bytes,
+                             recurrent_state_bytes=ref_mem.state_bytes,
                              total_bytes=w.total + ref_mem.kv_bytes + ref_mem.runtime_bytes,
                              routed_expert_bits=rexp, fits_single=single, fits_multi=multi))
     hw_report = None
@@ -364,9 +400,10 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
             parallel=par.label(), quant=q, engine=eng, kv_dtype=ev.kv.kv_dtype,
             kv_per_seq_bytes=ev.kv.bytes_at(context),
             per_device=DeviceReport(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes,
-                                    weights_bytes=mem.weights_bytes, kv_bytes=mem.kv_bytes,
+                                    weights_bytes=mem.weights_bytes, kv_bytes=mem.attention_kv_bytes,
                                     runtime_bytes=mem.runtime_bytes, headroom_bytes=mem.headroom_bytes,
-                                    fits=mem.fits),
+                                    fits=mem.fits, recurrent_state_bytes=mem.state_bytes,
+                                    recurrent_state_bytes_per_seq=mem.state_per_seq_bytes),
             max_context_tokens=ev.max_context_tokens, max_concurrency=ev.max_concurrency,
             decode=SpeedReport(tok_s_per_seq=sp.tok_s_per_seq, tok_s_bound_per_seq=sp.tok_s_bound_per_seq,
                                tok_s_aggregate=sp.tok_s_aggregate, binding=sp.binding, terms_s=sp.terms_s,
@@ -387,7 +424,34 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                 profile=ev.calibration.profile, text=ev.calibration.describe()),
             trust=_trust_report(tr), notes=notes)
     return EstimateResult(model=_model_info(m), context=context, concurrency=concurrency, kv=kv_info, quants=rows,
-                          hardware=hw_report, warnings=warnings)
+                          hardware=hw_report, warnings=warnings, recurrent_state=rec_reports)
+
+
+def _recurrent_reports(m: ResolvedModel, context: int, concurrency: int, settings: EngineSettings, kv_dtype: str,
+                       engine: str) -> list[RecurrentStateReport]:
+    """The recurrent state of a hybrid model as each engine allocates it (TP 1; the chosen engine at `kv_dtype`,
+    the others at their default KV dtype)."""
+    out = []
+    for eng in ENGINES:
+        kvd = kv_dtype if eng == engine else default_kv_dtype(m.spec, eng)
+        kv = kv_estimate(m.spec, eng, kvd)
+        d = Deployment(model=m, quant="native", engine=eng, hardware=Hardware(get_accelerator(REFERENCE_ACCELERATOR),
+                                                                            None), parallel=Parallel(),
+                       context=context, concurrency=concurrency, kv_dtype=kvd, settings=settings)
+        r = recurrent_of(d, kv)
+        if r is None:
+            continue
+        kv_seq = hybrid_kv_per_seq(kv, r, context)
+        out.append(RecurrentStateReport(
+            engine=eng, layers=r.layers, conv_dtype=r.conv_dtype, ssm_dtype=r.ssm_dtype,
+            conv_bytes_per_layer=r.conv_bytes_per_layer, ssm_bytes_per_layer=r.ssm_bytes_per_layer,
+            state_set_bytes=r.set_bytes, copies_per_seq=r.copies, recurrent_state_bytes_per_seq=r.per_seq_bytes,
+            recurrent_state_bytes=r.per_seq_bytes * concurrency, kv_cache_bytes_per_seq=kv_seq,
+            kv_cache_bytes=kv_seq * concurrency, vllm_block_size=r.vllm_block_size,
+            vllm_padded_page_bytes=r.vllm_padded_page_bytes, vllm_group_size=r.vllm_group_size,
+            vllm_padding_layers=r.vllm_padding_layers, sglang_state_pool_share=r.separate_pool_share,
+            sources=list(r.sources)))
+    return out
 
 
 def _mul(x: float | None, r: float) -> float | None:

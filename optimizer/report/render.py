@@ -41,13 +41,26 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
                   f"{r.context:,} tokens ({fmt_tokens(r.context)}); {kv.growth_bytes_per_token:,.1f} B/token growth + "
                   f"{kv.fixed_bytes_per_seq / 2**20:,.1f} MiB fixed; decode reads {kv.read_bytes_per_token / GB:,.3f} "
                   "GB/token")
+    for rs in r.recurrent_state or []:
+        extra = (f", attention block {rs.vllm_block_size} tokens, {rs.vllm_padding_layers} padding layer(s)"
+                 if rs.vllm_block_size else "")
+        extra += (f", separate state pool = {rs.sglang_state_pool_share:.0%} of cache memory"
+                  if rs.sglang_state_pool_share is not None else "")
+        console.print(f"recurrent state ({rs.engine}, conv {rs.conv_dtype} / state {rs.ssm_dtype}, "
+                      f"{rs.layers} layers): "
+                      f"{rs.recurrent_state_bytes_per_seq / 2**20:,.1f} MiB per running sequence "
+                      f"({rs.copies_per_seq:g} × {rs.state_set_bytes / 2**20:,.1f} MiB{extra}), independent of context")
     t = Table(title=f"Memory at {r.context:,} tokens × {r.concurrency} sequence(s)  (GB = 10^9 bytes)")
-    for col, j in (("quant", "left"), ("engine", "left"), ("weights GB", "right"), ("+ KV GB", "right"),
-                   ("+ runtime GB", "right"), ("total GB", "right"), ("fits on", "left")):
+    hybrid = bool(r.recurrent_state)
+    cols = [("quant", "left"), ("engine", "left"), ("weights GB", "right"), ("+ KV GB", "right")]
+    cols += [("+ state GB", "right")] if hybrid else []
+    cols += [("+ runtime GB", "right"), ("total GB", "right"), ("fits on", "left")]
+    for col, j in cols:
         t.add_column(col, justify="left" if j == "left" else "right")
     for row in r.quants:
-        t.add_row(row.quant, row.engine, _gb(row.weights_bytes), _gb(row.kv_bytes), _gb(row.runtime_bytes),
-                  _gb(row.total_bytes), _fit_list(row))
+        cells = [row.quant, row.engine, _gb(row.weights_bytes), _gb(row.kv_bytes)]
+        cells += [_gb(row.recurrent_state_bytes)] if hybrid else []
+        t.add_row(*cells, _gb(row.runtime_bytes), _gb(row.total_bytes), _fit_list(row))
     console.print(t)
     h = r.hardware
     if h:
@@ -56,10 +69,13 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
         console.print(f"\n[bold]{h.count}× {h.accelerator_name}[/bold] ({h.parallel}, {h.quant}, {h.engine}, "
                       f"KV {h.kv_dtype} {h.kv_per_seq_bytes / GiB:,.2f} GiB/seq, node {h.node}): {ok}")
         t2 = Table(title="Per device (busiest)")
-        for col in ("capacity", "engine budget", "weights", "KV", "runtime", "headroom"):
+        cols2 = ("capacity", "engine budget", "weights", "KV") + (("state",) if hybrid else ()) \
+            + ("runtime", "headroom")
+        for col in cols2:
             t2.add_column(col + " GiB", justify="right")
-        t2.add_row(*(f"{x / GiB:,.2f}" for x in (d.capacity_bytes, d.budget_bytes, d.weights_bytes, d.kv_bytes,
-                                                  d.runtime_bytes, d.headroom_bytes)))
+        vals = (d.capacity_bytes, d.budget_bytes, d.weights_bytes, d.kv_bytes) \
+            + ((d.recurrent_state_bytes,) if hybrid else ()) + (d.runtime_bytes, d.headroom_bytes)
+        t2.add_row(*(f"{x / GiB:,.2f}" for x in vals))
         console.print(t2)
         console.print(f"max context at concurrency {r.concurrency}: {h.max_context_tokens:,} tokens; "
                       f"max concurrency at {r.context:,} tokens: {h.max_concurrency}")
