@@ -65,6 +65,8 @@ class BoxRow:
     nvme_cap: int  # MB (down)
     slots: int  # most GPUs the box takes (lanes // x4)
     watts_cap: int  # W the cards may draw (down): PSU - platform
+    net: int = 0  # time units of the two network crossings per token when any layer is here (0: the main box)
+    remote: bool = False  # a ggml-rpc-server box: its routed experts stay on its GPUs (no CPU/NVMe tier)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class Instance:
     moe: tuple[bool, ...]
     devs: tuple[DevRow, ...]
     boxes: tuple[BoxRow, ...]
-    net_hop: int  # time units of one hop between boxes
+    net_logits: int  # extra time units when the last layer is on a remote box: its logits cross the network
     fixed_time: int  # engine overheads independent of placement (up)
     step_limit: int | None  # time units (down)
     budget: int | None  # USD (down)
@@ -83,6 +85,36 @@ class Instance:
     @property
     def moe_count(self) -> int:
         return sum(self.moe)
+
+    def host_tiers(self, box: int) -> bool:
+        """Can routed experts of this box's layers sit in DRAM/on NVMe (computed by its CPU)?"""
+        return self.host_experts and not self.boxes[box].remote
+
+
+# Bytes per element of what crosses a link per token. llama.cpp keeps the hidden state in F32 between its graph
+# splits (src/llama-graph.cpp:2389, inp_embd is GGML_TYPE_F32; get_rows returns F32); vLLM passes bf16 hidden
+# states between pipeline stages (the model dtype of these plans). Logits come back as F32 (llama.h:
+# `float * llama_get_logits`).
+ACT_ELEM_BYTES = {"llamacpp": 4.0, "vllm": 2.0}
+LOGIT_ELEM_BYTES = 4.0
+
+
+def act_bytes(ml: ModelLayers, hidden_size: int) -> float:
+    """Activation bytes one token step moves between two stages (all sequences of the batch)."""
+    return ml.concurrency * hidden_size * ACT_ELEM_BYTES.get(ml.engine, 2.0)
+
+
+def network_seconds(ml: ModelLayers, hidden_size: int, vocab_size: int, link_key: str) -> tuple[float, float]:
+    """Per-token network time of llama.cpp RPC: (each remote box holding layers, extra when the LAST layer is
+    remote). The main process drives every graph split (ggml-rpc.cpp: a copy between two servers goes through the
+    client as get_tensor + set_tensor), so a remote box costs two crossings per token: the hidden state in and back
+    out, each bytes / link bandwidth + link latency. When the last layer (and so the output head) is remote, what
+    comes back is the logits (vocab x F32 per sequence) instead of the hidden state."""
+    link = load_hardware().interconnects[link_key]
+    act = act_bytes(ml, hidden_size)
+    logits = ml.concurrency * vocab_size * LOGIT_ELEM_BYTES
+    per_box = 2.0 * (act / link.bw_bytes_per_s + link.latency_s)
+    return per_box, max(0.0, logits - act) / link.bw_bytes_per_s
 
 
 def _purchasable(inv: Inventory, buy: tuple[str, ...], cap: int) -> list[Gpu]:
@@ -125,7 +157,7 @@ def build_instance(
     exp_bytes = max((l.expert_bytes for l in ml.layers if l.is_moe), default=0.0)
     exp_read = max((l.expert_read for l in ml.layers if l.is_moe), default=0.0)
     exp_flops = max((l.expert_flops for l in ml.layers if l.is_moe), default=0.0)
-    act_bytes = ml.concurrency * spec.hidden_size * 2.0
+    act = act_bytes(ml, spec.hidden_size)
     devs = []
     for g in gpus:
         r = device_rates(g.acc, ml, spec.vocab_size, spec.hidden_size)
@@ -133,7 +165,7 @@ def build_instance(
         link = hw.interconnects[g.acc.host_link]
         n_box = max(1, len(box.gpus))
         lanes = max(MIN_LANES_PER_GPU, min(16, (box.host.pcie_lanes - LANES_RESERVED) // n_box))
-        hop_s = act_bytes / (link.bw_bytes_per_s * lanes / 16 * F.PCIE_EFFICIENCY.value) + link.latency_s
+        hop_s = act / (link.bw_bytes_per_s * lanes / 16 * F.PCIE_EFFICIENCY.value) + link.latency_s
         if not r.fits_outside:
             continue  # vLLM's CUDA context does not fit outside gpu_memory_utilization on this card
         devs.append(
@@ -159,8 +191,9 @@ def build_instance(
                 hop=up(hop_s, TIME_UNIT),
             )
         )
+    per_box_s, logits_s = network_seconds(ml, spec.hidden_size, spec.vocab_size, inv.link)
     boxes = []
-    for b in inv.boxes:
+    for bi, b in enumerate(inv.boxes):
         h = b.host
         owned_watts = sum(g.acc.tdp_watts or 0.0 for g in b.gpus) + BOX_BASE_WATTS
         boxes.append(
@@ -178,16 +211,16 @@ def build_instance(
                 nvme_cap=down(b.nvme_bytes, HOST_MEM_UNIT),
                 slots=max(len(b.gpus), (h.pcie_lanes - LANES_RESERVED) // MIN_LANES_PER_GPU),
                 watts_cap=down(max(b.psu_watts or DEFAULT_PSU_WATTS, owned_watts) - BOX_BASE_WATTS, 1.0),
+                net=up(per_box_s, TIME_UNIT) if bi else 0,
+                remote=bi > 0,
             )
         )
-    link = hw.interconnects[inv.link]
-    net_s = act_bytes / link.bw_bytes_per_s + link.latency_s
     return Instance(
         n_layers=ml.n,
         moe=moe,
         devs=tuple(devs),
         boxes=tuple(boxes),
-        net_hop=up(net_s, TIME_UNIT),
+        net_logits=up(logits_s, TIME_UNIT) if len(inv.boxes) > 1 else 0,
         fixed_time=up(ml.fixed_overhead_s, TIME_UNIT),
         step_limit=down(1.0 / tok_s, TIME_UNIT) if tok_s else None,
         budget=down(max_budget, 1.0) if max_budget is not None else None,
@@ -218,8 +251,8 @@ def evaluate_int(inst: Instance, a: Assignment) -> tuple[bool, int, int, str]:
         pos = e
         if g + c + n != sum(inst.moe[s:e]) or min(g, c, n) < 0:
             return False, 0, 0, "expert layers do not add up"
-        if (c or n) and not inst.host_experts:
-            return False, 0, 0, "engine keeps every expert on its GPU"
+        if (c or n) and not inst.host_tiers(inst.devs[d].box):
+            return False, 0, 0, "engine (or a remote box) keeps every expert on its GPU"
     if pos != inst.n_layers:
         return False, 0, 0, "not every layer placed"
     t = inst.fixed_time
@@ -258,7 +291,9 @@ def evaluate_int(inst: Instance, a: Assignment) -> tuple[bool, int, int, str]:
             box_seq.append(r.box)
         if not r.owned:
             cost += r.price
-    t += (len(box_seq) - 1) * inst.net_hop
+    t += sum(inst.boxes[k].net for k in box_seq)
+    if inst.boxes[inst.devs[last_dev].box].remote:
+        t += inst.net_logits
     for d, r in enumerate(inst.devs):
         if r.owned or d in used:
             nboards[r.box] += 1
