@@ -162,7 +162,8 @@ def _box(name: str, index: int, text: str) -> Box:
 
 def network_link(name: str) -> str:
     """`net:` value -> interconnects.yaml key (an alias or a key of a network kind)."""
-    key = NET_ALIASES.get(name.strip().lower(), name.strip().lower())
+    name = name.strip()
+    key = NET_ALIASES.get(name.lower(), name.lower())
     row = load_hardware().interconnects.get(key)
     if row is None or row.kind not in NET_KINDS:
         raise InputError(
