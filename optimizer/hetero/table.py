@@ -16,14 +16,25 @@ from optimizer.estimate.layers import ModelLayers, device_rates
 from optimizer.hetero.inventory import Gpu, Inventory
 from optimizer.hetero.scaling import DEV_MEM_UNIT, GB_UNITS, HOST_MEM_UNIT, TIME_UNIT, down, up
 
-# Box limits not in hosts.yaml (estimates, stated): a GPU needs at least a x4 link (M.2/bifurcation risers, as the
-# published 5-GPU desktop rigs run) and one x4 stays with the boot NVMe; the power supply of a home box is a single
-# ATX 3.1 unit of at most 1600 W (the largest common 120 V unit) unless the inventory says `psu N W` or the owned
-# cards already draw more; the platform itself (CPU, board, drives, fans) draws BOX_BASE_WATTS.
+# Box limits not in hosts.yaml.
+# - Lanes (estimate): a GPU needs at least a x4 link (M.2/bifurcation risers, as the published 5-GPU desktop rigs
+#   run) and one x4 stays with the boot NVMe.
+# - Power supply (estimate, reasoned): one ATX unit of 1600 W unless the inventory says `psu N W` or the owned cards
+#   already draw more. 1600 W is the top of the mainstream ATX lines (e.g. Corsair AX1600i,
+#   https://www.anandtech.com/show/12645/the-corsair-ax1600i-psu-review-unparalleled-performance); a North American
+#   120 V / 15 A circuit carries 1800 W, 1440 W continuous under the 80 % rule
+#   (https://forums.overclockersclub.com/topic/199609-1200w-1600w-psus-pushing-the-limits-of-the-electrical-outlet/),
+#   so a larger supply needs a 20 A or 230 V circuit: say `psu N W` then.
+# - Platform power: the CPU package draws at most 230 W on AM5 (AMD: "Socket AM5 supports up to a 170W TDP with a
+#   PPT up to 230W", https://www.anandtech.com/show/17418/amd-corrects-socket-am5-power-specifications-170w-tdp-and-230w-ppt;
+#   AM4's is lower, 142 W, as the same reports give it), plus 70 W for board, chipset, DIMMs, drives and fans (estimate):
+#   BOX_BASE_WATTS = 300.
 MIN_LANES_PER_GPU = 4
 LANES_RESERVED = 4
 DEFAULT_PSU_WATTS = 1600.0
-BOX_BASE_WATTS = 250.0
+AM5_PPT_WATTS = 230.0
+PLATFORM_REST_WATTS = 70.0  # estimate
+BOX_BASE_WATTS = AM5_PPT_WATTS + PLATFORM_REST_WATTS
 HOST_RESERVED_BYTES = F.HOST_RESERVED_BYTES
 # Devices offered for purchase by default: PCIe cards with a current price in prices.yaml (NVIDIA: one CUDA build)
 DEFAULT_BUY = ("rtx-3090", "rtx-4090", "rtx-5090", "rtx-pro-6000")
