@@ -48,7 +48,7 @@ def test_net_part_and_default():
     inv = parse_inventory("box1: 1x rtx-4090, 64GB ddr5; box2: 1x rtx-3090; net: 25gbe")
     assert inv.link == "eth-25g" and inv.link_given and [b.name for b in inv.boxes] == ["box1", "box2"]
     inv = parse_inventory("box1: 1x rtx-4090; box2: 1x rtx-3090")
-    assert inv.link == "eth-2p5g" and not inv.link_given
+    assert inv.link == "eth-1g" and not inv.link_given  # the default: the slowest onboard NIC
     for bad, msg in (
         ("box1: 1x rtx-4090; net: 7gbe", "unknown network"),
         ("box1: 1x rtx-4090; net: pcie4-x16", "unknown network"),  # a host link is not a network between boxes

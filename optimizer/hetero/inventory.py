@@ -8,7 +8,7 @@ Items (comma separated): `N x GPU` or `GPU` (catalogue keys or aliases), `SIZE d
 [gen4|gen5]`, `host KEY` (a hosts.yaml platform), `psu WATTS`. Unknown names are one InputError.
 
 Several boxes: the FIRST box runs the engine (llama.cpp's `llama-server`, which serves HTTP, embeds the tokens and
-samples); every other box runs `ggml-rpc-server` for its GPUs. A `net: LINK` part (2.5gbe, 10gbe, 25gbe, 100gbe,
+samples); every other box runs `ggml-rpc-server` for its GPUs. A `net: LINK` part (1gbe, 2.5gbe, 10gbe, 25gbe, 100gbe,
 thunderbolt4, thunderbolt5, usb4 or an interconnects.yaml key) names the network every box is on; without it the
 network is DEFAULT_BOX_LINK.
 """
@@ -27,12 +27,14 @@ from optimizer.units import parse_bytes
 DEFAULT_HOST = {"ddr5": "desktop-am5-2ch-ddr5", "ddr4": "desktop-am4-2ch-ddr4"}
 # NVMe drive class assumed for `SIZE nvme [genN]` (storage.yaml rows: read bandwidth; capacity is the stated size)
 NVME_CLASS = {"gen4": "nvme-gen4-x4", "gen5": "nvme-gen5-x4"}
-# Network between boxes (llama.cpp RPC): interconnects.yaml row. Default: 2.5 GbE, the onboard NIC of current
-# desktop boards (the row's own note; an assumption, stated in every multi-box plan): the slowest common link, so a
-# plan never counts on a faster network than the user said they have.
-DEFAULT_BOX_LINK = "eth-2p5g"
+# Network between boxes (llama.cpp RPC): interconnects.yaml row. Default: 1 GbE, the slowest onboard NIC of current
+# desktop boards (the eth-1g row cites an AM5 board that ships it; stated in every multi-box plan that relies on it),
+# so a plan never counts on a faster network than the user said they have.
+DEFAULT_BOX_LINK = "eth-1g"
 # `net:` names -> interconnects.yaml keys (any key of these kinds is accepted as well)
 NET_ALIASES = {
+    "1gbe": "eth-1g",
+    "1g": "eth-1g",
     "2.5gbe": "eth-2p5g",
     "2.5g": "eth-2p5g",
     "10gbe": "eth-10g",

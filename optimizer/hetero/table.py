@@ -27,8 +27,8 @@ from optimizer.hetero.scaling import DEV_MEM_UNIT, GB_UNITS, HOST_MEM_UNIT, TIME
 #   so a larger supply needs a 20 A or 230 V circuit: say `psu N W` then.
 # - Platform power: the CPU package draws at most 230 W on AM5 (AMD: "Socket AM5 supports up to a 170W TDP with a
 #   PPT up to 230W", https://www.anandtech.com/show/17418/amd-corrects-socket-am5-power-specifications-170w-tdp-and-230w-ppt;
-#   AM4's is lower, 142 W, as the same reports give it), plus 70 W for board, chipset, DIMMs, drives and fans (estimate):
-#   BOX_BASE_WATTS = 300.
+#   AM4's is lower, 142 W, as the same reports give it), plus 70 W for board, chipset, DIMMs, drives and fans
+#   (estimate): BOX_BASE_WATTS = 300.
 MIN_LANES_PER_GPU = 4
 LANES_RESERVED = 4
 DEFAULT_PSU_WATTS = 1600.0

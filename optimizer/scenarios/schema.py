@@ -179,8 +179,8 @@ class InventorySpec(_Strict):
                                         description="the boxes (the first runs the engine, the others "
                                                     "ggml-rpc-server)")
     net: str | None = Field(None, max_length=40, pattern=r"^[A-Za-z0-9._-]+$",
-                            description="network between boxes: 2.5gbe, 10gbe, 25gbe, 100gbe or an "
-                                        "interconnects.yaml key (default 2.5 GbE)")
+                            description="network between boxes: 1gbe, 2.5gbe, 10gbe, 25gbe, 100gbe or an "
+                                        "interconnects.yaml key (default 1 GbE)")
 
     def text(self) -> str:
         """The inventory as one `--owned` string (the string itself when given as one)."""
