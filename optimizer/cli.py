@@ -426,7 +426,7 @@ def catalog_nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 @app.command()
 def mixed(
     model: Annotated[str, typer.Argument(help="catalogue key/alias, config.json, model folder or .gguf")],
-    owned: Annotated[str, typer.Option("--owned", help="'1x rtx-4090, 1x rtx-3090, 128GB ddr5' or 'box1: ...; box2: ...'")],
+    owned: Annotated[str, typer.Option("--owned", help="'1x rtx-4090, 1x rtx-3090, 128GB ddr5' or 'box1: ...; box2: ...; net: 10gbe' (llama.cpp RPC; default 1 GbE)")],
     context: Annotated[str, typer.Option("--context", help="e.g. 393216, 384K, 1M")] = "8192",
     tok_s: Annotated[float, typer.Option("--tok-s", help="decode tokens/s per sequence")] = 0.0,
     concurrency: Annotated[int, typer.Option("--concurrency", "-b")] = 1,
@@ -435,7 +435,7 @@ def mixed(
     min_bits: Annotated[float, typer.Option("--min-bits", help="least routed-expert bits per weight")] = 0.0,
     quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="GGUF presets to try, e.g. q4_k_m,q3_k_m")] = None,
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="USD for purchases")] = None,
-    export_script: Annotated[Optional[str], typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here")] = None,
+    export_script: Annotated[Optional[str], typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here; several boxes: also <stem>.<box>.sh per other box")] = None,
     engine: Annotated[str, typer.Option("--engine", help="llamacpp (any mix) or vllm (uneven PP stages)")] = "llamacpp",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

@@ -11,15 +11,18 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optimizer.errors import InputError, RigoptError
-from optimizer.hetero.query import MixedQuery
 from optimizer.limits import clip_line, exists, is_dir, prepare_out_dir, safe_component, under, write_file
 from optimizer.scenarios.cache import ResultCache, catalog_digest, query_key
 from optimizer.scenarios.loader import ScenarioError, expand, load_scenario
 from optimizer.scenarios.report import BatchReport, Row, render, row_from_mixed, row_from_result, write_summaries
 from optimizer.solver.query import Query
 from optimizer.solver.search import CheapestResult
+
+if TYPE_CHECKING:
+    from optimizer.hetero.query import MixedQuery
 
 FORMATS = ("table", "json", "csv", "md")
 
@@ -51,7 +54,7 @@ def _solve_one(query_json: str, mixed: bool = False) -> tuple[str | None, str | 
     from optimizer.solver.search import cheapest
     try:
         if mixed:
-            from optimizer.hetero.query import result_json
+            from optimizer.hetero.query import MixedQuery, result_json
             mq = MixedQuery.model_validate_json(query_json)
             return json.dumps(result_json(mq, mq.solve())), None
         q = Query.model_validate_json(query_json)
@@ -151,14 +154,14 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
         load_hardware()
         ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
         pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx)
-        futs = {pool.submit(_solve_one, j.query.model_dump_json(), isinstance(j.query, MixedQuery)): j for j in todo}
+        futs = {pool.submit(_solve_one, j.query.model_dump_json(), not isinstance(j.query, Query)): j for j in todo}
     try:
         with _progress(progress and bool(todo)) as bar:
             task = bar.add_task(f"{len(work)} question(s), {len(work) - len(todo)} cached", total=len(work),
                                 completed=len(work) - len(todo))
 
             def finish(j: _Job, res: str | None, err: str | None) -> None:
-                if res is not None and isinstance(j.query, MixedQuery):
+                if res is not None and not isinstance(j.query, Query):
                     j.mixed = json.loads(res)
                 elif res is not None:
                     j.result = CheapestResult.model_validate_json(res)
@@ -170,7 +173,7 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
 
             if pool is None:
                 for j in todo:
-                    finish(j, *_solve_one(j.query.model_dump_json(), isinstance(j.query, MixedQuery)))
+                    finish(j, *_solve_one(j.query.model_dump_json(), not isinstance(j.query, Query)))
             for fut in as_completed(futs):
                 try:
                     res, err = fut.result()

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -16,10 +16,12 @@ from optimizer.errors import RigoptError
 from optimizer.limits import (MAX_MESSAGE_CHARS, MAX_NESTING, MAX_PATH_CHARS, MAX_QUESTIONS,
                               MAX_SCENARIO_BYTES, MAX_SCENARIO_FILES, MAX_YAML_NODES, clip_for_message, clip_line,
                               exists, has_control, is_dir, read_bounded)
-from optimizer.hetero.query import MixedQuery
 from optimizer.scenarios.schema import (REQUIRED, BoxSpec, InventorySpec, OwnedSpec, Question, QuestionFields,
                                         Scenario, is_mixed, merged, mixed_problems, to_mixed_kwargs, to_query_kwargs)
 from optimizer.solver.query import Query
+
+if TYPE_CHECKING:
+    from optimizer.hetero.query import MixedQuery
 
 SUFFIXES = (".yaml", ".yml", ".json")
 Loc = tuple[Any, ...]
@@ -296,8 +298,12 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         if bad:
             continue
         try:
-            query: Query | MixedQuery = MixedQuery(**to_mixed_kwargs(kw)) if is_mixed(kw) else \
-                Query(**to_query_kwargs(kw))
+            query: Query | MixedQuery
+            if is_mixed(kw):
+                from optimizer.hetero.query import MixedQuery  # only for mixed-inventory questions (start-up time)
+                query = MixedQuery(**to_mixed_kwargs(kw))
+            else:
+                query = Query(**to_query_kwargs(kw))
         except ValidationError as e:
             for err in e.errors():
                 key = str(err["loc"][0]) if err["loc"] else "?"
