@@ -307,13 +307,37 @@ def export(
     """Launch commands for vLLM 0.33.0, SGLang 0.5.23 or llama.cpp 0c1e57098 from a plan."""
     from pathlib import Path
 
-    from optimizer.export import export_plan, load_plan, render_export
+    from optimizer.export import export_plan, load_plan, read_plan_json, render_export
+    raw = read_plan_json(plan_json)
+    if isinstance(raw, dict) and raw.get("schema_id") == "rigopt.mixed-plan/1":  # issue 15: a mixed-hardware plan
+        raise typer.Exit(code=_export_mixed(raw, plan_json, engine, out, model_path, placement, as_json))
     pl = None
     if placement:
         from optimizer.export.placement import read_placement
         pl = read_placement(placement)
     r = export_plan(load_plan(plan_json), engine, Path(out) if out else None, model_path=model_path, placement=pl)
     _out(r, as_json, render_export)
+
+
+def _export_mixed(raw: dict, plan_json: str, engine, out, model_path, placement, as_json: bool) -> int:
+    """`rigopt export` of a rigopt.mixed-plan/1 file (from `rigopt mixed --json` or `rigopt solve`)."""
+    from optimizer.errors import InputError
+    from optimizer.estimate.kv import check_engine
+    from optimizer.export.hetero import export_mixed_plan
+    from optimizer.limits import clip_for_message
+    if placement:
+        raise InputError("--placement applies to rigopt.plan/1 plans, not to mixed-hardware plans")
+    if engine and check_engine(engine) != raw.get("engine"):
+        raise InputError(f"this mixed plan runs on {clip_for_message(str(raw.get('engine')))}: re-plan with "
+                         f"`rigopt mixed --engine {check_engine(engine)}`")
+    files = export_mixed_plan(raw, clip_for_message(plan_json), out, model_path)
+    if as_json:
+        sys.stdout.write(json.dumps({"files": [n for n, _ in files], "out": out}, indent=2) + "\n")
+    elif out:
+        sys.stdout.write("".join(f"wrote {out}/{n}\n" for n, _ in files))
+    else:
+        sys.stdout.write("".join(f"# ---- {n}\n{t}" for n, t in files if n.endswith(".sh")))
+    return 0
 
 
 @app.command()

@@ -149,3 +149,44 @@ def test_schema_shows_the_inventory_forms():
     )
     r = CliRunner().invoke(app, ["schema", "scenario"])
     assert r.exit_code == 0 and json.loads(r.output)["$defs"]["BoxSpec"] == defs["BoxSpec"]
+
+
+def test_export_of_a_mixed_plan_file_writes_the_cli_scripts(tmp_path: Path):
+    """`rigopt export <mixed plan>.json` writes the same per-box scripts as `rigopt mixed --export`, and refuses a
+    tampered plan with one error before writing anything."""
+    from optimizer.errors import InputError
+    from optimizer.export.hetero import export_mixed_plan
+
+    plan = cli_plan("qwen3-30b-a3b", "--owned", TWO_BOXES, "--context", "8K", "--quant", "q8_0")
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps(plan))
+    r = CliRunner().invoke(app, ["export", str(f), "--out", str(tmp_path / "ex")])
+    assert r.exit_code == 0, r.output
+    r2 = CliRunner().invoke(
+        app,
+        ["mixed", "qwen3-30b-a3b", "--owned", TWO_BOXES, "--context", "8K", "--quant", "q8_0", "--export",
+         str(tmp_path / "run.sh")],
+    )
+    assert r2.exit_code == 0, r2.output
+    assert (tmp_path / "ex" / "launch-box1.sh").read_text() == (tmp_path / "run.sh").read_text()
+    assert (tmp_path / "ex" / "launch-box2.sh").read_text() == (tmp_path / "run.box2.sh").read_text()
+    assert json.loads((tmp_path / "ex" / "plan.json").read_text()) == plan
+
+    def tampered(edit) -> str:
+        bad = json.loads(json.dumps(plan))
+        edit(bad)
+        with pytest.raises(InputError) as e:
+            export_mixed_plan(bad, "bad.json", tmp_path / "never")
+        assert not (tmp_path / "never").exists()
+        return str(e.value)
+
+    assert "independent check" in tampered(lambda d: d["stages"][0].update(end=d["stages"][0]["end"] + 1))
+    assert "control character" in tampered(lambda d: d["stages"][0].update(uid="box2/cuda0\nrm -rf /"))
+    assert "not a device of the inventory" in tampered(lambda d: d["stages"][0].update(uid="box1/cuda7"))
+    assert "unknown field" in tampered(lambda d: d.update(extra=1))
+    assert "not a catalogue key" in tampered(lambda d: d.update(model="Qwen3-30B-A3B"))
+    # more memory than the card has: the float check refuses it (q8_0 on one 24 GB card)
+    assert "independent check" in tampered(
+        lambda d: d.update(stages=[{**d["stages"][0], "start": 0, "end": 48,
+                                    "gpu_expert_layers": list(range(48))}])
+    )

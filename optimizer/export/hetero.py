@@ -32,14 +32,25 @@ and both look the RPC devices up by name.
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
 
 from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.models import catalogue_key, resolve_model
+from optimizer.errors import RigoptError
+from optimizer.estimate.layers import model_layers
 from optimizer.export.common import HTTP_PORT, RPC_PORT, Arg, Command, ExportError, Var, script
 from optimizer.export.llamacpp import KV_TYPES, offload_regex
 from optimizer.hetero.inventory import Inventory, parse_inventory
-from optimizer.hetero.plan import MixedPlan
+from optimizer.hetero.plan import MixedPlan, Stage
+from optimizer.hetero.validate import check_plan
+from optimizer.limits import (MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, clip_for_message, has_control, prepare_out_dir,
+                              under, write_file)
 
 
 def cuda_indices(plan: MixedPlan, inv: Inventory, box: int | None = None) -> list[int]:
@@ -277,3 +288,95 @@ def launch_scripts(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> list[t
 def launch_script(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> str:
     """The script of the engine's box (the only one for a one-box plan)."""
     return launch_scripts(plan, model_path)[0][1]
+
+
+# ------------------------------------------------------------------------------------------ plan files
+MIXED_PLAN_SCHEMA = "rigopt.mixed-plan/1"
+
+
+def load_mixed_plan(raw: dict, label: str) -> MixedPlan:
+    """A `rigopt.mixed-plan/1` JSON object (from `rigopt mixed --json` or `rigopt solve`) as a MixedPlan, checked
+    before any of it reaches a script: field types, no control characters, a catalogue model, an inventory that
+    parses, stage devices of that inventory (bought ones named as the planner names them), and the independent
+    float check of the whole plan (memory per device, DRAM, power, layer and expert coverage). ExportError else."""
+    if not isinstance(raw, dict) or raw.get("schema_id") != MIXED_PLAN_SCHEMA:
+        raise ExportError(f"{label}: not a {MIXED_PLAN_SCHEMA} plan")
+
+    def walk(v, loc: str) -> None:
+        if isinstance(v, str) and has_control(v):
+            raise ExportError(f"{label}: field '{loc}' contains a control character: {clip_for_message(v)}")
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(str(k), loc)
+                walk(x, f"{loc}.{k}")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{loc}[{i}]")
+
+    walk(raw, "plan")
+    body = {k: v for k, v in raw.items() if k != "schema_id"}
+
+    def known(d, cls, where: str) -> None:  # the dataclasses take no unknown keys
+        extra = set(d) - {f.name for f in fields(cls)} if isinstance(d, dict) else set()
+        if extra:
+            raise ExportError(f"{label}: {where}: unknown field '{clip_for_message(sorted(extra)[0])}'")
+
+    known(body, MixedPlan, "plan")
+    for i, st in enumerate(body.get("stages") or []):
+        known(st, Stage, f"stages[{i}]")
+    try:
+        plan = TypeAdapter(MixedPlan).validate_python(body)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ExportError(f"{label}: field '{'.'.join(str(x) for x in err['loc'])}': {err['msg']}") from None
+    try:
+        if catalogue_key(plan.model) != plan.model:
+            raise ExportError(f"{label}: model '{clip_for_message(plan.model)}' is not a catalogue key")
+        if not (1 <= plan.context <= MAX_CONTEXT_TOKENS and 1 <= plan.concurrency <= MAX_CONCURRENCY):
+            raise ExportError(f"{label}: context or concurrency out of range")
+        if plan.engine not in ("llamacpp", "vllm") or not plan.stages:
+            raise ExportError(f"{label}: a mixed plan runs llama.cpp or vLLM over at least one stage")
+        inv = parse_inventory(plan.inventory)
+        hw = load_hardware()
+        if len(plan.dram_bought_gb) != len(inv.boxes) or any(not 0 <= g <= 10**6 for g in plan.dram_bought_gb):
+            raise ExportError(f"{label}: dram_bought_gb needs one non-negative figure per box")
+        uids = {g.uid for g in inv.gpus}
+        for s in plan.stages:
+            if not 0 <= s.box < len(inv.boxes) or s.accelerator not in hw.accelerators:
+                raise ExportError(f"{label}: stage {clip_for_message(s.uid)}: unknown box or accelerator")
+            box = inv.boxes[s.box]
+            own = s.owned and s.uid in uids and next(g for g in inv.gpus if g.uid == s.uid).acc.key == s.accelerator
+            bought = not s.owned and re.fullmatch(rf"{re.escape(box.name)}/buy-{re.escape(s.accelerator)}-\d+", s.uid)
+            if not (own or bought) or not s.uid.startswith(f"{box.name}/"):
+                raise ExportError(f"{label}: stage {clip_for_message(s.uid)} is not a device of the inventory")
+        if len({s.uid for s in plan.stages}) != len(plan.stages):
+            raise ExportError(f"{label}: a device holds two stages")
+        m = resolve_model(plan.model)
+        ml = model_layers(m, plan.quant, plan.engine, plan.context, plan.concurrency)
+        chk = check_plan(m, ml, inv, plan.stages, plan.dram_bought_gb)
+    except ExportError:
+        raise
+    except RigoptError as e:
+        raise ExportError(f"{label}: {e}") from None
+    if not chk.ok:
+        raise ExportError(f"{label}: the plan fails the independent check: {chk.violations[0]}")
+    return plan
+
+
+def export_mixed_plan(raw: dict, label: str, out_dir=None, model_path: str | None = None) -> list[tuple[str, str]]:
+    """(file name, text) of a mixed plan file's launch scripts (`launch-<box>.sh`, the engine's box first) and a copy
+    of the plan; written into `out_dir` when given (nothing is written otherwise)."""
+    plan = load_mixed_plan(raw, label)
+    files = [(f"launch-{box}.sh", text) for box, text in launch_scripts(plan, model_path or "${MODEL_PATH}")]
+    files.append(("plan.json", json.dumps(plan.to_json(), indent=2) + "\n"))
+    if out_dir is not None:
+        out = prepare_out_dir(out_dir)
+        for name, text in files:
+            path = under(out, Path(out) / name)
+            write_file(path, text, "--out")
+            if name.endswith(".sh"):
+                try:
+                    path.chmod(0o755)
+                except OSError:
+                    pass  # the script is written; `bash launch-<box>.sh` runs it either way
+    return files
