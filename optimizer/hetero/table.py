@@ -117,10 +117,12 @@ def act_bytes(ml: ModelLayers, hidden_size: int) -> float:
 
 def network_seconds(ml: ModelLayers, hidden_size: int, vocab_size: int, link_key: str) -> tuple[float, float]:
     """Per-token network time of llama.cpp RPC: (each remote box holding layers, extra when the LAST layer is
-    remote). The main process drives every graph split (ggml-rpc.cpp: a copy between two servers goes through the
-    client as get_tensor + set_tensor), so a remote box costs two crossings per token: the hidden state in and back
-    out, each bytes / link bandwidth + link latency. When the last layer (and so the output head) is remote, what
-    comes back is the logits (vocab x F32 per sequence) instead of the hidden state."""
+    remote). The main process drives every graph split (ggml-rpc.cpp ggml_backend_rpc_buffer_cpy_tensor copies only
+    within one server and returns false across servers, so such a copy goes through the client as get_tensor +
+    set_tensor), so a remote box costs two crossings per token: the hidden state in and back out, each bytes / link
+    bandwidth + link latency. When the last layer (and so the output head) is remote, what comes back is the logits
+    (vocab x F32 per sequence) instead of the hidden state. Neglected: the small RPC_CMD_COPY_TENSOR round trip
+    between two GPUs of the same remote box (one link latency, tens of microseconds, per such boundary)."""
     link = load_hardware().interconnects[link_key]
     act = act_bytes(ml, hidden_size)
     logits = ml.concurrency * vocab_size * LOGIT_ELEM_BYTES
