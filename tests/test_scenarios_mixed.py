@@ -96,6 +96,11 @@ def test_solve_gives_the_cli_answer(tmp_path: Path):
     result = json.loads((tmp_path / "out" / "mixed" / "two-boxes.result.json").read_text())
     assert result["schema_id"] == "rigopt.mixed-result/1" and result["check"]["ok"]
     assert result["check"]["terms_s"]["network_hops"] > 0
+    # a second run answers every question from the cache, with the same plans
+    again = solve([f], jobs=1, out_dir=tmp_path / "out", progress=False, echo=False)
+    assert (again.cache_hits, again.cache_misses) == (4, 0) and all(r.cached for r in again.rows)
+    for r in again.rows:  # string-form and structured-form are one question (one cache entry): equal up to wall time
+        same(json.loads(Path(r.plan_file).read_text()), plans[r.question])
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from optimizer.errors import InputError, RigoptError
 from optimizer.limits import clip_line, exists, is_dir, prepare_out_dir, safe_component, under, write_file
-from optimizer.scenarios.cache import ResultCache, catalog_digest, query_key
+from optimizer.scenarios.cache import ResultCache, catalog_digest, mixed_key, query_key
 from optimizer.scenarios.loader import ScenarioError, expand, load_scenario
 from optimizer.scenarios.report import BatchReport, Row, render, row_from_mixed, row_from_result, write_summaries
 from optimizer.solver.query import Query
@@ -36,7 +36,7 @@ class _Job:
     query: Query | MixedQuery
     key: str = ""
     result: CheapestResult | None = None
-    mixed: dict | None = None  # rigopt.mixed-result/1 of a mixed-inventory question (not cached: solved each run)
+    mixed: dict | None = None  # rigopt.mixed-result/1 of a mixed-inventory question
     cached: bool = False
     error: str = ""
 
@@ -143,6 +143,12 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
             if hit is not None:
                 j.result, j.cached = hit, True
                 continue
+        elif use_cache:
+            j.key = mixed_key(j.query, catalog)
+            mixed_hit = cache.get_mixed(j.key)
+            if mixed_hit is not None:
+                j.mixed, j.cached = mixed_hit, True
+                continue
         todo.append(j)
 
     # 3. solve the rest: in this process for one job, else in a process pool. Workers are forked (where fork
@@ -163,6 +169,8 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
             def finish(j: _Job, res: str | None, err: str | None) -> None:
                 if res is not None and not isinstance(j.query, Query):
                     j.mixed = json.loads(res)
+                    if use_cache:
+                        cache.put_mixed(j.key, j.mixed)
                 elif res is not None:
                     j.result = CheapestResult.model_validate_json(res)
                     if use_cache:
@@ -189,7 +197,7 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
         folder = under(out, out / j.scenario)
         prepare_out_dir(folder, "output folder")
         if j.mixed is not None:
-            row = row_from_mixed(j.scenario, j.file, j.question, j.mixed)
+            row = row_from_mixed(j.scenario, j.file, j.question, j.mixed, j.cached)
             write_file(under(out, folder / f"{j.question}.result.json"), json.dumps(j.mixed, indent=2) + "\n")
             plan_file = under(out, folder / f"{j.question}.plan.json")
             if j.mixed["plan"] is not None:
