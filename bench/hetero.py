@@ -26,7 +26,7 @@ from optimizer.hetero.inventory import parse_inventory  # noqa: E402
 from optimizer.hetero.model import MixedModel  # noqa: E402
 from optimizer.hetero.oracle import brute_force, count_assignments  # noqa: E402
 from optimizer.hetero.plan import stages_of  # noqa: E402
-from optimizer.hetero.table import TIME_UNIT, build_instance  # noqa: E402
+from optimizer.hetero.table import BOX_BASE_WATTS, DEFAULT_PSU_WATTS, TIME_UNIT, build_instance  # noqa: E402
 from optimizer.hetero.validate import check_plan  # noqa: E402
 
 BIG = "1x rtx-5090, 2x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 192GB ddr5, 2TB nvme"
@@ -57,6 +57,9 @@ def reduced(inst, n: int, total: int):
     return replace(inst, n_layers=n, moe=inst.moe[:n], devs=devs, boxes=boxes)
 
 
+CHECKED: list[bool] = []  # the independent check's verdict on every plan of the run
+
+
 def part1() -> None:
     m = resolve_model("deepseek-v3")
     inv = parse_inventory(BIG)
@@ -70,6 +73,7 @@ def part1() -> None:
     t_cp = time.perf_counter() - t0
     stages = stages_of(inst, sol.assignment)
     chk = check_plan(m, ml, inv, stages, sol.assignment.dram_gb)
+    CHECKED.append(chk.ok)
     print(
         f"   CP-SAT: {sol.status}, {sol.time_units * TIME_UNIT * 1e3:.3f} ms/token (bound "
         f"{sol.bound * TIME_UNIT * 1e3:.3f}), {t_cp:.2f} s; "
@@ -155,7 +159,8 @@ def part3() -> None:
         "deepseek-v4-flash", inv, context=131072, tok_s=20, buy=("rtx-3090", "rtx-4090", "rtx-5090"), min_bits=4
     )
     print(
-        "   why not a cheaper card: 2x 3090 (700 W) + 250 W platform leave 650 W of the default 1600 W supply, so one "
+        f"   why not a cheaper card: 2x 3090 (700 W) + {BOX_BASE_WATTS:.0f} W platform leave "
+        f"{DEFAULT_PSU_WATTS - 700 - BOX_BASE_WATTS:.0f} W of the default {DEFAULT_PSU_WATTS:.0f} W supply, so one "
         "card fits; with only 3090/4090/5090 on offer: "
         + (
             f"{cheaper.plan.bought} ${cheaper.plan.cost_usd:,.0f}"
@@ -173,8 +178,42 @@ def part4() -> None:
     print("   VLLM_PP_LAYER_PARTITION=" + ",".join(str(s.end - s.start) for s in r.plan.stages))
 
 
+def part5() -> None:
+    base = "box1: 2x rtx-4090, 128GB ddr5; box2: 1x rtx-3090, 64GB ddr4"
+    print(f"== 5. two boxes over llama.cpp RPC: deepseek-v4-flash @ 131,072 tokens, >= 5 tok/s, '{base}; net: ...'")
+    from optimizer.export.hetero import launch_scripts
+
+    for net in ("10gbe", "2.5gbe"):
+        r = cheapest_mixed("deepseek-v4-flash", f"{base}; net: {net}", context=131072, tok_s=5)
+        c = r.check
+        boxes = sorted({s.box for s in r.plan.stages})
+        print(
+            f"   net {net}: {r.plan.quant}, {r.plan.tok_s:.1f} tok/s, stages on boxes {boxes}, network "
+            f"{c.terms_s['network_hops'] * 1e3:.3f} ms of {c.step_time_s * 1e3:.2f} ms per token; check "
+            f"{'passes' if c.ok else 'FAILS'}"
+        )
+    scripts = launch_scripts(r.plan)
+    print(f"   export: one script per box: {', '.join(b for b, _ in scripts)} (llama-server --rpc; ggml-rpc-server)")
+
+
+def checked_summary() -> None:
+    n = len(CHECKED)
+    ok = sum(CHECKED)
+    print(f"== every mixed plan of this run re-checked in floats per device: {ok} of {n} pass")
+
+
 if __name__ == "__main__":
+    _orig = cheapest_mixed
+
+    def cheapest_mixed(*a, **k):  # noqa: F811  (count every plan's independent check)
+        r = _orig(*a, **k)
+        if r.plan is not None:
+            CHECKED.append(bool(r.check and r.check.ok))
+        return r
+
     part1()
     part2()
     part3()
     part4()
+    part5()
+    checked_summary()

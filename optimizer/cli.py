@@ -331,13 +331,37 @@ def export(
     """Launch commands for vLLM 0.33.0, SGLang 0.5.23 or llama.cpp 0c1e57098 from a plan."""
     from pathlib import Path
 
-    from optimizer.export import export_plan, load_plan, render_export
+    from optimizer.export import export_plan, load_plan, read_plan_json, render_export
+    raw = read_plan_json(plan_json)
+    if isinstance(raw, dict) and raw.get("schema_id") == "rigopt.mixed-plan/1":  # issue 15: a mixed-hardware plan
+        raise typer.Exit(code=_export_mixed(raw, plan_json, engine, out, model_path, placement, as_json))
     pl = None
     if placement:
         from optimizer.export.placement import read_placement
         pl = read_placement(placement)
     r = export_plan(load_plan(plan_json), engine, Path(out) if out else None, model_path=model_path, placement=pl)
     _out(r, as_json, render_export)
+
+
+def _export_mixed(raw: dict, plan_json: str, engine, out, model_path, placement, as_json: bool) -> int:
+    """`rigopt export` of a rigopt.mixed-plan/1 file (from `rigopt mixed --json` or `rigopt solve`)."""
+    from optimizer.errors import InputError
+    from optimizer.estimate.kv import check_engine
+    from optimizer.export.hetero import export_mixed_plan
+    from optimizer.limits import clip_for_message
+    if placement:
+        raise InputError("--placement applies to rigopt.plan/1 plans, not to mixed-hardware plans")
+    if engine and check_engine(engine) != raw.get("engine"):
+        raise InputError(f"this mixed plan runs on {clip_for_message(str(raw.get('engine')))}: re-plan with "
+                         f"`rigopt mixed --engine {check_engine(engine)}`")
+    files = export_mixed_plan(raw, clip_for_message(plan_json), out, model_path)
+    if as_json:
+        sys.stdout.write(json.dumps({"files": [n for n, _ in files], "out": out}, indent=2) + "\n")
+    elif out:
+        sys.stdout.write("".join(f"wrote {out}/{n}\n" for n, _ in files))
+    else:
+        sys.stdout.write("".join(f"# ---- {n}\n{t}" for n, t in files if n.endswith(".sh")))
+    return 0
 
 
 @app.command()
@@ -471,7 +495,7 @@ def calibrate(
 @app.command()
 def mixed(
     model: Annotated[str, typer.Argument(help="catalogue key/alias, config.json, model folder or .gguf")],
-    owned: Annotated[str, typer.Option("--owned", help="'1x rtx-4090, 1x rtx-3090, 128GB ddr5' or 'box1: ...; box2: ...'")],
+    owned: Annotated[str, typer.Option("--owned", help="'1x rtx-4090, 1x rtx-3090, 128GB ddr5' or 'box1: ...; box2: ...; net: 10gbe' (llama.cpp RPC; default 1 GbE)")],
     context: Annotated[str, typer.Option("--context", help="e.g. 393216, 384K, 1M")] = "8192",
     tok_s: Annotated[float, typer.Option("--tok-s", help="decode tokens/s per sequence")] = 0.0,
     concurrency: Annotated[int, typer.Option("--concurrency", "-b")] = 1,
@@ -480,7 +504,7 @@ def mixed(
     min_bits: Annotated[float, typer.Option("--min-bits", help="least routed-expert bits per weight")] = 0.0,
     quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="GGUF presets to try, e.g. q4_k_m,q3_k_m")] = None,
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="USD for purchases")] = None,
-    export_script: Annotated[Optional[str], typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here")] = None,
+    export_script: Annotated[Optional[str], typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here; several boxes: also <stem>.<box>.sh per other box")] = None,
     engine: Annotated[str, typer.Option("--engine", help="llamacpp (any mix) or vllm (uneven PP stages)")] = "llamacpp",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

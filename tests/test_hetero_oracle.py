@@ -61,6 +61,9 @@ def instances(draw, buy: bool = False):
                 # a box powers and seats what it owns (build_instance guarantees it); purchases must fit the rest
                 slots=sum(1 for r in devs if r.box == b and r.owned) + draw(st.integers(0, 2)),
                 watts_cap=sum(r.watts for r in devs if r.box == b and r.owned) + draw(st.integers(0, 900)),
+                # box 0 runs the engine; the others are RPC servers (network crossings, experts on their GPUs)
+                net=draw(st.integers(0, 50)) if b else 0,
+                remote=b > 0,
             )
         )
     limit = (
@@ -73,7 +76,7 @@ def instances(draw, buy: bool = False):
         moe=moe,
         devs=tuple(devs),
         boxes=tuple(boxes),
-        net_hop=draw(st.integers(0, 50)),
+        net_logits=draw(st.integers(0, 30)),
         host_experts=draw(st.booleans()),
         fixed_time=draw(st.integers(0, 9)),
         step_limit=limit,
@@ -186,11 +189,13 @@ def _tiny(boxes_of):
             nvme_cap=0,
             slots=3,
             watts_cap=1000,
+            net=7 if b else 0,  # box b1 is remote: 7 units for its two crossings per token
+            remote=b > 0,
         )
         for b in range(2)
     )
     return Instance(
-        n_layers=L, moe=(False,) * L, devs=devs, boxes=boxes, net_hop=7, fixed_time=0, step_limit=None, budget=None
+        n_layers=L, moe=(False,) * L, devs=devs, boxes=boxes, net_logits=4, fixed_time=0, step_limit=None, budget=None
     )
 
 
@@ -202,5 +207,6 @@ def test_box_layers_must_be_contiguous():
             mm.m.add(mm.a[l, d] == 1)
         sol = mm.solve()
         assert (sol.status == "OPTIMAL") == feasible
-        if feasible:  # 3 devices: hops into the 2nd and 3rd stage (hop = index + 1) plus one box boundary
-            assert sol.time_units == 3 * 1 + (3 + 2) + 7
+        if feasible:  # 3 layers x 1 unit; PCIe hops into the 2nd (d2: 3) and 3rd stage (d1: 2); the remote box's
+            # two crossings (7); the last layer is on the remote box, so its logits cross back too (4)
+            assert sol.time_units == 3 * 1 + (3 + 2) + 7 + 4

@@ -180,7 +180,12 @@ def test_shipped_examples_load():
     files = expand([EXAMPLES])
     assert len(files) >= 6
     loaded = {f.stem: load_scenario(f) for f in files}
-    qs = [q.query for sc in loaded.values() for q in sc.questions]
+    from optimizer.hetero.query import MixedQuery
+    from optimizer.solver.query import Query
+    mixed = [q.query for sc in loaded.values() for q in sc.questions if isinstance(q.query, MixedQuery)]
+    assert any(";" in q.inventory and "net:" in q.inventory for q in mixed)  # scenarios/mixed-hardware.yaml
+    assert any(q.buy for q in mixed)
+    qs = [q.query for sc in loaded.values() for q in sc.questions if isinstance(q.query, Query)]
     assert any(q.model == "deepseek-v4-pro" and q.context == 393216 and q.objective == "capex" for q in qs)
     assert any(q.model == "deepseek-v4-pro" and q.context == 393216 and q.objective == "hourly" for q in qs)
     assert any(q.model == "deepseek-v4-flash" and q.context == 2**20 for q in qs)

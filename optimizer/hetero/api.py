@@ -108,6 +108,20 @@ def cheapest_mixed(
             f"mixed plans here are for one CUDA build of the engine (devices CUDA0..N); not NVIDIA: {', '.join(other)}"
         )
     notes_pre: list[str] = []
+    if len(inv.boxes) > 1:
+        if engine != "llamacpp":
+            raise InputError(
+                "several boxes are planned for llama.cpp RPC (ggml-rpc-server on the other boxes); "
+                f"{engine} across boxes (a Ray cluster) is not planned here"
+            )
+        net = load_hardware().interconnects[inv.link]
+        notes_pre.append(
+            f"network between boxes: {net.name} ({net.bw_bytes_per_s / 1e9:g} GB/s, "
+            f"{net.latency_s * 1e6:g} us per crossing, {net.source})"
+            + ("" if inv.link_given else "; assumed: add `net: 10gbe` (or 25gbe, ...) to the inventory")
+            + f"; {inv.boxes[0].name} runs llama-server, the other boxes ggml-rpc-server (their experts stay on "
+            "their GPUs)"
+        )
     buy_types = tuple(DEFAULT_BUY if buy is True else buy) if buy else None
     if engine != "llamacpp":
         # kernel support per architecture (optimizer/solver/support.py): cards the engine cannot run this model on

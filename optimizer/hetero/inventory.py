@@ -2,10 +2,15 @@
 types, in the order given = CUDA device order), host DRAM, NVMe and host platform.
 
     "1x rtx-5090, 2x rtx-4090, 1x rtx-3090, 1x rtx-a6000, 192GB ddr5, 2TB nvme"
-    "box1: 2x rtx-4090, 128GB ddr5; box2: 1x rtx-3090, 64GB ddr4, 1TB nvme gen5"
+    "box1: 2x rtx-4090, 128GB ddr5; box2: 1x rtx-3090, 64GB ddr4, 1TB nvme gen5; net: 10gbe"
 
 Items (comma separated): `N x GPU` or `GPU` (catalogue keys or aliases), `SIZE ddr4|ddr5|dram|ram`, `SIZE nvme
 [gen4|gen5]`, `host KEY` (a hosts.yaml platform), `psu WATTS`. Unknown names are one InputError.
+
+Several boxes: the FIRST box runs the engine (llama.cpp's `llama-server`, which serves HTTP, embeds the tokens and
+samples); every other box runs `ggml-rpc-server` for its GPUs. A `net: LINK` part (1gbe, 2.5gbe, 10gbe, 25gbe, 100gbe,
+thunderbolt4, thunderbolt5, usb4 or an interconnects.yaml key) names the network every box is on; without it the
+network is DEFAULT_BOX_LINK.
 """
 
 from __future__ import annotations
@@ -22,8 +27,25 @@ from optimizer.units import parse_bytes
 DEFAULT_HOST = {"ddr5": "desktop-am5-2ch-ddr5", "ddr4": "desktop-am4-2ch-ddr4"}
 # NVMe drive class assumed for `SIZE nvme [genN]` (storage.yaml rows: read bandwidth; capacity is the stated size)
 NVME_CLASS = {"gen4": "nvme-gen4-x4", "gen5": "nvme-gen5-x4"}
-# Network between boxes (llama.cpp RPC): interconnects.yaml row
-DEFAULT_BOX_LINK = "eth-10g"
+# Network between boxes (llama.cpp RPC): interconnects.yaml row. Default: 1 GbE, the slowest onboard NIC of current
+# desktop boards (the eth-1g row cites an AM5 board that ships it; stated in every multi-box plan that relies on it),
+# so a plan never counts on a faster network than the user said they have.
+DEFAULT_BOX_LINK = "eth-1g"
+# `net:` names -> interconnects.yaml keys (any key of these kinds is accepted as well)
+NET_ALIASES = {
+    "1gbe": "eth-1g",
+    "1g": "eth-1g",
+    "2.5gbe": "eth-2p5g",
+    "2.5g": "eth-2p5g",
+    "10gbe": "eth-10g",
+    "10g": "eth-10g",
+    "25gbe": "eth-25g",
+    "25g": "eth-25g",
+    "100gbe": "eth-100g",
+    "100g": "eth-100g",
+}
+NET_KINDS = ("ethernet", "roce", "infiniband", "thunderbolt", "usb4")
+MAX_BOX_NAME = 32
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,7 @@ class Inventory:
     boxes: tuple[Box, ...]
     link: str = DEFAULT_BOX_LINK
     text: str = ""
+    link_given: bool = False  # `net:` was in the inventory (else DEFAULT_BOX_LINK is assumed)
 
     @property
     def gpus(self) -> tuple[Gpu, ...]:
@@ -74,6 +97,8 @@ class Inventory:
             if b.nvme_bytes:
                 s += f", {b.nvme_bytes / 1e12:.1f} TB NVMe"
             parts.append(f"{b.name}: {s}" if len(self.boxes) > 1 else s)
+        if len(self.boxes) > 1:
+            parts.append(f"net: {self.link}")
         return "; ".join(parts)
 
 
@@ -137,18 +162,42 @@ def _box(name: str, index: int, text: str) -> Box:
     return Box(name=name, gpus=devs, host=host, dram_bytes=dram, nvme_bytes=nvme, nvme_key=nvme_key, psu_watts=psu)
 
 
+def network_link(name: str) -> str:
+    """`net:` value -> interconnects.yaml key (an alias or a key of a network kind)."""
+    name = name.strip()
+    key = NET_ALIASES.get(name.lower(), name.lower())
+    row = load_hardware().interconnects.get(key)
+    if row is None or row.kind not in NET_KINDS:
+        raise InputError(
+            f"inventory: unknown network {name[:40]!r} between boxes (use {', '.join(sorted(set(NET_ALIASES)))} "
+            f"or an interconnects.yaml key of kind {'/'.join(NET_KINDS)})"
+        )
+    return key
+
+
 def parse_inventory(text: str) -> Inventory:
     """Parse an inventory string (see module doc)."""
     if not text or not text.strip():
         raise InputError("empty inventory: use e.g. '1x rtx-4090, 1x rtx-3090, 128GB ddr5'")
     chunks = [c.strip() for c in text.split(";") if c.strip()]
+    link, link_given = DEFAULT_BOX_LINK, False
+    nets = [c for c in chunks if re.match(r"^net\s*:", c, re.I)]
+    if len(nets) > 1:
+        raise InputError("inventory: `net:` given twice (one network joins all boxes)")
+    if nets:
+        link, link_given = network_link(nets[0].split(":", 1)[1]), True
+        chunks = [c for c in chunks if c not in nets]
+    if not chunks:
+        raise InputError("inventory names no box: use e.g. 'box1: 2x rtx-4090, 128GB ddr5; box2: 1x rtx-3090'")
     boxes = []
     names: set[str] = set()
     for i, c in enumerate(chunks):
-        m = re.match(r"^([A-Za-z][\w-]*)\s*:\s*(.*)$", c)
+        m = re.match(r"^([A-Za-z][A-Za-z0-9_-]*)\s*:\s*(.*)$", c)
         name, body = (m.group(1), m.group(2)) if m else (f"box{i}" if len(chunks) > 1 else "box0", c)
+        if len(name) > MAX_BOX_NAME:
+            raise InputError(f"inventory: box name {name[:MAX_BOX_NAME]!r}... is longer than {MAX_BOX_NAME} characters")
         if name in names:
             raise InputError(f"inventory: box name {name!r} given twice")
         names.add(name)
         boxes.append(_box(name, i, body))
-    return Inventory(boxes=tuple(boxes), text=text)
+    return Inventory(boxes=tuple(boxes), text=text, link=link, link_given=link_given)

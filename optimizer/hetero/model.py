@@ -11,7 +11,9 @@ Constraints: device memory (layers' dense weights + KV + g x experts + the head 
 layer + engine runtime on used devices); per box host DRAM (reserve when anything is offloaded + c x experts <= owned
 + bought GB), NVMe capacity, GPU slots and power (owned cards + bought cards); decode-time target; budget.
 Decode time per token = sum over devices of max(memory time, compute time) of their layers + CPU-expert time +
-NVMe time + PCIe hops between consecutive stages + network hops between boxes + fixed engine overheads.
+NVMe time + PCIe hops between consecutive stages + network crossings (two per remote box holding layers, llama.cpp
+RPC through the main process, plus the logits when the last layer is remote) + fixed engine overheads. Remote boxes
+(ggml-rpc-server) keep their routed experts on their GPUs.
 
 Objectives: `latency` (minimise decode time), `cost` (minimise purchases subject to the target, then decode time) or
 `throughput` (minimise the pipelined period, the busiest stage or host CPU, then decode time: the rate when sequences
@@ -107,8 +109,9 @@ class MixedModel:
             hi = len(moe_idx)
             g = m.new_int_var(0, hi, f"g_{d}")
             bx = inst.boxes[inst.devs[d].box]
-            c = m.new_int_var(0, hi if inst.host_experts else 0, f"c_{d}")
-            n = m.new_int_var(0, hi if bx.nvme_time and inst.host_experts else 0, f"n_{d}")
+            host = inst.host_tiers(inst.devs[d].box)
+            c = m.new_int_var(0, hi if host else 0, f"c_{d}")
+            n = m.new_int_var(0, hi if bx.nvme_time and host else 0, f"n_{d}")
             m.add(g + c + n == moe_d)
             self.g[d], self.c[d], self.n[d] = g, c, n
         # buying: a purchasable device must be bought to be used; symmetric copies in order
@@ -170,7 +173,11 @@ class MixedModel:
             cost_terms.append(bx.dram_price_per_gb * e)
         cost_terms += [r.price * used[d] for d, r in enumerate(inst.devs) if not r.owned]
         hops = sum(r.hop * (used[d] - a[0, d]) for d, r in enumerate(inst.devs))
-        net = inst.net_hop * (sum(box_used.values()) - 1) if B > 1 else 0
+        # llama.cpp RPC: every remote box holding layers costs its two crossings per token (in and back out through
+        # the main process); the logits cross once more when the last layer is remote
+        net = sum(bx.net * box_used[b] for b, bx in enumerate(inst.boxes) if bx.net) + inst.net_logits * sum(
+            last[d] for d in range(D) if inst.boxes[inst.devs[d].box].remote
+        )
         self.step = sum(times) + sum(host_time) + hops + net + inst.fixed_time
         self.cost = sum(cost_terms)
         # pipelined period: when sequences stream through the stages, each stage is busy for its own layers, its

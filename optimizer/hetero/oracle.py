@@ -34,7 +34,11 @@ def assignments(inst: Instance) -> Iterator[Assignment]:
             for cuts in _compositions(L, k):
                 blocks = [(order[i], cuts[i], cuts[i + 1]) for i in range(k)]
                 options = [
-                    _tiers(sum(inst.moe[s:e]), bool(inst.boxes[inst.devs[d].box].nvme_time), inst.host_experts)
+                    _tiers(
+                        sum(inst.moe[s:e]),
+                        bool(inst.boxes[inst.devs[d].box].nvme_time),
+                        inst.host_tiers(inst.devs[d].box),
+                    )
                     for d, s, e in blocks
                 ]
                 for tiers in itertools.product(*options):
@@ -59,23 +63,33 @@ def brute_force(inst: Instance, objective: str = "latency") -> tuple[int, int, A
 def count_assignments(inst: Instance) -> int:
     """How many assignments `assignments(inst)` enumerates (exact; computed without enumerating)."""
     D, L = len(inst.devs), inst.n_layers
-    nvme = {d: bool(inst.boxes[inst.devs[d].box].nvme_time) for d in range(D)}
     pre = [0]
     for x in inst.moe:
         pre.append(pre[-1] + int(x))
 
-    def opts(m: int, nv: bool) -> int:
-        if not inst.host_experts:
+    # a block's tier options depend on its device only through (host tiers allowed, NVMe present): its class
+    def cls(d: int) -> tuple[bool, bool]:
+        b = inst.devs[d].box
+        host = inst.host_tiers(b)
+        return host, host and bool(inst.boxes[b].nvme_time)
+
+    def opts(m: int, c: tuple[bool, bool]) -> int:
+        host, nv = c
+        if not host:
             return 1
         return (m + 1) * (m + 2) // 2 if nv else m + 1
 
+    sizes: dict[tuple[bool, bool], int] = {}
+    for d in range(D):
+        sizes[cls(d)] = sizes.get(cls(d), 0) + 1
+    classes = sorted(sizes)
     total = 0
-    # the count depends on the order only through which devices have NVMe: count per NVMe pattern of positions
+    # the count depends on the order only through the class of the device at each position
     for k in range(1, min(D, L) + 1):
-        n_nv = sum(nvme.values())
-        for pattern in itertools.product((True, False), repeat=k):
-            a = sum(pattern)
-            ways = math.perm(n_nv, a) * math.perm(D - n_nv, k - a)
+        for pattern in itertools.product(classes, repeat=k):
+            ways = 1
+            for c in classes:
+                ways *= math.perm(sizes[c], pattern.count(c))
             if not ways:
                 continue
             # sum over compositions of the product of options: DP over blocks

@@ -16,14 +16,25 @@ from optimizer.estimate.layers import ModelLayers, device_rates
 from optimizer.hetero.inventory import Gpu, Inventory
 from optimizer.hetero.scaling import DEV_MEM_UNIT, GB_UNITS, HOST_MEM_UNIT, TIME_UNIT, down, up
 
-# Box limits not in hosts.yaml (estimates, stated): a GPU needs at least a x4 link (M.2/bifurcation risers, as the
-# published 5-GPU desktop rigs run) and one x4 stays with the boot NVMe; the power supply of a home box is a single
-# ATX 3.1 unit of at most 1600 W (the largest common 120 V unit) unless the inventory says `psu N W` or the owned
-# cards already draw more; the platform itself (CPU, board, drives, fans) draws BOX_BASE_WATTS.
+# Box limits not in hosts.yaml.
+# - Lanes (estimate): a GPU needs at least a x4 link (M.2/bifurcation risers, as the published 5-GPU desktop rigs
+#   run) and one x4 stays with the boot NVMe.
+# - Power supply (estimate, reasoned): one ATX unit of 1600 W unless the inventory says `psu N W` or the owned cards
+#   already draw more. 1600 W is the top of the mainstream ATX lines (e.g. Corsair AX1600i,
+#   https://www.anandtech.com/show/12645/the-corsair-ax1600i-psu-review-unparalleled-performance); a North American
+#   120 V / 15 A circuit carries 1800 W, 1440 W continuous under the 80 % rule
+#   (https://forums.overclockersclub.com/topic/199609-1200w-1600w-psus-pushing-the-limits-of-the-electrical-outlet/),
+#   so a larger supply needs a 20 A or 230 V circuit: say `psu N W` then.
+# - Platform power: the CPU package draws at most 230 W on AM5 (AMD: "Socket AM5 supports up to a 170W TDP with a
+#   PPT up to 230W", https://www.anandtech.com/show/17418/amd-corrects-socket-am5-power-specifications-170w-tdp-and-230w-ppt;
+#   AM4's is lower, 142 W, as the same reports give it), plus 70 W for board, chipset, DIMMs, drives and fans
+#   (estimate): BOX_BASE_WATTS = 300.
 MIN_LANES_PER_GPU = 4
 LANES_RESERVED = 4
 DEFAULT_PSU_WATTS = 1600.0
-BOX_BASE_WATTS = 250.0
+AM5_PPT_WATTS = 230.0
+PLATFORM_REST_WATTS = 70.0  # estimate
+BOX_BASE_WATTS = AM5_PPT_WATTS + PLATFORM_REST_WATTS
 HOST_RESERVED_BYTES = F.HOST_RESERVED_BYTES
 # Devices offered for purchase by default: PCIe cards with a current price in prices.yaml (NVIDIA: one CUDA build)
 DEFAULT_BUY = ("rtx-3090", "rtx-4090", "rtx-5090", "rtx-pro-6000")
@@ -65,6 +76,8 @@ class BoxRow:
     nvme_cap: int  # MB (down)
     slots: int  # most GPUs the box takes (lanes // x4)
     watts_cap: int  # W the cards may draw (down): PSU - platform
+    net: int = 0  # time units of the two network crossings per token when any layer is here (0: the main box)
+    remote: bool = False  # a ggml-rpc-server box: its routed experts stay on its GPUs (no CPU/NVMe tier)
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,7 @@ class Instance:
     moe: tuple[bool, ...]
     devs: tuple[DevRow, ...]
     boxes: tuple[BoxRow, ...]
-    net_hop: int  # time units of one hop between boxes
+    net_logits: int  # extra time units when the last layer is on a remote box: its logits cross the network
     fixed_time: int  # engine overheads independent of placement (up)
     step_limit: int | None  # time units (down)
     budget: int | None  # USD (down)
@@ -83,6 +96,38 @@ class Instance:
     @property
     def moe_count(self) -> int:
         return sum(self.moe)
+
+    def host_tiers(self, box: int) -> bool:
+        """Can routed experts of this box's layers sit in DRAM/on NVMe (computed by its CPU)?"""
+        return self.host_experts and not self.boxes[box].remote
+
+
+# Bytes per element of what crosses a link per token. llama.cpp keeps the hidden state in F32 between its graph
+# splits (src/llama-graph.cpp:2389, inp_embd is GGML_TYPE_F32; get_rows returns F32); vLLM passes bf16 hidden
+# states between pipeline stages (the model dtype of these plans). Logits come back as F32 (llama.h:
+# `float * llama_get_logits`).
+ACT_ELEM_BYTES = {"llamacpp": 4.0, "vllm": 2.0}
+LOGIT_ELEM_BYTES = 4.0
+
+
+def act_bytes(ml: ModelLayers, hidden_size: int) -> float:
+    """Activation bytes one token step moves between two stages (all sequences of the batch)."""
+    return ml.concurrency * hidden_size * ACT_ELEM_BYTES.get(ml.engine, 2.0)
+
+
+def network_seconds(ml: ModelLayers, hidden_size: int, vocab_size: int, link_key: str) -> tuple[float, float]:
+    """Per-token network time of llama.cpp RPC: (each remote box holding layers, extra when the LAST layer is
+    remote). The main process drives every graph split (ggml-rpc.cpp ggml_backend_rpc_buffer_cpy_tensor copies only
+    within one server and returns false across servers, so such a copy goes through the client as get_tensor +
+    set_tensor), so a remote box costs two crossings per token: the hidden state in and back out, each bytes / link
+    bandwidth + link latency. When the last layer (and so the output head) is remote, what comes back is the logits
+    (vocab x F32 per sequence) instead of the hidden state. Neglected: the small RPC_CMD_COPY_TENSOR round trip
+    between two GPUs of the same remote box (one link latency, tens of microseconds, per such boundary)."""
+    link = load_hardware().interconnects[link_key]
+    act = act_bytes(ml, hidden_size)
+    logits = ml.concurrency * vocab_size * LOGIT_ELEM_BYTES
+    per_box = 2.0 * (act / link.bw_bytes_per_s + link.latency_s)
+    return per_box, max(0.0, logits - act) / link.bw_bytes_per_s
 
 
 def _purchasable(inv: Inventory, buy: tuple[str, ...], cap: int) -> list[Gpu]:
@@ -125,7 +170,7 @@ def build_instance(
     exp_bytes = max((l.expert_bytes for l in ml.layers if l.is_moe), default=0.0)
     exp_read = max((l.expert_read for l in ml.layers if l.is_moe), default=0.0)
     exp_flops = max((l.expert_flops for l in ml.layers if l.is_moe), default=0.0)
-    act_bytes = ml.concurrency * spec.hidden_size * 2.0
+    act = act_bytes(ml, spec.hidden_size)
     devs = []
     for g in gpus:
         r = device_rates(g.acc, ml, spec.vocab_size, spec.hidden_size)
@@ -133,7 +178,7 @@ def build_instance(
         link = hw.interconnects[g.acc.host_link]
         n_box = max(1, len(box.gpus))
         lanes = max(MIN_LANES_PER_GPU, min(16, (box.host.pcie_lanes - LANES_RESERVED) // n_box))
-        hop_s = act_bytes / (link.bw_bytes_per_s * lanes / 16 * F.PCIE_EFFICIENCY.value) + link.latency_s
+        hop_s = act / (link.bw_bytes_per_s * lanes / 16 * F.PCIE_EFFICIENCY.value) + link.latency_s
         if not r.fits_outside:
             continue  # vLLM's CUDA context does not fit outside gpu_memory_utilization on this card
         devs.append(
@@ -159,8 +204,9 @@ def build_instance(
                 hop=up(hop_s, TIME_UNIT),
             )
         )
+    per_box_s, logits_s = network_seconds(ml, spec.hidden_size, spec.vocab_size, inv.link)
     boxes = []
-    for b in inv.boxes:
+    for bi, b in enumerate(inv.boxes):
         h = b.host
         owned_watts = sum(g.acc.tdp_watts or 0.0 for g in b.gpus) + BOX_BASE_WATTS
         boxes.append(
@@ -178,16 +224,16 @@ def build_instance(
                 nvme_cap=down(b.nvme_bytes, HOST_MEM_UNIT),
                 slots=max(len(b.gpus), (h.pcie_lanes - LANES_RESERVED) // MIN_LANES_PER_GPU),
                 watts_cap=down(max(b.psu_watts or DEFAULT_PSU_WATTS, owned_watts) - BOX_BASE_WATTS, 1.0),
+                net=up(per_box_s, TIME_UNIT) if bi else 0,
+                remote=bi > 0,
             )
         )
-    link = hw.interconnects[inv.link]
-    net_s = act_bytes / link.bw_bytes_per_s + link.latency_s
     return Instance(
         n_layers=ml.n,
         moe=moe,
         devs=tuple(devs),
         boxes=tuple(boxes),
-        net_hop=up(net_s, TIME_UNIT),
+        net_logits=up(logits_s, TIME_UNIT) if len(inv.boxes) > 1 else 0,
         fixed_time=up(ml.fixed_overhead_s, TIME_UNIT),
         step_limit=down(1.0 / tok_s, TIME_UNIT) if tok_s else None,
         budget=down(max_budget, 1.0) if max_budget is not None else None,
@@ -218,8 +264,8 @@ def evaluate_int(inst: Instance, a: Assignment) -> tuple[bool, int, int, str]:
         pos = e
         if g + c + n != sum(inst.moe[s:e]) or min(g, c, n) < 0:
             return False, 0, 0, "expert layers do not add up"
-        if (c or n) and not inst.host_experts:
-            return False, 0, 0, "engine keeps every expert on its GPU"
+        if (c or n) and not inst.host_tiers(inst.devs[d].box):
+            return False, 0, 0, "engine (or a remote box) keeps every expert on its GPU"
     if pos != inst.n_layers:
         return False, 0, 0, "not every layer placed"
     t = inst.fixed_time
@@ -258,7 +304,9 @@ def evaluate_int(inst: Instance, a: Assignment) -> tuple[bool, int, int, str]:
             box_seq.append(r.box)
         if not r.owned:
             cost += r.price
-    t += (len(box_seq) - 1) * inst.net_hop
+    t += sum(inst.boxes[k].net for k in box_seq)
+    if inst.boxes[inst.devs[last_dev].box].remote:
+        t += inst.net_logits
     for d, r in enumerate(inst.devs):
         if r.owned or d in used:
             nboards[r.box] += 1

@@ -22,7 +22,14 @@ from optimizer.estimate.layers import (
 from optimizer.layout import Links, Parallel
 from optimizer.hetero.inventory import Inventory
 from optimizer.hetero.plan import Stage
-from optimizer.hetero.table import BOX_BASE_WATTS, DEFAULT_PSU_WATTS, LANES_RESERVED, MIN_LANES_PER_GPU
+from optimizer.hetero.table import (
+    BOX_BASE_WATTS,
+    DEFAULT_PSU_WATTS,
+    LANES_RESERVED,
+    MIN_LANES_PER_GPU,
+    act_bytes,
+    network_seconds,
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ def check_plan(
     covered = [l for s in stages for l in s.layers]
     if covered != list(range(ml.n)):
         bad.append("stages do not cover every layer once, in order")
-    act = ml.concurrency * spec.hidden_size * 2.0
+    act = act_bytes(ml, spec.hidden_size)
     checks = []
     t_dev = t_cpu = t_nvme = t_hop = 0.0
     host = [0.0] * len(inv.boxes)
@@ -94,6 +101,8 @@ def check_plan(
             bad.append(f"{st.uid} ({acc.key}): the CUDA context does not fit outside the engine's budget")
         if (st.cpu_expert_layers or st.nvme_expert_layers) and ml.engine != "llamacpp":
             bad.append(f"{st.uid}: {ml.engine} keeps every routed expert on its GPU in these plans")
+        if (st.cpu_expert_layers or st.nvme_expert_layers) and st.box > 0:
+            bad.append(f"{st.uid}: a remote box (ggml-rpc-server) keeps its routed experts on its GPUs")
         if used > r.budget_bytes:
             bad.append(f"{st.uid} ({acc.key}): {used / 2**30:.2f} GiB used > {r.budget_bytes / 2**30:.2f} GiB budget")
         link = hw.interconnects[acc.host_link]
@@ -118,8 +127,12 @@ def check_plan(
             if st.box in box_seq:
                 bad.append(f"layers of {box.name} are not contiguous")
             box_seq.append(st.box)
-    link = hw.interconnects[inv.link]
-    t_net = (len(box_seq) - 1) * (act / link.bw_bytes_per_s + link.latency_s)
+    # llama.cpp RPC: two crossings per remote box holding layers (through the main process), the logits once more
+    # when the last layer is remote (table.network_seconds)
+    per_box, logits = network_seconds(ml, spec.hidden_size, spec.vocab_size, inv.link)
+    t_net = sum(per_box for k in box_seq if k > 0)
+    if stages and stages[-1].box > 0:
+        t_net += logits
     for k, b in enumerate(inv.boxes):
         if off[k]:
             host[k] += F.HOST_RESERVED_BYTES

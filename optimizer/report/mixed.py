@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from optimizer.catalog.hardware import get_accelerator
-from optimizer.export.hetero import launch_script
+from optimizer.export.hetero import launch_scripts
 from optimizer.hetero.api import cheapest_mixed, describe
 from optimizer.limits import MAX_PATH_CHARS, check_text, write_file
+
+
+def script_paths(export_script: str, scripts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The engine box's script at `export_script`; each ggml-rpc-server box's beside it as `<stem>.<box>.sh`
+    (box names are [A-Za-z][A-Za-z0-9_-]*, checked by the inventory parser)."""
+    base = Path(export_script)
+    out = [(export_script, scripts[0][1])]
+    for box, text in scripts[1:]:
+        out.append((str(base.with_name(f"{base.stem}.{box}.sh")), text))
+    return out
 
 
 def run_mixed(
@@ -56,7 +67,8 @@ def run_mixed(
         sys.stdout.write(describe(res) + "\n")
     if res.plan is not None and export_script:
         check_text(export_script, "--export", MAX_PATH_CHARS)
-        write_file(export_script, launch_script(res.plan), "--export")
-        if not as_json:
-            sys.stdout.write(f"wrote {export_script}\n")
+        for path, text in script_paths(export_script, launch_scripts(res.plan)):
+            write_file(path, text, "--export")
+            if not as_json:
+                sys.stdout.write(f"wrote {path}\n")
     return 0 if res.plan is not None else 3

@@ -4,20 +4,25 @@ whatever order the processes finish in."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optimizer.errors import InputError, RigoptError
 from optimizer.limits import clip_line, exists, is_dir, prepare_out_dir, safe_component, under, write_file
-from optimizer.scenarios.cache import ResultCache, catalog_digest, query_key
+from optimizer.scenarios.cache import ResultCache, catalog_digest, mixed_key, query_key
 from optimizer.scenarios.loader import ScenarioError, expand, load_scenario
-from optimizer.scenarios.report import BatchReport, Row, render, row_from_result, write_summaries
+from optimizer.scenarios.report import BatchReport, Row, render, row_from_mixed, row_from_result, write_summaries
 from optimizer.solver.query import Query
 from optimizer.solver.search import CheapestResult
+
+if TYPE_CHECKING:
+    from optimizer.hetero.query import MixedQuery
 
 FORMATS = ("table", "json", "csv", "md")
 
@@ -28,9 +33,10 @@ class _Job:
     scenario: str           # output folder name (file stem, made unique)
     file: str
     question: str
-    query: Query
+    query: Query | MixedQuery
     key: str = ""
     result: CheapestResult | None = None
+    mixed: dict | None = None  # rigopt.mixed-result/1 of a mixed-inventory question
     cached: bool = False
     error: str = ""
 
@@ -42,10 +48,15 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-def _solve_one(query_json: str) -> tuple[str | None, str | None]:
-    """Worker: solve one question. Returns (CheapestResult JSON, None) or (None, one-line error)."""
+def _solve_one(query_json: str, mixed: bool = False) -> tuple[str | None, str | None]:
+    """Worker: solve one question. Returns (CheapestResult JSON, None) or (None, one-line error); for a
+    mixed-inventory question (rigopt.mixed-result/1 JSON, None)."""
     from optimizer.solver.search import cheapest
     try:
+        if mixed:
+            from optimizer.hetero.query import MixedQuery, result_json
+            mq = MixedQuery.model_validate_json(query_json)
+            return json.dumps(result_json(mq, mq.solve())), None
         q = Query.model_validate_json(query_json)
         return cheapest(q).model_dump_json(), None
     except RigoptError as e:
@@ -126,11 +137,17 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     catalog = catalog_digest() if use_cache else ""
     todo: list[_Job] = []
     for j in work:
-        if use_cache:
+        if use_cache and isinstance(j.query, Query):
             j.key = query_key(j.query, catalog)
             hit = cache.get(j.key)
             if hit is not None:
                 j.result, j.cached = hit, True
+                continue
+        elif use_cache:
+            j.key = mixed_key(j.query, catalog)
+            mixed_hit = cache.get_mixed(j.key)
+            if mixed_hit is not None:
+                j.mixed, j.cached = mixed_hit, True
                 continue
         todo.append(j)
 
@@ -143,14 +160,18 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
         load_hardware()
         ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
         pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx)
-        futs = {pool.submit(_solve_one, j.query.model_dump_json()): j for j in todo}
+        futs = {pool.submit(_solve_one, j.query.model_dump_json(), not isinstance(j.query, Query)): j for j in todo}
     try:
         with _progress(progress and bool(todo)) as bar:
             task = bar.add_task(f"{len(work)} question(s), {len(work) - len(todo)} cached", total=len(work),
                                 completed=len(work) - len(todo))
 
             def finish(j: _Job, res: str | None, err: str | None) -> None:
-                if res is not None:
+                if res is not None and not isinstance(j.query, Query):
+                    j.mixed = json.loads(res)
+                    if use_cache:
+                        cache.put_mixed(j.key, j.mixed)
+                elif res is not None:
                     j.result = CheapestResult.model_validate_json(res)
                     if use_cache:
                         cache.put(j.key, j.result)
@@ -160,7 +181,7 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
 
             if pool is None:
                 for j in todo:
-                    finish(j, *_solve_one(j.query.model_dump_json()))
+                    finish(j, *_solve_one(j.query.model_dump_json(), not isinstance(j.query, Query)))
             for fut in as_completed(futs):
                 try:
                     res, err = fut.result()
@@ -175,10 +196,22 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     for j in work:
         folder = under(out, out / j.scenario)
         prepare_out_dir(folder, "output folder")
+        if j.mixed is not None:
+            row = row_from_mixed(j.scenario, j.file, j.question, j.mixed, j.cached)
+            write_file(under(out, folder / f"{j.question}.result.json"), json.dumps(j.mixed, indent=2) + "\n")
+            plan_file = under(out, folder / f"{j.question}.plan.json")
+            if j.mixed["plan"] is not None:
+                write_file(plan_file, json.dumps(j.mixed["plan"], indent=2) + "\n")
+                row.plan_file = str(plan_file)
+            elif plan_file.exists():
+                plan_file.unlink()
+            rows[j.index] = row  # no plots: the frontier and memory plots read single-type results
+            continue
         if j.result is None:
             errors.append(f"{j.file}: {j.question}: {j.error}")
             rows[j.index] = Row(scenario=j.scenario, file=j.file, question=j.question, model=j.query.model,
-                                status="ERROR", objective=j.query.objective, note=j.error)
+                                status="ERROR", note=j.error,
+                                objective=j.query.objective if isinstance(j.query, Query) else "capex")
             continue
         row = row_from_result(j.scenario, j.file, j.question, j.result, j.cached)
         write_file(under(out, folder / f"{j.question}.result.json"), j.result.model_dump_json(indent=2) + "\n")

@@ -56,6 +56,14 @@ def query_key(q: Query, catalog: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def mixed_key(q, catalog: str) -> str:
+    """Key of a mixed-inventory question (`hetero.query.MixedQuery`): the same recipe, its own result schema."""
+    from optimizer.hetero.query import MIXED_RESULT_SCHEMA
+    payload = {"mixed_query": q.model_dump(mode="json"), "catalog": catalog, "version": __version__,
+               "schema": MIXED_RESULT_SCHEMA}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 class ResultCache:
     def __init__(self, root: Path | str | None):
         self.root = Path(root) if root is not None else None
@@ -81,6 +89,31 @@ class ResultCache:
         return r
 
     def put(self, key: str, result: CheapestResult) -> None:
+        self._write(key, result.model_dump_json())
+
+    def get_mixed(self, key: str) -> dict | None:
+        """A cached rigopt.mixed-result/1 answer (a JSON object of that schema), or None (a miss)."""
+        if self.root is None:
+            return None
+        try:
+            from optimizer.errors import InputError
+            from optimizer.hetero.query import MIXED_RESULT_SCHEMA
+            from optimizer.limits import MAX_PLAN_BYTES, read_bounded
+            r = json.loads(read_bounded(self._path(key), MAX_PLAN_BYTES, "cache entry"))
+        except (OSError, ValueError, InputError):
+            self.misses += 1
+            return None
+        if not (isinstance(r, dict) and r.get("schema_id") == MIXED_RESULT_SCHEMA
+                and isinstance(r.get("plan"), (dict, type(None))) and isinstance(r.get("query"), dict)):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return r
+
+    def put_mixed(self, key: str, result: dict) -> None:
+        self._write(key, json.dumps(result))
+
+    def _write(self, key: str, text: str) -> None:
         if self.root is None:
             return
         p = self._path(key)
@@ -88,7 +121,7 @@ class ResultCache:
             p.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
             with os.fdopen(fd, "w") as f:
-                f.write(result.model_dump_json())
+                f.write(text)
             os.replace(tmp, p)
         except OSError:  # the cache is an optimisation: an unwritable entry is a miss next time
             return

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -16,9 +16,12 @@ from optimizer.errors import RigoptError
 from optimizer.limits import (MAX_MESSAGE_CHARS, MAX_NESTING, MAX_PATH_CHARS, MAX_QUESTIONS,
                               MAX_SCENARIO_BYTES, MAX_SCENARIO_FILES, MAX_YAML_NODES, clip_for_message, clip_line,
                               exists, has_control, is_dir, read_bounded)
-from optimizer.scenarios.schema import (REQUIRED, OwnedSpec, Question, QuestionFields, Scenario, merged,
-                                        to_query_kwargs)
+from optimizer.scenarios.schema import (REQUIRED, BoxSpec, InventorySpec, OwnedSpec, Question, QuestionFields,
+                                        Scenario, is_mixed, merged, mixed_problems, to_mixed_kwargs, to_query_kwargs)
 from optimizer.solver.query import Query
+
+if TYPE_CHECKING:
+    from optimizer.hetero.query import MixedQuery
 
 SUFFIXES = (".yaml", ".yml", ".json")
 Loc = tuple[Any, ...]
@@ -41,7 +44,7 @@ class ScenarioError(RigoptError):
 @dataclass(frozen=True)
 class NamedQuery:
     name: str
-    query: Query
+    query: Query | MixedQuery  # MixedQuery: `owned` is a mixed inventory (planned per device, as `rigopt mixed`)
     line: int
     description: str | None = None
 
@@ -166,8 +169,10 @@ def line_of(lines: dict[Loc, int], loc: Loc) -> int:
 def _allowed(top: type, loc: Loc) -> list[str]:
     """Field names of the model that holds the key at `loc` (for 'unknown key' hints)."""
     parent = loc[:-1]
+    if "boxes" in parent:
+        return list(BoxSpec.model_fields)
     if "owned" in parent:
-        return list(OwnedSpec.model_fields)
+        return list(InventorySpec.model_fields) if "mixed" in parent else list(OwnedSpec.model_fields)
     if parent[:1] == ("defaults",):
         return list(QuestionFields.model_fields)
     if parent[:1] == ("questions",) and len(parent) >= 2:
@@ -191,7 +196,10 @@ def _errors(path: Path, e: ValidationError, lines: dict[Loc, int], top: type) ->
     out = []
     for err in e.errors():
         loc = tuple(p for p in err["loc"] if isinstance(p, (int, str)) and "[" not in str(p))
-        out.append(f"{path}:{line_of(lines, loc)}: {fmt_loc(loc)}: {_message(err, _allowed(top, loc))}")
+        hint = _allowed(top, loc)
+        # the owned union's tags (single / mixed) are not keys of the file
+        loc = tuple(p for i, p in enumerate(loc) if not (i and loc[i - 1] == "owned" and p in ("single", "mixed")))
+        out.append(f"{path}:{line_of(lines, loc)}: {fmt_loc(loc)}: {_message(err, hint)}")
     return out
 
 
@@ -283,8 +291,19 @@ def load_scenario(path: str | Path) -> LoadedScenario:
             line, loc = where("model")
             problems.append(f"{path}:{line}: {loc}: {e}")
             continue
+        bad = mixed_problems(kw)
+        for key, msg in bad:
+            line, loc = where(key)
+            problems.append(f"{path}:{line}: {loc}: {msg}")
+        if bad:
+            continue
         try:
-            query = Query(**to_query_kwargs(kw))
+            query: Query | MixedQuery
+            if is_mixed(kw):
+                from optimizer.hetero.query import MixedQuery  # only for mixed-inventory questions (start-up time)
+                query = MixedQuery(**to_mixed_kwargs(kw))
+            else:
+                query = Query(**to_query_kwargs(kw))
         except ValidationError as e:
             for err in e.errors():
                 key = str(err["loc"][0]) if err["loc"] else "?"

@@ -132,6 +132,25 @@ def row_from_result(scenario: str, file: str, question: str, r: CheapestResult, 
                binding=p.binding_constraint)
 
 
+def row_from_mixed(scenario: str, file: str, question: str, r: dict, cached: bool = False) -> Row:
+    """A row for a mixed-inventory answer (rigopt.mixed-result/1): devices = stages, layout = their layer ranges."""
+    q = r["query"]
+    base = dict(scenario=scenario, file=file, question=question, model=q["model"], status=r["status"],
+                objective="capex", tok_s_target=q["tok_s"] or None, cached=cached)
+    p = r["plan"]
+    if p is None:
+        tried = ", ".join(f"{a}: {b}" for a, b in r["tried"])
+        return Row(**base, note=f"no mixed plan: {r['reason']} (tried {tried})")
+    kinds = list(dict.fromkeys(s["accelerator"] for s in p["stages"]))
+    boxes = len({s["box"] for s in p["stages"]})
+    buys = [*p["bought"], *(f"{gb} GB DRAM" for gb in p["dram_bought_gb"] if gb)]
+    note = f"inventory: {p['inventory']}" + (f"; buy: {', '.join(buys)}" if buys else "")
+    return Row(**base, cost=p["cost_usd"], capex_usd=p["cost_usd"], node="mixed", n_nodes=boxes,
+               accelerator="+".join(kinds), devices=len(p["stages"]), engine=p["engine"], quant=p["quant"],
+               kv_dtype=p["kv_dtype"], layout=" ".join(f"{s['start']}-{s['end'] - 1}" for s in p["stages"]),
+               tok_s=round(p["tok_s"], 2), seconds=0.0 if cached else round(p["solve_s"], 3), binding="", note=note)
+
+
 CSV_COLUMNS = ["scenario", "question", "status", "model", "node", "n_nodes", "accelerator", "devices", "engine",
                "quant", "kv_dtype", "layout", "objective", "cost", "capex_usd", "usd_per_hour", "power_watts", "tok_s",
                "tok_s_target", "headroom_gib", "binding", "alternatives", "cached", "seconds", "plan_file", "file",

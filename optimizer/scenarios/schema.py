@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter,
+                      WithJsonSchema, model_validator)
 
 from optimizer.errors import RigoptError
 from optimizer.limits import (MAX_BUDGET, MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_NODES, MAX_PATH_CHARS,
@@ -129,7 +130,123 @@ def _owned(v):
     return v
 
 
-OwnedField = Annotated[OwnedSpec, BeforeValidator(_owned, json_schema_input_type=Union[str, OwnedSpec])]
+BOX_NAME_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"
+
+
+def _size(n: int) -> str:
+    """Bytes as an inventory size the parser reads back exactly (the largest unit that divides them)."""
+    for unit, k in (("TB", 10**12), ("TiB", 2**40), ("GB", 10**9), ("GiB", 2**30), ("MB", 10**6), ("MiB", 2**20)):
+        if n % k == 0:
+            return f"{n // k}{unit}"
+    return f"{n / 10**6!r}MB"
+
+
+class BoxSpec(_Strict):
+    """One box of a mixed inventory; its GPUs in CUDA device order."""
+    name: str | None = Field(None, pattern=BOX_NAME_RE, description="box name (default box1, box2, ...)")
+    gpus: Union[dict[str, Annotated[int, Field(ge=1, le=64)]], list[str]] = Field(
+        description="accelerator -> count in CUDA order, e.g. {rtx-4090: 2, rtx-3090: 1}, or a list of names")
+    dram: ByteCount = Field(0, description="host DRAM, e.g. 128GB")
+    dram_kind: Literal["ddr4", "ddr5"] | None = Field(None, description="picks the default host platform "
+                                                                        "(AM4 / AM5 desktop) when `host` is not set")
+    nvme: ByteCount = Field(0, description="NVMe capacity for expert layers read from disk, e.g. 2TB")
+    nvme_gen: Literal["gen4", "gen5"] | None = Field(None, description="NVMe drive class (default gen4)")
+    host: str | None = Field(None, max_length=80, pattern=r"^[A-Za-z0-9._-]+$",
+                             description="hosts.yaml platform key (lanes, DRAM bandwidth and maximum)")
+    psu_watts: Number | None = Field(None, gt=0, le=100_000, description="power supply (default 1600 W)")
+
+    def text(self) -> str:
+        """This box as an `--owned` inventory part (optimizer/hetero/inventory.py)."""
+        items = self.gpus.items() if isinstance(self.gpus, dict) else [(g, 1) for g in self.gpus]
+        parts = [f"{n}x {k}" for k, n in items]
+        if self.dram:
+            parts.append(_size(self.dram) + (f" {self.dram_kind}" if self.dram_kind else ""))
+        if self.nvme:
+            parts.append(_size(self.nvme) + " nvme" + (f" {self.nvme_gen}" if self.nvme_gen else ""))
+        if self.host:
+            parts.append(f"host {self.host}")
+        if self.psu_watts:
+            parts.append(f"psu {self.psu_watts:g}W")
+        return ", ".join(parts)
+
+
+class InventorySpec(_Strict):
+    """Mixed hardware owned (several GPU types or several boxes): planned per device, as `rigopt mixed --owned`."""
+    inventory: str | None = Field(None, max_length=MAX_PATH_CHARS,
+                                  description="an --owned string: '1x rtx-4090, 1x rtx-3090, 128GB ddr5' or "
+                                              "'box1: 2x rtx-4090, 128GB ddr5; box2: 1x rtx-3090; net: 10gbe'")
+    boxes: list[BoxSpec] | None = Field(None, min_length=1, max_length=16,
+                                        description="the boxes (the first runs the engine, the others "
+                                                    "ggml-rpc-server)")
+    net: str | None = Field(None, max_length=40, pattern=r"^[A-Za-z0-9._-]+$",
+                            description="network between boxes: 1gbe, 2.5gbe, 10gbe, 25gbe, 100gbe or an "
+                                        "interconnects.yaml key (default 1 GbE)")
+
+    def text(self) -> str:
+        """The inventory as one `--owned` string (the string itself when given as one)."""
+        if self.inventory is not None:
+            return self.inventory
+        boxes = self.boxes or []
+        if len(boxes) == 1 and boxes[0].name is None and self.net is None:
+            return boxes[0].text()
+        parts = [f"{b.name or f'box{i + 1}'}: {b.text()}" for i, b in enumerate(boxes)]
+        return "; ".join(parts + ([f"net: {self.net}"] if self.net else []))
+
+
+def _mixed_text(text: str) -> bool:
+    """Several GPU types or several boxes (`rigopt cheapest --owned` routes these to the mixed planner)."""
+    from optimizer.hetero.inventory import parse_inventory
+    if ";" in text or text.strip().lower().startswith("net"):
+        return True
+    try:
+        inv = parse_inventory(text)
+    except RigoptError:
+        return False  # the single-type parser reports it
+    return len({g.acc.key for g in inv.gpus}) > 1
+
+
+@_user
+def _inventory_ok(v):
+    """Parse the inventory as `rigopt mixed` would: every unknown name, bad size or limit is a field error."""
+    from optimizer.hetero.inventory import parse_inventory
+    if isinstance(v, InventorySpec):
+        if (v.inventory is None) == (v.boxes is None):
+            raise ValueError("give either `inventory` (an --owned string) or `boxes`")
+        if v.inventory is not None and v.net is not None:
+            raise ValueError("`net` goes with `boxes`; in an inventory string write '...; net: 10gbe'")
+        parse_inventory(v.text())
+    return v
+
+
+@_user
+def _owned_any(v):
+    """A string or mapping: mixed hardware (several types, boxes or a `net:`) -> InventorySpec, else OwnedSpec."""
+    if isinstance(v, str):
+        return {"inventory": v} if _mixed_text(v) else _owned(v)
+    if isinstance(v, dict) and ("boxes" in v or "inventory" in v):
+        return v
+    v = _owned(v)
+    if isinstance(v, dict) and isinstance(v.get("accelerators"), dict) and len(v["accelerators"]) > 1:
+        # several GPU types in one box: the mixed planner, as on the command line
+        box: dict[str, Any] = {"gpus": v["accelerators"]}
+        if v.get("dram"):
+            box["dram"] = v["dram"]
+        extra = set(v) - {"accelerators", "dram"}
+        if extra:
+            return v  # let OwnedSpec report the unknown keys
+        return {"boxes": [box]}
+    return v
+
+
+def _owned_kind(v) -> str:
+    return "mixed" if isinstance(v, InventorySpec) or (isinstance(v, dict) and ("boxes" in v or "inventory" in v)) \
+        else "single"
+
+
+OwnedField = Annotated[Union[Annotated[OwnedSpec, Tag("single")],
+                             Annotated[InventorySpec, AfterValidator(_inventory_ok), Tag("mixed")]],
+                       Discriminator(_owned_kind),
+                       BeforeValidator(_owned_any, json_schema_input_type=Union[str, OwnedSpec, InventorySpec])]
 
 
 class QuestionFields(_Strict):
@@ -171,7 +288,15 @@ class QuestionFields(_Strict):
     min_attn_bits: Number | None = Field(None, ge=0, le=32, description="quality floor: bits per attention weight")
     gpus: Accelerators | None = Field(None, description="allowed accelerators (list or comma-separated)")
     owned: OwnedField | None = Field(None, description="hardware owned: '2x rtx-4090, 256GB ddr5' or "
-                                                       "{accelerators: {rtx-4090: 2}, dram: 256GB}")
+                                                       "{accelerators: {rtx-4090: 2}, dram: 256GB}; mixed "
+                                                       "hardware (several GPU types or boxes) is planned per "
+                                                       "device as `rigopt mixed`: '1x rtx-4090, 1x rtx-3090, 128GB "
+                                                       "ddr5', 'box1: ...; box2: ...; net: 10gbe' or {boxes: [...], "
+                                                       "net: 10gbe}")
+    buy: bool | None = Field(None, description="mixed inventory: also buy GPUs (3090/4090/5090/RTX PRO 6000) and DRAM "
+                                               "on top, cheapest additions first (`rigopt mixed --buy`)")
+    buy_types: Accelerators | None = Field(None, description="mixed inventory: the GPUs offered for purchase "
+                                                             "(implies buy; `rigopt mixed --buy-types`)")
     engines: Engines | None = Field(None, description="allowed engines: vllm, sglang, llamacpp (default: all)")
     quants: Quants | None = Field(None, description="allowed weight quantizations (default: all)")
     kv_dtypes: KVDtypes | None = Field(None, description="allowed KV cache dtypes (default: the engine's)")
@@ -182,6 +307,21 @@ class QuestionFields(_Strict):
                                         description="solver time limit per solve (default 20)")
     workers: int | None = Field(None, ge=1, le=64, description="CP-SAT threads per question (default 1 in batch "
                                                                "runs, which are parallel across questions)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _buy_means_mixed(cls, data: Any) -> Any:
+        """`buy`/`buy_types` next to `owned`: buying on top is the mixed planner's question (`rigopt mixed --buy`),
+        so even one GPU type is read as a mixed inventory (its DRAM kind kept: DDR4 picks the AM4 platform)."""
+        if not (isinstance(data, dict) and (data.get("buy") or data.get("buy_types"))):
+            return data
+        o = data.get("owned")
+        if isinstance(o, str):
+            return {**data, "owned": {"inventory": o}}
+        if isinstance(o, dict) and isinstance(o.get("accelerators"), dict) and set(o) <= {"accelerators", "dram"}:
+            box = {"gpus": o["accelerators"], **({"dram": o["dram"]} if "dram" in o else {})}
+            return {**data, "owned": {"boxes": [box]}}
+        return data
 
 
 class Question(QuestionFields):
@@ -227,6 +367,55 @@ def to_query_kwargs(fields: dict[str, Any]) -> dict[str, Any]:
         from optimizer.solver.query import Owned
         o = kw.pop("owned")
         kw["owned"] = Owned(accelerators=o["accelerators"], dram_bytes=o.get("dram", 0))
+    return kw
+
+
+# Question fields the mixed-hardware planner (`rigopt mixed`) does not take: set with a mixed inventory, each is an
+# error at its line (as `rigopt cheapest --owned <mixed> --isl ...` is an error on the command line)
+MIXED_UNSUPPORTED = ("ttft_s", "prompt_tokens", "isl", "osl", "rate_rps", "prefix_hit", "headline_min_bits", "tier",
+                     "min_attn_bits", "gpus", "kv_dtypes", "max_nodes", "top")
+
+
+def is_mixed(fields: dict[str, Any]) -> bool:
+    """Merged fields whose `owned` is a mixed inventory (planned per device)."""
+    o = fields.get("owned")
+    return isinstance(o, dict) and ("boxes" in o or "inventory" in o)
+
+
+def mixed_problems(fields: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, message) for every field a mixed-inventory question cannot use, or buying without one."""
+    if not is_mixed(fields):
+        return [(k, "buying on top needs `owned` (a string, {accelerators, dram} or boxes) set in the same block as "
+                    "`buy`, or as boxes") for k in ("buy", "buy_types") if fields.get(k)]
+    out = [(k, "not supported with a mixed inventory (planned per device, as `rigopt mixed`)")
+           for k in MIXED_UNSUPPORTED if k in fields]
+    if fields.get("spec", "off") != "off":
+        out.append(("spec", "speculative decoding is not planned for mixed inventories"))
+    if fields.get("objective", "capex") != "capex":
+        out.append(("objective", "a mixed inventory is planned for capex (what to buy on top, with buy) only"))
+    engines = fields.get("engines")
+    if engines is not None and (len(engines) != 1 or engines[0] not in ("llamacpp", "vllm")):
+        out.append(("engines", "a mixed inventory is planned for one engine: llamacpp (any mix) or vllm"))
+    return out
+
+
+def to_mixed_kwargs(fields: dict[str, Any]) -> dict[str, Any]:
+    """Merged fields of a mixed-inventory question -> keyword arguments for `hetero.query.MixedQuery` (the options
+    of `rigopt mixed`: --owned, --context, --tok-s, -b, --buy, --buy-types, --min-bits, --quant, --max-budget,
+    --engine)."""
+    from optimizer.hetero.query import CLI_TIME_LIMIT_S
+    o = fields["owned"]
+    inv = InventorySpec.model_validate(o).text()
+    kw: dict[str, Any] = {"model": fields["model"], "inventory": inv, "context": fields["context"]}
+    for src, dst in (("concurrency", "concurrency"), ("tok_s", "tok_s"), ("max_budget", "max_budget"),
+                     ("min_expert_bits", "min_bits"), ("quants", "quants"), ("workers", "workers"),
+                     ("buy_types", "buy_types")):
+        if src in fields:
+            kw[dst] = fields[src]
+    kw["time_limit_s"] = fields.get("time_limit_s", CLI_TIME_LIMIT_S)
+    kw["buy"] = bool(fields.get("buy") or fields.get("buy_types"))
+    if fields.get("engines"):
+        kw["engine"] = fields["engines"][0]
     return kw
 
 
