@@ -22,6 +22,25 @@ app.add_typer(catalog_app, name="catalog")
 schema_app = typer.Typer(add_completion=False, no_args_is_help=True, help="JSON Schemas of rigopt's input files.")
 app.add_typer(schema_app, name="schema")
 
+# ---- issue 17: Hugging Face ids; `--offline` is global (any command that reads a model), also after the command ----
+@app.callback()
+def _global(offline: Annotated[bool, typer.Option("--offline", help="Never touch the network: Hugging Face ids are "
+                                                  "read from the local Hub cache only (as HF_HUB_OFFLINE=1)")] = False
+            ) -> None:
+    if offline:
+        import os
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read by optimizer/catalog/hub.py; inherited by `solve` workers
+
+
+def _hoist_offline(argv: list[str]) -> list[str]:
+    """`rigopt estimate X --offline` means `rigopt --offline estimate X` (options after `--` are left alone)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--offline" not in argv[:end]:
+        return argv
+    return ["--offline"] + [a for i, a in enumerate(argv) if not (a == "--offline" and i < end)]
+# ---- end issue 17 block ----
+
+
 def _query_defaults() -> dict:
     """`cheapest`'s defaults are the Query's own (solver/query.py): the question is defined once."""
     from optimizer.solver.query import Query
@@ -502,7 +521,7 @@ def user_error(e: BaseException) -> str | None:
 def main() -> None:
     """Entry point: typer app with one-line errors and exit code 2 for bad input."""
     try:
-        rc = app(standalone_mode=False)  # returns the exit code of typer.Exit in non-standalone mode
+        rc = app(args=_hoist_offline(sys.argv[1:]), standalone_mode=False)  # returns the exit code of typer.Exit in non-standalone mode
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except (typer.Exit, SystemExit) as e:
