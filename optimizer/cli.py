@@ -41,6 +41,29 @@ def _hoist_offline(argv: list[str]) -> list[str]:
 # ---- end issue 17 block ----
 
 
+@app.command()
+def detect(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.detect/1)")] = False
+           ) -> None:
+    """This machine's GPUs (memory, PCIe link), CPU, DRAM and NVMe, as an inventory `--owned` reads
+    (`--owned local` uses it directly). Reads nvidia-smi / rocm-smi / system_profiler, sysfs, /proc, lscpu and
+    dmidecode where present; says what it could not read."""
+    from optimizer.detect import detect as run
+    from optimizer.report.detect import render_detect
+    _out(run(), as_json, render_detect)
+
+
+def _local_owned(owned: str | None, quiet: bool) -> str | None:
+    """`--owned local` -> the detected inventory (printed unless --json), anything else unchanged."""
+    if owned is None or owned.strip().lower() != "local":
+        return owned
+    from optimizer.report.detect import local_inventory
+    inv = local_inventory()
+    if not quiet:
+        Console().print(f"--owned local: {inv}")
+    return inv
+# ---- end issue 17 block (detect) ----
+
+
 def _query_defaults() -> dict:
     """`cheapest`'s defaults are the Query's own (solver/query.py): the question is defined once."""
     from optimizer.solver.query import Query
@@ -208,6 +231,7 @@ def cheapest(
     if rate is not None and isl is None:
         raise InputError("--rate needs a workload: give --isl and --osl")
     wl_isl, wl_osl = (_tokens(isl), _tokens(osl)) if isl is not None and osl is not None else (None, None)
+    owned = _local_owned(owned, as_json)
     if owned and _mixed_inventory(owned):
         # cards of several types (or several boxes): the per-device assignment model plans them (`rigopt mixed`)
         from optimizer.report.mixed import run_mixed
@@ -460,6 +484,7 @@ def mixed(
 ) -> None:
     """Best plan over mixed GPUs you own (CP-SAT layer/expert assignment), or the cheapest additions with --buy."""
     from optimizer.report.mixed import run_mixed
+    owned = _local_owned(owned, as_json) or owned
     raise typer.Exit(code=run_mixed(model, owned, context=_tokens(context), tok_s=tok_s, concurrency=concurrency,
                                     buy=buy or bool(buy_types), buy_types=buy_types, min_bits=min_bits, quant=quant,
                                     max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine))
