@@ -137,7 +137,11 @@ class _Hub:
     """One repository at one revision, fetched through huggingface_hub."""
 
     def __init__(self, repo: str, rev: str | None):
-        import huggingface_hub
+        try:
+            import huggingface_hub
+        except ImportError:
+            raise InputError(f"{_label(repo, rev)}: reading a Hugging Face id needs the huggingface_hub package "
+                             "(pip install huggingface_hub), or give a catalogue name or a local path") from None
         from huggingface_hub import constants
         from huggingface_hub.utils import disable_progress_bars
         disable_progress_bars()
