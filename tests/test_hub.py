@@ -244,3 +244,26 @@ def test_storage_from_hf_matches_cards():
 def test_errors_are_rigopt_errors(hub):
     with pytest.raises(CatalogError):
         resolve_model("acme/absent")
+
+
+def test_single_file_checkpoint_header_by_range(hub):
+    """No index: the header of model.safetensors alone, by range request. 8 x 32 BF16 = 512 bytes of embedding."""
+    st = safetensors_bytes({"model.embed_tokens.weight": ("BF16", [8, 32])}, ITEM)
+    hub.repos["acme/one-file"] = Repo(files={"config.json": QWEN3_8B, "model.safetensors": st})
+    m = resolve_model("acme/one-file")
+    assert m.weights_file is not None and m.weights_file.bytes_by_class() == {"embed": 8 * 32 * 2}
+    assert [r for meth, p, r in hub.log if p.endswith("model.safetensors") and meth == "GET"] == ["bytes=0-100000"]
+
+
+def test_offline_needs_the_manifest_of_an_online_run(hub, monkeypatch):
+    """A config.json in the Hub cache without rigopt's header manifest (e.g. downloaded by another tool) is one
+    error offline rather than an answer that would differ from the online one."""
+    hub.repos["acme/tiny2"] = Repo(files={"config.json": QWEN3_8B})
+    resolve_model("acme/tiny2")
+    from optimizer.catalog.hub import cache_dir
+    (manifest,) = (cache_dir() / "models--acme--tiny2" / ".rigopt").glob("*.json")
+    manifest.unlink()
+    catalog_models._hub_model.cache_clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CatalogError, match="run once without --offline"):
+        resolve_model("acme/tiny2")
