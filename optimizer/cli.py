@@ -98,7 +98,7 @@ def _out(obj, as_json: bool, render) -> None:
 
 @app.command()
 def estimate(
-    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder or a .gguf file")],
+    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder, a .gguf file or a Hugging Face id org/name[@rev]")],
     context: Annotated[str, typer.Option("--context", "-c", help=CONTEXT_HELP)] = "32K",
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = 1,
     quant: Annotated[Optional[list[str]], typer.Option("--quant", "-q", help="Weight quantization(s): native, bf16, fp8, int8, nvfp4, mxfp4, int4, q8_0, q4_k_m, q2_k, iq2_xxs, ... (repeatable)")] = None,
@@ -176,7 +176,7 @@ def _spec(m, spec: str | None, accept_len: float | None):
 
 @app.command()
 def cheapest(
-    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder or a .gguf file")],
+    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder, a .gguf file or a Hugging Face id org/name[@rev]")],
     context: Annotated[Optional[str], typer.Option("--context", "-c", help=CONTEXT_HELP + " Default 384K, or isl + osl with a workload.")] = None,
     tok_s: Annotated[float, typer.Option("--tok-s", help="Decode tokens/s per sequence at that context (0 = no target); with --isl/--osl: 1/TPOT")] = _QUERY_DEFAULT["tok_s"],
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = _QUERY_DEFAULT["concurrency"],

@@ -267,3 +267,19 @@ def test_offline_needs_the_manifest_of_an_online_run(hub, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CatalogError, match="run once without --offline"):
         resolve_model("acme/tiny2")
+
+
+def test_scenario_file_question_on_a_hub_id(hub, tmp_path, capsys):
+    """A scenario question may name a Hub id: it is solved from the fetched config (4 requests: listing, HEAD
+    for the size, HEAD + GET by hf_hub_download), and the result cache keys on what the Hub served."""
+    from optimizer.scenarios import solve
+    hub.repos["acme/q8"] = Repo(files={"config.json": QWEN3_8B})
+    sc = tmp_path / "s.yaml"
+    sc.write_text("name: hub\nquestions:\n  - name: a\n    model: acme/q8@main\n    context: 8192\n"
+                  "    gpus: [rtx-4090]\n    engines: [vllm]\n")
+    rep = solve([str(sc)], jobs=1, out_dir=str(tmp_path / "out"), fmt="json", plot=False, use_cache=False)
+    capsys.readouterr()
+    assert rep.exit_code == 0 and rep.errors == []
+    plan = json.loads((tmp_path / "out" / "s" / "a.plan.json").read_text())
+    assert plan["model"] == "acme/q8@main" and plan["hardware"]["accelerator"] == "rtx-4090"
+    assert len(hub.log) == 4
