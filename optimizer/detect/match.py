@@ -67,6 +67,8 @@ def match_gpu(name: str, memory_bytes: int | None) -> tuple[str | None, str]:
             continue
         for k in [key, *MEMORY_VARIANTS.get(key, [])]:
             if k in hw and _memory_ok(k, memory_bytes):
+                if k != key:
+                    return k, f"name matches {key}, its memory the {k} variant"
                 return k, f"name matches {k}" + ("" if memory_bytes is None else " and so does its memory")
         gb = f"{memory_bytes / 1e9:.1f} GB" if memory_bytes else "unknown memory"
         return None, f"name looks like {key} but {gb} does not match the catalogue's {key}"
