@@ -61,8 +61,8 @@ def query_key(q: Query, catalog: str) -> str:
             # a Hugging Face id names a moving target: what the Hub (or its cache) serves now is the question
             m = resolve_model(q.model)
             wf = m.weights_file
-            payload["model_digest"] = [m.spec.content_key, sorted(m.storage.items()),
-                                       int(getattr(wf, "file_bytes", 0) or 0)]
+            payload["model_digest"] = json.dumps([m.spec.content_key, sorted(m.storage.items()),
+                                                  int(getattr(wf, "file_bytes", 0) or 0)])
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
