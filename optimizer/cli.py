@@ -22,6 +22,48 @@ app.add_typer(catalog_app, name="catalog")
 schema_app = typer.Typer(add_completion=False, no_args_is_help=True, help="JSON Schemas of rigopt's input files.")
 app.add_typer(schema_app, name="schema")
 
+# ---- issue 17: Hugging Face ids; `--offline` is global (any command that reads a model), also after the command ----
+@app.callback()
+def _global(offline: Annotated[bool, typer.Option("--offline", help="Never touch the network: Hugging Face ids are "
+                                                  "read from the local Hub cache only (as HF_HUB_OFFLINE=1)")] = False
+            ) -> None:
+    if offline:
+        import os
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read by optimizer/catalog/hub.py; inherited by `solve` workers
+
+
+def _hoist_offline(argv: list[str]) -> list[str]:
+    """`rigopt estimate X --offline` means `rigopt --offline estimate X` (options after `--` are left alone)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--offline" not in argv[:end]:
+        return argv
+    return ["--offline"] + [a for i, a in enumerate(argv) if not (a == "--offline" and i < end)]
+# ---- end issue 17 block ----
+
+
+@app.command()
+def detect(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.detect/1)")] = False
+           ) -> None:
+    """This machine's GPUs (memory, PCIe link), CPU, DRAM and NVMe, as an inventory `--owned` reads
+    (`--owned local` uses it directly). Reads nvidia-smi / rocm-smi / system_profiler, sysfs, /proc, lscpu and
+    dmidecode where present; says what it could not read."""
+    from optimizer.detect import detect as run
+    from optimizer.report.detect import render_detect
+    _out(run(), as_json, render_detect)
+
+
+def _local_owned(owned: str | None, quiet: bool) -> str | None:
+    """`--owned local` -> the detected inventory (printed unless --json), anything else unchanged."""
+    if owned is None or owned.strip().lower() != "local":
+        return owned
+    from optimizer.report.detect import local_inventory
+    inv = local_inventory()
+    if not quiet:
+        Console().print(f"--owned local: {inv}")
+    return inv
+# ---- end issue 17 block (detect) ----
+
+
 def _query_defaults() -> dict:
     """`cheapest`'s defaults are the Query's own (solver/query.py): the question is defined once."""
     from optimizer.solver.query import Query
@@ -58,7 +100,7 @@ def _out(obj, as_json: bool, render) -> None:
 
 @app.command()
 def estimate(
-    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder or a .gguf file")],
+    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder, a .gguf file or a Hugging Face id org/name[@rev]")],
     context: Annotated[str, typer.Option("--context", "-c", help=CONTEXT_HELP)] = "32K",
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = 1,
     quant: Annotated[Optional[list[str]], typer.Option("--quant", "-q", help="Weight quantization(s): native, bf16, fp8, int8, nvfp4, mxfp4, int4, q8_0, q4_k_m, q2_k, iq2_xxs, ... (repeatable)")] = None,
@@ -152,7 +194,7 @@ def _spec(m, spec: str | None, accept_len: float | None):
 
 @app.command()
 def cheapest(
-    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder or a .gguf file")],
+    model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder, a .gguf file or a Hugging Face id org/name[@rev]")],
     context: Annotated[Optional[str], typer.Option("--context", "-c", help=CONTEXT_HELP + " Default 384K, or isl + osl with a workload.")] = None,
     tok_s: Annotated[float, typer.Option("--tok-s", help="Decode tokens/s per sequence at that context (0 = no target); with --isl/--osl: 1/TPOT")] = _QUERY_DEFAULT["tok_s"],
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = _QUERY_DEFAULT["concurrency"],
@@ -211,6 +253,7 @@ def cheapest(
     if rate is not None and isl is None:
         raise InputError("--rate needs a workload: give --isl and --osl")
     wl_isl, wl_osl = (_tokens(isl), _tokens(osl)) if isl is not None and osl is not None else (None, None)
+    owned = _local_owned(owned, as_json)
     if owned and _mixed_inventory(owned):
         # cards of several types (or several boxes): the per-device assignment model plans them (`rigopt mixed`)
         from optimizer.report.mixed import run_mixed
@@ -510,6 +553,7 @@ def mixed(
 ) -> None:
     """Best plan over mixed GPUs you own (CP-SAT layer/expert assignment), or the cheapest additions with --buy."""
     from optimizer.report.mixed import run_mixed
+    owned = _local_owned(owned, as_json) or owned
     raise typer.Exit(code=run_mixed(model, owned, context=_tokens(context), tok_s=tok_s, concurrency=concurrency,
                                     buy=buy or bool(buy_types), buy_types=buy_types, min_bits=min_bits, quant=quant,
                                     max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine))
@@ -571,7 +615,7 @@ def user_error(e: BaseException) -> str | None:
 def main() -> None:
     """Entry point: typer app with one-line errors and exit code 2 for bad input."""
     try:
-        rc = app(standalone_mode=False)  # returns the exit code of typer.Exit in non-standalone mode
+        rc = app(args=_hoist_offline(sys.argv[1:]), standalone_mode=False)  # returns the exit code of typer.Exit in non-standalone mode
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except (typer.Exit, SystemExit) as e:

@@ -28,6 +28,11 @@ MAX_INDEX_BYTES = 64 * MiB
 """model.safetensors.index.json: a weight map of ~100k tensors is ~10 MB."""
 MAX_SAFETENSORS_HEADER_BYTES = 100 * MiB
 """A safetensors JSON header (the safetensors library refuses headers above 100 MB too)."""
+MAX_SAFETENSORS_SHARDS = 1_024
+"""Shards named by one model.safetensors.index.json (real checkpoints have < 200); each header fetched from the Hub
+is one HTTP range request."""
+HUB_TIMEOUT_S = 10.0
+"""Seconds to wait for the Hugging Face Hub (or HF_ENDPOINT) per request before giving up."""
 MAX_PLAN_BYTES = 16 * MiB
 """Plan files (rigopt.plan/1, hand-written placement inputs): a written plan is ~5 KB."""
 MAX_SCENARIO_BYTES = 4 * MiB

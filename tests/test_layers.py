@@ -6,7 +6,9 @@ Layer order (low -> high); a module may import its own layer and any layer below
 
     base       optimizer (package), units, errors, engines, cache, limits, layout (Parallel, Links)
     arch       optimizer.arch            config / GGUF / safetensors -> ModelSpec; weight formats
-    catalog    optimizer.catalog         catalogue schemas and loaders (the data everything above reads)
+    catalog    optimizer.catalog         catalogue schemas and loaders (the data everything above reads); Hugging Face
+                                         Hub ids (catalog/hub.py: config/index/headers into the Hub cache)
+               optimizer.detect          the local machine (nvidia-smi, rocm-smi, sysfs, /proc) -> catalogue keys
     topology   optimizer.topology, optimizer.topology_links   graph per node type; graph -> Links
     estimate   optimizer.estimate        pure float physics: Deployment -> evaluate() (no solver, no I/O
                                          beyond the catalogue rows a deployment names)
@@ -32,7 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("base", ["optimizer", "optimizer.units", "optimizer.errors", "optimizer.engines", "optimizer.cache",
               "optimizer.limits", "optimizer.layout"]),
     ("arch", ["optimizer.arch"]),
-    ("catalog", ["optimizer.catalog"]),
+    ("catalog", ["optimizer.catalog", "optimizer.detect"]),
     ("topology", ["optimizer.topology", "optimizer.topology_links"]),
     ("estimate", ["optimizer.estimate"]),
     ("moe", ["optimizer.moe", "optimizer.place.loads"]),

@@ -114,7 +114,13 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
         raise ModelFormatError(f"{label}: safetensors header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise ModelFormatError(f"{label}: safetensors header is not a JSON object")
-    data_bytes = size - 8 - n
+    return check_header(header, label, size - 8 - n)
+
+
+def check_header(header: dict[str, Any], label: str, data_bytes: int | None) -> dict[str, dict[str, Any]]:
+    """{tensor name: entry} of a parsed safetensors header (the `__metadata__` entry dropped), each entry checked for
+    a dtype, a shape and data offsets; offsets are checked against `data_bytes` (the bytes after the header) when the
+    file size is known (a header fetched by HTTP range request from the Hub comes without it)."""
     out: dict[str, dict[str, Any]] = {}
     for name, entry in header.items():
         if name == "__metadata__":
@@ -128,11 +134,26 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
         a, b = offs
         if not 0 <= a <= b or any(s < 0 for s in entry["shape"]):
             raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has invalid data_offsets {clip_for_message(offs)} or shape")
-        if b > data_bytes:
+        if data_bytes is not None and b > data_bytes:
             raise ModelFormatError(f"{label}: truncated: tensor {clip_for_message(name)!r} ends at data byte {b}, "
                                    f"file holds {data_bytes}")
         out[name] = entry
     return out
+
+
+def tensors_from_headers(headers: dict[str, dict[str, dict[str, Any]]], n_layers: int) -> tuple[TensorInfo, ...]:
+    """TensorInfo rows (class, layer, bytes) of checked headers, shard by shard in the given order."""
+    tensors: list[TensorInfo] = []
+    for header in headers.values():
+        for name, e in header.items():
+            n_el = 1
+            for s in e["shape"]:
+                n_el *= s
+            a, b = e["data_offsets"]
+            dims = sum(1 for s in e["shape"] if s > 1)
+            tensors.append(TensorInfo(name=name, dtype=e["dtype"], n_elements=n_el, n_bytes=b - a,
+                                      tensor_class=hf_tensor_class(name, dims), layer=_layer(name, n_layers)))
+    return tuple(tensors)
 
 
 def read_safetensors_dir(path: str | Path) -> WeightsFile:
@@ -180,15 +201,6 @@ def read_safetensors_dir(path: str | Path) -> WeightsFile:
                                f"{clip_for_message(', '.join(missing[:3]))}{more} "
                                "named in model.safetensors.index.json")
 
-    tensors: list[TensorInfo] = []
-    for shard in present:
-        for name, e in read_safetensors_header(shard).items():
-            n_el = 1
-            for s in e["shape"]:
-                n_el *= s
-            a, b = e["data_offsets"]
-            dims = sum(1 for s in e["shape"] if s > 1)
-            tensors.append(TensorInfo(name=name, dtype=e["dtype"], n_elements=n_el, n_bytes=b - a,
-                                      tensor_class=hf_tensor_class(name, dims), layer=_layer(name, n_layers)))
-    return WeightsFile(path=str(folder), spec=spec, tensors=tuple(tensors),
+    headers = {shard.name: read_safetensors_header(shard) for shard in present}
+    return WeightsFile(path=str(folder), spec=spec, tensors=tensors_from_headers(headers, n_layers),
                        file_bytes=sum(q.stat().st_size for q in present), format="safetensors")

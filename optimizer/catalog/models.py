@@ -1,7 +1,9 @@
 """Model catalogue: load cards, resolve a user's MODEL argument to an architecture.
 
 MODEL may be a catalogue key or alias, a path to a config.json, a model folder (config.json and/or
-model.safetensors.index.json), or a .gguf file.
+model.safetensors.index.json), a .gguf file, or a Hugging Face Hub id `org/name[@revision]` (optimizer/catalog/hub.py).
+Precedence: an existing local path, then a catalogue key or alias, then a card's `hf_id` (without @revision: the
+shipped card answers, no network), then the Hub.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from optimizer.cache import memoize
 from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.spec import ModelSpec
+from optimizer.catalog.hub import hub_model, parse_hub_id
 from optimizer.catalog.model_schema import ModelCard
 from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError, InputError, ModelFormatError
@@ -31,12 +34,15 @@ class ResolvedModel:
     spec: ModelSpec
     card: ModelCard | None = None
     weights_file: WeightsFile | None = None  # set when the model was read from a GGUF / safetensors file
+    storage_map: tuple[tuple[str, str], ...] | None = None  # a Hub checkpoint's formats (catalog/hub.py)
 
     @property
     def storage(self) -> dict[str, str]:
         """How tensor classes are stored: the card's, or a GGUF file's own types (the dominant one per class)."""
         if self.card is not None:
             return dict(self.card.storage)
+        if self.storage_map is not None:
+            return dict(self.storage_map)
         wf = self.weights_file
         if wf is not None and getattr(wf, "format", "") == "gguf" and wf.tensors:
             from optimizer.arch.formats import FORMATS
@@ -86,6 +92,17 @@ def _alias_map() -> dict[str, str]:
     return out
 
 
+@memoize("catalog.model_hf_ids", maxsize=1)
+def _hf_id_map() -> dict[str, str]:
+    """Normalised card hf_id -> catalogue key (Hub ids are case-insensitive)."""
+    return {card.hf_id.strip().lower(): key for key, card in load_cards().items()}
+
+
+def catalogue_key_for_hub_id(name: str) -> str | None:
+    """The catalogue key whose card names this Hub id (no @revision), None otherwise."""
+    return _hf_id_map().get(name.strip().lower())
+
+
 def catalogue_key(name: str) -> str:
     if len(name) > MAX_NAME_CHARS:
         raise CatalogError(f"unknown model '{clip_for_message(name, 40)}' ({len(name):,} characters; catalogue "
@@ -119,6 +136,13 @@ def resolve_model(name: str) -> ResolvedModel:
         raise InputError(f"not a model name or path: {clip_for_message(name, 40)} ({n:,} characters; a name or "
                          f"path has 1..{MAX_PATH_CHARS} characters and no control characters)")
     p = Path(name).expanduser()
+    hub = parse_hub_id(name)
+    if hub is not None and not exists(p):
+        if _norm(name) in _alias_map():
+            return _catalogue_model(_alias_map()[_norm(name)])
+        repo, rev = hub
+        key = catalogue_key_for_hub_id(repo) if rev is None else None
+        return _catalogue_model(key) if key is not None else _hub_model(repo, rev)
     looks_like_path = name.endswith((".json", ".gguf")) or "/" in name or name.startswith(".")
     if looks_like_path or (exists(p) and _norm(name) not in _alias_map()):
         if not exists(p):
@@ -127,6 +151,13 @@ def resolve_model(name: str) -> ResolvedModel:
         st = p.stat()
         return _resolve_path(str(p.resolve()), st.st_size, st.st_mtime_ns)
     return _catalogue_model(catalogue_key(name))
+
+
+@memoize("catalog.hub_models", maxsize=16)  # per process: the Hub (or its cache) is read once per id
+def _hub_model(repo: str, rev: str | None) -> ResolvedModel:
+    h = hub_model(repo, rev)
+    return ResolvedModel(key=f"{repo}@{rev}" if rev else repo, spec=h.spec, weights_file=h.weights_file,
+                         storage_map=h.storage)
 
 
 @memoize("catalog.model_files", maxsize=32)   # keyed by (path, size, mtime): content changes miss

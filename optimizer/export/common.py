@@ -152,7 +152,11 @@ class ModelFacts:
 
     @property
     def hf_id(self) -> str:
-        return self.card.hf_id if self.card is not None else self.plan.model
+        if self.card is not None:
+            return self.card.hf_id
+        from optimizer.catalog.hub import parse_hub_id
+        hub = parse_hub_id(self.plan.model)  # a Hub id's repository (engines take the revision as a flag)
+        return hub[0] if hub is not None else self.plan.model
 
     @property
     def is_v4(self) -> bool:

@@ -53,6 +53,16 @@ def query_key(q: Query, catalog: str) -> str:
     p = Path(q.model)
     if p.is_absolute() and p.exists():  # a config/GGUF path: its content is part of the question
         payload["model_digest"] = tree_digest(p)
+    else:
+        from optimizer.catalog.hub import parse_hub_id
+        from optimizer.catalog.models import catalogue_key_for_hub_id, resolve_model
+        hub = parse_hub_id(q.model)
+        if hub is not None and not (hub[1] is None and catalogue_key_for_hub_id(hub[0])):
+            # a Hugging Face id names a moving target: what the Hub (or its cache) serves now is the question
+            m = resolve_model(q.model)
+            wf = m.weights_file
+            payload["model_digest"] = json.dumps([m.spec.content_key, sorted(m.storage.items()),
+                                                  int(getattr(wf, "file_bytes", 0) or 0)])
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -210,12 +210,16 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _model(name: str, base: Path) -> str:
-    """Catalogue aliases -> canonical key; paths -> absolute (relative to the scenario file's folder)."""
+    """Catalogue aliases -> canonical key; paths -> absolute (relative to the scenario file's folder); Hub ids as
+    given (optimizer/catalog/models.py decides: a card's hf_id is the catalogue model, anything else the Hub)."""
     if len(name) > MAX_PATH_CHARS or has_control(name):
         raise ValueError(f"not a model name or path: {clip_for_message(name)} ({len(name)} characters)")
     if _looks_like_path(name):
         p = Path(name).expanduser()
         p = p if p.is_absolute() else (base / p)
+        from optimizer.catalog.hub import parse_hub_id
+        if not exists(p) and parse_hub_id(name) is not None:
+            return name  # a Hugging Face id (org/name[@rev]): resolved, and fetched, when the question is solved
         if not exists(p):
             raise ValueError(f"{clip_for_message(name)}: no such file or folder "
                              "(paths are relative to the scenario file)")

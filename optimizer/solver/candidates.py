@@ -25,10 +25,10 @@ from optimizer.estimate.kv import default_kv_dtype
 from optimizer.estimate.speed import SpeedEstimate
 from optimizer.estimate.uncertainty import planning_ratios
 from optimizer.layout import Parallel
-from optimizer.estimate.schemes import SCHEMES, get_scheme
+from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.query import Query
-from optimizer.solver.support import unsupported
+from optimizer.solver.support import format_unsupported, unsupported
 from optimizer.topology import topology
 from optimizer.topology_links import plan_links
 
@@ -123,6 +123,11 @@ def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None) -> list[str]:
     return out
 
 
+def scheme_formats(scheme: Scheme) -> set[str]:
+    """Every storage format a quantization scheme puts in the model's tensors."""
+    return {fmt for mix in scheme.mixes.values() for _, fmt in mix}
+
+
 def _engines_for(node: NodeType, acc_kind: str, q: Query) -> list[str]:
     allowed = q.engines or ["vllm", "sglang", "llamacpp"]
     if acc_kind == "unified":
@@ -214,9 +219,11 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
             gguf = engine == "llamacpp"
             for qname in _quants(q, gguf, m):
                 try:
-                    get_scheme(qname, m.storage)  # a quantization the model's storage cannot take is skipped
+                    scheme = get_scheme(qname, m.storage)  # a quantization the model's storage cannot take is skipped
                 except InputError:
                     continue
+                if format_unsupported(engine, acc.arch, scheme_formats(scheme)):
+                    continue  # no kernel for these weights on this GPU (V100: no FP8/FP4; Gaudi: FP8 only)
                 quality = quality_of(m, qname)  # computed once per (model, quant)
                 exp_bits, attn_bits = quality[0], quality[1]
                 if exp_bits < q.min_expert_bits or attn_bits < q.min_attn_bits:

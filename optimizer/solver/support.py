@@ -35,9 +35,71 @@ SPARSE_MLA = Rule(
 RULES: tuple[Rule, ...] = (SPARSE_MLA,)
 
 
+@dataclass(frozen=True)
+class EngineGap:
+    """An engine with no usable backend for an accelerator architecture, whatever the model."""
+    engine: str
+    archs: frozenset[str]
+    source: str
+
+
+GAUDI = frozenset({"gaudi2", "gaudi3"})
+ENGINE_GAPS: tuple[EngineGap, ...] = (
+    EngineGap("sglang", frozenset({"sm70"}), (
+        "opendatalab/MinerU issue #3416 (SGLang on a V100: 'SGlang only supports sm 75 and above'); "
+        "gpustack/gpustack PR #3932 (SGLang cannot run below compute capability 8.0, ref sgl-project/sglang#6006); "
+        "sgl-project/sglang issue #24302 (sgl-kernel built for sm80+)")),
+    EngineGap("sglang", GAUDI, (
+        "sgl-project/sglang PRs #2121/#2357 (initial Intel Gaudi 'hpu' device: native PyTorch attention, "
+        "offline example on 1-2 Gaudi2 cards) and #5252 (HPUAttnBackend/HPUGraph for usable speed, closed unmerged): "
+        "no serving path rigopt can plan")),
+    EngineGap("llamacpp", GAUDI, (
+        "ggml-org/llama.cpp README 'Supported backends' (Metal, BLAS, SYCL, MUSA, CUDA, HIP, Vulkan, CANN, OpenCL, "
+        "...): no Habana/Gaudi backend")),
+)
+
+
+@dataclass(frozen=True)
+class FormatGap:
+    """Weight formats an engine has no kernel for on an architecture (plans using them are impossible)."""
+    engine: str
+    archs: frozenset[str]
+    formats: frozenset[str]
+    source: str
+
+
+_FP8 = frozenset({"fp8", "fp8-block128", "fp8-channel"})
+_FP4 = frozenset({"nvfp4", "mxfp4"})
+FORMAT_GAPS: tuple[FormatGap, ...] = (
+    # vLLM docs "Supported Hardware" quantization table (docs.vllm.ai/quantization/): Volta (SM 7.0) has GPTQ and
+    # GGUF but no AWQ, no Marlin (GPTQ/AWQ/FP8/FP4), no INT8 W8A8 and no FP8; the FP8 W8A8 page
+    # (docs.vllm.ai/en/v0.32.0/features/quantization/llm_compressor/fp8/): FP8 runs from compute capability 7.5
+    # (weight-only, Marlin). rigopt's int4 is GPTQ/AWQ group 128, which GPTQ kernels serve on Volta.
+    FormatGap("vllm", frozenset({"sm70"}), _FP8 | _FP4 | frozenset({"int8"}),
+              "docs.vllm.ai/quantization/ Supported Hardware table (Volta: no FP8, no Marlin FP8/FP4, no INT8 W8A8)"),
+    # The same table (v0.11.2 and v0.14.0, column 'Intel Gaudi'): only INC (FP8 W8A8) among the quantizations;
+    # 'All Intel Gaudi quantization support has been migrated to vLLM-Gaudi' (v0.15.1 notes).
+    FormatGap("vllm", GAUDI, _FP4 | frozenset({"int4-g128", "int8"}),
+              "docs.vllm.ai/en/v0.14.0/features/quantization/ Supported Hardware table (Intel Gaudi: INC FP8 only; "
+              "no AWQ/GPTQ/Marlin); vllm-project/vllm-gaudi plugin"),
+)
+
+
+def format_unsupported(engine: str, arch: str, formats: set[str]) -> str | None:
+    """None if the engine has kernels for every one of these weight formats on this architecture, else why."""
+    for g in FORMAT_GAPS:
+        bad = formats & g.formats
+        if engine == g.engine and arch in g.archs and bad:
+            return f"{engine} has no {', '.join(sorted(bad))} kernels on {arch}; source: {g.source}"
+    return None
+
+
 def unsupported(engine: str, family: str, arch: str, kt: bool = False) -> str | None:
     """None if the engine runs this model family on this architecture, else the reason with its source.
     kt: an SGLang plan whose offloaded experts run in KTransformers' CPU kernels (its fork ships more GPU kernels)."""
+    for gap in ENGINE_GAPS:
+        if engine == gap.engine and arch in gap.archs:
+            return f"{engine} does not run on {arch}; source: {gap.source}"
     for r in RULES:
         ok = r.archs | (r.kt_archs if kt and engine == "sglang" else frozenset())
         if engine in r.engines and family in r.families and arch not in ok:

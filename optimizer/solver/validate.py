@@ -17,7 +17,8 @@ from optimizer.estimate.uncertainty import planning_ratios
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
-from optimizer.solver.support import unsupported
+from optimizer.estimate.schemes import get_scheme
+from optimizer.solver.support import format_unsupported, unsupported
 
 
 
@@ -143,6 +144,11 @@ def check(plan: Plan, q: Query, tol: float = 1e-6) -> list[str]:
         bad.append("parallel layout does not use exactly the plan's GPUs")
     why = unsupported(plan.engine, resolve_model(q.model).spec.family, load_hardware().accelerators[node.accelerator].arch,
                       kt=plan.engine == "sglang" and plan.offload.mode == "cpu")
+    if why:
+        bad.append(why)
+    scheme = get_scheme(plan.quant, resolve_model(q.model).storage)
+    why = format_unsupported(plan.engine, load_hardware().accelerators[node.accelerator].arch,
+                             {fmt for mix in scheme.mixes.values() for _, fmt in mix})
     if why:
         bad.append(why)
     if plan.parallel.tp > node.accelerators_per_node:
