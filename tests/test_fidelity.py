@@ -22,10 +22,10 @@ from optimizer.fidelity.cases import SPEED_METRICS, speed_rows
 from optimizer.fidelity.predict import predict_memory, predict_speed
 
 # documented cross-validated medians and 90th percentiles (README, Fidelity) + margin
-CV_MEDIAN_MAX = {"decode_tok_s": 0.133 + 0.02, "prefill_tok_s": 0.330 + 0.03, "tpot_ms": 0.251 + 0.03,
-                 "ttft_ms": 0.387 + 0.04, "output_tok_s_per_gpu": 0.216 + 0.03}
-CV_P90_MAX = {"decode_tok_s": 0.453 + 0.05, "prefill_tok_s": 0.858 + 0.08, "tpot_ms": 1.111 + 0.1,
-              "ttft_ms": 0.936 + 0.05, "output_tok_s_per_gpu": 0.697 + 0.08}
+CV_MEDIAN_MAX = {"decode_tok_s": 0.151 + 0.02, "prefill_tok_s": 0.318 + 0.03, "tpot_ms": 0.244 + 0.03,
+                 "ttft_ms": 0.360 + 0.04, "output_tok_s_per_gpu": 0.228 + 0.03}
+CV_P90_MAX = {"decode_tok_s": 0.452 + 0.05, "prefill_tok_s": 0.959 + 0.08, "tpot_ms": 1.118 + 0.1,
+              "ttft_ms": 0.934 + 0.05, "output_tok_s_per_gpu": 0.645 + 0.08}
 WEIGHTS_MAX = 0.02
 GGUF_MAX = 0.02
 KV_MAX = 0.10

@@ -51,6 +51,14 @@ def local_rows() -> list[dict]:
     return [dict(r) for r in _rows(str(LOCAL_FILE))]
 
 
+def model_key(name: object) -> str | None:
+    """The catalogue key a measurement row's model names: a key, or a card's Hugging Face id (no network)."""
+    from optimizer.catalog.models import catalogue_key_for_hub_id
+    if not isinstance(name, str):
+        return None
+    return name if name in load_cards() else catalogue_key_for_hub_id(name)
+
+
 def _ubatch(flags: str) -> str:
     m = re.search(r"n_ubatch[ =](\d+)|(?:-ub|--ubatch-size)[ =](\d+)", flags)
     return f" -ub {m.group(1) or m.group(2)}" if m else ""
@@ -61,7 +69,8 @@ def speed_rows_of(row: dict) -> tuple[list[dict], str | None]:
     engine = ENGINE_MAP.get(str(row.get("engine")))
     if engine is None:
         return [], f"engine {row.get('engine')} is not modelled"
-    if row.get("model") not in load_cards():
+    model = model_key(row.get("model"))
+    if model is None:
         return [], f"model {row.get('model')} is not in the catalogue"
     if row.get("accelerator") not in load_hardware().accelerators:
         return [], f"accelerator {row.get('accelerator')} is not in the catalogue"
@@ -70,7 +79,7 @@ def speed_rows_of(row: dict) -> tuple[list[dict], str | None]:
     w = row.get("workload") or {}
     m = row.get("measured") or {}
     p = row.get("parallel") or None
-    base = {"engine": engine, "model": row["model"], "quant": row.get("quant") or "native",
+    base = {"engine": engine, "model": model, "quant": row.get("quant") or "native",
             "accelerator": row["accelerator"], "gpus": int(row.get("gpus") or 1),
             "parallel": {k: p[k] for k in ("tp", "pp", "dp", "ep") if p.get(k) is not None} if p else None,
             "batch": int(w.get("concurrency") or 1), "offload": None,

@@ -18,7 +18,7 @@ import yaml
 
 from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import load_hardware
-from optimizer.catalog.models import load_cards, resolve_model
+from optimizer.catalog.models import resolve_model
 from optimizer.estimate.deployment import Deployment, Hardware, evaluate
 from optimizer.layout import Parallel
 from optimizer.estimate.serving import Workload
@@ -71,7 +71,8 @@ def _stat(v) -> float | None:
 def comparable(row: dict) -> bool:
     hw = load_hardware()
     w = row.get("workload") or {}
-    if row.get("engine") not in ENGINES or row.get("model") not in load_cards():
+    from optimizer.fidelity.heldout import model_key
+    if row.get("engine") not in ENGINES or model_key(row.get("model")) is None:
         return False
     if row.get("accelerator") not in hw.accelerators or w.get("kind") != "serving":
         return False

@@ -96,6 +96,12 @@ def match_accelerator(printed: str) -> str:
         sxm = [k for k in hits if "sxm" in k]
         if len(sxm) == 1 and not ({"pcie", "nvl"} & want):
             hits = sxm
+    if len(hits) > 1:  # the stock part the name says, not a variant with words the log does not print
+        # ('NVIDIA GeForce RTX 4090' is the rtx-4090, not the 4090 D or the modified 48 GB card)
+        extra = {k: len(_tokens(accs[k].name) - want) for k in hits}
+        least = min(extra.values())
+        if sum(v == least for v in extra.values()) == 1:
+            hits = [k for k in hits if extra[k] == least]
     if len(hits) == 1:
         return hits[0]
     if hits:
