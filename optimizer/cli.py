@@ -265,7 +265,8 @@ def cheapest(
         ctx_mixed = _tokens(context) if context else _tokens("384K")
         raise typer.Exit(code=run_mixed(model, owned, context=ctx_mixed, tok_s=tok_s, concurrency=concurrency,
                                         buy=False, buy_types=None, min_bits=min_bits or 0.0,
-                                        quant=quant, max_budget=max_budget, export_script=None, as_json=as_json))
+                                        quant=quant, max_budget=max_budget, export_script=None, as_json=as_json,
+                                        confidence=_confidence(confidence)))
     ctx = _tokens(context) if context else (wl_isl + wl_osl if wl_isl and wl_osl else _tokens("384K"))
     try:
         q = Query(model=model, context=ctx, concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
@@ -549,6 +550,7 @@ def mixed(
     max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="USD for purchases")] = None,
     export_script: Annotated[Optional[str], typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here; several boxes: also <stem>.<box>.sh per other box")] = None,
     engine: Annotated[str, typer.Option("--engine", help="llamacpp (any mix) or vllm (uneven PP stages)")] = "llamacpp",
+    confidence: Annotated[float, typer.Option("--confidence", help="The --tok-s target holds at the low end of this prediction interval (mixed plans: the all-rows cross-validated interval); 0 = the expected figure")] = 0.8,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Best plan over mixed GPUs you own (CP-SAT layer/expert assignment), or the cheapest additions with --buy."""
@@ -556,7 +558,8 @@ def mixed(
     owned = _local_owned(owned, as_json) or owned
     raise typer.Exit(code=run_mixed(model, owned, context=_tokens(context), tok_s=tok_s, concurrency=concurrency,
                                     buy=buy or bool(buy_types), buy_types=buy_types, min_bits=min_bits, quant=quant,
-                                    max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine))
+                                    max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine,
+                                    confidence=_confidence(confidence)))
 # ---- end issue 15 block ----
 # ---- rigopt fleet (issue 16): serving fleets; the logic lives in optimizer/fleet/ ----
 @app.command()

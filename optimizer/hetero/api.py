@@ -9,6 +9,7 @@ from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.layers import model_layers
 from optimizer.estimate.schemes import get_scheme, mean_active_bits, quality_bits
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, conservative_speed_ratio, interval
 from optimizer.hetero.engines import RULES, mixed_support
 from optimizer.hetero.inventory import Inventory, parse_inventory
 from optimizer.hetero.model import MixedModel
@@ -78,13 +79,20 @@ def cheapest_mixed(
     time_limit_s: float = 30.0,
     workers: int = 1,
     seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> MixedResult:
     """Without `buy`: the highest-quality quantization whose fastest assignment over the inventory meets `tok_s`,
     with that assignment. With `buy` (True = DEFAULT_BUY, or accelerator keys): the cheapest purchases (GPUs into
     free slots within lanes and power, DRAM up to the platform's maximum) meeting `tok_s`; among equal costs the
     higher quality, then the faster plan. `objective="throughput"` (without buy) minimises the pipelined period
     (busiest stage or host CPU) instead of the per-token time, for engines that stream micro-batches through the
-    stages (vLLM PP)."""
+    stages (vLLM PP).
+
+    `confidence` (0 = none): the tok/s target must hold at the low end of that interval. A plan over mixed cards
+    (or with experts in host DRAM) has no measured regime of its own, so it is held to the all-rows interval of
+    the cross-validation, the widest (optimizer/estimate/uncertainty.py)."""
+    if not 0 <= confidence < 1:
+        raise InputError(f"confidence must lie in [0, 1), got {confidence}")
     if objective not in ("latency", "throughput"):
         raise InputError(f"objective must be latency or throughput, got {objective!r}")
     if not 1 <= context <= MAX_CONTEXT_TOKENS:
@@ -142,6 +150,12 @@ def cheapest_mixed(
         if buy_types:
             accs = load_hardware().accelerators
             buy_types = tuple(k for k in buy_types if not unsupported(engine, m.spec.family, accs[k].arch))
+    acc0 = inv.gpus[0].acc
+    ratio = conservative_speed_ratio("decode", engine, acc0, concurrency, confidence, offload=True)
+    planned_tok_s = tok_s / ratio if tok_s else 0.0
+    if tok_s and ratio < 1.0:
+        notes_pre.append(f"the {tok_s:g} tok/s target is held at the low end of the {confidence:.0%} interval: the "
+                         f"plan must be expected to reach {planned_tok_s:.1f} tok/s")
     tried = []
     best = None
     native = get_scheme("native", m.storage)
@@ -150,7 +164,8 @@ def cheapest_mixed(
         if e_bits < min_bits:
             continue
         ml = model_layers(m, q, engine, context, concurrency)
-        inst = build_instance(m, ml, inv, tok_s=tok_s or None, buy=buy_types, buy_dram=bool(buy), max_budget=max_budget)
+        inst = build_instance(m, ml, inv, tok_s=planned_tok_s or None, buy=buy_types, buy_dram=bool(buy),
+                              max_budget=max_budget)
         mm = MixedModel(inst, objective="cost" if buy_types else objective)
         sol = mm.solve(time_limit_s=time_limit_s, workers=workers, seed=seed)
         tried.append((q, sol.status))
@@ -168,7 +183,7 @@ def cheapest_mixed(
         return MixedResult(None, None, tuple(tried), reason="no quantization fits the inventory and meets the target")
     cost, q, ml, inst, sol = best
     stages = stages_of(inst, sol.assignment)
-    chk = check_plan(m, ml, inv, stages, sol.assignment.dram_gb, tok_s=tok_s or None)
+    chk = check_plan(m, ml, inv, stages, sol.assignment.dram_gb, tok_s=planned_tok_s or None)
     if not chk.ok:
         raise AssertionError("independent check rejected the solver's plan: " + "; ".join(chk.violations))
     bought = tuple(s.accelerator for s in stages if not s.owned)
@@ -198,8 +213,17 @@ def cheapest_mixed(
         status=sol.status,
         solve_s=sol.wall_s,
         notes=tuple(notes),
+        **_trust(engine, acc0, concurrency, confidence, chk.tok_s),
     )
     return MixedResult(plan, chk, tuple(tried))
+
+
+def _trust(engine: str, acc, batch: int, confidence: float, tok_s: float) -> dict:
+    iv = interval("decode", engine, acc, batch, confidence or DEFAULT_CONFIDENCE, offload=True)
+    if iv is None:
+        return {"confidence": confidence}
+    return {"confidence": confidence, "tok_s_low": tok_s * iv.low_ratio, "tok_s_high": tok_s * iv.high_ratio,
+            "trust_regime": f"{iv.regime} ({iv.n_rows} rows)"}
 
 
 def describe(res: MixedResult) -> str:
@@ -211,7 +235,9 @@ def describe(res: MixedResult) -> str:
     lines = [
         f"Mixed plan: {p.model}, {p.engine}, {p.quant}, KV {p.kv_dtype}, context {p.context:,} x {p.concurrency}; "
         f"solver {p.status} in {p.solve_s:.2f} s",
-        f"decode: {p.tok_s:.1f} tok/s per sequence (independent float check)",
+        f"decode: {p.tok_s:.1f} tok/s per sequence (independent float check)"
+        + (f"; {p.confidence or 0.8:.0%} interval {p.tok_s_low:.1f}-{p.tok_s_high:.1f} (cross-validated, "
+           f"{p.trust_regime})" if p.tok_s_low is not None and p.tok_s_high is not None else ""),
     ]
     if p.bought or any(p.dram_bought_gb):
         buys = [*p.bought] + [f"{gb} GB DRAM" for gb in p.dram_bought_gb if gb]

@@ -45,6 +45,12 @@ class MixedPlan:
     status: str
     solve_s: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # the decode speed's interval from rigopt's cross-validated errors (optimizer/estimate/uncertainty.py), and
+    # whether the tok/s target was held at its low end (cheapest_mixed's confidence)
+    confidence: float = 0.0
+    tok_s_low: float | None = None
+    tok_s_high: float | None = None
+    trust_regime: str | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)

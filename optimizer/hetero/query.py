@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE
 from optimizer.hetero.api import MixedResult, cheapest_mixed
 from optimizer.limits import MAX_BUDGET, MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_PATH_CHARS, MAX_TIME_LIMIT_S
 
@@ -34,6 +35,7 @@ class MixedQuery(BaseModel):
     quants: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] | None = None
     time_limit_s: float = Field(default=CLI_TIME_LIMIT_S, gt=0, le=MAX_TIME_LIMIT_S)
     workers: int = Field(default=CLI_WORKERS, ge=1, le=64)
+    confidence: float = Field(default=DEFAULT_CONFIDENCE, ge=0, lt=1)
 
     def solve(self) -> MixedResult:
         buy: bool | tuple[str, ...] = self.buy_types if self.buy_types else self.buy
@@ -50,6 +52,7 @@ class MixedQuery(BaseModel):
             min_bits=self.min_bits,
             time_limit_s=self.time_limit_s,
             workers=self.workers,
+            confidence=self.confidence,
         )
 
 

@@ -37,6 +37,7 @@ def run_mixed(
     export_script: str | None,
     as_json: bool,
     engine: str = "llamacpp",
+    confidence: float = 0.8,
 ) -> int:
     """What `rigopt mixed` does: solve, print (or JSON), optionally write the llama.cpp launch script. Exit code 0
     with a plan, 3 without one."""
@@ -55,6 +56,7 @@ def run_mixed(
         max_budget=max_budget,
         workers=1,
         engine=engine,
+        confidence=confidence,
     )
     if as_json:
         sys.stdout.write(
