@@ -21,6 +21,7 @@ from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
 from optimizer.catalog.model_schema import SpecDecodeDefault
 from optimizer.catalog.models import ResolvedModel
+from optimizer.engines import is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv_estimate
@@ -154,6 +155,9 @@ class Deployment:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine", check_engine(self.engine))
+        if not runs_on_vendor(self.engine, self.hardware.accelerator.vendor):
+            raise InputError(f"{self.engine} runs only on Apple silicon, not on {self.hardware.accelerator.key} "
+                             f"({self.hardware.accelerator.vendor})")
         if not 1 <= self.context <= MAX_CONTEXT_TOKENS:
             raise InputError(f"context must be between 1 and {MAX_CONTEXT_TOKENS}, got {self.context}")
         if self.concurrency < 1:
@@ -228,7 +232,10 @@ def device_of(acc: Accelerator) -> Device:
 def default_max_num_seqs(engine: str, acc: Accelerator, spec: ModelSpec) -> int:
     """Engine default for concurrent sequences. vLLM 0.33 `get_batch_defaults`: 1024 on GPUs of >= 70 GiB except
     A100 (sm80), else 256 (engines.md §2.3); SGLang: 256 for DeepSeek-V4 (deepseek_v4_hook.py), else its
-    request pool's 4096 cap (the KV pool usually binds first); llama.cpp: one slot per planned sequence."""
+    request pool's 4096 cap (the KV pool usually binds first); llama.cpp: one slot per planned sequence;
+    Ollama: OLLAMA_NUM_PARALLEL default 1 (envconfig/config.go); LM Studio: one prediction at a time unless
+    `lms load --parallel`; mlx_lm.server: --decode-concurrency default 32 (server.py), but the KV is allocated
+    per request, so a plan sizes it for the planned sequences."""
     if engine == "vllm":
         return 1024 if acc.memory_bytes >= 70 * GiB and acc.arch != "sm80" else 256
     if engine == "sglang":
@@ -240,7 +247,8 @@ def resolve_settings(d: Deployment) -> ResolvedSettings:
     acc, spec, s = d.hardware.accelerator, d.model.spec, d.settings
     cap = acc.memory_usable_bytes
     mnbt = s.max_num_batched_tokens or default_max_num_batched_tokens(d.engine, cap)
-    seqs = s.max_num_seqs or (d.concurrency if d.engine == "llamacpp" else default_max_num_seqs(d.engine, acc, spec))
+    per_request = is_llamacpp(d.engine) or d.engine == "mlx"
+    seqs = s.max_num_seqs or (d.concurrency if per_request else default_max_num_seqs(d.engine, acc, spec))
     gmu = mfs = None
     if d.engine == "vllm":
         gmu = s.gpu_memory_utilization or F.VLLM_GPU_MEMORY_UTILIZATION.value
@@ -410,6 +418,11 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
     settings = resolve_settings(d)
     mtp = d.spec_decode is not None and d.spec_decode.method == "mtp"
     scheme, w = resident_weights(m, d.quant, d.engine, include_mtp=mtp)
+    if scheme.mlx and d.engine != "mlx":
+        raise InputError(f"{d.quant} is an MLX checkpoint format; serve it with --engine mlx (Apple silicon)")
+    if d.engine == "mlx" and (scheme.gguf or getattr(m.weights_file, "format", None) == "gguf"):
+        raise InputError(f"mlx-lm does not load GGUF weights ({d.quant}); use an MLX quantization "
+                         "(mlx4, mlx8, mlx-mixed-4-6, ...) or native")
     if d.spec_decode is not None and d.spec_decode.method == "eagle3":
         draft_bytes = d.spec_decode.draft_params * 2.0  # BF16 head, replicated on every rank
         w = replace(w, by_class={**w.by_class, "draft": draft_bytes}, dense_bytes=w.dense_bytes + draft_bytes * par.tp)

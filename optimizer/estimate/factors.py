@@ -130,8 +130,16 @@ ENGINE_TP_LAYER_SYNC_S = {
 }
 
 
+# Engines without fit rows of their own use another engine's fitted values: Ollama and LM Studio launch
+# llama.cpp (optimizer/engines.py LLAMACPP_FAMILY); mlx-lm on Metal is a batch-1 single-device runtime like
+# llama.cpp on a Mac and borrows its values (an estimate; its error against the sourced MLX rows of
+# measurements/local_measurements.yaml is reported by `python -m bench.heldout` and the README).
+FACTOR_ENGINE = {"ollama": "llamacpp", "lmstudio": "llamacpp", "mlx": "llamacpp"}
+
+
 def engine_factor(table: dict[str, Factor], engine: str) -> float:
     """An engine's value from one of the ENGINE_* tables (unknown engines use vLLM's)."""
+    engine = FACTOR_ENGINE.get(engine, engine)
     return table.get(engine, table["vllm"]).value
 
 
@@ -159,6 +167,12 @@ ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = Factor(32.0, "estimate: profile-run peak
 SGLANG_RESERVE_MIN_BYTES = Factor(10 * GiB, "sglang memory_hook.py: reserve floored at 10 GiB on GPUs > 60 GiB "
                                             "(engines.md §3.4)")
 LLAMACPP_UBATCH = Factor(512, "llama.cpp common.h default n_ubatch 512")
+OLLAMA_NUM_BATCH = Factor(512, "ollama v0.33.0-rc2 api/types.go DefaultOptions NumBatch 512; llm/llama_server.go "
+                               "appendBatchArgs passes it as both -b and -ub")
+LMSTUDIO_BATCH = Factor(512, "estimate: LM Studio's llama.cpp engine evaluation batch size default (512, as "
+                             "llama.cpp's n_ubatch); lms load has no flag for it", True)
+MLX_PREFILL_STEP = Factor(2048, "mlx-lm 0.32.0 mlx_lm/server.py --prefill-step-size default 2048 (prompt tokens "
+                                "per prefill chunk)")
 LLAMACPP_FIT_MARGIN_BYTES = Factor(1024 * MiB, "llama.cpp --fit-target default: 1024 MiB left free per device "
                                    f"(engines.md §4.1, common/arg.cpp at {LLAMACPP_COMMIT})")
 VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 (derived): C4 compressor state 32 KiB "

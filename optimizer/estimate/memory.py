@@ -5,6 +5,14 @@
 - SGLang: `mem_fraction_static` bounds weights + KV only; the rest is a reserve for activations and graphs
   whose default is floored at 10 GiB on GPUs above 60 GiB (engines.md §3.4).
 - llama.cpp: weights + KV + a compute buffer, leaving the 1 GiB margin its `--fit` keeps free per device.
+- Ollama (v0.33.0-rc2) and LM Studio run llama.cpp's `llama-server`: the same accounting, with their own batch
+  (Ollama `num_batch`, default 512, passed as -b and -ub) and a context of num_ctx x OLLAMA_NUM_PARALLEL
+  (ollama llm/llama_server.go: `-c NumCtx*numParallel -np numParallel`). Ollama passes no -ngl by default, so
+  llama-server's own fit decides the GPU layers (same 1 GiB margin); OLLAMA_GPU_OVERHEAD (default 0) is extra.
+- MLX (mlx-lm 0.32.0): weights + KV + one prefill chunk's activations inside the Metal wired limit, which is the
+  accelerator's `memory_usable_bytes` for Macs (macOS recommendedMaxWorkingSetSize, ~75% of RAM by default,
+  raisable with `sysctl iogpu.wired_limit_mb`; mlx_lm/server.py main() wires exactly
+  mx.device_info()["max_recommended_working_set_size"]). No CUDA context and no fit margin.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from optimizer.arch.spec import ModelSpec
+from optimizer.engines import is_llamacpp
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
 from optimizer.estimate.weights import WeightBreakdown
@@ -36,6 +45,12 @@ def default_max_num_batched_tokens(engine: str, device_bytes: float) -> int:
     if engine == "sglang":
         gb = device_bytes / 1e9
         return 2048 if gb < 20 else 4096 if gb < 60 else 8192 if gb < 160 else 16384
+    if engine == "ollama":
+        return int(F.OLLAMA_NUM_BATCH.value)
+    if engine == "lmstudio":
+        return int(F.LMSTUDIO_BATCH.value)
+    if engine == "mlx":
+        return int(F.MLX_PREFILL_STEP.value)
     return int(F.LLAMACPP_UBATCH.value)
 
 
@@ -131,8 +146,16 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
             runtime = sglang_default_reserve_bytes(capacity_bytes, mnbt, par)
         budget = capacity_bytes
         outside = 0.0
+    elif engine == "mlx":
+        # one prefill chunk (--prefill-step-size tokens) in flight; fused SDPA keeps no score matrix and the
+        # chunk's logits are never evaluated (generate.py evaluates only the cache state during prefill)
+        runtime = act
+        budget = capacity_bytes
+        outside = 0.0
     else:
-        ub = F.LLAMACPP_UBATCH.value
+        if not is_llamacpp(engine):
+            raise ValueError(f"no memory accounting for engine {engine!r}")
+        ub = F.LLAMACPP_UBATCH.value if engine == "llamacpp" else mnbt
         runtime = ub * (4 * spec.vocab_size + 64 * spec.hidden_size) + (0 if unified else F.CUDA_CONTEXT_BYTES.value)
         budget = capacity_bytes - F.LLAMACPP_FIT_MARGIN_BYTES.value  # the margin llama.cpp's own fit leaves free
         outside = 0.0

@@ -297,7 +297,7 @@ def _prompt_attention_rows(layer: LayerSpec, P: int, steps: int = 16) -> float:
 
 def prefill_mfu(engine: str, moe: bool) -> float:
     """Achieved fraction of peak FLOPs in prefill for an engine (MoE and dense fitted apart where data allow)."""
-    table = F.PREFILL_MFU_BY_ENGINE.get(engine, {})
+    table = F.PREFILL_MFU_BY_ENGINE.get(F.FACTOR_ENGINE.get(engine, engine), {})
     f = table.get("moe" if moe else "dense")
     return (f or F.PREFILL_MFU).value
 
