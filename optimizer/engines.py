@@ -8,9 +8,12 @@ VLLM_VERSION = "0.33.0"
 SGLANG_VERSION = "0.5.23"
 LLAMACPP_COMMIT = "0c1e57098"           # ggml-org/llama.cpp commit vendored in the llama-cpp-python sdist below
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"     # its CHANGELOG: "update llama.cpp to ggml-org/llama.cpp@0c1e57098"
-OLLAMA_VERSION = "0.33.0-rc2"           # ollama/ollama tag v0.33.0-rc2 (commit fb30760996871fa9460115c753afd2c60d4ab0f7)
-LMS_VERSION = "0.3.43"                  # lmstudio-ai/lms package.json at commit 07b7252d6de26a3a58c1bb80ed7e75a2b17f5eb6
-MLX_LM_VERSION = "0.32.0"               # ml-explore/mlx-lm mlx_lm/_version.py at commit d78bf58e217c904ec282ed8da9b947491f78c022
+# ollama/ollama tag v0.33.0-rc2, commit fb30760996871fa9460115c753afd2c60d4ab0f7
+OLLAMA_VERSION = "0.33.0-rc2"
+# lmstudio-ai/lms (the `lms` CLI) package.json at commit 07b7252d6de26a3a58c1bb80ed7e75a2b17f5eb6
+LMS_VERSION = "0.3.43"
+# ml-explore/mlx-lm mlx_lm/_version.py at commit d78bf58e217c904ec282ed8da9b947491f78c022
+MLX_LM_VERSION = "0.32.0"
 
 ENGINE_VERSIONS: dict[str, str] = {"vllm": VLLM_VERSION, "sglang": SGLANG_VERSION, "llamacpp": LLAMACPP_COMMIT,
                                    "ollama": OLLAMA_VERSION, "lmstudio": LMS_VERSION, "mlx": MLX_LM_VERSION}

@@ -19,7 +19,8 @@ from optimizer.units import GiB
 OLLAMA_CTX_TIERS = ((47 * GiB, 262144), (23 * GiB, 32768), (0, 4096))
 
 
-def ollama_default_num_ctx(total_vram_bytes: float, train_ctx: int | None = None, gpu_overhead_bytes: float = 0.0) -> int:
+def ollama_default_num_ctx(total_vram_bytes: float, train_ctx: int | None = None,
+                           gpu_overhead_bytes: float = 0.0) -> int:
     """Ollama's automatic num_ctx for a machine with `total_vram_bytes` of GPU memory (all GPUs summed)."""
     vram = total_vram_bytes - gpu_overhead_bytes
     ctx = next(c for floor, c in OLLAMA_CTX_TIERS if vram >= floor)
