@@ -1,0 +1,245 @@
+"""Ollama, LM Studio and MLX (mlx-lm) as engines: memory accounting by hand, the Apple-only rule for mlx, and
+exports that parse (shlex) and use only allow-listed flags / Modelfile parameters / OLLAMA_* variables.
+
+Hand figures use qwen3-32b's config.json (models/qwen3-32b/config.json: num_hidden_layers 64,
+num_key_value_heads 8, head_dim 128, hidden_size 5120, vocab_size 151936).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from optimizer.catalog.hardware import get_accelerator
+from optimizer.catalog.models import resolve_model
+from optimizer.engines import LMS_VERSION, MLX_LM_VERSION, OLLAMA_VERSION
+from optimizer.errors import InputError
+from optimizer.estimate.deployment import Deployment, Hardware, memory_of
+from optimizer.estimate.kv import kv_estimate
+from optimizer.estimate.runtimes import ollama_default_num_ctx
+from optimizer.estimate.schemes import get_scheme
+from optimizer.export import export_plan
+from optimizer.export.common import ExportError
+from optimizer.export.desktop import modelfile_parameters
+from optimizer.layout import Parallel
+from optimizer.solver.candidates import enumerate_candidates
+from optimizer.solver.query import Query
+from optimizer.solver.search import cheapest
+from optimizer.units import GiB, MiB
+
+FLAGS = Path(__file__).parent / "data" / "engine_flags"
+KV_ROW_F16 = 2 * 8 * 128 * 2 * 64      # K+V x kv_heads x head_dim x 2 B x 64 layers = 262,144 B per token
+
+
+def allow(name: str) -> dict[str, str]:
+    out = {}
+    for line in (FLAGS / name).read_text().splitlines():
+        if line and not line.startswith("#"):
+            k, typ, *_ = line.split("\t")
+            out[k] = typ
+    return out
+
+
+def deployment(engine: str, acc: str, quant: str, context: int, concurrency: int = 1, kv: str | None = None,
+               gpus: int = 1) -> Deployment:
+    m = resolve_model("qwen3-32b")
+    par = Parallel() if engine == "mlx" else Parallel(tp=1, pp=gpus)
+    return Deployment(model=m, quant=quant, engine=engine, hardware=Hardware(get_accelerator(acc), None, 1, gpus),
+                      parallel=par, context=context, concurrency=concurrency, kv_dtype=kv)
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def test_ollama_kv_is_num_ctx_times_parallel():
+    # ollama llm/llama_server.go: llama-server gets `-c NumCtx*numParallel -np numParallel`; the cache holds
+    # num_ctx x OLLAMA_NUM_PARALLEL cells of 262,144 B (f16, the OLLAMA_KV_CACHE_TYPE default)
+    one = memory_of(deployment("ollama", "rtx-5090", "q4_k_m", 8192, 1))
+    four = memory_of(deployment("ollama", "rtx-5090", "q4_k_m", 8192, 4))
+    assert one.kv_bytes == 8192 * KV_ROW_F16 == 2 * GiB
+    assert four.kv_bytes == 4 * 8192 * KV_ROW_F16 == 8 * GiB
+    # q8_0 (docs/faq.mdx): 34 bytes per 32 values (GGML block) instead of 2 bytes per value
+    q8 = memory_of(deployment("ollama", "rtx-5090", "q4_k_m", 8192, 2, kv="q8_0"))
+    assert q8.kv_bytes == pytest.approx(2 * 8192 * (KV_ROW_F16 / 2) * 34 / 32)
+
+
+def test_ollama_runtime_and_budget_by_hand():
+    # compute buffer: num_batch 512 (api/types.go DefaultOptions, passed as -b/-ub) x (4 B x vocab + 64 B x
+    # hidden) + the 500 MiB CUDA context estimate; budget: usable memory less llama.cpp's 1 GiB --fit margin
+    mem = memory_of(deployment("ollama", "rtx-5090", "q4_k_m", 8192))
+    acc = get_accelerator("rtx-5090")
+    assert mem.runtime_bytes == 512 * (4 * 151936 + 64 * 5120) + 500 * MiB
+    assert mem.budget_bytes == acc.memory_usable_bytes - 1024 * MiB
+
+
+def test_ollama_default_num_ctx_tiers():
+    # server/routes.go: >= 47 GiB -> 262144, >= 23 GiB -> 32768, else 4096; capped at the training context
+    assert ollama_default_num_ctx(16 * GiB) == 4096
+    assert ollama_default_num_ctx(24 * GiB) == 32768
+    assert ollama_default_num_ctx(48 * GiB) == 262144
+    assert ollama_default_num_ctx(80 * GiB, train_ctx=40960) == 40960
+    assert ollama_default_num_ctx(24 * GiB, gpu_overhead_bytes=2 * GiB) == 4096
+
+
+def test_mlx_quant_bits_per_weight():
+    # mlx_lm/utils.py quantize_model: affine group 64; one fp16 scale + one fp16 bias per group -> b + 0.5
+    for name, bits in (("mlx4", 4.5), ("mlx8", 8.5), ("mlx3", 3.5), ("mlx6", 6.5)):
+        assert get_scheme(name).bits("dense_ffn") == bits
+        assert get_scheme(name).bits("embed") == bits            # nn.quantize quantizes Embedding too
+    # mixed_4_6: down_proj (1/3 of an FFN) of half the layers at 6 bits -> 5/6 x 4.5 + 1/6 x 6.5
+    assert get_scheme("mlx-mixed-4-6").bits("dense_ffn") == pytest.approx(5 / 6 * 4.5 + 1 / 6 * 6.5)
+
+
+def test_mlx_memory_by_hand():
+    m = resolve_model("qwen3-32b")
+    mem = memory_of(deployment("mlx", "m4-max-128gb", "mlx4", 1000))
+    # KV: mlx_lm/models/cache.py KVCache grows in steps of 256 -> 1000 tokens hold ceil(1000/256) x 256 = 1024 rows
+    assert mem.kv_bytes == 1024 * KV_ROW_F16
+    # weights: every parameter at 4.5 bits except the norms (bf16) and the lookup tables
+    by = m.spec.params_by_class()
+    want = sum(n * (16 if c == "norms" else 64 if c == "lookup" else 4.5) / 8 for c, n in by.items() if n)
+    assert mem.weights_bytes == pytest.approx(want, rel=1e-9)
+    # budget: the Metal wired limit = the catalogue's memory_usable_bytes (mlx_lm/server.py wires
+    # max_recommended_working_set_size); runtime: one 2048-token prefill chunk x hidden x 32 B
+    assert mem.budget_bytes == get_accelerator("m4-max-128gb").memory_usable_bytes
+    assert mem.runtime_bytes == 2048 * 5120 * 32
+    # quantized KV (QuantizedKVCache, --kv-bits 8, group 64): 1 B + 4 B per 64 values
+    kv8 = kv_estimate(m.spec, "mlx", "mlx_q8")
+    assert kv8.bytes_at(1000) == pytest.approx(1024 * KV_ROW_F16 / 2 * (1 + 4 / 64))
+    assert math.isclose(kv8.bytes_at(256), 256 * KV_ROW_F16 / 2 * (1 + 4 / 64))
+
+
+# ------------------------------------------------------------------------------------------------ mlx only on Apple
+def test_mlx_never_on_non_apple_hardware():
+    for acc in ("h100-sxm", "rtx-4090", "dgx-spark", "ryzen-ai-max-395-128gb"):
+        with pytest.raises(InputError, match="only on Apple silicon"):
+            deployment("mlx", acc, "mlx4", 4096)
+    q = Query(model="qwen3-32b", context=4096, tok_s=0, engines=["mlx"])
+    cands = enumerate_candidates(q, resolve_model("qwen3-32b"))
+    assert cands, "mlx has Mac candidates"
+    assert {get_accelerator(c.accelerator).vendor for c in cands} == {"apple"}
+    # the other engines may still run on Macs, and mlx checkpoints are refused by llama.cpp-family engines
+    with pytest.raises(InputError, match="MLX checkpoint"):
+        memory_of(deployment("ollama", "m4-max-128gb", "mlx4", 4096))
+
+
+def test_engine_names_and_kv_dtype_rules():
+    m = resolve_model("qwen3-32b")
+    with pytest.raises(InputError):
+        kv_estimate(m.spec, "ollama", "fp8")
+    with pytest.raises(InputError):
+        kv_estimate(m.spec, "vllm", "mlx_q4")
+    q = Query(model="qwen3-32b", context=4096, engines=["LM-Studio", "mlx_lm", "Ollama"])
+    assert q.engines == ["lmstudio", "mlx", "ollama"]
+
+
+# ------------------------------------------------------------------------------------------------ exports
+def _plan(engine: str, model: str = "gpt-oss-20b", **kw):
+    r = cheapest(Query(model=model, engines=[engine], **{"context": 32768, "tok_s": 20, **kw}))
+    assert r.plan is not None and r.plan.engine == engine
+    return r.plan
+
+
+def test_ollama_export_allow_listed(tmp_path):
+    plan = _plan("ollama", concurrency=2)
+    res = export_plan(plan, None, tmp_path, model_path="/models/m.gguf")
+    ok = allow(f"ollama-{OLLAMA_VERSION}.txt")
+    params = modelfile_parameters(res.file("Modelfile").content)
+    assert [k for k, _ in params] == ["num_ctx", "num_batch", "num_gpu"]
+    for k, v in params:
+        assert f"PARAMETER {k}" in ok and ok[f"PARAMETER {k}"] == "int" and v.isdigit()
+    values = dict(params)
+    assert int(values["num_ctx"]) == plan.context and int(values["num_gpu"]) == 24 + 1   # gpt-oss-20b: 24 layers
+    assert res.file("Modelfile").content.splitlines()[1] == "FROM /models/m.gguf"
+    for c in res.commands:
+        for k in c.env:
+            assert f"ENV {k}" in ok, k
+        argv = shlex.split(c.one_line())
+        assert argv[0] == "ollama" and argv[1] in ("serve", "create", "run")
+        flags = [a for a in argv[2:] if a.startswith("-")]
+        assert all(f"ollama {argv[1]} {f}" in ok for f in flags), flags
+    serve = next(c for c in res.commands if c.role == "serve")
+    assert serve.env["OLLAMA_NUM_PARALLEL"] == "2" and serve.env["OLLAMA_KV_CACHE_TYPE"] == plan.kv_dtype
+    assert res.derived["ctx_total"] == 2 * plan.context
+    for f in ("serve.sh", "create.sh"):
+        subprocess.run(["bash", "-n", str(tmp_path / f)], check=True)
+
+
+def test_ollama_export_from_library_tag_and_refusals(tmp_path):
+    plan = _plan("ollama", model="qwen3-32b", quants=["q4_k_m"], context=8192, tok_s=10)
+    res = export_plan(plan, None, None)
+    assert "FROM qwen3:32b" in res.file("Modelfile").content.splitlines()
+    bad = plan.model_copy(update={"quant": "q2_k"})
+    with pytest.raises(ExportError, match="--model-path"):
+        export_plan(bad, None, None)
+    with pytest.raises(ExportError, match="FROM line"):
+        export_plan(plan, None, None, model_path="/models/x y.gguf")
+    with pytest.raises(ExportError, match="OLLAMA_KV_CACHE_TYPE"):
+        export_plan(plan.model_copy(update={"kv_dtype": "q5_1"}), None, None, model_path="/m.gguf")
+
+
+def test_lmstudio_export_allow_listed(tmp_path):
+    plan = _plan("lmstudio")
+    res = export_plan(plan, None, tmp_path, model_path="openai/gpt-oss-20b")
+    ok = allow(f"lms-{LMS_VERSION}.txt")
+    for c in res.commands:
+        argv = shlex.split(c.one_line())
+        sub = "server start" if argv[1] == "server" else "load"
+        rest = argv[3:] if sub == "server start" else argv[3:]
+        i = 0
+        while i < len(rest):
+            flag = rest[i]
+            assert f"lms {sub} {flag}" in ok, flag
+            typ = ok[f"lms {sub} {flag}"]
+            if typ == "int":
+                assert rest[i + 1].isdigit()
+            i += 1 if typ == "flag" else 2
+    load = dict(zip(res.commands[1].argv[3::2], res.commands[1].argv[4::2]))
+    assert load["--context-length"] == str(plan.context) and load["--gpu"] == "max"
+    subprocess.run(["bash", "-n", str(tmp_path / "launch.sh")], check=True)
+
+
+def test_mlx_export_allow_listed(tmp_path):
+    plan = _plan("mlx")
+    res = export_plan(plan, None, tmp_path)
+    ok = allow(f"mlx-lm-{MLX_LM_VERSION}.txt")
+    argv = shlex.split(res.commands[0].one_line())
+    assert argv[0] == "mlx_lm.server"
+    i, seen = 1, {}
+    while i < len(argv):
+        assert argv[i] in ok, argv[i]
+        if ok[argv[i]] == "flag":
+            i += 1
+            continue
+        if ok[argv[i]] == "int":
+            assert argv[i + 1].isdigit()
+        seen[argv[i]] = argv[i + 1]
+        i += 2
+    assert seen["--decode-concurrency"] == str(plan.concurrency)
+    assert seen["--host"] == "127.0.0.1"
+    subprocess.run(["bash", "-n", str(tmp_path / "launch.sh")], check=True)
+    with pytest.raises(ExportError, match="kv-bits"):
+        export_plan(plan.model_copy(update={"kv_dtype": "mlx_q8"}), None, None)
+
+
+def test_mlx_plan_only_on_macs():
+    plan = _plan("mlx")
+    assert get_accelerator(plan.hardware.accelerator).vendor == "apple"
+
+
+def test_allow_lists_extracted_names():
+    # a few names checked against the pinned sources by hand: api/types.go Runner (num_ctx, num_gpu, num_batch),
+    # envconfig AsMap (OLLAMA_NUM_PARALLEL, OLLAMA_KV_CACHE_TYPE), lms load.ts (--context-length, --gpu),
+    # mlx_lm/server.py (--model, --prompt-cache-bytes); and names that do not exist there
+    o, lm, mx = (allow(f"ollama-{OLLAMA_VERSION}.txt"), allow(f"lms-{LMS_VERSION}.txt"),
+                 allow(f"mlx-lm-{MLX_LM_VERSION}.txt"))
+    for k in ("PARAMETER num_ctx", "PARAMETER num_gpu", "PARAMETER num_batch", "ENV OLLAMA_NUM_PARALLEL",
+              "ENV OLLAMA_KV_CACHE_TYPE", "ENV OLLAMA_FLASH_ATTENTION", "ollama create -f"):
+        assert k in o
+    assert "PARAMETER flash_attn" not in o and "PARAMETER kv_cache_type" not in o
+    assert {"lms load --context-length", "lms load --gpu", "lms server start --port"} <= set(lm)
+    assert "lms load --kv-cache-type" not in lm
+    assert {"--model", "--prompt-cache-bytes", "--decode-concurrency"} <= set(mx)
+    assert "--kv-bits" not in mx and "--max-kv-size" not in mx
