@@ -24,7 +24,9 @@ from optimizer.fidelity.predict import predict_speed
 
 LOCAL_FILE = DATA_DIR / "local_measurements.yaml"
 ENGINE_MAP = {"llamacpp": "llamacpp", "ik_llama": "llamacpp", "ollama": "llamacpp", "vllm": "vllm",
-              "sglang": "sglang"}  # ik_llama.cpp and Ollama run llama.cpp's model (ik_llama: faster MoE kernels)
+              "sglang": "sglang", "mlx": "mlx"}
+# ik_llama.cpp and Ollama run llama.cpp's model (ik_llama: faster MoE kernels); mlx rows (mlx-lm and engines built on
+# MLX) run rigopt's mlx engine, whose speed factors are llama.cpp's (estimate/factors.py FACTOR_ENGINE)
 
 
 @dataclass(frozen=True)
