@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from optimizer.catalog.ollama_tags import tag_for
+from optimizer.catalog.ollama_tags import load_ollama_tags, tag_for
 from optimizer.engines import ENGINE_VERSIONS
 from optimizer.export.common import Arg, Command, ExportError, ExportFile, ModelFacts, Var, quote
 from optimizer.solver.plan import Plan
@@ -73,8 +73,10 @@ def ollama(facts: ModelFacts, plan: Plan, model_path: str | None, warnings: list
         warnings.append(f"FROM {tag.tag}: the Ollama library tag for {plan.model} at {plan.quant} "
                         f"(models/ollama-tags.yaml, {tag.source}); check it with `ollama show {tag.tag}`")
     else:
+        other = [t for t in load_ollama_tags() if t.model == plan.model]
+        hint = "".join(f"; or re-plan with --quant {t.quant} (library tag {t.tag})" for t in other)
         raise ExportError(f"no Ollama library tag for {plan.model} at {plan.quant} in models/ollama-tags.yaml: "
-                          "pass --model-path /path/to/model.gguf (a GGUF at that quantization)")
+                          f"pass --model-path /path/to/model.gguf (a GGUF at that quantization){hint}")
     n_layers = facts.n_layers
     slots = plan.concurrency
     batch = plan.settings.max_num_batched_tokens if plan.settings else 512

@@ -17,6 +17,7 @@ from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_accelerator,
                                         node_power_watts)
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
 from optimizer.catalog.models import ResolvedModel
+from optimizer.catalog.ollama_tags import load_ollama_tags
 from optimizer.engines import DEFAULT_SOLVER_ENGINES, is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
@@ -234,7 +235,11 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
             if unsupported(engine, spec.family, acc.arch, kt=True):
                 continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
             gguf = is_llamacpp(engine)
-            for qname in _quants(q, gguf, m, mlx=engine == "mlx"):
+            qnames = _quants(q, gguf, m, mlx=engine == "mlx")
+            if engine == "ollama":  # the quantizations its library tags download (gpt-oss: native MXFP4)
+                qnames += [t.quant for t in load_ollama_tags() if t.model == m.key and t.quant not in qnames
+                           and (not q.quants or t.quant in q.quants)]
+            for qname in qnames:
                 try:
                     get_scheme(qname, m.storage)  # a quantization the model's storage cannot take is skipped
                 except InputError:
