@@ -235,8 +235,8 @@ def default_max_num_seqs(engine: str, acc: Accelerator, spec: ModelSpec) -> int:
     request pool's 4096 cap (the KV pool usually binds first); llama.cpp: one slot per planned sequence;
     Ollama: OLLAMA_NUM_PARALLEL default 1 (envconfig/config.go); LM Studio: "By default, Max Concurrent
     Predictions is set to 4" (lmstudio.ai/docs/app/advanced/parallel-requests; `lms load --parallel`); a plan sizes
-    both for its planned sequences and exports that count; mlx_lm.server: --decode-concurrency default 32 (server.py), but the KV is allocated
-    per request, so a plan sizes it for the planned sequences."""
+    both for its planned sequences and exports that count; mlx_lm.server: --decode-concurrency default 32
+    (server.py), but the KV is allocated per request, so a plan sizes it for the planned sequences."""
     if engine == "vllm":
         return 1024 if acc.memory_bytes >= 70 * GiB and acc.arch != "sm80" else 256
     if engine == "sglang":
