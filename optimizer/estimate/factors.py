@@ -131,10 +131,24 @@ ENGINE_TP_LAYER_SYNC_S = {
 
 
 # Engines without fit rows of their own use another engine's fitted values: Ollama and LM Studio launch
-# llama.cpp (optimizer/engines.py LLAMACPP_FAMILY); mlx-lm on Metal is a batch-1 single-device runtime like
-# llama.cpp on a Mac and borrows its values (an estimate; its error against the sourced MLX rows of
-# measurements/local_measurements.yaml is reported by `python -m bench.heldout` and the README).
-FACTOR_ENGINE = {"ollama": "llamacpp", "lmstudio": "llamacpp", "mlx": "llamacpp"}
+# llama.cpp (optimizer/engines.py LLAMACPP_FAMILY).
+FACTOR_ENGINE = {"ollama": "llamacpp", "lmstudio": "llamacpp"}
+
+# mlx-lm: its own per-layer decode cost and prefill MFU (optimizer/fidelity/mlx_fit.py writes factors_mlx.yaml)
+MLX_FACTORS_FILE = Path(__file__).with_name("factors_mlx.yaml")
+_MLX = yaml.safe_load(MLX_FACTORS_FILE.read_text())
+if not isinstance(_MLX, dict) or _MLX.get("schema_id") != "rigopt.factors-mlx/1":
+    raise RuntimeError(f"{MLX_FACTORS_FILE}: not a rigopt.factors-mlx/1 file "
+                       "(python -m optimizer.fidelity.mlx_fit --write)")
+_FITTED_MLX = (f"fitted on the mlx rows {', '.join(_MLX['fit_rows'])} of measurements/local_measurements.yaml "
+               "(ml-explore's own published figures), checked on the other mlx rows (optimizer/fidelity/mlx_fit.py, "
+               "optimizer/estimate/factors_mlx.yaml)")
+ENGINE_STEP_OVERHEAD_S["mlx"] = Factor(0.0, "not fitted: the mlx rows are batch 1 on one device and cannot separate a "
+                                            "per-step cost from the per-layer one; 0")
+ENGINE_LAYER_OVERHEAD_S["mlx"] = Factor(float(_MLX["layer_overhead_s"]), _FITTED_MLX + ": per-layer decode cost")
+ENGINE_MOE_LAYER_OVERHEAD_S["mlx"] = Factor(0.0, "folded into the mlx per-layer cost (the fit rows cannot separate "
+                                                 "them); 0")
+ENGINE_TP_LAYER_SYNC_S["mlx"] = Factor(0.0, "rigopt plans mlx on one device (no TP); 0")
 
 
 def engine_factor(table: dict[str, Factor], engine: str) -> float:
@@ -188,6 +202,9 @@ for _engine, _kinds in _PREFILL["mfu"].items():
     PREFILL_MFU_BY_ENGINE[_engine] = {
         kind: Factor(float(v), f"{_PREFILL_SRC} ({_PREFILL['rows_per_kind'][_engine][kind]} {kind} rows)")
         for kind, v in _kinds.items()}
+
+PREFILL_MFU_BY_ENGINE["mlx"] = {k: Factor(float(_MLX["prefill_mfu"]), _FITTED_MLX + f": prefill MFU ({k} and the other "
+                                                                              "kind alike)") for k in ("dense", "moe")}
 
 # ---- host memory ---------------------------------------------------------------------------------
 # OS, engine process and page-cache floor on a host that holds offloaded experts; the planner

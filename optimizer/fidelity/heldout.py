@@ -78,9 +78,12 @@ def speed_rows_of(row: dict) -> tuple[list[dict], str | None]:
             "batch": int(w.get("concurrency") or 1), "offload": None,
             "flags": str(row.get("flags") or "") + _ubatch(str(row.get("flags") or "")), "source": row.get("source")}
     out = []
+    depth = w.get("depth")
+    if depth is None and w.get("kind") == "single_stream" and row.get("engine") == "mlx":
+        depth = w.get("isl")  # one request: its tokens are generated after its own prompt is in the cache
     if m.get("decode_tok_s_per_seq") and w.get("osl"):
         out.append({**base, "id": row["id"] + "/decode", "metric": "decode_tok_s",
-                    "measured": float(m["decode_tok_s_per_seq"]), "depth": int(w.get("depth") or 0),
+                    "measured": float(m["decode_tok_s_per_seq"]), "depth": int(depth or 0),
                     "gen_tokens": int(w["osl"]), "prompt_tokens": None})
     if m.get("prefill_tok_s") and w.get("isl") and int(w["isl"]) >= 128:
         out.append({**base, "id": row["id"] + "/prefill", "metric": "prefill_tok_s",
