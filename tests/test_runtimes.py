@@ -264,3 +264,35 @@ def test_mlx_factors_are_a_refit():
     from optimizer.fidelity import mlx_fit
     assert F.MLX_FACTORS_FILE.read_text() == mlx_fit.stored_text(mlx_fit.fit()), \
         "mlx factors changed: run python -m optimizer.fidelity.mlx_fit --write and commit factors_mlx.yaml"
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_estimate_and_cheapest_with_desktop_engines(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from optimizer.cli import app
+    runner = CliRunner()
+    for eng in ("ollama", "lmstudio", "mlx"):
+        r = runner.invoke(app, ["estimate", "qwen3-32b", "--engine", eng, "--json"])
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.output)
+        assert {q["engine"] for q in d["quants"]} == {eng}
+        assert d["kv"]["per_seq_bytes"] == 32768 * KV_ROW_F16    # the 32K default context, 2-byte KV
+    # Ollama on a 24 GB card: notes its VRAM-tier num_ctx (32768 for >= 23 GiB) and, when the model does not fit,
+    # how many layers its automatic offload keeps on the GPU
+    r = runner.invoke(app, ["estimate", "qwen3-32b", "--engine", "ollama", "--gpu", "rtx-4090", "-q", "q8_0",
+                            "--json"])
+    notes = " ".join(json.loads(r.output)["hardware"]["notes"])
+    assert "automatic num_ctx on 1x rtx-4090 is 32,768" in notes and "layers on the GPU" in notes
+    # mlx on an NVIDIA GPU: one error line, exit 2
+    import sys
+    p = subprocess.run([sys.executable, "-m", "optimizer", "estimate", "qwen3-32b", "--engine", "mlx", "--gpu", "h100"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "only on Apple silicon" in p.stderr
+    out = tmp_path / "p.json"
+    r = runner.invoke(app, ["cheapest", "gpt-oss-20b", "--context", "128K", "--tok-s", "30", "--engine", "mlx",
+                            "--out", str(out), "--export", "auto"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p" / "launch.sh").exists() and "mlx_lm.server" in (tmp_path / "p" / "launch.sh").read_text()

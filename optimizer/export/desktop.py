@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from optimizer.catalog.ollama_tags import load_ollama_tags, tag_for
-from optimizer.engines import ENGINE_VERSIONS
+from optimizer.engines import ENGINE_VERSIONS, LMS_VERSION, MLX_LM_VERSION, OLLAMA_VERSION
 from optimizer.export.common import Arg, Command, ExportError, ExportFile, ModelFacts, Var, quote
 from optimizer.solver.plan import Plan
 
@@ -18,6 +18,16 @@ LMS_PORT = 1234              # LM Studio's documented default server port
 MLX_PORT = 8080              # mlx_lm/server.py --port default
 OLLAMA_KV_TYPES = ("f16", "q8_0", "q4_0")   # docs/faq.mdx "currently available K/V cache quantization types"
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._/~+:@-]+$")
+LMS_COMMIT = "07b7252"       # `lms version --json` prints the CLI's commit hash, not its version
+_VERSION_CHECK = {
+    "ollama": (f"ollama --version 2>&1 | grep -q {OLLAMA_VERSION} || "
+               f"echo 'warning: these settings were checked against ollama {OLLAMA_VERSION}' >&2"),
+    "lmstudio": (f"lms version --json 2>/dev/null | grep -q {LMS_COMMIT} || "
+                 f"echo 'warning: these flags were checked against lms {LMS_VERSION} (commit {LMS_COMMIT})' >&2"),
+    "mlx": (f"python3 -c 'import sys, mlx_lm; sys.exit(mlx_lm.__version__ != \"{MLX_LM_VERSION}\")' 2>/dev/null || "
+            f"echo 'warning: these flags were checked against mlx-lm {MLX_LM_VERSION} (pip install "
+            f"mlx-lm=={MLX_LM_VERSION})' >&2"),
+}
 
 
 def _single_box(plan: Plan, engine: str) -> None:
@@ -51,6 +61,7 @@ def _script(engine: str, cmds: list[Command], lines: list[str], cd_here: bool = 
     for c in cmds:
         names += [n for n in c.env_names if n not in names]
     out += [f': "${{{n}:?set {n} (see EXPLAIN.md)}}"' for n in names]
+    out.append(_VERSION_CHECK[engine])
     for i, c in enumerate(cmds):
         out += c.env_lines()
         out.append(("exec " if i == len(cmds) - 1 else "") + c.argv_shell())

@@ -367,7 +367,9 @@ def _runtime_notes(eng: str, m: ResolvedModel, acc: Accelerator, gpus: int, ev) 
     out: list[str] = []
     mem, spec = ev.memory, m.spec
     if eng == "ollama":
-        auto = ollama_default_num_ctx(acc.memory_bytes * gpus, spec.max_context)
+        # Ollama sums the devices' TotalMemory (nvidia-smi's total; Metal's recommended working set on Macs):
+        # the catalogue's memory_usable_bytes
+        auto = ollama_default_num_ctx(acc.memory_usable_bytes * gpus, spec.max_context)
         out.append(f"Ollama's automatic num_ctx on {gpus}x {acc.key} is {auto:,} (VRAM tier, server/routes.go); "
                    f"`rigopt export` writes PARAMETER num_ctx {ev.deployment.context:,} and "
                    f"OLLAMA_NUM_PARALLEL={ev.settings.max_num_seqs}: llama-server gets -c "
