@@ -296,3 +296,21 @@ def test_cli_estimate_and_cheapest_with_desktop_engines(tmp_path):
                             "--out", str(out), "--export", "auto"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p" / "launch.sh").exists() and "mlx_lm.server" in (tmp_path / "p" / "launch.sh").read_text()
+
+
+def test_lmstudio_mlx_engine_uses_mlx_accounting():
+    # LM Studio loads MLX checkpoints with its MLX engine: the same memory as mlx-lm (wired-limit budget, no fit
+    # margin, 256-token KV steps, 2048-token prefill chunk); GGUF quants keep llama.cpp's accounting
+    lms = memory_of(deployment("lmstudio", "m4-max-128gb", "mlx4", 1000))
+    mlx = memory_of(deployment("mlx", "m4-max-128gb", "mlx4", 1000))
+    assert (lms.budget_bytes, lms.kv_bytes, lms.runtime_bytes, lms.weights_bytes) == \
+        (mlx.budget_bytes, mlx.kv_bytes, mlx.runtime_bytes, mlx.weights_bytes)
+    gguf = memory_of(deployment("lmstudio", "m4-max-128gb", "q4_k_m", 1000))
+    assert gguf.budget_bytes == get_accelerator("m4-max-128gb").memory_usable_bytes - 1024 * MiB
+    assert gguf.kv_bytes == 1000 * KV_ROW_F16
+    with pytest.raises(InputError, match="only on Apple silicon"):
+        memory_of(deployment("lmstudio", "rtx-4090", "mlx4", 1000))
+    plan = _plan("lmstudio", model="qwen3-8b", quants=["mlx4"], context=8192, tok_s=10)
+    assert get_accelerator(plan.hardware.accelerator).vendor == "apple"
+    res = export_plan(plan, None, None, model_path="mlx-community/Qwen3-8B-4bit")
+    assert "--gpu" not in res.commands[1].argv and "--context-length" in res.commands[1].argv

@@ -29,7 +29,7 @@ from optimizer.estimate.memory import (DeviceMemory, default_max_num_batched_tok
                                        max_context, sglang_default_mem_fraction_static)
 from optimizer.layout import Links, Parallel
 from optimizer.cache import BoundedCache
-from optimizer.estimate.schemes import Scheme, get_scheme, mean_active_bits, quality_bits
+from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.serving import ServingEstimate, Workload, serve
 from optimizer.estimate.speed import (Device, ExpertTiers, PrefillEstimate, SpeedEstimate, decode_speed, kernel_bits,
                                       prefill_time)
@@ -244,10 +244,24 @@ def default_max_num_seqs(engine: str, acc: Accelerator, spec: ModelSpec) -> int:
     return 1
 
 
+def physics_of(d: Deployment) -> str:
+    """The engine whose memory layout and speed a deployment runs: LM Studio loads MLX checkpoints with its MLX
+    engine (mlx-lm underneath: lmstudio-ai/mlx-engine) and GGUF with llama.cpp; every other engine is itself."""
+    if d.engine == "lmstudio" and _is_mlx_quant(d):
+        return "mlx"
+    return d.engine
+
+
+def _is_mlx_quant(d: Deployment) -> bool:
+    s = SCHEMES.get(d.quant.strip().lower())
+    return bool(s and s.mlx)
+
+
 def resolve_settings(d: Deployment) -> ResolvedSettings:
     acc, spec, s = d.hardware.accelerator, d.model.spec, d.settings
     cap = acc.memory_usable_bytes
-    mnbt = s.max_num_batched_tokens or default_max_num_batched_tokens(d.engine, cap)
+    phys = physics_of(d)
+    mnbt = s.max_num_batched_tokens or default_max_num_batched_tokens(phys, cap)
     per_request = is_llamacpp(d.engine) or d.engine == "mlx"
     seqs = s.max_num_seqs or (d.concurrency if per_request else default_max_num_seqs(d.engine, acc, spec))
     gmu = mfs = None
@@ -419,22 +433,26 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
     settings = resolve_settings(d)
     mtp = d.spec_decode is not None and d.spec_decode.method == "mtp"
     scheme, w = resident_weights(m, d.quant, d.engine, include_mtp=mtp)
-    if scheme.mlx and d.engine != "mlx":
-        raise InputError(f"{d.quant} is an MLX checkpoint format; serve it with --engine mlx (Apple silicon)")
+    phys = physics_of(d)
+    if scheme.mlx and d.engine not in ("mlx", "lmstudio"):
+        raise InputError(f"{d.quant} is an MLX checkpoint format; serve it with --engine mlx or lmstudio "
+                         "(Apple silicon)")
+    if phys == "mlx" and acc.vendor != "apple":
+        raise InputError(f"{d.quant} runs in MLX, only on Apple silicon, not on {acc.key}")
     if d.engine == "mlx" and (scheme.gguf or getattr(m.weights_file, "format", None) == "gguf"):
         raise InputError(f"mlx-lm does not load GGUF weights ({d.quant}); use an MLX quantization "
                          "(mlx4, mlx8, mlx-mixed-4-6, ...) or native")
     if d.spec_decode is not None and d.spec_decode.method == "eagle3":
         draft_bytes = d.spec_decode.draft_params * 2.0  # BF16 head, replicated on every rank
         w = replace(w, by_class={**w.by_class, "draft": draft_bytes}, dense_bytes=w.dense_bytes + draft_bytes * par.tp)
-    kvd = (d.kv_dtype or default_kv_dtype(spec, d.engine)).lower()
-    kv = kv_estimate(spec, d.engine, kvd, tp=par.tp, include_mtp=mtp)
+    kvd = (d.kv_dtype or default_kv_dtype(spec, phys)).lower()
+    kv = kv_estimate(spec, phys, kvd, tp=par.tp, include_mtp=mtp)
     n_moe = len(spec.moe_layers)
     if d.offload.dram_layers + d.offload.nvme_layers > n_moe + 1e-9:
         raise InputError(f"{d.offload.dram_layers + d.offload.nvme_layers:g} expert layers offloaded, "
                          f"but the model has {n_moe}")
     on_gpu = 1.0 - ((d.offload.dram_layers + d.offload.nvme_layers) / n_moe if n_moe else 0.0)
-    mem = device_memory(spec, w, kv, engine=d.engine, capacity_bytes=acc.memory_usable_bytes, context=d.context,
+    mem = device_memory(spec, w, kv, engine=phys, capacity_bytes=acc.memory_usable_bytes, context=d.context,
                         concurrency=d.concurrency, par=par, gpu_expert_fraction=on_gpu,
                         unified=acc.kind == "unified", gpu_memory_utilization=settings.gpu_memory_utilization,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
@@ -453,6 +471,7 @@ def evaluate(d: Deployment) -> Evaluation:
     m, spec, acc, par = d.model, d.model.spec, d.hardware.accelerator, d.parallel
     parts = _memory_parts(d)
     settings, scheme, w, kv, mem = parts.settings, parts.scheme, parts.weights, parts.kv, parts.memory
+    phys = physics_of(d)
     n_moe = len(spec.moe_layers)
     notes: list[str] = []
     links = links_for(d.hardware, par)
@@ -466,7 +485,7 @@ def evaluate(d: Deployment) -> Evaluation:
     def step(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         return decode_speed(spec, w, kv, dev, par=par, context=ctx_dec, batch=batch, links=links, tiers=tiers,
                             compute_bits=bits, expert_imbalance=d.expert_imbalance, load_imbalance=d.load_imbalance,
-                            engine=d.engine, tokens_per_seq=tokens_per_seq)
+                            engine=phys, tokens_per_seq=tokens_per_seq)
 
     def token_speed(batch: int) -> SpeedEstimate:
         base = step(batch)
@@ -476,13 +495,13 @@ def evaluate(d: Deployment) -> Evaluation:
         verify = step(batch, sd.num_tokens + 1)
         n_layers = max(1, len(spec.main_layers))
         layer_s = (base.step_time_s - base.terms_s.get("layer_overhead", 0.0)) / n_layers \
-            + F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, d.engine)
+            + F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, phys)
         return _spec_speed(base, verify, sd, n_layers, layer_s)
 
     decode = token_speed(d.concurrency)
     prompt = d.prompt_tokens or (wl.prefill_tokens if wl else d.context)
     pf = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers, compute_bits=bits,
-                      engine=d.engine, chunk_tokens=settings.max_num_batched_tokens)
+                      engine=phys, chunk_tokens=settings.max_num_batched_tokens)
     kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
     serving = None
     if wl is not None:
@@ -490,7 +509,7 @@ def evaluate(d: Deployment) -> Evaluation:
                        if kv_avail > 0 else 0)
         curve = _StepCurve(lambda b: token_speed(b).step_time_s, par.dp, admitted)
         wpf = prefill_time(spec, w, dev, par=par, prompt_tokens=wl.prefill_tokens, links=links, tiers=tiers,
-                           compute_bits=bits, engine=d.engine, chunk_tokens=settings.max_num_batched_tokens)
+                           compute_bits=bits, engine=phys, chunk_tokens=settings.max_num_batched_tokens)
         serving = serve(wl, world=d.hardware.world, dp=par.dp, admitted_per_replica=admitted, step_time=curve,
                         prefill_single_s=wpf.ttft_s, prefill_work_s=wpf.work_s)
         notes.extend(serving.notes)

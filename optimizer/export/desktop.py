@@ -135,7 +135,10 @@ def modelfile_parameters(text: str) -> list[tuple[str, str]]:
 def lmstudio(facts: ModelFacts, plan: Plan, model_path: str | None, warnings: list[str], derived: dict
              ) -> tuple[list[Command], list[ExportFile]]:
     _single_box(plan, "lmstudio")
-    if plan.kv_dtype not in ("f16", "fp16"):
+    from optimizer.estimate.schemes import SCHEMES
+    scheme = SCHEMES.get(plan.quant)
+    mlx_engine = bool(scheme and scheme.mlx)
+    if plan.kv_dtype not in ("f16", "fp16", "bf16"):
         raise ExportError(f"`lms load` has no KV cache type option; the plan's KV is {plan.kv_dtype} "
                           "(re-plan with --kv-dtype f16)")
     if model_path is not None:
@@ -149,8 +152,12 @@ def lmstudio(facts: ModelFacts, plan: Plan, model_path: str | None, warnings: li
     name = _model_name(plan)
     server = Command(0, "server", ["lms", "server", "start", "--port", str(LMS_PORT), "--bind", "127.0.0.1"],
                      tool="lms")
-    load = Command(0, "load", ["lms", "load", key, "--context-length", str(int(plan.context)), "--gpu", "max",
+    # MLX models always run on the GPU (Metal): the offload ratio is a llama.cpp-engine setting
+    gpu: list[Arg] = [] if mlx_engine else ["--gpu", "max"]
+    load = Command(0, "load", ["lms", "load", key, "--context-length", str(int(plan.context)), *gpu,
                                "--parallel", str(plan.concurrency), "--identifier", name, "--yes"], tool="lms")
+    if mlx_engine:
+        warnings.append(f"{plan.quant} is an MLX checkpoint: LM Studio loads it with its MLX engine (Apple silicon)")
     derived["lms_identifier"] = name
     derived["ctx_total"] = int(plan.context) * plan.concurrency
     files = [ExportFile("launch.sh", _script("lmstudio", [server, load],

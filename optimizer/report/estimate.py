@@ -202,17 +202,19 @@ def default_parallel(m: ResolvedModel, acc: Accelerator, count: int, engine: str
 def _engine_for(scheme: Scheme, engine: str, explicit: bool) -> str:
     if scheme.gguf and not explicit:
         return "llamacpp"
-    if scheme.mlx:
-        return "mlx"  # an MLX checkpoint is served by mlx-lm whatever the engine asked for
+    if scheme.mlx:  # an MLX checkpoint: mlx-lm, or LM Studio's MLX engine when LM Studio was asked for
+        return engine if engine == "lmstudio" else "mlx"
     if scheme.gguf and engine == "mlx":
         return "llamacpp"
     return engine
 
 
-def _device_engine(eng: str, acc: Accelerator) -> str | None:
+def _device_engine(eng: str, acc: Accelerator, mlx_quant: bool = False) -> str | None:
     """The engine a fit-table row uses on `acc`: unified-memory boxes run the llama.cpp family (or mlx on Apple
     silicon); None when the engine cannot run there at all (mlx off Apple silicon)."""
     if not runs_on_vendor(eng, acc.vendor):
+        return None
+    if eng == "lmstudio" and mlx_quant and acc.vendor != "apple":
         return None
     if acc.kind == "gpu" or is_llamacpp(eng) or eng == "mlx":
         return eng
@@ -266,14 +268,14 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         except InputError:
             kvq_dtype = None
         scheme, w = resident_weights(m, q, eng, include_mtp=False)
-        if not runs_on_vendor(eng, ref.vendor):  # mlx: the per-quant column is for the largest Mac instead
+        if not runs_on_vendor(eng, ref.vendor) or scheme.mlx:  # MLX: the per-quant column is for the largest Mac
             ref = max((a for a in accs if runs_on_vendor(eng, a.vendor)), key=lambda a: (a.memory_usable_bytes, a.key))
         ref_mem = memory_of(Deployment(model=m, quant=q, engine=eng, hardware=Hardware(ref, None, 1, 1),
                                        parallel=Parallel(), context=context, concurrency=concurrency,
                                        kv_dtype=kvq_dtype, settings=settings))
         single, multi = [], []
         for acc in accs:
-            e1 = _device_engine(eng, acc)
+            e1 = _device_engine(eng, acc, scheme.mlx)
             if e1 is None:
                 continue
             ok, _ = _fits(m, q, e1, kvq_dtype if e1 == eng else None, acc, 1, context, concurrency, settings)

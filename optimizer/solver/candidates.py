@@ -236,6 +236,8 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                 continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
             gguf = is_llamacpp(engine)
             qnames = _quants(q, gguf, m, mlx=engine == "mlx")
+            if engine == "lmstudio" and acc.vendor == "apple":  # LM Studio's MLX engine on a Mac
+                qnames += [n for n in _quants(q, False, m, mlx=True) if n not in qnames]
             if engine == "ollama":  # the quantizations its library tags download (gpt-oss: native MXFP4)
                 qnames += [t.quant for t in load_ollama_tags() if t.model == m.key and t.quant not in qnames
                            and (not q.quants or t.quant in q.quants)]
