@@ -314,3 +314,16 @@ def test_lmstudio_mlx_engine_uses_mlx_accounting():
     assert get_accelerator(plan.hardware.accelerator).vendor == "apple"
     res = export_plan(plan, None, None, model_path="mlx-community/Qwen3-8B-4bit")
     assert "--gpu" not in res.commands[1].argv and "--context-length" in res.commands[1].argv
+
+
+def test_ollama_multi_gpu_plan_spreads_layers():
+    plan = _plan("ollama", model="qwen3-32b", quants=["q4_k_m"], context=131072, tok_s=30)
+    res = export_plan(plan, None, None)
+    serve = next(c for c in res.commands if c.role == "serve")
+    # 30 tok/s at 128K needs the KV read of several GPUs: the plan splits the 64 layers over a multi-GPU box
+    assert plan.hardware.gpus_per_node > 1 and plan.parallel.pp == plan.hardware.gpus_per_node
+    assert serve.env["OLLAMA_SCHED_SPREAD"] == "1"
+    single = export_plan(_plan("ollama", model="qwen3-8b", quants=["q4_k_m"], context=8192, tok_s=10), None, None)
+    assert "OLLAMA_SCHED_SPREAD" not in next(c for c in single.commands if c.role == "serve").env
+    ok = allow(f"ollama-{OLLAMA_VERSION}.txt")
+    assert all(f"ENV {k}" in ok for k in serve.env)

@@ -103,6 +103,10 @@ def ollama(facts: ModelFacts, plan: Plan, model_path: str | None, warnings: list
     env: dict[str, Arg] = {"OLLAMA_HOST": f"127.0.0.1:{OLLAMA_PORT}", "OLLAMA_NUM_PARALLEL": str(slots),
                            "OLLAMA_FLASH_ATTENTION": "1", "OLLAMA_KV_CACHE_TYPE": plan.kv_dtype,
                            "OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_GPU_OVERHEAD": "0"}
+    if plan.hardware.gpus_per_node > 1:
+        # the plan splits layers over every GPU; without this Ollama puts a model that its own (file size + f16
+        # KV) prediction fits on one GPU there (server/sched.go selectLlamaServerPlacement, bestSingleGPUFit)
+        env["OLLAMA_SCHED_SPREAD"] = "1"
     name = derived["ollama_name"]
     serve = Command(0, "serve", ["ollama", "serve"], env=env, tool="ollama")
     create = Command(0, "create", ["ollama", "create", name, "-f", "Modelfile"],

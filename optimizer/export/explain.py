@@ -127,7 +127,11 @@ def render(facts: ModelFacts, plan: Plan, engine: str, commands: list[Command], 
         L += [f"`PARAMETER num_ctx {plan.context}` is per request; Ollama starts llama-server with "
               f"`-c {derived['ctx_total']}` = num_ctx × OLLAMA_NUM_PARALLEL ({plan.concurrency}) and `-np` "
               f"{plan.concurrency} (llm/llama_server.go). `PARAMETER num_gpu` = every layer + the output layer: "
-              "all on the GPU(s), as the plan assumes (without it llama-server's fit chooses).", ""]
+              "all on the GPU(s), as the plan assumes (without it llama-server's fit chooses). `num_batch` below "
+              "1024 adds no generation-batch surcharge to Ollama's own prediction (server/sched.go "
+              "generationBatchSurcharge: 768 MiB at 1024, 2 GiB at 2048); that prediction (file size + f16 KV, "
+              "llm/llama_server.go PredictServerVRAM) only picks GPUs and evicts other models above 80% of free "
+              "memory; OLLAMA_MAX_LOADED_MODELS=1 keeps this model alone.", ""]
     elif engine == "lmstudio":
         L += [f"`--context-length {plan.context}` per prediction, `--parallel {plan.concurrency}`, `--gpu max` "
               "(every layer on the GPU, as the plan assumes). `lms load` sets no KV cache type: f16.", ""]
