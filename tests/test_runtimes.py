@@ -327,3 +327,20 @@ def test_ollama_multi_gpu_plan_spreads_layers():
     assert "OLLAMA_SCHED_SPREAD" not in next(c for c in single.commands if c.role == "serve").env
     ok = allow(f"ollama-{OLLAMA_VERSION}.txt")
     assert all(f"ENV {k}" in ok for k in serve.env)
+
+
+def test_ollama_single_slot_architectures():
+    # server/sched.go forces num_parallel 1 for qwen35 / qwen3next / nemotron_h ... GGUFs: a plan of 2 concurrent
+    # sequences on Ollama is refused for such a model, accepted for qwen3 (Qwen3ForCausalLM)
+    from dataclasses import replace
+    m = resolve_model("qwen3-32b")
+    hybrid = replace(m, spec=replace(m.spec, architecture="Qwen3_5ForConditionalGeneration"))
+    hw = Hardware(get_accelerator("h100-sxm"), None, 1, 1)
+    with pytest.raises(InputError, match="qwen35 models one request at a time"):
+        Deployment(model=hybrid, quant="q4_k_m", engine="ollama", hardware=hw, parallel=Parallel(), context=4096,
+                   concurrency=2)
+    Deployment(model=hybrid, quant="q4_k_m", engine="ollama", hardware=hw, parallel=Parallel(), context=4096)
+    Deployment(model=m, quant="q4_k_m", engine="ollama", hardware=hw, parallel=Parallel(), context=4096,
+               concurrency=2)
+    Deployment(model=hybrid, quant="q4_k_m", engine="llamacpp", hardware=hw, parallel=Parallel(), context=4096,
+               concurrency=2)

@@ -25,6 +25,7 @@ from optimizer.engines import is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv_estimate
+from optimizer.estimate.runtimes import ollama_single_slot_arch
 from optimizer.estimate.memory import (DeviceMemory, default_max_num_batched_tokens, device_memory, max_concurrency,
                                        max_context, sglang_default_mem_fraction_static)
 from optimizer.layout import Links, Parallel
@@ -155,6 +156,10 @@ class Deployment:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine", check_engine(self.engine))
+        if self.engine == "ollama" and self.concurrency > 1 and ollama_single_slot_arch(self.model.spec):
+            raise InputError(f"Ollama serves {ollama_single_slot_arch(self.model.spec)} models one request at a "
+                             "time (server/sched.go forces num_parallel 1 for this architecture): use concurrency 1 "
+                             "or another engine")
         if not runs_on_vendor(self.engine, self.hardware.accelerator.vendor):
             raise InputError(f"{self.engine} runs only on Apple silicon, not on {self.hardware.accelerator.key} "
                              f"({self.hardware.accelerator.vendor})")

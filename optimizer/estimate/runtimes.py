@@ -39,3 +39,27 @@ def gpu_layers_that_fit(spec: ModelSpec, w: WeightBreakdown, mem: DeviceMemory) 
     if per_layer <= 0:
         return n
     return max(0, min(n, int(room // per_layer)))
+
+
+# ollama server/sched.go Scheduler.load: "Some architectures are not safe with num_parallel > 1" -> these GGUF
+# architectures (general.architecture) always get one parallel slot, whatever OLLAMA_NUM_PARALLEL says. Keyed
+# here by the Hugging Face architecture llama.cpp's convert_hf_to_gguf.py turns into that GGUF name (llama.cpp
+# src/llama-arch.cpp LLM_ARCH_NAMES: "qwen35", "qwen35moe", "qwen3next", "nemotron_h", "nemotron_h_moe", ...).
+OLLAMA_SINGLE_SLOT = {
+    "MllamaForConditionalGeneration": "mllama",
+    "Qwen3VLForConditionalGeneration": "qwen3vl",
+    "Qwen3VLMoeForConditionalGeneration": "qwen3vlmoe",
+    "Qwen3_5ForConditionalGeneration": "qwen35",
+    "Qwen3_5ForCausalLM": "qwen35",
+    "Qwen3_5MoeForConditionalGeneration": "qwen35moe",
+    "Qwen3_5MoeForCausalLM": "qwen35moe",
+    "Qwen3NextForCausalLM": "qwen3next",
+    "Lfm2ForCausalLM": "lfm2",
+    "Lfm2MoeForCausalLM": "lfm2moe",
+    "NemotronHForCausalLM": "nemotron_h",
+}
+
+
+def ollama_single_slot_arch(spec: ModelSpec) -> str | None:
+    """The GGUF architecture name when Ollama serves this model one request at a time, else None."""
+    return OLLAMA_SINGLE_SLOT.get(spec.architecture)
