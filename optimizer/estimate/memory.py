@@ -5,10 +5,12 @@
 - SGLang: `mem_fraction_static` bounds weights + KV only; the rest is a reserve for activations and graphs
   whose default is floored at 10 GiB on GPUs above 60 GiB (engines.md §3.4).
 - llama.cpp: weights + KV + a compute buffer, leaving the 1 GiB margin its `--fit` keeps free per device.
-- Ollama (v0.33.0-rc2) and LM Studio run llama.cpp's `llama-server`: the same accounting, with their own batch
-  (Ollama `num_batch`, default 512, passed as -b and -ub) and a context of num_ctx x OLLAMA_NUM_PARALLEL
-  (ollama llm/llama_server.go: `-c NumCtx*numParallel -np numParallel`). Ollama passes no -ngl by default, so
-  llama-server's own fit decides the GPU layers (same 1 GiB margin); OLLAMA_GPU_OVERHEAD (default 0) is extra.
+- Ollama (v0.33.0-rc2) runs llama.cpp's `llama-server`: the same accounting, with its own batch (`num_batch`,
+  default 512, passed as -b and -ub) and a context of num_ctx x OLLAMA_NUM_PARALLEL (ollama llm/llama_server.go:
+  `-c NumCtx*numParallel -np numParallel`). Ollama passes no -ngl by default, so llama-server's own fit decides
+  the GPU layers (same 1 GiB margin); OLLAMA_GPU_OVERHEAD (default 0) is extra. LM Studio's llama.cpp engine
+  links llama.cpp: the same accounting, its margin taken as llama.cpp's (an estimate: its load guardrails are
+  not published); its MLX engine uses the MLX accounting below.
 - MLX (mlx-lm 0.32.0): weights + KV + one prefill chunk's activations inside the Metal wired limit, which is the
   accelerator's `memory_usable_bytes` for Macs (macOS recommendedMaxWorkingSetSize, ~75% of RAM by default,
   raisable with `sysctl iogpu.wired_limit_mb`; mlx_lm/server.py main() wires exactly
