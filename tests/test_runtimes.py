@@ -344,3 +344,15 @@ def test_ollama_single_slot_architectures():
                concurrency=2)
     Deployment(model=hybrid, quant="q4_k_m", engine="llamacpp", hardware=hw, parallel=Parallel(), context=4096,
                concurrency=2)
+
+
+def test_desktop_exports_quote_paths(tmp_path):
+    # a hostile --model-path reaches the scripts as one shell-quoted word (never expanded or split)
+    nasty = "/models/a b;$(touch pwned)`x`'q"
+    for engine in ("mlx", "lmstudio"):
+        res = export_plan(_plan(engine), None, tmp_path / engine, model_path=nasty)
+        script = (tmp_path / engine / "launch.sh").read_text()
+        assert "$(touch pwned)" not in script.replace(shlex.quote(nasty), "")
+        argv = shlex.split(res.commands[-1].one_line())
+        assert nasty in argv
+        subprocess.run(["bash", "-n", str(tmp_path / engine / "launch.sh")], check=True)

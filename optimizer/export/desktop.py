@@ -10,7 +10,7 @@ import re
 
 from optimizer.catalog.ollama_tags import load_ollama_tags, tag_for
 from optimizer.engines import ENGINE_VERSIONS, LMS_VERSION, MLX_LM_VERSION, OLLAMA_VERSION
-from optimizer.export.common import Arg, Command, ExportError, ExportFile, ModelFacts, Var, quote
+from optimizer.export.common import Arg, Command, ExportError, ExportFile, ModelFacts, Var
 from optimizer.solver.plan import Plan
 
 OLLAMA_PORT = 11434          # envconfig/config.go Host() default 127.0.0.1:11434
@@ -203,6 +203,3 @@ def mlx(facts: ModelFacts, plan: Plan, model_path: str | None, warnings: list[st
                                                            "plan: plan.json in this folder; see EXPLAIN.md"]), True)]
     return [cmd], files
 
-
-def quoted(c: Command) -> str:
-    return " ".join(quote(t) for t in c.argv)
