@@ -356,3 +356,9 @@ def test_desktop_exports_quote_paths(tmp_path):
         argv = shlex.split(res.commands[-1].one_line())
         assert nasty in argv
         subprocess.run(["bash", "-n", str(tmp_path / engine / "launch.sh")], check=True)
+
+
+def test_mlx_with_only_non_apple_gpus_is_an_input_error():
+    with pytest.raises(ValueError, match="only on Apple silicon"):
+        Query(model="qwen3-32b", context=8192, engines=["mlx"], gpus=["h100", "rtx-4090"])
+    assert Query(model="qwen3-32b", context=8192, engines=["mlx", "llamacpp"], gpus=["h100"]).engines
