@@ -362,3 +362,55 @@ def test_mlx_with_only_non_apple_gpus_is_an_input_error():
     with pytest.raises(ValueError, match="only on Apple silicon"):
         Query(model="qwen3-32b", context=8192, engines=["mlx"], gpus=["h100", "rtx-4090"])
     assert Query(model="qwen3-32b", context=8192, engines=["mlx", "llamacpp"], gpus=["h100"]).engines
+
+
+# ------------------------------------------------------------------------------------------------ -ngl split
+def _split(layers: int | None, context: int = 8192):
+    from dataclasses import replace
+
+    from optimizer.catalog.devices import node_for
+    m = resolve_model("qwen3-32b")
+    acc = get_accelerator("rtx-4090")
+    d = Deployment(model=m, quant="q8_0", engine="ollama", hardware=Hardware(acc, node_for(acc.key, 1), 1, 1),
+                   parallel=Parallel(), context=context)
+    return replace(d, gpu_layers=layers)
+
+
+def test_gpu_layer_split_memory_by_hand():
+    from optimizer.estimate.deployment import resident_weights
+    _, w = resident_weights(resolve_model("qwen3-32b"), "q8_0", "ollama", include_mtp=False)
+    head, embed = w.by_class["head"], w.by_class["embed"]
+    mem = memory_of(_split(32))
+    # llama.cpp -ngl 32 of 64: output head on the GPU, token embedding on the CPU (its input layer), half of the
+    # repeating layers' weights and half of the KV (262,144 B/token x 8192) on the GPU
+    assert mem.weights_bytes == pytest.approx(head + (w.total - head - embed) * 32 / 64)
+    assert mem.kv_bytes == pytest.approx(8192 * KV_ROW_F16 / 2)
+    with pytest.raises(InputError, match="between 0 and the model's 64"):
+        _split(65)
+
+
+def test_gpu_layer_split_decode_reads_host_memory():
+    from optimizer.estimate.deployment import evaluate
+    ev = evaluate(_split(32))
+    t, links = ev.decode.terms_s, ev.links
+    # the same bytes per token (weights of 32 layers + their KV) on each side: the CPU half is read at host DRAM
+    # bandwidth x its sustained fraction, the GPU half at the GPU's bandwidth x its efficiency
+    gpu = get_accelerator("rtx-4090")
+    from optimizer.estimate.deployment import device_of
+    ratio = ((gpu.memory_bw_bytes_per_s * device_of(gpu).bw_efficiency)
+             / (links.host_dram_bw * links.host_dram_efficiency))
+    assert t["cpu_layers"] / t["gpu_memory"] == pytest.approx(ratio, rel=1e-6)
+    assert ev.decode.step_time_s >= t["gpu_memory"] + t["cpu_layers"]
+    full = evaluate(_split(None))
+    assert "cpu_layers" not in full.decode.terms_s and ev.decode.tok_s_per_seq < full.decode.tok_s_per_seq
+
+
+def test_estimate_ollama_auto_offload_is_the_largest_split_that_fits():
+    from optimizer.catalog.models import resolve_model as rm
+    from optimizer.report.estimate import estimate
+    r = estimate(rm("qwen3-32b"), context=32768, quants=["q8_0"], engine="ollama", engine_explicit=True,
+                 gpu="rtx-4090")
+    note = next(n for n in r.hardware.notes if "automatic offload:" in n)
+    n = int(note.split("automatic offload: ")[1].split(" of ")[0])
+    assert r.hardware.per_device.fits
+    assert memory_of(_split(n, 32768)).fits and not memory_of(_split(n + 1, 32768)).fits

@@ -153,6 +153,7 @@ class Deployment:
     decode_context: int | None = None    # KV length decode speed is quoted at (None = workload mean, else `context`)
     load_imbalance: float | None = None   # EP: max/mean expert load (skewed routing)
     expert_imbalance: float | None = None  # EP: step imbalance of a known placement
+    gpu_layers: int | None = None        # llama.cpp family on one GPU: repeating layers on the GPU (-ngl); None = all
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine", check_engine(self.engine))
@@ -167,6 +168,14 @@ class Deployment:
             raise InputError(f"context must be between 1 and {MAX_CONTEXT_TOKENS}, got {self.context}")
         if self.concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.gpu_layers is not None:
+            n = len(self.model.spec.main_layers)
+            if not is_llamacpp(self.engine):
+                raise InputError(f"a GPU layer count (-ngl) is a llama.cpp setting, not {self.engine}'s")
+            if self.hardware.world != 1 or self.hardware.accelerator.kind != "gpu":
+                raise InputError("layers on the CPU are modelled for one discrete GPU only")
+            if not 0 <= self.gpu_layers <= n:
+                raise InputError(f"GPU layers must be between 0 and the model's {n}, got {self.gpu_layers}")
         if self.parallel.world != self.hardware.world:
             raise InputError(f"parallel layout {self.parallel.label()} uses {self.parallel.world} devices, "
                              f"but the hardware has {self.hardware.world}")
@@ -221,8 +230,11 @@ class Evaluation:
     def max_context_tokens(self) -> int:
         """Longest context `concurrency` sequences can reach (capped at the model's own limit)."""
         d, mem = self.deployment, self.memory
-        mc = max_context(self.kv, mem.kv_available_bytes, -(-d.concurrency // d.parallel.dp), pp=d.parallel.pp,
-                         reserve_per_seq=mem.reserve_per_seq_bytes)
+        glf = gpu_layer_fraction(d)   # the GPU holds only its layers' share of the KV
+        if glf <= 0:
+            return d.model.spec.max_context or MAX_CONTEXT_TOKENS
+        mc = max_context(self.kv, mem.kv_available_bytes / glf, -(-d.concurrency // d.parallel.dp),
+                         pp=d.parallel.pp, reserve_per_seq=mem.reserve_per_seq_bytes / glf)
         return min(mc, d.model.spec.max_context or mc)
 
 
@@ -462,8 +474,15 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
                         unified=acc.kind == "unified", gpu_memory_utilization=settings.gpu_memory_utilization,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
                         mem_fraction_static=settings.mem_fraction_static if d.engine == "sglang" else None,
-                        max_num_seqs=settings.max_num_seqs if d.engine == "vllm" else None)
+                        max_num_seqs=settings.max_num_seqs if d.engine == "vllm" else None,
+                        gpu_layer_fraction=gpu_layer_fraction(d))
     return _MemoryParts(settings, scheme, w, kv, mem)
+
+
+def gpu_layer_fraction(d: Deployment) -> float:
+    """Share of the repeating layers on the GPU (1 unless `gpu_layers` puts some on the CPU)."""
+    n = len(d.model.spec.main_layers)
+    return 1.0 if d.gpu_layers is None or not n else d.gpu_layers / n
 
 
 def memory_of(d: Deployment) -> DeviceMemory:
@@ -477,6 +496,7 @@ def evaluate(d: Deployment) -> Evaluation:
     parts = _memory_parts(d)
     settings, scheme, w, kv, mem = parts.settings, parts.scheme, parts.weights, parts.kv, parts.memory
     phys = physics_of(d)
+    glf = gpu_layer_fraction(d)
     n_moe = len(spec.moe_layers)
     notes: list[str] = []
     links = links_for(d.hardware, par)
@@ -490,7 +510,7 @@ def evaluate(d: Deployment) -> Evaluation:
     def step(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         return decode_speed(spec, w, kv, dev, par=par, context=ctx_dec, batch=batch, links=links, tiers=tiers,
                             compute_bits=bits, expert_imbalance=d.expert_imbalance, load_imbalance=d.load_imbalance,
-                            engine=phys, tokens_per_seq=tokens_per_seq)
+                            engine=phys, tokens_per_seq=tokens_per_seq, cpu_layer_fraction=1.0 - glf)
 
     def token_speed(batch: int) -> SpeedEstimate:
         base = step(batch)
@@ -506,21 +526,27 @@ def evaluate(d: Deployment) -> Evaluation:
     decode = token_speed(d.concurrency)
     prompt = d.prompt_tokens or (wl.prefill_tokens if wl else d.context)
     pf = prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers, compute_bits=bits,
-                      engine=phys, chunk_tokens=settings.max_num_batched_tokens)
+                      engine=phys, chunk_tokens=settings.max_num_batched_tokens, cpu_layer_fraction=1.0 - glf)
     kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
     serving = None
     if wl is not None:
-        admitted = min(settings.max_num_seqs, int(kv_avail // (kv.bytes_at(wl.max_len) / par.pp))
-                       if kv_avail > 0 else 0)
+        per_seq_gpu = kv.bytes_at(wl.max_len) * glf / par.pp   # the GPU's layers' share of a sequence's KV
+        admitted = min(settings.max_num_seqs, (int(kv_avail // per_seq_gpu) if per_seq_gpu > 0 else
+                                               settings.max_num_seqs) if kv_avail > 0 else 0)
         curve = _StepCurve(lambda b: token_speed(b).step_time_s, par.dp, admitted)
         wpf = prefill_time(spec, w, dev, par=par, prompt_tokens=wl.prefill_tokens, links=links, tiers=tiers,
-                           compute_bits=bits, engine=phys, chunk_tokens=settings.max_num_batched_tokens)
+                           compute_bits=bits, engine=phys, chunk_tokens=settings.max_num_batched_tokens,
+                           cpu_layer_fraction=1.0 - glf)
         serving = serve(wl, world=d.hardware.world, dp=par.dp, admitted_per_replica=admitted, step_time=curve,
                         prefill_single_s=wpf.ttft_s, prefill_work_s=wpf.work_s)
         notes.extend(serving.notes)
     off_frac = (d.offload.dram_layers / n_moe) if n_moe else 0.0
     nvme_frac = (d.offload.nvme_layers / n_moe) if n_moe else 0.0
     host_used = (w.routed_expert_bytes * off_frac + F.HOST_RESERVED_BYTES) if (off_frac or nvme_frac) else 0.0
+    if glf < 1.0:  # the CPU's layers and their KV in host memory
+        head, embed = w.by_class.get("head", 0.0), w.by_class.get("embed", 0.0)
+        host_used += embed + (w.total - head - embed) * (1.0 - glf) \
+            + kv.bytes_at(d.context) * d.concurrency * (1.0 - glf) + (0.0 if host_used else F.HOST_RESERVED_BYTES)
     exp_bits, attn_bits, _ = quality_of(m, d.quant)
     notes.extend(mem.notes)
     return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem, decode=decode,

@@ -115,15 +115,22 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
                   context: int, concurrency: int, par: Parallel, gpu_expert_fraction: float = 1.0,
                   unified: bool = False, gpu_memory_utilization: float | None = None,
                   max_num_batched_tokens: int | None = None, mem_fraction_static: float | None = None,
-                  max_num_seqs: int | None = None) -> DeviceMemory:
+                  max_num_seqs: int | None = None, gpu_layer_fraction: float = 1.0) -> DeviceMemory:
     """Memory of the busiest device. Engine settings (None = the engine's default):
     vLLM `gpu_memory_utilization`, `max_num_batched_tokens` (profile-run activations) and `max_num_seqs`
     (the sampler's dummy run); SGLang `mem_fraction_static` (weights + KV as a fraction of memory; the rest is
-    its reserve) and `max_num_batched_tokens` (= `chunked_prefill_size`)."""
+    its reserve) and `max_num_batched_tokens` (= `chunked_prefill_size`).
+    `gpu_layer_fraction` < 1 (llama.cpp family, one device): only that share of the repeating layers and their KV
+    is on the GPU (-ngl); the output head stays on the GPU and the token embedding in host memory, as llama.cpp
+    places them (its input layer is always on the CPU)."""
     weights = weights_per_device(w, par, gpu_expert_fraction)
     # sequences per DP replica; KV of a replica is split across PP stages, MLA/V4 not by TP (kv already per TP rank)
     seqs = -(-concurrency // par.dp)
     kv_seq = kv.bytes_at(context) / par.pp
+    if gpu_layer_fraction < 1.0:
+        head, embed = w.by_class.get("head", 0.0), w.by_class.get("embed", 0.0)
+        weights = head + max(0.0, weights - head - embed) * gpu_layer_fraction
+        kv_seq *= gpu_layer_fraction
     mnbt = max_num_batched_tokens or default_max_num_batched_tokens(engine, capacity_bytes)
     act = mnbt * spec.hidden_size * F.ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN.value
     notes: list[str] = []

@@ -133,14 +133,18 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                  context: int, batch: int = 1, links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
                  load_imbalance: float | None = None, engine: str = "vllm",
-                 tokens_per_seq: int = 1) -> SpeedEstimate:
+                 tokens_per_seq: int = 1, cpu_layer_fraction: float = 0.0) -> SpeedEstimate:
     """Decode step time for `batch` sequences at KV length `context`. `engine` selects the fixed per-step,
     per-layer, per-MoE-layer and TP-synchronisation costs (factors.ENGINE_*), fitted per engine.
 
     `tokens_per_seq` > 1 is a speculative-decoding verification step: every sequence feeds that many tokens
     (the last accepted one plus the drafts) through the target in one pass, so weights and KV are read once
     while FLOPs, activations and the experts touched grow with batch x tokens_per_seq.
-    Which links the traffic crosses (inside a node or across nodes) is entirely in `links`."""
+    Which links the traffic crosses (inside a node or across nodes) is entirely in `links`.
+
+    `cpu_layer_fraction` > 0: that share of the layers (weights and their KV) stays in host memory and is computed
+    by the CPU after the GPU's layers (llama.cpp -ngl below the layer count: Ollama / LM Studio's automatic
+    offload); its bytes are read at the host DRAM bandwidth."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     batch = max(1, batch)
@@ -177,7 +181,9 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         expert_bytes_stream += cnt * u * s_stream * eb
         expert_bytes_nvme += cnt * u * s_nvme * eb
     kv_read = seqs_per_replica * kv.read_bytes_per_token(context)  # MLA/V4 KV is not split by TP (kv per rank)
-    hbm_bytes = gpu_bytes + expert_bytes_gpu + kv_read
+    fc = min(max(cpu_layer_fraction, 0.0), 1.0)
+    layer_bytes_cpu = fc * (gpu_bytes + expert_bytes_gpu + kv_read)   # whole layers in host memory
+    hbm_bytes = (1.0 - fc) * (gpu_bytes + expert_bytes_gpu + kv_read)
 
     # ---- FLOPs per step on the busiest GPU -------------------------------------------------------
     active_params = spec.active_params()
@@ -185,6 +191,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     flops = 2.0 * active_params * gpu_param_share * seqs_per_replica * q / tp
     attn = _decode_attention_flops(spec, context)
     flops += attn * seqs_per_replica * q / tp
+    flops *= 1.0 - fc
     peak_flops = dev.flops_for_bits(compute_bits)
 
     # ---- host tiers --------------------------------------------------------------------------------
@@ -194,11 +201,14 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     t_nvme_bound = (expert_bytes_nvme / links.nvme_bw) if expert_bytes_nvme and links.nvme_bw else 0.0
     if (expert_bytes_cpu and not links.host_dram_bw) or (expert_bytes_nvme and not links.nvme_bw):
         t_cpu_bound = t_nvme_bound = math.inf
+    t_layers_bound = 0.0
+    if layer_bytes_cpu:
+        t_layers_bound = layer_bytes_cpu / links.host_dram_bw if links.host_dram_bw else math.inf
 
     # ---- bound -----------------------------------------------------------------------------------
     t_hbm_bound = hbm_bytes / dev.mem_bw_bytes_per_s
     t_comp_bound = flops / peak_flops
-    bound = max(t_hbm_bound, t_comp_bound) + t_cpu_bound + t_stream_bound + t_nvme_bound
+    bound = max(t_hbm_bound, t_comp_bound) + t_cpu_bound + t_stream_bound + t_nvme_bound + t_layers_bound
 
     # ---- expected --------------------------------------------------------------------------------
     terms: dict[str, float] = {}
@@ -209,6 +219,9 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                                + len(moe) * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine))
     if expert_bytes_cpu:
         terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) else math.inf
+    if layer_bytes_cpu:
+        terms["cpu_layers"] = (t_layers_bound / links.host_dram_efficiency if math.isfinite(t_layers_bound)
+                               else math.inf)
     if expert_bytes_stream:
         terms["pcie_stream"] = t_stream_bound / F.PCIE_EFFICIENCY.value
     if expert_bytes_nvme:
@@ -315,7 +328,8 @@ class PrefillEstimate:
 
 def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Parallel, prompt_tokens: int,
                  links: Links | None = None, tiers: ExpertTiers | None = None,
-                 compute_bits: float = 16.0, engine: str = "vllm", chunk_tokens: int | None = None) -> PrefillEstimate:
+                 compute_bits: float = 16.0, engine: str = "vllm", chunk_tokens: int | None = None,
+                 cpu_layer_fraction: float = 0.0) -> PrefillEstimate:
     """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once per
     prefill chunk (`chunk_tokens`: vLLM max_num_batched_tokens, SGLang chunked_prefill_size, llama.cpp
     ubatch; None = the whole prompt in one pass).
@@ -338,6 +352,11 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     offloaded = w.routed_expert_bytes * (1.0 - tiers.gpu)
     on_gpu_experts = w.routed_expert_bytes - offloaded
     per_pass_bytes = w.dense_bytes / par.tp + on_gpu_experts / expert_split  # every stage's share, in sequence
+    if cpu_layer_fraction > 0:
+        # layers kept in host memory: llama.cpp copies their weights to the GPU for each large batch
+        moved = min(cpu_layer_fraction, 1.0) * per_pass_bytes
+        offloaded += moved
+        per_pass_bytes -= moved
     t_weights_bound = chunks * per_pass_bytes / dev.mem_bw_bytes_per_s
     # offloaded experts: llama.cpp copies them to the GPU for large batches, so they cross PCIe once per chunk
     t_off_bound = ((chunks * offloaded / links.host_link_bw) if links.host_link_bw else math.inf) if offloaded else 0.0

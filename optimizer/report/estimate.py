@@ -5,6 +5,8 @@ JSON schema id: "rigopt.estimate/1" (see README). Field names carry units; bytes
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import BaseModel, ConfigDict
 
 from optimizer.catalog.devices import node_for
@@ -327,8 +329,21 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                        kv_dtype=None if kv_dtype is None or eng != engine else kvd, settings=settings,
                        spec_decode=spec_decode, workload=workload, prompt_tokens=prompt_tokens)
         ev = evaluate(d)
+        auto_layers = None
+        if eng in ("ollama", "lmstudio") and not ev.memory.fits and acc.kind == "gpu" and gpus == 1 \
+                and not cpu_moe_layers:
+            # their automatic offload: the layers that fit stay on the GPU, the rest run on the CPU
+            n = gpu_layers_that_fit(spec, ev.weights, ev.memory)
+            if 0 < n < len(spec.main_layers):
+                auto_layers = n
+                ev = evaluate(replace(d, gpu_layers=n))
         mem, sp, pf = ev.memory, ev.decode, ev.prefill
         notes = list(ev.notes)
+        if auto_layers is not None:
+            notes.append(f"{eng}'s automatic offload: {auto_layers} of {len(spec.main_layers)} layers on the GPU, "
+                         f"the rest (and their KV) in host memory computed by the CPU "
+                         f"({ev.host_used_bytes / GiB:,.1f} GiB of host memory); the figures below are for that "
+                         "split (layer sizes taken as equal: an estimate)")
         why = unsupported(eng, spec.family, acc.arch)
         if why:
             notes.insert(0, "WARNING: " + why)
@@ -376,11 +391,11 @@ def _runtime_notes(eng: str, m: ResolvedModel, acc: Accelerator, gpus: int, ev) 
                    f"`rigopt export` writes PARAMETER num_ctx {ev.deployment.context:,} and "
                    f"OLLAMA_NUM_PARALLEL={ev.settings.max_num_seqs}: llama-server gets -c "
                    f"{ev.deployment.context * ev.settings.max_num_seqs:,} (num_ctx x parallel)")
-    if is_llamacpp(eng) and eng != "llamacpp" and not mem.fits:
+    if is_llamacpp(eng) and eng != "llamacpp" and not mem.fits and ev.deployment.gpu_layers is None:
         n = gpu_layers_that_fit(spec, ev.weights, mem)
         out.append(f"does not fit on the GPU: {eng}'s automatic offload (llama-server fit) would keep about {n} of "
-                   f"{len(spec.main_layers)} layers on the GPU and run the rest on the CPU (estimate; the speed of "
-                   f"that split is not modelled; set num_gpu / --gpu to choose it)")
+                   f"{len(spec.main_layers)} layers on the GPU and run the rest on the CPU (estimate; modelled for "
+                   "one discrete GPU only)")
     if eng == "mlx":
         out.append(f"mlx-lm: {mem.budget_bytes / GiB:,.1f} GiB Metal wired limit (macOS default ~75% of RAM; "
                    "`sudo sysctl iogpu.wired_limit_mb=N` raises it, mlx_lm.server wires the recommended size)")
