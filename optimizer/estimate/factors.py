@@ -140,6 +140,7 @@ _MLX = yaml.safe_load(MLX_FACTORS_FILE.read_text())
 if not isinstance(_MLX, dict) or _MLX.get("schema_id") != "rigopt.factors-mlx/1":
     raise RuntimeError(f"{MLX_FACTORS_FILE}: not a rigopt.factors-mlx/1 file "
                        "(python -m optimizer.fidelity.mlx_fit --write)")
+MLX_FIT_ROWS: frozenset[str] = frozenset(_MLX["fit_rows"])
 _FITTED_MLX = (f"fitted on the mlx rows {', '.join(_MLX['fit_rows'])} of measurements/local_measurements.yaml "
                "(ml-explore's own published figures), checked on the other mlx rows (optimizer/fidelity/mlx_fit.py, "
                "optimizer/estimate/factors_mlx.yaml)")
