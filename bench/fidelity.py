@@ -5,8 +5,9 @@
     python bench/fidelity.py --rows       # ... and every row (measured, in-sample, cross-validated)
     python bench/fidelity.py --json
     python bench/fidelity.py --markdown   # the per-metric summary as a Markdown table (the README's)
-    python bench/fidelity.py --fit        # refit every factor on all rows, write optimizer/estimate/factors.yaml,
-                                          # then cross-validate and write optimizer/estimate/uncertainty.yaml
+    python bench/fidelity.py --fit        # refit every factor on all rows, write optimizer/estimate/factors.yaml
+                                          # (and factors_mlx.yaml), then cross-validate and write
+                                          # optimizer/estimate/uncertainty.yaml and fidelity/crossval_results.yaml
     python bench/fidelity.py --fit --no-write   # print the fit only
 """
 
@@ -48,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
             from optimizer.estimate import factors as F
             import importlib
             importlib.reload(F)  # the written factors, so the cross-validation's in-sample column uses them
+            from optimizer.fidelity import mlx_fit  # mlx-lm's own two factors sit on the shared physics: refit
+            text = mlx_fit.stored_text(mlx_fit.fit())
+            changed = text != F.MLX_FACTORS_FILE.read_text()
+            F.MLX_FACTORS_FILE.write_text(text)
+            print(f"{'wrote' if changed else 'unchanged:'} {F.MLX_FACTORS_FILE}", file=sys.stderr)
+            importlib.reload(F)
             cases = crossval.run()
             for path, changed in (crossval.write_uncertainty(a.date, cases), crossval.write_results(a.date, cases)):
                 print(f"{'wrote' if changed else 'unchanged:'} {path}", file=sys.stderr)

@@ -105,7 +105,7 @@ def estimate(
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = 1,
     quant: Annotated[Optional[list[str]], typer.Option("--quant", "-q", help="Weight quantization(s): native, bf16, fp8, int8, nvfp4, mxfp4, int4, q8_0, q4_k_m, q2_k, iq2_xxs, ... (repeatable)")] = None,
     kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV cache dtype: bf16, fp16, fp8, q8_0, q4_0 (default: the engine's)")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp (default vllm; GGUF quants use llamacpp)")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx (default vllm; GGUF quants use llamacpp, MLX quants mlx)")] = None,
     gpu: Annotated[Optional[str], typer.Option("--gpu", help="Accelerator type, e.g. h200, rtx-4090, m3-ultra-512gb")] = None,
     gpus: Annotated[int, typer.Option("--gpus", "-n", help="Number of accelerators")] = 1,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt length for TTFT (default: the context)")] = None,
@@ -213,7 +213,7 @@ def cheapest(
     min_attn_bits: Annotated[float, typer.Option("--min-attn-bits", help="Quality floor for attention weights")] = _QUERY_DEFAULT["min_attn_bits"],
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Allowed accelerators, comma-separated (e.g. h100,h200)")] = None,
     owned: Annotated[Optional[str], typer.Option("--owned", help="Hardware you own, e.g. '2x rtx-4090, 256GB ddr5'")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp, comma-separated (default: all)")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx, comma-separated (default: vllm, sglang, llamacpp)")] = None,
     quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="Allowed quantizations, comma-separated")] = None,
     kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="Allowed KV dtypes, comma-separated")] = None,
     loads: Annotated[Optional[str], typer.Option("--loads", help="Expert loads for load-aware speed: a JSON/CSV file, 'uniform' or 'zipf:S'")] = None,
@@ -366,7 +366,7 @@ def _placement_for(plan, loads: str, out_dir):
 @app.command()
 def export(
     plan_json: Annotated[str, typer.Argument(help="Plan written by `rigopt cheapest --out plan.json`")],
-    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp (default: the plan's own engine)")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx (default: the plan's own engine)")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Directory for launch scripts + EXPLAIN.md")] = None,
     model_path: Annotated[Optional[str], typer.Option("--model-path", help="Checkpoint dir / HF id / .gguf to serve")] = None,
     placement: Annotated[Optional[str], typer.Option("--placement", help="A `rigopt place --out` result: its flags go into the launch scripts, with every file they name")] = None,

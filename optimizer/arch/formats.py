@@ -8,6 +8,9 @@ Sources:
 - NVFP4: FP4 e2m1 + one FP8 e4m3 scale per 16 values + a per-tensor fp32 scale (NVIDIA ModelOpt;
   nvidia/DeepSeek-V4-*-NVFP4 hf_quant_config.json group_size 16).
 - INT4 AWQ/GPTQ group 128: 4-bit weights + fp16 scale and 4-bit zero point per 128 values.
+- MLX affine (mlx-lm 0.32.0 `mlx_lm/utils.py` quantize_model: mode "affine" defaults group_size 64, bits 4;
+  `mlx.nn.quantize` stores per group one scale and one bias in the model's float dtype, 16 bit each):
+  b-bit group 64 = b + 32/64 bits per weight (4-bit 4.5, 8-bit 8.5, 3-bit 3.5, 6-bit 6.5). Group 32 = b + 1.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ _NAMED: dict[str, Format] = {
     "int4-g128": Format("int4-g128", 4.0 + (16.0 + 4.0) / 128, 16, "INT4 AWQ/GPTQ, fp16 scale + 4-bit zero per 128"),
     "int64": Format("int64", 64.0, 64, "64-bit integer lookup table"),
 }
+for _b in (2, 3, 4, 5, 6, 8):
+    for _g in (32, 64):
+        _NAMED[f"mlx-affine{_b}-g{_g}"] = Format(f"mlx-affine{_b}-g{_g}", _b + 32.0 / _g, 16,
+                                                 f"MLX affine {_b}-bit, fp16 scale + fp16 bias per {_g} values")
 
 FORMATS: dict[str, Format] = {**_ggml_formats(), **_NAMED}
 FORMATS["f32"] = FORMATS["fp32"]
@@ -72,11 +79,15 @@ def bytes_for(params: int, fmt: str | Format) -> float:
 
 # ---- KV-cache element types -------------------------------------------------------------
 # bytes per element; llama.cpp quantized caches use GGML block sizes (q8_0: 34 B per 32 values).
+# MLX quantized KV (mlx-lm models/cache.py QuantizedKVCache, --kv-bits with --kv-group-size 64 default): b-bit
+# values + one scale and one bias (fp16) per 64 values: b/8 + 4/64 bytes per element.
 KV_DTYPES: dict[str, float] = {
     "fp32": 4.0, "f32": 4.0,
     "bf16": 2.0, "fp16": 2.0, "f16": 2.0, "auto": 2.0,
     "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0,
 }
+KV_DTYPES["mlx_q8"] = 8 / 8 + 4 / 64
+KV_DTYPES["mlx_q4"] = 4 / 8 + 4 / 64
 for _t in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"):
     _b, _s = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[_t.upper()]]
     KV_DTYPES[_t] = _s / _b

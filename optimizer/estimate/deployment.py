@@ -21,6 +21,7 @@ from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
 from optimizer.catalog.model_schema import SpecDecodeDefault
 from optimizer.catalog.models import ResolvedModel
+from optimizer.engines import is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
 from optimizer.estimate.calibration import AppliedCalibration, Calibration, scale_decode, scale_prefill
@@ -28,9 +29,10 @@ from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv
 from optimizer.estimate.memory import (DeviceMemory, default_max_num_batched_tokens, device_memory, hybrid_kv_per_seq,
                                        max_concurrency, max_context, sglang_default_mem_fraction_static)
 from optimizer.estimate.recurrent import RecurrentEstimate, recurrent_estimate, state_dtype
+from optimizer.estimate.runtimes import ollama_single_slot_arch
 from optimizer.layout import Links, Parallel
 from optimizer.cache import BoundedCache
-from optimizer.estimate.schemes import Scheme, get_scheme, mean_active_bits, quality_bits
+from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.serving import ServingEstimate, Workload, serve
 from optimizer.estimate.speed import (Device, ExpertTiers, PrefillEstimate, SpeedEstimate, decode_speed, kernel_bits,
                                       prefill_time)
@@ -161,13 +163,29 @@ class Deployment:
     load_imbalance: float | None = None   # EP: max/mean expert load (skewed routing)
     expert_imbalance: float | None = None  # EP: step imbalance of a known placement
     calibration: Calibration | None = None  # the user's profile (rigopt calibrate); evaluate() picks the entry
+    gpu_layers: int | None = None        # llama.cpp family on one GPU: repeating layers on the GPU (-ngl); None = all
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine", check_engine(self.engine))
+        if self.engine == "ollama" and self.concurrency > 1 and ollama_single_slot_arch(self.model.spec):
+            raise InputError(f"Ollama serves {ollama_single_slot_arch(self.model.spec)} models one request at a "
+                             "time (server/sched.go forces num_parallel 1 for this architecture): use concurrency 1 "
+                             "or another engine")
+        if not runs_on_vendor(self.engine, self.hardware.accelerator.vendor):
+            raise InputError(f"{self.engine} runs only on Apple silicon, not on {self.hardware.accelerator.key} "
+                             f"({self.hardware.accelerator.vendor})")
         if not 1 <= self.context <= MAX_CONTEXT_TOKENS:
             raise InputError(f"context must be between 1 and {MAX_CONTEXT_TOKENS}, got {self.context}")
         if self.concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.gpu_layers is not None:
+            n = len(self.model.spec.main_layers)
+            if not is_llamacpp(self.engine):
+                raise InputError(f"a GPU layer count (-ngl) is a llama.cpp setting, not {self.engine}'s")
+            if self.hardware.world != 1 or self.hardware.accelerator.kind != "gpu":
+                raise InputError("layers on the CPU are modelled for one discrete GPU only")
+            if not 0 <= self.gpu_layers <= n:
+                raise InputError(f"GPU layers must be between 0 and the model's {n}, got {self.gpu_layers}")
         if self.parallel.world != self.hardware.world:
             raise InputError(f"parallel layout {self.parallel.label()} uses {self.parallel.world} devices, "
                              f"but the hardware has {self.hardware.world}")
@@ -224,8 +242,11 @@ class Evaluation:
     def max_context_tokens(self) -> int:
         """Longest context `concurrency` sequences can reach (capped at the model's own limit)."""
         d, mem = self.deployment, self.memory
-        mc = max_context(self.kv, mem.kv_available_bytes, -(-d.concurrency // d.parallel.dp), pp=d.parallel.pp,
-                         reserve_per_seq=mem.reserve_per_seq_bytes, recurrent=self.recurrent)
+        glf = gpu_layer_fraction(d)   # the GPU holds only its layers' share of the KV
+        if glf <= 0:
+            return d.model.spec.max_context or MAX_CONTEXT_TOKENS
+        mc = max_context(self.kv, mem.kv_available_bytes / glf, -(-d.concurrency // d.parallel.dp),
+                         pp=d.parallel.pp, reserve_per_seq=mem.reserve_per_seq_bytes / glf, recurrent=self.recurrent)
         return min(mc, d.model.spec.max_context or mc)
 
 
@@ -240,7 +261,11 @@ def device_of(acc: Accelerator) -> Device:
 def default_max_num_seqs(engine: str, acc: Accelerator, spec: ModelSpec) -> int:
     """Engine default for concurrent sequences. vLLM 0.33 `get_batch_defaults`: 1024 on GPUs of >= 70 GiB except
     A100 (sm80), else 256 (engines.md §2.3); SGLang: 256 for DeepSeek-V4 (deepseek_v4_hook.py), else its
-    request pool's 4096 cap (the KV pool usually binds first); llama.cpp: one slot per planned sequence."""
+    request pool's 4096 cap (the KV pool usually binds first); llama.cpp: one slot per planned sequence;
+    Ollama: OLLAMA_NUM_PARALLEL default 1 (envconfig/config.go); LM Studio: "By default, Max Concurrent
+    Predictions is set to 4" (lmstudio.ai/docs/app/advanced/parallel-requests; `lms load --parallel`); a plan sizes
+    both for its planned sequences and exports that count; mlx_lm.server: --decode-concurrency default 32
+    (server.py), but the KV is allocated per request, so a plan sizes it for the planned sequences."""
     if engine == "vllm":
         return 1024 if acc.memory_bytes >= 70 * GiB and acc.arch != "sm80" else 256
     if engine == "sglang":
@@ -248,11 +273,26 @@ def default_max_num_seqs(engine: str, acc: Accelerator, spec: ModelSpec) -> int:
     return 1
 
 
+def physics_of(d: Deployment) -> str:
+    """The engine whose memory layout and speed a deployment runs: LM Studio loads MLX checkpoints with its MLX
+    engine (mlx-lm underneath: lmstudio-ai/mlx-engine) and GGUF with llama.cpp; every other engine is itself."""
+    if d.engine == "lmstudio" and _is_mlx_quant(d):
+        return "mlx"
+    return d.engine
+
+
+def _is_mlx_quant(d: Deployment) -> bool:
+    s = SCHEMES.get(d.quant.strip().lower())
+    return bool(s and s.mlx)
+
+
 def resolve_settings(d: Deployment) -> ResolvedSettings:
     acc, spec, s = d.hardware.accelerator, d.model.spec, d.settings
     cap = acc.memory_usable_bytes
-    mnbt = s.max_num_batched_tokens or default_max_num_batched_tokens(d.engine, cap)
-    seqs = s.max_num_seqs or (d.concurrency if d.engine == "llamacpp" else default_max_num_seqs(d.engine, acc, spec))
+    phys = physics_of(d)
+    mnbt = s.max_num_batched_tokens or default_max_num_batched_tokens(phys, cap)
+    per_request = is_llamacpp(d.engine) or d.engine == "mlx"
+    seqs = s.max_num_seqs or (d.concurrency if per_request else default_max_num_seqs(d.engine, acc, spec))
     gmu = mfs = None
     if d.engine == "vllm":
         gmu = s.gpu_memory_utilization or F.VLLM_GPU_MEMORY_UTILIZATION.value
@@ -425,11 +465,14 @@ def recurrent_of(d: Deployment, kv: KVEstimate) -> RecurrentEstimate | None:
         return None
     attn = next((l for _, l in kv.layouts if l.stream.kind in ("kv", "mla")), None)
     n_spec = d.spec_decode.num_tokens if d.spec_decode is not None else 0
-    return recurrent_estimate(spec, d.engine, attn_token_bytes=attn.row_bytes if attn else 0.0, tp=d.parallel.tp,
+    # Ollama / LM Studio (GGUF) run llama.cpp's recurrent memory; mlx-lm keeps one state set per sequence like it
+    # (an approximation: rigopt has no mlx-specific state rules)
+    eng = "llamacpp" if (is_llamacpp(d.engine) or physics_of(d) == "mlx") else d.engine
+    return recurrent_estimate(spec, eng, attn_token_bytes=attn.row_bytes if attn else 0.0, tp=d.parallel.tp,
                               num_spec=n_spec, ssm_dtype=d.settings.mamba_ssm_cache_dtype,
                               prefix_caching=d.settings.prefix_caching,
                               is_mla=attn is not None and attn.stream.kind == "mla",
-                              block_size=d.settings.block_size if d.engine == "vllm" else None)
+                              block_size=d.settings.block_size if eng == "vllm" else None)
 
 
 def _memory_parts(d: Deployment) -> _MemoryParts:
@@ -437,11 +480,20 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
     settings = resolve_settings(d)
     mtp = d.spec_decode is not None and d.spec_decode.method == "mtp"
     scheme, w = resident_weights(m, d.quant, d.engine, include_mtp=mtp)
+    phys = physics_of(d)
+    if scheme.mlx and d.engine not in ("mlx", "lmstudio"):
+        raise InputError(f"{d.quant} is an MLX checkpoint format; serve it with --engine mlx or lmstudio "
+                         "(Apple silicon)")
+    if phys == "mlx" and acc.vendor != "apple":
+        raise InputError(f"{d.quant} runs in MLX, only on Apple silicon, not on {acc.key}")
+    if d.engine == "mlx" and (scheme.gguf or getattr(m.weights_file, "format", None) == "gguf"):
+        raise InputError(f"mlx-lm does not load GGUF weights ({d.quant}); use an MLX quantization "
+                         "(mlx4, mlx8, mlx-mixed-4-6, ...) or native")
     if d.spec_decode is not None and d.spec_decode.method == "eagle3":
         draft_bytes = d.spec_decode.draft_params * 2.0  # BF16 head, replicated on every rank
         w = replace(w, by_class={**w.by_class, "draft": draft_bytes}, dense_bytes=w.dense_bytes + draft_bytes * par.tp)
-    kvd = (d.kv_dtype or default_kv_dtype(spec, d.engine)).lower()
-    kv = kv_estimate(spec, d.engine, kvd, tp=par.tp, include_mtp=mtp)
+    kvd = (d.kv_dtype or default_kv_dtype(spec, phys)).lower()
+    kv = kv_estimate(spec, phys, kvd, tp=par.tp, include_mtp=mtp)
     rec = recurrent_of(d, kv)
     if rec is not None and rec.vllm_block_size:
         # vLLM serving a hybrid model sets the attention block size itself (Platform._align_hybrid_block_size)
@@ -451,13 +503,20 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
         raise InputError(f"{d.offload.dram_layers + d.offload.nvme_layers:g} expert layers offloaded, "
                          f"but the model has {n_moe}")
     on_gpu = 1.0 - ((d.offload.dram_layers + d.offload.nvme_layers) / n_moe if n_moe else 0.0)
-    mem = device_memory(spec, w, kv, engine=d.engine, capacity_bytes=acc.memory_usable_bytes, context=d.context,
+    mem = device_memory(spec, w, kv, engine=phys, capacity_bytes=acc.memory_usable_bytes, context=d.context,
                         concurrency=d.concurrency, par=par, gpu_expert_fraction=on_gpu,
                         unified=acc.kind == "unified", gpu_memory_utilization=settings.gpu_memory_utilization,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
                         mem_fraction_static=settings.mem_fraction_static if d.engine == "sglang" else None,
-                        max_num_seqs=settings.max_num_seqs if d.engine == "vllm" else None, recurrent=rec)
+                        max_num_seqs=settings.max_num_seqs if d.engine == "vllm" else None, recurrent=rec,
+                        gpu_layer_fraction=gpu_layer_fraction(d))
     return _MemoryParts(settings, scheme, w, kv, mem, rec)
+
+
+def gpu_layer_fraction(d: Deployment) -> float:
+    """Share of the repeating layers on the GPU (1 unless `gpu_layers` puts some on the CPU)."""
+    n = len(d.model.spec.main_layers)
+    return 1.0 if d.gpu_layers is None or not n else d.gpu_layers / n
 
 
 def memory_of(d: Deployment) -> DeviceMemory:
@@ -470,6 +529,8 @@ def evaluate(d: Deployment) -> Evaluation:
     m, spec, acc, par = d.model, d.model.spec, d.hardware.accelerator, d.parallel
     parts = _memory_parts(d)
     settings, scheme, w, kv, mem = parts.settings, parts.scheme, parts.weights, parts.kv, parts.memory
+    phys = physics_of(d)
+    glf = gpu_layer_fraction(d)
     n_moe = len(spec.moe_layers)
     notes: list[str] = []
     links = links_for(d.hardware, par)
@@ -485,8 +546,9 @@ def evaluate(d: Deployment) -> Evaluation:
     def step(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         return scale_decode(decode_speed(spec, w, kv, dev, par=par, context=ctx_dec, batch=batch, links=links,
                                          tiers=tiers, compute_bits=bits, expert_imbalance=d.expert_imbalance,
-                                         load_imbalance=d.load_imbalance, engine=d.engine,
-                                         tokens_per_seq=tokens_per_seq, recurrent=parts.recurrent), k_dec)
+                                         load_imbalance=d.load_imbalance, engine=phys,
+                                         tokens_per_seq=tokens_per_seq, recurrent=parts.recurrent,
+                                         cpu_layer_fraction=1.0 - glf), k_dec)
 
     def token_speed(batch: int) -> SpeedEstimate:
         base = step(batch)
@@ -500,28 +562,30 @@ def evaluate(d: Deployment) -> Evaluation:
         # the drafts share with the verification pass
         fixed = base.terms_s.get("layer_overhead", 0.0) + base.terms_s.get("per_seq_overhead", 0.0)
         layer_s = (base.step_time_s - fixed) / n_layers \
-            + F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, d.engine) \
-            + (F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, d.engine) if spec.moe_layers else 0.0)
+            + F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, phys) \
+            + (F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, phys) if spec.moe_layers else 0.0)
         return _spec_speed(base, verify, sd, n_layers, layer_s)
 
     decode = token_speed(d.concurrency)
     prompt = d.prompt_tokens or (wl.prefill_tokens if wl else d.context)
     pf = scale_prefill(prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers,
-                                    compute_bits=bits, engine=d.engine,
-                                    chunk_tokens=settings.max_num_batched_tokens), k_pf)
+                                    compute_bits=bits, engine=phys, chunk_tokens=settings.max_num_batched_tokens,
+                                    cpu_layer_fraction=1.0 - glf), k_pf)
     kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
     serving = None
     if wl is not None:
         if parts.recurrent is not None:
             admitted = min(settings.max_num_seqs,
-                           mem.seqs_that_fit(hybrid_kv_per_seq(kv, parts.recurrent, wl.max_len) / par.pp))
+                           mem.seqs_that_fit(hybrid_kv_per_seq(kv, parts.recurrent, wl.max_len) * glf / par.pp))
         else:
-            admitted = min(settings.max_num_seqs, int(kv_avail // (kv.bytes_at(wl.max_len) / par.pp))
-                           if kv_avail > 0 else 0)
+            per_seq_gpu = kv.bytes_at(wl.max_len) * glf / par.pp   # the GPU's layers' share of a sequence's KV
+            admitted = min(settings.max_num_seqs, (int(kv_avail // per_seq_gpu) if per_seq_gpu > 0 else
+                                                   settings.max_num_seqs) if kv_avail > 0 else 0)
         curve = _StepCurve(lambda b: token_speed(b).step_time_s, par.dp, admitted)
         wpf = scale_prefill(prefill_time(spec, w, dev, par=par, prompt_tokens=wl.prefill_tokens, links=links,
-                                         tiers=tiers, compute_bits=bits, engine=d.engine,
-                                         chunk_tokens=settings.max_num_batched_tokens), k_pf)
+                                         tiers=tiers, compute_bits=bits, engine=phys,
+                                         chunk_tokens=settings.max_num_batched_tokens,
+                                         cpu_layer_fraction=1.0 - glf), k_pf)
         serving = serve(wl, world=d.hardware.world, dp=par.dp, admitted_per_replica=admitted, step_time=curve,
                         prefill_single_s=wpf.ttft_s, prefill_work_s=wpf.work_s,
                         ttft_overhead_s=F.engine_factor(F.ENGINE_TTFT_OVERHEAD_S, d.engine))
@@ -529,6 +593,10 @@ def evaluate(d: Deployment) -> Evaluation:
     off_frac = (d.offload.dram_layers / n_moe) if n_moe else 0.0
     nvme_frac = (d.offload.nvme_layers / n_moe) if n_moe else 0.0
     host_used = (w.routed_expert_bytes * off_frac + F.HOST_RESERVED_BYTES) if (off_frac or nvme_frac) else 0.0
+    if glf < 1.0:  # the CPU's layers and their KV in host memory
+        head, embed = w.by_class.get("head", 0.0), w.by_class.get("embed", 0.0)
+        host_used += embed + (w.total - head - embed) * (1.0 - glf) \
+            + kv.bytes_at(d.context) * d.concurrency * (1.0 - glf) + (0.0 if host_used else F.HOST_RESERVED_BYTES)
     exp_bits, attn_bits, _ = quality_of(m, d.quant)
     notes.extend(mem.notes)
     if cal is not None:

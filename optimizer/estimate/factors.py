@@ -142,6 +142,7 @@ ENGINE_SEQ_STEP_S = {
                    "of attention/MoE kernel time the roofline terms miss"),
     "sglang": Factor(float(_SERVING.get("seq_step_s", 0.0)), "as vllm (the vLLM/SGLang rows are pooled)"),
     "llamacpp": Factor(0.0, "not fitted: llama.cpp rows are single-stream; 0"),
+    "mlx": Factor(0.0, "not fitted: the mlx rows are single-stream; 0"),
 }
 ENGINE_TTFT_OVERHEAD_S = {
     "vllm": Factor(float(_SERVING["ttft_overhead_s"]),
@@ -150,11 +151,33 @@ ENGINE_TTFT_OVERHEAD_S = {
                    "HTTP, tokenization, scheduling, first decode step and detokenization beyond queueing and prefill"),
     "sglang": Factor(float(_SERVING["ttft_overhead_s"]), "as vllm (the vLLM/SGLang rows are pooled)"),
     "llamacpp": Factor(0.0, "not fitted: llama-server's prompt-eval timing starts at prompt processing; 0"),
+    "mlx": Factor(0.0, "not fitted: no served mlx rows; 0"),
 }
+# Engines without fit rows of their own use another engine's fitted values: Ollama and LM Studio launch
+# llama.cpp (optimizer/engines.py LLAMACPP_FAMILY).
+FACTOR_ENGINE = {"ollama": "llamacpp", "lmstudio": "llamacpp"}
+
+# mlx-lm: its own per-layer decode cost and prefill MFU (optimizer/fidelity/mlx_fit.py writes factors_mlx.yaml)
+MLX_FACTORS_FILE = Path(__file__).with_name("factors_mlx.yaml")
+_MLX = yaml.safe_load(MLX_FACTORS_FILE.read_text())
+if not isinstance(_MLX, dict) or _MLX.get("schema_id") != "rigopt.factors-mlx/1":
+    raise RuntimeError(f"{MLX_FACTORS_FILE}: not a rigopt.factors-mlx/1 file "
+                       "(python -m optimizer.fidelity.mlx_fit --write)")
+MLX_FIT_ROWS: frozenset[str] = frozenset(_MLX["fit_rows"])
+_FITTED_MLX = (f"fitted on the mlx rows {', '.join(_MLX['fit_rows'])} of measurements/local_measurements.yaml "
+               "(ml-explore's own published figures), checked on the other mlx rows (optimizer/fidelity/mlx_fit.py, "
+               "optimizer/estimate/factors_mlx.yaml)")
+ENGINE_STEP_OVERHEAD_S["mlx"] = Factor(0.0, "not fitted: the mlx rows are batch 1 on one device and cannot separate a "
+                                            "per-step cost from the per-layer one; 0")
+ENGINE_LAYER_OVERHEAD_S["mlx"] = Factor(float(_MLX["layer_overhead_s"]), _FITTED_MLX + ": per-layer decode cost")
+ENGINE_MOE_LAYER_OVERHEAD_S["mlx"] = Factor(0.0, "folded into the mlx per-layer cost (the fit rows cannot separate "
+                                                 "them); 0")
+ENGINE_TP_LAYER_SYNC_S["mlx"] = Factor(0.0, "rigopt plans mlx on one device (no TP); 0")
 
 
 def engine_factor(table: dict[str, Factor], engine: str) -> float:
     """An engine's value from one of the ENGINE_* tables (unknown engines use vLLM's)."""
+    engine = FACTOR_ENGINE.get(engine, engine)
     return table.get(engine, table["vllm"]).value
 
 
@@ -182,6 +205,12 @@ ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = Factor(32.0, "estimate: profile-run peak
 SGLANG_RESERVE_MIN_BYTES = Factor(10 * GiB, "sglang memory_hook.py: reserve floored at 10 GiB on GPUs > 60 GiB "
                                             "(engines.md §3.4)")
 LLAMACPP_UBATCH = Factor(512, "llama.cpp common.h default n_ubatch 512")
+OLLAMA_NUM_BATCH = Factor(512, "ollama v0.33.0-rc2 api/types.go DefaultOptions NumBatch 512; llm/llama_server.go "
+                               "appendBatchArgs passes it as both -b and -ub")
+LMSTUDIO_BATCH = Factor(512, "estimate: LM Studio's llama.cpp engine evaluation batch size default (512, as "
+                             "llama.cpp's n_ubatch); lms load has no flag for it", True)
+MLX_PREFILL_STEP = Factor(2048, "mlx-lm 0.32.0 mlx_lm/server.py --prefill-step-size default 2048 (prompt tokens "
+                                "per prefill chunk)")
 LLAMACPP_FIT_MARGIN_BYTES = Factor(1024 * MiB, "llama.cpp --fit-target default: 1024 MiB left free per device "
                                    f"(engines.md §4.1, common/arg.cpp at {LLAMACPP_COMMIT})")
 VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 (derived): C4 compressor state 32 KiB "
@@ -197,6 +226,9 @@ for _engine, _kinds in _PREFILL["mfu"].items():
     PREFILL_MFU_BY_ENGINE[_engine] = {
         kind: Factor(float(v), f"{_PREFILL_SRC} ({_PREFILL['rows_per_kind'][_engine][kind]} {kind} rows)")
         for kind, v in _kinds.items()}
+
+PREFILL_MFU_BY_ENGINE["mlx"] = {k: Factor(float(_MLX["prefill_mfu"]), _FITTED_MLX + f": prefill MFU ({k} and the other "
+                                                                              "kind alike)") for k in ("dense", "moe")}
 
 # ---- host memory ---------------------------------------------------------------------------------
 # OS, engine process and page-cache floor on a host that holds offloaded experts; the planner

@@ -8,6 +8,11 @@ Row sizes per engine (shared/reference/engines.md and models.md):
   (FP8 + fp32 scale; SGLang's FP4 indexer option 68 B), fp32 compressor states.
 - llama.cpp: MLA caches K only (576 x type bytes, PR #19067); V4 uses 512-wide K-only rows at type_k for the window,
   the compressed caches and a 128-wide indexer, each compressed cache padded to 256 cells (llama-kv-cache-dsv4.cpp).
+  Ollama and LM Studio's llama.cpp engine allocate exactly as llama.cpp (they launch llama-server).
+- MLX (mlx-lm 0.32.0 mlx_lm/models/cache.py): `KVCache` holds K and V as [B, kv_heads, n, head_dim] in the
+  model's float dtype and grows in steps of 256 tokens (`step = 256`: n = ceil(T / 256) * 256); sliding-window
+  layers use a `RotatingKVCache` of the window (models' make_cache). `QuantizedKVCache` (--kv-bits, group 64)
+  stores b-bit values plus a fp16 scale and bias per 64 values (dtypes mlx_q8, mlx_q4).
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ from typing import Literal
 
 from optimizer.arch.spec import KVStream, ModelSpec
 from optimizer.cache import BoundedCache
+from optimizer.engines import ENGINES as _ENGINES
+from optimizer.engines import engine_key, is_llamacpp
 from optimizer.errors import InputError
 from optimizer.arch.formats import kv_elem_bytes
 
-Engine = Literal["vllm", "sglang", "llamacpp"]
-ENGINES: tuple[str, ...] = ("vllm", "sglang", "llamacpp")
+Engine = Literal["vllm", "sglang", "llamacpp", "ollama", "lmstudio", "mlx"]
+ENGINES: tuple[str, ...] = _ENGINES
+MLX_KV_STEP = 256               # mlx_lm/models/cache.py KVCache.step
+MLX_KV_DTYPES = ("bf16", "fp16", "f16", "mlx_q8", "mlx_q4")
 
 V4_ROW_BYTES_FP8 = 584          # vLLM deepseek_v4 attention: nope + rope*2 + nope//64 + 1
 V4_ROW_BYTES_BF16_SGLANG = 1024  # SGLang unified-KV BF16 row
@@ -33,20 +42,20 @@ LLAMACPP_PAD = 256
 
 
 def default_kv_dtype(spec: ModelSpec, engine: str) -> str:
-    if engine == "llamacpp":
-        return "f16"
+    if is_llamacpp(engine):
+        return "f16"   # llama.cpp -ctk/-ctv default; Ollama's OLLAMA_KV_CACHE_TYPE "(default: f16)" (envconfig)
+    if engine == "mlx":
+        return "bf16"  # the activations' dtype (bf16/fp16 checkpoints: 2 bytes either way)
     if spec.family in ("deepseek_v4", "deepseek_v32"):
         return "fp8"  # V4 accepts only FP8 layouts in vLLM; SGLang defaults V4 to fp8_e4m3; V3.2 defaults to fp8
     return "bf16"
 
 
 def check_engine(engine: str) -> str:
-    e = engine.lower().replace(".", "").replace("-", "").replace("_", "")
-    if e in ("llamacpp", "llama"):
-        return "llamacpp"
-    if e in ("vllm", "sglang"):
-        return e
-    raise InputError(f"unknown engine '{engine}' (use vllm, sglang or llamacpp)")
+    e = engine_key(engine)
+    if e is None:
+        raise InputError(f"unknown engine '{engine[:40]}' (use {', '.join(ENGINES)})")
+    return e
 
 
 @dataclass(frozen=True)
@@ -61,9 +70,11 @@ class KVLayout:
         if s.kind == "state":
             return 0
         n = tokens if s.window is None else min(tokens, s.window)
+        if self.engine == "mlx" and s.window is None:
+            n = math.ceil(n / MLX_KV_STEP) * MLX_KV_STEP  # KVCache grows in 256-token steps
         if s.ratio > 1:
             n = tokens // s.ratio
-            if self.engine == "llamacpp":
+            if is_llamacpp(self.engine):
                 n = math.ceil(math.ceil(tokens / s.ratio) / LLAMACPP_PAD) * LLAMACPP_PAD
         return n
 
@@ -79,7 +90,7 @@ def _row_bytes(s: KVStream, engine: str, kv_dtype: str, tp: int, fp4_indexer: bo
     if s.kind == "state":
         return 0.0
     if s.kind == "kv":
-        if engine == "llamacpp":
+        if is_llamacpp(engine) or engine == "mlx":
             return s.width * e  # layers are split across devices, heads are not
         per_rank = max(1, s.kv_heads // tp) if tp > 1 else s.kv_heads
         return s.width * e * per_rank / s.kv_heads
@@ -90,13 +101,13 @@ def _row_bytes(s: KVStream, engine: str, kv_dtype: str, tp: int, fp4_indexer: bo
             return DSA_ROW_BYTES_FP8
         return s.width * e
     if s.kind == "v4_kv":
-        if engine == "llamacpp":
+        if is_llamacpp(engine) or engine == "mlx":
             return s.width * e
         if engine == "sglang" and not is_fp8:
             return V4_ROW_BYTES_BF16_SGLANG
         return V4_ROW_BYTES_FP8
     if s.kind == "indexer":
-        if engine == "llamacpp":
+        if is_llamacpp(engine) or engine == "mlx":
             return s.width * e
         if fp4_indexer and engine == "sglang":
             return INDEXER_ROW_BYTES_FP4
@@ -172,8 +183,13 @@ def _kv_estimate(spec: ModelSpec, engine: str, kv_dtype: str | None, tp: int, in
     kv_elem_bytes(kv_dtype)  # validate
     if engine == "vllm" and spec.family == "deepseek_v4" and not kv_dtype.startswith("fp8"):
         raise InputError("vLLM runs DeepSeek-V4 only with an FP8 KV cache (fp8_ds_mla); use --kv-dtype fp8")
-    if engine == "llamacpp" and kv_dtype.startswith("fp8"):
-        raise InputError("llama.cpp has no fp8 KV cache; use f16, bf16, q8_0, q4_0, ...")
+    if is_llamacpp(engine) and (kv_dtype.startswith("fp8") or kv_dtype.startswith("mlx_")):
+        raise InputError(f"{engine} (llama.cpp) has no {kv_dtype} KV cache; use f16, bf16, q8_0, q4_0, ...")
+    if engine == "mlx" and kv_dtype not in MLX_KV_DTYPES:
+        raise InputError(f"mlx-lm has no {kv_dtype} KV cache; use bf16 (the model dtype), mlx_q8 or mlx_q4 "
+                         "(mlx_lm.generate --kv-bits 8/4)")
+    if engine != "mlx" and kv_dtype.startswith("mlx_"):
+        raise InputError(f"{kv_dtype} is an MLX KV cache type (mlx engine only)")
     layouts = []
     for layer in spec.layers:
         if layer.is_mtp and not include_mtp:

@@ -5,6 +5,16 @@
 - SGLang: `mem_fraction_static` bounds weights + KV only; the rest is a reserve for activations and graphs
   whose default is floored at 10 GiB on GPUs above 60 GiB (engines.md §3.4).
 - llama.cpp: weights + KV + a compute buffer, leaving the 1 GiB margin its `--fit` keeps free per device.
+- Ollama (v0.33.0-rc2) runs llama.cpp's `llama-server`: the same accounting, with its own batch (`num_batch`,
+  default 512, passed as -b and -ub) and a context of num_ctx x OLLAMA_NUM_PARALLEL (ollama llm/llama_server.go:
+  `-c NumCtx*numParallel -np numParallel`). Ollama passes no -ngl by default, so llama-server's own fit decides
+  the GPU layers (same 1 GiB margin); OLLAMA_GPU_OVERHEAD (default 0) is extra. LM Studio's llama.cpp engine
+  links llama.cpp: the same accounting, its margin taken as llama.cpp's (an estimate: its load guardrails are
+  not published); its MLX engine uses the MLX accounting below.
+- MLX (mlx-lm 0.32.0): weights + KV + one prefill chunk's activations inside the Metal wired limit, which is the
+  accelerator's `memory_usable_bytes` for Macs (macOS recommendedMaxWorkingSetSize, ~75% of RAM by default,
+  raisable with `sysctl iogpu.wired_limit_mb`; mlx_lm/server.py main() wires exactly
+  mx.device_info()["max_recommended_working_set_size"]). No CUDA context and no fit margin.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from optimizer.arch.spec import ModelSpec
+from optimizer.engines import is_llamacpp
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
 from optimizer.estimate.recurrent import RecurrentEstimate
@@ -37,6 +48,12 @@ def default_max_num_batched_tokens(engine: str, device_bytes: float) -> int:
     if engine == "sglang":
         gb = device_bytes / 1e9
         return 2048 if gb < 20 else 4096 if gb < 60 else 8192 if gb < 160 else 16384
+    if engine == "ollama":
+        return int(F.OLLAMA_NUM_BATCH.value)
+    if engine == "lmstudio":
+        return int(F.LMSTUDIO_BATCH.value)
+    if engine == "mlx":
+        return int(F.MLX_PREFILL_STEP.value)
     return int(F.LLAMACPP_UBATCH.value)
 
 
@@ -126,15 +143,23 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
                   context: int, concurrency: int, par: Parallel, gpu_expert_fraction: float = 1.0,
                   unified: bool = False, gpu_memory_utilization: float | None = None,
                   max_num_batched_tokens: int | None = None, mem_fraction_static: float | None = None,
-                  max_num_seqs: int | None = None, recurrent: RecurrentEstimate | None = None) -> DeviceMemory:
+                  max_num_seqs: int | None = None, recurrent: RecurrentEstimate | None = None,
+                  gpu_layer_fraction: float = 1.0) -> DeviceMemory:
     """Memory of the busiest device. Engine settings (None = the engine's default):
     vLLM `gpu_memory_utilization`, `max_num_batched_tokens` (profile-run activations) and `max_num_seqs`
     (the sampler's dummy run); SGLang `mem_fraction_static` (weights + KV as a fraction of memory; the rest is
-    its reserve) and `max_num_batched_tokens` (= `chunked_prefill_size`)."""
+    its reserve) and `max_num_batched_tokens` (= `chunked_prefill_size`).
+    `gpu_layer_fraction` < 1 (llama.cpp family, one device): only that share of the repeating layers and their KV
+    is on the GPU (-ngl); the output head stays on the GPU and the token embedding in host memory, as llama.cpp
+    places them (its input layer is always on the CPU)."""
     weights = weights_per_device(w, par, gpu_expert_fraction)
     # sequences per DP replica; KV of a replica is split across PP stages, MLA/V4 not by TP (kv already per TP rank)
     seqs = -(-concurrency // par.dp)
     kv_seq = hybrid_kv_per_seq(kv, recurrent, context) / par.pp
+    if gpu_layer_fraction < 1.0:
+        head, embed = w.by_class.get("head", 0.0), w.by_class.get("embed", 0.0)
+        weights = head + max(0.0, weights - head - embed) * gpu_layer_fraction
+        kv_seq *= gpu_layer_fraction
     mnbt = max_num_batched_tokens or default_max_num_batched_tokens(engine, capacity_bytes)
     act = mnbt * spec.hidden_size * F.ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN.value
     notes: list[str] = []
@@ -159,8 +184,16 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
             runtime = sglang_default_reserve_bytes(capacity_bytes, mnbt, par)
         budget = capacity_bytes
         outside = 0.0
+    elif engine == "mlx":
+        # one prefill chunk (--prefill-step-size tokens) in flight; fused SDPA keeps no score matrix and the
+        # chunk's logits are never evaluated (generate.py evaluates only the cache state during prefill)
+        runtime = act
+        budget = capacity_bytes
+        outside = 0.0
     else:
-        ub = F.LLAMACPP_UBATCH.value
+        if not is_llamacpp(engine):
+            raise ValueError(f"no memory accounting for engine {engine!r}")
+        ub = F.LLAMACPP_UBATCH.value if engine == "llamacpp" else mnbt
         runtime = ub * (4 * spec.vocab_size + 64 * spec.hidden_size) + (0 if unified else F.CUDA_CONTEXT_BYTES.value)
         budget = capacity_bytes - F.LLAMACPP_FIT_MARGIN_BYTES.value  # the margin llama.cpp's own fit leaves free
         outside = 0.0

@@ -4,6 +4,11 @@ A scheme maps a tensor class to a mix [(fraction, format)]; fractions of a class
 built from a model card's `storage` (how the official checkpoint is stored). GGUF presets approximate
 llama.cpp's default mixes (llama_tensor_get_type in src/llama-quant.cpp: K-quant "_M" presets move
 attn_v and half of ffn_down up one type and store `output` at Q6_K); a real GGUF header gives exact sizes.
+MLX presets (`mlx` = True) are mlx-lm's affine quantization (mlx_lm/convert.py, utils.py quantize_model):
+every Linear and Embedding at the chosen bits with group size 64 (lm_head and embeddings included), norms left
+in the float dtype, MoE routers at 8 bits (the quant_predicate of mlx_lm/models/qwen3_moe.py and gpt_oss.py);
+the mixed recipes of convert.py (mixed_2_6, mixed_3_4, mixed_3_6, mixed_4_6) put v_proj and down_proj of the
+first and last eighth of the layers and every third layer between, and lm_head, at the high width.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Scheme:
     mixes: dict[str, Mix]
     description: str
     gguf: bool = False
+    mlx: bool = False   # an mlx-lm checkpoint (served by the mlx engine only)
     mtp_format: str | None = None  # linear tensors of MTP layers stored differently (e.g. NVFP4 repos keep MTP FP8)
 
     def mix(self, cls: str, mtp: bool = False) -> Mix:
@@ -49,6 +55,25 @@ def _scheme(name: str, desc: str, default: str, gguf: bool = False, **over: str 
         v = over.get(cls, base.get(cls, default))
         mixes[cls] = ((1.0, v),) if isinstance(v, str) else tuple(v)
     return Scheme(name, mixes, desc, gguf)
+
+
+def _mlx(name: str, bits: int, desc: str, high: int | None = None) -> Scheme:
+    low_f = f"mlx-affine{bits}-g64"
+    hi_f = f"mlx-affine{high}-g64" if high else low_f
+    mixes: dict[str, Mix] = {}
+    # mixed recipe: use_more_bits holds for L/8 + L/8 + (3L/4)/3 = L/2 of the layers; v_proj (~15% of attention
+    # weights in GQA models, as the GGUF presets above) and down_proj (1/3 of an FFN) of those layers go high
+    attn: Mix = ((0.925, low_f), (0.075, hi_f)) if high else ((1.0, low_f),)
+    ffn: Mix = ((5 / 6, low_f), (1 / 6, hi_f)) if high else ((1.0, low_f),)
+    for cls in TENSOR_CLASSES:
+        mixes[cls] = ((1.0, low_f),)
+    for cls in ("attention", "indexer", "compressor"):
+        mixes[cls] = attn
+    for cls in ("dense_ffn", "shared_experts", "routed_experts"):
+        mixes[cls] = ffn
+    mixes.update(norms=((1.0, "bf16"),), lookup=((1.0, "int64"),), router=((1.0, "mlx-affine8-g64"),),
+                 vision=((1.0, "bf16"),), head=((1.0, hi_f),))
+    return Scheme(name, mixes, desc, mlx=True)
 
 
 def _kquant(name: str, main: str, up: str, head: str, desc: str, embed: str | None = None) -> Scheme:
@@ -87,7 +112,22 @@ for _n, _t in (("q4_k_m-moe", "q4_k"), ("q2_k-moe", "q2_k"), ("iq2_xxs-moe", "iq
     SCHEMES[_n] = _scheme(_n, f"GGUF: routed experts {_t.upper()}, everything else Q8_0 (MoE-style mix)", "q8_0",
                           gguf=True, routed_experts=_t, head="q6_k", embed="q8_0")
 
+# mlx-lm affine presets (mlx-community "-4bit", "-8bit", ... repos) and the mixed recipes of mlx_lm/convert.py
+for _b in (8, 6, 5, 4, 3, 2):
+    SCHEMES[f"mlx{_b}"] = _mlx(f"mlx{_b}", _b, f"MLX {_b}-bit affine, group 64 ({_b + 0.5:g} bits/weight with scales "
+                                             "and biases); embeddings and lm_head too")
+for _lo, _hi in ((2, 6), (3, 4), (3, 6), (4, 6)):
+    SCHEMES[f"mlx-mixed-{_lo}-{_hi}"] = _mlx(f"mlx-mixed-{_lo}-{_hi}", _lo,
+                                             f"MLX mixed_{_lo}_{_hi} recipe (mlx_lm.convert --quant-predicate): "
+                                             f"{_lo}-bit, v_proj/down_proj of half the layers and lm_head {_hi}-bit",
+                                             high=_hi)
+# gpt-oss as mlx-community ships it ("-MXFP4-Q8"): routed experts MXFP4 (MLX mode mxfp4: E8M0 scale per 32),
+# everything else 8-bit affine
+_g = _mlx("mlx-mxfp4-q8", 8, "MLX gpt-oss style: routed experts MXFP4, everything else 8-bit affine g64")
+SCHEMES["mlx-mxfp4-q8"] = Scheme(_g.name, {**_g.mixes, "routed_experts": ((1.0, "mxfp4"),)}, _g.description, mlx=True)
+
 WEIGHT_QUANTS = ("native", *SCHEMES)
+MLX_QUANTS = tuple(n for n, s in SCHEMES.items() if s.mlx)
 
 
 def native_scheme(storage: dict[str, str]) -> Scheme:

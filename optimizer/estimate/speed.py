@@ -138,7 +138,8 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                  context: int, batch: int = 1, links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
                  load_imbalance: float | None = None, engine: str = "vllm",
-                 tokens_per_seq: int = 1, recurrent: RecurrentEstimate | None = None) -> SpeedEstimate:
+                 tokens_per_seq: int = 1, recurrent: RecurrentEstimate | None = None,
+                 cpu_layer_fraction: float = 0.0) -> SpeedEstimate:
     """Decode step time for `batch` sequences at KV length `context`. `engine` selects the fixed per-step,
     per-layer, per-MoE-layer and TP-synchronisation costs (factors.ENGINE_*), fitted per engine.
 
@@ -149,7 +150,11 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
 
     Hybrid models (`recurrent`): every sequence reads its recurrent state once per step and writes it back once
     per fed token (spec-decode verification keeps the state after each draft position), whatever the context;
-    attention KV is read only for the attention layers (the recurrent layers have no KV streams)."""
+    attention KV is read only for the attention layers (the recurrent layers have no KV streams).
+
+    `cpu_layer_fraction` > 0: that share of the layers (weights and their KV) stays in host memory and is computed
+    by the CPU after the GPU's layers (llama.cpp -ngl below the layer count: Ollama / LM Studio's automatic
+    offload); its bytes are read at the host DRAM bandwidth."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     batch = max(1, batch)
@@ -187,7 +192,9 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         expert_bytes_nvme += cnt * u * s_nvme * eb
     kv_read = seqs_per_replica * kv.read_bytes_per_token(context)  # MLA/V4 KV is not split by TP (kv per rank)
     state_rw = seqs_per_replica * recurrent.set_bytes * (1 + q) if recurrent is not None else 0.0
-    hbm_bytes = gpu_bytes + expert_bytes_gpu + kv_read + state_rw
+    fc = min(max(cpu_layer_fraction, 0.0), 1.0)
+    layer_bytes_cpu = fc * (gpu_bytes + expert_bytes_gpu + kv_read + state_rw)   # whole layers in host memory
+    hbm_bytes = (1.0 - fc) * (gpu_bytes + expert_bytes_gpu + kv_read + state_rw)
 
     # ---- FLOPs per step on the busiest GPU -------------------------------------------------------
     active_params = spec.active_params()
@@ -195,6 +202,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     flops = 2.0 * active_params * gpu_param_share * seqs_per_replica * q / tp
     attn = _decode_attention_flops(spec, context) + recurrent_flops(spec, prefill=False)
     flops += attn * seqs_per_replica * q / tp
+    flops *= 1.0 - fc
     peak_flops = dev.flops_for_bits(compute_bits)
 
     # ---- host tiers --------------------------------------------------------------------------------
@@ -204,11 +212,14 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     t_nvme_bound = (expert_bytes_nvme / links.nvme_bw) if expert_bytes_nvme and links.nvme_bw else 0.0
     if (expert_bytes_cpu and not links.host_dram_bw) or (expert_bytes_nvme and not links.nvme_bw):
         t_cpu_bound = t_nvme_bound = math.inf
+    t_layers_bound = 0.0
+    if layer_bytes_cpu:
+        t_layers_bound = layer_bytes_cpu / links.host_dram_bw if links.host_dram_bw else math.inf
 
     # ---- bound -----------------------------------------------------------------------------------
     t_hbm_bound = hbm_bytes / dev.mem_bw_bytes_per_s
     t_comp_bound = flops / peak_flops
-    bound = max(t_hbm_bound, t_comp_bound) + t_cpu_bound + t_stream_bound + t_nvme_bound
+    bound = max(t_hbm_bound, t_comp_bound) + t_cpu_bound + t_stream_bound + t_nvme_bound + t_layers_bound
 
     # ---- expected --------------------------------------------------------------------------------
     terms: dict[str, float] = {}
@@ -223,6 +234,9 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         terms["per_seq_overhead"] = seqs_per_replica * q * seq_cost
     if expert_bytes_cpu:
         terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) else math.inf
+    if layer_bytes_cpu:
+        terms["cpu_layers"] = (t_layers_bound / links.host_dram_efficiency if math.isfinite(t_layers_bound)
+                               else math.inf)
     if expert_bytes_stream:
         terms["pcie_stream"] = t_stream_bound / F.PCIE_EFFICIENCY.value
     if expert_bytes_nvme:
@@ -324,7 +338,7 @@ def _prompt_attention_rows(layer: LayerSpec, P: int, steps: int = 16) -> float:
 def prefill_mfu(engine: str, moe: bool, family: str | None = None) -> float:
     """Achieved fraction of peak FLOPs in prefill for an engine: fitted per device family and model kind
     ("nvidia/moe") where the measurements allow, else per model kind ("moe" / "dense"), else PREFILL_MFU."""
-    table = F.PREFILL_MFU_BY_ENGINE.get(engine, {})
+    table = F.PREFILL_MFU_BY_ENGINE.get(F.FACTOR_ENGINE.get(engine, engine), {})
     kind = "moe" if moe else "dense"
     f = (table.get(f"{family}/{kind}") if family else None) or table.get(kind)
     return (f or F.PREFILL_MFU).value
@@ -343,7 +357,8 @@ class PrefillEstimate:
 
 def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Parallel, prompt_tokens: int,
                  links: Links | None = None, tiers: ExpertTiers | None = None,
-                 compute_bits: float = 16.0, engine: str = "vllm", chunk_tokens: int | None = None) -> PrefillEstimate:
+                 compute_bits: float = 16.0, engine: str = "vllm", chunk_tokens: int | None = None,
+                 cpu_layer_fraction: float = 0.0) -> PrefillEstimate:
     """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once per
     prefill chunk (`chunk_tokens`: vLLM max_num_batched_tokens, SGLang chunked_prefill_size, llama.cpp
     ubatch; None = the whole prompt in one pass).
@@ -367,6 +382,11 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     offloaded = w.routed_expert_bytes * (1.0 - tiers.gpu)
     on_gpu_experts = w.routed_expert_bytes - offloaded
     per_pass_bytes = w.dense_bytes / par.tp + on_gpu_experts / expert_split  # every stage's share, in sequence
+    if cpu_layer_fraction > 0:
+        # layers kept in host memory: llama.cpp copies their weights to the GPU for each large batch
+        moved = min(cpu_layer_fraction, 1.0) * per_pass_bytes
+        offloaded += moved
+        per_pass_bytes -= moved
     t_weights_bound = chunks * per_pass_bytes / dev.mem_bw_bytes_per_s
     # offloaded experts: llama.cpp copies them to the GPU for large batches, so they cross PCIe once per chunk
     t_off_bound = ((chunks * offloaded / links.host_link_bw) if links.host_link_bw else math.inf) if offloaded else 0.0

@@ -42,8 +42,14 @@ def batch_class(batch: int) -> str:
     return "b1" if batch <= 1 else "batched"
 
 
+# engines measured and predicted as another one: Ollama and LM Studio launch llama.cpp (optimizer/engines.py),
+# ik_llama.cpp is its fork
+REGIME_ENGINE = {"ollama": "llamacpp", "lmstudio": "llamacpp", "ik_llama": "llamacpp"}
+
+
 def regime_keys(engine: str, acc: Any, batch: int, offload: bool = False) -> list[str]:
     """The regime of a prediction, finest first, then each coarser level it backs off to."""
+    engine = REGIME_ENGINE.get(engine, engine)
     c, b = ("offload" if offload else hw_class(acc)), batch_class(batch)
     return [f"{engine}/{c}/{b}", f"{engine}/{c}", "*"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from optimizer.engines import LLAMACPP_COMMIT, SGLANG_VERSION, VLLM_VERSION
-from optimizer.export import explain, k8s, llamacpp, sglang, vllm
+from optimizer.export import desktop, explain, k8s, llamacpp, sglang, vllm
 from optimizer.export.common import (ENGINE_VERSIONS, ExportError, ExportFile, ExportResult, ModelFacts,
                                      check_layout, model_arg, script)
 from optimizer.limits import (MAX_PLAN_BYTES, clip_for_message, has_control, prepare_out_dir, read_json_bounded,
@@ -102,8 +102,13 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
                         "reuses its figures (re-plan with --engine for exact numbers)")
     if redundant_experts is None:
         redundant_experts = getattr(plan.parallel, "redundant_experts", None)
+    if engine in DESKTOP:
+        if placement is not None or redundant_experts or expert_location:
+            raise ExportError(f"{engine} takes no expert placement (--loads / redundant experts)")
+        cmds, files = DESKTOP[engine](facts, plan, model_path, warnings, derived)
+        return _finish(plan, engine, facts, cmds, cmds, files, [], warnings, derived, out_dir)
     model = model_arg(facts, plan, model_path, warnings, gguf=engine == "llamacpp")
-    files: list[ExportFile] = []
+    files = []
     # fixed text only: nothing from the plan or the model is written into a script except shell-quoted argv values
     hdr = ["plan: plan.json in this folder", "see EXPLAIN.md for the numbers and the log lines to check"]
     if engine == "vllm":
@@ -128,6 +133,15 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
         cmds_for_check = [*cmds, ray_cmd]
     else:
         cmds_for_check = cmds
+    return _finish(plan, engine, facts, cmds, cmds_for_check, files, extra_files, warnings, derived, out_dir)
+
+
+DESKTOP = {"ollama": desktop.ollama, "lmstudio": desktop.lmstudio, "mlx": desktop.mlx}
+
+
+def _finish(plan: Plan, engine: str, facts: ModelFacts, cmds: list, cmds_for_check: list, files: list[ExportFile],
+            extra_files: list[tuple[str, str]], warnings: list[str], derived: dict,
+            out_dir: Path | None) -> ExportResult:
     files.append(ExportFile("plan.json", plan.model_dump_json(indent=2) + "\n"))
     files += [ExportFile(name, content) for name, content in extra_files]
     names = [f.name for f in files] + ["EXPLAIN.md"]

@@ -102,6 +102,12 @@ def predictions(facts: ModelFacts, plan: Plan, engine: str, derived: dict) -> li
         out.append(("`KV Cache is allocated. #tokens: N, KV size: X GB` (per GPU)", line))
         out.append(("`max_total_num_tokens=` / `max_running_requests=` in the scheduler line",
                     f"enough tokens for {plan.concurrency} × {plan.context:,}"))
+    elif engine == "mlx":
+        out.append(("`Peak memory: X GB` of `mlx_lm.generate --model M --max-tokens ...` at the plan's prompt "
+                    "length (mlx.core.get_peak_memory)",
+                    f"≈ {(m.weights_bytes + m.kv_bytes + m.runtime_bytes) / 1e9:.2f} GB = weights "
+                    f"{m.weights_bytes / 1e9:.2f} + KV {m.kv_bytes / 1e9:.2f} ({plan.concurrency} × "
+                    f"{plan.context:,} tokens, 256-token steps) + prefill chunk {m.runtime_bytes / 1e9:.2f}"))
     else:
         devices = plan.hardware.n_nodes * plan.hardware.gpus_per_node
         total = m.kv_bytes * plan.parallel.pp
@@ -169,6 +175,22 @@ def render(facts: ModelFacts, plan: Plan, engine: str, commands: list[Command], 
               "It is (capacity − reserve) / capacity and covers weights + KV = "
               f"{(m.weights_bytes + m.kv_bytes) / GiB:.2f} GiB. "
               "Not interchangeable with vLLM's gpu_memory_utilization.", ""]
+    elif engine == "ollama":
+        L += [f"`PARAMETER num_ctx {plan.context}` is per request; Ollama starts llama-server with "
+              f"`-c {derived['ctx_total']}` = num_ctx × OLLAMA_NUM_PARALLEL ({plan.concurrency}) and `-np` "
+              f"{plan.concurrency} (llm/llama_server.go). `PARAMETER num_gpu` = every layer + the output layer: "
+              "all on the GPU(s), as the plan assumes (without it llama-server's fit chooses). `num_batch` below "
+              "1024 adds no generation-batch surcharge to Ollama's own prediction (server/sched.go "
+              "generationBatchSurcharge: 768 MiB at 1024, 2 GiB at 2048); that prediction (file size + f16 KV, "
+              "llm/llama_server.go PredictServerVRAM) only picks GPUs and evicts other models above 80% of free "
+              "memory; OLLAMA_MAX_LOADED_MODELS=1 keeps this model alone.", ""]
+    elif engine == "lmstudio":
+        L += [f"`--context-length {plan.context}` per prediction, `--parallel {plan.concurrency}`, `--gpu max` "
+              "(every layer on the GPU, as the plan assumes). `lms load` sets no KV cache type: f16.", ""]
+    elif engine == "mlx":
+        L += [f"mlx-lm allocates KV per request in 256-token steps; `--decode-concurrency {plan.concurrency}` caps "
+              "the sequences decoding together; `--prompt-cache-bytes` caps the reuse cache at the plan's headroom. "
+              f"The budget ({m.budget_bytes / GiB:.2f} GiB) is the Metal wired limit.", ""]
     else:
         L += [f"`-c {derived['ctx_total']}` is the TOTAL context over {plan.concurrency} slot(s) (`-np`). "
               "`--fit off` stops llama.cpp from re-placing tensors; `-ctk` = `-ctv` as MLA/V4 require.", ""]

@@ -22,8 +22,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from optimizer.engines import (ENGINE_VERSIONS, LLAMA_CPP_PYTHON_VERSION, LLAMACPP_COMMIT, SGLANG_VERSION,
-                               VLLM_VERSION)
+from optimizer.engines import (ENGINE_VERSIONS, LLAMA_CPP_PYTHON_VERSION, LLAMACPP_COMMIT, LMS_VERSION,
+                               MLX_LM_VERSION, OLLAMA_VERSION, SGLANG_VERSION, VLLM_VERSION)
 
 VERSIONS = ENGINE_VERSIONS
 LLAMACPP_PY = LLAMA_CPP_PYTHON_VERSION
@@ -330,6 +330,114 @@ def extract_llamacpp(arg_cpp: str, rpc_cpp: str) -> dict[str, tuple[str, list | 
     return rows
 
 
+# ----------------------------------------------------------------------------------------------- desktop runtimes
+# Sources are git checkouts at the commits named in optimizer/engines.py (read as text; nothing is copied):
+#   ollama:    api/types.go (Options / Runner struct json tags = the Modelfile PARAMETER names, parsed by
+#              api.FormatParams), envconfig/config.go (AsMap: the OLLAMA_* variables), cmd/cmd.go (flags of
+#              `ollama create` and `ollama run`)
+#   lms:       src/subcommands/load.ts, server.ts, src/createClient.ts, src/logLevel.ts (commander options)
+#   mlx-lm:    mlx_lm/server.py (argparse)
+_GO_TYPES = {"int": "int", "float32": "float", "float64": "float", "string": "str", "[]string": "str",
+             "*int": "int", "*bool": "bool", "bool": "bool"}
+
+
+def extract_ollama(types_go: str, config_go: str, cmd_go: str) -> dict[str, tuple[str, list | None]]:
+    rows: dict[str, tuple[str, list | None]] = {}
+    for struct in ("Options", "Runner"):
+        body = re.search(r"type %s struct \{(.*?)\n\}" % struct, types_go, re.S)
+        if body is None:
+            raise SystemExit(f"api/types.go: struct {struct} not found")
+        for typ, name in re.findall(r"^\s*\w+\s+(\S+)\s+`json:\"([a-z_]+)[,\"]", body.group(1), re.M):
+            rows[f"PARAMETER {name}"] = (_GO_TYPES.get(typ, "str"), None)
+    amap = re.search(r"func AsMap\(\).*?\n\}", config_go, re.S)
+    if amap is None:
+        raise SystemExit("envconfig/config.go: AsMap not found")
+    for name in re.findall(r'"(OLLAMA_[A-Z_]+)":', amap.group(0)):
+        rows[f"ENV {name}"] = ("str", None)
+    for cmd in ("create", "run", "serve"):
+        pat = r"%sCmd\.Flags\(\)\.(\w+?)P?\(\"([a-z-]+)\",\s*(?:\"(\w)\",)?" % cmd
+        for kind, long, short in re.findall(pat, cmd_go):
+            typ = {"String": "str", "Bool": "flag", "Int": "int"}.get(kind.rstrip("P"), "str")
+            rows[f"ollama {cmd} --{long}"] = (typ, None)
+            if short:
+                rows[f"ollama {cmd} -{short}"] = (typ, None)
+    return rows
+
+
+_TS_OPT = re.compile(r'(?:new Option\(|\.option\()\s*"((?:-\w, )?--[a-z-]+)(?: <[^>]+>)?"')
+
+
+def _ts_options(text: str) -> list[tuple[str, str]]:
+    """(names, type) of commander options: a `<value>` placeholder takes a value (int when its argParser is
+    createRefinedNumberParser({ integer: true ...}), float for other number parsers), else a flag."""
+    out = []
+    ms = list(re.finditer(r'(?:new Option\(|\.option\()\s*"((?:-\w, )?--[a-z-]+)( <[^>]+>)?"', text))
+    for i, m in enumerate(ms):
+        tail = text[m.end():ms[i + 1].start() if i + 1 < len(ms) else len(text)]
+        typ = "flag"
+        if m.group(2):
+            typ = "str"
+            if "createRefinedNumberParser" in tail:
+                typ = "int" if "integer: true" in tail else "float"
+        out.append((m.group(1), typ))
+    return out
+
+
+def extract_lms(sources: dict[str, str]) -> dict[str, tuple[str, list | None]]:
+    """commander options of `lms load` (+ addCreateClientOptions, addLogLevelOptions) and `lms server start`
+    (+ addLogLevelOptions)."""
+    rows: dict[str, tuple[str, list | None]] = {}
+    client, log = _ts_options(sources["createClient.ts"]), _ts_options(sources["logLevel.ts"])
+    srv = sources["server.ts"]
+    start = srv[srv.index('.name("start")'):srv.index('.name("stop")')]
+    for sub, opts in (("load", _ts_options(sources["load.ts"]) + client + log),
+                      ("server start", _ts_options(start) + log)):
+        for names, typ in opts:
+            for n in names.split(", "):
+                rows[f"lms {sub} {n}"] = (typ, None)
+    return rows
+
+
+def extract_mlx_server(server_py: str) -> dict[str, tuple[str, list | None]]:
+    rows: dict[str, tuple[str, list | None]] = {}
+    for node in ast.walk(ast.parse(server_py)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
+            flags = [a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")]
+            kws = {k.arg: k.value for k in node.keywords}
+            typ = "str"
+            if "action" in kws and "store_true" in ast.unparse(kws["action"]):
+                typ = "flag"
+            elif "type" in kws:
+                typ = {"int": "int", "float": "float", "json.loads": "json"}.get(ast.unparse(kws["type"]), "str")
+            choices = _lit(kws["choices"]) if "choices" in kws else None
+            _add(rows, flags, typ, choices)
+    return rows
+
+
+def main_desktop(ollama_src: str, lms_src: str, mlx_src: str, out_dir: str) -> None:
+    """python -m optimizer.export.extract_flags --desktop OLLAMA_CHECKOUT LMS_CHECKOUT MLX_LM_CHECKOUT OUT_DIR"""
+    o, lm, mx, out = Path(ollama_src), Path(lms_src), Path(mlx_src), Path(out_dir)
+    fmt = ("Format: NAME<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|json|bool|flag (flag takes no value).")
+    _write(out / f"ollama-{OLLAMA_VERSION}.txt", [
+        f"Ollama {OLLAMA_VERSION} (ollama/ollama tag v{OLLAMA_VERSION}), extracted by "
+        "optimizer/export/extract_flags.py:",
+        "'PARAMETER x': Modelfile parameters = json tags of api/types.go Options and Runner (api.FormatParams);",
+        "'ENV X': envconfig/config.go AsMap; 'ollama create|run|serve --x': cmd/cmd.go cobra flags.",
+        fmt], extract_ollama((o / "api/types.go").read_text(), (o / "envconfig/config.go").read_text(),
+                             (o / "cmd/cmd.go").read_text()))
+    srcs = {p.name: p.read_text() for p in [lm / "src/subcommands/load.ts", lm / "src/subcommands/server.ts",
+                                            lm / "src/createClient.ts", lm / "src/logLevel.ts"]}
+    _write(out / f"lms-{LMS_VERSION}.txt", [
+        f"LM Studio CLI lms {LMS_VERSION} (lmstudio-ai/lms), extracted by optimizer/export/extract_flags.py from the",
+        "commander options of src/subcommands/load.ts, server.ts (start) and the shared createClient.ts / logLevel.ts.",
+        fmt], extract_lms(srcs))
+    _write(out / f"mlx-lm-{MLX_LM_VERSION}.txt", [
+        f"mlx-lm {MLX_LM_VERSION} `mlx_lm.server` flags, extracted by optimizer/export/extract_flags.py from the "
+        "AST of",
+        "mlx_lm/server.py (argparse add_argument calls).",
+        fmt], extract_mlx_server((mx / "mlx_lm/server.py").read_text()))
+
+
 # ----------------------------------------------------------------------------------------------- main
 def main(src_dir: str, out_dir: str) -> None:
     src, out = Path(src_dir), Path(out_dir)
@@ -374,4 +482,7 @@ def main(src_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1:2] == ["--desktop"]:
+        main_desktop(*sys.argv[2:6])
+    else:
+        main(*sys.argv[1:3])

@@ -281,6 +281,7 @@ class FitSet:
     prefill_mfu: dict[str, dict[str, float]]
     ttft_overhead_s: float | None = None
     seq_step_s: float | None = None
+    mlx: tuple[float, float] | None = None  # (per-layer decode cost, prefill MFU) of mlx-lm (fidelity/mlx_fit.py)
 
 
 SEQ_FIT_ITERATIONS = 3
@@ -378,6 +379,9 @@ def applied(fs: FitSet) -> Iterator[None]:
             F.PREFILL_MFU_BY_ENGINE[engine] = dict(old)
         for engine, new in fs.prefill_mfu.items():
             F.PREFILL_MFU_BY_ENGINE[engine] = {k: F.Factor(v, note) for k, v in new.items()}
+        if fs.mlx is not None:
+            F.ENGINE_LAYER_OVERHEAD_S["mlx"] = F.Factor(fs.mlx[0], note)
+            F.PREFILL_MFU_BY_ENGINE["mlx"] = {k: F.Factor(fs.mlx[1], note) for k in ("dense", "moe")}
         yield
     finally:
         F.BW_EFFICIENCY.clear()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.estimate.uncertainty import QUANTILE_LEVELS, regime_keys
@@ -149,9 +149,10 @@ class Fold:
 
 
 def folds(all_items: list[Item] | None = None) -> list[Fold]:
+    from optimizer.fidelity.mlx_fit import fit_sources as mlx_sources
     all_items = items() if all_items is None else all_items
     train, strain = pool(), serving_pool()
-    fit_sources = {source_key(r.get("source")) for r in train + strain}
+    fit_sources = {source_key(r.get("source")) for r in train + strain} | mlx_sources()
     by_source: dict[str, list[Item]] = {}
     for it in all_items:
         by_source.setdefault(it.source, []).append(it)
@@ -182,11 +183,17 @@ def run(full: FitSet | None = None) -> list[CVCase]:
                     continue
         return out
 
+    from optimizer.fidelity import mlx_fit
     in_sample = predict_all(all_items, full)
     preds: dict[str, tuple[float, float, bool]] = {}
+    mlx_sources = mlx_fit.fit_sources()
     for fold in folds(all_items):
         if fold.train is not None:
-            cv = predict_all(fold.items, fit_all(list(fold.train), list(fold.train_serving or ())))
+            fs = fit_all(list(fold.train), list(fold.train_serving or ()))
+            if fold.source in mlx_sources:  # mlx-lm's own factors, refit without this source's rows
+                f = mlx_fit.fit(exclude_source=fold.source)
+                fs = replace(fs, mlx=(f["layer_overhead_s"], f["prefill_mfu"]))
+            cv = predict_all(fold.items, fs)
         else:
             cv = {it.id: in_sample[it.id] for it in fold.items if it.id in in_sample}
         for it in fold.items:

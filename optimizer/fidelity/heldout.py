@@ -19,12 +19,15 @@ import yaml
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import load_cards
+from optimizer.estimate import factors as F
 from optimizer.fidelity.cases import DATA_DIR
 from optimizer.fidelity.predict import predict_speed
 
 LOCAL_FILE = DATA_DIR / "local_measurements.yaml"
 ENGINE_MAP = {"llamacpp": "llamacpp", "ik_llama": "llamacpp", "ollama": "llamacpp", "vllm": "vllm",
-              "sglang": "sglang"}  # ik_llama.cpp and Ollama run llama.cpp's model (ik_llama: faster MoE kernels)
+              "sglang": "sglang", "mlx": "mlx"}
+# ik_llama.cpp and Ollama run llama.cpp's model (ik_llama: faster MoE kernels); mlx rows (mlx-lm and engines built on
+# MLX) run rigopt's mlx engine, whose speed factors are llama.cpp's (estimate/factors.py FACTOR_ENGINE)
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,12 @@ def speed_rows_of(row: dict) -> tuple[list[dict], str | None]:
             "batch": int(w.get("concurrency") or 1), "offload": None,
             "flags": str(row.get("flags") or "") + _ubatch(str(row.get("flags") or "")), "source": row.get("source")}
     out = []
+    depth = w.get("depth")
+    if depth is None and w.get("kind") == "single_stream" and row.get("engine") == "mlx":
+        depth = w.get("isl")  # one request: its tokens are generated after its own prompt is in the cache
     if m.get("decode_tok_s_per_seq") and w.get("osl"):
         out.append({**base, "id": row["id"] + "/decode", "metric": "decode_tok_s",
-                    "measured": float(m["decode_tok_s_per_seq"]), "depth": int(w.get("depth") or 0),
+                    "measured": float(m["decode_tok_s_per_seq"]), "depth": int(depth or 0),
                     "gen_tokens": int(w["osl"]), "prompt_tokens": None})
     if m.get("prefill_tok_s") and w.get("isl") and int(w["isl"]) >= 128:
         out.append({**base, "id": row["id"] + "/prefill", "metric": "prefill_tok_s",
@@ -105,6 +111,9 @@ def run() -> tuple[list[HeldOutCase], list[tuple[str, str]]]:
         if why:
             skipped.append((r["id"], why))
         for s in rows:
+            if s["id"] in F.MLX_FIT_ROWS:  # not held out: the mlx factors were fitted on it (fidelity/mlx_fit.py)
+                skipped.append((s["id"], "a fit row of the mlx factors (optimizer/estimate/factors_mlx.yaml)"))
+                continue
             try:
                 c = predict_speed(s)
             except Exception as e:  # reported, never hidden

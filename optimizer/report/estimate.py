@@ -6,6 +6,7 @@ JSON schema id: "rigopt.estimate/1" (see README). Field names carry units; bytes
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict
 
@@ -13,21 +14,25 @@ from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator
 from optimizer.catalog.models import ResolvedModel
+from optimizer.engines import is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate.calibration import Calibration
 from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, SpecDecode, evaluate,
                                            memory_of, recurrent_of, resident_weights)
-from optimizer.estimate.kv import ENGINES, check_engine, default_kv_dtype, kv_estimate
+from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import hybrid_kv_per_seq
+from optimizer.estimate.runtimes import gpu_layers_that_fit, ollama_default_num_ctx
 from optimizer.layout import Parallel
 from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
 from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, trust
 from optimizer.solver.support import unsupported
-from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES
+from optimizer.units import GiB, MAX_CONCURRENCY, MAX_DEVICES
 
 SCHEMA_ID = "rigopt.estimate/1"
 DEFAULT_QUANTS = ("native", "bf16", "fp8", "nvfp4", "int4", "q8_0", "q4_k_m", "q2_k", "iq2_xxs", "iq1_s")
+DEFAULT_QUANTS_LLAMACPP_FAMILY = ("bf16", "q8_0", "q6_k", "q4_k_m", "q3_k_m", "q2_k", "iq2_xxs")  # GGUF (Ollama, LM Studio)
+DEFAULT_QUANTS_MLX = ("native", "mlx8", "mlx6", "mlx4", "mlx-mixed-3-6", "mlx3")
 DEVICE_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)
 REFERENCE_ACCELERATOR = "h100-sxm"  # the per-quant table's KV/runtime column is for one 80 GB H100
 
@@ -255,8 +260,10 @@ def default_parallel(m: ResolvedModel, acc: Accelerator, count: int, engine: str
     node = node_for(acc.key, count)
     domain = node.scaleup_domain_size if node else 1
     per_node = node.accelerators_per_node if node else count
-    if engine == "llamacpp":
-        return Parallel(tp=1, pp=count)  # llama.cpp splits layers across devices
+    if is_llamacpp(engine):
+        return Parallel(tp=1, pp=count)  # llama.cpp (and Ollama / LM Studio on it) split layers across devices
+    if engine == "mlx":
+        return Parallel()
     tp = 1
     while tp * 2 <= min(count, per_node) and count % (tp * 2) == 0:
         tp *= 2
@@ -271,7 +278,23 @@ def default_parallel(m: ResolvedModel, acc: Accelerator, count: int, engine: str
 def _engine_for(scheme: Scheme, engine: str, explicit: bool) -> str:
     if scheme.gguf and not explicit:
         return "llamacpp"
+    if scheme.mlx:  # an MLX checkpoint: mlx-lm, or LM Studio's MLX engine when LM Studio was asked for
+        return engine if engine == "lmstudio" else "mlx"
+    if scheme.gguf and engine == "mlx":
+        return "llamacpp"
     return engine
+
+
+def _device_engine(eng: str, acc: Accelerator, mlx_quant: bool = False) -> str | None:
+    """The engine a fit-table row uses on `acc`: unified-memory boxes run the llama.cpp family (or mlx on Apple
+    silicon); None when the engine cannot run there at all (mlx off Apple silicon)."""
+    if not runs_on_vendor(eng, acc.vendor):
+        return None
+    if eng == "lmstudio" and mlx_quant and acc.vendor != "apple":
+        return None
+    if acc.kind == "gpu" or is_llamacpp(eng) or eng == "mlx":
+        return eng
+    return "llamacpp"
 
 
 def _fits(m: ResolvedModel, quant: str, engine: str, kv_dtype: str | None, acc: Accelerator, count: int,
@@ -313,7 +336,9 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         kv_info = kv_info.model_copy(update={"recurrent_state_bytes_per_seq": next(
             r.recurrent_state_bytes_per_seq for r in rec_reports if r.engine == engine)})
     rows: list[QuantRow] = []
-    qlist = list(quants or ([q for q in DEFAULT_QUANTS]))
+    default_q = (DEFAULT_QUANTS_MLX if engine == "mlx" else
+                 DEFAULT_QUANTS_LLAMACPP_FAMILY if engine in ("ollama", "lmstudio") else DEFAULT_QUANTS)
+    qlist = list(quants or default_q)
     accs = sorted(hw.accelerators.values(), key=lambda a: (a.memory_usable_bytes, a.key))
     ref = hw.accelerators[REFERENCE_ACCELERATOR]
     for q in qlist:
@@ -325,12 +350,16 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         except InputError:
             kvq_dtype = None
         scheme, w = resident_weights(m, q, eng, include_mtp=False)
+        if not runs_on_vendor(eng, ref.vendor) or scheme.mlx:  # MLX: the per-quant column is for the largest Mac
+            ref = max((a for a in accs if runs_on_vendor(eng, a.vendor)), key=lambda a: (a.memory_usable_bytes, a.key))
         ref_mem = memory_of(Deployment(model=m, quant=q, engine=eng, hardware=Hardware(ref, None, 1, 1),
                                        parallel=Parallel(), context=context, concurrency=concurrency,
                                        kv_dtype=kvq_dtype, settings=settings))
         single, multi = [], []
         for acc in accs:
-            e1 = eng if acc.kind == "gpu" else "llamacpp"
+            e1 = _device_engine(eng, acc, scheme.mlx)
+            if e1 is None:
+                continue
             ok, _ = _fits(m, q, e1, kvq_dtype if e1 == eng else None, acc, 1, context, concurrency, settings)
             if ok:
                 single.append(acc.key)
@@ -356,7 +385,7 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         q = qlist[0]
         scheme, _ = resident_weights(m, q, engine, include_mtp=False)
         eng = _engine_for(scheme, engine, engine_explicit)
-        if acc.kind != "gpu" and not engine_explicit:
+        if acc.kind != "gpu" and not engine_explicit and not scheme.mlx:
             eng = "llamacpp"  # unified-memory boxes (Macs, Strix Halo, Spark) run llama.cpp
         par = parallel or (Parallel(tp=1, dp=gpus, ep=spec.is_moe and gpus > 1) if layout == "dp-attn"
                            else default_parallel(m, acc, gpus, eng))
@@ -382,15 +411,29 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                        spec_decode=spec_decode, workload=workload, prompt_tokens=prompt_tokens,
                        calibration=calibration)
         ev = evaluate(d)
+        auto_layers = None
+        if eng in ("ollama", "lmstudio") and not ev.memory.fits and acc.kind == "gpu" and gpus == 1 \
+                and not cpu_moe_layers:
+            # their automatic offload: the layers that fit stay on the GPU, the rest run on the CPU
+            n = gpu_layers_that_fit(spec, ev.weights, ev.memory)
+            if 0 < n < len(spec.main_layers):
+                auto_layers = n
+                ev = evaluate(replace(d, gpu_layers=n))
         mem, sp, pf = ev.memory, ev.decode, ev.prefill
         tr = trust(eng, acc, concurrency if workload is None else (workload.concurrency or 2), confidence,
                    offload=d.offload.mode != "none")
         notes = list(ev.notes)
+        if auto_layers is not None:
+            notes.append(f"{eng}'s automatic offload: {auto_layers} of {len(spec.main_layers)} layers on the GPU, "
+                         f"the rest (and their KV) in host memory computed by the CPU "
+                         f"({ev.host_used_bytes / GiB:,.1f} GiB of host memory); the figures below are for that "
+                         "split (layer sizes taken as equal: an estimate)")
         why = unsupported(eng, spec.family, acc.arch)
         if why:
             notes.insert(0, "WARNING: " + why)
         if mem.weights_bytes > mem.budget_bytes:
             notes.append("weights alone exceed the per-device budget: add devices, quantize further, or offload experts")
+        notes += _runtime_notes(eng, m, acc, gpus, ev)
         if spec_decode is not None:
             notes.append(f"speculative decoding: {spec_decode.method}, {spec_decode.num_tokens} draft tokens, "
                          f"mean acceptance length {spec_decode.accept_len:.2f} ({spec_decode.source})")
@@ -427,12 +470,17 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                           hardware=hw_report, warnings=warnings, recurrent_state=rec_reports)
 
 
+RECURRENT_ENGINES = ("vllm", "sglang", "llamacpp")
+
+
 def _recurrent_reports(m: ResolvedModel, context: int, concurrency: int, settings: EngineSettings, kv_dtype: str,
                        engine: str) -> list[RecurrentStateReport]:
     """The recurrent state of a hybrid model as each engine allocates it (TP 1; the chosen engine at `kv_dtype`,
     the others at their default KV dtype)."""
     out = []
-    for eng in ENGINES:
+    # the three engines with recurrent-state rules of their own (Ollama / LM Studio run llama.cpp's; mlx-lm's are
+    # approximated by llama.cpp's, optimizer/estimate/deployment.recurrent_of)
+    for eng in RECURRENT_ENGINES:
         kvd = kv_dtype if eng == engine else default_kv_dtype(m.spec, eng)
         kv = kv_estimate(m.spec, eng, kvd)
         d = Deployment(model=m, quant="native", engine=eng, hardware=Hardware(get_accelerator(REFERENCE_ACCELERATOR),
@@ -476,6 +524,31 @@ def _trust_report(tr: Trust) -> TrustReport:
                                                       n_sources=iv.n_sources)
     return TrustReport(decode=one(tr.decode), prefill=one(tr.prefill), ttft=one(tr.ttft),
                        throughput=one(tr.throughput))
+
+
+
+def _runtime_notes(eng: str, m: ResolvedModel, acc: Accelerator, gpus: int, ev) -> list[str]:
+    """What Ollama / LM Studio / mlx-lm would do on their own with this deployment (defaults, automatic offload)."""
+    out: list[str] = []
+    mem, spec = ev.memory, m.spec
+    if eng == "ollama":
+        # Ollama sums the devices' TotalMemory (nvidia-smi's total; Metal's recommended working set on Macs):
+        # the catalogue's memory_usable_bytes
+        auto = ollama_default_num_ctx(acc.memory_usable_bytes * gpus, spec.max_context)
+        out.append(f"Ollama's automatic num_ctx on {gpus}x {acc.key} is {auto:,} (VRAM tier, server/routes.go); "
+                   f"`rigopt export` writes PARAMETER num_ctx {ev.deployment.context:,} and "
+                   f"OLLAMA_NUM_PARALLEL={ev.settings.max_num_seqs}: llama-server gets -c "
+                   f"{ev.deployment.context * ev.settings.max_num_seqs:,} (num_ctx x parallel)")
+    if is_llamacpp(eng) and eng != "llamacpp" and not mem.fits and ev.deployment.gpu_layers is None:
+        n = gpu_layers_that_fit(spec, ev.weights, mem)
+        out.append(f"does not fit on the GPU: {eng}'s automatic offload (llama-server fit) would keep about {n} of "
+                   f"{len(spec.main_layers)} layers on the GPU and run the rest on the CPU (estimate; modelled for "
+                   "one discrete GPU only)")
+    if eng == "mlx":
+        out.append(f"mlx-lm: {mem.budget_bytes / GiB:,.1f} GiB Metal wired limit (macOS default ~75% of RAM; "
+                   "`sudo sysctl iogpu.wired_limit_mb=N` raises it, mlx_lm.server wires the recommended size)")
+    return out
+
 
 
 def _serving_report(s, w: Workload, tr: Trust | None = None) -> ServingReport:

@@ -17,6 +17,8 @@ from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_accelerator,
                                         node_power_watts)
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
 from optimizer.catalog.models import ResolvedModel
+from optimizer.catalog.ollama_tags import load_ollama_tags
+from optimizer.engines import DEFAULT_SOLVER_ENGINES, is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
 from optimizer.estimate.deployment import (Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode,
@@ -35,6 +37,8 @@ from optimizer.topology_links import plan_links
 DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
 DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "iq4_xs", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
                        "q4_k_m-moe", "q2_k-moe", "iq2_xxs-moe")
+# mlx-lm presets tried for the mlx engine ("native" = the checkpoint's own dtype, bf16 for most)
+DEFAULT_QUANTS_MLX = ("native", "mlx8", "mlx6", "mlx-mixed-4-6", "mlx4", "mlx-mixed-3-6", "mlx3", "mlx-mixed-2-6")
 UNSUSTAINABLE_S = 1e4  # stands for "not sustainable" in the table's time columns (any target excludes it)
 
 
@@ -107,19 +111,30 @@ class Candidate:
         return self.cost + self.extra_dram(x) * self.dram_usd_per_byte * self.n_nodes
 
 
-def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None) -> list[str]:
+def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = False) -> list[str]:
+    """The quantizations an engine kind tries: GGUF presets (llama.cpp family), MLX presets (mlx) or the
+    checkpoint formats of vLLM/SGLang; "native" counts as MLX- and engine-servable, never as GGUF."""
     fmt = getattr(m.weights_file, "format", None) if m is not None else None
-    if fmt == "gguf":  # a GGUF file is served as it is, by llama.cpp only
+    if fmt == "gguf":  # a GGUF file is served as it is, by the llama.cpp family only
         return ["native"] if gguf and (not q.quants or "native" in q.quants) else []
-    names = q.quants or list(DEFAULT_QUANTS_GGUF if gguf else DEFAULT_QUANTS_ENGINE)
+    names = q.quants or list(DEFAULT_QUANTS_GGUF if gguf else DEFAULT_QUANTS_MLX if mlx else DEFAULT_QUANTS_ENGINE)
+    want = "gguf" if gguf else "mlx" if mlx else "engine"
     out = []
     for n in names:
-        s = SCHEMES.get(n.lower())
-        is_gguf = s.gguf if s else False
-        if n.lower() == "native":
-            is_gguf = False
-        if is_gguf == gguf:
-            out.append(n.lower())
+        key = n.lower()
+        s = SCHEMES.get(key)
+        if key == "native":
+            ok = want != "gguf"
+        elif s is None:
+            ok = want == "engine"   # an unknown name: get_scheme rejects it later
+        elif s.gguf:
+            ok = want == "gguf"
+        elif s.mlx:
+            ok = want == "mlx"
+        else:
+            ok = want == "engine" or (want == "mlx" and key == "bf16")  # MLX loads BF16 checkpoints as they are
+        if ok:
+            out.append(key)
     return out
 
 
@@ -128,11 +143,14 @@ def scheme_formats(scheme: Scheme) -> set[str]:
     return {fmt for mix in scheme.mixes.values() for _, fmt in mix}
 
 
-def _engines_for(node: NodeType, acc_kind: str, q: Query) -> list[str]:
-    allowed = q.engines or ["vllm", "sglang", "llamacpp"]
-    if acc_kind == "unified":
-        return [e for e in allowed if e == "llamacpp"]
-    return [e for e in allowed]
+def _engines_for(node: NodeType, acc: Accelerator, q: Query) -> list[str]:
+    """Engines tried on a node: unified-memory boxes run the llama.cpp family (and mlx on Apple silicon);
+    mlx never runs off Apple silicon (optimizer/engines.py runs_on_vendor)."""
+    allowed = q.engines or list(DEFAULT_SOLVER_ENGINES)
+    out = [e for e in allowed if runs_on_vendor(e, acc.vendor)]
+    if acc.kind == "unified":
+        return [e for e in out if is_llamacpp(e) or e == "mlx"]
+    return out
 
 
 def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> list[Parallel]:
@@ -142,6 +160,12 @@ def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> 
     world = n_nodes * g
     if engine == "llamacpp":
         return [Parallel(tp=1, pp=g)] if n_nodes == 1 else []
+    if is_llamacpp(engine):
+        # Ollama / LM Studio: one machine; Ollama splits layers over the GPUs of one library
+        # (server/sched.go selectLlamaServerPlacement), LM Studio likewise
+        return [Parallel(tp=1, pp=g)] if n_nodes == 1 else []
+    if engine == "mlx":
+        return [Parallel()] if n_nodes == 1 and g == 1 else []  # one Mac (mlx.distributed is not modelled)
     if engine == "sglang" and n_nodes > 1:
         return []  # SGLang has no multi-node DP replicas (engines.md rule 5); one engine over N nodes is not modelled
     t = 1
@@ -213,11 +237,17 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
     for node, counts, owned, dram_base in _node_options(q, m):
         acc = hw.accelerators[node.accelerator]
         g = node.accelerators_per_node
-        for engine in _engines_for(node, acc.kind, q):
+        for engine in _engines_for(node, acc, q):
             if unsupported(engine, spec.family, acc.arch, kt=True):
                 continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
-            gguf = engine == "llamacpp"
-            for qname in _quants(q, gguf, m):
+            gguf = is_llamacpp(engine)
+            qnames = _quants(q, gguf, m, mlx=engine == "mlx")
+            if engine == "lmstudio" and acc.vendor == "apple":  # LM Studio's MLX engine on a Mac
+                qnames += [n for n in _quants(q, False, m, mlx=True) if n not in qnames]
+            if engine == "ollama":  # the quantizations its library tags download (gpt-oss: native MXFP4)
+                qnames += [t.quant for t in load_ollama_tags() if t.model == m.key and t.quant not in qnames
+                           and (not q.quants or t.quant in q.quants)]
+            for qname in qnames:
                 try:
                     scheme = get_scheme(qname, m.storage)  # a quantization the model's storage cannot take is skipped
                 except InputError:
@@ -263,7 +293,9 @@ def _fast_domain(node: NodeType) -> int:
 def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) -> str:
     if unified or not m.spec.is_moe or n_nodes > 1:
         return "none"
-    return {"llamacpp": "cpu", "sglang": "cpu", "vllm": "stream"}[engine]
+    # Ollama and LM Studio cannot place experts by tensor (no -ot / --n-cpu-moe in a Modelfile or `lms load`):
+    # their plans keep every layer on the GPU; mlx runs only on unified memory
+    return {"llamacpp": "cpu", "sglang": "cpu", "vllm": "stream"}.get(engine, "none")
 
 
 def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | None]:

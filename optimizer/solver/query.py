@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from optimizer.catalog.hardware import get_accelerator
+from optimizer.engines import APPLE_ONLY
 from optimizer.errors import InputError
 from optimizer.arch.formats import kv_elem_bytes
 from optimizer.estimate.calibration import Calibration
@@ -125,6 +126,16 @@ class Query(BaseModel):
             raise ValueError("rate_rps and prefix_hit need a workload (isl and osl)")
         if self.isl is not None and self.osl is not None and self.context < self.isl + self.osl:
             raise ValueError(f"context {self.context} is shorter than isl + osl = {self.isl + self.osl}")
+        if self.engines and self.gpus and all(e in APPLE_ONLY for e in self.engines):
+            vendors = set()
+            for g in self.gpus:
+                try:
+                    vendors.add(get_accelerator(g).vendor)
+                except InputError:
+                    return self  # an unknown accelerator is reported where the names are resolved
+            if "apple" not in vendors:
+                raise ValueError(f"{', '.join(self.engines)} runs only on Apple silicon; the allowed accelerators "
+                                 f"({', '.join(self.gpus)}) are {', '.join(sorted(vendors))}")
         return self
 
     @field_validator("tier")

@@ -104,7 +104,11 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
     world = c.n_nodes * c.gpus_per_node
     acct = {"vllm": f"vLLM budget = gpu_memory_utilization {mem.budget_bytes / mem.capacity_bytes:.2f} x total memory",
             "sglang": "SGLang: weights + KV within total memory less its activation/graph reserve",
-            "llamacpp": "llama.cpp: weights + KV + compute buffer within device memory"}[c.engine]
+            "llamacpp": "llama.cpp: weights + KV + compute buffer within device memory",
+            "ollama": "Ollama (llama-server): weights + KV of num_ctx x OLLAMA_NUM_PARALLEL + compute buffer "
+                      "within device memory less llama.cpp's 1 GiB fit margin",
+            "lmstudio": "LM Studio (llama.cpp engine): weights + KV + compute buffer within device memory",
+            "mlx": "mlx-lm: weights + KV + prefill chunk within the Metal wired limit"}[c.engine]
     notes.insert(0, f"{world}x {c.accelerator}: {mem.weights_bytes / 1e9:,.1f} GB of weights per device"
                     + (f" ({x} expert layers in host DRAM)" if x else "")
                     + f" + {mem.kv_bytes / 1e9:,.2f} GB KV + {mem.runtime_bytes / 1e9:,.1f} GB runtime = "
