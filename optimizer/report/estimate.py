@@ -333,8 +333,10 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
     hw = load_hardware()
     rec_reports = _recurrent_reports(m, context, concurrency, settings, kvd, engine) if spec.is_hybrid else None
     if rec_reports:
+        # Ollama / LM Studio / mlx-lm keep llama.cpp's state layout (deployment.recurrent_of)
+        own = engine if engine in RECURRENT_ENGINES else "llamacpp"
         kv_info = kv_info.model_copy(update={"recurrent_state_bytes_per_seq": next(
-            r.recurrent_state_bytes_per_seq for r in rec_reports if r.engine == engine)})
+            r.recurrent_state_bytes_per_seq for r in rec_reports if r.engine == own)})
     rows: list[QuantRow] = []
     default_q = (DEFAULT_QUANTS_MLX if engine == "mlx" else
                  DEFAULT_QUANTS_LLAMACPP_FAMILY if engine in ("ollama", "lmstudio") else DEFAULT_QUANTS)

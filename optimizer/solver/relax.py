@@ -53,7 +53,9 @@ def relaxations(q: Query, m: ResolvedModel, cands: list[Candidate]) -> tuple[lis
             best = max((1 / min(c.step_time(x, z) for x, z in c.points() if fits(c, x, z)) for c in mem_ok),
                        default=0)
             if best < q.tok_s:
-                reasons.append(f"decode speed: the fastest plan that fits reaches {best:.1f} tok/s per sequence, "
+                at = (f" at the low end of its {q.confidence:.0%} prediction interval (--confidence 0: the expected "
+                      "figures)") if q.confidence else ""
+                reasons.append(f"decode speed: the fastest plan that fits reaches {best:.1f} tok/s per sequence{at}, "
                                f"{q.tok_s - best:.1f} short of {q.tok_s}")
         if q.ttft_s:
             best_t = min((c.ttft(0) for c in mem_ok), default=None)
