@@ -414,3 +414,17 @@ def test_estimate_ollama_auto_offload_is_the_largest_split_that_fits():
     n = int(note.split("automatic offload: ")[1].split(" of ")[0])
     assert r.hardware.per_device.fits
     assert memory_of(_split(n, 32768)).fits and not memory_of(_split(n + 1, 32768)).fits
+
+
+def test_hybrid_model_on_desktop_engines_uses_llamacpps_state_layout():
+    """Qwen3.6-27B (Gated DeltaNet hybrid) on Ollama / LM Studio / mlx: the per-sequence recurrent state reported
+    is llama.cpp's (one F32 set per slot), the layout those engines share (was an internal error)."""
+    from optimizer.catalog.models import resolve_model
+    from optimizer.report.estimate import estimate
+    m = resolve_model("qwen3.6-27b")
+    ref = estimate(m, context=131072, engine="llamacpp", engine_explicit=True).kv.recurrent_state_bytes_per_seq
+    assert ref and ref > 0
+    for eng, gpu in (("ollama", "rtx-5090"), ("lmstudio", "rtx-5090"), ("mlx", "m2-ultra-192gb")):
+        r = estimate(m, context=131072, engine=eng, engine_explicit=True, gpu=gpu)
+        assert r.kv.recurrent_state_bytes_per_seq == ref, eng
+        assert r.hardware is not None and r.hardware.decode.tok_s_per_seq > 0
