@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from dataclasses import dataclass, field
@@ -439,11 +440,39 @@ def _fleet(sol: M.Solution, rows: list[M.Row], q: FleetQuery, objective: str) ->
     )
 
 
-PREREFINE = 48  # rows per (role, link class) given their exact capacity before the first solve (best cost/capacity)
-REFINE_MORE = 16  # and after each solve, besides the rows it used, the next best of every group
+STAGE1_ROWS = 4  # rows per (role, link class) in stage 1 (see solve_objective)
+REFINE_MORE = 0  # after each solve, besides the rows it used, the next best of every (role, link class) get exact
 
 
-def _dominated(rows: list[M.Row], exact: set[int]) -> set[int]:
+def _refine_best(specs: list[_Spec], rows: list[M.Row], objective: str, disagg: bool, rate: int) -> set[int]:
+    """Before the first solve: per role, the rows of least cost per capacity, and the rows whose homogeneous pool
+    (ceil(R / cap) replicas) costs least, get their exact capacity until the least one is exact (best first:
+    refining only lowers a row's capacity). They set the cost bound's UB (a fleet of exact rows) and its rho*
+    (`_cost_bound_drop`), and are what CP-SAT picks first."""
+    exact: set[int] = set()
+
+    def ratio(r: M.Row) -> float:
+        return r.cost / r.cap
+
+    def pool(r: M.Row) -> float:
+        return -(-rate // r.cap) * r.cost
+
+    for role in ("aggregated", "prefill", "decode") if disagg else ("aggregated",):
+        for key in (ratio, pool):
+            heap = [(key(r), i) for i, r in enumerate(rows) if r.role == role and r.cap > 0]
+            heapq.heapify(heap)
+            while heap:
+                _, i = heapq.heappop(heap)
+                if i in exact:
+                    break
+                exact.add(i)
+                rows[i] = _row(specs[i], objective, True)
+                if rows[i].cap > 0:
+                    heapq.heappush(heap, (key(rows[i]), i))
+    return exact
+
+
+def _dominated(rows: list[M.Row], exact: set[int], skip: frozenset[int] | set[int] = frozenset()) -> set[int]:
     """Rows no optimal fleet needs: another row, already exact, of the same role costs no more, uses no more GPUs,
     carries at least the most this row could (its optimistic capacity) and is link-compatible (decode: a link at
     least as fast; prefill: measured for a link at least as slow). Replacing every such replica by the other
@@ -453,7 +482,7 @@ def _dominated(rows: list[M.Row], exact: set[int]) -> set[int]:
     for i in sorted(exact):
         by_role.setdefault(rows[i].role, []).append(i)
     for i, r in enumerate(rows):
-        if r.cap <= 0:
+        if r.cap <= 0 or i in skip:
             continue
         for k in by_role.get(r.role, ()):
             x = rows[k]
@@ -470,11 +499,56 @@ def _dominated(rows: list[M.Row], exact: set[int]) -> set[int]:
     return out
 
 
+def _cost_bound_drop(
+    rows: list[M.Row], exact: set[int], rate: int, allow_disagg: bool, ub: float = math.inf
+) -> set[int]:
+    """Rows no optimal fleet uses, by cost bounds. UB: the cost of a fleet built from exact rows (one aggregated
+    row alone, or one prefill and one link-compatible decode row). Every row's cost per unit of capacity, with
+    its optimistic capacity, is at least that row's true one, so rho* = min(aggregated, prefill + decode best
+    cost per capacity) bounds any fleet's cost per unit of rate from below. A fleet using row i pays c_i, and
+    the rest of the rate, R - cap_i, at rho* or more (a prefill or decode row also needs one row of the other
+    role): LB_i = c_i + max((R - cap_i)+ rho*, [c of the cheapest other-role row]). Rows with LB_i > UB go.
+    `ub`: the cost of a fleet already found with exact rows only (a tighter UB)."""
+    live = [i for i, r in enumerate(rows) if r.cap > 0 and (allow_disagg or r.role == "aggregated")]
+    alive = set(live)
+    ex = sorted(i for i in exact if i in alive)
+    for i in ex:
+        if rows[i].role == "aggregated":
+            ub = min(ub, -(-rate // rows[i].cap) * rows[i].cost)
+    pre = [i for i in ex if rows[i].role == "prefill"]
+    for k in ex:
+        if rows[k].role != "decode" or not pre:
+            continue
+        dc = -(-rate // rows[k].cap) * rows[k].cost
+        for i in pre:
+            if (rows[i].link_class or 0) >= (rows[k].link_class or 0):
+                ub = min(ub, dc + -(-rate // rows[i].cap) * rows[i].cost)
+    if not math.isfinite(ub):
+        return set()
+    ratio = {role: math.inf for role in ("aggregated", "prefill", "decode")}
+    cheapest = {role: math.inf for role in ratio}
+    for i in live:
+        r = rows[i]
+        ratio[r.role] = min(ratio[r.role], r.cost / r.cap)
+        cheapest[r.role] = min(cheapest[r.role], r.cost)
+    rho = min(ratio["aggregated"], ratio["prefill"] + ratio["decode"])
+    other = {"aggregated": 0.0, "prefill": cheapest["decode"], "decode": cheapest["prefill"]}
+    out = set()
+    for i in live:
+        r = rows[i]
+        lb = r.cost + max(max(0, rate - r.cap) * rho, other[r.role])
+        if lb > ub * (1 + 1e-9):
+            out.add(i)
+    return out
+
+
 def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, float]:
-    """Lazy refinement: rows start at an optimistic capacity (>= the true one); the best few per role by
-    cost/capacity and, after each CP-SAT solve, the rows the solution uses get their exact capacity, until the
-    solution uses exact rows only. Then it is optimal for the exact table too: every other row only looked
-    better than it is. Rows dominated by an exact row are dropped (exact argument in `_dominated`)."""
+    """Lazy refinement: rows start at an optimistic capacity (>= the true one, `Replica.bound`); the best per
+    role by cost/capacity and, after each CP-SAT solve, the rows the solution uses get their exact capacity, until
+    the solution uses exact rows only. Then it is optimal for the exact table too: every other row only looked
+    better than it is. Stage 1 solves over the best few rows of each group only, until its answer is exact: a
+    real fleet, whose cost is the UB of the cost-bound pruning of stage 2 (all rows). Rows dominated by an exact
+    row (`_dominated`) or whose cost lower bound exceeds the UB (`_cost_bound_drop`) are dropped."""
     q = s.q
     cands = s.candidates(objective)
     classes = _link_classes(cands)
@@ -485,29 +559,49 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
     for i, r in enumerate(rows):
         if r.cap > 0:
             groups.setdefault((r.role, r.link_class), []).append(i)
-    exact: set[int] = set()
-    for idx in groups.values():
-        exact.update(sorted(idx, key=lambda i: (rows[i].cost / rows[i].cap, i))[:PREREFINE])
-    solve_s, sol, hint, final = 0.0, None, None, False
-    for _ in range(200):
-        rows = [_row(sp, objective, i in exact) for i, sp in enumerate(specs)]
-        drop = _dominated(rows, exact)
-        rows = [M.Row(r.role, 0, r.cost, r.gpus, r.link_class, r.ref) if i in drop else r for i, r in enumerate(rows)]
-        if hint is None:
-            hint = _hint(rows, rate)
-        t = time.perf_counter()
-        sol = M.solve(
-            rows,
-            rate,
-            len(classes),
-            allow_disagg=q.disagg,
-            max_types=q.max_types,
-            time_limit_s=q.time_limit_s,
-            workers=q.workers,
-            hint=hint,
-            tie_break=final,
-        )
-        solve_s += time.perf_counter() - t
+    exact = _refine_best(specs, rows, objective, q.disagg, rate)
+
+    def refine(ids) -> None:
+        for i in ids:
+            if i not in exact:
+                exact.add(i)
+                rows[i] = _row(specs[i], objective, True)
+
+    def best_of_groups(k: int, skip: set[int]) -> list[int]:
+        out = []
+        for idx in groups.values():
+            ranked = sorted((i for i in idx if i not in skip and rows[i].cap > 0),
+                            key=lambda i: (rows[i].cost / rows[i].cap, i))
+            out.extend(ranked[:k])
+        return out
+
+    def masked(keep) -> list[M.Row]:
+        return [r if i in keep else M.Row(r.role, 0, r.cost, r.gpus, r.link_class, r.ref) for i, r in enumerate(rows)]
+
+    def run(table: list[M.Row], hint: dict[int, int], final: bool) -> M.Solution | None:
+        return M.solve(table, rate, len(classes), allow_disagg=q.disagg, max_types=q.max_types,
+                       time_limit_s=q.time_limit_s, workers=q.workers, hint=hint, tie_break=final)
+
+    solve_s, ub = 0.0, math.inf
+    hint = _hint(rows, rate)
+    t = time.perf_counter()
+    for _ in range(50):  # stage 1: a real fleet from the best rows
+        keep = exact | set(best_of_groups(STAGE1_ROWS, set()))
+        sol = run(masked(keep), hint, False)
+        if sol is None:
+            break
+        hint = {i: c for i, c in enumerate(sol.counts) if c}
+        new = [i for i in hint if i not in exact]
+        if not new:
+            ub = sol.cost
+            break
+        refine(new)
+    sol, final = None, False
+    for _ in range(200):  # stage 2: every row the bounds keep
+        drop = _cost_bound_drop(rows, exact, rate, q.disagg, ub)
+        drop |= _dominated(rows, exact, drop)
+        table = masked(set(range(len(rows))) - drop)
+        sol = run(table, hint, final)
         if sol is None:
             break
         new = [i for i, c in enumerate(sol.counts) if c and i not in exact]
@@ -517,18 +611,12 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
                 break
             final = True  # the cheapest cost is settled: one more solve with the tie-breaks
             continue
-        exact.update(new)
-        for idx in groups.values():
-            exact.update(
-                [
-                    i
-                    for i in sorted(idx, key=lambda i: (rows[i].cost / max(rows[i].cap, 1), i))
-                    if i not in exact and i not in drop
-                ][:REFINE_MORE]
-            )
+        refine(new)
+        refine(best_of_groups(REFINE_MORE, exact | drop))
+    solve_s += time.perf_counter() - t
     if sol is None:
         return None, len(cands), len(specs), solve_s
-    return _fleet(sol, rows, q, objective), len(cands), len(specs), solve_s
+    return _fleet(sol, table, q, objective), len(cands), len(specs), solve_s
 
 
 def _input_share_usd_h(f: Fleet, key: str) -> float:
