@@ -10,6 +10,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optimizer.errors import InputError, RigoptError
 from optimizer.limits import clip_line, exists, is_dir, prepare_out_dir, safe_component, under, write_file
@@ -18,6 +19,9 @@ from optimizer.scenarios.loader import ScenarioError, expand, load_scenario
 from optimizer.scenarios.report import BatchReport, Row, render, row_from_result, write_summaries
 from optimizer.solver.query import Query
 from optimizer.solver.search import CheapestResult
+
+if TYPE_CHECKING:
+    from optimizer.fleet.solve import FleetQuery, FleetResult
 
 FORMATS = ("table", "json", "csv", "md")
 
@@ -28,9 +32,9 @@ class _Job:
     scenario: str           # output folder name (file stem, made unique)
     file: str
     question: str
-    query: Query
+    query: Query | FleetQuery  # FleetQuery: an SLA-form question, answered by the fleet solver
     key: str = ""
-    result: CheapestResult | None = None
+    result: CheapestResult | FleetResult | None = None
     cached: bool = False
     error: str = ""
 
@@ -52,6 +56,21 @@ def _solve_one(query_json: str) -> tuple[str | None, str | None]:
         return None, f"{type(e).__name__}: {e}"
     except Exception as e:  # an internal error in one question must not stop the batch
         return None, f"internal error: {type(e).__name__}: {e}"
+
+
+def _solve_fleet_one(query: FleetQuery) -> tuple[str | None, str | None]:
+    """Worker: solve one SLA-form question with the fleet solver. (FleetResult JSON, None) or (None, error)."""
+    from optimizer.fleet import solve_fleet
+    try:
+        return solve_fleet(query).model_dump_json(), None
+    except RigoptError as e:
+        return None, f"{type(e).__name__}: {e}"
+    except Exception as e:  # an internal error in one question must not stop the batch
+        return None, f"internal error: {type(e).__name__}: {e}"
+
+
+def _is_fleet(j: _Job) -> bool:
+    return not isinstance(j.query, Query)
 
 
 def _unique_stems(files: list[Path]) -> list[str]:
@@ -126,7 +145,11 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     catalog = catalog_digest() if use_cache else ""
     todo: list[_Job] = []
     for j in work:
+        if _is_fleet(j):  # fleet answers are not cached (the solve takes about a second)
+            todo.append(j)
+            continue
         if use_cache:
+            assert isinstance(j.query, Query)
             j.key = query_key(j.query, catalog)
             hit = cache.get(j.key)
             if hit is not None:
@@ -143,14 +166,18 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
         load_hardware()
         ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
         pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx)
-        futs = {pool.submit(_solve_one, j.query.model_dump_json()): j for j in todo}
+        futs = {(pool.submit(_solve_fleet_one, j.query) if not isinstance(j.query, Query) else
+                 pool.submit(_solve_one, j.query.model_dump_json())): j for j in todo}
     try:
         with _progress(progress and bool(todo)) as bar:
             task = bar.add_task(f"{len(work)} question(s), {len(work) - len(todo)} cached", total=len(work),
                                 completed=len(work) - len(todo))
 
             def finish(j: _Job, res: str | None, err: str | None) -> None:
-                if res is not None:
+                if res is not None and _is_fleet(j):
+                    from optimizer.fleet.solve import FleetResult
+                    j.result = FleetResult.model_validate_json(res)
+                elif res is not None:
                     j.result = CheapestResult.model_validate_json(res)
                     if use_cache:
                         cache.put(j.key, j.result)
@@ -160,7 +187,8 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
 
             if pool is None:
                 for j in todo:
-                    finish(j, *_solve_one(j.query.model_dump_json()))
+                    finish(j, *(_solve_one(j.query.model_dump_json()) if isinstance(j.query, Query)
+                                else _solve_fleet_one(j.query)))
             for fut in as_completed(futs):
                 try:
                     res, err = fut.result()
@@ -179,6 +207,11 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
             errors.append(f"{j.file}: {j.question}: {j.error}")
             rows[j.index] = Row(scenario=j.scenario, file=j.file, question=j.question, model=j.query.model,
                                 status="ERROR", objective=j.query.objective, note=j.error)
+            continue
+        if not isinstance(j.result, CheapestResult):  # a fleet: <question>.fleet.json and its summary row
+            from optimizer.scenarios.report import row_from_fleet
+            write_file(under(out, folder / f"{j.question}.fleet.json"), j.result.model_dump_json(indent=2) + "\n")
+            rows[j.index] = row_from_fleet(j.scenario, j.file, j.question, j.result)
             continue
         row = row_from_result(j.scenario, j.file, j.question, j.result, j.cached)
         write_file(under(out, folder / f"{j.question}.result.json"), j.result.model_dump_json(indent=2) + "\n")

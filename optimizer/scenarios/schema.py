@@ -152,6 +152,10 @@ class QuestionFields(_Strict):
                                                                    "`concurrency` requests in flight)")
     prefix_hit: Number | None = Field(None, ge=0, lt=1, description="workload: share of prompt tokens served from "
                                                                     "the prefix cache")
+    tpot_s: Number | None = Field(None, gt=0, le=1e6, description="SLA form: time per output token, seconds; with "
+                                  "isl, osl, rate_rps and ttft_s the answer is the cheapest fleet (rigopt fleet)")
+    percentile: Number | None = Field(None, ge=50, le=99.9, description="SLA form: ttft_s holds at this "
+                                      "percentile (default 90)")
     spec: Literal["off", "auto", "on"] | None = Field(None, description="speculative decoding with the model "
                                                                         "card's MTP/EAGLE-3 setup (default off)")
     headline_min_bits: Number | None = Field(None, ge=0, le=32, description="the headline plan is the cheapest "
@@ -211,6 +215,22 @@ def merged(defaults: QuestionFields, q: Question) -> dict[str, Any]:
     if "context" not in out and isinstance(out.get("isl"), int) and isinstance(out.get("osl"), int):
         out["context"] = out["isl"] + out["osl"]  # a workload's longest sequence, as `rigopt cheapest` does
     return out
+
+
+FLEET_KEYS = ("model", "isl", "osl", "rate_rps", "ttft_s", "tpot_s", "tok_s", "percentile", "objective", "gpus",
+              "engines", "quants", "time_limit_s")
+# set by `defaults`/BATCH_DEFAULTS or derived (context from isl + osl): not the question's own choice
+FLEET_IGNORED = ("context", "workers")
+
+
+def sla_fields(fields: dict[str, Any]):
+    """The SLA-form view of merged fields (optimizer/fleet/sla.py decides whether it is a fleet question)."""
+    from optimizer.fleet.sla import SlaFields
+    kw = {k: fields[k] for k in FLEET_KEYS if k in fields}
+    for k in ("gpus", "engines", "quants"):
+        if k in kw:
+            kw[k] = tuple(kw[k])
+    return SlaFields(**kw)
 
 
 def to_query_kwargs(fields: dict[str, Any]) -> dict[str, Any]:
