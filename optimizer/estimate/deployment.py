@@ -453,6 +453,9 @@ class Evaluator:
         self.n_moe = len(d.model.spec.moe_layers)
         self._speed: dict[int, SpeedEstimate] = {}
         self._curve: _StepCurve | None = None
+        self._phys: tuple[Links, ExpertTiers, Device, float, int] | None = None
+        self._dec: Callable[[int, int], SpeedEstimate] | None = None
+        self._free: tuple[PrefillEstimate, PrefillEstimate | None, int] | None = None
 
     def sibling(self, wl: Workload) -> Evaluator:
         """The same deployment with another workload: memory does not depend on the workload (only on context
@@ -464,15 +467,24 @@ class Evaluator:
             raise ValueError("Evaluator.sibling needs a deployment with a workload")
         ev = Evaluator.__new__(Evaluator)
         ev.d, ev.parts, ev.n_moe, ev._curve = replace(self.d, workload=wl), self.parts, self.n_moe, None
-        ev._speed = self._speed if wl.decode_context == base.decode_context else {}
+        if wl.decode_context == base.decode_context:  # the same decode physics: share the curve and its memo
+            ev._speed, ev._phys, ev._dec = self._speed, self._physics, self._decode
+        else:
+            ev._speed, ev._phys, ev._dec = {}, None, None
+        ev._free = None
         return ev
 
     @property
     def memory(self) -> DeviceMemory:
         return self.parts.memory
 
-    @cached_property
+    @property
     def _physics(self) -> tuple[Links, ExpertTiers, Device, float, int]:
+        if self._phys is None:
+            self._phys = self._compute_physics()
+        return self._phys
+
+    def _compute_physics(self) -> tuple[Links, ExpertTiers, Device, float, int]:
         d, spec, acc = self.d, self.d.model.spec, self.d.hardware.accelerator
         scheme = self.parts.scheme
         links = links_for(d.hardware, d.parallel)
@@ -482,8 +494,13 @@ class Evaluator:
         ctx_dec = d.decode_context or (wl.decode_context if wl else d.context)
         return links, _tiers(d, self.n_moe), device_of(acc), bits, ctx_dec
 
-    @cached_property
+    @property
     def _decode(self) -> Callable[[int, int], SpeedEstimate]:
+        if self._dec is None:
+            self._dec = self._compute_decode()
+        return self._dec
+
+    def _compute_decode(self) -> Callable[[int, int], SpeedEstimate]:
         d, spec, w, kv = self.d, self.d.model.spec, self.parts.weights, self.parts.kv
         links, tiers, dev, bits, ctx_dec = self._physics
         return decode_curve(spec, w, kv, dev, par=d.parallel, context=ctx_dec, links=links, tiers=tiers,
@@ -519,27 +536,31 @@ class Evaluator:
         return prefill_time(spec, w, dev, par=d.parallel, prompt_tokens=prompt, links=links, tiers=tiers,
                             compute_bits=bits, engine=d.engine, chunk_tokens=self.parts.settings.max_num_batched_tokens)
 
-    @cached_property
-    def _rate_free(self) -> tuple[SpeedEstimate, PrefillEstimate, PrefillEstimate | None, int]:
-        """(decode at `concurrency`, prefill of the TTFT prompt, prefill of the workload's prompt, admitted)."""
+    @property
+    def _rate_free(self) -> tuple[PrefillEstimate, PrefillEstimate | None, int]:
+        """(prefill of the TTFT prompt, prefill of the workload's prompt, admitted sequences per replica)."""
+        if self._free is None:
+            self._free = self._compute_rate_free()
+        return self._free
+
+    def _compute_rate_free(self) -> tuple[PrefillEstimate, PrefillEstimate | None, int]:
         d, kv, mem, par = self.d, self.parts.kv, self.parts.memory, self.d.parallel
         wl = d.workload
-        decode = self.token_speed(d.concurrency)
         prompt = d.prompt_tokens or (wl.prefill_tokens if wl else d.context)
         pf = self._prefill(prompt)
         if wl is None:
-            return decode, pf, None, 0
+            return pf, None, 0
         kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
         admitted = min(self.parts.settings.max_num_seqs, int(kv_avail // (kv.bytes_at(wl.max_len) / par.pp))
                        if kv_avail > 0 else 0)
         wpf = pf if wl.prefill_tokens == prompt else self._prefill(wl.prefill_tokens)
         self._curve = _StepCurve(lambda b: self.token_speed(b).step_time_s, par.dp, admitted)
-        return decode, pf, wpf, admitted
+        return pf, wpf, admitted
 
     @property
     def workload_prefill(self) -> PrefillEstimate:
         """One prompt of the workload's (prefix-missed) length: `serve()`'s single-prompt TTFT and engine work."""
-        wpf = self._rate_free[2]
+        wpf = self._rate_free[1]
         if wpf is None:
             raise ValueError("Evaluator.workload_prefill needs a deployment with a workload")
         return wpf
@@ -547,7 +568,7 @@ class Evaluator:
     @property
     def admitted_per_replica(self) -> int:
         """Sequences of the workload's full length one DP replica's KV pool (and engine cap) admits."""
-        return self._rate_free[3]
+        return self._rate_free[2]
 
     def step_time(self, n: float) -> float:
         """`serve()`'s decode time per token at `n` sequences per DP replica (the same memoised curve)."""
@@ -570,7 +591,8 @@ class Evaluator:
                                         self.parts.memory)
         n_moe = self.n_moe
         notes: list[str] = []
-        decode, pf, wpf, admitted = self._rate_free
+        pf, wpf, admitted = self._rate_free
+        decode = self.token_speed(d.concurrency)
         links = self._physics[0]
         serving = None
         if wl is not None:

@@ -113,7 +113,7 @@ def _rho_within(wait_s: float, service_s: float, p: float) -> float:
     if wait_quantile(1.0 - p, service_s, p) > wait_s:  # pragma: no cover - the quantile is 0 up to rho = 1 - p
         return 1.0 - p
     lo, hi = 1.0 - p, 1.0
-    for _ in range(40):
+    for _ in range(30):  # to 1e-9 of rho: the bound is the upper end
         mid = (lo + hi) / 2
         if wait_quantile(mid, service_s, p) <= wait_s:
             lo = mid
@@ -252,7 +252,8 @@ class Replica:
             return 0.0
         s, dp = self.sla, self.cfg.par.dp
         osl = 1 if role == "prefill" else s.osl
-        t1, w, s1 = pf.ttft_s, max(pf.work_s, 1e-12), ev.step_time(1.0)
+        t1, w = pf.ttft_s, max(pf.work_s, 1e-12)
+        s1 = ev.step_time(1.0) if role != "prefill" else 0.0  # prefill: one output token, the step left out
         caps = [1.0 / w, adm / (t1 + osl * s1)]  # rho < 1; Little's law on the admitted sequences
         if role != "prefill":  # TPOT
             if s1 > s.tpot_s:

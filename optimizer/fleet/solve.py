@@ -609,7 +609,9 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
         if not new:
             if final:
                 break
-            final = True  # the cheapest cost is settled: one more solve with the tie-breaks
+            # the cheapest cost is settled (a fleet of exact rows): one more solve with the tie-breaks, over the
+            # rows whose cost bound does not exceed it (every optimal fleet's rows)
+            final, ub = True, min(ub, sol.cost)
             continue
         refine(new)
         refine(best_of_groups(REFINE_MORE, exact | drop))
