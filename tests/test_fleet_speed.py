@@ -109,3 +109,20 @@ def test_cost_bound_by_hand():
     rows = [M.Row("aggregated", 1000, 30, 8, None), M.Row("aggregated", 400, 11, 1, None),
             M.Row("aggregated", 100, 29, 1, None)]
     assert _cost_bound_drop(rows, {0}, 1000, False) == {2}
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_dropping_duplicate_rows_changes_no_answer(seed):
+    from optimizer.fleet.solve import _duplicates
+
+    rng = random.Random(seed)
+    rows = _rows(rng)
+    rows += [rows[rng.randrange(len(rows))] for _ in range(3)]  # exact copies, later in the table
+    rate = rng.randint(500, 3000)
+    drop = _duplicates(rows, set())
+    assert all(any(rows[k] == rows[i] for k in range(i)) for i in drop)  # only later copies go
+    full = M.solve(rows, rate, 2, time_limit_s=5)
+    cut = M.solve(_without(rows, drop), rate, 2, time_limit_s=5)
+    assert (full is None) == (cut is None)
+    if full is not None:
+        assert (full.cost, full.gpus, full.counts) == (cut.cost, cut.gpus, cut.counts)

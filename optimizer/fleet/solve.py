@@ -499,6 +499,22 @@ def _dominated(rows: list[M.Row], exact: set[int], skip: frozenset[int] | set[in
     return out
 
 
+def _duplicates(rows: list[M.Row], skip: set[int]) -> set[int]:
+    """Rows equal to an earlier row in everything CP-SAT sees (role, capacity, cost, GPUs, link class): a fleet
+    using one can use the earlier one instead, with no more types, and the tie-break prefers the earlier row
+    anyway, so dropping the later ones changes no answer."""
+    seen: set[tuple] = set()
+    out: set[int] = set()
+    for i, r in enumerate(rows):
+        if r.cap <= 0 or i in skip:
+            continue
+        k = (r.role, r.cap, r.cost, r.gpus, r.link_class)
+        if k in seen:
+            out.add(i)
+        seen.add(k)
+    return out
+
+
 def _cost_bound_drop(
     rows: list[M.Row], exact: set[int], rate: int, allow_disagg: bool, ub: float = math.inf
 ) -> set[int]:
@@ -600,6 +616,7 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
     for _ in range(200):  # stage 2: every row the bounds keep
         drop = _cost_bound_drop(rows, exact, rate, q.disagg, ub)
         drop |= _dominated(rows, exact, drop)
+        drop |= _duplicates(rows, drop)
         table = masked(set(range(len(rows))) - drop)
         sol = run(table, hint, final)
         if sol is None:
