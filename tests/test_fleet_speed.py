@@ -126,3 +126,17 @@ def test_dropping_duplicate_rows_changes_no_answer(seed):
     assert (full is None) == (cut is None)
     if full is not None:
         assert (full.cost, full.gpus, full.counts) == (cut.cost, cut.gpus, cut.counts)
+
+
+def test_affordable_cut_changes_no_fleet(monkeypatch):
+    """Candidates dearer than a fleet found among the cheaper half are skipped: the same fleet as searching all."""
+    import optimizer.fleet.solve as S
+    from optimizer.fleet import FleetQuery, solve_fleet
+
+    q = FleetQuery("qwen3-8b", 2000, 200, 30.0, 0.5, 0.03, objective="capex", compare_other=False)
+    cut = solve_fleet(q)
+    monkeypatch.setattr(S, "AFFORDABLE_MIN", 10**9)  # search every candidate
+    whole = solve_fleet(q)
+    assert cut.candidates == whole.candidates >= 40
+    assert cut.rows < whole.rows  # the cut did skip candidates
+    assert cut.fleet is not None and cut.fleet.model_dump() == whole.fleet.model_dump()

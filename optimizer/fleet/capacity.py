@@ -32,7 +32,6 @@ from optimizer.errors import InputError
 from optimizer.estimate.deployment import Deployment, Evaluation, Evaluator, Hardware
 from optimizer.layout import Parallel
 from optimizer.estimate.serving import Workload
-from optimizer.topology_links import plan_links
 
 REL_TOL = 0.006  # log bisection until the bracket is within 0.6%; the answer is its feasible end (conservative)
 PROBE_FRACTIONS = (1.0, 0.7, 0.35, 0.05, 1e-3, 1e-6)  # of the rate-free bound; the first feasible starts the bracket
@@ -140,9 +139,9 @@ class Replica:
         c = self.cfg
         hw = load_hardware()
         node = hw.nodes[c.node]
-        hard = Hardware(
-            hw.accelerators[c.accelerator], node, c.n_nodes, c.gpus_per_node, links=plan_links(node, c.n_nodes, c.par)
-        )
+        # links=None: evaluate() asks the node's topology graph (`plan_links(node, n_nodes, layout)`) when it first
+        # needs them, so a candidate that is only checked for memory never builds its node's graph
+        hard = Hardware(hw.accelerators[c.accelerator], node, c.n_nodes, c.gpus_per_node, links=None)
         return Deployment(
             model=self.model,
             quant=c.quant,

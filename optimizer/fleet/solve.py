@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, ConfigDict
 
@@ -185,6 +185,7 @@ class _Cand:
     offer: Offer
     rep: Replica
     n_nodes: int
+    pos: int = 0  # place in the whole candidate list (the tie-break rank of its rows)
 
     @property
     def cfg(self) -> Config:
@@ -228,7 +229,7 @@ class Search:
                             if rep is None:
                                 rep = self.replicas[cfg] = Replica(self.m, cfg, self.sla)
                             if rep.fits():
-                                out.append(_Cand(off, rep, n_nodes))
+                                out.append(_Cand(off, rep, n_nodes, len(out)))
         return out
 
 
@@ -245,16 +246,28 @@ class _Spec:
     link_class: int | None
     transfer_s: float | None = None
     budget_s: float | None = None
+    order: int = 0  # tie-break rank: role, then the candidate's place in the whole list, then the link class
 
     def capacity(self, exact: bool) -> float:
         rep = self.cand.rep
         return rep.capacity(self.role, self.budget_s) if exact else rep.optimistic(self.role, self.budget_s)
 
 
-def _specs(cands: list[_Cand], q: FleetQuery, sla: SLA, classes: list[float], objective: str) -> list[_Spec]:
-    out: list[_Spec] = [_Spec("aggregated", c, None) for c in cands]
+def _specs(
+    cands: list[_Cand], q: FleetQuery, sla: SLA, classes: list[float], objective: str, ranks: list[float] | None = None
+) -> list[_Spec]:
+    """The rows to price; `ranks`: the link classes of the whole candidate list, for a tie-break rank that does not
+    depend on which candidates are searched."""
+    all_bw = ranks or classes
+
+    def order(role: int, c: _Cand, b: int | None) -> int:
+        return role * 10**8 + c.pos * 100 + (0 if b is None else all_bw.index(classes[b]) + 1)
+
+    out: list[_Spec] = [_Spec("aggregated", c, None, order=order(0, c, None)) for c in cands]
     if q.disagg:
-        out += [_Spec("decode", c, classes.index(c.offer.kv_link_bw)) for c in cands]
+        for c in cands:
+            b = classes.index(c.offer.kv_link_bw)
+            out.append(_Spec("decode", c, b, order=order(1, c, b)))
         for c in cands:
             if c.rep.optimistic("prefill", sla.ttft_s) <= 0:
                 continue  # cannot prefill within the TTFT even with a free link
@@ -264,7 +277,7 @@ def _specs(cands: list[_Cand], q: FleetQuery, sla: SLA, classes: list[float], ob
                 t = kv_transfer_s(kvb, min(bw, c.offer.kv_link_bw), c.offer.kv_link_latency_s)
                 budget = c.rep.budget_floor(sla.ttft_s - t - sla.tpot_s)
                 if budget > 0:  # the slowest class with the same (floored) budget allows the most decode pools
-                    by_budget[budget] = _Spec("prefill", c, b, t, budget)
+                    by_budget[budget] = _Spec("prefill", c, b, t, budget, order=order(2, c, b))
             out.extend(by_budget.values())
     # the same configuration, role, link class and budget at a higher price never helps: keep the cheapest
     best: dict = {}
@@ -278,7 +291,9 @@ def _specs(cands: list[_Cand], q: FleetQuery, sla: SLA, classes: list[float], ob
 def _row(sp: _Spec, objective: str, exact: bool) -> M.Row:
     cap = sp.capacity(exact)
     cost = max(1, round(sp.cand.cost(objective) * M.COST_SCALE[objective]))
-    return M.Row(sp.role, int(cap * M.RATE_SCALE), cost, sp.cand.cfg.gpus, sp.link_class, (sp.cand, sp.transfer_s))
+    return M.Row(
+        sp.role, int(cap * M.RATE_SCALE), cost, sp.cand.cfg.gpus, sp.link_class, (sp.cand, sp.transfer_s), sp.order
+    )
 
 
 def _hint(rows: list[M.Row], rate: int) -> dict[int, int]:
@@ -488,7 +503,7 @@ def _dominated(rows: list[M.Row], exact: set[int], skip: frozenset[int] | set[in
             x = rows[k]
             if k == i or x.cost > r.cost or x.gpus > r.gpus or x.cap < r.cap:
                 continue
-            if (x.cost, x.gpus, -x.cap, k) >= (r.cost, r.gpus, -r.cap, i):
+            if (x.cost, x.gpus, -x.cap, x.rank(k)) >= (r.cost, r.gpus, -r.cap, r.rank(i)):
                 continue  # equal rows: keep the first, so two equal rows never remove each other
             if r.role == "decode" and (x.link_class or 0) > (r.link_class or 0):
                 continue
@@ -505,7 +520,8 @@ def _duplicates(rows: list[M.Row], skip: set[int]) -> set[int]:
     anyway, so dropping the later ones changes no answer."""
     seen: set[tuple] = set()
     out: set[int] = set()
-    for i, r in enumerate(rows):
+    for i in sorted(range(len(rows)), key=lambda i: rows[i].rank(i)):
+        r = rows[i]
         if r.cap <= 0 or i in skip:
             continue
         k = (r.role, r.cap, r.cost, r.gpus, r.link_class)
@@ -513,6 +529,45 @@ def _duplicates(rows: list[M.Row], skip: set[int]) -> set[int]:
             out.add(i)
         seen.add(k)
     return out
+
+
+def _upper_bound(rows: list[M.Row], exact: set[int], rate: int, allow_disagg: bool) -> float:
+    """The cost of the cheapest fleet made of one exact aggregated row, or of one exact prefill and one
+    link-compatible exact decode row (inf when there is none): a real fleet, so the optimum costs no more."""
+    ub = math.inf
+    ex = sorted(i for i in exact if rows[i].cap > 0 and (allow_disagg or rows[i].role == "aggregated"))
+    for i in ex:
+        if rows[i].role == "aggregated":
+            ub = min(ub, -(-rate // rows[i].cap) * rows[i].cost)
+    pre = [i for i in ex if rows[i].role == "prefill"]
+    for k in ex:
+        if rows[k].role != "decode" or not pre:
+            continue
+        dc = -(-rate // rows[k].cap) * rows[k].cost
+        for i in pre:
+            if (rows[i].link_class or 0) >= (rows[k].link_class or 0):
+                ub = min(ub, dc + -(-rate // rows[i].cap) * rows[i].cost)
+    return ub
+
+
+AFFORDABLE_MIN = 40  # candidate lists shorter than this are searched whole
+
+
+def _affordable(cands: list[_Cand], q: FleetQuery, sla: SLA, objective: str, rate: int) -> list[_Cand]:
+    """The candidates whose one replica costs no more than a fleet found among the cheaper half of them (every
+    row of a fleet costs at least its replica, so a dearer one is in no optimal fleet). The cheaper half gets its
+    bounds and the best rows their exact capacity (memoised, reused by the search), its upper bound (`_upper_bound`)
+    prices the cut; the order of the candidates kept is unchanged (the same tie-breaks). Dearer candidates never
+    ask the physics, nor the topology graph of their node."""
+    if len(cands) < AFFORDABLE_MIN:
+        return cands
+    half = sorted(cands, key=lambda c: c.cost(objective))[: len(cands) // 2]
+    specs = _specs(half, q, sla, _link_classes(half), objective, _link_classes(cands))
+    rows = [_row(sp, objective, False) for sp in specs]
+    ub = _upper_bound(rows, _refine_best(specs, rows, objective, q.disagg, rate), rate, q.disagg)
+    if not math.isfinite(ub):
+        return cands
+    return [c for c in cands if max(1, round(c.cost(objective) * M.COST_SCALE[objective])) <= ub]
 
 
 def _cost_bound_drop(
@@ -526,19 +581,7 @@ def _cost_bound_drop(
     role): LB_i = c_i + max((R - cap_i)+ rho*, [c of the cheapest other-role row]). Rows with LB_i > UB go.
     `ub`: the cost of a fleet already found with exact rows only (a tighter UB)."""
     live = [i for i, r in enumerate(rows) if r.cap > 0 and (allow_disagg or r.role == "aggregated")]
-    alive = set(live)
-    ex = sorted(i for i in exact if i in alive)
-    for i in ex:
-        if rows[i].role == "aggregated":
-            ub = min(ub, -(-rate // rows[i].cap) * rows[i].cost)
-    pre = [i for i in ex if rows[i].role == "prefill"]
-    for k in ex:
-        if rows[k].role != "decode" or not pre:
-            continue
-        dc = -(-rate // rows[k].cap) * rows[k].cost
-        for i in pre:
-            if (rows[i].link_class or 0) >= (rows[k].link_class or 0):
-                ub = min(ub, dc + -(-rate // rows[i].cap) * rows[i].cost)
+    ub = min(ub, _upper_bound(rows, exact, rate, allow_disagg))
     if not math.isfinite(ub):
         return set()
     ratio = {role: math.inf for role in ("aggregated", "prefill", "decode")}
@@ -566,10 +609,11 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
     real fleet, whose cost is the UB of the cost-bound pruning of stage 2 (all rows). Rows dominated by an exact
     row (`_dominated`) or whose cost lower bound exceeds the UB (`_cost_bound_drop`) are dropped."""
     q = s.q
-    cands = s.candidates(objective)
-    classes = _link_classes(cands)
-    specs = _specs(cands, q, s.sla, classes, objective)
     rate = M.scaled_rate(q.rate_rps)
+    every = s.candidates(objective)
+    cands = _affordable(every, q, s.sla, objective, rate)
+    classes = _link_classes(cands)
+    specs = _specs(cands, q, s.sla, classes, objective, _link_classes(every))
     rows = [_row(sp, objective, False) for sp in specs]
     groups: dict = {}
     for i, r in enumerate(rows):
@@ -592,7 +636,7 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
         return out
 
     def masked(keep) -> list[M.Row]:
-        return [r if i in keep else M.Row(r.role, 0, r.cost, r.gpus, r.link_class, r.ref) for i, r in enumerate(rows)]
+        return [r if i in keep else replace(r, cap=0) for i, r in enumerate(rows)]
 
     def run(table: list[M.Row], hint: dict[int, int], final: bool) -> M.Solution | None:
         return M.solve(table, rate, len(classes), allow_disagg=q.disagg, max_types=q.max_types,
@@ -634,8 +678,8 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
         refine(best_of_groups(REFINE_MORE, exact | drop))
     solve_s += time.perf_counter() - t
     if sol is None:
-        return None, len(cands), len(specs), solve_s
-    return _fleet(sol, table, q, objective), len(cands), len(specs), solve_s
+        return None, len(every), len(specs), solve_s
+    return _fleet(sol, table, q, objective), len(every), len(specs), solve_s
 
 
 def _input_share_usd_h(f: Fleet, key: str) -> float:
