@@ -28,6 +28,7 @@ PYEOF
 }
 VLLM_VERSION="$(version VLLM_VERSION)"
 SGLANG_VERSION="$(version SGLANG_VERSION)"
+SGLANG_ROUTER_VERSION="$(version SGLANG_ROUTER_VERSION)"
 LLAMA_CPP_PYTHON_VERSION="$(version LLAMA_CPP_PYTHON_VERSION)"
 LLAMACPP_COMMIT="$(version LLAMACPP_COMMIT)"
 echo "engines: vllm==$VLLM_VERSION sglang==$SGLANG_VERSION llama.cpp $LLAMACPP_COMMIT (llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION sdist)"
@@ -54,8 +55,8 @@ venv_with "$B/vllm" "vllm==$VLLM_VERSION"
 "$B/vllm/bin/python" -c "import vllm, torch, ray; print('vllm', vllm.__version__, 'torch', torch.__version__, 'ray', ray.__version__)"
 
 step "SGLang $SGLANG_VERSION venv"
-venv_with "$B/sglang" "sglang==$SGLANG_VERSION"
-"$B/sglang/bin/python" -c "import importlib.metadata as m; print('sglang', m.version('sglang'))"
+venv_with "$B/sglang" "sglang==$SGLANG_VERSION" "sglang-router==$SGLANG_ROUTER_VERSION"  # the PD/replica router
+"$B/sglang/bin/python" -c "import importlib.metadata as m; print('sglang', m.version('sglang'), 'sglang-router', m.version('sglang-router'))"
 
 step "llama-server from llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION (vendored llama.cpp $LLAMACPP_COMMIT)"
 LLAMA_SERVER="$B/llama.cpp/build/bin/llama-server"

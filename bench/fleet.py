@@ -1,6 +1,6 @@
 """Serving fleets: rigopt's cheapest fleet for SLA questions, beside AIConfigurator 0.12 when it is installed.
 
-    python bench/fleet.py [--aic PATH_TO_aiconfigurator] [--skip-aic]
+    python bench/fleet.py [--aic PATH_TO_aiconfigurator] [--skip-aic] [--aic-record F | --aic-recorded F]
 
 AIConfigurator is not a dependency of rigopt: install it in its own venv, e.g.
     python3 -m venv /tmp/aic-venv && /tmp/aic-venv/bin/pip install aiconfigurator==0.12.0
@@ -14,11 +14,17 @@ and the bench finds /tmp/aic-venv/bin/aiconfigurator (or pass --aic, or put it o
 2. A fleet for 10,000+ GPUs: DeepSeek-V4-Pro, 1M-token context (1,000,000 in / 4,000 out), 200 req/s, TTFT p90
    60 s, TPOT 100 ms, on H200 and B200, both objectives (target: under 10 s).
 3. DeepSeek-V4-Flash FP8 on H200 with SGLang, 8K in / 1K out, concurrency 8: four GPUs where memory allows it.
+4. The first question as a fresh `rigopt cheapest` process (SLA form), wall time.
+
+--aic-record F appends each live AIConfigurator result (dated) to F; --aic-recorded F reuses such a file instead of
+running AIConfigurator, and the table says so with the recording dates.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import re
 import shutil
@@ -131,13 +137,38 @@ def usd_per_m(res) -> str:
     return f"${m.usd_per_m_blended:.4f}" if m and m.usd_per_m_blended is not None else "n/a"
 
 
-def section_questions(aic: str | None) -> None:
+def load_recorded(path: str) -> dict[str, dict]:
+    """AIConfigurator results recorded by an earlier `--aic-record` run (one JSON object per question)."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            d = json.loads(line)
+            out[d["name"]] = d
+    return out
+
+
+def section_questions(aic: str | None, recorded: dict[str, dict] | None, record: str | None) -> None:
     print("## 1. SLA questions (AIConfigurator: 8 GPUs of one system; rigopt: that rate, cheapest fleet)\n")
-    if aic is None:
+    if recorded is not None:
+        dates = sorted({d.get("date", "?")[:16] for d in recorded.values()})
+        print(
+            f"AIConfigurator columns RECORDED by an earlier run of this bench ({', '.join(dates)} UTC), not run "
+            "now: its wall times are from that run's machine load, the rigopt times from this one.\n"
+        )
+    elif aic is None:
         print(
             "AIConfigurator not found (pip install aiconfigurator==0.12.0 in its own venv, or --aic PATH): "
             "its columns are empty and each question uses a fixed rate.\n"
         )
+    t = time.perf_counter()
+    from optimizer.catalog.hardware import load_hardware
+
+    load_hardware()
+    print(
+        f"rigopt's catalogue loaded in {time.perf_counter() - t:.2f} s (once per process, before the table; the "
+        "first question also builds the topology graphs of every node type).\n"
+    )
+    ratios: list[tuple[str, float, float]] = []
     hdr = (
         "question",
         "rate req/s",
@@ -160,11 +191,16 @@ def section_questions(aic: str | None) -> None:
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for name, model, system, gpu, engine, isl, osl, ttft, tpot, rate0 in QUESTIONS:
-        a = (
-            run_aic(aic, model, system, engine, isl, osl, ttft, tpot)
-            if aic
-            else {"ok": False, "error": "not installed"}
-        )
+        if recorded is not None:
+            a = recorded.get(name, {"ok": False, "error": "not recorded"})
+        elif aic:
+            a = run_aic(aic, model, system, engine, isl, osl, ttft, tpot)
+            if record:
+                with open(record, "a") as fh:
+                    fh.write(json.dumps({**a, "name": name, "date": datetime.datetime.now(datetime.UTC).isoformat(),
+                                         "aiconfigurator": "0.12.0"}) + "\n")
+        else:
+            a = {"ok": False, "error": "not installed"}
         rate = a["rate"] if a.get("ok") else rate0
         t = time.perf_counter()
         r = solve_fleet(
@@ -193,9 +229,10 @@ def section_questions(aic: str | None) -> None:
                 f"{a['ttft_ms'] / 1000:.3f}",
                 f"{a['tpot_ms']:.1f}",
                 f"{a['per_gpu']:,.0f}",
-                f"{a['wall_s']:.1f}",
+                f"{a['wall_s']:.1f}" + (" (rec.)" if recorded is not None else ""),
                 f"{a['wall_s'] / t_sys:.0f}x (catalogue {a['wall_s'] / t_all:.0f}x)",
             ]
+            ratios.append((name, a["wall_s"] / t_sys, a["wall_s"] / t_all))
         else:
             aic_cols = [a.get("error", "")[:60], "", "", "", "", f"{a.get('wall_s', 0):.1f}" if aic else "", ""]
         if f is None:
@@ -228,6 +265,14 @@ def section_questions(aic: str | None) -> None:
             cols[3] += f" (catalogue: {whole.fleet.gpus}x, {fleet_summary(whole.fleet)}, ${whole.fleet.capex_usd:,.0f})"
         print("| " + " | ".join(cols + aic_cols) + " |", flush=True)
     print()
+    if ratios:
+        whole = sorted(r[2] for r in ratios)
+        one = sorted(r[1] for r in ratios)
+        print(
+            f"AIConfigurator wall time / rigopt's: whole catalogue {whole[0]:.0f}x to {whole[-1]:.0f}x (median "
+            f"{whole[len(whole) // 2]:.0f}x; the >= 50x target met for {sum(1 for x in whole if x >= 50)} of "
+            f"{len(whole)} questions); one system {one[0]:.0f}x to {one[-1]:.0f}x.\n"
+        )
 
 
 def section_large() -> None:
@@ -312,15 +357,33 @@ def section_four_gpu() -> None:
     )
 
 
+def section_cli() -> None:
+    """The first question as a user runs it: `rigopt cheapest` in the SLA form, a fresh process (interpreter,
+    imports, catalogue, topology graphs and the whole-catalogue search)."""
+    name, model, _, _, _, isl, osl, ttft, tpot, rate = QUESTIONS[0]
+    cmd = [sys.executable, "-m", "optimizer", "cheapest", model, "--isl", str(isl), "--osl", str(osl),
+           "--rate", str(rate), "--ttft", str(ttft), "--tpot", str(tpot), "--json"]
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    wall = time.perf_counter() - t
+    gpus = json.loads(p.stdout)["fleet"]["gpus"] if p.returncode == 0 else f"exit {p.returncode}"
+    print("## 4. One question as a fresh process\n")
+    print(f"  {' '.join(cmd[1:])}: {wall:.2f} s wall ({gpus} GPUs)\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--aic", help="path to the aiconfigurator executable")
     ap.add_argument("--skip-aic", action="store_true")
+    ap.add_argument("--aic-record", help="append each AIConfigurator result (JSON lines, dated) to this file")
+    ap.add_argument("--aic-recorded", help="use AIConfigurator results recorded by an earlier --aic-record run")
     a = ap.parse_args()
-    aic = None if a.skip_aic else find_aic(a.aic)
-    section_questions(aic)
+    aic = None if a.skip_aic or a.aic_recorded else find_aic(a.aic)
+    recorded = load_recorded(a.aic_recorded) if a.aic_recorded else None
+    section_questions(aic, recorded, a.aic_record)
     section_large()
     section_four_gpu()
+    section_cli()
 
 
 if __name__ == "__main__":

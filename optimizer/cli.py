@@ -226,8 +226,11 @@ def cheapest(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.cheapest/1)")] = False,
     profile: Annotated[Optional[str], typer.Option("--profile", help=PROFILE_HELP)] = None,
     no_profile: Annotated[bool, typer.Option("--no-profile", help="Ignore the calibration profile")] = False,
+    tpot: Annotated[Optional[float], typer.Option("--tpot", help="SLA form: time per output token, seconds; with --isl/--osl/--rate/--ttft the answer is the cheapest fleet (rigopt fleet)")] = None,
+    percentile: Annotated[Optional[float], typer.Option("--percentile", help="SLA form: --ttft holds at this percentile (50-99.9, default 90)")] = None,
 ) -> None:
-    """Cheapest hardware + quantization + parallelism that meets the targets (CP-SAT, proven optimal)."""
+    """Cheapest hardware + quantization + parallelism that meets the targets (CP-SAT, proven optimal). With SLAs
+    (--tpot or --percentile, or --rate with --ttft and --tok-s): the cheapest serving fleet, as `rigopt fleet`."""
     from pathlib import Path
 
     from optimizer.errors import InputError
@@ -253,6 +256,18 @@ def cheapest(
     if rate is not None and isl is None:
         raise InputError("--rate needs a workload: give --isl and --osl")
     wl_isl, wl_osl = (_tokens(isl), _tokens(osl)) if isl is not None and osl is not None else (None, None)
+    from optimizer.fleet.sla import SlaFields, wants_fleet
+    sla = SlaFields(model=model, isl=wl_isl, osl=wl_osl, rate_rps=rate, ttft_s=ttft, tpot_s=tpot, tok_s=tok_s,
+                    percentile=percentile, objective=objective, gpus=tuple(csv(gpus)) if gpus else None,
+                    engines=tuple(csv(engine)) if engine else None, quants=tuple(csv(quant)) if quant else None,
+                    time_limit_s=time_limit)
+    if wants_fleet(sla):
+        extra = {"--owned": owned, "--plot": plot, "--export": export_engine, "--loads": loads,
+                 "--context": context, "--prompt": prompt, "--max-budget": max_budget, "--tier": tier,
+                 "--min-bits": min_bits, "--kv-dtype": kv_dtype, "--spec": None if spec == "off" else spec,
+                 "--prefix-hit": prefix_hit or None}
+        _cheapest_fleet(sla, [k for k, v in extra.items() if v is not None], out, as_json)
+        return
     owned = _local_owned(owned, as_json)
     if owned and _mixed_inventory(owned):
         # cards of several types (or several boxes): the per-device assignment model plans them (`rigopt mixed`)
@@ -590,6 +605,24 @@ def fleet(
                    api_price=ApiPrice.parse(api_price) if api_price else None, amortize_months=months,
                    usd_per_kwh=kwh)
     res = solve_fleet(q)
+    if out and res.fleet is not None:
+        from optimizer.export.fleet import export_fleet
+        export_fleet(res, out)
+    _out(res, as_json, render_fleet)
+    if res.fleet is None:
+        raise typer.Exit(3)
+def _cheapest_fleet(sla, unsupported: list[str], out: str | None, as_json: bool) -> None:
+    """`rigopt cheapest` in the SLA form: the fleet solver's answer (optimizer/fleet/sla.py decides the form)."""
+    from optimizer.errors import InputError
+    from optimizer.fleet import solve_fleet
+    from optimizer.fleet.report import render_fleet
+    from optimizer.fleet.sla import fleet_query
+    if unsupported:
+        raise InputError(f"{', '.join(unsupported)} do(es) not apply to the SLA form (the cheapest fleet for a "
+                         "request rate): drop them, or ask without --tpot/--percentile")
+    names = {"isl": "--isl", "osl": "--osl", "rate_rps": "--rate", "ttft_s": "--ttft", "tpot_s": "--tpot",
+             "tok_s": "--tok-s", "percentile": "--percentile", "objective": "--objective", "engines": "--engine"}
+    res = solve_fleet(fleet_query(sla, names))
     if out and res.fleet is not None:
         from optimizer.export.fleet import export_fleet
         export_fleet(res, out)

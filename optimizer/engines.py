@@ -15,6 +15,12 @@ LMS_VERSION = "0.3.43"
 # ml-explore/mlx-lm mlx_lm/_version.py at commit d78bf58e217c904ec282ed8da9b947491f78c022
 MLX_LM_VERSION = "0.32.0"
 
+# routers in front of disaggregated (PD) fleets (optimizer/export/fleet.py; allow-lists in tests/data/engine_flags/)
+SGLANG_ROUTER_VERSION = "0.3.2"         # PyPI sglang-router: `python -m sglang_router.launch_router`
+# vLLM's NIXL PD proxy is a file of the vLLM source tree, not of the wheel: (repository, path, commit read)
+VLLM_PROXY_SOURCE = ("vllm-project/vllm", "tests/v1/kv_connector/nixl_integration/toy_proxy_server.py",
+                     "030ea52effcb05071543c8c42b8f0145e94cee43")
+
 ENGINE_VERSIONS: dict[str, str] = {"vllm": VLLM_VERSION, "sglang": SGLANG_VERSION, "llamacpp": LLAMACPP_COMMIT,
                                    "ollama": OLLAMA_VERSION, "lmstudio": LMS_VERSION, "mlx": MLX_LM_VERSION}
 

@@ -296,6 +296,8 @@ class Topology:
         self._pair: dict[tuple[Vertex, Vertex], tuple[float, float]] = {}
         self._tp: dict[int, tuple[float, float]] = {}
         self._ep: dict[int, tuple[float, float]] = {}
+        self._ep_pairs: dict[int, tuple[float, float]] = {}  # GPUs 0..n-1 of node 0 -> (min bw, max latency)
+        self._ep_remote: dict[int, dict[int, float]] = {}  # n_local -> n_remote -> max latency
 
     def __repr__(self) -> str:
         return f"Topology({self.node.key!r}, n_nodes={self.n_nodes})"
@@ -461,6 +463,32 @@ class Topology:
         self._tp[tp] = out
         return out
 
+    def _local_pairs(self, n: int) -> tuple[float, float]:
+        """(min bw, max latency) of the widest paths over every pair of GPUs 0..n-1 of node 0: grown one GPU at
+        a time from the largest group already known (min and max over a growing set: the same answer as
+        looping over every pair, each pair asked once across all group sizes)."""
+        memo = self._ep_pairs
+        k = max((m for m in memo if m <= n), default=1)
+        bw, lat = memo.get(k, (math.inf, 0.0))
+        for y in range(k, n):
+            for x in range(y):
+                pb, pl = self._path(("gpu", 0, x), ("gpu", 0, y))
+                bw, lat = min(bw, pb), max(lat, pl)
+            memo[y + 1] = (bw, lat)
+        return bw, lat
+
+    def _remote_latency(self, n_local: int, n_remote: int) -> float:
+        """Max widest-path latency from GPUs 0..n_local-1 of node 0 to GPUs 0..n_remote-1 of node 1 (grown one
+        remote GPU at a time, as `_local_pairs`)."""
+        memo = self._ep_remote.setdefault(n_local, {})
+        k = max((m for m in memo if m <= n_remote), default=0)
+        lat = memo.get(k, 0.0)
+        for y in range(k, n_remote):
+            for x in range(n_local):
+                lat = max(lat, self._path(("gpu", 0, x), ("gpu", 1, y))[1])
+            memo[y + 1] = lat
+        return lat
+
     def ep_bandwidth(self, ep: int) -> tuple[float, float]:
         """(per-GPU bw, latency) for an all-to-all among the first `ep` GPUs (node-major).
 
@@ -485,14 +513,8 @@ class Topology:
         local = list(range(min(ep, gpn)))           # group members on node 0 (node 0 is always full or the group)
         spans = ep > gpn
         remote = list(range(min(gpn, ep - gpn))) if spans else []   # representative members on node 1
-        bw, lat = math.inf, 0.0
-        for x in local:
-            for y in local:
-                if y > x:
-                    pb, pl = self._path(("gpu", 0, x), ("gpu", 0, y))
-                    bw, lat = min(bw, pb), max(lat, pl)
-            for y in remote:
-                lat = max(lat, self._path(("gpu", 0, x), ("gpu", 1, y))[1])
+        bw, lat = self._local_pairs(len(local))
+        lat = max(lat, self._remote_latency(len(local), len(remote)))
         comps = {self._components[i] for i in local}
         if len(comps) > 1:
             behind: dict[Vertex, int] = {}

@@ -319,3 +319,49 @@ def test_llama_server_starts_from_exported_script(name, tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+# ------------------------------------------------------------------------------------------------ fleet routers
+ROUTER_CHECK = r"""
+import argparse, json, sys
+from sglang_router.router_args import RouterArgs
+out = []
+for argv in json.loads(sys.argv[1]):
+    p = argparse.ArgumentParser()
+    RouterArgs.add_cli_args(p)
+    try:
+        a = RouterArgs.from_cli_args(p.parse_args(argv))
+        out.append({"ok": True, "pd": a.pd_disaggregation, "prefill": [list(u) for u in a.prefill_urls],
+                    "decode": list(a.decode_urls), "workers": list(a.worker_urls), "port": a.port})
+    except SystemExit as e:
+        out.append({"ok": False, "error": f"exit {e.code}"})
+print(json.dumps(out))
+"""
+
+
+def test_sglang_router_accepts_fleet_router_commands(tmp_path):
+    """The router commands of an SGLang PD fleet and of several aggregated replicas parse with the pinned
+    sglang-router's own RouterArgs (installed beside SGLang by bench/engines.sh)."""
+    from optimizer.engines import SGLANG_ROUTER_VERSION
+    from optimizer.export.fleet import SGLANG_BOOTSTRAP_PORT, router_commands
+    from optimizer.fleet import FleetQuery, solve_fleet
+
+    py = tool("sglang")
+    probe = subprocess.run([py, "-c", "import sglang_router.router_args"], capture_output=True, text=True)
+    if probe.returncode:
+        pytest.skip(f"sglang-router=={SGLANG_ROUTER_VERSION} is not installed beside SGLang: run bench/engines.sh")
+    res = solve_fleet(FleetQuery("qwen3-8b", 2000, 200, 2.0, 1.0, 0.05, objective="capex", gpus=("h100-sxm",),
+                                 engines=("sglang",), compare_other=False, disagg=False))
+    pool = res.fleet.pools[0]
+    pd = res.fleet.model_copy(update={"pools": [pool.model_copy(update={"role": "prefill"}),
+                                                pool.model_copy(update={"role": "decode", "replicas": 2})]})
+    agg = res.fleet.model_copy(update={"pools": [pool.model_copy(update={"replicas": 3})]})
+    cmds = router_commands(pd) + router_commands(agg)
+    argvs = [[concrete(a, "").replace("${POOL0_IP}", "10.0.0.1").replace("${POOL1_IP}", "10.0.0.2")
+              for a in c.argv[3:]] for c in cmds]
+    proc = subprocess.run([py, "-c", ROUTER_CHECK, json.dumps(argvs)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert all(g["ok"] for g in got), got
+    assert got[0]["pd"] and got[0]["prefill"][0][1] == SGLANG_BOOTSTRAP_PORT and got[0]["decode"]
+    assert len(got[1]["workers"]) == 1 and not got[1]["pd"]

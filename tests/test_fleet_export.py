@@ -11,12 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from optimizer.export.fleet import VLLM_KV_TRANSFER, export_fleet, pd_args
+from optimizer.engines import SGLANG_ROUTER_VERSION, SGLANG_VERSION, VLLM_VERSION
+from optimizer.export.fleet import SGLANG_BOOTSTRAP_PORT, VLLM_KV_TRANSFER, export_fleet, pd_args
 from optimizer.fleet import FleetQuery, solve_fleet
 
 FLAGS = Path(__file__).parent / "data" / "engine_flags"
-ALLOW_FILES = {"vllm": "vllm-0.33.0.txt", "sglang": "sglang-0.5.23.txt"}
-PROGRAM_LEN = {"vllm": 3, "sglang": 3}
+ALLOW_FILES = {
+    "vllm": f"vllm-{VLLM_VERSION}.txt",
+    "sglang": f"sglang-{SGLANG_VERSION}.txt",
+    "sglang-router": f"sglang-router-{SGLANG_ROUTER_VERSION}.txt",  # python3 -m sglang_router.launch_router
+    "vllm-proxy": f"vllm-proxy-{VLLM_VERSION}.txt",  # python3 toy_proxy_server.py
+}
+PROGRAM_LEN = {"vllm": 3, "sglang": 3, "sglang-router": 3, "vllm-proxy": 2}
 
 
 def allow_list(tool: str) -> dict[str, tuple[str, list[str] | None]]:
@@ -39,6 +45,14 @@ def flags(cmd) -> list[tuple[str, str | None]]:
         if typ in ("flag", "bool"):
             out.append((f, None))
             i += 1
+            continue
+        if typ == "list":  # one or more values, up to the next flag
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            assert j > i + 1, f"{f} needs a value"
+            out.append((f, " ".join(argv[i + 1 : j])))
+            i = j
             continue
         v = argv[i + 1]
         if typ == "int":
@@ -112,6 +126,8 @@ def test_every_flag_in_allow_list(results, engine, which, tmp_path):
         # the shell text round-trips to the same argv (every value quoted)
         words = shlex.split(c.argv_shell().replace("\\\n", " "))
         assert len(words) == len(c.argv)
+    for c in e.router:  # every router / proxy command, aggregated replicas' too
+        assert c.tool in ("sglang-router", "vllm-proxy") and flags(c)
     if which == "disaggregated":
         modes = [dict(flags(c)).get("--disaggregation-mode") for c in e.commands] if engine == "sglang" else []
         if engine == "sglang":
@@ -120,6 +136,28 @@ def test_every_flag_in_allow_list(results, engine, which, tmp_path):
         assert e.router and (tmp_path / "router.sh").is_file()
         router = e.router[0].one_line()
         assert ("--pd-disaggregation" in router) if engine == "sglang" else ("--prefiller-hosts" in router)
+        for c in e.router:  # router / proxy flags: every one in the allow-list of the pinned router's parser
+            assert c.tool == ("sglang-router" if engine == "sglang" else "vllm-proxy")
+            got = flags(c)
+            if engine == "sglang":  # --prefill URL BOOTSTRAP_PORT (without the port the router assumes none)
+                pre = [v for f, v in got if f == "--prefill"]
+                assert pre and all(v.split()[1] == str(SGLANG_BOOTSTRAP_PORT) for v in pre)
+            else:  # the proxy binds 127.0.0.1 unless told otherwise
+                d = dict(got)
+                assert d["--host"] == "0.0.0.0"
+                assert len(d["--prefiller-hosts"].split()) == len(d["--prefiller-ports"].split())
+                assert len(d["--decoder-hosts"].split()) == len(d["--decoder-ports"].split())
+
+
+def test_router_allow_lists_hold_the_flags_the_exporters_use():
+    # the allow-lists come from the routers' own parsers (optimizer/export/extract_flags.py main_routers)
+    sg, vp = allow_list("sglang-router"), allow_list("vllm-proxy")
+    for f in ("--pd-disaggregation", "--prefill", "--decode", "--worker-urls", "--host", "--port"):
+        assert f in sg
+    assert sg["--pd-disaggregation"][0] == "flag" and sg["--port"][0] == "int" and sg["--prefill"][0] == "list"
+    for f in ("--host", "--port", "--prefiller-hosts", "--prefiller-ports", "--decoder-hosts", "--decoder-ports"):
+        assert f in vp
+    assert "--bogus" not in sg and "--prefill" not in vp
 
 
 def test_pd_args_per_engine():

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from optimizer.cache import memoize
+from optimizer.cache import BoundedCache, memoize
 from optimizer.catalog.hardware_schema import (
     Accelerator,
     HardwareCatalog,
@@ -22,6 +22,8 @@ from optimizer.catalog.hardware_schema import (
 )
 from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,7 +42,7 @@ def _read_list(path: Path) -> list:
     if not path.is_file():
         raise CatalogError(f"hardware catalogue file missing: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # libyaml when built: the same data
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path.name}: not valid YAML: {exc}") from exc
     if not isinstance(data, list):
@@ -128,14 +130,25 @@ def _compact(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
+def _names(table: dict[str, Any], aliases: dict[str, list[str]] | None) -> dict[str, str]:
+    """Normalised name (keys, then aliases) -> key."""
+    names = {_norm(k): k for k in table}
+    for target, al in (aliases or {}).items():
+        names.update({_norm(a): target for a in al})
+    return names
+
+
+# the normalised names of a table, keyed by its keys and aliases (content): built once per table, not per lookup
+_NAMES: BoundedCache[tuple[object, ...], dict[str, str]] = BoundedCache("catalog.lookup_names", 64)
+
+
 def _lookup(kind: str, table: dict[str, M], name: str, aliases: dict[str, list[str]] | None = None) -> M:
     from optimizer.limits import MAX_NAME_CHARS, clip_for_message
     if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
         raise CatalogError(f"unknown {kind} '{clip_for_message(name, 40)}' (names have at most {MAX_NAME_CHARS} "
                            "characters)")
-    names = {_norm(k): k for k in table}
-    for target, al in (aliases or {}).items():
-        names.update({_norm(a): target for a in al})
+    names = _NAMES.get_or_compute((kind, tuple(table), tuple((t, tuple(a)) for t, a in (aliases or {}).items())),
+                                  lambda: _names(table, aliases))
     key = names.get(_norm(name))
     if key is None:
         compact: dict[str, set[str]] = {}

@@ -27,6 +27,8 @@ from optimizer.errors import CatalogError, InputError, ModelFormatError
 from optimizer.limits import (MAX_CONFIG_BYTES, MAX_NAME_CHARS, MAX_PATH_CHARS, check_regular_file,
                               clip_for_message, exists, has_control, read_json_bounded)
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+
 
 @dataclass(frozen=True)
 class ResolvedModel:
@@ -66,7 +68,7 @@ def load_cards() -> dict[str, ModelCard]:
     cards: dict[str, ModelCard] = {}
     for card_path in sorted(root.glob("*/card.yaml")):
         try:
-            raw = yaml.safe_load(card_path.read_text())
+            raw = yaml.load(card_path.read_text(), Loader=_LOADER)  # libyaml when built: the same data
             card = ModelCard.model_validate(raw)
         except yaml.YAMLError as e:
             raise CatalogError(f"{card_path}: malformed YAML ({str(e).splitlines()[0]})") from None

@@ -34,7 +34,7 @@ from optimizer.layout import Links, Parallel
 from optimizer.cache import BoundedCache
 from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.serving import ServingEstimate, Workload, serve
-from optimizer.estimate.speed import (Device, ExpertTiers, PrefillEstimate, SpeedEstimate, decode_speed, kernel_bits,
+from optimizer.estimate.speed import (Device, ExpertTiers, PrefillEstimate, SpeedEstimate, decode_curve, kernel_bits,
                                       prefill_time)
 from optimizer.estimate.weights import WeightBreakdown, weights_of
 from optimizer.topology_links import plan_links
@@ -526,85 +526,209 @@ def memory_of(d: Deployment) -> DeviceMemory:
 
 def evaluate(d: Deployment) -> Evaluation:
     """Memory, decode, prefill and (with a workload) serving figures of one deployment."""
-    m, spec, acc, par = d.model, d.model.spec, d.hardware.accelerator, d.parallel
-    parts = _memory_parts(d)
-    settings, scheme, w, kv, mem = parts.settings, parts.scheme, parts.weights, parts.kv, parts.memory
-    phys = physics_of(d)
-    glf = gpu_layer_fraction(d)
-    n_moe = len(spec.moe_layers)
-    notes: list[str] = []
-    links = links_for(d.hardware, par)
-    tiers = _tiers(d, n_moe)
-    dev = device_of(acc)
-    bits = kernel_bits({f for _, f in scheme.mix("routed_experts" if spec.is_moe else "dense_ffn")},
-                       acc.native_fp8, acc.native_fp4)
-    wl = d.workload
-    ctx_dec = d.decode_context or (wl.decode_context if wl else d.context)
-    cal = d.calibration.applied(acc.key, d.hardware.world, d.engine, m.key, d.quant) if d.calibration else None
-    k_dec, k_pf = (cal.decode, cal.prefill) if cal else (1.0, 1.0)
+    return Evaluator(d).at(d.workload)
 
-    def step(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
-        return scale_decode(decode_speed(spec, w, kv, dev, par=par, context=ctx_dec, batch=batch, links=links,
-                                         tiers=tiers, compute_bits=bits, expert_imbalance=d.expert_imbalance,
-                                         load_imbalance=d.load_imbalance, engine=phys,
-                                         tokens_per_seq=tokens_per_seq, recurrent=parts.recurrent,
-                                         cpu_layer_fraction=1.0 - glf), k_dec)
 
-    def token_speed(batch: int) -> SpeedEstimate:
-        base = step(batch)
+class Evaluator:
+    """`evaluate()` split at the workload's rate: everything that does not depend on the request rate or the
+    concurrency in flight (memory, links, the decode step curve memoised per batch size, prefill of one prompt)
+    is computed once, lazily; `at(workload)` adds the serving solve. `Evaluator(d).at(w)` is exactly
+    `evaluate(replace(d, workload=w))` for any `w` with the same isl, osl and prefix_hit as `d.workload` (tests
+    compare them field by field); callers that ask one deployment at many rates (the fleet's capacity bisection)
+    keep one Evaluator instead of re-deriving the physics per rate."""
+
+    def __init__(self, d: Deployment) -> None:
+        self.d = d
+        self.parts = _memory_parts(d)
+        self.n_moe = len(d.model.spec.moe_layers)
+        self.phys = physics_of(d)        # the engine whose physics runs (LM Studio + MLX checkpoint: mlx)
+        self.glf = gpu_layer_fraction(d)  # share of the layers on the GPU (Ollama / LM Studio automatic offload)
+        acc = d.hardware.accelerator
+        self.cal = (d.calibration.applied(acc.key, d.hardware.world, d.engine, d.model.key, d.quant)
+                    if d.calibration else None)
+        self.k_dec, self.k_pf = (self.cal.decode, self.cal.prefill) if self.cal else (1.0, 1.0)
+        self._speed: dict[int, SpeedEstimate] = {}
+        self._curve: _StepCurve | None = None
+        self._phys: tuple[Links, ExpertTiers, Device, float, int] | None = None
+        self._dec: Callable[[int, int], SpeedEstimate] | None = None
+        self._free: tuple[PrefillEstimate, PrefillEstimate | None, int] | None = None
+
+    def sibling(self, wl: Workload) -> Evaluator:
+        """The same deployment with another workload: memory does not depend on the workload (only on context
+        and concurrency), so it is shared; with the same decode context (isl + osl/2) the decode step memo is
+        shared too (only the prompt computed, e.g. a prefix-cache hit, differs). Exactly
+        `Evaluator(replace(d, workload=wl))`, without recomputing what is shared."""
+        base = self.d.workload
+        if base is None:
+            raise ValueError("Evaluator.sibling needs a deployment with a workload")
+        ev = Evaluator.__new__(Evaluator)
+        ev.d, ev.parts, ev.n_moe, ev._curve = replace(self.d, workload=wl), self.parts, self.n_moe, None
+        ev.phys, ev.glf, ev.cal, ev.k_dec, ev.k_pf = self.phys, self.glf, self.cal, self.k_dec, self.k_pf
+        if wl.decode_context == base.decode_context:  # the same decode physics: share the curve and its memo
+            ev._speed, ev._phys, ev._dec = self._speed, self._physics, self._decode
+        else:
+            ev._speed, ev._phys, ev._dec = {}, None, None
+        ev._free = None
+        return ev
+
+    @property
+    def memory(self) -> DeviceMemory:
+        return self.parts.memory
+
+    @property
+    def _physics(self) -> tuple[Links, ExpertTiers, Device, float, int]:
+        if self._phys is None:
+            self._phys = self._compute_physics()
+        return self._phys
+
+    def _compute_physics(self) -> tuple[Links, ExpertTiers, Device, float, int]:
+        d, spec, acc = self.d, self.d.model.spec, self.d.hardware.accelerator
+        scheme = self.parts.scheme
+        links = links_for(d.hardware, d.parallel)
+        bits = kernel_bits({f for _, f in scheme.mix("routed_experts" if spec.is_moe else "dense_ffn")},
+                           acc.native_fp8, acc.native_fp4)
+        wl = d.workload
+        ctx_dec = d.decode_context or (wl.decode_context if wl else d.context)
+        return links, _tiers(d, self.n_moe), device_of(acc), bits, ctx_dec
+
+    @property
+    def _decode(self) -> Callable[[int, int], SpeedEstimate]:
+        if self._dec is None:
+            self._dec = self._compute_decode()
+        return self._dec
+
+    def _compute_decode(self) -> Callable[[int, int], SpeedEstimate]:
+        d, spec, w, kv = self.d, self.d.model.spec, self.parts.weights, self.parts.kv
+        links, tiers, dev, bits, ctx_dec = self._physics
+        return decode_curve(spec, w, kv, dev, par=d.parallel, context=ctx_dec, links=links, tiers=tiers,
+                            compute_bits=bits, expert_imbalance=d.expert_imbalance, load_imbalance=d.load_imbalance,
+                            engine=self.phys, recurrent=self.parts.recurrent, cpu_layer_fraction=1.0 - self.glf)
+
+    def _step(self, batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
+        """`decode_speed(...)` of this deployment at `batch` (the same arithmetic, batch-free parts once), with
+        the user's calibration applied."""
+        return scale_decode(self._decode(batch, tokens_per_seq), self.k_dec)
+
+    def token_speed(self, batch: int) -> SpeedEstimate:
+        """Decode speed at `batch` sequences (speculative decoding folded in), memoised per batch."""
+        got = self._speed.get(batch)
+        if got is not None:
+            return got
+        d, spec = self.d, self.d.model.spec
+        base = self._step(batch)
         if d.spec_decode is None:
-            return base
-        sd = d.spec_decode
-        verify = step(batch, sd.num_tokens + 1)
-        n_layers = max(1, len(spec.main_layers))
-        # one draft pass: one layer's share of the step's roofline time plus that layer's fixed costs; the
-        # engine's per-step and per-sequence costs (scheduling, sampling) are paid once per engine step, which
-        # the drafts share with the verification pass
-        fixed = base.terms_s.get("layer_overhead", 0.0) + base.terms_s.get("per_seq_overhead", 0.0)
-        layer_s = (base.step_time_s - fixed) / n_layers \
-            + F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, phys) \
-            + (F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, phys) if spec.moe_layers else 0.0)
-        return _spec_speed(base, verify, sd, n_layers, layer_s)
+            out = base
+        else:
+            sd = d.spec_decode
+            verify = self._step(batch, sd.num_tokens + 1)
+            n_layers = max(1, len(spec.main_layers))
+            # one draft pass: one layer's share of the step's roofline time plus that layer's fixed costs; the
+            # engine's per-step and per-sequence costs (scheduling, sampling) are paid once per engine step,
+            # which the drafts share with the verification pass
+            fixed = base.terms_s.get("layer_overhead", 0.0) + base.terms_s.get("per_seq_overhead", 0.0)
+            layer_s = (base.step_time_s - fixed) / n_layers \
+                + F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, self.phys) \
+                + (F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, self.phys) if spec.moe_layers else 0.0)
+            out = _spec_speed(base, verify, sd, n_layers, layer_s)
+        self._speed[batch] = out
+        return out
 
-    decode = token_speed(d.concurrency)
-    prompt = d.prompt_tokens or (wl.prefill_tokens if wl else d.context)
-    pf = scale_prefill(prefill_time(spec, w, dev, par=par, prompt_tokens=prompt, links=links, tiers=tiers,
-                                    compute_bits=bits, engine=phys, chunk_tokens=settings.max_num_batched_tokens,
-                                    cpu_layer_fraction=1.0 - glf), k_pf)
-    kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
-    serving = None
-    if wl is not None:
-        if parts.recurrent is not None:
+    def _prefill(self, prompt: int) -> PrefillEstimate:
+        d, spec, w = self.d, self.d.model.spec, self.parts.weights
+        links, tiers, dev, bits, _ = self._physics
+        return scale_prefill(prefill_time(spec, w, dev, par=d.parallel, prompt_tokens=prompt, links=links,
+                                          tiers=tiers, compute_bits=bits, engine=self.phys,
+                                          chunk_tokens=self.parts.settings.max_num_batched_tokens,
+                                          cpu_layer_fraction=1.0 - self.glf), self.k_pf)
+
+    @property
+    def _rate_free(self) -> tuple[PrefillEstimate, PrefillEstimate | None, int]:
+        """(prefill of the TTFT prompt, prefill of the workload's prompt, admitted sequences per replica)."""
+        if self._free is None:
+            self._free = self._compute_rate_free()
+        return self._free
+
+    def _compute_rate_free(self) -> tuple[PrefillEstimate, PrefillEstimate | None, int]:
+        d, kv, mem, par = self.d, self.parts.kv, self.parts.memory, self.d.parallel
+        wl = d.workload
+        prompt = d.prompt_tokens or (wl.prefill_tokens if wl else d.context)
+        pf = self._prefill(prompt)
+        if wl is None:
+            return pf, None, 0
+        kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
+        glf, settings = self.glf, self.parts.settings
+        if self.parts.recurrent is not None:
             admitted = min(settings.max_num_seqs,
-                           mem.seqs_that_fit(hybrid_kv_per_seq(kv, parts.recurrent, wl.max_len) * glf / par.pp))
+                           mem.seqs_that_fit(hybrid_kv_per_seq(kv, self.parts.recurrent, wl.max_len) * glf / par.pp))
         else:
             per_seq_gpu = kv.bytes_at(wl.max_len) * glf / par.pp   # the GPU's layers' share of a sequence's KV
             admitted = min(settings.max_num_seqs, (int(kv_avail // per_seq_gpu) if per_seq_gpu > 0 else
                                                    settings.max_num_seqs) if kv_avail > 0 else 0)
-        curve = _StepCurve(lambda b: token_speed(b).step_time_s, par.dp, admitted)
-        wpf = scale_prefill(prefill_time(spec, w, dev, par=par, prompt_tokens=wl.prefill_tokens, links=links,
-                                         tiers=tiers, compute_bits=bits, engine=phys,
-                                         chunk_tokens=settings.max_num_batched_tokens,
-                                         cpu_layer_fraction=1.0 - glf), k_pf)
-        serving = serve(wl, world=d.hardware.world, dp=par.dp, admitted_per_replica=admitted, step_time=curve,
-                        prefill_single_s=wpf.ttft_s, prefill_work_s=wpf.work_s,
-                        ttft_overhead_s=F.engine_factor(F.ENGINE_TTFT_OVERHEAD_S, d.engine))
-        notes.extend(serving.notes)
-    off_frac = (d.offload.dram_layers / n_moe) if n_moe else 0.0
-    nvme_frac = (d.offload.nvme_layers / n_moe) if n_moe else 0.0
-    host_used = (w.routed_expert_bytes * off_frac + F.HOST_RESERVED_BYTES) if (off_frac or nvme_frac) else 0.0
-    if glf < 1.0:  # the CPU's layers and their KV in host memory
-        head, embed = w.by_class.get("head", 0.0), w.by_class.get("embed", 0.0)
-        host_used += embed + (w.total - head - embed) * (1.0 - glf) \
-            + kv.bytes_at(d.context) * d.concurrency * (1.0 - glf) + (0.0 if host_used else F.HOST_RESERVED_BYTES)
-    exp_bits, attn_bits, _ = quality_of(m, d.quant)
-    notes.extend(mem.notes)
-    if cal is not None:
-        notes.append(cal.describe())
-    return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem, decode=decode,
-                      prefill=pf, serving=serving, host_used_bytes=host_used,
-                      nvme_used_bytes=w.routed_expert_bytes * nvme_frac, expert_bits=exp_bits, attn_bits=attn_bits,
-                      links=links, notes=tuple(notes), calibration=cal, recurrent=parts.recurrent)
+        wpf = pf if wl.prefill_tokens == prompt else self._prefill(wl.prefill_tokens)
+        self._curve = _StepCurve(lambda b: self.token_speed(b).step_time_s, par.dp, admitted)
+        return pf, wpf, admitted
+
+    @property
+    def workload_prefill(self) -> PrefillEstimate:
+        """One prompt of the workload's (prefix-missed) length: `serve()`'s single-prompt TTFT and engine work."""
+        wpf = self._rate_free[1]
+        if wpf is None:
+            raise ValueError("Evaluator.workload_prefill needs a deployment with a workload")
+        return wpf
+
+    @property
+    def admitted_per_replica(self) -> int:
+        """Sequences of the workload's full length one DP replica's KV pool (and engine cap) admits."""
+        return self._rate_free[2]
+
+    def step_time(self, n: float) -> float:
+        """`serve()`'s decode time per token at `n` sequences per DP replica (the same memoised curve)."""
+        _ = self._rate_free  # builds the curve
+        if self._curve is None:
+            raise ValueError("Evaluator.step_time needs a deployment with a workload")
+        return self._curve(n)
+
+    def at(self, wl: Workload | None) -> Evaluation:
+        d = self.d
+        base = d.workload
+        if (wl is None) != (base is None) or (
+                wl is not None and base is not None
+                and (wl.isl, wl.osl, wl.prefix_hit) != (base.isl, base.osl, base.prefix_hit)):
+            raise ValueError("Evaluator.at: a workload of another shape needs its own Evaluator")
+        if wl is not base:
+            d = replace(d, workload=wl)
+        par = d.parallel
+        settings, scheme, w, kv, mem = (self.parts.settings, self.parts.scheme, self.parts.weights, self.parts.kv,
+                                        self.parts.memory)
+        n_moe = self.n_moe
+        notes: list[str] = []
+        pf, wpf, admitted = self._rate_free
+        decode = self.token_speed(d.concurrency)
+        links = self._physics[0]
+        serving = None
+        if wl is not None:
+            assert wpf is not None and self._curve is not None
+            serving = serve(wl, world=d.hardware.world, dp=par.dp, admitted_per_replica=admitted,
+                            step_time=self._curve, prefill_single_s=wpf.ttft_s, prefill_work_s=wpf.work_s,
+                            ttft_overhead_s=F.engine_factor(F.ENGINE_TTFT_OVERHEAD_S, d.engine))
+            notes.extend(serving.notes)
+        off_frac = (d.offload.dram_layers / n_moe) if n_moe else 0.0
+        nvme_frac = (d.offload.nvme_layers / n_moe) if n_moe else 0.0
+        host_used = (w.routed_expert_bytes * off_frac + F.HOST_RESERVED_BYTES) if (off_frac or nvme_frac) else 0.0
+        glf = self.glf
+        if glf < 1.0:  # the CPU's layers and their KV in host memory
+            head, embed = w.by_class.get("head", 0.0), w.by_class.get("embed", 0.0)
+            host_used += embed + (w.total - head - embed) * (1.0 - glf) \
+                + kv.bytes_at(d.context) * d.concurrency * (1.0 - glf) + (0.0 if host_used else F.HOST_RESERVED_BYTES)
+        exp_bits, attn_bits, _ = quality_of(d.model, d.quant)
+        notes.extend(mem.notes)
+        if self.cal is not None:
+            notes.append(self.cal.describe())
+        return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem,
+                          decode=decode, prefill=pf, serving=serving, host_used_bytes=host_used,
+                          nvme_used_bytes=w.routed_expert_bytes * nvme_frac, expert_bits=exp_bits,
+                          attn_bits=attn_bits, links=links, notes=tuple(notes), calibration=self.cal,
+                          recurrent=self.parts.recurrent)
 
 
 class _StepCurve:

@@ -17,6 +17,8 @@ import yaml
 from optimizer.engines import LLAMACPP_COMMIT, VLLM_VERSION
 from optimizer.units import GiB, MiB
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+
 FACTORS_FILE = Path(__file__).with_name("factors.yaml")
 FACTORS_SCHEMA = "rigopt.factors/1"
 
@@ -29,7 +31,7 @@ class Factor:
 
 
 def _load_fitted(path: Path = FACTORS_FILE) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
+    data = yaml.load(path.read_text(), Loader=_LOADER)  # libyaml when built: the same data
     if not isinstance(data, dict) or data.get("schema_id") != FACTORS_SCHEMA:
         raise RuntimeError(f"{path}: not a {FACTORS_SCHEMA} file (rewrite it with python bench/fidelity.py --fit)")
     return data

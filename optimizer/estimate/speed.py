@@ -8,6 +8,7 @@ overheads, communication). Expected time >= bound time by construction, so expec
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from optimizer.arch.spec import LayerSpec, ModelSpec
@@ -155,115 +156,147 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     `cpu_layer_fraction` > 0: that share of the layers (weights and their KV) stays in host memory and is computed
     by the CPU after the GPU's layers (llama.cpp -ngl below the layer count: Ollama / LM Studio's automatic
     offload); its bytes are read at the host DRAM bandwidth."""
+    return decode_curve(spec, w, kv, dev, par=par, context=context, links=links, tiers=tiers,
+                        compute_bits=compute_bits, expert_imbalance=expert_imbalance,
+                        load_imbalance=load_imbalance, engine=engine, recurrent=recurrent,
+                        cpu_layer_fraction=cpu_layer_fraction)(batch, tokens_per_seq)
+
+
+def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Device, *, par: Parallel,
+                 context: int, links: Links | None = None, tiers: ExpertTiers | None = None,
+                 compute_bits: float = 16.0, expert_imbalance: float | None = None,
+                 load_imbalance: float | None = None, engine: str = "vllm",
+                 recurrent: RecurrentEstimate | None = None,
+                 cpu_layer_fraction: float = 0.0) -> Callable[[int, int], SpeedEstimate]:
+    """`decode_speed` as a function of (batch, tokens_per_seq) with everything that does not depend on them
+    computed once: `decode_curve(...)(b, q)` is `decode_speed(..., batch=b, tokens_per_seq=q)`, the same
+    arithmetic in the same order (callers asking many batch sizes of one deployment keep the curve)."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
-    batch = max(1, batch)
-    q = max(1, tokens_per_seq)
-    seqs_per_replica = -(-batch // par.dp)
     tp, pp = par.tp, par.pp
     d = spec.hidden_size
     moe = spec.moe_layers
     n_layers = len(spec.main_layers)
 
-    # ---- bytes read per step on the busiest GPU -------------------------------------------------
+    # ---- batch-independent parts of the bytes and FLOPs ------------------------------------------
     groups = _moe_groups(spec, w)
     dense_active = w.active_bytes_per_token - sum(cnt * eb * k for (E, k, eb), cnt in groups.items())
     gpu_bytes = dense_active / tp  # each TP rank reads its shard of every dense tensor; PP stages run in sequence
-    expert_bytes_gpu = expert_bytes_cpu = expert_bytes_stream = expert_bytes_nvme = 0.0
     s_gpu, s_cpu, s_stream, s_nvme = (tiers.share(t) for t in ("gpu", "cpu", "stream", "nvme"))
-    for (E, k, eb), cnt in groups.items():  # MoE layers grouped by (experts, top-k, bytes per expert)
-        u = distinct_experts(E, k, seqs_per_replica * q)
-        if par.ep:
-            # experts spread over EP ranks; the busiest rank sets the pace (imbalance from placement if known).
-            # With DP, every replica's tokens reach every EP rank: distinct experts over all tokens.
-            ranks = par.ep_size
-            u_ep = distinct_experts(E, k, batch * q) if par.dp > 1 else u
-            if expert_imbalance:  # step imbalance of a known placement (busiest rank's distinct experts / mean)
-                per_rank = min(u_ep, u_ep * expert_imbalance / ranks)
-            else:
-                per_rank = busiest_share(u_ep, ranks)
-                if load_imbalance:  # skewed expert loads (max/mean load): never better than chance placement
-                    per_rank = max(per_rank, min(u_ep, u_ep * load_imbalance / ranks))
-            expert_bytes_gpu += cnt * per_rank * s_gpu * eb
-        else:
-            expert_bytes_gpu += cnt * u * s_gpu * eb / tp
-        expert_bytes_cpu += cnt * u * s_cpu * eb
-        expert_bytes_stream += cnt * u * s_stream * eb
-        expert_bytes_nvme += cnt * u * s_nvme * eb
-    kv_read = seqs_per_replica * kv.read_bytes_per_token(context)  # MLA/V4 KV is not split by TP (kv per rank)
-    state_rw = seqs_per_replica * recurrent.set_bytes * (1 + q) if recurrent is not None else 0.0
-    fc = min(max(cpu_layer_fraction, 0.0), 1.0)
-    layer_bytes_cpu = fc * (gpu_bytes + expert_bytes_gpu + kv_read + state_rw)   # whole layers in host memory
-    hbm_bytes = (1.0 - fc) * (gpu_bytes + expert_bytes_gpu + kv_read + state_rw)
-
-    # ---- FLOPs per step on the busiest GPU -------------------------------------------------------
+    group_items = list(groups.items())
+    kv_per_seq = kv.read_bytes_per_token(context)  # MLA/V4 KV is not split by TP (kv per rank)
     active_params = spec.active_params()
     gpu_param_share = 1.0 - (1.0 - tiers.share("gpu")) * _expert_param_share(spec)
-    flops = 2.0 * active_params * gpu_param_share * seqs_per_replica * q / tp
+    flops_per_token = 2.0 * active_params * gpu_param_share
     attn = _decode_attention_flops(spec, context) + recurrent_flops(spec, prefill=False)
-    flops += attn * seqs_per_replica * q / tp
-    flops *= 1.0 - fc
+    state_set = recurrent.set_bytes if recurrent is not None else 0.0
+    fc = min(max(cpu_layer_fraction, 0.0), 1.0)
     peak_flops = dev.flops_for_bits(compute_bits)
-
-    # ---- host tiers --------------------------------------------------------------------------------
-    t_cpu_bound = (expert_bytes_cpu / links.host_dram_bw) if expert_bytes_cpu and links.host_dram_bw else 0.0
-    t_stream_bound = ((expert_bytes_stream / links.host_link_bw) if links.host_link_bw else math.inf) \
-        if expert_bytes_stream else 0.0
-    t_nvme_bound = (expert_bytes_nvme / links.nvme_bw) if expert_bytes_nvme and links.nvme_bw else 0.0
-    if (expert_bytes_cpu and not links.host_dram_bw) or (expert_bytes_nvme and not links.nvme_bw):
-        t_cpu_bound = t_nvme_bound = math.inf
-    t_layers_bound = 0.0
-    if layer_bytes_cpu:
-        t_layers_bound = layer_bytes_cpu / links.host_dram_bw if links.host_dram_bw else math.inf
-
-    # ---- bound -----------------------------------------------------------------------------------
-    t_hbm_bound = hbm_bytes / dev.mem_bw_bytes_per_s
-    t_comp_bound = flops / peak_flops
-    bound = max(t_hbm_bound, t_comp_bound) + t_cpu_bound + t_stream_bound + t_nvme_bound + t_layers_bound
-
-    # ---- expected --------------------------------------------------------------------------------
-    terms: dict[str, float] = {}
-    terms["gpu_memory"] = hbm_bytes / (dev.mem_bw_bytes_per_s * dev.bw_efficiency)
-    terms["gpu_compute"] = flops / (peak_flops * F.DECODE_COMPUTE_EFFICIENCY.value)
-    terms["layer_overhead"] = (F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, engine)
-                               + n_layers * F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, engine)
-                               + len(moe) * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine))
+    mem_bw_eff = dev.mem_bw_bytes_per_s * dev.bw_efficiency
+    comp_eff = peak_flops * F.DECODE_COMPUTE_EFFICIENCY.value
+    layer_overhead = (F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, engine)
+                      + n_layers * F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, engine)
+                      + len(moe) * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine))
+    tp_sync = n_layers * F.engine_factor(F.ENGINE_TP_LAYER_SYNC_S, engine) if tp > 1 else 0.0
+    k_top = (moe[0].experts_per_token if moe else 0) if par.ep and par.ep_size > 1 else 0
+    a2a_kernel = F.ALL2ALL_KERNEL_S.value
+    pcie_eff, nvme_eff = F.PCIE_EFFICIENCY.value, F.NVME_EFFICIENCY.value
     seq_cost = F.engine_factor(F.ENGINE_SEQ_STEP_S, engine)
-    if seq_cost:
-        # per sequence and per token it feeds in the step (a verification step samples/checks every draft token)
-        terms["per_seq_overhead"] = seqs_per_replica * q * seq_cost
-    if expert_bytes_cpu:
-        terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) else math.inf
-    if layer_bytes_cpu:
-        terms["cpu_layers"] = (t_layers_bound / links.host_dram_efficiency if math.isfinite(t_layers_bound)
-                               else math.inf)
-    if expert_bytes_stream:
-        terms["pcie_stream"] = t_stream_bound / F.PCIE_EFFICIENCY.value
-    if expert_bytes_nvme:
-        terms["nvme"] = t_nvme_bound / F.NVME_EFFICIENCY.value if math.isfinite(t_nvme_bound) else math.inf
-    act_bytes = seqs_per_replica * q * d * 2.0
-    if tp > 1:
-        per_ar = 2.0 * (tp - 1) / tp * act_bytes / links.tp_bw + links.tp_latency_s
-        terms["tp_allreduce"] = 2 * n_layers * per_ar
-        terms["tp_sync"] = n_layers * F.engine_factor(F.ENGINE_TP_LAYER_SYNC_S, engine)
-    if par.ep and par.ep_size > 1:
-        k = moe[0].experts_per_token if moe else 0
-        # dispatch (FP8) + combine (BF16) of each token's k expert inputs; off-rank share (N-1)/N
-        a2a_bytes = (seqs_per_replica * q / max(tp, 1)) * k * d * 3.0 * (par.ep_size - 1) / par.ep_size
-        terms["ep_all2all"] = len(moe) * (a2a_bytes / links.ep_bw + 2 * (links.ep_latency_s + F.ALL2ALL_KERNEL_S.value))
-    if pp > 1:
-        terms["pp_transfer"] = (pp - 1) * (act_bytes / links.pp_bw + links.pp_latency_s)
-    gpu_part = max(terms["gpu_memory"], terms["gpu_compute"])
-    expected = gpu_part + sum(v for k_, v in terms.items() if k_ not in ("gpu_memory", "gpu_compute"))
-    expected = max(expected, bound)
-    names = {k_: v for k_, v in terms.items() if k_ not in ("gpu_memory", "gpu_compute")}
-    names["gpu_memory" if terms["gpu_memory"] >= terms["gpu_compute"] else "gpu_compute"] = gpu_part
-    binding = max(names, key=lambda k_: names[k_])
-    tok = 1.0 / expected if math.isfinite(expected) and expected > 0 else 0.0
-    tok_b = 1.0 / bound if math.isfinite(bound) and bound > 0 else 0.0
-    return SpeedEstimate(tok_s_per_seq=tok, tok_s_bound_per_seq=tok_b, tok_s_aggregate=tok * batch, batch=batch,
-                         context=context, step_time_s=expected, bound_step_time_s=bound, terms_s=terms,
-                         binding=binding)
+
+    def at(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
+        batch = max(1, batch)
+        q = max(1, tokens_per_seq)
+        seqs_per_replica = -(-batch // par.dp)
+
+        # ---- bytes read per step on the busiest GPU ---------------------------------------------
+        expert_bytes_gpu = expert_bytes_cpu = expert_bytes_stream = expert_bytes_nvme = 0.0
+        for (E, k, eb), cnt in group_items:  # MoE layers grouped by (experts, top-k, bytes per expert)
+            u = distinct_experts(E, k, seqs_per_replica * q)
+            if par.ep:
+                # experts spread over EP ranks; the busiest rank sets the pace (imbalance from placement if
+                # known). With DP, every replica's tokens reach every EP rank: distinct experts over all tokens.
+                ranks = par.ep_size
+                u_ep = distinct_experts(E, k, batch * q) if par.dp > 1 else u
+                if expert_imbalance:  # step imbalance of a known placement (busiest rank's distinct / mean)
+                    per_rank = min(u_ep, u_ep * expert_imbalance / ranks)
+                else:
+                    per_rank = busiest_share(u_ep, ranks)
+                    if load_imbalance:  # skewed expert loads (max/mean load): never better than chance placement
+                        per_rank = max(per_rank, min(u_ep, u_ep * load_imbalance / ranks))
+                expert_bytes_gpu += cnt * per_rank * s_gpu * eb
+            else:
+                expert_bytes_gpu += cnt * u * s_gpu * eb / tp
+            expert_bytes_cpu += cnt * u * s_cpu * eb
+            expert_bytes_stream += cnt * u * s_stream * eb
+            expert_bytes_nvme += cnt * u * s_nvme * eb
+        kv_read = seqs_per_replica * kv_per_seq
+        state_rw = seqs_per_replica * state_set * (1 + q)  # hybrids: read the state once, write it per token
+        layer_bytes_cpu = fc * (gpu_bytes + expert_bytes_gpu + kv_read + state_rw)  # whole layers in host memory
+        hbm_bytes = (1.0 - fc) * (gpu_bytes + expert_bytes_gpu + kv_read + state_rw)
+
+        # ---- FLOPs per step on the busiest GPU ---------------------------------------------------
+        flops = flops_per_token * seqs_per_replica * q / tp
+        flops += attn * seqs_per_replica * q / tp
+        flops *= 1.0 - fc
+
+        # ---- host tiers --------------------------------------------------------------------------------
+        t_cpu_bound = (expert_bytes_cpu / links.host_dram_bw) if expert_bytes_cpu and links.host_dram_bw else 0.0
+        t_stream_bound = ((expert_bytes_stream / links.host_link_bw) if links.host_link_bw else math.inf) \
+            if expert_bytes_stream else 0.0
+        t_nvme_bound = (expert_bytes_nvme / links.nvme_bw) if expert_bytes_nvme and links.nvme_bw else 0.0
+        if (expert_bytes_cpu and not links.host_dram_bw) or (expert_bytes_nvme and not links.nvme_bw):
+            t_cpu_bound = t_nvme_bound = math.inf
+        t_layers_bound = 0.0
+        if layer_bytes_cpu:
+            t_layers_bound = layer_bytes_cpu / links.host_dram_bw if links.host_dram_bw else math.inf
+
+        # ---- bound -------------------------------------------------------------------------------------
+        t_hbm_bound = hbm_bytes / dev.mem_bw_bytes_per_s
+        t_comp_bound = flops / peak_flops
+        bound = max(t_hbm_bound, t_comp_bound) + t_cpu_bound + t_stream_bound + t_nvme_bound + t_layers_bound
+
+        # ---- expected ----------------------------------------------------------------------------------
+        terms: dict[str, float] = {}
+        terms["gpu_memory"] = hbm_bytes / mem_bw_eff
+        terms["gpu_compute"] = flops / comp_eff
+        terms["layer_overhead"] = layer_overhead
+        if seq_cost:
+            # per sequence and per token it feeds in the step (a verification step checks every draft token)
+            terms["per_seq_overhead"] = seqs_per_replica * q * seq_cost
+        if expert_bytes_cpu:
+            terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) \
+                else math.inf
+        if layer_bytes_cpu:
+            terms["cpu_layers"] = (t_layers_bound / links.host_dram_efficiency if math.isfinite(t_layers_bound)
+                                   else math.inf)
+        if expert_bytes_stream:
+            terms["pcie_stream"] = t_stream_bound / pcie_eff
+        if expert_bytes_nvme:
+            terms["nvme"] = t_nvme_bound / nvme_eff if math.isfinite(t_nvme_bound) else math.inf
+        act_bytes = seqs_per_replica * q * d * 2.0
+        if tp > 1:
+            per_ar = 2.0 * (tp - 1) / tp * act_bytes / links.tp_bw + links.tp_latency_s
+            terms["tp_allreduce"] = 2 * n_layers * per_ar
+            terms["tp_sync"] = tp_sync
+        if par.ep and par.ep_size > 1:
+            # dispatch (FP8) + combine (BF16) of each token's k expert inputs; off-rank share (N-1)/N
+            a2a_bytes = (seqs_per_replica * q / max(tp, 1)) * k_top * d * 3.0 * (par.ep_size - 1) / par.ep_size
+            terms["ep_all2all"] = len(moe) * (a2a_bytes / links.ep_bw + 2 * (links.ep_latency_s + a2a_kernel))
+        if pp > 1:
+            terms["pp_transfer"] = (pp - 1) * (act_bytes / links.pp_bw + links.pp_latency_s)
+        gpu_part = max(terms["gpu_memory"], terms["gpu_compute"])
+        expected = gpu_part + sum(v for k_, v in terms.items() if k_ not in ("gpu_memory", "gpu_compute"))
+        expected = max(expected, bound)
+        names = {k_: v for k_, v in terms.items() if k_ not in ("gpu_memory", "gpu_compute")}
+        names["gpu_memory" if terms["gpu_memory"] >= terms["gpu_compute"] else "gpu_compute"] = gpu_part
+        binding = max(names, key=lambda k_: names[k_])
+        tok = 1.0 / expected if math.isfinite(expected) and expected > 0 else 0.0
+        tok_b = 1.0 / bound if math.isfinite(bound) and bound > 0 else 0.0
+        return SpeedEstimate(tok_s_per_seq=tok, tok_s_bound_per_seq=tok_b, tok_s_aggregate=tok * batch,
+                             batch=batch, context=context, step_time_s=expected, bound_step_time_s=bound,
+                             terms_s=terms, binding=binding)
+
+    return at
 
 
 def spec_key(spec: ModelSpec) -> str:

@@ -65,7 +65,8 @@ class Command:
     role: str                  # head | worker | rpc | ray-head | ray-worker
     argv: list[Arg]
     env: dict[str, Arg] = field(default_factory=dict)
-    tool: str = ""             # which allow-list checks this argv (vllm, sglang, llamacpp, ggml-rpc-server, "")
+    tool: str = ""             # which allow-list checks this argv (vllm, sglang, llamacpp, ggml-rpc-server,
+    #                            sglang-router, vllm-proxy; "" none)
 
     def env_lines(self) -> list[str]:
         return [f"export {k}={quote(v)}" for k, v in self.env.items()]

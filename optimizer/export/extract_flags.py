@@ -23,7 +23,8 @@ import zipfile
 from pathlib import Path
 
 from optimizer.engines import (ENGINE_VERSIONS, LLAMA_CPP_PYTHON_VERSION, LLAMACPP_COMMIT, LMS_VERSION,
-                               MLX_LM_VERSION, OLLAMA_VERSION, SGLANG_VERSION, VLLM_VERSION)
+                               MLX_LM_VERSION, OLLAMA_VERSION, SGLANG_ROUTER_VERSION, SGLANG_VERSION,
+                               VLLM_PROXY_SOURCE, VLLM_VERSION)
 
 VERSIONS = ENGINE_VERSIONS
 LLAMACPP_PY = LLAMA_CPP_PYTHON_VERSION
@@ -438,6 +439,90 @@ def main_desktop(ollama_src: str, lms_src: str, mlx_src: str, out_dir: str) -> N
         fmt], extract_mlx_server((mx / "mlx_lm/server.py").read_text()))
 
 
+# ----------------------------------------------------------------------------------------------- routers
+def _argparse_flags(tree: ast.Module, prefix: str = "") -> dict[str, tuple[str, list | None]]:
+    """Every `*.add_argument("--flag", ...)` call: literal flags, and f-strings with the `prefix` variable put
+    in (sglang_router's `f"--{prefix}name"`, prefix "" for `launch_router`). Types: store_true/false -> flag,
+    nargs (+, *, N) -> list, type=int/float -> int/float, else str; literal `choices` kept."""
+    rows: dict[str, tuple[str, list | None]] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument"):
+            continue
+        names = []
+        for a in node.args:
+            if isinstance(a, ast.Constant) and isinstance(a.value, str):
+                names.append(a.value)
+            elif isinstance(a, ast.JoinedStr):
+                parts = []
+                for v in a.values:
+                    if isinstance(v, ast.Constant):
+                        parts.append(str(v.value))
+                    elif isinstance(v, ast.FormattedValue) and isinstance(v.value, ast.Name) \
+                            and v.value.id == "prefix":
+                        parts.append(prefix)
+                    else:
+                        parts = []
+                        break
+                if parts:
+                    names.append("".join(parts))
+        names = [n for n in names if n.startswith("-")]
+        if not names:
+            continue
+        kw = {k.arg: k.value for k in node.keywords if k.arg}
+        action = _lit(kw["action"]) if "action" in kw else None
+        typ = "str"
+        if action in ("store_true", "store_false"):
+            typ = "flag"
+        elif "nargs" in kw:
+            typ = "list"
+        elif "type" in kw and isinstance(kw["type"], ast.Name) and kw["type"].id in ("int", "float"):
+            typ = kw["type"].id
+        choices = _lit(kw["choices"]) if "choices" in kw else None
+        _add(rows, names, typ, list(choices) if isinstance(choices, (list, tuple)) else None)
+    return rows
+
+
+def extract_sglang_router(wheel: Path) -> dict[str, tuple[str, list | None]]:
+    """`python -m sglang_router.launch_router` flags: RouterArgs.add_cli_args in sglang_router/router_args.py."""
+    with zipfile.ZipFile(wheel) as z:
+        return _argparse_flags(ast.parse(z.read("sglang_router/router_args.py").decode()))
+
+
+def extract_vllm_proxy(source: Path) -> dict[str, tuple[str, list | None]]:
+    """vLLM's NIXL proxy (tests/v1/kv_connector/nixl_integration/toy_proxy_server.py): its parse_args()."""
+    return _argparse_flags(ast.parse(source.read_text()))
+
+
+def main_routers(src_dir: str, out_dir: str) -> None:
+    """The router/proxy allow-lists: sglang_router-SGLANG_ROUTER_VERSION's wheel and vLLM's toy_proxy_server.py
+    (a file of the vLLM source tree, not in the wheel: put it in SRC_DIR)."""
+    src, out = Path(src_dir), Path(out_dir)
+    fmt = ("Format: FLAG<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|list|flag (flag takes no value, list one "
+           "or more).")
+    whl = next(src.rglob(f"sglang_router-{SGLANG_ROUTER_VERSION}-*.whl"))
+    _write(out / f"sglang-router-{SGLANG_ROUTER_VERSION}.txt", [
+        f"sglang-router {SGLANG_ROUTER_VERSION} `python -m sglang_router.launch_router` flags (the router SGLang "
+        f"{SGLANG_VERSION}'s own PD test fixture starts,",
+        "sglang/test/server_fixtures/disaggregation_fixture.py), extracted by optimizer/export/extract_flags.py from "
+        f"{whl.name}:",
+        "AST of sglang_router/router_args.py (RouterArgs.add_cli_args, f\"--{prefix}...\" with prefix ''). "
+        "Router code is not copied.",
+        fmt,
+        f"Refresh: pip download --no-deps -d /tmp/eng sglang-router=={SGLANG_ROUTER_VERSION}; "
+        "python -m optimizer.export.extract_flags routers /tmp/eng tests/data/engine_flags"],
+        extract_sglang_router(whl))
+    proxy = next(src.rglob("toy_proxy_server.py"))
+    repo, path, commit = VLLM_PROXY_SOURCE
+    _write(out / f"vllm-proxy-{VLLM_VERSION}.txt", [
+        f"vLLM's NIXL disaggregation proxy ({path}, github.com/{repo} at commit {commit},",
+        f"read for vLLM {VLLM_VERSION}; not part of the wheel: run it from that source tree) flags, extracted by",
+        "optimizer/export/extract_flags.py from the AST of its parse_args(). Its --host defaults to 127.0.0.1.",
+        fmt,
+        "Refresh: put that file in /tmp/eng; python -m optimizer.export.extract_flags routers /tmp/eng "
+        "tests/data/engine_flags"], extract_vllm_proxy(proxy))
+
+
 # ----------------------------------------------------------------------------------------------- main
 def main(src_dir: str, out_dir: str) -> None:
     src, out = Path(src_dir), Path(out_dir)
@@ -484,5 +569,7 @@ def main(src_dir: str, out_dir: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--desktop"]:
         main_desktop(*sys.argv[2:6])
+    elif sys.argv[1:2] == ["routers"]:
+        main_routers(*sys.argv[2:4])
     else:
         main(*sys.argv[1:3])

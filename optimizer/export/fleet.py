@@ -5,14 +5,17 @@ pools with their KV-transfer flags, a router command, and Kubernetes manifests.
   by `optimizer.export.export_plan`, so its flags are exactly the ones `rigopt export` writes.
 - vLLM 0.33.0 prefill and decode instances: `--kv-transfer-config '{"kv_connector":"NixlConnector",
   "kv_role":"kv_both"}'` (vLLM docs, NixlConnector usage guide), `VLLM_NIXL_SIDE_CHANNEL_PORT`; requests go
-  through vLLM's NIXL proxy (`toy_proxy_server.py` from the vLLM 0.33.0 source tree; not part of the wheel).
+  through vLLM's NIXL proxy (`toy_proxy_server.py --host 0.0.0.0 ...` from the vLLM source tree, not part of
+  the wheel; optimizer/engines.py VLLM_PROXY_SOURCE names the file and the commit its flags were read from).
 - SGLang 0.5.23: `--disaggregation-mode prefill|decode`, `--disaggregation-transfer-backend nixl`,
   `--disaggregation-bootstrap-port` on prefill servers (engines.md §3.3); router `python3 -m
-  sglang_router.launch_router --pd-disaggregation --prefill URL --decode URL` ([sglang-v4doc]).
+  sglang_router.launch_router --pd-disaggregation --prefill URL BOOTSTRAP_PORT --decode URL` (sglang-router
+  SGLANG_ROUTER_VERSION, the router SGLang 0.5.23's own PD test fixture starts; without the port it assumes none).
 - Kubernetes: a Deployment (+ Service) per pool of single-node replicas (`replicas: N`), a LeaderWorkerSet per
   pool of multi-node replicas (vLLM's Ray-based manifest with `replicas: N`).
-Engine flags are checked against `tests/data/engine_flags/` (tests/test_fleet_export.py); router/proxy flags
-come from the docs named above and are not in those allow-lists.
+Engine and router/proxy flags are checked against `tests/data/engine_flags/` (tests/test_fleet_export.py):
+`sglang-router-<version>.txt` and `vllm-proxy-<version>.txt` are extracted from the router's wheel and the proxy's
+source by `python -m optimizer.export.extract_flags routers SRC OUT`.
 """
 
 from __future__ import annotations
@@ -154,8 +157,8 @@ def router_commands(fleet: Fleet) -> list[Command]:
         port = HTTP_PORT[engine]
         if engine == "sglang":
             a: list = ["python3", "-m", "sglang_router.launch_router", "--pd-disaggregation"]
-            for k in pre:
-                a += ["--prefill", Var(f"http://${{POOL{k}_IP}}:{port}")]
+            for k in pre:  # URL and the prefill server's bootstrap port (omitted, the router assumes none)
+                a += ["--prefill", Var(f"http://${{POOL{k}_IP}}:{port}"), str(SGLANG_BOOTSTRAP_PORT)]
             for k in dec:
                 a += ["--decode", Var(f"http://${{POOL{k}_IP}}:{port}")]
             a += ["--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
@@ -163,6 +166,8 @@ def router_commands(fleet: Fleet) -> list[Command]:
             a = [
                 "python3",
                 "toy_proxy_server.py",
+                "--host",
+                "0.0.0.0",  # its default, 127.0.0.1, is not reachable from outside the pod
                 "--port",
                 str(ROUTER_PORT),
                 "--prefiller-hosts",
@@ -174,7 +179,7 @@ def router_commands(fleet: Fleet) -> list[Command]:
                 "--decoder-ports",
                 *[str(port)] * len(dec),
             ]
-        out.append(Command(0, "router", a, tool=""))
+        out.append(Command(0, "router", a, tool="sglang-router" if engine == "sglang" else "vllm-proxy"))
     if len(agg) > 1 or (agg and fleet.pools[agg[0]].replicas > 1):
         if fleet.pools[agg[0]].engine == "sglang":
             urls = [Var(f"http://${{POOL{k}_IP}}:{HTTP_PORT['sglang']}") for k in agg]
@@ -193,7 +198,7 @@ def router_commands(fleet: Fleet) -> list[Command]:
                         "--port",
                         str(ROUTER_PORT),
                     ],
-                    tool="",
+                    tool="sglang-router",
                 )
             )
     return out

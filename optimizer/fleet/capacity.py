@@ -17,7 +17,8 @@ tail `optimizer/estimate/serving.py` uses for p90 (P(wait > t) = rho exp(-t rho 
 model's per-step mean (steps are deterministic in the model; prefill interference is averaged into it).
 
 Capacities are found by bisection on the rate (feasibility falls as the rate rises; `min_replicas` checks the
-bisection's answer against the physics directly, and tests compare it with a linear scan).
+bisection's answer against the physics directly, and tests compare it with a linear scan), bracketed from above
+by a bound from the rate-free physics alone (`Replica.bound`: no serving solve, so every candidate gets one).
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ from dataclasses import dataclass, field, replace
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
-from optimizer.estimate.deployment import Deployment, Evaluation, Hardware, evaluate, memory_of
+from optimizer.estimate.deployment import Deployment, Evaluation, Evaluator, Hardware
 from optimizer.layout import Parallel
 from optimizer.estimate.serving import Workload
-from optimizer.topology_links import plan_links
 
-BISECT_STEPS = 9  # log bisection: a bracket of 20x (1000x) ends within 0.6% (1.4%); the answer is the
-LOW_FRACTIONS = (0.05, 1e-3, 1e-6)  # feasible end, so capacities are conservative
+REL_TOL = 0.006  # log bisection until the bracket is within 0.6%; the answer is its feasible end (conservative)
+PROBE_FRACTIONS = (1.0, 0.7, 0.35, 0.05, 1e-3, 1e-6)  # of the rate-free bound; the first feasible starts the bracket
 BUDGET_GRID = 0.005  # prefill TTFT budgets are floored to 0.5% of the TTFT SLA (conservative; shares bisections)
 
 
@@ -106,6 +106,21 @@ def ttft_at(ev: Evaluation, p: float) -> float:
     return single + wait_quantile(rho, work, p) + extra
 
 
+def _rho_within(wait_s: float, service_s: float, p: float) -> float:
+    """The largest utilisation at which the p-quantile of the M/D/1 wait is at most `wait_s` (bisection on rho;
+    the quantile rises with rho), rounded up so it never falls short."""
+    if wait_quantile(1.0 - p, service_s, p) > wait_s:  # pragma: no cover - the quantile is 0 up to rho = 1 - p
+        return 1.0 - p
+    lo, hi = 1.0 - p, 1.0
+    for _ in range(30):  # to 1e-9 of rho: the bound is the upper end
+        mid = (lo + hi) / 2
+        if wait_quantile(mid, service_s, p) <= wait_s:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def kv_transfer_s(kv_bytes_per_gpu: float, link_bw: float, latency_s: float) -> float:
     """One request's KV over the pools' link: every rank sends its own share over its own NIC share."""
     return kv_bytes_per_gpu / link_bw + latency_s
@@ -124,9 +139,9 @@ class Replica:
         c = self.cfg
         hw = load_hardware()
         node = hw.nodes[c.node]
-        hard = Hardware(
-            hw.accelerators[c.accelerator], node, c.n_nodes, c.gpus_per_node, links=plan_links(node, c.n_nodes, c.par)
-        )
+        # links=None: evaluate() asks the node's topology graph (`plan_links(node, n_nodes, layout)`) when it first
+        # needs them, so a candidate that is only checked for memory never builds its node's graph
+        hard = Hardware(hw.accelerators[c.accelerator], node, c.n_nodes, c.gpus_per_node, links=None)
         return Deployment(
             model=self.model,
             quant=c.quant,
@@ -140,9 +155,23 @@ class Replica:
 
     def fits(self) -> bool:
         try:
-            return memory_of(self.deployment(Workload(self.sla.isl, self.sla.osl, rate_rps=1.0))).fits
+            return self.evaluator("aggregated").memory.fits
         except InputError:
             return False
+
+    def evaluator(self, role: str) -> Evaluator:
+        """The role's deployment with its rate-free physics computed once (`Evaluator`: exactly `evaluate()` at
+        every rate)."""
+        k = ("evaluator", role)
+        ev = self._memo.get(k)
+        if ev is None:
+            wl = self.workload(role, 1.0)
+            if role == "aggregated":
+                ev = Evaluator(self.deployment(wl))
+            else:  # the same deployment with the role's workload: memory (and for decode, the step curve) shared
+                ev = self.evaluator("aggregated").sibling(wl)
+            self._memo[k] = ev
+        return ev
 
     def workload(self, role: str, rate: float) -> Workload:
         s = self.sla
@@ -155,13 +184,12 @@ class Replica:
     def at(self, role: str, rate: float) -> Evaluation:
         k = (role, rate)
         if k not in self._memo:
-            self._memo[k] = evaluate(self.deployment(self.workload(role, rate)))
+            self._memo[k] = self.evaluator(role).at(self.workload(role, rate))
         return self._memo[k]
 
     def kv_bytes(self) -> float:
         """KV bytes per GPU of one request's prompt (what a prefill rank sends), per PP stage."""
-        ev = self.at("prefill", 1e-6)
-        return ev.kv.bytes_at(self.sla.isl) / self.cfg.par.pp
+        return self.evaluator("prefill").parts.kv.bytes_at(self.sla.isl) / self.cfg.par.pp
 
     # ---- SLA checks at a rate
     def ok(self, role: str, rate: float, ttft_budget: float | None = None) -> bool:
@@ -179,56 +207,165 @@ class Replica:
     def capacity(self, role: str, ttft_budget: float | None = None) -> float:
         """Highest rate (req/s) this replica carries within the SLA in `role` (0 when none): the feasible end
         of the bisection bracket."""
-        return self.bracket(role, ttft_budget, BISECT_STEPS)[0]
+        return self.bracket(role, ttft_budget)[0]
 
     def optimistic(self, role: str, ttft_budget: float | None = None, steps: int = 0) -> float:
         """An upper bound of `capacity` after `steps` bisection steps (the infeasible end of the bracket; with
-        0 steps the rate ceiling or the first infeasible probe). The fleet search starts from these and refines
-        the rows its solution uses (solve.py)."""
+        0 steps and no probe yet, the rate-free `bound`). The fleet search starts from these and refines the rows
+        its solution uses (solve.py)."""
+        ub = self.bound(role, ttft_budget)
+        if steps == 0 and ("cap", role, self._budget_key(ttft_budget)) not in self._memo:
+            return ub  # no serving solve yet: the rate-free bound alone
         lo, up = self.bracket(role, ttft_budget, steps)
-        return up if lo > 0 else 0.0
+        return min(up, ub) if lo > 0 else 0.0
+
+    def _budget_key(self, ttft_budget: float | None) -> float | None:
+        return None if ttft_budget is None else round(self.budget_floor(ttft_budget), 9)
+
+    def bound(self, role: str, ttft_budget: float | None = None) -> float:
+        """An upper bound of `capacity` from the rate-free physics alone (no serving solve): `serve()` at a
+        per-replica rate x has prefill share rho = x w (w = engine work per prompt), TTFT >= t1 + wait_p(rho)
+        (t1 = one prompt alone), TPOT = s(n) / (1 - rho) >= s(1) for n >= 1 sequences decoding (s = the step
+        curve, rising with n), in flight x (TTFT + osl TPOT) <= the admitted sequences A, and n = x osl TPOT
+        (Little) with s(n) <= TPOT <= the SLA T, so x = n / (osl TPOT) <= n_T / (osl s(n_T)) where n_T is the
+        most sequences with s(n) <= T (n / s(n), the decode throughput, rises with n). Each SLA the role checks
+        gives one cap on x; the bound is the least, times the DP ranks. Capacities are searched below it (the
+        largest feasible rate up to the bound): where `serve()`'s damped fixed point stops short of Little's law
+        (n below x osl TPOT) the physics may accept a rate up to ~1% above the bound, which is then not used
+        (conservative; tests scan the rates below the bound)."""
+        if ttft_budget is not None:
+            ttft_budget = self.budget_floor(ttft_budget)
+        key = ("bound", role, None if ttft_budget is None else round(ttft_budget, 9))
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = self._bound(role, ttft_budget)
+        return got
+
+    def _bound(self, role: str, ttft_budget: float | None) -> float:
+        try:
+            ev = self.evaluator(role)
+            pf, adm = ev.workload_prefill, ev.admitted_per_replica
+        except InputError:
+            return 0.0
+        if not ev.memory.fits or adm <= 0:
+            return 0.0
+        s, dp = self.sla, self.cfg.par.dp
+        osl = 1 if role == "prefill" else s.osl
+        t1, w = pf.ttft_s, max(pf.work_s, 1e-12)
+        s1 = ev.step_time(1.0) if role != "prefill" else 0.0  # prefill: one output token, the step left out
+        caps = [1.0 / w, adm / (t1 + osl * s1)]  # rho < 1; Little's law on the admitted sequences
+        if role != "prefill":  # TPOT
+            if s1 > s.tpot_s:
+                return 0.0
+            caps.append((1.0 - s1 / s.tpot_s) / w)
+            caps.append(self._decode_throughput_bound() / osl)
+        if role != "decode":  # TTFT at the percentile within the SLA (or the prefill pool's budget)
+            budget = s.ttft_s if role == "aggregated" else ttft_budget
+            assert budget is not None
+            if t1 > budget:
+                return 0.0
+            caps.append(_rho_within(budget - t1, w, s.percentile) / w)
+        return dp * max(0.0, min(caps))
+
+    def _decode_throughput_bound(self) -> float:
+        """max n / s(n) over n <= n_T (sequences decoding per replica with s(n) <= the TPOT SLA), bounded by
+        its value at any n >= n_T: a coarse geometric search brackets n_T within 25%. The aggregated and decode
+        roles share the step curve (same decode context isl + osl/2 and KV pool; only the prompt computed
+        differs), so it is found once, on the aggregated role's."""
+        key = ("decode_bound",)
+        got = self._memo.get(key)
+        if got is not None:
+            return got
+        ev, t = self.evaluator("aggregated"), self.sla.tpot_s
+        lo, hi = 1, max(1, ev.admitted_per_replica)
+        if ev.step_time(float(hi)) <= t:
+            lo = hi
+        while hi > lo + 1 and hi > 1.25 * lo:
+            mid = max(lo + 1, min(hi - 1, round(math.sqrt(lo * hi))))
+            if ev.step_time(float(mid)) <= t:
+                lo = mid
+            else:
+                hi = mid
+        got = self._memo[key] = max(n / ev.step_time(float(n)) for n in (lo, hi))
+        return got
 
     def budget_floor(self, budget: float) -> float:
         """TTFT budgets are floored to a grid of 0.5% of the SLA (conservative; shares bisections)."""
         step = BUDGET_GRID * self.sla.ttft_s
         return round(math.floor(budget / step + 1e-9) * step, 9)
 
-    def bracket(self, role: str, ttft_budget: float | None, steps: int) -> tuple[float, float]:
-        """(feasible rate, infeasible-or-ceiling rate) after `steps` log-bisection steps (memoised, resumable)."""
+    def bracket(self, role: str, ttft_budget: float | None, steps: int | None = None) -> tuple[float, float]:
+        """(feasible rate, infeasible-or-bound rate), memoised and resumable: probes at the rate-free bound and
+        fractions of it (the first feasible probe is the low end; the bound itself feasible means the capacity is
+        the bound), then log-bisection for `steps` more steps, or (None) until the bracket is within REL_TOL."""
+        key = ("cap", role, self._budget_key(ttft_budget))
         if ttft_budget is not None:
             ttft_budget = self.budget_floor(ttft_budget)
-        key = ("cap", role, None if ttft_budget is None else round(ttft_budget, 9))
         st = self._memo.get(key)
         if st is None:
-            hi = self._rate_ceiling(role)
+            hi = self.bound(role, ttft_budget)
             st = [0.0, 0.0, 0]
             if hi > 0:
                 up, lo = hi, 0.0
-                for f in LOW_FRACTIONS:
+                for f in PROBE_FRACTIONS:
                     if self.ok(role, hi * f, ttft_budget):
                         lo = hi * f
                         break
                     up = hi * f
                 st = [lo, up if lo > 0 else 0.0, 0]
             self._memo[key] = st
-        while st[0] > 0 and st[2] < steps:
-            mid = math.sqrt(st[0] * st[1])
-            if self.ok(role, mid, ttft_budget):
-                st[0] = mid
+        if steps is not None:  # plain log-bisection steps
+            while st[0] > 0 and st[2] < steps:
+                self._probe(st, role, math.sqrt(st[0] * st[1]), ttft_budget)
+            return st[0], st[1]
+        # Illinois (modified regula falsi) on the SLA margin in log-rate: superlinear from both ends; every
+        # decision is `ok`'s, the margin only picks the next probe (bisection where it says nothing)
+        side = 0
+        m_lo, m_up = self.margin(role, st[0], ttft_budget), self.margin(role, st[1], ttft_budget)
+        while st[0] > 0 and st[1] > st[0] * (1 + REL_TOL):
+            a, b = math.log(st[0]), math.log(st[1])
+            x = (a + b) / 2
+            if m_lo > 0 > m_up and m_up > -1.0:
+                x = a + (b - a) * m_lo / (m_lo - m_up)
+            x = min(max(x, a + 0.01 * (b - a)), b - 0.01 * (b - a))
+            rate = math.exp(x)
+            m = self.margin(role, rate, ttft_budget)
+            if self._probe(st, role, rate, ttft_budget):
+                m_lo = max(m, 0.0)
+                m_up = m_up / 2 if side == 1 else m_up
+                side = 1
             else:
-                st[1] = mid
-            st[2] += 1
+                m_up = min(m, -1e-12)
+                m_lo = m_lo / 2 if side == -1 else m_lo
+                side = -1
         return st[0], st[1]
 
-    def _rate_ceiling(self, role: str) -> float:
-        """A rate no replica can exceed: prefill saturating the engine (rho = 1), or the admitted sequences all
-        decoding at the batch-1 step time."""
-        ev = self.at(role, 1e-6)
-        if not ev.fits or ev.serving is None or not ev.serving.stable:
-            return 0.0
-        if role == "decode":
-            return max(ev.serving.admitted_seqs, 1) / (self.sla.osl * max(ev.decode.step_time_s, 1e-9))
-        return self.cfg.par.dp / max(ev.prefill.work_s, 1e-12)  # each DP rank prefills its own requests
+    def _probe(self, st: list, role: str, rate: float, ttft_budget: float | None) -> bool:
+        good = self.ok(role, rate, ttft_budget)
+        st[0 if good else 1] = rate
+        st[2] += 1
+        return good
+
+    def margin(self, role: str, rate: float, ttft_budget: float | None = None) -> float:
+        """How far inside its limits a rate is (relative; about >= 0 where `ok`): the least of the SLA margins
+        and the KV pool's (1 - sequences in flight / admitted); -1 when the prefill saturates. The root finder's
+        guide only: every decision is `ok`'s."""
+        ev = self.at(role, rate)
+        sv = ev.serving
+        if sv is None or not ev.fits or not (math.isfinite(sv.tpot_s) and math.isfinite(sv.ttft_s)):
+            return -1.0
+        s = self.sla
+        osl = 1 if role == "prefill" else s.osl
+        m = 1.0 - rate * (sv.ttft_s + osl * sv.tpot_s) / max(sv.admitted_seqs, 1)
+        if role != "prefill":
+            m = min(m, 1.0 - sv.tpot_s / s.tpot_s)
+        if role != "decode":
+            limit = s.ttft_s if role == "aggregated" else ttft_budget
+            assert limit is not None
+            rho, work, single = sv.prefill_share, ev.prefill.work_s, ev.prefill.ttft_s
+            ttft = single + wait_quantile(rho, work, s.percentile) + max(0.0, sv.ttft_s - single - mean_wait(rho, work))
+            m = min(m, 1.0 - ttft / limit)
+        return max(m, -1.0) if math.isfinite(m) else -1.0
 
 
 def min_replicas(rep: Replica, rate: float, role: str = "aggregated", max_n: int = 1_000_000) -> int | None:

@@ -36,6 +36,10 @@ class Row:
     gpus: int
     link_class: int | None  # prefill: the class it was measured for; decode: the best class it supports
     ref: object = None  # the candidate behind the row (solve.py)
+    order: int = -1  # the tie-break rank (lower first; -1: the row's index)
+
+    def rank(self, index: int) -> int:
+        return self.order if self.order >= 0 else index
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ def solve(
     if st2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         g = int(round(solver.objective_value))
         m.add(gpus <= g)
-        weights = {i: k + 1 for k, i in enumerate(sorted(n))}
+        weights = {i: rows[i].rank(i) + 1 for i in n}  # by the row's own rank: dropped rows change no preference
         m.clear_hints()
         for i in n:
             m.add_hint(n[i], solver.value(n[i]))

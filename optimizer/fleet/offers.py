@@ -18,6 +18,8 @@ from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError
 from optimizer.topology import topology
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+
 RDMA_KINDS = ("infiniband", "roce", "efa", "nvlink")  # NIXL/UCX moves KV GPU-to-GPU over these
 PARTIAL_FILLS = (1, 2, 4)  # GPUs bought in an 8-slot server besides the full fill
 
@@ -75,7 +77,7 @@ class Offer:
 def load_shapes() -> tuple[Shape, ...]:
     path = data_dir("hardware") / "cloud_shapes.yaml"
     try:
-        rows = yaml.safe_load(path.read_text(encoding="utf-8"))
+        rows = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # libyaml when built
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"{path.name}: cannot read: {exc}") from exc
     if not isinstance(rows, list):

@@ -15,9 +15,10 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, ConfigDict
 
@@ -184,6 +185,7 @@ class _Cand:
     offer: Offer
     rep: Replica
     n_nodes: int
+    pos: int = 0  # place in the whole candidate list (the tie-break rank of its rows)
 
     @property
     def cfg(self) -> Config:
@@ -227,7 +229,7 @@ class Search:
                             if rep is None:
                                 rep = self.replicas[cfg] = Replica(self.m, cfg, self.sla)
                             if rep.fits():
-                                out.append(_Cand(off, rep, n_nodes))
+                                out.append(_Cand(off, rep, n_nodes, len(out)))
         return out
 
 
@@ -244,16 +246,28 @@ class _Spec:
     link_class: int | None
     transfer_s: float | None = None
     budget_s: float | None = None
+    order: int = 0  # tie-break rank: role, then the candidate's place in the whole list, then the link class
 
     def capacity(self, exact: bool) -> float:
         rep = self.cand.rep
         return rep.capacity(self.role, self.budget_s) if exact else rep.optimistic(self.role, self.budget_s)
 
 
-def _specs(cands: list[_Cand], q: FleetQuery, sla: SLA, classes: list[float], objective: str) -> list[_Spec]:
-    out: list[_Spec] = [_Spec("aggregated", c, None) for c in cands]
+def _specs(
+    cands: list[_Cand], q: FleetQuery, sla: SLA, classes: list[float], objective: str, ranks: list[float] | None = None
+) -> list[_Spec]:
+    """The rows to price; `ranks`: the link classes of the whole candidate list, for a tie-break rank that does not
+    depend on which candidates are searched."""
+    all_bw = ranks or classes
+
+    def order(role: int, c: _Cand, b: int | None) -> int:
+        return role * 10**8 + c.pos * 100 + (0 if b is None else all_bw.index(classes[b]) + 1)
+
+    out: list[_Spec] = [_Spec("aggregated", c, None, order=order(0, c, None)) for c in cands]
     if q.disagg:
-        out += [_Spec("decode", c, classes.index(c.offer.kv_link_bw)) for c in cands]
+        for c in cands:
+            b = classes.index(c.offer.kv_link_bw)
+            out.append(_Spec("decode", c, b, order=order(1, c, b)))
         for c in cands:
             if c.rep.optimistic("prefill", sla.ttft_s) <= 0:
                 continue  # cannot prefill within the TTFT even with a free link
@@ -263,7 +277,7 @@ def _specs(cands: list[_Cand], q: FleetQuery, sla: SLA, classes: list[float], ob
                 t = kv_transfer_s(kvb, min(bw, c.offer.kv_link_bw), c.offer.kv_link_latency_s)
                 budget = c.rep.budget_floor(sla.ttft_s - t - sla.tpot_s)
                 if budget > 0:  # the slowest class with the same (floored) budget allows the most decode pools
-                    by_budget[budget] = _Spec("prefill", c, b, t, budget)
+                    by_budget[budget] = _Spec("prefill", c, b, t, budget, order=order(2, c, b))
             out.extend(by_budget.values())
     # the same configuration, role, link class and budget at a higher price never helps: keep the cheapest
     best: dict = {}
@@ -277,7 +291,9 @@ def _specs(cands: list[_Cand], q: FleetQuery, sla: SLA, classes: list[float], ob
 def _row(sp: _Spec, objective: str, exact: bool) -> M.Row:
     cap = sp.capacity(exact)
     cost = max(1, round(sp.cand.cost(objective) * M.COST_SCALE[objective]))
-    return M.Row(sp.role, int(cap * M.RATE_SCALE), cost, sp.cand.cfg.gpus, sp.link_class, (sp.cand, sp.transfer_s))
+    return M.Row(
+        sp.role, int(cap * M.RATE_SCALE), cost, sp.cand.cfg.gpus, sp.link_class, (sp.cand, sp.transfer_s), sp.order
+    )
 
 
 def _hint(rows: list[M.Row], rate: int) -> dict[int, int]:
@@ -439,11 +455,39 @@ def _fleet(sol: M.Solution, rows: list[M.Row], q: FleetQuery, objective: str) ->
     )
 
 
-PREREFINE = 48  # rows per (role, link class) given their exact capacity before the first solve (best cost/capacity)
-REFINE_MORE = 16  # and after each solve, besides the rows it used, the next best of every group
+STAGE1_ROWS = 4  # rows per (role, link class) in stage 1 (see solve_objective)
+REFINE_MORE = 0  # after each solve, besides the rows it used, the next best of every (role, link class) get exact
 
 
-def _dominated(rows: list[M.Row], exact: set[int]) -> set[int]:
+def _refine_best(specs: list[_Spec], rows: list[M.Row], objective: str, disagg: bool, rate: int) -> set[int]:
+    """Before the first solve: per role, the rows of least cost per capacity, and the rows whose homogeneous pool
+    (ceil(R / cap) replicas) costs least, get their exact capacity until the least one is exact (best first:
+    refining only lowers a row's capacity). They set the cost bound's UB (a fleet of exact rows) and its rho*
+    (`_cost_bound_drop`), and are what CP-SAT picks first."""
+    exact: set[int] = set()
+
+    def ratio(r: M.Row) -> float:
+        return r.cost / r.cap
+
+    def pool(r: M.Row) -> float:
+        return -(-rate // r.cap) * r.cost
+
+    for role in ("aggregated", "prefill", "decode") if disagg else ("aggregated",):
+        for key in (ratio, pool):
+            heap = [(key(r), i) for i, r in enumerate(rows) if r.role == role and r.cap > 0]
+            heapq.heapify(heap)
+            while heap:
+                _, i = heapq.heappop(heap)
+                if i in exact:
+                    break
+                exact.add(i)
+                rows[i] = _row(specs[i], objective, True)
+                if rows[i].cap > 0:
+                    heapq.heappush(heap, (key(rows[i]), i))
+    return exact
+
+
+def _dominated(rows: list[M.Row], exact: set[int], skip: frozenset[int] | set[int] = frozenset()) -> set[int]:
     """Rows no optimal fleet needs: another row, already exact, of the same role costs no more, uses no more GPUs,
     carries at least the most this row could (its optimistic capacity) and is link-compatible (decode: a link at
     least as fast; prefill: measured for a link at least as slow). Replacing every such replica by the other
@@ -453,13 +497,13 @@ def _dominated(rows: list[M.Row], exact: set[int]) -> set[int]:
     for i in sorted(exact):
         by_role.setdefault(rows[i].role, []).append(i)
     for i, r in enumerate(rows):
-        if r.cap <= 0:
+        if r.cap <= 0 or i in skip:
             continue
         for k in by_role.get(r.role, ()):
             x = rows[k]
             if k == i or x.cost > r.cost or x.gpus > r.gpus or x.cap < r.cap:
                 continue
-            if (x.cost, x.gpus, -x.cap, k) >= (r.cost, r.gpus, -r.cap, i):
+            if (x.cost, x.gpus, -x.cap, x.rank(k)) >= (r.cost, r.gpus, -r.cap, r.rank(i)):
                 continue  # equal rows: keep the first, so two equal rows never remove each other
             if r.role == "decode" and (x.link_class or 0) > (r.link_class or 0):
                 continue
@@ -470,44 +514,155 @@ def _dominated(rows: list[M.Row], exact: set[int]) -> set[int]:
     return out
 
 
+def _duplicates(rows: list[M.Row], skip: set[int]) -> set[int]:
+    """Rows equal to an earlier row in everything CP-SAT sees (role, capacity, cost, GPUs, link class): a fleet
+    using one can use the earlier one instead, with no more types, and the tie-break prefers the earlier row
+    anyway, so dropping the later ones changes no answer."""
+    seen: set[tuple] = set()
+    out: set[int] = set()
+    for i in sorted(range(len(rows)), key=lambda i: rows[i].rank(i)):
+        r = rows[i]
+        if r.cap <= 0 or i in skip:
+            continue
+        k = (r.role, r.cap, r.cost, r.gpus, r.link_class)
+        if k in seen:
+            out.add(i)
+        seen.add(k)
+    return out
+
+
+def _upper_bound(rows: list[M.Row], exact: set[int], rate: int, allow_disagg: bool) -> float:
+    """The cost of the cheapest fleet made of one exact aggregated row, or of one exact prefill and one
+    link-compatible exact decode row (inf when there is none): a real fleet, so the optimum costs no more."""
+    ub = math.inf
+    ex = sorted(i for i in exact if rows[i].cap > 0 and (allow_disagg or rows[i].role == "aggregated"))
+    for i in ex:
+        if rows[i].role == "aggregated":
+            ub = min(ub, -(-rate // rows[i].cap) * rows[i].cost)
+    pre = [i for i in ex if rows[i].role == "prefill"]
+    for k in ex:
+        if rows[k].role != "decode" or not pre:
+            continue
+        dc = -(-rate // rows[k].cap) * rows[k].cost
+        for i in pre:
+            if (rows[i].link_class or 0) >= (rows[k].link_class or 0):
+                ub = min(ub, dc + -(-rate // rows[i].cap) * rows[i].cost)
+    return ub
+
+
+AFFORDABLE_MIN = 40  # candidate lists shorter than this are searched whole
+
+
+def _affordable(cands: list[_Cand], q: FleetQuery, sla: SLA, objective: str, rate: int) -> list[_Cand]:
+    """The candidates whose one replica costs no more than a fleet found among the cheaper half of them (every
+    row of a fleet costs at least its replica, so a dearer one is in no optimal fleet). The cheaper half gets its
+    bounds and the best rows their exact capacity (memoised, reused by the search), its upper bound (`_upper_bound`)
+    prices the cut; the order of the candidates kept is unchanged (the same tie-breaks). Dearer candidates never
+    ask the physics, nor the topology graph of their node."""
+    if len(cands) < AFFORDABLE_MIN:
+        return cands
+    half = sorted(cands, key=lambda c: c.cost(objective))[: len(cands) // 2]
+    specs = _specs(half, q, sla, _link_classes(half), objective, _link_classes(cands))
+    rows = [_row(sp, objective, False) for sp in specs]
+    ub = _upper_bound(rows, _refine_best(specs, rows, objective, q.disagg, rate), rate, q.disagg)
+    if not math.isfinite(ub):
+        return cands
+    return [c for c in cands if max(1, round(c.cost(objective) * M.COST_SCALE[objective])) <= ub]
+
+
+def _cost_bound_drop(
+    rows: list[M.Row], exact: set[int], rate: int, allow_disagg: bool, ub: float = math.inf
+) -> set[int]:
+    """Rows no optimal fleet uses, by cost bounds. UB: the cost of a fleet built from exact rows (one aggregated
+    row alone, or one prefill and one link-compatible decode row). Every row's cost per unit of capacity, with
+    its optimistic capacity, is at least that row's true one, so rho* = min(aggregated, prefill + decode best
+    cost per capacity) bounds any fleet's cost per unit of rate from below. A fleet using row i pays c_i, and
+    the rest of the rate, R - cap_i, at rho* or more (a prefill or decode row also needs one row of the other
+    role): LB_i = c_i + max((R - cap_i)+ rho*, [c of the cheapest other-role row]). Rows with LB_i > UB go.
+    `ub`: the cost of a fleet already found with exact rows only (a tighter UB)."""
+    live = [i for i, r in enumerate(rows) if r.cap > 0 and (allow_disagg or r.role == "aggregated")]
+    ub = min(ub, _upper_bound(rows, exact, rate, allow_disagg))
+    if not math.isfinite(ub):
+        return set()
+    ratio = {role: math.inf for role in ("aggregated", "prefill", "decode")}
+    cheapest = {role: math.inf for role in ratio}
+    for i in live:
+        r = rows[i]
+        ratio[r.role] = min(ratio[r.role], r.cost / r.cap)
+        cheapest[r.role] = min(cheapest[r.role], r.cost)
+    rho = min(ratio["aggregated"], ratio["prefill"] + ratio["decode"])
+    other = {"aggregated": 0.0, "prefill": cheapest["decode"], "decode": cheapest["prefill"]}
+    out = set()
+    for i in live:
+        r = rows[i]
+        lb = r.cost + max(max(0, rate - r.cap) * rho, other[r.role])
+        if lb > ub * (1 + 1e-9):
+            out.add(i)
+    return out
+
+
 def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, float]:
-    """Lazy refinement: rows start at an optimistic capacity (>= the true one); the best few per role by
-    cost/capacity and, after each CP-SAT solve, the rows the solution uses get their exact capacity, until the
-    solution uses exact rows only. Then it is optimal for the exact table too: every other row only looked
-    better than it is. Rows dominated by an exact row are dropped (exact argument in `_dominated`)."""
+    """Lazy refinement: rows start at an optimistic capacity (>= the true one, `Replica.bound`); the best per
+    role by cost/capacity and, after each CP-SAT solve, the rows the solution uses get their exact capacity, until
+    the solution uses exact rows only. Then it is optimal for the exact table too: every other row only looked
+    better than it is. Stage 1 solves over the best few rows of each group only, until its answer is exact: a
+    real fleet, whose cost is the UB of the cost-bound pruning of stage 2 (all rows). Rows dominated by an exact
+    row (`_dominated`) or whose cost lower bound exceeds the UB (`_cost_bound_drop`) are dropped."""
     q = s.q
-    cands = s.candidates(objective)
-    classes = _link_classes(cands)
-    specs = _specs(cands, q, s.sla, classes, objective)
     rate = M.scaled_rate(q.rate_rps)
+    every = s.candidates(objective)
+    cands = _affordable(every, q, s.sla, objective, rate)
+    classes = _link_classes(cands)
+    specs = _specs(cands, q, s.sla, classes, objective, _link_classes(every))
     rows = [_row(sp, objective, False) for sp in specs]
     groups: dict = {}
     for i, r in enumerate(rows):
         if r.cap > 0:
             groups.setdefault((r.role, r.link_class), []).append(i)
-    exact: set[int] = set()
-    for idx in groups.values():
-        exact.update(sorted(idx, key=lambda i: (rows[i].cost / rows[i].cap, i))[:PREREFINE])
-    solve_s, sol, hint, final = 0.0, None, None, False
-    for _ in range(200):
-        rows = [_row(sp, objective, i in exact) for i, sp in enumerate(specs)]
-        drop = _dominated(rows, exact)
-        rows = [M.Row(r.role, 0, r.cost, r.gpus, r.link_class, r.ref) if i in drop else r for i, r in enumerate(rows)]
-        if hint is None:
-            hint = _hint(rows, rate)
-        t = time.perf_counter()
-        sol = M.solve(
-            rows,
-            rate,
-            len(classes),
-            allow_disagg=q.disagg,
-            max_types=q.max_types,
-            time_limit_s=q.time_limit_s,
-            workers=q.workers,
-            hint=hint,
-            tie_break=final,
-        )
-        solve_s += time.perf_counter() - t
+    exact = _refine_best(specs, rows, objective, q.disagg, rate)
+
+    def refine(ids) -> None:
+        for i in ids:
+            if i not in exact:
+                exact.add(i)
+                rows[i] = _row(specs[i], objective, True)
+
+    def best_of_groups(k: int, skip: set[int]) -> list[int]:
+        out = []
+        for idx in groups.values():
+            ranked = sorted((i for i in idx if i not in skip and rows[i].cap > 0),
+                            key=lambda i: (rows[i].cost / rows[i].cap, i))
+            out.extend(ranked[:k])
+        return out
+
+    def masked(keep) -> list[M.Row]:
+        return [r if i in keep else replace(r, cap=0) for i, r in enumerate(rows)]
+
+    def run(table: list[M.Row], hint: dict[int, int], final: bool) -> M.Solution | None:
+        return M.solve(table, rate, len(classes), allow_disagg=q.disagg, max_types=q.max_types,
+                       time_limit_s=q.time_limit_s, workers=q.workers, hint=hint, tie_break=final)
+
+    solve_s, ub = 0.0, math.inf
+    hint = _hint(rows, rate)
+    t = time.perf_counter()
+    for _ in range(50):  # stage 1: a real fleet from the best rows
+        keep = exact | set(best_of_groups(STAGE1_ROWS, set()))
+        sol = run(masked(keep), hint, False)
+        if sol is None:
+            break
+        hint = {i: c for i, c in enumerate(sol.counts) if c}
+        new = [i for i in hint if i not in exact]
+        if not new:
+            ub = sol.cost
+            break
+        refine(new)
+    sol, final = None, False
+    for _ in range(200):  # stage 2: every row the bounds keep
+        drop = _cost_bound_drop(rows, exact, rate, q.disagg, ub)
+        drop |= _dominated(rows, exact, drop)
+        drop |= _duplicates(rows, drop)
+        table = masked(set(range(len(rows))) - drop)
+        sol = run(table, hint, final)
         if sol is None:
             break
         new = [i for i, c in enumerate(sol.counts) if c and i not in exact]
@@ -515,20 +670,16 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
         if not new:
             if final:
                 break
-            final = True  # the cheapest cost is settled: one more solve with the tie-breaks
+            # the cheapest cost is settled (a fleet of exact rows): one more solve with the tie-breaks, over the
+            # rows whose cost bound does not exceed it (every optimal fleet's rows)
+            final, ub = True, min(ub, sol.cost)
             continue
-        exact.update(new)
-        for idx in groups.values():
-            exact.update(
-                [
-                    i
-                    for i in sorted(idx, key=lambda i: (rows[i].cost / max(rows[i].cap, 1), i))
-                    if i not in exact and i not in drop
-                ][:REFINE_MORE]
-            )
+        refine(new)
+        refine(best_of_groups(REFINE_MORE, exact | drop))
+    solve_s += time.perf_counter() - t
     if sol is None:
-        return None, len(cands), len(specs), solve_s
-    return _fleet(sol, rows, q, objective), len(cands), len(specs), solve_s
+        return None, len(every), len(specs), solve_s
+    return _fleet(sol, table, q, objective), len(every), len(specs), solve_s
 
 
 def _input_share_usd_h(f: Fleet, key: str) -> float:

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from optimizer.errors import InputError, RigoptError
 from optimizer.limits import clip_line, exists, is_dir, prepare_out_dir, safe_component, under, write_file
@@ -23,6 +23,7 @@ from optimizer.solver.search import CheapestResult
 
 if TYPE_CHECKING:
     from optimizer.hetero.query import MixedQuery
+    from optimizer.fleet.solve import FleetQuery, FleetResult
 
 FORMATS = ("table", "json", "csv", "md")
 
@@ -33,9 +34,9 @@ class _Job:
     scenario: str           # output folder name (file stem, made unique)
     file: str
     question: str
-    query: Query | MixedQuery
+    query: Query | MixedQuery | FleetQuery  # MixedQuery: a mixed-inventory question; FleetQuery: an SLA-form one
     key: str = ""
-    result: CheapestResult | None = None
+    result: CheapestResult | FleetResult | None = None
     mixed: dict | None = None  # rigopt.mixed-result/1 of a mixed-inventory question
     cached: bool = False
     error: str = ""
@@ -63,6 +64,37 @@ def _solve_one(query_json: str, mixed: bool = False) -> tuple[str | None, str | 
         return None, f"{type(e).__name__}: {e}"
     except Exception as e:  # an internal error in one question must not stop the batch
         return None, f"internal error: {type(e).__name__}: {e}"
+
+
+def _solve_fleet_one(query: FleetQuery) -> tuple[str | None, str | None]:
+    """Worker: solve one SLA-form question with the fleet solver. (FleetResult JSON, None) or (None, error)."""
+    from optimizer.fleet import solve_fleet
+    try:
+        return solve_fleet(query).model_dump_json(), None
+    except RigoptError as e:
+        return None, f"{type(e).__name__}: {e}"
+    except Exception as e:  # an internal error in one question must not stop the batch
+        return None, f"internal error: {type(e).__name__}: {e}"
+
+
+def _is_fleet(j: _Job) -> bool:
+    from optimizer.fleet.solve import FleetQuery
+    return isinstance(j.query, FleetQuery)
+
+
+def _job_call(j: _Job) -> tuple[Any, ...]:
+    """(worker, its arguments) for one job: the fleet solver for an SLA-form question, else _solve_one (with the
+    mixed-inventory flag)."""
+    from optimizer.fleet.solve import FleetQuery
+    q = j.query
+    if isinstance(q, FleetQuery):
+        return (_solve_fleet_one, q)
+    return (_solve_one, q.model_dump_json(), not isinstance(q, Query))
+
+
+def _is_mixed(j: _Job) -> bool:
+    from optimizer.hetero.query import MixedQuery
+    return isinstance(j.query, MixedQuery)
 
 
 def _unique_stems(files: list[Path]) -> list[str]:
@@ -137,6 +169,9 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     catalog = catalog_digest() if use_cache else ""
     todo: list[_Job] = []
     for j in work:
+        if _is_fleet(j):  # fleet answers are not cached (the solve takes about a second)
+            todo.append(j)
+            continue
         if use_cache and isinstance(j.query, Query):
             j.key = query_key(j.query, catalog)
             hit = cache.get(j.key)
@@ -160,14 +195,17 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
         load_hardware()
         ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
         pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx)
-        futs = {pool.submit(_solve_one, j.query.model_dump_json(), not isinstance(j.query, Query)): j for j in todo}
+        futs = {pool.submit(*_job_call(j)): j for j in todo}
     try:
         with _progress(progress and bool(todo)) as bar:
             task = bar.add_task(f"{len(work)} question(s), {len(work) - len(todo)} cached", total=len(work),
                                 completed=len(work) - len(todo))
 
             def finish(j: _Job, res: str | None, err: str | None) -> None:
-                if res is not None and not isinstance(j.query, Query):
+                if res is not None and _is_fleet(j):
+                    from optimizer.fleet.solve import FleetResult
+                    j.result = FleetResult.model_validate_json(res)
+                elif res is not None and _is_mixed(j):
                     j.mixed = json.loads(res)
                     if use_cache:
                         cache.put_mixed(j.key, j.mixed)
@@ -181,7 +219,8 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
 
             if pool is None:
                 for j in todo:
-                    finish(j, *_solve_one(j.query.model_dump_json(), not isinstance(j.query, Query)))
+                    fn, *args = _job_call(j)
+                    finish(j, *fn(*args))
             for fut in as_completed(futs):
                 try:
                     res, err = fut.result()
@@ -212,6 +251,11 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
             rows[j.index] = Row(scenario=j.scenario, file=j.file, question=j.question, model=j.query.model,
                                 status="ERROR", note=j.error,
                                 objective=j.query.objective if isinstance(j.query, Query) else "capex")
+            continue
+        if not isinstance(j.result, CheapestResult):  # a fleet: <question>.fleet.json and its summary row
+            from optimizer.scenarios.report import row_from_fleet
+            write_file(under(out, folder / f"{j.question}.fleet.json"), j.result.model_dump_json(indent=2) + "\n")
+            rows[j.index] = row_from_fleet(j.scenario, j.file, j.question, j.result)
             continue
         row = row_from_result(j.scenario, j.file, j.question, j.result, j.cached)
         write_file(under(out, folder / f"{j.question}.result.json"), j.result.model_dump_json(indent=2) + "\n")

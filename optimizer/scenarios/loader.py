@@ -16,11 +16,13 @@ from optimizer.errors import RigoptError
 from optimizer.limits import (MAX_MESSAGE_CHARS, MAX_NESTING, MAX_PATH_CHARS, MAX_QUESTIONS,
                               MAX_SCENARIO_BYTES, MAX_SCENARIO_FILES, MAX_YAML_NODES, clip_for_message, clip_line,
                               exists, has_control, is_dir, read_bounded)
-from optimizer.scenarios.schema import (REQUIRED, BoxSpec, InventorySpec, OwnedSpec, Question, QuestionFields,
-                                        Scenario, is_mixed, merged, mixed_problems, to_mixed_kwargs, to_query_kwargs)
+from optimizer.scenarios.schema import (FLEET_IGNORED, FLEET_KEYS, REQUIRED, BoxSpec, InventorySpec, OwnedSpec,
+                                        Question, QuestionFields, Scenario, is_mixed, merged, mixed_problems,
+                                        sla_fields, to_mixed_kwargs, to_query_kwargs)
 from optimizer.solver.query import Query
 
 if TYPE_CHECKING:
+    from optimizer.fleet.solve import FleetQuery
     from optimizer.hetero.query import MixedQuery
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -44,7 +46,8 @@ class ScenarioError(RigoptError):
 @dataclass(frozen=True)
 class NamedQuery:
     name: str
-    query: Query | MixedQuery  # MixedQuery: `owned` is a mixed inventory (planned per device, as `rigopt mixed`)
+    query: Query | MixedQuery | FleetQuery  # MixedQuery: `owned` is a mixed inventory (planned per device, as
+    # `rigopt mixed`); FleetQuery: an SLA-form question (optimizer/fleet/sla.py)
     line: int
     description: str | None = None
 
@@ -294,6 +297,20 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         except ValueError as e:
             line, loc = where("model")
             problems.append(f"{path}:{line}: {loc}: {e}")
+            continue
+        from optimizer.fleet.sla import fleet_query, wants_fleet
+        sla = sla_fields(kw)
+        if wants_fleet(sla):  # the SLA form: the cheapest fleet (the same FleetQuery as `rigopt cheapest`)
+            other = sorted(k for k in kw if k not in FLEET_KEYS and k not in FLEET_IGNORED)
+            try:
+                if other:
+                    raise RigoptError(f"{', '.join(other)}: not used by the SLA form (tpot_s / percentile: the "
+                                      "cheapest fleet for a request rate)")
+                fq = fleet_query(sla)
+            except RigoptError as e:
+                problems.append(f"{path}:{line_of(lines, pre)}: {fmt_loc(pre)}: {e}")
+                continue
+            out.append(NamedQuery(name=name, query=fq, line=line_of(lines, pre), description=q.description))
             continue
         bad = mixed_problems(kw)
         for key, msg in bad:

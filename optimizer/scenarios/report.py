@@ -5,10 +5,14 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from optimizer.solver.search import CheapestResult
+
+if TYPE_CHECKING:
+    from optimizer.fleet.solve import FleetResult
 from optimizer.units import GiB
 
 BATCH_SCHEMA = "rigopt.batch/1"
@@ -45,6 +49,7 @@ class Row(BaseModel):
     note: str = ""                    # error, first infeasibility reason / cheapest relaxation
     plan_file: str = ""
     plots: list[str] = []
+    fleet: str = ""                   # SLA-form questions: the fleet's pools (rigopt fleet)
 
     @property
     def solved(self) -> bool:
@@ -52,6 +57,8 @@ class Row(BaseModel):
 
     @property
     def plan_text(self) -> str:
+        if self.fleet:
+            return self.fleet
         if not self.node:
             return "-"
         return f"{self.n_nodes}× {self.node} ({self.devices}× {self.accelerator}), {self.engine}, {self.quant}"
@@ -151,10 +158,27 @@ def row_from_mixed(scenario: str, file: str, question: str, r: dict, cached: boo
                tok_s=round(p["tok_s"], 2), seconds=0.0 if cached else round(p["solve_s"], 3), binding="", note=note)
 
 
+def row_from_fleet(scenario: str, file: str, question: str, r: FleetResult) -> Row:
+    """A summary row for an SLA-form question: the fleet's cost, GPUs and pools."""
+    base = dict(scenario=scenario, file=file, question=question, model=r.model, objective=r.objective,
+                seconds=round(r.total_s, 3))
+    f = r.fleet
+    if f is None:
+        return Row(**base, status="INFEASIBLE", note="; ".join(r.notes) or "no fleet meets the SLAs")
+    pools = " + ".join(f"{p.replicas}x {p.role} {p.gpus_per_replica}x {p.accelerator} {p.engine} {p.quant} {p.layout}"
+                       for p in f.pools)
+    accs = sorted({p.accelerator for p in f.pools})
+    return Row(**base, status=f.status, cost=f.cost, capex_usd=f.capex_usd, usd_per_hour=f.usd_per_hour,
+               power_watts=f.power_watts, accelerator=",".join(accs), devices=f.gpus,
+               engine=",".join(sorted({p.engine for p in f.pools})), quant=",".join(sorted({p.quant for p in f.pools})),
+               layout=f.kind, binding=f"TTFT p{r.percentile * 100:g} {f.ttft_s:.3f} s, TPOT {f.tpot_s * 1000:.1f} ms",
+               fleet=f"{f.gpus} GPUs: {pools}")
+
+
 CSV_COLUMNS = ["scenario", "question", "status", "model", "node", "n_nodes", "accelerator", "devices", "engine",
                "quant", "kv_dtype", "layout", "objective", "cost", "capex_usd", "usd_per_hour", "power_watts", "tok_s",
                "tok_s_target", "headroom_gib", "binding", "alternatives", "cached", "seconds", "plan_file", "file",
-               "note"]
+               "note", "fleet"]
 
 
 def to_csv(rep: BatchReport) -> str:

@@ -272,6 +272,10 @@ class QuestionFields(_Strict):
     confidence: Number | None = Field(None, ge=0, lt=1, description="targets hold at the low end of this "
                                       "prediction interval (rigopt's cross-validated errors; default 0.8, 0 = plan "
                                       "on the expected figures)")
+    tpot_s: Number | None = Field(None, gt=0, le=1e6, description="SLA form: time per output token, seconds; with "
+                                  "isl, osl, rate_rps and ttft_s the answer is the cheapest fleet (rigopt fleet)")
+    percentile: Number | None = Field(None, ge=50, le=99.9, description="SLA form: ttft_s holds at this "
+                                      "percentile (default 90)")
     spec: Literal["off", "auto", "on"] | None = Field(None, description="speculative decoding with the model "
                                                                         "card's MTP/EAGLE-3 setup (default off)")
     headline_min_bits: Number | None = Field(None, ge=0, le=32, description="the headline plan is the cheapest "
@@ -356,6 +360,22 @@ def merged(defaults: QuestionFields, q: Question) -> dict[str, Any]:
     return out
 
 
+FLEET_KEYS = ("model", "isl", "osl", "rate_rps", "ttft_s", "tpot_s", "tok_s", "percentile", "objective", "gpus",
+              "engines", "quants", "time_limit_s")
+# set by `defaults`/BATCH_DEFAULTS or derived (context from isl + osl): not the question's own choice
+FLEET_IGNORED = ("context", "workers")
+
+
+def sla_fields(fields: dict[str, Any]):
+    """The SLA-form view of merged fields (optimizer/fleet/sla.py decides whether it is a fleet question)."""
+    from optimizer.fleet.sla import SlaFields
+    kw = {k: fields[k] for k in FLEET_KEYS if k in fields}
+    for k in ("gpus", "engines", "quants"):
+        if k in kw:
+            kw[k] = tuple(kw[k])
+    return SlaFields(**kw)
+
+
 def to_query_kwargs(fields: dict[str, Any]) -> dict[str, Any]:
     """Merged scenario fields -> keyword arguments for `Query` (with `rigopt cheapest`'s default headline floor:
     the 4-bit tier, unless the question sets a floor or a tier itself)."""
@@ -409,7 +429,7 @@ def to_mixed_kwargs(fields: dict[str, Any]) -> dict[str, Any]:
     kw: dict[str, Any] = {"model": fields["model"], "inventory": inv, "context": fields["context"]}
     for src, dst in (("concurrency", "concurrency"), ("tok_s", "tok_s"), ("max_budget", "max_budget"),
                      ("min_expert_bits", "min_bits"), ("quants", "quants"), ("workers", "workers"),
-                     ("buy_types", "buy_types")):
+                     ("buy_types", "buy_types"), ("confidence", "confidence")):
         if src in fields:
             kw[dst] = fields[src]
     kw["time_limit_s"] = fields.get("time_limit_s", CLI_TIME_LIMIT_S)
