@@ -366,15 +366,17 @@ def _gated_attention(d: int, H: int, kvh: int, hd: int, gate: bool) -> int:
     return d * H * hd * (2 if gate else 1) + 2 * d * kvh * hd + H * hd * d
 
 
+def _gqa_dims(c: _Cfg) -> tuple[int, int, int, int, int, int]:
+    """(hidden size, layers, attention heads, KV heads, head dim, vocabulary) of a GQA-attention config."""
+    d, H = c.int("hidden_size"), c.int("num_attention_heads")
+    return (d, c.int("num_hidden_layers"), H, c.int("num_key_value_heads"), c.get("head_dim") or d // H,
+            c.int("vocab_size"))
+
+
 def _qwen_hybrid(c: _Cfg, mt: str) -> ModelSpec:
     """Qwen3.5 / Qwen3.6 (qwen3_5_text, qwen3_5_moe_text) and Qwen3-Next (qwen3_next): Gated DeltaNet layers with a
     gated full-attention layer every `full_attention_interval`, dense MLP or MoE with a gated shared expert."""
-    d = c.int("hidden_size")
-    L = c.int("num_hidden_layers")
-    H = c.int("num_attention_heads")
-    kvh = c.int("num_key_value_heads")
-    hd = c.get("head_dim") or d // H
-    vocab = c.int("vocab_size")
+    d, L, H, kvh, hd, vocab = _gqa_dims(c)
     st = _gdn_state(c)
     types = _hybrid_types(c, L)
     E = c.get("num_experts", 0) or 0
@@ -517,12 +519,7 @@ def _nemotron_h(c: _Cfg) -> ModelSpec:
 def _granite_hybrid(c: _Cfg) -> ModelSpec:
     """Granite 4.0-H (granitemoehybrid): every layer = Mamba2 or attention mixer + shared MLP (+ MoE when
     num_local_experts > 0); `layer_types` / `layers_block_type` list mamba | attention."""
-    d = c.int("hidden_size")
-    L = c.int("num_hidden_layers")
-    H = c.int("num_attention_heads")
-    kvh = c.int("num_key_value_heads")
-    hd = c.get("head_dim") or d // H
-    vocab = c.int("vocab_size")
+    d, L, H, kvh, hd, vocab = _gqa_dims(c)
     types = _hybrid_types(c, L)
     st = _mamba2_state(c, "mamba_n_heads", "mamba_d_head", "mamba_n_groups", "mamba_d_state", "mamba_d_conv")
     m_proj, m_small = _mamba2_params(d, st, bool(c.get("mamba_conv_bias", True)), bool(c.get("mamba_proj_bias", False)))
