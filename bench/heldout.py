@@ -1,4 +1,6 @@
-"""rigopt against measurements from sources none of its factors were fitted on (held out).
+"""rigopt against the single-stream (and serving) measurements, row by row, IN SAMPLE: the factors are fitted on
+these rows too. The honest, cross-validated errors (each source predicted by factors fitted without it) are what
+`python bench/fidelity.py` prints; this script lists every row and every row that cannot be compared, with why.
 
     python bench/heldout.py          # per-row table, rows skipped with the reason, median |error| per metric
 
@@ -28,11 +30,12 @@ def main() -> None:
     for why, n in reasons.most_common():
         print(f"  {n:3}  {why}")
     print()
-    print(f"held-out single-stream rows: {len(cases)} from {len({c.source for c in cases})} sources")
+    print(f"single-stream rows (in sample; cross-validated: python bench/fidelity.py): {len(cases)} from "
+          f"{len({c.source for c in cases})} sources")
     for metric, (n, med) in heldout.medians(cases).items():
         print(f"median |error| {metric:22} {med:7.1%}  (n={n})")
     scases, sskipped = serving.run()
-    print(f"held-out serving rows: {len(scases)} from {len({c.source for c in scases})} sources "
+    print(f"serving rows (in sample): {len(scases)} from {len({c.source for c in scases})} sources "
           f"(python bench/serving.py for the table)")
     for metric, (n, med) in serving.medians(scases).items():
         print(f"median |error| {metric:22} {med:7.1%}  (n={n})")

@@ -3,7 +3,9 @@
     python bench/serving.py            # table of every comparable row, then the median |error| per metric
 
 Rows: measurements/serving_measurements.yaml (each quoted and sourced); how a row is predicted is in
-optimizer/fidelity/serving.py. Nothing here is fitted on these rows: they are held out.
+optimizer/fidelity/serving.py. Two serving factors (the per-sequence step and the TTFT cost) are fitted on these
+rows, so this table is in sample; the cross-validated errors (each source predicted without its own rows) are what
+`python bench/fidelity.py` prints.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
-"""Held-out measurements: rows from sources none of rigopt's factors were fitted on.
+"""Single-stream measurements from home-lab and serving sources, turned into speed rows.
+
+These rows were the held-out set before the factors were cross-validated; now every factor is fitted on them too
+(optimizer/fidelity/calibrate.pool) and the honest error is the leave-one-source-out one (crossval.py,
+`python bench/fidelity.py`). This module keeps the conversion and the list of rows that cannot be compared.
 
 `measurements/local_measurements.yaml` (llama-bench tables and server timing lines on consumer GPUs, Macs, Strix
 Halo, DGX Spark, CPU offload) and `measurements/serving_measurements.yaml` (vLLM / SGLang serving benchmarks)
 share one row schema (see the files' first rows: workload, measured, quote, source). This module turns the
-single-stream rows into the speed-row form `predict_speed` reads, so they are predicted exactly as the fit/check
+single-stream rows into the speed-row form `predict_speed` reads, so they are predicted exactly as the other
 rows are, and reports what it could not compare and why (an honest denominator).
 """
 
