@@ -77,3 +77,15 @@ def test_cli_default_headline_is_4_bit_class_with_cheaper_tiers_listed():
     low = CliRunner().invoke(app, ["cheapest", "deepseek-v4-pro", "--context", "384K", "--tok-s", "20", "--top", "1",
                                    "--min-bits", "0", "--json"])
     assert json.loads(low.output)["plan"]["quant"] != d["plan"]["quant"]
+
+
+def test_dominated_tiers_are_named_by_hand():
+    """A tier is dominated when a higher-quality tier's cheapest plan costs no more (ties count: the same money
+    buys more bits); the first such higher tier is named."""
+    from optimizer.solver.search import dominating_tiers
+    costs = [("1.5-bit", 14_000.0), ("2-bit", 45_100.0), ("3-bit", 124_800.0), ("4-bit", 123_200.0),
+             ("8-bit", 124_800.0)]
+    assert dominating_tiers(costs) == {"3-bit": "4-bit"}
+    assert dominating_tiers([("2-bit", 5.0), ("3-bit", 5.0), ("4-bit", 4.0)]) == {"2-bit": "3-bit", "3-bit": "4-bit"}
+    assert dominating_tiers([("2-bit", 1.0), ("4-bit", 2.0)]) == {}
+    assert dominating_tiers([]) == {}

@@ -108,13 +108,17 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
             ft.add_column(col)
         for f in r.frontier:
             a = f.plan
-            ft.add_row(f.tier + (" ◀" if f.headline else ""), f"{f.expert_bits:.2f}",
-                       _money(r.objective, a.costs.objective_value),
+            ft.add_row(f.tier + (" ◀" if f.headline else "") + (" ✗" if f.dominated_by else ""),
+                       f"{f.expert_bits:.2f}", _money(r.objective, a.costs.objective_value),
                        f"{a.hardware.n_nodes}× {a.hardware.node}", a.engine, a.quant,
                        f"{(1 / a.serving.tpot_s) if a.serving else a.speed.tok_s_per_seq:,.1f}",
                        f"{a.serving.ttft_s if a.serving else a.speed.ttft_s:,.1f}",
                        f"{a.memory.headroom_bytes / GiB:,.1f}")
         console.print(ft)
+        for f in r.frontier:
+            if f.dominated_by:
+                console.print(f"✗ {f.tier}: the {f.dominated_by} tier's cheapest plan costs no more (higher quality "
+                              "for the same money or less)")
     if r.alternatives:
         t = Table(title="Next-cheapest alternatives")
         for col in ("cost", "hardware", "engine", "quant", "layout", "offload", "tok/s", "headroom GiB"):

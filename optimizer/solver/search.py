@@ -54,6 +54,18 @@ class FrontierEntry(BaseModel):
     attn_bits: float
     headline: bool
     plan: Plan
+    # a higher-quality tier whose cheapest plan costs no more than this one's (a buyer never picks this tier)
+    dominated_by: str | None = None
+
+
+def dominating_tiers(costs: list[tuple[str, float]]) -> dict[str, str]:
+    """For (tier, cost) in ascending quality order: tier -> the first higher tier that costs no more."""
+    out: dict[str, str] = {}
+    for i, (name, cost) in enumerate(costs):
+        better = next((n for n, c in costs[i + 1:] if c <= cost), None)
+        if better is not None:
+            out[name] = better
+    return out
 
 
 def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dram_gb: int, nvme_layers: int = 0,
@@ -321,4 +333,5 @@ def _frontier(q: Query, cands: list[Candidate], rows: list[IntRow], optima: dict
             out.append(FrontierEntry(tier=t.name, expert_bits=c.expert_bits, attn_bits=c.attn_bits,
                                      headline=i == chosen, plan=p))
             break
-    return out
+    dom = dominating_tiers([(f.tier, f.plan.costs.objective_value) for f in out])
+    return [f.model_copy(update={"dominated_by": dom.get(f.tier)}) for f in out]
