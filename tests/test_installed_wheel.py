@@ -60,7 +60,12 @@ def test_every_command_runs_from_the_installed_wheel(venv):
     assert (venv / "work" / "exp" / "launch-node0.sh").is_file()
     r = run(venv, "validate", "--json", "--metric", "weights_per_gpu_bytes")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)
+    assert json.loads(r.stdout)["cases"]
+    # the prediction intervals ship too (optimizer/estimate/uncertainty.yaml)
+    r = run(venv, "estimate", "llama-3.1-8b", "--gpu", "rtx-4090", "-q", "q4_k_m", "-e", "llamacpp", "--json")
+    assert r.returncode == 0, r.stderr
+    hw = json.loads(r.stdout)["hardware"]
+    assert hw["trust"]["decode"]["n_rows"] >= 8 and hw["decode"]["tok_s_per_seq_low"] < hw["decode"]["tok_s_per_seq"]
     (venv / "work" / "s.yaml").write_text("model: qwen3-8b\ncontext: 8K\ngpus: rtx-4090\n")
     r = run(venv, "solve", "s.yaml", "--out", "o", "--jobs", "1")
     assert r.returncode == 0, r.stderr

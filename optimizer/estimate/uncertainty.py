@@ -60,9 +60,10 @@ _TABLE: dict[str, Any] | None = None
 def table() -> dict[str, Any]:
     global _TABLE
     if _TABLE is None:
-        data = yaml.safe_load(UNCERTAINTY_FILE.read_text()) if UNCERTAINTY_FILE.exists() else None
+        data = yaml.safe_load(UNCERTAINTY_FILE.read_text())
         if not isinstance(data, dict) or data.get("schema_id") != UNCERTAINTY_SCHEMA:
-            data = {"schema_id": UNCERTAINTY_SCHEMA, "intervals": {}}
+            raise RuntimeError(f"{UNCERTAINTY_FILE}: not a {UNCERTAINTY_SCHEMA} file "
+                               "(rewrite it with python bench/fidelity.py --fit)")
         _TABLE = data
     return _TABLE
 
