@@ -35,6 +35,7 @@ family where it has MIN_ROWS_PER_FAMILY rows. Pure Python, deterministic.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 from collections.abc import Iterator
@@ -184,12 +185,6 @@ def fit(rows: list[dict] | None = None, sweeps: int = 6) -> FitResult:
                      engine=engines, groups=groups)
 
 
-def _median(vals: list[float]) -> float:
-    vals = sorted(vals)
-    n = len(vals)
-    return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
-
-
 def _prefill_keys(row: dict) -> tuple[str, str, str]:
     """(engine, model kind, device family) of a prefill row."""
     from optimizer.catalog.hardware import get_accelerator
@@ -221,7 +216,7 @@ def fit_prefill_mfu(rows: list[dict] | None = None, iterations: int = 30) -> dic
             for (engine, key), vals in sorted(implied.items()):
                 if "/" in key and len(vals) < MIN_ROWS_PER_FAMILY:
                     continue
-                new.setdefault(engine, {})[key] = min(1.0, _median(vals))
+                new.setdefault(engine, {})[key] = min(1.0, statistics.median(vals))
             done = new == out
             out = new
             for engine, table in out.items():
@@ -265,7 +260,7 @@ def fit_ttft_overhead(rows: list[dict], decode: FitResult | None = None,
     finally:
         F.ENGINE_TTFT_OVERHEAD_S.clear()
         F.ENGINE_TTFT_OVERHEAD_S.update(saved)
-    return max(0.0, _median(diffs)) if diffs else 0.0
+    return max(0.0, statistics.median(diffs)) if diffs else 0.0
 
 
 @contextmanager
@@ -316,7 +311,7 @@ def fit_seq_step(rows: list[dict], decode: FitResult, prefill_mfu: dict[str, dic
                 implied.append(c + (m / 1e3 - sv.tpot_s) * (1.0 - sv.prefill_share) / n)
         if not implied:
             return 0.0
-        c = max(0.0, _median(implied))
+        c = max(0.0, statistics.median(implied))
     return c
 
 

@@ -18,6 +18,8 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.estimate.uncertainty import QUANTILE_LEVELS, regime_keys
 from optimizer.fidelity.calibrate import FitSet, applied, fit_all, pool, serving_pool
@@ -229,16 +231,6 @@ class CVSummary:
         return self.median_abs_error <= self.target and self.p90_abs_error <= 2 * self.target
 
 
-def _q(vals: list[float], p: float) -> float:
-    """Empirical quantile, linear interpolation between order statistics (numpy's default)."""
-    v = sorted(vals)
-    if len(v) == 1:
-        return v[0]
-    h = (len(v) - 1) * p
-    lo = math.floor(h)
-    return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (h - lo)
-
-
 def summarize(cases: list[CVCase], per_regime: bool = True) -> list[CVSummary]:
     out = []
     metrics = list(dict.fromkeys(c.metric for c in cases))
@@ -251,7 +243,7 @@ def summarize(cases: list[CVCase], per_regime: bool = True) -> list[CVSummary]:
         for regime, g in groups.items():
             errs = [abs(c.cv_error) for c in g]
             out.append(CVSummary(metric, regime, len(g), len({c.source for c in g}), statistics.median(errs),
-                                 _q(errs, 0.9), statistics.median(abs(c.error) for c in g),
+                                 float(np.quantile(errs, 0.9)), statistics.median(abs(c.error) for c in g),
                                  TARGETS.get(metric)))
     return out
 
@@ -281,7 +273,7 @@ def interval_table(cases: list[CVCase]) -> dict:
                 continue
             table.setdefault(kind, {})[key] = {
                 "n_rows": len(vals), "n_sources": len(meta[kind][key]),
-                "log_ratio_quantiles": [round(_q(vals, p), 4) for p in QUANTILE_LEVELS]}
+                "log_ratio_quantiles": [round(float(np.quantile(vals, p)), 4) for p in QUANTILE_LEVELS]}
     return table
 
 
