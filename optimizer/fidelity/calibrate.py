@@ -238,34 +238,20 @@ def serving_pool(tpot: bool = True) -> list[dict]:
                                                                                 for k in keys)]
 
 
-def fit_ttft_overhead(rows: list[dict], decode: FitResult | None = None,
-                      prefill_mfu: dict[str, dict[str, float]] | None = None) -> float:
+def fit_ttft_overhead(rows: list[dict], decode: FitResult, prefill_mfu: dict[str, dict[str, float]]) -> float:
     """The vLLM/SGLang fixed TTFT overhead: the median over served rows of measured - predicted TTFT (predicted
     with no overhead and with the given decode/prefill factors), floored at 0."""
     from optimizer.fidelity import serving
-    saved = dict(F.ENGINE_TTFT_OVERHEAD_S)
     diffs = []
-    fs = FitSet(decode, prefill_mfu or {}, 0.0) if decode is not None else None
-    try:
-        for e in list(F.ENGINE_TTFT_OVERHEAD_S):
-            F.ENGINE_TTFT_OVERHEAD_S[e] = F.Factor(0.0, "fit in progress")
-        with applied(fs) if fs is not None else _nothing():
-            for r in rows:
-                try:
-                    pred = serving.predict(r).predicted["ttft_ms"]
-                except Exception:
-                    continue
-                if math.isfinite(pred):
-                    diffs.append(serving._measured(r)["ttft_ms"] / 1e3 - pred / 1e3)
-    finally:
-        F.ENGINE_TTFT_OVERHEAD_S.clear()
-        F.ENGINE_TTFT_OVERHEAD_S.update(saved)
+    with applied(FitSet(decode, prefill_mfu, ttft_overhead_s=0.0)):
+        for r in rows:
+            try:
+                pred = serving.predict(r).predicted["ttft_ms"]
+            except Exception:
+                continue
+            if math.isfinite(pred):
+                diffs.append(serving._measured(r)["ttft_ms"] / 1e3 - pred / 1e3)
     return max(0.0, statistics.median(diffs)) if diffs else 0.0
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @dataclass(frozen=True)
@@ -319,6 +305,7 @@ def fit_all(rows: list[dict] | None = None, serving_rows: list[dict] | None = No
     """Decode, prefill, per-sequence and TTFT factors fitted on `rows` and `serving_rows` (default: the whole
     pools), from the stored factors' start. The decode fit runs twice: first with no per-sequence cost, then
     with the one fitted from the first pass (so no stored value leaks into a cross-validation fold)."""
+    from optimizer.fidelity import serving
     rows = pool() if rows is None else rows
     serving_rows = serving_pool(tpot=True) if serving_rows is None else serving_rows
     saved = dict(F.ENGINE_SEQ_STEP_S)
@@ -335,17 +322,13 @@ def fit_all(rows: list[dict] | None = None, serving_rows: list[dict] | None = No
         c = round(fit_seq_step(serving_rows, d, p), 7)
         for e in ("vllm", "sglang"):
             F.ENGINE_SEQ_STEP_S[e] = F.Factor(c, "fit in progress")
-        ttft_rows = [r for r in serving_rows if "ttft_ms" in _serving_measured(r)]
+        ttft_rows = [r for r in serving_rows if "ttft_ms" in serving._measured(r)]
         t = round(fit_ttft_overhead(ttft_rows, d, p), 4)
     finally:
         F.ENGINE_SEQ_STEP_S.clear()
         F.ENGINE_SEQ_STEP_S.update(saved)
     return FitSet(d, p, t, c)
 
-
-def _serving_measured(r: dict) -> dict[str, float]:
-    from optimizer.fidelity import serving
-    return serving._measured(r)
 
 
 @contextmanager
