@@ -38,6 +38,11 @@ def kernel_bits(formats: set[str], native_fp8: bool, native_fp4: bool) -> float:
     return 16.0
 
 
+def device_family(vendor: str, kind: str) -> str:
+    """The fitted factors' device family: a GPU's vendor; unified-memory SoCs are "apple" or "unified"."""
+    return vendor if kind == "gpu" else ("apple" if vendor == "apple" else "unified")
+
+
 @dataclass(frozen=True)
 class Device:
     """What the speed model needs of one accelerator."""
@@ -59,7 +64,7 @@ class Device:
     @property
     def family(self) -> str:
         """Device family of the fitted factors (factors.BW_EFFICIENCY and the prefill MFU tables)."""
-        return self.vendor if self.kind == "gpu" else ("apple" if self.vendor == "apple" else "unified")
+        return device_family(self.vendor, self.kind)
 
     @property
     def bw_efficiency(self) -> float:

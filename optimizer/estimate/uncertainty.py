@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from optimizer.estimate.speed import device_family
+
 UNCERTAINTY_FILE = Path(__file__).with_name("uncertainty.yaml")
 UNCERTAINTY_SCHEMA = "rigopt.uncertainty/1"
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95)
@@ -29,7 +31,7 @@ DEFAULT_CONFIDENCE = 0.8  # the interval the text output shows and `cheapest` pl
 def hw_class(acc: Any) -> str:
     """Hardware class of a catalogue accelerator: nvidia-dc, nvidia-consumer, amd, intel, apple, unified."""
     if acc.kind == "unified":
-        return "apple" if acc.vendor == "apple" else "unified"
+        return device_family(acc.vendor, acc.kind)
     if acc.vendor == "nvidia":
         # GeForce and workstation RTX cards (an NVLink bridge on a 3090 does not make it a datacenter part); the
         # 96 GB RTX PRO 6000 server/workstation cards run datacenter stacks and count as datacenter

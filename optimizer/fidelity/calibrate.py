@@ -330,7 +330,6 @@ def fit_all(rows: list[dict] | None = None, serving_rows: list[dict] | None = No
     return FitSet(d, p, t, c)
 
 
-
 @contextmanager
 def applied(fs: FitSet) -> Iterator[None]:
     """Within the block, rigopt's physics uses the factors of `fs` (restored afterwards, also on error)."""

@@ -12,6 +12,7 @@ from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware,
                                            resident_weights)
 from optimizer.estimate.kv import kv_estimate
 from optimizer.estimate.memory import weights_per_device
+from optimizer.estimate.speed import device_family
 from optimizer.layout import Parallel
 from optimizer.report.estimate import default_parallel
 
@@ -37,9 +38,7 @@ def predict_memory(row: dict) -> float:
 
 def family_of(acc) -> str:
     """Key of factors.BW_EFFICIENCY that Device.bw_efficiency uses for this accelerator."""
-    if acc.kind == "gpu":
-        return acc.vendor
-    return "apple" if acc.vendor == "apple" else "unified"
+    return device_family(acc.vendor, acc.kind)
 
 
 @dataclass(frozen=True)
