@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from optimizer.engines import LLAMACPP_COMMIT, VLLM_VERSION
+from optimizer.engines import LLAMACPP_COMMIT, VLLM_VERSION, physics_engine
 from optimizer.units import GiB, MiB
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
@@ -156,8 +156,7 @@ ENGINE_TTFT_OVERHEAD_S = {
     "mlx": Factor(0.0, "not fitted: no served mlx rows; 0"),
 }
 # Engines without fit rows of their own use another engine's fitted values: Ollama and LM Studio launch
-# llama.cpp (optimizer/engines.py LLAMACPP_FAMILY).
-FACTOR_ENGINE = {"ollama": "llamacpp", "lmstudio": "llamacpp"}
+# llama.cpp (optimizer/engines.py physics_engine).
 
 # mlx-lm: its own per-layer decode cost and prefill MFU (optimizer/fidelity/mlx_fit.py writes factors_mlx.yaml)
 MLX_FACTORS_FILE = Path(__file__).with_name("factors_mlx.yaml")
@@ -179,8 +178,7 @@ ENGINE_TP_LAYER_SYNC_S["mlx"] = Factor(0.0, "rigopt plans mlx on one device (no 
 
 def engine_factor(table: dict[str, Factor], engine: str) -> float:
     """An engine's value from one of the ENGINE_* tables (unknown engines use vLLM's)."""
-    engine = FACTOR_ENGINE.get(engine, engine)
-    return table.get(engine, table["vllm"]).value
+    return table.get(physics_engine(engine), table["vllm"]).value
 
 
 ALLREDUCE_LATENCY_S = Factor(12e-6, "estimate: small-message all-reduce inside an NVLink domain (vLLM custom "

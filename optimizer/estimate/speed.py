@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from optimizer.arch.spec import LayerSpec, ModelSpec
 from optimizer.cache import BoundedCache
+from optimizer.engines import physics_engine
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
 from optimizer.estimate.recurrent import RecurrentEstimate
@@ -376,7 +377,7 @@ def _prompt_attention_rows(layer: LayerSpec, P: int, steps: int = 16) -> float:
 def prefill_mfu(engine: str, moe: bool, family: str | None = None) -> float:
     """Achieved fraction of peak FLOPs in prefill for an engine: fitted per device family and model kind
     ("nvidia/moe") where the measurements allow, else per model kind ("moe" / "dense"), else PREFILL_MFU."""
-    table = F.PREFILL_MFU_BY_ENGINE.get(F.FACTOR_ENGINE.get(engine, engine), {})
+    table = F.PREFILL_MFU_BY_ENGINE.get(physics_engine(engine), {})
     kind = "moe" if moe else "dense"
     f = (table.get(f"{family}/{kind}") if family else None) or table.get(kind)
     return (f or F.PREFILL_MFU).value

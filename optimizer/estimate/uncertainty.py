@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from optimizer.engines import physics_engine
 from optimizer.estimate.speed import device_family
 
 UNCERTAINTY_FILE = Path(__file__).with_name("uncertainty.yaml")
@@ -44,14 +45,10 @@ def batch_class(batch: int) -> str:
     return "b1" if batch <= 1 else "batched"
 
 
-# engines measured and predicted as another one: Ollama and LM Studio launch llama.cpp (optimizer/engines.py),
-# ik_llama.cpp is its fork
-REGIME_ENGINE = {"ollama": "llamacpp", "lmstudio": "llamacpp", "ik_llama": "llamacpp"}
-
-
 def regime_keys(engine: str, acc: Any, batch: int, offload: bool = False) -> list[str]:
     """The regime of a prediction, finest first, then each coarser level it backs off to."""
-    engine = REGIME_ENGINE.get(engine, engine)
+    # Ollama and LM Studio run llama.cpp (engines.physics_engine); ik_llama.cpp rows are its fork's
+    engine = "llamacpp" if engine == "ik_llama" else physics_engine(engine)
     c, b = ("offload" if offload else hw_class(acc)), batch_class(batch)
     return [f"{engine}/{c}/{b}", f"{engine}/{c}", "*"]
 

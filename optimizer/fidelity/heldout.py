@@ -31,7 +31,7 @@ LOCAL_FILE = DATA_DIR / "local_measurements.yaml"
 ENGINE_MAP = {"llamacpp": "llamacpp", "ik_llama": "llamacpp", "ollama": "llamacpp", "vllm": "vllm",
               "sglang": "sglang", "mlx": "mlx"}
 # ik_llama.cpp and Ollama run llama.cpp's model (ik_llama: faster MoE kernels); mlx rows (mlx-lm and engines built on
-# MLX) run rigopt's mlx engine, whose speed factors are llama.cpp's (estimate/factors.py FACTOR_ENGINE)
+# MLX) run rigopt's mlx engine, with its own two speed factors (estimate/factors_mlx.yaml)
 
 
 @dataclass(frozen=True)
