@@ -79,6 +79,15 @@ class Interval:
     n_rows: int
     n_sources: int
 
+    def bounds(self, x: float) -> tuple[float, float]:
+        """(low, high) of a figure in the interval's own sense: a speed for decode / prefill / throughput, a time
+        for ttft."""
+        return x * self.low_ratio, x * self.high_ratio
+
+    def time_bounds(self, t: float) -> tuple[float, float]:
+        """(low, high) of the time a speed interval implies: TPOT from decode, one prompt's TTFT from prefill."""
+        return t / self.high_ratio, t / self.low_ratio
+
 
 def _at(qs: list[float], level: float) -> float:
     lv = min(max(level, QUANTILE_LEVELS[0]), QUANTILE_LEVELS[-1])

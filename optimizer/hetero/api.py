@@ -222,7 +222,8 @@ def _trust(engine: str, acc, batch: int, confidence: float, tok_s: float) -> dic
     iv = interval("decode", engine, acc, batch, confidence or DEFAULT_CONFIDENCE, offload=True)
     if iv is None:
         return {"confidence": confidence}
-    return {"confidence": confidence, "tok_s_low": tok_s * iv.low_ratio, "tok_s_high": tok_s * iv.high_ratio,
+    lo, hi = iv.bounds(tok_s)
+    return {"confidence": confidence, "tok_s_low": lo, "tok_s_high": hi,
             "trust_regime": f"{iv.regime} ({iv.n_rows} rows)"}
 
 

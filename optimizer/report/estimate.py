@@ -504,20 +504,20 @@ def _recurrent_reports(m: ResolvedModel, context: int, concurrency: int, setting
     return out
 
 
-def _mul(x: float | None, r: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else x * r
+def _bounds(prefix: str, x: float | None, iv: Interval | None, time: bool = False) -> dict[str, float | None]:
+    """{prefix_low, prefix_high} of a figure (nothing without an interval, None for a non-finite figure); `time`:
+    the figure is a time and `iv` a speed interval (Interval.time_bounds)."""
+    if iv is None:
+        return {}
+    if x is None or not math.isfinite(x):
+        return {f"{prefix}_low": None, f"{prefix}_high": None}
+    lo, hi = iv.time_bounds(x) if time else iv.bounds(x)
+    return {f"{prefix}_low": lo, f"{prefix}_high": hi}
 
 
 def _speed_bounds(tr: Trust, tok_s: float, ttft_s: float) -> dict[str, float | None]:
-    """Low/high of decode tok/s and of one prompt's TTFT (a time: divided by the prefill speed interval)."""
-    out: dict[str, float | None] = {}
-    if tr.decode is not None:
-        out["tok_s_per_seq_low"] = _mul(tok_s, tr.decode.low_ratio)
-        out["tok_s_per_seq_high"] = _mul(tok_s, tr.decode.high_ratio)
-    if tr.prefill is not None:
-        out["ttft_s_low"] = _mul(ttft_s, 1.0 / tr.prefill.high_ratio)
-        out["ttft_s_high"] = _mul(ttft_s, 1.0 / tr.prefill.low_ratio)
-    return out
+    """Low/high of decode tok/s and of one prompt's TTFT (a time, from the prefill speed interval)."""
+    return {**_bounds("tok_s_per_seq", tok_s, tr.decode), **_bounds("ttft_s", ttft_s, tr.prefill, time=True)}
 
 
 def _trust_report(tr: Trust) -> TrustReport:
@@ -526,7 +526,6 @@ def _trust_report(tr: Trust) -> TrustReport:
                                                       n_sources=iv.n_sources)
     return TrustReport(decode=one(tr.decode), prefill=one(tr.prefill), ttft=one(tr.ttft),
                        throughput=one(tr.throughput))
-
 
 
 def _runtime_notes(eng: str, m: ResolvedModel, acc: Accelerator, gpus: int, ev) -> list[str]:
@@ -552,22 +551,13 @@ def _runtime_notes(eng: str, m: ResolvedModel, acc: Accelerator, gpus: int, ev) 
     return out
 
 
-
 def _serving_report(s, w: Workload, tr: Trust | None = None) -> ServingReport:
     def fin(x: float) -> float | None:
         return x if x == x and x not in (float("inf"), float("-inf")) else None
     extra: dict[str, float | None] = {}
     if tr is not None:
-        tpot, ttft = fin(s.tpot_s), fin(s.ttft_s)
-        if tr.decode is not None:
-            extra["tpot_s_low"] = _mul(tpot, 1.0 / tr.decode.high_ratio)
-            extra["tpot_s_high"] = _mul(tpot, 1.0 / tr.decode.low_ratio)
-        if tr.ttft is not None:
-            extra["ttft_s_low"] = _mul(ttft, tr.ttft.low_ratio)
-            extra["ttft_s_high"] = _mul(ttft, tr.ttft.high_ratio)
-        if tr.throughput is not None:
-            extra["output_tok_s_low"] = _mul(s.output_tok_s, tr.throughput.low_ratio)
-            extra["output_tok_s_high"] = _mul(s.output_tok_s, tr.throughput.high_ratio)
+        extra = {**_bounds("tpot_s", fin(s.tpot_s), tr.decode, time=True),
+                 **_bounds("ttft_s", fin(s.ttft_s), tr.ttft), **_bounds("output_tok_s", s.output_tok_s, tr.throughput)}
     return ServingReport(**extra, isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps,
                          prefix_hit=w.prefix_hit, stable=s.stable, tpot_s=fin(s.tpot_s), ttft_s=fin(s.ttft_s),
                          ttft_p90_s=fin(s.ttft_p90_s), request_rate_rps=s.request_rate_rps,

@@ -165,12 +165,12 @@ def _trust_plan(ev: PlanEvaluation, q: Query, c: Candidate) -> TrustPlan:
     t_iv = tr.ttft if served else tr.prefill
     out = TrustPlan(confidence=conf, planned_at_low_end=bool(q.confidence))
     if tr.decode is not None and math.isfinite(tok):
-        out = out.model_copy(update=dict(tok_s_per_seq_low=tok * tr.decode.low_ratio,
-                                          tok_s_per_seq_high=tok * tr.decode.high_ratio,
+        lo, hi = tr.decode.bounds(tok)
+        out = out.model_copy(update=dict(tok_s_per_seq_low=lo, tok_s_per_seq_high=hi,
                                           decode_regime=tr.decode.regime, decode_rows=tr.decode.n_rows))
     if t_iv is not None and math.isfinite(ttft):
-        lo, hi = (t_iv.low_ratio, t_iv.high_ratio) if served else (1 / t_iv.high_ratio, 1 / t_iv.low_ratio)
-        out = out.model_copy(update=dict(ttft_s_low=ttft * lo, ttft_s_high=ttft * hi, ttft_regime=t_iv.regime,
+        lo, hi = t_iv.bounds(ttft) if served else t_iv.time_bounds(ttft)  # served: a TTFT interval; else prefill
+        out = out.model_copy(update=dict(ttft_s_low=lo, ttft_s_high=hi, ttft_regime=t_iv.regime,
                                           ttft_rows=t_iv.n_rows))
     return out
 
