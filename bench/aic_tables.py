@@ -747,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.summary:
         print(summary())
         return 0
-    date = a.date or _dt.datetime.now(_dt.timezone.utc).date().isoformat()
+    date = a.date or _dt.datetime.now(_dt.UTC).date().isoformat()
     systems = [s for s in a.systems.split(",") if s]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:

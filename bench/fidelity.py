@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if not a.no_write:
             path, changed = write_factors(a.date)
             print(f"{'wrote' if changed else 'unchanged:'} {path}", file=sys.stderr)
-            from optimizer.estimate import factors as F
             import importlib
+
+            from optimizer.estimate import factors as F
             importlib.reload(F)  # the written factors, so the cross-validation's in-sample column uses them
             from optimizer.fidelity import mlx_fit  # mlx-lm's own two factors sit on the shared physics: refit
             text = mlx_fit.stored_text(mlx_fit.fit())

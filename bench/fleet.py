@@ -306,9 +306,9 @@ def section_large() -> None:
 
 def section_four_gpu() -> None:
     from optimizer.catalog.models import resolve_model
-    from optimizer.layout import Parallel
     from optimizer.estimate.serving import Workload
     from optimizer.fleet.capacity import SLA, Config, Replica
+    from optimizer.layout import Parallel
 
     print("## 3. DeepSeek-V4-Flash FP8 on H200, SGLang, 8K in / 1K out, concurrency 8\n")
     m = resolve_model("deepseek-v4-flash")

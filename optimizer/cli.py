@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.console import Console
-
 from pydantic import ValidationError
+from rich.console import Console
 
 from optimizer.errors import RigoptError
 from optimizer.limits import MAX_MESSAGE_CHARS, clip_line
@@ -103,29 +102,29 @@ def estimate(
     model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder, a .gguf file or a Hugging Face id org/name[@rev]")],
     context: Annotated[str, typer.Option("--context", "-c", help=CONTEXT_HELP)] = "32K",
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = 1,
-    quant: Annotated[Optional[list[str]], typer.Option("--quant", "-q", help="Weight quantization(s): native, bf16, fp8, int8, nvfp4, mxfp4, int4, q8_0, q4_k_m, q2_k, iq2_xxs, ... (repeatable)")] = None,
-    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV cache dtype: bf16, fp16, fp8, q8_0, q4_0 (default: the engine's)")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx (default vllm; GGUF quants use llamacpp, MLX quants mlx)")] = None,
-    gpu: Annotated[Optional[str], typer.Option("--gpu", help="Accelerator type, e.g. h200, rtx-4090, m3-ultra-512gb")] = None,
+    quant: Annotated[list[str] | None, typer.Option("--quant", "-q", help="Weight quantization(s): native, bf16, fp8, int8, nvfp4, mxfp4, int4, q8_0, q4_k_m, q2_k, iq2_xxs, ... (repeatable)")] = None,
+    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="KV cache dtype: bf16, fp16, fp8, q8_0, q4_0 (default: the engine's)")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx (default vllm; GGUF quants use llamacpp, MLX quants mlx)")] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="Accelerator type, e.g. h200, rtx-4090, m3-ultra-512gb")] = None,
     gpus: Annotated[int, typer.Option("--gpus", "-n", help="Number of accelerators")] = 1,
-    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt length for TTFT (default: the context)")] = None,
-    isl: Annotated[Optional[str], typer.Option("--isl", help="Workload: input tokens per request (with --osl; serving figures need --gpu)")] = None,
-    osl: Annotated[Optional[str], typer.Option("--osl", help="Workload: output tokens per request")] = None,
-    rate: Annotated[Optional[float], typer.Option("--rate", help="Workload: requests/s arriving (open loop); default: --concurrency requests in flight")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt length for TTFT (default: the context)")] = None,
+    isl: Annotated[str | None, typer.Option("--isl", help="Workload: input tokens per request (with --osl; serving figures need --gpu)")] = None,
+    osl: Annotated[str | None, typer.Option("--osl", help="Workload: output tokens per request")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Workload: requests/s arriving (open loop); default: --concurrency requests in flight")] = None,
     prefix_hit: Annotated[float, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache (0-0.99)")] = 0.0,
     layout: Annotated[str, typer.Option("--layout", help="tp (TP inside a node, DP/EP across) | dp-attn (attention data parallel + EP: MLA KV not replicated)")] = "tp",
-    spec: Annotated[Optional[str], typer.Option("--spec", help="Speculative decoding: mtp[:N] or eagle3[:N] (N draft tokens; default the model card's)")] = None,
-    accept_len: Annotated[Optional[float], typer.Option("--accept-len", help="Mean tokens accepted per verification step, bonus included (overrides the card's)")] = None,
-    gmu: Annotated[Optional[float], typer.Option("--gpu-memory-utilization", help="vLLM: fraction of total device memory (default 0.92)")] = None,
-    max_num_seqs: Annotated[Optional[int], typer.Option("--max-num-seqs", help="vLLM --max-num-seqs / SGLang --max-running-requests / llama.cpp -np")] = None,
-    mnbt: Annotated[Optional[int], typer.Option("--max-num-batched-tokens", help="vLLM token budget per step / SGLang --chunked-prefill-size / llama.cpp -ub")] = None,
-    mfs: Annotated[Optional[float], typer.Option("--mem-fraction-static", help="SGLang: fraction of memory for weights + KV")] = None,
-    block_size: Annotated[Optional[int], typer.Option("--block-size", help="Tokens per KV block (vLLM --block-size, SGLang --page-size)")] = None,
-    n_cpu_moe: Annotated[Optional[int], typer.Option("--n-cpu-moe", help="MoE layers whose experts stay in host DRAM (llama.cpp --n-cpu-moe / KTransformers: computed on the CPU; vLLM: streamed over PCIe)")] = None,
+    spec: Annotated[str | None, typer.Option("--spec", help="Speculative decoding: mtp[:N] or eagle3[:N] (N draft tokens; default the model card's)")] = None,
+    accept_len: Annotated[float | None, typer.Option("--accept-len", help="Mean tokens accepted per verification step, bonus included (overrides the card's)")] = None,
+    gmu: Annotated[float | None, typer.Option("--gpu-memory-utilization", help="vLLM: fraction of total device memory (default 0.92)")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option("--max-num-seqs", help="vLLM --max-num-seqs / SGLang --max-running-requests / llama.cpp -np")] = None,
+    mnbt: Annotated[int | None, typer.Option("--max-num-batched-tokens", help="vLLM token budget per step / SGLang --chunked-prefill-size / llama.cpp -ub")] = None,
+    mfs: Annotated[float | None, typer.Option("--mem-fraction-static", help="SGLang: fraction of memory for weights + KV")] = None,
+    block_size: Annotated[int | None, typer.Option("--block-size", help="Tokens per KV block (vLLM --block-size, SGLang --page-size)")] = None,
+    n_cpu_moe: Annotated[int | None, typer.Option("--n-cpu-moe", help="MoE layers whose experts stay in host DRAM (llama.cpp --n-cpu-moe / KTransformers: computed on the CPU; vLLM: streamed over PCIe)")] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="Level of the prediction intervals shown beside each speed figure (rigopt's cross-validated errors in the regime)")] = 0.8,
-    ssm_dtype: Annotated[Optional[str], typer.Option("--mamba-ssm-cache-dtype", help="Hybrid models: recurrent (SSM / delta-rule) state dtype, auto | float32 | bfloat16 | float16 (vLLM --mamba-ssm-cache-dtype, SGLang --mamba-ssm-dtype; llama.cpp always F32)")] = None,
+    ssm_dtype: Annotated[str | None, typer.Option("--mamba-ssm-cache-dtype", help="Hybrid models: recurrent (SSM / delta-rule) state dtype, auto | float32 | bfloat16 | float16 (vLLM --mamba-ssm-cache-dtype, SGLang --mamba-ssm-dtype; llama.cpp always F32)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.estimate/1)")] = False,
-    profile: Annotated[Optional[str], typer.Option("--profile", help=PROFILE_HELP)] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help=PROFILE_HELP)] = None,
     no_profile: Annotated[bool, typer.Option("--no-profile", help="Ignore the calibration profile")] = False,
 ) -> None:
     """Weights, KV cache, runtime memory and decode/prefill speed for a model (and serving figures for a workload)."""
@@ -195,39 +194,39 @@ def _spec(m, spec: str | None, accept_len: float | None):
 @app.command()
 def cheapest(
     model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder, a .gguf file or a Hugging Face id org/name[@rev]")],
-    context: Annotated[Optional[str], typer.Option("--context", "-c", help=CONTEXT_HELP + " Default 384K, or isl + osl with a workload.")] = None,
+    context: Annotated[str | None, typer.Option("--context", "-c", help=CONTEXT_HELP + " Default 384K, or isl + osl with a workload.")] = None,
     tok_s: Annotated[float, typer.Option("--tok-s", help="Decode tokens/s per sequence at that context (0 = no target); with --isl/--osl: 1/TPOT")] = _QUERY_DEFAULT["tok_s"],
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = _QUERY_DEFAULT["concurrency"],
-    ttft: Annotated[Optional[float], typer.Option("--ttft", help="Max seconds to first token for a full-context prompt (with --isl/--osl: the served TTFT, queueing included)")] = None,
-    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt length for --ttft (default: the context)")] = None,
-    isl: Annotated[Optional[str], typer.Option("--isl", help="Workload: input tokens per request (with --osl)")] = None,
-    osl: Annotated[Optional[str], typer.Option("--osl", help="Workload: output tokens per request")] = None,
-    rate: Annotated[Optional[float], typer.Option("--rate", help="Workload: requests/s to sustain (open loop); default --concurrency requests in flight")] = None,
+    ttft: Annotated[float | None, typer.Option("--ttft", help="Max seconds to first token for a full-context prompt (with --isl/--osl: the served TTFT, queueing included)")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt length for --ttft (default: the context)")] = None,
+    isl: Annotated[str | None, typer.Option("--isl", help="Workload: input tokens per request (with --osl)")] = None,
+    osl: Annotated[str | None, typer.Option("--osl", help="Workload: output tokens per request")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Workload: requests/s to sustain (open loop); default --concurrency requests in flight")] = None,
     prefix_hit: Annotated[float, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache")] = _QUERY_DEFAULT["prefix_hit"],
     spec: Annotated[str, typer.Option("--spec", help="Speculative decoding with the model card's MTP/EAGLE-3 setup: off | auto (try both) | on")] = _QUERY_DEFAULT["spec"],
     confidence: Annotated[float, typer.Option("--confidence", help="Targets must hold at the low end of this prediction interval (rigopt's cross-validated errors in each plan's regime); 0 = plan on the expected figures")] = _QUERY_DEFAULT["confidence"],
     objective: Annotated[str, typer.Option("--objective", help="capex (buy) | hourly (rent) | power (watts)")] = _QUERY_DEFAULT["objective"],
-    max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="Cap on the objective (USD, USD/h or W)")] = None,
-    min_bits: Annotated[Optional[float], typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN (default: the headline is the cheapest 4-bit-class plan or wider, cheaper tiers listed in the frontier; 0 = any width)")] = None,
-    tier: Annotated[Optional[str], typer.Option("--tier", help="Headline from one quality tier: 1.5-bit, 2-bit, 3-bit, 4-bit, 5-6-bit, 8-bit, 16-bit")] = None,
+    max_budget: Annotated[float | None, typer.Option("--max-budget", help="Cap on the objective (USD, USD/h or W)")] = None,
+    min_bits: Annotated[float | None, typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN (default: the headline is the cheapest 4-bit-class plan or wider, cheaper tiers listed in the frontier; 0 = any width)")] = None,
+    tier: Annotated[str | None, typer.Option("--tier", help="Headline from one quality tier: 1.5-bit, 2-bit, 3-bit, 4-bit, 5-6-bit, 8-bit, 16-bit")] = None,
     min_attn_bits: Annotated[float, typer.Option("--min-attn-bits", help="Quality floor for attention weights")] = _QUERY_DEFAULT["min_attn_bits"],
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="Allowed accelerators, comma-separated (e.g. h100,h200)")] = None,
-    owned: Annotated[Optional[str], typer.Option("--owned", help="Hardware you own, e.g. '2x rtx-4090, 256GB ddr5'")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx, comma-separated (default: vllm, sglang, llamacpp)")] = None,
-    quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="Allowed quantizations, comma-separated")] = None,
-    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="Allowed KV dtypes, comma-separated")] = None,
-    loads: Annotated[Optional[str], typer.Option("--loads", help="Expert loads for load-aware speed: a JSON/CSV file, 'uniform' or 'zipf:S'")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="Allowed accelerators, comma-separated (e.g. h100,h200)")] = None,
+    owned: Annotated[str | None, typer.Option("--owned", help="Hardware you own, e.g. '2x rtx-4090, 256GB ddr5'")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx, comma-separated (default: vllm, sglang, llamacpp)")] = None,
+    quant: Annotated[str | None, typer.Option("--quant", "-q", help="Allowed quantizations, comma-separated")] = None,
+    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="Allowed KV dtypes, comma-separated")] = None,
+    loads: Annotated[str | None, typer.Option("--loads", help="Expert loads for load-aware speed: a JSON/CSV file, 'uniform' or 'zipf:S'")] = None,
     max_nodes: Annotated[int, typer.Option("--max-nodes", help="Most nodes a plan may use")] = _QUERY_DEFAULT["max_nodes"],
     top: Annotated[int, typer.Option("--top", help="Plans to show: the optimum and next-cheapest alternatives")] = _QUERY_DEFAULT["top"],
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit per solve, seconds")] = _QUERY_DEFAULT["time_limit_s"],
-    out: Annotated[Optional[str], typer.Option("--out", help="Write the best plan as JSON here (for rigopt export)")] = None,
-    export_engine: Annotated[Optional[str], typer.Option("--export", help="Also export the best plan: auto (its own engine) or vllm|sglang|llamacpp (must be the plan's), next to --out; with --loads the placement's flags and files too")] = None,
-    plot: Annotated[Optional[str], typer.Option("--plot", help="Write the cost-quality frontier to this PNG (and <stem>.memory.png, <stem>.layers.png for offload plans)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Write the best plan as JSON here (for rigopt export)")] = None,
+    export_engine: Annotated[str | None, typer.Option("--export", help="Also export the best plan: auto (its own engine) or vllm|sglang|llamacpp (must be the plan's), next to --out; with --loads the placement's flags and files too")] = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Write the cost-quality frontier to this PNG (and <stem>.memory.png, <stem>.layers.png for offload plans)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.cheapest/1)")] = False,
-    profile: Annotated[Optional[str], typer.Option("--profile", help=PROFILE_HELP)] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help=PROFILE_HELP)] = None,
     no_profile: Annotated[bool, typer.Option("--no-profile", help="Ignore the calibration profile")] = False,
-    tpot: Annotated[Optional[float], typer.Option("--tpot", help="SLA form: time per output token, seconds; with --isl/--osl/--rate/--ttft the answer is the cheapest fleet (rigopt fleet)")] = None,
-    percentile: Annotated[Optional[float], typer.Option("--percentile", help="SLA form: --ttft holds at this percentile (50-99.9, default 90)")] = None,
+    tpot: Annotated[float | None, typer.Option("--tpot", help="SLA form: time per output token, seconds; with --isl/--osl/--rate/--ttft the answer is the cheapest fleet (rigopt fleet)")] = None,
+    percentile: Annotated[float | None, typer.Option("--percentile", help="SLA form: --ttft holds at this percentile (50-99.9, default 90)")] = None,
 ) -> None:
     """Cheapest hardware + quantization + parallelism that meets the targets (CP-SAT, proven optimal). With SLAs
     (--tpot or --percentile, or --rate with --ttft and --tok-s): the cheapest serving fleet, as `rigopt fleet`."""
@@ -333,8 +332,8 @@ def cheapest(
 
 def _mixed_inventory(owned: str) -> bool:
     """An --owned inventory of several GPU types or several boxes (for the mixed-hardware planner)."""
-    from optimizer.hetero.inventory import parse_inventory
     from optimizer.errors import RigoptError
+    from optimizer.hetero.inventory import parse_inventory
     if ";" in owned:
         return True
     try:
@@ -381,10 +380,10 @@ def _placement_for(plan, loads: str, out_dir):
 @app.command()
 def export(
     plan_json: Annotated[str, typer.Argument(help="Plan written by `rigopt cheapest --out plan.json`")],
-    engine: Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx (default: the plan's own engine)")] = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Directory for launch scripts + EXPLAIN.md")] = None,
-    model_path: Annotated[Optional[str], typer.Option("--model-path", help="Checkpoint dir / HF id / .gguf to serve")] = None,
-    placement: Annotated[Optional[str], typer.Option("--placement", help="A `rigopt place --out` result: its flags go into the launch scripts, with every file they name")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx (default: the plan's own engine)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Directory for launch scripts + EXPLAIN.md")] = None,
+    model_path: Annotated[str | None, typer.Option("--model-path", help="Checkpoint dir / HF id / .gguf to serve")] = None,
+    placement: Annotated[str | None, typer.Option("--placement", help="A `rigopt place --out` result: its flags go into the launch scripts, with every file they name")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Launch commands for vLLM 0.33.0, SGLang 0.5.23 or llama.cpp 0c1e57098 from a plan."""
@@ -426,10 +425,10 @@ def _export_mixed(raw: dict, plan_json: str, engine, out, model_path, placement,
 @app.command()
 def place(
     plan: Annotated[str, typer.Argument(help="Plan JSON from `rigopt cheapest --out`, or a hand-written placement input (see README)")],
-    loads: Annotated[Optional[str], typer.Option("--loads", help="Expert loads: a JSON/CSV file, 'uniform' or 'zipf:S' (default uniform)")] = None,
+    loads: Annotated[str | None, typer.Option("--loads", help="Expert loads: a JSON/CSV file, 'uniform' or 'zipf:S' (default uniform)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for generated loads")] = 0,
-    redundant: Annotated[Optional[str], typer.Option("--redundant-experts", help="Redundant experts per layer R, or total:N (default: one per EP rank, within memory headroom)")] = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Write the placement JSON here (and <stem>.sglang.json for SGLang --init-expert-location)")] = None,
+    redundant: Annotated[str | None, typer.Option("--redundant-experts", help="Redundant experts per layer R, or total:N (default: one per EP rank, within memory headroom)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Write the placement JSON here (and <stem>.sglang.json for SGLang --init-expert-location)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.place/1)")] = False,
 ) -> None:
     """MoE expert placement across GPUs, host DRAM and NVMe for a plan and expert load statistics."""
@@ -443,7 +442,7 @@ def place(
 @app.command()
 def solve(
     paths: Annotated[list[str], typer.Argument(help="Scenario files (.yaml, .yml, .json) or folders of them")],
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Parallel solver processes (default: CPU count)")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel solver processes (default: CPU count)")] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder: <file-stem>/<question>.plan.json, summary.{md,csv,json}, plots, .cache/")] = "rigopt-out",
     fmt: Annotated[str, typer.Option("--format", "-f", help="Summary printed to stdout: table | json | csv | md")] = "table",
     plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs per question: cost vs tok/s (Pareto front) and memory per device")] = False,
@@ -470,7 +469,7 @@ def schema_scenario() -> None:
 @app.command()
 def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.validate/2)")] = False,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="decode_tok_s, prefill_tok_s, tpot_ms, ttft_ms, output_tok_s_per_gpu, weights_per_gpu_bytes, gguf_file_bytes, kv_tokens_for_bytes")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="decode_tok_s, prefill_tok_s, tpot_ms, ttft_ms, output_tok_s_per_gpu, weights_per_gpu_bytes, gguf_file_bytes, kv_tokens_for_bytes")] = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Re-run the cross-validation (about 20 s) instead of reading the last fit's results")] = False,
 ) -> None:
     """Check rigopt's numbers against published measurements, cross-validated by source (each row predicted by
@@ -535,12 +534,12 @@ def catalog_nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 @app.command()
 def calibrate(
     logs: Annotated[list[str], typer.Argument(help="Your logs: llama-bench tables (or -o json/jsonl/csv), llama-server timing lines, vllm bench serve / sglang.bench_serving results (or their JSON), vLLM/SGLang startup logs")],
-    profile: Annotated[Optional[str], typer.Option("--profile", help="Profile to update (default: $XDG_CONFIG_HOME/rigopt/profile.yaml)")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Catalogue model the logs ran (overrides the log)")] = None,
-    gpu: Annotated[Optional[str], typer.Option("--gpu", help="Accelerator the logs ran on (overrides the log)")] = None,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", min=1, max=65536, help="Number of accelerators")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="vllm | sglang | llamacpp (overrides the log)")] = None,
-    quant: Annotated[Optional[str], typer.Option("--quant", help="Quantization, e.g. q4_k_m, fp8 (overrides the log)")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile to update (default: $XDG_CONFIG_HOME/rigopt/profile.yaml)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Catalogue model the logs ran (overrides the log)")] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="Accelerator the logs ran on (overrides the log)")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", min=1, max=65536, help="Number of accelerators")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="vllm | sglang | llamacpp (overrides the log)")] = None,
+    quant: Annotated[str | None, typer.Option("--quant", help="Quantization, e.g. q4_k_m, fp8 (overrides the log)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the comparison and factors; write nothing")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.calibrate/1)")] = False,
 ) -> None:
@@ -559,11 +558,11 @@ def mixed(
     tok_s: Annotated[float, typer.Option("--tok-s", help="decode tokens/s per sequence")] = 0.0,
     concurrency: Annotated[int, typer.Option("--concurrency", "-b")] = 1,
     buy: Annotated[bool, typer.Option("--buy", help="allow buying GPUs/DRAM on top of what you own")] = False,
-    buy_types: Annotated[Optional[str], typer.Option("--buy-types", help="GPUs offered for purchase, e.g. rtx-5090,rtx-4090")] = None,
+    buy_types: Annotated[str | None, typer.Option("--buy-types", help="GPUs offered for purchase, e.g. rtx-5090,rtx-4090")] = None,
     min_bits: Annotated[float, typer.Option("--min-bits", help="least routed-expert bits per weight")] = 0.0,
-    quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="GGUF presets to try, e.g. q4_k_m,q3_k_m")] = None,
-    max_budget: Annotated[Optional[float], typer.Option("--max-budget", help="USD for purchases")] = None,
-    export_script: Annotated[Optional[str], typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here; several boxes: also <stem>.<box>.sh per other box")] = None,
+    quant: Annotated[str | None, typer.Option("--quant", "-q", help="GGUF presets to try, e.g. q4_k_m,q3_k_m")] = None,
+    max_budget: Annotated[float | None, typer.Option("--max-budget", help="USD for purchases")] = None,
+    export_script: Annotated[str | None, typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here; several boxes: also <stem>.<box>.sh per other box")] = None,
     engine: Annotated[str, typer.Option("--engine", help="llamacpp (any mix) or vllm (uneven PP stages)")] = "llamacpp",
     confidence: Annotated[float, typer.Option("--confidence", help="The --tok-s target holds at the low end of this prediction interval (mixed plans: the all-rows cross-validated interval); 0 = the expected figure")] = 0.8,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -586,13 +585,13 @@ def fleet(
     ttft: Annotated[float, typer.Option("--ttft", help="Time to first token SLA, seconds, at --percentile")],
     tpot: Annotated[float, typer.Option("--tpot", help="Time per output token SLA, seconds")],
     percentile: Annotated[float, typer.Option("--percentile", help="TTFT percentile, 50-99.9")] = 90.0,
-    api_price: Annotated[Optional[str], typer.Option("--api-price", help="Hosted API price per M tokens, in:X,out:Y")] = None,
+    api_price: Annotated[str | None, typer.Option("--api-price", help="Hosted API price per M tokens, in:X,out:Y")] = None,
     objective: Annotated[str, typer.Option("--objective", help="hourly (rent cloud shapes) | capex (buy servers, partly filled allowed)")] = "hourly",
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="Allowed accelerators, e.g. h100,h200")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="Allowed accelerators, e.g. h100,h200")] = None,
     no_disagg: Annotated[bool, typer.Option("--no-disagg", help="Aggregated replicas only")] = False,
     months: Annotated[float, typer.Option("--amortize-months", help="Capex amortisation period")] = 36.0,
     kwh: Annotated[float, typer.Option("--usd-per-kwh", help="Electricity price")] = 0.12,
-    out: Annotated[Optional[str], typer.Option("--out", help="Write launch scripts, k8s.yaml, router.sh to DIR")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Write launch scripts, k8s.yaml, router.sh to DIR")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (rigopt.fleet/1)")] = False,
 ) -> None:
     """The cheapest fleet that serves a request rate within TTFT/TPOT SLAs: replicas, disaggregated

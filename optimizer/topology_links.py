@@ -9,7 +9,6 @@ from optimizer.catalog.hardware_schema import NodeType
 from optimizer.layout import Links, Parallel
 from optimizer.topology import topology
 
-
 _LINKS: BoundedCache[tuple[NodeType, int, int, int, int], Links] = BoundedCache("topology.links", 4096)
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import re
 
 from optimizer.errors import InputError
-from optimizer.limits import (MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_NUMBER_CHARS,  # noqa: F401
-                              MAX_SIZE_BYTES, clip_for_message)
+from optimizer.limits import (  # noqa: F401
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_TOKENS,
+    MAX_GPUS,
+    MAX_NUMBER_CHARS,
+    MAX_SIZE_BYTES,
+    clip_for_message,
+)
 
 KB, MB, GB, TB = 10**3, 10**6, 10**9, 10**12
 KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40

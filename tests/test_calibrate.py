@@ -14,8 +14,16 @@ import yaml
 from optimizer.errors import InputError
 from optimizer.estimate.calibration import AppliedCalibration, Calibration, CalibrationEntry
 from optimizer.fidelity import logs
-from optimizer.fidelity.usercal import (Overrides, _model_from_name, _speed, compare, identify, match_accelerator,
-                                        quant_of, run_calibrate)
+from optimizer.fidelity.usercal import (
+    Overrides,
+    _model_from_name,
+    _speed,
+    compare,
+    identify,
+    match_accelerator,
+    quant_of,
+    run_calibrate,
+)
 
 LOGS = Path(__file__).parent / "data" / "logs"
 

@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from optimizer.catalog.models import resolve_model
 from optimizer.solver.candidates import best_x, enumerate_candidates
@@ -177,6 +178,7 @@ def test_owned_parse_errors():
 
 def test_cli_cheapest_json_and_out(tmp_path):
     from typer.testing import CliRunner
+
     from optimizer.cli import app
     out = tmp_path / "plan.json"
     res = CliRunner().invoke(app, ["cheapest", "qwen3-30b-a3b", "-c", "32K", "--tok-s", "30", "--gpus", "rtx-4090,l40s",
@@ -191,6 +193,7 @@ def test_cli_cheapest_json_and_out(tmp_path):
 
 def test_cli_infeasible_exit_code_in_process():
     from typer.testing import CliRunner
+
     from optimizer.cli import app
     res = CliRunner().invoke(app, ["cheapest", "qwen3-30b-a3b", "-c", "32K", "--tok-s", "30",
                                    "--gpus", ",".join(SMALL), "--max-budget", "100", "--top", "1"])

@@ -13,7 +13,6 @@ import pytest
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
-from optimizer.layout import Parallel
 from optimizer.fleet import ApiPrice, FleetQuery, solve_fleet
 from optimizer.fleet import model as M
 from optimizer.fleet.capacity import (
@@ -29,6 +28,7 @@ from optimizer.fleet.capacity import (
 from optimizer.fleet.money import HOURS_PER_MONTH, break_even_tokens, own_monthly_usd, token_cost
 from optimizer.fleet.offers import buy_offers, load_shapes, rent_offers
 from optimizer.fleet.solve import Search, _check
+from optimizer.layout import Parallel
 
 
 # ------------------------------------------------------------------------------------------------ money
@@ -293,6 +293,7 @@ def test_more_traffic_never_costs_less():
 def test_cli_fleet_json_and_one_line_errors(tmp_path):
     import subprocess
     import sys
+
     from typer.testing import CliRunner
 
     from optimizer.cli import app

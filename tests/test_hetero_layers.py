@@ -6,10 +6,10 @@ from optimizer.catalog.hardware import get_accelerator
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate.deployment import Deployment, Hardware, Offload, evaluate
 from optimizer.estimate.layers import device_rates, host_expert_time_s, model_layers, nvme_expert_time_s, stage_figures
-from optimizer.layout import Links, Parallel
 from optimizer.hetero.inventory import parse_inventory
 from optimizer.hetero.plan import Stage
 from optimizer.hetero.validate import check_plan
+from optimizer.layout import Links, Parallel
 
 DRAM_BW, NVME_BW = 89.6e9, 7.45e9
 

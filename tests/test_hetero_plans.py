@@ -84,6 +84,7 @@ def test_two_boxes_pay_the_network_and_remote_experts_stay_on_gpu():
 
 def test_non_cuda_or_dense_inputs_are_one_error():
     import pytest
+
     from optimizer.errors import InputError
 
     with pytest.raises(InputError, match="not NVIDIA: rx-7900-xtx"):
@@ -107,6 +108,7 @@ def test_dense_model_layer_split_over_three_types():
 
 def test_bad_numbers_are_one_error():
     import pytest
+
     from optimizer.errors import InputError
 
     for kw, msg in (

@@ -13,13 +13,12 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from optimizer.cli import app
-
 from optimizer.arch.from_config import spec_from_config
+from optimizer.catalog.hardware import get_accelerator
 from optimizer.catalog.models import resolve_model
+from optimizer.cli import app
 from optimizer.errors import InputError, ModelFormatError
 from optimizer.estimate.deployment import Deployment, EngineSettings, Hardware, evaluate
-from optimizer.catalog.hardware import get_accelerator
 from optimizer.estimate.kv import kv_estimate
 from optimizer.estimate.recurrent import recurrent_estimate
 from optimizer.estimate.schemes import get_scheme

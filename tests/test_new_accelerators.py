@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from optimizer.catalog.devices import nodes_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
+from optimizer.catalog.models import resolve_model
 from optimizer.cli import app
 from optimizer.solver.candidates import enumerate_candidates
-from optimizer.catalog.models import resolve_model
 from optimizer.solver.query import Owned, Query
 from optimizer.solver.support import format_unsupported, unsupported
 

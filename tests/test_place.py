@@ -3,7 +3,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optimizer.errors import InputError
 from optimizer.moe.imbalance import expected_imbalance, load_aware_gpu_share

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from optimizer.errors import InputError
-from optimizer.place.report import run, write_outputs
 from optimizer.place.export import parse_sglang_map
+from optimizer.place.report import run, write_outputs
 
 
 def _hand(tmp_path, **kw):

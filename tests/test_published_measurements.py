@@ -22,13 +22,11 @@ Rows marked `known_gap: true` run as xfail(strict=False) with the row's `known_g
 
 from __future__ import annotations
 
-
 import pytest
 import yaml
 
-from optimizer.catalog.paths import data_dir
-
 from optimizer.catalog.models import resolve_model
+from optimizer.catalog.paths import data_dir
 from optimizer.estimate.schemes import get_scheme
 from optimizer.fidelity.predict import predict_memory
 

@@ -7,7 +7,8 @@ cheaper, and the answer does not depend on the row order or on the hint.
 
 import dataclasses
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from optimizer.solver.cpsat import DeploymentModel, greedy_hint
 from optimizer.solver.oracle import brute_force

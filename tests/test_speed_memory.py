@@ -1,7 +1,8 @@
 """Speed and memory physics against hand calculations; expected never exceeds the roofline bound."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optimizer.estimate.kv import kv_estimate
 from optimizer.estimate.memory import Parallel, device_memory, max_context, weights_per_device

@@ -5,16 +5,14 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from types import SimpleNamespace
 
 import networkx as nx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from types import SimpleNamespace
-
 from optimizer.catalog.hardware import get_interconnect, get_node, load_hardware
-from tests.hyp import examples
 from optimizer.topology import (
     CPU_SOCKET_LINK,
     FABRIC,
@@ -23,6 +21,7 @@ from optimizer.topology import (
     topology,
     widest_path,
 )
+from tests.hyp import examples
 
 HW = load_hardware()
 NODE_KEYS = sorted(HW.nodes)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.formats import get_format
+from optimizer.arch.from_config import spec_from_config
 from optimizer.estimate.schemes import get_scheme
 from optimizer.estimate.weights import weight_breakdown
 

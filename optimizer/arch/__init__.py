@@ -5,6 +5,6 @@ per-layer KV-cache streams, and a few global dimensions. It holds counts, never 
 the quantization and the engine, which the estimate layer applies.
 """
 
-from optimizer.arch.spec import KVStream, LayerSpec, ModelSpec, TENSOR_CLASSES
+from optimizer.arch.spec import TENSOR_CLASSES, KVStream, LayerSpec, ModelSpec
 
 __all__ = ["KVStream", "LayerSpec", "ModelSpec", "TENSOR_CLASSES"]

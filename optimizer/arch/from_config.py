@@ -10,8 +10,18 @@ from typing import Any
 
 from optimizer.arch.spec import KVStream, LayerSpec, ModelSpec, RecurrentState
 from optimizer.errors import ModelFormatError
-from optimizer.limits import (MAX_DIM, MAX_EXPERTS, MAX_LAYERS, MAX_NAME_CHARS, MAX_NESTING, MAX_PARAMS, MAX_POSITIONS,
-                              MAX_VOCAB, clip_for_message, nesting_depth)
+from optimizer.limits import (
+    MAX_DIM,
+    MAX_EXPERTS,
+    MAX_LAYERS,
+    MAX_NAME_CHARS,
+    MAX_NESTING,
+    MAX_PARAMS,
+    MAX_POSITIONS,
+    MAX_VOCAB,
+    clip_for_message,
+    nesting_depth,
+)
 
 # Every integer field a builder below reads: (smallest, largest) accepted. None / absent = not set.
 _LAYERS = ("num_hidden_layers", "num_nextn_predict_layers", "num_mtp_modules", "first_k_dense_replace",

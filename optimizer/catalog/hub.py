@@ -35,8 +35,15 @@ from optimizer.arch.from_safetensors import check_header, tensors_from_headers
 from optimizer.arch.hf_quant import storage_from_hf
 from optimizer.arch.spec import ModelSpec
 from optimizer.errors import CatalogError, InputError, ModelFormatError, RigoptError
-from optimizer.limits import (HUB_TIMEOUT_S, MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_SAFETENSORS_SHARDS,
-                              clip_for_message, read_json_bounded, safe_component)
+from optimizer.limits import (
+    HUB_TIMEOUT_S,
+    MAX_CONFIG_BYTES,
+    MAX_INDEX_BYTES,
+    MAX_SAFETENSORS_SHARDS,
+    clip_for_message,
+    read_json_bounded,
+    safe_component,
+)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MANIFEST_SCHEMA = "rigopt.hub-snapshot/1"

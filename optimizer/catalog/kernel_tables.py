@@ -13,7 +13,7 @@ as its values; collective latencies positive and nondecreasing in message size.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -349,14 +349,14 @@ def parse(path: Path) -> KernelTables:
     return t
 
 
-@lru_cache(maxsize=None)
+@cache
 def available_systems() -> tuple[str, ...]:
     """Accelerator keys with a kernel-table file."""
     d = kernels_dir()
     return tuple(sorted(p.stem for p in d.glob("*.json"))) if d.is_dir() else ()
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_kernel_tables(system: str) -> KernelTables | None:
     """The validated tables of one accelerator key, or None when no file exists for it."""
     path = kernels_dir() / f"{system}.json"

@@ -16,16 +16,24 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from optimizer.cache import memoize
 from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.spec import ModelSpec
+from optimizer.cache import memoize
 from optimizer.catalog.hub import hub_model, parse_hub_id
 from optimizer.catalog.model_schema import ModelCard
 from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError, InputError, ModelFormatError
-from optimizer.limits import (MAX_CONFIG_BYTES, MAX_NAME_CHARS, MAX_PATH_CHARS, check_regular_file,
-                              clip_for_message, exists, has_control, read_json_bounded)
+from optimizer.limits import (
+    MAX_CONFIG_BYTES,
+    MAX_NAME_CHARS,
+    MAX_PATH_CHARS,
+    check_regular_file,
+    clip_for_message,
+    exists,
+    has_control,
+    read_json_bounded,
+)
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
 

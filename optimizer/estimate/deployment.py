@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from optimizer.arch.spec import ModelSpec
+from optimizer.cache import BoundedCache
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
 from optimizer.catalog.model_schema import SpecDecodeDefault
@@ -26,19 +27,32 @@ from optimizer.errors import InputError
 from optimizer.estimate import factors as F
 from optimizer.estimate.calibration import AppliedCalibration, Calibration, scale_decode, scale_prefill
 from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv_estimate
-from optimizer.estimate.memory import (DeviceMemory, default_max_num_batched_tokens, device_memory, hybrid_kv_per_seq,
-                                       max_concurrency, max_context, sglang_default_mem_fraction_static)
+from optimizer.estimate.memory import (
+    DeviceMemory,
+    default_max_num_batched_tokens,
+    device_memory,
+    hybrid_kv_per_seq,
+    max_concurrency,
+    max_context,
+    sglang_default_mem_fraction_static,
+)
 from optimizer.estimate.recurrent import RecurrentEstimate, recurrent_estimate, state_dtype
 from optimizer.estimate.runtimes import ollama_single_slot_arch
-from optimizer.layout import Links, Parallel
-from optimizer.cache import BoundedCache
 from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.serving import ServingEstimate, Workload, serve
-from optimizer.estimate.speed import (Device, ExpertTiers, PrefillEstimate, SpeedEstimate, decode_curve, kernel_bits,
-                                      prefill_time)
+from optimizer.estimate.speed import (
+    Device,
+    ExpertTiers,
+    PrefillEstimate,
+    SpeedEstimate,
+    decode_curve,
+    kernel_bits,
+    prefill_time,
+)
 from optimizer.estimate.weights import WeightBreakdown, weights_of
+from optimizer.layout import Links, Parallel
 from optimizer.topology_links import plan_links
-from optimizer.units import GiB, MAX_CONTEXT_TOKENS
+from optimizer.units import MAX_CONTEXT_TOKENS, GiB
 
 SPEC_METHODS = ("mtp", "eagle3")
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from optimizer.catalog.kernel_tables import KernelTables, load_kernel_tables
 

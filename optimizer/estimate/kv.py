@@ -21,12 +21,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from optimizer.arch.formats import kv_elem_bytes
 from optimizer.arch.spec import KVStream, ModelSpec
 from optimizer.cache import BoundedCache
 from optimizer.engines import ENGINES as _ENGINES
 from optimizer.engines import engine_key, is_llamacpp
 from optimizer.errors import InputError
-from optimizer.arch.formats import kv_elem_bytes
 
 Engine = Literal["vllm", "sglang", "llamacpp", "ollama", "lmstudio", "mlx"]
 ENGINES: tuple[str, ...] = _ENGINES

@@ -9,8 +9,8 @@ all layers equal `evaluate()`'s memory and decode time (tests/test_hetero_layers
 
 from __future__ import annotations
 
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from optimizer.catalog.hardware_schema import Accelerator
 from optimizer.catalog.models import ResolvedModel

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optimizer.arch.formats import get_format
 from optimizer.arch.spec import TENSOR_CLASSES, ModelSpec
 from optimizer.errors import InputError
-from optimizer.arch.formats import get_format
 
 Mix = tuple[tuple[float, str], ...]
 

@@ -17,10 +17,8 @@ from optimizer.engines import physics_engine
 from optimizer.estimate import factors as F
 from optimizer.estimate.kv import KVEstimate
 from optimizer.estimate.recurrent import RecurrentEstimate
-from optimizer.layout import Parallel
-from optimizer.layout import Links
 from optimizer.estimate.weights import WeightBreakdown
-
+from optimizer.layout import Links, Parallel
 
 FP4_FORMATS = {"mxfp4", "nvfp4"}
 FP8_FORMATS = {"fp8", "fp8-block128", "fp8-channel"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optimizer.arch.formats import get_format
 from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.spec import ModelSpec
-from optimizer.arch.formats import get_format
 from optimizer.estimate.schemes import Scheme
 
 

@@ -10,10 +10,26 @@ from pydantic import ValidationError
 
 from optimizer.engines import LLAMACPP_COMMIT, SGLANG_VERSION, VLLM_VERSION
 from optimizer.export import desktop, explain, k8s, llamacpp, sglang, vllm
-from optimizer.export.common import (ENGINE_VERSIONS, ExportError, ExportFile, ExportResult, ModelFacts,
-                                     check_layout, model_arg, script)
-from optimizer.limits import (MAX_PLAN_BYTES, clip_for_message, has_control, prepare_out_dir, read_json_bounded,
-                              safe_component, under, write_file)
+from optimizer.export.common import (
+    ENGINE_VERSIONS,
+    ExportError,
+    ExportFile,
+    ExportResult,
+    ModelFacts,
+    check_layout,
+    model_arg,
+    script,
+)
+from optimizer.limits import (
+    MAX_PLAN_BYTES,
+    clip_for_message,
+    has_control,
+    prepare_out_dir,
+    read_json_bounded,
+    safe_component,
+    under,
+    write_file,
+)
 from optimizer.solver.plan import PLAN_SCHEMA, Plan
 
 __all__ = ["export_plan", "load_plan", "render_export", "ExportResult", "ExportError", "ENGINE_VERSIONS"]

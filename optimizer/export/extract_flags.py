@@ -22,9 +22,18 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from optimizer.engines import (ENGINE_VERSIONS, LLAMA_CPP_PYTHON_VERSION, LLAMACPP_COMMIT, LMS_VERSION,
-                               MLX_LM_VERSION, OLLAMA_VERSION, SGLANG_ROUTER_VERSION, SGLANG_VERSION,
-                               VLLM_PROXY_SOURCE, VLLM_VERSION)
+from optimizer.engines import (
+    ENGINE_VERSIONS,
+    LLAMA_CPP_PYTHON_VERSION,
+    LLAMACPP_COMMIT,
+    LMS_VERSION,
+    MLX_LM_VERSION,
+    OLLAMA_VERSION,
+    SGLANG_ROUTER_VERSION,
+    SGLANG_VERSION,
+    VLLM_PROXY_SOURCE,
+    VLLM_VERSION,
+)
 
 VERSIONS = ENGINE_VERSIONS
 LLAMACPP_PY = LLAMA_CPP_PYTHON_VERSION
@@ -345,7 +354,7 @@ _GO_TYPES = {"int": "int", "float32": "float", "float64": "float", "string": "st
 def extract_ollama(types_go: str, config_go: str, cmd_go: str) -> dict[str, tuple[str, list | None]]:
     rows: dict[str, tuple[str, list | None]] = {}
     for struct in ("Options", "Runner"):
-        body = re.search(r"type %s struct \{(.*?)\n\}" % struct, types_go, re.S)
+        body = re.search(rf"type {struct} struct \{{(.*?)\n\}}", types_go, re.S)
         if body is None:
             raise SystemExit(f"api/types.go: struct {struct} not found")
         for typ, name in re.findall(r"^\s*\w+\s+(\S+)\s+`json:\"([a-z_]+)[,\"]", body.group(1), re.M):
@@ -356,7 +365,7 @@ def extract_ollama(types_go: str, config_go: str, cmd_go: str) -> dict[str, tupl
     for name in re.findall(r'"(OLLAMA_[A-Z_]+)":', amap.group(0)):
         rows[f"ENV {name}"] = ("str", None)
     for cmd in ("create", "run", "serve"):
-        pat = r"%sCmd\.Flags\(\)\.(\w+?)P?\(\"([a-z-]+)\",\s*(?:\"(\w)\",)?" % cmd
+        pat = rf"{cmd}Cmd\.Flags\(\)\.(\w+?)P?\(\"([a-z-]+)\",\s*(?:\"(\w)\",)?"
         for kind, long, short in re.findall(pat, cmd_go):
             typ = {"String": "str", "Bool": "flag", "Int": "int"}.get(kind.rstrip("P"), "str")
             rows[f"ollama {cmd} --{long}"] = (typ, None)

@@ -49,8 +49,15 @@ from optimizer.export.llamacpp import KV_TYPES, offload_regex
 from optimizer.hetero.inventory import Inventory, parse_inventory
 from optimizer.hetero.plan import MixedPlan, Stage
 from optimizer.hetero.validate import check_plan
-from optimizer.limits import (MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, clip_for_message, has_control, prepare_out_dir,
-                              under, write_file)
+from optimizer.limits import (
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_TOKENS,
+    clip_for_message,
+    has_control,
+    prepare_out_dir,
+    under,
+    write_file,
+)
 
 
 def cuda_indices(plan: MixedPlan, inv: Inventory, box: int | None = None) -> list[int]:

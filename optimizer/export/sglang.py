@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from optimizer.estimate.memory import default_max_num_batched_tokens
-from optimizer.export.common import (HTTP_PORT, MAX_SAFE_FRACTION, SGLANG_DIST_PORT, Arg, Command, ExportError,
-                                     ModelFacts, Var, ceil_to, floor_to, online_quantization)
+from optimizer.export.common import (
+    HTTP_PORT,
+    MAX_SAFE_FRACTION,
+    SGLANG_DIST_PORT,
+    Arg,
+    Command,
+    ExportError,
+    ModelFacts,
+    Var,
+    ceil_to,
+    floor_to,
+    online_quantization,
+)
 from optimizer.solver.plan import Plan
 from optimizer.units import GiB
 

@@ -6,8 +6,19 @@ import json
 
 from optimizer.engines import VLLM_VERSION
 from optimizer.estimate.memory import default_max_num_batched_tokens
-from optimizer.export.common import (HTTP_PORT, MAX_SAFE_FRACTION, VLLM_DP_RPC_PORT, Arg, Command, ExportError,
-                                     ModelFacts, Var, ceil_to, online_quantization, per_replica)
+from optimizer.export.common import (
+    HTTP_PORT,
+    MAX_SAFE_FRACTION,
+    VLLM_DP_RPC_PORT,
+    Arg,
+    Command,
+    ExportError,
+    ModelFacts,
+    Var,
+    ceil_to,
+    online_quantization,
+    per_replica,
+)
 from optimizer.solver.plan import Plan
 from optimizer.units import GiB
 

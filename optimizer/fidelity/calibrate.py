@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
-
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from optimizer.estimate import factors as F
 from optimizer.fidelity.cases import speed_rows

@@ -7,9 +7,7 @@ from pathlib import Path
 import yaml
 
 from optimizer.cache import memoize
-
 from optimizer.catalog.paths import data_dir
-
 
 DATA_DIR = data_dir("measurements")  # measurements/ in a checkout, optimizer/_data/measurements in the wheel
 MEMORY_FILE = DATA_DIR / "measurements.yaml"

@@ -324,8 +324,9 @@ def uncertainty_document(cases: list[CVCase], fitted_on: str) -> dict:
 
 def write_uncertainty(fitted_on: str, cases: list[CVCase] | None = None,
                       path: str | None = None) -> tuple[str, bool]:
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     from optimizer.estimate import uncertainty as U
     target = Path(path) if path else U.UNCERTAINTY_FILE
@@ -350,8 +351,9 @@ def results_document(cases: list[CVCase], fitted_on: str) -> dict:
 
 
 def write_results(fitted_on: str, cases: list[CVCase], path: str | None = None) -> tuple[str, bool]:
-    import yaml
     from pathlib import Path
+
+    import yaml
     target = Path(path) if path else RESULTS_FILE
     text = ("# Leave-one-source-out cross-validation of every measurement (rigopt validate prints it). Written by\n"
             "# `python bench/fidelity.py --fit`; do not edit by hand.\n"

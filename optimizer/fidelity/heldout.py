@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import statistics
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -49,7 +49,7 @@ class HeldOutCase:
         return self.predicted / self.measured - 1.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rows(path: str) -> tuple[dict, ...]:
     return tuple(yaml.safe_load(Path(path).read_text()) or ())
 

@@ -8,8 +8,15 @@ from dataclasses import dataclass, replace
 from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.models import resolve_model
-from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, evaluate, links_for,
-                                           resident_weights)
+from optimizer.estimate.deployment import (
+    Deployment,
+    EngineSettings,
+    Hardware,
+    Offload,
+    evaluate,
+    links_for,
+    resident_weights,
+)
 from optimizer.estimate.kv import kv_estimate
 from optimizer.estimate.memory import weights_per_device
 from optimizer.estimate.speed import device_family

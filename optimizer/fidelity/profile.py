@@ -136,7 +136,7 @@ def merge(prof: Profile, runs: list[tuple[tuple[str, int, str, str | None, str |
 
 
 def provenance_for(path: str, sha: str, rows: int) -> Provenance:
-    return Provenance(file=Path(path).name, sha256=sha, date=_dt.datetime.now(_dt.timezone.utc).date().isoformat(),
+    return Provenance(file=Path(path).name, sha256=sha, date=_dt.datetime.now(_dt.UTC).date().isoformat(),
                       rigopt_version=__version__, rows=rows)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -20,9 +20,9 @@ from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate.deployment import Deployment, Hardware, evaluate
-from optimizer.layout import Parallel
 from optimizer.estimate.serving import Workload
 from optimizer.fidelity.cases import DATA_DIR
+from optimizer.layout import Parallel
 
 SERVING_FILE = DATA_DIR / "serving_measurements.yaml"
 ENGINES = ("vllm", "sglang")
@@ -49,7 +49,7 @@ class ServingCase:
         return p / m - 1.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rows(path: str) -> tuple[dict, ...]:
     return tuple(yaml.safe_load(Path(path).read_text()) or ())
 

@@ -356,8 +356,15 @@ def _workload(m: Measurement) -> str:
 def run_calibrate(logs: list[str], o: Overrides, profile: str | None, dry_run: bool) -> CalibrateResult:
     """Parse every log, predict every measurement, merge the ratios into the profile (unless dry_run)."""
     from optimizer.fidelity.logs import parse_file
-    from optimizer.fidelity.profile import (Run, default_path, merge, provenance_for, read_profile, sha256_of,
-                                            write_profile)
+    from optimizer.fidelity.profile import (
+        Run,
+        default_path,
+        merge,
+        provenance_for,
+        read_profile,
+        sha256_of,
+        write_profile,
+    )
     if not logs:
         raise InputError("give at least one log file")
     if len(logs) > MAX_LIST_ITEMS:

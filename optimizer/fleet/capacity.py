@@ -30,8 +30,8 @@ from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
 from optimizer.estimate.deployment import Deployment, Evaluation, Evaluator, Hardware
-from optimizer.layout import Parallel
 from optimizer.estimate.serving import Workload
+from optimizer.layout import Parallel
 
 REL_TOL = 0.006  # log bisection until the bracket is within 0.6%; the answer is its feasible end (conservative)
 PROBE_FRACTIONS = (1.0, 0.7, 0.35, 0.05, 1e-3, 1e-6)  # of the rate-free bound; the first feasible starts the bracket

@@ -32,7 +32,7 @@ class ApiPrice:
     usd_per_m_out: float
 
     @classmethod
-    def parse(cls, text: str) -> "ApiPrice":
+    def parse(cls, text: str) -> ApiPrice:
         """'in:0.27,out:1.10' (USD per million tokens)."""
         vals: dict[str, float] = {}
         for part in text.split(","):

@@ -19,7 +19,6 @@ from optimizer.estimate.layers import (
     nvme_expert_time_s,
     stage_figures,
 )
-from optimizer.layout import Links, Parallel
 from optimizer.hetero.inventory import Inventory
 from optimizer.hetero.plan import Stage
 from optimizer.hetero.table import (
@@ -30,6 +29,7 @@ from optimizer.hetero.table import (
     act_bytes,
     network_seconds,
 )
+from optimizer.layout import Links, Parallel
 
 
 @dataclass(frozen=True)

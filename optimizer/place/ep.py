@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizer.moe.balance import (REL_TOL, LayerPlacement, greedy_layer, heuristic_layer, improve_secondary,
-                                   item_hits, lower_bound, remote_fraction, slot_caps, touched)
+from optimizer.moe.balance import (
+    REL_TOL,
+    LayerPlacement,
+    greedy_layer,
+    heuristic_layer,
+    improve_secondary,
+    item_hits,
+    lower_bound,
+    remote_fraction,
+    slot_caps,
+    touched,
+)
 from optimizer.place import cpsat
 
 # exact CP-SAT model (replicas + packing) when it has at most this many booleans

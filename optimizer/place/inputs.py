@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-
-import numpy as np
 from typing import Annotated
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from optimizer.catalog.hardware import get_node, load_hardware
@@ -18,9 +17,23 @@ from optimizer.errors import InputError
 from optimizer.estimate.deployment import Deployment, Hardware, Offload, evaluate, resident_weights
 from optimizer.estimate.speed import ExpertTiers, SpeedEstimate
 from optimizer.layout import Parallel
-from optimizer.limits import (MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_LAYERS, MAX_NAME_CHARS, MAX_NESTING,
-                              MAX_NODES, MAX_PATH_CHARS, MAX_PLAN_BYTES, MAX_SIZE_BYTES, clip_for_message, exists,
-                              has_control, json_depth_ok, read_text_bounded)
+from optimizer.limits import (
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_TOKENS,
+    MAX_GPUS,
+    MAX_LAYERS,
+    MAX_NAME_CHARS,
+    MAX_NESTING,
+    MAX_NODES,
+    MAX_PATH_CHARS,
+    MAX_PLAN_BYTES,
+    MAX_SIZE_BYTES,
+    clip_for_message,
+    exists,
+    has_control,
+    json_depth_ok,
+    read_text_bounded,
+)
 from optimizer.solver.plan import PLAN_SCHEMA, Plan
 
 _Gpus = Annotated[int, Field(ge=1, le=MAX_GPUS)]
@@ -72,7 +85,7 @@ class PlaceInput(BaseModel):
         return self
 
     @classmethod
-    def from_plan(cls, p: Plan, n_moe: int) -> "PlaceInput":
+    def from_plan(cls, p: Plan, n_moe: int) -> PlaceInput:
         off = p.offload
         return cls(model=p.model, engine=p.engine, quant=p.quant, kv_dtype=p.kv_dtype, context=p.context,
                    concurrency=p.concurrency, node=p.hardware.node, n_nodes=p.hardware.n_nodes,

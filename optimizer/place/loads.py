@@ -25,9 +25,20 @@ from pathlib import Path
 import numpy as np
 
 from optimizer.errors import InputError
-from optimizer.limits import (MAX_EXPERTS, MAX_LAYERS, MAX_LOAD_COUNT, MAX_LOAD_FILE_BYTES, MAX_NESTING,
-                              MAX_PATH_CHARS, MIN_LOAD_COUNT, check_text, clip_for_message, exists, json_depth_ok,
-                              read_text_bounded)
+from optimizer.limits import (
+    MAX_EXPERTS,
+    MAX_LAYERS,
+    MAX_LOAD_COUNT,
+    MAX_LOAD_FILE_BYTES,
+    MAX_NESTING,
+    MAX_PATH_CHARS,
+    MIN_LOAD_COUNT,
+    check_text,
+    clip_for_message,
+    exists,
+    json_depth_ok,
+    read_text_bounded,
+)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,17 @@ from rich.table import Table
 from optimizer.engines import SGLANG_VERSION
 from optimizer.errors import InputError
 from optimizer.estimate.speed import ExpertTiers, distinct_experts
-from optimizer.limits import (MAX_EXPERTS, MAX_LAYERS, MAX_NUMBER_CHARS, MAX_PATH_CHARS, MAX_SEED, check_int,
-                              check_text, clip_for_message, write_file)
+from optimizer.limits import (
+    MAX_EXPERTS,
+    MAX_LAYERS,
+    MAX_NUMBER_CHARS,
+    MAX_PATH_CHARS,
+    MAX_SEED,
+    check_int,
+    check_text,
+    clip_for_message,
+    write_file,
+)
 from optimizer.place import export
 from optimizer.place.ep import greedy_layer, lower_bound, place_layer, remote_fraction, slot_caps, touched
 from optimizer.place.inputs import PlaceInput, expert_bytes_per_layer, plan_speed, read_input

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
 
-from optimizer.catalog.hardware import load_hardware, node_capex_usd, purchase_usd, cloud_usd_per_gpu_hour
+from optimizer.catalog.hardware import cloud_usd_per_gpu_hour, load_hardware, node_capex_usd, purchase_usd
 from optimizer.catalog.models import load_cards
 from optimizer.units import GB
 

@@ -17,17 +17,26 @@ from optimizer.catalog.models import ResolvedModel
 from optimizer.engines import is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate.calibration import Calibration
-from optimizer.estimate.deployment import (Deployment, EngineSettings, Hardware, Offload, SpecDecode, evaluate,
-                                           memory_of, recurrent_of, resident_weights)
+from optimizer.estimate.deployment import (
+    Deployment,
+    EngineSettings,
+    Hardware,
+    Offload,
+    SpecDecode,
+    evaluate,
+    memory_of,
+    recurrent_of,
+    resident_weights,
+)
 from optimizer.estimate.kv import check_engine, default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import hybrid_kv_per_seq
 from optimizer.estimate.runtimes import gpu_layers_that_fit, ollama_default_num_ctx
-from optimizer.layout import Parallel
 from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
 from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, trust
+from optimizer.layout import Parallel
 from optimizer.solver.support import unsupported
-from optimizer.units import GiB, MAX_CONCURRENCY, MAX_DEVICES
+from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES, GiB
 
 SCHEMA_ID = "rigopt.estimate/1"
 DEFAULT_QUANTS = ("native", "bf16", "fp8", "nvfp4", "int4", "q8_0", "q4_k_m", "q2_k", "iq2_xxs", "iq1_s")

@@ -22,8 +22,8 @@ from optimizer.solver.query import Query
 from optimizer.solver.search import CheapestResult
 
 if TYPE_CHECKING:
-    from optimizer.hetero.query import MixedQuery
     from optimizer.fleet.solve import FleetQuery, FleetResult
+    from optimizer.hetero.query import MixedQuery
 
 FORMATS = ("table", "json", "csv", "md")
 

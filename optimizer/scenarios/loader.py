@@ -13,12 +13,38 @@ import yaml
 from pydantic import ValidationError
 
 from optimizer.errors import RigoptError
-from optimizer.limits import (MAX_MESSAGE_CHARS, MAX_NESTING, MAX_PATH_CHARS, MAX_QUESTIONS,
-                              MAX_SCENARIO_BYTES, MAX_SCENARIO_FILES, MAX_YAML_NODES, clip_for_message, clip_line,
-                              exists, has_control, is_dir, read_bounded)
-from optimizer.scenarios.schema import (FLEET_IGNORED, FLEET_KEYS, REQUIRED, BoxSpec, InventorySpec, OwnedSpec,
-                                        Question, QuestionFields, Scenario, is_mixed, merged, mixed_problems,
-                                        sla_fields, to_mixed_kwargs, to_query_kwargs)
+from optimizer.limits import (
+    MAX_MESSAGE_CHARS,
+    MAX_NESTING,
+    MAX_PATH_CHARS,
+    MAX_QUESTIONS,
+    MAX_SCENARIO_BYTES,
+    MAX_SCENARIO_FILES,
+    MAX_YAML_NODES,
+    clip_for_message,
+    clip_line,
+    exists,
+    has_control,
+    is_dir,
+    read_bounded,
+)
+from optimizer.scenarios.schema import (
+    FLEET_IGNORED,
+    FLEET_KEYS,
+    REQUIRED,
+    BoxSpec,
+    InventorySpec,
+    OwnedSpec,
+    Question,
+    QuestionFields,
+    Scenario,
+    is_mixed,
+    merged,
+    mixed_problems,
+    sla_fields,
+    to_mixed_kwargs,
+    to_query_kwargs,
+)
 from optimizer.solver.query import Query
 
 if TYPE_CHECKING:

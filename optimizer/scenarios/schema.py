@@ -8,14 +8,32 @@ with its file and line before anything is solved.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter,
-                      WithJsonSchema, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    WithJsonSchema,
+    model_validator,
+)
 
 from optimizer.errors import RigoptError
-from optimizer.limits import (MAX_BUDGET, MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_NODES, MAX_PATH_CHARS,
-                              MAX_QUESTIONS, MAX_TIME_LIMIT_S)
+from optimizer.limits import (
+    MAX_BUDGET,
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_TOKENS,
+    MAX_GPUS,
+    MAX_NODES,
+    MAX_PATH_CHARS,
+    MAX_QUESTIONS,
+    MAX_TIME_LIMIT_S,
+)
 from optimizer.units import parse_bytes, parse_tokens
 
 SCENARIO_SCHEMA = "rigopt.scenario/1"
@@ -97,7 +115,7 @@ ByteCount = Annotated[int, BeforeValidator(_bytes), WithJsonSchema({"anyOf": [
     {"type": "integer", "minimum": 0},
     {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kmgtKMGT]i?[bB]?|[bB])?\s*$", "examples": ["256GB"]}]})]
 Number = Annotated[float, BeforeValidator(_no_bool)]
-NameList = Union[str, list[str]]
+NameList = str | list[str]
 Accelerators = Annotated[list[str], BeforeValidator(_list_of(_accelerator), json_schema_input_type=NameList)]
 Engines = Annotated[list[str], BeforeValidator(_list_of(_engine), json_schema_input_type=NameList)]
 Quants = Annotated[list[str], BeforeValidator(_list_of(_quant), json_schema_input_type=NameList)]
@@ -144,7 +162,7 @@ def _size(n: int) -> str:
 class BoxSpec(_Strict):
     """One box of a mixed inventory; its GPUs in CUDA device order."""
     name: str | None = Field(None, pattern=BOX_NAME_RE, description="box name (default box1, box2, ...)")
-    gpus: Union[dict[str, Annotated[int, Field(ge=1, le=64)]], list[str]] = Field(
+    gpus: dict[str, Annotated[int, Field(ge=1, le=64)]] | list[str] = Field(
         description="accelerator -> count in CUDA order, e.g. {rtx-4090: 2, rtx-3090: 1}, or a list of names")
     dram: ByteCount = Field(0, description="host DRAM, e.g. 128GB")
     dram_kind: Literal["ddr4", "ddr5"] | None = Field(None, description="picks the default host platform "
@@ -243,10 +261,10 @@ def _owned_kind(v) -> str:
         else "single"
 
 
-OwnedField = Annotated[Union[Annotated[OwnedSpec, Tag("single")],
-                             Annotated[InventorySpec, AfterValidator(_inventory_ok), Tag("mixed")]],
+OwnedField = Annotated[Annotated[OwnedSpec, Tag("single")]
+                       | Annotated[InventorySpec, AfterValidator(_inventory_ok), Tag("mixed")],
                        Discriminator(_owned_kind),
-                       BeforeValidator(_owned_any, json_schema_input_type=Union[str, OwnedSpec, InventorySpec])]
+                       BeforeValidator(_owned_any, json_schema_input_type=str | OwnedSpec | InventorySpec)]
 
 
 class QuestionFields(_Strict):
@@ -441,7 +459,7 @@ def to_mixed_kwargs(fields: dict[str, Any]) -> dict[str, Any]:
 
 def scenario_json_schema() -> dict:
     """JSON Schema (draft 2020-12) of a scenario file: a single question or a scenario with `questions`."""
-    schema = TypeAdapter(Union[Scenario, Question]).json_schema(mode="validation")
+    schema = TypeAdapter(Scenario | Question).json_schema(mode="validation")
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCENARIO_SCHEMA,
               "title": "rigopt scenario", "description": (
                   "One question (its fields at top level) or {name, description, defaults, questions}. Each question "

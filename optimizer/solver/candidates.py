@@ -13,21 +13,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from optimizer.cache import BoundedCache
-from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_accelerator, load_hardware, node_capex_usd,
-                                        node_power_watts)
+from optimizer.catalog.hardware import (
+    cloud_usd_per_gpu_hour,
+    get_accelerator,
+    load_hardware,
+    node_capex_usd,
+    node_power_watts,
+)
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
 from optimizer.catalog.models import ResolvedModel
 from optimizer.catalog.ollama_tags import load_ollama_tags
 from optimizer.engines import DEFAULT_SOLVER_ENGINES, is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
-from optimizer.estimate.deployment import (Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode,
-                                           default_spec_decode, evaluate, quality_of)
+from optimizer.estimate.deployment import (
+    Deployment,
+    EngineSettings,
+    Evaluation,
+    Hardware,
+    Offload,
+    SpecDecode,
+    default_spec_decode,
+    evaluate,
+    quality_of,
+)
 from optimizer.estimate.kv import default_kv_dtype
+from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme
 from optimizer.estimate.speed import SpeedEstimate
 from optimizer.estimate.uncertainty import planning_ratios
 from optimizer.layout import Parallel
-from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.query import Query
 from optimizer.solver.support import format_unsupported, unsupported

@@ -6,8 +6,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from optimizer.limits import (MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_GPUS_PER_NODE, MAX_LAYERS,
-                              MAX_NAME_CHARS, MAX_NODES, MAX_PATH_CHARS, MAX_SIZE_BYTES)
+from optimizer.limits import (
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_TOKENS,
+    MAX_GPUS,
+    MAX_GPUS_PER_NODE,
+    MAX_LAYERS,
+    MAX_NAME_CHARS,
+    MAX_NODES,
+    MAX_PATH_CHARS,
+    MAX_SIZE_BYTES,
+)
 
 PLAN_SCHEMA = "rigopt.plan/1"
 

@@ -7,20 +7,31 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from optimizer.arch.formats import kv_elem_bytes
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.engines import APPLE_ONLY
 from optimizer.errors import InputError
-from optimizer.arch.formats import kv_elem_bytes
 from optimizer.estimate.calibration import Calibration
 from optimizer.estimate.kv import check_engine
 from optimizer.estimate.schemes import get_scheme
 from optimizer.estimate.serving import Workload
 from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE
-from optimizer.limits import (MAX_BUDGET, MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, MAX_GPUS, MAX_LIST_ITEMS,
-                              MAX_NAME_CHARS, MAX_NODES, MAX_PATH_CHARS, MAX_SIZE_BYTES, MAX_TIME_LIMIT_S,
-                              MIN_TOK_S, clip_for_message)
-from optimizer.units import parse_bytes
+from optimizer.limits import (
+    MAX_BUDGET,
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_TOKENS,
+    MAX_GPUS,
+    MAX_LIST_ITEMS,
+    MAX_NAME_CHARS,
+    MAX_NODES,
+    MAX_PATH_CHARS,
+    MAX_SIZE_BYTES,
+    MAX_TIME_LIMIT_S,
+    MIN_TOK_S,
+    clip_for_message,
+)
 from optimizer.solver.frontier import tier_named
+from optimizer.units import parse_bytes
 
 Objective = Literal["capex", "hourly", "power"]
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
@@ -33,7 +44,7 @@ class Owned(BaseModel):
     dram_bytes: int = Field(default=0, ge=0, le=MAX_SIZE_BYTES)
 
     @classmethod
-    def parse(cls, text: str) -> "Owned":
+    def parse(cls, text: str) -> Owned:
         """'2x rtx-4090, 256GB ddr5' -> {rtx-4090: 2}, 256e9 bytes of DRAM."""
         accs: dict[str, int] = {}
         dram = 0
@@ -119,7 +130,7 @@ class Query(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _workload_fields(self) -> "Query":
+    def _workload_fields(self) -> Query:
         if (self.isl is None) != (self.osl is None):
             raise ValueError("a workload needs both isl and osl")
         if self.isl is None and (self.rate_rps is not None or self.prefix_hit):

@@ -13,13 +13,24 @@ from optimizer.estimate.factors import HOST_RESERVED_BYTES
 from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, trust
 from optimizer.solver.candidates import Candidate, enumerate_candidates
 from optimizer.solver.cpsat import DeploymentModel
-from optimizer.solver.plan import (Costs, EngineSettingsPlan, Hardware, Memory, Offload, ParallelLayout, Plan,
-                                  ServingPlan, SpecPlan, Speed, TrustPlan)
+from optimizer.solver.frontier import TIERS, tier_named, tier_of
+from optimizer.solver.oracle import RowOptimum, row_optima
+from optimizer.solver.plan import (
+    Costs,
+    EngineSettingsPlan,
+    Hardware,
+    Memory,
+    Offload,
+    ParallelLayout,
+    Plan,
+    ServingPlan,
+    SpecPlan,
+    Speed,
+    TrustPlan,
+)
 from optimizer.solver.query import Query
 from optimizer.solver.relax import Relaxation, relaxations
 from optimizer.solver.scaling import COST_UNIT
-from optimizer.solver.frontier import TIERS, tier_named, tier_of
-from optimizer.solver.oracle import RowOptimum, row_optima
 from optimizer.solver.table import IntRow, extra_gb_needed, limits, to_rows
 from optimizer.solver.validate import PlanEvaluation, check, evaluate
 

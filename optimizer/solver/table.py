@@ -12,9 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from optimizer.solver.scaling import (COST_UNIT, DEVICE_MEMORY_UNIT_BYTES, DRAM_GB_IN_HOST_UNITS,
-                                      DRAM_PURCHASE_UNIT_BYTES, HOST_MEMORY_UNIT_BYTES, TIME_UNIT_S, round_down,
-                                      round_up)
+from optimizer.solver.scaling import (
+    COST_UNIT,
+    DEVICE_MEMORY_UNIT_BYTES,
+    DRAM_GB_IN_HOST_UNITS,
+    DRAM_PURCHASE_UNIT_BYTES,
+    HOST_MEMORY_UNIT_BYTES,
+    TIME_UNIT_S,
+    round_down,
+    round_up,
+)
 
 if TYPE_CHECKING:  # the integer layer never needs the float candidate code at run time
     from optimizer.solver.candidates import Candidate

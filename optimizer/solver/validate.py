@@ -5,21 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optimizer.catalog.hardware import (cloud_usd_per_gpu_hour, get_node, load_hardware, node_capex_usd,
-                                        node_power_watts)
+from optimizer.catalog.hardware import cloud_usd_per_gpu_hour, get_node, load_hardware, node_capex_usd, node_power_watts
 from optimizer.catalog.models import resolve_model
-from optimizer.estimate.deployment import (Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode,
-                                           evaluate as evaluate_deployment)
+from optimizer.estimate.deployment import Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode
+from optimizer.estimate.deployment import evaluate as evaluate_deployment
 from optimizer.estimate.memory import DeviceMemory
-from optimizer.layout import Parallel
+from optimizer.estimate.schemes import get_scheme
 from optimizer.estimate.speed import PrefillEstimate, SpeedEstimate
 from optimizer.estimate.uncertainty import planning_ratios
+from optimizer.layout import Parallel
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
-from optimizer.estimate.schemes import get_scheme
 from optimizer.solver.support import format_unsupported, unsupported
-
 
 
 @dataclass(frozen=True)
