@@ -41,6 +41,22 @@ def _hoist_offline(argv: list[str]) -> list[str]:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to bind (default 127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port")] = 8765,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes that solve questions")] = 2,
+) -> None:
+    """The main job as a local web page and JSON API (needs the `serve` extra: pip install 'rigopt[serve]')."""
+    from optimizer.errors import InputError
+    try:
+        from optimizer.serve.app import serve as run
+    except ImportError as e:
+        raise InputError(f"rigopt serve needs the serve extra: pip install 'rigopt[serve]' ({e.name} is missing)") from None
+    Console().print(f"rigopt serve: http://{host}:{port}/ (API docs at /docs; Ctrl-C to stop)")
+    run(host=host, port=port, workers=workers)
+
+
+@app.command()
 def detect(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.detect/1)")] = False
            ) -> None:
     """This machine's GPUs (memory, PCIe link), CPU, DRAM and NVMe, as an inventory `--owned` reads

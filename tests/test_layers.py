@@ -17,7 +17,7 @@ Layer order (low -> high); a module may import its own layer and any layer below
     place      optimizer.place           expert placement (uses the plan schema of solver/)
     render     optimizer.export, optimizer.report              launch plans, result objects and tables
     app        optimizer.fidelity, optimizer.scenarios         validation against measurements, batch solving
-    cli        optimizer.cli, optimizer.__main__
+    cli        optimizer.cli, optimizer.__main__, optimizer.serve (the web page and API: same questions, same answers)
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("place", ["optimizer.place"]),
     ("render", ["optimizer.export", "optimizer.report"]),
     ("app", ["optimizer.fidelity", "optimizer.scenarios"]),
-    ("cli", ["optimizer.cli", "optimizer.__main__"]),
+    ("cli", ["optimizer.cli", "optimizer.__main__", "optimizer.serve"]),
 ]
 
 # Known upward imports in files being rewritten for issue 11 (the physics entry points). The lead removes each
