@@ -1,5 +1,11 @@
 """Time `rigopt solve` over generated scenarios: python bench/batch.py [--n 100] [--jobs N] [--seed 0] [--keep DIR]
 
+    python bench/batch.py --sweep 1000 [--jobs 2] [--executors local,ray]
+
+`--sweep N`: one scenario file with a generated `sweep:` grid of about N questions (models x contexts x tok/s
+targets x GPU sets, the product), solved with each executor in turn (cache off), printing questions per second
+per core and whether every executor gave the same summary.
+
 Writes N single-question scenario files (varied models, contexts, concurrency, tok/s targets, objectives, allowed or
 owned hardware; half in the `questions:` form, half single-question, a few JSON) to a temp folder, solves them all
 with the cache off, then once more with the cache on (every answer a cache hit), and prints both times.
@@ -82,13 +88,61 @@ def generate(folder: Path, n: int, seed: int) -> list[Path]:
     return out
 
 
+SWEEP_MODELS = ["qwen3-8b", "llama-3.1-8b", "qwen3-30b-a3b", "gpt-oss-20b", "qwen3-32b", "gemma-3-27b",
+                "gpt-oss-120b", "llama-3.1-70b", "qwen3-235b-a22b", "deepseek-v4-flash"]
+SWEEP_CONTEXTS = ["8K", "16K", "32K", "64K", "128K"]
+SWEEP_TOK_S = [10, 15, 20, 25, 30, 40, 50, 60, 80, 100]
+SWEEP_GPUS = [["rtx-4090"], ["rtx-3090", "rtx-5090"], ["h100-sxm", "h200-sxm"], ["l40s"]]
+
+
+def sweep_file(folder: Path, n: int) -> Path:
+    """A scenario file whose sweep has about n questions (a prefix of each list, growing until n is reached)."""
+    lists = [SWEEP_MODELS, SWEEP_CONTEXTS, SWEEP_TOK_S, SWEEP_GPUS]
+    sizes = [1, 1, 1, 1]
+    while True:
+        total = sizes[0] * sizes[1] * sizes[2] * sizes[3]
+        grow = [i for i in range(4) if sizes[i] < len(lists[i])]
+        if total >= n or not grow:
+            break
+        i = min(grow, key=lambda k: sizes[k] / len(lists[k]))
+        sizes[i] += 1
+    p = folder / "sweep.yaml"
+    p.write_text("name: generated sweep\ndefaults:\n  top: 1\n  time_limit_s: 10\nsweep:\n"
+                 f"  model: {json.dumps(SWEEP_MODELS[:sizes[0]])}\n  context: {json.dumps(SWEEP_CONTEXTS[:sizes[1]])}\n"
+                 f"  tok_s: {json.dumps(SWEEP_TOK_S[:sizes[2]])}\n  gpus: {json.dumps(SWEEP_GPUS[:sizes[3]])}\n")
+    return p
+
+
+def run_sweep(n: int, jobs: int, executors: list[str]) -> int:
+    summaries = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        f = sweep_file(Path(tmp), n)
+        for ex in executors:
+            out = Path(tmp) / f"out-{ex}"
+            t = time.perf_counter()
+            rep = solve([f], jobs=jobs, out_dir=out, fmt="md", progress=False, echo=False, use_cache=False,
+                        executor=ex)
+            dt = time.perf_counter() - t
+            summaries[ex] = [(r.question, r.status, r.cost, r.node, r.quant) for r in rep.rows]
+            print(f"sweep of {rep.questions} questions, executor {ex}, {jobs} CPU(s): {dt:.1f} s, "
+                  f"{rep.questions / dt / jobs:.2f} questions/s per core; {rep.solved} solved, {rep.infeasible} "
+                  f"infeasible, {rep.failed} failed")
+    same = len({json.dumps(v) for v in summaries.values()}) == 1
+    print(f"same summary from every executor: {same}")
+    return 0 if same else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep", type=int, help="solve one generated sweep of about this many questions instead")
+    ap.add_argument("--executors", default="local,ray")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=default_jobs())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", help="write scenarios and results here instead of a temp folder")
     a = ap.parse_args()
+    if a.sweep:
+        return run_sweep(a.sweep, a.jobs, [x.strip() for x in a.executors.split(",") if x.strip()])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(a.keep) if a.keep else Path(tmp)
         scen, out = root / "scenarios", root / "out"

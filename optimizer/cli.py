@@ -463,11 +463,12 @@ def solve(
     fmt: Annotated[str, typer.Option("--format", "-f", help="Summary printed to stdout: table | json | csv | md")] = "table",
     plot: Annotated[bool, typer.Option("--plot", help="Also write PNGs per question: cost vs tok/s (Pareto front) and memory per device")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Solve every question again; neither read nor write the cache")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="local (a process pool of --jobs) | ray (a Ray instance on this machine, --jobs CPUs) | ray=ADDRESS (join a Ray cluster) | auto (a running cluster, else local)")] = "local",
 ) -> None:
     """Solve every question in scenario files. Exit 0 if all got a plan; 1 if any is infeasible, failed or unreadable."""
     from optimizer.scenarios import solve as run
 
-    rep = run(paths, jobs=jobs, out_dir=out, fmt=fmt, plot=plot, use_cache=not no_cache)
+    rep = run(paths, jobs=jobs, out_dir=out, fmt=fmt, plot=plot, use_cache=not no_cache, executor=executor)
     for line in rep.errors:  # file:line: field: message, one per line
         sys.stderr.write(clip_line(line, MAX_MESSAGE_CHARS) + "\n")
     if rep.exit_code:

@@ -37,17 +37,35 @@ two-node graph; the full graph is built only when `Topology.graph` is read.
 from __future__ import annotations
 
 import heapq
+import importlib.util
 import itertools
 import math
+import sys
 from functools import cached_property
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from optimizer.cache import memoize
 from optimizer.catalog.hardware import get_interconnect, get_node, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, HostPlatform, Interconnect, NodeType
 from optimizer.errors import CatalogError
+
+if TYPE_CHECKING:
+    import networkx as nx
+else:
+    def _lazy(name: str):
+        """networkx, loaded on first use (importlib's LazyLoader recipe): a process whose link answers all come
+        from the disk cache (optimizer/topology_links.py) never pays for importing it."""
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.find_spec(name)
+        loader = importlib.util.LazyLoader(spec.loader)
+        spec.loader = loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        loader.exec_module(module)
+        return module
+
+    nx = _lazy("networkx")
 
 Vertex = tuple
 

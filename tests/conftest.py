@@ -6,8 +6,15 @@ Profiles (both derandomized: the same examples every run, so a failure reproduce
               python -m pytest --hypothesis-profile=ci-long        (add -m "slow or not slow" for everything)
 """
 
+import os
+import tempfile
+
 import pytest
 from hypothesis import HealthCheck, settings
+
+# rigopt's disk cache (optimizer/disk_cache.py) goes to a folder of this test run, never the user's ~/.cache; CLI
+# subprocesses inherit it
+os.environ.setdefault("RIGOPT_CACHE_DIR", tempfile.mkdtemp(prefix="rigopt-test-cache-"))
 
 from optimizer.catalog.models import resolve_model
 

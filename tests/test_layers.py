@@ -32,7 +32,7 @@ PKG = ROOT / "optimizer"
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("base", ["optimizer", "optimizer.units", "optimizer.errors", "optimizer.engines", "optimizer.cache",
-              "optimizer.limits", "optimizer.layout"]),
+              "optimizer.limits", "optimizer.layout", "optimizer.disk_cache"]),
     ("arch", ["optimizer.arch"]),
     ("catalog", ["optimizer.catalog", "optimizer.detect"]),
     ("topology", ["optimizer.topology", "optimizer.topology_links"]),

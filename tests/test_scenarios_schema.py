@@ -57,7 +57,7 @@ def test_unknown_top_level_and_defaults_keys(tmp_path):
     p = write(tmp_path, "x.yaml", MULTI.replace("  context: 32K\n", "  context: 32K\n  gpu: h100\n")
               .replace("name: demo\n", "name: demo\nbogus: 1\n"))
     msgs = errors_of(p)
-    assert f"{p}:2: bogus: unknown key (allowed: name, description, defaults, questions)" in msgs
+    assert f"{p}:2: bogus: unknown key (allowed: name, description, defaults, questions, sweep)" in msgs
     assert any(m.startswith(f"{p}:6: defaults.gpu: unknown key") and "'gpus'" in m for m in msgs)
 
 

@@ -17,7 +17,15 @@ from optimizer.errors import InputError, RigoptError
 from optimizer.limits import clip_line, exists, is_dir, prepare_out_dir, safe_component, under, write_file
 from optimizer.scenarios.cache import ResultCache, catalog_digest, mixed_key, query_key
 from optimizer.scenarios.loader import ScenarioError, expand, load_scenario
-from optimizer.scenarios.report import BatchReport, Row, render, row_from_mixed, row_from_result, write_summaries
+from optimizer.scenarios.report import (
+    BatchReport,
+    Row,
+    render,
+    row_from_mixed,
+    row_from_result,
+    sweep_value,
+    write_summaries,
+)
 from optimizer.solver.query import Query
 from optimizer.solver.search import CheapestResult
 
@@ -40,6 +48,7 @@ class _Job:
     mixed: dict | None = None  # rigopt.mixed-result/1 of a mixed-inventory question
     cached: bool = False
     error: str = ""
+    sweep: dict[str, str] | None = None  # a `sweep:` question's values (pivot axes)
 
 
 def default_jobs() -> int:
@@ -117,7 +126,7 @@ def _progress(enabled: bool):
 
 def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path = "rigopt-out",
           fmt: str = "table", plot: bool = False, use_cache: bool = True, *, cache_dir: str | Path | None = None,
-          progress: bool = True, echo: bool = True) -> BatchReport:
+          progress: bool = True, echo: bool = True, executor: str = "local") -> BatchReport:
     """Solve every question of every scenario file (folders are searched for *.yaml, *.yml, *.json).
 
     Writes `<out>/<file-stem>/<question>.plan.json` (the plan, rigopt.plan/1, when there is one),
@@ -125,8 +134,12 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     `<question>.pareto.png` / `.memory.png` with `plot`, and `<out>/summary.{md,csv,json}`.
     Bad files and infeasible questions become rows of the summary; `report.exit_code` is 0 only if every question
     of every file got a plan. With `echo`, the summary is printed to stdout in `fmt` (table|json|csv|md).
-    Results are cached by content under `cache_dir` (default `<out>/.cache`) unless `use_cache` is False.
+    Results are cached by content under `cache_dir` (default `<out>/.cache`) unless `use_cache` is False; each
+    answer is cached as it arrives, so an interrupted run resumes where it stopped.
+    `executor`: `local` (a process pool of `jobs` workers), `ray` (a Ray instance started here with `jobs` CPUs,
+    bound to 127.0.0.1), `ray=ADDRESS` (join that cluster) or `auto` (join a running cluster, else local).
     """
+    ray_address = _executor(executor)
     if fmt not in FORMATS:
         raise InputError(f"unknown format '{fmt}' (use {', '.join(FORMATS)})")
     if plot:
@@ -162,7 +175,8 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
             idx += 1
             continue
         for nq in sc.questions:
-            work.append(_Job(idx, stem, str(f), nq.name, nq.query))
+            sw = {k: sweep_value(v) for k, v in nq.sweep.items()} if nq.sweep else None
+            work.append(_Job(idx, stem, str(f), nq.name, nq.query, sweep=sw))
             idx += 1
 
     # 2. cache
@@ -190,34 +204,24 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     #    exists) before the progress bar starts its thread, and inherit the parsed catalogue.
     pool: ProcessPoolExecutor | None = None
     futs: dict[Future, _Job] = {}
-    if len(todo) > 1 and jobs > 1:
+    if ray_address is not None and todo:
+        _solve_on_ray(todo, jobs, ray_address, progress, len(work), cache, use_cache)
+    elif len(todo) > 1 and jobs > 1:
         from optimizer.catalog.hardware import load_hardware
         load_hardware()
         ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
         pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx)
         futs = {pool.submit(*_job_call(j)): j for j in todo}
     try:
-        with _progress(progress and bool(todo)) as bar:
+        with _progress(progress and bool(todo) and ray_address is None) as bar:
             task = bar.add_task(f"{len(work)} question(s), {len(work) - len(todo)} cached", total=len(work),
                                 completed=len(work) - len(todo))
 
             def finish(j: _Job, res: str | None, err: str | None) -> None:
-                if res is not None and _is_fleet(j):
-                    from optimizer.fleet.solve import FleetResult
-                    j.result = FleetResult.model_validate_json(res)
-                elif res is not None and _is_mixed(j):
-                    j.mixed = json.loads(res)
-                    if use_cache:
-                        cache.put_mixed(j.key, j.mixed)
-                elif res is not None:
-                    j.result = CheapestResult.model_validate_json(res)
-                    if use_cache:
-                        cache.put(j.key, j.result)
-                else:
-                    j.error = err or "unknown error"
+                _store(j, res, err, cache, use_cache)
                 bar.update(task, advance=1, description=f"{j.scenario}/{j.question}")
 
-            if pool is None:
+            if pool is None and ray_address is None:
                 for j in todo:
                     fn, *args = _job_call(j)
                     finish(j, *fn(*args))
@@ -272,6 +276,12 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
             row.plots = [str(p) for p in plot_question(j.result, folder, j.question, f"{j.scenario}/{j.question}")]
         rows[j.index] = row
 
+    for j in work:
+        if j.sweep:
+            rows[j.index].sweep = j.sweep
+    if plot:
+        _plot_sweeps(rows, out)
+
     n_cached = sum(1 for j in work if j.cached)
     rep = BatchReport(out_dir=str(out), files=len(files), rows=[rows[i] for i in sorted(rows)],
                       cache_hits=n_cached, cache_misses=len(work) - n_cached,
@@ -284,3 +294,102 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
             import sys
             sys.stdout.write(text)
     return rep
+
+
+def _plot_sweeps(rows: dict[int, Row], out: Path) -> None:
+    """`<out>/<scenario>/sweep.png` per swept scenario: the cheapest cost per cell as a heat map."""
+    by_sc: dict[str, list[Row]] = {}
+    for r in rows.values():
+        if r.sweep:
+            by_sc.setdefault(r.scenario, []).append(r)
+    if not by_sc:
+        return
+    from optimizer.scenarios.plot import plot_sweep
+    for sc, rs in by_sc.items():
+        path = under(out, out / sc / "sweep.png")
+        plot_sweep(rs, path, sc)
+
+
+def _executor(text: str) -> str | None:
+    """None for the local pool; '' for a Ray instance started here; an address to join ('auto' included)."""
+    t = (text or "local").strip()
+    if t == "local":
+        return None
+    if t == "auto":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            return None  # auto: no Ray installed -> the local pool
+        return "auto" if os.environ.get("RAY_ADDRESS") or _ray_running() else None
+    if t == "ray":
+        return ""
+    if t.startswith("ray="):
+        addr = t[4:].strip()
+        if not addr or len(addr) > 256 or any(c.isspace() for c in addr):
+            raise InputError("--executor ray=ADDRESS: give an address such as 127.0.0.1:6379 or ray://host:10001")
+        return addr
+    raise InputError(f"unknown executor '{clip_line(t, 40)}' (use local, ray, ray=ADDRESS or auto)")
+
+
+def _ray_running() -> bool:
+    """A Ray cluster started on this machine (`ray start --head` leaves its address file in the temp folder)."""
+    import tempfile
+    return Path(tempfile.gettempdir(), "ray", "ray_current_cluster").exists()
+
+
+def _solve_on_ray(todo: list[_Job], jobs: int, address: str, progress: bool, total: int, cache: ResultCache,
+                  use_cache: bool) -> None:
+    """Solve `todo` as Ray tasks (one CPU each); each answer is stored (job fields, cache) as it arrives; a task that
+    fails becomes that question's error, the others go on."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--executor ray needs Ray: pip install 'rigopt[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
+                              "ignore_reinit_error": True}
+        if address:
+            ray.init(address=address, **kw)
+        else:  # a private instance on this machine only
+            ray.init(num_cpus=jobs, _node_ip_address="127.0.0.1", **kw)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(_call)
+        refs = {remote.remote(*_job_call(j)): j for j in todo}
+        with _progress(progress) as bar:
+            task = bar.add_task(f"{total} question(s) on Ray, {total - len(todo)} cached", total=total,
+                                completed=total - len(todo))
+            pending = list(refs)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    j = refs[ref]
+                    try:
+                        res, err = ray.get(ref)
+                    except Exception as e:  # the task raised or its worker died: this question only
+                        res, err = None, f"worker failed: {type(e).__name__}: {clip_line(str(e), 200)}"
+                    _store(j, res, err, cache, use_cache)
+                    bar.update(task, advance=1, description=f"{j.scenario}/{j.question}")
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _call(fn: Any, *args: Any) -> tuple[str | None, str | None]:
+    return fn(*args)
+
+
+def _store(j: _Job, res: str | None, err: str | None, cache: ResultCache, use_cache: bool) -> None:
+    if res is not None and _is_fleet(j):
+        from optimizer.fleet.solve import FleetResult
+        j.result = FleetResult.model_validate_json(res)
+    elif res is not None and _is_mixed(j):
+        j.mixed = json.loads(res)
+        if use_cache:
+            cache.put_mixed(j.key, j.mixed)
+    elif res is not None:
+        j.result = CheapestResult.model_validate_json(res)
+        if use_cache:
+            cache.put(j.key, j.result)
+    else:
+        j.error = err or "unknown error"

@@ -42,6 +42,8 @@ from optimizer.scenarios.schema import (
     merged,
     mixed_problems,
     sla_fields,
+    sweep_name,
+    sweep_points,
     to_mixed_kwargs,
     to_query_kwargs,
 )
@@ -76,6 +78,8 @@ class NamedQuery:
     # `rigopt mixed`); FleetQuery: an SLA-form question (optimizer/fleet/sla.py)
     line: int
     description: str | None = None
+    # a `sweep:` question: its values per swept field (for the report's pivot); None for a listed question
+    sweep: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass
@@ -274,7 +278,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         raise ScenarioError([f"{path}:1: empty scenario file"])
     if not isinstance(data, dict):
         raise ScenarioError([f"{path}:1: (top level): expected a mapping (one question, or name/defaults/questions)"])
-    multi = "questions" in data or "defaults" in data
+    multi = "questions" in data or "defaults" in data or "sweep" in data
     if isinstance(data.get("questions"), list) and len(data["questions"]) > MAX_QUESTIONS:
         raise ScenarioError([f"{path}:{line_of(lines, ('questions',))}: questions: {len(data['questions']):,} "
                              f"questions, more than the {MAX_QUESTIONS:,} a file may ask"])
@@ -284,14 +288,29 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         except ValidationError as e:
             raise ScenarioError(_errors(path, e, lines, Scenario)) from None
         title, defaults, items = sc.name or path.stem, sc.defaults, list(enumerate(sc.questions))
-        prefix = lambda i: ("questions", i)  # noqa: E731
+        n_listed = len(items)
+        for k, point in enumerate(sweep_points(sc.sweep)):
+            try:
+                items.append((n_listed + k, Question.model_validate({"name": sweep_name(point), **point})))
+            except ValidationError as e:
+                err = e.errors()[0]
+                field = str(err["loc"][0]) if err["loc"] else "?"
+                raise ScenarioError([f"{path}:{line_of(lines, ('sweep', field))}: sweep.{field}: "
+                                     f"{_message(err, list(Question.model_fields))}"]) from None
+        sweeps = {n_listed + k: point for k, point in enumerate(sweep_points(sc.sweep))}
+
+        def prefix(i: int) -> Loc:
+            return ("sweep",) if i in sweeps else ("questions", i)
     else:
         try:
             q = Question.model_validate(data)
         except ValidationError as e:
             raise ScenarioError(_errors(path, e, lines, Question)) from None
         title, defaults, items = q.name or path.stem, QuestionFields(), [(0, q)]
-        prefix = lambda i: ()  # noqa: E731
+        sweeps = {}
+
+        def prefix(i: int) -> Loc:
+            return ()
     problems: list[str] = []
     out: list[NamedQuery] = []
     names: set[str] = set()
@@ -336,7 +355,8 @@ def load_scenario(path: str | Path) -> LoadedScenario:
             except RigoptError as e:
                 problems.append(f"{path}:{line_of(lines, pre)}: {fmt_loc(pre)}: {e}")
                 continue
-            out.append(NamedQuery(name=name, query=fq, line=line_of(lines, pre), description=q.description))
+            out.append(NamedQuery(name=name, query=fq, line=line_of(lines, pre), description=q.description,
+                                  sweep=sweeps.get(i)))
             continue
         bad = mixed_problems(kw)
         for key, msg in bad:
@@ -360,7 +380,8 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         except RigoptError as e:
             problems.append(f"{path}:{line_of(lines, pre)}: {fmt_loc(pre)}: {e}")
             continue
-        out.append(NamedQuery(name=name, query=query, line=line_of(lines, pre), description=q.description))
+        out.append(NamedQuery(name=name, query=query, line=line_of(lines, pre), description=q.description,
+                              sweep=sweeps.get(i)))
     if problems:
         raise ScenarioError(problems)
     return LoadedScenario(path=path, title=title, questions=out)

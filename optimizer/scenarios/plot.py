@@ -170,3 +170,40 @@ def plot_question(r: CheapestResult, folder: Path, name: str, title: str) -> lis
             n = len(resolve_model(r.plan.model).spec.main_layers)
             out.append(plot_layers(r.plan, folder / f"{name}.layers.png", title, n))
     return out
+
+
+def plot_sweep(rows: list, path: Path, title: str) -> Path:
+    """A sweep's heat map: rows = the swept fields but the last, columns = the last; colour = the cheapest cost
+    (log scale), annotated with cost and hardware; grey = no plan."""
+    import math
+
+    import numpy as np
+
+    from optimizer.scenarios.report import cell
+    plt = _plt()
+    fields = list(rows[0].sweep)
+    col_f, row_fs = fields[-1], fields[:-1]
+    cols = list(dict.fromkeys(r.sweep[col_f] for r in rows))
+    keys = list(dict.fromkeys(tuple(r.sweep[f] for f in row_fs) for r in rows))
+    grid = np.full((len(keys), len(cols)), np.nan)
+    text = [["" for _ in cols] for _ in keys]
+    for r in rows:
+        i, j = keys.index(tuple(r.sweep[f] for f in row_fs)), cols.index(r.sweep[col_f])
+        if r.solved and r.cost:
+            grid[i, j] = math.log10(r.cost)
+        text[i][j] = cell(r).replace(" ", "\n", 1)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.7 * len(cols), 1.0 + 0.6 * len(keys)))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(cols)), [f"{col_f}={c}" for c in cols], fontsize=8)
+    ax.set_yticks(range(len(keys)), [" / ".join(k) or "-" for k in keys], fontsize=8)
+    for i in range(len(keys)):
+        for j in range(len(cols)):
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=6, color="white" if
+                    not np.isnan(grid[i, j]) else "black")
+    ax.set_title(f"{title}: cheapest cost per cell (colour: log cost)", fontsize=9)
+    ax.set_ylabel(" / ".join(row_fs) or "-", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

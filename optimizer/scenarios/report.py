@@ -50,6 +50,7 @@ class Row(BaseModel):
     plan_file: str = ""
     plots: list[str] = []
     fleet: str = ""                   # SLA-form questions: the fleet's pools (rigopt fleet)
+    sweep: dict[str, str] = {}        # a `sweep:` question's values per swept field (the pivot's axes)
 
     @property
     def solved(self) -> bool:
@@ -247,6 +248,58 @@ def render(rep: BatchReport, fmt: str, console=None) -> str | None:
     raise ValueError(f"unknown format '{fmt}' (use table, json, csv or md)")
 
 
+def sweep_value(v: object) -> str:
+    """A swept value as a pivot label: lists joined with '+', numbers as written."""
+    if isinstance(v, list | tuple):
+        return "+".join(sweep_value(x) for x in v)
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def cell(r: Row) -> str:
+    """A pivot cell: the cheapest cost and its hardware, or the status."""
+    if not r.solved:
+        return r.status
+    if r.fleet:
+        return f"{money(r.objective, r.cost)} {r.fleet}"
+    return f"{money(r.objective, r.cost)} {r.devices}x {r.accelerator}"
+
+
+def pivots(rep: BatchReport) -> dict[str, tuple[list[str], list[str], list[list[str]]]]:
+    """Per scenario with a sweep: (row labels' fields, column labels, rows). The last swept field makes the
+    columns, the others (joined) the rows; cells are `cell()`."""
+    out: dict[str, tuple[list[str], list[str], list[list[str]]]] = {}
+    by_sc: dict[str, list[Row]] = {}
+    for r in rep.rows:
+        if r.sweep:
+            by_sc.setdefault(r.scenario, []).append(r)
+    for sc, rows in by_sc.items():
+        fields = list(rows[0].sweep)
+        col_f, row_fs = fields[-1], fields[:-1]
+        cols = list(dict.fromkeys(r.sweep[col_f] for r in rows))
+        keys = list(dict.fromkeys(tuple(r.sweep[f] for f in row_fs) for r in rows))
+        grid = {(tuple(r.sweep[f] for f in row_fs), r.sweep[col_f]): cell(r) for r in rows}
+        table = [[" / ".join(k) or "-"] + [grid.get((k, c), "") for c in cols] for k in keys]
+        out[sc] = (row_fs, [col_f + "=" + c for c in cols], table)
+    return out
+
+
+def pivot_csv(row_fs: list[str], cols: list[str], table: list[list[str]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([" / ".join(row_fs) or "-"] + cols)
+    w.writerows(table)
+    return buf.getvalue()
+
+
+def pivot_markdown(title: str, row_fs: list[str], cols: list[str], table: list[list[str]]) -> str:
+    head = [" / ".join(row_fs) or "-"] + cols
+    lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table]
+    return "\n".join(lines) + "\n"
+
+
 def write_summaries(rep: BatchReport, out_dir: Path) -> BatchReport:
     md, cs = out_dir / "summary.md", out_dir / "summary.csv"
     rep = rep.model_copy(update={"summary_md": str(md), "summary_csv": str(cs)})
@@ -254,4 +307,7 @@ def write_summaries(rep: BatchReport, out_dir: Path) -> BatchReport:
     write_file(md, to_markdown(rep))
     write_file(cs, to_csv(rep))
     write_file(out_dir / "summary.json", rep.model_dump_json(indent=2) + "\n")
+    for sc, (row_fs, cols, table) in pivots(rep).items():  # a sweep's pivot: <out>/<scenario>/sweep.{csv,md}
+        write_file(out_dir / sc / "sweep.csv", pivot_csv(row_fs, cols, table))
+        write_file(out_dir / sc / "sweep.md", pivot_markdown(sc, row_fs, cols, table))
     return rep

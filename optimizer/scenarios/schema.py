@@ -8,6 +8,11 @@ with its file and line before anything is solved.
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import itertools
+import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -354,13 +359,84 @@ class Question(QuestionFields):
     description: str | None = Field(None, max_length=MAX_PATH_CHARS)
 
 
+SWEEP_MODES = ("product", "zip")
+
+
+def _sweep_ok(v: dict[str, Any]) -> dict[str, Any]:
+    """`sweep:` names question fields with a list of values each, and optionally `mode: product | zip`."""
+    allowed = set(QuestionFields.model_fields)
+    mode = v.get("mode", "product")
+    if mode not in SWEEP_MODES:
+        raise ValueError(f"mode: '{str(mode)[:40]}' is not product or zip")
+    fields = {k: x for k, x in v.items() if k != "mode"}
+    if not fields:
+        raise ValueError("name at least one field with a list of values (e.g. context: [128K, 384K])")
+    for k, x in fields.items():
+        if k not in allowed:
+            close = difflib.get_close_matches(k, sorted(allowed), n=1)
+            raise ValueError(f"{k[:40]}: not a question field" + (f" (did you mean {close[0]}?)" if close else ""))
+        if not isinstance(x, list) or not x:
+            raise ValueError(f"{k}: give a non-empty list of values")
+    sizes = [len(x) for x in fields.values()]
+    if mode == "zip" and len(set(sizes)) > 1:
+        raise ValueError(f"mode zip needs lists of one length; got {', '.join(map(str, sizes))}")
+    n = sizes[0] if mode == "zip" else math.prod(sizes)
+    if n > MAX_QUESTIONS:
+        raise ValueError(f"{n:,} questions, more than the {MAX_QUESTIONS:,} a file may ask")
+    return v
+
+
+Sweep = Annotated[dict[str, Any], AfterValidator(_sweep_ok)]
+
+
 class Scenario(_Strict):
-    """Several questions sharing `defaults`."""
+    """Several questions sharing `defaults`; `sweep` adds a grid of them (the cartesian product of its lists, or
+    the lists zipped with `mode: zip`), each named by its values."""
     name: str | None = Field(None, max_length=MAX_PATH_CHARS,
                              description="title of the scenario (the output folder is the file stem)")
     description: str | None = Field(None, max_length=MAX_PATH_CHARS)
     defaults: QuestionFields = Field(default_factory=QuestionFields)
-    questions: list[Question] = Field(min_length=1, max_length=MAX_QUESTIONS)
+    questions: list[Question] = Field(default_factory=list, max_length=MAX_QUESTIONS)
+    sweep: Sweep | None = Field(None, description="a grid of questions: question fields with a list of values "
+                                "each (model: [a, b], context: [128K, 384K], tok_s: [10, 20], gpus: [[h100], "
+                                "[h200]], max_budget: [...]); `mode: product` (default, every combination) or "
+                                "`zip` (the i-th values together). Each question is named by its values")
+
+    @model_validator(mode="after")
+    def _some_questions(self) -> Scenario:
+        if not self.questions and self.sweep is None:
+            raise ValueError("questions: give at least one question, or a sweep")
+        if len(self.questions) + len(sweep_points(self.sweep)) > MAX_QUESTIONS:
+            raise ValueError(f"more than the {MAX_QUESTIONS:,} questions a file may ask (questions + sweep)")
+        return self
+
+
+def sweep_points(sweep: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The sweep's questions as field dicts, in a stable order (the product varies the last field fastest)."""
+    if not sweep:
+        return []
+    fields = {k: v for k, v in sweep.items() if k != "mode"}
+    keys = list(fields)
+    if sweep.get("mode", "product") == "zip":
+        combos = list(zip(*fields.values(), strict=True))
+    else:
+        combos = list(itertools.product(*fields.values()))
+    return [dict(zip(keys, c, strict=True)) for c in combos]
+
+
+def sweep_name(point: dict[str, Any]) -> str:
+    """A question's stable id from its sweep values: `deepseek-v4-pro_384K_20` (file-name safe)."""
+    def text(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return "+".join(text(x) for x in v)
+        if isinstance(v, dict):
+            return "+".join(f"{k}-{text(x)}" for k, x in v.items())
+        return str(v)
+    raw = "_".join(text(v) for v in point.values())
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-._") or "q"
+    if len(slug) > 64 or slug != raw:  # long or rewritten: keep it readable and make it unique by content
+        slug = slug[:64].rstrip("-._") + "-" + hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return slug
 
 
 # Batch runs solve many questions in parallel processes: one CP-SAT thread each unless a file says otherwise.

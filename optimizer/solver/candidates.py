@@ -45,8 +45,7 @@ from optimizer.layout import Parallel
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.query import Query
 from optimizer.solver.support import format_unsupported, unsupported
-from optimizer.topology import topology
-from optimizer.topology_links import plan_links
+from optimizer.topology_links import fast_domain, plan_links
 
 DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
 DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "iq4_xs", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
@@ -301,7 +300,7 @@ _FAST_DOMAIN: BoundedCache[NodeType, int] = BoundedCache("candidates.fast_domain
 
 
 def _fast_domain(node: NodeType) -> int:
-    return _FAST_DOMAIN.get_or_compute(node, lambda: topology(node.key, 1).fast_domain_size())
+    return _FAST_DOMAIN.get_or_compute(node, lambda: fast_domain(node))
 
 
 def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) -> str:
