@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 
 from optimizer.limits import MAX_MESSAGE_CHARS, clip_line
 from optimizer.serve.work import (
@@ -38,6 +39,13 @@ from optimizer.serve.work import (
     worker_init,
 )
 
+ROUTES: list[tuple[str, type[BaseModel], str]] = [
+    ("cheapest", CheapestRequest, "rigopt cheapest: the cheapest plan (or fleet) meeting the targets"),
+    ("estimate", EstimateRequest, "rigopt estimate: memory and speed of one model on one accelerator"),
+    ("fleet", FleetRequest, "rigopt fleet: the cheapest serving fleet for a request rate within SLAs"),
+    ("mixed", MixedRequest, "rigopt mixed: the best plan over mixed GPUs you own"),
+    ("export", ExportRequest, "rigopt export: launch scripts of a plan (files and a zip, from memory)"),
+]
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
@@ -92,25 +100,15 @@ def create_app(workers: int = 2, queue: int = 64, time_limit_s: float = 120.0) -
                 return JSONResponse({"error": f"timed out after {time_limit_s:g} s"}, status_code=504)
         return JSONResponse(out, status_code=status)
 
-    @app.post("/api/cheapest", summary="rigopt cheapest: the cheapest plan (or fleet) meeting the targets")
-    async def api_cheapest(q: CheapestRequest) -> JSONResponse:
-        return await run("cheapest", q.model_dump())
+    def route(kind: str, body: type[BaseModel], summary: str) -> None:
+        async def endpoint(q: BaseModel) -> JSONResponse:
+            return await run(kind, q.model_dump())
+        endpoint.__annotations__ = {"q": body, "return": JSONResponse}  # FastAPI reads the body model from it
+        endpoint.__name__ = f"api_{kind}"
+        app.post(f"/api/{kind}", summary=summary)(endpoint)
 
-    @app.post("/api/estimate", summary="rigopt estimate: memory and speed of one model on one accelerator")
-    async def api_estimate(q: EstimateRequest) -> JSONResponse:
-        return await run("estimate", q.model_dump())
-
-    @app.post("/api/fleet", summary="rigopt fleet: the cheapest serving fleet for a request rate within SLAs")
-    async def api_fleet(q: FleetRequest) -> JSONResponse:
-        return await run("fleet", q.model_dump())
-
-    @app.post("/api/mixed", summary="rigopt mixed: the best plan over mixed GPUs you own")
-    async def api_mixed(q: MixedRequest) -> JSONResponse:
-        return await run("mixed", q.model_dump())
-
-    @app.post("/api/export", summary="rigopt export: launch scripts of a plan (files and a zip, from memory)")
-    async def api_export(q: ExportRequest) -> JSONResponse:
-        return await run("export", q.model_dump())
+    for kind, body, summary in ROUTES:
+        route(kind, body, summary)
 
     @app.get("/api/catalog/{what}", summary="rigopt catalog models|gpus|nodes")
     async def api_catalog(what: str) -> JSONResponse:
