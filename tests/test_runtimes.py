@@ -220,8 +220,30 @@ def test_mlx_export_allow_listed(tmp_path):
     assert seen["--decode-concurrency"] == str(plan.concurrency)
     assert seen["--host"] == "127.0.0.1"
     subprocess.run(["bash", "-n", str(tmp_path / "launch.sh")], check=True)
-    with pytest.raises(ExportError, match="kv-bits"):
-        export_plan(plan.model_copy(update={"kv_dtype": "mlx_q8"}), None, None)
+
+
+def test_mlx_quantized_kv_export(tmp_path):
+    # the released mlx_lm 0.32.0 wheel's server.py has --kv-bits, --kv-group-size, --quantized-kv-start (the
+    # allow-list is extracted from it); with --kv-bits the server stops batching (server.py _is_batchable:
+    # `self.cli_args.kv_bits is None`), so a quantized-KV plan has one sequence
+    plan = _plan("mlx", kv_dtypes=["mlx_q4"], concurrency=1)
+    assert plan.kv_dtype == "mlx_q4" and plan.concurrency == 1
+    res = export_plan(plan, None, tmp_path)
+    ok = allow(f"mlx-lm-{MLX_LM_VERSION}.txt")
+    argv = shlex.split(res.commands[0].one_line())
+    flags = dict(zip(argv[1::2], argv[2::2], strict=True))
+    assert set(flags) <= set(ok)
+    assert all(flags[k].isdigit() for k in flags if ok[k] == "int")
+    # the plan's KV bytes (mlx_q4: 4 bits + fp16 scale and bias per 64 values) hold only if the whole cache is
+    # quantized from the first token (the server's default --quantized-kv-start is 5000) in groups of 64
+    assert (flags["--kv-bits"], flags["--kv-group-size"], flags["--quantized-kv-start"]) == ("4", "64", "0")
+    with pytest.raises(ExportError, match="one request at a time"):
+        export_plan(plan.model_copy(update={"concurrency": 2}), None, None)
+    with pytest.raises(InputError, match="one request at a time"):
+        deployment("mlx", "m4-max-128gb", "mlx4", 4096, concurrency=2, kv="mlx_q8")
+    q8 = memory_of(deployment("mlx", "m4-max-128gb", "mlx4", 4096, concurrency=1, kv="mlx_q8"))
+    bf16 = memory_of(deployment("mlx", "m4-max-128gb", "mlx4", 4096, concurrency=1))
+    assert q8.kv_bytes == pytest.approx(bf16.kv_bytes * (1 + 4 / 64) / 2)
 
 
 def test_mlx_plan_only_on_macs():
@@ -242,7 +264,8 @@ def test_allow_lists_extracted_names():
     assert {"lms load --context-length", "lms load --gpu", "lms server start --port"} <= set(lm)
     assert "lms load --kv-cache-type" not in lm
     assert {"--model", "--prompt-cache-bytes", "--decode-concurrency"} <= set(mx)
-    assert "--kv-bits" not in mx and "--max-kv-size" not in mx
+    # the released wheel's server.py (not a repository commit): KV quantization yes, --max-kv-size no
+    assert {"--kv-bits", "--kv-group-size", "--quantized-kv-start"} <= set(mx) and "--max-kv-size" not in mx
 
 
 # ------------------------------------------------------------------------------------------------ MLX speed
