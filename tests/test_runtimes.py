@@ -451,3 +451,38 @@ def test_hybrid_model_on_desktop_engines_uses_llamacpps_state_layout():
         r = estimate(m, context=131072, engine=eng, engine_explicit=True, gpu=gpu)
         assert r.kv.recurrent_state_bytes_per_seq == ref, eng
         assert r.hardware is not None and r.hardware.decode.tok_s_per_seq > 0
+
+
+# ------------------------------------------------------------------------------------------------ desktop plans export
+def test_dense_models_never_get_moe_mixes():
+    # the `-moe` GGUF mixes keep everything but the routed experts at Q8_0: on a dense model that is Q8_0 with a
+    # label no runtime can pull (issue 25: a dense 8B on a 24 GB card planned as iq2_xxs-moe)
+    from optimizer.estimate.schemes import MOE_MIXES
+    from optimizer.hetero.api import MIXED_QUANTS, _quality_order
+    from optimizer.solver.query import Owned
+    owned = Owned.parse("1x rtx-4090")
+    for engine in ("llamacpp", "ollama", "lmstudio"):
+        q = Query(model="qwen3-8b", context=8192, owned=owned, engines=[engine], min_expert_bits=0)
+        quants = {c.quant for c in enumerate_candidates(q, resolve_model("qwen3-8b"))}
+        assert quants and not quants & MOE_MIXES, (engine, quants)
+    assert not set(_quality_order(resolve_model("qwen3-8b"), MIXED_QUANTS)) & MOE_MIXES
+    # a MoE model still gets them (its routed experts are what the mix shrinks)
+    q = Query(model="qwen3-30b-a3b", context=8192, owned=Owned.parse("1x rtx-4090, 64GB ddr5"), engines=["llamacpp"])
+    assert {c.quant for c in enumerate_candidates(q, resolve_model("qwen3-30b-a3b"))} & MOE_MIXES
+
+
+def test_ollama_plans_what_ollama_can_pull(tmp_path):
+    # owned hardware: every plan costs $0 and the tie-break takes the best quality; with --engine ollama that must
+    # be a quantization a library tag downloads (models/ollama-tags.yaml), so the export starts without a GGUF
+    from optimizer.catalog.ollama_tags import tag_for
+    from optimizer.solver.query import Owned
+    r = cheapest(Query(model="qwen3-8b", context=8192, owned=Owned.parse("1x rtx-4090"), engines=["ollama"], top=1))
+    assert r.plan is not None and tag_for("qwen3-8b", r.plan.quant) is not None
+    res = export_plan(r.plan, None, tmp_path)
+    assert f"FROM {tag_for('qwen3-8b', r.plan.quant).tag}" in res.file("Modelfile").content
+    # the user's own GGUF at another quantization: planned when asked for, and the export asks for its path
+    r = cheapest(Query(model="qwen3-8b", context=8192, owned=Owned.parse("1x rtx-4090"), engines=["ollama"],
+                       quants=["q8_0"], top=1))
+    assert r.plan is not None and r.plan.quant == "q8_0"
+    with pytest.raises(ExportError, match="--model-path"):
+        export_plan(r.plan, None, None)
