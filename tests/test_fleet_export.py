@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,70 @@ def test_k8s_deployment_per_single_node_pool(results, tmp_path):
     assert sum(d["kind"] == "Service" for d in docs) == 2
     fleet = json.loads((tmp_path / "fleet.json").read_text())
     assert fleet["schema_id"] == "rigopt.fleet/1"
+
+
+def _mixed(pd, agg_replicas: int = 2):
+    """The PD fleet plus an aggregated pool of the same replicas beside it (prefill 1, decode 2 replicas)."""
+    pool = pd.pools[0]
+    extra = pool.model_copy(update={"role": "aggregated", "replicas": agg_replicas, "kv_transfer_s": 0.0})
+    return pd.model_copy(update={"kind": "mixed", "pools": [*pd.pools, extra]})
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_routers_cover_every_replica_of_every_pool(results, engine, tmp_path):
+    res, _, pd = results[engine]
+    fleet = _mixed(pd)
+    e = export_fleet(res, tmp_path, fleet=fleet)
+    # every replica of every routed pool is one worker of exactly one router (not one Service URL per pool)
+    want = {f"POOL{k}_R{i}_IP" for k, p in enumerate(fleet.pools) for i in range(p.replicas)
+            if engine == "sglang" or p.role != "aggregated"}
+    seen = [n for c in e.router for n in c.env_names]
+    assert sorted(seen) == sorted(want)
+    pd_router = e.router[0]
+    got = flags(pd_router)  # every router flag is one the pinned router's parser accepts
+    if engine == "sglang":
+        assert [v for f, v in got if f == "--prefill"] == [f"http://${{POOL0_R0_IP}}:30000 {SGLANG_BOOTSTRAP_PORT}"]
+        assert [v for f, v in got if f == "--decode"] == ["http://${POOL1_R0_IP}:30000", "http://${POOL1_R1_IP}:30000"]
+        # the aggregated pool beside the PD pools gets its own route, one URL per replica, cache-aware
+        agg = dict(flags(e.router[1]))
+        assert agg["--worker-urls"].split() == ["http://${POOL2_R0_IP}:30000", "http://${POOL2_R1_IP}:30000"]
+        assert agg["--policy"] == "cache_aware" and agg["--port"] != dict(got)["--port"]
+    else:
+        d = dict(got)
+        assert d["--decoder-hosts"].split() == ["${POOL1_R0_IP}", "${POOL1_R1_IP}"]
+        assert len(d["--decoder-ports"].split()) == 2 and len(e.router) == 1
+    # router.sh requires every address and starts every router; README gives each route its router weight
+    sh = (tmp_path / "router.sh").read_text()
+    assert all(f': "${{{n}:?' in sh for n in want)
+    readme = (tmp_path / "README.md").read_text()
+    routes = [line for line in readme.splitlines() if "router weight" in line and line.startswith("- router.sh")
+              or line.startswith("- pool2 Service")]
+    assert len(routes) == 2
+    shares = [int(x.rsplit("(", 1)[1].split("%")[0]) for x in routes]
+    assert 99 <= sum(shares) <= 101
+
+
+def test_router_script_starts_every_router(results, tmp_path):
+    # router.sh run as a user would (stub python3 printing its argv): both routers start, with every address
+    import os
+    import subprocess
+    res, _, pd = results["sglang"]
+    fleet = _mixed(pd)
+    export_fleet(res, tmp_path, fleet=fleet)
+    stub = tmp_path / "bin" / "python3"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\necho "$*" >> "$OUT_LOG"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "OUT_LOG": str(tmp_path / "log")}
+    env.update({f"POOL{k}_R{i}_IP": f"10.0.{k}.{i}" for k, p in enumerate(fleet.pools) for i in range(p.replicas)})
+    subprocess.run(["bash", str(tmp_path / "router.sh")], env=env, check=True, timeout=30)
+    for _ in range(100):  # the first router runs in the background
+        lines = (tmp_path / "log").read_text().splitlines() if (tmp_path / "log").exists() else []
+        if len(lines) == 2:
+            break
+        time.sleep(0.05)
+    assert sorted(line.split()[2] for line in lines) == ["--pd-disaggregation", "--worker-urls"]
+    assert all("${" not in line for line in lines) and "http://10.0.2.1:30000" in " ".join(lines)
+    env.pop("POOL1_R1_IP")
+    r = subprocess.run(["bash", str(tmp_path / "router.sh")], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "POOL1_R1_IP" in r.stderr

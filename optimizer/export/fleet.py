@@ -147,22 +147,36 @@ def _slug(s: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", s.lower()).strip("-")[:40].strip("-") or "pool"
 
 
+def replica_ip(k: int, i: int) -> Var:
+    """The address of replica i of pool k: every replica is its own router worker (a Service address would hide
+    the replicas behind one URL, and the SGLang router's cache-aware policy would see one worker)."""
+    return Var(f"${{POOL{k}_R{i}_IP}}")
+
+
+def _replicas(fleet: Fleet, pools: list[int]) -> list[tuple[int, int]]:
+    return [(k, i) for k in pools for i in range(fleet.pools[k].replicas)]
+
+
 def router_commands(fleet: Fleet) -> list[Command]:
+    """One router per route: the prefill/decode pools behind SGLang's PD router or vLLM's NIXL proxy on
+    ROUTER_PORT, the aggregated SGLang pools behind an sglang-router on ROUTER_PORT + 1 (a fleet may have both);
+    every replica of every pool is one worker URL."""
     pre = [k for k, p in enumerate(fleet.pools) if p.role == "prefill"]
     dec = [k for k, p in enumerate(fleet.pools) if p.role == "decode"]
-    agg = [k for k, p in enumerate(fleet.pools) if p.role == "aggregated"]
+    agg = [k for k, p in enumerate(fleet.pools) if p.role == "aggregated" and p.engine == "sglang"]
     out: list[Command] = []
     if pre and dec:
         engine = fleet.pools[pre[0]].engine
         port = HTTP_PORT[engine]
         if engine == "sglang":
             a: list = ["python3", "-m", "sglang_router.launch_router", "--pd-disaggregation"]
-            for k in pre:  # URL and the prefill server's bootstrap port (omitted, the router assumes none)
-                a += ["--prefill", Var(f"http://${{POOL{k}_IP}}:{port}"), str(SGLANG_BOOTSTRAP_PORT)]
-            for k in dec:
-                a += ["--decode", Var(f"http://${{POOL{k}_IP}}:{port}")]
+            for k, i in _replicas(fleet, pre):  # URL and the prefill server's bootstrap port (omitted: none)
+                a += ["--prefill", Var(f"http://${{POOL{k}_R{i}_IP}}:{port}"), str(SGLANG_BOOTSTRAP_PORT)]
+            for k, i in _replicas(fleet, dec):
+                a += ["--decode", Var(f"http://${{POOL{k}_R{i}_IP}}:{port}")]
             a += ["--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
         else:
+            pr, dr = _replicas(fleet, pre), _replicas(fleet, dec)
             a = [
                 "python3",
                 "toy_proxy_server.py",
@@ -171,36 +185,42 @@ def router_commands(fleet: Fleet) -> list[Command]:
                 "--port",
                 str(ROUTER_PORT),
                 "--prefiller-hosts",
-                *[Var(f"${{POOL{k}_IP}}") for k in pre],
+                *[replica_ip(k, i) for k, i in pr],
                 "--prefiller-ports",
-                *[str(port)] * len(pre),
+                *[str(port)] * len(pr),
                 "--decoder-hosts",
-                *[Var(f"${{POOL{k}_IP}}") for k in dec],
+                *[replica_ip(k, i) for k, i in dr],
                 "--decoder-ports",
-                *[str(port)] * len(dec),
+                *[str(port)] * len(dr),
             ]
         out.append(Command(0, "router", a, tool="sglang-router" if engine == "sglang" else "vllm-proxy"))
-    if len(agg) > 1 or (agg and fleet.pools[agg[0]].replicas > 1):
-        if fleet.pools[agg[0]].engine == "sglang":
-            urls = [Var(f"http://${{POOL{k}_IP}}:{HTTP_PORT['sglang']}") for k in agg]
-            out.append(
-                Command(
-                    0,
-                    "router",
-                    [
-                        "python3",
-                        "-m",
-                        "sglang_router.launch_router",
-                        "--worker-urls",
-                        *urls,
-                        "--host",
-                        "0.0.0.0",
-                        "--port",
-                        str(ROUTER_PORT),
-                    ],
-                    tool="sglang-router",
-                )
-            )
+    if agg:
+        urls = [Var(f"http://${{POOL{k}_R{i}_IP}}:{HTTP_PORT['sglang']}") for k, i in _replicas(fleet, agg)]
+        port = ROUTER_PORT + 1 if out else ROUTER_PORT
+        out.append(Command(0, "router", ["python3", "-m", "sglang_router.launch_router", "--worker-urls", *urls,
+                                         "--policy", "cache_aware", "--host", "0.0.0.0", "--port", str(port)],
+                           tool="sglang-router"))
+    return out
+
+
+def routes(fleet: Fleet) -> list[tuple[str, list[int], float]]:
+    """(entry point, pools behind it, router weight = the requests/s its replicas sustain within the SLA) for
+    every route into the fleet: a front splits traffic between routes in proportion to the weights."""
+    def cap(ks: list[int]) -> float:
+        return sum(fleet.pools[k].capacity_rps * fleet.pools[k].replicas for k in ks)  # capacity_rps: per replica
+
+    pd = [k for k, p in enumerate(fleet.pools) if p.role != "aggregated"]
+    agg_sg = [k for k, p in enumerate(fleet.pools) if p.role == "aggregated" and p.engine == "sglang"]
+    out: list[tuple[str, list[int], float]] = []
+    if pd:  # a PD route sustains the smaller of its prefill and its decode capacity
+        w = min(cap([k for k in pd if fleet.pools[k].role == r]) for r in ("prefill", "decode"))
+        out.append((f"router.sh :{ROUTER_PORT} (PD)", pd, w))
+    if agg_sg:
+        port = ROUTER_PORT + 1 if pd else ROUTER_PORT
+        out.append((f"router.sh :{port} (aggregated SGLang)", agg_sg, cap(agg_sg)))
+    for k, p in enumerate(fleet.pools):
+        if p.role == "aggregated" and p.engine != "sglang":
+            out.append((f"pool{k} Service (its {p.replicas} replicas)", [k], cap([k])))
     return out
 
 
@@ -318,24 +338,34 @@ def export_fleet(
         )
     out.router = router_commands(fleet)
     if out.router:
+        names = [n for c in out.router for n in c.env_names]
+        bg = [c.shell() + " &" for c in out.router[:-1]]  # every route's router, the last one in the foreground
         out.files.append(
             ExportFile(
                 "router.sh",
                 "#!/usr/bin/env bash\nset -euo pipefail\n"
-                "# POOL<k>_IP: an address of pool k's replicas (its Service in Kubernetes)\n"
-                + "\n".join(c.shell() for c in out.router)
+                "# POOL<k>_R<i>_IP: the address of replica i of pool k (in Kubernetes: its pod IP, `kubectl get "
+                "pods -l rigopt/pool=<pool name> -o wide`); every replica is a worker of its router\n"
+                + "".join(f': "${{{n}:?set {n}}}"\n' for n in names)
+                + "\n".join([*bg, out.router[-1].shell()])
                 + "\n",
                 True,
             )
         )
+    rs = routes(fleet)
+    if len(rs) > 1:
+        total = sum(w for *_, w in rs)
+        readme.append("\nRoutes into the fleet: split traffic in proportion to the router weights "
+                      "(e.g. weighted upstreams of your load balancer):")
+        for name, pools, w in rs:
+            readme.append(f"- {name}: pools {', '.join(f'pool{k}' for k in pools)}; router weight {w:.4g} "
+                          f"({w / total:.0%} of requests)")
     kinds = {p.engine for p in fleet.pools}
     if "vllm" in kinds and any(p.role != "aggregated" for p in fleet.pools):
         readme.append(
             "\nvLLM PD: run router.sh with toy_proxy_server.py from the vLLM 0.33.0 source tree "
             "(tests/v1/kv_connector/nixl_integration/); NIXL needs `pip install nixl` in the image."
         )
-    if len({p.accelerator for p in fleet.pools if p.role == "aggregated"}) > 1:
-        readme.append("\nMixed aggregated pools: route in proportion to each pool's router weight (its capacity).")
     out.files.append(ExportFile("k8s.yaml", "---\n".join(manifests)))
     out.files.append(ExportFile("README.md", "\n".join(readme) + "\n"))
     out.files.append(ExportFile("fleet.json", res.model_dump_json(indent=2) + "\n"))
