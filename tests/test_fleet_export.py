@@ -177,14 +177,14 @@ def test_k8s_deployment_per_single_node_pool(results, tmp_path):
     res, _, pd = results["sglang"]
     export_fleet(res, tmp_path, fleet=pd)
     docs = [d for d in yaml.safe_load_all((tmp_path / "k8s.yaml").read_text()) if d]
-    deps = [d for d in docs if d["kind"] == "Deployment"]
+    deps = [d for d in docs if d["kind"] == "Deployment" and "rigopt/pool" in d["metadata"]["labels"]]
     assert [d["spec"]["replicas"] for d in deps] == [1, 2]
     assert {d["metadata"]["labels"]["rigopt/role"] for d in deps} == {"prefill", "decode"}
     for d in deps:
         c = d["spec"]["template"]["spec"]["containers"][0]
         assert c["resources"]["limits"]["nvidia.com/gpu"] == str(pd.pools[0].gpus_per_node)
         assert "--disaggregation-mode" in c["command"][2]
-    assert sum(d["kind"] == "Service" for d in docs) == 2
+    assert sum(d["kind"] == "Service" for d in docs) == 2 + 1   # one per pool, one for the PD router
     fleet = json.loads((tmp_path / "fleet.json").read_text())
     assert fleet["schema_id"] == "rigopt.fleet/1"
 
@@ -254,3 +254,34 @@ def test_router_script_starts_every_router(results, tmp_path):
     env.pop("POOL1_R1_IP")
     r = subprocess.run(["bash", str(tmp_path / "router.sh")], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "POOL1_R1_IP" in r.stderr
+
+
+def test_k8s_routers_discover_every_replica_pod(results, tmp_path):
+    # in Kubernetes the SGLang routers find every replica pod by its labels (sglang-router --service-discovery),
+    # not one Service URL per pool: each pool's pod template matches exactly one router's selector
+    res, _, pd = results["sglang"]
+    fleet = _mixed(pd)
+    e = export_fleet(res, tmp_path, fleet=fleet)
+    docs = [d for d in yaml.safe_load_all((tmp_path / "k8s.yaml").read_text()) if d]
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"] for d in docs
+            if d["kind"] == "Deployment" and "rigopt/pool" in d["metadata"]["labels"]}
+    routers = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs
+               if d["kind"] == "Deployment" and "rigopt/router" in d["metadata"]["labels"]}
+    assert set(routers) == {"router-pd", "router-aggregated"} and len(e.k8s_routers) == 2
+    selectors = []
+    for c in e.k8s_routers:
+        got = flags(c)  # flags of the pinned router's parser
+        d = dict(got)
+        assert "--service-discovery" in d and d["--service-discovery-port"] == "30000"
+        for f in ("--prefill-selector", "--decode-selector", "--selector"):
+            if f in d:
+                selectors.append(dict(kv.split("=", 1) for kv in d[f].split()))
+    for name, meta in pods.items():
+        matched = [s for s in selectors if all(meta["labels"].get(k) == v for k, v in s.items())]
+        assert len(matched) == 1, name
+        if meta["labels"]["rigopt/role"] == "prefill":  # where discovery reads the bootstrap port
+            assert meta["annotations"]["sglang.ai/bootstrap-port"] == str(SGLANG_BOOTSTRAP_PORT)
+    for spec in routers.values():
+        assert spec["serviceAccountName"] == "rigopt-router"
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert role["rules"][0]["resources"] == ["pods"] and "watch" in role["rules"][0]["verbs"]

@@ -49,6 +49,7 @@ class FleetExport:
     files: list[ExportFile] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)  # engine commands (checked against allow-lists)
     router: list[Command] = field(default_factory=list)  # router / proxy commands (not engine flags)
+    k8s_routers: list[Command] = field(default_factory=list)  # the routers k8s.yaml runs (service discovery)
     warnings: list[str] = field(default_factory=list)
     out_dir: str | None = None
 
@@ -227,7 +228,8 @@ def routes(fleet: Fleet) -> list[tuple[str, list[int], float]]:
 def _deployment(name: str, pool: Pool, cmd: Command, image: str) -> str:
     port = HTTP_PORT[pool.engine]
     shell = "".join(f"export {k}={quote(v)}; " for k, v in cmd.env.items()) + " ".join(quote(a) for a in cmd.argv)
-    labels = {"app.kubernetes.io/managed-by": "rigopt", "rigopt/pool": name, "rigopt/role": pool.role}
+    labels = {"app.kubernetes.io/managed-by": "rigopt", "rigopt/pool": name, "rigopt/role": pool.role,
+              "rigopt/engine": pool.engine}
     dep = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -236,7 +238,7 @@ def _deployment(name: str, pool: Pool, cmd: Command, image: str) -> str:
             "replicas": pool.replicas,
             "selector": {"matchLabels": {"rigopt/pool": name}},
             "template": {
-                "metadata": {"labels": dict(labels)},
+                "metadata": {"labels": dict(labels), **_annotations(pool)},
                 "spec": {
                     "containers": [
                         {
@@ -274,6 +276,70 @@ def _deployment(name: str, pool: Pool, cmd: Command, image: str) -> str:
         f"{pool.engine} {ENGINE_VERSIONS[pool.engine]}, {pool.layout}\n"
     )
     return head + yaml.safe_dump_all([dep, svc], sort_keys=False, width=10_000)
+
+
+def _annotations(pool: Pool) -> dict:
+    """SGLang prefill pods carry their bootstrap port where the router's service discovery reads it
+    (sglang_router 0.3.2 RouterArgs.bootstrap_port_annotation, default "sglang.ai/bootstrap-port")."""
+    if pool.engine == "sglang" and pool.role == "prefill":
+        return {"annotations": {"sglang.ai/bootstrap-port": str(SGLANG_BOOTSTRAP_PORT)}}
+    return {}
+
+
+ROUTER_ACCOUNT = "rigopt-router"
+
+
+def k8s_router_commands(fleet: Fleet) -> list[tuple[str, int, Command]]:
+    """(name, port, command) of the routers a Kubernetes fleet runs as Deployments: sglang-router's service
+    discovery finds every replica pod by its labels (one worker per pod, as they come and go), for the SGLang PD
+    pools and the aggregated SGLang pools. vLLM's NIXL proxy takes a fixed host list: router.sh only."""
+    roles = {p.role for p in fleet.pools if p.engine == "sglang"}
+    out: list[tuple[str, int, Command]] = []
+    base = ["python3", "-m", "sglang_router.launch_router", "--service-discovery", "--service-discovery-port",
+            str(HTTP_PORT["sglang"])]
+    if {"prefill", "decode"} <= roles:
+        a = [*base, "--pd-disaggregation", "--prefill-selector", "rigopt/engine=sglang", "rigopt/role=prefill",
+             "--decode-selector", "rigopt/engine=sglang", "rigopt/role=decode",
+             "--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
+        out.append(("router-pd", ROUTER_PORT, Command(0, "router", list(a), tool="sglang-router")))
+    if "aggregated" in roles:
+        port = ROUTER_PORT + 1 if out else ROUTER_PORT
+        a = [*base, "--selector", "rigopt/engine=sglang", "rigopt/role=aggregated", "--policy", "cache_aware",
+             "--host", "0.0.0.0", "--port", str(port)]
+        out.append(("router-aggregated", port, Command(0, "router", list(a), tool="sglang-router")))
+    return out
+
+
+def _router_manifests(routers: list[tuple[str, int, Command]]) -> str:
+    """The routers as Deployments + Services, and the pod-reading permission their service discovery needs
+    (a ClusterRole: without --service-discovery-namespace the router watches every namespace)."""
+    labels = {"app.kubernetes.io/managed-by": "rigopt"}
+    docs: list[dict] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": ROUTER_ACCOUNT, "labels": labels}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": ROUTER_ACCOUNT, "labels": labels},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": ROUTER_ACCOUNT, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROUTER_ACCOUNT},
+         "subjects": [{"kind": "ServiceAccount", "name": ROUTER_ACCOUNT, "namespace": "default"}]},
+    ]
+    for name, port, cmd in routers:
+        sel = {"rigopt/router": name}
+        docs.append({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {**labels, **sel}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": sel},
+                     "template": {"metadata": {"labels": {**labels, **sel}},
+                                  "spec": {"serviceAccountName": ROUTER_ACCOUNT,
+                                           "containers": [{"name": "router", "image": SGLANG_IMAGE,
+                                                           "command": [str(a) for a in cmd.argv],
+                                                           "ports": [{"containerPort": port}]}]}}}})
+        docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                     "spec": {"selector": sel, "type": "ClusterIP",
+                              "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]}})
+    return ("# routers: sglang-router with Kubernetes service discovery (every replica pod is a worker); the "
+            "ClusterRoleBinding names the 'default' namespace: edit it to where you apply this file\n"
+            + yaml.safe_dump_all(docs, sort_keys=False, width=10_000))
 
 
 def export_fleet(
@@ -366,6 +432,10 @@ def export_fleet(
             "\nvLLM PD: run router.sh with toy_proxy_server.py from the vLLM 0.33.0 source tree "
             "(tests/v1/kv_connector/nixl_integration/); NIXL needs `pip install nixl` in the image."
         )
+    k8s_routers = k8s_router_commands(fleet)
+    if k8s_routers:
+        out.k8s_routers = [c for _, _, c in k8s_routers]
+        manifests.append(_router_manifests(k8s_routers))
     out.files.append(ExportFile("k8s.yaml", "---\n".join(manifests)))
     out.files.append(ExportFile("README.md", "\n".join(readme) + "\n"))
     out.files.append(ExportFile("fleet.json", res.model_dump_json(indent=2) + "\n"))
