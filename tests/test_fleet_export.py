@@ -285,3 +285,37 @@ def test_k8s_routers_discover_every_replica_pod(results, tmp_path):
         assert spec["serviceAccountName"] == "rigopt-router"
     role = next(d for d in docs if d["kind"] == "ClusterRole")
     assert role["rules"][0]["resources"] == ["pods"] and "watch" in role["rules"][0]["verbs"]
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_split_by_router_weight_is_an_httproute(results, engine, tmp_path):
+    # "split traffic by router weight" as a command: a Gateway API HTTPRoute whose backendRefs are the fleet's
+    # routes (Services of k8s.yaml) with integer weights proportional to the README's router weights
+    res, agg, pd = results[engine]
+    fleets = {"mixed": _mixed(pd)}
+    pool = agg.pools[0]
+    fleets["two aggregated pools"] = agg.model_copy(update={"pools": [pool, pool.model_copy(update={"replicas": 3})]})
+    for which, fleet in fleets.items():
+        d = tmp_path / which.replace(" ", "-")
+        export_fleet(res, d, fleet=fleet)
+        docs = [x for x in yaml.safe_load_all((d / "k8s.yaml").read_text()) if x]
+        routes = [x for x in docs if x["kind"] == "HTTPRoute"]
+        readme = (d / "README.md").read_text()
+        weights = [float(line.split("router weight ")[1].split()[0]) for line in readme.splitlines()
+                   if line.startswith("- ") and "router weight" in line and "req/s each" not in line]
+        if engine == "vllm" and which == "mixed":  # vLLM's PD proxy runs from router.sh, not in k8s.yaml
+            assert not routes and len(weights) == 2
+            continue
+        if engine == "sglang" and which == "two aggregated pools":  # one route: one router over all 4 replicas
+            assert not routes and not weights
+            continue
+        assert len(routes) == 1
+        refs = routes[0]["spec"]["rules"][0]["backendRefs"]
+        services = {x["metadata"]["name"]: x["spec"]["ports"][0]["port"] for x in docs if x["kind"] == "Service"}
+        assert all(services.get(r["name"]) == r["port"] for r in refs)
+        assert len(refs) == len(weights)
+        got = [r["weight"] / sum(x["weight"] for x in refs) for r in refs]
+        assert got == pytest.approx([w / sum(weights) for w in weights], abs=2e-3)
+        assert all(isinstance(r["weight"], int) and 0 <= r["weight"] <= 1_000_000 for r in refs)
+        if which == "two aggregated pools":  # the same replica, 1 vs 3 of them: a 1:3 split
+            assert [r["weight"] for r in refs] == [250, 750]

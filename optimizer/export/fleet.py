@@ -278,6 +278,41 @@ def _deployment(name: str, pool: Pool, cmd: Command, image: str) -> str:
     return head + yaml.safe_dump_all([dep, svc], sort_keys=False, width=10_000)
 
 
+def pool_name(k: int, pool: Pool) -> str:
+    return f"pool{k}-{pool.role}-{_slug(pool.accelerator)}"
+
+
+GATEWAY = "rigopt-gateway"
+WEIGHT_SCALE = 1000  # HTTPRoute weights are integers (0..1,000,000), proportional within a rule
+
+
+def split_route(fleet: Fleet) -> dict | None:
+    """A Gateway API HTTPRoute splitting the fleet's traffic between its routes in proportion to their router
+    weights (gateway.networking.k8s.io/v1 HTTPRoute spec.rules[].backendRefs[].weight, "a proportional split",
+    gateway-api.sigs.k8s.io/guides/traffic-splitting), when every route is a Service of k8s.yaml: the SGLang
+    routers, and aggregated vLLM pools (their Service spreads over their replicas). None for a single route, or
+    when a vLLM PD route (its proxy runs from router.sh) is one of them."""
+    rs = routes(fleet)
+    if len(rs) < 2:
+        return None
+    refs = []
+    total = sum(w for *_, w in rs)
+    for name, pools, w in rs:
+        k = pools[0]
+        p = fleet.pools[k]
+        if name.startswith("router.sh"):
+            if p.engine != "sglang":
+                return None
+            svc = "router-pd" if p.role != "aggregated" else "router-aggregated"
+            port = int(name.split(":")[1].split()[0])
+        else:
+            svc, port = pool_name(k, p), HTTP_PORT[p.engine]
+        refs.append({"name": svc, "port": port, "weight": max(1, round(WEIGHT_SCALE * w / total))})
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "rigopt-fleet", "labels": {"app.kubernetes.io/managed-by": "rigopt"}},
+            "spec": {"parentRefs": [{"name": GATEWAY}], "rules": [{"backendRefs": refs}]}}
+
+
 def _annotations(pool: Pool) -> dict:
     """SGLang prefill pods carry their bootstrap port where the router's service discovery reads it
     (sglang_router 0.3.2 RouterArgs.bootstrap_port_annotation, default "sglang.ai/bootstrap-port")."""
@@ -362,7 +397,7 @@ def export_fleet(
         plan = pool_plan(res, pool)
         r = export_plan(plan, pool.engine, None, model_path)
         extra, env = pd_args(pool.engine, pool.role)
-        name = f"pool{k}-{pool.role}-{_slug(pool.accelerator)}"
+        name = pool_name(k, pool)
         cmds = []
         for c in r.commands:
             argv = list(c.argv) + (extra if c.role == "head" or pool.engine == "vllm" else [])
@@ -421,8 +456,9 @@ def export_fleet(
     rs = routes(fleet)
     if len(rs) > 1:
         total = sum(w for *_, w in rs)
-        readme.append("\nRoutes into the fleet: split traffic in proportion to the router weights "
-                      "(e.g. weighted upstreams of your load balancer):")
+        how = ("the HTTPRoute rigopt-fleet in k8s.yaml does it in Kubernetes" if split_route(fleet) is not None
+               else "e.g. weighted upstreams of your load balancer")
+        readme.append(f"\nRoutes into the fleet: split traffic in proportion to the router weights ({how}):")
         for name, pools, w in rs:
             readme.append(f"- {name}: pools {', '.join(f'pool{k}' for k in pools)}; router weight {w:.4g} "
                           f"({w / total:.0%} of requests)")
@@ -436,6 +472,10 @@ def export_fleet(
     if k8s_routers:
         out.k8s_routers = [c for _, _, c in k8s_routers]
         manifests.append(_router_manifests(k8s_routers))
+    split = split_route(fleet)
+    if split is not None:
+        manifests.append(f"# the split between the fleet's routes by router weight; attach it to your Gateway "
+                         f"(parentRefs: {GATEWAY})\n" + yaml.safe_dump(split, sort_keys=False, width=10_000))
     out.files.append(ExportFile("k8s.yaml", "---\n".join(manifests)))
     out.files.append(ExportFile("README.md", "\n".join(readme) + "\n"))
     out.files.append(ExportFile("fleet.json", res.model_dump_json(indent=2) + "\n"))
