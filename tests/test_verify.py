@@ -188,3 +188,18 @@ def test_prometheus_gauges_of_both_engines():
 @given(st.lists(st.floats(0, 1e3, allow_nan=False), min_size=1, max_size=50), st.sampled_from([50, 90, 99]))
 def test_percentile_is_numpys_linear(xs, p):
     assert percentile(xs, p) == pytest.approx(float(np.percentile(xs, p)), rel=1e-9, abs=1e-9)
+
+
+def test_workload_comes_from_the_plan_or_the_options(plan):
+    from optimizer.verify.predict import workload_of
+    w = workload_of(plan, None, None, None, None)
+    assert (w.isl, w.osl, w.concurrency, w.rate_rps) == (200, 16, 4, None)
+    assert workload_of(plan, 100, 10, None, 2.5).rate_rps == 2.5
+    with pytest.raises(InputError, match="exceed the plan's context"):
+        workload_of(plan, 200, 100, None, None)   # longer than max_model_len: the server would refuse them
+    with pytest.raises(InputError, match="not both"):
+        workload_of(plan, None, None, 2, 1.0)
+    with pytest.raises(InputError, match="give --isl and --osl"):
+        workload_of(plan.model_copy(update={"serving": None}), None, None, None, None)
+    with pytest.raises(InputError, match="--max-time"):
+        run_verify(plan, "http://127.0.0.1:1", max_time_s=0)
