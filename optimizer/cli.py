@@ -566,6 +566,39 @@ def calibrate(
     r = run_calibrate(logs, Overrides(model=model, gpu=gpu, gpus=gpus, engine=engine, quant=quant), profile, dry_run)
     _out(r, as_json, render_calibrate)
 # ---- end issue 12 calibrate block ----
+# ---- issue 25: rigopt verify (logic in optimizer/verify/) ----
+@app.command()
+def verify(
+    plan_json: Annotated[str, typer.Argument(help="Plan written by `rigopt cheapest --out plan.json`")],
+    endpoint: Annotated[str, typer.Option("--endpoint", help="The running OpenAI-compatible server, e.g. http://10.0.0.5:8000 (the only address contacted)")],
+    model: Annotated[str | None, typer.Option("--model", help="Model name the requests carry (default: the first of GET /v1/models)")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="RIGOPT_API_KEY", help="Bearer token, if the server wants one (env RIGOPT_API_KEY)")] = None,
+    isl: Annotated[str | None, typer.Option("--isl", help="Prompt tokens per request (default: the plan's workload)")] = None,
+    osl: Annotated[str | None, typer.Option("--osl", help="Output tokens per request (default: the plan's workload)")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-b", min=1, max=4096, help="Requests in flight, closed loop (default: the plan's)")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Requests/s, Poisson arrivals (default: the plan's, if it has one)")] = None,
+    requests: Annotated[int | None, typer.Option("--requests", help="Request cap (default: 8 rounds of the concurrency, or a minute of arrivals; at least 32, at most 2,000)")] = None,
+    max_time: Annotated[float, typer.Option("--max-time", help="Time cap, seconds: no request runs past it")] = 300.0,
+    ttft: Annotated[float | None, typer.Option("--ttft", help="SLA: TTFT at --percentile, seconds")] = None,
+    tpot: Annotated[float | None, typer.Option("--tpot", help="SLA: mean time per output token, seconds")] = None,
+    percentile: Annotated[float, typer.Option("--percentile", help="Percentile of the --ttft SLA")] = 90.0,
+    confidence: Annotated[float, typer.Option("--confidence", help="Width of the plan's prediction interval")] = 0.8,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated prompts and arrivals")] = 0,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Store the run in the calibration profile, as `rigopt calibrate` does for logs")] = False,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile --calibrate updates (default: $XDG_CONFIG_HOME/rigopt/profile.yaml)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.verify/1)")] = False,
+) -> None:
+    """Check a plan against its running server: a bounded benchmark of the plan's workload, measured TTFT, TPOT and
+    throughput beside the plan's prediction and interval, a verdict per figure and SLA."""
+    from optimizer.export import load_plan
+    from optimizer.verify import render_verify, run_verify_with_progress
+    r = run_verify_with_progress(
+        load_plan(plan_json), endpoint, show=not as_json, model=model, api_key=api_key,
+        isl=_tokens(isl) if isl else None, osl=_tokens(osl) if osl else None, concurrency=concurrency, rate=rate,
+        requests=requests, max_time_s=max_time, ttft_sla_s=ttft, tpot_sla_s=tpot, percentile=percentile,
+        confidence=confidence, seed=seed, calibrate=calibrate, profile=profile)
+    _out(r, as_json, render_verify)
+# ---- end issue 25 verify block ----
 # ---- issue 15: mixed hardware (`rigopt mixed`); self-contained block, logic in optimizer/hetero/api.py ----
 @app.command()
 def mixed(

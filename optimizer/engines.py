@@ -12,7 +12,8 @@ LLAMA_CPP_PYTHON_VERSION = "0.3.36"     # its CHANGELOG: "update llama.cpp to gg
 OLLAMA_VERSION = "0.33.0-rc2"
 # lmstudio-ai/lms (the `lms` CLI) package.json at commit 07b7252d6de26a3a58c1bb80ed7e75a2b17f5eb6
 LMS_VERSION = "0.3.43"
-# ml-explore/mlx-lm mlx_lm/_version.py at commit d78bf58e217c904ec282ed8da9b947491f78c022
+# PyPI wheel mlx_lm-0.32.0-py3-none-any.whl (what `pip install mlx-lm==0.32.0` installs; its mlx_lm/server.py
+# is what tests/data/engine_flags/mlx-lm-0.32.0.txt is extracted from)
 MLX_LM_VERSION = "0.32.0"
 
 # routers in front of disaggregated (PD) fleets (optimizer/export/fleet.py; allow-lists in tests/data/engine_flags/)

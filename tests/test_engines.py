@@ -343,7 +343,7 @@ def test_sglang_router_accepts_fleet_router_commands(tmp_path):
     """The router commands of an SGLang PD fleet and of several aggregated replicas parse with the pinned
     sglang-router's own RouterArgs (installed beside SGLang by bench/engines.sh)."""
     from optimizer.engines import SGLANG_ROUTER_VERSION
-    from optimizer.export.fleet import SGLANG_BOOTSTRAP_PORT, router_commands
+    from optimizer.export.fleet import SGLANG_BOOTSTRAP_PORT, k8s_router_commands, router_commands
     from optimizer.fleet import FleetQuery, solve_fleet
 
     py = tool("sglang")
@@ -356,12 +356,16 @@ def test_sglang_router_accepts_fleet_router_commands(tmp_path):
     pd = res.fleet.model_copy(update={"pools": [pool.model_copy(update={"role": "prefill"}),
                                                 pool.model_copy(update={"role": "decode", "replicas": 2})]})
     agg = res.fleet.model_copy(update={"pools": [pool.model_copy(update={"replicas": 3})]})
-    cmds = router_commands(pd) + router_commands(agg)
-    argvs = [[concrete(a, "").replace("${POOL0_IP}", "10.0.0.1").replace("${POOL1_IP}", "10.0.0.2")
-              for a in c.argv[3:]] for c in cmds]
+    # and the router Deployments of k8s.yaml (service discovery by pod labels)
+    cmds = router_commands(pd) + router_commands(agg) + [c for _, _, c in k8s_router_commands(pd)]
+    argvs = [[re.sub(r"\$\{POOL(\d+)_R(\d+)_IP\}", r"10.0.\1.\2", concrete(a, "")) for a in c.argv[3:]]
+             for c in cmds]
     proc = subprocess.run([py, "-c", ROUTER_CHECK, json.dumps(argvs)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert all(g["ok"] for g in got), got
-    assert got[0]["pd"] and got[0]["prefill"][0][1] == SGLANG_BOOTSTRAP_PORT and got[0]["decode"]
-    assert len(got[1]["workers"]) == 1 and not got[1]["pd"]
+    assert got[0]["pd"] and got[0]["prefill"][0][1] == SGLANG_BOOTSTRAP_PORT
+    # one worker per replica (issue 25): the decode pool's 2 replicas, the aggregated pool's 3
+    assert got[0]["decode"] == ["http://10.0.1.0:30000", "http://10.0.1.1:30000"]
+    assert len(got[1]["workers"]) == 3 and not got[1]["pd"]
+    assert got[2]["pd"] and not got[2]["workers"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -176,13 +177,145 @@ def test_k8s_deployment_per_single_node_pool(results, tmp_path):
     res, _, pd = results["sglang"]
     export_fleet(res, tmp_path, fleet=pd)
     docs = [d for d in yaml.safe_load_all((tmp_path / "k8s.yaml").read_text()) if d]
-    deps = [d for d in docs if d["kind"] == "Deployment"]
+    deps = [d for d in docs if d["kind"] == "Deployment" and "rigopt/pool" in d["metadata"]["labels"]]
     assert [d["spec"]["replicas"] for d in deps] == [1, 2]
     assert {d["metadata"]["labels"]["rigopt/role"] for d in deps} == {"prefill", "decode"}
     for d in deps:
         c = d["spec"]["template"]["spec"]["containers"][0]
         assert c["resources"]["limits"]["nvidia.com/gpu"] == str(pd.pools[0].gpus_per_node)
         assert "--disaggregation-mode" in c["command"][2]
-    assert sum(d["kind"] == "Service" for d in docs) == 2
+    assert sum(d["kind"] == "Service" for d in docs) == 2 + 1   # one per pool, one for the PD router
     fleet = json.loads((tmp_path / "fleet.json").read_text())
     assert fleet["schema_id"] == "rigopt.fleet/1"
+
+
+def _mixed(pd, agg_replicas: int = 2):
+    """The PD fleet plus an aggregated pool of the same replicas beside it (prefill 1, decode 2 replicas)."""
+    pool = pd.pools[0]
+    extra = pool.model_copy(update={"role": "aggregated", "replicas": agg_replicas, "kv_transfer_s": 0.0})
+    return pd.model_copy(update={"kind": "mixed", "pools": [*pd.pools, extra]})
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_routers_cover_every_replica_of_every_pool(results, engine, tmp_path):
+    res, _, pd = results[engine]
+    fleet = _mixed(pd)
+    e = export_fleet(res, tmp_path, fleet=fleet)
+    # every replica of every routed pool is one worker of exactly one router (not one Service URL per pool)
+    want = {f"POOL{k}_R{i}_IP" for k, p in enumerate(fleet.pools) for i in range(p.replicas)
+            if engine == "sglang" or p.role != "aggregated"}
+    seen = [n for c in e.router for n in c.env_names]
+    assert sorted(seen) == sorted(want)
+    pd_router = e.router[0]
+    got = flags(pd_router)  # every router flag is one the pinned router's parser accepts
+    if engine == "sglang":
+        assert [v for f, v in got if f == "--prefill"] == [f"http://${{POOL0_R0_IP}}:30000 {SGLANG_BOOTSTRAP_PORT}"]
+        assert [v for f, v in got if f == "--decode"] == ["http://${POOL1_R0_IP}:30000", "http://${POOL1_R1_IP}:30000"]
+        # the aggregated pool beside the PD pools gets its own route, one URL per replica, cache-aware
+        agg = dict(flags(e.router[1]))
+        assert agg["--worker-urls"].split() == ["http://${POOL2_R0_IP}:30000", "http://${POOL2_R1_IP}:30000"]
+        assert agg["--policy"] == "cache_aware" and agg["--port"] != dict(got)["--port"]
+    else:
+        d = dict(got)
+        assert d["--decoder-hosts"].split() == ["${POOL1_R0_IP}", "${POOL1_R1_IP}"]
+        assert len(d["--decoder-ports"].split()) == 2 and len(e.router) == 1
+    # router.sh requires every address and starts every router; README gives each route its router weight
+    sh = (tmp_path / "router.sh").read_text()
+    assert all(f': "${{{n}:?' in sh for n in want)
+    readme = (tmp_path / "README.md").read_text()
+    routes = [line for line in readme.splitlines() if "router weight" in line and line.startswith("- router.sh")
+              or line.startswith("- pool2 Service")]
+    assert len(routes) == 2
+    shares = [int(x.rsplit("(", 1)[1].split("%")[0]) for x in routes]
+    assert 99 <= sum(shares) <= 101
+
+
+def test_router_script_starts_every_router(results, tmp_path):
+    # router.sh run as a user would (stub python3 printing its argv): both routers start, with every address
+    import os
+    import subprocess
+    res, _, pd = results["sglang"]
+    fleet = _mixed(pd)
+    export_fleet(res, tmp_path, fleet=fleet)
+    stub = tmp_path / "bin" / "python3"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\necho "$*" >> "$OUT_LOG"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "OUT_LOG": str(tmp_path / "log")}
+    env.update({f"POOL{k}_R{i}_IP": f"10.0.{k}.{i}" for k, p in enumerate(fleet.pools) for i in range(p.replicas)})
+    subprocess.run(["bash", str(tmp_path / "router.sh")], env=env, check=True, timeout=30)
+    for _ in range(100):  # the first router runs in the background
+        lines = (tmp_path / "log").read_text().splitlines() if (tmp_path / "log").exists() else []
+        if len(lines) == 2:
+            break
+        time.sleep(0.05)
+    assert sorted(line.split()[2] for line in lines) == ["--pd-disaggregation", "--worker-urls"]
+    assert all("${" not in line for line in lines) and "http://10.0.2.1:30000" in " ".join(lines)
+    env.pop("POOL1_R1_IP")
+    r = subprocess.run(["bash", str(tmp_path / "router.sh")], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "POOL1_R1_IP" in r.stderr
+
+
+def test_k8s_routers_discover_every_replica_pod(results, tmp_path):
+    # in Kubernetes the SGLang routers find every replica pod by its labels (sglang-router --service-discovery),
+    # not one Service URL per pool: each pool's pod template matches exactly one router's selector
+    res, _, pd = results["sglang"]
+    fleet = _mixed(pd)
+    e = export_fleet(res, tmp_path, fleet=fleet)
+    docs = [d for d in yaml.safe_load_all((tmp_path / "k8s.yaml").read_text()) if d]
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"] for d in docs
+            if d["kind"] == "Deployment" and "rigopt/pool" in d["metadata"]["labels"]}
+    routers = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs
+               if d["kind"] == "Deployment" and "rigopt/router" in d["metadata"]["labels"]}
+    assert set(routers) == {"router-pd", "router-aggregated"} and len(e.k8s_routers) == 2
+    selectors = []
+    for c in e.k8s_routers:
+        got = flags(c)  # flags of the pinned router's parser
+        d = dict(got)
+        assert "--service-discovery" in d and d["--service-discovery-port"] == "30000"
+        for f in ("--prefill-selector", "--decode-selector", "--selector"):
+            if f in d:
+                selectors.append(dict(kv.split("=", 1) for kv in d[f].split()))
+    for name, meta in pods.items():
+        matched = [s for s in selectors if all(meta["labels"].get(k) == v for k, v in s.items())]
+        assert len(matched) == 1, name
+        if meta["labels"]["rigopt/role"] == "prefill":  # where discovery reads the bootstrap port
+            assert meta["annotations"]["sglang.ai/bootstrap-port"] == str(SGLANG_BOOTSTRAP_PORT)
+    for spec in routers.values():
+        assert spec["serviceAccountName"] == "rigopt-router"
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert role["rules"][0]["resources"] == ["pods"] and "watch" in role["rules"][0]["verbs"]
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_split_by_router_weight_is_an_httproute(results, engine, tmp_path):
+    # "split traffic by router weight" as a command: a Gateway API HTTPRoute whose backendRefs are the fleet's
+    # routes (Services of k8s.yaml) with integer weights proportional to the README's router weights
+    res, agg, pd = results[engine]
+    fleets = {"mixed": _mixed(pd)}
+    pool = agg.pools[0]
+    fleets["two aggregated pools"] = agg.model_copy(update={"pools": [pool, pool.model_copy(update={"replicas": 3})]})
+    for which, fleet in fleets.items():
+        d = tmp_path / which.replace(" ", "-")
+        export_fleet(res, d, fleet=fleet)
+        docs = [x for x in yaml.safe_load_all((d / "k8s.yaml").read_text()) if x]
+        routes = [x for x in docs if x["kind"] == "HTTPRoute"]
+        readme = (d / "README.md").read_text()
+        weights = [float(line.split("router weight ")[1].split()[0]) for line in readme.splitlines()
+                   if line.startswith("- ") and "router weight" in line and "req/s each" not in line]
+        if engine == "vllm" and which == "mixed":  # vLLM's PD proxy runs from router.sh, not in k8s.yaml
+            assert not routes and len(weights) == 2
+            continue
+        if engine == "sglang" and which == "two aggregated pools":  # one route: one router over all 4 replicas
+            assert not routes and not weights
+            continue
+        assert len(routes) == 1
+        refs = routes[0]["spec"]["rules"][0]["backendRefs"]
+        services = {x["metadata"]["name"]: x["spec"]["ports"][0]["port"] for x in docs if x["kind"] == "Service"}
+        assert all(services.get(r["name"]) == r["port"] for r in refs)
+        assert len(refs) == len(weights)
+        got = [r["weight"] / sum(x["weight"] for x in refs) for r in refs]
+        assert got == pytest.approx([w / sum(weights) for w in weights], abs=2e-3)
+        assert all(isinstance(r["weight"], int) and 0 <= r["weight"] <= 1_000_000 for r in refs)
+        if which == "two aggregated pools":  # the same replica, 1 vs 3 of them: a 1:3 split
+            assert [r["weight"] for r in refs] == [250, 750]

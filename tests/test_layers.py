@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("solver", ["optimizer.solver", "optimizer.hetero", "optimizer.fleet"]),
     ("place", ["optimizer.place"]),
     ("render", ["optimizer.export", "optimizer.report"]),
-    ("app", ["optimizer.fidelity", "optimizer.scenarios"]),
+    ("app", ["optimizer.fidelity", "optimizer.scenarios", "optimizer.verify"]),
     ("cli", ["optimizer.cli", "optimizer.__main__", "optimizer.serve"]),
 ]
 

@@ -4,7 +4,10 @@ written, every printed command splits with shlex and uses only flags the pinned 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -27,6 +30,19 @@ def _script_argv(path: Path) -> list[str]:
     return shlex.split(body.replace("\\\n", " "))[1:]
 
 
+def _run_script(path: Path, cwd: Path) -> list[str]:
+    """Run a launch script with a stub `python3` that prints its arguments: the argv after the shell expanded
+    it (the version check's `python3 -c` succeeds silently)."""
+    bin_dir = cwd / "stub-bin"
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / "python3"
+    stub.write_text('#!/usr/bin/env bash\n[ "$1" = -c ] && exit 0\nprintf \'%s\\0\' "$@"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", str(path)], cwd=cwd, env=env, capture_output=True, check=True)
+    return r.stdout.decode().split("\0")[:-1]
+
+
 def test_cheapest_loads_export_writes_the_placement_and_its_file(tmp_path):
     plan = tmp_path / "plan.json"
     r = runner.invoke(app, ["cheapest", "deepseek-v4-flash", "-c", "32K", "--gpus", "h200", "--engine", "sglang",
@@ -34,10 +50,15 @@ def test_cheapest_loads_export_writes_the_placement_and_its_file(tmp_path):
                             "--export", "auto"])
     assert r.exit_code == 0, r.output
     out = tmp_path / "plan"
-    argv = _script_argv(out / "launch-node0.sh")
-    assert "--init-expert-location" in argv
+    assert str(tmp_path) not in (out / "launch-node0.sh").read_text()  # nothing names the machine that ran rigopt
+    # the folder is portable: copied elsewhere and started from another directory, the script names the file
+    # beside itself (a stub python3 on PATH prints the argv the script execs)
+    copied = tmp_path / "server" / "deploy"
+    shutil.copytree(out, copied)
+    argv = _run_script(copied / "launch-node0.sh", tmp_path)
+    assert argv[:2] == ["-m", "sglang.launch_server"]
     loc = Path(argv[argv.index("--init-expert-location") + 1])
-    assert loc.is_file() and loc.parent == out.resolve()
+    assert loc.is_file() and loc.parent == copied.resolve()
     m = json.loads(loc.read_text())["physical_to_logical_map"]
     assert len(m) == 43 and len({len(row) for row in m}) == 1
     assert int(argv[argv.index("--ep-num-redundant-experts") + 1]) == len(m[0]) - 256
@@ -69,3 +90,25 @@ def test_cheapest_export_other_engine_is_one_error_line(tmp_path):
     assert r.exit_code != 0
     assert "use --export auto" in str(r.exception) or "use --export auto" in r.output
     assert set(ALLOW_FILES) >= {"vllm", "sglang", "llamacpp"}
+
+
+def test_place_and_export_agree_with_zero_redundant_experts(tmp_path):
+    # a placement without spare slots is still a placement: `place` prints `--enable-eplb` with
+    # num_redundant_experts 0 (vLLM ParallelConfig accepts any non-negative count with EPLB), and
+    # `export --placement` writes the same flags, not none
+    plan = tmp_path / "plan.json"
+    assert runner.invoke(app, ["cheapest", "deepseek-v4-flash", "-c", "32K", "--gpus", "h200", "--engine", "vllm",
+                               "--min-bits", "0", "--top", "1", "--out", str(plan)]).exit_code == 0
+    place = tmp_path / "place.json"
+    r = runner.invoke(app, ["place", str(plan), "--loads", "zipf:1.0", "--redundant-experts", "0",
+                            "--out", str(place)])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("export vllm:"))
+    printed = shlex.split(line.split(":", 1)[1])
+    assert json.loads(printed[printed.index("--eplb-config") + 1])["num_redundant_experts"] == 0
+    r = runner.invoke(app, ["export", str(plan), "--placement", str(place), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 0, r.output
+    argv = _script_argv(tmp_path / "x" / "launch-node0.sh")
+    i = argv.index(printed[0])
+    assert argv[i:i + len(printed)] == printed
+    assert not _flags_ok(argv[3:], "vllm")

@@ -220,8 +220,30 @@ def test_mlx_export_allow_listed(tmp_path):
     assert seen["--decode-concurrency"] == str(plan.concurrency)
     assert seen["--host"] == "127.0.0.1"
     subprocess.run(["bash", "-n", str(tmp_path / "launch.sh")], check=True)
-    with pytest.raises(ExportError, match="kv-bits"):
-        export_plan(plan.model_copy(update={"kv_dtype": "mlx_q8"}), None, None)
+
+
+def test_mlx_quantized_kv_export(tmp_path):
+    # the released mlx_lm 0.32.0 wheel's server.py has --kv-bits, --kv-group-size, --quantized-kv-start (the
+    # allow-list is extracted from it); with --kv-bits the server stops batching (server.py _is_batchable:
+    # `self.cli_args.kv_bits is None`), so a quantized-KV plan has one sequence
+    plan = _plan("mlx", kv_dtypes=["mlx_q4"], concurrency=1)
+    assert plan.kv_dtype == "mlx_q4" and plan.concurrency == 1
+    res = export_plan(plan, None, tmp_path)
+    ok = allow(f"mlx-lm-{MLX_LM_VERSION}.txt")
+    argv = shlex.split(res.commands[0].one_line())
+    flags = dict(zip(argv[1::2], argv[2::2], strict=True))
+    assert set(flags) <= set(ok)
+    assert all(flags[k].isdigit() for k in flags if ok[k] == "int")
+    # the plan's KV bytes (mlx_q4: 4 bits + fp16 scale and bias per 64 values) hold only if the whole cache is
+    # quantized from the first token (the server's default --quantized-kv-start is 5000) in groups of 64
+    assert (flags["--kv-bits"], flags["--kv-group-size"], flags["--quantized-kv-start"]) == ("4", "64", "0")
+    with pytest.raises(ExportError, match="one request at a time"):
+        export_plan(plan.model_copy(update={"concurrency": 2}), None, None)
+    with pytest.raises(InputError, match="one request at a time"):
+        deployment("mlx", "m4-max-128gb", "mlx4", 4096, concurrency=2, kv="mlx_q8")
+    q8 = memory_of(deployment("mlx", "m4-max-128gb", "mlx4", 4096, concurrency=1, kv="mlx_q8"))
+    bf16 = memory_of(deployment("mlx", "m4-max-128gb", "mlx4", 4096, concurrency=1))
+    assert q8.kv_bytes == pytest.approx(bf16.kv_bytes * (1 + 4 / 64) / 2)
 
 
 def test_mlx_plan_only_on_macs():
@@ -242,7 +264,8 @@ def test_allow_lists_extracted_names():
     assert {"lms load --context-length", "lms load --gpu", "lms server start --port"} <= set(lm)
     assert "lms load --kv-cache-type" not in lm
     assert {"--model", "--prompt-cache-bytes", "--decode-concurrency"} <= set(mx)
-    assert "--kv-bits" not in mx and "--max-kv-size" not in mx
+    # the released wheel's server.py (not a repository commit): KV quantization yes, --max-kv-size no
+    assert {"--kv-bits", "--kv-group-size", "--quantized-kv-start"} <= set(mx) and "--max-kv-size" not in mx
 
 
 # ------------------------------------------------------------------------------------------------ MLX speed
@@ -428,3 +451,38 @@ def test_hybrid_model_on_desktop_engines_uses_llamacpps_state_layout():
         r = estimate(m, context=131072, engine=eng, engine_explicit=True, gpu=gpu)
         assert r.kv.recurrent_state_bytes_per_seq == ref, eng
         assert r.hardware is not None and r.hardware.decode.tok_s_per_seq > 0
+
+
+# ------------------------------------------------------------------------------------------------ desktop plans export
+def test_dense_models_never_get_moe_mixes():
+    # the `-moe` GGUF mixes keep everything but the routed experts at Q8_0: on a dense model that is Q8_0 with a
+    # label no runtime can pull (issue 25: a dense 8B on a 24 GB card planned as iq2_xxs-moe)
+    from optimizer.estimate.schemes import MOE_MIXES
+    from optimizer.hetero.api import MIXED_QUANTS, _quality_order
+    from optimizer.solver.query import Owned
+    owned = Owned.parse("1x rtx-4090")
+    for engine in ("llamacpp", "ollama", "lmstudio"):
+        q = Query(model="qwen3-8b", context=8192, owned=owned, engines=[engine], min_expert_bits=0)
+        quants = {c.quant for c in enumerate_candidates(q, resolve_model("qwen3-8b"))}
+        assert quants and not quants & MOE_MIXES, (engine, quants)
+    assert not set(_quality_order(resolve_model("qwen3-8b"), MIXED_QUANTS)) & MOE_MIXES
+    # a MoE model still gets them (its routed experts are what the mix shrinks)
+    q = Query(model="qwen3-30b-a3b", context=8192, owned=Owned.parse("1x rtx-4090, 64GB ddr5"), engines=["llamacpp"])
+    assert {c.quant for c in enumerate_candidates(q, resolve_model("qwen3-30b-a3b"))} & MOE_MIXES
+
+
+def test_ollama_plans_what_ollama_can_pull(tmp_path):
+    # owned hardware: every plan costs $0 and the tie-break takes the best quality; with --engine ollama that must
+    # be a quantization a library tag downloads (models/ollama-tags.yaml), so the export starts without a GGUF
+    from optimizer.catalog.ollama_tags import tag_for
+    from optimizer.solver.query import Owned
+    r = cheapest(Query(model="qwen3-8b", context=8192, owned=Owned.parse("1x rtx-4090"), engines=["ollama"], top=1))
+    assert r.plan is not None and tag_for("qwen3-8b", r.plan.quant) is not None
+    res = export_plan(r.plan, None, tmp_path)
+    assert f"FROM {tag_for('qwen3-8b', r.plan.quant).tag}" in res.file("Modelfile").content
+    # the user's own GGUF at another quantization: planned when asked for, and the export asks for its path
+    r = cheapest(Query(model="qwen3-8b", context=8192, owned=Owned.parse("1x rtx-4090"), engines=["ollama"],
+                       quants=["q8_0"], top=1))
+    assert r.plan is not None and r.plan.quant == "q8_0"
+    with pytest.raises(ExportError, match="--model-path"):
+        export_plan(r.plan, None, None)

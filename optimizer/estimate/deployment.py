@@ -185,6 +185,11 @@ class Deployment:
             raise InputError(f"Ollama serves {ollama_single_slot_arch(self.model.spec)} models one request at a "
                              "time (server/sched.go forces num_parallel 1 for this architecture): use concurrency 1 "
                              "or another engine")
+        if self.engine == "mlx" and (self.kv_dtype or "").lower().startswith("mlx_") and self.concurrency > 1:
+            # mlx-lm 0.32.0 mlx_lm/server.py ResponseGenerator._is_batchable: `self.cli_args.kv_bits is None`, and
+            # --kv-bits's help: "Disables batching, so requests are served one at a time"
+            raise InputError("mlx_lm.server serves one request at a time with a quantized KV cache (--kv-bits "
+                             "disables batching): use concurrency 1 or the default KV dtype")
         if not runs_on_vendor(self.engine, self.hardware.accelerator.vendor):
             raise InputError(f"{self.engine} runs only on Apple silicon, not on {self.hardware.accelerator.key} "
                              f"({self.hardware.accelerator.vendor})")

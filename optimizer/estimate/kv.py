@@ -12,7 +12,10 @@ Row sizes per engine (shared/reference/engines.md and models.md):
 - MLX (mlx-lm 0.32.0 mlx_lm/models/cache.py): `KVCache` holds K and V as [B, kv_heads, n, head_dim] in the
   model's float dtype and grows in steps of 256 tokens (`step = 256`: n = ceil(T / 256) * 256); sliding-window
   layers use a `RotatingKVCache` of the window (models' make_cache). `QuantizedKVCache` (--kv-bits, group 64)
-  stores b-bit values plus a fp16 scale and bias per 64 values (dtypes mlx_q8, mlx_q4).
+  stores b-bit values plus a fp16 scale and bias per 64 values (dtypes mlx_q8, mlx_q4), also in 256-token steps.
+  The export passes `--quantized-kv-start 0` (the server's default 5000 keeps the first 5000 tokens in full
+  precision, generate.py maybe_quantize_kv_cache), so the whole cache is quantized as planned; with --kv-bits the
+  server serves one request at a time (server.py _is_batchable).
 """
 
 from __future__ import annotations
@@ -187,7 +190,7 @@ def _kv_estimate(spec: ModelSpec, engine: str, kv_dtype: str | None, tp: int, in
         raise InputError(f"{engine} (llama.cpp) has no {kv_dtype} KV cache; use f16, bf16, q8_0, q4_0, ...")
     if engine == "mlx" and kv_dtype not in MLX_KV_DTYPES:
         raise InputError(f"mlx-lm has no {kv_dtype} KV cache; use bf16 (the model dtype), mlx_q8 or mlx_q4 "
-                         "(mlx_lm.generate --kv-bits 8/4)")
+                         "(mlx_lm.server --kv-bits 8/4)")
     if engine != "mlx" and kv_dtype.startswith("mlx_"):
         raise InputError(f"{kv_dtype} is an MLX KV cache type (mlx engine only)")
     layouts = []

@@ -107,7 +107,9 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in [
     _kquant("iq1_m", "iq1_m", "iq2_xxs", "q6_k", "GGUF IQ1_M (approximate mix)"),
 ]}
 
-# "Expert-only" GGUF mixes, the way MoE GGUFs (e.g. unsloth dynamic quants) keep attention at Q8_0.
+# "Expert-only" GGUF mixes, the way MoE GGUFs (e.g. unsloth dynamic quants) keep attention at Q8_0. A dense model
+# has no routed experts: there the mix is Q8_0 under another name, so no planner offers it for one (moe_only).
+MOE_MIXES: frozenset[str] = frozenset({"q4_k_m-moe", "q2_k-moe", "iq2_xxs-moe", "iq1_s-moe"})
 for _n, _t in (("q4_k_m-moe", "q4_k"), ("q2_k-moe", "q2_k"), ("iq2_xxs-moe", "iq2_xxs"), ("iq1_s-moe", "iq1_s")):
     SCHEMES[_n] = _scheme(_n, f"GGUF: routed experts {_t.upper()}, everything else Q8_0 (MoE-style mix)", "q8_0",
                           gguf=True, routed_experts=_t, head="q6_k", embed="q8_0")

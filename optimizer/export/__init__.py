@@ -12,6 +12,7 @@ from optimizer.engines import LLAMACPP_COMMIT, SGLANG_VERSION, VLLM_VERSION
 from optimizer.export import desktop, explain, k8s, llamacpp, sglang, vllm
 from optimizer.export.common import (
     ENGINE_VERSIONS,
+    Arg,
     ExportError,
     ExportFile,
     ExportResult,
@@ -92,7 +93,7 @@ def check_plan_text(plan: Plan) -> None:
 
 
 def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path: str | None = None, *,
-                redundant_experts: int | None = None, expert_location: str | None = None,
+                redundant_experts: int | None = None, expert_location: Arg | None = None,
                 placement=None) -> ExportResult:
     """Launch commands + EXPLAIN.md for `plan` on `engine` (None: the plan's own engine); files are written to
     `out_dir` when given. `placement` (a `rigopt place` result) adds its flags and the files they name."""

@@ -53,6 +53,16 @@ class Var:
 
 Arg = str | Var
 
+# The folder the launch script sits in, set by the script itself (`"$(dirname "$0")"`), so a file an export writes
+# beside its scripts is named relative to them and the folder can be copied to the server as it is.
+EXPORT_DIR = "RIGOPT_EXPORT_DIR"
+EXPORT_DIR_LINE = f'{EXPORT_DIR}="$(cd "$(dirname "$0")" && pwd)"'
+
+
+def in_export_dir(name: str) -> Var:
+    """A file written beside the launch scripts, as the script sees it at launch time."""
+    return Var(f"${{{EXPORT_DIR}}}/{name}")
+
 
 def quote(a: Arg) -> str:
     return a.render() if isinstance(a, Var) else shlex.quote(str(a))
@@ -96,8 +106,12 @@ class Command:
         out = []
         for a in [*self.argv, *self.env.values()]:
             if isinstance(a, Var):
-                out += [n for n in a.names if n not in out and n not in self.env]
+                out += [n for n in a.names if n not in out and n not in self.env and n != EXPORT_DIR]
         return out
+
+    @property
+    def uses_export_dir(self) -> bool:
+        return any(isinstance(a, Var) and EXPORT_DIR in a.names for a in [*self.argv, *self.env.values()])
 
 
 @dataclass
@@ -263,6 +277,8 @@ def script(cmd: Command, engine: str, header: list[str], version_check: str | No
     lines += [f"# {h}" for h in header]
     for name in cmd.env_names:
         lines.append(f': "${{{name}:?set {name} (see EXPLAIN.md)}}"')
+    if cmd.uses_export_dir:
+        lines.append(EXPORT_DIR_LINE)
     if version_check:
         lines.append(version_check)
     lines += cmd.env_lines()

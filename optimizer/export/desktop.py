@@ -16,6 +16,7 @@ from optimizer.solver.plan import Plan
 OLLAMA_PORT = 11434          # envconfig/config.go Host() default 127.0.0.1:11434
 LMS_PORT = 1234              # LM Studio's documented default server port
 MLX_PORT = 8080              # mlx_lm/server.py --port default
+MLX_KV_GROUP_SIZE = 64       # mlx_lm/server.py --kv-group-size default; formats.KV_DTYPES mlx_q* assume it
 OLLAMA_KV_TYPES = ("f16", "q8_0", "q4_0")   # docs/faq.mdx "currently available K/V cache quantization types"
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._/~+:@-]+$")
 LMS_COMMIT = "07b7252"       # `lms version --json` prints the CLI's commit hash, not its version
@@ -174,9 +175,16 @@ def lmstudio(facts: ModelFacts, plan: Plan, model_path: str | None, warnings: li
 def mlx(facts: ModelFacts, plan: Plan, model_path: str | None, warnings: list[str], derived: dict
         ) -> tuple[list[Command], list[ExportFile]]:
     _single_box(plan, "mlx")
+    kv_bits: list[Arg] = []
     if plan.kv_dtype.startswith("mlx_"):
-        raise ExportError(f"mlx_lm.server {ENGINE_VERSIONS['mlx']} has no --kv-bits (only mlx_lm.generate has); "
-                          "re-plan with the default KV dtype")
+        if plan.concurrency > 1:
+            raise ExportError(f"mlx_lm.server {ENGINE_VERSIONS['mlx']} serves one request at a time with --kv-bits; "
+                              f"the plan has concurrency {plan.concurrency}: re-plan with concurrency 1 or the "
+                              "default KV dtype")
+        # mlx_lm 0.32.0 server.py: --kv-bits, --kv-group-size (default 64), --quantized-kv-start (default 5000:
+        # the first 5000 tokens stay full precision); 0 quantizes the whole cache, as the plan's KV bytes assume
+        kv_bits = ["--kv-bits", plan.kv_dtype.removeprefix("mlx_q"), "--kv-group-size", str(MLX_KV_GROUP_SIZE),
+                   "--quantized-kv-start", "0"]
     if model_path is not None:
         if model_path.startswith("-"):
             raise ExportError("--model-path must not start with '-'")
@@ -192,7 +200,7 @@ def mlx(facts: ModelFacts, plan: Plan, model_path: str | None, warnings: list[st
     a: list[Arg] = ["mlx_lm.server", "--model", model, "--host", "127.0.0.1", "--port", str(MLX_PORT),
                     "--decode-concurrency", str(plan.concurrency),
                     "--prompt-concurrency", str(min(plan.concurrency, 8)),
-                    "--prefill-step-size", str(int(step)), "--prompt-cache-bytes", str(cache_bytes)]
+                    "--prefill-step-size", str(int(step)), "--prompt-cache-bytes", str(cache_bytes), *kv_bits]
     derived["prompt_cache_bytes"] = cache_bytes
     warnings.append(f"mlx_lm.server has no context cap: requests beyond {plan.context:,} tokens use more KV than "
                     "planned; the prompt cache is capped at the plan's headroom (--prompt-cache-bytes)")

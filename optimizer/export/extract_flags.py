@@ -425,7 +425,7 @@ def extract_mlx_server(server_py: str) -> dict[str, tuple[str, list | None]]:
 
 
 def main_desktop(ollama_src: str, lms_src: str, mlx_src: str, out_dir: str) -> None:
-    """python -m optimizer.export.extract_flags --desktop OLLAMA_CHECKOUT LMS_CHECKOUT MLX_LM_CHECKOUT OUT_DIR"""
+    """python -m optimizer.export.extract_flags --desktop OLLAMA_CHECKOUT LMS_CHECKOUT MLX_LM_WHEEL OUT_DIR"""
     o, lm, mx, out = Path(ollama_src), Path(lms_src), Path(mlx_src), Path(out_dir)
     fmt = ("Format: NAME<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|json|bool|flag (flag takes no value).")
     _write(out / f"ollama-{OLLAMA_VERSION}.txt", [
@@ -441,11 +441,24 @@ def main_desktop(ollama_src: str, lms_src: str, mlx_src: str, out_dir: str) -> N
         f"LM Studio CLI lms {LMS_VERSION} (lmstudio-ai/lms), extracted by optimizer/export/extract_flags.py from the",
         "commander options of src/subcommands/load.ts, server.ts (start) and the shared createClient.ts / logLevel.ts.",
         fmt], extract_lms(srcs))
-    _write(out / f"mlx-lm-{MLX_LM_VERSION}.txt", [
+    main_mlx(str(mx), out_dir)
+
+
+def main_mlx(wheel: str, out_dir: str) -> None:
+    """python -m optimizer.export.extract_flags --mlx MLX_LM_WHEEL OUT_DIR: the released wheel users install
+    (`pip download --no-deps -d /tmp/eng mlx-lm==MLX_LM_VERSION`), not a repository commit."""
+    w = Path(wheel)
+    if w.is_dir():
+        w = next(w.rglob(f"mlx_lm-{MLX_LM_VERSION}-*.whl"))
+    with zipfile.ZipFile(w) as z:
+        server_py = z.read("mlx_lm/server.py").decode()
+    fmt = ("Format: NAME<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|json|bool|flag (flag takes no value).")
+    _write(Path(out_dir) / f"mlx-lm-{MLX_LM_VERSION}.txt", [
         f"mlx-lm {MLX_LM_VERSION} `mlx_lm.server` flags, extracted by optimizer/export/extract_flags.py from the "
-        "AST of",
-        "mlx_lm/server.py (argparse add_argument calls).",
-        fmt], extract_mlx_server((mx / "mlx_lm/server.py").read_text()))
+        f"PyPI wheel {w.name}:",
+        "AST of mlx_lm/server.py (argparse add_argument calls). Refresh: pip download --no-deps -d /tmp/eng "
+        f"mlx-lm=={MLX_LM_VERSION}; python -m optimizer.export.extract_flags --mlx /tmp/eng tests/data/engine_flags",
+        fmt], extract_mlx_server(server_py))
 
 
 # ----------------------------------------------------------------------------------------------- routers
@@ -578,6 +591,8 @@ def main(src_dir: str, out_dir: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--desktop"]:
         main_desktop(*sys.argv[2:6])
+    elif sys.argv[1:2] == ["--mlx"]:
+        main_mlx(*sys.argv[2:4])
     elif sys.argv[1:2] == ["routers"]:
         main_routers(*sys.argv[2:4])
     else:

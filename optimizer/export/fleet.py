@@ -49,6 +49,7 @@ class FleetExport:
     files: list[ExportFile] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)  # engine commands (checked against allow-lists)
     router: list[Command] = field(default_factory=list)  # router / proxy commands (not engine flags)
+    k8s_routers: list[Command] = field(default_factory=list)  # the routers k8s.yaml runs (service discovery)
     warnings: list[str] = field(default_factory=list)
     out_dir: str | None = None
 
@@ -147,22 +148,36 @@ def _slug(s: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", s.lower()).strip("-")[:40].strip("-") or "pool"
 
 
+def replica_ip(k: int, i: int) -> Var:
+    """The address of replica i of pool k: every replica is its own router worker (a Service address would hide
+    the replicas behind one URL, and the SGLang router's cache-aware policy would see one worker)."""
+    return Var(f"${{POOL{k}_R{i}_IP}}")
+
+
+def _replicas(fleet: Fleet, pools: list[int]) -> list[tuple[int, int]]:
+    return [(k, i) for k in pools for i in range(fleet.pools[k].replicas)]
+
+
 def router_commands(fleet: Fleet) -> list[Command]:
+    """One router per route: the prefill/decode pools behind SGLang's PD router or vLLM's NIXL proxy on
+    ROUTER_PORT, the aggregated SGLang pools behind an sglang-router on ROUTER_PORT + 1 (a fleet may have both);
+    every replica of every pool is one worker URL."""
     pre = [k for k, p in enumerate(fleet.pools) if p.role == "prefill"]
     dec = [k for k, p in enumerate(fleet.pools) if p.role == "decode"]
-    agg = [k for k, p in enumerate(fleet.pools) if p.role == "aggregated"]
+    agg = [k for k, p in enumerate(fleet.pools) if p.role == "aggregated" and p.engine == "sglang"]
     out: list[Command] = []
     if pre and dec:
         engine = fleet.pools[pre[0]].engine
         port = HTTP_PORT[engine]
         if engine == "sglang":
             a: list = ["python3", "-m", "sglang_router.launch_router", "--pd-disaggregation"]
-            for k in pre:  # URL and the prefill server's bootstrap port (omitted, the router assumes none)
-                a += ["--prefill", Var(f"http://${{POOL{k}_IP}}:{port}"), str(SGLANG_BOOTSTRAP_PORT)]
-            for k in dec:
-                a += ["--decode", Var(f"http://${{POOL{k}_IP}}:{port}")]
+            for k, i in _replicas(fleet, pre):  # URL and the prefill server's bootstrap port (omitted: none)
+                a += ["--prefill", Var(f"http://${{POOL{k}_R{i}_IP}}:{port}"), str(SGLANG_BOOTSTRAP_PORT)]
+            for k, i in _replicas(fleet, dec):
+                a += ["--decode", Var(f"http://${{POOL{k}_R{i}_IP}}:{port}")]
             a += ["--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
         else:
+            pr, dr = _replicas(fleet, pre), _replicas(fleet, dec)
             a = [
                 "python3",
                 "toy_proxy_server.py",
@@ -171,43 +186,50 @@ def router_commands(fleet: Fleet) -> list[Command]:
                 "--port",
                 str(ROUTER_PORT),
                 "--prefiller-hosts",
-                *[Var(f"${{POOL{k}_IP}}") for k in pre],
+                *[replica_ip(k, i) for k, i in pr],
                 "--prefiller-ports",
-                *[str(port)] * len(pre),
+                *[str(port)] * len(pr),
                 "--decoder-hosts",
-                *[Var(f"${{POOL{k}_IP}}") for k in dec],
+                *[replica_ip(k, i) for k, i in dr],
                 "--decoder-ports",
-                *[str(port)] * len(dec),
+                *[str(port)] * len(dr),
             ]
         out.append(Command(0, "router", a, tool="sglang-router" if engine == "sglang" else "vllm-proxy"))
-    if len(agg) > 1 or (agg and fleet.pools[agg[0]].replicas > 1):
-        if fleet.pools[agg[0]].engine == "sglang":
-            urls = [Var(f"http://${{POOL{k}_IP}}:{HTTP_PORT['sglang']}") for k in agg]
-            out.append(
-                Command(
-                    0,
-                    "router",
-                    [
-                        "python3",
-                        "-m",
-                        "sglang_router.launch_router",
-                        "--worker-urls",
-                        *urls,
-                        "--host",
-                        "0.0.0.0",
-                        "--port",
-                        str(ROUTER_PORT),
-                    ],
-                    tool="sglang-router",
-                )
-            )
+    if agg:
+        urls = [Var(f"http://${{POOL{k}_R{i}_IP}}:{HTTP_PORT['sglang']}") for k, i in _replicas(fleet, agg)]
+        port = ROUTER_PORT + 1 if out else ROUTER_PORT
+        out.append(Command(0, "router", ["python3", "-m", "sglang_router.launch_router", "--worker-urls", *urls,
+                                         "--policy", "cache_aware", "--host", "0.0.0.0", "--port", str(port)],
+                           tool="sglang-router"))
+    return out
+
+
+def routes(fleet: Fleet) -> list[tuple[str, list[int], float]]:
+    """(entry point, pools behind it, router weight = the requests/s its replicas sustain within the SLA) for
+    every route into the fleet: a front splits traffic between routes in proportion to the weights."""
+    def cap(ks: list[int]) -> float:
+        return sum(fleet.pools[k].capacity_rps * fleet.pools[k].replicas for k in ks)  # capacity_rps: per replica
+
+    pd = [k for k, p in enumerate(fleet.pools) if p.role != "aggregated"]
+    agg_sg = [k for k, p in enumerate(fleet.pools) if p.role == "aggregated" and p.engine == "sglang"]
+    out: list[tuple[str, list[int], float]] = []
+    if pd:  # a PD route sustains the smaller of its prefill and its decode capacity
+        w = min(cap([k for k in pd if fleet.pools[k].role == r]) for r in ("prefill", "decode"))
+        out.append((f"router.sh :{ROUTER_PORT} (PD)", pd, w))
+    if agg_sg:
+        port = ROUTER_PORT + 1 if pd else ROUTER_PORT
+        out.append((f"router.sh :{port} (aggregated SGLang)", agg_sg, cap(agg_sg)))
+    for k, p in enumerate(fleet.pools):
+        if p.role == "aggregated" and p.engine != "sglang":
+            out.append((f"pool{k} Service (its {p.replicas} replicas)", [k], cap([k])))
     return out
 
 
 def _deployment(name: str, pool: Pool, cmd: Command, image: str) -> str:
     port = HTTP_PORT[pool.engine]
     shell = "".join(f"export {k}={quote(v)}; " for k, v in cmd.env.items()) + " ".join(quote(a) for a in cmd.argv)
-    labels = {"app.kubernetes.io/managed-by": "rigopt", "rigopt/pool": name, "rigopt/role": pool.role}
+    labels = {"app.kubernetes.io/managed-by": "rigopt", "rigopt/pool": name, "rigopt/role": pool.role,
+              "rigopt/engine": pool.engine}
     dep = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -216,7 +238,7 @@ def _deployment(name: str, pool: Pool, cmd: Command, image: str) -> str:
             "replicas": pool.replicas,
             "selector": {"matchLabels": {"rigopt/pool": name}},
             "template": {
-                "metadata": {"labels": dict(labels)},
+                "metadata": {"labels": dict(labels), **_annotations(pool)},
                 "spec": {
                     "containers": [
                         {
@@ -256,6 +278,105 @@ def _deployment(name: str, pool: Pool, cmd: Command, image: str) -> str:
     return head + yaml.safe_dump_all([dep, svc], sort_keys=False, width=10_000)
 
 
+def pool_name(k: int, pool: Pool) -> str:
+    return f"pool{k}-{pool.role}-{_slug(pool.accelerator)}"
+
+
+GATEWAY = "rigopt-gateway"
+WEIGHT_SCALE = 1000  # HTTPRoute weights are integers (0..1,000,000), proportional within a rule
+
+
+def split_route(fleet: Fleet) -> dict | None:
+    """A Gateway API HTTPRoute splitting the fleet's traffic between its routes in proportion to their router
+    weights (gateway.networking.k8s.io/v1 HTTPRoute spec.rules[].backendRefs[].weight, "a proportional split",
+    gateway-api.sigs.k8s.io/guides/traffic-splitting), when every route is a Service of k8s.yaml: the SGLang
+    routers, and aggregated vLLM pools (their Service spreads over their replicas). None for a single route, or
+    when a vLLM PD route (its proxy runs from router.sh) is one of them."""
+    rs = routes(fleet)
+    if len(rs) < 2:
+        return None
+    refs = []
+    total = sum(w for *_, w in rs)
+    for name, pools, w in rs:
+        k = pools[0]
+        p = fleet.pools[k]
+        if name.startswith("router.sh"):
+            if p.engine != "sglang":
+                return None
+            svc = "router-pd" if p.role != "aggregated" else "router-aggregated"
+            port = int(name.split(":")[1].split()[0])
+        else:
+            svc, port = pool_name(k, p), HTTP_PORT[p.engine]
+        refs.append({"name": svc, "port": port, "weight": max(1, round(WEIGHT_SCALE * w / total))})
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "rigopt-fleet", "labels": {"app.kubernetes.io/managed-by": "rigopt"}},
+            "spec": {"parentRefs": [{"name": GATEWAY}], "rules": [{"backendRefs": refs}]}}
+
+
+def _annotations(pool: Pool) -> dict:
+    """SGLang prefill pods carry their bootstrap port where the router's service discovery reads it
+    (sglang_router 0.3.2 RouterArgs.bootstrap_port_annotation, default "sglang.ai/bootstrap-port")."""
+    if pool.engine == "sglang" and pool.role == "prefill":
+        return {"annotations": {"sglang.ai/bootstrap-port": str(SGLANG_BOOTSTRAP_PORT)}}
+    return {}
+
+
+ROUTER_ACCOUNT = "rigopt-router"
+
+
+def k8s_router_commands(fleet: Fleet) -> list[tuple[str, int, Command]]:
+    """(name, port, command) of the routers a Kubernetes fleet runs as Deployments: sglang-router's service
+    discovery finds every replica pod by its labels (one worker per pod, as they come and go), for the SGLang PD
+    pools and the aggregated SGLang pools. vLLM's NIXL proxy takes a fixed host list: router.sh only."""
+    roles = {p.role for p in fleet.pools if p.engine == "sglang"}
+    out: list[tuple[str, int, Command]] = []
+    base = ["python3", "-m", "sglang_router.launch_router", "--service-discovery", "--service-discovery-port",
+            str(HTTP_PORT["sglang"])]
+    if {"prefill", "decode"} <= roles:
+        a = [*base, "--pd-disaggregation", "--prefill-selector", "rigopt/engine=sglang", "rigopt/role=prefill",
+             "--decode-selector", "rigopt/engine=sglang", "rigopt/role=decode",
+             "--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
+        out.append(("router-pd", ROUTER_PORT, Command(0, "router", list(a), tool="sglang-router")))
+    if "aggregated" in roles:
+        port = ROUTER_PORT + 1 if out else ROUTER_PORT
+        a = [*base, "--selector", "rigopt/engine=sglang", "rigopt/role=aggregated", "--policy", "cache_aware",
+             "--host", "0.0.0.0", "--port", str(port)]
+        out.append(("router-aggregated", port, Command(0, "router", list(a), tool="sglang-router")))
+    return out
+
+
+def _router_manifests(routers: list[tuple[str, int, Command]]) -> str:
+    """The routers as Deployments + Services, and the pod-reading permission their service discovery needs
+    (a ClusterRole: without --service-discovery-namespace the router watches every namespace)."""
+    labels = {"app.kubernetes.io/managed-by": "rigopt"}
+    docs: list[dict] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": ROUTER_ACCOUNT, "labels": labels}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": ROUTER_ACCOUNT, "labels": labels},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": ROUTER_ACCOUNT, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROUTER_ACCOUNT},
+         "subjects": [{"kind": "ServiceAccount", "name": ROUTER_ACCOUNT, "namespace": "default"}]},
+    ]
+    for name, port, cmd in routers:
+        sel = {"rigopt/router": name}
+        docs.append({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {**labels, **sel}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": sel},
+                     "template": {"metadata": {"labels": {**labels, **sel}},
+                                  "spec": {"serviceAccountName": ROUTER_ACCOUNT,
+                                           "containers": [{"name": "router", "image": SGLANG_IMAGE,
+                                                           "command": [str(a) for a in cmd.argv],
+                                                           "ports": [{"containerPort": port}]}]}}}})
+        docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                     "spec": {"selector": sel, "type": "ClusterIP",
+                              "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]}})
+    return ("# routers: sglang-router with Kubernetes service discovery (every replica pod is a worker); the "
+            "ClusterRoleBinding names the 'default' namespace: edit it to where you apply this file\n"
+            + yaml.safe_dump_all(docs, sort_keys=False, width=10_000))
+
+
 def export_fleet(
     res: FleetResult, out_dir: str | Path | None = None, model_path: str | None = None, fleet: Fleet | None = None
 ) -> FleetExport:
@@ -276,7 +397,7 @@ def export_fleet(
         plan = pool_plan(res, pool)
         r = export_plan(plan, pool.engine, None, model_path)
         extra, env = pd_args(pool.engine, pool.role)
-        name = f"pool{k}-{pool.role}-{_slug(pool.accelerator)}"
+        name = pool_name(k, pool)
         cmds = []
         for c in r.commands:
             argv = list(c.argv) + (extra if c.role == "head" or pool.engine == "vllm" else [])
@@ -318,24 +439,43 @@ def export_fleet(
         )
     out.router = router_commands(fleet)
     if out.router:
+        names = [n for c in out.router for n in c.env_names]
+        bg = [c.shell() + " &" for c in out.router[:-1]]  # every route's router, the last one in the foreground
         out.files.append(
             ExportFile(
                 "router.sh",
                 "#!/usr/bin/env bash\nset -euo pipefail\n"
-                "# POOL<k>_IP: an address of pool k's replicas (its Service in Kubernetes)\n"
-                + "\n".join(c.shell() for c in out.router)
+                "# POOL<k>_R<i>_IP: the address of replica i of pool k (in Kubernetes: its pod IP, `kubectl get "
+                "pods -l rigopt/pool=<pool name> -o wide`); every replica is a worker of its router\n"
+                + "".join(f': "${{{n}:?set {n}}}"\n' for n in names)
+                + "\n".join([*bg, out.router[-1].shell()])
                 + "\n",
                 True,
             )
         )
+    rs = routes(fleet)
+    if len(rs) > 1:
+        total = sum(w for *_, w in rs)
+        how = ("the HTTPRoute rigopt-fleet in k8s.yaml does it in Kubernetes" if split_route(fleet) is not None
+               else "e.g. weighted upstreams of your load balancer")
+        readme.append(f"\nRoutes into the fleet: split traffic in proportion to the router weights ({how}):")
+        for name, pools, w in rs:
+            readme.append(f"- {name}: pools {', '.join(f'pool{k}' for k in pools)}; router weight {w:.4g} "
+                          f"({w / total:.0%} of requests)")
     kinds = {p.engine for p in fleet.pools}
     if "vllm" in kinds and any(p.role != "aggregated" for p in fleet.pools):
         readme.append(
             "\nvLLM PD: run router.sh with toy_proxy_server.py from the vLLM 0.33.0 source tree "
             "(tests/v1/kv_connector/nixl_integration/); NIXL needs `pip install nixl` in the image."
         )
-    if len({p.accelerator for p in fleet.pools if p.role == "aggregated"}) > 1:
-        readme.append("\nMixed aggregated pools: route in proportion to each pool's router weight (its capacity).")
+    k8s_routers = k8s_router_commands(fleet)
+    if k8s_routers:
+        out.k8s_routers = [c for _, _, c in k8s_routers]
+        manifests.append(_router_manifests(k8s_routers))
+    split = split_route(fleet)
+    if split is not None:
+        manifests.append(f"# the split between the fleet's routes by router weight; attach it to your Gateway "
+                         f"(parentRefs: {GATEWAY})\n" + yaml.safe_dump(split, sort_keys=False, width=10_000))
     out.files.append(ExportFile("k8s.yaml", "---\n".join(manifests)))
     out.files.append(ExportFile("README.md", "\n".join(readme) + "\n"))
     out.files.append(ExportFile("fleet.json", res.model_dump_json(indent=2) + "\n"))

@@ -3,8 +3,9 @@ carry it, and the files those flags reference (written beside the launch scripts
 that does not exist).
 
 - vLLM: the placement's redundancy as `--enable-eplb --eplb-config` (vLLM builds its own map online).
-- SGLang EP: `--ep-num-redundant-experts R --init-expert-location <out>/expert-location.json`, the file holding
-  exactly `{"physical_to_logical_map": [...]}` (engines.md §3.2).
+- SGLang EP: `--ep-num-redundant-experts R --init-expert-location "${RIGOPT_EXPORT_DIR}/expert-location.json"`
+  (the launch script's own folder, so the export can be copied), the file holding exactly
+  `{"physical_to_logical_map": [...]}`.
 - SGLang + KTransformers: `--kt-num-gpu-experts N` from the placement's tiering.
 - llama.cpp: the layers whose expert tensors the placement keeps in host memory (`-ot` / `--n-cpu-moe`).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from optimizer.errors import InputError
+from optimizer.export.common import Arg, in_export_dir
 from optimizer.limits import clip_for_message, read_text_bounded
 from optimizer.place import export as place_export
 from optimizer.place.report import PLACE_SCHEMA, PlacementResult
@@ -30,7 +32,7 @@ MAX_PLACEMENT_BYTES = 64 * 2**20
 class AppliedPlacement:
     plan: Plan
     redundant_experts: int | None = None
-    expert_location: str | None = None      # path the SGLang flag names
+    expert_location: Arg | None = None      # path the SGLang flag names (beside the launch script)
     kt_gpu_experts: int | None = None
     files: list[tuple[str, str]] = field(default_factory=list)  # (file name in the out dir, content)
 
@@ -56,13 +58,14 @@ def apply(plan: Plan, placement: PlacementResult, engine: str, out_dir: Path | N
         raise InputError(f"the placement was made for {placement.engine}; export it with --engine {placement.engine}")
     out = AppliedPlacement(plan=plan)
     if placement.ep is not None:
-        out.redundant_experts = placement.ep.redundant_per_layer or None
+        # 0 is a placement too (a rebalanced map without spare slots): exported as `place` prints it
+        out.redundant_experts = placement.ep.redundant_per_layer
         if engine == "sglang":
             if out_dir is None:
                 raise InputError("an SGLang expert placement is a file its flag names: give --out DIR")
             out.files.append((EXPERT_LOCATION_FILE,
                               place_export.sglang_map_json([x.slots for x in placement.ep.layers]) + "\n"))
-            out.expert_location = str((Path(out_dir) / EXPERT_LOCATION_FILE).resolve())
+            out.expert_location = in_export_dir(EXPERT_LOCATION_FILE)  # relative to the script: portable
     if placement.tiers is not None:
         t = placement.tiers
         if engine == "sglang" and t.gpu_experts_per_layer is not None:

@@ -93,7 +93,7 @@ def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], deri
 
 
 def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict,
-             expert_location: str | None = None, *, redundant_experts: int | None = None,
+             expert_location: Arg | None = None, *, redundant_experts: int | None = None,
              kt_gpu_experts: int | None = None) -> list[Command]:
     p, h = plan.parallel, plan.hardware
     a: list[Arg] = ["python3", "-m", "sglang.launch_server", "--model-path", model]
@@ -145,7 +145,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
     if expert_location:
         if not moe or not (p.ep and p.ep_size > 1):
             raise ExportError("--init-expert-location needs an expert-parallel MoE plan")
-        if redundant_experts:
+        if redundant_experts is not None:
             a += ["--ep-num-redundant-experts", str(redundant_experts)]
         a += ["--init-expert-location", expert_location]
     if plan.offload.mode == "cpu" and plan.offload.expert_layers_offloaded:

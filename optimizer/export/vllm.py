@@ -52,7 +52,9 @@ def kv_cache_dtype(facts: ModelFacts, plan: Plan) -> str:
 
 
 def eplb_config(facts: ModelFacts, plan: Plan, redundant: int | None) -> str | None:
-    if not redundant:
+    """None without a placement; a placement with 0 redundant experts still enables EPLB (vLLM rebalances the
+    experts online; EPLBConfig.num_redundant_experts default 0), as `rigopt place` prints it."""
+    if redundant is None:
         return None
     ep = plan.parallel.ep_size
     if not plan.parallel.ep or ep <= 1:

@@ -356,28 +356,27 @@ def _workload(m: Measurement) -> str:
 def run_calibrate(logs: list[str], o: Overrides, profile: str | None, dry_run: bool) -> CalibrateResult:
     """Parse every log, predict every measurement, merge the ratios into the profile (unless dry_run)."""
     from optimizer.fidelity.logs import parse_file
-    from optimizer.fidelity.profile import (
-        Run,
-        default_path,
-        merge,
-        provenance_for,
-        read_profile,
-        sha256_of,
-        write_profile,
-    )
+    from optimizer.fidelity.profile import sha256_of
     if not logs:
         raise InputError("give at least one log file")
     if len(logs) > MAX_LIST_ITEMS:
         raise InputError(f"{len(logs):,} log files (limit {MAX_LIST_ITEMS:,})")
+    return calibrate_measurements([(log, sha256_of(log), parse_file(log)) for log in logs], o, profile, dry_run)
+
+
+def calibrate_measurements(sources: list[tuple[str, str, list[Measurement]]], o: Overrides, profile: str | None,
+                           dry_run: bool) -> CalibrateResult:
+    """Predict every measurement of every source (name, sha256 of its content, measurements) and merge the
+    ratios into the profile (unless dry_run): `rigopt calibrate` for logs, `rigopt verify --calibrate` for a run
+    it measured itself."""
+    from optimizer.fidelity.profile import Run, default_path, merge, provenance_for, read_profile, write_profile
     path = Path(profile).expanduser() if profile else default_path()
     prof = read_profile(path)
     rows: list[RowReport] = []
     runs: list[tuple[tuple[str, int, str, str | None, str | None], Run]] = []
     prov = []
     assumed: list[str] = []
-    for log in logs:
-        ms = parse_file(log)
-        sha = sha256_of(log)
+    for log, sha, ms in sources:
         n = 0
         for m in ms:
             s = identify(m, o)

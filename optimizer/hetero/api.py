@@ -8,7 +8,7 @@ from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.layers import model_layers
-from optimizer.estimate.schemes import get_scheme, mean_active_bits, quality_bits
+from optimizer.estimate.schemes import MOE_MIXES, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, conservative_speed_ratio, interval
 from optimizer.hetero.engines import RULES, mixed_support
 from optimizer.hetero.inventory import Inventory, parse_inventory
@@ -54,6 +54,8 @@ def _quality_order(m, quants) -> list[str]:
     native = get_scheme("native", m.storage)
     rows = []
     for q in quants:
+        if q in MOE_MIXES and not m.spec.is_moe:
+            continue  # a dense model has no routed experts: the MoE mix is Q8_0 under another name
         try:
             scheme = get_scheme(q, m.storage)
         except InputError:

@@ -38,7 +38,7 @@ from optimizer.estimate.deployment import (
     quality_of,
 )
 from optimizer.estimate.kv import default_kv_dtype
-from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme
+from optimizer.estimate.schemes import MOE_MIXES, SCHEMES, Scheme, get_scheme
 from optimizer.estimate.speed import SpeedEstimate
 from optimizer.estimate.uncertainty import planning_ratios
 from optimizer.layout import Parallel
@@ -133,9 +133,12 @@ def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = Fa
     names = q.quants or list(DEFAULT_QUANTS_GGUF if gguf else DEFAULT_QUANTS_MLX if mlx else DEFAULT_QUANTS_ENGINE)
     want = "gguf" if gguf else "mlx" if mlx else "engine"
     out = []
+    dense = m is not None and not m.spec.is_moe
     for n in names:
         key = n.lower()
         s = SCHEMES.get(key)
+        if dense and key in MOE_MIXES:
+            continue  # no routed experts: the MoE mix would be Q8_0 with a misleading label
         if key == "native":
             ok = want != "gguf"
         elif s is None:
@@ -258,8 +261,13 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
             if engine == "lmstudio" and acc.vendor == "apple":  # LM Studio's MLX engine on a Mac
                 qnames += [n for n in _quants(q, False, m, mlx=True) if n not in qnames]
             if engine == "ollama":  # the quantizations its library tags download (gpt-oss: native MXFP4)
-                qnames += [t.quant for t in load_ollama_tags() if t.model == m.key and t.quant not in qnames
-                           and (not q.quants or t.quant in q.quants)]
+                tagged = [t.quant for t in load_ollama_tags() if t.model == m.key]
+                if tagged and not q.quants:
+                    # what `ollama pull` can fetch; another quantization needs the user's own GGUF (--quant with
+                    # `export --model-path`), which the export asks for when no tag matches
+                    qnames = list(dict.fromkeys(tagged))
+                else:
+                    qnames += [t for t in tagged if t not in qnames and (not q.quants or t in q.quants)]
             for qname in qnames:
                 try:
                     scheme = get_scheme(qname, m.storage)  # a quantization the model's storage cannot take is skipped
