@@ -16,7 +16,8 @@ Layer order (low -> high); a module may import its own layer and any layer below
     solver     optimizer.solver, optimizer.hetero   candidates, integer tables, CP-SAT, independent checks
     place      optimizer.place           expert placement (uses the plan schema of solver/)
     render     optimizer.export, optimizer.report              launch plans, result objects and tables
-    app        optimizer.fidelity, optimizer.scenarios         validation against measurements, batch solving
+    app        optimizer.fidelity, optimizer.scenarios, optimizer.verify   validation against measurements, batch
+                                         solving, a plan checked against the running server
     cli        optimizer.cli, optimizer.__main__, optimizer.serve (the web page and API: same questions, same answers)
 """
 
