@@ -287,6 +287,33 @@ def default_max_num_seqs(engine: str, acc: Accelerator, spec: ModelSpec) -> int:
     return 1
 
 
+SGLANG_TP_WORKER_SRC = ("https://github.com/sgl-project/sglang/blob/4f34e24af764d45c2dde4a17cadcdaa7d08a7248/"
+                        "python/sglang/srt/managers/tp_worker.py")
+
+
+def sglang_attention_dp(engine: str, spec: ModelSpec, par: Parallel) -> bool:
+    """SGLang serves a MoE model with DP > 1 as one engine with attention DP (`--attn-dp-size`, what rigopt's
+    export writes): the DP ranks share one `--max-running-requests`."""
+    return engine == "sglang" and spec.is_moe and par.dp > 1
+
+
+def running_flag(engine: str, spec: ModelSpec, par: Parallel, per_replica: int) -> int:
+    """The engine's sequence-cap flag value that lets each DP replica run `per_replica` sequences: SGLang with
+    attention DP divides `--max-running-requests` across its DP ranks (`server_args.max_running_requests //
+    dp_size` when `enable_dp_attention`, TpModelWorker.__init__ in SGLANG_TP_WORKER_SRC), so the flag is the
+    total; vLLM's --max-num-seqs, SGLang's dense --dp-size replicas and llama.cpp slots are per replica."""
+    return per_replica * par.dp if sglang_attention_dp(engine, spec, par) else per_replica
+
+
+def running_per_replica(engine: str, spec: ModelSpec, par: Parallel, flag: int, explicit: bool) -> int:
+    """Sequences one DP replica runs at most under the engine's cap `flag` (inverse of `running_flag`). SGLang
+    divides only a set `--max-running-requests` (DeepSeek-V4's default 256 is set by its hook, so it is divided
+    too); unset, each rank's cap is its own token pool's (the 4096 request-pool default stands per rank)."""
+    if sglang_attention_dp(engine, spec, par) and (explicit or spec.family == "deepseek_v4"):
+        return max(1, flag // par.dp)
+    return flag
+
+
 def physics_of(d: Deployment) -> str:
     """The engine whose memory layout and speed a deployment runs: LM Studio loads MLX checkpoints with its MLX
     engine (mlx-lm underneath: lmstudio-ai/mlx-engine) and GGUF with llama.cpp; every other engine is itself."""
@@ -671,13 +698,15 @@ class Evaluator:
             return pf, None, 0
         kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
         glf, settings = self.glf, self.parts.settings
+        run_cap = running_per_replica(d.engine, d.model.spec, par, settings.max_num_seqs,
+                                      explicit=d.settings.max_num_seqs is not None)
         if self.parts.recurrent is not None:
-            admitted = min(settings.max_num_seqs,
+            admitted = min(run_cap,
                            mem.seqs_that_fit(hybrid_kv_per_seq(kv, self.parts.recurrent, wl.max_len) * glf / par.pp))
         else:
             per_seq_gpu = kv.bytes_at(wl.max_len) * glf / par.pp   # the GPU's layers' share of a sequence's KV
-            admitted = min(settings.max_num_seqs, (int(kv_avail // per_seq_gpu) if per_seq_gpu > 0 else
-                                                   settings.max_num_seqs) if kv_avail > 0 else 0)
+            admitted = min(run_cap, (int(kv_avail // per_seq_gpu) if per_seq_gpu > 0 else
+                                     run_cap) if kv_avail > 0 else 0)
         wpf = pf if wl.prefill_tokens == prompt else self._prefill(wl.prefill_tokens)
         self._curve = _StepCurve(lambda b: self.token_speed(b).step_time_s, par.dp, admitted)
         return pf, wpf, admitted

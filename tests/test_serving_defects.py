@@ -1,0 +1,58 @@
+"""Serving-physics defects of issue 21, each pinned by a hand calculation and the engine's code it follows."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+
+from optimizer.catalog.devices import node_for
+from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.models import resolve_model
+from optimizer.estimate.deployment import (
+    Deployment,
+    EngineSettings,
+    Hardware,
+    evaluate,
+    running_flag,
+    running_per_replica,
+)
+from optimizer.estimate.serving import Workload
+from optimizer.layout import Parallel
+
+
+@cache
+def _h200x8() -> Hardware:
+    acc = load_hardware().accelerators["h200-sxm"]
+    return Hardware(acc, node_for(acc.key, 8), 1, 8)
+
+
+def _v4_sglang_dp8(settings: EngineSettings) -> Deployment:
+    wl = Workload(isl=1000, osl=1000, concurrency=1024)
+    return Deployment(model=resolve_model("deepseek-v4-flash"), quant="native", engine="sglang", hardware=_h200x8(),
+                      parallel=Parallel(tp=1, dp=8, ep=True), context=wl.max_len, concurrency=1, workload=wl,
+                      settings=settings)
+
+
+@pytest.mark.parametrize("flag, expect_total", [(None, 256), (512, 512)])
+def test_sglang_max_running_requests_is_split_across_attention_dp(flag, expect_total):
+    """SGLang's TpModelWorker: max_running_requests = server_args.max_running_requests // dp_size when
+    enable_dp_attention (sglang@4f34e24 python/sglang/srt/managers/tp_worker.py). DeepSeek-V4's default 256 over 8
+    attention-DP ranks is 32 per rank, 256 in all (rigopt admitted 256 per rank, 2,048 in all); --max-running-requests
+    512 is 64 per rank. 1,024 requests in flight with 2,000-token sequences: the cap binds, not the KV pool."""
+    ev = evaluate(_v4_sglang_dp8(EngineSettings(max_num_seqs=flag)))
+    assert ev.serving is not None
+    assert ev.serving.admitted_seqs == expect_total
+    assert ev.serving.binding == "kv_capacity"
+
+
+def test_running_flag_round_trips_and_dense_dp_replicas_keep_their_own_cap():
+    """export writes running_flag(per replica); the model reads it back per replica. SGLang --dp-size replicas of a
+    dense model are separate schedulers with their own cap (no division); vLLM --max-num-seqs is per engine core."""
+    moe, dense = resolve_model("deepseek-v4-flash").spec, resolve_model("llama-3.1-8b").spec
+    par = Parallel(tp=1, dp=4, ep=True)
+    assert running_flag("sglang", moe, par, 48) == 192
+    assert running_per_replica("sglang", moe, par, 192, explicit=True) == 48
+    assert running_flag("sglang", dense, Parallel(tp=2, dp=4), 48) == 48
+    assert running_per_replica("sglang", dense, Parallel(tp=2, dp=4), 48, explicit=True) == 48
+    assert running_per_replica("vllm", moe, par, 48, explicit=True) == 48
