@@ -56,3 +56,22 @@ def test_running_flag_round_trips_and_dense_dp_replicas_keep_their_own_cap():
     assert running_flag("sglang", dense, Parallel(tp=2, dp=4), 48) == 48
     assert running_per_replica("sglang", dense, Parallel(tp=2, dp=4), 48, explicit=True) == 48
     assert running_per_replica("vllm", moe, par, 48, explicit=True) == 48
+
+
+def test_prefill_runs_each_part_at_its_own_precision():
+    """DeepSeek-V4-Flash native (MXFP4 experts, FP8-block dense) on one B200, 8,192-token prompt, compute bound.
+    By hand: dense linear FLOPs at the FP8 peak, attention scores at the BF16 peak, MXFP4 x FP8 experts at the
+    FP8 peak (not the whole model at the FP4 peak, as before)."""
+    from optimizer.estimate.deployment import device_of, resident_weights
+    from optimizer.estimate.speed import _expert_param_share, _prefill_attention_flops, prefill_time
+    m = resolve_model("deepseek-v4-flash")
+    acc = load_hardware().accelerators["b200"]
+    dev = device_of(acc)
+    _, w = resident_weights(m, "native", "vllm", include_mtp=False)
+    spec, P = m.spec, 8192
+    share, active = _expert_param_share(spec), spec.active_params()
+    by_hand = (2 * active * (1 - share) * P / acc.fp8_flops + _prefill_attention_flops(spec, P) / acc.bf16_flops
+               + 2 * active * share * P / acc.fp8_flops)
+    got = prefill_time(spec, w, dev, par=Parallel(), prompt_tokens=P, compute_bits=8.0, dense_bits=8.0)
+    assert got.ttft_bound_s == pytest.approx(max(by_hand, w.total / acc.memory_bw_bytes_per_s), rel=1e-9)
+    assert by_hand > 2 * active * P / acc.fp4_flops * 1.9  # the old whole-model FP4 bound was about 2x too fast

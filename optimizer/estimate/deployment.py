@@ -55,6 +55,7 @@ from optimizer.topology_links import plan_links
 from optimizer.units import MAX_CONTEXT_TOKENS, GiB
 
 SPEC_METHODS = ("mtp", "eagle3")
+DENSE_LINEAR_CLASSES = ("attention", "dense_ffn", "shared_experts")  # the non-expert GEMMs (prefill_time dense_bits)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -677,8 +678,11 @@ class Evaluator:
     def _prefill(self, prompt: int) -> PrefillEstimate:
         d, spec, w = self.d, self.d.model.spec, self.parts.weights
         links, tiers, dev, bits, _ = self._physics
+        acc = d.hardware.accelerator
+        dense_bits = kernel_bits({f for c in DENSE_LINEAR_CLASSES for _, f in self.parts.scheme.mix(c)},
+                                 acc.native_fp8, acc.native_fp4)
         return scale_prefill(prefill_time(spec, w, dev, par=d.parallel, prompt_tokens=prompt, links=links,
-                                          tiers=tiers, compute_bits=bits, engine=self.phys,
+                                          tiers=tiers, compute_bits=bits, engine=self.phys, dense_bits=dense_bits,
                                           chunk_tokens=self.parts.settings.max_num_batched_tokens,
                                           cpu_layer_fraction=1.0 - self.glf), self.k_pf)
 

@@ -24,14 +24,23 @@ FP4_FORMATS = {"mxfp4", "nvfp4"}
 FP8_FORMATS = {"fp8", "fp8-block128", "fp8-channel"}
 
 
+VLLM_MXFP4_SRC = ("https://github.com/vllm-project/vllm/blob/afdb4a4ff429377d0fcfac3752e814ffc36ea41d/"
+                  "vllm/model_executor/layers/quantization/mxfp4.py")
+
+
 def kernel_bits(formats: set[str], native_fp8: bool, native_fp4: bool) -> float:
     """Math width the GEMMs can run at: FP4/FP8 tensor cores only for FP4/FP8 weights on hardware that has them.
     FP4 weights on a GPU without FP4 tensor cores (Hopper, Ampere) run as W4A16 (Marlin / Triton dequantizing
-    kernels): 16-bit math, not FP8. GGUF and INT4 (W4A16) kernels dequantize to 16-bit."""
-    if formats and formats <= FP4_FORMATS and native_fp4:
+    kernels): 16-bit math, not FP8. GGUF and INT4 (W4A16) kernels dequantize to 16-bit.
+
+    Only NVFP4 (W4A4: FP4 activations too) reaches the FP4 peak. MXFP4 experts have no FP4 x FP4 kernel: vLLM's
+    MXFP4 MoE backends are W4A16 (Marlin, Triton, FlashInfer MXFP4 x BF16 on SM90/SM100) or MXFP4 x MXFP8 on SM100
+    (`get_mxfp4_backend`, VLLM_MXFP4_SRC), and DeepSeek-V4's MXFP4 experts take FP8 activations; the tensor cores run
+    at the wider operand's rate, so MXFP4 on Blackwell is counted at the FP8 rate (the fastest of its paths)."""
+    if formats and formats <= {"nvfp4"} and native_fp4:
         return 4.0
     if formats and formats <= (FP4_FORMATS | FP8_FORMATS) and native_fp4 and native_fp8:
-        return 8.0  # mixed FP4/FP8 weights on Blackwell: the FP8 part bounds the math width
+        return 8.0  # MXFP4 x FP8 (and mixed FP4/FP8 weights) on Blackwell: the FP8 operand sets the rate
     if formats and formats <= FP8_FORMATS and native_fp8:
         return 8.0
     return 16.0
@@ -395,7 +404,7 @@ class PrefillEstimate:
 def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Parallel, prompt_tokens: int,
                  links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, engine: str = "vllm", chunk_tokens: int | None = None,
-                 cpu_layer_fraction: float = 0.0) -> PrefillEstimate:
+                 cpu_layer_fraction: float = 0.0, dense_bits: float | None = None) -> PrefillEstimate:
     """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once per
     prefill chunk (`chunk_tokens`: vLLM max_num_batched_tokens, SGLang chunked_prefill_size, llama.cpp
     ubatch; None = the whole prompt in one pass).
@@ -403,7 +412,12 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     Work splits like the weights: dense tensors and attention over the TP group, routed experts over the EP
     group (or TP without EP). A pipeline split does not shorten one prompt: the stages run one after another,
     so PP divides neither the FLOPs nor the bytes of a single prompt (it does divide `work_s`, the busy time
-    per prompt when many prompts stream through the stages)."""
+    per prompt when many prompts stream through the stages).
+
+    Each part runs at its own precision's peak: routed experts at `compute_bits` (their kernels' width), the
+    dense linear layers (attention projections, dense and shared-expert FFNs) at `dense_bits` (None: the same as
+    the experts) and the attention scores (QK^T, PV; FlashAttention / FlashMLA compute in BF16, FP8 KV is
+    dequantized) at the BF16 peak."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     P = prompt_tokens
@@ -411,11 +425,14 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     expert_split = par.ep_size if par.ep else par.tp
     share = _expert_param_share(spec)
     active = spec.active_params()
-    dense_flops = 2.0 * active * (1.0 - share) * P + _prefill_attention_flops(spec, P) \
+    linear_flops = 2.0 * active * (1.0 - share) * P
+    score_flops = _prefill_attention_flops(spec, P) \
         + recurrent_flops(spec, prefill=True) * P  # chunked linear-attention / SSD scan of hybrid models
     expert_flops = 2.0 * active * share * P
     peak = dev.flops_for_bits(compute_bits)
-    t_comp_bound = dense_flops / (peak * par.tp) + expert_flops / (peak * expert_split)
+    peak_dense = dev.flops_for_bits(compute_bits if dense_bits is None else dense_bits)
+    t_comp_bound = (linear_flops / peak_dense + score_flops / dev.bf16_flops) / par.tp \
+        + expert_flops / (peak * expert_split)
     offloaded = w.routed_expert_bytes * (1.0 - tiers.gpu)
     on_gpu_experts = w.routed_expert_bytes - offloaded
     per_pass_bytes = w.dense_bytes / par.tp + on_gpu_experts / expert_split  # every stage's share, in sequence
