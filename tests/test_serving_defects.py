@@ -75,3 +75,18 @@ def test_prefill_runs_each_part_at_its_own_precision():
     got = prefill_time(spec, w, dev, par=Parallel(), prompt_tokens=P, compute_bits=8.0, dense_bits=8.0)
     assert got.ttft_bound_s == pytest.approx(max(by_hand, w.total / acc.memory_bw_bytes_per_s), rel=1e-9)
     assert by_hand > 2 * active * P / acc.fp4_flops * 1.9  # the old whole-model FP4 bound was about 2x too fast
+
+
+def test_fp4_experts_on_hopper_state_their_kernel_path():
+    """V4-Flash's native MXFP4 experts on H200 (no FP4 tensor cores): the plan says they run through vLLM's
+    weight-only FP4 kernels at the BF16 peak (989 TFLOP/s, half of FP8's 1,979), and the prefill bound uses that
+    rate; on B200 there is no such note."""
+    from optimizer.estimate.speed import expert_kernel_path
+    h200 = load_hardware().accelerators["h200-sxm"]
+    note = expert_kernel_path("vllm", {"mxfp4"}, h200.native_fp4, h200.bf16_flops, h200.fp8_flops)
+    assert note is not None and "Marlin" in note and f"{h200.bf16_flops / 1e12:,.0f} TFLOP/s" in note
+    assert expert_kernel_path("vllm", {"mxfp4"}, True, 2.25e15, 4.5e15) is None
+    assert expert_kernel_path("vllm", {"fp8-block128"}, False, 9.89e14, 1.979e15) is None
+    ev = evaluate(Deployment(model=resolve_model("deepseek-v4-flash"), quant="native", engine="vllm",
+                             hardware=_h200x8(), parallel=Parallel(tp=8, ep=True), context=8192, concurrency=1))
+    assert any(n.startswith("kernel path: MXFP4 experts") for n in ev.notes)

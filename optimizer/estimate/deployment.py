@@ -46,6 +46,7 @@ from optimizer.estimate.speed import (
     PrefillEstimate,
     SpeedEstimate,
     decode_curve,
+    expert_kernel_path,
     kernel_bits,
     prefill_time,
 )
@@ -769,6 +770,12 @@ class Evaluator:
                 + kv.bytes_at(d.context) * d.concurrency * (1.0 - glf) + (0.0 if host_used else F.HOST_RESERVED_BYTES)
         exp_bits, attn_bits, _ = quality_of(d.model, d.quant)
         notes.extend(mem.notes)
+        acc = d.hardware.accelerator
+        path = expert_kernel_path(self.phys, {f for _, f in scheme.mix("routed_experts" if d.model.spec.is_moe
+                                                                        else "dense_ffn")},
+                                  acc.native_fp4, acc.bf16_flops, acc.fp8_flops if acc.native_fp8 else None)
+        if path:
+            notes.append(path)
         if self.cal is not None:
             notes.append(self.cal.describe())
         return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem,

@@ -46,6 +46,31 @@ def kernel_bits(formats: set[str], native_fp8: bool, native_fp4: bool) -> float:
     return 16.0
 
 
+VLLM_FP4_MARLIN_SRC = ("vllm-project/vllm issue #23278 (H100 log: 'Your GPU does not have native support for FP4 "
+                       "computation but FP4 quantization is being used. Weight-only FP4 compression will be used "
+                       "leveraging the Marlin kernel', marlin_utils_fp4.py)")
+
+
+def expert_kernel_path(engine: str, formats: set[str], native_fp4: bool, bf16_flops: float,
+                       fp8_flops: float | None) -> str | None:
+    """The kernel path that runs FP4 expert weights on a GPU without FP4 tensor cores (Hopper, Ampere, Ada) and
+    the speed rigopt gives it (the same rule as `kernel_bits`); None where FP4 runs natively or no FP4 is used.
+    vLLM: Marlin / the Triton MXFP4 kernels / FlashInfer MXFP4 x BF16 on SM90 (`get_mxfp4_backend`,
+    VLLM_MXFP4_SRC), Marlin for NVFP4 (VLLM_FP4_MARLIN_SRC); SGLang: --moe-runner-backend marlin or
+    flashinfer_mxfp4. All are weight-only FP4 (W4A16): 4-bit weights read from memory, BF16 math."""
+    fp4 = sorted(formats & FP4_FORMATS)
+    if not fp4 or native_fp4:
+        return None
+    path = {"vllm": "vLLM's weight-only FP4 MoE kernels (Marlin, Triton MXFP4 or FlashInfer MXFP4 x BF16)",
+            "sglang": "SGLang's W4A16 MoE runners (--moe-runner-backend marlin / flashinfer_mxfp4)"}.get(engine)
+    if path is None:
+        return None
+    vs = f", half the FP8 peak of {fp8_flops / 1e12:,.0f}" if fp8_flops else ""
+    return (f"kernel path: {'/'.join(f.upper() for f in fp4)} experts on a GPU without FP4 tensor cores run through "
+            f"{path}: weights stay 4-bit in memory (decode reads them at their stored size), the math is BF16 "
+            f"(prefill at the BF16 peak, {bf16_flops / 1e12:,.0f} TFLOP/s{vs})")
+
+
 def device_family(vendor: str, kind: str) -> str:
     """The fitted factors' device family: a GPU's vendor; unified-memory SoCs are "apple" or "unified"."""
     return vendor if kind == "gpu" else ("apple" if vendor == "apple" else "unified")

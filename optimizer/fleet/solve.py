@@ -112,6 +112,7 @@ class Pool(_R):
     kv_transfer_s: float | None = None
     kv_link: str | None = None
     kv_transport: str | None = None
+    kernel_path: str | None = None  # FP4 experts without FP4 tensor cores: the path that runs them (speed.py)
     usd_per_hour: float | None  # per replica
     capex_usd: float | None
     power_watts: float
@@ -346,6 +347,7 @@ def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, tran
         kv_transfer_s=transfer,
         kv_link=c.offer.kv_link if role != "aggregated" else None,
         kv_transport=c.offer.kv_transport if role != "aggregated" else None,
+        kernel_path=next((n for n in ev.notes if n.startswith("kernel path:")), None),
         usd_per_hour=None if c.offer.usd_per_hour is None else c.offer.usd_per_hour * c.n_nodes,
         capex_usd=None if c.offer.capex_usd is None else c.offer.capex_usd * c.n_nodes,
         power_watts=c.offer.power_watts * c.n_nodes,
