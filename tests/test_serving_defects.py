@@ -90,3 +90,57 @@ def test_fp4_experts_on_hopper_state_their_kernel_path():
     ev = evaluate(Deployment(model=resolve_model("deepseek-v4-flash"), quant="native", engine="vllm",
                              hardware=_h200x8(), parallel=Parallel(tp=8, ep=True), context=8192, concurrency=1))
     assert any(n.startswith("kernel path: MXFP4 experts") for n in ev.notes)
+
+
+def test_per_sequence_step_cost_saturates():
+    """cost x N_sat x (1 - exp(-n / N_sat)): by hand at c = 0.2 ms, N_sat = 128: n = 1 -> 0.19925 ms (about c),
+    n = 128 -> 0.2 x 128 x (1 - 1/e) = 16.18 ms, n -> inf -> 25.6 ms; N_sat = 0 keeps the linear form."""
+    import math
+
+    from optimizer.estimate.speed import per_seq_step_s
+    assert per_seq_step_s(1, 2e-4, 128) == pytest.approx(2e-4 * 128 * (1 - math.exp(-1 / 128)), rel=1e-12)
+    assert per_seq_step_s(1, 2e-4, 128) == pytest.approx(2e-4, rel=0.005)
+    assert per_seq_step_s(128, 2e-4, 128) == pytest.approx(16.18e-3, rel=1e-3)
+    assert per_seq_step_s(1e6, 2e-4, 128) == pytest.approx(25.6e-3, rel=1e-9)
+    assert per_seq_step_s(1000, 2e-4, 0) == pytest.approx(0.2)
+
+
+def test_decode_step_uses_the_fitted_per_sequence_form():
+    """Llama-3.1-8B on one H100 with vLLM at 1,000 sequences: the step's per-sequence term is the fitted form
+    per_seq_step_s(1000, cost, N_sat), and with any saturating N_sat it stays below cost x N_sat (the linear form
+    gave 1,000 x 0.146 ms = 146 ms)."""
+    from optimizer.estimate import factors as F
+    from optimizer.estimate.deployment import Evaluator
+    from optimizer.estimate.speed import per_seq_step_s
+    acc = load_hardware().accelerators["h100-sxm"]
+    wl = Workload(isl=1000, osl=1000, concurrency=1)
+    d = Deployment(model=resolve_model("llama-3.1-8b"), quant="native", engine="vllm",
+                   hardware=Hardware(acc, node_for(acc.key, 1), 1, 1), parallel=Parallel(),
+                   context=2000, concurrency=1, workload=wl)
+    c, sat = F.engine_factor(F.ENGINE_SEQ_STEP_S, "vllm"), F.engine_factor(F.ENGINE_SEQ_SATURATION, "vllm")
+    assert Evaluator(d).token_speed(1000).terms_s["per_seq_overhead"] == pytest.approx(per_seq_step_s(1000, c, sat))
+    saved = dict(F.ENGINE_SEQ_SATURATION)
+    try:
+        F.ENGINE_SEQ_SATURATION["vllm"] = F.Factor(128.0, "test")
+        term = Evaluator(d).token_speed(1000).terms_s["per_seq_overhead"]
+    finally:
+        F.ENGINE_SEQ_SATURATION.clear()
+        F.ENGINE_SEQ_SATURATION.update(saved)
+    assert term <= c * 128 * (1 + 1e-9) < 1000 * c
+
+
+def test_dense_gemm_time_follows_the_measured_kernels_from_the_fitted_stream_time():
+    """TableCompute by hand: dense_s(M) = 2 x active x M / (peak x eff(M)) scaled so that dense_s(1) is rigopt's
+    weight-streaming time (H100 BF16 GEMM table of vLLM, hardware/kernels/h100-sxm.json)."""
+    from optimizer.estimate import kernels as K
+    from optimizer.estimate.deployment import device_of
+    from optimizer.estimate.speed import KernelDtypes, TableCompute
+    spec = resolve_model("llama-3.1-8b").spec
+    dev = device_of(load_hardware().accelerators["h100-sxm"])
+    t = TableCompute.of(spec, dev, "vllm", KernelDtypes("bf16", 16.0), tp=1, stream_s=4.0e-3)
+    assert t is not None
+    assert t.dense_s(1) == pytest.approx(4.0e-3)
+    e1, e256 = (K.gemm_efficiency("h100-sxm", "bf16", m, backend="vllm") for m in (1, 256))
+    assert e1 is not None and e256 is not None
+    assert t.dense_s(256) == pytest.approx(4.0e-3 * 256 * e1 / e256, rel=1e-9)
+    assert TableCompute.of(spec, dev, "llamacpp", KernelDtypes("bf16", 16.0), tp=1, stream_s=4e-3) is None

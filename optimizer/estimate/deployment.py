@@ -41,8 +41,10 @@ from optimizer.estimate.runtimes import ollama_single_slot_arch
 from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.serving import ServingEstimate, Workload, serve
 from optimizer.estimate.speed import (
+    FP8_FORMATS,
     Device,
     ExpertTiers,
+    KernelDtypes,
     PrefillEstimate,
     SpeedEstimate,
     decode_curve,
@@ -314,6 +316,37 @@ def running_per_replica(engine: str, spec: ModelSpec, par: Parallel, flag: int, 
     if sglang_attention_dp(engine, spec, par) and (explicit or spec.family == "deepseek_v4"):
         return max(1, flag // par.dp)
     return flag
+
+
+def _table_dtype(formats: set[str], bits: float, moe: bool) -> str | None:
+    """The kernel-table dtype (optimizer/estimate/kernels.py) of weights in `formats` running at `bits`."""
+    if len(formats) != 1:
+        return None
+    f = next(iter(formats))
+    if f in ("bf16", "f16", "fp16"):
+        return "bf16"
+    if f in FP8_FORMATS and bits == 8.0:
+        return "fp8_block" if f == "fp8-block128" else "fp8"
+    if f == "nvfp4" and bits == 4.0:
+        return "nvfp4"
+    if moe and f == "mxfp4":
+        return "mxfp4_w4a16" if bits == 16.0 else "mxfp4_w4a8"
+    if moe and f.startswith("int4") and bits == 16.0:
+        return "int4_w4a16"
+    return None
+
+
+def kernel_dtypes_of(scheme: Scheme, acc: Accelerator, moe: bool) -> KernelDtypes:
+    """The measured-kernel dtypes of a deployment's dense linear layers and routed experts (None where no table
+    dtype matches: the speed model then keeps its fixed compute efficiency)."""
+    dense_f = {f for c in DENSE_LINEAR_CLASSES for _, f in scheme.mix(c)}
+    dense_bits = kernel_bits(dense_f, acc.native_fp8, acc.native_fp4)
+    if not moe:
+        return KernelDtypes(_table_dtype(dense_f, dense_bits, False), dense_bits)
+    exp_f = {f for _, f in scheme.mix("routed_experts")}
+    exp_bits = kernel_bits(exp_f, acc.native_fp8, acc.native_fp4)
+    return KernelDtypes(_table_dtype(dense_f, dense_bits, False), dense_bits, _table_dtype(exp_f, exp_bits, True),
+                        exp_bits)
 
 
 def physics_of(d: Deployment) -> str:
@@ -645,7 +678,9 @@ class Evaluator:
         links, tiers, dev, bits, ctx_dec = self._physics
         return decode_curve(spec, w, kv, dev, par=d.parallel, context=ctx_dec, links=links, tiers=tiers,
                             compute_bits=bits, expert_imbalance=d.expert_imbalance, load_imbalance=d.load_imbalance,
-                            engine=self.phys, recurrent=self.parts.recurrent, cpu_layer_fraction=1.0 - self.glf)
+                            engine=self.phys, recurrent=self.parts.recurrent, cpu_layer_fraction=1.0 - self.glf,
+                            kernel_dtypes=kernel_dtypes_of(self.parts.scheme, d.hardware.accelerator,
+                                                           spec.is_moe))
 
     def _step(self, batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         """`decode_speed(...)` of this deployment at `batch` (the same arithmetic, batch-free parts once), with

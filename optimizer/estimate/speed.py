@@ -15,6 +15,7 @@ from optimizer.arch.spec import LayerSpec, ModelSpec
 from optimizer.cache import BoundedCache
 from optimizer.engines import physics_engine
 from optimizer.estimate import factors as F
+from optimizer.estimate import kernels as K
 from optimizer.estimate.kv import KVEstimate
 from optimizer.estimate.recurrent import RecurrentEstimate
 from optimizer.estimate.weights import WeightBreakdown
@@ -205,10 +206,16 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
                  load_imbalance: float | None = None, engine: str = "vllm",
                  recurrent: RecurrentEstimate | None = None,
-                 cpu_layer_fraction: float = 0.0) -> Callable[[int, int], SpeedEstimate]:
+                 cpu_layer_fraction: float = 0.0,
+                 kernel_dtypes: KernelDtypes | None = None) -> Callable[[int, int], SpeedEstimate]:
     """`decode_speed` as a function of (batch, tokens_per_seq) with everything that does not depend on them
     computed once: `decode_curve(...)(b, q)` is `decode_speed(..., batch=b, tokens_per_seq=q)`, the same
-    arithmetic in the same order (callers asking many batch sizes of one deployment keep the curve)."""
+    arithmetic in the same order (callers asking many batch sizes of one deployment keep the curve).
+
+    `kernel_dtypes`: the weight formats of the dense linear layers and the routed experts (with their math
+    widths). Where the accelerator has measured kernel tables for the engine (hardware/kernels/, NVIDIA
+    datacenter GPUs), the linear layers' time is the measured GEMM / grouped-MoE efficiency at the step's tokens
+    (`batched_compute_s`) instead of a fixed fraction of peak."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     tp, pp = par.tp, par.pp
@@ -240,6 +247,11 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     a2a_kernel = F.ALL2ALL_KERNEL_S.value
     pcie_eff, nvme_eff = F.PCIE_EFFICIENCY.value, F.NVME_EFFICIENCY.value
     seq_cost = F.engine_factor(F.ENGINE_SEQ_STEP_S, engine)
+    seq_sat = F.engine_factor(F.ENGINE_SEQ_SATURATION, engine)
+    table = TableCompute.of(spec, dev, engine, kernel_dtypes, tp=tp, stream_s=gpu_bytes / mem_bw_eff) \
+        if kernel_dtypes else None
+    share = _expert_param_share(spec) if moe else 0.0
+    other_flops_per_token = 2.0 * active_params * share * gpu_param_share if moe else 0.0  # routed experts
 
     def at(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         batch = max(1, batch)
@@ -296,11 +308,15 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         # ---- expected ----------------------------------------------------------------------------------
         terms: dict[str, float] = {}
         terms["gpu_memory"] = hbm_bytes / mem_bw_eff
-        terms["gpu_compute"] = flops / comp_eff
+        if table is not None:  # dense GEMMs from the measured kernels; experts and attention scores as before
+            terms["gpu_compute"] = (1.0 - fc) * (table.dense_s(seqs_per_replica * q) + (other_flops_per_token + attn)
+                                                 * seqs_per_replica * q / tp / comp_eff)
+        else:
+            terms["gpu_compute"] = flops / comp_eff
         terms["layer_overhead"] = layer_overhead
         if seq_cost:
             # per sequence and per token it feeds in the step (a verification step checks every draft token)
-            terms["per_seq_overhead"] = seqs_per_replica * q * seq_cost
+            terms["per_seq_overhead"] = per_seq_step_s(seqs_per_replica * q, seq_cost, seq_sat)
         if expert_bytes_cpu:
             terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) \
                 else math.inf
@@ -335,6 +351,63 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                              terms_s=terms, binding=binding)
 
     return at
+
+
+def per_seq_step_s(n: float, cost_s: float, saturation: float) -> float:
+    """The engine's per-sequence step cost at `n` sequences (x tokens each) in one step: `cost_s` per sequence for
+    few sequences, saturating at `cost_s x saturation` as batched kernels amortise it,
+    cost_s x N_sat x (1 - exp(-n / N_sat)) (N_sat = `saturation`; inf or 0: linear, the old form)."""
+    if not cost_s or n <= 0:
+        return 0.0
+    if not saturation or not math.isfinite(saturation):
+        return n * cost_s
+    return cost_s * saturation * -math.expm1(-n / saturation)
+
+
+@dataclass(frozen=True)
+class KernelDtypes:
+    """Kernel-table dtypes (optimizer/estimate/kernels.py names) of the dense linear layers and the routed experts,
+    and the math width each runs at (kernel_bits)."""
+    dense: str | None
+    dense_bits: float
+    experts: str | None = None
+    expert_bits: float = 16.0
+
+
+@dataclass(frozen=True)
+class TableCompute:
+    """Dense linear-layer time of one decode step from measured kernels (hardware/kernels/ tables,
+    AIConfigurator-derived): the GEMMs at the measured FLOP efficiency for M = tokens per step. The measured
+    latency includes streaming the weights, so the curve is anchored to rigopt's own (fitted) weight-streaming
+    time at M = 1: `dense_s(M) = measured(M) x stream_s / measured(1)`. Small batches keep the fitted memory
+    model; large ones follow the measured GEMMs into the compute-bound regime."""
+    system: str
+    backend: str
+    dense_dtype: str
+    dense_flops_per_token: float     # per TP rank
+    dense_peak: float
+    stream_s: float                  # rigopt's time to stream the rank's dense weights once
+
+    @staticmethod
+    def of(spec: ModelSpec, dev: Device, engine: str, dt: KernelDtypes, *, tp: int,
+           stream_s: float) -> TableCompute | None:
+        backend = physics_engine(engine)
+        if backend not in ("vllm", "sglang") or dt.dense is None:
+            return None
+        if K.gemm_efficiency(dev.name, dt.dense, 1.0, backend=backend) is None:
+            return None
+        share = _expert_param_share(spec) if spec.moe_layers else 0.0
+        return TableCompute(system=dev.name, backend=backend, dense_dtype=dt.dense,
+                            dense_flops_per_token=2.0 * spec.active_params() * (1.0 - share) / tp,
+                            dense_peak=dev.flops_for_bits(dt.dense_bits), stream_s=stream_s)
+
+    def measured_s(self, tokens: float) -> float:
+        g = K.gemm_efficiency(self.system, self.dense_dtype, tokens, backend=self.backend)
+        return self.dense_flops_per_token * tokens / (self.dense_peak * (g or 1.0))
+
+    def dense_s(self, tokens: float) -> float:
+        """Seconds of the rank's dense linear layers at `tokens` per step."""
+        return self.measured_s(tokens) * self.stream_s / self.measured_s(1.0)
 
 
 def spec_key(spec: ModelSpec) -> str:
