@@ -144,3 +144,18 @@ def test_dense_gemm_time_follows_the_measured_kernels_from_the_fitted_stream_tim
     assert e1 is not None and e256 is not None
     assert t.dense_s(256) == pytest.approx(4.0e-3 * 256 * e1 / e256, rel=1e-9)
     assert TableCompute.of(spec, dev, "llamacpp", KernelDtypes("bf16", 16.0), tp=1, stream_s=4e-3) is None
+
+
+def test_bench_serving_groups_batch_sweeps():
+    """bench/serving.py's sweeps: one source, model, engine, GPU type and isl/osl at 3+ concurrencies, sorted by
+    concurrency; a pair of points is not a sweep. On the stored rows: at least 3 sweeps (MiniMax-M2.7 on MI300X
+    runs from 1 to 1,024 requests)."""
+    from optimizer.fidelity.serving import ServingCase, concurrency_of, run, sweeps
+
+    def case(i: str, c: int, src: str = "u") -> ServingCase:
+        return ServingCase(i, "vllm", "m", "8x h100-sxm TP8", f"1000/1000 c{c}", {}, {}, src)
+    got = sweeps([case("a", 64), case("b", 1), case("c", 8), case("d", 1, "v"), case("e", 8, "v")])
+    assert [[c.id for c in s] for s in got] == [["b", "c", "a"]]
+    stored = sweeps(run()[0])
+    assert len(stored) >= 3
+    assert max(concurrency_of(s[-1]) for s in stored) >= 1024
