@@ -1,6 +1,7 @@
 """Published serving benchmarks vs rigopt's serving model: TPOT, TTFT and output tok/s per GPU.
 
-    python bench/serving.py            # table of every comparable row, then the median |error| per metric
+    python bench/serving.py            # table of every comparable row, then the median |error| per metric,
+                                       # then each batch sweep (TPOT and output tok/s vs concurrency)
 
 Rows: measurements/serving_measurements.yaml (each quoted and sourced); how a row is predicted is in
 optimizer/fidelity/serving.py. Two serving factors (the per-sequence step and the TTFT cost) are fitted on these
@@ -15,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from optimizer.fidelity.serving import METRICS, medians, run  # noqa: E402
+from optimizer.fidelity.serving import METRICS, concurrency_of, medians, run, sweeps  # noqa: E402
 
 
 def _fmt(v: float | None) -> str:
@@ -41,6 +42,22 @@ def main() -> None:
           f"({len({c.engine for c in cases})} engines, {len({c.hardware.split()[1] for c in cases})} GPU types)")
     for m, (n, med) in medians(cases).items():
         print(f"median |error| {m:22} {med:7.1%}  (n={n})")
+    found = sweeps(cases)
+    print()
+    print(f"{len(found)} batch sweeps (one source, model, engine and GPU type at 3+ concurrencies): "
+          "measured / predicted / error per point")
+    for sw in found:
+        c0 = sw[0]
+        print(f"\n{c0.model} on {c0.hardware.split(' ')[1]}, {c0.engine}, {c0.workload.rsplit(' ', 1)[0]}  "
+              f"({c0.source.split(' ')[0]})")
+        print(f"  {'conc':>5} {'layout':16} {'TPOT ms meas/pred/err':>30} {'out tok/s/GPU meas/pred/err':>34}")
+        for c in sw:
+            cells = []
+            for m, w in (("tpot_ms", 30), ("output_tok_s_per_gpu", 34)):
+                e = c.error(m)
+                cells.append(f"{_fmt(c.measured.get(m)):>9}/{_fmt(c.predicted.get(m)):>9}/"
+                             f"{'-' if e is None else f'{e:+.0%}':>7}".rjust(w))
+            print(f"  {concurrency_of(c):>5} {' '.join(c.hardware.split(' ')[2:])[:16]:16} " + " ".join(cells))
 
 
 if __name__ == "__main__":

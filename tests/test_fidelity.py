@@ -232,7 +232,7 @@ def test_factors_file_is_what_the_fit_writes():
     stored = F.FACTORS_FILE.read_text()
     fs = fit_all()
     refit = render_factors(factors_document(fs.decode, fs.prefill_mfu, F.FITTED["fitted_on"],
-                                            fs.ttft_overhead_s or 0.0, fs.seq_step_s or 0.0))
+                                            fs.ttft_overhead_s or 0.0, fs.seq_step_s or 0.0, fs.seq_saturation or 0.0))
     assert refit == stored, "factors changed: run python bench/fidelity.py --fit and commit the data files"
 
 

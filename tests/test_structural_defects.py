@@ -22,7 +22,10 @@ def test_fp4_weights_on_hopper_run_w4a16():
     """Hopper has FP8 but no FP4 tensor cores: MXFP4/NVFP4 weights run as W4A16 (Marlin), 16-bit math."""
     assert kernel_bits({"mxfp4"}, native_fp8=True, native_fp4=False) == 16.0
     assert kernel_bits({"nvfp4", "fp8"}, native_fp8=True, native_fp4=False) == 16.0
-    assert kernel_bits({"mxfp4"}, native_fp8=True, native_fp4=True) == 4.0  # Blackwell
+    # Blackwell: NVFP4 (W4A4) at the FP4 rate; MXFP4 has no FP4 x FP4 kernel (W4A16 or MXFP4 x MXFP8, vLLM
+    # mxfp4.py get_mxfp4_backend; V4's experts take FP8 activations): the FP8 rate
+    assert kernel_bits({"nvfp4"}, native_fp8=True, native_fp4=True) == 4.0
+    assert kernel_bits({"mxfp4"}, native_fp8=True, native_fp4=True) == 8.0
     assert kernel_bits({"fp8"}, native_fp8=True, native_fp4=False) == 8.0
 
 

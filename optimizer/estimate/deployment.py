@@ -41,11 +41,14 @@ from optimizer.estimate.runtimes import ollama_single_slot_arch
 from optimizer.estimate.schemes import SCHEMES, Scheme, get_scheme, mean_active_bits, quality_bits
 from optimizer.estimate.serving import ServingEstimate, Workload, serve
 from optimizer.estimate.speed import (
+    FP8_FORMATS,
     Device,
     ExpertTiers,
+    KernelDtypes,
     PrefillEstimate,
     SpeedEstimate,
     decode_curve,
+    expert_kernel_path,
     kernel_bits,
     prefill_time,
 )
@@ -55,6 +58,7 @@ from optimizer.topology_links import plan_links
 from optimizer.units import MAX_CONTEXT_TOKENS, GiB
 
 SPEC_METHODS = ("mtp", "eagle3")
+DENSE_LINEAR_CLASSES = ("attention", "dense_ffn", "shared_experts")  # the non-expert GEMMs (prefill_time dense_bits)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -290,6 +294,64 @@ def default_max_num_seqs(engine: str, acc: Accelerator, spec: ModelSpec) -> int:
     if engine == "sglang":
         return 256 if spec.family == "deepseek_v4" else 4096
     return 1
+
+
+SGLANG_TP_WORKER_SRC = ("https://github.com/sgl-project/sglang/blob/4f34e24af764d45c2dde4a17cadcdaa7d08a7248/"
+                        "python/sglang/srt/managers/tp_worker.py")
+
+
+def sglang_attention_dp(engine: str, spec: ModelSpec, par: Parallel) -> bool:
+    """SGLang serves a MoE model with DP > 1 as one engine with attention DP (`--attn-dp-size`, what rigopt's
+    export writes): the DP ranks share one `--max-running-requests`."""
+    return engine == "sglang" and spec.is_moe and par.dp > 1
+
+
+def running_flag(engine: str, spec: ModelSpec, par: Parallel, per_replica: int) -> int:
+    """The engine's sequence-cap flag value that lets each DP replica run `per_replica` sequences: SGLang with
+    attention DP divides `--max-running-requests` across its DP ranks (`server_args.max_running_requests //
+    dp_size` when `enable_dp_attention`, TpModelWorker.__init__ in SGLANG_TP_WORKER_SRC), so the flag is the
+    total; vLLM's --max-num-seqs, SGLang's dense --dp-size replicas and llama.cpp slots are per replica."""
+    return per_replica * par.dp if sglang_attention_dp(engine, spec, par) else per_replica
+
+
+def running_per_replica(engine: str, spec: ModelSpec, par: Parallel, flag: int, explicit: bool) -> int:
+    """Sequences one DP replica runs at most under the engine's cap `flag` (inverse of `running_flag`). SGLang
+    divides only a set `--max-running-requests` (DeepSeek-V4's default 256 is set by its hook, so it is divided
+    too); unset, each rank's cap is its own token pool's (the 4096 request-pool default stands per rank)."""
+    if sglang_attention_dp(engine, spec, par) and (explicit or spec.family == "deepseek_v4"):
+        return max(1, flag // par.dp)
+    return flag
+
+
+def _table_dtype(formats: set[str], bits: float, moe: bool) -> str | None:
+    """The kernel-table dtype (optimizer/estimate/kernels.py) of weights in `formats` running at `bits`."""
+    if len(formats) != 1:
+        return None
+    f = next(iter(formats))
+    if f in ("bf16", "f16", "fp16"):
+        return "bf16"
+    if f in FP8_FORMATS and bits == 8.0:
+        return "fp8_block" if f == "fp8-block128" else "fp8"
+    if f == "nvfp4" and bits == 4.0:
+        return "nvfp4"
+    if moe and f == "mxfp4":
+        return "mxfp4_w4a16" if bits == 16.0 else "mxfp4_w4a8"
+    if moe and f.startswith("int4") and bits == 16.0:
+        return "int4_w4a16"
+    return None
+
+
+def kernel_dtypes_of(scheme: Scheme, acc: Accelerator, moe: bool) -> KernelDtypes:
+    """The measured-kernel dtypes of a deployment's dense linear layers and routed experts (None where no table
+    dtype matches: the speed model then keeps its fixed compute efficiency)."""
+    dense_f = {f for c in DENSE_LINEAR_CLASSES for _, f in scheme.mix(c)}
+    dense_bits = kernel_bits(dense_f, acc.native_fp8, acc.native_fp4)
+    if not moe:
+        return KernelDtypes(_table_dtype(dense_f, dense_bits, False), dense_bits)
+    exp_f = {f for _, f in scheme.mix("routed_experts")}
+    exp_bits = kernel_bits(exp_f, acc.native_fp8, acc.native_fp4)
+    return KernelDtypes(_table_dtype(dense_f, dense_bits, False), dense_bits, _table_dtype(exp_f, exp_bits, True),
+                        exp_bits)
 
 
 def physics_of(d: Deployment) -> str:
@@ -621,7 +683,9 @@ class Evaluator:
         links, tiers, dev, bits, ctx_dec = self._physics
         return decode_curve(spec, w, kv, dev, par=d.parallel, context=ctx_dec, links=links, tiers=tiers,
                             compute_bits=bits, expert_imbalance=d.expert_imbalance, load_imbalance=d.load_imbalance,
-                            engine=self.phys, recurrent=self.parts.recurrent, cpu_layer_fraction=1.0 - self.glf)
+                            engine=self.phys, recurrent=self.parts.recurrent, cpu_layer_fraction=1.0 - self.glf,
+                            kernel_dtypes=kernel_dtypes_of(self.parts.scheme, d.hardware.accelerator,
+                                                           spec.is_moe))
 
     def _step(self, batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         """`decode_speed(...)` of this deployment at `batch` (the same arithmetic, batch-free parts once), with
@@ -655,8 +719,11 @@ class Evaluator:
     def _prefill(self, prompt: int) -> PrefillEstimate:
         d, spec, w = self.d, self.d.model.spec, self.parts.weights
         links, tiers, dev, bits, _ = self._physics
+        acc = d.hardware.accelerator
+        dense_bits = kernel_bits({f for c in DENSE_LINEAR_CLASSES for _, f in self.parts.scheme.mix(c)},
+                                 acc.native_fp8, acc.native_fp4)
         return scale_prefill(prefill_time(spec, w, dev, par=d.parallel, prompt_tokens=prompt, links=links,
-                                          tiers=tiers, compute_bits=bits, engine=self.phys,
+                                          tiers=tiers, compute_bits=bits, engine=self.phys, dense_bits=dense_bits,
                                           chunk_tokens=self.parts.settings.max_num_batched_tokens,
                                           cpu_layer_fraction=1.0 - self.glf), self.k_pf)
 
@@ -676,13 +743,15 @@ class Evaluator:
             return pf, None, 0
         kv_avail = mem.kv_available_bytes - mem.reserve_per_seq_bytes
         glf, settings = self.glf, self.parts.settings
+        run_cap = running_per_replica(d.engine, d.model.spec, par, settings.max_num_seqs,
+                                      explicit=d.settings.max_num_seqs is not None)
         if self.parts.recurrent is not None:
-            admitted = min(settings.max_num_seqs,
+            admitted = min(run_cap,
                            mem.seqs_that_fit(hybrid_kv_per_seq(kv, self.parts.recurrent, wl.max_len) * glf / par.pp))
         else:
             per_seq_gpu = kv.bytes_at(wl.max_len) * glf / par.pp   # the GPU's layers' share of a sequence's KV
-            admitted = min(settings.max_num_seqs, (int(kv_avail // per_seq_gpu) if per_seq_gpu > 0 else
-                                                   settings.max_num_seqs) if kv_avail > 0 else 0)
+            admitted = min(run_cap, (int(kv_avail // per_seq_gpu) if per_seq_gpu > 0 else
+                                     run_cap) if kv_avail > 0 else 0)
         wpf = pf if wl.prefill_tokens == prompt else self._prefill(wl.prefill_tokens)
         self._curve = _StepCurve(lambda b: self.token_speed(b).step_time_s, par.dp, admitted)
         return pf, wpf, admitted
@@ -741,6 +810,12 @@ class Evaluator:
                 + kv.bytes_at(d.context) * d.concurrency * (1.0 - glf) + (0.0 if host_used else F.HOST_RESERVED_BYTES)
         exp_bits, attn_bits, _ = quality_of(d.model, d.quant)
         notes.extend(mem.notes)
+        acc = d.hardware.accelerator
+        path = expert_kernel_path(self.phys, {f for _, f in scheme.mix("routed_experts" if d.model.spec.is_moe
+                                                                        else "dense_ffn")},
+                                  acc.native_fp4, acc.bf16_flops, acc.fp8_flops if acc.native_fp8 else None)
+        if path:
+            notes.append(path)
         if self.cal is not None:
             notes.append(self.cal.describe())
         return Evaluation(deployment=d, settings=settings, scheme=scheme, weights=w, kv=kv, memory=mem,

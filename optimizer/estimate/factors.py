@@ -146,6 +146,14 @@ ENGINE_SEQ_STEP_S = {
     "llamacpp": Factor(0.0, "not fitted: llama.cpp rows are single-stream; 0"),
     "mlx": Factor(0.0, "not fitted: the mlx rows are single-stream; 0"),
 }
+_SAT = float(_SERVING.get("seq_saturation", 0.0) or 0.0)
+ENGINE_SEQ_SATURATION = {
+    e: Factor(_SAT, "fitted with the per-sequence step cost (grid over N_sat, the lowest median |TPOT error| on the "
+                    "batched served rows, rigopt fidelity --fit): sequences per step at which the per-sequence cost "
+                    "saturates, cost x N_sat x (1 - exp(-n / N_sat)); 0 = linear (not fitted)")
+    for e in ("vllm", "sglang")}
+ENGINE_SEQ_SATURATION.update({e: Factor(0.0, "per-sequence cost not fitted for this engine")
+                              for e in ("llamacpp", "mlx")})
 ENGINE_TTFT_OVERHEAD_S = {
     "vllm": Factor(float(_SERVING["ttft_overhead_s"]),
                    f"fitted on {len(_SERVING['rows'])} served TTFT rows (measurements/serving_measurements.yaml; vLLM "

@@ -15,6 +15,7 @@ from optimizer.arch.spec import LayerSpec, ModelSpec
 from optimizer.cache import BoundedCache
 from optimizer.engines import physics_engine
 from optimizer.estimate import factors as F
+from optimizer.estimate import kernels as K
 from optimizer.estimate.kv import KVEstimate
 from optimizer.estimate.recurrent import RecurrentEstimate
 from optimizer.estimate.weights import WeightBreakdown
@@ -24,17 +25,51 @@ FP4_FORMATS = {"mxfp4", "nvfp4"}
 FP8_FORMATS = {"fp8", "fp8-block128", "fp8-channel"}
 
 
+VLLM_MXFP4_SRC = ("https://github.com/vllm-project/vllm/blob/afdb4a4ff429377d0fcfac3752e814ffc36ea41d/"
+                  "vllm/model_executor/layers/quantization/mxfp4.py")
+
+
 def kernel_bits(formats: set[str], native_fp8: bool, native_fp4: bool) -> float:
     """Math width the GEMMs can run at: FP4/FP8 tensor cores only for FP4/FP8 weights on hardware that has them.
     FP4 weights on a GPU without FP4 tensor cores (Hopper, Ampere) run as W4A16 (Marlin / Triton dequantizing
-    kernels): 16-bit math, not FP8. GGUF and INT4 (W4A16) kernels dequantize to 16-bit."""
-    if formats and formats <= FP4_FORMATS and native_fp4:
+    kernels): 16-bit math, not FP8. GGUF and INT4 (W4A16) kernels dequantize to 16-bit.
+
+    Only NVFP4 (W4A4: FP4 activations too) reaches the FP4 peak. MXFP4 experts have no FP4 x FP4 kernel: vLLM's
+    MXFP4 MoE backends are W4A16 (Marlin, Triton, FlashInfer MXFP4 x BF16 on SM90/SM100) or MXFP4 x MXFP8 on SM100
+    (`get_mxfp4_backend`, VLLM_MXFP4_SRC), and DeepSeek-V4's MXFP4 experts take FP8 activations; the tensor cores run
+    at the wider operand's rate, so MXFP4 on Blackwell is counted at the FP8 rate (the fastest of its paths)."""
+    if formats and formats <= {"nvfp4"} and native_fp4:
         return 4.0
     if formats and formats <= (FP4_FORMATS | FP8_FORMATS) and native_fp4 and native_fp8:
-        return 8.0  # mixed FP4/FP8 weights on Blackwell: the FP8 part bounds the math width
+        return 8.0  # MXFP4 x FP8 (and mixed FP4/FP8 weights) on Blackwell: the FP8 operand sets the rate
     if formats and formats <= FP8_FORMATS and native_fp8:
         return 8.0
     return 16.0
+
+
+VLLM_FP4_MARLIN_SRC = ("vllm-project/vllm issue #23278 (H100 log: 'Your GPU does not have native support for FP4 "
+                       "computation but FP4 quantization is being used. Weight-only FP4 compression will be used "
+                       "leveraging the Marlin kernel', marlin_utils_fp4.py)")
+
+
+def expert_kernel_path(engine: str, formats: set[str], native_fp4: bool, bf16_flops: float,
+                       fp8_flops: float | None) -> str | None:
+    """The kernel path that runs FP4 expert weights on a GPU without FP4 tensor cores (Hopper, Ampere, Ada) and
+    the speed rigopt gives it (the same rule as `kernel_bits`); None where FP4 runs natively or no FP4 is used.
+    vLLM: Marlin / the Triton MXFP4 kernels / FlashInfer MXFP4 x BF16 on SM90 (`get_mxfp4_backend`,
+    VLLM_MXFP4_SRC), Marlin for NVFP4 (VLLM_FP4_MARLIN_SRC); SGLang: --moe-runner-backend marlin or
+    flashinfer_mxfp4. All are weight-only FP4 (W4A16): 4-bit weights read from memory, BF16 math."""
+    fp4 = sorted(formats & FP4_FORMATS)
+    if not fp4 or native_fp4:
+        return None
+    path = {"vllm": "vLLM's weight-only FP4 MoE kernels (Marlin, Triton MXFP4 or FlashInfer MXFP4 x BF16)",
+            "sglang": "SGLang's W4A16 MoE runners (--moe-runner-backend marlin / flashinfer_mxfp4)"}.get(engine)
+    if path is None:
+        return None
+    vs = f", half the FP8 peak of {fp8_flops / 1e12:,.0f}" if fp8_flops else ""
+    return (f"kernel path: {'/'.join(f.upper() for f in fp4)} experts on a GPU without FP4 tensor cores run through "
+            f"{path}: weights stay 4-bit in memory (decode reads them at their stored size), the math is BF16 "
+            f"(prefill at the BF16 peak, {bf16_flops / 1e12:,.0f} TFLOP/s{vs})")
 
 
 def device_family(vendor: str, kind: str) -> str:
@@ -171,10 +206,16 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
                  load_imbalance: float | None = None, engine: str = "vllm",
                  recurrent: RecurrentEstimate | None = None,
-                 cpu_layer_fraction: float = 0.0) -> Callable[[int, int], SpeedEstimate]:
+                 cpu_layer_fraction: float = 0.0,
+                 kernel_dtypes: KernelDtypes | None = None) -> Callable[[int, int], SpeedEstimate]:
     """`decode_speed` as a function of (batch, tokens_per_seq) with everything that does not depend on them
     computed once: `decode_curve(...)(b, q)` is `decode_speed(..., batch=b, tokens_per_seq=q)`, the same
-    arithmetic in the same order (callers asking many batch sizes of one deployment keep the curve)."""
+    arithmetic in the same order (callers asking many batch sizes of one deployment keep the curve).
+
+    `kernel_dtypes`: the weight formats of the dense linear layers and the routed experts (with their math
+    widths). Where the accelerator has measured kernel tables for the engine (hardware/kernels/, NVIDIA
+    datacenter GPUs), the linear layers' time is the measured GEMM / grouped-MoE efficiency at the step's tokens
+    (`batched_compute_s`) instead of a fixed fraction of peak."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     tp, pp = par.tp, par.pp
@@ -206,6 +247,11 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     a2a_kernel = F.ALL2ALL_KERNEL_S.value
     pcie_eff, nvme_eff = F.PCIE_EFFICIENCY.value, F.NVME_EFFICIENCY.value
     seq_cost = F.engine_factor(F.ENGINE_SEQ_STEP_S, engine)
+    seq_sat = F.engine_factor(F.ENGINE_SEQ_SATURATION, engine)
+    table = TableCompute.of(spec, dev, engine, kernel_dtypes, tp=tp, stream_s=gpu_bytes / mem_bw_eff) \
+        if kernel_dtypes else None
+    share = _expert_param_share(spec) if moe else 0.0
+    other_flops_per_token = 2.0 * active_params * share * gpu_param_share if moe else 0.0  # routed experts
 
     def at(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         batch = max(1, batch)
@@ -262,11 +308,15 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         # ---- expected ----------------------------------------------------------------------------------
         terms: dict[str, float] = {}
         terms["gpu_memory"] = hbm_bytes / mem_bw_eff
-        terms["gpu_compute"] = flops / comp_eff
+        if table is not None:  # dense GEMMs from the measured kernels; experts and attention scores as before
+            terms["gpu_compute"] = (1.0 - fc) * (table.dense_s(seqs_per_replica * q) + (other_flops_per_token + attn)
+                                                 * seqs_per_replica * q / tp / comp_eff)
+        else:
+            terms["gpu_compute"] = flops / comp_eff
         terms["layer_overhead"] = layer_overhead
         if seq_cost:
             # per sequence and per token it feeds in the step (a verification step checks every draft token)
-            terms["per_seq_overhead"] = seqs_per_replica * q * seq_cost
+            terms["per_seq_overhead"] = per_seq_step_s(seqs_per_replica * q, seq_cost, seq_sat)
         if expert_bytes_cpu:
             terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) \
                 else math.inf
@@ -301,6 +351,63 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                              terms_s=terms, binding=binding)
 
     return at
+
+
+def per_seq_step_s(n: float, cost_s: float, saturation: float) -> float:
+    """The engine's per-sequence step cost at `n` sequences (x tokens each) in one step: `cost_s` per sequence for
+    few sequences, saturating at `cost_s x saturation` as batched kernels amortise it,
+    cost_s x N_sat x (1 - exp(-n / N_sat)) (N_sat = `saturation`; inf or 0: linear, the old form)."""
+    if not cost_s or n <= 0:
+        return 0.0
+    if not saturation or not math.isfinite(saturation):
+        return n * cost_s
+    return cost_s * saturation * -math.expm1(-n / saturation)
+
+
+@dataclass(frozen=True)
+class KernelDtypes:
+    """Kernel-table dtypes (optimizer/estimate/kernels.py names) of the dense linear layers and the routed experts,
+    and the math width each runs at (kernel_bits)."""
+    dense: str | None
+    dense_bits: float
+    experts: str | None = None
+    expert_bits: float = 16.0
+
+
+@dataclass(frozen=True)
+class TableCompute:
+    """Dense linear-layer time of one decode step from measured kernels (hardware/kernels/ tables,
+    AIConfigurator-derived): the GEMMs at the measured FLOP efficiency for M = tokens per step. The measured
+    latency includes streaming the weights, so the curve is anchored to rigopt's own (fitted) weight-streaming
+    time at M = 1: `dense_s(M) = measured(M) x stream_s / measured(1)`. Small batches keep the fitted memory
+    model; large ones follow the measured GEMMs into the compute-bound regime."""
+    system: str
+    backend: str
+    dense_dtype: str
+    dense_flops_per_token: float     # per TP rank
+    dense_peak: float
+    stream_s: float                  # rigopt's time to stream the rank's dense weights once
+
+    @staticmethod
+    def of(spec: ModelSpec, dev: Device, engine: str, dt: KernelDtypes, *, tp: int,
+           stream_s: float) -> TableCompute | None:
+        backend = physics_engine(engine)
+        if backend not in ("vllm", "sglang") or dt.dense is None:
+            return None
+        if K.gemm_efficiency(dev.name, dt.dense, 1.0, backend=backend) is None:
+            return None
+        share = _expert_param_share(spec) if spec.moe_layers else 0.0
+        return TableCompute(system=dev.name, backend=backend, dense_dtype=dt.dense,
+                            dense_flops_per_token=2.0 * spec.active_params() * (1.0 - share) / tp,
+                            dense_peak=dev.flops_for_bits(dt.dense_bits), stream_s=stream_s)
+
+    def measured_s(self, tokens: float) -> float:
+        g = K.gemm_efficiency(self.system, self.dense_dtype, tokens, backend=self.backend)
+        return self.dense_flops_per_token * tokens / (self.dense_peak * (g or 1.0))
+
+    def dense_s(self, tokens: float) -> float:
+        """Seconds of the rank's dense linear layers at `tokens` per step."""
+        return self.measured_s(tokens) * self.stream_s / self.measured_s(1.0)
 
 
 def spec_key(spec: ModelSpec) -> str:
@@ -395,7 +502,7 @@ class PrefillEstimate:
 def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Parallel, prompt_tokens: int,
                  links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, engine: str = "vllm", chunk_tokens: int | None = None,
-                 cpu_layer_fraction: float = 0.0) -> PrefillEstimate:
+                 cpu_layer_fraction: float = 0.0, dense_bits: float | None = None) -> PrefillEstimate:
     """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once per
     prefill chunk (`chunk_tokens`: vLLM max_num_batched_tokens, SGLang chunked_prefill_size, llama.cpp
     ubatch; None = the whole prompt in one pass).
@@ -403,7 +510,12 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     Work splits like the weights: dense tensors and attention over the TP group, routed experts over the EP
     group (or TP without EP). A pipeline split does not shorten one prompt: the stages run one after another,
     so PP divides neither the FLOPs nor the bytes of a single prompt (it does divide `work_s`, the busy time
-    per prompt when many prompts stream through the stages)."""
+    per prompt when many prompts stream through the stages).
+
+    Each part runs at its own precision's peak: routed experts at `compute_bits` (their kernels' width), the
+    dense linear layers (attention projections, dense and shared-expert FFNs) at `dense_bits` (None: the same as
+    the experts) and the attention scores (QK^T, PV; FlashAttention / FlashMLA compute in BF16, FP8 KV is
+    dequantized) at the BF16 peak."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     P = prompt_tokens
@@ -411,11 +523,14 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     expert_split = par.ep_size if par.ep else par.tp
     share = _expert_param_share(spec)
     active = spec.active_params()
-    dense_flops = 2.0 * active * (1.0 - share) * P + _prefill_attention_flops(spec, P) \
+    linear_flops = 2.0 * active * (1.0 - share) * P
+    score_flops = _prefill_attention_flops(spec, P) \
         + recurrent_flops(spec, prefill=True) * P  # chunked linear-attention / SSD scan of hybrid models
     expert_flops = 2.0 * active * share * P
     peak = dev.flops_for_bits(compute_bits)
-    t_comp_bound = dense_flops / (peak * par.tp) + expert_flops / (peak * expert_split)
+    peak_dense = dev.flops_for_bits(compute_bits if dense_bits is None else dense_bits)
+    t_comp_bound = (linear_flops / peak_dense + score_flops / dev.bf16_flops) / par.tp \
+        + expert_flops / (peak * expert_split)
     offloaded = w.routed_expert_bytes * (1.0 - tiers.gpu)
     on_gpu_experts = w.routed_expert_bytes - offloaded
     per_pass_bytes = w.dense_bytes / par.tp + on_gpu_experts / expert_split  # every stage's share, in sequence

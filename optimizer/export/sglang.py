@@ -128,7 +128,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
     derived["mem_fraction_static"] = mfs
     st = plan.settings  # the values the plan's figures assume (older plans: the engine defaults)
     chunk = st.max_num_batched_tokens if st else default_max_num_batched_tokens("sglang", plan.memory.capacity_bytes)
-    running = st.max_num_seqs * p.dp if st else plan.concurrency  # SGLang's cap is global (split over attn DP)
+    running = st.max_num_seqs if st else plan.concurrency  # the flag value (SGLang splits it over attn DP)
     derived["chunked_prefill_size"] = chunk
     a += ["--mem-fraction-static", f"{mfs:.3f}".rstrip("0").rstrip("."),
           "--max-running-requests", str(running), "--chunked-prefill-size", str(chunk)]

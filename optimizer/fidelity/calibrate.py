@@ -262,23 +262,32 @@ class FitSet:
     ttft_overhead_s: float | None = None
     seq_step_s: float | None = None
     mlx: tuple[float, float] | None = None  # (per-layer decode cost, prefill MFU) of mlx-lm (fidelity/mlx_fit.py)
+    seq_saturation: float | None = None  # N_sat of the per-sequence cost (0: linear; None: leave the stored value)
 
 
 SEQ_FIT_ITERATIONS = 3
 SEQ_FIT_MIN_SEQS = 2.0  # rows with fewer decoding sequences per replica say nothing about a per-sequence cost
+# candidate saturation points of the per-sequence cost (sequences per step); 0 = linear (no saturation). The data
+# decides: on the batched rows of measurements/serving_measurements.yaml (concurrency <= 256 but one SGLang row at
+# 1,024 that the linear form predicts within 13%) the linear form predicts TPOT best (cross-validated median 24% vs
+# 31% at N_sat = 128), so the fit keeps it until batch sweeps that show saturation are added.
+SEQ_SATURATION_GRID = (0.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
 
-def fit_seq_step(rows: list[dict], decode: FitResult, prefill_mfu: dict[str, dict[str, float]]) -> float:
+def fit_seq_step(rows: list[dict], decode: FitResult, prefill_mfu: dict[str, dict[str, float]],
+                 saturation: float = 0.0) -> float:
     """The vLLM/SGLang per-sequence decode step cost: each batched served row implies
-    c_row = c + (measured TPOT - predicted TPOT) x (1 - rho) / (decoding sequences per replica), where rho is the
-    prefill share of engine time (TPOT = step / (1 - rho)); the median over rows, iterated to a fixed point
-    (the closed loop's batch moves with c), floored at 0."""
+    c_row = c + (measured TPOT - predicted TPOT) x (1 - rho) / g(n), where n is the decoding sequences per
+    replica, g(n) = N_sat (1 - exp(-n / N_sat)) the saturating per-sequence count (n when N_sat = 0:
+    speed.per_seq_step_s) and rho the prefill share of engine time (TPOT = step / (1 - rho)); the median over
+    rows, iterated to a fixed point (the closed loop's batch moves with c), floored at 0."""
     from optimizer.estimate.deployment import evaluate
+    from optimizer.estimate.speed import per_seq_step_s
     from optimizer.fidelity import serving
     c = 0.0
     for _ in range(SEQ_FIT_ITERATIONS):
         implied = []
-        with applied(FitSet(decode, prefill_mfu, None, c)):
+        with applied(FitSet(decode, prefill_mfu, None, c, seq_saturation=saturation)):
             for r in rows:
                 m = serving._measured(r).get("tpot_ms")
                 if not m:
@@ -293,7 +302,8 @@ def fit_seq_step(rows: list[dict], decode: FitResult, prefill_mfu: dict[str, dic
                 n = sv.decoding_seqs / max(d.parallel.dp, 1)
                 if n < SEQ_FIT_MIN_SEQS:
                     continue
-                implied.append(c + (m / 1e3 - sv.tpot_s) * (1.0 - sv.prefill_share) / n)
+                g = per_seq_step_s(n, 1.0, saturation)  # d(per-sequence term) / d(cost)
+                implied.append(c + (m / 1e3 - sv.tpot_s) * (1.0 - sv.prefill_share) / g)
         if not implied:
             return 0.0
         c = max(0.0, statistics.median(implied))
@@ -308,25 +318,59 @@ def fit_all(rows: list[dict] | None = None, serving_rows: list[dict] | None = No
     rows = pool() if rows is None else rows
     serving_rows = serving_pool(tpot=True) if serving_rows is None else serving_rows
     saved = dict(F.ENGINE_SEQ_STEP_S)
+    saved_sat = dict(F.ENGINE_SEQ_SATURATION)
     try:
         for e in ("vllm", "sglang"):
             F.ENGINE_SEQ_STEP_S[e] = F.Factor(0.0, "fit in progress")
+            F.ENGINE_SEQ_SATURATION[e] = F.Factor(0.0, "fit in progress")
         d = fit(rows)
         p = fit_prefill_mfu(rows)
-        c = fit_seq_step(serving_rows, d, p)
+        best: tuple[float, float, float] | None = None  # (median |TPOT error|, N_sat, c)
+        for sat in SEQ_SATURATION_GRID:  # N_sat: the grid point whose fitted cost predicts the served TPOT best
+            c_sat = fit_seq_step(serving_rows, d, p, sat)
+            err = _tpot_error(serving_rows, FitSet(d, p, None, c_sat, seq_saturation=sat))
+            if best is None or err < best[0] - 1e-12:
+                best = (err, sat, c_sat)
+        assert best is not None
+        _, sat, c = best
         for e in ("vllm", "sglang"):
             F.ENGINE_SEQ_STEP_S[e] = F.Factor(c, "fit in progress")
-        d = fit(rows)
+            F.ENGINE_SEQ_SATURATION[e] = F.Factor(sat, "fit in progress")
+        d = fit(rows)  # the decode and prefill factors again, with the per-sequence cost in place
         p = fit_prefill_mfu(rows)
-        c = round(fit_seq_step(serving_rows, d, p), 7)
+        c = round(fit_seq_step(serving_rows, d, p, sat), 7)
         for e in ("vllm", "sglang"):
             F.ENGINE_SEQ_STEP_S[e] = F.Factor(c, "fit in progress")
+        d = fit(rows)  # once more at the stored cost, so the stored decode factors are the decode fit's at it
+        p = fit_prefill_mfu(rows)
         ttft_rows = [r for r in serving_rows if "ttft_ms" in serving._measured(r)]
         t = round(fit_ttft_overhead(ttft_rows, d, p), 4)
     finally:
         F.ENGINE_SEQ_STEP_S.clear()
         F.ENGINE_SEQ_STEP_S.update(saved)
-    return FitSet(d, p, t, c)
+        F.ENGINE_SEQ_SATURATION.clear()
+        F.ENGINE_SEQ_SATURATION.update(saved_sat)
+    return FitSet(d, p, t, c, seq_saturation=sat)
+
+
+def _tpot_error(rows: list[dict], fs: FitSet) -> float:
+    """Median |predicted / measured - 1| of the served TPOT over the batched rows (the saturation grid's score; the
+    metric bench/serving.py and the fidelity table report)."""
+    from optimizer.estimate.deployment import evaluate
+    from optimizer.fidelity import serving
+    errs = []
+    with applied(fs):
+        for r in rows:
+            m = serving._measured(r).get("tpot_ms")
+            if not m:
+                continue
+            try:
+                sv = evaluate(serving.deployment_of(r)).serving
+            except Exception:
+                continue
+            if sv is not None and math.isfinite(sv.tpot_s) and sv.tpot_s > 0:
+                errs.append(abs(sv.tpot_s * 1e3 / m - 1.0))
+    return statistics.median(errs) if errs else math.inf
 
 
 @contextmanager
@@ -338,10 +382,14 @@ def applied(fs: FitSet) -> Iterator[None]:
     saved_mfu = {e: dict(t) for e, t in F.PREFILL_MFU_BY_ENGINE.items()}
     saved_ttft = dict(F.ENGINE_TTFT_OVERHEAD_S)
     saved_seq = dict(F.ENGINE_SEQ_STEP_S)
+    saved_sat = dict(F.ENGINE_SEQ_SATURATION)
     try:
         if fs.seq_step_s is not None:
             for e in ("vllm", "sglang"):
                 F.ENGINE_SEQ_STEP_S[e] = F.Factor(fs.seq_step_s, note)
+        if fs.seq_saturation is not None:
+            for e in ("vllm", "sglang"):
+                F.ENGINE_SEQ_SATURATION[e] = F.Factor(fs.seq_saturation, note)
         if fs.ttft_overhead_s is not None:
             for e in ("vllm", "sglang"):
                 F.ENGINE_TTFT_OVERHEAD_S[e] = F.Factor(fs.ttft_overhead_s, note)
@@ -371,6 +419,8 @@ def applied(fs: FitSet) -> Iterator[None]:
         F.ENGINE_TTFT_OVERHEAD_S.update(saved_ttft)
         F.ENGINE_SEQ_STEP_S.clear()
         F.ENGINE_SEQ_STEP_S.update(saved_seq)
+        F.ENGINE_SEQ_SATURATION.clear()
+        F.ENGINE_SEQ_SATURATION.update(saved_sat)
 
 
 def _sig(v: float, digits: int = 4) -> float:
@@ -378,7 +428,7 @@ def _sig(v: float, digits: int = 4) -> float:
 
 
 def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]], fitted_on: str,
-                     ttft_overhead_s: float = 0.0, seq_step_s: float = 0.0) -> dict:
+                     ttft_overhead_s: float = 0.0, seq_step_s: float = 0.0, seq_saturation: float = 0.0) -> dict:
     """The content of optimizer/estimate/factors.yaml for a decode fit and a prefill fit."""
     rows = fit_rows()
     engine_of = {r["id"]: r["engine"] for r in rows}
@@ -413,6 +463,7 @@ def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]]
         "serving": {
             "ttft_overhead_s": ttft_overhead_s,
             "seq_step_s": seq_step_s,
+            "seq_saturation": seq_saturation,
             "rows": [r["id"] for r in serving_pool()],
         },
     }
@@ -431,7 +482,7 @@ def write_factors(fitted_on: str, path: str | None = None) -> tuple[str, bool]:
     target = Path(path) if path else F.FACTORS_FILE
     fs = fit_all()
     text = render_factors(factors_document(fs.decode, fs.prefill_mfu, fitted_on, fs.ttft_overhead_s or 0.0,
-                                           fs.seq_step_s or 0.0))
+                                           fs.seq_step_s or 0.0, fs.seq_saturation or 0.0))
     old = target.read_text() if target.exists() else ""
     target.write_text(text)
     return str(target), text != old

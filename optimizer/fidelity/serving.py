@@ -157,6 +157,27 @@ def run() -> tuple[list[ServingCase], list[tuple[str, str]]]:
     return cases, skipped
 
 
+SWEEP_MIN_POINTS = 3
+
+
+def concurrency_of(c: ServingCase) -> int:
+    return int(c.workload.rsplit("c", 1)[1])
+
+
+def sweeps(cases: list[ServingCase]) -> list[list[ServingCase]]:
+    """Batch sweeps: rows of one source, model, engine, accelerator type and isl/osl at SWEEP_MIN_POINTS or more
+    concurrencies, each sorted by concurrency (the layout may change along a sweep; it is printed per point)."""
+    groups: dict[tuple[str, ...], list[ServingCase]] = {}
+    for c in cases:
+        key = (c.source.split(" ")[0], c.model, c.engine, c.hardware.split(" ")[1], c.workload.rsplit(" ", 1)[0])
+        groups.setdefault(key, []).append(c)
+    out = []
+    for _, g in sorted(groups.items()):
+        if len({concurrency_of(c) for c in g}) >= SWEEP_MIN_POINTS:
+            out.append(sorted(g, key=lambda c: (concurrency_of(c), c.id)))
+    return out
+
+
 def medians(cases: list[ServingCase]) -> dict[str, tuple[int, float]]:
     out = {}
     for metric in METRICS:

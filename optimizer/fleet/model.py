@@ -37,6 +37,7 @@ class Row:
     link_class: int | None  # prefill: the class it was measured for; decode: the best class it supports
     ref: object = None  # the candidate behind the row (solve.py)
     order: int = -1  # the tie-break rank (lower first; -1: the row's index)
+    group: str | None = None  # prefill/decode: the pairing key (pairing.py); one key per disaggregated fleet
 
     def rank(self, index: int) -> int:
         return self.order if self.order >= 0 else index
@@ -104,6 +105,14 @@ def solve(
     for role, rs in by_role.items():
         if rs:
             m.add(sum(used[i] for i, _ in rs) <= max_types)
+    # pairing (pairing.py): the prefill and decode pools of one fleet share one pairing key
+    keys = sorted({r.group for _, r in by_role["prefill"] + by_role["decode"] if r.group is not None})
+    if len(keys) > 1:
+        pick = {g: m.new_bool_var(f"pair_{g}") for g in keys}
+        m.add(sum(pick.values()) <= 1)
+        for i, r in by_role["prefill"] + by_role["decode"]:
+            if r.group is not None:
+                m.add_implication(used[i], pick[r.group])
     cost = sum(r.cost * n[i] for i, r in rows_ok)
     gpus = sum(r.gpus * n[i] for i, r in rows_ok)
     if hint:
@@ -168,6 +177,8 @@ def brute_force(
         dec = [r.link_class or 0 for r, c in zip(rows, counts) if c and r.role == "decode"]
         pre = [r.link_class or 0 for r, c in zip(rows, counts) if c and r.role == "prefill"]
         if dec and pre and max(dec) > min(pre):
+            continue
+        if len({r.group for r, c in zip(rows, counts) if c and r.role != "aggregated" and r.group is not None}) > 1:
             continue
         for r, c in zip(rows, counts):
             if c:

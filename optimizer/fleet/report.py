@@ -38,6 +38,8 @@ def fleet_lines(f: Fleet, p: float) -> list[str]:
             f"{x.offer} {x.engine} {x.quant} {x.layout}: {x.rate_per_replica_rps:.3g} req/s each "
             f"(capacity {x.capacity_rps:.3g}), {tt}{extra}; price {x.price_source} ({x.price_as_of})"
         )
+        if x.kernel_path:
+            out.append(f"    {x.kernel_path}")
     return out
 
 

@@ -27,6 +27,7 @@ from optimizer.catalog.models import ResolvedModel, resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.schemes import get_scheme
 from optimizer.fleet import model as M
+from optimizer.fleet import pairing
 from optimizer.fleet.capacity import SLA, Config, Replica, kv_transfer_s, ttft_at
 from optimizer.fleet.money import (
     HOURS_PER_MONTH,
@@ -111,6 +112,7 @@ class Pool(_R):
     kv_transfer_s: float | None = None
     kv_link: str | None = None
     kv_transport: str | None = None
+    kernel_path: str | None = None  # FP4 experts without FP4 tensor cores: the path that runs them (speed.py)
     usd_per_hour: float | None  # per replica
     capex_usd: float | None
     power_watts: float
@@ -291,8 +293,10 @@ def _specs(
 def _row(sp: _Spec, objective: str, exact: bool) -> M.Row:
     cap = sp.capacity(exact)
     cost = max(1, round(sp.cand.cost(objective) * M.COST_SCALE[objective]))
+    cfg = sp.cand.cfg
     return M.Row(
-        sp.role, int(cap * M.RATE_SCALE), cost, sp.cand.cfg.gpus, sp.link_class, (sp.cand, sp.transfer_s), sp.order
+        sp.role, int(cap * M.RATE_SCALE), cost, sp.cand.cfg.gpus, sp.link_class, (sp.cand, sp.transfer_s), sp.order,
+        None if sp.role == "aggregated" else pairing.group(sp.cand.offer.key, cfg.accelerator, cfg.engine),
     )
 
 
@@ -343,6 +347,7 @@ def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, tran
         kv_transfer_s=transfer,
         kv_link=c.offer.kv_link if role != "aggregated" else None,
         kv_transport=c.offer.kv_transport if role != "aggregated" else None,
+        kernel_path=next((n for n in ev.notes if n.startswith("kernel path:")), None),
         usd_per_hour=None if c.offer.usd_per_hour is None else c.offer.usd_per_hour * c.n_nodes,
         capex_usd=None if c.offer.capex_usd is None else c.offer.capex_usd * c.n_nodes,
         power_watts=c.offer.power_watts * c.n_nodes,
@@ -501,7 +506,7 @@ def _dominated(rows: list[M.Row], exact: set[int], skip: frozenset[int] | set[in
             continue
         for k in by_role.get(r.role, ()):
             x = rows[k]
-            if k == i or x.cost > r.cost or x.gpus > r.gpus or x.cap < r.cap:
+            if k == i or x.cost > r.cost or x.gpus > r.gpus or x.cap < r.cap or x.group != r.group:
                 continue
             if (x.cost, x.gpus, -x.cap, x.rank(k)) >= (r.cost, r.gpus, -r.cap, r.rank(i)):
                 continue  # equal rows: keep the first, so two equal rows never remove each other
@@ -524,7 +529,7 @@ def _duplicates(rows: list[M.Row], skip: set[int]) -> set[int]:
         r = rows[i]
         if r.cap <= 0 or i in skip:
             continue
-        k = (r.role, r.cap, r.cost, r.gpus, r.link_class)
+        k = (r.role, r.cap, r.cost, r.gpus, r.link_class, r.group)
         if k in seen:
             out.add(i)
         seen.add(k)
@@ -545,7 +550,8 @@ def _upper_bound(rows: list[M.Row], exact: set[int], rate: int, allow_disagg: bo
             continue
         dc = -(-rate // rows[k].cap) * rows[k].cost
         for i in pre:
-            if (rows[i].link_class or 0) >= (rows[k].link_class or 0):
+            linked = (rows[i].link_class or 0) >= (rows[k].link_class or 0)
+            if linked and pairing.compatible(rows[i].group, rows[k].group):
                 ub = min(ub, dc + -(-rate // rows[i].cap) * rows[i].cost)
     return ub
 

@@ -36,6 +36,7 @@ from optimizer.estimate.deployment import (
     default_spec_decode,
     evaluate,
     quality_of,
+    running_flag,
 )
 from optimizer.estimate.kv import default_kv_dtype
 from optimizer.estimate.schemes import MOE_MIXES, SCHEMES, Scheme, get_scheme
@@ -357,7 +358,8 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     hardware = Hardware(acc, node, n_nodes, g, links=plan_links(node, n_nodes, par))
     # the engine's sequence cap is the planned concurrency per replica (what export writes), or its default when
     # the question is a request rate (the serving model then finds what the pool admits)
-    settings = EngineSettings(max_num_seqs=None if q.rate_rps else -(-q.concurrency // par.dp))
+    settings = EngineSettings(max_num_seqs=None if q.rate_rps else
+                              running_flag(engine, spec, par, -(-q.concurrency // par.dp)))
     try:
         base = Deployment(model=m, quant=qname, engine=engine, hardware=hardware, parallel=par, context=q.context,
                           concurrency=q.kv_sequences, kv_dtype=kv_dtype, workload=q.workload, settings=settings,

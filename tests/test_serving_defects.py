@@ -1,0 +1,161 @@
+"""Serving-physics defects of issue 21, each pinned by a hand calculation and the engine's code it follows."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+
+from optimizer.catalog.devices import node_for
+from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.models import resolve_model
+from optimizer.estimate.deployment import (
+    Deployment,
+    EngineSettings,
+    Hardware,
+    evaluate,
+    running_flag,
+    running_per_replica,
+)
+from optimizer.estimate.serving import Workload
+from optimizer.layout import Parallel
+
+
+@cache
+def _h200x8() -> Hardware:
+    acc = load_hardware().accelerators["h200-sxm"]
+    return Hardware(acc, node_for(acc.key, 8), 1, 8)
+
+
+def _v4_sglang_dp8(settings: EngineSettings) -> Deployment:
+    wl = Workload(isl=1000, osl=1000, concurrency=1024)
+    return Deployment(model=resolve_model("deepseek-v4-flash"), quant="native", engine="sglang", hardware=_h200x8(),
+                      parallel=Parallel(tp=1, dp=8, ep=True), context=wl.max_len, concurrency=1, workload=wl,
+                      settings=settings)
+
+
+@pytest.mark.parametrize("flag, expect_total", [(None, 256), (512, 512)])
+def test_sglang_max_running_requests_is_split_across_attention_dp(flag, expect_total):
+    """SGLang's TpModelWorker: max_running_requests = server_args.max_running_requests // dp_size when
+    enable_dp_attention (sglang@4f34e24 python/sglang/srt/managers/tp_worker.py). DeepSeek-V4's default 256 over 8
+    attention-DP ranks is 32 per rank, 256 in all (rigopt admitted 256 per rank, 2,048 in all); --max-running-requests
+    512 is 64 per rank. 1,024 requests in flight with 2,000-token sequences: the cap binds, not the KV pool."""
+    ev = evaluate(_v4_sglang_dp8(EngineSettings(max_num_seqs=flag)))
+    assert ev.serving is not None
+    assert ev.serving.admitted_seqs == expect_total
+    assert ev.serving.binding == "kv_capacity"
+
+
+def test_running_flag_round_trips_and_dense_dp_replicas_keep_their_own_cap():
+    """export writes running_flag(per replica); the model reads it back per replica. SGLang --dp-size replicas of a
+    dense model are separate schedulers with their own cap (no division); vLLM --max-num-seqs is per engine core."""
+    moe, dense = resolve_model("deepseek-v4-flash").spec, resolve_model("llama-3.1-8b").spec
+    par = Parallel(tp=1, dp=4, ep=True)
+    assert running_flag("sglang", moe, par, 48) == 192
+    assert running_per_replica("sglang", moe, par, 192, explicit=True) == 48
+    assert running_flag("sglang", dense, Parallel(tp=2, dp=4), 48) == 48
+    assert running_per_replica("sglang", dense, Parallel(tp=2, dp=4), 48, explicit=True) == 48
+    assert running_per_replica("vllm", moe, par, 48, explicit=True) == 48
+
+
+def test_prefill_runs_each_part_at_its_own_precision():
+    """DeepSeek-V4-Flash native (MXFP4 experts, FP8-block dense) on one B200, 8,192-token prompt, compute bound.
+    By hand: dense linear FLOPs at the FP8 peak, attention scores at the BF16 peak, MXFP4 x FP8 experts at the
+    FP8 peak (not the whole model at the FP4 peak, as before)."""
+    from optimizer.estimate.deployment import device_of, resident_weights
+    from optimizer.estimate.speed import _expert_param_share, _prefill_attention_flops, prefill_time
+    m = resolve_model("deepseek-v4-flash")
+    acc = load_hardware().accelerators["b200"]
+    dev = device_of(acc)
+    _, w = resident_weights(m, "native", "vllm", include_mtp=False)
+    spec, P = m.spec, 8192
+    share, active = _expert_param_share(spec), spec.active_params()
+    by_hand = (2 * active * (1 - share) * P / acc.fp8_flops + _prefill_attention_flops(spec, P) / acc.bf16_flops
+               + 2 * active * share * P / acc.fp8_flops)
+    got = prefill_time(spec, w, dev, par=Parallel(), prompt_tokens=P, compute_bits=8.0, dense_bits=8.0)
+    assert got.ttft_bound_s == pytest.approx(max(by_hand, w.total / acc.memory_bw_bytes_per_s), rel=1e-9)
+    assert by_hand > 2 * active * P / acc.fp4_flops * 1.9  # the old whole-model FP4 bound was about 2x too fast
+
+
+def test_fp4_experts_on_hopper_state_their_kernel_path():
+    """V4-Flash's native MXFP4 experts on H200 (no FP4 tensor cores): the plan says they run through vLLM's
+    weight-only FP4 kernels at the BF16 peak (989 TFLOP/s, half of FP8's 1,979), and the prefill bound uses that
+    rate; on B200 there is no such note."""
+    from optimizer.estimate.speed import expert_kernel_path
+    h200 = load_hardware().accelerators["h200-sxm"]
+    note = expert_kernel_path("vllm", {"mxfp4"}, h200.native_fp4, h200.bf16_flops, h200.fp8_flops)
+    assert note is not None and "Marlin" in note and f"{h200.bf16_flops / 1e12:,.0f} TFLOP/s" in note
+    assert expert_kernel_path("vllm", {"mxfp4"}, True, 2.25e15, 4.5e15) is None
+    assert expert_kernel_path("vllm", {"fp8-block128"}, False, 9.89e14, 1.979e15) is None
+    ev = evaluate(Deployment(model=resolve_model("deepseek-v4-flash"), quant="native", engine="vllm",
+                             hardware=_h200x8(), parallel=Parallel(tp=8, ep=True), context=8192, concurrency=1))
+    assert any(n.startswith("kernel path: MXFP4 experts") for n in ev.notes)
+
+
+def test_per_sequence_step_cost_saturates():
+    """cost x N_sat x (1 - exp(-n / N_sat)): by hand at c = 0.2 ms, N_sat = 128: n = 1 -> 0.19925 ms (about c),
+    n = 128 -> 0.2 x 128 x (1 - 1/e) = 16.18 ms, n -> inf -> 25.6 ms; N_sat = 0 keeps the linear form."""
+    import math
+
+    from optimizer.estimate.speed import per_seq_step_s
+    assert per_seq_step_s(1, 2e-4, 128) == pytest.approx(2e-4 * 128 * (1 - math.exp(-1 / 128)), rel=1e-12)
+    assert per_seq_step_s(1, 2e-4, 128) == pytest.approx(2e-4, rel=0.005)
+    assert per_seq_step_s(128, 2e-4, 128) == pytest.approx(16.18e-3, rel=1e-3)
+    assert per_seq_step_s(1e6, 2e-4, 128) == pytest.approx(25.6e-3, rel=1e-9)
+    assert per_seq_step_s(1000, 2e-4, 0) == pytest.approx(0.2)
+
+
+def test_decode_step_uses_the_fitted_per_sequence_form():
+    """Llama-3.1-8B on one H100 with vLLM at 1,000 sequences: the step's per-sequence term is the fitted form
+    per_seq_step_s(1000, cost, N_sat), and with any saturating N_sat it stays below cost x N_sat (the linear form
+    gave 1,000 x 0.146 ms = 146 ms)."""
+    from optimizer.estimate import factors as F
+    from optimizer.estimate.deployment import Evaluator
+    from optimizer.estimate.speed import per_seq_step_s
+    acc = load_hardware().accelerators["h100-sxm"]
+    wl = Workload(isl=1000, osl=1000, concurrency=1)
+    d = Deployment(model=resolve_model("llama-3.1-8b"), quant="native", engine="vllm",
+                   hardware=Hardware(acc, node_for(acc.key, 1), 1, 1), parallel=Parallel(),
+                   context=2000, concurrency=1, workload=wl)
+    c, sat = F.engine_factor(F.ENGINE_SEQ_STEP_S, "vllm"), F.engine_factor(F.ENGINE_SEQ_SATURATION, "vllm")
+    assert Evaluator(d).token_speed(1000).terms_s["per_seq_overhead"] == pytest.approx(per_seq_step_s(1000, c, sat))
+    saved = dict(F.ENGINE_SEQ_SATURATION)
+    try:
+        F.ENGINE_SEQ_SATURATION["vllm"] = F.Factor(128.0, "test")
+        term = Evaluator(d).token_speed(1000).terms_s["per_seq_overhead"]
+    finally:
+        F.ENGINE_SEQ_SATURATION.clear()
+        F.ENGINE_SEQ_SATURATION.update(saved)
+    assert term <= c * 128 * (1 + 1e-9) < 1000 * c
+
+
+def test_dense_gemm_time_follows_the_measured_kernels_from_the_fitted_stream_time():
+    """TableCompute by hand: dense_s(M) = 2 x active x M / (peak x eff(M)) scaled so that dense_s(1) is rigopt's
+    weight-streaming time (H100 BF16 GEMM table of vLLM, hardware/kernels/h100-sxm.json)."""
+    from optimizer.estimate import kernels as K
+    from optimizer.estimate.deployment import device_of
+    from optimizer.estimate.speed import KernelDtypes, TableCompute
+    spec = resolve_model("llama-3.1-8b").spec
+    dev = device_of(load_hardware().accelerators["h100-sxm"])
+    t = TableCompute.of(spec, dev, "vllm", KernelDtypes("bf16", 16.0), tp=1, stream_s=4.0e-3)
+    assert t is not None
+    assert t.dense_s(1) == pytest.approx(4.0e-3)
+    e1, e256 = (K.gemm_efficiency("h100-sxm", "bf16", m, backend="vllm") for m in (1, 256))
+    assert e1 is not None and e256 is not None
+    assert t.dense_s(256) == pytest.approx(4.0e-3 * 256 * e1 / e256, rel=1e-9)
+    assert TableCompute.of(spec, dev, "llamacpp", KernelDtypes("bf16", 16.0), tp=1, stream_s=4e-3) is None
+
+
+def test_bench_serving_groups_batch_sweeps():
+    """bench/serving.py's sweeps: one source, model, engine, GPU type and isl/osl at 3+ concurrencies, sorted by
+    concurrency; a pair of points is not a sweep. On the stored rows: at least 3 sweeps (MiniMax-M2.7 on MI300X
+    runs from 1 to 1,024 requests)."""
+    from optimizer.fidelity.serving import ServingCase, concurrency_of, run, sweeps
+
+    def case(i: str, c: int, src: str = "u") -> ServingCase:
+        return ServingCase(i, "vllm", "m", "8x h100-sxm TP8", f"1000/1000 c{c}", {}, {}, src)
+    got = sweeps([case("a", 64), case("b", 1), case("c", 8), case("d", 1, "v"), case("e", 8, "v")])
+    assert [[c.id for c in s] for s in got] == [["b", "c", "a"]]
+    stored = sweeps(run()[0])
+    assert len(stored) >= 3
+    assert max(concurrency_of(s[-1]) for s in stored) >= 1024
