@@ -111,6 +111,7 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
         extra_files = applied.files
     check_layout(plan)
     facts = ModelFacts(plan)
+    _check_support(plan, engine, facts)
     warnings: list[str] = []
     derived: dict = {}
     if plan.engine != engine:
@@ -150,6 +151,24 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
     else:
         cmds_for_check = cmds
     return _finish(plan, engine, facts, cmds, cmds_for_check, files, extra_files, warnings, derived, out_dir)
+
+
+def _check_support(plan: Plan, engine: str, facts: ModelFacts) -> None:
+    """The one support rule `estimate`, `cheapest` and its checker apply (optimizer/solver/support.py): no launch
+    plan for what they would refuse or warn about."""
+    from optimizer.catalog.hardware import load_hardware
+    from optimizer.estimate.schemes import get_scheme
+    from optimizer.solver.support import plan_unsupported
+    hw = load_hardware()
+    node = hw.nodes.get(plan.hardware.node)
+    acc = hw.accelerators.get(plan.hardware.accelerator)
+    if acc is None:
+        return
+    why = plan_unsupported(engine, facts.spec, acc.arch, get_scheme(plan.quant, facts.resolved.storage),
+                           plan.offload.mode, plan.offload.expert_layers_offloaded,
+                           hw.hosts[node.host].isa if node is not None else None)
+    if why:
+        raise ExportError(f"{engine} cannot run this plan: {why}")
 
 
 DESKTOP = {"ollama": desktop.ollama, "lmstudio": desktop.lmstudio, "mlx": desktop.mlx}

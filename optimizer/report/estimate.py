@@ -35,7 +35,7 @@ from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
 from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, trust
 from optimizer.layout import Parallel
-from optimizer.solver.support import unsupported
+from optimizer.solver.support import plan_unsupported
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES, GiB
 
 SCHEMA_ID = "rigopt.estimate/1"
@@ -439,7 +439,10 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                          f"the rest (and their KV) in host memory computed by the CPU "
                          f"({ev.host_used_bytes / GiB:,.1f} GiB of host memory); the figures below are for that "
                          "split (layer sizes taken as equal: an estimate)")
-        why = unsupported(eng, spec.family, acc.arch)
+        # the one support rule `cheapest`, its checker and `export` apply (KTransformers when SGLang computes
+        # offloaded experts on the CPU; the node's host CPU picks the kt-method)
+        why = plan_unsupported(eng, spec, acc.arch, scheme, d.offload.mode, d.offload.dram_layers,
+                               load_hardware().hosts[node.host].isa if node else None)
         if why:
             notes.insert(0, "WARNING: " + why)
         if mem.weights_bytes > mem.budget_bytes:
