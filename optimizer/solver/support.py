@@ -153,9 +153,9 @@ def unsupported(engine: str, spec: ModelSpec, arch: str, formats: Iterable[str] 
             also = f"; with KTransformers also {', '.join(row.gpu_archs)}" if row is not None else ""
             return (f"{engine} has no {family} kernels for {arch} (runs on {', '.join(sorted(r.archs))}{also}); "
                     f"source: {r.source}")
-    gap = format_unsupported(engine, arch, set(formats))
-    if gap:
-        return gap
+    fgap = format_unsupported(engine, arch, set(formats))
+    if fgap:
+        return fgap
     if kt and engine == "sglang":
         m = load_kt_matrix()
         if row is None:
