@@ -286,7 +286,7 @@ def default_parallel(m: ResolvedModel, acc: Accelerator, count: int, engine: str
 
 def _engine_for(scheme: Scheme, engine: str, explicit: bool) -> str:
     if scheme.gguf and not explicit:
-        return "llamacpp"
+        return "ik_llama" if scheme.ik else "llamacpp"
     if scheme.mlx:  # an MLX checkpoint: mlx-lm, or LM Studio's MLX engine when LM Studio was asked for
         return engine if engine == "lmstudio" else "mlx"
     if scheme.gguf and engine == "mlx":
@@ -552,7 +552,7 @@ def _runtime_notes(eng: str, m: ResolvedModel, acc: Accelerator, gpus: int, ev) 
                    f"`rigopt export` writes PARAMETER num_ctx {ev.deployment.context:,} and "
                    f"OLLAMA_NUM_PARALLEL={ev.settings.max_num_seqs}: llama-server gets -c "
                    f"{ev.deployment.context * ev.settings.max_num_seqs:,} (num_ctx x parallel)")
-    if is_llamacpp(eng) and eng != "llamacpp" and not mem.fits and ev.deployment.gpu_layers is None:
+    if eng in ("ollama", "lmstudio") and not mem.fits and ev.deployment.gpu_layers is None:
         n = gpu_layers_that_fit(spec, ev.weights, mem)
         out.append(f"does not fit on the GPU: {eng}'s automatic offload (llama-server fit) would keep about {n} of "
                    f"{len(spec.main_layers)} layers on the GPU and run the rest on the CPU (estimate; modelled for "

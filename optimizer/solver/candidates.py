@@ -38,7 +38,7 @@ from optimizer.estimate.deployment import (
     quality_of,
 )
 from optimizer.estimate.kv import default_kv_dtype
-from optimizer.estimate.schemes import SCHEMES, get_scheme
+from optimizer.estimate.schemes import IK_QUANTS, SCHEMES, get_scheme
 from optimizer.estimate.speed import SpeedEstimate
 from optimizer.estimate.uncertainty import planning_ratios
 from optimizer.layout import Parallel
@@ -127,13 +127,15 @@ class Candidate:
         return self.cost + self.extra_dram(x) * self.dram_usd_per_byte * self.n_nodes
 
 
-def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = False) -> list[str]:
-    """The quantizations an engine kind tries: GGUF presets (llama.cpp family), MLX presets (mlx) or the
-    checkpoint formats of vLLM/SGLang; "native" counts as MLX- and engine-servable, never as GGUF."""
+def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = False, ik: bool = False) -> list[str]:
+    """The quantizations an engine kind tries: GGUF presets (llama.cpp family; ik: also ik_llama.cpp's own
+    types), MLX presets (mlx) or the checkpoint formats of vLLM/SGLang; "native" counts as MLX- and
+    engine-servable, never as GGUF."""
     fmt = getattr(m.weights_file, "format", None) if m is not None else None
     if fmt == "gguf":  # a GGUF file is served as it is, by the llama.cpp family only
         return ["native"] if gguf and (not q.quants or "native" in q.quants) else []
-    names = q.quants or list(DEFAULT_QUANTS_GGUF if gguf else DEFAULT_QUANTS_MLX if mlx else DEFAULT_QUANTS_ENGINE)
+    names = q.quants or list((DEFAULT_QUANTS_GGUF + (IK_QUANTS if ik else ())) if gguf else DEFAULT_QUANTS_MLX if mlx
+                             else DEFAULT_QUANTS_ENGINE)
     want = "gguf" if gguf else "mlx" if mlx else "engine"
     out = []
     for n in names:
@@ -143,6 +145,8 @@ def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = Fa
             ok = want != "gguf"
         elif s is None:
             ok = want == "engine"   # an unknown name: get_scheme rejects it later
+        elif s.ik:
+            ok = want == "gguf" and ik  # ik_llama.cpp's own types: its engine only
         elif s.gguf:
             ok = want == "gguf"
         elif s.mlx:
@@ -252,7 +256,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
             if unsupported(engine, spec, acc.arch) and (engine != "sglang" or unsupported(engine, spec, acc.arch, kt=True)):
                 continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
             gguf = is_llamacpp(engine)
-            qnames = _quants(q, gguf, m, mlx=engine == "mlx")
+            qnames = _quants(q, gguf, m, mlx=engine == "mlx", ik=engine == "ik_llama")
             if engine == "lmstudio" and acc.vendor == "apple":  # LM Studio's MLX engine on a Mac
                 qnames += [n for n in _quants(q, False, m, mlx=True) if n not in qnames]
             if engine == "ollama":  # the quantizations its library tags download (gpt-oss: native MXFP4)
@@ -307,7 +311,7 @@ def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) ->
         return "none"
     # Ollama and LM Studio cannot place experts by tensor (no -ot / --n-cpu-moe in a Modelfile or `lms load`):
     # their plans keep every layer on the GPU; mlx runs only on unified memory
-    return {"llamacpp": "cpu", "sglang": "cpu", "vllm": "stream"}.get(engine, "none")
+    return {"llamacpp": "cpu", "ik_llama": "cpu", "sglang": "cpu", "vllm": "stream"}.get(engine, "none")
 
 
 def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from optimizer.arch.formats import IK_LLAMA_FORMATS
 from optimizer.arch.spec import ModelSpec
 from optimizer.catalog.ktransformers import KtModel, load_kt_matrix
 from optimizer.estimate.schemes import Scheme
@@ -55,6 +56,11 @@ ENGINE_GAPS: tuple[EngineGap, ...] = (
         "sgl-project/sglang PRs #2121/#2357 (initial Intel Gaudi 'hpu' device: native PyTorch attention, "
         "offline example on 1-2 Gaudi2 cards) and #5252 (HPUAttnBackend/HPUGraph for usable speed, closed unmerged): "
         "no serving path rigopt can plan")),
+    EngineGap("ik_llama", GAUDI | frozenset({"sm70", "gfx942", "gfx950", "gfx1100", "gfx1151",
+                                             "apple-m1", "apple-m2", "apple-m3", "apple-m4"}), (
+        "ikawrakow/ik_llama.cpp README.md at commit 8337e4cd3861406fc04e0854b1409cd1b027fbc9: 'The only fully "
+        "functional and performant compute backends are CPU (AVX2 or better, ARM_NEON or better) and CUDA (Turing or "
+        "newer)'; ROCm, Vulkan, Metal and old NVIDIA GPUs are not supported")),
     EngineGap("llamacpp", GAUDI, (
         "ggml-org/llama.cpp README 'Supported backends' (Metal, BLAS, SYCL, MUSA, CUDA, HIP, Vulkan, CANN, OpenCL, "
         "...): no Habana/Gaudi backend")),
@@ -89,6 +95,11 @@ FORMAT_GAPS: tuple[FormatGap, ...] = (
 
 def format_unsupported(engine: str, arch: str, formats: set[str]) -> str | None:
     """None if the engine has kernels for every one of these weight formats on this architecture, else why."""
+    ik = formats & set(IK_LLAMA_FORMATS)
+    if ik and engine != "ik_llama":
+        return (f"{engine} has no {', '.join(sorted(ik))} kernels: these are ik_llama.cpp's own GGML types "
+                "(ikawrakow/ik_llama.cpp ggml/src/ggml-common.h; upstream ggml has no such type), "
+                "use --engine ik_llama")
     for g in FORMAT_GAPS:
         bad = formats & g.formats
         if engine == g.engine and arch in g.archs and bad:
