@@ -118,7 +118,8 @@ for _n, _t in (("q4_k_m-moe", "q4_k"), ("q2_k-moe", "q2_k"), ("iq2_xxs-moe", "iq
 # whole-model presets in the K-quant shape above (approximate mixes: half of ffn_down and attn_v one type up), and
 # MoE mixes as the published ik_llama GGUFs of large MoE models are built (routed experts at the ik type,
 # everything else Q8_0)
-for _n, _main, _up in (("iq4_k", "iq4_k", "iq5_k"), ("iq4_ks", "iq4_ks", "iq5_ks"), ("iq3_k", "iq3_k", "iq4_k"),
+for _n, _main, _up in (("iq6_k", "iq6_k", "q8_0"), ("iq5_k", "iq5_k", "iq6_k"), ("iq4_k", "iq4_k", "iq5_k"),
+                       ("iq4_ks", "iq4_ks", "iq5_ks"), ("iq3_k", "iq3_k", "iq4_k"),
                        ("iq2_k", "iq2_k", "iq3_k"), ("iq2_ks", "iq2_ks", "iq3_k")):
     _s = _kquant(_n, _main, _up, "q6_k", f"ik_llama.cpp GGUF {_n.upper()} (approximate mix)")
     SCHEMES[_n] = Scheme(_s.name, _s.mixes, _s.description, gguf=True, ik=True)

@@ -35,11 +35,14 @@ from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
 from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, trust
 from optimizer.layout import Parallel
-from optimizer.solver.support import plan_unsupported
+from optimizer.solver.support import plan_unsupported, scheme_formats, unsupported
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES, GiB
 
 SCHEMA_ID = "rigopt.estimate/1"
 DEFAULT_QUANTS = ("native", "bf16", "fp8", "nvfp4", "int4", "q8_0", "q4_k_m", "q2_k", "iq2_xxs", "iq1_s")
+# ik_llama.cpp: GGUF presets and its own types (optimizer/estimate/schemes.py IK_QUANTS)
+DEFAULT_QUANTS_IK_LLAMA = ("q8_0", "q4_k_m", "iq6_k", "iq5_k", "iq4_k", "iq4_ks", "iq3_k", "iq2_k", "iq2_ks",
+                           "iq4_ks-moe", "iq2_ks-moe")
 DEFAULT_QUANTS_LLAMACPP_FAMILY = ("bf16", "q8_0", "q6_k", "q4_k_m", "q3_k_m", "q2_k", "iq2_xxs")  # GGUF (Ollama, LM Studio)
 DEFAULT_QUANTS_MLX = ("native", "mlx8", "mlx6", "mlx4", "mlx-mixed-3-6", "mlx3")
 DEVICE_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -348,7 +351,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
             r.recurrent_state_bytes_per_seq for r in rec_reports if r.engine == own)})
     rows: list[QuantRow] = []
     default_q = (DEFAULT_QUANTS_MLX if engine == "mlx" else
-                 DEFAULT_QUANTS_LLAMACPP_FAMILY if engine in ("ollama", "lmstudio") else DEFAULT_QUANTS)
+                 DEFAULT_QUANTS_LLAMACPP_FAMILY if engine in ("ollama", "lmstudio") else
+                 DEFAULT_QUANTS_IK_LLAMA if engine == "ik_llama" else DEFAULT_QUANTS)
     qlist = list(quants or default_q)
     accs = sorted(hw.accelerators.values(), key=lambda a: (a.memory_usable_bytes, a.key))
     ref = hw.accelerators[REFERENCE_ACCELERATOR]
@@ -369,8 +373,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         single, multi = [], []
         for acc in accs:
             e1 = _device_engine(eng, acc, scheme.mlx)
-            if e1 is None:
-                continue
+            if e1 is None or unsupported(e1, spec, acc.arch, scheme_formats(scheme)):
+                continue  # the engine cannot run this model / these weights there (the one support rule)
             ok, _ = _fits(m, q, e1, kvq_dtype if e1 == eng else None, acc, 1, context, concurrency, settings)
             if ok:
                 single.append(acc.key)
