@@ -120,7 +120,7 @@ def estimate(
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = 1,
     quant: Annotated[list[str] | None, typer.Option("--quant", "-q", help="Weight quantization(s): native, bf16, fp8, int8, nvfp4, mxfp4, int4, q8_0, q4_k_m, q2_k, iq2_xxs, ... (repeatable)")] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="KV cache dtype: bf16, fp16, fp8, q8_0, q4_0 (default: the engine's)")] = None,
-    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx (default vllm; GGUF quants use llamacpp, MLX quants mlx)")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ik_llama | ollama | lmstudio | mlx (default vllm; GGUF quants use llamacpp, ik_llama.cpp types ik_llama, MLX quants mlx)")] = None,
     gpu: Annotated[str | None, typer.Option("--gpu", help="Accelerator type, e.g. h200, rtx-4090, m3-ultra-512gb")] = None,
     gpus: Annotated[int, typer.Option("--gpus", "-n", help="Number of accelerators")] = 1,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt length for TTFT (default: the context)")] = None,
@@ -228,7 +228,7 @@ def cheapest(
     min_attn_bits: Annotated[float, typer.Option("--min-attn-bits", help="Quality floor for attention weights")] = _QUERY_DEFAULT["min_attn_bits"],
     gpus: Annotated[str | None, typer.Option("--gpus", help="Allowed accelerators, comma-separated (e.g. h100,h200)")] = None,
     owned: Annotated[str | None, typer.Option("--owned", help="Hardware you own, e.g. '2x rtx-4090, 256GB ddr5'")] = None,
-    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx, comma-separated (default: vllm, sglang, llamacpp)")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ik_llama | ollama | lmstudio | mlx, comma-separated (default: vllm, sglang, llamacpp)")] = None,
     quant: Annotated[str | None, typer.Option("--quant", "-q", help="Allowed quantizations, comma-separated")] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="Allowed KV dtypes, comma-separated")] = None,
     loads: Annotated[str | None, typer.Option("--loads", help="Expert loads for load-aware speed: a JSON/CSV file, 'uniform' or 'zipf:S'")] = None,
@@ -396,7 +396,7 @@ def _placement_for(plan, loads: str, out_dir):
 @app.command()
 def export(
     plan_json: Annotated[str, typer.Argument(help="Plan written by `rigopt cheapest --out plan.json`")],
-    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ollama | lmstudio | mlx (default: the plan's own engine)")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ik_llama | ollama | lmstudio | mlx (default: the plan's own engine)")] = None,
     out: Annotated[str | None, typer.Option("--out", help="Directory for launch scripts + EXPLAIN.md")] = None,
     model_path: Annotated[str | None, typer.Option("--model-path", help="Checkpoint dir / HF id / .gguf to serve")] = None,
     placement: Annotated[str | None, typer.Option("--placement", help="A `rigopt place --out` result: its flags go into the launch scripts, with every file they name")] = None,

@@ -88,9 +88,10 @@ def test_estimate_on_each_new_accelerator(key):
 
 
 def test_engine_support_rules():
-    assert unsupported("sglang", "gqa", "sm70") and unsupported("vllm", "gqa", "sm70") is None
-    assert unsupported("llamacpp", "gqa", "gaudi2") and unsupported("sglang", "gqa", "gaudi2")
-    assert unsupported("vllm", "gqa", "gaudi2") is None
+    gqa = resolve_model("qwen3-8b").spec  # the rule takes the model's spec (family, architecture)
+    assert unsupported("sglang", gqa, "sm70") and unsupported("vllm", gqa, "sm70") is None
+    assert unsupported("llamacpp", gqa, "gaudi2") and unsupported("sglang", gqa, "gaudi2")
+    assert unsupported("vllm", gqa, "gaudi2") is None
     assert format_unsupported("vllm", "sm70", {"bf16", "fp8-block128"})
     assert format_unsupported("vllm", "sm70", {"int4-g128", "bf16"}) is None  # GPTQ kernels run on Volta
     assert format_unsupported("vllm", "gaudi2", {"nvfp4"}) and format_unsupported("vllm", "gaudi2", {"fp8"}) is None

@@ -8,6 +8,8 @@ Sources:
 - NVFP4: FP4 e2m1 + one FP8 e4m3 scale per 16 values + a per-tensor fp32 scale (NVIDIA ModelOpt;
   nvidia/DeepSeek-V4-*-NVFP4 hf_quant_config.json group_size 16).
 - INT4 AWQ/GPTQ group 128: 4-bit weights + fp16 scale and 4-bit zero point per 128 values.
+- ik_llama.cpp's own types (IQ*_K, IQ*_KS, IQ*_KT, *_R4): ggml/src/ggml-common.h static_asserts of that fork
+  (IK_LLAMA_FORMATS below), served by the ik_llama engine only.
 - MLX affine (mlx-lm 0.32.0 `mlx_lm/utils.py` quantize_model: mode "affine" defaults group_size 64, bits 4;
   `mlx.nn.quantize` stores per group one scale and one bias in the model's float dtype, 16 bit each):
   b-bit group 64 = b + 32/64 bits per weight (4-bit 4.5, 8-bit 8.5, 3-bit 3.5, 6-bit 6.5). Group 32 = b + 1.
@@ -57,7 +59,37 @@ for _b in (2, 3, 4, 5, 6, 8):
         _NAMED[f"mlx-affine{_b}-g{_g}"] = Format(f"mlx-affine{_b}-g{_g}", _b + 32.0 / _g, 16,
                                                  f"MLX affine {_b}-bit, fp16 scale + fp16 bias per {_g} values")
 
-FORMATS: dict[str, Format] = {**_ggml_formats(), **_NAMED}
+# ik_llama.cpp's own GGML types (ikawrakow/ik_llama.cpp at the commit of optimizer/engines.py IK_LLAMA_COMMIT): block
+# bytes per QK_K = 256 weights from the static_asserts of ggml/src/ggml-common.h (e.g. "sizeof(block_iq4_ks) ==
+# QK_K/32 + QK_K/2"), block sizes from type_traits in ggml/src/ggml.c. The _KS/_KSS/_KT/_KL types also store a
+# row_meta_size of 2 or 4 bytes per row (one scale per row, type_traits .row_meta_size): < 0.005 bits per weight for
+# rows of >= 7,168 weights, not counted. The *_R4 types are the same blocks interleaved 4 rows at a time for the CPU
+# (what -rtr repacks to at load): the same bits per weight.
+_IK_BLOCK_BYTES: dict[str, int] = {
+    "iq2_k": 2 + 2 + 8 + 64,            # sizeof(ggml_half) + sizeof(uint16_t) + QK_K/32 + QK_K/4
+    "iq2_ks": 2 + 4 + 64,               # sizeof(uint16_t) + QK_K/64 + QK_K/4
+    "iq2_kl": 2 + 4 + 64 + 16,          # sizeof(uint16_t) + QK_K/64 + QK_K/4 + QK_K/16
+    "iq3_k": 2 + 4 + 8 + 64 + 32,       # sizeof(ggml_half) + 2*sizeof(uint16_t) + QK_K/32 + QK_K/4 + QK_K/8
+    "iq3_ks": 2 + 4 + 64 + 32,          # sizeof(uint16_t) + QK_K/64 + QK_K/4 + QK_K/8
+    "iq4_k": 2 + 2 + 128 + 12,          # sizeof(ggml_half) + sizeof(uint16_t) + QK_K/2 + 3*QK_K/64
+    "iq4_ks": 8 + 128,                  # QK_K/32 + QK_K/2
+    "iq4_kss": 32 * 4,                  # QK_K/8*sizeof(uint32_t)
+    "iq5_k": 2 + 2 + 128 + 32 + 12,     # sizeof(ggml_half) + sizeof(uint16_t) + QK_K/2 + QK_K/8 + 3*QK_K/64
+    "iq5_ks": 8 + 128 + 32,             # QK_K/32 + QK_K/2 + QK_K/8
+    "iq6_k": 2 + 2 + 128 + 64 + 16,     # sizeof(ggml_half) + sizeof(uint16_t) + QK_K/2 + QK_K/4 + QK_K/16
+    "iq1_kt": 32 + 16 + 8,              # QK_K/8 + QK_K/16 + QK_K/32
+    "iq2_kt": 64 + 4,                   # QK_K/4 + QK_K/64
+    "iq3_kt": 64 + 32 + 4,              # QK_K/4 + QK_K/8 + QK_K/64
+    "iq4_kt": 128,                      # QK_K/2
+}
+_IK_R4 = ("iq2_k", "iq3_k", "iq4_k", "iq5_k", "iq4_ks", "iq5_ks")  # type_traits *_R4 of ik's own types
+IK_LLAMA_FORMATS: dict[str, Format] = {}
+for _n, _bytes in _IK_BLOCK_BYTES.items():
+    for _name in (_n, f"{_n}_r4") if _n in _IK_R4 else (_n,):
+        IK_LLAMA_FORMATS[_name] = Format(_name, 8.0 * _bytes / 256, 16,
+                                         f"ik_llama.cpp {_name.upper()}: {_bytes} bytes per 256 weights")
+
+FORMATS: dict[str, Format] = {**_ggml_formats(), **_NAMED, **IK_LLAMA_FORMATS}
 FORMATS["f32"] = FORMATS["fp32"]
 FORMATS["f16"] = FORMATS["fp16"]
 

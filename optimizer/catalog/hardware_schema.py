@@ -102,6 +102,9 @@ class HostPlatform(_Row):
     max_dram_bytes: Bytes  # per socket
     cores: Annotated[int, Field(gt=0)]
     cpu_expert_flops: Rate  # rough usable matmul throughput per socket for CPU-side MoE experts
+    # x86 vector/matrix extensions the CPU has (kernels such as KTransformers' --kt-method gate on them); the source
+    # of each row's list is in its `source`. Empty for non-x86 CPUs (Arm, Apple).
+    isa: tuple[Literal["avx2", "avx512", "amx"], ...] = ()
     pcie_gen: Annotated[int, Field(ge=3, le=7)]
     pcie_lanes: Annotated[int, Field(ge=0)]
     platform_usd: Usd | None  # CPU + board, one socket

@@ -31,7 +31,7 @@ from optimizer.engines import ENGINES as _ENGINES
 from optimizer.engines import engine_key, is_llamacpp
 from optimizer.errors import InputError
 
-Engine = Literal["vllm", "sglang", "llamacpp", "ollama", "lmstudio", "mlx"]
+Engine = Literal["vllm", "sglang", "llamacpp", "ik_llama", "ollama", "lmstudio", "mlx"]
 ENGINES: tuple[str, ...] = _ENGINES
 MLX_KV_STEP = 256               # mlx_lm/models/cache.py KVCache.step
 MLX_KV_DTYPES = ("bf16", "fp16", "f16", "mlx_q8", "mlx_q4")

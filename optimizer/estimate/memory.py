@@ -193,7 +193,7 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
     else:
         if not is_llamacpp(engine):
             raise ValueError(f"no memory accounting for engine {engine!r}")
-        ub = F.LLAMACPP_UBATCH.value if engine == "llamacpp" else mnbt
+        ub = F.LLAMACPP_UBATCH.value if engine in ("llamacpp", "ik_llama") else mnbt  # llama-server -ub 512
         runtime = ub * (4 * spec.vocab_size + 64 * spec.hidden_size) + (0 if unified else F.CUDA_CONTEXT_BYTES.value)
         budget = capacity_bytes - F.LLAMACPP_FIT_MARGIN_BYTES.value  # the margin llama.cpp's own fit leaves free
         outside = 0.0

@@ -32,6 +32,7 @@ class Scheme:
     description: str
     gguf: bool = False
     mlx: bool = False   # an mlx-lm checkpoint (served by the mlx engine only)
+    ik: bool = False    # a GGUF with ik_llama.cpp's own types (served by the ik_llama engine only)
     mtp_format: str | None = None  # linear tensors of MTP layers stored differently (e.g. NVFP4 repos keep MTP FP8)
 
     def mix(self, cls: str, mtp: bool = False) -> Mix:
@@ -115,6 +116,22 @@ for _n, _t in (("q4_k_m-moe", "q4_k"), ("q2_k-moe", "q2_k"), ("iq2_xxs-moe", "iq
                           gguf=True, routed_experts=_t, head="q6_k", embed="q8_0")
 
 # mlx-lm affine presets (mlx-community "-4bit", "-8bit", ... repos) and the mixed recipes of mlx_lm/convert.py
+# ik_llama.cpp GGUFs (its own types, optimizer/arch/formats.py IK_LLAMA_FORMATS; served by the ik_llama engine only):
+# whole-model presets in the K-quant shape above (approximate mixes: half of ffn_down and attn_v one type up), and
+# MoE mixes as the published ik_llama GGUFs of large MoE models are built (routed experts at the ik type,
+# everything else Q8_0)
+for _n, _main, _up in (("iq6_k", "iq6_k", "q8_0"), ("iq5_k", "iq5_k", "iq6_k"), ("iq4_k", "iq4_k", "iq5_k"),
+                       ("iq4_ks", "iq4_ks", "iq5_ks"), ("iq3_k", "iq3_k", "iq4_k"),
+                       ("iq2_k", "iq2_k", "iq3_k"), ("iq2_ks", "iq2_ks", "iq3_k")):
+    _s = _kquant(_n, _main, _up, "q6_k", f"ik_llama.cpp GGUF {_n.upper()} (approximate mix)")
+    SCHEMES[_n] = Scheme(_s.name, _s.mixes, _s.description, gguf=True, ik=True)
+for _n, _t in (("iq4_ks-moe", "iq4_ks"), ("iq3_k-moe", "iq3_k"), ("iq2_kl-moe", "iq2_kl"), ("iq2_ks-moe", "iq2_ks"),
+               ("iq1_kt-moe", "iq1_kt")):
+    _s = _scheme(_n, f"ik_llama.cpp GGUF: routed experts {_t.upper()}, everything else Q8_0 (MoE-style mix)", "q8_0",
+                 gguf=True, routed_experts=_t, head="q6_k", embed="q8_0")
+    SCHEMES[_n] = Scheme(_s.name, _s.mixes, _s.description, gguf=True, ik=True)
+IK_QUANTS = tuple(n for n, s in SCHEMES.items() if s.ik)
+
 for _b in (8, 6, 5, 4, 3, 2):
     SCHEMES[f"mlx{_b}"] = _mlx(f"mlx{_b}", _b, f"MLX {_b}-bit affine, group 64 ({_b + 0.5:g} bits/weight with scales "
                                              "and biases); embeddings and lm_head too")

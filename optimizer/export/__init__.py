@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from optimizer.engines import LLAMACPP_COMMIT, SGLANG_VERSION, VLLM_VERSION
-from optimizer.export import desktop, explain, k8s, llamacpp, sglang, vllm
+from optimizer.engines import IK_LLAMA_COMMIT, LLAMACPP_COMMIT, SGLANG_VERSION, VLLM_VERSION
+from optimizer.export import desktop, explain, ik_llama, k8s, llamacpp, sglang, vllm
 from optimizer.export.common import (
     ENGINE_VERSIONS,
     Arg,
@@ -44,6 +44,8 @@ _VERSION_CHECK = {
                f"(pip install sglang=={SGLANG_VERSION})' >&2"),
     "llamacpp": (f"llama-server --version 2>&1 | grep -q {LLAMACPP_COMMIT[:7]} || "
                  f"echo 'warning: these flags were checked against llama.cpp commit {LLAMACPP_COMMIT}' >&2"),
+    "ik_llama": (f"llama-server --version 2>&1 | grep -q {IK_LLAMA_COMMIT[:7]} || "
+                 f"echo 'warning: these flags were checked against ik_llama.cpp commit {IK_LLAMA_COMMIT}' >&2"),
 }
 
 
@@ -112,6 +114,7 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
         extra_files = applied.files
     check_layout(plan)
     facts = ModelFacts(plan)
+    _check_support(plan, engine, facts)
     warnings: list[str] = []
     derived: dict = {}
     if plan.engine != engine:
@@ -124,7 +127,7 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
             raise ExportError(f"{engine} takes no expert placement (--loads / redundant experts)")
         cmds, files = DESKTOP[engine](facts, plan, model_path, warnings, derived)
         return _finish(plan, engine, facts, cmds, cmds, files, [], warnings, derived, out_dir)
-    model = model_arg(facts, plan, model_path, warnings, gguf=engine == "llamacpp")
+    model = model_arg(facts, plan, model_path, warnings, gguf=engine in ("llamacpp", "ik_llama"))
     files = []
     # fixed text only: nothing from the plan or the model is written into a script except shell-quoted argv values
     hdr = ["plan: plan.json in this folder", "see EXPLAIN.md for the numbers and the log lines to check"]
@@ -135,6 +138,10 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
     elif engine == "sglang":
         cmds = sglang.commands(facts, plan, model, warnings, derived, expert_location,
                                redundant_experts=redundant_experts, kt_gpu_experts=kt_gpu_experts)
+    elif engine == "ik_llama":
+        if expert_location or redundant_experts:
+            raise ExportError("ik_llama.cpp takes no expert placement beyond -ot (no redundant experts)")
+        cmds = ik_llama.commands(facts, plan, model, warnings, derived)
     else:
         cmds = llamacpp.commands(facts, plan, model, warnings, derived)
     for c in cmds:
@@ -151,6 +158,24 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
     else:
         cmds_for_check = cmds
     return _finish(plan, engine, facts, cmds, cmds_for_check, files, extra_files, warnings, derived, out_dir)
+
+
+def _check_support(plan: Plan, engine: str, facts: ModelFacts) -> None:
+    """The one support rule `estimate`, `cheapest` and its checker apply (optimizer/solver/support.py): no launch
+    plan for what they would refuse or warn about."""
+    from optimizer.catalog.hardware import load_hardware
+    from optimizer.estimate.schemes import get_scheme
+    from optimizer.solver.support import plan_unsupported
+    hw = load_hardware()
+    node = hw.nodes.get(plan.hardware.node)
+    acc = hw.accelerators.get(plan.hardware.accelerator)
+    if acc is None:
+        return
+    why = plan_unsupported(engine, facts.spec, acc.arch, get_scheme(plan.quant, facts.resolved.storage),
+                           plan.offload.mode, plan.offload.expert_layers_offloaded,
+                           hw.hosts[node.host].isa if node is not None else None)
+    if why:
+        raise ExportError(f"{engine} cannot run this plan: {why}")
 
 
 DESKTOP = {"ollama": desktop.ollama, "lmstudio": desktop.lmstudio, "mlx": desktop.mlx}

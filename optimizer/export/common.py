@@ -14,7 +14,7 @@ from optimizer.solver.plan import Plan
 from optimizer.units import GiB
 
 ENGINES = tuple(ENGINE_VERSIONS)
-HTTP_PORT = {"vllm": 8000, "sglang": 30000, "llamacpp": 8080}
+HTTP_PORT = {"vllm": 8000, "sglang": 30000, "llamacpp": 8080, "ik_llama": 8080}
 VLLM_DP_RPC_PORT = 13345
 SGLANG_DIST_PORT = 20000
 RPC_PORT = 50052

@@ -111,7 +111,9 @@ def predictions(facts: ModelFacts, plan: Plan, engine: str, derived: dict) -> li
     else:
         devices = plan.hardware.n_nodes * plan.hardware.gpus_per_node
         total = m.kv_bytes * plan.parallel.pp
-        out.append(("`llama_kv_cache: size = X MiB (N cells, L layers, S/S seqs)`",
+        line = ("`KV self size = X MiB` (ik_llama.cpp src/llama.cpp llama_new_context_with_model)"
+                if engine == "ik_llama" else "`llama_kv_cache: size = X MiB (N cells, L layers, S/S seqs)`")
+        out.append((line,
                     f"≈ {total / 2**20:,.0f} MiB over {devices} device(s) for {derived['ctx_total']:,} cells "
                     f"({plan.concurrency} slot(s) × {plan.context:,})"))
         cpu_layers = sorted(set(plan.offload.offloaded_layers) | set(plan.offload.nvme_layers))
@@ -191,6 +193,12 @@ def render(facts: ModelFacts, plan: Plan, engine: str, commands: list[Command], 
         L += [f"mlx-lm allocates KV per request in 256-token steps; `--decode-concurrency {plan.concurrency}` caps "
               "the sequences decoding together; `--prompt-cache-bytes` caps the reuse cache at the plan's headroom. "
               f"The budget ({m.budget_bytes / GiB:.2f} GiB) is the Metal wired limit.", ""]
+    elif engine == "ik_llama":
+        L += [f"`-c {derived['ctx_total']}` is the TOTAL context over {plan.concurrency} slot(s) (`-np`). "
+              "`-ot ...=CPU` keeps exactly the plan's offloaded expert layers in host memory; fused MoE and flash "
+              "attention are ik_llama.cpp's defaults (common/common.h), `-mla 3` for MLA models; `-rtr` is not used "
+              "(its README: not for hybrid CPU/GPU MoE). Speeds below use llama.cpp's physics and fitted factors "
+              "(ik_llama has no fit of its own yet).", ""]
     else:
         L += [f"`-c {derived['ctx_total']}` is the TOTAL context over {plan.concurrency} slot(s) (`-np`). "
               "`--fit off` stops llama.cpp from re-placing tensors; `-ctk` = `-ctv` as MLA/V4 require.", ""]

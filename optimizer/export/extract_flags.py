@@ -24,6 +24,7 @@ from pathlib import Path
 
 from optimizer.engines import (
     ENGINE_VERSIONS,
+    IK_LLAMA_COMMIT,
     LLAMA_CPP_PYTHON_VERSION,
     LLAMACPP_COMMIT,
     LMS_VERSION,
@@ -340,6 +341,48 @@ def extract_llamacpp(arg_cpp: str, rpc_cpp: str) -> dict[str, tuple[str, list | 
     return rows
 
 
+# ----------------------------------------------------------------------------------------------- ik_llama.cpp
+_IK_HEAD = re.compile(r'^    (?:else )?if \((arg == "[^"]+"(?:\s*\|\|\s*arg == "[^"]+")*)\)\s*\{', re.M)
+
+
+def extract_ik_llama(common_cpp: str) -> dict[str, tuple[str, list | None]]:
+    """ik_llama.cpp's common/common.cpp gpt_params_find_arg: one `if (arg == "-x" || arg == "--y") {` block per
+    option at function level. A block that calls CHECK_ARG takes a value: int when it is parsed with std::stoi /
+    stoul / stoll before its first `return true`, float with std::stof / stod, otherwise a string (choices are
+    not extracted); a block without CHECK_ARG is a flag."""
+    rows: dict[str, tuple[str, list | None]] = {}
+    heads = list(_IK_HEAD.finditer(common_cpp))
+    for i, m in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(common_cpp)
+        body = common_cpp[m.end():end].split("return true", 1)[0]
+        flags = re.findall(r'arg == "([^"]+)"', m.group(1))
+        if "CHECK_ARG" not in body:
+            typ = "flag"
+        elif re.search(r"std::sto(?:i|ul|ll|l)\b", body):
+            typ = "int"
+        elif re.search(r"std::sto[fd]\b", body):
+            typ = "float"
+        else:
+            typ = "str"
+        _add(rows, flags, typ, None)
+    return rows
+
+
+def main_ik_llama(common_cpp: str, out_dir: str) -> None:
+    """python -m optimizer.export.extract_flags ik_llama COMMON_CPP OUT_DIR, COMMON_CPP = common/common.cpp of
+    ikawrakow/ik_llama.cpp at IK_LLAMA_COMMIT (`git show IK_LLAMA_COMMIT:common/common.cpp > common.cpp`)."""
+    _write(Path(out_dir) / f"ik_llama-{IK_LLAMA_COMMIT[:9]}.txt", [
+        f"ik_llama.cpp (github.com/ikawrakow/ik_llama.cpp at commit {IK_LLAMA_COMMIT}) llama-server flags,",
+        "extracted by optimizer/export/extract_flags.py (extract_ik_llama) with regexes over common/common.cpp",
+        "gpt_params_find_arg: `if (arg == \"-x\" || arg == \"--y\")` blocks; CHECK_ARG -> takes a value",
+        "(std::stoi -> int, std::stof -> float, else str), no CHECK_ARG -> flag. Union over all example programs",
+        "(llama-server uses it).",
+        "Format: FLAG<TAB>TYPE; TYPE in int|float|str|flag (flag takes no value).",
+        f"Refresh: git -C ik_llama.cpp show {IK_LLAMA_COMMIT}:common/common.cpp > /tmp/eng/ik-common.cpp; "
+        "python -m optimizer.export.extract_flags ik_llama /tmp/eng/ik-common.cpp tests/data/engine_flags"],
+        extract_ik_llama(Path(common_cpp).read_text()))
+
+
 # ----------------------------------------------------------------------------------------------- desktop runtimes
 # Sources are git checkouts at the commits named in optimizer/engines.py (read as text; nothing is copied):
 #   ollama:    api/types.go (Options / Runner struct json tags = the Modelfile PARAMETER names, parsed by
@@ -595,5 +638,7 @@ if __name__ == "__main__":
         main_mlx(*sys.argv[2:4])
     elif sys.argv[1:2] == ["routers"]:
         main_routers(*sys.argv[2:4])
+    elif sys.argv[1:2] == ["ik_llama"]:
+        main_ik_llama(*sys.argv[2:4])
     else:
         main(*sys.argv[1:3])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from optimizer.catalog.ktransformers import load_kt_matrix
 from optimizer.estimate.memory import default_max_num_batched_tokens
 from optimizer.export.common import (
     HTTP_PORT,
@@ -16,6 +17,7 @@ from optimizer.export.common import (
     floor_to,
     online_quantization,
 )
+from optimizer.solver import support
 from optimizer.solver.plan import Plan
 from optimizer.units import GiB
 
@@ -52,15 +54,17 @@ def mem_fraction_static(plan: Plan, tp_total: int | None = None) -> float:
 
 
 def kt_method(facts: ModelFacts, plan: Plan) -> str:
-    if plan.quant == "native":
-        fmt = facts.native_storage.get("routed_experts", facts.native_storage.get("default", "bf16"))
-    else:
-        fmt = plan.quant
-    for key, method in (("mxfp4", "MXFP4"), ("fp8", "FP8"), ("bf16", "BF16"), ("int8", "AMXINT8"),
-                        ("int4", "AMXINT4")):
-        if fmt.startswith(key):
-            return method
-    raise ExportError(f"no KTransformers CPU kernel for experts stored as '{fmt}'")
+    """The --kt-method for the plan's routed experts on its node's host CPU: the support rule's own choice
+    (optimizer/solver/support.py kt_method over hardware/ktransformers.yaml; AMX methods only on AMX CPUs)."""
+    from optimizer.catalog.hardware import load_hardware
+    from optimizer.estimate.schemes import get_scheme
+    hw = load_hardware()
+    host = hw.hosts[hw.nodes[plan.hardware.node].host]
+    method, why = support.kt_method(facts.spec, support.expert_formats(get_scheme(plan.quant, facts.resolved.storage)),
+                                    host.isa)
+    if method is None:
+        raise ExportError(why)
+    return method
 
 
 def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict,
@@ -76,9 +80,14 @@ def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], deri
         per_layer = gpu_experts
     derived["kt_num_gpu_experts"] = per_layer
     method = kt_method(facts, plan)
-    if method.startswith("AMX"):
-        warnings.append(f"--kt-method {method} reads experts converted by kt-kernel's converter; point "
-                        "--kt-weight-path at the converted folder")
+    derived["kt_method"] = method
+    kt = load_kt_matrix()
+    if kt.method(method).converted:
+        warnings.append(f"--kt-method {method} reads experts converted by kt-kernel's converter "
+                        "(kt-kernel/scripts/convert_cpu_weights.py); point --kt-weight-path at the converted folder")
+    row = support.kt_row(facts.spec)
+    if row is not None and row.sglang_build:
+        warnings.append(f"{row.name} with KTransformers needs {row.sglang_build} ({kt.cite(row.source)})")
     warnings.append(f"KTransformers keeps {per_layer} experts per MoE layer on GPU (= {L - x} of {L} layers' worth, "
                     "the plan's GPU expert bytes) instead of whole layers; needs the kt-kernel package")
     # the expert weights are read from a local folder: a Hub id (no --model-path) cannot serve, so the script asks

@@ -39,7 +39,7 @@ from optimizer.fleet.money import (
 )
 from optimizer.fleet.offers import Offer, offers
 from optimizer.solver.candidates import _fast_domain, _layouts
-from optimizer.solver.support import unsupported
+from optimizer.solver.support import plan_unsupported, unsupported
 
 FLEET_SCHEMA = "rigopt.fleet/1"
 DEFAULT_ENGINES = ("vllm", "sglang")
@@ -217,13 +217,15 @@ class Search:
             fast = min(_fast_domain(node), off.gpus)
             counts = [1] + ([k for k in MULTI_NODE] if off.full_node and node.nic else [])
             for engine in self.q.engines:
-                if unsupported(engine, spec.family, acc.arch):
+                if unsupported(engine, spec, acc.arch):
                     continue
                 for quant in self.q.quants:
                     try:
-                        get_scheme(quant, self.m.storage)
+                        scheme = get_scheme(quant, self.m.storage)
                     except InputError:
                         continue
+                    if plan_unsupported(engine, spec, acc.arch, scheme, "none", 0, hw.hosts[node.host].isa):
+                        continue  # the one support rule (optimizer/solver/support.py), formats included
                     for n_nodes in counts:
                         for par in _layouts(self.m, engine, n_nodes, off.gpus, fast):
                             cfg = Config(off.node, off.accelerator, off.gpus, n_nodes, engine, quant, None, par)

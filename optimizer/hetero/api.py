@@ -138,10 +138,10 @@ def cheapest_mixed(
         # are left out of its plans
         from dataclasses import replace as _replace
 
-        dropped = [g for g in inv.gpus if unsupported(engine, m.spec.family, g.acc.arch)]
+        dropped = [g for g in inv.gpus if unsupported(engine, m.spec, g.acc.arch)]
         if dropped:
             notes_pre.append(
-                "left out: " + "; ".join(f"{g.uid} ({unsupported(engine, m.spec.family, g.acc.arch)})" for g in dropped)
+                "left out: " + "; ".join(f"{g.uid} ({unsupported(engine, m.spec, g.acc.arch)})" for g in dropped)
             )
             keep = {g.uid for g in inv.gpus} - {g.uid for g in dropped}
             inv = _replace(
@@ -151,7 +151,7 @@ def cheapest_mixed(
             raise InputError(f"{engine} cannot run {m.key} on any card of this inventory: " + notes_pre[0])
         if buy_types:
             accs = load_hardware().accelerators
-            buy_types = tuple(k for k in buy_types if not unsupported(engine, m.spec.family, accs[k].arch))
+            buy_types = tuple(k for k in buy_types if not unsupported(engine, m.spec, accs[k].arch))
     acc0 = inv.gpus[0].acc
     ratio = conservative_speed_ratio("decode", engine, acc0, concurrency, confidence, offload=True)
     planned_tok_s = tok_s / ratio if tok_s else 0.0

@@ -35,11 +35,14 @@ from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
 from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, trust
 from optimizer.layout import Parallel
-from optimizer.solver.support import unsupported
+from optimizer.solver.support import plan_unsupported, scheme_formats, unsupported
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES, GiB
 
 SCHEMA_ID = "rigopt.estimate/1"
 DEFAULT_QUANTS = ("native", "bf16", "fp8", "nvfp4", "int4", "q8_0", "q4_k_m", "q2_k", "iq2_xxs", "iq1_s")
+# ik_llama.cpp: GGUF presets and its own types (optimizer/estimate/schemes.py IK_QUANTS)
+DEFAULT_QUANTS_IK_LLAMA = ("q8_0", "q4_k_m", "iq6_k", "iq5_k", "iq4_k", "iq4_ks", "iq3_k", "iq2_k", "iq2_ks",
+                           "iq4_ks-moe", "iq2_ks-moe")
 DEFAULT_QUANTS_LLAMACPP_FAMILY = ("bf16", "q8_0", "q6_k", "q4_k_m", "q3_k_m", "q2_k", "iq2_xxs")  # GGUF (Ollama, LM Studio)
 DEFAULT_QUANTS_MLX = ("native", "mlx8", "mlx6", "mlx4", "mlx-mixed-3-6", "mlx3")
 DEVICE_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -286,7 +289,7 @@ def default_parallel(m: ResolvedModel, acc: Accelerator, count: int, engine: str
 
 def _engine_for(scheme: Scheme, engine: str, explicit: bool) -> str:
     if scheme.gguf and not explicit:
-        return "llamacpp"
+        return "ik_llama" if scheme.ik else "llamacpp"
     if scheme.mlx:  # an MLX checkpoint: mlx-lm, or LM Studio's MLX engine when LM Studio was asked for
         return engine if engine == "lmstudio" else "mlx"
     if scheme.gguf and engine == "mlx":
@@ -348,7 +351,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
             r.recurrent_state_bytes_per_seq for r in rec_reports if r.engine == own)})
     rows: list[QuantRow] = []
     default_q = (DEFAULT_QUANTS_MLX if engine == "mlx" else
-                 DEFAULT_QUANTS_LLAMACPP_FAMILY if engine in ("ollama", "lmstudio") else DEFAULT_QUANTS)
+                 DEFAULT_QUANTS_LLAMACPP_FAMILY if engine in ("ollama", "lmstudio") else
+                 DEFAULT_QUANTS_IK_LLAMA if engine == "ik_llama" else DEFAULT_QUANTS)
     qlist = list(quants or default_q)
     accs = sorted(hw.accelerators.values(), key=lambda a: (a.memory_usable_bytes, a.key))
     ref = hw.accelerators[REFERENCE_ACCELERATOR]
@@ -369,8 +373,8 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
         single, multi = [], []
         for acc in accs:
             e1 = _device_engine(eng, acc, scheme.mlx)
-            if e1 is None:
-                continue
+            if e1 is None or unsupported(e1, spec, acc.arch, scheme_formats(scheme)):
+                continue  # the engine cannot run this model / these weights there (the one support rule)
             ok, _ = _fits(m, q, e1, kvq_dtype if e1 == eng else None, acc, 1, context, concurrency, settings)
             if ok:
                 single.append(acc.key)
@@ -439,7 +443,10 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                          f"the rest (and their KV) in host memory computed by the CPU "
                          f"({ev.host_used_bytes / GiB:,.1f} GiB of host memory); the figures below are for that "
                          "split (layer sizes taken as equal: an estimate)")
-        why = unsupported(eng, spec.family, acc.arch)
+        # the one support rule `cheapest`, its checker and `export` apply (KTransformers when SGLang computes
+        # offloaded experts on the CPU; the node's host CPU picks the kt-method)
+        why = plan_unsupported(eng, spec, acc.arch, scheme, d.offload.mode, d.offload.dram_layers,
+                               load_hardware().hosts[node.host].isa if node else None)
         if why:
             notes.insert(0, "WARNING: " + why)
         if mem.weights_bytes > mem.budget_bytes:
@@ -549,7 +556,7 @@ def _runtime_notes(eng: str, m: ResolvedModel, acc: Accelerator, gpus: int, ev) 
                    f"`rigopt export` writes PARAMETER num_ctx {ev.deployment.context:,} and "
                    f"OLLAMA_NUM_PARALLEL={ev.settings.max_num_seqs}: llama-server gets -c "
                    f"{ev.deployment.context * ev.settings.max_num_seqs:,} (num_ctx x parallel)")
-    if is_llamacpp(eng) and eng != "llamacpp" and not mem.fits and ev.deployment.gpu_layers is None:
+    if eng in ("ollama", "lmstudio") and not mem.fits and ev.deployment.gpu_layers is None:
         n = gpu_layers_that_fit(spec, ev.weights, mem)
         out.append(f"does not fit on the GPU: {eng}'s automatic offload (llama-server fit) would keep about {n} of "
                    f"{len(spec.main_layers)} layers on the GPU and run the rest on the CPU (estimate; modelled for "

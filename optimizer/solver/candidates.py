@@ -39,13 +39,13 @@ from optimizer.estimate.deployment import (
     running_flag,
 )
 from optimizer.estimate.kv import default_kv_dtype
-from optimizer.estimate.schemes import MOE_MIXES, SCHEMES, Scheme, get_scheme
+from optimizer.estimate.schemes import IK_QUANTS, MOE_MIXES, SCHEMES, get_scheme
 from optimizer.estimate.speed import SpeedEstimate
 from optimizer.estimate.uncertainty import planning_ratios
 from optimizer.layout import Parallel
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.query import Query
-from optimizer.solver.support import format_unsupported, unsupported
+from optimizer.solver.support import format_unsupported, plan_unsupported, scheme_formats, unsupported
 from optimizer.topology_links import fast_domain, plan_links
 
 DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
@@ -69,7 +69,7 @@ class Candidate:
     kv_dtype: str
     par: Parallel
     offload_mode: str            # none | cpu | stream
-    max_offload_layers: int      # x ranges over 0..max_offload_layers
+    max_offload_layers: int      # x ranges over min_offload_layers..max_offload_layers
     offload_order: tuple[int, ...]  # main-layer indices in the order they are offloaded
     cost: float                  # objective value with no DRAM purchase (USD, USD/h or W)
     capex_usd: float | None
@@ -95,6 +95,7 @@ class Candidate:
     notes: tuple[str, ...] = field(default_factory=tuple)
     spec_decode: SpecDecode | None = None   # speculative decoding the row assumes
     settings: EngineSettings = EngineSettings()
+    min_offload_layers: int = 0  # SGLang runs the model on this GPU only through KTransformers: x + z >= this
 
     # ---- float evaluation at x (used by the greedy hint, the oracle and the relaxation report) ----
     def mem(self, x: float, z: float = 0) -> float:
@@ -116,7 +117,8 @@ class Candidate:
         """Every (x, z) offload split: x expert layers in host DRAM, z on NVMe."""
         for x in range(self.max_offload_layers + 1):
             for z in range(min(self.max_nvme_layers, self.max_offload_layers - x) + 1):
-                yield x, z
+                if x + z >= self.min_offload_layers:
+                    yield x, z
 
     def extra_dram(self, x: float) -> float:
         return max(0.0, self.host(x) - self.dram_base_bytes)
@@ -125,13 +127,15 @@ class Candidate:
         return self.cost + self.extra_dram(x) * self.dram_usd_per_byte * self.n_nodes
 
 
-def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = False) -> list[str]:
-    """The quantizations an engine kind tries: GGUF presets (llama.cpp family), MLX presets (mlx) or the
-    checkpoint formats of vLLM/SGLang; "native" counts as MLX- and engine-servable, never as GGUF."""
+def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = False, ik: bool = False) -> list[str]:
+    """The quantizations an engine kind tries: GGUF presets (llama.cpp family; ik: also ik_llama.cpp's own
+    types), MLX presets (mlx) or the checkpoint formats of vLLM/SGLang; "native" counts as MLX- and
+    engine-servable, never as GGUF."""
     fmt = getattr(m.weights_file, "format", None) if m is not None else None
     if fmt == "gguf":  # a GGUF file is served as it is, by the llama.cpp family only
         return ["native"] if gguf and (not q.quants or "native" in q.quants) else []
-    names = q.quants or list(DEFAULT_QUANTS_GGUF if gguf else DEFAULT_QUANTS_MLX if mlx else DEFAULT_QUANTS_ENGINE)
+    names = q.quants or list((DEFAULT_QUANTS_GGUF + (IK_QUANTS if ik else ())) if gguf else DEFAULT_QUANTS_MLX if mlx
+                             else DEFAULT_QUANTS_ENGINE)
     want = "gguf" if gguf else "mlx" if mlx else "engine"
     out = []
     dense = m is not None and not m.spec.is_moe
@@ -144,6 +148,8 @@ def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = Fa
             ok = want != "gguf"
         elif s is None:
             ok = want == "engine"   # an unknown name: get_scheme rejects it later
+        elif s.ik:
+            ok = want == "gguf" and ik  # ik_llama.cpp's own types: its engine only
         elif s.gguf:
             ok = want == "gguf"
         elif s.mlx:
@@ -153,11 +159,6 @@ def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = Fa
         if ok:
             out.append(key)
     return out
-
-
-def scheme_formats(scheme: Scheme) -> set[str]:
-    """Every storage format a quantization scheme puts in the model's tensors."""
-    return {fmt for mix in scheme.mixes.values() for _, fmt in mix}
 
 
 def _engines_for(node: NodeType, acc: Accelerator, q: Query) -> list[str]:
@@ -255,10 +256,10 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
         acc = hw.accelerators[node.accelerator]
         g = node.accelerators_per_node
         for engine in _engines_for(node, acc, q):
-            if unsupported(engine, spec.family, acc.arch, kt=True):
+            if unsupported(engine, spec, acc.arch) and (engine != "sglang" or unsupported(engine, spec, acc.arch, kt=True)):
                 continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
             gguf = is_llamacpp(engine)
-            qnames = _quants(q, gguf, m, mlx=engine == "mlx")
+            qnames = _quants(q, gguf, m, mlx=engine == "mlx", ik=engine == "ik_llama")
             if engine == "lmstudio" and acc.vendor == "apple":  # LM Studio's MLX engine on a Mac
                 qnames += [n for n in _quants(q, False, m, mlx=True) if n not in qnames]
             if engine == "ollama":  # the quantizations its library tags download (gpt-oss: native MXFP4)
@@ -276,6 +277,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                     continue
                 if format_unsupported(engine, acc.arch, scheme_formats(scheme)):
                     continue  # no kernel for these weights on this GPU (V100: no FP8/FP4; Gaudi: FP8 only)
+                # (the full rule, KTransformers included, is applied per candidate in _build)
                 quality = quality_of(m, qname)  # computed once per (model, quant)
                 exp_bits, attn_bits = quality[0], quality[1]
                 if exp_bits < q.min_expert_bits or attn_bits < q.min_attn_bits:
@@ -317,7 +319,7 @@ def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) ->
         return "none"
     # Ollama and LM Studio cannot place experts by tensor (no -ot / --n-cpu-moe in a Modelfile or `lms load`):
     # their plans keep every layer on the GPU; mlx runs only on unified memory
-    return {"llamacpp": "cpu", "sglang": "cpu", "vllm": "stream"}.get(engine, "none")
+    return {"llamacpp": "cpu", "ik_llama": "cpu", "sglang": "cpu", "vllm": "stream"}.get(engine, "none")
 
 
 def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | None]:
@@ -344,8 +346,17 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         return None
     unified = acc.kind == "unified"
     mode = _offload_mode(engine, m, unified, n_nodes)
-    if unsupported(engine, spec.family, acc.arch, kt=(engine == "sglang" and mode == "cpu")):
+    # the one support rule (optimizer/solver/support.py): without offload, and with the experts offloaded
+    # (for SGLang that is SGLang + KTransformers: its model matrix, validated GPUs and the host CPU's kt-method)
+    scheme = get_scheme(qname, m.storage)
+    host_isa = load_hardware().hosts[node.host].isa
+    plain = plan_unsupported(engine, spec, acc.arch, scheme, "none", 0, host_isa)
+    offloaded = plan_unsupported(engine, spec, acc.arch, scheme, mode, 1, host_isa) if mode != "none" else "no offload"
+    if plain and offloaded:
         return None
+    if offloaded:
+        mode = "none"  # e.g. SGLang without a KTransformers method for these experts: no CPU experts
+    min_offload = 1 if plain else 0  # runs only with experts offloaded (SGLang + KTransformers' build)
     L = len(moe_idx) if mode != "none" else 0
     imbalance = None
     if q.loads and par.ep and par.ep_size > 1 and spec.is_moe:
@@ -452,7 +463,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         ttft0=ttft_a, ttft_slope=(ttft_b - ttft_a) * per,
         expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],
         max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(ttft_c - ttft_a) * per,
-        notes=tuple(mem_a.notes), spec_decode=spec_dec, settings=settings)
+        notes=tuple(mem_a.notes), spec_decode=spec_dec, settings=settings, min_offload_layers=min_offload)
 
 
 def best_point(c: Candidate, q: Query) -> tuple[int, int] | None:
@@ -472,6 +483,8 @@ def best_x(c: Candidate, q: Query) -> int | None:
 
 
 def feasible_at(c: Candidate, q: Query, x: int, z: int = 0) -> bool:
+    if x + z < c.min_offload_layers:
+        return False
     if c.mem(x, z) > c.budget_bytes:
         return False
     if c.host(x) > c.dram_max_bytes:

@@ -119,6 +119,8 @@ class DeploymentModel:
             m.add(nvme == 0).only_enforce_if(~use)
             m.add(r.host_mb_per_layer * nvme <= r.nvme_capacity_mb).only_enforce_if(use)
         m.add(dram == 0).only_enforce_if(~use)
+        if r.min_offload_layers:
+            m.add(dram + nvme >= r.min_offload_layers).only_enforce_if(use)
         m.add(extra == 0).only_enforce_if(~use)
         m.add(r.device_mib - r.device_mib_per_layer * (dram + nvme) <= r.device_budget_mib).only_enforce_if(use)
         m.add(r.host_mb + r.host_mb_per_layer * dram <= r.host_dram_mb + DRAM_GB_IN_HOST_UNITS * extra

@@ -36,7 +36,7 @@ def row_optimum(r: IntRow, lim: Limits) -> RowOptimum | None:
         ok0, cost0 = row_feasible(r, lim, 0, 0)
         return ((cost0, r.quality_rank, step_ns(r, 0, 0), r.tie_rank, 0, 0), 0, 0, cost0) if ok0 else None
     xs, zs = np.meshgrid(np.arange(L + 1, dtype=np.int64), np.arange(min(Z, L) + 1, dtype=np.int64), indexing="ij")
-    ok = xs + zs <= L
+    ok = (xs + zs <= L) & (xs + zs >= r.min_offload_layers)
     need = r.host_mb + r.host_mb_per_layer * xs - r.host_dram_mb
     extra = np.where(need <= 0, 0, -(-need // DRAM_GB_IN_HOST_UNITS))
     ok &= extra <= r.max_extra_dram_gb

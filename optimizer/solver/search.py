@@ -128,6 +128,7 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
     acct = {"vllm": f"vLLM budget = gpu_memory_utilization {mem.budget_bytes / mem.capacity_bytes:.2f} x total memory",
             "sglang": "SGLang: weights + KV within total memory less its activation/graph reserve",
             "llamacpp": "llama.cpp: weights + KV + compute buffer within device memory",
+            "ik_llama": "ik_llama.cpp (llama.cpp's accounting): weights + KV + compute buffer within device memory",
             "ollama": "Ollama (llama-server): weights + KV of num_ctx x OLLAMA_NUM_PARALLEL + compute buffer "
                       "within device memory less llama.cpp's 1 GiB fit margin",
             "lmstudio": "LM Studio (llama.cpp engine): weights + KV + compute buffer within device memory",

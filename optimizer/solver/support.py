@@ -5,7 +5,13 @@ Only the gaps that matter for planning are listed; anything not listed is assume
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from optimizer.arch.formats import IK_LLAMA_FORMATS
+from optimizer.arch.spec import ModelSpec
+from optimizer.catalog.ktransformers import KtModel, load_kt_matrix
+from optimizer.estimate.schemes import Scheme
 
 
 @dataclass(frozen=True)
@@ -14,8 +20,6 @@ class Rule:
     families: frozenset[str]
     archs: frozenset[str]      # architectures where the combination runs
     source: str
-    kt_archs: frozenset[str] = frozenset()  # extra architectures for SGLang + KTransformers hybrid (CPU experts)
-    kt_source: str = ""
 
 
 # DeepSeek sparse attention (V3.2 DSA, V4 CSA/HCA) in vLLM and SGLang needs FlashMLA-sparse / DeepGEMM kernels that
@@ -27,10 +31,9 @@ SPARSE_MLA = Rule(
     source=("vllm-project/vllm issue #40851 (no sm80 path for DeepSeek-V4; A800 log: 'No valid attention backend "
             "found ... use_sparse=True ... compute capability not supported'), #57144 (V4.1 verified on H200, "
             "GB200, GB300, MI350X; no Ampere path), PRs #40899/#40991 (SM12x prototypes, closed), "
-            "timothystewart6/vllm-gb10#26 (GB10 rejected by SM100-only gates); engines.md §3.1 (SGLang ROCm V4 pool)"),
-    kt_archs=frozenset({"sm89", "sm120"}),
-    kt_source=("kvcache-ai/ktransformers doc/en/kt-kernel/deepseek-v3.2-sglang-tutorial.md (DeepSeek-V3.2 on an "
-               "NVIDIA L20, sm89) and doc/en/DeepSeek-V4-Flash.md (V4-Flash on one RTX 5090, sm120)"))
+            "timothystewart6/vllm-gb10#26 (GB10 rejected by SM100-only gates); engines.md §3.1 (SGLang ROCm V4 pool)"))
+# SGLang + KTransformers runs these models on more GPU architectures (its SGLang fork's Triton fallbacks): the
+# architectures of the model's row in hardware/ktransformers.yaml (optimizer/catalog/ktransformers.py).
 
 RULES: tuple[Rule, ...] = (SPARSE_MLA,)
 
@@ -53,6 +56,11 @@ ENGINE_GAPS: tuple[EngineGap, ...] = (
         "sgl-project/sglang PRs #2121/#2357 (initial Intel Gaudi 'hpu' device: native PyTorch attention, "
         "offline example on 1-2 Gaudi2 cards) and #5252 (HPUAttnBackend/HPUGraph for usable speed, closed unmerged): "
         "no serving path rigopt can plan")),
+    EngineGap("ik_llama", GAUDI | frozenset({"sm70", "gfx942", "gfx950", "gfx1100", "gfx1151",
+                                             "apple-m1", "apple-m2", "apple-m3", "apple-m4"}), (
+        "ikawrakow/ik_llama.cpp README.md at commit 8337e4cd3861406fc04e0854b1409cd1b027fbc9: 'The only fully "
+        "functional and performant compute backends are CPU (AVX2 or better, ARM_NEON or better) and CUDA (Turing or "
+        "newer)'; ROCm, Vulkan, Metal and old NVIDIA GPUs are not supported")),
     EngineGap("llamacpp", GAUDI, (
         "ggml-org/llama.cpp README 'Supported backends' (Metal, BLAS, SYCL, MUSA, CUDA, HIP, Vulkan, CANN, OpenCL, "
         "...): no Habana/Gaudi backend")),
@@ -87,6 +95,11 @@ FORMAT_GAPS: tuple[FormatGap, ...] = (
 
 def format_unsupported(engine: str, arch: str, formats: set[str]) -> str | None:
     """None if the engine has kernels for every one of these weight formats on this architecture, else why."""
+    ik = formats & set(IK_LLAMA_FORMATS)
+    if ik and engine != "ik_llama":
+        return (f"{engine} has no {', '.join(sorted(ik))} kernels: these are ik_llama.cpp's own GGML types "
+                "(ikawrakow/ik_llama.cpp ggml/src/ggml-common.h; upstream ggml has no such type), "
+                "use --engine ik_llama")
     for g in FORMAT_GAPS:
         bad = formats & g.formats
         if engine == g.engine and arch in g.archs and bad:
@@ -94,15 +107,93 @@ def format_unsupported(engine: str, arch: str, formats: set[str]) -> str | None:
     return None
 
 
-def unsupported(engine: str, family: str, arch: str, kt: bool = False) -> str | None:
-    """None if the engine runs this model family on this architecture, else the reason with its source.
-    kt: an SGLang plan whose offloaded experts run in KTransformers' CPU kernels (its fork ships more GPU kernels)."""
+def uses_kt(engine: str, offload_mode: str, expert_layers_offloaded: float) -> bool:
+    """An SGLang plan whose offloaded routed experts run in KTransformers' CPU kernels (kt-kernel)."""
+    return engine == "sglang" and offload_mode == "cpu" and expert_layers_offloaded > 0
+
+
+def kt_row(spec: ModelSpec) -> KtModel | None:
+    """The KTransformers support-matrix row documenting this model (None: KTransformers does not document it)."""
+    return load_kt_matrix().model_row(spec.architecture, spec.model_type)
+
+
+def kt_method(spec: ModelSpec, expert_formats: Iterable[str], host_isa: Iterable[str]) -> tuple[str | None, str]:
+    """The --kt-method for routed experts stored in `expert_formats` on a host CPU with `host_isa`: (method, "")
+    or (None, why not). Methods are tried in the matrix's preference order (AMX first where the host has it)."""
+    kt = load_kt_matrix()
+    row = kt_row(spec)
+    if row is None:
+        return None, (f"KTransformers documents no support for {spec.architecture or spec.name} "
+                      f"(documented: {', '.join(sorted({a for r in kt.models for a in r.architectures}))}); "
+                      f"source: {kt.cite('hardware/ktransformers.yaml rows')}")
+    fmts = set(expert_formats)
+    isa = set(host_isa)
+    for m in kt.methods:
+        if m.method in row.methods and fmts <= set(m.expert_formats) and isa & set(m.isa):
+            return m.method, ""
+    served = sorted({f for m in kt.methods if m.method in row.methods for f in m.expert_formats})
+    if not fmts <= set(served):
+        return None, (f"KTransformers runs {row.name} only with experts in {', '.join(served)} "
+                      f"(methods {', '.join(row.methods)}), not {', '.join(sorted(fmts))}; source: "
+                      f"{kt.cite(row.source)}")
+    need = sorted({f"{m.method} needs {' or '.join(m.isa)}" for m in kt.methods
+                   if m.method in row.methods and fmts <= set(m.expert_formats)})
+    return None, (f"no KTransformers method for {', '.join(sorted(fmts))} experts on a host CPU with "
+                  f"{', '.join(sorted(isa)) or 'no x86 vector ISA'} ({'; '.join(need)}); source: "
+                  f"{kt.cite('kt-kernel/README.md CPU Requirements by Backend')}")
+
+
+def unsupported(engine: str, spec: ModelSpec, arch: str, formats: Iterable[str] = (), *, kt: bool = False,
+                expert_formats: Iterable[str] = (), host_isa: Iterable[str] | None = None) -> str | None:
+    """THE support rule: None if the engine runs this model with these weight formats on this accelerator
+    architecture, else the reason with its source. `estimate` (its WARNING), `cheapest` (its candidates), the
+    independent checker and `export` all call this, so no command chooses what another warns about.
+
+    kt: an SGLang plan whose offloaded experts run in KTransformers (see uses_kt): the model must be in
+    KTransformers' support matrix with a validated GPU architecture (unvalidated ones are refused, not chosen
+    by default), its routed experts in a format a documented --kt-method reads, and, when the host is known
+    (host_isa), that method must run on the host CPU's ISA (AMX methods only on AMX CPUs)."""
+    family = spec.family
     for gap in ENGINE_GAPS:
         if engine == gap.engine and arch in gap.archs:
             return f"{engine} does not run on {arch}; source: {gap.source}"
+    row = kt_row(spec) if kt and engine == "sglang" else None
+    kt_ok = frozenset(row.gpu_archs) if row is not None else frozenset()
     for r in RULES:
-        ok = r.archs | (r.kt_archs if kt and engine == "sglang" else frozenset())
-        if engine in r.engines and family in r.families and arch not in ok:
-            return (f"{engine} has no {family} kernels for {arch} (runs on {', '.join(sorted(r.archs))}); "
+        if engine in r.engines and family in r.families and arch not in r.archs | kt_ok:
+            also = f"; with KTransformers also {', '.join(row.gpu_archs)}" if row is not None else ""
+            return (f"{engine} has no {family} kernels for {arch} (runs on {', '.join(sorted(r.archs))}{also}); "
                     f"source: {r.source}")
+    fgap = format_unsupported(engine, arch, set(formats))
+    if fgap:
+        return fgap
+    if kt and engine == "sglang":
+        m = load_kt_matrix()
+        if row is None:
+            return kt_method(spec, expert_formats, ())[1]
+        if arch not in row.gpu_archs:
+            return (f"unvalidated: KTransformers' docs validate {row.name} on {', '.join(row.gpu_archs)}, not {arch} "
+                    f"(not chosen by default); source: {m.cite(row.source)}")
+        method, why = kt_method(spec, expert_formats, host_isa if host_isa is not None else ("avx2", "avx512", "amx"))
+        if method is None:
+            return why
     return None
+
+
+def scheme_formats(scheme: Scheme) -> set[str]:
+    """Every storage format a quantization scheme puts in the model's tensors."""
+    return {fmt for mix in scheme.mixes.values() for _, fmt in mix}
+
+
+def expert_formats(scheme: Scheme) -> set[str]:
+    """The storage formats of the routed experts (what KTransformers' CPU kernels read)."""
+    return {fmt for _, fmt in scheme.mixes["routed_experts"]}
+
+
+def plan_unsupported(engine: str, spec: ModelSpec, arch: str, scheme: Scheme, offload_mode: str,
+                     expert_layers_offloaded: float, host_isa: Iterable[str] | None) -> str | None:
+    """`unsupported` for a concrete plan: its scheme's formats, KTransformers when it offloads experts to the
+    CPU under SGLang, and its node's host CPU (None: not known)."""
+    return unsupported(engine, spec, arch, scheme_formats(scheme),
+                       kt=uses_kt(engine, offload_mode, expert_layers_offloaded),
+                       expert_formats=expert_formats(scheme), host_isa=host_isa)

@@ -54,6 +54,8 @@ class IntRow:
     max_nvme_layers: int = 0     # most expert layers on NVMe
     nvme_capacity_mb: int = 0    # NVMe space for expert layers, MB (down)
     ttft_ns_per_nvme_layer: int = 0
+    min_offload_layers: int = 0  # x + z at least this (SGLang+KTransformers-only plans: the CPU experts are what
+    #                              makes the engine run the model on this GPU)
 
     def step_bounds_ns(self) -> tuple[int, int]:
         """The range decode step time can take on this row over every offload level (a tight CP-SAT domain)."""
@@ -91,7 +93,7 @@ def to_rows(cands: list[Candidate], q: Query) -> list[IntRow]:
             step_planes_ns=tuple((round_up(a, ns), round_up(b, ns), round_up(cz, ns)) for a, b, cz in c.step_lines),
             ttft_ns=round_up(c.ttft0, ns), ttft_ns_per_dram_layer=round_up(c.ttft_slope, ns),
             max_nvme_layers=c.max_nvme_layers, nvme_capacity_mb=round_down(c.nvme_capacity_bytes, mb),
-            ttft_ns_per_nvme_layer=round_up(c.ttft_nvme_slope, ns)))
+            ttft_ns_per_nvme_layer=round_up(c.ttft_nvme_slope, ns), min_offload_layers=c.min_offload_layers))
     return rows
 
 
@@ -130,6 +132,8 @@ def points(r: IntRow) -> Iterator[tuple[int, int]]:
 def row_feasible(r: IntRow, lim: Limits, dram_layers: int, nvme_layers: int = 0) -> tuple[bool, int]:
     """(feasible, cost) of row r at offload (x, z), in integers (the same arithmetic as the CP-SAT model)."""
     x, z = dram_layers, nvme_layers
+    if x + z < r.min_offload_layers:
+        return False, 0
     e = extra_gb_needed(r, x)
     if e > r.max_extra_dram_gb:
         return False, 0

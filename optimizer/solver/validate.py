@@ -17,7 +17,7 @@ from optimizer.layout import Parallel
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
-from optimizer.solver.support import format_unsupported, unsupported
+from optimizer.solver.support import plan_unsupported
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,10 @@ def check(plan: Plan, q: Query, tol: float = 1e-6) -> list[str]:
     node = get_node(plan.hardware.node)
     if plan.parallel.tp * plan.parallel.pp * plan.parallel.dp != plan.hardware.n_nodes * plan.hardware.gpus_per_node:
         bad.append("parallel layout does not use exactly the plan's GPUs")
-    why = unsupported(plan.engine, resolve_model(q.model).spec.family, load_hardware().accelerators[node.accelerator].arch,
-                      kt=plan.engine == "sglang" and plan.offload.mode == "cpu")
-    if why:
-        bad.append(why)
-    scheme = get_scheme(plan.quant, resolve_model(q.model).storage)
-    why = format_unsupported(plan.engine, load_hardware().accelerators[node.accelerator].arch,
-                             {fmt for mix in scheme.mixes.values() for _, fmt in mix})
+    m = resolve_model(q.model)
+    why = plan_unsupported(plan.engine, m.spec, load_hardware().accelerators[node.accelerator].arch,
+                           get_scheme(plan.quant, m.storage), plan.offload.mode,
+                           plan.offload.expert_layers_offloaded, load_hardware().hosts[node.host].isa)
     if why:
         bad.append(why)
     if plan.parallel.tp > node.accelerators_per_node:
