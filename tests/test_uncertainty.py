@@ -113,7 +113,7 @@ def test_cheapest_confidence_holds_the_target_at_the_low_end():
     from optimizer.solver.query import Query
     from optimizer.solver.search import cheapest
     from optimizer.solver.validate import check
-    base = dict(model="qwen3-30b-a3b", context=32768, tok_s=60.0, gpus=["rtx-3090", "rtx-4090", "rtx-5090"],
+    base = dict(model="qwen3-30b-a3b", context=32768, tok_s=25.0, gpus=["rtx-3090", "rtx-4090", "rtx-5090"],
                 top=1, headline_min_bits=3.9)
     q0 = Query(**base, confidence=0.0)
     q8 = Query(**base, confidence=0.8)
@@ -124,11 +124,11 @@ def test_cheapest_confidence_holds_the_target_at_the_low_end():
     offload = p8.offload.mode != "none"
     speed, _ = U.planning_ratios(p8.engine, get_accelerator(p8.hardware.accelerator), 1, 0.8, False, offload)
     assert speed < 1.0
-    assert p8.speed.tok_s_per_seq * speed >= 60.0 * (1 - 1e-6)
+    assert p8.speed.tok_s_per_seq * speed >= 25.0 * (1 - 1e-6)
     assert check(p8, q8) == []
     assert p8.costs.objective_value >= r0.plan.costs.objective_value
     # the expected-figure plan, checked at 0.8: rejected unless it already had the margin
     ok0 = r0.plan.speed.tok_s_per_seq * U.planning_ratios(
         r0.plan.engine, get_accelerator(r0.plan.hardware.accelerator), 1, 0.8, False,
-        r0.plan.offload.mode != "none")[0] >= 60.0
+        r0.plan.offload.mode != "none")[0] >= 25.0
     assert (check(r0.plan, q8) == []) == ok0
