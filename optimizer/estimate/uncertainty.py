@@ -137,7 +137,7 @@ def _at(qs: list[float], level: float) -> float:
 
 
 def interval(kind: str, engine: str, acc: Any, batch: int, confidence: float = DEFAULT_CONFIDENCE,
-             offload: bool = False, mclass: str | None = None, tab: dict | None = None) -> Interval | None:
+             offload: bool = False, mclass: str | None = None, tab: dict[str, Any] | None = None) -> Interval | None:
     """The `confidence` interval of a `kind` prediction for this engine, accelerator, batch and model class
     (model_class(spec); None: the engine x hardware x batch level), or None when no regime (not even "*") has
     cross-validated rows. `tab`: an intervals table of the file's form (default: the shipped one)."""

@@ -27,6 +27,7 @@ import re
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -263,7 +264,8 @@ def scheme_predictions(all_items: list[Item], scheme: str, in_sample: dict[str, 
         if fold.train is not None:
             fs = fit_all(list(fold.train), list(fold.train_serving or ()))
             if fold.source in mlx_groups:  # mlx-lm's own factors, refit without this group's rows
-                f = mlx_fit.fit(exclude=lambda r, grp=fold.source: g(r) == grp)
+                held_out = fold.source
+                f = mlx_fit.fit(exclude=lambda r: g(r) == held_out)
                 fs = replace(fs, mlx=(f["layer_overhead_s"], f["prefill_mfu"]))
             out.update(_predict_all(fold.items, fs))
         else:
@@ -496,8 +498,8 @@ def scheme_figures(by_scheme: dict[str, list[CVSummary]]) -> dict[str, dict[str,
 
 def as_dict(cases: list[CVCase], summary: list[CVSummary],
             by_scheme: dict[str, list[CVSummary]] | None = None) -> dict:
-    out = {"cases": [dict(asdict(c), error=c.error, cv_error=c.cv_error) for c in cases],
-           "summary": [dict(asdict(s), met=s.met) for s in summary]}
+    out: dict[str, Any] = {"cases": [dict(asdict(c), error=c.error, cv_error=c.cv_error) for c in cases],
+                           "summary": [dict(asdict(s), met=s.met) for s in summary]}
     if by_scheme is not None:
         out["schemes"] = scheme_figures(by_scheme)
     return out
