@@ -480,8 +480,11 @@ def validate(
     from optimizer.fidelity.report import METRICS, as_dict, render_text, run, summarize, summarize_schemes
     if metric and metric not in METRICS:
         raise InputError(f"unknown metric '{metric}' (use {', '.join(sorted(METRICS))})")
-    cases, fitted_on = run(metric, recompute)
-    summary, by_scheme = summarize(cases), summarize_schemes(cases)
+    every, fitted_on = run(None, recompute)
+    # held-out coverage needs every row (the intervals are built from all metrics of a kind): filter afterwards
+    by_scheme = {k: [s for s in v if not metric or s.metric == metric] for k, v in summarize_schemes(every).items()}
+    cases = [c for c in every if not metric or c.metric == metric]
+    summary = summarize(cases)
     sys.stdout.write((json.dumps(as_dict(cases, summary, fitted_on, by_scheme), indent=2) if as_json
                       else render_text(cases, summary, fitted_on, by_scheme)) + "\n")
 

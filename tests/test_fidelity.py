@@ -432,3 +432,22 @@ def test_seq_step_is_a_fixed_point_of_the_implied_costs():
             implied.append(c + (m / 1e3 - sv.tpot_s) * (1 - sv.prefill_share) / n)
     assert len(implied) >= 10
     assert statistics.median(implied) == pytest.approx(c, rel=0.15, abs=5e-6)
+
+
+def test_validate_prints_every_scheme():
+    """`rigopt validate --json` carries, per scheme and metric, the stored figures; --metric keeps the coverage
+    computed on every row (the intervals of a kind are built from all its metrics)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from optimizer.cli import app
+    res = CliRunner().invoke(app, ["validate", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["schema_id"] == "rigopt.validate/3" and set(d["schemes"]) == set(crossval.SCHEMES)
+    assert d["schemes"] == crossval.stored_figures()
+    one = json.loads(CliRunner().invoke(app, ["validate", "--json", "--metric", "tpot_ms"]).output)
+    assert one["schemes"] == {s: {"tpot_ms": v["tpot_ms"]} for s, v in d["schemes"].items()}
+    text = CliRunner().invoke(app, ["validate"]).output
+    assert all(t in text for t in crossval.SCHEME_TITLES.values()) and "80% cov." in text
