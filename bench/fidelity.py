@@ -1,10 +1,13 @@
-"""Print rigopt's fidelity: every sourced measurement vs rigopt's prediction, cross-validated by source.
+"""Print rigopt's fidelity: every sourced measurement vs rigopt's prediction, cross-validated by source, model
+family and hardware class.
 
-    python bench/fidelity.py              # leave-one-source-out CV summary per metric and regime (last fit's)
-    python bench/fidelity.py --recompute  # ... re-running the cross-validation
+    python bench/fidelity.py              # leave-one-source-out CV summary per metric and regime, and per scheme
+                                          # (source / family / hardware class) median, p90, signed median and 80%
+                                          # interval coverage (last fit's)
+    python bench/fidelity.py --recompute  # ... re-running the three cross-validations (about a minute of CPU)
     python bench/fidelity.py --rows       # ... and every row (measured, in-sample, cross-validated)
     python bench/fidelity.py --json
-    python bench/fidelity.py --markdown   # the per-metric summary as a Markdown table (the README's)
+    python bench/fidelity.py --markdown   # the per-metric and per-scheme summaries as Markdown tables (the README's)
     python bench/fidelity.py --fit        # refit every factor on all rows, write optimizer/estimate/factors.yaml
                                           # (and factors_mlx.yaml), then cross-validate and write
                                           # optimizer/estimate/uncertainty.yaml and fidelity/crossval_results.yaml
@@ -30,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric")
     ap.add_argument("--rows", action="store_true")
     ap.add_argument("--recompute", action="store_true",
-                    help="re-run the cross-validation (about 20 s) instead of reading the last fit's results")
+                    help="re-run the three cross-validations (about a minute of CPU) instead of reading the last "
+                         "fit's results")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--fit", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="with --fit: print the fit, leave the data files alone")
@@ -63,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     cases = crossval.run() if a.recompute else crossval.stored()[0]
     if a.metric:
         cases = [c for c in cases if c.metric == a.metric]
-    summary = crossval.summarize(cases)
+    summary, by_scheme = crossval.summarize(cases), crossval.summarize_schemes(cases)
     if a.json:
-        print(json.dumps(crossval.as_dict(cases, summary), indent=2))
+        print(json.dumps(crossval.as_dict(cases, summary, by_scheme), indent=2))
     elif a.markdown:
         print(crossval.render_markdown(summary))
+        print()
+        print(crossval.render_schemes_markdown(by_scheme))
     else:
         if a.rows:
             print(f"{'id':60s} {'regime':30s} {'measured':>10s} {'in-sample':>10s} {'CV':>10s} {'CV err':>7s}")
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{c.predicted_cv:10.4g} {c.cv_error:+7.0%}")
             print()
         print(crossval.render_summary(summary))
+        print()
+        print(crossval.render_schemes(by_scheme))
     return 0
 
 

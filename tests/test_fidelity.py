@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace as dc_replace
 
 import pytest
 
@@ -21,11 +22,21 @@ from optimizer.fidelity.calibrate import EFF_BOUNDS, fit, fit_all, fit_rows, poo
 from optimizer.fidelity.cases import SPEED_METRICS, speed_rows
 from optimizer.fidelity.predict import predict_memory, predict_speed
 
-# documented cross-validated medians and 90th percentiles (README, Fidelity) + margin
-CV_MEDIAN_MAX = {"decode_tok_s": 0.151 + 0.02, "prefill_tok_s": 0.294 + 0.03, "tpot_ms": 0.244 + 0.03,
-                 "ttft_ms": 0.360 + 0.04, "output_tok_s_per_gpu": 0.228 + 0.03}
-CV_P90_MAX = {"decode_tok_s": 0.545 + 0.05, "prefill_tok_s": 0.887 + 0.08, "tpot_ms": 1.118 + 0.1,
-              "ttft_ms": 0.934 + 0.05, "output_tok_s_per_gpu": 0.645 + 0.08}
+# documented cross-validated figures (README, Fidelity: `python bench/fidelity.py --markdown`), per scheme and
+# metric: (median |error|, p90 |error|, held-out coverage of the 80% interval). The gate allows a figure to worsen
+# by at most GATE_REL (3%) relative: a change that makes rigopt's numbers worse than documented fails here.
+DOCUMENTED = {
+    "source": {"decode_tok_s": (0.1513, 0.5447, 0.8333), "prefill_tok_s": (0.2942, 0.8874, 0.85),
+               "tpot_ms": (0.2439, 1.1181, 0.7308), "ttft_ms": (0.3605, 0.9342, 0.7826),
+               "output_tok_s_per_gpu": (0.2278, 0.6451, 0.8438)},
+    "family": {"decode_tok_s": (0.1903, 0.5827, 0.7778), "prefill_tok_s": (0.435, 0.8472, 0.85),
+               "tpot_ms": (0.2459, 0.8736, 0.7692), "ttft_ms": (0.2937, 0.9354, 0.7826),
+               "output_tok_s_per_gpu": (0.2224, 0.7007, 0.8438)},
+    "hardware": {"decode_tok_s": (0.1471, 0.5944, 0.8056), "prefill_tok_s": (0.5318, 4.3754, 0.55),
+                 "tpot_ms": (0.3029, 1.5466, 0.6154), "ttft_ms": (0.5356, 1.0267, 0.6522),
+                 "output_tok_s_per_gpu": (0.2631, 0.6967, 0.6562)},
+}
+GATE_REL = 0.03
 WEIGHTS_MAX = 0.02
 GGUF_MAX = 0.02
 KV_MAX = 0.10
@@ -129,12 +140,145 @@ def test_fitted_factors_are_physical_and_stored():
                 assert "fitted on " in table[eng].source, (eng, name)
 
 
-def test_cross_validated_error_not_worse_than_documented(report):
+def _gate(figures: dict[str, dict[str, dict]], stored: dict[str, dict[str, dict]], schemes: tuple[str, ...]) -> None:
+    """Recomputed figures equal the stored ones within GATE_REL relative and are no worse than documented by more
+    than GATE_REL relative (errors up, coverage away from 80% below the documented level)."""
+    for scheme in schemes:
+        for metric, (med, p90, cov) in DOCUMENTED[scheme].items():
+            f, st = figures[scheme][metric], stored[scheme][metric]
+            for k in ("median_abs_error", "p90_abs_error", "coverage_80"):
+                assert f[k] == pytest.approx(st[k], rel=GATE_REL), (scheme, metric, k, f[k], st[k])
+            assert f["median_abs_error"] <= med * (1 + GATE_REL), (scheme, metric, f)
+            assert f["p90_abs_error"] <= p90 * (1 + GATE_REL), (scheme, metric, f)
+            assert f["coverage_80"] >= cov * (1 - GATE_REL), (scheme, metric, f)
+
+
+@pytest.fixture(scope="module")
+def fast_recompute():
+    """The fast part of the gate: every row re-predicted by the shipped factors, and the leave-one-model-family-out
+    and leave-one-hardware-class-out cross-validations re-run (about 10 s of CPU; the leave-one-source-out one,
+    48 folds, is the slow test below)."""
+    from optimizer.fidelity.calibrate import fit_all as _fit_all
+    its = crossval.items()
+    ins = crossval._predict_all(its, _fit_all())
+    return ins, {s: crossval.scheme_predictions(its, s, ins) for s in ("family", "hardware")}
+
+
+def test_fidelity_gate_fast(report, fast_recompute):
+    """The default suite's fidelity gate: the stored per-case predictions are what the shipped factors give now,
+    the family- and hardware-class-out cross-validations re-run here reproduce the stored medians, p90s and
+    coverages (within 3% relative), and no figure is worse than documented by more than 3% relative."""
+    cases, _ = report
+    ins, fresh = fast_recompute
+    for c in cases:
+        assert ins[c.id] == pytest.approx(c.predicted, rel=1e-4), c.id
+    recomputed = [dc_replace(c, predicted_family=fresh["family"][c.id], predicted_hardware=fresh["hardware"][c.id])
+                  for c in cases]
+    figures = crossval.scheme_figures(crossval.summarize_schemes(recomputed))
+    _gate(figures, crossval.stored_figures(), ("source", "family", "hardware"))
     _, s = report
-    for metric, limit in CV_MEDIAN_MAX.items():
-        assert s[(metric, "all")].median_abs_error <= limit, (metric, s[(metric, "all")])
-        assert s[(metric, "all")].p90_abs_error <= CV_P90_MAX[metric], (metric, s[(metric, "all")])
     assert s[("decode_tok_s", "all")].n >= 55 and s[("prefill_tok_s", "all")].n >= 30
+
+
+def test_documented_figures_are_the_readme_table():
+    """DOCUMENTED is the README's per-scheme table (rounded to 0.1% / 1%), so the gate compares with what the
+    README says."""
+    import re
+    from pathlib import Path
+    names = {"decode tok/s": "decode_tok_s", "prefill tok/s": "prefill_tok_s", "served TPOT": "tpot_ms",
+             "served TTFT": "ttft_ms", "served output tok/s per GPU": "output_tok_s_per_gpu"}
+    titles = {v: k for k, v in crossval.SCHEME_TITLES.items()}
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    seen = 0
+    for m in re.finditer(r"^\| (leave-one-[a-z-]+-out) \| ([^|]+?) \| \d+ \| \d+ \| ([\d.]+)% \| ([\d.]+)% \| "
+                         r"[+-][\d.]+% \| (\d+)% \|$", text, re.M):
+        med, p90, cov = DOCUMENTED[titles[m.group(1)]][names[m.group(2)]]
+        assert float(m.group(3)) == pytest.approx(100 * med, abs=0.051), m.group(0)
+        assert float(m.group(4)) == pytest.approx(100 * p90, abs=0.051), m.group(0)
+        assert float(m.group(5)) == pytest.approx(100 * cov, abs=0.51), m.group(0)
+        seen += 1
+    assert seen == 15
+
+
+def test_coverage_targets(report):
+    """The issue's targets, as met (or not) by the stored cross-validation: 80% intervals cover 75-85% of held-out
+    rows under leave-one-source-out for decode, TTFT and output tok/s (TPOT: 19 of 26 rows, 73%, documented as
+    missed), and at least 70% under leave-one-model-family-out for decode, TPOT, TTFT and output tok/s."""
+    f = crossval.stored_figures()
+    for m in ("decode_tok_s", "ttft_ms", "output_tok_s_per_gpu"):
+        assert 0.75 <= f["source"][m]["coverage_80"] <= 0.85, (m, f["source"][m])
+    assert 0.70 <= f["source"]["tpot_ms"]["coverage_80"] <= 0.85
+    for m in ("decode_tok_s", "tpot_ms", "ttft_ms", "output_tok_s_per_gpu"):
+        assert f["family"][m]["coverage_80"] >= 0.70, (m, f["family"][m])
+
+
+def test_model_family_and_groups():
+    mf = crossval.model_family
+    assert mf("llama-3.1-8b") == mf("llama-3.1-70b") == mf("llama-3.1-405b") == "llama-3.1"
+    assert mf("qwen3-30b-a3b") == mf("qwen3-235b-a22b") == mf("qwen3-8b") == "qwen3"
+    assert mf("qwen3-next-80b-a3b") == "qwen3-next" and mf("qwen3-coder-480b-a35b") == "qwen3-coder"
+    assert mf("deepseek-r1") == mf("deepseek-v3.2") == mf("deepseek-v4-flash") == "deepseek"
+    assert mf("gpt-oss-20b") == "gpt-oss" and mf("minimax-m2.7") == "minimax" and mf("kimi-k2-instruct") == "kimi"
+    assert crossval.group_of("hardware", "x", "llama-3.1-8b", "rtx-4090") == "nvidia-consumer"
+    assert crossval.group_of("hardware", "x", "llama-3.1-8b", "mi300x") == "amd"
+    with pytest.raises(ValueError):
+        crossval.group_of("nope", "x", "m", "rtx-4090")
+
+
+@pytest.mark.parametrize("scheme", ["family", "hardware"])
+def test_folds_never_fit_on_the_held_out_group(scheme):
+    """Under each scheme, a fold's training rows hold no row of its group (and no mlx fit row of it either)."""
+    g = crossval._row_group(scheme)
+    fs = crossval.folds(scheme=scheme)
+    assert len(fs) == len({f.source for f in fs}) >= 4
+    assert sum(f.train is not None for f in fs) >= 4
+    for f in fs:
+        assert all(it.group(scheme) == f.source for it in f.items)
+        if f.train is not None:
+            assert all(g(r) != f.source for r in f.train + (f.train_serving or ()))
+
+
+def test_conformal_quantiles_by_hand():
+    """n = 9 residuals 1..9: the 90% upper conformal quantile is the ceil(10 x 0.9) = 9th smallest, the 10% lower
+    one the floor(10 x 0.1) = 1st; the 80% level the 8th, the 20% the 2nd; the median the 5th."""
+    q = dict(zip(crossval.QUANTILE_LEVELS, crossval._conformal_quantiles([float(x) for x in range(9, 0, -1)]),
+                 strict=True))
+    assert (q[0.1], q[0.2], q[0.5], q[0.8], q[0.9]) == (1.0, 2.0, 5.0, 8.0, 9.0)
+    assert q[0.05] == 1.0 and q[0.95] == 9.0  # past the sample's resolution: its extremes
+
+
+def test_interval_table_backs_off_widens_and_debiases():
+    """A hand-built set of cases: a biased regime gets its median as bias and a spread around it; a regime with
+    too few sources backs off; a regime with few (but enough) sources is widened to its parent's spread."""
+    import math as m
+
+    def case(i, engine, acc, res, src, model="llama-3.1-8b"):
+        meas = 100.0
+        return crossval.CVCase(f"c{i}", "decode_tok_s", engine, model, "1x " + acc, "", src, meas, acc, 1, False,
+                               meas, meas / m.exp(res), True, crossval.mclass_of(model), "llama-3.1", "x", meas,
+                               meas)
+    cs = []
+    # llama.cpp on consumer NVIDIA: 12 rows from 4 sources, all under-predicted by about exp(0.5)
+    cs += [case(i, "llamacpp", "rtx-4090", 0.5 + 0.01 * (i - 6), f"s{i % 4}") for i in range(12)]
+    # the rest of "*": 40 rows, residuals spread -1..1, 20 sources
+    cs += [case(100 + i, "vllm", "h100-sxm", -1 + 2 * i / 39, f"t{i % 20}") for i in range(40)]
+    # vLLM on MI300X: 8 rows from 2 sources (too few): backs off
+    cs += [case(200 + i, "vllm", "mi300x", 0.0, f"u{i % 2}") for i in range(8)]
+    t = crossval.interval_table(cs)["decode"]
+    reg = t["llamacpp/nvidia-consumer/b1"]
+    assert reg["bias_log"] == pytest.approx(0.5, abs=0.011)
+    assert "vllm/amd/b1" not in t and "vllm/amd" not in t
+    star = t["*"]["log_ratio_quantiles"]
+    # 4 sources < WIDEN_BELOW_SOURCES: the regime's spread is at least its parent's (here "*" via the chain)
+    parent = t["llamacpp/nvidia-consumer"]["log_ratio_quantiles"]
+    q = reg["log_ratio_quantiles"]
+    assert q[1] <= parent[1] and q[-2] >= parent[-2]
+    assert parent[1] <= star[1] + 1e-9 or t["llamacpp/nvidia-consumer"]["n_sources"] >= crossval.WIDEN_BELOW_SOURCES
+    from optimizer.catalog.hardware import get_accelerator as ga
+    from optimizer.estimate.uncertainty import interval
+    iv = interval("decode", "llamacpp", ga("rtx-4090"), 1, 0.8, tab={"decode": t})
+    assert iv.bias == pytest.approx(m.exp(0.5), rel=0.02) and iv.low_ratio <= iv.bias <= iv.high_ratio
+    assert interval("decode", "vllm", ga("mi300x"), 1, 0.8, tab={"decode": t}).regime == "*"
 
 
 def test_cross_validated_error_is_not_the_in_sample_error(report):
@@ -151,14 +295,18 @@ def test_cross_validated_error_is_not_the_in_sample_error(report):
 
 @pytest.mark.slow
 def test_stored_cross_validation_is_what_a_rerun_gives():
-    """optimizer/fidelity/crossval_results.yaml (what `rigopt validate` prints) equals a fresh cross-validation."""
+    """optimizer/fidelity/crossval_results.yaml (what `rigopt validate` prints) equals a fresh cross-validation under
+    all three schemes (the leave-one-source-out one refits 48 folds: about 45 s of CPU), and passes the gate."""
     fresh = {c.id: c for c in crossval.run()}
     stored, _ = crossval.stored()
     assert {c.id for c in stored} == set(fresh)
     for c in stored:
         f = fresh[c.id]
         assert f.predicted == pytest.approx(c.predicted, rel=1e-5), c.id
-        assert f.predicted_cv == pytest.approx(c.predicted_cv, rel=1e-5), c.id
+        for col in crossval.PRED_FIELD.values():
+            assert getattr(f, col) == pytest.approx(getattr(c, col), rel=1e-5), (c.id, col)
+    _gate(crossval.scheme_figures(crossval.summarize_schemes(list(fresh.values()))), crossval.stored_figures(),
+          crossval.SCHEMES)
 
 
 def test_intervals_file_is_what_the_cross_validation_gives(report):
@@ -168,8 +316,9 @@ def test_intervals_file_is_what_the_cross_validation_gives(report):
 
 
 def test_interval_covers_its_share_of_cross_validated_rows(report):
-    """An 80% interval from the regime table covers about 80% of the cross-validated decode/prefill rows (the
-    empirical quantiles were taken on those rows: coverage must come out near the nominal level, not 100%)."""
+    """The shipped 80% intervals, checked on the very rows they were built from, cover at least about 80% of the
+    cross-validated decode/prefill rows and not all of them (conformal quantiles plus the few-source widening
+    make them somewhat conservative in-sample: 94% when written; held-out coverage is test_coverage_targets')."""
     from optimizer.estimate.uncertainty import interval
     from optimizer.fidelity.heldout import ENGINE_MAP
     cases, _ = report
@@ -178,11 +327,11 @@ def test_interval_covers_its_share_of_cross_validated_rows(report):
         if c.metric not in ("decode_tok_s", "prefill_tok_s"):
             continue
         iv = interval("decode" if c.metric == "decode_tok_s" else "prefill", ENGINE_MAP.get(c.engine, c.engine),
-                      get_accelerator(c.accelerator), c.batch, 0.8)
+                      get_accelerator(c.accelerator), c.batch, 0.8, c.offload, c.mclass)
         assert iv is not None and iv.low_ratio < iv.high_ratio
         n += 1
         hits += iv.low_ratio <= c.measured / c.predicted_cv <= iv.high_ratio
-    assert n >= 80 and 0.70 <= hits / n <= 0.92, hits / n
+    assert n >= 80 and 0.78 <= hits / n <= 0.97, hits / n
 
 
 def test_engine_dimension_in_decode():
@@ -283,3 +432,22 @@ def test_seq_step_is_a_fixed_point_of_the_implied_costs():
             implied.append(c + (m / 1e3 - sv.tpot_s) * (1 - sv.prefill_share) / n)
     assert len(implied) >= 10
     assert statistics.median(implied) == pytest.approx(c, rel=0.15, abs=5e-6)
+
+
+def test_validate_prints_every_scheme():
+    """`rigopt validate --json` carries, per scheme and metric, the stored figures; --metric keeps the coverage
+    computed on every row (the intervals of a kind are built from all its metrics)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from optimizer.cli import app
+    res = CliRunner().invoke(app, ["validate", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["schema_id"] == "rigopt.validate/3" and set(d["schemes"]) == set(crossval.SCHEMES)
+    assert d["schemes"] == crossval.stored_figures()
+    one = json.loads(CliRunner().invoke(app, ["validate", "--json", "--metric", "tpot_ms"]).output)
+    assert one["schemes"] == {s: {"tpot_ms": v["tpot_ms"]} for s, v in d["schemes"].items()}
+    text = CliRunner().invoke(app, ["validate"]).output
+    assert all(t in text for t in crossval.SCHEME_TITLES.values()) and "80% cov." in text

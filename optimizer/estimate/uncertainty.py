@@ -1,13 +1,21 @@
 """Prediction intervals: how far to trust a predicted speed, from rigopt's own cross-validated errors.
 
 optimizer/estimate/uncertainty.yaml (written by `python bench/fidelity.py --fit`, optimizer/fidelity/crossval.py)
-holds, per interval kind (decode, prefill, ttft, throughput) and regime, empirical quantiles of the
-leave-one-source-out residual log(measured / predicted) at QUANTILE_LEVELS. An X% interval of a prediction p is
-[p * exp(q((1 - X) / 2)), p * exp(q((1 + X) / 2))] (for ttft, a time, the same on the time). A regime with fewer
-rows than the fit's minimum backs off to a coarser one: engine/hardware class/batch -> engine/hardware class ->
-every row ("*"). Deployments with experts offloaded to the host have regimes of their own (engine/offload/batch ->
-engine/offload -> "*"): too few offload rows are measured for a regime yet, so they get the all-rows interval, the
-widest; a regime rigopt has no measurements for never borrows another engine's or hardware class's narrower one.
+holds, per interval kind (decode, prefill, ttft, throughput) and regime, a bias and split-conformal quantiles of the
+cross-validated residual log(measured / predicted) (predictions by factors fitted without the row's source) at
+QUANTILE_LEVELS, after the bias is taken out. A regime's bias is the median residual, stored only where the
+regime is biased (the model's own figure falls outside the regime's 80% interval; elsewhere 0): the expected
+figure is the model's figure times exp(bias), and an X% interval of a model figure p is
+[p * exp(bias + q((1 - X) / 2)), p * exp(bias + q((1 + X) / 2))], widened where needed so it always holds the
+expected figure (for ttft, a time, the same on the time).
+
+Regimes are engine x hardware class x batch regime x model class (dense, moe, mla-moe, hybrid) x size class
+(s < 40B, m 40-250B, l > 250B total parameters). A regime with too few rows or sources backs off to a coarser one:
+engine/hw/batch/class/size -> engine/hw/batch/class -> engine/hw/batch -> engine/hw -> every row ("*"); a regime
+backed by few sources is widened to at least its coarser level's spread (crossval.interval_table), so no regime
+borrows a narrower interval than the evidence above it. Deployments with experts offloaded to the host have
+regimes of their own (engine/offload/...); a regime rigopt has no measurements for never borrows another engine's
+or hardware class's interval: it gets the all-rows one, the widest.
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ from optimizer.engines import physics_engine
 from optimizer.estimate.speed import device_family
 
 UNCERTAINTY_FILE = Path(__file__).with_name("uncertainty.yaml")
-UNCERTAINTY_SCHEMA = "rigopt.uncertainty/1"
+UNCERTAINTY_SCHEMA = "rigopt.uncertainty/2"
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95)
 KINDS = ("decode", "prefill", "ttft", "throughput")
 DEFAULT_CONFIDENCE = 0.8  # the interval the text output shows and `cheapest` plans at (README: "Trust")
+SIZE_CLASSES = ((40e9, "s"), (250e9, "m"))  # total parameters below each bound; above the last: "l"
 
 
 def hw_class(acc: Any) -> str:
@@ -45,12 +54,31 @@ def batch_class(batch: int) -> str:
     return "b1" if batch <= 1 else "batched"
 
 
-def regime_keys(engine: str, acc: Any, batch: int, offload: bool = False) -> list[str]:
-    """The regime of a prediction, finest first, then each coarser level it backs off to."""
+def model_class(spec: Any) -> str:
+    """Model class of a ModelSpec: "<arch>/<size>", arch one of dense, moe, mla-moe (MoE with latent / DeepSeek
+    sparse attention: MLA, DSA, V4's compressed attention), hybrid (recurrent layers beside attention); size s / m /
+    l by total parameters (SIZE_CLASSES)."""
+    if spec.is_hybrid:
+        arch = "hybrid"
+    elif spec.is_moe:
+        mla = any(lay.attn_kind in ("mla", "dsa") or lay.attn_kind.startswith("v4") for lay in spec.layers)
+        arch = "mla-moe" if mla else "moe"
+    else:
+        arch = "dense"
+    total = spec.total_params()
+    size = next((s for bound, s in SIZE_CLASSES if total < bound), "l")
+    return f"{arch}/{size}"
+
+
+def regime_keys(engine: str, acc: Any, batch: int, offload: bool = False, mclass: str | None = None) -> list[str]:
+    """The regime of a prediction, finest first, then each coarser level it backs off to (without a model class,
+    the engine x hardware x batch level first)."""
     # Ollama and LM Studio run llama.cpp (engines.physics_engine); ik_llama.cpp rows are its fork's
     engine = "llamacpp" if engine == "ik_llama" else physics_engine(engine)
     c, b = ("offload" if offload else hw_class(acc)), batch_class(batch)
-    return [f"{engine}/{c}/{b}", f"{engine}/{c}", "*"]
+    base = f"{engine}/{c}/{b}"
+    fine = [f"{base}/{mclass}", f"{base}/{mclass.split('/')[0]}"] if mclass else []
+    return [*fine, base, f"{engine}/{c}", "*"]
 
 
 _TABLE: dict[str, Any] | None = None
@@ -69,8 +97,9 @@ def table() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Interval:
-    """Multiplicative interval on a prediction (low_ratio <= 1 <= high_ratio need not hold: rigopt may be biased
-    in a regime, and the interval says so)."""
+    """Multiplicative interval on a model figure, and the regime's bias correction: the expected figure is the
+    model's times `bias`, and low_ratio <= bias <= high_ratio always holds (1 need not lie inside: where rigopt
+    is biased in a regime, the bias moves the expected figure and the interval with it)."""
     kind: str
     confidence: float
     low_ratio: float
@@ -78,6 +107,15 @@ class Interval:
     regime: str
     n_rows: int
     n_sources: int
+    bias: float = 1.0
+
+    def expected(self, x: float) -> float:
+        """The expected figure of a model figure `x` in the interval's own sense (speed, or time for ttft)."""
+        return x * self.bias
+
+    def expected_time(self, t: float) -> float:
+        """The expected time a speed interval implies for a model time (TPOT from decode, TTFT from prefill)."""
+        return t / self.bias
 
     def bounds(self, x: float) -> tuple[float, float]:
         """(low, high) of a figure in the interval's own sense: a speed for decode / prefill / throughput, a time
@@ -99,37 +137,41 @@ def _at(qs: list[float], level: float) -> float:
 
 
 def interval(kind: str, engine: str, acc: Any, batch: int, confidence: float = DEFAULT_CONFIDENCE,
-             offload: bool = False) -> Interval | None:
-    """The `confidence` interval of a `kind` prediction for this engine, accelerator and batch, or None when no
-    regime (not even "*") has cross-validated rows."""
+             offload: bool = False, mclass: str | None = None, tab: dict[str, Any] | None = None) -> Interval | None:
+    """The `confidence` interval of a `kind` prediction for this engine, accelerator, batch and model class
+    (model_class(spec); None: the engine x hardware x batch level), or None when no regime (not even "*") has
+    cross-validated rows. `tab`: an intervals table of the file's form (default: the shipped one)."""
     if not 0 < confidence < 1:
         raise ValueError("confidence must lie strictly between 0 and 1")
-    rows = table().get("intervals", {}).get(kind, {})
-    for key in regime_keys(engine, acc, batch, offload):
+    rows = (table().get("intervals", {}) if tab is None else tab).get(kind, {})
+    for key in regime_keys(engine, acc, batch, offload, mclass):
         t = rows.get(key)
         if t:
             qs = [float(x) for x in t["log_ratio_quantiles"]]
-            lo, hi = _at(qs, (1 - confidence) / 2), _at(qs, (1 + confidence) / 2)
-            return Interval(kind, confidence, math.exp(lo), math.exp(hi), key, int(t["n_rows"]), int(t["n_sources"]))
+            b = float(t.get("bias_log", 0.0))
+            # the expected figure (bias) always lies inside its own interval, at every confidence
+            lo, hi = min(_at(qs, (1 - confidence) / 2), 0.0), max(_at(qs, (1 + confidence) / 2), 0.0)
+            return Interval(kind, confidence, math.exp(b + lo), math.exp(b + hi), key, int(t["n_rows"]),
+                            int(t["n_sources"]), math.exp(b))
     return None
 
 
 def conservative_speed_ratio(kind: str, engine: str, acc: Any, batch: int, confidence: float | None,
-                             offload: bool = False) -> float:
+                             offload: bool = False, mclass: str | None = None) -> float:
     """The factor (<= 1) a planner multiplies a predicted speed by so a target holds at the interval's low end:
     min(1, low_ratio). 1 without a confidence or without data (never loosens a target)."""
     if not confidence:
         return 1.0
-    iv = interval(kind, engine, acc, batch, confidence, offload)
+    iv = interval(kind, engine, acc, batch, confidence, offload, mclass)
     return 1.0 if iv is None else min(1.0, iv.low_ratio)
 
 
 def conservative_time_ratio(kind: str, engine: str, acc: Any, batch: int, confidence: float | None,
-                            offload: bool = False) -> float:
+                            offload: bool = False, mclass: str | None = None) -> float:
     """As conservative_speed_ratio for a time (TTFT): max(1, high_ratio)."""
     if not confidence:
         return 1.0
-    iv = interval(kind, engine, acc, batch, confidence, offload)
+    iv = interval(kind, engine, acc, batch, confidence, offload, mclass)
     return 1.0 if iv is None else max(1.0, iv.high_ratio)
 
 
@@ -143,18 +185,19 @@ class Trust:
     throughput: Interval | None    # on served output tok/s
 
 
-def trust(engine: str, acc: Any, batch: int, confidence: float = DEFAULT_CONFIDENCE, offload: bool = False) -> Trust:
-    return Trust(confidence, *(interval(k, engine, acc, batch, confidence, offload) for k in KINDS))
+def trust(engine: str, acc: Any, batch: int, confidence: float = DEFAULT_CONFIDENCE, offload: bool = False,
+          mclass: str | None = None) -> Trust:
+    return Trust(confidence, *(interval(k, engine, acc, batch, confidence, offload, mclass) for k in KINDS))
 
 
 def planning_ratios(engine: str, acc: Any, batch: int, confidence: float | None,
-                    served: bool, offload: bool = False) -> tuple[float, float]:
+                    served: bool, offload: bool = False, mclass: str | None = None) -> tuple[float, float]:
     """(decode-speed factor <= 1, TTFT factor >= 1) a planner applies so its targets hold at the low end of the
     `confidence` interval: the planner, the plan's figures and the independent check all call this one function.
     A served workload's TTFT uses the served-TTFT interval, a single prompt's the prefill-speed one."""
     if not confidence:
         return 1.0, 1.0
-    speed = conservative_speed_ratio("decode", engine, acc, batch, confidence, offload)
+    speed = conservative_speed_ratio("decode", engine, acc, batch, confidence, offload, mclass)
     if served:
-        return speed, conservative_time_ratio("ttft", engine, acc, batch, confidence, offload)
-    return speed, 1.0 / conservative_speed_ratio("prefill", engine, acc, batch, confidence, offload)
+        return speed, conservative_time_ratio("ttft", engine, acc, batch, confidence, offload, mclass)
+    return speed, 1.0 / conservative_speed_ratio("prefill", engine, acc, batch, confidence, offload, mclass)

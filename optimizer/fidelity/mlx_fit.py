@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -80,12 +81,13 @@ def fit_sources() -> set[str]:
     return {source_key(r.get("source")) for r, s in mlx_speed_rows() if s == "fit"}
 
 
-def fit(exclude_source: str | None = None) -> dict:
-    """The two factors from the fit rows (leaving out the rows of `exclude_source`, a crossval.source_key: the
-    leave-one-source-out folds refit them so no fit row is predicted by factors that saw it)."""
+def fit(exclude_source: str | None = None, exclude: Callable[[dict], bool] | None = None) -> dict:
+    """The two factors from the fit rows (leaving out the rows of `exclude_source`, a crossval.source_key, and the
+    rows `exclude` says: the cross-validation folds refit them so no fit row is predicted by factors that saw
+    it)."""
     from optimizer.fidelity.crossval import source_key
-    rows = [(r, s) for r, s in mlx_speed_rows() if exclude_source is None
-            or source_key(r.get("source")) != exclude_source]
+    rows = [(r, s) for r, s in mlx_speed_rows() if (exclude_source is None
+            or source_key(r.get("source")) != exclude_source) and (exclude is None or not exclude(r))]
     dec = [r for r, s in rows if s == "fit" and r["metric"] == "decode_tok_s"]
     pre = [r for r, s in rows if s == "fit" and r["metric"] == "prefill_tok_s"]
     mfu0 = F.PREFILL_MFU_BY_ENGINE["mlx"]["dense"].value

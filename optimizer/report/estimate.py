@@ -33,7 +33,7 @@ from optimizer.estimate.memory import hybrid_kv_per_seq
 from optimizer.estimate.runtimes import gpu_layers_that_fit, ollama_default_num_ctx
 from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
-from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, trust
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, model_class, trust
 from optimizer.layout import Parallel
 from optimizer.solver.support import plan_unsupported, scheme_formats, unsupported
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES, GiB
@@ -156,6 +156,7 @@ class IntervalReport(_M):
     regime: str
     n_rows: int
     n_sources: int
+    bias: float = 1.0  # expected / model figure: the regime's stored bias correction (1: unbiased regime)
 
 
 class TrustReport(_M):
@@ -436,7 +437,7 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                 ev = evaluate(replace(d, gpu_layers=n))
         mem, sp, pf = ev.memory, ev.decode, ev.prefill
         tr = trust(eng, acc, concurrency if workload is None else (workload.concurrency or 2), confidence,
-                   offload=d.offload.mode != "none")
+                   offload=d.offload.mode != "none", mclass=model_class(spec))
         notes = list(ev.notes)
         if auto_layers is not None:
             notes.append(f"{eng}'s automatic offload: {auto_layers} of {len(spec.main_layers)} layers on the GPU, "
@@ -466,9 +467,13 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                                     fits=mem.fits, recurrent_state_bytes=mem.state_bytes,
                                     recurrent_state_bytes_per_seq=mem.state_per_seq_bytes),
             max_context_tokens=ev.max_context_tokens, max_concurrency=ev.max_concurrency,
-            decode=SpeedReport(tok_s_per_seq=sp.tok_s_per_seq, tok_s_bound_per_seq=sp.tok_s_bound_per_seq,
-                               tok_s_aggregate=sp.tok_s_aggregate, binding=sp.binding, terms_s=sp.terms_s,
-                               ttft_s=pf.ttft_s, ttft_bound_s=pf.ttft_bound_s, prompt_tokens=pf.prompt_tokens,
+            # expected figures: the model's, times its regime's stored bias where the regime is biased
+            # (uncertainty.Interval.expected; 1 elsewhere), so each lies inside its own interval
+            decode=SpeedReport(tok_s_per_seq=_expected(tr.decode, sp.tok_s_per_seq),
+                               tok_s_bound_per_seq=sp.tok_s_bound_per_seq,
+                               tok_s_aggregate=_expected(tr.decode, sp.tok_s_aggregate), binding=sp.binding,
+                               terms_s=sp.terms_s, ttft_s=_expected(tr.prefill, pf.ttft_s, time=True),
+                               ttft_bound_s=pf.ttft_bound_s, prompt_tokens=pf.prompt_tokens,
                                **_speed_bounds(tr, sp.tok_s_per_seq, pf.ttft_s)),
             settings=SettingsReport(max_model_len=st.max_model_len, max_num_seqs=st.max_num_seqs,
                                     max_num_batched_tokens=st.max_num_batched_tokens,
@@ -531,6 +536,13 @@ def _bounds(prefix: str, x: float | None, iv: Interval | None, time: bool = Fals
     return {f"{prefix}_low": lo, f"{prefix}_high": hi}
 
 
+def _expected(iv: Interval | None, x: float, time: bool = False) -> float:
+    """The expected figure of a model figure: times the regime's bias (a speed interval's bias divides a time)."""
+    if iv is None or not math.isfinite(x):
+        return x
+    return iv.expected_time(x) if time else iv.expected(x)
+
+
 def _speed_bounds(tr: Trust, tok_s: float, ttft_s: float) -> dict[str, float | None]:
     """Low/high of decode tok/s and of one prompt's TTFT (a time, from the prefill speed interval)."""
     return {**_bounds("tok_s_per_seq", tok_s, tr.decode), **_bounds("ttft_s", ttft_s, tr.prefill, time=True)}
@@ -539,7 +551,7 @@ def _speed_bounds(tr: Trust, tok_s: float, ttft_s: float) -> dict[str, float | N
 def _trust_report(tr: Trust) -> TrustReport:
     def one(iv: Interval | None) -> IntervalReport | None:
         return None if iv is None else IntervalReport(confidence=iv.confidence, regime=iv.regime, n_rows=iv.n_rows,
-                                                      n_sources=iv.n_sources)
+                                                      n_sources=iv.n_sources, bias=iv.bias)
     return TrustReport(decode=one(tr.decode), prefill=one(tr.prefill), ttft=one(tr.ttft),
                        throughput=one(tr.throughput))
 
@@ -571,13 +583,18 @@ def _serving_report(s, w: Workload, tr: Trust | None = None) -> ServingReport:
     def fin(x: float) -> float | None:
         return x if x == x and x not in (float("inf"), float("-inf")) else None
     extra: dict[str, float | None] = {}
+    dec = ttf = thr = None
     if tr is not None:
-        extra = {**_bounds("tpot_s", fin(s.tpot_s), tr.decode, time=True),
-                 **_bounds("ttft_s", fin(s.ttft_s), tr.ttft), **_bounds("output_tok_s", s.output_tok_s, tr.throughput)}
+        dec, ttf, thr = tr.decode, tr.ttft, tr.throughput
+        extra = {**_bounds("tpot_s", fin(s.tpot_s), dec, time=True),
+                 **_bounds("ttft_s", fin(s.ttft_s), ttf), **_bounds("output_tok_s", s.output_tok_s, thr)}
+    # expected figures carry their regime's bias correction (_expected; 1 in unbiased regimes)
+    tpot, ttft = fin(_expected(dec, s.tpot_s, time=True)), fin(_expected(ttf, s.ttft_s))
     return ServingReport(**extra, isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps,
-                         prefix_hit=w.prefix_hit, stable=s.stable, tpot_s=fin(s.tpot_s), ttft_s=fin(s.ttft_s),
+                         prefix_hit=w.prefix_hit, stable=s.stable, tpot_s=tpot, ttft_s=ttft,
                          ttft_p90_s=fin(s.ttft_p90_s), request_rate_rps=s.request_rate_rps,
-                         output_tok_s=s.output_tok_s, total_tok_s=s.total_tok_s,
-                         output_tok_s_per_gpu=s.output_tok_s_per_gpu, total_tok_s_per_gpu=s.total_tok_s_per_gpu,
+                         output_tok_s=_expected(thr, s.output_tok_s), total_tok_s=s.total_tok_s,
+                         output_tok_s_per_gpu=_expected(thr, s.output_tok_s_per_gpu),
+                         total_tok_s_per_gpu=s.total_tok_s_per_gpu,
                          decoding_seqs=s.decoding_seqs, admitted_seqs=s.admitted_seqs,
                          prefill_share=s.prefill_share, binding=s.binding)
