@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimizer.fleet.solve import Fleet, FleetResult
+from optimizer.fleet.solve import Fleet, FleetResult, Pool
 
 
 def _usd(x: float | None, digits: int = 2) -> str:
@@ -36,9 +36,14 @@ def fleet_lines(f: Fleet, p: float) -> list[str]:
         out.append(
             f"  {x.role:10s} {x.replicas} x [{x.nodes_per_replica}x{x.gpus_per_node} {x.accelerator}] "
             f"{x.offer} {x.engine} {x.quant} {x.layout}: {x.rate_per_replica_rps:.3g} req/s each "
-            f"(capacity {x.capacity_rps:.3g}), {tt}{extra}; price {x.price_source} ({x.price_as_of})"
+            f"(capacity {x.capacity_rps:.3g}), {tt}{extra}; price {_where(x)} ({x.price_source}, as of {x.price_as_of})"
         )
     return out
+
+
+def _where(x: Pool) -> str:
+    """Provider and region of a pool's offer, as the answer prints them."""
+    return x.price_provider + (f" {x.price_region}" if x.price_region else "")
 
 
 def render_fleet(r: FleetResult, console) -> None:

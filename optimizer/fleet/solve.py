@@ -116,6 +116,8 @@ class Pool(_R):
     power_watts: float
     price_source: str
     price_as_of: str
+    price_provider: str = ""  # the cloud the offer rents from, or "purchase"
+    price_region: str | None = None
     max_model_len: int
     max_num_seqs: int
     max_num_batched_tokens: int
@@ -348,6 +350,8 @@ def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, tran
         power_watts=c.offer.power_watts * c.n_nodes,
         price_source=c.offer.source,
         price_as_of=c.offer.as_of,
+        price_provider=c.offer.provider,
+        price_region=c.offer.region,
         max_model_len=st.max_model_len,
         max_num_seqs=st.max_num_seqs,
         max_num_batched_tokens=st.max_num_batched_tokens,
