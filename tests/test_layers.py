@@ -17,6 +17,7 @@ Layer order (low -> high); a module may import its own layer and any layer below
     place      optimizer.place           expert placement (uses the plan schema of solver/)
     render     optimizer.export, optimizer.report              launch plans, result objects and tables
     app        optimizer.fidelity, optimizer.scenarios         validation against measurements, batch solving
+               optimizer.front           the front door: one question (Ask -> Question), solve() picks the back end
     cli        optimizer.cli, optimizer.__main__
 """
 
@@ -41,7 +42,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("solver", ["optimizer.solver", "optimizer.hetero", "optimizer.fleet"]),
     ("place", ["optimizer.place"]),
     ("render", ["optimizer.export", "optimizer.report"]),
-    ("app", ["optimizer.fidelity", "optimizer.scenarios"]),
+    ("app", ["optimizer.fidelity", "optimizer.scenarios", "optimizer.front"]),
     ("cli", ["optimizer.cli", "optimizer.__main__"]),
 ]
 

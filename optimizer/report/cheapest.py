@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from optimizer.solver.plan import Plan
 from optimizer.solver.search import CheapestResult
 from optimizer.units import GB, GiB
 
@@ -16,9 +17,14 @@ def _money(objective: str, v: float | None) -> str:
     return {"capex": f"${v:,.0f}", "hourly": f"${v:,.2f}/h", "power": f"{v:,.0f} W"}[objective]
 
 
-def _slots(node: str) -> int:
+def _fill(p: Plan) -> str:
+    """", 4 of 8 slots filled" for a partly filled server bought (a cloud instance is whole as rented)."""
     from optimizer.catalog.hardware import get_node
-    return get_node(node).accelerators_per_node
+    h, pr = p.hardware, p.costs.price
+    if h.owned or pr is None or pr.offer.startswith("rent:"):
+        return ""
+    slots = get_node(h.node).accelerators_per_node
+    return "" if h.gpus_per_node == slots else f", {h.gpus_per_node} of {slots} slots filled"
 
 
 def render_cheapest(r: CheapestResult, console: Console) -> None:
@@ -56,8 +62,7 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
         return
     h = p.hardware
     console.print(f"\n[bold green]Plan:[/bold green] {h.n_nodes}× {h.node} ({h.n_nodes * h.gpus_per_node}× "
-                  f"{h.accelerator}" + ("" if h.owned or p.costs.price is None or p.costs.price.offer.startswith("rent:")
-                                        or h.gpus_per_node == _slots(h.node) else f", {h.gpus_per_node} slots filled")
+                  f"{h.accelerator}" + _fill(p)
                   + (", owned" if h.owned else "") + f"), {p.engine}, {p.quant}, KV {p.kv_dtype}, "
                   f"TP{p.parallel.tp} PP{p.parallel.pp} DP{p.parallel.dp}"
                   + (f" EP{p.parallel.ep_size}" if p.parallel.ep else ""))
