@@ -11,6 +11,9 @@ gets the same answer:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from pydantic import ValidationError
 
 from optimizer.catalog.hardware import get_accelerator
@@ -28,7 +31,8 @@ SOLVER_ONLY = ("isl", "osl", "rate_rps", "ttft_s", "prompt_tokens", "prefix_hit"
                "tier", "max_nodes", "top", "min_attn_bits", "gpus")
 # what only the SLA form answers
 FLEET_ONLY = ("api_price", "disagg", "amortize_months", "usd_per_kwh")
-PER_DEVICE_ENGINES = ("llamacpp", "vllm")  # engines that split one model's layers over unlike devices
+PER_DEVICE_ENGINES = ("llamacpp", "vllm")
+T = TypeVar("T")  # engines that split one model's layers over unlike devices
 
 
 def _sla(a: Ask) -> SlaFields:
@@ -129,7 +133,7 @@ def _speed(a: Ask) -> SpeedQuestion:
     return SpeedQuestion(query=q)
 
 
-def _valid(a: Ask, build):  # type: ignore[no-untyped-def]
+def _valid(a: Ask, build: Callable[[], T]) -> T:
     """`build()`, a pydantic validation error named by the user's spelling of the field."""
     try:
         return build()
