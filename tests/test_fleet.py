@@ -176,7 +176,7 @@ def test_cpsat_equals_brute_force(seed):
                 continue
             assert sol.status == "OPTIMAL" and sol.cost == want
             cap = {
-                r: sum(x.cap * c for x, c in zip(rows, sol.counts) if x.role == r)
+                r: sum(x.cap * c for x, c in zip(rows, sol.counts, strict=True) if x.role == r)
                 for r in ("aggregated", "prefill", "decode")
             }
             assert cap["aggregated"] >= sol.rate_agg and min(cap["prefill"], cap["decode"]) >= sol.rate_pd

@@ -196,7 +196,7 @@ def test_lmstudio_export_allow_listed(tmp_path):
             if typ == "int":
                 assert rest[i + 1].isdigit()
             i += 1 if typ == "flag" else 2
-    load = dict(zip(res.commands[1].argv[3::2], res.commands[1].argv[4::2]))
+    load = dict(zip(res.commands[1].argv[3::2], res.commands[1].argv[4::2], strict=True))
     assert load["--context-length"] == str(plan.context) and load["--gpu"] == "max"
     subprocess.run(["bash", "-n", str(tmp_path / "launch.sh")], check=True)
 

@@ -196,7 +196,7 @@ def extract_vllm(wheel: Path) -> dict[str, tuple[str, list | None]]:
                     if k.arg is None:        # **x_kwargs["field"], **x_kwargs or **{**x_kwargs["field"], ...}
                         v = k.value
                         if isinstance(v, ast.Dict):
-                            v = next((val for key, val in zip(v.keys, v.values) if key is None), v)
+                            v = next((val for key, val in zip(v.keys, v.values, strict=True) if key is None), v)
                         if isinstance(v, ast.Subscript) and isinstance(v.value, ast.Name) and v.value.id in kw_of:
                             typ = field_type(kw_of[v.value.id][0], _lit(v.slice))
                         elif isinstance(v, ast.Name) and v.id in kw_of and (fld := kw_of[v.id][1]):

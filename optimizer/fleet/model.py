@@ -165,11 +165,11 @@ def brute_force(
     for counts in itertools.product(*(range(u + 1) for u in ubs)):
         cap = {"aggregated": 0, "prefill": 0, "decode": 0}
         types = {"aggregated": 0, "prefill": 0, "decode": 0}
-        dec = [r.link_class or 0 for r, c in zip(rows, counts) if c and r.role == "decode"]
-        pre = [r.link_class or 0 for r, c in zip(rows, counts) if c and r.role == "prefill"]
+        dec = [r.link_class or 0 for r, c in zip(rows, counts, strict=True) if c and r.role == "decode"]
+        pre = [r.link_class or 0 for r, c in zip(rows, counts, strict=True) if c and r.role == "prefill"]
         if dec and pre and max(dec) > min(pre):
             continue
-        for r, c in zip(rows, counts):
+        for r, c in zip(rows, counts, strict=True):
             if c:
                 cap[r.role] += r.cap * c
                 types[r.role] += 1
@@ -177,6 +177,6 @@ def brute_force(
             continue
         pd = min(cap["prefill"], cap["decode"]) if allow_disagg else 0
         if cap["aggregated"] + pd >= rate:
-            cost = sum(r.cost * c for r, c in zip(rows, counts))
+            cost = sum(r.cost * c for r, c in zip(rows, counts, strict=True))
             best = cost if best is None else min(best, cost)
     return best

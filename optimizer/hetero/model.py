@@ -141,7 +141,7 @@ class MixedModel:
             rd = sum(r.layer_read[l] * a[l, d] for l in range(L)) + r.expert_read * self.g[d] + r.global_read * last[d]
             cp = sum(r.layer_comp[l] * a[l, d] for l in range(L)) + r.expert_comp * self.g[d] + r.global_comp * last[d]
             ub = (
-                sum(max(x, y) for x, y in zip(r.layer_read, r.layer_comp))
+                sum(max(x, y) for x, y in zip(r.layer_read, r.layer_comp, strict=True))
                 + len(moe_idx) * max(r.expert_read, r.expert_comp)
                 + max(r.global_read, r.global_comp)
             )
@@ -184,7 +184,7 @@ class MixedModel:
         # CPU/NVMe experts and the hop into it, and each box's CPU serves the expert layers of all its stages
         self.period = None
         if objective == "throughput":
-            big = sum(max(x, y) for r in inst.devs for x, y in zip(r.layer_read, r.layer_comp)) + 10**12
+            big = sum(max(x, y) for r in inst.devs for x, y in zip(r.layer_read, r.layer_comp, strict=True)) + 10**12
             per = m.new_int_var(0, big, "period")
             for d, r in enumerate(inst.devs):
                 bx = inst.boxes[r.box]

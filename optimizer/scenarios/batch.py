@@ -153,7 +153,7 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     work: list[_Job] = []
     errors: list[str] = []
     idx = 0
-    for f, stem in zip(files, _unique_stems(files)):
+    for f, stem in zip(files, _unique_stems(files), strict=True):
         try:
             sc = load_scenario(f)
         except ScenarioError as e:

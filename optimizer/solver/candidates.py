@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 from optimizer.cache import BoundedCache
 from optimizer.catalog.hardware import get_accelerator, load_hardware
@@ -406,7 +407,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
         pts = [(x, max(split(at(x).decode))) for x in xs]
         lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
-                      for (x0, y0), (x1, y1) in zip(pts, pts[1:]))
+                      for (x0, y0), (x1, y1) in pairwise(pts))
     else:  # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
         (ma, ca), (mb, cb) = split(ev_a.decode), split(ev_b.decode)
         mc, cc = split(ev_c.decode) if Z else (ma, ca)
