@@ -228,7 +228,7 @@ def write_scenario(rng: random.Random, d: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ cases
-def real_plans(tmp: Path) -> dict[str, dict]:
+def real_plans() -> dict[str, dict]:
     from optimizer.solver.query import Query
     from optimizer.solver.search import cheapest
     out = {}
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     _preload()
     root = Path(tempfile.mkdtemp(prefix="rigopt-fuzz-"))
     try:
-        plans = real_plans(root)
+        plans = real_plans()
         import multiprocessing
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:

@@ -254,7 +254,7 @@ def cheapest(
         Console().print("owned inventory: planned per device (as rigopt mixed)")
     ans = solve(q)
     if ans.backend == "solver":
-        _cheapest_files(ans.result, out, plot, export_engine, loads, as_json)
+        _cheapest_files(ans.result, out, plot)
     elif ans.backend == "fleet" and out and ans.feasible:
         from optimizer.export.fleet import export_fleet
         export_fleet(ans.result, out)
@@ -287,8 +287,7 @@ def _answer(ans, as_json: bool) -> None:
     _out(ans.result, False, render_fleet if ans.backend == "fleet" else render_cheapest)
 
 
-def _cheapest_files(r, out: str | None, plot: str | None, export_engine: str | None, loads: str | None,
-                    as_json: bool) -> None:
+def _cheapest_files(r, out: str | None, plot: str | None) -> None:
     """--out (the plan file) and --plot of a single-deployment answer."""
     from optimizer.errors import InputError
     if out:
@@ -317,7 +316,7 @@ def _cheapest_export(r, out: str | None, export_engine: str, loads: str | None, 
     d = Path(out).with_suffix("") if out else Path(f"rigopt-export-{eng}")
     pl = None
     if loads and (r.plan.parallel.ep_size > 1 or r.plan.offload.mode != "none"):
-        pl = _placement_for(r.plan, loads, d)
+        pl = _placement_for(r.plan, loads)
     res = export_plan(r.plan, eng, d, placement=pl)
     if not as_json:
         render_export(res, Console(width=200))
@@ -345,7 +344,7 @@ def _plot_cheapest(r, plot: str) -> None:
         raise InputError(f"--plot: cannot write into {clip_for_message(str(p.parent))} ({e.strerror})") from None
 
 
-def _placement_for(plan, loads: str, out_dir):
+def _placement_for(plan, loads: str):
     """`rigopt place` on the plan with the same loads (the plan goes through its own file, as `place` reads)."""
     import tempfile
     from pathlib import Path

@@ -339,7 +339,7 @@ print(json.dumps(out))
 """
 
 
-def test_sglang_router_accepts_fleet_router_commands(tmp_path):
+def test_sglang_router_accepts_fleet_router_commands():
     """The router commands of an SGLang PD fleet and of several aggregated replicas parse with the pinned
     sglang-router's own RouterArgs (installed beside SGLang by bench/engines.sh)."""
     from optimizer.engines import SGLANG_ROUTER_VERSION

@@ -122,7 +122,7 @@ def test_golden(name, plan_name, engine, model_path, tmp_path, update_goldens):
 
 
 @pytest.mark.parametrize("name,plan_name,engine,model_path", CASES)
-def test_values_match_allow_list_types(name, plan_name, engine, model_path):
+def test_values_match_allow_list_types(name, plan_name, engine, model_path):  # noqa: ARG001 (the case's id)
     res = export_plan(plan(plan_name), engine, None, model_path=model_path)
     for c in getattr(res, "checked_commands", res.commands):
         allow = allow_list(c.tool)

@@ -359,7 +359,7 @@ def _llama_server(text: str, name: str, ctx: _Ctx) -> list[Measurement]:
 _NUM = r"([\d.]+|inf|not set)"
 
 
-def _serving_blocks(text: str, name: str, ctx: _Ctx) -> list[Measurement]:
+def _serving_blocks(text: str, name: str, _ctx: _Ctx) -> list[Measurement]:
     out: list[Measurement] = []
     lines = text.splitlines()
     i = 0

@@ -101,7 +101,7 @@ def solve(
         for k in range(len(slow)):
             if k > (r.link_class or 0):
                 m.add_implication(used[i], slow[k].Not())
-    for role, rs in by_role.items():
+    for rs in by_role.values():
         if rs:
             m.add(sum(used[i] for i, _ in rs) <= max_types)
     cost = sum(r.cost * n[i] for i, r in rows_ok)
@@ -157,7 +157,7 @@ def solve(
 
 
 def brute_force(
-    rows: list[Row], rate: int, n_classes: int, *, allow_disagg: bool = True, max_types: int = 2
+    rows: list[Row], rate: int, *, allow_disagg: bool = True, max_types: int = 2
 ) -> int | None:
     """Least cost over every count vector (small tables only): the oracle the CP-SAT model is tested against."""
     best = None

@@ -331,7 +331,7 @@ def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, tran
         dp=cfg.par.dp,
         ep=cfg.par.ep,
         layout=cfg.par.label(),
-        capacity_rps=c.rep.capacity(role, None if role != "prefill" else _budget(c, q, transfer)),
+        capacity_rps=c.rep.capacity(role, None if role != "prefill" else _budget(q, transfer)),
         rate_per_replica_rps=rate_each,
         tpot_s=None if role == "prefill" else ev.tpot_s,
         ttft_s=ttft_at(ev, q.percentile),
@@ -360,7 +360,7 @@ def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, tran
     )
 
 
-def _budget(c: _Cand, q: FleetQuery, transfer: float | None) -> float:
+def _budget(q: FleetQuery, transfer: float | None) -> float:
     return q.ttft_s - (transfer or 0.0) - q.tpot_s
 
 
@@ -370,7 +370,7 @@ def _assign(
     """Per-replica rate for each pool of a role: the role's rate split in proportion to capacity."""
     idx = [k for k, p in enumerate(pools) if p[1] == role]
     caps = {
-        k: pools[k][0].rep.capacity(role, None if role != "prefill" else _budget(pools[k][0], q, pools[k][3]))
+        k: pools[k][0].rep.capacity(role, None if role != "prefill" else _budget(q, pools[k][3]))
         for k in idx
     }
     total = sum(caps[k] * pools[k][2] for k in idx)
@@ -386,7 +386,7 @@ def _check(pools, ra: float, rpd: float, q: FleetQuery) -> tuple[bool, float, fl
     }
     ok, ttft, tpot = True, 0.0, 0.0
     pre_t, dec_tpot = [], []
-    for k, (c, role, count, transfer) in enumerate(pools):
+    for k, (c, role, count, _transfer) in enumerate(pools):
         if count == 0:
             continue
         r = rates[k]

@@ -253,6 +253,6 @@ class MixedModel:
                 break
             self.m.add(expr == round(s.objective_value))
             self.m.clear_hints()
-            for (l, d), v in self.a.items():
+            for v in self.a.values():
                 self.m.add_hint(v, s.boolean_value(v))
         return MixedSolution(status, sol, step, cost, bound, time.perf_counter() - t0)

@@ -291,7 +291,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         except ValidationError as e:
             raise ScenarioError(_errors(path, e, lines, Question)) from None
         title, defaults, items = q.name or path.stem, QuestionFields(), [(0, q)]
-        prefix = lambda i: ()  # noqa: E731
+        prefix = lambda _i: ()  # noqa: E731
     problems: list[str] = []
     out: list[NamedQuery] = []
     names: set[str] = set()

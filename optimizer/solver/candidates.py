@@ -153,7 +153,7 @@ def scheme_formats(scheme: Scheme) -> set[str]:
     return {fmt for mix in scheme.mixes.values() for _, fmt in mix}
 
 
-def _engines_for(node: NodeType, acc: Accelerator, q: Query) -> list[str]:
+def _engines_for(acc: Accelerator, q: Query) -> list[str]:
     """Engines tried on a node: unified-memory boxes run the llama.cpp family (and mlx on Apple silicon);
     mlx never runs off Apple silicon (optimizer/engines.py runs_on_vendor)."""
     allowed = q.engines or list(DEFAULT_SOLVER_ENGINES)
@@ -204,7 +204,7 @@ def unit_costs(node_key: str, n_nodes: int, g: int, owned: bool) -> tuple[float 
     return capex, hourly, unit_power_watts(node_key, g) * n_nodes
 
 
-def _node_options(q: Query, m: ResolvedModel) -> list[tuple[NodeType, list[int], bool, float]]:
+def _node_options(q: Query) -> list[tuple[NodeType, list[int], bool, float]]:
     """(node, node counts to try, owned?, base DRAM bytes per node)."""
     hw = load_hardware()
     allowed = None
@@ -229,11 +229,11 @@ def _node_options(q: Query, m: ResolvedModel) -> list[tuple[NodeType, list[int],
     return out
 
 
-def _units(q: Query, m: ResolvedModel) -> Iterator[tuple[NodeType, list[int], bool, float, int]]:
+def _units(q: Query) -> Iterator[tuple[NodeType, list[int], bool, float, int]]:
     """(node, node counts, owned?, base DRAM bytes per node, GPUs per node): every size of unit the catalogue
     sells or rents (an 8-slot server with 1, 2 or 4 GPUs, a 1-GPU cloud instance) besides the whole node; a
     partly filled server or an instance smaller than its node type is one unit (it is never joined with others)."""
-    for node, counts, owned, dram in _node_options(q, m):
+    for node, counts, owned, dram in _node_options(q):
         apn = node.accelerators_per_node
         if owned:
             yield node, counts, owned, dram, apn
@@ -252,9 +252,9 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
     spec = m.spec
     moe_idx = tuple(i for i, l in enumerate(spec.main_layers) if l.is_moe)
     out: list[Candidate] = []
-    for node, counts, owned, dram_base, g in _units(q, m):
+    for node, counts, owned, dram_base, g in _units(q):
         acc = hw.accelerators[node.accelerator]
-        for engine in _engines_for(node, acc, q):
+        for engine in _engines_for(acc, q):
             if unsupported(engine, spec.family, acc.arch, kt=True):
                 continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
             gguf = is_llamacpp(engine)
