@@ -254,13 +254,13 @@ def cheapest(
         Console().print("owned inventory: planned per device (as rigopt mixed)")
     ans = solve(q)
     if ans.backend == "solver":
-        _cheapest_files(ans.result, out, plot)
+        _cheapest_files(ans.cheapest_result(), out, plot)
     elif ans.backend == "fleet" and out and ans.feasible:
         from optimizer.export.fleet import export_fleet
-        export_fleet(ans.result, out)
+        export_fleet(ans.fleet_result(), out)
     _answer(ans, as_json)
     if ans.backend == "solver" and export_engine:
-        _cheapest_export(ans.result, out, export_engine, loads, as_json)
+        _cheapest_export(ans.cheapest_result(), out, export_engine, loads, as_json)
     if not ans.feasible:
         raise typer.Exit(code=3)
 
@@ -575,7 +575,7 @@ def mixed(
         from optimizer.limits import MAX_PATH_CHARS, check_text, write_file
         from optimizer.report.mixed import script_paths
         check_text(export_script, "--export", MAX_PATH_CHARS)
-        for path, text in script_paths(export_script, launch_scripts(ans.result.plan)):
+        for path, text in script_paths(export_script, launch_scripts(ans.mixed_plan())):
             write_file(path, text, "--export")
             if not as_json:
                 sys.stdout.write(f"wrote {path}\n")
@@ -616,7 +616,7 @@ def fleet(
     ans = solve(question(ask))
     if out and ans.feasible:
         from optimizer.export.fleet import export_fleet
-        export_fleet(ans.result, out)
+        export_fleet(ans.fleet_result(), out)
     _answer(ans, as_json)
     if not ans.feasible:
         raise typer.Exit(3)
@@ -649,7 +649,8 @@ def main() -> None:
         sys.exit(code or 0)
     except Exception as e:  # usage errors (click or typer's own click copy) and anything unexpected
         if type(e).__name__ == "NoArgsIsHelpError":
-            sys.stderr.write(e.format_message() + "\n")
+            fmt = getattr(e, "format_message", None)
+            sys.stderr.write((fmt() if fmt else str(e)) + "\n")
             sys.exit(2)
         if type(e).__name__ == "Abort":
             sys.exit(130)

@@ -237,7 +237,7 @@ def vllm_command(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> Command:
     except KeyError:
         raise ExportError(f"vLLM has no KV dtype for '{plan.kv_dtype}'") from None
     a += ["--host", "127.0.0.1", "--port", str(HTTP_PORT["vllm"])]
-    env = {
+    env: dict[str, str | Var] = {
         "CUDA_VISIBLE_DEVICES": ",".join(str(c) for c in cuda_indices(plan, inv)),
         "VLLM_PP_LAYER_PARTITION": ",".join(str(s.end - s.start) for s in plan.stages),
     }

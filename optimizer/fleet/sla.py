@@ -104,6 +104,7 @@ def fleet_query(f: SlaFields, names: dict[str, str] | None = None) -> FleetQuery
         quants=DEFAULT_QUANTS if f.quants is None else tuple(f.quants),
         time_limit_s=10.0 if f.time_limit_s is None else min(f.time_limit_s, 60.0),
         api_price=f.api_price,
-        **{k: v for k, v in (("disagg", f.disagg), ("amortize_months", f.amortize_months),
-                             ("usd_per_kwh", f.usd_per_kwh)) if v is not None},
+        disagg=True if f.disagg is None else f.disagg,
+        amortize_months=36.0 if f.amortize_months is None else f.amortize_months,
+        usd_per_kwh=0.12 if f.usd_per_kwh is None else f.usd_per_kwh,
     )

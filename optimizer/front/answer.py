@@ -35,6 +35,18 @@ class Answer:
             return r.fleet is not None
         return r.plan is not None
 
+    def cheapest_result(self) -> CheapestResult:
+        assert isinstance(self.result, CheapestResult), self.backend
+        return self.result
+
+    def fleet_result(self) -> FleetResult:
+        assert isinstance(self.result, FleetResult), self.backend
+        return self.result
+
+    def mixed_plan(self) -> MixedPlan:
+        assert isinstance(self.result, MixedResult) and self.result.plan is not None, self.backend
+        return self.result.plan
+
     def to_json(self) -> dict[str, Any]:
         """What `--json` prints: rigopt.cheapest/1, rigopt.fleet/1, rigopt.mixed-plan/1 (a plan `rigopt export`
         reads) or rigopt.mixed-result/1 (no plan: why not)."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from optimizer.errors import RigoptError
 from optimizer.limits import (
@@ -195,7 +197,7 @@ def line_of(lines: dict[Loc, int], loc: Loc) -> int:
     return 1
 
 
-def _allowed(top: type, loc: Loc) -> list[str]:
+def _allowed(top: type[BaseModel], loc: Loc) -> list[str]:
     """Field names of the model that holds the key at `loc` (for 'unknown key' hints)."""
     parent = loc[:-1]
     if "boxes" in parent:
@@ -209,7 +211,7 @@ def _allowed(top: type, loc: Loc) -> list[str]:
     return list(top.model_fields)
 
 
-def _message(err: dict, model_fields: list[str]) -> str:
+def _message(err: ErrorDetails, model_fields: list[str]) -> str:
     if err["type"] == "extra_forbidden":
         key = str(err["loc"][-1]) if err["loc"] else "?"
         close = difflib.get_close_matches(key, model_fields, n=1, cutoff=0.6)
@@ -284,7 +286,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         except ValidationError as e:
             raise ScenarioError(_errors(path, e, lines, Scenario)) from None
         title, defaults, items = sc.name or path.stem, sc.defaults, list(enumerate(sc.questions))
-        prefix = lambda i: ("questions", i)  # noqa: E731
+        prefix: Callable[[int], tuple[str | int, ...]] = lambda i: ("questions", i)  # noqa: E731
     else:
         try:
             q = Question.model_validate(data)
