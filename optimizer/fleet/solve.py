@@ -39,7 +39,7 @@ from optimizer.fleet.money import (
     token_cost,
 )
 from optimizer.fleet.offers import Offer, offers
-from optimizer.solver.candidates import _fast_domain, _layouts
+from optimizer.solver.candidates import fast_domain, layouts
 from optimizer.solver.support import unsupported
 
 FLEET_SCHEMA = "rigopt.fleet/1"
@@ -216,7 +216,7 @@ class Search:
         for off in offers(objective, allowed):
             node = hw.nodes[off.node]
             acc = hw.accelerators[off.accelerator]
-            fast = min(_fast_domain(node), off.gpus)
+            fast = min(fast_domain(node), off.gpus)
             counts = [1] + ([k for k in MULTI_NODE] if off.full_node and node.nic else [])
             for engine in self.q.engines:
                 if unsupported(engine, spec.family, acc.arch):
@@ -227,7 +227,7 @@ class Search:
                     except InputError:
                         continue
                     for n_nodes in counts:
-                        for par in _layouts(self.m, engine, n_nodes, off.gpus, fast):
+                        for par in layouts(self.m, engine, n_nodes, off.gpus, fast):
                             cfg = Config(off.node, off.accelerator, off.gpus, n_nodes, engine, quant, None, par)
                             rep = self.replicas.get(cfg)
                             if rep is None:

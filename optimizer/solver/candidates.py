@@ -163,7 +163,7 @@ def _engines_for(acc: Accelerator, q: Query) -> list[str]:
     return out
 
 
-def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> list[Parallel]:
+def layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> list[Parallel]:
     """Parallel layouts worth trying. MoE models get both TP inside the fast domain (+ DP/EP across it) and
     attention data parallelism (TP1 x DP world with EP): MLA/V4 KV is replicated on every rank of a TP group but
     not across DP ranks, so DP attention holds up to `world` times more sequences per GPU."""
@@ -279,7 +279,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                 for kvd in kv_choices:
                     feasible_family: set[tuple[int, bool, bool, bool]] = set()
                     for n_nodes in counts:
-                        for par in _layouts(m, engine, n_nodes, g, _fast_domain(node)):
+                        for par in layouts(m, engine, n_nodes, g, fast_domain(node)):
                             fam = (par.tp, par.ep, par.dp > 1, par.pp > 1)
                             if fam in feasible_family:
                                 continue  # a smaller node count of this family already meets every target
@@ -303,7 +303,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
 _FAST_DOMAIN: BoundedCache[NodeType, int] = BoundedCache("candidates.fast_domain", 1024)
 
 
-def _fast_domain(node: NodeType) -> int:
+def fast_domain(node: NodeType) -> int:
     return _FAST_DOMAIN.get_or_compute(node, lambda: topology(node.key, 1).fast_domain_size())
 
 
