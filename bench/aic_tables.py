@@ -306,7 +306,7 @@ def decode_attention_tables(pkg: Pkg, system: str, peaks: dict) -> list:
             kernels = sorted(d.kernel_source.unique().tolist())
             d = d.assign(kv_len=d.isl + d.step)
             d = d.groupby(["batch_size", "kv_len", "num_heads", "num_key_value_heads"], as_index=False).latency.min()
-            heads = sorted({(int(a), int(b)) for a, b in zip(d.num_heads, d.num_key_value_heads)})
+            heads = sorted({(int(a), int(b)) for a, b in zip(d.num_heads, d.num_key_value_heads, strict=True)})
             kv_bytes = d.batch_size * d.kv_len * 2.0 * d.num_key_value_heads * HEAD_DIM * KV_BYTES[kv]
             d = d.assign(bw=kv_bytes / (d.latency * 1e-3) / peaks["hbm_bw_bytes_per_s"])
             rows = _rows_by(d, "batch_size", "kv_len", "bw")
@@ -451,8 +451,8 @@ def _comm_rows(d, size_bytes: float, bus_factor):
         lat.reverse()
         rows.append({"n_gpus": int(n), "message_bytes": [int(x) for x in b],
                      "latency_us": [sig(x * 1e3) for x in lat],
-                     "bus_bw_bytes_per_s": [sig(bus_factor(n) * x / (y * 1e-3)) for x, y in zip(b, lat)],
-                     "lowered_points": sum(1 for x, y in zip(raw, lat) if y < x)})
+                     "bus_bw_bytes_per_s": [sig(bus_factor(n) * x / (y * 1e-3)) for x, y in zip(b, lat, strict=True)],
+                     "lowered_points": sum(1 for x, y in zip(raw, lat, strict=True) if y < x)})
     return rows
 
 

@@ -204,7 +204,7 @@ def write_scenario(rng: random.Random, d: Path) -> Path:
     q = {"model": rng.choice(MODELS_OK), "context": 8192, "gpus": "rtx-4090", "top": 1, "time_limit_s": 5}
     if kind == 0:
         p.write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{c}: &{c} [{', '.join(['*' + b] * 9)}]\n" for b, c in zip("abcdefgh", "bcdefghi"))
+            f"{c}: &{c} [{', '.join(['*' + b] * 9)}]\n" for b, c in zip("abcdefgh", "bcdefghi", strict=True))
             + "model: llama-3.1-8b\ncontext: 8192\n")
     elif kind == 1:
         p.write_text(json.dumps({**q, "description": None})[:-1] + ', "x": ' + deep(rng.choice([100, 20_000])) + "}")
@@ -228,7 +228,7 @@ def write_scenario(rng: random.Random, d: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ cases
-def real_plans(tmp: Path) -> dict[str, dict]:
+def real_plans() -> dict[str, dict]:
     from optimizer.solver.query import Query
     from optimizer.solver.search import cheapest
     out = {}
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     _preload()
     root = Path(tempfile.mkdtemp(prefix="rigopt-fuzz-"))
     try:
-        plans = real_plans(root)
+        plans = real_plans()
         import multiprocessing
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:

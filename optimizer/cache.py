@@ -83,8 +83,8 @@ def memoize(name: str, maxsize: int) -> Callable[[Callable[P, T]], Callable[P, T
             key = (args, tuple(sorted(kwargs.items()))) if kwargs else args
             return cache.get_or_compute(key, lambda: fn(*args, **kwargs))
 
-        setattr(call, "cache", cache)
-        setattr(call, "cache_clear", cache.clear)
+        setattr(call, "cache", cache)  # noqa: B010 (a function's attribute mypy does not know: setattr, not .cache)
+        setattr(call, "cache_clear", cache.clear)  # noqa: B010
         return call
     return wrap
 

@@ -7,7 +7,6 @@ import sys
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from optimizer.errors import RigoptError
@@ -89,10 +88,16 @@ _QUERY_DEFAULT = _query_defaults()
 
 
 # Query field -> the `rigopt cheapest` option that sets it (error messages name real options).
-CHEAPEST_OPTION = {"ttft_s": "--ttft", "prompt_tokens": "--prompt", "min_expert_bits": "--min-bits", "isl": "--isl", "osl": "--osl", "rate_rps": "--rate",
-                   "prefix_hit": "--prefix-hit", "tier": "--tier", "spec": "--spec",
-                   "time_limit_s": "--time-limit", "gpus": "--gpus", "engines": "--engine", "quants": "--quant",
-                   "kv_dtypes": "--kv-dtype", "model": "MODEL", "max_budget": "--max-budget", "owned": "--owned"}
+CHEAPEST_OPTION = {"ttft_s": "--ttft", "prompt_tokens": "--prompt", "min_expert_bits": "--min-bits", "min_bits": "--min-bits",
+                   "isl": "--isl", "osl": "--osl", "rate_rps": "--rate", "prefix_hit": "--prefix-hit", "tier": "--tier",
+                   "spec": "--spec", "time_limit_s": "--time-limit", "gpus": "--gpus", "engines": "--engine",
+                   "quants": "--quant", "kv_dtypes": "--kv-dtype", "model": "MODEL", "max_budget": "--max-budget",
+                   "owned": "--owned", "tok_s": "--tok-s", "tpot_s": "--tpot", "percentile": "--percentile",
+                   "objective": "--objective", "context": "--context", "concurrency": "--concurrency",
+                   "loads": "--loads", "max_nodes": "--max-nodes", "top": "--top", "min_attn_bits": "--min-attn-bits",
+                   "confidence": "--confidence", "api_price": "--api-price", "disagg": "--no-disagg",
+                   "amortize_months": "--amortize-months", "usd_per_kwh": "--usd-per-kwh", "buy": "--buy",
+                   "buy_types": "--buy-types", "out": "--out"}
 
 PROFILE_HELP = ("Calibration profile from `rigopt calibrate` (default: $XDG_CONFIG_HOME/rigopt/profile.yaml, used "
                 "when it exists)")
@@ -210,7 +215,7 @@ def _spec(m, spec: str | None, accept_len: float | None):
 @app.command()
 def cheapest(
     model: Annotated[str, typer.Argument(help="Catalogue name/alias, a config.json, a model folder, a .gguf file or a Hugging Face id org/name[@rev]")],
-    context: Annotated[str | None, typer.Option("--context", "-c", help=CONTEXT_HELP + " Default 384K, or isl + osl with a workload.")] = None,
+    context: Annotated[str | None, typer.Option("--context", "-c", help=CONTEXT_HELP + " Default 384K (every form of the question), or isl + osl with a workload.")] = None,
     tok_s: Annotated[float, typer.Option("--tok-s", help="Decode tokens/s per sequence at that context (0 = no target); with --isl/--osl: 1/TPOT")] = _QUERY_DEFAULT["tok_s"],
     concurrency: Annotated[int, typer.Option("--concurrency", "-b", help="Concurrent sequences at that context")] = _QUERY_DEFAULT["concurrency"],
     ttft: Annotated[float | None, typer.Option("--ttft", help="Max seconds to first token for a full-context prompt (with --isl/--osl: the served TTFT, queueing included)")] = None,
@@ -218,23 +223,23 @@ def cheapest(
     isl: Annotated[str | None, typer.Option("--isl", help="Workload: input tokens per request (with --osl)")] = None,
     osl: Annotated[str | None, typer.Option("--osl", help="Workload: output tokens per request")] = None,
     rate: Annotated[float | None, typer.Option("--rate", help="Workload: requests/s to sustain (open loop); default --concurrency requests in flight")] = None,
-    prefix_hit: Annotated[float, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache")] = _QUERY_DEFAULT["prefix_hit"],
-    spec: Annotated[str, typer.Option("--spec", help="Speculative decoding with the model card's MTP/EAGLE-3 setup: off | auto (try both) | on")] = _QUERY_DEFAULT["spec"],
+    prefix_hit: Annotated[float | None, typer.Option("--prefix-hit", help="Workload: share of prompt tokens served from the prefix cache (default 0)")] = None,
+    spec: Annotated[str | None, typer.Option("--spec", help="Speculative decoding with the model card's MTP/EAGLE-3 setup: off (default) | auto (try both) | on")] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="Targets must hold at the low end of this prediction interval (rigopt's cross-validated errors in each plan's regime); 0 = plan on the expected figures")] = _QUERY_DEFAULT["confidence"],
-    objective: Annotated[str, typer.Option("--objective", help="capex (buy) | hourly (rent) | power (watts)")] = _QUERY_DEFAULT["objective"],
+    objective: Annotated[str | None, typer.Option("--objective", help=f"capex (buy) | hourly (rent) | power (watts); default {_QUERY_DEFAULT['objective']}")] = None,
     max_budget: Annotated[float | None, typer.Option("--max-budget", help="Cap on the objective (USD, USD/h or W)")] = None,
     min_bits: Annotated[float | None, typer.Option("--min-bits", help="Quality floor: minimum bits per weight for experts/FFN (default: the headline is the cheapest 4-bit-class plan or wider, cheaper tiers listed in the frontier; 0 = any width)")] = None,
     tier: Annotated[str | None, typer.Option("--tier", help="Headline from one quality tier: 1.5-bit, 2-bit, 3-bit, 4-bit, 5-6-bit, 8-bit, 16-bit")] = None,
-    min_attn_bits: Annotated[float, typer.Option("--min-attn-bits", help="Quality floor for attention weights")] = _QUERY_DEFAULT["min_attn_bits"],
+    min_attn_bits: Annotated[float | None, typer.Option("--min-attn-bits", help="Quality floor for attention weights (default 0)")] = None,
     gpus: Annotated[str | None, typer.Option("--gpus", help="Allowed accelerators, comma-separated (e.g. h100,h200)")] = None,
     owned: Annotated[str | None, typer.Option("--owned", help="Hardware you own, e.g. '2x rtx-4090, 256GB ddr5'")] = None,
     engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang | llamacpp | ik_llama | ollama | lmstudio | mlx, comma-separated (default: vllm, sglang, llamacpp)")] = None,
     quant: Annotated[str | None, typer.Option("--quant", "-q", help="Allowed quantizations, comma-separated")] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="Allowed KV dtypes, comma-separated")] = None,
     loads: Annotated[str | None, typer.Option("--loads", help="Expert loads for load-aware speed: a JSON/CSV file, 'uniform' or 'zipf:S'")] = None,
-    max_nodes: Annotated[int, typer.Option("--max-nodes", help="Most nodes a plan may use")] = _QUERY_DEFAULT["max_nodes"],
-    top: Annotated[int, typer.Option("--top", help="Plans to show: the optimum and next-cheapest alternatives")] = _QUERY_DEFAULT["top"],
-    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit per solve, seconds")] = _QUERY_DEFAULT["time_limit_s"],
+    max_nodes: Annotated[int | None, typer.Option("--max-nodes", help=f"Most nodes a plan may use (default {_QUERY_DEFAULT['max_nodes']})")] = None,
+    top: Annotated[int | None, typer.Option("--top", help=f"Plans to show: the optimum and next-cheapest alternatives (default {_QUERY_DEFAULT['top']})")] = None,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", help=f"Solver time limit per solve, seconds (default {_QUERY_DEFAULT['time_limit_s']:g})")] = None,
     out: Annotated[str | None, typer.Option("--out", help="Write the best plan as JSON here (for rigopt export)")] = None,
     export_engine: Annotated[str | None, typer.Option("--export", help="Also export the best plan: auto (its own engine) or vllm|sglang|llamacpp (must be the plan's), next to --out; with --loads the placement's flags and files too")] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Write the cost-quality frontier to this PNG (and <stem>.memory.png, <stem>.layers.png for offload plans)")] = None,
@@ -246,77 +251,61 @@ def cheapest(
 ) -> None:
     """Cheapest hardware + quantization + parallelism that meets the targets (CP-SAT, proven optimal). With SLAs
     (--tpot or --percentile, or --rate with --ttft and --tok-s): the cheapest serving fleet, as `rigopt fleet`."""
-    from pathlib import Path
-
-    from optimizer.errors import InputError
     from optimizer.fidelity.profile import load_calibration
-    from optimizer.report.cheapest import render_cheapest
-    from optimizer.solver.frontier import DEFAULT_HEADLINE_MIN_BITS
-    from optimizer.solver.query import Owned, Query
-    from optimizer.solver.search import cheapest as run
+    from optimizer.front import Ask, question, solve
+    from optimizer.front.question import OwnedQuestion
 
-    def csv(v):
-        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+    ask = Ask(model=model, context=_tokens(context) if context else None, tok_s=tok_s, concurrency=concurrency,
+              ttft_s=ttft, prompt_tokens=_tokens(prompt) if prompt else None,
+              isl=_tokens(isl) if isl is not None else None, osl=_tokens(osl) if osl is not None else None,
+              rate_rps=rate, prefix_hit=prefix_hit or None, spec=None if spec in (None, "off") else spec,
+              confidence=_confidence(confidence), objective=objective, max_budget=max_budget, min_bits=min_bits,
+              tier=tier, min_attn_bits=min_attn_bits or None, gpus=_csv(gpus), owned=_local_owned(owned, as_json),
+              engines=_csv(engine), quants=_csv(quant), kv_dtypes=_csv(kv_dtype), loads=loads, max_nodes=max_nodes,
+              top=top, time_limit_s=time_limit, calibration=load_calibration(profile, no_profile), tpot_s=tpot,
+              percentile=percentile, outputs=_given({"--out": out, "--export": export_engine, "--plot": plot}),
+              names=CHEAPEST_OPTION)
+    q = question(ask)
+    if isinstance(q, OwnedQuestion) and not as_json:
+        Console().print("owned inventory: planned per device (as rigopt mixed)")
+    ans = solve(q)
+    if ans.backend == "solver":
+        _cheapest_files(ans.cheapest_result(), out, plot)
+    elif ans.backend == "fleet" and out and ans.feasible:
+        from optimizer.export.fleet import export_fleet
+        export_fleet(ans.fleet_result(), out)
+    _answer(ans, as_json)
+    if ans.backend == "solver" and export_engine:
+        _cheapest_export(ans.cheapest_result(), out, export_engine, loads, as_json)
+    if not ans.feasible:
+        raise typer.Exit(code=3)
 
-    def _owned(v):
-        try:
-            return Owned.parse(v)
-        except RigoptError as e:
-            raise InputError(f"--owned: {e}") from None
 
-    if objective not in ("capex", "hourly", "power"):
-        raise InputError(f"unknown objective '{objective}' (use capex, hourly or power)")
-    if (isl is None) != (osl is None):
-        raise InputError("a workload needs both --isl and --osl")
-    if rate is not None and isl is None:
-        raise InputError("--rate needs a workload: give --isl and --osl")
-    wl_isl, wl_osl = (_tokens(isl), _tokens(osl)) if isl is not None and osl is not None else (None, None)
-    from optimizer.fleet.sla import SlaFields, wants_fleet
-    sla = SlaFields(model=model, isl=wl_isl, osl=wl_osl, rate_rps=rate, ttft_s=ttft, tpot_s=tpot, tok_s=tok_s,
-                    percentile=percentile, objective=objective, gpus=tuple(csv(gpus)) if gpus else None,
-                    engines=tuple(csv(engine)) if engine else None, quants=tuple(csv(quant)) if quant else None,
-                    time_limit_s=time_limit)
-    if wants_fleet(sla):
-        extra = {"--owned": owned, "--plot": plot, "--export": export_engine, "--loads": loads,
-                 "--context": context, "--prompt": prompt, "--max-budget": max_budget, "--tier": tier,
-                 "--min-bits": min_bits, "--kv-dtype": kv_dtype, "--spec": None if spec == "off" else spec,
-                 "--prefix-hit": prefix_hit or None}
-        _cheapest_fleet(sla, [k for k, v in extra.items() if v is not None], out, as_json)
+def _csv(v: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in v.split(",") if x.strip()) if v else None
+
+
+def _given(options: dict) -> tuple[str, ...]:
+    return tuple(k for k, v in options.items() if v)
+
+
+def _answer(ans, as_json: bool) -> None:
+    """Print an answer: its JSON (every back end's carries a schema_id, `rigopt schema answer`), or its text."""
+    if as_json:
+        sys.stdout.write(json.dumps(ans.to_json(), indent=2) + "\n")
         return
-    owned = _local_owned(owned, as_json)
-    if owned and _mixed_inventory(owned):
-        # cards of several types (or several boxes): the per-device assignment model plans them (`rigopt mixed`)
-        from optimizer.report.mixed import run_mixed
-        if wl_isl is not None or out or export_engine or plot or loads:
-            raise InputError("an inventory of mixed GPU types is planned by `rigopt mixed` (per-device layer "
-                             "assignment); --isl/--osl/--out/--export/--plot/--loads are not supported with it yet")
-        if not as_json:
-            Console().print("mixed inventory: planned per device (rigopt mixed)")
-        ctx_mixed = _tokens(context) if context else _tokens("384K")
-        raise typer.Exit(code=run_mixed(model, owned, context=ctx_mixed, tok_s=tok_s, concurrency=concurrency,
-                                        buy=False, buy_types=None, min_bits=min_bits or 0.0,
-                                        quant=quant, max_budget=max_budget, export_script=None, as_json=as_json,
-                                        confidence=_confidence(confidence)))
-    ctx = _tokens(context) if context else (wl_isl + wl_osl if wl_isl and wl_osl else _tokens("384K"))
-    try:
-        q = Query(model=model, context=ctx, concurrency=concurrency, tok_s=tok_s, ttft_s=ttft,
-                  isl=wl_isl, osl=wl_osl, rate_rps=rate, prefix_hit=prefix_hit, spec=spec,
-                  confidence=_confidence(confidence),
-                  prompt_tokens=_tokens(prompt) if prompt else None, objective=objective, max_budget=max_budget,
-                  min_expert_bits=min_bits or 0.0, min_attn_bits=min_attn_bits, gpus=csv(gpus),
-                  headline_min_bits=DEFAULT_HEADLINE_MIN_BITS if (min_bits is None and tier is None) else None,
-                  tier=tier,
-                  owned=_owned(owned) if owned else None, engines=csv(engine), quants=csv(quant),
-                  kv_dtypes=csv(kv_dtype), loads=loads, max_nodes=max_nodes, top=top, time_limit_s=time_limit,
-                  calibration=load_calibration(profile, no_profile))
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if not err["loc"]:  # a rule across fields (e.g. isl needs osl)
-            raise InputError(msg) from None
-        field = str(err["loc"][0])
-        raise InputError(f"{CHEAPEST_OPTION.get(field, '--' + field.replace('_', '-'))}: {msg}") from None
-    r = run(q)
+    if ans.backend == "hetero":
+        from optimizer.hetero.api import describe
+        sys.stdout.write(describe(ans.result) + "\n")
+        return
+    from optimizer.fleet.report import render_fleet
+    from optimizer.report.cheapest import render_cheapest
+    _out(ans.result, False, render_fleet if ans.backend == "fleet" else render_cheapest)
+
+
+def _cheapest_files(r, out: str | None, plot: str | None) -> None:
+    """--out (the plan file) and --plot of a single-deployment answer."""
+    from optimizer.errors import InputError
     if out:
         from optimizer.limits import MAX_PATH_CHARS, check_text, write_file
         check_text(out, "--out", MAX_PATH_CHARS)
@@ -325,38 +314,28 @@ def cheapest(
         write_file(out, r.plan.model_dump_json(indent=2) + "\n", "--out")
     if plot:
         _plot_cheapest(r, plot)
-    _out(r, as_json, render_cheapest)
-    if export_engine:
-        if r.plan is None:
-            raise InputError("no plan to export: nothing meets the targets")
-        from optimizer.estimate.kv import check_engine
-        from optimizer.export import export_plan, render_export
-        eng = r.plan.engine if export_engine.strip().lower() == "auto" else check_engine(export_engine)
-        if eng != r.plan.engine:
-            raise InputError(f"the plan runs on {r.plan.engine} (its quantization and memory are {r.plan.engine}'s): "
-                             f"use --export auto or --export {r.plan.engine}, or re-plan with --engine {eng}")
-        d = Path(out).with_suffix("") if out else Path(f"rigopt-export-{eng}")
-        pl = None
-        if loads and (r.plan.parallel.ep_size > 1 or r.plan.offload.mode != "none"):
-            pl = _placement_for(r.plan, loads, d)
-        res = export_plan(r.plan, eng, d, placement=pl)
-        if not as_json:
-            render_export(res, Console(width=200))
+
+
+def _cheapest_export(r, out: str | None, export_engine: str, loads: str | None, as_json: bool) -> None:
+    """--export: launch scripts of the best plan (with --loads, the expert placement's flags and files too)."""
+    from pathlib import Path
+
+    from optimizer.errors import InputError
     if r.plan is None:
-        raise typer.Exit(code=3)
-
-
-def _mixed_inventory(owned: str) -> bool:
-    """An --owned inventory of several GPU types or several boxes (for the mixed-hardware planner)."""
-    from optimizer.errors import RigoptError
-    from optimizer.hetero.inventory import parse_inventory
-    if ";" in owned:
-        return True
-    try:
-        inv = parse_inventory(owned)
-    except RigoptError:
-        return False  # let the single-type parser report it
-    return len({g.acc.key for g in inv.gpus}) > 1
+        raise InputError("no plan to export: nothing meets the targets")
+    from optimizer.estimate.kv import check_engine
+    from optimizer.export import export_plan, render_export
+    eng = r.plan.engine if export_engine.strip().lower() == "auto" else check_engine(export_engine)
+    if eng != r.plan.engine:
+        raise InputError(f"the plan runs on {r.plan.engine} (its quantization and memory are {r.plan.engine}'s): "
+                         f"use --export auto or --export {r.plan.engine}, or re-plan with --engine {eng}")
+    d = Path(out).with_suffix("") if out else Path(f"rigopt-export-{eng}")
+    pl = None
+    if loads and (r.plan.parallel.ep_size > 1 or r.plan.offload.mode != "none"):
+        pl = _placement_for(r.plan, loads)
+    res = export_plan(r.plan, eng, d, placement=pl)
+    if not as_json:
+        render_export(res, Console(width=200))
 
 
 def _plot_cheapest(r, plot: str) -> None:
@@ -381,7 +360,7 @@ def _plot_cheapest(r, plot: str) -> None:
         raise InputError(f"--plot: cannot write into {clip_for_message(str(p.parent))} ({e.strerror})") from None
 
 
-def _placement_for(plan, loads: str, out_dir):
+def _placement_for(plan, loads: str):
     """`rigopt place` on the plan with the same loads (the plan goes through its own file, as `place` reads)."""
     import tempfile
     from pathlib import Path
@@ -522,6 +501,15 @@ def schema_cheapest() -> None:
     sys.stdout.write(json.dumps(CheapestResult.model_json_schema(), indent=2) + "\n")
 
 
+@schema_app.command("answer")
+def schema_answer() -> None:
+    """JSON Schema of every `--json` answer of cheapest, fleet and mixed (rigopt.cheapest/1, rigopt.fleet/1,
+    rigopt.mixed-plan/1 or rigopt.mixed-result/1, told apart by schema_id)."""
+    from optimizer.front import answer_json_schema
+
+    sys.stdout.write(json.dumps(answer_json_schema(), indent=2) + "\n")
+
+
 @schema_app.command("estimate")
 def schema_estimate() -> None:
     """JSON Schema of `rigopt estimate --json` output (rigopt.estimate/1)."""
@@ -570,7 +558,6 @@ def calibrate(
     r = run_calibrate(logs, Overrides(model=model, gpu=gpu, gpus=gpus, engine=engine, quant=quant), profile, dry_run)
     _out(r, as_json, render_calibrate)
 # ---- end issue 12 calibrate block ----
-# ---- issue 25: rigopt verify (logic in optimizer/verify/) ----
 @app.command()
 def verify(
     plan_json: Annotated[str, typer.Argument(help="Plan written by `rigopt cheapest --out plan.json`")],
@@ -602,34 +589,52 @@ def verify(
         requests=requests, max_time_s=max_time, ttft_sla_s=ttft, tpot_sla_s=tpot, percentile=percentile,
         confidence=confidence, seed=seed, calibrate=calibrate, profile=profile)
     _out(r, as_json, render_verify)
-# ---- end issue 25 verify block ----
-# ---- issue 15: mixed hardware (`rigopt mixed`); self-contained block, logic in optimizer/hetero/api.py ----
 @app.command()
 def mixed(
     model: Annotated[str, typer.Argument(help="catalogue key/alias, config.json, model folder or .gguf")],
     owned: Annotated[str, typer.Option("--owned", help="'1x rtx-4090, 1x rtx-3090, 128GB ddr5' or 'box1: ...; box2: ...; net: 10gbe' (llama.cpp RPC; default 1 GbE)")],
-    context: Annotated[str, typer.Option("--context", help="e.g. 393216, 384K, 1M")] = "8192",
+    context: Annotated[str | None, typer.Option("--context", help=CONTEXT_HELP + " Default 384K (every form of the question).")] = None,
     tok_s: Annotated[float, typer.Option("--tok-s", help="decode tokens/s per sequence")] = 0.0,
     concurrency: Annotated[int, typer.Option("--concurrency", "-b")] = 1,
     buy: Annotated[bool, typer.Option("--buy", help="allow buying GPUs/DRAM on top of what you own")] = False,
     buy_types: Annotated[str | None, typer.Option("--buy-types", help="GPUs offered for purchase, e.g. rtx-5090,rtx-4090")] = None,
-    min_bits: Annotated[float, typer.Option("--min-bits", help="least routed-expert bits per weight")] = 0.0,
+    min_bits: Annotated[float | None, typer.Option("--min-bits", help="least routed-expert bits per weight")] = None,
     quant: Annotated[str | None, typer.Option("--quant", "-q", help="GGUF presets to try, e.g. q4_k_m,q3_k_m")] = None,
     max_budget: Annotated[float | None, typer.Option("--max-budget", help="USD for purchases")] = None,
     export_script: Annotated[str | None, typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here; several boxes: also <stem>.<box>.sh per other box")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="llamacpp (any mix) or vllm (uneven PP stages)")] = "llamacpp",
-    confidence: Annotated[float, typer.Option("--confidence", help="The --tok-s target holds at the low end of this prediction interval (mixed plans: the all-rows cross-validated interval); 0 = the expected figure")] = 0.8,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    engine: Annotated[str | None, typer.Option("--engine", help="llamacpp (any mix; the default for several GPU types) or vllm (uneven PP stages); without it, one GPU type is planned as `rigopt cheapest --owned` (every engine)")] = None,
+    confidence: Annotated[float, typer.Option("--confidence", help="The --tok-s target holds at the low end of this prediction interval (mixed plans: the all-rows cross-validated interval); 0 = the expected figure")] = _QUERY_DEFAULT["confidence"],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (rigopt.mixed-plan/1, or rigopt.mixed-result/1 without a plan; `rigopt schema answer`)")] = False,
 ) -> None:
-    """Best plan over mixed GPUs you own (CP-SAT layer/expert assignment), or the cheapest additions with --buy."""
-    from optimizer.report.mixed import run_mixed
-    owned = _local_owned(owned, as_json) or owned
-    raise typer.Exit(code=run_mixed(model, owned, context=_tokens(context), tok_s=tok_s, concurrency=concurrency,
-                                    buy=buy or bool(buy_types), buy_types=buy_types, min_bits=min_bits, quant=quant,
-                                    max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine,
-                                    confidence=_confidence(confidence)))
-# ---- end issue 15 block ----
-# ---- rigopt fleet (issue 16): serving fleets; the logic lives in optimizer/fleet/ ----
+    """Best plan over mixed GPUs you own (CP-SAT layer/expert assignment), or the cheapest additions with --buy.
+    The same question as `rigopt cheapest --owned`: one GPU type without --engine gets the same answer."""
+    from optimizer.errors import InputError
+    from optimizer.fidelity.profile import load_calibration
+    from optimizer.front import Ask, question, solve
+    from optimizer.front.question import OwnedQuestion
+    ask = Ask(model=model, owned=_local_owned(owned, as_json) or owned, calibration=load_calibration(None, False), context=_tokens(context) if context else None,
+              tok_s=tok_s, concurrency=concurrency, buy=buy or None, buy_types=_csv(buy_types), min_bits=min_bits,
+              quants=_csv(quant), max_budget=max_budget, engines=(engine,) if engine else None,
+              confidence=_confidence(confidence), names=CHEAPEST_OPTION | {"engines": "--engine"})
+    q = question(ask)
+    if export_script and not isinstance(q, OwnedQuestion):
+        raise InputError("--export writes a per-device launch script: give --engine llamacpp or vllm, or use "
+                         "`rigopt cheapest --owned ... --export auto` for this one-GPU-type inventory")
+    ans = solve(q)
+    _answer(ans, as_json)
+    if export_script and ans.feasible:
+        from optimizer.export.hetero import launch_scripts
+        from optimizer.limits import MAX_PATH_CHARS, check_text, write_file
+        from optimizer.report.mixed import script_paths
+        check_text(export_script, "--export", MAX_PATH_CHARS)
+        for path, text in script_paths(export_script, launch_scripts(ans.mixed_plan())):
+            write_file(path, text, "--export")
+            if not as_json:
+                sys.stdout.write(f"wrote {path}\n")
+    if not ans.feasible:
+        raise typer.Exit(code=3)
+
+
 @app.command()
 def fleet(
     model: Annotated[str, typer.Argument(help="Catalogue name/alias or a config.json / model folder")],
@@ -638,51 +643,35 @@ def fleet(
     rate: Annotated[float, typer.Option("--rate", help="Requests per second (Poisson arrivals)")],
     ttft: Annotated[float, typer.Option("--ttft", help="Time to first token SLA, seconds, at --percentile")],
     tpot: Annotated[float, typer.Option("--tpot", help="Time per output token SLA, seconds")],
-    percentile: Annotated[float, typer.Option("--percentile", help="TTFT percentile, 50-99.9")] = 90.0,
+    percentile: Annotated[float | None, typer.Option("--percentile", help="TTFT percentile, 50-99.9 (default 90)")] = None,
     api_price: Annotated[str | None, typer.Option("--api-price", help="Hosted API price per M tokens, in:X,out:Y")] = None,
-    objective: Annotated[str, typer.Option("--objective", help="hourly (rent cloud shapes) | capex (buy servers, partly filled allowed)")] = "hourly",
+    objective: Annotated[str | None, typer.Option("--objective", help=f"hourly (rent cloud shapes) | capex (buy servers, partly filled allowed); default {_QUERY_DEFAULT['objective']}, as every form of the question")] = None,
     gpus: Annotated[str | None, typer.Option("--gpus", help="Allowed accelerators, e.g. h100,h200")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="vllm | sglang, comma-separated (default both)")] = None,
+    quant: Annotated[str | None, typer.Option("--quant", "-q", help="Allowed quantizations, comma-separated (default native, fp8)")] = None,
     no_disagg: Annotated[bool, typer.Option("--no-disagg", help="Aggregated replicas only")] = False,
-    months: Annotated[float, typer.Option("--amortize-months", help="Capex amortisation period")] = 36.0,
-    kwh: Annotated[float, typer.Option("--usd-per-kwh", help="Electricity price")] = 0.12,
+    months: Annotated[float | None, typer.Option("--amortize-months", help="Capex amortisation period (default 36)")] = None,
+    kwh: Annotated[float | None, typer.Option("--usd-per-kwh", help="Electricity price (default 0.12)")] = None,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", help="Solver time limit, seconds (default 10, at most 60)")] = None,
     out: Annotated[str | None, typer.Option("--out", help="Write launch scripts, k8s.yaml, router.sh to DIR")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (rigopt.fleet/1)")] = False,
 ) -> None:
     """The cheapest fleet that serves a request rate within TTFT/TPOT SLAs: replicas, disaggregated
-    prefill/decode pools, mixed GPU types, with $/M tokens and own-vs-rent-vs-API break-even volumes."""
-    from optimizer.fleet import ApiPrice, FleetQuery, solve_fleet
-    from optimizer.fleet.report import render_fleet
-    q = FleetQuery(model=model, isl=_tokens(isl), osl=_tokens(osl), rate_rps=rate, ttft_s=ttft, tpot_s=tpot,
-                   percentile=percentile / 100.0, objective=objective, disagg=not no_disagg,
-                   gpus=tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else None,
-                   api_price=ApiPrice.parse(api_price) if api_price else None, amortize_months=months,
-                   usd_per_kwh=kwh)
-    res = solve_fleet(q)
-    if out and res.fleet is not None:
+    prefill/decode pools, mixed GPU types, with $/M tokens and own-vs-rent-vs-API break-even volumes. The same
+    question as `rigopt cheapest --isl --osl --rate --ttft --tpot`, with the same options and defaults."""
+    from optimizer.fleet import ApiPrice
+    from optimizer.front import Ask, question, solve
+    ask = Ask(model=model, isl=_tokens(isl), osl=_tokens(osl), rate_rps=rate, ttft_s=ttft, tpot_s=tpot,
+              percentile=percentile, objective=objective, gpus=_csv(gpus), engines=_csv(engine), quants=_csv(quant),
+              api_price=ApiPrice.parse(api_price) if api_price else None, disagg=False if no_disagg else None,
+              amortize_months=months, usd_per_kwh=kwh, time_limit_s=time_limit, names=CHEAPEST_OPTION)
+    ans = solve(question(ask))
+    if out and ans.feasible:
         from optimizer.export.fleet import export_fleet
-        export_fleet(res, out)
-    _out(res, as_json, render_fleet)
-    if res.fleet is None:
+        export_fleet(ans.fleet_result(), out)
+    _answer(ans, as_json)
+    if not ans.feasible:
         raise typer.Exit(3)
-def _cheapest_fleet(sla, unsupported: list[str], out: str | None, as_json: bool) -> None:
-    """`rigopt cheapest` in the SLA form: the fleet solver's answer (optimizer/fleet/sla.py decides the form)."""
-    from optimizer.errors import InputError
-    from optimizer.fleet import solve_fleet
-    from optimizer.fleet.report import render_fleet
-    from optimizer.fleet.sla import fleet_query
-    if unsupported:
-        raise InputError(f"{', '.join(unsupported)} do(es) not apply to the SLA form (the cheapest fleet for a "
-                         "request rate): drop them, or ask without --tpot/--percentile")
-    names = {"isl": "--isl", "osl": "--osl", "rate_rps": "--rate", "ttft_s": "--ttft", "tpot_s": "--tpot",
-             "tok_s": "--tok-s", "percentile": "--percentile", "objective": "--objective", "engines": "--engine"}
-    res = solve_fleet(fleet_query(sla, names))
-    if out and res.fleet is not None:
-        from optimizer.export.fleet import export_fleet
-        export_fleet(res, out)
-    _out(res, as_json, render_fleet)
-    if res.fleet is None:
-        raise typer.Exit(3)
-# ---- end rigopt fleet ----
 
 
 def _fail(msg: str, code: int) -> None:
@@ -712,7 +701,8 @@ def main() -> None:
         sys.exit(code or 0)
     except Exception as e:  # usage errors (click or typer's own click copy) and anything unexpected
         if type(e).__name__ == "NoArgsIsHelpError":
-            sys.stderr.write(e.format_message() + "\n")
+            fmt = getattr(e, "format_message", None)
+            sys.stderr.write((fmt() if fmt else str(e)) + "\n")
             sys.exit(2)
         if type(e).__name__ == "Abort":
             sys.exit(130)

@@ -38,7 +38,8 @@ def running_server(workers: int = 2, cwd: Path | None = None, timeout_s: float =
                         break
             except OSError:
                 if p.poll() is not None:
-                    raise RuntimeError("rigopt serve exited: " + (p.stderr.read().decode()[-800:] if p.stderr else ""))
+                    err = p.stderr.read().decode()[-800:] if p.stderr else ""
+                    raise RuntimeError("rigopt serve exited: " + err) from None
                 if time.monotonic() > deadline:
                     raise RuntimeError("rigopt serve did not answer") from None
                 time.sleep(0.2)

@@ -228,7 +228,7 @@ def test_decode_prediction_is_evaluates():
     assert c.ratio == pytest.approx(60.92 / c.predicted)
 
 
-def test_profile_geometric_mean_and_merge(tmp_path):
+def test_profile_geometric_mean_and_merge():
     """Two decode runs at x0.8 and x0.5 -> sqrt(0.8 * 0.5) = 0.6325; calibrating the same log again adds nothing;
     a second log adds its run: (0.8 * 0.5 * 0.9)^(1/3) = 0.7114."""
     from optimizer.fidelity.profile import Profile, Run, calibration_of, merge

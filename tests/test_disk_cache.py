@@ -98,7 +98,8 @@ def test_answer_is_identical_with_and_without_the_disk_cache(tmp_path):
     assert outs[0] == outs[1] == outs[2]
 
 
-def test_plan_links_uses_the_table(fresh_table):
+@pytest.mark.usefixtures("fresh_table")
+def test_plan_links_uses_the_table():
     par = Parallel(tp=8, pp=1, dp=1, ep=True)
     a = plan_links(_node("hgx-h100-8"), 1, par)
     assert "hgx-h100-8|1|8|8|0" in _TABLE[0]._load()

@@ -159,11 +159,11 @@ def vllm_results(tmp_path_factory):
         reqs.append({"argv": argv, "env": {k: concrete(v, "") for k, v in c.env.items()}})
         keys.append((name, i))
     flags = place_flags(tmp)
-    base = next(r for (n, _), r in zip(keys, reqs) if n == "tp8dp2_ep_v4pro_2node_vllm")
+    base = next(r for (n, _), r in zip(keys, reqs, strict=True) if n == "tp8dp2_ep_v4pro_2node_vllm")
     reqs.append({"argv": base["argv"] + flags["vllm"], "env": base["env"]})
     keys.append(("place:vllm", 0))
     results = run_checker("vllm", reqs, tmp, {"VLLM_TARGET_DEVICE": "cpu"})
-    return {k: (q, r) for k, q, r in zip(keys, reqs, results)}
+    return {k: (q, r) for k, q, r in zip(keys, reqs, results, strict=True)}
 
 
 def _check_vllm(key, vllm_results):
@@ -213,10 +213,10 @@ def sglang_results(tmp_path_factory):
         reqs.append({"argv": argv, "env": {k: concrete(v, "") for k, v in c.env.items()}})
         keys.append((name, i))
     flags = place_flags(tmp)
-    ep = next(r for (n, _), r in zip(keys, reqs) if n == "tp8dp2_ep_v4pro_2node_vllm")
+    ep = next(r for (n, _), r in zip(keys, reqs, strict=True) if n == "tp8dp2_ep_v4pro_2node_vllm")
     reqs.append({"argv": ep["argv"] + flags["sglang"], "env": ep["env"]})
     keys.append(("place:sglang", 0))
-    kt = next(r for (n, _), r in zip(keys, reqs) if n == "kt_v4flash_sglang")
+    kt = next(r for (n, _), r in zip(keys, reqs, strict=True) if n == "kt_v4flash_sglang")
     loads = tmp / "loads.logical_count.json"       # a recorder file as SGLang writes it: [layers, experts]
     loads.write_text(json.dumps({"logical_count": [[1] * 256] * 43}))
     fork = [str(loads) if a == "loads.logical_count.json" else a for a in flags["ktransformers_fork"]]
@@ -229,7 +229,7 @@ def sglang_results(tmp_path_factory):
     reqs.append({"argv": argv + flags["ktransformers"] + fork, "env": kt["env"]})
     keys.append(("place:ktransformers-fork", 0))
     results = run_checker("sglang", reqs, tmp)
-    return {k: (q, r) for k, q, r in zip(keys, reqs, results)}
+    return {k: (q, r) for k, q, r in zip(keys, reqs, results, strict=True)}
 
 
 def _check_sglang(key, sglang_results):
@@ -339,7 +339,7 @@ print(json.dumps(out))
 """
 
 
-def test_sglang_router_accepts_fleet_router_commands(tmp_path):
+def test_sglang_router_accepts_fleet_router_commands():
     """The router commands of an SGLang PD fleet and of several aggregated replicas parse with the pinned
     sglang-router's own RouterArgs (installed beside SGLang by bench/engines.sh)."""
     from optimizer.engines import SGLANG_ROUTER_VERSION

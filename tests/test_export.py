@@ -107,10 +107,10 @@ def test_golden(name, plan_name, engine, model_path, tmp_path, update_goldens):
     want = json.loads(path.read_text())
     assert got["files"] == want["files"] and got["engine"] == want["engine"] and got["version"] == want["version"]
     assert len(got["commands"]) == len(want["commands"])
-    for g, w in zip(got["commands"], want["commands"]):
+    for g, w in zip(got["commands"], want["commands"], strict=True):
         assert (g["node"], g["role"], g["program"], g["env"]) == (w["node"], w["role"], w["program"], w["env"])
         assert [f for f, _ in g["flags"]] == [f for f, _ in w["flags"]]
-        for (f, gv), (_, wv) in zip(g["flags"], w["flags"]):
+        for (f, gv), (_, wv) in zip(g["flags"], w["flags"], strict=True):
             assert _same(gv, wv), f"{name} {f}: {gv} != {wv}"
     # every file was written, scripts are executable and valid bash
     for f in res.files:
@@ -122,7 +122,7 @@ def test_golden(name, plan_name, engine, model_path, tmp_path, update_goldens):
 
 
 @pytest.mark.parametrize("name,plan_name,engine,model_path", CASES)
-def test_values_match_allow_list_types(name, plan_name, engine, model_path):
+def test_values_match_allow_list_types(name, plan_name, engine, model_path):  # noqa: ARG001 (the case's id)
     res = export_plan(plan(plan_name), engine, None, model_path=model_path)
     for c in getattr(res, "checked_commands", res.commands):
         allow = allow_list(c.tool)

@@ -200,7 +200,7 @@ def test_documented_figures_are_the_readme_table():
     assert seen == 15
 
 
-def test_coverage_targets(report):
+def test_coverage_targets():
     """The issue's targets, as met (or not) by the stored cross-validation: 80% intervals cover 75-85% of held-out
     rows under leave-one-source-out for decode, TTFT and output tok/s (TPOT: 19 of 26 rows, 73%, documented as
     missed), and at least 70% under leave-one-model-family-out for decode, TPOT, TTFT and output tok/s."""

@@ -169,14 +169,14 @@ def test_cpsat_equals_brute_force(seed):
     rate = rng.randint(500, 4000)
     for disagg in (True, False):
         for types in (1, 2):
-            want = M.brute_force(rows, rate, 2, allow_disagg=disagg, max_types=types)
+            want = M.brute_force(rows, rate, allow_disagg=disagg, max_types=types)
             sol = M.solve(rows, rate, 2, allow_disagg=disagg, max_types=types, time_limit_s=5)
             if want is None:
                 assert sol is None
                 continue
             assert sol.status == "OPTIMAL" and sol.cost == want
             cap = {
-                r: sum(x.cap * c for x, c in zip(rows, sol.counts) if x.role == r)
+                r: sum(x.cap * c for x, c in zip(rows, sol.counts, strict=True) if x.role == r)
                 for r in ("aggregated", "prefill", "decode")
             }
             assert cap["aggregated"] >= sol.rate_agg and min(cap["prefill"], cap["decode"]) >= sol.rate_pd
@@ -202,7 +202,7 @@ def test_prefill_row_needs_decode_link_as_fast():
     rows = [M.Row("prefill", 1000, 1, 1, 0), M.Row("decode", 1000, 1, 1, 1), M.Row("decode", 1000, 5, 1, 0)]
     sol = M.solve(rows, 1000, 2, max_types=1)
     assert sol.counts == (1, 0, 1) and sol.cost == 6
-    assert M.brute_force(rows, 1000, 2, max_types=1) == 6
+    assert M.brute_force(rows, 1000, max_types=1) == 6
 
 
 # ------------------------------------------------------------------------------------------------ disaggregated TTFT

@@ -151,7 +151,7 @@ def test_every_flag_in_allow_list(results, engine, which, tmp_path):
 
 
 def test_router_allow_lists_hold_the_flags_the_exporters_use():
-    # the allow-lists come from the routers' own parsers (optimizer/export/extract_flags.py main_routers)
+    # the allow-lists come from the routers' own parsers (tools/extract_flags.py main_routers)
     sg, vp = allow_list("sglang-router"), allow_list("vllm-proxy")
     for f in ("--pd-disaggregation", "--prefill", "--decode", "--worker-urls", "--host", "--port"):
         assert f in sg

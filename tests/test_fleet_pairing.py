@@ -44,7 +44,7 @@ def test_cpsat_with_pairing_keys_equals_brute_force(seed):
         assert sol is None
         return
     assert sol is not None and sol.cost == want
-    assert len({r.group for r, c in zip(rows, sol.counts) if c and r.role != "aggregated"}) <= 1
+    assert len({r.group for r, c in zip(rows, sol.counts, strict=True) if c and r.role != "aggregated"}) <= 1
 
 
 def test_brute_force_refuses_a_cheaper_cross_group_pair():

@@ -95,12 +95,12 @@ def test_cost_bound_pruning_keeps_the_optimum(seed):
     exact = {i for i in range(len(true)) if rng.random() < 0.5}
     seen = [r if i in exact else replace(r, cap=int(r.cap * rng.uniform(1.0, 2.0))) for i, r in enumerate(true)]
     for disagg in (True, False):
-        want = M.brute_force(true, rate, 2, allow_disagg=disagg)
+        want = M.brute_force(true, rate, allow_disagg=disagg)
         for ub in (float("inf"), want):
             if ub is None:
                 continue
             drop = _cost_bound_drop(seen, exact, rate, disagg, ub)
-            assert M.brute_force(_without(true, drop), rate, 2, allow_disagg=disagg) == want
+            assert M.brute_force(_without(true, drop), rate, allow_disagg=disagg) == want
 
 
 def test_cost_bound_by_hand():

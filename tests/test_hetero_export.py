@@ -109,7 +109,7 @@ def test_vllm_mixed_plan_export():
     # get_pp_indices: stage i owns [sum(p[:i]), sum(p[:i+1]))
     part = [int(x) for x in env["VLLM_PP_LAYER_PARTITION"].split(",")]
     starts = [sum(part[:i]) for i in range(len(part))]
-    assert [(st, st + n) for st, n in zip(starts, part)] == [(s.start, s.end) for s in p.stages]
+    assert [(st, st + n) for st, n in zip(starts, part, strict=True)] == [(s.start, s.end) for s in p.stages]
     assert env["CUDA_VISIBLE_DEVICES"].split(",") == [s.uid.split("cuda")[1] for s in p.stages]
 
 

@@ -191,7 +191,7 @@ def test_launch_scripts_exec_exactly_the_planned_argv(tmp_path, plans, engine, k
     bin_ = _stubs(tmp_path)
     scripts = [f for f in res.files if f.executable and f.name != "ray.sh"]
     assert len(scripts) == len(res.commands) >= 1
-    for f, cmd in zip(scripts, res.commands):
+    for f, cmd in zip(scripts, res.commands, strict=True):
         calls = _run_script(tmp_path / "ex" / f.name, bin_, tmp_path)
         got = [a.decode() for a in calls[-1]]
         assert got == [Path(str(cmd.argv[0])).name, *[_expected(a) for a in cmd.argv[1:]]], f.name
@@ -224,7 +224,7 @@ def test_scenario_named_dotdot_stays_under_out(tmp_path):
 
 # ================================================================================== memory and time
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + \
+    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)) + \
     "model: llama-3.1-8b\ncontext: 8192\ndescription: *i\n"
 
 

@@ -241,7 +241,8 @@ def test_storage_from_hf_matches_cards():
         storage_from_hf({"quantization_config": {"quant_method": "bitsandbytes"}})
 
 
-def test_errors_are_rigopt_errors(hub):
+@pytest.mark.usefixtures("hub")
+def test_errors_are_rigopt_errors():
     with pytest.raises(CatalogError):
         resolve_model("acme/absent")
 

@@ -18,12 +18,12 @@ from optimizer.estimate.deployment import Deployment, Hardware, Offload, evaluat
 from optimizer.estimate.schemes import IK_QUANTS, SCHEMES
 from optimizer.export import export_plan
 from optimizer.export.common import ExportError
-from optimizer.export.extract_flags import extract_ik_llama
 from optimizer.layout import Parallel
 from optimizer.solver.query import Query
 from optimizer.solver.search import cheapest
 from optimizer.solver.support import format_unsupported, unsupported
 from optimizer.solver.validate import check
+from tools.extract_flags import extract_ik_llama
 
 FLAGS = Path(__file__).parent / "data" / "engine_flags" / f"ik_llama-{IK_LLAMA_COMMIT[:9]}.txt"
 

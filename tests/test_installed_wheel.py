@@ -69,8 +69,9 @@ def test_every_command_runs_from_the_installed_wheel(venv):
     (venv / "work" / "s.yaml").write_text("model: qwen3-8b\ncontext: 8K\ngpus: rtx-4090\n")
     r = run(venv, "solve", "s.yaml", "--out", "o", "--jobs", "1")
     assert r.returncode == 0, r.stderr
-    moe = run(venv, "cheapest", "qwen3-30b-a3b", "-c", "8K", "--gpus", "h100-sxm", "--engine", "vllm", "--top", "1",
-              "--out", "moe.json")
+    # rented H200s come as whole 8-GPU instances: an expert-parallel plan, something for `place` to place
+    moe = run(venv, "cheapest", "qwen3-30b-a3b", "-c", "8K", "--gpus", "h200", "--engine", "vllm", "--top", "1",
+              "--objective", "hourly", "--out", "moe.json")
     assert moe.returncode == 0, moe.stderr
     r = run(venv, "place", "moe.json", "--loads", "zipf:1.0")
     assert r.returncode == 0, r.stderr

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -185,10 +186,10 @@ def test_gemm_efficiency_rises_with_m_until_saturation():
     n = 0
     for key in EXPECTED:
         for g in load_kernel_tables(key).gemm:
-            e = dict(zip(g.m_tokens, g.flop_efficiency_median))
+            e = dict(zip(g.m_tokens, g.flop_efficiency_median, strict=True))
             top = max(g.flop_efficiency_median)
             pts = [e[m] for m in (2 ** i for i in range(16)) if m in e]
-            for a, b in zip(pts, pts[1:]):
+            for a, b in pairwise(pts):
                 if a >= 0.9 * top:
                     break
                 assert b > a, (key, g.backend, g.dtype, pts)
@@ -257,5 +258,5 @@ def test_bench_script_reproduces_shipped_files_byte_for_byte(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     fresh = sorted(tmp_path.glob("*.json"))
     assert [p.name for p in fresh] == [p.name for p in shipped]
-    for a, b in zip(shipped, fresh):
+    for a, b in zip(shipped, fresh, strict=True):
         assert a.read_bytes() == b.read_bytes(), f"{a.name} differs from a fresh run of bench/aic_tables.py"

@@ -18,6 +18,7 @@ Layer order (low -> high); a module may import its own layer and any layer below
     render     optimizer.export, optimizer.report              launch plans, result objects and tables
     app        optimizer.fidelity, optimizer.scenarios, optimizer.verify   validation against measurements, batch
                                          solving, a plan checked against the running server
+               optimizer.front           the front door: one question (Ask -> Question), solve() picks the back end
     cli        optimizer.cli, optimizer.__main__, optimizer.serve (the web page and API: same questions, same answers)
 """
 
@@ -42,7 +43,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("solver", ["optimizer.solver", "optimizer.hetero", "optimizer.fleet"]),
     ("place", ["optimizer.place"]),
     ("render", ["optimizer.export", "optimizer.report"]),
-    ("app", ["optimizer.fidelity", "optimizer.scenarios", "optimizer.verify"]),
+    ("app", ["optimizer.fidelity", "optimizer.scenarios", "optimizer.verify", "optimizer.front"]),
     ("cli", ["optimizer.cli", "optimizer.__main__", "optimizer.serve"]),
 ]
 

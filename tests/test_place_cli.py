@@ -40,7 +40,7 @@ def test_memory_per_device_respected(tmp_path):
     r = run(f, "zipf:1.2", redundant="64")
     eb = expert_bytes_per_layer(read_input(f))
     extra = [max(len(s) for s in x.slots) - 256 // 16 for x in r.ep.layers]
-    assert sum(e * b for e, b in zip(extra, eb)) <= 3e9
+    assert sum(e * b for e, b in zip(extra, eb, strict=True)) <= 3e9
 
 
 def test_offload_plan(tmp_path):

@@ -167,7 +167,7 @@ def test_ollama_export_allow_listed(tmp_path):
         subprocess.run(["bash", "-n", str(tmp_path / f)], check=True)
 
 
-def test_ollama_export_from_library_tag_and_refusals(tmp_path):
+def test_ollama_export_from_library_tag_and_refusals():
     plan = _plan("ollama", model="qwen3-32b", quants=["q4_k_m"], context=8192, tok_s=10)
     res = export_plan(plan, None, None)
     assert "FROM qwen3:32b" in res.file("Modelfile").content.splitlines()
@@ -196,7 +196,8 @@ def test_lmstudio_export_allow_listed(tmp_path):
             if typ == "int":
                 assert rest[i + 1].isdigit()
             i += 1 if typ == "flag" else 2
-    load = dict(zip(res.commands[1].argv[3::2], res.commands[1].argv[4::2]))
+    argv = res.commands[1].argv
+    load = dict(zip(argv[3::2], argv[4::2], strict=False))  # a trailing bare flag has no value
     assert load["--context-length"] == str(plan.context) and load["--gpu"] == "max"
     subprocess.run(["bash", "-n", str(tmp_path / "launch.sh")], check=True)
 
@@ -340,10 +341,11 @@ def test_lmstudio_mlx_engine_uses_mlx_accounting():
 
 
 def test_ollama_multi_gpu_plan_spreads_layers():
-    plan = _plan("ollama", model="qwen3-32b", quants=["q4_k_m"], context=131072, tok_s=30)
+    plan = _plan("ollama", model="qwen3-32b", quants=["q4_k_m"], context=131072, tok_s=20, gpus=["rtx-5090"])
     res = export_plan(plan, None, None)
     serve = next(c for c in res.commands if c.role == "serve")
-    # 30 tok/s at 128K needs the KV read of several GPUs: the plan splits the 64 layers over a multi-GPU box
+    # 20 tok/s at 128K on 32 GB cards needs the memory of several: the plan splits the 64 layers over a multi-GPU box
+    # (without --gpus one H100 NVL of a partly filled server is cheaper)
     assert plan.hardware.gpus_per_node > 1 and plan.parallel.pp == plan.hardware.gpus_per_node
     assert serve.env["OLLAMA_SCHED_SPREAD"] == "1"
     single = export_plan(_plan("ollama", model="qwen3-8b", quants=["q4_k_m"], context=8192, tok_s=10), None, None)

@@ -17,7 +17,7 @@ def test_closed_loop_single_request_is_prefill_plus_decode():
     0.667 req/s; prefill occupies 0.333 of the time, stretching TPOT to 10 / (1 - 1/3) = 15 ms; with it the cycle
     is 0.5 + 1.5 + wait and the fixed point lands below 0.667 req/s."""
     w = Workload(isl=1000, osl=100, concurrency=1)
-    s = serve(w, world=1, dp=1, admitted_per_replica=10, step_time=lambda n: 0.010, prefill_single_s=0.5,
+    s = serve(w, world=1, dp=1, admitted_per_replica=10, step_time=lambda _n: 0.010, prefill_single_s=0.5,
               prefill_work_s=0.5)
     # fixed point: x = 1 / (0.5 + wait(rho) + 100 * 0.01 / (1 - 0.5 x)), rho = 0.5 x
     x = s.request_rate_rps
@@ -40,13 +40,13 @@ def test_open_loop_littles_law_and_overload():
     assert s.tpot_s == pytest.approx((0.01 + 0.001 * s.decoding_seqs) / 0.8, rel=1e-3)
     assert s.output_tok_s_per_gpu == pytest.approx(2.0 * 200 / 2)
     over = serve(Workload(isl=512, osl=200, rate_rps=20.0), world=1, dp=1, admitted_per_replica=1000,
-                 step_time=lambda n: 0.01, prefill_single_s=0.1, prefill_work_s=0.1)
+                 step_time=lambda _n: 0.01, prefill_single_s=0.1, prefill_work_s=0.1)
     assert not over.stable and over.output_tok_s == 0 and math.isinf(over.ttft_s)
 
 
 def test_kv_capacity_queues_the_rest():
     w = Workload(isl=100, osl=100, concurrency=64)
-    s = serve(w, world=1, dp=1, admitted_per_replica=16, step_time=lambda n: 0.01, prefill_single_s=0.01,
+    s = serve(w, world=1, dp=1, admitted_per_replica=16, step_time=lambda _n: 0.01, prefill_single_s=0.01,
               prefill_work_s=0.01)
     assert s.binding == "kv_capacity" and s.decoding_seqs <= 16 + 1e-9
     assert s.ttft_s > 0.01 + 1.0  # queued behind whole requests of ~1 s
@@ -129,7 +129,7 @@ def test_cheapest_estimate_and_checker_agree_to_the_byte(model, context, concurr
     assert p.settings is not None
     e = estimate(resolve_model(model), context=context, concurrency=q.kv_sequences, quants=["native"],
                  kv_dtype=p.kv_dtype, engine=engine, engine_explicit=True, gpu=p.hardware.accelerator, gpus=gpus,
-                 parallel=par, workload=q.workload,
+                 parallel=par, workload=q.workload, cpu_moe_layers=p.offload.expert_layers_offloaded or None,
                  settings=EngineSettings(max_num_seqs=p.settings.max_num_seqs), calibration=cal).hardware
     c = check_eval(p, q)
     assert e is not None and e.node == p.hardware.node

@@ -41,7 +41,8 @@ def table(monkeypatch):
     return t
 
 
-def test_levels_and_hand_arithmetic(table):
+@pytest.mark.usefixtures("table")
+def test_levels_and_hand_arithmetic():
     acc = get_accelerator("rtx-4090")
     iv = U.interval("decode", "llamacpp", acc, 1, 0.8)
     assert iv.regime == "llamacpp/nvidia-consumer/b1" and iv.n_rows == 9
@@ -59,7 +60,8 @@ def test_levels_and_hand_arithmetic(table):
         U.interval("decode", "llamacpp", acc, 1, 1.0)
 
 
-def test_backoff_never_borrows_another_regime(table):
+@pytest.mark.usefixtures("table")
+def test_backoff_never_borrows_another_regime():
     """Batched llama.cpp, another engine, another hardware class and offloaded experts all get the all-rows
     interval, never the narrower llama.cpp/consumer one."""
     acc = get_accelerator("rtx-4090")
@@ -70,7 +72,8 @@ def test_backoff_never_borrows_another_regime(table):
     assert U.interval("ttft", "vllm", acc, 1) is None  # no rows at all: no interval
 
 
-def test_planning_ratios_never_loosen_a_target(table):
+@pytest.mark.usefixtures("table")
+def test_planning_ratios_never_loosen_a_target():
     acc = get_accelerator("rtx-4090")
     speed, ttft = U.planning_ratios("llamacpp", acc, 1, 0.8, served=False)
     assert speed == pytest.approx(math.exp(-0.4))

@@ -408,6 +408,7 @@ def _qwen_hybrid(c: _Cfg, mt: str) -> ModelSpec:
         moe = E > 0 and i not in mlp_only and (i + 1) % step == 0 or (is_mtp and E > 0)
         norms = 2 * d
         if t == "attention":
+            kv: tuple[KVStream, ...]
             a, kv = attn, (KVStream("kv", width=2 * kvh * hd, kv_heads=kvh),)
             norms += 2 * hd  # q_norm, k_norm
         else:

@@ -131,6 +131,7 @@ def check_header(header: dict[str, Any], label: str, data_bytes: int | None) -> 
             isinstance(x, int) and not isinstance(x, bool) for x in offs + entry["shape"])
         if not ok:
             raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has no valid dtype/shape/data_offsets in the header")
+        assert isinstance(offs, list)  # checked by `ok` above
         a, b = offs
         if not 0 <= a <= b or any(s < 0 for s in entry["shape"]):
             raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has invalid data_offsets {clip_for_message(offs)} or shape")

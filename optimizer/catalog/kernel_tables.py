@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -43,7 +44,7 @@ class _Row(BaseModel):
 def _increasing(name: str, xs: list) -> None:
     if len(xs) < 2:
         raise ValueError(f"{name}: a grid needs at least 2 points")
-    if any(b <= a for a, b in zip(xs, xs[1:])):
+    if any(b <= a for a, b in pairwise(xs)):
         raise ValueError(f"{name}: grid must be strictly increasing")
 
 
@@ -97,7 +98,7 @@ class GemmCurve(_Table):
                   flop_efficiency_p25=self.flop_efficiency_p25, flop_efficiency_p75=self.flop_efficiency_p75,
                   bw_efficiency_median=self.bw_efficiency_median)
         if any(not (a <= m <= b) for a, m, b in zip(self.flop_efficiency_p25, self.flop_efficiency_median,
-                                                      self.flop_efficiency_p75)):
+                                                      self.flop_efficiency_p75, strict=True)):
             raise ValueError("flop efficiency quartiles must bracket the median")
         return self
 
@@ -235,7 +236,7 @@ class CommRow(_Row):
         _increasing("message_bytes", self.message_bytes)
         _same_len("message_bytes", self.message_bytes, latency_us=self.latency_us,
                   bus_bw_bytes_per_s=self.bus_bw_bytes_per_s)
-        if any(b < a for a, b in zip(self.latency_us, self.latency_us[1:])):
+        if any(b < a for a, b in pairwise(self.latency_us)):
             raise ValueError("latency_us must be nondecreasing in message size")
         return self
 

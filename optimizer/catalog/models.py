@@ -171,7 +171,7 @@ def _hub_model(repo: str, rev: str | None) -> ResolvedModel:
 
 
 @memoize("catalog.model_files", maxsize=32)   # keyed by (path, size, mtime): content changes miss
-def _resolve_path(path: str, size: int, mtime_ns: int) -> ResolvedModel:
+def _resolve_path(path: str, _size: int, _mtime_ns: int) -> ResolvedModel:
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf":
         from optimizer.arch.from_gguf import read_gguf

@@ -511,8 +511,7 @@ def _tiers(d: Deployment, n_moe: int) -> ExpertTiers:
     return ExpertTiers(gpu=1 - x - z, stream=x, nvme=z, activation_share_gpu=o.activation_share_gpu)
 
 
-def _spec_speed(base: SpeedEstimate, verify: SpeedEstimate, spec: SpecDecode, n_layers: int,
-                draft_layer_s: float) -> SpeedEstimate:
+def _spec_speed(base: SpeedEstimate, verify: SpeedEstimate, spec: SpecDecode, draft_layer_s: float) -> SpeedEstimate:
     """Per-token decode speed with drafts: one target pass verifies k+1 tokens per sequence and emits accept_len
     of them on average; the draft runs k sequential one-layer passes first."""
     draft_s = spec.num_tokens * draft_layer_s
@@ -712,7 +711,7 @@ class Evaluator:
             layer_s = (base.step_time_s - fixed) / n_layers \
                 + F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, self.phys) \
                 + (F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, self.phys) if spec.moe_layers else 0.0)
-            out = _spec_speed(base, verify, sd, n_layers, layer_s)
+            out = _spec_speed(base, verify, sd, layer_s)
         self._speed[batch] = out
         return out
 

@@ -1,7 +1,7 @@
 """Exports for the desktop runtimes: an Ollama Modelfile + `ollama serve` / `ollama create` / `ollama run`
 scripts (Ollama 0.33.0-rc2), the LM Studio `lms server start` + `lms load` script (lms 0.3.43) and an
 `mlx_lm.server` script (mlx-lm 0.32.0). Every flag, Modelfile PARAMETER and OLLAMA_* variable written is in the
-allow-lists of tests/data/engine_flags/ (extracted from the pinned sources by optimizer/export/extract_flags.py);
+allow-lists of tests/data/engine_flags/ (extracted from the pinned sources by tools/extract_flags.py);
 values are numbers from the plan, catalogue keys or shell-quoted paths, never free text."""
 
 from __future__ import annotations

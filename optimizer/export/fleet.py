@@ -15,7 +15,7 @@ pools with their KV-transfer flags, a router command, and Kubernetes manifests.
   pool of multi-node replicas (vLLM's Ray-based manifest with `replicas: N`).
 Engine and router/proxy flags are checked against `tests/data/engine_flags/` (tests/test_fleet_export.py):
 `sglang-router-<version>.txt` and `vllm-proxy-<version>.txt` are extracted from the router's wheel and the proxy's
-source by `python -m optimizer.export.extract_flags routers SRC OUT`.
+source by `python tools/extract_flags.py routers SRC OUT`.
 """
 
 from __future__ import annotations

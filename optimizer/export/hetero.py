@@ -176,7 +176,7 @@ def commands(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> list[Command
         a += ["--device", ",".join(n for n, _ in names)]
     a += ["--split-mode", "layer", "--tensor-split", ",".join(str(x) for x in tensor_split(plan))]
     host_layers = []
-    for (_, buft), s in zip(names, plan.stages):
+    for (_, buft), s in zip(names, plan.stages, strict=True):
         if s.gpu_expert_layers:
             a += ["-ot", _target(offload_regex(list(s.gpu_expert_layers)), buft)]
         host_layers += list(s.cpu_expert_layers) + list(s.nvme_expert_layers)
@@ -237,7 +237,7 @@ def vllm_command(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> Command:
     except KeyError:
         raise ExportError(f"vLLM has no KV dtype for '{plan.kv_dtype}'") from None
     a += ["--host", "127.0.0.1", "--port", str(HTTP_PORT["vllm"])]
-    env = {
+    env: dict[str, str | Var] = {
         "CUDA_VISIBLE_DEVICES": ",".join(str(c) for c in cuda_indices(plan, inv)),
         "VLLM_PP_LAYER_PARTITION": ",".join(str(s.end - s.start) for s in plan.stages),
     }

@@ -32,7 +32,7 @@ def placement_args(plan: Plan) -> list[Arg]:
     return ["-ot", offload_regex(layers) + "=CPU"]
 
 
-def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict) -> list[Command]:
+def commands(_facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict) -> list[Command]:
     from optimizer.catalog.hardware import load_hardware
     p, h = plan.parallel, plan.hardware
     if p.tp != 1 or p.dp != 1:

@@ -158,7 +158,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], red
     return out
 
 
-def ray_command(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], redundant: int | None) -> Command:
+def ray_command(facts: ModelFacts, plan: Plan, model: Arg, _warnings: list[str], redundant: int | None) -> Command:
     """Single `vllm serve` on the Ray head (engines.md §2.4c); the cluster is started separately."""
     p = plan.parallel
     a: list[Arg] = ["vllm", "serve", model] + common_args(facts, plan, [], redundant, {})

@@ -264,8 +264,7 @@ def scheme_predictions(all_items: list[Item], scheme: str, in_sample: dict[str, 
         if fold.train is not None:
             fs = fit_all(list(fold.train), list(fold.train_serving or ()))
             if fold.source in mlx_groups:  # mlx-lm's own factors, refit without this group's rows
-                held_out = fold.source
-                f = mlx_fit.fit(exclude=lambda r: g(r) == held_out)
+                f = mlx_fit.fit(exclude=lambda r, held_out=fold.source: g(r) == held_out)
                 fs = replace(fs, mlx=(f["layer_overhead_s"], f["prefill_mfu"]))
             out.update(_predict_all(fold.items, fs))
         else:

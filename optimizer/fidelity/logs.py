@@ -192,7 +192,7 @@ def _llama_bench_table(text: str, name: str, ctx: _Ctx) -> list[Measurement]:
             if not (m and ts):
                 continue
             cols = header if header and len(header) == len(cells) else None
-            kv = dict(zip(cols, cells)) if cols else {}
+            kv = dict(zip(cols, cells, strict=False)) if cols else {}
             mode, n, depth = m.group(1), int(m.group(2)), int(m.group(3) or 0)
             model_col = cells[0]
             quant = _ftype_of(model_col)
@@ -359,7 +359,7 @@ def _llama_server(text: str, name: str, ctx: _Ctx) -> list[Measurement]:
 _NUM = r"([\d.]+|inf|not set)"
 
 
-def _serving_blocks(text: str, name: str, ctx: _Ctx) -> list[Measurement]:
+def _serving_blocks(text: str, name: str, _ctx: _Ctx) -> list[Measurement]:
     out: list[Measurement] = []
     lines = text.splitlines()
     i = 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import ResolvedModel
@@ -133,7 +134,7 @@ class Replica:
     model: ResolvedModel
     cfg: Config
     sla: SLA
-    _memo: dict = field(default_factory=dict, repr=False)
+    _memo: dict[tuple[object, ...], Any] = field(default_factory=dict, repr=False)
 
     def deployment(self, wl: Workload) -> Deployment:
         c = self.cfg
@@ -185,7 +186,8 @@ class Replica:
         k = (role, rate)
         if k not in self._memo:
             self._memo[k] = self.evaluator(role).at(self.workload(role, rate))
-        return self._memo[k]
+        ev: Evaluation = self._memo[k]
+        return ev
 
     def kv_bytes(self) -> float:
         """KV bytes per GPU of one request's prompt (what a prefill rank sends), per PP stage."""
@@ -273,7 +275,7 @@ class Replica:
         roles share the step curve (same decode context isl + osl/2 and KV pool; only the prompt computed
         differs), so it is found once, on the aggregated role's."""
         key = ("decode_bound",)
-        got = self._memo.get(key)
+        got: float | None = self._memo.get(key)
         if got is not None:
             return got
         ev, t = self.evaluator("aggregated"), self.sla.tpot_s
@@ -340,7 +342,7 @@ class Replica:
                 side = -1
         return st[0], st[1]
 
-    def _probe(self, st: list, role: str, rate: float, ttft_budget: float | None) -> bool:
+    def _probe(self, st: list[Any], role: str, rate: float, ttft_budget: float | None) -> bool:
         good = self.ok(role, rate, ttft_budget)
         st[0 if good else 1] = rate
         st[2] += 1

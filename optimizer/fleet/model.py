@@ -102,7 +102,7 @@ def solve(
         for k in range(len(slow)):
             if k > (r.link_class or 0):
                 m.add_implication(used[i], slow[k].Not())
-    for role, rs in by_role.items():
+    for rs in by_role.values():
         if rs:
             m.add(sum(used[i] for i, _ in rs) <= max_types)
     # pairing (pairing.py): the prefill and decode pools of one fleet share one pairing key
@@ -166,7 +166,7 @@ def solve(
 
 
 def brute_force(
-    rows: list[Row], rate: int, n_classes: int, *, allow_disagg: bool = True, max_types: int = 2
+    rows: list[Row], rate: int, *, allow_disagg: bool = True, max_types: int = 2
 ) -> int | None:
     """Least cost over every count vector (small tables only): the oracle the CP-SAT model is tested against."""
     best = None
@@ -174,13 +174,15 @@ def brute_force(
     for counts in itertools.product(*(range(u + 1) for u in ubs)):
         cap = {"aggregated": 0, "prefill": 0, "decode": 0}
         types = {"aggregated": 0, "prefill": 0, "decode": 0}
-        dec = [r.link_class or 0 for r, c in zip(rows, counts) if c and r.role == "decode"]
-        pre = [r.link_class or 0 for r, c in zip(rows, counts) if c and r.role == "prefill"]
+        dec = [r.link_class or 0 for r, c in zip(rows, counts, strict=True) if c and r.role == "decode"]
+        pre = [r.link_class or 0 for r, c in zip(rows, counts, strict=True) if c and r.role == "prefill"]
         if dec and pre and max(dec) > min(pre):
             continue
-        if len({r.group for r, c in zip(rows, counts) if c and r.role != "aggregated" and r.group is not None}) > 1:
+        groups = {r.group for r, c in zip(rows, counts, strict=True)
+                  if c and r.role != "aggregated" and r.group is not None}
+        if len(groups) > 1:
             continue
-        for r, c in zip(rows, counts):
+        for r, c in zip(rows, counts, strict=True):
             if c:
                 cap[r.role] += r.cap * c
                 types[r.role] += 1
@@ -188,6 +190,6 @@ def brute_force(
             continue
         pd = min(cap["prefill"], cap["decode"]) if allow_disagg else 0
         if cap["aggregated"] + pd >= rate:
-            cost = sum(r.cost * c for r, c in zip(rows, counts))
+            cost = sum(r.cost * c for r, c in zip(rows, counts, strict=True))
             best = cost if best is None else min(best, cost)
     return best

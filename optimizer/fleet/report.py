@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from optimizer.fleet.solve import Fleet, FleetResult
+from typing import TYPE_CHECKING
+
+from optimizer.fleet.solve import Fleet, FleetResult, Pool
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _usd(x: float | None, digits: int = 2) -> str:
@@ -30,20 +35,26 @@ def fleet_lines(f: Fleet, p: float) -> list[str]:
             if x.kv_transfer_s is not None
             else ""
         )
-        tt = f"TTFT {x.ttft_s:.3f} s" if x.role != "decode" else f"TPOT {x.tpot_s * 1000:.1f} ms"
+        tpot = f"TPOT {x.tpot_s * 1000:.1f} ms" if x.tpot_s is not None else ""  # prefill pools emit no tokens
+        tt = f"TTFT {x.ttft_s:.3f} s" if x.role != "decode" else tpot
         if x.role == "aggregated":
-            tt += f", TPOT {x.tpot_s * 1000:.1f} ms"
+            tt += f", {tpot}"
         out.append(
             f"  {x.role:10s} {x.replicas} x [{x.nodes_per_replica}x{x.gpus_per_node} {x.accelerator}] "
             f"{x.offer} {x.engine} {x.quant} {x.layout}: {x.rate_per_replica_rps:.3g} req/s each "
-            f"(capacity {x.capacity_rps:.3g}), {tt}{extra}; price {x.price_source} ({x.price_as_of})"
+            f"(capacity {x.capacity_rps:.3g}), {tt}{extra}; price {_where(x)} ({x.price_source}, as of {x.price_as_of})"
         )
         if x.kernel_path:
             out.append(f"    {x.kernel_path}")
     return out
 
 
-def render_fleet(r: FleetResult, console) -> None:
+def _where(x: Pool) -> str:
+    """Provider and region of a pool's offer, as the answer prints them."""
+    return x.price_provider + (f" {x.price_region}" if x.price_region else "")
+
+
+def render_fleet(r: FleetResult, console: Console) -> None:
     from rich.markup import escape
 
     console.print(

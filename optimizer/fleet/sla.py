@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from optimizer.errors import InputError
 from optimizer.estimate.kv import check_engine
+from optimizer.fleet.money import ApiPrice
 from optimizer.fleet.solve import DEFAULT_ENGINES, DEFAULT_QUANTS, FleetQuery
 
 FLEET_ENGINES = ("vllm", "sglang")
@@ -35,6 +36,10 @@ class SlaFields:
     engines: tuple[str, ...] | None = None
     quants: tuple[str, ...] | None = None
     time_limit_s: float | None = None
+    api_price: ApiPrice | None = None
+    disagg: bool | None = None
+    amortize_months: float | None = None
+    usd_per_kwh: float | None = None
 
 
 def wants_fleet(f: SlaFields) -> bool:
@@ -98,4 +103,8 @@ def fleet_query(f: SlaFields, names: dict[str, str] | None = None) -> FleetQuery
         engines=engines,
         quants=DEFAULT_QUANTS if f.quants is None else tuple(f.quants),
         time_limit_s=10.0 if f.time_limit_s is None else min(f.time_limit_s, 60.0),
+        api_price=f.api_price,
+        disagg=True if f.disagg is None else f.disagg,
+        amortize_months=36.0 if f.amortize_months is None else f.amortize_months,
+        usd_per_kwh=0.12 if f.usd_per_kwh is None else f.usd_per_kwh,
     )

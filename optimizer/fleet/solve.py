@@ -18,7 +18,9 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,7 +40,7 @@ from optimizer.fleet.money import (
     token_cost,
 )
 from optimizer.fleet.offers import Offer, offers
-from optimizer.solver.candidates import _fast_domain, _layouts
+from optimizer.solver.candidates import fast_domain, layouts
 from optimizer.solver.support import plan_unsupported, unsupported
 
 FLEET_SCHEMA = "rigopt.fleet/1"
@@ -118,6 +120,8 @@ class Pool(_R):
     power_watts: float
     price_source: str
     price_as_of: str
+    price_provider: str = ""  # the cloud the offer rents from, or "purchase"
+    price_region: str | None = None
     max_model_len: int
     max_num_seqs: int
     max_num_batched_tokens: int
@@ -214,7 +218,7 @@ class Search:
         for off in offers(objective, allowed):
             node = hw.nodes[off.node]
             acc = hw.accelerators[off.accelerator]
-            fast = min(_fast_domain(node), off.gpus)
+            fast = min(fast_domain(node), off.gpus)
             counts = [1] + ([k for k in MULTI_NODE] if off.full_node and node.nic else [])
             for engine in self.q.engines:
                 if unsupported(engine, spec, acc.arch):
@@ -227,7 +231,7 @@ class Search:
                     if plan_unsupported(engine, spec, acc.arch, scheme, "none", 0, hw.hosts[node.host].isa):
                         continue  # the one support rule (optimizer/solver/support.py), formats included
                     for n_nodes in counts:
-                        for par in _layouts(self.m, engine, n_nodes, off.gpus, fast):
+                        for par in layouts(self.m, engine, n_nodes, off.gpus, fast):
                             cfg = Config(off.node, off.accelerator, off.gpus, n_nodes, engine, quant, None, par)
                             rep = self.replicas.get(cfg)
                             if rep is None:
@@ -284,7 +288,7 @@ def _specs(
                     by_budget[budget] = _Spec("prefill", c, b, t, budget, order=order(2, c, b))
             out.extend(by_budget.values())
     # the same configuration, role, link class and budget at a higher price never helps: keep the cheapest
-    best: dict = {}
+    best: dict[tuple[object, ...], _Spec] = {}
     for sp in out:
         k = (sp.role, sp.cand.cfg, sp.link_class, sp.budget_s, sp.cand.n_nodes)
         if k not in best or sp.cand.cost(objective) < best[k].cand.cost(objective):
@@ -315,6 +319,7 @@ def _hint(rows: list[M.Row], rate: int) -> dict[int, int]:
 def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, transfer: float | None) -> Pool:
     ev = c.rep.at(role, rate_each)
     s = ev.serving
+    assert s is not None  # a fleet replica is always evaluated with its workload
     st = ev.settings
     cfg = c.cfg
     return Pool(
@@ -335,7 +340,7 @@ def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, tran
         dp=cfg.par.dp,
         ep=cfg.par.ep,
         layout=cfg.par.label(),
-        capacity_rps=c.rep.capacity(role, None if role != "prefill" else _budget(c, q, transfer)),
+        capacity_rps=c.rep.capacity(role, None if role != "prefill" else _budget(q, transfer)),
         rate_per_replica_rps=rate_each,
         tpot_s=None if role == "prefill" else ev.tpot_s,
         ttft_s=ttft_at(ev, q.percentile),
@@ -355,6 +360,8 @@ def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, tran
         power_watts=c.offer.power_watts * c.n_nodes,
         price_source=c.offer.source,
         price_as_of=c.offer.as_of,
+        price_provider=c.offer.provider,
+        price_region=c.offer.region,
         max_model_len=st.max_model_len,
         max_num_seqs=st.max_num_seqs,
         max_num_batched_tokens=st.max_num_batched_tokens,
@@ -363,7 +370,7 @@ def _pool(c: _Cand, role: str, count: int, rate_each: float, q: FleetQuery, tran
     )
 
 
-def _budget(c: _Cand, q: FleetQuery, transfer: float | None) -> float:
+def _budget(q: FleetQuery, transfer: float | None) -> float:
     return q.ttft_s - (transfer or 0.0) - q.tpot_s
 
 
@@ -373,14 +380,16 @@ def _assign(
     """Per-replica rate for each pool of a role: the role's rate split in proportion to capacity."""
     idx = [k for k, p in enumerate(pools) if p[1] == role]
     caps = {
-        k: pools[k][0].rep.capacity(role, None if role != "prefill" else _budget(pools[k][0], q, pools[k][3]))
+        k: pools[k][0].rep.capacity(role, None if role != "prefill" else _budget(q, pools[k][3]))
         for k in idx
     }
     total = sum(caps[k] * pools[k][2] for k in idx)
     return {k: (rate * caps[k] / total if total > 0 else math.inf) for k in idx}
 
 
-def _check(pools, ra: float, rpd: float, q: FleetQuery) -> tuple[bool, float, float]:
+def _check(
+    pools: list[tuple[_Cand, str, int, float | None]], ra: float, rpd: float, q: FleetQuery
+) -> tuple[bool, float, float]:
     """Re-evaluate every pool at its share; (all SLAs hold, served TTFT at the percentile, worst TPOT)."""
     rates = {
         **_assign(pools, ra, "aggregated", q),
@@ -389,7 +398,7 @@ def _check(pools, ra: float, rpd: float, q: FleetQuery) -> tuple[bool, float, fl
     }
     ok, ttft, tpot = True, 0.0, 0.0
     pre_t, dec_tpot = [], []
-    for k, (c, role, count, transfer) in enumerate(pools):
+    for k, (c, role, count, _transfer) in enumerate(pools):
         if count == 0:
             continue
         r = rates[k]
@@ -415,7 +424,8 @@ def _check(pools, ra: float, rpd: float, q: FleetQuery) -> tuple[bool, float, fl
 
 
 def _fleet(sol: M.Solution, rows: list[M.Row], q: FleetQuery, objective: str) -> Fleet | None:
-    pools = [(rows[i].ref[0], rows[i].role, n, rows[i].ref[1]) for i, n in enumerate(sol.counts) if n]
+    refs = [cast(tuple[_Cand, float | None], r.ref) for r in rows]
+    pools = [(refs[i][0], rows[i].role, n, refs[i][1]) for i, n in enumerate(sol.counts) if n]
     ra, rpd = sol.rate_agg / M.RATE_SCALE, sol.rate_pd / M.RATE_SCALE
     scale = q.rate_rps / ((sol.rate_agg + sol.rate_pd) / M.RATE_SCALE)
     ra, rpd = ra * scale, rpd * scale
@@ -439,8 +449,10 @@ def _fleet(sol: M.Solution, rows: list[M.Row], q: FleetQuery, objective: str) ->
     }
     out = [_pool(c, role, n, rates[k], q, t) for k, (c, role, n, t) in enumerate(pools)]
     gpus = sum(p.replicas * p.gpus_per_replica for p in out)
-    usd_h = sum(p.replicas * p.usd_per_hour for p in out) if all(p.usd_per_hour is not None for p in out) else None
-    capex = sum(p.replicas * p.capex_usd for p in out) if all(p.capex_usd is not None for p in out) else None
+    hourly = [p.replicas * p.usd_per_hour for p in out if p.usd_per_hour is not None]
+    bought = [p.replicas * p.capex_usd for p in out if p.capex_usd is not None]
+    usd_h = sum(hourly) if len(hourly) == len(out) else None
+    capex = sum(bought) if len(bought) == len(out) else None
     power = sum(p.replicas * p.power_watts for p in out)
     roles = {p.role for p in out}
     kind = "aggregated" if roles == {"aggregated"} else "disaggregated" if "aggregated" not in roles else "mixed"
@@ -525,7 +537,7 @@ def _duplicates(rows: list[M.Row], skip: set[int]) -> set[int]:
     """Rows equal to an earlier row in everything CP-SAT sees (role, capacity, cost, GPUs, link class): a fleet
     using one can use the earlier one instead, with no more types, and the tie-break prefers the earlier row
     anyway, so dropping the later ones changes no answer."""
-    seen: set[tuple] = set()
+    seen: set[tuple[object, ...]] = set()
     out: set[int] = set()
     for i in sorted(range(len(rows)), key=lambda i: rows[i].rank(i)):
         r = rows[i]
@@ -623,13 +635,13 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
     classes = _link_classes(cands)
     specs = _specs(cands, q, s.sla, classes, objective, _link_classes(every))
     rows = [_row(sp, objective, False) for sp in specs]
-    groups: dict = {}
+    groups: dict[tuple[str, int | None], list[int]] = {}
     for i, r in enumerate(rows):
         if r.cap > 0:
             groups.setdefault((r.role, r.link_class), []).append(i)
     exact = _refine_best(specs, rows, objective, q.disagg, rate)
 
-    def refine(ids) -> None:
+    def refine(ids: Iterable[int]) -> None:
         for i in ids:
             if i not in exact:
                 exact.add(i)
@@ -643,7 +655,7 @@ def solve_objective(s: Search, objective: str) -> tuple[Fleet | None, int, int, 
             out.extend(ranked[:k])
         return out
 
-    def masked(keep) -> list[M.Row]:
+    def masked(keep: Container[int]) -> list[M.Row]:
         return [r if i in keep else replace(r, cap=0) for i, r in enumerate(rows)]
 
     def run(table: list[M.Row], hint: dict[int, int], final: bool) -> M.Solution | None:
@@ -702,13 +714,14 @@ def money(q: FleetQuery, rent: Fleet | None, own: Fleet | None) -> Money:
     notes: list[str] = []
     cap_tokens = q.rate_rps * (q.isl + q.osl) * SECONDS_PER_MONTH
     usd_h = rent.usd_per_hour if rent else None
-    tc = token_cost(usd_h, _input_share_usd_h(rent, "usd_per_hour"), q.rate_rps, q.isl, q.osl) if usd_h else None
+    tc = (token_cost(usd_h, _input_share_usd_h(rent, "usd_per_hour"), q.rate_rps, q.isl, q.osl)
+          if rent is not None and usd_h else None)
     own_m = (
         own_monthly_usd(own.capex_usd, own.power_watts, q.amortize_months, q.usd_per_kwh)
         if own and own.capex_usd is not None
         else None
     )
-    if tc is None and own_m is not None:  # no rented fleet: $/token of owning at full use
+    if tc is None and own_m is not None and own is not None and own.capex_usd:  # no rented fleet: owning at full use
         own_h = own_m / HOURS_PER_MONTH
         tc = token_cost(own_h, own_h * _input_share_usd_h(own, "capex_usd") / own.capex_usd, q.rate_rps, q.isl, q.osl)
         notes.append("$/M tokens are the owned fleet's (amortised capex + power), no rentable fleet was found")

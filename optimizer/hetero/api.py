@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from optimizer.catalog.hardware import load_hardware
-from optimizer.catalog.models import resolve_model
+from optimizer.catalog.hardware_schema import Accelerator
+from optimizer.catalog.models import ResolvedModel, resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.layers import model_layers
 from optimizer.estimate.schemes import MOE_MIXES, get_scheme, mean_active_bits, quality_bits
@@ -49,7 +52,7 @@ class MixedResult:
     reason: str = ""
 
 
-def _quality_order(m, quants) -> list[str]:
+def _quality_order(m: ResolvedModel, quants: Iterable[str]) -> list[str]:
     """Best quality first, as `rigopt cheapest` ranks it: expert bits, attention bits, mean active bits."""
     native = get_scheme("native", m.storage)
     rows = []
@@ -132,7 +135,11 @@ def cheapest_mixed(
             + f"; {inv.boxes[0].name} runs llama-server, the other boxes ggml-rpc-server (their experts stay on "
             "their GPUs)"
         )
-    buy_types = tuple(DEFAULT_BUY if buy is True else buy) if buy else None
+    buy_types: tuple[str, ...] | None = None
+    if buy is True:
+        buy_types = tuple(DEFAULT_BUY)
+    elif buy:
+        buy_types = tuple(buy)
     if engine != "llamacpp":
         # kernel support per architecture (optimizer/solver/support.py): cards the engine cannot run this model on
         # are left out of its plans
@@ -184,6 +191,7 @@ def cheapest_mixed(
     if best is None:
         return MixedResult(None, None, tuple(tried), reason="no quantization fits the inventory and meets the target")
     cost, q, ml, inst, sol = best
+    assert sol.assignment is not None  # `best` holds feasible solutions only
     stages = stages_of(inst, sol.assignment)
     chk = check_plan(m, ml, inv, stages, sol.assignment.dram_gb, tok_s=planned_tok_s or None)
     if not chk.ok:
@@ -220,7 +228,7 @@ def cheapest_mixed(
     return MixedResult(plan, chk, tuple(tried))
 
 
-def _trust(engine: str, acc, batch: int, confidence: float, tok_s: float) -> dict:
+def _trust(engine: str, acc: Accelerator, batch: int, confidence: float, tok_s: float) -> dict[str, Any]:
     iv = interval("decode", engine, acc, batch, confidence or DEFAULT_CONFIDENCE, offload=True)
     if iv is None:
         return {"confidence": confidence}
@@ -235,6 +243,7 @@ def describe(res: MixedResult) -> str:
         tried = ", ".join(f"{q}: {s}" for q, s in res.tried)
         return f"no mixed plan: {res.reason} (tried {tried})"
     p, c = res.plan, res.check
+    assert c is not None  # a plan is returned with its independent check
     lines = [
         f"Mixed plan: {p.model}, {p.engine}, {p.quant}, KV {p.kv_dtype}, context {p.context:,} x {p.concurrency}; "
         f"solver {p.status} in {p.solve_s:.2f} s",

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from ortools.sat.python import cp_model
 
-from optimizer.hetero.table import GB_UNITS, Assignment, Instance
+from optimizer.hetero.scaling import GB_UNITS
+from optimizer.hetero.table import Assignment, Instance
 
 STATUS = {
     cp_model.OPTIMAL: "OPTIMAL",
@@ -77,7 +79,8 @@ class MixedModel:
                 row.append(s)
             m.add(sum(row) <= 1)
             starts[d] = row
-        self.used = used = {}
+        used: dict[int, cp_model.IntVar] = {}
+        self.used = used
         for d in range(D):
             u = m.new_bool_var(f"used_{d}")
             m.add(u == sum(starts[d]))
@@ -140,12 +143,12 @@ class MixedModel:
             m.add(mem <= r.budget)
             rd = sum(r.layer_read[l] * a[l, d] for l in range(L)) + r.expert_read * self.g[d] + r.global_read * last[d]
             cp = sum(r.layer_comp[l] * a[l, d] for l in range(L)) + r.expert_comp * self.g[d] + r.global_comp * last[d]
-            ub = (
-                sum(max(x, y) for x, y in zip(r.layer_read, r.layer_comp))
+            t_ub = (
+                sum(max(x, y) for x, y in zip(r.layer_read, r.layer_comp, strict=True))
                 + len(moe_idx) * max(r.expert_read, r.expert_comp)
                 + max(r.global_read, r.global_comp)
             )
-            t = m.new_int_var(0, ub, f"t_{d}")
+            t = m.new_int_var(0, t_ub, f"t_{d}")
             m.add(t >= rd)
             m.add(t >= cp)
             times.append(t)
@@ -184,7 +187,7 @@ class MixedModel:
         # CPU/NVMe experts and the hop into it, and each box's CPU serves the expert layers of all its stages
         self.period = None
         if objective == "throughput":
-            big = sum(max(x, y) for r in inst.devs for x, y in zip(r.layer_read, r.layer_comp)) + 10**12
+            big = sum(max(x, y) for r in inst.devs for x, y in zip(r.layer_read, r.layer_comp, strict=True)) + 10**12
             per = m.new_int_var(0, big, "period")
             for d, r in enumerate(inst.devs):
                 bx = inst.boxes[r.box]
@@ -212,26 +215,26 @@ class MixedModel:
         blocks.sort()
         # canonical DRAM/NVMe split: inside a box only the totals matter (same CPU, DRAM and drive), so hand the
         # box's DRAM layers to its stages in order and the rest to NVMe (deterministic whatever the search found)
-        left = {}
+        left: dict[int, int] = {}
         for _, _, d in blocks:
             b = inst.devs[d].box
-            left[b] = left.get(b, 0) + s.value(self.c[d])
-        stages = []
+            left[b] = left.get(b, 0) + int(s.value(self.c[d]))
+        stages: list[tuple[int, int, int, int, int, int]] = []
         for st, en, d in blocks:
-            g = s.value(self.g[d])
-            off = s.value(self.c[d]) + s.value(self.n[d])
+            g = int(s.value(self.g[d]))
+            off = int(s.value(self.c[d])) + int(s.value(self.n[d]))
             b = inst.devs[d].box
             c = min(off, left[b])
             left[b] -= c
             stages.append((d, st, en, g, c, off - c))
-        stages = tuple(stages)
-        return Assignment(stages=stages, dram_gb=tuple(s.value(self.dram_gb[b]) for b in range(len(inst.boxes))))
+        return Assignment(stages=tuple(stages),
+                          dram_gb=tuple(int(s.value(self.dram_gb[b])) for b in range(len(inst.boxes))))
 
     def solve(self, time_limit_s: float = 30.0, workers: int = 1, seed: int = 0) -> MixedSolution:
         t0 = time.perf_counter()
-        stages = {"latency": [self.step], "cost": [self.cost, self.step], "throughput": [self.period, self.step]}[
-            self.objective
-        ]
+        objectives: dict[str, list[Any]] = {"latency": [self.step], "cost": [self.cost, self.step],
+                                            "throughput": [self.period, self.step]}
+        stages = objectives[self.objective]
         status, bound, sol = "INFEASIBLE", None, None
         for k, expr in enumerate(stages):
             s = cp_model.CpSolver()
@@ -253,6 +256,6 @@ class MixedModel:
                 break
             self.m.add(expr == round(s.objective_value))
             self.m.clear_hints()
-            for (l, d), v in self.a.items():
+            for v in self.a.values():
                 self.m.add_hint(v, s.boolean_value(v))
         return MixedSolution(status, sol, step, cost, bound, time.perf_counter() - t0)

@@ -42,7 +42,7 @@ def assignments(inst: Instance) -> Iterator[Assignment]:
                     for d, s, e in blocks
                 ]
                 for tiers in itertools.product(*options):
-                    stages = tuple((d, s, e, *t) for (d, s, e), t in zip(blocks, tiers))
+                    stages = tuple((d, s, e, *t) for (d, s, e), t in zip(blocks, tiers, strict=True))
                     yield Assignment(stages=stages, dram_gb=min_dram_gb(inst, stages))
 
 

@@ -6,6 +6,7 @@ the last `nvme` to NVMe (all MoE layers of a model have equally sized experts, s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from optimizer.hetero.table import Assignment, Instance
 
@@ -52,7 +53,7 @@ class MixedPlan:
     tok_s_high: float | None = None
     trust_regime: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["schema_id"] = "rigopt.mixed-plan/1"
         return d

@@ -3,7 +3,7 @@ its answer as JSON (`rigopt.mixed-result/1`): the same `cheapest_mixed` call eit
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,9 +56,9 @@ class MixedQuery(BaseModel):
         )
 
 
-def result_json(q: MixedQuery, res: MixedResult) -> dict:
+def result_json(q: MixedQuery, res: MixedResult) -> dict[str, Any]:
     """The answer to `q` as JSON: the plan (rigopt.mixed-plan/1) or why there is none, and the float check's terms."""
-    out: dict = {
+    out: dict[str, Any] = {
         "schema_id": MIXED_RESULT_SCHEMA,
         "query": q.model_dump(mode="json"),
         "status": res.plan.status if res.plan else "INFEASIBLE",

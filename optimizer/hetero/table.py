@@ -6,6 +6,7 @@ Nothing here chooses anything; it only turns floats into conservatively rounded 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from optimizer.catalog.hardware import load_hardware, purchase_usd
@@ -276,7 +277,7 @@ def evaluate_int(inst: Instance, a: Assignment) -> tuple[bool, int, int, str]:
     nv = [0] * len(inst.boxes)
     nboards = [0] * len(inst.boxes)
     watts = [0] * len(inst.boxes)
-    box_seq = []
+    box_seq: list[int] = []
     for i, (d, s, e, g, c, n) in enumerate(a.stages):
         r = inst.devs[d]
         mem = (
@@ -329,7 +330,7 @@ def evaluate_int(inst: Instance, a: Assignment) -> tuple[bool, int, int, str]:
     return True, t, cost, ""
 
 
-def min_dram_gb(inst: Instance, stages) -> tuple[int, ...]:
+def min_dram_gb(inst: Instance, stages: Sequence[tuple[int, int, int, int, int, int]]) -> tuple[int, ...]:
     """Least DRAM to buy per box for these stages (what any optimum buys)."""
     out = []
     for k, b in enumerate(inst.boxes):

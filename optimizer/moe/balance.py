@@ -41,13 +41,13 @@ class LayerPlacement:
     def slots(self) -> list[list[int]]:
         """Logical expert of each physical slot, per rank (heaviest replica first)."""
         out: list[list[tuple[float, int]]] = [[] for _ in range(self.n_gpus)]
-        for e, w, g in zip(self.experts, self.loads, self.gpu):
+        for e, w, g in zip(self.experts, self.loads, self.gpu, strict=True):
             out[int(g)].append((-float(w), int(e)))
         return [[e for _, e in sorted(s)] for s in out]
 
     def replicas(self) -> dict[int, int]:
         ids, cnt = np.unique(self.experts, return_counts=True)
-        return {int(i): int(c) for i, c in zip(ids, cnt) if c > 1}
+        return {int(i): int(c) for i, c in zip(ids, cnt, strict=True) if c > 1}
 
     def colocated(self) -> bool:
         pairs = self.experts.astype(np.int64) * self.n_gpus + self.gpu

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from itertools import pairwise
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -47,7 +48,7 @@ def pack(ex: np.ndarray, ld: np.ndarray, caps: np.ndarray, hint: np.ndarray | No
                 m.add_at_most_one([x[i][g] for i in its])
     # identical replicas of one expert: order them by GPU index (symmetry breaking)
     for its in by_exp.values():
-        for a, b in zip(its, its[1:]):
+        for a, b in pairwise(its):
             m.add(sum(g * x[a][g] for g in range(G)) < sum(g * x[b][g] for g in range(G)))
     if hint is not None:
         # the hint must respect the symmetry order: re-sort replicas of each expert by GPU

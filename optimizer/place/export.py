@@ -48,7 +48,7 @@ def _alternation(nums: list[int]) -> str:
     return "|".join(str(n) for n in sorted(nums))
 
 
-def llamacpp_ot(cpu_layers: list[int], nvme: bool = False) -> list[str]:
+def llamacpp_ot(cpu_layers: list[int]) -> list[str]:
     """`-ot` arguments keeping these layers' expert tensors in host memory (llama.cpp has no NVMe tier of its
     own: mmap'd tensors it cannot keep in RAM are paged from disk, so NVMe layers are also `=CPU`)."""
     if not cpu_layers:

@@ -160,7 +160,7 @@ def parse_json(text: str, path: str = "<json>", n_layers: int | None = None,
 
 def parse_csv(text: str, path: str = "<csv>", n_layers: int | None = None, n_experts: int | None = None,
               layer_indices: list[int] | None = None) -> Loads:
-    rows = []
+    rows: list[tuple[int, int, float]] = []
     reader = csv.reader(io.StringIO(text))
     while True:
         try:
@@ -198,7 +198,8 @@ def parse_csv(text: str, path: str = "<csv>", n_layers: int | None = None, n_exp
     remap = None
     if layer_indices is not None and max(layers) >= len(layer_indices) and set(layers) <= set(layer_indices):
         remap = {ix: o for o, ix in enumerate(layer_indices)}
-    L = n_layers if n_layers is not None else (max(layers) + 1 if remap is None else len(layer_indices))
+    L = n_layers if n_layers is not None else (max(layers) + 1 if layer_indices is None or remap is None
+                                               else len(layer_indices))
     E = n_experts if n_experts is not None else max(r[1] for r in rows) + 1
     if L > MAX_LAYERS or E > MAX_EXPERTS:
         raise _fail(path, f"{L} layers x {E} experts is more than {MAX_LAYERS} x {MAX_EXPERTS}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from optimizer.solver.plan import Plan
 from optimizer.solver.search import CheapestResult
 from optimizer.units import GB, GiB
 
@@ -13,6 +15,16 @@ def _money(objective: str, v: float | None) -> str:
     if v is None:
         return "-"
     return {"capex": f"${v:,.0f}", "hourly": f"${v:,.2f}/h", "power": f"{v:,.0f} W"}[objective]
+
+
+def _fill(p: Plan) -> str:
+    """", 4 of 8 slots filled" for a partly filled server bought (a cloud instance is whole as rented)."""
+    from optimizer.catalog.hardware import get_node
+    h, pr = p.hardware, p.costs.price
+    if h.owned or pr is None or pr.offer.startswith("rent:"):
+        return ""
+    slots = get_node(h.node).accelerators_per_node
+    return "" if h.gpus_per_node == slots else f", {h.gpus_per_node} of {slots} slots filled"
 
 
 def render_cheapest(r: CheapestResult, console: Console) -> None:
@@ -50,13 +62,17 @@ def render_cheapest(r: CheapestResult, console: Console) -> None:
         return
     h = p.hardware
     console.print(f"\n[bold green]Plan:[/bold green] {h.n_nodes}× {h.node} ({h.n_nodes * h.gpus_per_node}× "
-                  f"{h.accelerator}"
+                  f"{h.accelerator}" + _fill(p)
                   + (", owned" if h.owned else "") + f"), {p.engine}, {p.quant}, KV {p.kv_dtype}, "
                   f"TP{p.parallel.tp} PP{p.parallel.pp} DP{p.parallel.dp}"
                   + (f" EP{p.parallel.ep_size}" if p.parallel.ep else ""))
     costs = p.costs
     console.print(f"cost: capex {_money('capex', costs.capex_usd)}, {_money('hourly', costs.usd_per_hour)}, "
                   f"{_money('power', costs.power_watts)}")
+    if costs.price is not None:
+        pr = costs.price
+        where = f" {pr.region}" if pr.region else ""
+        console.print(escape(f"priced from: {pr.offer} ({pr.provider}{where}, as of {pr.as_of}; {pr.source})"))
     if p.offload.expert_layers_offloaded or p.offload.nvme_layers:
         console.print(f"offload: {p.offload.expert_layers_offloaded} expert layers in host DRAM ({p.offload.mode}), "
                       f"{p.offload.host_bytes / GB:,.1f} GB; host RAM {h.host_dram_bytes / GB:,.0f} GB"

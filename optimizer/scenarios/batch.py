@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ def _progress(enabled: bool):
                     TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled, transient=False)
 
 
-def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path = "rigopt-out",
+def solve(paths: Sequence[str | Path], jobs: int | None = None, out_dir: str | Path = "rigopt-out",
           fmt: str = "table", plot: bool = False, use_cache: bool = True, *, cache_dir: str | Path | None = None,
           progress: bool = True, echo: bool = True, executor: str = "local") -> BatchReport:
     """Solve every question of every scenario file (folders are searched for *.yaml, *.yml, *.json).
@@ -166,7 +167,7 @@ def solve(paths: list[str | Path], jobs: int | None = None, out_dir: str | Path 
     work: list[_Job] = []
     errors: list[str] = []
     idx = 0
-    for f, stem in zip(files, _unique_stems(files)):
+    for f, stem in zip(files, _unique_stems(files), strict=True):
         try:
             sc = load_scenario(f)
         except ScenarioError as e:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from optimizer.errors import RigoptError
 from optimizer.limits import (
@@ -199,7 +200,7 @@ def line_of(lines: dict[Loc, int], loc: Loc) -> int:
     return 1
 
 
-def _allowed(top: type, loc: Loc) -> list[str]:
+def _allowed(top: type[BaseModel], loc: Loc) -> list[str]:
     """Field names of the model that holds the key at `loc` (for 'unknown key' hints)."""
     parent = loc[:-1]
     if "boxes" in parent:
@@ -213,7 +214,7 @@ def _allowed(top: type, loc: Loc) -> list[str]:
     return list(top.model_fields)
 
 
-def _message(err: dict, model_fields: list[str]) -> str:
+def _message(err: ErrorDetails, model_fields: list[str]) -> str:
     if err["type"] == "extra_forbidden":
         key = str(err["loc"][-1]) if err["loc"] else "?"
         close = difflib.get_close_matches(key, model_fields, n=1, cutoff=0.6)
@@ -288,19 +289,17 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         except ValidationError as e:
             raise ScenarioError(_errors(path, e, lines, Scenario)) from None
         title, defaults, items = sc.name or path.stem, sc.defaults, list(enumerate(sc.questions))
+        sweeps: dict[int, dict[str, Any]]
         n_listed = len(items)
-        for k, point in enumerate(sweep_points(sc.sweep)):
+        for j, point in enumerate(sweep_points(sc.sweep)):
             try:
-                items.append((n_listed + k, Question.model_validate({"name": sweep_name(point), **point})))
+                items.append((n_listed + j, Question.model_validate({"name": sweep_name(point), **point})))
             except ValidationError as e:
                 err = e.errors()[0]
                 field = str(err["loc"][0]) if err["loc"] else "?"
                 raise ScenarioError([f"{path}:{line_of(lines, ('sweep', field))}: sweep.{field}: "
                                      f"{_message(err, list(Question.model_fields))}"]) from None
-        sweeps = {n_listed + k: point for k, point in enumerate(sweep_points(sc.sweep))}
-
-        def prefix(i: int) -> Loc:
-            return ("sweep",) if i in sweeps else ("questions", i)
+        sweeps = {n_listed + j: point for j, point in enumerate(sweep_points(sc.sweep))}
     else:
         try:
             q = Question.model_validate(data)
@@ -309,8 +308,10 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         title, defaults, items = q.name or path.stem, QuestionFields(), [(0, q)]
         sweeps = {}
 
-        def prefix(i: int) -> Loc:
+    def prefix(i: int) -> Loc:
+        if not multi:
             return ()
+        return ("sweep",) if i in sweeps else ("questions", i)
     problems: list[str] = []
     out: list[NamedQuery] = []
     names: set[str] = set()

@@ -139,7 +139,7 @@ def plot_memory(p: Plan, path: Path, title: str) -> Path:
         for name, v in [*parts.items(), ("free", free)]:
             vals = [v / GiB] * len(labels) + ([0.0] if host else [])
             ax.bar(bars, vals, bottom=bottom, color=colors[name], label=name)
-            bottom = [b + x for b, x in zip(bottom, vals)]
+            bottom = [b + x for b, x in zip(bottom, vals, strict=True)]
         if host:
             used, cap = m.host_used_bytes / GiB, m.host_capacity_bytes / GiB
             ax.bar(bars[-1:], [used], color="tab:brown", label="host: offloaded experts + runtime")

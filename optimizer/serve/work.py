@@ -24,7 +24,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from optimizer.errors import InputError
-from optimizer.limits import MAX_MESSAGE_CHARS, clip_line
+from optimizer.limits import (
+    MAX_BUDGET,
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_TOKENS,
+    MAX_GPUS,
+    MAX_MESSAGE_CHARS,
+    clip_line,
+)
 from optimizer.units import parse_tokens
 
 Status = int
@@ -61,45 +68,45 @@ class CheapestRequest(_Req):
 
     model: str = Field(min_length=1, max_length=256, description="catalogue key/alias or Hugging Face id")
     context: str | int | None = Field(default=None, description="tokens per sequence (default 384K, or isl + osl)")
-    tok_s: float = Field(default=0.0, ge=0, le=1e6, description="decode tokens/s per sequence")
-    concurrency: int = Field(default=1, ge=1, le=1_000_000)
+    tok_s: float | None = Field(default=None, ge=0, le=1e6, description="decode tokens/s per sequence")
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     ttft_s: float | None = Field(default=None, gt=0, le=1e6)
-    isl: int | None = Field(default=None, gt=0, le=2**27)
-    osl: int | None = Field(default=None, gt=0, le=2**27)
+    isl: int | None = Field(default=None, gt=0, le=MAX_CONTEXT_TOKENS)
+    osl: int | None = Field(default=None, gt=0, le=MAX_CONTEXT_TOKENS)
     rate_rps: float | None = Field(default=None, gt=0, le=1e6)
     tpot_s: float | None = Field(default=None, gt=0, le=1e3, description="SLA form: the cheapest fleet")
     percentile: float | None = Field(default=None, ge=50, le=99.9)
-    objective: Literal["capex", "hourly", "power"] = "capex"
-    max_budget: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False)
+    objective: Literal["capex", "hourly", "power"] | None = None
+    max_budget: float | None = Field(default=None, gt=0, le=MAX_BUDGET, allow_inf_nan=False)
     min_bits: float | None = Field(default=None, ge=0, le=32)
     gpus: list[str] | None = Field(default=None, max_length=256)
     owned: str | None = Field(default=None, max_length=4096, description="e.g. '2x rtx-4090, 256GB ddr5'")
     engines: list[str] | None = Field(default=None, max_length=16)
     quants: list[str] | None = Field(default=None, max_length=64)
-    confidence: float = Field(default=0.8, ge=0, lt=1)
-    top: int = Field(default=5, ge=1, le=20)
+    confidence: float | None = Field(default=None, ge=0, lt=1)
+    top: int | None = Field(default=None, ge=1, le=20)
 
 
 class EstimateRequest(_Req):
     model: str = Field(min_length=1, max_length=256)
     context: str | int = "32K"
-    concurrency: int = Field(default=1, ge=1, le=1_000_000)
+    concurrency: int = Field(default=1, ge=1, le=MAX_CONCURRENCY)
     quants: list[str] | None = Field(default=None, max_length=64)
     engine: str | None = Field(default=None, max_length=32)
     gpu: str | None = Field(default=None, max_length=256)
-    gpus: int = Field(default=1, ge=1, le=65536)
+    gpus: int = Field(default=1, ge=1, le=MAX_GPUS)
     confidence: float = Field(default=0.8, gt=0, lt=1)
 
 
 class FleetRequest(_Req):
     model: str = Field(min_length=1, max_length=256)
-    isl: int = Field(gt=0, le=2**27)
-    osl: int = Field(gt=0, le=2**27)
+    isl: int = Field(gt=0, le=MAX_CONTEXT_TOKENS)
+    osl: int = Field(gt=0, le=MAX_CONTEXT_TOKENS)
     rate_rps: float = Field(gt=0, le=1e6)
     ttft_s: float = Field(gt=0, le=1e6)
     tpot_s: float = Field(gt=0, le=1e3)
-    percentile: float = Field(default=90, ge=50, le=99.9)
-    objective: Literal["hourly", "capex"] = "hourly"
+    percentile: float | None = Field(default=None, ge=50, le=99.9)
+    objective: Literal["hourly", "capex"] | None = None
     gpus: list[str] | None = Field(default=None, max_length=256)
 
 
@@ -107,11 +114,11 @@ class MixedRequest(_Req):
     model: str = Field(min_length=1, max_length=256)
     owned: str = Field(min_length=1, max_length=4096)
     context: str | int = "384K"
-    tok_s: float = Field(default=0.0, ge=0, le=1e6)
-    concurrency: int = Field(default=1, ge=1, le=1024)
+    tok_s: float | None = Field(default=None, ge=0, le=1e6)
+    concurrency: int | None = Field(default=None, ge=1, le=1024)
     buy: bool = False
-    max_budget: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False)
-    confidence: float = Field(default=0.8, ge=0, lt=1)
+    max_budget: float | None = Field(default=None, gt=0, le=MAX_BUDGET, allow_inf_nan=False)
+    confidence: float | None = Field(default=None, ge=0, lt=1)
 
 
 class ExportRequest(_Req):
@@ -123,39 +130,29 @@ REQUESTS: dict[str, type[_Req]] = {"cheapest": CheapestRequest, "estimate": Esti
                                    "fleet": FleetRequest, "mixed": MixedRequest, "export": ExportRequest}
 
 
+# web field -> how the error messages name it (the request body's own field names)
+WEB_NAMES = {"rate_rps": "rate_rps", "ttft_s": "ttft_s", "tpot_s": "tpot_s", "min_bits": "min_bits"}
+
+
+def _answer(ask: Any) -> dict[str, Any]:
+    """The front door (optimizer/front): the same question shapes, defaults and back ends as the CLI."""
+    from optimizer.front import question, solve
+    return solve(question(ask)).to_json()
+
+
+def _tuple(v: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(v) if v else None
+
+
 def _cheapest(r: CheapestRequest) -> dict[str, Any]:
-    from optimizer.fleet.sla import SlaFields, fleet_query, wants_fleet
-    from optimizer.solver.frontier import DEFAULT_HEADLINE_MIN_BITS
-    from optimizer.solver.query import Owned, Query
-    from optimizer.solver.search import cheapest
+    from optimizer.front import Ask
 
-    model = _web_model(r.model)
-    if (r.isl is None) != (r.osl is None):
-        raise InputError("a workload needs both isl and osl")
-    sla = SlaFields(model=model, isl=r.isl, osl=r.osl, rate_rps=r.rate_rps, ttft_s=r.ttft_s, tpot_s=r.tpot_s,
-                    tok_s=r.tok_s, percentile=r.percentile, objective=r.objective,
-                    gpus=tuple(r.gpus) if r.gpus else None, engines=tuple(r.engines) if r.engines else None,
-                    quants=tuple(r.quants) if r.quants else None)
-    if wants_fleet(sla):
-        from optimizer.fleet import solve_fleet
-        return solve_fleet(fleet_query(sla)).model_dump(mode="json")
-    if r.owned and _mixed_inventory(r.owned):
-        return _mixed(MixedRequest(model=model, owned=r.owned, context=r.context or "384K", tok_s=r.tok_s,
-                                   concurrency=min(r.concurrency, 1024), max_budget=r.max_budget,
-                                   confidence=r.confidence))
-    ctx = _ctx(r.context, "384K") if r.context is not None or r.isl is None else (r.isl or 0) + (r.osl or 0)
-    q = Query(model=model, context=ctx, concurrency=r.concurrency, tok_s=r.tok_s, ttft_s=r.ttft_s, isl=r.isl,
-              osl=r.osl, rate_rps=r.rate_rps, confidence=r.confidence, objective=r.objective,
-              max_budget=r.max_budget, min_expert_bits=r.min_bits or 0.0,
-              headline_min_bits=DEFAULT_HEADLINE_MIN_BITS if r.min_bits is None else None,
-              gpus=r.gpus, owned=Owned.parse(r.owned) if r.owned else None, engines=r.engines, quants=r.quants,
-              top=r.top)  # time limit and workers: the Query's own defaults, as the CLI
-    return cheapest(q).model_dump(mode="json")
-
-
-def _mixed_inventory(owned: str) -> bool:
-    from optimizer.cli import _mixed_inventory as mixed  # the CLI's routing rule, not a copy of it
-    return mixed(owned)
+    return _answer(Ask(model=_web_model(r.model), context=_ctx(r.context, "384K") if r.context is not None else None,
+                       tok_s=r.tok_s, concurrency=r.concurrency, ttft_s=r.ttft_s, isl=r.isl, osl=r.osl,
+                       rate_rps=r.rate_rps, tpot_s=r.tpot_s, percentile=r.percentile, objective=r.objective,
+                       max_budget=r.max_budget, min_bits=r.min_bits, gpus=_tuple(r.gpus), owned=r.owned,
+                       engines=_tuple(r.engines), quants=_tuple(r.quants), confidence=r.confidence, top=r.top,
+                       names=WEB_NAMES))
 
 
 def _estimate(r: EstimateRequest) -> dict[str, Any]:
@@ -169,22 +166,19 @@ def _estimate(r: EstimateRequest) -> dict[str, Any]:
 
 
 def _fleet(r: FleetRequest) -> dict[str, Any]:
-    from optimizer.fleet import FleetQuery, solve_fleet
+    from optimizer.front import Ask
 
-    q = FleetQuery(model=_web_model(r.model), isl=r.isl, osl=r.osl, rate_rps=r.rate_rps, ttft_s=r.ttft_s,
-                   tpot_s=r.tpot_s, percentile=r.percentile / 100, objective=r.objective,
-                   gpus=tuple(r.gpus) if r.gpus else None)
-    return solve_fleet(q).model_dump(mode="json")
+    return _answer(Ask(model=_web_model(r.model), isl=r.isl, osl=r.osl, rate_rps=r.rate_rps, ttft_s=r.ttft_s,
+                       tpot_s=r.tpot_s, percentile=r.percentile, objective=r.objective, gpus=_tuple(r.gpus),
+                       names=WEB_NAMES))
 
 
 def _mixed(r: MixedRequest) -> dict[str, Any]:
-    from optimizer.hetero.api import cheapest_mixed
+    from optimizer.front import Ask
 
-    res = cheapest_mixed(_web_model(r.model), r.owned, context=_ctx(r.context, "384K"), tok_s=r.tok_s,
-                         concurrency=r.concurrency, buy=r.buy, max_budget=r.max_budget,
-                         confidence=r.confidence)
-    # what `rigopt mixed --json` prints (optimizer/report/mixed.py)
-    return res.plan.to_json() if res.plan else {"plan": None, "reason": res.reason, "tried": res.tried}
+    return _answer(Ask(model=_web_model(r.model), owned=r.owned, context=_ctx(r.context, "384K"), tok_s=r.tok_s,
+                       concurrency=r.concurrency, buy=r.buy or None, max_budget=r.max_budget,
+                       confidence=r.confidence, names=WEB_NAMES))
 
 
 def _export(r: ExportRequest) -> dict[str, Any]:

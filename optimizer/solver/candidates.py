@@ -11,17 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 from optimizer.cache import BoundedCache
-from optimizer.catalog.hardware import (
-    cloud_usd_per_gpu_hour,
-    get_accelerator,
-    load_hardware,
-    node_capex_usd,
-    node_power_watts,
-)
+from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
 from optimizer.catalog.models import ResolvedModel
+from optimizer.catalog.offers import unit_counts, unit_offer, unit_power_watts
 from optimizer.catalog.ollama_tags import load_ollama_tags
 from optimizer.engines import DEFAULT_SOLVER_ENGINES, is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
@@ -46,7 +42,8 @@ from optimizer.layout import Parallel
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.query import Query
 from optimizer.solver.support import format_unsupported, plan_unsupported, scheme_formats, unsupported
-from optimizer.topology_links import fast_domain, plan_links
+from optimizer.topology_links import fast_domain as node_fast_domain
+from optimizer.topology_links import plan_links
 
 DEFAULT_QUANTS_ENGINE = ("native", "fp8", "nvfp4", "int4", "bf16")
 DEFAULT_QUANTS_GGUF = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "iq4_xs", "q3_k_m", "q2_k", "iq2_xxs", "iq1_s",
@@ -161,7 +158,7 @@ def _quants(q: Query, gguf: bool, m: ResolvedModel | None = None, mlx: bool = Fa
     return out
 
 
-def _engines_for(node: NodeType, acc: Accelerator, q: Query) -> list[str]:
+def _engines_for(acc: Accelerator, q: Query) -> list[str]:
     """Engines tried on a node: unified-memory boxes run the llama.cpp family (and mlx on Apple silicon);
     mlx never runs off Apple silicon (optimizer/engines.py runs_on_vendor)."""
     allowed = q.engines or list(DEFAULT_SOLVER_ENGINES)
@@ -171,7 +168,7 @@ def _engines_for(node: NodeType, acc: Accelerator, q: Query) -> list[str]:
     return out
 
 
-def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> list[Parallel]:
+def layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> list[Parallel]:
     """Parallel layouts worth trying. MoE models get both TP inside the fast domain (+ DP/EP across it) and
     attention data parallelism (TP1 x DP world with EP): MLA/V4 KV is replicated on every rank of a TP group but
     not across DP ranks, so DP attention holds up to `world` times more sequences per GPU."""
@@ -202,22 +199,17 @@ def _layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> 
     return out
 
 
-_NODE_PRICES: BoundedCache[NodeType, tuple[float | None, float | None, float]] = BoundedCache("candidates.prices",
-                                                                                               1024)
+def unit_costs(node_key: str, n_nodes: int, g: int, owned: bool) -> tuple[float | None, float | None, float]:
+    """(capex USD, USD/h, watts) of `n_nodes` units of `g` GPUs of a node type, priced from the catalogue's offers
+    (optimizer/catalog/offers.py: the cheapest server or cloud instance of exactly that size; the fleet solver
+    prices its replicas by the same rule). Owned hardware costs nothing to buy or rent."""
+    buy, rent = unit_offer(node_key, g, "capex"), unit_offer(node_key, g, "hourly")
+    capex = 0.0 if owned else (buy.capex_usd * n_nodes if buy is not None and buy.capex_usd is not None else None)
+    hourly = 0.0 if owned else (rent.usd_per_hour * n_nodes if rent is not None and rent.usd_per_hour else None)
+    return capex, hourly, unit_power_watts(node_key, g) * n_nodes
 
 
-def _costs(q: Query, node: NodeType, n_nodes: int, g: int, owned: bool) -> tuple[float | None, float | None, float]:
-    def per_node() -> tuple[float | None, float | None, float]:
-        price = cloud_usd_per_gpu_hour(node.accelerator)
-        return (node_capex_usd(node.key), price.usd_per_hour if price and price.usd_per_hour else None,
-                node_power_watts(node.key))
-    capex1, gpu_hour, watts = _NODE_PRICES.get_or_compute(node, per_node)  # catalogue rows: once per node type
-    capex = 0.0 if owned else (capex1 * n_nodes if capex1 is not None else None)
-    hourly = 0.0 if owned else (gpu_hour * n_nodes * g if gpu_hour else None)
-    return capex, hourly, watts * n_nodes
-
-
-def _node_options(q: Query, m: ResolvedModel) -> list[tuple[NodeType, list[int], bool, float]]:
+def _node_options(q: Query) -> list[tuple[NodeType, list[int], bool, float]]:
     """(node, node counts to try, owned?, base DRAM bytes per node)."""
     hw = load_hardware()
     allowed = None
@@ -242,6 +234,19 @@ def _node_options(q: Query, m: ResolvedModel) -> list[tuple[NodeType, list[int],
     return out
 
 
+def _units(q: Query) -> Iterator[tuple[NodeType, list[int], bool, float, int]]:
+    """(node, node counts, owned?, base DRAM bytes per node, GPUs per node): every size of unit the catalogue
+    sells or rents (an 8-slot server with 1, 2 or 4 GPUs, a 1-GPU cloud instance) besides the whole node; a
+    partly filled server or an instance smaller than its node type is one unit (it is never joined with others)."""
+    for node, counts, owned, dram in _node_options(q):
+        apn = node.accelerators_per_node
+        if owned:
+            yield node, counts, owned, dram, apn
+            continue
+        for g in unit_counts(node.key, q.objective):
+            yield node, counts if g == apn else [1], owned, dram, g
+
+
 def node_counts(max_nodes: int) -> list[int]:
     """Node counts tried: every count up to 16, then multiples of 8 (the sizes clusters are built in)."""
     return [n for n in range(1, max_nodes + 1) if n <= 16 or n % 8 == 0]
@@ -252,10 +257,9 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
     spec = m.spec
     moe_idx = tuple(i for i, l in enumerate(spec.main_layers) if l.is_moe)
     out: list[Candidate] = []
-    for node, counts, owned, dram_base in _node_options(q, m):
+    for node, counts, owned, dram_base, g in _units(q):
         acc = hw.accelerators[node.accelerator]
-        g = node.accelerators_per_node
-        for engine in _engines_for(node, acc, q):
+        for engine in _engines_for(acc, q):
             if unsupported(engine, spec, acc.arch) and (engine != "sglang" or unsupported(engine, spec, acc.arch, kt=True)):
                 continue  # the engine has no kernels for this model on this GPU (optimizer/solver/support.py)
             gguf = is_llamacpp(engine)
@@ -286,7 +290,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                 for kvd in kv_choices:
                     feasible_family: set[tuple[int, bool, bool, bool]] = set()
                     for n_nodes in counts:
-                        for par in _layouts(m, engine, n_nodes, g, _fast_domain(node)):
+                        for par in layouts(m, engine, n_nodes, g, fast_domain(node)):
                             fam = (par.tp, par.ep, par.dp > 1, par.pp > 1)
                             if fam in feasible_family:
                                 continue  # a smaller node count of this family already meets every target
@@ -310,8 +314,9 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
 _FAST_DOMAIN: BoundedCache[NodeType, int] = BoundedCache("candidates.fast_domain", 1024)
 
 
-def _fast_domain(node: NodeType) -> int:
-    return _FAST_DOMAIN.get_or_compute(node, lambda: fast_domain(node))
+def fast_domain(node: NodeType) -> int:
+    """Largest scale-up group of one node (from the topology links' disk table, optimizer/topology_links.py)."""
+    return _FAST_DOMAIN.get_or_compute(node, lambda: node_fast_domain(node))
 
 
 def _offload_mode(engine: str, m: ResolvedModel, unified: bool, n_nodes: int) -> str:
@@ -340,7 +345,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     """One candidate row: its deployment evaluated (estimate.evaluate, the same function the checker and
     `estimate` call) at the ends of its open offload range, which the table interpolates linearly."""
     spec = m.spec
-    capex, hourly, power = _costs(q, node, n_nodes, g, owned)
+    capex, hourly, power = unit_costs(node.key, n_nodes, g, owned)
     base_cost = {"capex": capex, "hourly": hourly, "power": power}[q.objective]
     if base_cost is None:
         return None
@@ -424,7 +429,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
         pts = [(x, max(split(at(x).decode))) for x in xs]
         lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
-                      for (x0, y0), (x1, y1) in zip(pts, pts[1:]))
+                      for (x0, y0), (x1, y1) in pairwise(pts))
     else:  # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
         (ma, ca), (mb, cb) = split(ev_a.decode), split(ev_b.decode)
         mc, cc = split(ev_c.decode) if Z else (ma, ca)
@@ -448,7 +453,8 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         dram_max = max(float(node.max_dram_bytes), dram_base)
     layer_bytes = expert_bytes * per
     tag = "owned-" if owned else ""
-    cid = (f"{tag}{node.key}x{n_nodes}/{engine}/{qname}/kv-{ev_a.kv.kv_dtype}/{par.label()}"
+    fill = f"[{g}/{node.accelerators_per_node}]" if g != node.accelerators_per_node else ""
+    cid = (f"{tag}{node.key}{fill}x{n_nodes}/{engine}/{qname}/kv-{ev_a.kv.kv_dtype}/{par.label()}"
            + (f"/offload-{mode}" if L else "") + (f"/spec-{spec_dec.method}{spec_dec.num_tokens}" if spec_dec else ""))
     return Candidate(
         id=cid, node=node.key, accelerator=acc.key, n_nodes=n_nodes, gpus_per_node=g, owned=owned, engine=engine,

@@ -59,12 +59,22 @@ class Offload(_P):
     nvme_bytes: Bytes = 0.0
 
 
+class PriceRef(_P):
+    """The catalogue offer a plan is priced from (optimizer/catalog/offers.py): who sells or rents it, where, when."""
+    offer: Name                 # rent:<provider>/<instance> | buy:<node>[G/slots]
+    provider: Name              # the cloud, or "purchase"
+    region: Name | None = None
+    as_of: Name
+    source: str = Field(max_length=MAX_PATH_CHARS)
+
+
 class Costs(_P):
     capex_usd: float | None
     usd_per_hour: float | None
     power_watts: float
     objective: str
     objective_value: float
+    price: PriceRef | None = None  # None: owned hardware, or an objective (power) with no price
 
 
 class Memory(_P):

@@ -23,6 +23,7 @@ from optimizer.solver.plan import (
     Offload,
     ParallelLayout,
     Plan,
+    PriceRef,
     ServingPlan,
     SpecPlan,
     Speed,
@@ -155,7 +156,7 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
         offload=skeleton.offload.model_copy(
             update={"host_bytes": max(0.0, ev.host_used - (HOST_RESERVED_BYTES if x + z else 0))}),
         costs=Costs(capex_usd=ev.capex_usd, usd_per_hour=ev.usd_per_hour, power_watts=ev.power_watts,
-                    objective=q.objective, objective_value=cost),
+                    objective=q.objective, objective_value=cost, price=_price_ref(ev)),
         memory=Memory(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes, weights_bytes=mem.weights_bytes,
                       kv_bytes=mem.kv_bytes, runtime_bytes=mem.runtime_bytes, headroom_bytes=mem.headroom_bytes,
                       host_used_bytes=ev.host_used, host_capacity_bytes=ev.host_capacity),
@@ -185,6 +186,13 @@ def _trust_plan(ev: PlanEvaluation, q: Query, c: Candidate) -> TrustPlan:
         out = out.model_copy(update=dict(ttft_s_low=lo, ttft_s_high=hi, ttft_regime=t_iv.regime,
                                           ttft_rows=t_iv.n_rows))
     return out
+
+
+def _price_ref(ev: PlanEvaluation) -> PriceRef | None:
+    o = ev.offer
+    if o is None:
+        return None
+    return PriceRef(offer=o.key, provider=o.provider, region=o.region, as_of=o.as_of, source=o.source)
 
 
 def _settings_plan(ev: PlanEvaluation) -> EngineSettingsPlan:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optimizer.catalog.hardware import cloud_usd_per_gpu_hour, get_node, load_hardware, node_capex_usd, node_power_watts
+from optimizer.catalog.hardware import get_node, load_hardware
 from optimizer.catalog.models import resolve_model
+from optimizer.catalog.offers import PriceOffer, unit_offer, unit_power_watts
 from optimizer.estimate.deployment import Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode
 from optimizer.estimate.deployment import evaluate as evaluate_deployment
 from optimizer.estimate.memory import DeviceMemory
@@ -31,6 +32,7 @@ class PlanEvaluation:
     nvme_capacity: float
     speed_ratio: float = 1.0      # q.confidence: the decode speed the targets are held to is speed x this (<= 1)
     ttft_ratio: float = 1.0       # ... and the TTFT, TTFT x this (>= 1)
+    offer: PriceOffer | None = None  # the catalogue offer the objective is priced from (None: owned, or no price)
 
     @property
     def planned_tok_s(self) -> float:
@@ -117,20 +119,22 @@ def evaluate(plan: Plan, q: Query) -> PlanEvaluation:
     dram_cost = hw.hosts[node.host].dram_usd_per_gb * extra / 1e9 * n
     capex: float | None
     hourly: float | None
+    g = plan.hardware.gpus_per_node
+    offer = None
     if plan.hardware.owned:
         capex, hourly = dram_cost, 0.0
-    else:
-        base = node_capex_usd(node.key)
-        capex = base * n + dram_cost if base is not None else None
-        price = cloud_usd_per_gpu_hour(acc.key)
-        hourly = price.usd_per_hour * n * plan.hardware.gpus_per_node if price and price.usd_per_hour else None
+    else:  # the unit's offers in the catalogue (optimizer/catalog/offers.py), whole or partly filled
+        buy, rent = unit_offer(node.key, g, "capex"), unit_offer(node.key, g, "hourly")
+        capex = buy.capex_usd * n + dram_cost if buy is not None and buy.capex_usd is not None else None
+        hourly = rent.usd_per_hour * n if rent is not None and rent.usd_per_hour else None
+        offer = rent if q.objective == "hourly" else buy
     # the plan's own regime: offloaded experts -> the offload interval (the planner holds a candidate that may
     # offload to it at every level, so a plan it returns with no offload passes here with margin to spare)
     sr, tr = planning_ratios(plan.engine, acc, q.planning_batch, q.confidence, q.workload is not None,
                              offload=plan.offload.mode != "none")
-    return PlanEvaluation(physics=ev, capex_usd=capex, usd_per_hour=hourly, power_watts=node_power_watts(node.key) * n,
+    return PlanEvaluation(physics=ev, capex_usd=capex, usd_per_hour=hourly, power_watts=unit_power_watts(node.key, g) * n,
                           host_capacity=float(plan.hardware.host_dram_bytes), nvme_capacity=nvme_capacity,
-                          speed_ratio=sr, ttft_ratio=tr)
+                          speed_ratio=sr, ttft_ratio=tr, offer=offer)
 
 
 def check(plan: Plan, q: Query, tol: float = 1e-6) -> list[str]:

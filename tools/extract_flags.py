@@ -5,7 +5,7 @@ or vendors engine code. Refresh (network needed once, ~0.5 GB for vLLM):
 
     pip download --no-deps -d /tmp/eng vllm==VLLM_VERSION sglang==SGLANG_VERSION
     pip download --no-deps --no-binary :all: -d /tmp/eng llama-cpp-python==LLAMA_CPP_PYTHON_VERSION
-    python -m optimizer.export.extract_flags /tmp/eng tests/data/engine_flags
+    python tools/extract_flags.py /tmp/eng tests/data/engine_flags
 
 (versions: optimizer/engines.py). Output lines: `FLAG<TAB>TYPE[<TAB>choice|choice|...]`, TYPE one of
   int, float, str, json, list, flag (takes no value), bool (takes no value; `--no-X` is listed too),
@@ -22,7 +22,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from optimizer.engines import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a developer tool, not in the wheel: the checkout's
+from optimizer.engines import (  # noqa: E402
     ENGINE_VERSIONS,
     IK_LLAMA_COMMIT,
     LLAMA_CPP_PYTHON_VERSION,
@@ -197,7 +198,7 @@ def extract_vllm(wheel: Path) -> dict[str, tuple[str, list | None]]:
                     if k.arg is None:        # **x_kwargs["field"], **x_kwargs or **{**x_kwargs["field"], ...}
                         v = k.value
                         if isinstance(v, ast.Dict):
-                            v = next((val for key, val in zip(v.keys, v.values) if key is None), v)
+                            v = next((val for key, val in zip(v.keys, v.values, strict=True) if key is None), v)
                         if isinstance(v, ast.Subscript) and isinstance(v.value, ast.Name) and v.value.id in kw_of:
                             typ = field_type(kw_of[v.value.id][0], _lit(v.slice))
                         elif isinstance(v, ast.Name) and v.id in kw_of and (fld := kw_of[v.id][1]):
@@ -369,17 +370,17 @@ def extract_ik_llama(common_cpp: str) -> dict[str, tuple[str, list | None]]:
 
 
 def main_ik_llama(common_cpp: str, out_dir: str) -> None:
-    """python -m optimizer.export.extract_flags ik_llama COMMON_CPP OUT_DIR, COMMON_CPP = common/common.cpp of
+    """python tools/extract_flags.py ik_llama COMMON_CPP OUT_DIR, COMMON_CPP = common/common.cpp of
     ikawrakow/ik_llama.cpp at IK_LLAMA_COMMIT (`git show IK_LLAMA_COMMIT:common/common.cpp > common.cpp`)."""
     _write(Path(out_dir) / f"ik_llama-{IK_LLAMA_COMMIT[:9]}.txt", [
         f"ik_llama.cpp (github.com/ikawrakow/ik_llama.cpp at commit {IK_LLAMA_COMMIT}) llama-server flags,",
-        "extracted by optimizer/export/extract_flags.py (extract_ik_llama) with regexes over common/common.cpp",
+        "extracted by tools/extract_flags.py (extract_ik_llama) with regexes over common/common.cpp",
         "gpt_params_find_arg: `if (arg == \"-x\" || arg == \"--y\")` blocks; CHECK_ARG -> takes a value",
         "(std::stoi -> int, std::stof -> float, else str), no CHECK_ARG -> flag. Union over all example programs",
         "(llama-server uses it).",
         "Format: FLAG<TAB>TYPE; TYPE in int|float|str|flag (flag takes no value).",
         f"Refresh: git -C ik_llama.cpp show {IK_LLAMA_COMMIT}:common/common.cpp > /tmp/eng/ik-common.cpp; "
-        "python -m optimizer.export.extract_flags ik_llama /tmp/eng/ik-common.cpp tests/data/engine_flags"],
+        "python tools/extract_flags.py ik_llama /tmp/eng/ik-common.cpp tests/data/engine_flags"],
         extract_ik_llama(Path(common_cpp).read_text()))
 
 
@@ -468,12 +469,12 @@ def extract_mlx_server(server_py: str) -> dict[str, tuple[str, list | None]]:
 
 
 def main_desktop(ollama_src: str, lms_src: str, mlx_src: str, out_dir: str) -> None:
-    """python -m optimizer.export.extract_flags --desktop OLLAMA_CHECKOUT LMS_CHECKOUT MLX_LM_WHEEL OUT_DIR"""
+    """python tools/extract_flags.py --desktop OLLAMA_CHECKOUT LMS_CHECKOUT MLX_LM_WHEEL OUT_DIR"""
     o, lm, mx, out = Path(ollama_src), Path(lms_src), Path(mlx_src), Path(out_dir)
     fmt = ("Format: NAME<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|json|bool|flag (flag takes no value).")
     _write(out / f"ollama-{OLLAMA_VERSION}.txt", [
         f"Ollama {OLLAMA_VERSION} (ollama/ollama tag v{OLLAMA_VERSION}), extracted by "
-        "optimizer/export/extract_flags.py:",
+        "tools/extract_flags.py:",
         "'PARAMETER x': Modelfile parameters = json tags of api/types.go Options and Runner (api.FormatParams);",
         "'ENV X': envconfig/config.go AsMap; 'ollama create|run|serve --x': cmd/cmd.go cobra flags.",
         fmt], extract_ollama((o / "api/types.go").read_text(), (o / "envconfig/config.go").read_text(),
@@ -481,14 +482,14 @@ def main_desktop(ollama_src: str, lms_src: str, mlx_src: str, out_dir: str) -> N
     srcs = {p.name: p.read_text() for p in [lm / "src/subcommands/load.ts", lm / "src/subcommands/server.ts",
                                             lm / "src/createClient.ts", lm / "src/logLevel.ts"]}
     _write(out / f"lms-{LMS_VERSION}.txt", [
-        f"LM Studio CLI lms {LMS_VERSION} (lmstudio-ai/lms), extracted by optimizer/export/extract_flags.py from the",
+        f"LM Studio CLI lms {LMS_VERSION} (lmstudio-ai/lms), extracted by tools/extract_flags.py from the",
         "commander options of src/subcommands/load.ts, server.ts (start) and the shared createClient.ts / logLevel.ts.",
         fmt], extract_lms(srcs))
     main_mlx(str(mx), out_dir)
 
 
 def main_mlx(wheel: str, out_dir: str) -> None:
-    """python -m optimizer.export.extract_flags --mlx MLX_LM_WHEEL OUT_DIR: the released wheel users install
+    """python tools/extract_flags.py --mlx MLX_LM_WHEEL OUT_DIR: the released wheel users install
     (`pip download --no-deps -d /tmp/eng mlx-lm==MLX_LM_VERSION`), not a repository commit."""
     w = Path(wheel)
     if w.is_dir():
@@ -497,10 +498,10 @@ def main_mlx(wheel: str, out_dir: str) -> None:
         server_py = z.read("mlx_lm/server.py").decode()
     fmt = ("Format: NAME<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|json|bool|flag (flag takes no value).")
     _write(Path(out_dir) / f"mlx-lm-{MLX_LM_VERSION}.txt", [
-        f"mlx-lm {MLX_LM_VERSION} `mlx_lm.server` flags, extracted by optimizer/export/extract_flags.py from the "
+        f"mlx-lm {MLX_LM_VERSION} `mlx_lm.server` flags, extracted by tools/extract_flags.py from the "
         f"PyPI wheel {w.name}:",
         "AST of mlx_lm/server.py (argparse add_argument calls). Refresh: pip download --no-deps -d /tmp/eng "
-        f"mlx-lm=={MLX_LM_VERSION}; python -m optimizer.export.extract_flags --mlx /tmp/eng tests/data/engine_flags",
+        f"mlx-lm=={MLX_LM_VERSION}; python tools/extract_flags.py --mlx /tmp/eng tests/data/engine_flags",
         fmt], extract_mlx_server(server_py))
 
 
@@ -569,22 +570,22 @@ def main_routers(src_dir: str, out_dir: str) -> None:
     _write(out / f"sglang-router-{SGLANG_ROUTER_VERSION}.txt", [
         f"sglang-router {SGLANG_ROUTER_VERSION} `python -m sglang_router.launch_router` flags (the router SGLang "
         f"{SGLANG_VERSION}'s own PD test fixture starts,",
-        "sglang/test/server_fixtures/disaggregation_fixture.py), extracted by optimizer/export/extract_flags.py from "
+        "sglang/test/server_fixtures/disaggregation_fixture.py), extracted by tools/extract_flags.py from "
         f"{whl.name}:",
         "AST of sglang_router/router_args.py (RouterArgs.add_cli_args, f\"--{prefix}...\" with prefix ''). "
         "Router code is not copied.",
         fmt,
         f"Refresh: pip download --no-deps -d /tmp/eng sglang-router=={SGLANG_ROUTER_VERSION}; "
-        "python -m optimizer.export.extract_flags routers /tmp/eng tests/data/engine_flags"],
+        "python tools/extract_flags.py routers /tmp/eng tests/data/engine_flags"],
         extract_sglang_router(whl))
     proxy = next(src.rglob("toy_proxy_server.py"))
     repo, path, commit = VLLM_PROXY_SOURCE
     _write(out / f"vllm-proxy-{VLLM_VERSION}.txt", [
         f"vLLM's NIXL disaggregation proxy ({path}, github.com/{repo} at commit {commit},",
         f"read for vLLM {VLLM_VERSION}; not part of the wheel: run it from that source tree) flags, extracted by",
-        "optimizer/export/extract_flags.py from the AST of its parse_args(). Its --host defaults to 127.0.0.1.",
+        "tools/extract_flags.py from the AST of its parse_args(). Its --host defaults to 127.0.0.1.",
         fmt,
-        "Refresh: put that file in /tmp/eng; python -m optimizer.export.extract_flags routers /tmp/eng "
+        "Refresh: put that file in /tmp/eng; python tools/extract_flags.py routers /tmp/eng "
         "tests/data/engine_flags"], extract_vllm_proxy(proxy))
 
 
@@ -594,12 +595,12 @@ def main(src_dir: str, out_dir: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     refresh = (f"Refresh: pip download --no-deps -d /tmp/eng vllm=={VLLM_VERSION} sglang=={SGLANG_VERSION}; "
                f"pip download --no-deps --no-binary :all: -d /tmp/eng llama-cpp-python=={LLAMACPP_PY}; "
-               "python -m optimizer.export.extract_flags /tmp/eng tests/data/engine_flags")
+               "python tools/extract_flags.py /tmp/eng tests/data/engine_flags")
     fmt = ("Format: FLAG<TAB>TYPE[<TAB>choices]; TYPE in int|float|str|json|list|flag|bool|optstr "
            "(flag/bool take no value).")
     whl = next(src.rglob(f"vllm-{VLLM_VERSION}-*.whl"))
     _write(out / f"vllm-{VLLM_VERSION}.txt", [
-        f"vLLM {VLLM_VERSION} `vllm serve` flags, extracted by optimizer/export/extract_flags.py from the PyPI wheel "
+        f"vLLM {VLLM_VERSION} `vllm serve` flags, extracted by tools/extract_flags.py from the PyPI wheel "
         f"{whl.name}:",
         "AST of vllm/engine/arg_utils.py (add_cli_args: every add_argument literal flag; value types from the config",
         "dataclass field annotations in vllm/config/*.py, as _compute_kwargs derives them) and",
@@ -608,7 +609,7 @@ def main(src_dir: str, out_dir: str) -> None:
     whl = next(src.rglob(f"sglang-{SGLANG_VERSION}-*.whl"))
     _write(out / f"sglang-{SGLANG_VERSION}.txt", [
         f"SGLang {SGLANG_VERSION} `python -m sglang.launch_server` flags, extracted by "
-        f"optimizer/export/extract_flags.py from {whl.name}:",
+        f"tools/extract_flags.py from {whl.name}:",
         "AST of sglang/srt/arg_groups/fields/*.py and server_args.py (A[type, Arg(...)] fields -> --field-name + "
         "aliases,",
         "as add_cli_args_from_dataclass does; bool -> store_true) plus the explicit add_argument calls in "
@@ -624,7 +625,7 @@ def main(src_dir: str, out_dir: str) -> None:
     _write(out / f"llamacpp-{LLAMACPP_COMMIT}.txt", [
         f"llama.cpp {LLAMACPP_COMMIT} (vendored in {sdist.name}; its CHANGELOG: update llama.cpp to "
         f"ggml-org/llama.cpp@{LLAMACPP_COMMIT})",
-        "flags, extracted by optimizer/export/extract_flags.py with regexes over common/arg.cpp (common_arg({...}, "
+        "flags, extracted by tools/extract_flags.py with regexes over common/arg.cpp (common_arg({...}, "
         "[VALUE_HINT,]",
         "help, [](common_params &, TYPE value)) and tools/rpc/rpc-server.cpp (lines prefixed 'ggml-rpc-server ').",
         "Union over all example programs (llama-server uses a subset).",
@@ -632,6 +633,8 @@ def main(src_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit("usage: python tools/extract_flags.py SRC OUT | routers SRC OUT | --desktop OLLAMA LMS MLX OUT")
     if sys.argv[1:2] == ["--desktop"]:
         main_desktop(*sys.argv[2:6])
     elif sys.argv[1:2] == ["--mlx"]:
