@@ -169,7 +169,7 @@ def test_no_command_chooses_what_estimate_warns_about(answers):
     """For every plan `cheapest` returns (headline, alternatives, frontier tiers) over a set of questions,
     `estimate` on the same hardware/engine/quant/offload prints no WARNING, and the checker and export agree."""
     n = 0
-    for _q, res in answers:
+    for q, res in answers:
         assert res.plan is not None, q
         for p in _plans(res):
             if p.hardware.n_nodes != 1:

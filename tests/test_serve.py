@@ -60,8 +60,8 @@ def test_cheapest_is_the_clis_answer(client):
     web = client.post("/api/cheapest", json=SMALL)
     assert web.status_code == 200, web.text
     cli = subprocess.run([sys.executable, "-m", "optimizer", "cheapest", "qwen3-8b", "--context", "32K",
-                          "--tok-s", "30", "--json", "--no-profile"], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                          "--tok-s", "30", "--json", "--no-profile"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert cli.returncode == 0, cli.stderr[-500:]
     a, b = web.json(), json.loads(cli.stdout)
     for d in (a, b):

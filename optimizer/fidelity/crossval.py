@@ -90,6 +90,11 @@ def group_of(scheme: str, source: object, model: str, accelerator: str) -> str:
     raise ValueError(f"unknown cross-validation scheme {scheme!r} (use {', '.join(SCHEMES)})")
 
 
+def _in_group(g: Callable[[Any], str], group: str) -> Callable[[Any], bool]:
+    """A predicate: the row belongs to `group` (bound now, not when called)."""
+    return lambda r: g(r) == group
+
+
 def _row_group(scheme: str) -> Callable[[dict], str]:
     return lambda r: group_of(scheme, r.get("source"), str(r.get("model", "")), str(r.get("accelerator", "")))
 
@@ -264,7 +269,7 @@ def scheme_predictions(all_items: list[Item], scheme: str, in_sample: dict[str, 
         if fold.train is not None:
             fs = fit_all(list(fold.train), list(fold.train_serving or ()))
             if fold.source in mlx_groups:  # mlx-lm's own factors, refit without this group's rows
-                f = mlx_fit.fit(exclude=lambda r, held_out=fold.source: g(r) == held_out)
+                f = mlx_fit.fit(exclude=_in_group(g, fold.source))
                 fs = replace(fs, mlx=(f["layer_overhead_s"], f["prefill_mfu"]))
             out.update(_predict_all(fold.items, fs))
         else:
