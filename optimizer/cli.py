@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from optimizer.errors import RigoptError
-from optimizer.limits import MAX_MESSAGE_CHARS, clip_line
+from optimizer.limits import MAX_MESSAGE_CHARS, check_out_dir, clip_line
 from optimizer.units import parse_tokens
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -603,6 +603,7 @@ def fleet(
                    gpus=tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else None,
                    api_price=ApiPrice.parse(api_price) if api_price else None, amortize_months=months,
                    usd_per_kwh=kwh)
+    check_out_dir(out)
     res = solve_fleet(q)
     if out and res.fleet is not None:
         from optimizer.export.fleet import export_fleet
@@ -621,6 +622,7 @@ def _cheapest_fleet(sla, unsupported: list[str], out: str | None, as_json: bool)
                          "request rate): drop them, or ask without --tpot/--percentile")
     names = {"isl": "--isl", "osl": "--osl", "rate_rps": "--rate", "ttft_s": "--ttft", "tpot_s": "--tpot",
              "tok_s": "--tok-s", "percentile": "--percentile", "objective": "--objective", "engines": "--engine"}
+    check_out_dir(out)
     res = solve_fleet(fleet_query(sla, names))
     if out and res.fleet is not None:
         from optimizer.export.fleet import export_fleet

@@ -33,17 +33,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from optimizer.errors import InputError
-from optimizer.limits import clip_for_message, read_text_bounded
-from optimizer.units import GiB
+from optimizer.limits import (
+    MAX_LOG_BYTES,
+    MAX_LOG_LINES,
+    MAX_NESTING,
+    MAX_NUMBER_CHARS,
+    MAX_SIZE_BYTES,
+    clip_for_message,
+    json_shape,
+    read_text_bounded,
+)
+from optimizer.limits import MAX_MEASUREMENTS as MAX_RECORDS
+from optimizer.units import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, GiB
 
-MAX_LOG_BYTES = 64 * 2**20   # a log larger than 64 MiB is not a benchmark output
-MAX_RECORDS = 10_000
-
+_LONG_NUMBER = re.compile(r"\d{%d,}" % (MAX_NUMBER_CHARS + 1))
 BANNER = "Serving Benchmark Result"
 
 
@@ -92,6 +101,9 @@ def parse_text(text: str, name: str) -> list[Measurement]:
     stripped = text.strip()
     if not stripped:
         raise InputError(f"log {label}: empty")
+    lines = stripped.count("\n") + 1
+    if lines > MAX_LOG_LINES:
+        raise InputError(f"log {label}: {lines:,} lines, more than the limit of {MAX_LOG_LINES:,}")
     out: list[Measurement] = []
     js = _json_results(stripped, name) if stripped[0] in "[{" else None
     if js is not None:  # JSON / JSONL (a log line starting with `[2025-...` is not: it is read as text)
@@ -99,6 +111,10 @@ def parse_text(text: str, name: str) -> list[Measurement]:
     elif _is_bench_csv(stripped):
         out = _llama_bench_csv(stripped, name)
     else:
+        long_number = _LONG_NUMBER.search(text)
+        if long_number:
+            line = text.count("\n", 0, long_number.start()) + 1
+            raise InputError(f"log {label}: line {line}: a number of more than {MAX_NUMBER_CHARS} digits")
         ctx = _context(text)
         for parser in (_llama_bench_table, _llama_server, _serving_blocks, _vllm_startup, _sglang_startup):
             out.extend(parser(text, name, ctx))
@@ -107,6 +123,9 @@ def parse_text(text: str, name: str) -> list[Measurement]:
                          "vLLM/SGLang startup lines found (see `rigopt calibrate --help` for the formats)")
     if len(out) > MAX_RECORDS:
         raise InputError(f"log {label}: {len(out):,} measurements (limit {MAX_RECORDS:,})")
+    for m in out:
+        if not (math.isfinite(m.value) and 0 <= m.value < 1e30):
+            raise InputError(f"log {label}: line {m.line}: {m.metric} {clip_for_message(m.value)} is out of range")
     return out
 
 
@@ -224,7 +243,9 @@ def _bench_record(r: dict, name: str, line: int) -> list[Measurement]:
         n_prompt, n_gen = int(r.get("n_prompt") or 0), int(r.get("n_gen") or 0)
         depth = int(r.get("n_depth") or 0)
         ts = float(str(r["avg_ts"]))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return []
+    if not (math.isfinite(ts) and ts > 0) or not all(0 <= v <= MAX_CONTEXT_TOKENS for v in (n_prompt, n_gen, depth)):
         return []
     if (n_prompt > 0) == (n_gen > 0):
         return []  # pp+tg combined tests (-pg) mix both speeds: not one figure
@@ -263,6 +284,13 @@ def _json_results(text: str, name: str) -> list[Measurement] | None:
     """Records of a JSON or JSONL file; None when its first line is not JSON at all (a text log)."""
     label = clip_for_message(name)
     objs: list[tuple[int, object]] = []
+    # shape before parsing: json.loads recurses per level, and 200,000 records cost seconds and ~1 GB to build
+    depth, objects = json_shape(text, MAX_NESTING, MAX_RECORDS * 4)
+    if depth > MAX_NESTING:
+        raise InputError(f"log {label}: nested deeper than {MAX_NESTING} levels")
+    if objects > MAX_RECORDS * 4:
+        raise InputError(f"log {label}: more than {MAX_RECORDS * 4:,} JSON objects/arrays "
+                         f"(limit {MAX_RECORDS:,} measurements)")
     try:
         objs = [(1, json.loads(text))]
     except ValueError:
@@ -293,16 +321,20 @@ def _serving_json(r: dict, name: str, line: int) -> list[Measurement]:
     try:
         done = int(r["completed"])
         tin, tout = int(r["total_input_tokens"]), int(r["total_output_tokens"])
-    except (TypeError, ValueError):
+        conc_v = r.get("max_concurrency")
+        conc_i = int(conc_v) if isinstance(conc_v, (int, float)) and not isinstance(conc_v, bool) and conc_v else 0
+    except (TypeError, ValueError, OverflowError):
         return []
-    if done <= 0:
+    if not 0 < done <= MAX_CONCURRENCY * 1000 or not (0 <= tin <= MAX_SIZE_BYTES and 0 <= tout <= MAX_SIZE_BYTES):
+        return []
+    if not 0 <= conc_i <= MAX_CONCURRENCY:
         return []
     backend = str(r.get("backend") or "")
     # SGLang's JSONL names the server backend (sglang, sglang-oai, vllm when pointed at vLLM); vLLM's JSON has
     # `endpoint_type`/`backend` = openai, vllm, ...: the engine is stated by --engine when ambiguous
     engine = "sglang" if backend.startswith("sglang") else ("vllm" if backend in ("vllm", "openai", "openai-chat")
                                                              or "endpoint_type" in r else None)
-    conc = r.get("max_concurrency")
+    conc = conc_i
     if not conc and str(r.get("request_rate")) in ("inf", "Infinity"):
         conc = done
     values = [("ttft_ms", r.get("median_ttft_ms", r.get("mean_ttft_ms")), "ms"),
@@ -311,7 +343,7 @@ def _serving_json(r: dict, name: str, line: int) -> list[Measurement]:
     model = r.get("model_id") or r.get("model") or r.get("tokenizer_id")
     out = []
     for metric, v, unit in values:
-        if isinstance(v, (int, float)) and v > 0:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e30:
             out.append(Measurement(file=name, line=line, kind=f"{engine or 'vllm'}-bench", metric=metric,
                                    value=float(v), unit=unit, isl=round(tin / done), osl=round(tout / done),
                                    concurrency=int(conc) if conc else 1, engine=engine or "vllm",

@@ -32,6 +32,7 @@ from optimizer.fleet.money import (
     HOURS_PER_MONTH,
     SECONDS_PER_MONTH,
     ApiPrice,
+    check_costs,
     break_even_tokens,
     own_monthly_usd,
     token_cost,
@@ -76,6 +77,7 @@ class FleetQuery:
         if self.max_types < 1:
             raise InputError("max_types must be >= 1")
         SLA(self.isl, self.osl, self.ttft_s, self.tpot_s, self.percentile)  # validates
+        check_costs(self.amortize_months, self.usd_per_kwh)
 
 
 # ------------------------------------------------------------------------------------------------ results
