@@ -146,11 +146,13 @@ MAX_MEASUREMENTS = 10_000
 parsed."""
 MAX_PROFILE_BYTES = 4 * MiB
 """A calibration profile (YAML written by `calibrate`: a few KB)."""
-MAX_GGUF_ARRAY_ITEMS = 2**24
-"""Items of one array in a GGUF header (token lists: real vocabularies are < 2**18; MAX_VOCAB is 2**24); the reader
-skips arrays it does not need without building them."""
+MAX_GGUF_ARRAY_ITEMS = 2**20
+"""Items of one array in a GGUF header (token lists: the largest real vocabularies are ~2**18), checked before any
+item is read; the reader skips string arrays (only their length is used) instead of building an object per item."""
 MAX_GGUF_KV = 100_000
 """Key/value pairs of a GGUF header (real ones: < 100)."""
+MAX_GGUF_TENSORS = 2**18
+"""Tensors of one GGUF file (real ones: < 5,000; unmerged per-expert tensors of the largest MoE: ~50,000)."""
 MAX_HUB_TOTAL_S = 60.0
 """Total seconds one Hugging Face Hub request may take (connect + every read), on top of the per-read
 HUB_TIMEOUT_S: a server that trickles its answer is cut off."""
@@ -401,7 +403,8 @@ def write_file(path: str | os.PathLike, text: str, what: str = "output file") ->
 
 def check_out_dir(path: str | os.PathLike | None, what: str = "--out") -> None:
     """Before any work: `path` can become a writable output folder (it is one, or its nearest existing ancestor is
-    a writable folder); InputError otherwise. Creates nothing."""
+    a writable folder), and is created (prepare_out_dir) so that /proc, a read-only mount or a full disk fail now,
+    not after minutes of solving; InputError otherwise."""
     if path is None:
         return
     s = str(path)
@@ -419,7 +422,8 @@ def check_out_dir(path: str | os.PathLike | None, what: str = "--out") -> None:
             raise InputError(f"{what} {clip_for_message(s)}: {'exists and is' if q == p else 'a parent is'} not a folder")
         if not os.access(q, os.W_OK | os.X_OK):
             raise InputError(f"{what} {clip_for_message(s)}: folder is not writable")
-        return
+        break
+    prepare_out_dir(p, what)
 
 
 def yaml_depth(text: str, limit: int = MAX_NESTING) -> int:
