@@ -95,6 +95,9 @@ MAX_BUDGET = 1e12
 """`max_budget` (USD, USD/h or W): a trillion, far below where CP-SAT's integer costs overflow. Omit for no cap."""
 MAX_LOAD_COUNT = 1e30
 """An expert activation count in a load file (only ratios matter; sums must stay finite)."""
+MAX_LOAD_ROWS = 2**18
+"""Rows of a CSV load file (layer,expert,count): one per MoE layer and expert (DeepSeek-V3: 58 x 256 = 14,848),
+counted before any row is parsed."""
 MIN_LOAD_COUNT = 1e-30
 """Non-zero counts below this are read as 0 (denormals make ratios meaningless)."""
 MAX_SEED = 2**63 - 1
@@ -121,13 +124,13 @@ MAX_USD_PER_KWH = 1_000.0
 """Electricity price."""
 
 # ------------------------------------------------------------------------------------------ inventories, tools, logs
-MAX_BOXES = 64
-"""Boxes of one `rigopt mixed` inventory (`--owned` groups split by '+' / boxes of a scenario): a home lab has a
-handful; each box is CP-SAT variables for every layer."""
+MAX_BOXES = 16
+"""Boxes of one mixed inventory (`mixed --owned 'a: ...; b: ...'` and a scenario's `boxes:` alike): a home lab has a
+handful; each box is CP-SAT variables for every layer (2,000 boxes ran past 60 s)."""
 MAX_BOX_GPUS = 64
 """Accelerators in one box of a mixed inventory."""
-MAX_INVENTORY_CHARS = 64 * KiB
-"""Characters of one inventory text (`mixed --owned`)."""
+MAX_INVENTORY_CHARS = MAX_PATH_CHARS
+"""Characters of one inventory text (`mixed --owned`, a scenario's `inventory:`)."""
 MAX_DETECTED_DEVICES = 64
 """Devices one vendor tool may report to `rigopt detect` (the largest nodes hold 72)."""
 MAX_TOOL_OUTPUT_BYTES = 4 * MiB
@@ -417,9 +420,11 @@ def check_out_dir(path: str | os.PathLike | None, what: str = "--out") -> None:
         except FileNotFoundError:
             continue
         except (OSError, ValueError) as e:
-            raise InputError(f"{what} {clip_for_message(s)}: cannot use ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+            why = getattr(e, "strerror", None) or type(e).__name__
+            raise InputError(f"{what} {clip_for_message(s)}: cannot use ({why})") from None
         if not stat.S_ISDIR(st.st_mode):
-            raise InputError(f"{what} {clip_for_message(s)}: {'exists and is' if q == p else 'a parent is'} not a folder")
+            which = "exists and is" if q == p else "a parent is"
+            raise InputError(f"{what} {clip_for_message(s)}: {which} not a folder")
         if not os.access(q, os.W_OK | os.X_OK):
             raise InputError(f"{what} {clip_for_message(s)}: folder is not writable")
         break

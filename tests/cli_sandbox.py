@@ -1,6 +1,7 @@
 """Run `rigopt` argv in a forked child of this process (imports and catalogue already loaded, so a run costs
 milliseconds, not an interpreter start), with an address-space cap, an optional CPU-time cap and a wall-clock guard
-against hangs, and report what a user would see: exit code, stdout, stderr, CPU seconds, peak memory. Used by tests/test_hostile.py and bench/fuzz.py."""
+against hangs, and report what a user would see: exit code, stdout, stderr, CPU seconds, peak memory. Used by
+tests/test_hostile.py and bench/fuzz.py."""
 
 from __future__ import annotations
 

@@ -160,7 +160,7 @@ def _bounded_output(proc: subprocess.Popen) -> tuple[bytes, bytes, bool]:
     so memory stays bounded whatever it prints."""
     import selectors
     import time
-    limits = {proc.stdout: MAX_TOOL_OUTPUT + 1, proc.stderr: 4096}
+    limits: dict[Any, int] = {proc.stdout: MAX_TOOL_OUTPUT + 1, proc.stderr: 4096}
     bufs: dict[Any, bytearray] = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     sel = selectors.DefaultSelector()
     for f in bufs:
@@ -417,7 +417,8 @@ def nvme_drives(p: Probe) -> list[Nvme]:
         size = 0
         for ns in sorted((base / c).glob(f"{c}n*")):
             sectors = _int(p.file(f"{rel}/{ns.name}/size"))
-            size = _in_range(size + (sectors or 0) * 512, "sysfs")  # sysfs block sizes are in 512-byte sectors whatever the LBA size
+            # sysfs block sizes are in 512-byte sectors whatever the LBA size
+            size = _in_range(size + (sectors or 0) * 512, "sysfs")
         out.append(Nvme(name=c, model=(p.file(f"{rel}/model") or "").strip() or None, size_bytes=size or None,
                         pcie_gen=_gen(p.file(f"{rel}/device/current_link_speed")),
                         pcie_width=_int(p.file(f"{rel}/device/current_link_width"))))

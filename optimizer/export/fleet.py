@@ -29,8 +29,8 @@ import yaml
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
-from optimizer.export import export_plan
 from optimizer.errors import InputError
+from optimizer.export import export_plan
 from optimizer.export.common import ENGINE_VERSIONS, HTTP_PORT, Command, ExportError, ExportFile, Var, quote
 from optimizer.export.k8s import IMAGE as VLLM_IMAGE
 from optimizer.fleet.capacity import SLA, Config, Replica

@@ -52,7 +52,7 @@ from optimizer.limits import (
 from optimizer.limits import MAX_MEASUREMENTS as MAX_RECORDS
 from optimizer.units import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, GiB
 
-_LONG_NUMBER = re.compile(r"\d{%d,}" % (MAX_NUMBER_CHARS + 1))
+_LONG_NUMBER = re.compile(rf"\d{{{MAX_NUMBER_CHARS + 1},}}")
 BANNER = "Serving Benchmark Result"
 
 

@@ -63,10 +63,12 @@ class SLA:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v <= 0:
                 raise InputError(f"{name} must be positive seconds, got {v:g}")
             check_number(v, f"{name} (seconds)", MIN_SLA_S, MAX_SLA_S)
-        if not (isinstance(self.percentile, (int, float)) and math.isfinite(self.percentile)
-                and MIN_PERCENTILE / 100 <= self.percentile <= MAX_PERCENTILE / 100):
+        pct = self.percentile
+        if not (isinstance(pct, (int, float)) and math.isfinite(pct)
+                and MIN_PERCENTILE / 100 <= pct <= MAX_PERCENTILE / 100):
+            shown = pct * 100 if isinstance(pct, (int, float)) else pct
             raise InputError(f"--percentile must be between {MIN_PERCENTILE:g} and {MAX_PERCENTILE:g}, got "
-                             f"{clip_for_message(self.percentile * 100 if isinstance(self.percentile, (int, float)) else self.percentile)}")
+                             f"{clip_for_message(shown)}")
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ class ApiPrice:
                     f"cannot read --api-price '{clip_for_message(text)}': use e.g. in:0.27,out:1.10 (USD per M tokens)"
                 ) from None
         if set(vals) != {"in", "out"} or not all(0 <= v <= MAX_USD_PER_M_TOKENS for v in vals.values()):
-            raise InputError(f"--api-price needs both in: and out: as USD per M tokens within 0..{MAX_USD_PER_M_TOKENS:g},"
-                             f" got '{clip_for_message(text)}'")
+            raise InputError(f"--api-price needs both in: and out: as USD per M tokens within "
+                             f"0..{MAX_USD_PER_M_TOKENS:g}, got '{clip_for_message(text)}'")
         return cls(vals["in"], vals["out"])
 
     def blended_per_token(self, isl: int, osl: int) -> float:

@@ -32,8 +32,8 @@ from optimizer.fleet.money import (
     HOURS_PER_MONTH,
     SECONDS_PER_MONTH,
     ApiPrice,
-    check_costs,
     break_even_tokens,
+    check_costs,
     own_monthly_usd,
     token_cost,
 )

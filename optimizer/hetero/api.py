@@ -17,8 +17,8 @@ from optimizer.hetero.plan import MixedPlan, stages_of
 from optimizer.hetero.scaling import TIME_UNIT
 from optimizer.hetero.table import DEFAULT_BUY, build_instance, evaluate_int, period_int
 from optimizer.hetero.validate import MixedCheck, check_plan
-from optimizer.solver.support import unsupported
 from optimizer.limits import MAX_BUDGET, check_number
+from optimizer.solver.support import unsupported
 from optimizer.units import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS
 
 # GGUF presets tried, best quality first (the order is recomputed from each preset's expert/attention bits)
