@@ -173,7 +173,7 @@ def _bounded_output(proc: subprocess.Popen) -> tuple[bytes, bytes, bool]:
             timed_out = True
             break
         for key, _ in sel.select(timeout=left):
-            chunk = os.read(key.fd, 65536)
+            chunk = os.read(key.fd, 1 << 16)
             if not chunk:
                 sel.unregister(key.fileobj)
                 continue
