@@ -221,8 +221,8 @@ NINES = "9" * 400
 TOOLS = {
     "nvidia-400-digits": ("nvidia-smi", f"print('0, NVIDIA GeForce RTX 4090, {NINES}, 4, 16, 4, 16, 00000000:01:00.0')",
                           "digits"),
-    "nvidia-million-gpus": ("nvidia-smi", "sys.stdout.write(''.join(f'{i}, NVIDIA GeForce RTX 4090, 24564, 4, 16, 4, 16,"
-                                          " 00000000:01:00.0\\n' for i in range(1000000)))", "nvidia-smi"),
+    "nvidia-million-gpus": ("nvidia-smi", "sys.stdout.write(''.join(f'{i}, NVIDIA GeForce RTX 4090, 24564, 4, 16,"
+                                          " 4, 16, 00000000:01:00.0\\n' for i in range(1000000)))", "nvidia-smi"),
     "nvidia-endless": ("nvidia-smi", "while True: sys.stdout.write('0, x' * 4096)", "bytes"),
     "nvidia-100-gpus": ("nvidia-smi", "print(''.join(f'{i}, NVIDIA GeForce RTX 4090, 24564, 4, 16, 4, 16,"
                                       " 0000:{i:02x}:00.0\\n' for i in range(100)))", "100 devices"),
