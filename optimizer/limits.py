@@ -144,9 +144,12 @@ MAX_LOG_BYTES = 64 * MiB
 """One benchmark log given to `calibrate` (llama-bench, vLLM/SGLang bench JSON/JSONL, text logs)."""
 MAX_LOG_LINES = 200_000
 """Lines of one text log (real benchmark and startup logs: a few thousand); counted before any line is parsed."""
-MAX_MEASUREMENTS = 10_000
-"""Measurements (records, table rows, JSON objects of a JSON/JSONL log) per log, counted before the records are
-parsed."""
+MAX_MEASUREMENTS = 1_000
+"""Measurements (records, table rows) per log, counted before they are predicted: each distinct one is a
+prediction (~5 ms of CPU), and real benchmark sweeps have tens to hundreds."""
+MAX_LOG_JSON_CONTAINERS = 100_000
+"""JSON objects and arrays of one JSON/JSONL log, counted before json.loads (a vLLM --save-detailed result holds one
+list per request)."""
 MAX_PROFILE_BYTES = 4 * MiB
 """A calibration profile (YAML written by `calibrate`: a few KB)."""
 MAX_GGUF_ARRAY_ITEMS = 2**20

@@ -41,6 +41,7 @@ from pathlib import Path
 from optimizer.errors import InputError
 from optimizer.limits import (
     MAX_LOG_BYTES,
+    MAX_LOG_JSON_CONTAINERS,
     MAX_LOG_LINES,
     MAX_NESTING,
     MAX_NUMBER_CHARS,
@@ -115,9 +116,12 @@ def parse_text(text: str, name: str) -> list[Measurement]:
         if long_number:
             line = text.count("\n", 0, long_number.start()) + 1
             raise InputError(f"log {label}: line {line}: a number of more than {MAX_NUMBER_CHARS} digits")
-        ctx = _context(text)
-        for parser in (_llama_bench_table, _llama_server, _serving_blocks, _vllm_startup, _sglang_startup):
-            out.extend(parser(text, name, ctx))
+        try:  # the parsers' float()/int() of matched digits: '1.2.3' or a 1e400 is a malformed log, not a bug
+            ctx = _context(text)
+            for parser in (_llama_bench_table, _llama_server, _serving_blocks, _vllm_startup, _sglang_startup):
+                out.extend(parser(text, name, ctx))
+        except (ValueError, OverflowError) as e:
+            raise InputError(f"log {label}: a malformed number ({clip_for_message(str(e), 60)})") from None
     if not out:
         raise InputError(f"log {label}: no llama-bench table, llama-server timings, vllm/sglang benchmark result or "
                          "vLLM/SGLang startup lines found (see `rigopt calibrate --help` for the formats)")
@@ -285,12 +289,11 @@ def _json_results(text: str, name: str) -> list[Measurement] | None:
     label = clip_for_message(name)
     objs: list[tuple[int, object]] = []
     # shape before parsing: json.loads recurses per level, and 200,000 records cost seconds and ~1 GB to build
-    depth, objects = json_shape(text, MAX_NESTING, MAX_RECORDS * 4)
+    depth, objects = json_shape(text, MAX_NESTING, MAX_LOG_JSON_CONTAINERS)
     if depth > MAX_NESTING:
         raise InputError(f"log {label}: nested deeper than {MAX_NESTING} levels")
-    if objects > MAX_RECORDS * 4:
-        raise InputError(f"log {label}: more than {MAX_RECORDS * 4:,} JSON objects/arrays "
-                         f"(limit {MAX_RECORDS:,} measurements)")
+    if objects > MAX_LOG_JSON_CONTAINERS:
+        raise InputError(f"log {label}: more than {MAX_LOG_JSON_CONTAINERS:,} JSON objects/arrays")
     try:
         objs = [(1, json.loads(text))]
     except ValueError:
@@ -308,6 +311,8 @@ def _json_results(text: str, name: str) -> list[Measurement] | None:
             rows.extend((no, x) for x in o if isinstance(x, dict))
         elif isinstance(o, dict):
             rows.append((no, o))
+    if len(rows) > MAX_RECORDS:
+        raise InputError(f"log {label}: {len(rows):,} records (limit {MAX_RECORDS:,} measurements)")
     out: list[Measurement] = []
     for no, r in rows:
         if "avg_ts" in r and ("n_prompt" in r or "n_gen" in r):
@@ -394,6 +399,8 @@ _NUM = r"([\d.]+|inf|not set)"
 def _serving_blocks(text: str, name: str, ctx: _Ctx) -> list[Measurement]:
     out: list[Measurement] = []
     lines = text.splitlines()
+    searched = False
+    model: re.Match | None = None
     i = 0
     while i < len(lines):
         if BANNER not in lines[i] or not lines[i].lstrip().startswith("="):
@@ -409,17 +416,30 @@ def _serving_blocks(text: str, name: str, ctx: _Ctx) -> list[Measurement]:
                 block[m.group(1)] = m.group(2)
                 at[m.group(1)] = i + 1
             i += 1
-        out.extend(_serving_block(block, at, start + 1, name, text))
+        if not searched:  # once per log, not per block (a log of 3,000 blocks searched itself 3,000 times)
+            model = re.search(r"model=['\"]([^'\"]+)['\"]", text) or re.search(r"--model(?:-path)?[ =](\S+)", text)
+            searched = True
+        out.extend(_serving_block(block, at, start + 1, name, model))
     return out
 
 
-def _serving_block(b: dict[str, str], at: dict[str, int], line: int, name: str, text: str) -> list[Measurement]:
+def _finite(text: str) -> float | None:
+    """A number printed in a log, None when it is not one or not finite ('1.2.3', a 400-digit run)."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) and abs(v) < 1e30 else None
+
+
+def _serving_block(b: dict[str, str], at: dict[str, int], line: int, name: str,
+                   model: re.Match | None) -> list[Measurement]:
     def num(key: str) -> float | None:
         v = b.get(key)
         if v is None:
             return None
         m = re.match(r"^([\d.]+)", v)
-        return float(m.group(1)) if m else None
+        return _finite(m.group(1)) if m else None
 
     sglang = "Backend" in b or "Max request concurrency" in b
     done = num("Successful requests")
@@ -427,12 +447,14 @@ def _serving_block(b: dict[str, str], at: dict[str, int], line: int, name: str, 
     if not done or tin is None or tout is None:
         return []
     conc_raw = b.get("Max request concurrency") or b.get("Maximum request concurrency")
-    conc = int(float(conc_raw)) if conc_raw and re.match(r"^[\d.]+$", conc_raw) else None
+    conc_v = _finite(conc_raw) if conc_raw and re.match(r"^[\d.]+$", conc_raw) else None
+    conc = int(conc_v) if conc_v is not None and 0 < conc_v <= MAX_CONCURRENCY else None
     rate = b.get("Traffic request rate") or b.get("Request rate configured (RPS)") or "inf"
     if conc is None and rate.strip() == "inf":
         conc = int(done)  # every request at once: a burst of num_prompts in flight
+    if not 0 < done <= MAX_CONCURRENCY * 1000 or not (0 <= tin <= MAX_SIZE_BYTES and 0 <= tout <= MAX_SIZE_BYTES):
+        return []
     engine = "sglang" if sglang else "vllm"
-    model = re.search(r"model=['\"]([^'\"]+)['\"]", text) or re.search(r"--model(?:-path)?[ =](\S+)", text)
     out = []
     for metric, key, unit in (("ttft_ms", "Median TTFT (ms)", "ms"), ("tpot_ms", "Median TPOT (ms)", "ms"),
                               ("output_tok_s", "Output token throughput (tok/s)", "tok/s")):
