@@ -379,7 +379,7 @@ def write_tools(rng: random.Random, bindir: Path) -> None:
         out = bindir / f"{tool}.out"
         out.write_text(text)
         if kind == 6:
-            body = "while :; do cat '" + str(out) + "'; done\n"
+            body = "exec yes \"$(cat '" + str(out) + "')\"\n"  # output without end, cheaply (killed past 4 MiB)
         elif kind == 7:
             body = "echo 'boom $(touch PWNED)' >&2\nexit 3\n"
         else:
@@ -839,19 +839,27 @@ def run_case(args: tuple) -> dict:
 
 def _preload() -> None:
     """Import and cache everything a command needs once, so every forked case starts warm."""
+    import huggingface_hub.file_download  # noqa: F401
+    import huggingface_hub.hf_api  # noqa: F401
     import typer.main
 
     import optimizer.catalog.hub as hub
     import optimizer.cli
     import optimizer.detect  # noqa: F401
     import optimizer.export  # noqa: F401
+    import optimizer.export.desktop  # noqa: F401
+    import optimizer.export.fleet  # noqa: F401
+    import optimizer.export.hetero  # noqa: F401
     import optimizer.fidelity.calibrate  # noqa: F401
     import optimizer.fidelity.report  # noqa: F401
+    import optimizer.fidelity.usercal  # noqa: F401
+    import optimizer.fleet.report  # noqa: F401
     import optimizer.fleet.solve  # noqa: F401
     import optimizer.hetero.api  # noqa: F401
     import optimizer.place  # noqa: F401
     import optimizer.report.catalog  # noqa: F401
     import optimizer.report.cheapest  # noqa: F401
+    import optimizer.report.detect  # noqa: F401
     import optimizer.report.estimate  # noqa: F401
     import optimizer.report.render  # noqa: F401
     import optimizer.scenarios.batch  # noqa: F401
