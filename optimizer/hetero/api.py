@@ -100,8 +100,10 @@ def cheapest_mixed(
         raise InputError(f"context must be between 1 and {MAX_CONTEXT_TOKENS}, got {context}")
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InputError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
-    check_number(tok_s, "--tok-s", 0.0, 1e6)
-    check_number(min_bits, "--min-bits", 0.0, 64.0)
+    for name, v, hi in (("--tok-s", tok_s, 1e6), ("--min-bits", min_bits, 64.0)):
+        if isinstance(v, (int, float)) and v < 0:
+            raise InputError(f"{name} must be non-negative, got {v:g}")
+        check_number(v, name, 0.0, hi)
     if max_budget is not None:
         if isinstance(max_budget, (int, float)) and max_budget <= 0:
             raise InputError(f"--max-budget must be positive (USD), got {max_budget:g}; omit it for no cap")
