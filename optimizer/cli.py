@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from optimizer.errors import RigoptError
-from optimizer.limits import MAX_MESSAGE_CHARS, clip_line
+from optimizer.limits import MAX_MESSAGE_CHARS, check_out_dir, clip_line
 from optimizer.units import parse_tokens
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -268,6 +268,8 @@ def cheapest(
     q = question(ask)
     if isinstance(q, OwnedQuestion) and not as_json:
         Console().print("owned inventory: planned per device (as rigopt mixed)")
+    if q.kind == "fleet":
+        check_out_dir(out)  # the fleet's export folder: checked before the solve, not after
     ans = solve(q)
     if ans.backend == "solver":
         _cheapest_files(ans.cheapest_result(), out, plot)
@@ -665,6 +667,7 @@ def fleet(
               percentile=percentile, objective=objective, gpus=_csv(gpus), engines=_csv(engine), quants=_csv(quant),
               api_price=ApiPrice.parse(api_price) if api_price else None, disagg=False if no_disagg else None,
               amortize_months=months, usd_per_kwh=kwh, time_limit_s=time_limit, names=CHEAPEST_OPTION)
+    check_out_dir(out)
     ans = solve(question(ask))
     if out and ans.feasible:
         from optimizer.export.fleet import export_fleet

@@ -95,6 +95,9 @@ MAX_BUDGET = 1e12
 """`max_budget` (USD, USD/h or W): a trillion, far below where CP-SAT's integer costs overflow. Omit for no cap."""
 MAX_LOAD_COUNT = 1e30
 """An expert activation count in a load file (only ratios matter; sums must stay finite)."""
+MAX_LOAD_ROWS = 2**18
+"""Rows of a CSV load file (layer,expert,count): one per MoE layer and expert (DeepSeek-V3: 58 x 256 = 14,848),
+counted before any row is parsed."""
 MIN_LOAD_COUNT = 1e-30
 """Non-zero counts below this are read as 0 (denormals make ratios meaningless)."""
 MAX_SEED = 2**63 - 1
@@ -103,6 +106,66 @@ MIN_TOK_S = 1e-6
 """Smallest non-zero decode target (tok/s): 1/tok_s seconds per step must stay an int64 of nanoseconds."""
 MAX_TIME_LIMIT_S = 3600.0
 """Solver time limit per solve."""
+
+# ------------------------------------------------------------------------------------------ SLA and fleet numbers
+MIN_SLA_S = 1e-6
+"""Shortest TTFT / TPOT SLA (seconds): a microsecond, far below any real step time."""
+MAX_SLA_S = 86_400.0
+"""Longest TTFT / TPOT SLA (seconds): a day; beyond that no SLA binds (and 1e308 overflows integer grids)."""
+MAX_RATE_RPS = 1e6
+"""Requests per second of one fleet question."""
+MIN_PERCENTILE, MAX_PERCENTILE = 50.0, 99.9
+"""TTFT percentile of an SLA, in percent."""
+MAX_USD_PER_M_TOKENS = 1e6
+"""A hosted API price per million tokens (`--api-price`); real ones are < 100."""
+MAX_AMORTIZE_MONTHS = 1_200.0
+"""Capex amortisation period (a century)."""
+MAX_USD_PER_KWH = 1_000.0
+"""Electricity price."""
+
+# ------------------------------------------------------------------------------------------ inventories, tools, logs
+MAX_BOXES = 16
+"""Boxes of one mixed inventory (`mixed --owned 'a: ...; b: ...'` and a scenario's `boxes:` alike): a home lab has a
+handful; each box is CP-SAT variables for every layer (2,000 boxes ran past 60 s)."""
+MAX_BOX_GPUS = 64
+"""Accelerators in one box of a mixed inventory."""
+MAX_INVENTORY_CHARS = MAX_PATH_CHARS
+"""Characters of one inventory text (`mixed --owned`, a scenario's `inventory:`)."""
+MAX_DETECTED_DEVICES = 64
+"""Devices one vendor tool may report to `rigopt detect` (the largest nodes hold 72)."""
+MAX_TOOL_OUTPUT_BYTES = 4 * MiB
+"""Bytes read from one vendor tool's stdout (nvidia-smi, rocm-smi, system_profiler, dmidecode, ...): real output
+is < 200 KB; more is read no further."""
+MAX_TOOL_LINES = 10_000
+"""Lines of one vendor tool's output that `detect` parses."""
+MAX_TOOL_CPU_S = 10.0
+"""Seconds one vendor tool may run before `detect` gives up on it."""
+MAX_LOG_BYTES = 64 * MiB
+"""One benchmark log given to `calibrate` (llama-bench, vLLM/SGLang bench JSON/JSONL, text logs)."""
+MAX_LOG_LINES = 200_000
+"""Lines of one text log (real benchmark and startup logs: a few thousand); counted before any line is parsed."""
+MAX_MEASUREMENTS = 1_000
+"""Measurements (records, table rows) per log, counted before they are predicted: each distinct one is a
+prediction (~5 ms of CPU), and real benchmark sweeps have tens to hundreds."""
+MAX_LOG_JSON_CONTAINERS = 100_000
+"""JSON objects and arrays of one JSON/JSONL log, counted before json.loads (a vLLM --save-detailed result holds one
+list per request)."""
+MAX_PROFILE_BYTES = 4 * MiB
+"""A calibration profile (YAML written by `calibrate`: a few KB)."""
+MAX_GGUF_ARRAY_ITEMS = 2**20
+"""Items of one array in a GGUF header (token lists: the largest real vocabularies are ~2**18), checked before any
+item is read; the reader skips string arrays (only their length is used) instead of building an object per item."""
+MAX_GGUF_KV = 100_000
+"""Key/value pairs of a GGUF header (real ones: < 100)."""
+MAX_GGUF_TENSORS = 2**18
+"""Tensors of one GGUF file (real ones: < 5,000; unmerged per-expert tensors of the largest MoE: ~50,000)."""
+MAX_HUB_TOTAL_S = 60.0
+"""Total seconds one Hugging Face Hub request may take (connect + every read), on top of the per-read
+HUB_TIMEOUT_S: a server that trickles its answer is cut off."""
+MAX_SAFETENSORS_DIM = 2**40
+"""One dimension of a tensor in a safetensors header."""
+MAX_TOTAL_SIZE_BYTES = 2**60
+"""`metadata.total_size` of a safetensors index (same as MAX_SIZE_BYTES)."""
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -180,30 +243,36 @@ def nesting_depth(obj: Any, limit: int = MAX_NESTING) -> int:
     return deepest
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def json_shape(text: str | bytes, max_depth: int = MAX_NESTING, max_containers: int | None = None) -> tuple[int, int]:
+    """(deepest nesting, number of containers) of JSON text, counted outside strings before json.loads (whose
+    recursion a deep file exhausts), in C-speed passes; stops counting once either limit is passed."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    depth = deepest = containers = 0
+    for ch in brackets:
+        if ch in "[{":
+            depth += 1
+            containers += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > max_depth:
+                    break
+            if max_containers is not None and containers > max_containers:
+                break
+        else:
+            depth -= 1
+    return deepest, containers
+
+
 def json_depth_ok(text: str | bytes, limit: int = MAX_NESTING) -> bool:
     """Cheap pre-check of JSON text before json.loads (whose recursion a deep file exhausts): bracket depth,
     counted outside strings."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    depth = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
+    return json_shape(text, limit)[0] <= limit
 
 
 def read_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
@@ -336,3 +405,57 @@ def write_file(path: str | os.PathLike, text: str, what: str = "output file") ->
     except OSError as e:
         raise InputError(f"{what} {clip_for_message(str(path))}: cannot write "
                          f"({e.strerror or type(e).__name__})") from None
+
+
+def check_out_dir(path: str | os.PathLike | None, what: str = "--out") -> None:
+    """Before any work: `path` can become a writable output folder (it is one, or its nearest existing ancestor is
+    a writable folder), and is created (prepare_out_dir) so that /proc, a read-only mount or a full disk fail now,
+    not after minutes of solving; InputError otherwise."""
+    if path is None:
+        return
+    s = str(path)
+    if not s.strip() or len(s) > MAX_PATH_CHARS or has_control(s):
+        raise InputError(f"{what}: not a usable folder name: {clip_for_message(s)}")
+    p = Path(s).absolute()
+    for q in (p, *p.parents):
+        try:
+            st = os.stat(q)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as e:
+            why = getattr(e, "strerror", None) or type(e).__name__
+            raise InputError(f"{what} {clip_for_message(s)}: cannot use ({why})") from None
+        if not stat.S_ISDIR(st.st_mode):
+            which = "exists and is" if q == p else "a parent is"
+            raise InputError(f"{what} {clip_for_message(s)}: {which} not a folder")
+        if not os.access(q, os.W_OK | os.X_OK):
+            raise InputError(f"{what} {clip_for_message(s)}: folder is not writable")
+        break
+    prepare_out_dir(p, what)
+
+
+def yaml_depth(text: str, limit: int = MAX_NESTING) -> int:
+    """Deepest nesting of YAML (or JSON) text, from the parser's event stream, before anything composes it: the
+    composers recurse per level (libyaml's, under yaml.CSafeLoader, in C: a 100,000-deep file crashes the
+    interpreter; PyYAML's hits the recursion limit). Stops counting once past `limit`. YAMLError on bad syntax."""
+    import yaml
+    parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    opening = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+    closing = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    depth = deepest = 0
+    try:
+        while True:
+            ev = parser.get_event()
+            if ev is None or isinstance(ev, yaml.StreamEndEvent):
+                break
+            if isinstance(ev, opening):
+                depth += 1
+                if depth > deepest:
+                    deepest = depth
+                    if deepest > limit:
+                        break
+            elif isinstance(ev, closing):
+                depth -= 1
+    finally:
+        parser.dispose()
+    return deepest

@@ -1,6 +1,7 @@
 """Run `rigopt` argv in a forked child of this process (imports and catalogue already loaded, so a run costs
-milliseconds, not an interpreter start), with a wall-clock timeout and an address-space cap, and report what a
-user would see: exit code, stdout, stderr, seconds, peak memory. Used by tests/test_hostile.py and bench/fuzz.py."""
+milliseconds, not an interpreter start), with an address-space cap, an optional CPU-time cap and a wall-clock guard
+against hangs, and report what a user would see: exit code, stdout, stderr, CPU seconds, peak memory. Used by
+tests/test_hostile.py and bench/fuzz.py."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Run:
     seconds: float
     max_rss_bytes: int
     timed_out: bool = False
+    cpu_seconds: float = 0.0  # user + system CPU of the child: what limits assert (wall time varies with load)
 
     @property
     def error_lines(self) -> list[str]:
@@ -38,10 +40,14 @@ class Run:
         return "internal error" in self.err
 
 
-def _child(argv: list[str], cwd: str | None, mem_cap: int, out_fd: int, err_fd: int) -> None:
+def _child(argv: list[str], cwd: str | None, mem_cap: int, out_fd: int, err_fd: int, cpu_cap: float = 0) -> None:
     try:
         if mem_cap:
             resource.setrlimit(resource.RLIMIT_AS, (mem_cap, mem_cap))
+        if cpu_cap:  # SIGXCPU then SIGKILL past the cap: a runaway child costs bounded CPU whatever the load
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            soft = int(used.ru_utime + used.ru_stime + cpu_cap) + 1
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
@@ -67,8 +73,11 @@ def _child(argv: list[str], cwd: str | None, mem_cap: int, out_fd: int, err_fd: 
         os._exit(99)
 
 
-def run_cli(argv: list[str], cwd: str | None = None, timeout: float = 20.0, mem_cap: int = 6 * GiB) -> Run:
-    """`rigopt *argv` in a forked child; killed after `timeout` seconds; address space capped at `mem_cap`."""
+def run_cli(argv: list[str], cwd: str | None = None, timeout: float = 20.0, mem_cap: int = 6 * GiB,
+            cpu_cap: float = 0) -> Run:
+    """`rigopt *argv` in a forked child; address space capped at `mem_cap`, CPU time at `cpu_cap` seconds (0: no
+    cap); killed after `timeout` seconds of wall time only as a guard against a hang (a child that waits on
+    nothing uses no CPU). Limits are asserted on `cpu_seconds`, never on the wall `seconds`."""
     argv = [str(a) for a in argv]
     with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
         sys.stdout.flush()
@@ -76,7 +85,7 @@ def run_cli(argv: list[str], cwd: str | None = None, timeout: float = 20.0, mem_
         t0 = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            _child(argv, cwd, mem_cap, fo.fileno(), fe.fileno())
+            _child(argv, cwd, mem_cap, fo.fileno(), fe.fileno(), cpu_cap)
         timed_out = False
         status, rusage = 0, None
         while True:
@@ -96,4 +105,5 @@ def run_cli(argv: list[str], cwd: str | None = None, timeout: float = 20.0, mem_
         out = fo.read().decode("utf-8", "replace")
         err = fe.read().decode("utf-8", "replace")
     rss = rusage.ru_maxrss * 1024 if rusage is not None else 0
-    return Run(argv, code, out, err, seconds, rss, timed_out)
+    cpu = rusage.ru_utime + rusage.ru_stime if rusage is not None else 0.0
+    return Run(argv, code, out, err, seconds, rss, timed_out, cpu)

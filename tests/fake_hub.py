@@ -28,6 +28,10 @@ class Repo:
     commit: str = "0123456789abcdef0123456789abcdef01234567"
     gated: bool = False
     lie_size: dict[str, int] = field(default_factory=dict)  # Content-Length to announce on HEAD instead of the real one
+    # hostile behaviours (tests/test_hostile_surfaces.py, bench/fuzz.py):
+    trickle_s: float = 0.0        # send every answer body one byte at a time, this many seconds apart
+    redirect_to: str | None = None  # answer the listing and every file with a 302 to this base URL (another host)
+    bad_header: bool = False      # answer the listing with a malformed HTTP header line
 
 
 class FakeHub:
@@ -61,7 +65,8 @@ class FakeHub:
 
     # ------------------------------------------------------------------ responses
     @staticmethod
-    def _send(h: BaseHTTPRequestHandler, method: str, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _send(h: BaseHTTPRequestHandler, method: str, status: int, body: bytes, headers: dict[str, str],
+              trickle_s: float = 0.0) -> None:
         h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, v)
@@ -69,7 +74,17 @@ class FakeHub:
             h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         if method == "GET":
-            h.wfile.write(body)
+            if trickle_s <= 0:
+                h.wfile.write(body)
+                return
+            import time
+            for i in range(len(body)):  # a byte at a time: every read returns before its timeout
+                try:
+                    h.wfile.write(body[i:i + 1])
+                    h.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(trickle_s)
 
     def _error(self, h, method, status: int, code: str) -> None:
         body = json.dumps({"error": code}).encode()
@@ -92,6 +107,12 @@ class FakeHub:
         if r is None:
             self._error(h, method, 404, "RepoNotFound")
             return None
+        if r.redirect_to:
+            self._send(h, method, 302, b"", {"Location": r.redirect_to.rstrip("/") + h.path})
+            return None
+        if r.bad_header:
+            h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: x\x00y\r\nBroken header without colon\r\n\r\n{}")
+            return None
         if rev not in ("main", r.commit):
             self._error(h, method, 404, "RevisionNotFound")
             return None
@@ -104,7 +125,7 @@ class FakeHub:
         body = json.dumps({"_id": "x", "id": repo, "modelId": repo, "sha": r.commit, "private": False,
                            "gated": "manual" if r.gated else False, "disabled": False, "tags": [],
                            "siblings": [{"rfilename": f} for f in sorted(r.files)]}).encode()
-        self._send(h, method, 200, body, {"Content-Type": "application/json"})
+        self._send(h, method, 200, body, {"Content-Type": "application/json"}, r.trickle_s)
 
     def resolve(self, h, method, repo: str, rev: str, filename: str) -> None:
         r = self._repo(h, method, repo, rev)
@@ -129,7 +150,7 @@ class FakeHub:
             b = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
             headers["Content-Range"] = f"bytes {a}-{b}/{len(data)}"
             return self._send(h, method, 206, data[a:b + 1], headers)
-        self._send(h, method, 200, data, headers)
+        self._send(h, method, 200, data, headers, r.trickle_s)
 
 
 def safetensors_bytes(tensors: dict[str, tuple[str, list[int]]], bytes_per: dict[str, int]) -> bytes:

@@ -249,18 +249,18 @@ def test_graph_attributes():
 
 def test_128_node_cluster_is_fast():
     node = get_node("hgx-h100-8")
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     g = build_cluster_graph(node, 128)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
     assert sum(1 for _, d in g.nodes(data=True) if d["kind"] == "gpu") == 1024
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     t = Topology(node, 128)
     bw, lat = t.ep_bandwidth(1024)
     assert bw == min(_bw("nvlink4"), _bw("ib-ndr") * 8 / 8)
     assert 0 < lat < 1e-4
     assert t.tp_bandwidth(64)[0] == _bw("ib-ndr")
     assert t.n_gpus == 1024 and t.gpus()[-1] == ("gpu", 127, 7)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
     # node pairs far apart answer like nodes 0 and 1
     assert t.bandwidth(("gpu", 100, 2), ("gpu", 17, 6)) == t.bandwidth(("gpu", 0, 2), ("gpu", 1, 6))
     assert t.latency(("gpu", 100, 2), ("gpu", 17, 6)) == t.latency(("gpu", 1, 2), ("gpu", 0, 6))

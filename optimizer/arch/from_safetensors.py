@@ -28,7 +28,7 @@ from typing import Any
 from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.from_gguf import TensorInfo, WeightsFile
 from optimizer.errors import ModelFormatError
-from optimizer.limits import clip_for_message
+from optimizer.limits import MAX_SAFETENSORS_DIM, MAX_SIZE_BYTES, clip_for_message
 
 _SCALE = re.compile(r"(\.weight_scale_2|\.weight_scale_inv|_scale_inv|\.weight_scale|weight_scale|input_scale|\.scale|_scale)$")
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d{1,9})\.")
@@ -117,6 +117,28 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
     return check_header(header, label, size - 8 - n)
 
 
+# Element sizes of the safetensors dtypes (huggingface/safetensors safetensors/src/tensor.rs, `enum Dtype` and
+# `Dtype::bitsize`; the sub-byte float formats F4 / F6_* and F8_E8M0 since safetensors 0.6). A header naming any
+# other dtype, or whose shape does not fill its data_offsets, is refused as the safetensors library refuses it
+# (SafeTensorError::TensorInvalidInfo).
+DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
+              "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+              "C64": 64, "F64": 64, "I64": 64, "U64": 64}
+
+
+def index_total_size(index: Any, label: str) -> int | None:
+    """`metadata.total_size` of a parsed model.safetensors.index.json: None when absent; a ModelFormatError when
+    present but not a whole number of bytes in 1..MAX_SIZE_BYTES (-1, 1e309, "big" are refused, not read as 0)."""
+    meta = index.get("metadata") if isinstance(index, dict) else None
+    if not isinstance(meta, dict) or meta.get("total_size") is None:
+        return None
+    total = meta["total_size"]
+    if isinstance(total, bool) or not isinstance(total, int) or not 0 < total <= MAX_SIZE_BYTES:
+        raise ModelFormatError(f"{label}: metadata.total_size must be a byte count within 1..{MAX_SIZE_BYTES}, got "
+                               f"{clip_for_message(total, 40)}")
+    return total
+
+
 def check_header(header: dict[str, Any], label: str, data_bytes: int | None) -> dict[str, dict[str, Any]]:
     """{tensor name: entry} of a parsed safetensors header (the `__metadata__` entry dropped), each entry checked for
     a dtype, a shape and data offsets; offsets are checked against `data_bytes` (the bytes after the header) when the
@@ -133,8 +155,19 @@ def check_header(header: dict[str, Any], label: str, data_bytes: int | None) -> 
             raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has no valid dtype/shape/data_offsets in the header")
         assert isinstance(offs, list)  # checked by `ok` above
         a, b = offs
-        if not 0 <= a <= b or any(s < 0 for s in entry["shape"]):
+        if not 0 <= a <= b <= MAX_SIZE_BYTES or any(not 0 <= s <= MAX_SAFETENSORS_DIM for s in entry["shape"]) \
+                or len(entry["shape"]) > 16:
             raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has invalid data_offsets {clip_for_message(offs)} or shape")
+        bits = DTYPE_BITS.get(entry["dtype"])
+        if bits is None:
+            raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r} has unknown dtype "
+                                   f"{clip_for_message(entry['dtype'], 20)!r} (safetensors defines {', '.join(DTYPE_BITS)})")
+        n_el = 1
+        for d in entry["shape"]:
+            n_el *= d
+        if (n_el * bits + 7) // 8 != b - a:
+            raise ModelFormatError(f"{label}: tensor {clip_for_message(name)!r}: shape {clip_for_message(entry['shape'], 60)} "
+                                   f"of {entry['dtype']} is not its {b - a:,} data bytes")
         if data_bytes is not None and b > data_bytes:
             raise ModelFormatError(f"{label}: truncated: tensor {clip_for_message(name)!r} ends at data byte {b}, "
                                    f"file holds {data_bytes}")
@@ -189,9 +222,8 @@ def read_safetensors_dir(path: str | Path) -> WeightsFile:
     present = [folder / s for s in shard_names if (folder / s).is_file()]
 
     if not present:
-        meta = (index or {}).get("metadata")
-        total = meta.get("total_size") if isinstance(meta, dict) else None
-        if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+        total = index_total_size(index, f"{folder.name}: model.safetensors.index.json")
+        if total is not None:
             return WeightsFile(path=str(folder), spec=spec, tensors=(), file_bytes=total, format="safetensors")
         raise ModelFormatError(f"{folder.name}: no safetensors shards and no metadata.total_size in "
                                "model.safetensors.index.json")

@@ -24,20 +24,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.from_gguf import WeightsFile
-from optimizer.arch.from_safetensors import check_header, tensors_from_headers
+from optimizer.arch.from_safetensors import check_header, index_total_size, tensors_from_headers
 from optimizer.arch.hf_quant import storage_from_hf
 from optimizer.arch.spec import ModelSpec
 from optimizer.errors import CatalogError, InputError, ModelFormatError, RigoptError
 from optimizer.limits import (
     HUB_TIMEOUT_S,
     MAX_CONFIG_BYTES,
+    MAX_HUB_TOTAL_S,
     MAX_INDEX_BYTES,
     MAX_SAFETENSORS_SHARDS,
     clip_for_message,
@@ -136,8 +140,100 @@ def _as_error(e: BaseException, repo: str, rev: str | None, what: str) -> Rigopt
         if status in (401, 403):
             return CatalogError(f"{name}: access refused ({code}): set HF_TOKEN to a token that may read it")
         return CatalogError(f"{name}: the Hub answered {code} for {what}")
-    return CatalogError(f"{name}: cannot reach the Hub at {clip_for_message(endpoint(), 60)} for {what} "
-                        f"({type(e).__name__})")
+    if isinstance(e, OSError) or type(e).__name__ in _NETWORK_ERRORS:
+        return CatalogError(f"{name}: cannot reach the Hub at {clip_for_message(endpoint(), 60)} for {what} "
+                            f"({type(e).__name__})")
+    return CatalogError(f"{name}: the Hub at {clip_for_message(endpoint(), 60)} sent a malformed answer for {what} "
+                        f"({type(e).__name__}: {clip_for_message(str(e).splitlines()[0] if str(e) else '', 80)})")
+
+
+# httpx's transport failures (httpx2 in huggingface_hub 2.x): the network, not the answer, failed
+_NETWORK_ERRORS = {"ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException",
+                   "NetworkError", "ReadError", "WriteError", "CloseError", "ProxyError"}
+
+
+class _HubStop(BaseException):  # noqa: N818 - BaseException so huggingface_hub's retry/wrap handlers let it through
+    """A request refused by rigopt's guard (another host, offline) or cut off by the total deadline."""
+
+
+# Hosts a request may go to besides the endpoint's own: the official Hub's file CDNs (LFS and Xet storage answer
+# /resolve/ of large files with a redirect there). A custom HF_ENDPOINT (a mirror, a test server) gets no others.
+_HUB_HOSTS = ("huggingface.co", "hf.co")
+
+
+def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
+    return scheme, host.lower().rstrip("."), port or {"http": 80, "https": 443}.get(scheme, 0)
+
+
+def _allowed_origin(origin: tuple[str, str, int], ep: tuple[str, str, int]) -> bool:
+    """The endpoint's own origin (scheme, host, port); for the official Hub also its https CDN subdomains."""
+    if origin == ep:
+        return True
+    scheme, host, port = origin
+    return ep[1] in _HUB_HOSTS and scheme == "https" and port == 443 and any(
+        host == h or host.endswith("." + h) for h in _HUB_HOSTS)
+
+
+def _guard(request: Any) -> None:
+    """httpx request hook: no request when offline, none to a host other than the endpoint's (redirects included),
+    none after the total deadline."""
+    if offline():
+        raise _HubStop("--offline / HF_HUB_OFFLINE=1 forbids the network")
+    from urllib.parse import urlsplit
+    ep = urlsplit(endpoint())
+    try:
+        ep_origin = _origin(ep.scheme, ep.hostname or "", ep.port)
+    except ValueError:
+        raise _HubStop("HF_ENDPOINT is not a usable URL") from None
+    url = request.url
+    origin = _origin(str(url.scheme), str(url.host or ""), url.port)
+    if not _allowed_origin(origin, ep_origin):
+        raise _HubStop(f"refused a request to another host ({clip_for_message(f'{origin[1]}:{origin[2]}', 60)}), "
+                       "not the Hub endpoint")
+    if _DEADLINE[0] is not None and time.monotonic() > _DEADLINE[0]:
+        raise _HubStop(f"no complete answer within {MAX_HUB_TOTAL_S:g} s")
+
+
+_DEADLINE: list[float | None] = [None]
+_GUARD_INSTALLED = [False]
+
+
+def _install_guard(hf: Any) -> None:
+    """Every request huggingface_hub makes goes through its shared httpx client: add the guard hook to it."""
+    if _GUARD_INSTALLED[0]:
+        return
+    from huggingface_hub.utils import _http
+
+    def factory() -> Any:
+        client = _http.default_client_factory()
+        hooks = client.event_hooks
+        client.event_hooks = {**hooks, "request": [*hooks.get("request", []), _guard]}
+        return client
+
+    hf.set_client_factory(factory)
+    _GUARD_INSTALLED[0] = True
+
+
+class _Deadline:
+    """MAX_HUB_TOTAL_S for one Hub call, all requests and reads included: the per-read timeout alone lets a server
+    that trickles a byte every few seconds hold a request open for ever. SIGALRM in the main thread (where the
+    CLI runs); elsewhere only the request hook's check between requests applies."""
+
+    def __enter__(self) -> _Deadline:
+        _DEADLINE[0] = time.monotonic() + MAX_HUB_TOTAL_S
+        self.armed = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+        if self.armed:
+            def expire(_signum: int, _frame: Any) -> None:
+                raise _HubStop(f"no complete answer within {MAX_HUB_TOTAL_S:g} s")
+            self.old = signal.signal(signal.SIGALRM, expire)
+            signal.setitimer(signal.ITIMER_REAL, MAX_HUB_TOTAL_S)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _DEADLINE[0] = None
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.old)
 
 
 class _Hub:
@@ -155,6 +251,7 @@ class _Hub:
         # No requests beyond the model's files: the user-agent's telemetry part fetches an "agent harness" registry
         # from the endpoint (huggingface_hub utils/_headers.py build_hf_headers -> detect_agent); turn it off.
         constants.HF_HUB_DISABLE_TELEMETRY = True
+        _install_guard(huggingface_hub)
         self.hf = huggingface_hub
         self.repo, self.rev = repo, rev
         self.revision = rev or "main"
@@ -163,7 +260,10 @@ class _Hub:
 
     def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _Deadline():
+                return fn(*args, **kwargs)
+        except _HubStop as e:
+            raise CatalogError(f"{_label(self.repo, self.rev)}: {what}: {e}") from None
         except Exception as e:  # the network boundary: every failure becomes one error line
             raise _as_error(e, self.repo, self.rev, what) from None
 
@@ -282,9 +382,7 @@ def hub_model(repo: str, rev: str | None) -> HubModel:
     where = f"hf:{repo}@{commit}"
     spec = spec_from_config(config, name=repo, source=f"{where}/config.json")
     storage = storage_from_hf(config, hfq)
-    meta = index.get("metadata") if isinstance(index, dict) else None
-    total = meta.get("total_size") if isinstance(meta, dict) else None
-    total = total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else None
+    total = index_total_size(index, f"{_label(repo, rev)}: {INDEX}")
     wf: WeightsFile | None = None
     if headers:
         tensors = tensors_from_headers(headers, len(spec.main_layers))

@@ -33,13 +33,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from optimizer.detect.match import match_apple, match_gpu
+from optimizer.errors import InputError
+from optimizer.limits import (
+    MAX_DETECTED_DEVICES,
+    MAX_NESTING,
+    MAX_NUMBER_CHARS,
+    MAX_SIZE_BYTES,
+    MAX_TOOL_OUTPUT_BYTES,
+    clip_for_message,
+    json_shape,
+)
 
 DEFAULT_ROOT = Path("/")
 TOOL_TIMEOUT_S = 10.0
-MAX_TOOL_OUTPUT = 4 * 2**20
-MAX_FILE_BYTES = 4 * 2**20
+MAX_TOOL_OUTPUT = MAX_TOOL_OUTPUT_BYTES
+MAX_FILE_BYTES = MAX_TOOL_OUTPUT_BYTES
 NVIDIA_QUERY = ("index,name,memory.total,pcie.link.gen.max,pcie.link.width.max,pcie.link.gen.current,"
                 "pcie.link.width.current,pci.bus_id")
+MAX_NAME = 256  # characters of a device name kept from a tool's output
 VENDORS = {"0x10de": "nvidia", "0x1002": "amd", "0x8086": "intel", "0x1da3": "habana", "0x106b": "apple"}
 GT_S_TO_GEN = {"2.5": 1, "5.0": 2, "8.0": 3, "16.0": 4, "32.0": 5, "64.0": 6}
 
@@ -130,42 +141,117 @@ class Probe:
         except OSError as e:
             self.unread.append(f"{argv[0]}: cannot run ({e.strerror or type(e).__name__})")
             return None
-        try:
-            out, err = proc.communicate(timeout=TOOL_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the tool and whatever it started (its own session)
-            except OSError:
-                proc.kill()
-            proc.communicate()
+        out, err, timed_out = _bounded_output(proc)
+        if timed_out:
             self.unread.append(f"{argv[0]}: no answer within {TOOL_TIMEOUT_S:g} s")
             return None
+        if len(out) > MAX_TOOL_OUTPUT:
+            raise InputError(f"{argv[0]} printed more than {MAX_TOOL_OUTPUT:,} bytes")
         if proc.returncode != 0:
             lines = err[:200].decode("utf-8", "replace").strip().splitlines()
             self.unread.append(f"{argv[0]}: exit code {proc.returncode}" + (f" ({lines[0]})" if lines else ""))
             return None
-        return out[:MAX_TOOL_OUTPUT].decode("utf-8", "replace")
+        return out.decode("utf-8", "replace")
+
+
+def _bounded_output(proc: subprocess.Popen) -> tuple[bytes, bytes, bool]:
+    """(stdout, stderr, timed out) of a running tool, reading at most MAX_TOOL_OUTPUT + 1 bytes of stdout and 4 KiB
+    of stderr: a tool that prints without end is killed (with its session) once past the limit or TOOL_TIMEOUT_S,
+    so memory stays bounded whatever it prints."""
+    import selectors
+    import time
+    limits: dict[Any, int] = {proc.stdout: MAX_TOOL_OUTPUT + 1, proc.stderr: 4096}
+    bufs: dict[Any, bytearray] = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    sel = selectors.DefaultSelector()
+    for f in bufs:
+        sel.register(f, selectors.EVENT_READ)
+    deadline = time.monotonic() + TOOL_TIMEOUT_S
+    timed_out = over = False
+    while sel.get_map():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        for key, _ in sel.select(timeout=left):
+            chunk = os.read(key.fd, 1 << 16)
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            buf = bufs[key.fileobj]
+            buf += chunk[:max(limits[key.fileobj] - len(buf), 0)]
+            if key.fileobj is proc.stdout and len(buf) >= limits[proc.stdout]:
+                over = True
+        if over:
+            break
+    sel.close()
+    if timed_out or over:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the tool and whatever it started (its own session)
+        except OSError:
+            proc.kill()
+    for f in bufs:
+        f.close()
+    try:
+        proc.wait(timeout=TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out
 
 
 # ------------------------------------------------------------------------------------------ GPUs
-def _int(s: Any) -> int | None:
+def _int(s: Any, what: str = "a vendor tool") -> int | None:
+    """An integer a tool printed, None when it printed none; InputError naming the tool when it is absurd (more
+    than MAX_NUMBER_CHARS digits or above MAX_SIZE_BYTES): no real memory size, count or link width is."""
+    t = str(s).strip() if s is not None else ""
+    if len(t) > MAX_NUMBER_CHARS and t.lstrip("+-").isdigit():
+        raise InputError(f"{what} printed a number of {len(t):,} digits: {clip_for_message(t, 40)}")
     try:
-        return int(str(s).strip())
-    except (TypeError, ValueError):
+        v = int(t)
+    except ValueError:
+        return None
+    return _in_range(v, what)
+
+
+def _in_range(v: int, what: str) -> int:
+    if not -MAX_SIZE_BYTES <= v <= MAX_SIZE_BYTES:
+        raise InputError(f"{what} printed an out-of-range number: {clip_for_message(v, 40)}")
+    return v
+
+
+def _count_devices(n: int, tool: str) -> None:
+    if n > MAX_DETECTED_DEVICES:
+        raise InputError(f"{tool} reports {n:,} devices, more than the limit of {MAX_DETECTED_DEVICES}")
+
+
+def _json(text: str, tool: str) -> Any:
+    """A tool's JSON output, nesting and size checked before json.loads (whose recursion a deep document exhausts);
+    None when it is not JSON."""
+    depth, containers = json_shape(text, MAX_NESTING, 100 * MAX_DETECTED_DEVICES)
+    if depth > MAX_NESTING:
+        raise InputError(f"{tool} printed JSON nested deeper than {MAX_NESTING} levels")
+    if containers > 100 * MAX_DETECTED_DEVICES:
+        raise InputError(f"{tool} printed more than {100 * MAX_DETECTED_DEVICES:,} JSON objects/arrays")
+    try:
+        return json.loads(text)
+    except ValueError:
         return None
 
 
 def nvidia_gpus(text: str) -> list[Gpu]:
     out = []
+    tool = "nvidia-smi"
+    _count_devices(sum(1 for line in text.splitlines() if line.strip()), tool)
     for line in text.splitlines():
         f = [x.strip() for x in line.split(",")]
-        if len(f) < 8 or _int(f[0]) is None:
+        if len(f) < 8 or _int(f[0], tool) is None:
             continue
-        mib = _int(f[2])
-        out.append(Gpu(index=_int(f[0]) or 0, name=f[1], source="nvidia-smi",
-                       memory_bytes=mib * 2**20 if mib is not None else None, pcie_gen_max=_int(f[3]),
-                       pcie_width_max=_int(f[4]), pcie_gen_current=_int(f[5]), pcie_width_current=_int(f[6]),
-                       bus_id=f[7].lower() or None))
+        mib = _int(f[2], tool)
+        out.append(Gpu(index=_int(f[0], tool) or 0, name=f[1][:MAX_NAME], source=tool,
+                       memory_bytes=_in_range(mib * 2**20, tool) if mib is not None else None,
+                       pcie_gen_max=_int(f[3], tool), pcie_width_max=_int(f[4], tool),
+                       pcie_gen_current=_int(f[5], tool), pcie_width_current=_int(f[6], tool),
+                       bus_id=f[7].lower()[:MAX_NAME] or None))
     return out
 
 
@@ -178,39 +264,44 @@ def _ci(d: dict[str, Any], *names: str) -> Any:
 
 
 def rocm_gpus(text: str) -> list[Gpu]:
-    try:
-        data = json.loads(text)
-    except ValueError:
+    tool = "rocm-smi"
+    data = _json(text, tool)
+    if not isinstance(data, dict):
         return []
+    cards = [k for k in data if re.fullmatch(r"card\d{1,6}", str(k))]
+    _count_devices(len(cards), tool)
     out = []
-    for card in sorted((k for k in data if re.fullmatch(r"card\d+", str(k))), key=lambda k: int(k[4:])):
+    for card in sorted(cards, key=lambda k: int(k[4:])):
         v = data[card]
         if not isinstance(v, dict):
             continue
         name = _ci(v, "Card Series", "Card series", "Card SKU", "Card Model") or card
-        out.append(Gpu(index=int(card[4:]), name=str(name), source="rocm-smi",
-                       memory_bytes=_int(_ci(v, "VRAM Total Memory (B)"))))
+        out.append(Gpu(index=int(card[4:]), name=str(name)[:MAX_NAME], source=tool,
+                       memory_bytes=_int(_ci(v, "VRAM Total Memory (B)"), tool)))
     return out
 
 
 def apple(text: str) -> tuple[list[Gpu], Cpu, int | None]:
     """(the SoC as one unified-memory accelerator, the CPU, memory in GB as Apple states it)."""
-    try:
-        data = json.loads(text)
-    except ValueError:
+    tool = "system_profiler"
+    data = _json(text, tool)
+    if not isinstance(data, dict):
         return [], Cpu(), None
-    hw = (data.get("SPHardwareDataType") or [{}])[0]
-    disp = (data.get("SPDisplaysDataType") or [{}])[0]
-    chip = str(hw.get("chip_type") or disp.get("sppci_model") or "")
+    hws, disps = data.get("SPHardwareDataType") or [{}], data.get("SPDisplaysDataType") or [{}]
+    hw = hws[0] if isinstance(hws, list) and hws and isinstance(hws[0], dict) else {}
+    disp = disps[0] if isinstance(disps, list) and disps and isinstance(disps[0], dict) else {}
+    chip = str(hw.get("chip_type") or disp.get("sppci_model") or "")[:MAX_NAME]
     m = re.match(r"(\d+)\s*GB", str(hw.get("physical_memory", "")))
-    gb = int(m.group(1)) if m else None
+    gb = _in_range(_int(m.group(1), tool) or 0, tool) if m else None
+    if gb is not None and gb * 2**30 > MAX_SIZE_BYTES:
+        raise InputError(f"{tool} printed an out-of-range memory size: {gb:,} GB")
     procs = re.match(r"proc (\d+)", str(hw.get("number_processors", "")))
-    cpu = Cpu(model=chip or None, sockets=1, cores=int(procs.group(1)) if procs else None,
-              threads=int(procs.group(1)) if procs else None, source="system_profiler")
+    n_procs = _int(procs.group(1), tool) if procs else None
+    cpu = Cpu(model=chip or None, sockets=1, cores=n_procs, threads=n_procs, source="system_profiler")
     if not chip:
         return [], cpu, gb
     key, why = match_apple(chip, gb)
-    cores = disp.get("sppci_cores")
+    cores = _int(disp.get("sppci_cores"), tool)
     name = f"{chip} ({cores}-core GPU)" if cores else chip
     return [Gpu(index=0, name=name, source="system_profiler", memory_bytes=gb * 2**30 if gb else None,
                 catalogue_key=key, match=why)], cpu, gb
@@ -281,7 +372,7 @@ def cpuinfo_cpu(text: str) -> Cpu:
 
 def meminfo_total(text: str) -> int | None:
     m = re.search(r"^MemTotal:\s+(\d+)\s*kB", text, re.M)
-    return int(m.group(1)) * 1024 if m else None
+    return _in_range((_int(m.group(1), "/proc/meminfo") or 0) * 1024, "/proc/meminfo") if m else None
 
 
 _SIZE_UNITS = {"kb": 2**10, "mb": 2**20, "gb": 2**30, "tb": 2**40}
@@ -297,16 +388,18 @@ def dmidecode_memory(text: str) -> dict[str, Any]:
         m = re.match(r"(\d+)\s*([KMGT]B)", kv.get("Size", ""), re.I)
         if not m:
             continue  # "No Module Installed"
-        dimms.append(int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+        dimms.append(_in_range((_int(m.group(1), "dmidecode") or 0) * _SIZE_UNITS[m.group(2).lower()], "dmidecode"))
         if kv.get("Type") not in (None, "", "Unknown", "Other"):
             ddr.add(kv["Type"])
         sp = re.match(r"(\d+)\s*MT/s", kv.get("Configured Memory Speed", kv.get("Speed", "")))
         if sp:
-            speeds.append(int(sp.group(1)))
+            speeds.append(_int(sp.group(1), "dmidecode") or 0)
         ch = re.search(r"CHANNEL\s*([A-Z0-9]+)", kv.get("Bank Locator", "") + " " + kv.get("Locator", ""), re.I)
         if ch:
             channels.add(ch.group(1).upper())
-    return {"installed_bytes": sum(dimms) or None, "dimms": len(dimms) or None,
+    if len(dimms) > 64 * MAX_DETECTED_DEVICES:
+        raise InputError(f"dmidecode reports {len(dimms):,} memory devices, more than {64 * MAX_DETECTED_DEVICES:,}")
+    return {"installed_bytes": _in_range(sum(dimms), "dmidecode") or None, "dimms": len(dimms) or None,
             "ddr": sorted(ddr)[0] if len(ddr) == 1 else None, "speed_mt_s": min(speeds) if speeds else None,
             "channels": len(channels) or None}
 
@@ -324,7 +417,8 @@ def nvme_drives(p: Probe) -> list[Nvme]:
         size = 0
         for ns in sorted((base / c).glob(f"{c}n*")):
             sectors = _int(p.file(f"{rel}/{ns.name}/size"))
-            size += (sectors or 0) * 512  # sysfs block sizes are in 512-byte sectors whatever the LBA size
+            # sysfs block sizes are in 512-byte sectors whatever the LBA size
+            size = _in_range(size + (sectors or 0) * 512, "sysfs")
         out.append(Nvme(name=c, model=(p.file(f"{rel}/model") or "").strip() or None, size_bytes=size or None,
                         pcie_gen=_gen(p.file(f"{rel}/device/current_link_speed")),
                         pcie_width=_int(p.file(f"{rel}/device/current_link_width"))))

@@ -29,12 +29,14 @@ import yaml
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
+from optimizer.errors import InputError
 from optimizer.export import export_plan
-from optimizer.export.common import ENGINE_VERSIONS, HTTP_PORT, Command, ExportFile, Var, quote
+from optimizer.export.common import ENGINE_VERSIONS, HTTP_PORT, Command, ExportError, ExportFile, Var, quote
 from optimizer.export.k8s import IMAGE as VLLM_IMAGE
 from optimizer.fleet.capacity import SLA, Config, Replica
 from optimizer.fleet.solve import Fleet, FleetResult, Pool
 from optimizer.layout import Parallel
+from optimizer.limits import clip_for_message, prepare_out_dir, safe_component, under, write_file
 from optimizer.solver import plan as P
 
 SGLANG_IMAGE = f"lmsysorg/sglang:v{ENGINE_VERSIONS['sglang']}"  # image tag assumed from SGLang's release naming
@@ -383,8 +385,6 @@ def export_fleet(
     fleet = fleet or res.fleet
     out = FleetExport()
     if fleet is None:
-        from optimizer.export.common import ExportError
-
         raise ExportError("no fleet to export (the search found none)")
     manifests: list[str] = []
     readme = [
@@ -480,12 +480,17 @@ def export_fleet(
     out.files.append(ExportFile("README.md", "\n".join(readme) + "\n"))
     out.files.append(ExportFile("fleet.json", res.model_dump_json(indent=2) + "\n"))
     if out_dir is not None:
-        d = Path(out_dir)
+        d = prepare_out_dir(out_dir)
         for f in out.files:
-            p = d / f.name
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(f.content)
+            if any(safe_component(part) != part for part in f.name.split("/")):
+                raise ExportError(f"refusing to write {clip_for_message(f.name)}: not a plain file name")
+            p = under(d, d / f.name)
+            prepare_out_dir(p.parent)
+            write_file(p, f.content, "--out")
             if f.executable:
-                p.chmod(0o755)
+                try:
+                    p.chmod(0o755)
+                except OSError as e:
+                    raise InputError(f"{clip_for_message(str(p))}: cannot make executable ({e.strerror})") from None
         out.out_dir = str(d)
     return out

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from optimizer.errors import InputError
 from optimizer.export.common import Arg, in_export_dir
-from optimizer.limits import clip_for_message, read_text_bounded
+from optimizer.limits import MAX_EXPERTS, MAX_GPUS, MAX_LAYERS, check_int, clip_for_message, read_text_bounded
 from optimizer.place import export as place_export
 from optimizer.place.report import PLACE_SCHEMA, PlacementResult
 from optimizer.solver.plan import Plan
@@ -47,7 +47,40 @@ def read_placement(path: str) -> PlacementResult:
         raise InputError(f"placement {clip_for_message(path)}: {loc}: {err['msg']}") from None
     if r.schema_id != PLACE_SCHEMA:
         raise InputError(f"placement {clip_for_message(path)}: not a rigopt place result ({PLACE_SCHEMA})")
+    _check_ranges(r, f"placement {clip_for_message(path)}")
     return r
+
+
+def _check_ranges(r: PlacementResult, label: str) -> None:
+    """Every count and index a launch flag or written file takes from the placement, within the input limits
+    (pydantic checked only the types: n_gpus 10**18 or -1 was read as given)."""
+    check_int(r.n_gpus, f"{label}: n_gpus", 1, MAX_GPUS)
+    if r.ep is not None:
+        ep = r.ep
+        check_int(ep.ep_size, f"{label}: ep.ep_size", 1, MAX_GPUS)
+        check_int(ep.domain_size, f"{label}: ep.domain_size", 1, MAX_GPUS)
+        check_int(ep.redundant_per_layer, f"{label}: ep.redundant_per_layer", 0, MAX_EXPERTS)
+        if len(ep.layers) > MAX_LAYERS:
+            raise InputError(f"{label}: ep.layers holds {len(ep.layers):,} layers (limit {MAX_LAYERS})")
+        for x in ep.layers:
+            check_int(x.layer, f"{label}: ep.layers[].layer", 0, MAX_LAYERS - 1)
+            if len(x.slots) != ep.ep_size:
+                raise InputError(f"{label}: layer {x.layer}: {len(x.slots)} ranks of slots, ep_size is {ep.ep_size}")
+            for rank in x.slots:
+                if len(rank) > 2 * MAX_EXPERTS or any(not 0 <= e < MAX_EXPERTS for e in rank):
+                    raise InputError(f"{label}: layer {x.layer}: slots must be expert ids within 0..{MAX_EXPERTS - 1}")
+    if r.tiers is not None:
+        t = r.tiers
+        if t.gpu_experts_per_layer is not None:
+            check_int(t.gpu_experts_per_layer, f"{label}: tiers.gpu_experts_per_layer", 0, MAX_EXPERTS)
+        if len(t.layers) > MAX_LAYERS:
+            raise InputError(f"{label}: tiers.layers holds {len(t.layers):,} layers (limit {MAX_LAYERS})")
+        for tl in t.layers:
+            check_int(tl.layer, f"{label}: tiers.layers[].layer", 0, MAX_LAYERS - 1)
+            for name, ids in (("gpu", tl.gpu), ("dram", tl.dram), ("nvme", tl.nvme)):
+                if len(ids) > MAX_EXPERTS or any(not 0 <= e < MAX_EXPERTS for e in ids):
+                    raise InputError(f"{label}: layer {tl.layer}: {name} must list expert ids within "
+                                     f"0..{MAX_EXPERTS - 1}")
 
 
 def apply(plan: Plan, placement: PlacementResult, engine: str, out_dir: Path | None) -> AppliedPlacement:

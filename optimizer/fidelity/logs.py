@@ -33,17 +33,27 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from optimizer.errors import InputError
-from optimizer.limits import clip_for_message, read_text_bounded
-from optimizer.units import GiB
+from optimizer.limits import (
+    MAX_LOG_BYTES,
+    MAX_LOG_JSON_CONTAINERS,
+    MAX_LOG_LINES,
+    MAX_NESTING,
+    MAX_NUMBER_CHARS,
+    MAX_SIZE_BYTES,
+    clip_for_message,
+    json_shape,
+    read_text_bounded,
+)
+from optimizer.limits import MAX_MEASUREMENTS as MAX_RECORDS
+from optimizer.units import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, GiB
 
-MAX_LOG_BYTES = 64 * 2**20   # a log larger than 64 MiB is not a benchmark output
-MAX_RECORDS = 10_000
-
+_LONG_NUMBER = re.compile(rf"\d{{{MAX_NUMBER_CHARS + 1},}}")
 BANNER = "Serving Benchmark Result"
 
 
@@ -92,6 +102,9 @@ def parse_text(text: str, name: str) -> list[Measurement]:
     stripped = text.strip()
     if not stripped:
         raise InputError(f"log {label}: empty")
+    lines = stripped.count("\n") + 1
+    if lines > MAX_LOG_LINES:
+        raise InputError(f"log {label}: {lines:,} lines, more than the limit of {MAX_LOG_LINES:,}")
     out: list[Measurement] = []
     js = _json_results(stripped, name) if stripped[0] in "[{" else None
     if js is not None:  # JSON / JSONL (a log line starting with `[2025-...` is not: it is read as text)
@@ -99,14 +112,24 @@ def parse_text(text: str, name: str) -> list[Measurement]:
     elif _is_bench_csv(stripped):
         out = _llama_bench_csv(stripped, name)
     else:
-        ctx = _context(text)
-        for parser in (_llama_bench_table, _llama_server, _serving_blocks, _vllm_startup, _sglang_startup):
-            out.extend(parser(text, name, ctx))
+        long_number = _LONG_NUMBER.search(text)
+        if long_number:
+            line = text.count("\n", 0, long_number.start()) + 1
+            raise InputError(f"log {label}: line {line}: a number of more than {MAX_NUMBER_CHARS} digits")
+        try:  # the parsers' float()/int() of matched digits: '1.2.3' or a 1e400 is a malformed log, not a bug
+            ctx = _context(text)
+            for parser in (_llama_bench_table, _llama_server, _serving_blocks, _vllm_startup, _sglang_startup):
+                out.extend(parser(text, name, ctx))
+        except (ValueError, OverflowError) as e:
+            raise InputError(f"log {label}: a malformed number ({clip_for_message(str(e), 60)})") from None
     if not out:
         raise InputError(f"log {label}: no llama-bench table, llama-server timings, vllm/sglang benchmark result or "
                          "vLLM/SGLang startup lines found (see `rigopt calibrate --help` for the formats)")
     if len(out) > MAX_RECORDS:
         raise InputError(f"log {label}: {len(out):,} measurements (limit {MAX_RECORDS:,})")
+    for m in out:
+        if not (math.isfinite(m.value) and 0 <= m.value < 1e30):
+            raise InputError(f"log {label}: line {m.line}: {m.metric} {clip_for_message(m.value)} is out of range")
     return out
 
 
@@ -224,7 +247,9 @@ def _bench_record(r: dict, name: str, line: int) -> list[Measurement]:
         n_prompt, n_gen = int(r.get("n_prompt") or 0), int(r.get("n_gen") or 0)
         depth = int(r.get("n_depth") or 0)
         ts = float(str(r["avg_ts"]))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return []
+    if not (math.isfinite(ts) and ts > 0) or not all(0 <= v <= MAX_CONTEXT_TOKENS for v in (n_prompt, n_gen, depth)):
         return []
     if (n_prompt > 0) == (n_gen > 0):
         return []  # pp+tg combined tests (-pg) mix both speeds: not one figure
@@ -263,6 +288,12 @@ def _json_results(text: str, name: str) -> list[Measurement] | None:
     """Records of a JSON or JSONL file; None when its first line is not JSON at all (a text log)."""
     label = clip_for_message(name)
     objs: list[tuple[int, object]] = []
+    # shape before parsing: json.loads recurses per level, and 200,000 records cost seconds and ~1 GB to build
+    depth, objects = json_shape(text, MAX_NESTING, MAX_LOG_JSON_CONTAINERS)
+    if depth > MAX_NESTING:
+        raise InputError(f"log {label}: nested deeper than {MAX_NESTING} levels")
+    if objects > MAX_LOG_JSON_CONTAINERS:
+        raise InputError(f"log {label}: more than {MAX_LOG_JSON_CONTAINERS:,} JSON objects/arrays")
     try:
         objs = [(1, json.loads(text))]
     except ValueError:
@@ -280,6 +311,8 @@ def _json_results(text: str, name: str) -> list[Measurement] | None:
             rows.extend((no, x) for x in o if isinstance(x, dict))
         elif isinstance(o, dict):
             rows.append((no, o))
+    if len(rows) > MAX_RECORDS:
+        raise InputError(f"log {label}: {len(rows):,} records (limit {MAX_RECORDS:,} measurements)")
     out: list[Measurement] = []
     for no, r in rows:
         if "avg_ts" in r and ("n_prompt" in r or "n_gen" in r):
@@ -293,16 +326,20 @@ def _serving_json(r: dict, name: str, line: int) -> list[Measurement]:
     try:
         done = int(r["completed"])
         tin, tout = int(r["total_input_tokens"]), int(r["total_output_tokens"])
-    except (TypeError, ValueError):
+        conc_v = r.get("max_concurrency")
+        conc_i = int(conc_v) if isinstance(conc_v, (int, float)) and not isinstance(conc_v, bool) and conc_v else 0
+    except (TypeError, ValueError, OverflowError):
         return []
-    if done <= 0:
+    if not 0 < done <= MAX_CONCURRENCY * 1000 or not (0 <= tin <= MAX_SIZE_BYTES and 0 <= tout <= MAX_SIZE_BYTES):
+        return []
+    if not 0 <= conc_i <= MAX_CONCURRENCY:
         return []
     backend = str(r.get("backend") or "")
     # SGLang's JSONL names the server backend (sglang, sglang-oai, vllm when pointed at vLLM); vLLM's JSON has
     # `endpoint_type`/`backend` = openai, vllm, ...: the engine is stated by --engine when ambiguous
     engine = "sglang" if backend.startswith("sglang") else ("vllm" if backend in ("vllm", "openai", "openai-chat")
                                                              or "endpoint_type" in r else None)
-    conc = r.get("max_concurrency")
+    conc = conc_i
     if not conc and str(r.get("request_rate")) in ("inf", "Infinity"):
         conc = done
     values = [("ttft_ms", r.get("median_ttft_ms", r.get("mean_ttft_ms")), "ms"),
@@ -311,7 +348,7 @@ def _serving_json(r: dict, name: str, line: int) -> list[Measurement]:
     model = r.get("model_id") or r.get("model") or r.get("tokenizer_id")
     out = []
     for metric, v, unit in values:
-        if isinstance(v, (int, float)) and v > 0:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e30:
             out.append(Measurement(file=name, line=line, kind=f"{engine or 'vllm'}-bench", metric=metric,
                                    value=float(v), unit=unit, isl=round(tin / done), osl=round(tout / done),
                                    concurrency=int(conc) if conc else 1, engine=engine or "vllm",
@@ -362,6 +399,8 @@ _NUM = r"([\d.]+|inf|not set)"
 def _serving_blocks(text: str, name: str, _ctx: _Ctx) -> list[Measurement]:
     out: list[Measurement] = []
     lines = text.splitlines()
+    searched = False
+    model: re.Match | None = None
     i = 0
     while i < len(lines):
         if BANNER not in lines[i] or not lines[i].lstrip().startswith("="):
@@ -377,17 +416,30 @@ def _serving_blocks(text: str, name: str, _ctx: _Ctx) -> list[Measurement]:
                 block[m.group(1)] = m.group(2)
                 at[m.group(1)] = i + 1
             i += 1
-        out.extend(_serving_block(block, at, start + 1, name, text))
+        if not searched:  # once per log, not per block (a log of 3,000 blocks searched itself 3,000 times)
+            model = re.search(r"model=['\"]([^'\"]+)['\"]", text) or re.search(r"--model(?:-path)?[ =](\S+)", text)
+            searched = True
+        out.extend(_serving_block(block, at, start + 1, name, model))
     return out
 
 
-def _serving_block(b: dict[str, str], at: dict[str, int], line: int, name: str, text: str) -> list[Measurement]:
+def _finite(text: str) -> float | None:
+    """A number printed in a log, None when it is not one or not finite ('1.2.3', a 400-digit run)."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) and abs(v) < 1e30 else None
+
+
+def _serving_block(b: dict[str, str], at: dict[str, int], line: int, name: str,
+                   model: re.Match | None) -> list[Measurement]:
     def num(key: str) -> float | None:
         v = b.get(key)
         if v is None:
             return None
         m = re.match(r"^([\d.]+)", v)
-        return float(m.group(1)) if m else None
+        return _finite(m.group(1)) if m else None
 
     sglang = "Backend" in b or "Max request concurrency" in b
     done = num("Successful requests")
@@ -395,12 +447,14 @@ def _serving_block(b: dict[str, str], at: dict[str, int], line: int, name: str, 
     if not done or tin is None or tout is None:
         return []
     conc_raw = b.get("Max request concurrency") or b.get("Maximum request concurrency")
-    conc = int(float(conc_raw)) if conc_raw and re.match(r"^[\d.]+$", conc_raw) else None
+    conc_v = _finite(conc_raw) if conc_raw and re.match(r"^[\d.]+$", conc_raw) else None
+    conc = int(conc_v) if conc_v is not None and 0 < conc_v <= MAX_CONCURRENCY else None
     rate = b.get("Traffic request rate") or b.get("Request rate configured (RPS)") or "inf"
     if conc is None and rate.strip() == "inf":
         conc = int(done)  # every request at once: a burst of num_prompts in flight
+    if not 0 < done <= MAX_CONCURRENCY * 1000 or not (0 <= tin <= MAX_SIZE_BYTES and 0 <= tout <= MAX_SIZE_BYTES):
+        return []
     engine = "sglang" if sglang else "vllm"
-    model = re.search(r"model=['\"]([^'\"]+)['\"]", text) or re.search(r"--model(?:-path)?[ =](\S+)", text)
     out = []
     for metric, key, unit in (("ttft_ms", "Median TTFT (ms)", "ms"), ("tpot_ms", "Median TPOT (ms)", "ms"),
                               ("output_tok_s", "Output token throughput (tok/s)", "tok/s")):

@@ -19,10 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from optimizer import __version__
 from optimizer.errors import InputError
 from optimizer.estimate.calibration import MAX_FACTOR, MIN_FACTOR, Calibration, CalibrationEntry
-from optimizer.limits import MAX_LIST_ITEMS, MAX_NAME_CHARS, MAX_PATH_CHARS, clip_for_message, read_text_bounded
+from optimizer.limits import (
+    MAX_LIST_ITEMS,
+    MAX_NAME_CHARS,
+    MAX_NESTING,
+    MAX_PATH_CHARS,
+    MAX_PROFILE_BYTES,
+    clip_for_message,
+    read_text_bounded,
+    yaml_depth,
+)
 
 SCHEMA = "rigopt.profile/1"
-MAX_PROFILE_BYTES = 4 * 2**20
 FIT_METRICS = ("decode", "prefill", "weights", "kv_pool")
 Name = str
 
@@ -71,8 +79,7 @@ def default_path() -> Path:
 
 
 def sha256_of(path: str) -> str:
-    from optimizer.fidelity.logs import MAX_LOG_BYTES
-    from optimizer.limits import read_bounded
+    from optimizer.limits import MAX_LOG_BYTES, read_bounded
     return hashlib.sha256(read_bounded(path, MAX_LOG_BYTES, "log")).hexdigest()
 
 
@@ -83,6 +90,8 @@ def read_profile(path: Path) -> Profile:
     label = clip_for_message(str(path))
     text = read_text_bounded(path, MAX_PROFILE_BYTES, "profile")
     try:
+        if yaml_depth(text) > MAX_NESTING:
+            raise InputError(f"profile {label}: nested deeper than {MAX_NESTING} levels")
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InputError(f"profile {label}: malformed YAML ({str(e).splitlines()[0]})") from None

@@ -10,10 +10,13 @@ measured/predicted speed over its runs (optimizer/estimate/calibration.py says h
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -234,6 +237,18 @@ def _row(m: Measurement, s: System) -> dict:
             "accelerator": s.accelerator, "gpus": s.gpus, "batch": 1, "flags": flags}
 
 
+_PREDICTIONS: dict[str, Any] = {}
+
+
+def _cached(row: dict, compute: Callable[[], Any]) -> Any:
+    """One prediction per distinct row (everything but its id): a log that repeats one test a thousand times
+    costs one prediction, not a thousand."""
+    key = json.dumps({k: v for k, v in row.items() if k != "id"}, sort_keys=True, default=str)
+    if key not in _PREDICTIONS:
+        _PREDICTIONS[key] = compute()
+    return _PREDICTIONS[key]
+
+
 def compare(m: Measurement, s: System) -> Comparison:
     """The measurement predicted with `evaluate()` (no calibration) and the ratio that becomes a factor."""
     row = _row(m, s)
@@ -242,18 +257,20 @@ def compare(m: Measurement, s: System) -> Comparison:
             row.update(metric="decode_tok_s", depth=m.depth, gen_tokens=m.osl or 1)
         else:
             row.update(metric="prefill_tok_s", prompt_tokens=m.isl or 512)
-        pred = predict.predict_speed(row).predicted
+        pred = _cached(row, lambda: predict.predict_speed(row).predicted)
         return _speed(m, s, pred)
     if m.metric in ("tpot_ms", "ttft_ms", "output_tok_s"):
         if not (m.isl and m.osl):
             raise InputError(f"{clip_for_message(m.file)}:{m.line}: the benchmark result states no token counts")
         row["workload"] = {"kind": "serving", "isl": m.isl, "osl": m.osl, "concurrency": m.concurrency}
-        ev = evaluate(serving.deployment_of(row))
-        sv = ev.serving
-        assert sv is not None
+        def served() -> tuple[float, float, float]:
+            sv = evaluate(serving.deployment_of(row)).serving
+            assert sv is not None
+            return sv.output_tok_s, sv.tpot_s, sv.ttft_s
+        out_tok_s, tpot_s, ttft_s = _cached(row, served)
         if m.metric == "output_tok_s":
-            return Comparison(m, s, sv.output_tok_s, None, None, "output throughput: shown, not fitted (TPOT is)")
-        return _speed(m, s, (sv.tpot_s if m.metric == "tpot_ms" else sv.ttft_s) * 1e3)
+            return Comparison(m, s, out_tok_s, None, None, "output throughput: shown, not fitted (TPOT is)")
+        return _speed(m, s, (tpot_s if m.metric == "tpot_ms" else ttft_s) * 1e3)
     if m.metric in MEMORY_METRICS or m.metric in ("kv_pool_tokens", "max_concurrency"):
         return _memory(m, s, row)
     raise InputError(f"{clip_for_message(m.file)}:{m.line}: unknown metric {m.metric}")
@@ -370,6 +387,7 @@ def calibrate_measurements(sources: list[tuple[str, str, list[Measurement]]], o:
     ratios into the profile (unless dry_run): `rigopt calibrate` for logs, `rigopt verify --calibrate` for a run
     it measured itself."""
     from optimizer.fidelity.profile import Run, default_path, merge, provenance_for, read_profile, write_profile
+    _PREDICTIONS.clear()  # per run: predictions depend on the factors in force
     path = Path(profile).expanduser() if profile else default_path()
     prof = read_profile(path)
     rows: list[RowReport] = []

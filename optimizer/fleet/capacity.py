@@ -33,6 +33,16 @@ from optimizer.errors import InputError
 from optimizer.estimate.deployment import Deployment, Evaluation, Evaluator, Hardware
 from optimizer.estimate.serving import Workload
 from optimizer.layout import Parallel
+from optimizer.limits import (
+    MAX_CONTEXT_TOKENS,
+    MAX_PERCENTILE,
+    MAX_SLA_S,
+    MIN_PERCENTILE,
+    MIN_SLA_S,
+    check_int,
+    check_number,
+    clip_for_message,
+)
 
 REL_TOL = 0.006  # log bisection until the bracket is within 0.6%; the answer is its feasible end (conservative)
 PROBE_FRACTIONS = (1.0, 0.7, 0.35, 0.05, 1e-3, 1e-6)  # of the rate-free bound; the first feasible starts the bracket
@@ -48,12 +58,18 @@ class SLA:
     percentile: float = 0.9  # TTFT percentile (0.5 .. 0.999)
 
     def __post_init__(self) -> None:
-        if self.isl < 1 or self.osl < 1:
-            raise InputError("--isl and --osl must be >= 1")
-        if not (self.ttft_s > 0 and self.tpot_s > 0) or not (math.isfinite(self.ttft_s) and math.isfinite(self.tpot_s)):
-            raise InputError("--ttft and --tpot must be positive seconds")
-        if not 0.5 <= self.percentile <= 0.999:
-            raise InputError(f"--percentile must be between 50 and 99.9, got {self.percentile * 100:g}")
+        check_int(self.isl, "--isl", 1, MAX_CONTEXT_TOKENS)
+        check_int(self.osl, "--osl", 1, MAX_CONTEXT_TOKENS)
+        for name, v in (("--ttft", self.ttft_s), ("--tpot", self.tpot_s)):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v <= 0:
+                raise InputError(f"{name} must be positive seconds, got {v:g}")
+            check_number(v, f"{name} (seconds)", MIN_SLA_S, MAX_SLA_S)
+        pct = self.percentile
+        if not (isinstance(pct, (int, float)) and math.isfinite(pct)
+                and MIN_PERCENTILE / 100 <= pct <= MAX_PERCENTILE / 100):
+            shown = pct * 100 if isinstance(pct, (int, float)) else pct
+            raise InputError(f"--percentile must be between {MIN_PERCENTILE:g} and {MAX_PERCENTILE:g}, got "
+                             f"{clip_for_message(shown)}")
 
 
 @dataclass(frozen=True)

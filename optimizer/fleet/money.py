@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optimizer.errors import InputError
+from optimizer.limits import MAX_AMORTIZE_MONTHS, MAX_USD_PER_KWH, MAX_USD_PER_M_TOKENS, check_number, clip_for_message
 
 HOURS_PER_MONTH = 730.0  # 8,760 h / 12
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600.0
@@ -43,10 +44,11 @@ class ApiPrice:
                 vals[k.strip()] = float(v)
             except ValueError:
                 raise InputError(
-                    f"cannot read --api-price '{text}': use e.g. in:0.27,out:1.10 (USD per M tokens)"
+                    f"cannot read --api-price '{clip_for_message(text)}': use e.g. in:0.27,out:1.10 (USD per M tokens)"
                 ) from None
-        if set(vals) != {"in", "out"} or min(vals.values()) < 0:
-            raise InputError(f"--api-price needs both in: and out: as non-negative USD per M tokens, got '{text}'")
+        if set(vals) != {"in", "out"} or not all(0 <= v <= MAX_USD_PER_M_TOKENS for v in vals.values()):
+            raise InputError(f"--api-price needs both in: and out: as USD per M tokens within "
+                             f"0..{MAX_USD_PER_M_TOKENS:g}, got '{clip_for_message(text)}'")
         return cls(vals["in"], vals["out"])
 
     def blended_per_token(self, isl: int, osl: int) -> float:
@@ -74,9 +76,16 @@ def token_cost(usd_per_hour: float, usd_per_hour_in: float, rate_rps: float, isl
     )
 
 
+def check_costs(months: float, usd_per_kwh: float) -> None:
+    """The amortisation period and electricity price of a fleet question, within the input limits."""
+    if isinstance(months, (int, float)) and not months > 0:
+        raise InputError(f"--amortize-months must be positive, got {clip_for_message(months)}")
+    check_number(months, "--amortize-months", 1e-3, MAX_AMORTIZE_MONTHS)
+    check_number(usd_per_kwh, "--usd-per-kwh", 0.0, MAX_USD_PER_KWH)
+
+
 def own_monthly_usd(capex_usd: float, power_watts: float, months: float = 36.0, usd_per_kwh: float = 0.12) -> float:
-    if months <= 0 or usd_per_kwh < 0:
-        raise InputError("amortisation months must be positive and $/kWh non-negative")
+    check_costs(months, usd_per_kwh)
     return capex_usd / months + power_watts / 1000.0 * HOURS_PER_MONTH * usd_per_kwh
 
 

@@ -36,6 +36,7 @@ from optimizer.fleet.money import (
     SECONDS_PER_MONTH,
     ApiPrice,
     break_even_tokens,
+    check_costs,
     own_monthly_usd,
     token_cost,
 )
@@ -79,6 +80,7 @@ class FleetQuery:
         if self.max_types < 1:
             raise InputError("max_types must be >= 1")
         SLA(self.isl, self.osl, self.ttft_s, self.tpot_s, self.percentile)  # validates
+        check_costs(self.amortize_months, self.usd_per_kwh)
 
 
 # ------------------------------------------------------------------------------------------------ results

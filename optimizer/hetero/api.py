@@ -20,6 +20,7 @@ from optimizer.hetero.plan import MixedPlan, stages_of
 from optimizer.hetero.scaling import TIME_UNIT
 from optimizer.hetero.table import DEFAULT_BUY, build_instance, evaluate_int, period_int
 from optimizer.hetero.validate import MixedCheck, check_plan
+from optimizer.limits import MAX_BUDGET, check_number
 from optimizer.solver.support import unsupported
 from optimizer.units import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS
 
@@ -104,8 +105,14 @@ def cheapest_mixed(
         raise InputError(f"context must be between 1 and {MAX_CONTEXT_TOKENS}, got {context}")
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InputError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
-    if not 0 <= tok_s <= 1e6 or min_bits < 0 or (max_budget is not None and max_budget <= 0):
-        raise InputError("tok-s, min-bits and max-budget must be non-negative (max-budget > 0)")
+    for name, v, hi in (("--tok-s", tok_s, 1e6), ("--min-bits", min_bits, 64.0)):
+        if isinstance(v, (int, float)) and v < 0:
+            raise InputError(f"{name} must be non-negative, got {v:g}")
+        check_number(v, name, 0.0, hi)
+    if max_budget is not None:
+        if isinstance(max_budget, (int, float)) and max_budget <= 0:
+            raise InputError(f"--max-budget must be positive (USD), got {max_budget:g}; omit it for no cap")
+        check_number(max_budget, "--max-budget (USD)", 0.0, MAX_BUDGET)
     m = resolve_model(model)
     inv = parse_inventory(inventory) if isinstance(inventory, str) else inventory
     why = mixed_support(engine, [g.acc.key for g in inv.gpus])

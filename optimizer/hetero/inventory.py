@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from optimizer.catalog.hardware import get_accelerator, get_host, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, HostPlatform
 from optimizer.errors import CatalogError, InputError
+from optimizer.limits import MAX_BOX_GPUS, MAX_BOXES, MAX_INVENTORY_CHARS, check_number, clip_for_message
 from optimizer.units import parse_bytes
 
 # Host platform assumed from the DRAM generation when no `host KEY` is given (hosts.yaml rows)
@@ -139,14 +140,17 @@ def _box(name: str, index: int, text: str) -> Box:
             except CatalogError as e:
                 raise InputError(f"inventory: {e}") from None
         elif m := _PSU.match(part):
-            psu = float(m.group(1))
+            psu = check_number(float(m.group(1)), "inventory: psu watts", 1.0, 1e6)
         elif m := _GPU.match(part):
-            n = int(m.group(1))
-            if not 1 <= n <= 64:
-                raise InputError(f"inventory: '{part}': device count must be between 1 and 64")
+            n = int(m.group(1)) if len(m.group(1)) <= 6 else MAX_BOX_GPUS + 1
+            if not 1 <= n <= MAX_BOX_GPUS:
+                raise InputError(f"inventory: '{clip_for_message(part)}': device count must be between 1 and "
+                                 f"{MAX_BOX_GPUS}")
             gpus += [_acc(m.group(2).strip())] * n
         else:
             gpus.append(_acc(part))
+        if len(gpus) > MAX_BOX_GPUS:
+            raise InputError(f"inventory {name!r}: more than {MAX_BOX_GPUS} accelerators in one box")
     if not gpus:
         raise InputError(f"inventory {name!r} names no accelerator: use e.g. '1x rtx-4090, 1x rtx-3090, 128GB ddr5'")
     for a in gpus:
@@ -177,6 +181,8 @@ def network_link(name: str) -> str:
 
 def parse_inventory(text: str) -> Inventory:
     """Parse an inventory string (see module doc)."""
+    if isinstance(text, str) and len(text) > MAX_INVENTORY_CHARS:
+        raise InputError(f"inventory: {len(text):,} characters, more than the limit of {MAX_INVENTORY_CHARS:,}")
     if not text or not text.strip():
         raise InputError("empty inventory: use e.g. '1x rtx-4090, 1x rtx-3090, 128GB ddr5'")
     chunks = [c.strip() for c in text.split(";") if c.strip()]
@@ -189,6 +195,8 @@ def parse_inventory(text: str) -> Inventory:
         chunks = [c for c in chunks if c not in nets]
     if not chunks:
         raise InputError("inventory names no box: use e.g. 'box1: 2x rtx-4090, 128GB ddr5; box2: 1x rtx-3090'")
+    if len(chunks) > MAX_BOXES:
+        raise InputError(f"inventory: {len(chunks):,} boxes, more than the limit of {MAX_BOXES}")
     boxes = []
     names: set[str] = set()
     for i, c in enumerate(chunks):

@@ -30,6 +30,7 @@ from optimizer.limits import (
     MAX_LAYERS,
     MAX_LOAD_COUNT,
     MAX_LOAD_FILE_BYTES,
+    MAX_LOAD_ROWS,
     MAX_NESTING,
     MAX_PATH_CHARS,
     MIN_LOAD_COUNT,
@@ -160,6 +161,9 @@ def parse_json(text: str, path: str = "<json>", n_layers: int | None = None,
 
 def parse_csv(text: str, path: str = "<csv>", n_layers: int | None = None, n_experts: int | None = None,
               layer_indices: list[int] | None = None) -> Loads:
+    lines = text.count("\n") + 1
+    if lines > MAX_LOAD_ROWS:
+        raise _fail(path, f"{lines:,} lines, more than the limit of {MAX_LOAD_ROWS:,} rows (one per layer and expert)")
     rows: list[tuple[int, int, float]] = []
     reader = csv.reader(io.StringIO(text))
     while True:

@@ -27,7 +27,9 @@ from optimizer.limits import (
     exists,
     has_control,
     is_dir,
+    json_depth_ok,
     read_bounded,
+    yaml_depth,
 )
 from optimizer.scenarios.schema import (
     FLEET_IGNORED,
@@ -154,7 +156,13 @@ def read_with_lines(path: Path) -> tuple[Any, dict[Loc, int]]:
         raise ScenarioError([f"{path}:{bad_line}: not valid UTF-8 (byte {e.start})"]) from None
     lines: dict[Loc, int] = {}
     dups: list[tuple[Loc, int]] = []
-    # libyaml's parser when present (fast; it refuses nesting beyond 1000 levels itself), else PyYAML's.
+    # libyaml's parser when present (fast), else PyYAML's.
+    try:  # nesting from the event stream first: libyaml's composer recurses in C and a deep file crashes it
+        too_deep = yaml_depth(text) > MAX_NESTING
+    except yaml.YAMLError:
+        too_deep = path.suffix == ".json" and not json_depth_ok(text)
+    if too_deep:
+        raise ScenarioError([f"{path}:1: nested deeper than {MAX_NESTING} levels"])
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
@@ -166,7 +174,6 @@ def read_with_lines(path: Path) -> tuple[Any, dict[Loc, int]]:
         raise ScenarioError([f"{path}:1: nested deeper than {MAX_NESTING} levels"]) from None
     except yaml.YAMLError as e:
         if path.suffix == ".json":
-            from optimizer.limits import json_depth_ok
             if not json_depth_ok(text):
                 raise ScenarioError([f"{path}:1: nested deeper than {MAX_NESTING} levels"]) from None
             try:

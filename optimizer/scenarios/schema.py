@@ -30,14 +30,21 @@ from pydantic import (
 
 from optimizer.errors import RigoptError
 from optimizer.limits import (
+    MAX_BOX_GPUS,
+    MAX_BOXES,
     MAX_BUDGET,
     MAX_CONCURRENCY,
     MAX_CONTEXT_TOKENS,
     MAX_GPUS,
+    MAX_INVENTORY_CHARS,
     MAX_NODES,
     MAX_PATH_CHARS,
+    MAX_PERCENTILE,
     MAX_QUESTIONS,
+    MAX_RATE_RPS,
+    MAX_SLA_S,
     MAX_TIME_LIMIT_S,
+    MIN_PERCENTILE,
 )
 from optimizer.units import parse_bytes, parse_tokens
 
@@ -167,7 +174,7 @@ def _size(n: int) -> str:
 class BoxSpec(_Strict):
     """One box of a mixed inventory; its GPUs in CUDA device order."""
     name: str | None = Field(None, pattern=BOX_NAME_RE, description="box name (default box1, box2, ...)")
-    gpus: dict[str, Annotated[int, Field(ge=1, le=64)]] | list[str] = Field(
+    gpus: dict[str, Annotated[int, Field(ge=1, le=MAX_BOX_GPUS)]] | list[str] = Field(
         description="accelerator -> count in CUDA order, e.g. {rtx-4090: 2, rtx-3090: 1}, or a list of names")
     dram: ByteCount = Field(0, description="host DRAM, e.g. 128GB")
     dram_kind: Literal["ddr4", "ddr5"] | None = Field(None, description="picks the default host platform "
@@ -195,10 +202,10 @@ class BoxSpec(_Strict):
 
 class InventorySpec(_Strict):
     """Mixed hardware owned (several GPU types or several boxes): planned per device, as `rigopt mixed --owned`."""
-    inventory: str | None = Field(None, max_length=MAX_PATH_CHARS,
+    inventory: str | None = Field(None, max_length=MAX_INVENTORY_CHARS,
                                   description="an --owned string: '1x rtx-4090, 1x rtx-3090, 128GB ddr5' or "
                                               "'box1: 2x rtx-4090, 128GB ddr5; box2: 1x rtx-3090; net: 10gbe'")
-    boxes: list[BoxSpec] | None = Field(None, min_length=1, max_length=16,
+    boxes: list[BoxSpec] | None = Field(None, min_length=1, max_length=MAX_BOXES,
                                         description="the boxes (the first runs the engine, the others "
                                                     "ggml-rpc-server)")
     net: str | None = Field(None, max_length=40, pattern=r"^[A-Za-z0-9._-]+$",
@@ -281,24 +288,26 @@ class QuestionFields(_Strict):
     context: TokenCount | None = Field(None, description="tokens per sequence: 393216, '384K' or '1M'")
     concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY, description="concurrent sequences at `context`")
     tok_s: Number | None = Field(None, ge=0, le=1e6, description="decode tokens/s per sequence (0 = no target)")
-    ttft_s: Number | None = Field(None, gt=0, le=1e6, description="max seconds to first token for a "
+    ttft_s: Number | None = Field(None, gt=0, le=MAX_SLA_S, description="max seconds to first token for a "
                                                                   "`prompt_tokens` prompt")
     prompt_tokens: TokenCount | None = Field(None, description="prompt length for `ttft_s` "
                                                                         "(default: the context)")
     isl: TokenCount | None = Field(None, description="workload: input tokens per request (with osl; then tok_s "
                                                      "bounds 1/TPOT and ttft_s the served TTFT)")
     osl: TokenCount | None = Field(None, description="workload: output tokens per request")
-    rate_rps: Number | None = Field(None, gt=0, le=1e6, description="workload: requests/s to sustain (default: "
-                                                                   "`concurrency` requests in flight)")
+    rate_rps: Number | None = Field(None, gt=0, le=MAX_RATE_RPS,
+                                    description="workload: requests/s to sustain (default: `concurrency` requests "
+                                                "in flight)")
     prefix_hit: Number | None = Field(None, ge=0, lt=1, description="workload: share of prompt tokens served from "
                                                                     "the prefix cache")
     confidence: Number | None = Field(None, ge=0, lt=1, description="targets hold at the low end of this "
                                       "prediction interval (rigopt's cross-validated errors; default 0.8, 0 = plan "
                                       "on the expected figures)")
-    tpot_s: Number | None = Field(None, gt=0, le=1e6, description="SLA form: time per output token, seconds; with "
-                                  "isl, osl, rate_rps and ttft_s the answer is the cheapest fleet (rigopt fleet)")
-    percentile: Number | None = Field(None, ge=50, le=99.9, description="SLA form: ttft_s holds at this "
-                                      "percentile (default 90)")
+    tpot_s: Number | None = Field(None, gt=0, le=MAX_SLA_S,
+                                  description="SLA form: time per output token, seconds; with isl, osl, rate_rps and "
+                                              "ttft_s the answer is the cheapest fleet (rigopt fleet)")
+    percentile: Number | None = Field(None, ge=MIN_PERCENTILE, le=MAX_PERCENTILE,
+                                      description="SLA form: ttft_s holds at this percentile (default 90)")
     spec: Literal["off", "auto", "on"] | None = Field(None, description="speculative decoding with the model "
                                                                         "card's MTP/EAGLE-3 setup (default off)")
     headline_min_bits: Number | None = Field(None, ge=0, le=32, description="the headline plan is the cheapest "
