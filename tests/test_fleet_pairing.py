@@ -38,7 +38,7 @@ def test_cpsat_with_pairing_keys_equals_brute_force(seed):
     disaggregated pools all share one key."""
     rng = random.Random(1000 + seed)
     rows, rate = _rows(rng), rng.randint(500, 4000)
-    want = M.brute_force(rows, rate, 2, max_types=2)
+    want = M.brute_force(rows, rate, max_types=2)
     sol = M.solve(rows, rate, 2, max_types=2, time_limit_s=5)
     if want is None:
         assert sol is None
@@ -52,7 +52,7 @@ def test_brute_force_refuses_a_cheaper_cross_group_pair():
     legal fleet pairs within key a (1 + 10) or key b (10 + 1): 11, not 2."""
     rows = [M.Row("prefill", 1000, 1, 1, 0, group="a"), M.Row("decode", 1000, 10, 1, 0, group="a"),
             M.Row("prefill", 1000, 10, 1, 0, group="b"), M.Row("decode", 1000, 1, 1, 0, group="b")]
-    assert M.brute_force(rows, 1000, 1) == 11
+    assert M.brute_force(rows, 1000) == 11
     sol = M.solve(rows, 1000, 1)
     assert sol is not None and sol.cost == 11
 

@@ -99,8 +99,9 @@ def test_place_and_export_agree_with_zero_redundant_experts(tmp_path):
     # num_redundant_experts 0 (vLLM ParallelConfig accepts any non-negative count with EPLB), and
     # `export --placement` writes the same flags, not none
     plan = tmp_path / "plan.json"
-    assert runner.invoke(app, ["cheapest", "deepseek-v4-flash", "-c", "32K", "--gpus", "h200", "--engine", "vllm",
-                               "--min-bits", "0", "--top", "1", "--out", str(plan)]).exit_code == 0
+    # 30 tok/s needs two H200s of a partly filled server (DP2 x EP2): an expert-parallel plan to place
+    assert runner.invoke(app, ["cheapest", "deepseek-v4-flash", "-c", "32K", "--tok-s", "30", "--gpus", "h200",
+                               "--engine", "vllm", "--min-bits", "0", "--top", "1", "--out", str(plan)]).exit_code == 0
     place = tmp_path / "place.json"
     r = runner.invoke(app, ["place", str(plan), "--loads", "zipf:1.0", "--redundant-experts", "0",
                             "--out", str(place)])

@@ -341,11 +341,13 @@ def test_lmstudio_mlx_engine_uses_mlx_accounting():
 
 
 def test_ollama_multi_gpu_plan_spreads_layers():
-    plan = _plan("ollama", model="qwen3-32b", quants=["q4_k_m"], context=131072, tok_s=20, gpus=["rtx-5090"])
+    plan = _plan("ollama", model="qwen3-32b", quants=["q4_k_m"], context=131072, tok_s=20, gpus=["rtx-5090"],
+                 confidence=0)
     res = export_plan(plan, None, None)
     serve = next(c for c in res.commands if c.role == "serve")
     # 20 tok/s at 128K on 32 GB cards needs the memory of several: the plan splits the 64 layers over a multi-GPU box
-    # (without --gpus one H100 NVL of a partly filled server is cheaper)
+    # (without --gpus one H100 NVL of a partly filled server is cheaper). Planned on the expected figure: at the
+    # default confidence the consumer llama.cpp interval's low end (x0.21, 11 rows) leaves no 5090 plan at 20 tok/s
     assert plan.hardware.gpus_per_node > 1 and plan.parallel.pp == plan.hardware.gpus_per_node
     assert serve.env["OLLAMA_SCHED_SPREAD"] == "1"
     single = export_plan(_plan("ollama", model="qwen3-8b", quants=["q4_k_m"], context=8192, tok_s=10), None, None)
