@@ -50,7 +50,13 @@ def several_kinds(owned: str) -> bool:
     try:
         inv = parse_inventory(owned)
     except RigoptError:
-        return False  # let the single-type parser report it
+        try:
+            kinds = len(Owned.parse(owned).accelerators)
+        except RigoptError:
+            return False  # let the single-type parser report it
+        if kinds > 1:
+            raise  # several GPU types: only the per-device planner can use it, so its error (a limit) applies
+        return False
     return len({g.acc.key for g in inv.gpus}) > 1
 
 
