@@ -4,8 +4,8 @@ physics layer's `Links`)."""
 from __future__ import annotations
 
 from optimizer.cache import BoundedCache
-from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.hardware_schema import NodeType
+from optimizer.catalog.host_spec import node_host_spec
 from optimizer.layout import Links, Parallel
 from optimizer.topology import topology
 
@@ -33,8 +33,7 @@ def _plan_links(node: NodeType, n_eff: int, tp: int, ep: int, span: int) -> Link
         pp_bw, pp_lat = topo.ep_bandwidth(span)
     else:
         pp_bw, pp_lat = float("inf"), 0.0
-    host = load_hardware().hosts[node.host]
     return Links(tp_bw=tp_bw, tp_latency_s=max(tp_lat, 1e-6), ep_bw=ep_bw, ep_latency_s=max(ep_lat, 1e-6),
                  pp_bw=pp_bw, pp_latency_s=max(pp_lat, 1e-6), host_link_bw=topo.host_link_bandwidth(0),
-                 host_dram_bw=topo.host_dram_bandwidth(0), host_dram_efficiency=host.dram_bw_sustained_fraction,
-                 host_flops=host.cpu_expert_flops * node.sockets, nvme_bw=topo.nvme_bandwidth(0))
+                 host_dram_bw=topo.host_dram_bandwidth(0), host=node_host_spec(node).resolve(),
+                 nvme_bw=topo.nvme_bandwidth(0))

@@ -100,8 +100,10 @@ class HostPlatform(_Row):
     dram_bw_bytes_per_s: Rate  # theoretical, per socket
     dram_bw_sustained_fraction: Fraction
     max_dram_bytes: Bytes  # per socket
-    cores: Annotated[int, Field(gt=0)]
-    cpu_expert_flops: Rate  # rough usable matmul throughput per socket for CPU-side MoE experts
+    cores: Annotated[int, Field(gt=0)]  # per socket
+    isa: Literal["avx2", "avx512", "amx", "neon"]  # widest matrix ISA (amx: Intel Sapphire Rapids and newer)
+    clock_ghz: Rate  # base clock of the representative SKU
+    cpu_source: Source  # vendor spec page of the SKU the isa / clock / cores describe
     pcie_gen: Annotated[int, Field(ge=3, le=7)]
     pcie_lanes: Annotated[int, Field(ge=0)]
     platform_usd: Usd | None  # CPU + board, one socket
@@ -148,6 +150,9 @@ class NodeType(_Row):
     host: Key
     sockets: Annotated[int, Field(gt=0)]
     dram_bytes: Annotated[int, Field(ge=0)]
+    # memory channels populated per socket (None: every channel of the host row); the DRAM bandwidth is derived
+    # from the populated channels, e.g. 16 DIMMs on 2 x 12 channels = 8 per socket = 2/3 of the bandwidth
+    dram_channels_populated: Annotated[int, Field(gt=0)] | None = None
     max_dram_bytes: Annotated[int, Field(ge=0)]
     gpus_per_pcie_switch: Annotated[int, Field(gt=0)]
     nic: Key | None

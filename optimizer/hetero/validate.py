@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.host_spec import platform_host
 from optimizer.catalog.models import ResolvedModel
 from optimizer.estimate import factors as F
+from optimizer.estimate.cpu_experts import host_bandwidth
 from optimizer.estimate.deployment import Deployment, EngineSettings, Hardware, Offload, evaluate
 from optimizer.estimate.layers import (
     ModelLayers,
@@ -113,7 +115,7 @@ def check_plan(
         t_hop += hop
         h = box.host
         for l in st.cpu_expert_layers:
-            t_cpu += host_expert_time_s(ml, l, h.dram_bw_bytes_per_s, h.dram_bw_sustained_fraction)
+            t_cpu += host_expert_time_s(ml, l, host_bandwidth(platform_host(h), ml.engine).bytes_per_s)
             host[st.box] += ml.layers[l].expert_bytes
         for l in st.nvme_expert_layers:
             if not box.nvme_bytes:
@@ -185,7 +187,7 @@ def _agrees_with_evaluate(
     x, z = len(st.cpu_expert_layers), len(st.nvme_expert_layers)
     links = Links(
         host_dram_bw=box.host.dram_bw_bytes_per_s,
-        host_dram_efficiency=box.host.dram_bw_sustained_fraction,
+        host=platform_host(box.host),
         nvme_bw=box.nvme_bw,
     )
     d = Deployment(
