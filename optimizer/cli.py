@@ -80,6 +80,19 @@ CHEAPEST_OPTION = {"ttft_s": "--ttft", "prompt_tokens": "--prompt", "min_expert_
 
 PROFILE_HELP = ("Calibration profile from `rigopt calibrate` (default: $XDG_CONFIG_HOME/rigopt/profile.yaml, used "
                 "when it exists)")
+HOST_HELP = ("Host CPU + DRAM for experts in host memory: a hardware/hosts.yaml key, KEY:k=v,... or cpu=MODEL,k=v,... "
+             "(sockets, cores, isa, clock, channels populated per socket, dpc, mt, dram GB, numa "
+             "auto|single|interleave|per-socket, bw measured GB/s, threads), or a YAML file (default: the node's host)")
+
+
+def _host(text: str | None):  # type: ignore[no-untyped-def]
+    """The --host option parsed once, for every command that takes it (optimizer/catalog/host_spec.py)."""
+    if not text:
+        return None
+    from optimizer.catalog.host_spec import parse_host
+    return parse_host(text)
+
+
 CONTEXT_HELP = "Context per sequence in tokens: 393216, 384K (=393216) or 1M (=1048576). K and M are binary."
 
 
@@ -121,6 +134,7 @@ def estimate(
     mfs: Annotated[float | None, typer.Option("--mem-fraction-static", help="SGLang: fraction of memory for weights + KV")] = None,
     block_size: Annotated[int | None, typer.Option("--block-size", help="Tokens per KV block (vLLM --block-size, SGLang --page-size)")] = None,
     n_cpu_moe: Annotated[int | None, typer.Option("--n-cpu-moe", help="MoE layers whose experts stay in host DRAM (llama.cpp --n-cpu-moe / KTransformers: computed on the CPU; vLLM: streamed over PCIe)")] = None,
+    host: Annotated[str | None, typer.Option("--host", help=HOST_HELP)] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="Level of the prediction intervals shown beside each speed figure (rigopt's cross-validated errors in the regime)")] = 0.8,
     ssm_dtype: Annotated[str | None, typer.Option("--mamba-ssm-cache-dtype", help="Hybrid models: recurrent (SSM / delta-rule) state dtype, auto | float32 | bfloat16 | float16 (vLLM --mamba-ssm-cache-dtype, SGLang --mamba-ssm-dtype; llama.cpp always F32)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.estimate/1)")] = False,
@@ -145,7 +159,7 @@ def estimate(
                                     max_num_batched_tokens=mnbt, mem_fraction_static=mfs, block_size=block_size,
                                     mamba_ssm_cache_dtype=None if ssm_dtype in (None, "auto") else ssm_dtype),
             spec_decode=_spec(m, spec, accept_len), layout=layout, cpu_moe_layers=n_cpu_moe,
-            confidence=_confidence(confidence, allow_zero=False), calibration=calibration)
+            host=_host(host), confidence=_confidence(confidence, allow_zero=False), calibration=calibration)
     _out(r, as_json, render_estimate)
 
 

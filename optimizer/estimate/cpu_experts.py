@@ -108,7 +108,8 @@ def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
     s_used = 1 if mode == "single" else host.sockets
     per_socket = (host.measured_bw_bytes_per_s / host.sockets if host.measured_bw_bytes_per_s
                   else host.socket_bw_bytes_per_s)
-    eff = F.cpu_expert_bw_efficiency(cpu_engine(engine), host.host_class)
+    eff_f = F.cpu_expert_bw_efficiency(cpu_engine(engine), host.host_class)
+    eff = eff_f.value
     socket_rate, limit = per_socket * eff, "dram"
     if mode == "interleave" and host.sockets > 1 and host.socket_link_bw_bytes_per_s > 0:
         link_cap = host.socket_link_bw_bytes_per_s * host.sockets / (host.sockets - 1)
@@ -118,7 +119,8 @@ def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
     thread_cap = threads_used(host, mode) * F.PER_THREAD_DRAM_BW.value
     if thread_cap < total:
         total, limit = thread_cap, "threads"
-    basis = (f"{host.basis}; x {eff:.2f} ({cpu_engine(engine)} on a {host.host_class} host, fitted)"
+    basis = (f"{host.basis}; x {eff:.2f} ({cpu_engine(engine)} on a {host.host_class} host, "
+             f"{'estimate' if eff_f.estimate else 'fitted'})"
              + (f"; {mode} NUMA over {host.sockets} sockets" if host.sockets > 1 else "")
              + {"dram": "", "socket-link": f"; capped by the socket link "
                 f"({host.socket_link_bw_bytes_per_s / 1e9:.0f} GB/s per direction)",

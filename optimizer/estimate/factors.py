@@ -102,10 +102,9 @@ for _cell, _v in (_CPU_FIT.get("bw_efficiency") or {}).items():
         f"each row implies, rigopt fidelity {FITTED['fitted_on']} (optimizer/estimate/factors.yaml)"))
 
 
-def cpu_expert_bw_efficiency(engine: str, host_class: str) -> float:
+def cpu_expert_bw_efficiency(engine: str, host_class: str) -> Factor:
     """The CPU-expert DRAM efficiency of an engine on a host class (llama.cpp's for engines without a cell)."""
-    f = CPU_EXPERT_BW_EFFICIENCY.get((engine, host_class)) or CPU_EXPERT_BW_EFFICIENCY[("llamacpp", host_class)]
-    return f.value
+    return CPU_EXPERT_BW_EFFICIENCY.get((engine, host_class)) or CPU_EXPERT_BW_EFFICIENCY[("llamacpp", host_class)]
 
 
 PER_THREAD_DRAM_BW = Factor(20e9, "estimate: one x86 server core sustains roughly 15-30 GB/s of DRAM reads "
