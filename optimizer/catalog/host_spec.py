@@ -29,6 +29,9 @@ from optimizer.errors import InputError
 from optimizer.layout import CpuHost
 
 CPU_SOCKET_LINK = "cpu-socket-link"
+# a CPU the catalogue does not know, given without its clock: a typical server base clock (an estimate; only the
+# CPU compute term reads it, and CPU-expert decode is bound by DRAM bandwidth)
+DEFAULT_CLOCK_GHZ = 2.5
 BYTES_PER_TRANSFER = 8  # one 64-bit DDR channel moves 8 bytes per transfer (hosts.yaml header)
 
 Numa = Literal["auto", "single", "interleave", "per-socket"]
@@ -90,7 +93,7 @@ class HostSpec(BaseModel):
 
         cores = int(pick(self.cores_per_socket, "cores", "cores="))  # type: ignore[call-overload]
         isa = str(pick(self.isa, "isa", "isa="))
-        clock = float(pick(self.clock_ghz, "clock_ghz", "clock="))  # type: ignore[arg-type]
+        clock = float(self.clock_ghz or (row.clock_ghz if row else DEFAULT_CLOCK_GHZ))
         mt = int(pick(self.dimm_mt_s, "memory_mt_per_s", "mt="))  # type: ignore[call-overload]
         channels = self.channels_populated or (row.memory_channels if row else None)
         if channels is None:

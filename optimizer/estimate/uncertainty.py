@@ -26,6 +26,7 @@ UNCERTAINTY_FILE = Path(__file__).with_name("uncertainty.yaml")
 UNCERTAINTY_SCHEMA = "rigopt.uncertainty/1"
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95)
 KINDS = ("decode", "prefill", "ttft", "throughput")
+CPU_EXPERTS_REGIME = "cpu-experts"  # deployments with routed experts in host memory (issue 20)
 DEFAULT_CONFIDENCE = 0.8  # the interval the text output shows and `cheapest` plans at (README: "Trust")
 
 
@@ -48,8 +49,12 @@ def batch_class(batch: int) -> str:
 def regime_keys(engine: str, acc: Any, batch: int, offload: bool = False) -> list[str]:
     """The regime of a prediction, finest first, then each coarser level it backs off to."""
     # Ollama and LM Studio run llama.cpp (engines.physics_engine); ik_llama.cpp rows are its fork's
+    if offload:
+        # experts in host memory: one cpu-experts regime, then every row ("*"), never an engine's or hardware
+        # class's narrower interval (the host, not the GPU, sets these errors)
+        return [CPU_EXPERTS_REGIME, "*"]
     engine = "llamacpp" if engine == "ik_llama" else physics_engine(engine)
-    c, b = ("offload" if offload else hw_class(acc)), batch_class(batch)
+    c, b = hw_class(acc), batch_class(batch)
     return [f"{engine}/{c}/{b}", f"{engine}/{c}", "*"]
 
 

@@ -430,8 +430,45 @@ def write_factors(fitted_on: str, path: str | None = None) -> tuple[str, bool]:
     from pathlib import Path
     target = Path(path) if path else F.FACTORS_FILE
     fs = fit_all()
-    text = render_factors(factors_document(fs.decode, fs.prefill_mfu, fitted_on, fs.ttft_overhead_s or 0.0,
-                                           fs.seq_step_s or 0.0))
+    doc = factors_document(fs.decode, fs.prefill_mfu, fitted_on, fs.ttft_overhead_s or 0.0, fs.seq_step_s or 0.0)
+    doc["cpu_experts"] = fit_cpu_experts()
+    text = render_factors(doc)
     old = target.read_text() if target.exists() else ""
     target.write_text(text)
     return str(target), text != old
+
+
+MIN_CPU_EXPERT_ROWS = 3
+
+
+def fit_cpu_experts() -> dict:
+    """Per CPU-expert engine x host class, the DRAM efficiency the measured decode rows with experts in host memory
+    imply (median over the cell's rows; cells with fewer than MIN_CPU_EXPERT_ROWS rows keep the estimate).
+
+    A row implies the efficiency at which its CPU-expert time fills exactly the measured step minus the predicted
+    rest of the step: eff x dram_s / needed_s, with needed_s the measured step less the non-CPU terms plus the part
+    of the CPU time the engine hides behind GPU work. Rows bound by the socket link or threads imply nothing."""
+    import statistics
+
+    from optimizer.estimate.cpu_experts import cpu_engine
+    from optimizer.estimate.deployment import evaluate
+    from optimizer.fidelity.heldout import ENGINE_MAP, offload_rows, speed_rows_of
+    from optimizer.fidelity.predict import deployment_of
+    cells: dict[str, list[float]] = {}
+    for r in offload_rows():
+        rows, why = speed_rows_of(r)
+        for s in rows if not why else []:
+            if s["metric"] != "decode_tok_s":
+                continue
+            d = deployment_of(s)
+            sp = evaluate(d).decode
+            c, h = sp.cpu_experts, d.hardware.links.host
+            if c is None or h is None or c.bandwidth.limit != "dram" or c.compute_s > c.dram_s:
+                continue
+            needed = 1.0 / s["measured"] - (sp.step_time_s - c.exposed_s) + (c.time_s - c.exposed_s)
+            if needed <= 0:
+                continue
+            eng = cpu_engine(ENGINE_MAP.get(str(r["engine"]), str(r["engine"])))
+            cells.setdefault(f"{eng}/{h.host_class}", []).append(c.bandwidth.efficiency * c.dram_s / needed)
+    return {"bw_efficiency": {k: {"value": round(min(1.0, statistics.median(v)), 4), "rows": len(v)}
+                              for k, v in sorted(cells.items()) if len(v) >= MIN_CPU_EXPERT_ROWS}}

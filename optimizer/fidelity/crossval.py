@@ -24,7 +24,7 @@ from optimizer.catalog.hardware import get_accelerator
 from optimizer.estimate.uncertainty import QUANTILE_LEVELS, regime_keys
 from optimizer.fidelity.calibrate import FitSet, applied, fit_all, pool, serving_pool
 from optimizer.fidelity.cases import memory_rows, speed_rows
-from optimizer.fidelity.heldout import ENGINE_MAP, local_rows, speed_rows_of
+from optimizer.fidelity.heldout import ENGINE_MAP, local_rows, offload_rows, speed_rows_of
 from optimizer.fidelity.predict import predict_memory, predict_speed
 
 MIN_INTERVAL_ROWS = 8
@@ -70,14 +70,14 @@ def items() -> list[Item]:
         out.append(Item(r["id"], r["metric"], r["engine"], r["model"], f"{r.get('gpus', 1)}x {r['accelerator']}",
                         r["accelerator"], int(r.get("batch") or 1), source_key(r["source"]), float(r["measured"]),
                         "speed", r, bool(r.get("offload"))))
-    for lr in local_rows():
+    for lr in local_rows() + offload_rows():
         if lr.get("known_gap"):
             continue
         rows, _ = speed_rows_of(lr)
         for r in rows:
             out.append(Item(r["id"], r["metric"], str(lr["engine"]), r["model"], f"{r['gpus']}x {r['accelerator']}",
                             r["accelerator"], int(r.get("batch") or 1), source_key(r["source"]),
-                            float(r["measured"]), "speed", r))
+                            float(r["measured"]), "speed", r, bool(r.get("offload"))))
     for r in serving.serving_rows():
         if not serving.comparable(r):
             continue
