@@ -43,7 +43,7 @@ _CPU_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"epyc\s*9\d{2}5", "epyc-9005-12ch-ddr5-6000"),
     (r"xeon\s*6\s*69\d\dp|xeon\s*69\d\dp|granite rapids-ap", "xeon-6900p-12ch-ddr5-6400"),
     (r"xeon\s*6\s*67\d\dp|xeon\s*67\d\dp|granite rapids", "xeon-6700p-8ch-ddr5-6400"),
-    (r"xeon.*(platinum|gold|silver|w[579]?-?)\s*[\w-]*\b[3-9][45]\d\d|sapphire|emerald", "xeon-spr-8ch-ddr5-4800"),
+    (r"xeon\D*\b[3-9][45]\d\d[a-z+]*\b|xeon.*w[3579]-[23]4\d\d|sapphire|emerald", "xeon-spr-8ch-ddr5-4800"),
     (r"threadripper", "threadripper-7000-8ch-ddr5"),
     (r"ryzen.*\b[79]\d{3}|am5", "desktop-am5-2ch-ddr5"),
     (r"ryzen.*\b[35]\d{3}|am4", "desktop-am4-2ch-ddr4"),
@@ -154,6 +154,7 @@ def host_spec_from_measurement(block: dict) -> HostSpec:
     if not isinstance(block, dict) or not block.get("cpu"):
         raise InputError("host_spec: needs at least cpu")
     numa = str(block.get("numa") or "auto").strip().lower()
+    numa = "per-socket" if "use_numa=1" in numa.replace(" ", "") else numa  # KTransformers' NUMA build
     fields = {"cpu": str(block["cpu"]), "sockets": block.get("cpu_count") or 1,
               "cores_per_socket": block.get("cores_per_socket"), "isa": block.get("isa"),
               "channels_populated": block.get("memory_channels_populated"), "dimm_mt_s": block.get("dimm_mt_s"),

@@ -15,8 +15,12 @@ Engines (the key `cpu_engine` returns):
 * ``ktransformers`` (SGLang + KTransformers kt-kernel): CPU and GPU experts run in parallel ("coordinates parallel
   execution of GPU experts ... and CPU experts (using AMX/AVX instructions)", kvcache-ai/sglang
   python/sglang/srt/layers/moe/kt_ep_wrapper.py at aafedd704debb7ae55c22a193d311cb3c877d930): a layer's CPU experts
-  overlap its GPU work (attention, shared experts, GPU experts), so only the excess is exposed; prefill experts are
-  computed on the CPU too. kt-kernel runs one thread pool per NUMA node with that node's share of every expert
+  overlap that layer's GPU MoE work (shared experts, GPU-resident experts), so only the excess is exposed. The
+  layer's attention cannot overlap at one sequence: routing needs its output, and the next layer's attention needs
+  the experts' output. Prefill: "<= threshold: hybrid CPU+GPU prefill ... > threshold: layerwise GPU prefill"
+  (`--kt-gpu-prefill-token-threshold`, kvcache-ai/ktransformers doc/en/kt-kernel/Kimi-K2-Thinking-Native.md at
+  95009ea6856c0799e517e93cb12be5e8494bc7ce): above it every layer's experts are copied to the GPUs (each TP rank its
+  share), at or below it the CPU computes them. kt-kernel runs one thread pool per NUMA node with that node's share of every expert
   (`--kt-threadpool-count`, kvcache-ai/ktransformers kt-kernel/README.md): every socket reads local memory.
 """
 
@@ -32,6 +36,10 @@ IK_LLAMA = "ik_llama"
 KTRANSFORMERS = "ktransformers"
 # ggml-cuda.cu ggml_backend_cuda_device_offload_op: ops with host weights move to the GPU from this batch size
 OP_OFFLOAD_MIN_BATCH = 32
+# KTransformers --kt-gpu-prefill-token-threshold as its tutorials set it (400 for Kimi-K2 / MiniMax, 1024 for GLM-5,
+# 4096 for DeepSeek-V4-Flash: doc/en/kt-kernel/*.md at 95009ea6856c0799e517e93cb12be5e8494bc7ce); the flag's own
+# default (None) disables layerwise GPU prefill
+KT_GPU_PREFILL_TOKEN_THRESHOLD = 1024
 
 # Peak operations per cycle per core of the matrix instruction set, by expert kernel path:
 #  int8: integer dot products on quantized weights with 8-bit activations (llama.cpp / ik_llama.cpp quantize the
@@ -177,7 +185,7 @@ def overlaps_gpu(engine: str) -> bool:
 
 def exposed_time(engine: str, cpu_s: float, cpu_layers: float, gpu_s_per_layer: float) -> float:
     """The step time the CPU experts add. llama.cpp / ik_llama.cpp: all of it (the splits run in sequence).
-    KTransformers: per offloaded layer, only what exceeds that layer's GPU work (they run in parallel)."""
+    KTransformers: per offloaded layer, only what exceeds that layer's GPU MoE work (they run in parallel)."""
     if not overlaps_gpu(engine) or cpu_layers <= 0:
         return cpu_s
     return max(0.0, cpu_s - cpu_layers * gpu_s_per_layer)
@@ -185,11 +193,11 @@ def exposed_time(engine: str, cpu_s: float, cpu_layers: float, gpu_s_per_layer: 
 
 def prefill_streams(engine: str, chunk_tokens: int) -> bool:
     """Whether the engine copies host-resident experts to the GPU for a prefill micro-batch (True) or computes
-    them on the CPU (False): llama.cpp / ik_llama.cpp from OP_OFFLOAD_MIN_BATCH tokens; KTransformers never;
-    vLLM's CPU offload always streams."""
+    them on the CPU (False): llama.cpp / ik_llama.cpp from OP_OFFLOAD_MIN_BATCH tokens; KTransformers above
+    KT_GPU_PREFILL_TOKEN_THRESHOLD; vLLM's CPU offload always streams."""
     e = cpu_engine(engine)
     if e == KTRANSFORMERS:
-        return False
+        return chunk_tokens > KT_GPU_PREFILL_TOKEN_THRESHOLD
     if e in ("llamacpp", IK_LLAMA):
         return chunk_tokens >= OP_OFFLOAD_MIN_BATCH
     return True

@@ -213,6 +213,9 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     host_bw = C.host_bandwidth(host, engine).bytes_per_s if host is not None else 0.0
     routed_flops_cpu = 2.0 * active_params * _expert_param_share(spec) * s_cpu  # per token, CPU-computed experts
     cpu_moe_layers = s_cpu * len(moe)
+    # GPU work a KTransformers layer's CPU experts run alongside: that layer's shared experts (attention comes first:
+    # routing needs its output), read once per step by each TP rank
+    shared_per_layer = w.by_class.get("shared_experts", 0.0) / max(len(moe), 1) / tp
 
     def at(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         batch = max(1, batch)
@@ -269,7 +272,7 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         t_comp_bound = flops / peak_flops
         if math.isfinite(t_cpu_bound):  # KTransformers: CPU experts overlap the layer's GPU work
             t_cpu_bound = C.exposed_time(engine, t_cpu_bound, cpu_moe_layers,
-                                         max(t_hbm_bound, t_comp_bound) / max(n_layers, 1))
+                                         shared_per_layer / dev.mem_bw_bytes_per_s)
         bound = max(t_hbm_bound, t_comp_bound) + t_cpu_bound + t_stream_bound + t_nvme_bound + t_layers_bound
 
         # ---- expected ----------------------------------------------------------------------------------
@@ -282,8 +285,8 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
             terms["per_seq_overhead"] = seqs_per_replica * q * seq_cost
         if expert_bytes_cpu:
             if cpu is not None and math.isfinite(t_cpu_bound):
-                gpu_layer = max(terms["gpu_memory"], terms["gpu_compute"]) / max(n_layers, 1)
-                cpu = replace(cpu, exposed_s=C.exposed_time(engine, cpu.time_s, cpu_moe_layers, gpu_layer))
+                cpu = replace(cpu, exposed_s=C.exposed_time(engine, cpu.time_s, cpu_moe_layers,
+                                                            shared_per_layer / mem_bw_eff))
                 terms["cpu_experts"] = cpu.exposed_s
             else:
                 terms["cpu_experts"] = math.inf
