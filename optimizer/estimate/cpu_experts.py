@@ -20,8 +20,9 @@ Engines (the key `cpu_engine` returns):
   the experts' output. Prefill: "<= threshold: hybrid CPU+GPU prefill ... > threshold: layerwise GPU prefill"
   (`--kt-gpu-prefill-token-threshold`, kvcache-ai/ktransformers doc/en/kt-kernel/Kimi-K2-Thinking-Native.md at
   95009ea6856c0799e517e93cb12be5e8494bc7ce): above it every layer's experts are copied to the GPUs (each TP rank its
-  share), at or below it the CPU computes them. kt-kernel runs one thread pool per NUMA node with that node's share of every expert
-  (`--kt-threadpool-count`, kvcache-ai/ktransformers kt-kernel/README.md): every socket reads local memory.
+  share), at or below it the CPU computes them. kt-kernel runs one thread pool per NUMA node with that node's share
+  of every expert (`--kt-threadpool-count`, kvcache-ai/ktransformers kt-kernel/README.md): every socket reads local
+  memory.
 """
 
 from __future__ import annotations
