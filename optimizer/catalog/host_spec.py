@@ -29,6 +29,7 @@ from optimizer.errors import InputError
 from optimizer.layout import CpuHost
 
 CPU_SOCKET_LINK = "cpu-socket-link"
+MAX_MESHED_SOCKETS = 8  # as optimizer.topology.MAX_MESHED_SOCKETS (the topology layer sits above this one)
 # a CPU the catalogue does not know, given without its clock: a typical server base clock (an estimate; only the
 # CPU compute term reads it, and CPU-expert decode is bound by DRAM bandwidth)
 DEFAULT_CLOCK_GHZ = 2.5
@@ -57,7 +58,7 @@ class HostSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cpu: str
-    sockets: Annotated[int, Field(ge=1, le=8)] = 1
+    sockets: Annotated[int, Field(ge=1, le=72)] = 1  # a GB200 NVL72 rack is 36 Grace sockets
     cores_per_socket: Annotated[int, Field(ge=1, le=512)] | None = None
     isa: Literal["avx2", "avx512", "amx", "neon"] | None = None
     clock_ghz: Annotated[float, Field(gt=0.3, le=7.0)] | None = None
@@ -108,7 +109,9 @@ class HostSpec(BaseModel):
         measured = self.measured_bw_gb_s * 1e9 if self.measured_bw_gb_s else None
         if measured:
             basis = f"measured {self.measured_bw_gb_s:g} GB/s (given; derived: {basis})"
-        link = load_hardware().interconnects[CPU_SOCKET_LINK].bw_bytes_per_s if self.sockets > 1 else 0.0
+        # sockets are meshed up to MAX_MESHED_SOCKETS (optimizer/topology.py); above it they are separate trays
+        meshed = 1 < self.sockets <= MAX_MESHED_SOCKETS
+        link = load_hardware().interconnects[CPU_SOCKET_LINK].bw_bytes_per_s if meshed else 0.0
         name = row.key if row is not None and row.key == self.cpu else self.cpu
         return CpuHost(name=name, sockets=self.sockets, cores_per_socket=cores, clock_hz=clock * 1e9, isa=isa,
                        socket_bw_bytes_per_s=socket_bw, basis=basis, channels_populated=channels,

@@ -86,6 +86,8 @@ def numa_mode(host: CpuHost, engine: str) -> str:
     """single | interleave | per-socket: the NUMA behaviour on this host (auto: the engine's own)."""
     if host.sockets == 1:
         return "single"
+    if not host.socket_link_bw_bytes_per_s:
+        return "per-socket"  # sockets with no link between them (separate trays): each reads its own memory
     if host.numa != "auto":
         return host.numa
     return "per-socket" if cpu_engine(engine) == KTRANSFORMERS else "interleave"

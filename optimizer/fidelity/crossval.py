@@ -21,8 +21,18 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from optimizer.catalog.hardware import get_accelerator
+from optimizer.estimate import factors as F
 from optimizer.estimate.uncertainty import QUANTILE_LEVELS, regime_keys
-from optimizer.fidelity.calibrate import FitSet, applied, fit_all, pool, serving_pool
+from optimizer.fidelity.calibrate import (
+    FitSet,
+    applied,
+    cpu_expert_cells,
+    cpu_expert_sources,
+    fit_all,
+    fit_cpu_experts,
+    pool,
+    serving_pool,
+)
 from optimizer.fidelity.cases import memory_rows, speed_rows
 from optimizer.fidelity.heldout import ENGINE_MAP, local_rows, offload_rows, speed_rows_of
 from optimizer.fidelity.predict import predict_memory, predict_speed
@@ -168,6 +178,11 @@ def folds(all_items: list[Item] | None = None) -> list[Fold]:
     return out
 
 
+def _estimates() -> dict[str, float]:
+    """The CPU-expert efficiency cells as estimated before any fit (factors.CPU_EXPERT_BW_EFFICIENCY's estimates)."""
+    return {f"{e}/{c}": f.value for (e, c), f in F.CPU_EXPERT_BW_EFFICIENCY.items() if f.estimate}
+
+
 def run(full: FitSet | None = None) -> list[CVCase]:
     """Every item predicted by the full fit and by its leave-its-source-out fit (one fit per source with fit rows).
     Items rigopt cannot evaluate are left out (bench/heldout.py and bench/serving.py list them with the reason)."""
@@ -186,15 +201,21 @@ def run(full: FitSet | None = None) -> list[CVCase]:
         return out
 
     from optimizer.fidelity import mlx_fit
+    if full.cpu_experts is None:
+        full = replace(full, cpu_experts=cpu_expert_cells(fit_cpu_experts()))
     in_sample = predict_all(all_items, full)
     preds: dict[str, tuple[float, float, bool]] = {}
     mlx_sources = mlx_fit.fit_sources()
+    cpu_sources = cpu_expert_sources()
     for fold in folds(all_items):
-        if fold.train is not None:
-            fs = fit_all(list(fold.train), list(fold.train_serving or ()))
+        if fold.train is not None or fold.source in cpu_sources:
+            fs = fit_all(list(fold.train), list(fold.train_serving or ())) if fold.train is not None else full
             if fold.source in mlx_sources:  # mlx-lm's own factors, refit without this source's rows
                 f = mlx_fit.fit(exclude_source=fold.source)
                 fs = replace(fs, mlx=(f["layer_overhead_s"], f["prefill_mfu"]))
+            # the CPU-expert efficiencies refit without this source's offload rows (cells it leaves below the
+            # minimum fall back to the estimate)
+            fs = replace(fs, cpu_experts={**_estimates(), **cpu_expert_cells(fit_cpu_experts(fold.source))})
             cv = predict_all(fold.items, fs)
         else:
             cv = {it.id: in_sample[it.id] for it in fold.items if it.id in in_sample}
