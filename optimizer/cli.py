@@ -491,8 +491,9 @@ def validate(
     metric and regime against the targets."""
     from optimizer.errors import InputError
     from optimizer.fidelity.report import METRICS, as_dict, render_text, run, summarize
+    metric = {"decode": "decode_tok_s", "prefill": "prefill_tok_s"}.get(metric or "", metric)
     if metric and metric not in METRICS:
-        raise InputError(f"unknown metric '{metric}' (use {', '.join(sorted(METRICS))})")
+        raise InputError(f"unknown metric '{metric}' (use {', '.join(sorted(METRICS))}, decode or prefill)")
     cases, fitted_on = run(metric, recompute)
     summary = summarize(cases)
     sys.stdout.write((json.dumps(as_dict(cases, summary, fitted_on), indent=2) if as_json

@@ -244,6 +244,8 @@ class CVSummary:
     p90_abs_error: float
     median_abs_error_in_sample: float
     target: float | None
+    signed_median_error: float = 0.0       # cross-validated predicted/measured - 1: > 0 means rigopt is too fast
+    coverage_80: float | None = None       # share of rows inside an 80% interval built without their own source
 
     @property
     def met(self) -> bool | None:
@@ -265,8 +267,28 @@ def summarize(cases: list[CVCase], per_regime: bool = True) -> list[CVSummary]:
             errs = [abs(c.cv_error) for c in g]
             out.append(CVSummary(metric, regime, len(g), len({c.source for c in g}), statistics.median(errs),
                                  float(np.quantile(errs, 0.9)), statistics.median(abs(c.error) for c in g),
-                                 TARGETS.get(metric)))
+                                 TARGETS.get(metric), statistics.median(c.cv_error for c in g),
+                                 interval_coverage(g, 0.8)))
     return out
+
+
+def interval_coverage(cases: list[CVCase], confidence: float) -> float | None:
+    """Share of `cases` whose measured value lies inside the `confidence` interval of their prediction, the interval
+    built (as uncertainty.yaml builds it: empirical quantiles of the cross-validated log residual) from the other
+    sources' rows of the same group only, so no row helps set its own interval. None with fewer than
+    MIN_INTERVAL_ROWS rows."""
+    if len(cases) < MIN_INTERVAL_ROWS:
+        return None
+    lo_q, hi_q = (1 - confidence) / 2, (1 + confidence) / 2
+    inside = counted = 0
+    for c in cases:
+        others = [math.log(o.measured / o.predicted_cv) for o in cases if o.source != c.source]
+        if len(others) < 2:
+            continue
+        r = math.log(c.measured / c.predicted_cv)
+        counted += 1
+        inside += float(np.quantile(others, lo_q)) <= r <= float(np.quantile(others, hi_q))
+    return inside / counted if counted else None
 
 
 def interval_table(cases: list[CVCase]) -> dict:
@@ -305,14 +327,16 @@ def as_dict(cases: list[CVCase], summary: list[CVSummary]) -> dict:
 
 def render_summary(summary: list[CVSummary], per_regime: bool = True) -> str:
     lines = [f"{'metric':22s} {'regime':34s} {'rows':>4s} {'srcs':>4s} {'median|err|':>11s} {'p90|err|':>9s} "
-             f"{'in-sample':>9s} {'target':>6s}  met"]
+             f"{'in-sample':>9s} {'signed':>7s} {'cov80':>6s} {'target':>6s}  met"]
     for s in summary:
         if s.regime != "all" and not per_regime:
             continue
         tgt = f"{s.target:.0%}" if s.target is not None else "-"
         met = {True: "yes", False: "no", None: "-"}[s.met]
+        cov = f"{s.coverage_80:.0%}" if s.coverage_80 is not None else "-"
         lines.append(f"{s.metric:22s} {s.regime[:34]:34s} {s.n:4d} {s.n_sources:4d} {s.median_abs_error:11.1%} "
-                     f"{s.p90_abs_error:9.1%} {s.median_abs_error_in_sample:9.1%} {tgt:>6s}  {met}")
+                     f"{s.p90_abs_error:9.1%} {s.median_abs_error_in_sample:9.1%} {s.signed_median_error:+7.1%} "
+                     f"{cov:>6s} {tgt:>6s}  {met}")
     return "\n".join(lines)
 
 
