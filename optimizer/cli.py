@@ -580,6 +580,7 @@ def mixed(
     export_script: Annotated[str | None, typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here; several boxes: also <stem>.<box>.sh per other box")] = None,
     engine: Annotated[str, typer.Option("--engine", help="llamacpp (any mix) or vllm (uneven PP stages)")] = "llamacpp",
     confidence: Annotated[float, typer.Option("--confidence", help="The --tok-s target holds at the low end of this prediction interval (mixed plans: the all-rows cross-validated interval); 0 = the expected figure")] = 0.8,
+    host: Annotated[str | None, typer.Option("--host", help=HOST_HELP + "; mixed: the main box's host")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Best plan over mixed GPUs you own (CP-SAT layer/expert assignment), or the cheapest additions with --buy."""
@@ -588,7 +589,7 @@ def mixed(
     raise typer.Exit(code=run_mixed(model, owned, context=_tokens(context), tok_s=tok_s, concurrency=concurrency,
                                     buy=buy or bool(buy_types), buy_types=buy_types, min_bits=min_bits, quant=quant,
                                     max_budget=max_budget, export_script=export_script, as_json=as_json, engine=engine,
-                                    confidence=_confidence(confidence)))
+                                    confidence=_confidence(confidence), host=host))
 # ---- end issue 15 block ----
 # ---- rigopt fleet (issue 16): serving fleets; the logic lives in optimizer/fleet/ ----
 @app.command()

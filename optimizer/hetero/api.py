@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from optimizer.catalog.hardware import load_hardware
+from optimizer.catalog.host_spec import parse_host
 from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.layers import model_layers
@@ -80,6 +81,7 @@ def cheapest_mixed(
     workers: int = 1,
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
+    host: str | None = None,
 ) -> MixedResult:
     """Without `buy`: the highest-quality quantization whose fastest assignment over the inventory meets `tok_s`,
     with that assignment. With `buy` (True = DEFAULT_BUY, or accelerator keys): the cheapest purchases (GPUs into
@@ -103,6 +105,8 @@ def cheapest_mixed(
         raise InputError("tok-s, min-bits and max-budget must be non-negative (max-budget > 0)")
     m = resolve_model(model)
     inv = parse_inventory(inventory) if isinstance(inventory, str) else inventory
+    if host:  # `mixed --host`: the main box's (box 0) CPU and DRAM population
+        inv = replace(inv, boxes=(replace(inv.boxes[0], cpu=parse_host(host).resolve()), *inv.boxes[1:]))
     why = mixed_support(engine, [g.acc.key for g in inv.gpus])
     if why:
         raise InputError(why)

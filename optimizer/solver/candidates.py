@@ -21,6 +21,7 @@ from optimizer.catalog.hardware import (
     node_power_watts,
 )
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
+from optimizer.catalog.host_spec import parse_host
 from optimizer.catalog.models import ResolvedModel
 from optimizer.catalog.ollama_tags import load_ollama_tags
 from optimizer.engines import DEFAULT_SOLVER_ENGINES, is_llamacpp, runs_on_vendor
@@ -347,7 +348,11 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     if mode == "cpu" and engine == "llamacpp" and node.nvme and not load_aware:
         nvme_bytes = load_hardware().storage[node.nvme].capacity_bytes * max(node.nvme_count, 1)
     Z = L if nvme_bytes else 0  # llama.cpp mmaps GGUF expert tensors: layers beyond DRAM page in from NVMe
-    hardware = Hardware(acc, node, n_nodes, g, links=plan_links(node, n_nodes, par))
+    links = plan_links(node, n_nodes, par)
+    if owned and q.owned is not None and q.owned.host:  # the owned box's own CPU and DRAM population
+        cpu_host = parse_host(q.owned.host).resolve()
+        links = replace(links, host=cpu_host, host_dram_bw=cpu_host.theoretical_bw_bytes_per_s)
+    hardware = Hardware(acc, node, n_nodes, g, links=links)
     # the engine's sequence cap is the planned concurrency per replica (what export writes), or its default when
     # the question is a request rate (the serving model then finds what the pool admits)
     settings = EngineSettings(max_num_seqs=None if q.rate_rps else -(-q.concurrency // par.dp))

@@ -3,9 +3,10 @@ from the solver's table."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from optimizer.catalog.hardware import cloud_usd_per_gpu_hour, get_node, load_hardware, node_capex_usd, node_power_watts
+from optimizer.catalog.host_spec import parse_host
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate.deployment import Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode
 from optimizer.estimate.deployment import evaluate as evaluate_deployment
@@ -18,6 +19,7 @@ from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, lo
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
 from optimizer.solver.support import format_unsupported, unsupported
+from optimizer.topology_links import plan_links
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,13 @@ def plan_deployment(plan: Plan, q: Query) -> Deployment:
     spec = None if sp is None else SpecDecode(method=sp.method, num_tokens=sp.num_tokens, accept_len=sp.accept_len,
                                               draft_model=sp.draft_model, source=sp.source,
                                               draft_params=sp.draft_params)
+    hardware = Hardware(acc, node, plan.hardware.n_nodes, plan.hardware.gpus_per_node)
+    if plan.hardware.owned and q.owned is not None and q.owned.host:  # the owned box's own host (as candidates)
+        cpu_host = parse_host(q.owned.host).resolve()
+        hardware = replace(hardware, links=replace(plan_links(node, plan.hardware.n_nodes, par), host=cpu_host,
+                                                   host_dram_bw=cpu_host.theoretical_bw_bytes_per_s))
     return Deployment(model=m, quant=plan.quant, engine=plan.engine, settings=settings, spec_decode=spec,
-                      hardware=Hardware(acc, node, plan.hardware.n_nodes, plan.hardware.gpus_per_node),
+                      hardware=hardware,
                       parallel=par, context=plan.context, concurrency=plan.concurrency, kv_dtype=plan.kv_dtype,
                       offload=off, workload=q.workload,
                       prompt_tokens=q.prompt_tokens or (None if q.workload else q.context), load_imbalance=imbalance,
