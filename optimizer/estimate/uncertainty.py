@@ -5,9 +5,9 @@ holds, per interval kind (decode, prefill, ttft, throughput) and regime, empiric
 leave-one-source-out residual log(measured / predicted) at QUANTILE_LEVELS. An X% interval of a prediction p is
 [p * exp(q((1 - X) / 2)), p * exp(q((1 + X) / 2))] (for ttft, a time, the same on the time). A regime with fewer
 rows than the fit's minimum backs off to a coarser one: engine/hardware class/batch -> engine/hardware class ->
-every row ("*"). Deployments with experts offloaded to the host have regimes of their own (engine/offload/batch ->
-engine/offload -> "*"): too few offload rows are measured for a regime yet, so they get the all-rows interval, the
-widest; a regime rigopt has no measurements for never borrows another engine's or hardware class's narrower one.
+every row ("*"). Deployments with experts in host memory have one regime of their own, "cpu-experts" (the
+rows of measurements/offload_measurements.yaml and the other offload rows with a host), backed off only to "*": the
+host, not the GPU, sets these errors, so they never borrow an engine's or a GPU class's narrower interval.
 """
 
 from __future__ import annotations
