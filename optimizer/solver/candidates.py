@@ -292,6 +292,14 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                                     continue
                                 out.append(c)
                                 met = met or _meets_all(c, q)
+                                if c.max_offload_layers and q.confidence > 0:
+                                    # its no-offload twin: held to its GPU regime's interval, not the
+                                    # cpu-experts one every offload level of `c` is held to
+                                    t = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd,
+                                               par, moe_idx, quality, spec_dec, offload=False)
+                                    if t is not None:
+                                        out.append(t)
+                                        met = met or _meets_all(t, q)
                             if met:
                                 feasible_family.add(fam)
     out.sort(key=lambda c: c.id)
@@ -327,7 +335,8 @@ def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | 
 
 def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool, dram_base: float,
            engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
-           quality: tuple[float, float, float], spec_dec: SpecDecode | None = None) -> Candidate | None:
+           quality: tuple[float, float, float], spec_dec: SpecDecode | None = None,
+           offload: bool = True) -> Candidate | None:
     """One candidate row: its deployment evaluated (estimate.evaluate, the same function the checker and
     `estimate` call) at the ends of its open offload range, which the table interpolates linearly."""
     spec = m.spec
@@ -336,7 +345,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     if base_cost is None:
         return None
     unified = acc.kind == "unified"
-    mode = _offload_mode(engine, m, unified, n_nodes)
+    mode = _offload_mode(engine, m, unified, n_nodes) if offload else "none"
     if unsupported(engine, spec.family, acc.arch, kt=(engine == "sglang" and mode == "cpu")):
         return None
     L = len(moe_idx) if mode != "none" else 0
