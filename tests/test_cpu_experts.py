@@ -191,3 +191,68 @@ def test_cli_estimate_prints_the_cpu_expert_lines(engine):
     assert j["dram_bw_bytes_per_s"] < j["dram_bw_theoretical_bytes_per_s"] == pytest.approx(2 * 460.8e9)
     assert j["binding"] in ("host DRAM bandwidth", "cross-socket link", "cpu compute")
     assert ("overlapped" in j["combine"]) == (engine == "sglang")
+
+
+def test_offload_plans_get_the_cpu_experts_regime_and_never_a_narrower_one():
+    from optimizer.catalog.hardware import get_accelerator
+    from optimizer.estimate.uncertainty import CPU_EXPERTS_REGIME, interval, regime_keys
+    for acc in ("rtx-4090", "h100-sxm", "l40s"):
+        a = get_accelerator(acc)
+        assert regime_keys("llamacpp", a, 1, offload=True) == [CPU_EXPERTS_REGIME, "*"]
+        assert regime_keys("sglang", a, 4, offload=True) == [CPU_EXPERTS_REGIME, "*"]
+        iv = interval("decode", "llamacpp", a, 1, 0.8, offload=True)
+        assert iv is not None and iv.regime in (CPU_EXPERTS_REGIME, "*")
+
+
+def test_interval_coverage_leaves_each_source_out():
+    from optimizer.fidelity.crossval import MIN_INTERVAL_ROWS, CVCase, interval_coverage
+
+    def case(i: int, ratio: float, src: str) -> CVCase:
+        return CVCase(f"r{i}", "decode_tok_s", "llamacpp", "m", "1x g", "cpu-experts", src, 10.0, "rtx-4090", 1,
+                      True, 10.0 * ratio, 10.0 * ratio, True)
+    # ten sources, residuals spread evenly: the middle rows fall inside the others' 10-90% range, the ends outside
+    cases = [case(i, r, f"s{i}") for i, r in enumerate([0.5, 0.7, 0.8, 0.9, 1.0, 1.0, 1.1, 1.2, 1.4, 2.0])]
+    cov = interval_coverage(cases, 0.8)
+    assert cov is not None and 0.5 <= cov < 1.0
+    assert interval_coverage(cases[:MIN_INTERVAL_ROWS - 1], 0.8) is None
+    # one source holding every row: nothing is left to build an interval from
+    assert interval_coverage([case(i, 1.0, "same") for i in range(10)], 0.8) is None
+
+
+def test_validate_shows_the_cpu_experts_regime():
+    r = runner.invoke(app, ["validate", "--metric", "decode"])
+    assert r.exit_code == 0, r.output
+    head = next(x for x in r.output.splitlines() if x.startswith("metric"))
+    assert "signed" in head and "cov80" in head
+    row = next(x for x in r.output.splitlines() if x.startswith("decode_tok_s") and " cpu-experts " in x)
+    n_rows = int(row.split()[2])
+    assert n_rows >= 1
+
+
+def test_owned_host_reaches_the_candidates_and_the_check():
+    from optimizer.solver.query import Owned
+    o = Owned.parse(f"1x rtx-4090, 256GB ddr5, host {GENOA}:sockets=2;channels=8")
+    assert o.host == f"{GENOA}:sockets=2,channels=8"
+    with pytest.raises(InputError):
+        Owned.parse("1x rtx-4090, host nope")
+    speeds = {}
+    for host in ("desktop-am5-2ch-ddr5", "desktop-am5-2ch-ddr5:channels=1"):
+        r = runner.invoke(app, ["cheapest", "qwen3-235b-a22b", "--context", "8K", "--tok-s", "1", "--json",
+                                "--confidence", "0", "--engine", "llamacpp", "--quant", "iq4_xs",
+                                "--owned", f"1x rtx-4090, 128GB ddr5, host {host}"])
+        assert r.exit_code == 0, r.output
+        plan = json.loads(r.output)["plan"]
+        assert plan["offload"]["expert_layers_offloaded"] > 0
+        speeds[host] = plan["speed"]["tok_s_per_seq"]
+    assert speeds["desktop-am5-2ch-ddr5:channels=1"] < speeds["desktop-am5-2ch-ddr5"]
+
+
+def test_mixed_takes_a_host():
+    base = ["mixed", "qwen3-235b-a22b", "--owned", "1x rtx-4090, 128GB ddr5", "--context", "8K", "--json"]
+    full = runner.invoke(app, [*base, "--host", "desktop-am5-2ch-ddr5"])
+    half = runner.invoke(app, [*base, "--host", "desktop-am5-2ch-ddr5:channels=1"])
+    assert full.exit_code == 0 and half.exit_code == 0, full.output + half.output
+    f, h = json.loads(full.output), json.loads(half.output)
+    # experts in host DRAM: one channel populated instead of two halves the CPU-expert bandwidth
+    assert h["tok_s"] < f["tok_s"]
+    assert f["trust_regime"].startswith("cpu-experts")

@@ -33,6 +33,7 @@ MAX_MESHED_SOCKETS = 8  # as optimizer.topology.MAX_MESHED_SOCKETS (the topology
 # a CPU the catalogue does not know, given without its clock: a typical server base clock (an estimate; only the
 # CPU compute term reads it, and CPU-expert decode is bound by DRAM bandwidth)
 DEFAULT_CLOCK_GHZ = 2.5
+MAX_HOST_FILE_BYTES = 65536  # a host spec is a dozen fields
 BYTES_PER_TRANSFER = 8  # one 64-bit DDR channel moves 8 bytes per transfer (hosts.yaml header)
 
 Numa = Literal["auto", "single", "interleave", "per-socket"]
@@ -178,6 +179,8 @@ def parse_host(text: str) -> HostSpec:
         path = Path(text)
         if not path.is_file():
             raise InputError(f"--host: no such file: {text}")
+        if path.stat().st_size > MAX_HOST_FILE_BYTES:
+            raise InputError(f"--host: {text} is larger than {MAX_HOST_FILE_BYTES:,} bytes")
         try:
             data = yaml.safe_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
