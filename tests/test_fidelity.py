@@ -26,6 +26,9 @@ CV_MEDIAN_MAX = {"decode_tok_s": 0.151 + 0.02, "prefill_tok_s": 0.294 + 0.03, "t
                  "ttft_ms": 0.360 + 0.04, "output_tok_s_per_gpu": 0.228 + 0.03}
 CV_P90_MAX = {"decode_tok_s": 0.545 + 0.05, "prefill_tok_s": 0.887 + 0.08, "tpot_ms": 1.118 + 0.1,
               "ttft_ms": 0.934 + 0.05, "output_tok_s_per_gpu": 0.645 + 0.08}
+# the cpu-experts regime (8 decode / 11 prefill rows of measurements/offload_measurements.yaml) as measured when it
+# was added (decode 46.8% / 154.4%, prefill 23.6% / 107.5%), plus a margin: far from the issue's 25% target
+CPU_EXPERTS_MAX = {"decode_tok_s": (0.468 + 0.05, 1.544 + 0.1), "prefill_tok_s": (0.236 + 0.05, 1.075 + 0.1)}
 WEIGHTS_MAX = 0.02
 GGUF_MAX = 0.02
 KV_MAX = 0.10
@@ -93,8 +96,10 @@ def test_measurement_set_is_large_and_diverse(report):
     speed = [c for c in cases if c.metric in crossval.KIND]
     assert len(cases) >= 150 and len(speed) >= 150
     assert {c.engine for c in speed} >= {"llamacpp", "vllm", "sglang"}
-    assert {c.regime.split("/")[1] for c in speed} >= {"nvidia-dc", "nvidia-consumer", "apple", "amd", "unified"}
-    assert {c.regime.split("/")[2] for c in speed} == {"b1", "batched"}
+    gpu = [c for c in speed if c.regime.count("/") == 2]  # engine/class/batch (offload rows: the cpu-experts regime)
+    assert {c.regime.split("/")[1] for c in gpu} >= {"nvidia-dc", "nvidia-consumer", "apple", "amd", "unified"}
+    assert {c.regime.split("/")[2] for c in gpu} == {"b1", "batched"}
+    assert {c.regime for c in speed if c.offload} == {"cpu-experts"}
 
 
 def test_prediction_never_exceeds_roofline():
@@ -130,11 +135,17 @@ def test_fitted_factors_are_physical_and_stored():
 
 
 def test_cross_validated_error_not_worse_than_documented(report):
-    _, s = report
+    cases, _ = report
+    # rows with experts on the GPUs keep the documented figures; the cpu-experts rows (issue 20) have their own
+    s = {(x.metric, x.regime): x for x in crossval.summarize([c for c in cases if not c.offload])}
     for metric, limit in CV_MEDIAN_MAX.items():
         assert s[(metric, "all")].median_abs_error <= limit, (metric, s[(metric, "all")])
         assert s[(metric, "all")].p90_abs_error <= CV_P90_MAX[metric], (metric, s[(metric, "all")])
     assert s[("decode_tok_s", "all")].n >= 55 and s[("prefill_tok_s", "all")].n >= 30
+    off = {(x.metric, x.regime): x for x in crossval.summarize([c for c in cases if c.offload])}
+    for metric, (median, p90) in CPU_EXPERTS_MAX.items():
+        got = off[(metric, "cpu-experts")]
+        assert got.median_abs_error <= median and got.p90_abs_error <= p90, (metric, got)
 
 
 def test_cross_validated_error_is_not_the_in_sample_error(report):
@@ -178,7 +189,7 @@ def test_interval_covers_its_share_of_cross_validated_rows(report):
         if c.metric not in ("decode_tok_s", "prefill_tok_s"):
             continue
         iv = interval("decode" if c.metric == "decode_tok_s" else "prefill", ENGINE_MAP.get(c.engine, c.engine),
-                      get_accelerator(c.accelerator), c.batch, 0.8)
+                      get_accelerator(c.accelerator), c.batch, 0.8, offload=c.offload)
         assert iv is not None and iv.low_ratio < iv.high_ratio
         n += 1
         hits += iv.low_ratio <= c.measured / c.predicted_cv <= iv.high_ratio

@@ -398,6 +398,8 @@ def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]]
             per_kind.setdefault(engine, {}).setdefault(key, 0)
             per_kind[engine][key] += 1
     n_sources = len({source_of[r] for r in engine_of} | {source_of[r["id"]] for r in prefill})
+    with applied(FitSet(result, prefill_mfu, ttft_overhead_s, seq_step_s)):  # on the factors being written
+        cpu = fit_cpu_experts()
     return {
         "schema_id": F.FACTORS_SCHEMA,
         "written_by": "python bench/fidelity.py --fit (optimizer/fidelity/calibrate.py); refit instead of editing",
@@ -422,6 +424,7 @@ def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]]
             "seq_step_s": seq_step_s,
             "rows": [r["id"] for r in serving_pool()],
         },
+        "cpu_experts": cpu,
     }
 
 
@@ -437,9 +440,8 @@ def write_factors(fitted_on: str, path: str | None = None) -> tuple[str, bool]:
     from pathlib import Path
     target = Path(path) if path else F.FACTORS_FILE
     fs = fit_all()
-    doc = factors_document(fs.decode, fs.prefill_mfu, fitted_on, fs.ttft_overhead_s or 0.0, fs.seq_step_s or 0.0)
-    doc["cpu_experts"] = fit_cpu_experts()
-    text = render_factors(doc)
+    text = render_factors(factors_document(fs.decode, fs.prefill_mfu, fitted_on, fs.ttft_overhead_s or 0.0,
+                                           fs.seq_step_s or 0.0))
     old = target.read_text() if target.exists() else ""
     target.write_text(text)
     return str(target), text != old
