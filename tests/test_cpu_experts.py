@@ -256,3 +256,20 @@ def test_mixed_takes_a_host():
     # experts in host DRAM: one channel populated instead of two halves the CPU-expert bandwidth
     assert h["tok_s"] < f["tok_s"]
     assert f["trust_regime"].startswith("cpu-experts")
+
+
+def test_scenario_owned_host(tmp_path):
+    from optimizer.scenarios import ScenarioError, load_scenario
+    p = tmp_path / "box.yaml"
+    p.write_text("model: qwen3-30b-a3b\ncontext: 32K\nowned: {accelerators: {rtx4090: 1}, dram: 128GB, "
+                 f"host: '{GENOA}:sockets=2,channels=8'}}\n")
+    [q] = load_scenario(p).questions
+    assert q.query.owned.host == f"{GENOA}:sockets=2,channels=8"
+    s = tmp_path / "str.yaml"
+    s.write_text(f"model: qwen3-30b-a3b\ncontext: 32K\nowned: 1x rtx-4090, 128GB ddr5, host {GENOA}\n")
+    [q] = load_scenario(s).questions
+    assert q.query.owned.host == GENOA
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: qwen3-30b-a3b\ncontext: 32K\nowned: {accelerators: {rtx4090: 1}, host: nope}\n")
+    with pytest.raises((ScenarioError, InputError)):
+        load_scenario(bad)
