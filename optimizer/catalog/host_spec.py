@@ -58,7 +58,7 @@ class HostSpec(BaseModel):
     names; `channels` and `dram_gb` default to every channel of that row, `sockets` to 1."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cpu: str
+    cpu: Annotated[str, Field(min_length=1, max_length=200)]
     sockets: Annotated[int, Field(ge=1, le=72)] = 1  # a GB200 NVL72 rack is 36 Grace sockets
     cores_per_socket: Annotated[int, Field(ge=1, le=512)] | None = None
     isa: Literal["avx2", "avx512", "amx", "neon"] | None = None
