@@ -66,7 +66,7 @@ class HostSpec(BaseModel):
     channels_populated: Annotated[int, Field(ge=1, le=24)] | None = None  # per socket
     dimms_per_channel: Annotated[int, Field(ge=1, le=2)] = 1
     dimm_mt_s: Annotated[int, Field(ge=800, le=12800)] | None = None
-    dram_gb: Annotated[float, Field(gt=0, le=65536)] | None = None
+    dram_gb: Annotated[float, Field(gt=0, le=100_000)] | None = None  # GB (1e9 bytes)
     numa: Numa = "auto"
     measured_bw_gb_s: Annotated[float, Field(gt=0, le=20000)] | None = None
     threads: Annotated[int, Field(ge=1, le=4096)] | None = None
