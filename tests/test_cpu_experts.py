@@ -123,6 +123,9 @@ def test_prefill_streams_or_computes_by_the_engines_rule(spec_of):
     assert C.prefill_streams("llamacpp", 512) and not C.prefill_streams("llamacpp", 16)
     assert C.prefill_streams("sglang", 4096) and not C.prefill_streams("sglang", 512)
     assert C.prefill_streams("vllm", 1)
+    # ik_llama.cpp: batch x active >= 32 x total experts (DeepSeek 256 / 8: from 1,024 tokens)
+    assert not C.prefill_streams("ik_llama", 512, 256, 8) and C.prefill_streams("ik_llama", 1024, 256, 8)
+    assert C.prefill_streams("ik_llama", 512, 128, 8) and not C.prefill_streams("ik_llama", 16, 128, 8)
     assert C.stream_links("llamacpp", 8) == 1 and C.stream_links("sglang", 8) == 8
     m = spec_of("deepseek-v3")
     w = weight_breakdown(m.spec, get_scheme("q4_k_m"))

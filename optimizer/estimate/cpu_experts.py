@@ -10,8 +10,10 @@ Engines (the key `cpu_engine` returns):
   layer's CPU experts start after that layer's GPU work: the times ADD. Prefill: an op whose weights sit in host
   memory runs on the GPU (weights copied over PCIe) when its batch reaches 32 tokens
   (ggml/src/ggml-cuda/ggml-cuda.cu `ggml_backend_cuda_device_offload_op`: `min_batch_size = 32`), else on the CPU;
-  ik_llama.cpp keeps the same rule (its `-op` option disables the offload). Layer split: each layer's copy crosses
-  the PCIe link of the one GPU holding the layer.
+  ik_llama.cpp offloads a MoE op only when batch x active experts >= 32 x total experts (ggml/src/ggml-cuda.cu
+  `ggml_backend_cuda_offload_op`, ikawrakow/ik_llama.cpp at 8337e4cd3861406fc04e0854b1409cd1b027fbc9: "we need
+  (active_experts / total_experts) * batch_size >= min_batch_size"), so DeepSeek's 256-expert layers stream only
+  from 1,024-token batches. Layer split: each layer's copy crosses the PCIe link of the one GPU holding it.
 * ``ktransformers`` (SGLang + KTransformers kt-kernel): CPU and GPU experts run in parallel ("coordinates parallel
   execution of GPU experts ... and CPU experts (using AMX/AVX instructions)", kvcache-ai/sglang
   python/sglang/srt/layers/moe/kt_ep_wrapper.py at aafedd704debb7ae55c22a193d311cb3c877d930): a layer's CPU experts
@@ -194,14 +196,19 @@ def exposed_time(engine: str, cpu_s: float, cpu_layers: float, gpu_s_per_layer: 
     return max(0.0, cpu_s - cpu_layers * gpu_s_per_layer)
 
 
-def prefill_streams(engine: str, chunk_tokens: int) -> bool:
+def prefill_streams(engine: str, chunk_tokens: int, n_experts: int = 0, experts_per_token: int = 0) -> bool:
     """Whether the engine copies host-resident experts to the GPU for a prefill micro-batch (True) or computes
-    them on the CPU (False): llama.cpp / ik_llama.cpp from OP_OFFLOAD_MIN_BATCH tokens; KTransformers above
-    KT_GPU_PREFILL_TOKEN_THRESHOLD; vLLM's CPU offload always streams."""
+    them on the CPU (False): llama.cpp from OP_OFFLOAD_MIN_BATCH tokens; ik_llama.cpp from OP_OFFLOAD_MIN_BATCH x
+    total / active experts tokens; KTransformers above KT_GPU_PREFILL_TOKEN_THRESHOLD; vLLM's CPU offload always
+    streams."""
     e = cpu_engine(engine)
     if e == KTRANSFORMERS:
         return chunk_tokens > KT_GPU_PREFILL_TOKEN_THRESHOLD
-    if e in ("llamacpp", IK_LLAMA):
+    if e == IK_LLAMA:
+        if chunk_tokens < OP_OFFLOAD_MIN_BATCH:
+            return False
+        return not experts_per_token or chunk_tokens * experts_per_token >= OP_OFFLOAD_MIN_BATCH * n_experts
+    if e == "llamacpp":
         return chunk_tokens >= OP_OFFLOAD_MIN_BATCH
     return True
 

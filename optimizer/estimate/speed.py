@@ -453,7 +453,8 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     moe = spec.moe_layers
     touched = distinct_experts(moe[0].n_routed_experts, moe[0].experts_per_token, chunk) / moe[0].n_routed_experts \
         if moe and moe[0].n_routed_experts else 1.0
-    streams = C.prefill_streams(engine, chunk)
+    streams = C.prefill_streams(engine, chunk, moe[0].n_routed_experts if moe else 0,
+                                moe[0].experts_per_token if moe else 0)
     # (a) streamed: copied to the GPU once per chunk, over one link or every TP rank's (cpu_experts.stream_links)
     link_bw = links.host_link_bw * C.stream_links(engine, par.tp)
     stream_bytes = chunks * (expert_off * touched + moved)

@@ -23,14 +23,19 @@ import yaml
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import load_cards
+from optimizer.engines import ENGINES
 from optimizer.estimate import factors as F
 from optimizer.fidelity.cases import DATA_DIR
 from optimizer.fidelity.predict import predict_speed
 
 LOCAL_FILE = DATA_DIR / "local_measurements.yaml"
 OFFLOAD_FILE = DATA_DIR / "offload_measurements.yaml"
-ENGINE_MAP = {"llamacpp": "llamacpp", "ik_llama": "llamacpp", "ollama": "llamacpp", "vllm": "vllm",
-              "sglang": "sglang", "mlx": "mlx", "ktransformers": "sglang"}
+# a single-stream CPU-expert decode figure whose source gives no output length: the KV length it is read at is the
+# prompt plus half of this many tokens (at the short contexts of these runs the KV read is a small part of the step,
+# which the CPU experts dominate)
+OFFLOAD_ASSUMED_OSL = 256
+ENGINE_MAP = {"llamacpp": "llamacpp", "ik_llama": "ik_llama" if "ik_llama" in ENGINES else "llamacpp",
+              "ollama": "llamacpp", "vllm": "vllm", "sglang": "sglang", "mlx": "mlx", "ktransformers": "sglang"}
 # KTransformers (local_chat / balance_serve / kt-kernel under SGLang) is rigopt's SGLang engine with experts computed
 # by the CPU (Offload mode cpu); ik_llama.cpp rows run llama.cpp's physics until ik_llama is an engine of its own
 # ik_llama.cpp and Ollama run llama.cpp's model (ik_llama: faster MoE kernels); mlx rows (mlx-lm and engines built on
@@ -127,10 +132,11 @@ def speed_rows_of(row: dict) -> tuple[list[dict], str | None]:
     depth = w.get("depth")
     if depth is None and w.get("kind") == "single_stream" and row.get("engine") == "mlx":
         depth = w.get("isl")  # one request: its tokens are generated after its own prompt is in the cache
-    if m.get("decode_tok_s_per_seq") and w.get("osl"):
+    osl = w.get("osl") or (OFFLOAD_ASSUMED_OSL if offload and w.get("kind") == "single_stream" else None)
+    if m.get("decode_tok_s_per_seq") and osl:
         out.append({**base, "id": row["id"] + "/decode", "metric": "decode_tok_s",
-                    "measured": float(m["decode_tok_s_per_seq"]), "depth": int(depth or 0),
-                    "gen_tokens": int(w["osl"]), "prompt_tokens": None})
+                    "measured": float(m["decode_tok_s_per_seq"]), "depth": int(depth or w.get("isl") or 0),
+                    "gen_tokens": int(osl), "prompt_tokens": None})
     if m.get("prefill_tok_s") and w.get("isl") and int(w["isl"]) >= 128:
         out.append({**base, "id": row["id"] + "/prefill", "metric": "prefill_tok_s",
                     "measured": float(m["prefill_tok_s"]), "prompt_tokens": int(w["isl"])})
