@@ -132,10 +132,12 @@ def speed_rows_of(row: dict) -> tuple[list[dict], str | None]:
     depth = w.get("depth")
     if depth is None and w.get("kind") == "single_stream" and row.get("engine") == "mlx":
         depth = w.get("isl")  # one request: its tokens are generated after its own prompt is in the cache
-    osl = w.get("osl") or (OFFLOAD_ASSUMED_OSL if offload and w.get("kind") == "single_stream" else None)
+    osl = w.get("osl")
+    if not osl and offload and w.get("kind") == "single_stream":  # generated after its own prompt
+        osl, depth = OFFLOAD_ASSUMED_OSL, depth or w.get("isl")
     if m.get("decode_tok_s_per_seq") and osl:
         out.append({**base, "id": row["id"] + "/decode", "metric": "decode_tok_s",
-                    "measured": float(m["decode_tok_s_per_seq"]), "depth": int(depth or w.get("isl") or 0),
+                    "measured": float(m["decode_tok_s_per_seq"]), "depth": int(depth or 0),
                     "gen_tokens": int(osl), "prompt_tokens": None})
     if m.get("prefill_tok_s") and w.get("isl") and int(w["isl"]) >= 128:
         out.append({**base, "id": row["id"] + "/prefill", "metric": "prefill_tok_s",
