@@ -61,6 +61,11 @@ TEXT = ["", " ", "a\nb", "x\x00y", "$(touch PWNED)", "`touch PWNED`", "; touch P
         "/proc/self/mem", "~", "*", "%s%n", "{}", "[]", "null", "true"]
 MODELS_OK = ["llama-3.1-8b", "qwen3-8b", "qwen3-30b-a3b"]
 ENGINES = ["vllm", "sglang", "llamacpp"]
+# --host specs (optimizer/catalog/host_spec.parse_host): good ones, out-of-range fields, unknown keys and CPUs, files
+HOSTS = ["epyc-9004-12ch-ddr5-4800", "epyc-9004-12ch-ddr5-4800:sockets=2,channels=8,numa=interleave",
+         "epyc-9004-12ch-ddr5-4800:channels=99", "cpu=AMD EPYC 9654,bw=1e308", "cpu=x" * 3000, "a:b:c", ":",
+         "sockets=2", "cpu=Mystery,channels=2,mt=5600", "epyc-9004-12ch-ddr5-4800:threads=-1",
+         "/proc/self/environ.yaml", "/dev/zero.yaml", "x.yaml", "epyc-9004-12ch-ddr5-4800:bogus=1"]
 
 
 def pick(rng: random.Random, *pools):
@@ -580,7 +585,7 @@ def make_old_case(rng: random.Random, cmd: str, case_dir: Path, plans: dict) -> 
                           ("--spec", TEXT + ["mtp", "mtp:2", "eagle3:3", "eagle3:99", "mtp:x"]),
                           ("--accept-len", NUMS), ("--gpu-memory-utilization", NUMS), ("--max-num-seqs", NUMS),
                           ("--max-num-batched-tokens", NUMS), ("--mem-fraction-static", NUMS),
-                          ("--block-size", NUMS), ("--n-cpu-moe", NUMS)):
+                          ("--block-size", NUMS), ("--n-cpu-moe", NUMS), ("--host", TEXT + HOSTS)):
             if rng.random() < 0.15:
                 argv += [opt, rng.choice(pool)]
         if rng.random() < 0.3:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.console import Console
 from optimizer.errors import RigoptError
 from optimizer.limits import MAX_MESSAGE_CHARS, check_out_dir, clip_line
 from optimizer.units import parse_tokens
+
+if TYPE_CHECKING:
+    from optimizer.catalog.host_spec import HostSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="rigopt: exact memory/speed estimates and the cheapest hardware for running an LLM.")
@@ -101,6 +104,19 @@ CHEAPEST_OPTION = {"ttft_s": "--ttft", "prompt_tokens": "--prompt", "min_expert_
 
 PROFILE_HELP = ("Calibration profile from `rigopt calibrate` (default: $XDG_CONFIG_HOME/rigopt/profile.yaml, used "
                 "when it exists)")
+HOST_HELP = ("Host CPU + DRAM for experts in host memory: a hardware/hosts.yaml key, KEY:k=v,... or cpu=MODEL,k=v,... "
+             "(sockets, cores, isa, clock, channels populated per socket, dpc, mt, dram GB, numa "
+             "auto|single|interleave|per-socket, bw measured GB/s, threads), or a YAML file (default: the node's host)")
+
+
+def _host(text: str | None) -> HostSpec | None:
+    """The --host option parsed once, for every command that takes it (optimizer/catalog/host_spec.py)."""
+    if not text:
+        return None
+    from optimizer.catalog.host_spec import parse_host
+    return parse_host(text)
+
+
 CONTEXT_HELP = "Context per sequence in tokens: 393216, 384K (=393216) or 1M (=1048576). K and M are binary."
 
 
@@ -142,6 +158,7 @@ def estimate(
     mfs: Annotated[float | None, typer.Option("--mem-fraction-static", help="SGLang: fraction of memory for weights + KV")] = None,
     block_size: Annotated[int | None, typer.Option("--block-size", help="Tokens per KV block (vLLM --block-size, SGLang --page-size)")] = None,
     n_cpu_moe: Annotated[int | None, typer.Option("--n-cpu-moe", help="MoE layers whose experts stay in host DRAM (llama.cpp --n-cpu-moe / KTransformers: computed on the CPU; vLLM: streamed over PCIe)")] = None,
+    host: Annotated[str | None, typer.Option("--host", help=HOST_HELP)] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="Level of the prediction intervals shown beside each speed figure (rigopt's cross-validated errors in the regime)")] = 0.8,
     ssm_dtype: Annotated[str | None, typer.Option("--mamba-ssm-cache-dtype", help="Hybrid models: recurrent (SSM / delta-rule) state dtype, auto | float32 | bfloat16 | float16 (vLLM --mamba-ssm-cache-dtype, SGLang --mamba-ssm-dtype; llama.cpp always F32)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema rigopt.estimate/1)")] = False,
@@ -166,7 +183,7 @@ def estimate(
                                     max_num_batched_tokens=mnbt, mem_fraction_static=mfs, block_size=block_size,
                                     mamba_ssm_cache_dtype=None if ssm_dtype in (None, "auto") else ssm_dtype),
             spec_decode=_spec(m, spec, accept_len), layout=layout, cpu_moe_layers=n_cpu_moe,
-            confidence=_confidence(confidence, allow_zero=False), calibration=calibration)
+            host=_host(host), confidence=_confidence(confidence, allow_zero=False), calibration=calibration)
     _out(r, as_json, render_estimate)
 
 
@@ -476,8 +493,9 @@ def validate(
     median and held-out coverage of the 80% interval."""
     from optimizer.errors import InputError
     from optimizer.fidelity.report import METRICS, as_dict, render_text, run, summarize, summarize_schemes
+    metric = {"decode": "decode_tok_s", "prefill": "prefill_tok_s"}.get(metric or "", metric)
     if metric and metric not in METRICS:
-        raise InputError(f"unknown metric '{metric}' (use {', '.join(sorted(METRICS))})")
+        raise InputError(f"unknown metric '{metric}' (use {', '.join(sorted(METRICS))}, decode or prefill)")
     every, fitted_on = run(None, recompute)
     # held-out coverage needs every row (the intervals are built from all metrics of a kind): filter afterwards
     by_scheme = {k: [s for s in v if not metric or s.metric == metric] for k, v in summarize_schemes(every).items()}
@@ -606,6 +624,7 @@ def mixed(
     export_script: Annotated[str | None, typer.Option("--export", help="write the launch script (llama.cpp or vLLM) here; several boxes: also <stem>.<box>.sh per other box")] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="llamacpp (any mix; the default for several GPU types) or vllm (uneven PP stages); without it, one GPU type is planned as `rigopt cheapest --owned` (every engine)")] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="The --tok-s target holds at the low end of this prediction interval (mixed plans: the all-rows cross-validated interval); 0 = the expected figure")] = _QUERY_DEFAULT["confidence"],
+    host: Annotated[str | None, typer.Option("--host", help=HOST_HELP + "; mixed: the main box's host")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (rigopt.mixed-plan/1, or rigopt.mixed-result/1 without a plan; `rigopt schema answer`)")] = False,
 ) -> None:
     """Best plan over mixed GPUs you own (CP-SAT layer/expert assignment), or the cheapest additions with --buy.
@@ -617,7 +636,7 @@ def mixed(
     ask = Ask(model=model, owned=_local_owned(owned, as_json) or owned, calibration=load_calibration(None, False), context=_tokens(context) if context else None,
               tok_s=tok_s, concurrency=concurrency, buy=buy or None, buy_types=_csv(buy_types), min_bits=min_bits,
               quants=_csv(quant), max_budget=max_budget, engines=(engine,) if engine else None,
-              confidence=_confidence(confidence), names=CHEAPEST_OPTION | {"engines": "--engine"})
+              confidence=_confidence(confidence), host=host, names=CHEAPEST_OPTION | {"engines": "--engine", "host": "--host"})
     q = question(ask)
     if export_script and not isinstance(q, OwnedQuestion):
         raise InputError("--export writes a per-device launch script: give --engine llamacpp or vllm, or use "

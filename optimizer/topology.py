@@ -107,12 +107,13 @@ def _add_node(g: nx.Graph, node: NodeType, n: int, acc: Accelerator, host: HostP
     apn, sockets = node.accelerators_per_node, node.sockets
     unified = node.scaleup_domain == "unified"
 
-    # CPU sockets; DRAM split evenly, remainder on socket 0 so the sum is exact.
+    # CPU sockets; DRAM split evenly, remainder on socket 0 so the sum is exact. Bandwidth: the populated channels'.
+    populated = min(node.dram_channels_populated or host.memory_channels, host.memory_channels) / host.memory_channels
     per_socket, rem = divmod(node.dram_bytes, sockets)
     cpus = [("cpu", n, s) for s in range(sockets)]
     for s, v in enumerate(cpus):
         g.add_node(v, kind="cpu", node=n, socket=s, host=host.key,
-                   dram_bw_bytes_per_s=host.dram_bw_bytes_per_s,
+                   dram_bw_bytes_per_s=host.dram_bw_bytes_per_s * populated,
                    dram_bytes=per_socket + (rem if s == 0 else 0))
     if 2 <= sockets <= MAX_MESHED_SOCKETS:
         socket_link = get_interconnect(CPU_SOCKET_LINK)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from optimizer.cache import BoundedCache
-from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.hardware_schema import NodeType
+from optimizer.catalog.host_spec import node_host_spec
 from optimizer.catalog.paths import data_dir
 from optimizer.disk_cache import DiskTable, digest_files
 from optimizer.layout import Links, Parallel
@@ -18,7 +18,7 @@ _LINKS: BoundedCache[tuple[NodeType, int, int, int, int], Links] = BoundedCache(
 # disk_cache.py): a fresh `rigopt cheapest` asks ~130 of them and each costs path searches over a networkx graph
 _TABLE: list[DiskTable] = []
 _SOURCES = ("topology.py", "topology_links.py", "layout.py", "disk_cache.py", "catalog/hardware.py",
-            "catalog/hardware_schema.py")
+            "catalog/hardware_schema.py", "catalog/host_spec.py")
 
 
 def _table() -> DiskTable:
@@ -75,8 +75,6 @@ def _plan_links(node: NodeType, n_eff: int, tp: int, ep: int, span: int) -> Link
         vals = graph_links(node.key, n_eff, tp, ep, span)
         table.put(key, vals)
     tp_bw, tp_lat, ep_bw, ep_lat, pp_bw, pp_lat, host_link_bw, host_dram_bw, nvme_bw = vals
-    host = load_hardware().hosts[node.host]
     return Links(tp_bw=tp_bw, tp_latency_s=max(tp_lat, 1e-6), ep_bw=ep_bw, ep_latency_s=max(ep_lat, 1e-6),
                  pp_bw=pp_bw, pp_latency_s=max(pp_lat, 1e-6), host_link_bw=host_link_bw,
-                 host_dram_bw=host_dram_bw, host_dram_efficiency=host.dram_bw_sustained_fraction,
-                 host_flops=host.cpu_expert_flops * node.sockets, nvme_bw=nvme_bw)
+                 host_dram_bw=host_dram_bw, host=node_host_spec(node).resolve(), nvme_bw=nvme_bw)

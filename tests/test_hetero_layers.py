@@ -4,6 +4,7 @@ import pytest
 
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.catalog.models import resolve_model
+from optimizer.estimate.cpu_experts import generic_host, host_bandwidth
 from optimizer.estimate.deployment import Deployment, Hardware, Offload, evaluate
 from optimizer.estimate.layers import device_rates, host_expert_time_s, model_layers, nvme_expert_time_s, stage_figures
 from optimizer.hetero.inventory import parse_inventory
@@ -27,7 +28,7 @@ DRAM_BW, NVME_BW = 89.6e9, 7.45e9
 def test_layer_sums_equal_evaluate(model, quant, acc, ctx, conc, x, z):
     m, a = resolve_model(model), get_accelerator(acc)
     ml = model_layers(m, quant, "llamacpp", ctx, conc)
-    links = Links(host_dram_bw=DRAM_BW, host_dram_efficiency=0.75, nvme_bw=NVME_BW)
+    links = Links(host_dram_bw=DRAM_BW, nvme_bw=NVME_BW)  # no host row: cpu_experts.generic_host(DRAM_BW)
     off = Offload(mode="cpu" if x + z else "none", dram_layers=x, nvme_layers=z)
     ev = evaluate(
         Deployment(
@@ -51,7 +52,7 @@ def test_layer_sums_equal_evaluate(model, quant, acc, ctx, conc, x, z):
     assert r.budget_bytes == pytest.approx(ev.memory.budget_bytes, rel=1e-12)
     step = (
         f.time_s
-        + sum(host_expert_time_s(ml, l, DRAM_BW, 0.75) for l in cpu)
+        + sum(host_expert_time_s(ml, l, host_bandwidth(generic_host(DRAM_BW), "llamacpp").bytes_per_s) for l in cpu)
         + sum(nvme_expert_time_s(ml, l, NVME_BW) for l in nv)
         + ml.fixed_overhead_s
     )

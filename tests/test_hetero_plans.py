@@ -14,9 +14,12 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_4090_plus_3090_uses_both_and_beats_4090_alone():
-    alone = cheapest_mixed("deepseek-v4-flash", "1x rtx-4090, 128GB ddr5", context=393216, tok_s=10)
+    # planned on the expected figures: these plans compute experts on the CPU, whose cpu-experts interval (issue 20)
+    # is too wide for 10 tok/s at its low end; the test is about the assignment, not the interval
+    alone = cheapest_mixed("deepseek-v4-flash", "1x rtx-4090, 128GB ddr5", context=393216, tok_s=10, confidence=0)
     both = cheapest_mixed(
-        "deepseek-v4-flash", "1x rtx-4090, 1x rtx-3090, 128GB ddr5", context=393216, tok_s=10, quants=[alone.plan.quant]
+        "deepseek-v4-flash", "1x rtx-4090, 1x rtx-3090, 128GB ddr5", context=393216, tok_s=10,
+        quants=[alone.plan.quant], confidence=0,
     )
     assert {s.accelerator for s in both.plan.stages} == {"rtx-4090", "rtx-3090"}
     assert both.plan.tok_s > 1.15 * alone.plan.tok_s

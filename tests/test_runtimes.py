@@ -421,11 +421,13 @@ def test_gpu_layer_split_decode_reads_host_memory():
     ev = evaluate(_split(32))
     t, links = ev.decode.terms_s, ev.links
     # the same bytes per token (weights of 32 layers + their KV) on each side: the CPU half is read at host DRAM
-    # bandwidth x its sustained fraction, the GPU half at the GPU's bandwidth x its efficiency
+    # bandwidth llama.cpp achieves on the node's host (cpu_experts.host_bandwidth), the GPU half at the GPU's
+    # bandwidth x its efficiency
     gpu = get_accelerator("rtx-4090")
+    from optimizer.estimate.cpu_experts import host_bandwidth
     from optimizer.estimate.deployment import device_of
     ratio = ((gpu.memory_bw_bytes_per_s * device_of(gpu).bw_efficiency)
-             / (links.host_dram_bw * links.host_dram_efficiency))
+             / host_bandwidth(links.host, "llamacpp").bytes_per_s)
     assert t["cpu_layers"] / t["gpu_memory"] == pytest.approx(ratio, rel=1e-6)
     assert ev.decode.step_time_s >= t["gpu_memory"] + t["cpu_layers"]
     full = evaluate(_split(None))

@@ -113,7 +113,9 @@ def links_for(acc, node, tp: int, multi_node: bool) -> SimpleNamespace:
     host = HW.hosts[node.host]
     nvme_bw = HW.storage[node.nvme].read_bw_bytes_per_s * max(node.nvme_count, 1) if node.nvme else 0.0
     return SimpleNamespace(tp_bw=tp_bw, ep_bw=ep_bw, host_link_bw=pcie_bw,
-                           host_dram_bw=host.dram_bw_bytes_per_s * node.sockets, nvme_bw=nvme_bw)
+                           host_dram_bw=host.dram_bw_bytes_per_s * node.sockets
+                           * (node.dram_channels_populated or host.memory_channels) / host.memory_channels,
+                           nvme_bw=nvme_bw)
 
 
 def test_matches_devices_links_for_where_semantics_agree():

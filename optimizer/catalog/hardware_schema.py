@@ -100,11 +100,12 @@ class HostPlatform(_Row):
     dram_bw_bytes_per_s: Rate  # theoretical, per socket
     dram_bw_sustained_fraction: Fraction
     max_dram_bytes: Bytes  # per socket
-    cores: Annotated[int, Field(gt=0)]
-    cpu_expert_flops: Rate  # rough usable matmul throughput per socket for CPU-side MoE experts
-    # x86 vector/matrix extensions the CPU has (kernels such as KTransformers' --kt-method gate on them); the source
-    # of each row's list is in its `source`. Empty for non-x86 CPUs (Arm, Apple).
-    isa: tuple[Literal["avx2", "avx512", "amx"], ...] = ()
+    cores: Annotated[int, Field(gt=0)]  # per socket
+    # vector/matrix extensions the CPU has (kernels such as KTransformers' --kt-method gate on them; the CPU-expert
+    # physics uses the widest); sources in each row's `source` / `cpu_source`. neon: Arm and Apple CPUs.
+    isa: tuple[Literal["avx2", "avx512", "amx", "neon"], ...] = ()
+    clock_ghz: Rate  # base clock of the representative SKU
+    cpu_source: Source  # vendor spec page of the SKU the isa / clock / cores describe
     pcie_gen: Annotated[int, Field(ge=3, le=7)]
     pcie_lanes: Annotated[int, Field(ge=0)]
     platform_usd: Usd | None  # CPU + board, one socket
@@ -119,6 +120,11 @@ class HostPlatform(_Row):
         if self.platform_usd is not None and self.as_of is None:
             raise ValueError("platform_usd needs as_of")
         return self
+
+    @property
+    def widest_isa(self) -> str:
+        """The widest matrix/vector path (what the CPU-expert physics prices): amx > avx512 > avx2 > neon."""
+        return next((i for i in ("amx", "avx512", "avx2", "neon") if i in self.isa), "avx2")
 
 
 class Storage(_Row):
@@ -151,6 +157,9 @@ class NodeType(_Row):
     host: Key
     sockets: Annotated[int, Field(gt=0)]
     dram_bytes: Annotated[int, Field(ge=0)]
+    # memory channels populated per socket (None: every channel of the host row); the DRAM bandwidth is derived
+    # from the populated channels, e.g. 16 DIMMs on 2 x 12 channels = 8 per socket = 2/3 of the bandwidth
+    dram_channels_populated: Annotated[int, Field(gt=0)] | None = None
     max_dram_bytes: Annotated[int, Field(ge=0)]
     gpus_per_pcie_switch: Annotated[int, Field(gt=0)]
     nic: Key | None

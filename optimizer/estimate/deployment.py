@@ -26,6 +26,7 @@ from optimizer.engines import is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
 from optimizer.estimate.calibration import AppliedCalibration, Calibration, scale_decode, scale_prefill
+from optimizer.estimate.cpu_experts import kernel_path
 from optimizer.estimate.kv import KVEstimate, check_engine, default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import (
     DeviceMemory,
@@ -677,6 +678,13 @@ class Evaluator:
             self._dec = self._compute_decode()
         return self._dec
 
+    @property
+    def _cpu_path(self) -> str:
+        """The CPU kernel path (int8 / bf16) for host-computed experts of this engine and expert format."""
+        spec = self.d.model.spec
+        formats = {f for _, f in self.parts.scheme.mix("routed_experts" if spec.is_moe else "dense_ffn")}
+        return kernel_path(self.phys, formats)
+
     def _compute_decode(self) -> Callable[[int, int], SpeedEstimate]:
         d, spec, w, kv = self.d, self.d.model.spec, self.parts.weights, self.parts.kv
         links, tiers, dev, bits, ctx_dec = self._physics
@@ -684,7 +692,8 @@ class Evaluator:
                             compute_bits=bits, expert_imbalance=d.expert_imbalance, load_imbalance=d.load_imbalance,
                             engine=self.phys, recurrent=self.parts.recurrent, cpu_layer_fraction=1.0 - self.glf,
                             kernel_dtypes=kernel_dtypes_of(self.parts.scheme, d.hardware.accelerator,
-                                                           spec.is_moe))
+                                                           spec.is_moe),
+                            cpu_path=self._cpu_path)
 
     def _step(self, batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         """`decode_speed(...)` of this deployment at `batch` (the same arithmetic, batch-free parts once), with
@@ -724,7 +733,7 @@ class Evaluator:
         return scale_prefill(prefill_time(spec, w, dev, par=d.parallel, prompt_tokens=prompt, links=links,
                                           tiers=tiers, compute_bits=bits, engine=self.phys, dense_bits=dense_bits,
                                           chunk_tokens=self.parts.settings.max_num_batched_tokens,
-                                          cpu_layer_fraction=1.0 - self.glf), self.k_pf)
+                                          cpu_layer_fraction=1.0 - self.glf, cpu_path=self._cpu_path), self.k_pf)
 
     @property
     def _rate_free(self) -> tuple[PrefillEstimate, PrefillEstimate | None, int]:

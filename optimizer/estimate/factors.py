@@ -79,8 +79,38 @@ BW_EFFICIENCY = {
 for _family, _value in _DECODE["bw_efficiency"].items():  # families with enough llama.cpp decode rows: fitted
     BW_EFFICIENCY[_family] = Factor(float(_value), _FITTED + f": llama.cpp decode rows on {_family} devices; Huber "
                                     "loss in log space, leave-one-source-out cross-validated (optimizer/fidelity)")
-HOST_DRAM_EFFICIENCY = Factor(0.75, "estimate: STREAM-style sustained fraction 70-85% "
-                              "(shared/reference/hardware.md §2)", True)
+# ---- routed experts computed by the host CPU (optimizer/estimate/cpu_experts.py) -------------------------------
+# Achieved fraction of the host's theoretical DRAM bandwidth (populated channels, sockets in use) on CPU-expert
+# decode, per CPU-expert engine and host class (desktop: one socket, <= 4 channels; server: the rest). Starting
+# values are estimates from published offload runs (desktops ~60%, servers 10-54% of the socket sum, issue 20);
+# `python bench/fidelity.py --fit` replaces a cell with the median implied by the measured rows of that cell
+# (factors.yaml `cpu_experts`, optimizer/fidelity/calibrate.py fit_cpu_experts) when it has MIN_CPU_EXPERT_ROWS.
+_CPU_EXPERT_ESTIMATE = "estimate: published CPU-expert decode (desktops ~60%, servers 10-54% of peak; issue 20)"
+CPU_EXPERT_BW_EFFICIENCY: dict[tuple[str, str], Factor] = {
+    ("llamacpp", "desktop"): Factor(0.60, _CPU_EXPERT_ESTIMATE, True),
+    ("llamacpp", "server"): Factor(0.40, _CPU_EXPERT_ESTIMATE, True),
+    ("ik_llama", "desktop"): Factor(0.65, _CPU_EXPERT_ESTIMATE, True),
+    ("ik_llama", "server"): Factor(0.45, _CPU_EXPERT_ESTIMATE, True),
+    ("ktransformers", "desktop"): Factor(0.55, _CPU_EXPERT_ESTIMATE, True),
+    ("ktransformers", "server"): Factor(0.40, _CPU_EXPERT_ESTIMATE, True),
+}
+_CPU_FIT = FITTED.get("cpu_experts") or {}
+for _cell, _v in (_CPU_FIT.get("bw_efficiency") or {}).items():
+    _eng, _cls = _cell.split("/")
+    CPU_EXPERT_BW_EFFICIENCY[(_eng, _cls)] = Factor(float(_v["value"]), (
+        f"fitted on {_v['rows']} measured CPU-expert decode rows ({_eng}, {_cls} hosts): median of the efficiency "
+        f"each row implies, rigopt fidelity {FITTED['fitted_on']} (optimizer/estimate/factors.yaml)"))
+
+
+def cpu_expert_bw_efficiency(engine: str, host_class: str) -> Factor:
+    """The CPU-expert DRAM efficiency of an engine on a host class (llama.cpp's for engines without a cell)."""
+    return CPU_EXPERT_BW_EFFICIENCY.get((engine, host_class)) or CPU_EXPERT_BW_EFFICIENCY[("llamacpp", host_class)]
+
+
+PER_THREAD_DRAM_BW = Factor(20e9, "estimate: one x86 server core sustains roughly 15-30 GB/s of DRAM reads "
+                                  "(single-core STREAM); caps hosts run with few threads", True)
+CPU_EXPERT_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: expert GEMV/GEMM kernels (ggml, kt-kernel AMX) reach about "
+                                             "half the ISA's peak ops per cycle", True)
 PCIE_EFFICIENCY = Factor(0.80, "MLE-N: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 GB/s; pinned copies ~80% of "
                          "nominal", True)
 NVME_EFFICIENCY = Factor(0.70, "estimate: random 1-MiB expert reads reach ~70% of sequential read rate", True)
@@ -90,8 +120,6 @@ PREFILL_MFU_BY_ENGINE: dict[str, dict[str, Factor]] = {}  # filled below with fi
 PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell (MLE-A); whole-model prefill reaches "
                            "~0.4-0.5", True)
 DECODE_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: small-batch GEMMs reach about half of MAMF", True)
-CPU_EXPERT_EFFICIENCY = Factor(0.60, "estimate: AMX/AVX-512 MoE kernels (KTransformers/llama.cpp) at batch 1 are "
-                                     "bandwidth bound", True)
 
 # ---- per-step fixed costs, per engine ------------------------------------------------------------
 # Decode step = bytes / (bandwidth x efficiency) (or FLOPs / compute) + these fixed costs: per step (scheduling,

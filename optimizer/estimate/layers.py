@@ -267,9 +267,10 @@ def stage_figures(
     )
 
 
-def host_expert_time_s(ml: ModelLayers, layer: int, dram_bw: float, dram_efficiency: float) -> float:
-    """Decode-step time of one layer's routed experts computed by the CPU from host DRAM."""
-    return ml.layers[layer].expert_read / (dram_bw * dram_efficiency)
+def host_expert_time_s(ml: ModelLayers, layer: int, achievable_bw: float) -> float:
+    """Decode-step time of one layer's routed experts computed by the CPU from host DRAM, at the bandwidth the
+    engine achieves on the host (cpu_experts.host_bandwidth)."""
+    return ml.layers[layer].expert_read / achievable_bw
 
 
 def nvme_expert_time_s(ml: ModelLayers, layer: int, nvme_bw: float) -> float:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from optimizer.arch.spec import LayerSpec, ModelSpec
 from optimizer.cache import BoundedCache
 from optimizer.engines import physics_engine
+from optimizer.estimate import cpu_experts as C
 from optimizer.estimate import factors as F
 from optimizer.estimate import kernels as K
 from optimizer.estimate.kv import KVEstimate
@@ -135,12 +136,14 @@ class SpeedEstimate:
     bound_step_time_s: float
     terms_s: dict[str, float] = field(default_factory=dict)  # expected time components of one step
     binding: str = ""
+    cpu_experts: C.CpuExpertTime | None = None  # experts computed by the host CPU: their time, bandwidth, binding
 
     def as_dict(self) -> dict[str, object]:
         return {"tok_s_per_seq": self.tok_s_per_seq, "tok_s_bound_per_seq": self.tok_s_bound_per_seq,
                 "tok_s_aggregate": self.tok_s_aggregate, "batch": self.batch, "context": self.context,
                 "step_time_s": self.step_time_s, "bound_step_time_s": self.bound_step_time_s,
-                "terms_s": self.terms_s, "binding": self.binding}
+                "terms_s": self.terms_s, "binding": self.binding,
+                **({"cpu_experts": self.cpu_experts.as_dict()} if self.cpu_experts else {})}
 
 
 def attended_rows(layer: LayerSpec, tokens: float) -> float:
@@ -179,7 +182,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
                  load_imbalance: float | None = None, engine: str = "vllm",
                  tokens_per_seq: int = 1, recurrent: RecurrentEstimate | None = None,
-                 cpu_layer_fraction: float = 0.0) -> SpeedEstimate:
+                 cpu_layer_fraction: float = 0.0, cpu_path: str = "int8") -> SpeedEstimate:
     """Decode step time for `batch` sequences at KV length `context`. `engine` selects the fixed per-step,
     per-layer, per-MoE-layer and TP-synchronisation costs (factors.ENGINE_*), fitted per engine.
 
@@ -198,7 +201,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     return decode_curve(spec, w, kv, dev, par=par, context=context, links=links, tiers=tiers,
                         compute_bits=compute_bits, expert_imbalance=expert_imbalance,
                         load_imbalance=load_imbalance, engine=engine, recurrent=recurrent,
-                        cpu_layer_fraction=cpu_layer_fraction)(batch, tokens_per_seq)
+                        cpu_layer_fraction=cpu_layer_fraction, cpu_path=cpu_path)(batch, tokens_per_seq)
 
 
 def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Device, *, par: Parallel,
@@ -206,8 +209,8 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
                  load_imbalance: float | None = None, engine: str = "vllm",
                  recurrent: RecurrentEstimate | None = None,
-                 cpu_layer_fraction: float = 0.0,
-                 kernel_dtypes: KernelDtypes | None = None) -> Callable[[int, int], SpeedEstimate]:
+                 cpu_layer_fraction: float = 0.0, kernel_dtypes: KernelDtypes | None = None,
+                 cpu_path: str = "int8") -> Callable[[int, int], SpeedEstimate]:
     """`decode_speed` as a function of (batch, tokens_per_seq) with everything that does not depend on them
     computed once: `decode_curve(...)(b, q)` is `decode_speed(..., batch=b, tokens_per_seq=q)`, the same
     arithmetic in the same order (callers asking many batch sizes of one deployment keep the curve).
@@ -252,6 +255,13 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         if kernel_dtypes else None
     share = _expert_param_share(spec) if moe else 0.0
     other_flops_per_token = 2.0 * active_params * share * gpu_param_share if moe else 0.0  # routed experts
+    host = links.host or (C.generic_host(links.host_dram_bw) if links.host_dram_bw else None)
+    host_bw = C.host_bandwidth(host, engine).bytes_per_s if host is not None else 0.0
+    routed_flops_cpu = 2.0 * active_params * _expert_param_share(spec) * s_cpu  # per token, CPU-computed experts
+    cpu_moe_layers = s_cpu * len(moe)
+    # GPU work a KTransformers layer's CPU experts run alongside: that layer's shared experts (attention comes first:
+    # routing needs its output), read once per step by each TP rank
+    shared_per_layer = w.by_class.get("shared_experts", 0.0) / max(len(moe), 1) / tp
 
     def at(batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         batch = max(1, batch)
@@ -290,6 +300,9 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         flops *= 1.0 - fc
 
         # ---- host tiers --------------------------------------------------------------------------------
+        cpu = None
+        if expert_bytes_cpu and host is not None:
+            cpu = C.expert_time(host, engine, expert_bytes_cpu, routed_flops_cpu * seqs_per_replica * q, cpu_path)
         t_cpu_bound = (expert_bytes_cpu / links.host_dram_bw) if expert_bytes_cpu and links.host_dram_bw else 0.0
         t_stream_bound = ((expert_bytes_stream / links.host_link_bw) if links.host_link_bw else math.inf) \
             if expert_bytes_stream else 0.0
@@ -303,6 +316,9 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         # ---- bound -------------------------------------------------------------------------------------
         t_hbm_bound = hbm_bytes / dev.mem_bw_bytes_per_s
         t_comp_bound = flops / peak_flops
+        if math.isfinite(t_cpu_bound):  # KTransformers: CPU experts overlap the layer's GPU work
+            t_cpu_bound = C.exposed_time(engine, t_cpu_bound, cpu_moe_layers,
+                                         shared_per_layer / dev.mem_bw_bytes_per_s)
         bound = max(t_hbm_bound, t_comp_bound) + t_cpu_bound + t_stream_bound + t_nvme_bound + t_layers_bound
 
         # ---- expected ----------------------------------------------------------------------------------
@@ -318,10 +334,14 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
             # per sequence and per token it feeds in the step (a verification step checks every draft token)
             terms["per_seq_overhead"] = per_seq_step_s(seqs_per_replica * q, seq_cost, seq_sat)
         if expert_bytes_cpu:
-            terms["cpu_experts"] = t_cpu_bound / links.host_dram_efficiency if math.isfinite(t_cpu_bound) \
-                else math.inf
+            if cpu is not None and math.isfinite(t_cpu_bound):
+                cpu = replace(cpu, exposed_s=C.exposed_time(engine, cpu.time_s, cpu_moe_layers,
+                                                            shared_per_layer / mem_bw_eff))
+                terms["cpu_experts"] = cpu.exposed_s
+            else:
+                terms["cpu_experts"] = math.inf
         if layer_bytes_cpu:
-            terms["cpu_layers"] = (t_layers_bound / links.host_dram_efficiency if math.isfinite(t_layers_bound)
+            terms["cpu_layers"] = (layer_bytes_cpu / host_bw if math.isfinite(t_layers_bound) and host_bw
                                    else math.inf)
         if expert_bytes_stream:
             terms["pcie_stream"] = t_stream_bound / pcie_eff
@@ -348,7 +368,7 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         tok_b = 1.0 / bound if math.isfinite(bound) and bound > 0 else 0.0
         return SpeedEstimate(tok_s_per_seq=tok, tok_s_bound_per_seq=tok_b, tok_s_aggregate=tok * batch,
                              batch=batch, context=context, step_time_s=expected, bound_step_time_s=bound,
-                             terms_s=terms, binding=binding)
+                             terms_s=terms, binding=binding, cpu_experts=cpu)
 
     return at
 
@@ -497,12 +517,16 @@ class PrefillEstimate:
     binding: str
     work_s: float = 0.0           # deployment time per prompt when prompts stream through (PP stages overlap)
     chunks: int = 1               # prefill chunks (engine token budget per step) the prompt is split into
+    expert_path: str = ""         # host-resident experts: "stream" (copied to the GPU per chunk) or "cpu"
+    expert_stream_s: float = 0.0  # the two ways of running them, both modelled (the engine's rule picks one)
+    expert_cpu_s: float = 0.0
 
 
 def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Parallel, prompt_tokens: int,
                  links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, engine: str = "vllm", chunk_tokens: int | None = None,
-                 cpu_layer_fraction: float = 0.0, dense_bits: float | None = None) -> PrefillEstimate:
+                 cpu_layer_fraction: float = 0.0, dense_bits: float | None = None,
+                 cpu_path: str = "int8") -> PrefillEstimate:
     """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once per
     prefill chunk (`chunk_tokens`: vLLM max_num_batched_tokens, SGLang chunked_prefill_size, llama.cpp
     ubatch; None = the whole prompt in one pass).
@@ -531,27 +555,58 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     peak_dense = dev.flops_for_bits(compute_bits if dense_bits is None else dense_bits)
     t_comp_bound = (linear_flops / peak_dense + score_flops / dev.bf16_flops) / par.tp \
         + expert_flops / (peak * expert_split)
-    offloaded = w.routed_expert_bytes * (1.0 - tiers.gpu)
-    on_gpu_experts = w.routed_expert_bytes - offloaded
+    expert_off = w.routed_expert_bytes * (1.0 - tiers.gpu)
+    on_gpu_experts = w.routed_expert_bytes - expert_off
     per_pass_bytes = w.dense_bytes / par.tp + on_gpu_experts / expert_split  # every stage's share, in sequence
+    moved = 0.0
     if cpu_layer_fraction > 0:
         # layers kept in host memory: llama.cpp copies their weights to the GPU for each large batch
         moved = min(cpu_layer_fraction, 1.0) * per_pass_bytes
-        offloaded += moved
         per_pass_bytes -= moved
     t_weights_bound = chunks * per_pass_bytes / dev.mem_bw_bytes_per_s
-    # offloaded experts: llama.cpp copies them to the GPU for large batches, so they cross PCIe once per chunk
-    t_off_bound = ((chunks * offloaded / links.host_link_bw) if links.host_link_bw else math.inf) if offloaded else 0.0
+    # host-resident experts, per micro-batch of `chunk` tokens: only the experts its tokens route to are needed
+    chunk = min(chunk_tokens or P, P)
+    moe = spec.moe_layers
+    touched = distinct_experts(moe[0].n_routed_experts, moe[0].experts_per_token, chunk) / moe[0].n_routed_experts \
+        if moe and moe[0].n_routed_experts else 1.0
+    streams = C.prefill_streams(engine, chunk, moe[0].n_routed_experts if moe else 0,
+                                moe[0].experts_per_token if moe else 0)
+    # (a) streamed: copied to the GPU once per chunk, over one link or every TP rank's (cpu_experts.stream_links)
+    link_bw = links.host_link_bw * C.stream_links(engine, par.tp)
+    stream_bytes = chunks * (expert_off * touched + moved)
+    t_stream_bound = ((stream_bytes / link_bw) if link_bw else math.inf) if stream_bytes else 0.0
+    # (b) computed by the CPU: all P tokens' expert FLOPs, the touched experts read from DRAM once per chunk
+    host = links.host or (C.generic_host(links.host_dram_bw) if links.host_dram_bw else None)
+    cpu_t = None
+    if expert_off and host is not None:
+        cpu_t = C.expert_time(host, engine, chunks * expert_off * touched, expert_flops * (1.0 - tiers.gpu), cpu_path)
+    t_cpu = cpu_t.time_s if cpu_t is not None else (math.inf if expert_off else 0.0)
+    if not streams and expert_off:
+        # CPU path: moved whole layers (none for the CPU-computing engines) still stream
+        t_stream_bound = ((chunks * moved / link_bw) if link_bw else math.inf) if moved else 0.0
+    t_off_bound = t_stream_bound
     bound = max(t_comp_bound, t_weights_bound) + t_off_bound
     t_comp = t_comp_bound / prefill_mfu(engine, spec.is_moe, dev.family)
     t_w = t_weights_bound / dev.bw_efficiency
     t_off = t_off_bound / F.PCIE_EFFICIENCY.value
+    stream_all = ((stream_bytes / link_bw) if link_bw else math.inf) / F.PCIE_EFFICIENCY.value if stream_bytes else 0.0
     comm = 0.0
     if par.tp > 1:
         comm = 2 * len(spec.main_layers) * (2.0 * (par.tp - 1) / par.tp * P * spec.hidden_size * 2.0 / links.tp_bw)
     if par.pp > 1:
         comm += (par.pp - 1) * (P * spec.hidden_size * 2.0 / links.pp_bw + chunks * links.pp_latency_s)
-    expected = max(max(t_comp, t_w) + t_off + comm, bound)
+    gpu = max(t_comp, t_w) + t_off + comm
     parts = {"compute": t_comp, "weights": t_w, "pcie_offload": t_off, "tp_allreduce": comm}
+    path = ""
+    if expert_off:
+        path = "stream" if streams else "cpu"
+    if path == "cpu":
+        # KTransformers overlaps the CPU experts with the GPU's work; llama.cpp below its batch threshold runs them
+        # after it (cpu_experts module docstring)
+        gpu = max(gpu, t_cpu) if C.overlaps_gpu(engine) else gpu + t_cpu
+        parts["cpu_experts"] = t_cpu
+    expected = max(gpu, bound)
     return PrefillEstimate(prompt_tokens=P, ttft_s=expected, ttft_bound_s=bound, tok_s=P / expected,
-                           binding=max(parts, key=lambda k: parts[k]), work_s=expected / par.pp, chunks=chunks)
+                           binding=max(parts, key=lambda k: parts[k]), work_s=expected / par.pp, chunks=chunks,
+                           expert_path=path, expert_stream_s=stream_all if expert_off else 0.0,
+                           expert_cpu_s=t_cpu if expert_off else 0.0)

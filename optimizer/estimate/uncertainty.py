@@ -13,9 +13,10 @@ Regimes are engine x hardware class x batch regime x model class (dense, moe, ml
 (s < 40B, m 40-250B, l > 250B total parameters). A regime with too few rows or sources backs off to a coarser one:
 engine/hw/batch/class/size -> engine/hw/batch/class -> engine/hw/batch -> engine/hw -> every row ("*"); a regime
 backed by few sources is widened to at least its coarser level's spread (crossval.interval_table), so no regime
-borrows a narrower interval than the evidence above it. Deployments with experts offloaded to the host have
-regimes of their own (engine/offload/...); a regime rigopt has no measurements for never borrows another engine's
-or hardware class's interval: it gets the all-rows one, the widest.
+borrows a narrower interval than the evidence above it. Deployments with experts in host memory have one regime of
+their own, "cpu-experts" (the rows of measurements/offload_measurements.yaml and the other offload rows with a
+host), backed off only to "*": the host, not the GPU, sets these errors, so they never borrow an engine's or a GPU
+class's narrower interval. A regime rigopt has no measurements for gets the all-rows one, the widest.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ UNCERTAINTY_FILE = Path(__file__).with_name("uncertainty.yaml")
 UNCERTAINTY_SCHEMA = "rigopt.uncertainty/2"
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95)
 KINDS = ("decode", "prefill", "ttft", "throughput")
+CPU_EXPERTS_REGIME = "cpu-experts"  # deployments with routed experts in host memory (issue 20)
 DEFAULT_CONFIDENCE = 0.8  # the interval the text output shows and `cheapest` plans at (README: "Trust")
 SIZE_CLASSES = ((40e9, "s"), (250e9, "m"))  # total parameters below each bound; above the last: "l"
 
@@ -74,8 +76,12 @@ def regime_keys(engine: str, acc: Any, batch: int, offload: bool = False, mclass
     """The regime of a prediction, finest first, then each coarser level it backs off to (without a model class,
     the engine x hardware x batch level first)."""
     # Ollama and LM Studio run llama.cpp (engines.physics_engine); ik_llama.cpp rows are its fork's
+    if offload:
+        # experts in host memory: one cpu-experts regime, then every row ("*"), never an engine's or hardware
+        # class's narrower interval (the host, not the GPU, sets these errors)
+        return [CPU_EXPERTS_REGIME, "*"]
     engine = "llamacpp" if engine == "ik_llama" else physics_engine(engine)
-    c, b = ("offload" if offload else hw_class(acc)), batch_class(batch)
+    c, b = hw_class(acc), batch_class(batch)
     base = f"{engine}/{c}/{b}"
     fine = [f"{base}/{mclass}", f"{base}/{mclass.split('/')[0]}"] if mclass else []
     return [*fine, base, f"{engine}/{c}", "*"]

@@ -263,6 +263,7 @@ class FitSet:
     seq_step_s: float | None = None
     mlx: tuple[float, float] | None = None  # (per-layer decode cost, prefill MFU) of mlx-lm (fidelity/mlx_fit.py)
     seq_saturation: float | None = None  # N_sat of the per-sequence cost (0: linear; None: leave the stored value)
+    cpu_experts: dict[str, float] | None = None  # "engine/host class" -> CPU-expert DRAM efficiency (fit_cpu_experts)
 
 
 SEQ_FIT_ITERATIONS = 3
@@ -383,7 +384,11 @@ def applied(fs: FitSet) -> Iterator[None]:
     saved_ttft = dict(F.ENGINE_TTFT_OVERHEAD_S)
     saved_seq = dict(F.ENGINE_SEQ_STEP_S)
     saved_sat = dict(F.ENGINE_SEQ_SATURATION)
+    saved_cpu = dict(F.CPU_EXPERT_BW_EFFICIENCY)
     try:
+        for cell, v in (fs.cpu_experts or {}).items():
+            eng, cls = cell.split("/")
+            F.CPU_EXPERT_BW_EFFICIENCY[(eng, cls)] = F.Factor(v, note)
         if fs.seq_step_s is not None:
             for e in ("vllm", "sglang"):
                 F.ENGINE_SEQ_STEP_S[e] = F.Factor(fs.seq_step_s, note)
@@ -421,6 +426,8 @@ def applied(fs: FitSet) -> Iterator[None]:
         F.ENGINE_SEQ_STEP_S.update(saved_seq)
         F.ENGINE_SEQ_SATURATION.clear()
         F.ENGINE_SEQ_SATURATION.update(saved_sat)
+        F.CPU_EXPERT_BW_EFFICIENCY.clear()
+        F.CPU_EXPERT_BW_EFFICIENCY.update(saved_cpu)
 
 
 def _sig(v: float, digits: int = 4) -> float:
@@ -441,6 +448,8 @@ def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]]
             per_kind.setdefault(engine, {}).setdefault(key, 0)
             per_kind[engine][key] += 1
     n_sources = len({source_of[r] for r in engine_of} | {source_of[r["id"]] for r in prefill})
+    with applied(FitSet(result, prefill_mfu, ttft_overhead_s, seq_step_s)):  # on the factors being written
+        cpu = fit_cpu_experts()
     return {
         "schema_id": F.FACTORS_SCHEMA,
         "written_by": "python bench/fidelity.py --fit (optimizer/fidelity/calibrate.py); refit instead of editing",
@@ -466,6 +475,7 @@ def factors_document(result: FitResult, prefill_mfu: dict[str, dict[str, float]]
             "seq_saturation": seq_saturation,
             "rows": [r["id"] for r in serving_pool()],
         },
+        "cpu_experts": cpu,
     }
 
 
@@ -486,3 +496,54 @@ def write_factors(fitted_on: str, path: str | None = None) -> tuple[str, bool]:
     old = target.read_text() if target.exists() else ""
     target.write_text(text)
     return str(target), text != old
+
+
+MIN_CPU_EXPERT_ROWS = 3
+
+
+def fit_cpu_experts(exclude_source: str | None = None) -> dict:
+    """Per CPU-expert engine x host class, the DRAM efficiency the measured decode rows with experts in host memory
+    imply (median over the cell's rows; cells with fewer than MIN_CPU_EXPERT_ROWS rows keep the estimate).
+
+    A row implies the efficiency at which its CPU-expert time fills exactly the measured step minus the predicted
+    rest of the step: eff x dram_s / needed_s, with needed_s the measured step less the non-CPU terms plus the part
+    of the CPU time the engine hides behind GPU work. Rows bound by the socket link or threads imply nothing."""
+    import statistics
+
+    from optimizer.estimate.cpu_experts import cpu_engine
+    from optimizer.estimate.deployment import evaluate
+    from optimizer.fidelity.crossval import source_key
+    from optimizer.fidelity.heldout import ENGINE_MAP, offload_rows, speed_rows_of
+    from optimizer.fidelity.predict import deployment_of
+    cells: dict[str, list[float]] = {}
+    for r in offload_rows():
+        if exclude_source is not None and source_key(r.get("source")) == exclude_source:
+            continue
+        rows, why = speed_rows_of(r)
+        for s in rows if not why else []:
+            if s["metric"] != "decode_tok_s":
+                continue
+            d = deployment_of(s)
+            sp = evaluate(d).decode
+            c, h = sp.cpu_experts, (d.hardware.links.host if d.hardware.links else None)
+            if c is None or h is None or c.bandwidth.limit != "dram" or c.compute_s > c.dram_s:
+                continue
+            needed = 1.0 / s["measured"] - (sp.step_time_s - c.exposed_s) + (c.time_s - c.exposed_s)
+            if needed <= 0:
+                continue
+            eng = cpu_engine(ENGINE_MAP.get(str(r["engine"]), str(r["engine"])))
+            cells.setdefault(f"{eng}/{h.host_class}", []).append(c.bandwidth.efficiency * c.dram_s / needed)
+    return {"bw_efficiency": {k: {"value": round(min(1.0, statistics.median(v)), 4), "rows": len(v)}
+                              for k, v in sorted(cells.items()) if len(v) >= MIN_CPU_EXPERT_ROWS}}
+
+
+def cpu_expert_cells(doc: dict) -> dict[str, float]:
+    """The "engine/host class" -> efficiency map of a fit_cpu_experts document (for FitSet.cpu_experts)."""
+    return {k: float(v["value"]) for k, v in (doc.get("bw_efficiency") or {}).items()}
+
+
+def cpu_expert_sources() -> set[str]:
+    """Sources of the offload rows the CPU-expert efficiencies are fitted on (their cross-validation folds)."""
+    from optimizer.fidelity.crossval import source_key
+    from optimizer.fidelity.heldout import offload_rows
+    return {source_key(r.get("source")) for r in offload_rows()}

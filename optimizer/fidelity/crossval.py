@@ -33,10 +33,20 @@ import numpy as np
 
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.catalog.models import resolve_model
+from optimizer.estimate import factors as F
 from optimizer.estimate.uncertainty import QUANTILE_LEVELS, hw_class, model_class, regime_keys
-from optimizer.fidelity.calibrate import FitSet, applied, fit_all, pool, serving_pool
+from optimizer.fidelity.calibrate import (
+    FitSet,
+    applied,
+    cpu_expert_cells,
+    cpu_expert_sources,
+    fit_all,
+    fit_cpu_experts,
+    pool,
+    serving_pool,
+)
 from optimizer.fidelity.cases import memory_rows, speed_rows
-from optimizer.fidelity.heldout import ENGINE_MAP, local_rows, speed_rows_of
+from optimizer.fidelity.heldout import ENGINE_MAP, local_rows, offload_rows, speed_rows_of
 from optimizer.fidelity.predict import predict_memory, predict_speed
 
 MIN_INTERVAL_ROWS = 8
@@ -129,14 +139,14 @@ def items() -> list[Item]:
         out.append(Item(r["id"], r["metric"], r["engine"], r["model"], f"{r.get('gpus', 1)}x {r['accelerator']}",
                         r["accelerator"], int(r.get("batch") or 1), source_key(r["source"]), float(r["measured"]),
                         "speed", r, bool(r.get("offload"))))
-    for lr in local_rows():
+    for lr in local_rows() + offload_rows():
         if lr.get("known_gap"):
             continue
         rows, _ = speed_rows_of(lr)
         for r in rows:
             out.append(Item(r["id"], r["metric"], str(lr["engine"]), r["model"], f"{r['gpus']}x {r['accelerator']}",
                             r["accelerator"], int(r.get("batch") or 1), source_key(r["source"]),
-                            float(r["measured"]), "speed", r))
+                            float(r["measured"]), "speed", r, bool(r.get("offload"))))
     for r in serving.serving_rows():
         if not serving.comparable(r):
             continue
@@ -259,18 +269,36 @@ def _predict_all(sel: list[Item] | tuple[Item, ...], fs: FitSet) -> dict[str, fl
     return out
 
 
-def scheme_predictions(all_items: list[Item], scheme: str, in_sample: dict[str, float]) -> dict[str, float]:
+def _estimates() -> dict[str, float]:
+    """The CPU-expert efficiency cells as estimated before any fit (factors.CPU_EXPERT_BW_EFFICIENCY's estimates)."""
+    return {f"{e}/{c}": f.value for (e, c), f in F.CPU_EXPERT_BW_EFFICIENCY.items() if f.estimate}
+
+
+def full_fit() -> FitSet:
+    """The fit on every row: the GPU factors (calibrate.fit_all) and the CPU-expert efficiency cells."""
+    return replace(fit_all(), cpu_experts=cpu_expert_cells(fit_cpu_experts()))
+
+
+def scheme_predictions(all_items: list[Item], scheme: str, in_sample: dict[str, float],
+                       full: FitSet) -> dict[str, float]:
     """Each item's prediction by factors fitted without its `scheme` group (one fit per group with fit rows)."""
     from optimizer.fidelity import mlx_fit
     g = _row_group(scheme)
     mlx_groups = {g(r) for r, split in mlx_fit.mlx_speed_rows() if split == "fit"}
+    # the CPU-expert efficiencies are refit per fold under leave-one-source-out (their rows are offload rows, not in
+    # the GPU fit pool); the other schemes use the full fit's cells (fit_cpu_experts excludes by source only)
+    cpu_sources = cpu_expert_sources() if scheme == "source" else set()
     out: dict[str, float] = {}
     for fold in folds(all_items, scheme):
-        if fold.train is not None:
-            fs = fit_all(list(fold.train), list(fold.train_serving or ()))
+        if fold.train is not None or fold.source in cpu_sources:
+            fs = fit_all(list(fold.train), list(fold.train_serving or ())) if fold.train is not None else full
             if fold.source in mlx_groups:  # mlx-lm's own factors, refit without this group's rows
                 f = mlx_fit.fit(exclude=_in_group(g, fold.source))
                 fs = replace(fs, mlx=(f["layer_overhead_s"], f["prefill_mfu"]))
+            if scheme == "source":  # cells this source leaves below the fit's minimum fall back to the estimate
+                fs = replace(fs, cpu_experts={**_estimates(), **cpu_expert_cells(fit_cpu_experts(fold.source))})
+            else:
+                fs = replace(fs, cpu_experts=full.cpu_experts)
             out.update(_predict_all(fold.items, fs))
         else:
             out.update({it.id: in_sample[it.id] for it in fold.items if it.id in in_sample})
@@ -282,9 +310,11 @@ def run(full: FitSet | None = None, schemes: tuple[str, ...] = SCHEMES) -> list[
     predicted_cv, predicted_family, predicted_hardware; a scheme not run leaves NaN). Items rigopt cannot
     evaluate are left out (bench/heldout.py and bench/serving.py list them with the reason)."""
     all_items = items()
-    full = full or fit_all()
+    full = full or full_fit()
+    if full.cpu_experts is None:
+        full = replace(full, cpu_experts=cpu_expert_cells(fit_cpu_experts()))
     in_sample = _predict_all(all_items, full)
-    preds = {s: scheme_predictions(all_items, s, in_sample) for s in schemes}
+    preds = {s: scheme_predictions(all_items, s, in_sample, full) for s in schemes}
     g = _row_group("source")
     fit_sources = {g(r) for r in pool() + serving_pool()}
     from optimizer.fidelity import mlx_fit
@@ -511,14 +541,16 @@ def as_dict(cases: list[CVCase], summary: list[CVSummary],
 
 def render_summary(summary: list[CVSummary], per_regime: bool = True) -> str:
     lines = [f"{'metric':22s} {'regime':34s} {'rows':>4s} {'srcs':>4s} {'median|err|':>11s} {'p90|err|':>9s} "
-             f"{'in-sample':>9s} {'target':>6s}  met"]
+             f"{'in-sample':>9s} {'signed':>7s} {'cov80':>6s} {'target':>6s}  met"]
     for s in summary:
         if s.regime != "all" and not per_regime:
             continue
         tgt = f"{s.target:.0%}" if s.target is not None else "-"
         met = {True: "yes", False: "no", None: "-"}[s.met]
+        cov = f"{s.coverage:.0%}" if s.coverage is not None else "-"
         lines.append(f"{s.metric:22s} {s.regime[:34]:34s} {s.n:4d} {s.n_sources:4d} {s.median_abs_error:11.1%} "
-                     f"{s.p90_abs_error:9.1%} {s.median_abs_error_in_sample:9.1%} {tgt:>6s}  {met}")
+                     f"{s.p90_abs_error:9.1%} {s.median_abs_error_in_sample:9.1%} {s.signed_median_error:+7.1%} "
+                     f"{cov:>6s} {tgt:>6s}  {met}")
     return "\n".join(lines)
 
 

@@ -23,13 +23,21 @@ import yaml
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import load_cards
+from optimizer.engines import ENGINES
 from optimizer.estimate import factors as F
 from optimizer.fidelity.cases import DATA_DIR
 from optimizer.fidelity.predict import predict_speed
 
 LOCAL_FILE = DATA_DIR / "local_measurements.yaml"
-ENGINE_MAP = {"llamacpp": "llamacpp", "ik_llama": "llamacpp", "ollama": "llamacpp", "vllm": "vllm",
-              "sglang": "sglang", "mlx": "mlx"}
+OFFLOAD_FILE = DATA_DIR / "offload_measurements.yaml"
+# a single-stream CPU-expert decode figure whose source gives no output length: the KV length it is read at is the
+# prompt plus half of this many tokens (at the short contexts of these runs the KV read is a small part of the step,
+# which the CPU experts dominate)
+OFFLOAD_ASSUMED_OSL = 256
+ENGINE_MAP = {"llamacpp": "llamacpp", "ik_llama": "ik_llama" if "ik_llama" in ENGINES else "llamacpp",
+              "ollama": "llamacpp", "vllm": "vllm", "sglang": "sglang", "mlx": "mlx", "ktransformers": "sglang"}
+# KTransformers (local_chat / balance_serve / kt-kernel under SGLang) is rigopt's SGLang engine with experts computed
+# by the CPU (Offload mode cpu); ik_llama.cpp rows run llama.cpp's physics until ik_llama is an engine of its own
 # ik_llama.cpp and Ollama run llama.cpp's model (ik_llama: faster MoE kernels); mlx rows (mlx-lm and engines built on
 # MLX) run rigopt's mlx engine, with its own two speed factors (estimate/factors_mlx.yaml)
 
@@ -71,8 +79,24 @@ def _ubatch(flags: str) -> str:
     return f" -ub {m.group(1) or m.group(2)}" if m else ""
 
 
+def offload_rows() -> list[dict]:
+    """The rows of measurements/offload_measurements.yaml (experts in host DRAM, each with its `host_spec`)."""
+    return [dict(r) for r in _rows(str(OFFLOAD_FILE))] if OFFLOAD_FILE.is_file() else []
+
+
+def _cpu_expert_layers(offload: dict, n_moe: int) -> int | None:
+    """MoE layers whose experts the CPU computes, from a row's offload block (cpu_moe: all | N, cpu_expert_layers)."""
+    v = offload.get("cpu_moe", offload.get("n_cpu_moe", offload.get("cpu_expert_layers")))
+    if v == "all":
+        return n_moe
+    if isinstance(v, int) and 0 < v <= n_moe:
+        return v
+    return None
+
+
 def speed_rows_of(row: dict) -> tuple[list[dict], str | None]:
-    """The decode / prefill speed rows of one local row, or the reason it cannot be compared."""
+    """The decode / prefill speed rows of one local or offload row, or the reason it cannot be compared. Offload
+    rows need a `host_spec` (the host's CPU, sockets, channels) and a count of CPU-expert layers."""
     engine = ENGINE_MAP.get(str(row.get("engine")))
     if engine is None:
         return [], f"engine {row.get('engine')} is not modelled"
@@ -81,24 +105,40 @@ def speed_rows_of(row: dict) -> tuple[list[dict], str | None]:
         return [], f"model {row.get('model')} is not in the catalogue"
     if row.get("accelerator") not in load_hardware().accelerators:
         return [], f"accelerator {row.get('accelerator')} is not in the catalogue"
+    offload = None
     if row.get("offload"):
-        return [], "CPU offload rows need a catalogue host (DRAM bandwidth), which the row names only as text"
+        from optimizer.catalog.host_spec import host_spec_from_measurement
+        from optimizer.catalog.models import resolve_model
+        from optimizer.errors import InputError
+        if not row.get("host_spec"):
+            return [], "CPU offload rows need a host_spec (CPU, sockets, channels, DIMM speed)"
+        try:
+            host_spec_from_measurement(row["host_spec"]).resolve()
+        except InputError as e:
+            return [], f"host_spec: {e}"
+        n = _cpu_expert_layers(row["offload"], len(resolve_model(model).spec.moe_layers))
+        if n is None:
+            return [], f"offload {row['offload']} does not say how many expert layers the CPU computes"
+        offload = {"cpu_expert_layers": n}
     w = row.get("workload") or {}
     m = row.get("measured") or {}
     p = row.get("parallel") or None
     base = {"engine": engine, "model": model, "quant": row.get("quant") or "native",
             "accelerator": row["accelerator"], "gpus": int(row.get("gpus") or 1),
             "parallel": {k: p[k] for k in ("tp", "pp", "dp", "ep") if p.get(k) is not None} if p else None,
-            "batch": int(w.get("concurrency") or 1), "offload": None,
+            "batch": int(w.get("concurrency") or 1), "offload": offload, "host_spec": row.get("host_spec"),
             "flags": str(row.get("flags") or "") + _ubatch(str(row.get("flags") or "")), "source": row.get("source")}
     out = []
     depth = w.get("depth")
     if depth is None and w.get("kind") == "single_stream" and row.get("engine") == "mlx":
         depth = w.get("isl")  # one request: its tokens are generated after its own prompt is in the cache
-    if m.get("decode_tok_s_per_seq") and w.get("osl"):
+    osl = w.get("osl")
+    if not osl and offload and w.get("kind") == "single_stream":  # generated after its own prompt
+        osl, depth = OFFLOAD_ASSUMED_OSL, depth or w.get("isl")
+    if m.get("decode_tok_s_per_seq") and osl:
         out.append({**base, "id": row["id"] + "/decode", "metric": "decode_tok_s",
                     "measured": float(m["decode_tok_s_per_seq"]), "depth": int(depth or 0),
-                    "gen_tokens": int(w["osl"]), "prompt_tokens": None})
+                    "gen_tokens": int(osl), "prompt_tokens": None})
     if m.get("prefill_tok_s") and w.get("isl") and int(w["isl"]) >= 128:
         out.append({**base, "id": row["id"] + "/prefill", "metric": "prefill_tok_s",
                     "measured": float(m["prefill_tok_s"]), "prompt_tokens": int(w["isl"])})

@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass, replace
 
 from optimizer.catalog.devices import node_for
-from optimizer.catalog.hardware import get_accelerator, load_hardware
+from optimizer.catalog.hardware import get_accelerator
+from optimizer.catalog.host_spec import HostSpec, host_spec_from_measurement
 from optimizer.catalog.models import resolve_model
 from optimizer.estimate.deployment import (
     Deployment,
@@ -91,11 +92,11 @@ def deployment_of(row: dict) -> Deployment:
     if o:
         n_moe = max(len(spec.moe_layers), 1)
         off = Offload(mode="cpu", dram_layers=min(float(n_moe), float(o["cpu_expert_layers"])))
-        if o.get("host"):
-            host = load_hardware().hosts[o["host"]]
-            links = replace(links, host_dram_bw=host.dram_bw_bytes_per_s,
-                            host_dram_efficiency=host.dram_bw_sustained_fraction,
-                            host_flops=host.cpu_expert_flops)
+        spec_h = row.get("host_spec")
+        if spec_h is not None or o.get("host"):
+            hs = host_spec_from_measurement(spec_h) if spec_h is not None else HostSpec(cpu=o["host"])
+            ch = hs.resolve()
+            links = replace(links, host_dram_bw=ch.theoretical_bw_bytes_per_s, host=ch)
     ctx = context_of(row)
     batch = int(row.get("batch") or 1)
     return Deployment(model=m, quant=row["quant"], engine=engine, hardware=replace(hw, links=links), parallel=par,

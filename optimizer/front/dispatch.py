@@ -113,15 +113,18 @@ def _owned(a: Ask) -> OwnedQuestion:
         concurrency=a.concurrency or 1, tok_s=a.tok_s or 0.0, engine=engines[0], buy=bool(a.buy),
         buy_types=tuple(get_accelerator(k).key for k in a.buy_types) if a.buy_types else None,
         max_budget=a.max_budget, min_bits=a.min_bits or 0.0, quants=a.quants,
-        confidence=DEFAULTS["confidence"] if a.confidence is None else a.confidence))
+        confidence=DEFAULTS["confidence"] if a.confidence is None else a.confidence, host=a.host))
     return OwnedQuestion(query=mq)
 
 
 def _speed(a: Ask) -> SpeedQuestion:
     owned = None
+    if a.host is not None and a.owned is None:
+        raise InputError(f"{a.name('host')} is the host of hardware you own: give {a.name('owned')} too")
     if a.owned is not None:
+        text = a.owned if a.host is None else f"{a.owned}, host {a.host}"  # `mixed --host` on one GPU type
         try:
-            owned = Owned.parse(a.owned)
+            owned = Owned.parse(text)
         except RigoptError as e:
             raise InputError(f"{a.name('owned')}: {e}") from None
     ctx = a.context or (a.isl + a.osl if a.isl and a.osl else DEFAULTS["context"])

@@ -101,6 +101,7 @@ class Ask:
     # buying on top of an owned inventory
     buy: bool | None = None
     buy_types: tuple[str, ...] | None = None
+    host: str | None = None  # the owned box's CPU + DRAM (optimizer/catalog/host_spec.py): `mixed --host`
     outputs: tuple[str, ...] = ()
     names: dict[str, str] = field(default_factory=dict)
 

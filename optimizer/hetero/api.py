@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.hardware_schema import Accelerator
+from optimizer.catalog.host_spec import parse_host
 from optimizer.catalog.models import ResolvedModel, resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.layers import model_layers
@@ -86,6 +87,8 @@ def cheapest_mixed(
     workers: int = 1,
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
+    host: str | None = None,
+    host_experts: bool | None = None,
 ) -> MixedResult:
     """Without `buy`: the highest-quality quantization whose fastest assignment over the inventory meets `tok_s`,
     with that assignment. With `buy` (True = DEFAULT_BUY, or accelerator keys): the cheapest purchases (GPUs into
@@ -96,7 +99,19 @@ def cheapest_mixed(
 
     `confidence` (0 = none): the tok/s target must hold at the low end of that interval. A plan over mixed cards
     (or with experts in host DRAM) has no measured regime of its own, so it is held to the all-rows interval of
-    the cross-validation, the widest (optimizer/estimate/uncertainty.py)."""
+    the cross-validation, the widest (optimizer/estimate/uncertainty.py); a plan that computes experts on the host
+    CPU is held to the cpu-experts regime's interval. `host_experts` (internal): None = solve for a plan without
+    host experts first and, if the one found uses them, again under the cpu-experts interval."""
+    if host_experts is None and confidence and tok_s:
+        def again(host_experts: bool) -> MixedResult:
+            return cheapest_mixed(model, inventory, context=context, tok_s=tok_s, concurrency=concurrency,
+                                  quants=quants, engine=engine, buy=buy, max_budget=max_budget, min_bits=min_bits,
+                                  objective=objective, time_limit_s=time_limit_s, workers=workers, seed=seed,
+                                  confidence=confidence, host=host, host_experts=host_experts)
+        first = again(False)
+        if first.plan is not None and not _uses_host_experts(first.plan):
+            return first
+        return again(True)
     if not 0 <= confidence < 1:
         raise InputError(f"confidence must lie in [0, 1), got {confidence}")
     if objective not in ("latency", "throughput"):
@@ -115,6 +130,8 @@ def cheapest_mixed(
         check_number(max_budget, "--max-budget (USD)", 0.0, MAX_BUDGET)
     m = resolve_model(model)
     inv = parse_inventory(inventory) if isinstance(inventory, str) else inventory
+    if host:  # `mixed --host`: the main box's (box 0) CPU and DRAM population
+        inv = replace(inv, boxes=(replace(inv.boxes[0], cpu=parse_host(host).resolve()), *inv.boxes[1:]))
     why = mixed_support(engine, [g.acc.key for g in inv.gpus])
     if why:
         raise InputError(why)
@@ -167,7 +184,8 @@ def cheapest_mixed(
             accs = load_hardware().accelerators
             buy_types = tuple(k for k in buy_types if not unsupported(engine, m.spec, accs[k].arch))
     acc0 = inv.gpus[0].acc
-    ratio = conservative_speed_ratio("decode", engine, acc0, concurrency, confidence, offload=True)
+    ratio = conservative_speed_ratio("decode", engine if host_experts else MIXED_CARDS, acc0, concurrency,
+                                     confidence, offload=bool(host_experts))
     planned_tok_s = tok_s / ratio if tok_s else 0.0
     if tok_s and ratio < 1.0:
         notes_pre.append(f"the {tok_s:g} tok/s target is held at the low end of the {confidence:.0%} interval: the "
@@ -230,13 +248,24 @@ def cheapest_mixed(
         status=sol.status,
         solve_s=sol.wall_s,
         notes=tuple(notes),
-        **_trust(engine, acc0, concurrency, confidence, chk.tok_s),
+        **_trust(engine, acc0, concurrency, confidence, chk.tok_s, _uses_host_experts(stages)),
     )
     return MixedResult(plan, chk, tuple(tried))
 
 
-def _trust(engine: str, acc: Accelerator, batch: int, confidence: float, tok_s: float) -> dict[str, Any]:
-    iv = interval("decode", engine, acc, batch, confidence or DEFAULT_CONFIDENCE, offload=True)
+# the regime name of a plan over mixed cards: no rows of its own, so every level backs off to "*" (all rows)
+MIXED_CARDS = "mixed-cards"
+
+
+def _uses_host_experts(plan_or_stages: object) -> bool:
+    stages = getattr(plan_or_stages, "stages", plan_or_stages)
+    return any(s.cpu_expert_layers or s.nvme_expert_layers for s in stages)  # type: ignore[attr-defined]
+
+
+def _trust(engine: str, acc: Accelerator, batch: int, confidence: float, tok_s: float,
+           host_experts: bool = True) -> dict[str, Any]:
+    iv = interval("decode", engine if host_experts else MIXED_CARDS, acc, batch, confidence or DEFAULT_CONFIDENCE,
+                  offload=host_experts)
     if iv is None:
         return {"confidence": confidence}
     lo, hi = iv.bounds(tok_s)

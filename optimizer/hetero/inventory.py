@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 from optimizer.catalog.hardware import get_accelerator, get_host, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, HostPlatform
+from optimizer.catalog.host_spec import platform_host
 from optimizer.errors import CatalogError, InputError
+from optimizer.layout import CpuHost
 from optimizer.limits import MAX_BOX_GPUS, MAX_BOXES, MAX_INVENTORY_CHARS, check_number, clip_for_message
 from optimizer.units import parse_bytes
 
@@ -70,6 +72,12 @@ class Box:
     nvme_bytes: int = 0
     nvme_key: str | None = None
     psu_watts: float | None = None
+    cpu: CpuHost | None = None  # the host as given (`mixed --host`); None: one socket of the `host` row
+
+    @property
+    def cpu_host(self) -> CpuHost:
+        """The CPU that computes this box's host-resident experts."""
+        return self.cpu if self.cpu is not None else platform_host(self.host)
 
     @property
     def nvme_bw(self) -> float:

@@ -36,6 +36,7 @@ class MixedQuery(BaseModel):
     time_limit_s: float = Field(default=CLI_TIME_LIMIT_S, gt=0, le=MAX_TIME_LIMIT_S)
     workers: int = Field(default=CLI_WORKERS, ge=1, le=64)
     confidence: float = Field(default=DEFAULT_CONFIDENCE, ge=0, lt=1)
+    host: str | None = Field(default=None, max_length=MAX_PATH_CHARS)  # the main box's host (catalog/host_spec.py)
 
     def solve(self) -> MixedResult:
         buy: bool | tuple[str, ...] = self.buy_types if self.buy_types else self.buy
@@ -53,6 +54,7 @@ class MixedQuery(BaseModel):
             time_limit_s=self.time_limit_s,
             workers=self.workers,
             confidence=self.confidence,
+            host=self.host,
         )
 
 

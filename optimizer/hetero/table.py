@@ -13,6 +13,7 @@ from optimizer.catalog.hardware import load_hardware, purchase_usd
 from optimizer.catalog.models import ResolvedModel
 from optimizer.errors import InputError
 from optimizer.estimate import factors as F
+from optimizer.estimate.cpu_experts import host_bandwidth
 from optimizer.estimate.layers import ModelLayers, device_rates
 from optimizer.hetero.inventory import Gpu, Inventory
 from optimizer.hetero.scaling import DEV_MEM_UNIT, GB_UNITS, HOST_MEM_UNIT, TIME_UNIT, down, up
@@ -220,7 +221,7 @@ def build_instance(
                 dram_price_per_gb=up(h.dram_usd_per_gb, 1.0) if buy_dram else 0,
                 reserve=up(HOST_RESERVED_BYTES, HOST_MEM_UNIT),
                 expert_host=up(exp_bytes, HOST_MEM_UNIT),
-                cpu_time=up(exp_read / (h.dram_bw_bytes_per_s * h.dram_bw_sustained_fraction), TIME_UNIT),
+                cpu_time=up(exp_read / host_bandwidth(b.cpu_host, "llamacpp").bytes_per_s, TIME_UNIT),
                 nvme_time=up(exp_read / (b.nvme_bw * F.NVME_EFFICIENCY.value), TIME_UNIT) if b.nvme_bytes else 0,
                 nvme_cap=down(b.nvme_bytes, HOST_MEM_UNIT),
                 slots=max(len(b.gpus), (h.pcie_lanes - LANES_RESERVED) // MIN_LANES_PER_GPU),

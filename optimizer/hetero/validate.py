@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import ResolvedModel
 from optimizer.estimate import factors as F
+from optimizer.estimate.cpu_experts import host_bandwidth
 from optimizer.estimate.deployment import Deployment, EngineSettings, Hardware, Offload, evaluate
 from optimizer.estimate.layers import (
     ModelLayers,
@@ -111,9 +112,8 @@ def check_plan(
         checks.append(StageCheck(st, f, r.budget_bytes, hop))
         t_dev += f.time_s
         t_hop += hop
-        h = box.host
         for l in st.cpu_expert_layers:
-            t_cpu += host_expert_time_s(ml, l, h.dram_bw_bytes_per_s, h.dram_bw_sustained_fraction)
+            t_cpu += host_expert_time_s(ml, l, host_bandwidth(box.cpu_host, ml.engine).bytes_per_s)
             host[st.box] += ml.layers[l].expert_bytes
         for l in st.nvme_expert_layers:
             if not box.nvme_bytes:
@@ -185,7 +185,7 @@ def _agrees_with_evaluate(
     x, z = len(st.cpu_expert_layers), len(st.nvme_expert_layers)
     links = Links(
         host_dram_bw=box.host.dram_bw_bytes_per_s,
-        host_dram_efficiency=box.host.dram_bw_sustained_fraction,
+        host=box.cpu_host,
         nvme_bw=box.nvme_bw,
     )
     d = Deployment(

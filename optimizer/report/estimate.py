@@ -13,17 +13,21 @@ from pydantic import BaseModel, ConfigDict
 from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator
+from optimizer.catalog.host_spec import HostSpec
 from optimizer.catalog.models import ResolvedModel
 from optimizer.engines import is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
 from optimizer.estimate.calibration import Calibration
+from optimizer.estimate.cpu_experts import overlaps_gpu
 from optimizer.estimate.deployment import (
     Deployment,
     EngineSettings,
+    Evaluation,
     Hardware,
     Offload,
     SpecDecode,
     evaluate,
+    links_for,
     memory_of,
     recurrent_of,
     resident_weights,
@@ -134,6 +138,25 @@ class DeviceReport(_M):
     recurrent_state_bytes_per_seq: float = 0.0
 
 
+class CpuExpertsReport(_M):
+    """Routed experts computed by the host CPU (optimizer/estimate/cpu_experts.py), one decode step."""
+    host: str
+    time_s: float                 # CPU-expert time of the step: max(dram_s, compute_s)
+    exposed_s: float              # what the step pays after the engine's overlap with GPU work
+    dram_s: float
+    compute_s: float
+    dram_bw_bytes_per_s: float    # achievable (assumed)
+    dram_bw_theoretical_bytes_per_s: float
+    dram_bw_basis: str
+    cpu_flops_per_s: float
+    isa: str
+    binding: str                  # host DRAM bandwidth | cross-socket link | CPU threads | cpu compute
+    combine: str                  # how the engine combines CPU and GPU parts
+    prefill_path: str             # stream | cpu
+    prefill_stream_s: float
+    prefill_cpu_s: float
+
+
 class SpeedReport(_M):
     tok_s_per_seq: float
     tok_s_bound_per_seq: float
@@ -147,6 +170,7 @@ class SpeedReport(_M):
     tok_s_per_seq_high: float | None = None
     ttft_s_low: float | None = None
     ttft_s_high: float | None = None
+    cpu_experts: CpuExpertsReport | None = None
 
 
 class IntervalReport(_M):
@@ -324,7 +348,7 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
              prompt_tokens: int | None = None, workload: Workload | None = None,
              settings: EngineSettings | None = None, spec_decode: SpecDecode | None = None,
              layout: str = "tp", cpu_moe_layers: int | None = None,
-             confidence: float = DEFAULT_CONFIDENCE,
+             host: HostSpec | None = None, confidence: float = DEFAULT_CONFIDENCE,
              calibration: Calibration | None = None) -> EstimateResult:
     engine = check_engine(engine)
     settings = settings or EngineSettings()
@@ -421,7 +445,12 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
             if not 0 < cpu_moe_layers <= n_moe:
                 raise InputError(f"--n-cpu-moe must be between 1 and the model's {n_moe} MoE layers, got {cpu_moe_layers}")
             offload = Offload(mode="stream" if eng == "vllm" else "cpu", dram_layers=cpu_moe_layers)
-        d = Deployment(model=m, quant=q, engine=eng, hardware=Hardware(acc, node, n_nodes, per_node), parallel=par,
+        hardware = Hardware(acc, node, n_nodes, per_node)
+        if host is not None:
+            cpu_host = host.resolve()
+            hardware = replace(hardware, links=replace(links_for(hardware, par), host=cpu_host,
+                                                       host_dram_bw=cpu_host.theoretical_bw_bytes_per_s))
+        d = Deployment(model=m, quant=q, engine=eng, hardware=hardware, parallel=par,
                        context=context, concurrency=concurrency, offload=offload,
                        kv_dtype=None if kv_dtype is None or eng != engine else kvd, settings=settings,
                        spec_decode=spec_decode, workload=workload, prompt_tokens=prompt_tokens,
@@ -474,6 +503,7 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                                tok_s_aggregate=_expected(tr.decode, sp.tok_s_aggregate), binding=sp.binding,
                                terms_s=sp.terms_s, ttft_s=_expected(tr.prefill, pf.ttft_s, time=True),
                                ttft_bound_s=pf.ttft_bound_s, prompt_tokens=pf.prompt_tokens,
+                               cpu_experts=_cpu_report(ev, eng),
                                **_speed_bounds(tr, sp.tok_s_per_seq, pf.ttft_s)),
             settings=SettingsReport(max_model_len=st.max_model_len, max_num_seqs=st.max_num_seqs,
                                     max_num_batched_tokens=st.max_num_batched_tokens,
@@ -494,6 +524,21 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
 
 
 RECURRENT_ENGINES = ("vllm", "sglang", "llamacpp")
+
+
+def _cpu_report(ev: Evaluation, engine: str) -> CpuExpertsReport | None:
+    c, pf, h = ev.decode.cpu_experts, ev.prefill, ev.links.host
+    if c is None:
+        return None
+    combine = ("overlapped with the layer's GPU work (KTransformers)" if overlaps_gpu(engine)
+               else "after the layer's GPU work (serial)")
+    return CpuExpertsReport(host=h.name if h else "generic", time_s=c.time_s, exposed_s=c.exposed_s, dram_s=c.dram_s,
+                            compute_s=c.compute_s, dram_bw_bytes_per_s=c.bandwidth.bytes_per_s,
+                            dram_bw_theoretical_bytes_per_s=c.bandwidth.theoretical,
+                            dram_bw_basis=c.bandwidth.basis, cpu_flops_per_s=c.flops_per_s,
+                            isa=h.isa if h else "avx2", binding=c.binding, combine=combine,
+                            prefill_path=pf.expert_path, prefill_stream_s=pf.expert_stream_s,
+                            prefill_cpu_s=pf.expert_cpu_s)
 
 
 def _recurrent_reports(m: ResolvedModel, context: int, concurrency: int, settings: EngineSettings, kv_dtype: str,

@@ -38,6 +38,7 @@ def run_mixed(
     as_json: bool,
     engine: str = "llamacpp",
     confidence: float = 0.8,
+    host: str | None = None,
 ) -> int:
     """What `rigopt mixed` does: solve, print (or JSON), optionally write the llama.cpp launch script. Exit code 0
     with a plan, 3 without one."""
@@ -57,6 +58,7 @@ def run_mixed(
         workers=1,
         engine=engine,
         confidence=confidence,
+        host=host,
     )
     if as_json:
         sys.stdout.write(

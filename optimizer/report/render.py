@@ -88,6 +88,16 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
         console.print(f"prefill of {s.prompt_tokens:,} tokens: TTFT expected {s.ttft_s:,.1f} s"
                       f"{_range(s.ttft_s_low, s.ttft_s_high, tr.prefill if tr else None, '.1f', ' s')} (bound "
                       f"{s.ttft_bound_s:,.1f} s)")
+        c = s.cpu_experts
+        if c is not None:
+            console.print(f"cpu experts ({c.host}, {c.isa}): {c.time_s * 1e3:,.1f} ms per decode step "
+                          f"({c.exposed_s * 1e3:,.1f} ms exposed: {c.combine}); binding term: {c.binding}",
+                          markup=False)
+            console.print(f"  host DRAM bandwidth assumed: {c.dram_bw_bytes_per_s / 1e9:,.1f} GB/s "
+                          f"-> {c.dram_s * 1e3:,.1f} ms; basis: {c.dram_bw_basis}", markup=False)
+            console.print(f"  CPU compute: {c.cpu_flops_per_s / 1e12:,.1f} TFLOP/s -> {c.compute_s * 1e3:,.1f} ms; "
+                          f"prefill experts: {c.prefill_path} (streamed over PCIe {c.prefill_stream_s:,.1f} s vs "
+                          f"computed on the CPU {c.prefill_cpu_s:,.1f} s)", markup=False)
         st = h.settings
         eng = [f"max_model_len {st.max_model_len:,}", f"max_num_seqs {st.max_num_seqs:,}",
                f"max_num_batched_tokens {st.max_num_batched_tokens:,}", f"block_size {st.block_size}"]

@@ -143,6 +143,8 @@ class OwnedSpec(_Strict):
     accelerators: dict[str, Annotated[int, Field(ge=1, le=MAX_GPUS)]] = Field(
         description="accelerator type -> count, e.g. {rtx-4090: 2}")
     dram: ByteCount = Field(0, description="host DRAM owned, e.g. 256GB (0 = the node's own)")
+    host: str | None = Field(None, max_length=512, description="the box's host: a hardware/hosts.yaml key or a host "
+                             "spec, e.g. epyc-9004-12ch-ddr5-4800:sockets=2,channels=8 (rigopt estimate --host)")
 
 
 @_user
@@ -150,7 +152,7 @@ def _owned(v):
     if isinstance(v, str):
         from optimizer.solver.query import Owned
         o = Owned.parse(v)
-        return {"accelerators": o.accelerators, "dram": o.dram_bytes}
+        return {"accelerators": o.accelerators, "dram": o.dram_bytes, **({"host": o.host} if o.host else {})}
     if isinstance(v, dict) and isinstance(v.get("accelerators"), dict):
         accs: dict[str, Any] = {}
         for k, n in v["accelerators"].items():
@@ -489,7 +491,7 @@ def to_query_kwargs(fields: dict[str, Any]) -> dict[str, Any]:
     if "owned" in kw:
         from optimizer.solver.query import Owned
         o = kw.pop("owned")
-        kw["owned"] = Owned(accelerators=o["accelerators"], dram_bytes=o.get("dram", 0))
+        kw["owned"] = Owned(accelerators=o["accelerators"], dram_bytes=o.get("dram", 0), host=o.get("host"))
     return kw
 
 

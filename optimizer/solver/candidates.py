@@ -16,6 +16,7 @@ from itertools import pairwise
 from optimizer.cache import BoundedCache
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, NodeType
+from optimizer.catalog.host_spec import parse_host
 from optimizer.catalog.models import ResolvedModel
 from optimizer.catalog.offers import unit_counts, unit_offer, unit_power_watts
 from optimizer.catalog.ollama_tags import load_ollama_tags
@@ -305,6 +306,14 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                                     continue
                                 out.append(c)
                                 met = met or _meets_all(c, q)
+                                if c.max_offload_layers and q.confidence > 0:
+                                    # its no-offload twin: held to its GPU regime's interval, not the
+                                    # cpu-experts one every offload level of `c` is held to
+                                    t = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd,
+                                               par, moe_idx, quality, spec_dec, offload=False)
+                                    if t is not None:
+                                        out.append(t)
+                                        met = met or _meets_all(t, q)
                             if met:
                                 feasible_family.add(fam)
     out.sort(key=lambda c: c.id)
@@ -341,7 +350,8 @@ def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | 
 
 def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool, dram_base: float,
            engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
-           quality: tuple[float, float, float], spec_dec: SpecDecode | None = None) -> Candidate | None:
+           quality: tuple[float, float, float], spec_dec: SpecDecode | None = None,
+           offload: bool = True) -> Candidate | None:
     """One candidate row: its deployment evaluated (estimate.evaluate, the same function the checker and
     `estimate` call) at the ends of its open offload range, which the table interpolates linearly."""
     spec = m.spec
@@ -350,7 +360,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     if base_cost is None:
         return None
     unified = acc.kind == "unified"
-    mode = _offload_mode(engine, m, unified, n_nodes)
+    mode = _offload_mode(engine, m, unified, n_nodes) if offload else "none"  # the no-offload twin: "none"
     # the one support rule (optimizer/solver/support.py): without offload, and with the experts offloaded
     # (for SGLang that is SGLang + KTransformers: its model matrix, validated GPUs and the host CPU's kt-method)
     scheme = get_scheme(qname, m.storage)
@@ -371,7 +381,11 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     if mode == "cpu" and engine == "llamacpp" and node.nvme and not load_aware:
         nvme_bytes = load_hardware().storage[node.nvme].capacity_bytes * max(node.nvme_count, 1)
     Z = L if nvme_bytes else 0  # llama.cpp mmaps GGUF expert tensors: layers beyond DRAM page in from NVMe
-    hardware = Hardware(acc, node, n_nodes, g, links=plan_links(node, n_nodes, par))
+    links = plan_links(node, n_nodes, par)
+    if owned and q.owned is not None and q.owned.host:  # the owned box's own CPU and DRAM population
+        cpu_host = parse_host(q.owned.host).resolve()
+        links = replace(links, host=cpu_host, host_dram_bw=cpu_host.theoretical_bw_bytes_per_s)
+    hardware = Hardware(acc, node, n_nodes, g, links=links)
     # the engine's sequence cap is the planned concurrency per replica (what export writes), or its default when
     # the question is a request rate (the serving model then finds what the pool admits)
     settings = EngineSettings(max_num_seqs=None if q.rate_rps else

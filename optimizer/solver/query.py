@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from optimizer.arch.formats import kv_elem_bytes
 from optimizer.catalog.hardware import get_accelerator
+from optimizer.catalog.host_spec import parse_host
 from optimizer.engines import APPLE_ONLY
 from optimizer.errors import InputError
 from optimizer.estimate.calibration import Calibration
@@ -42,12 +43,23 @@ class Owned(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     accelerators: dict[str, Annotated[int, Field(ge=1, le=MAX_GPUS)]] = Field(default_factory=dict)
     dram_bytes: int = Field(default=0, ge=0, le=MAX_SIZE_BYTES)
+    # the owned box's host: a host spec (optimizer/catalog/host_spec.parse_host), e.g. 'desktop-am5-2ch-ddr5' or
+    # 'epyc-9004-12ch-ddr5-4800:sockets=2;channels=8' (';' between the spec's fields inside the inventory list)
+    host: str | None = Field(default=None, max_length=MAX_NAME_CHARS * 4)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_host(v).resolve()  # InputError on a bad spec, at parse time
+        return v
 
     @classmethod
     def parse(cls, text: str) -> Owned:
-        """'2x rtx-4090, 256GB ddr5' -> {rtx-4090: 2}, 256e9 bytes of DRAM."""
+        """'2x rtx-4090, 256GB ddr5, host desktop-am5-2ch-ddr5' -> {rtx-4090: 2}, 256e9 bytes of DRAM, the host."""
         accs: dict[str, int] = {}
         dram = 0
+        host = None
         if len(text) > MAX_NAME_CHARS * 8:
             raise InputError(f"owned inventory is {len(text)} characters long (limit {MAX_NAME_CHARS * 8})")
         parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -61,6 +73,11 @@ class Owned(BaseModel):
                 if not 1 <= accs[acc.key] <= MAX_GPUS:
                     raise InputError(f"owned count of {acc.key} must be within 1..{MAX_GPUS}, "
                                      f"got {clip_for_message(part)}")
+                continue
+            m = re.match(r"^host\s+(\S.*)$", part, re.I)
+            if m:
+                host = m.group(1).strip().replace(";", ",")
+                parse_host(host).resolve()
                 continue
             if re.match(r"^\d+\s*[x×*]", part):
                 raise InputError(f"owned count in {clip_for_message(part)} must be within 1..{MAX_GPUS}")
@@ -78,7 +95,7 @@ class Owned(BaseModel):
             raise InputError(f"owned inventory '{clip_for_message(text)}' names no accelerator")
         if dram > MAX_SIZE_BYTES:
             raise InputError(f"owned DRAM {dram:,} bytes is larger than {MAX_SIZE_BYTES:,} bytes")
-        return cls(accelerators=accs, dram_bytes=dram)
+        return cls(accelerators=accs, dram_bytes=dram, host=host)
 
 
 class Query(BaseModel):

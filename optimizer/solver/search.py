@@ -164,14 +164,15 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
                     tok_s_aggregate=speed.tok_s_aggregate, ttft_s=prefill.ttft_s,
                     ttft_bound_s=prefill.ttft_bound_s, binding=speed.binding, terms_s=speed.terms_s),
         binding_constraint=binding, notes=notes, settings=_settings_plan(ev), serving=_serving_plan(ev, q),
-        trust=_trust_plan(ev, q, c)))
+        trust=_trust_plan(ev, q, c, offloaded=x + z > 0)))
 
 
-def _trust_plan(ev: PlanEvaluation, q: Query, c: Candidate) -> TrustPlan:
+def _trust_plan(ev: PlanEvaluation, q: Query, c: Candidate, offloaded: bool) -> TrustPlan:
     """The plan's decode and TTFT intervals (at q.confidence, or the default level when planning on the expected
     figures) and whether the targets were held at their low end."""
     conf = q.confidence or DEFAULT_CONFIDENCE
-    tr = trust(c.engine, get_accelerator(c.accelerator), q.planning_batch, conf, offload=c.max_offload_layers > 0)
+    # the plan's own regime: cpu-experts only when it keeps experts in host memory
+    tr = trust(c.engine, get_accelerator(c.accelerator), q.planning_batch, conf, offload=offloaded)
     tok = 1.0 / ev.physics.tpot_s if ev.physics.tpot_s > 0 else 0.0
     ttft = ev.physics.ttft_s
     served = q.workload is not None

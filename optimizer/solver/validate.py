@@ -3,9 +3,10 @@ from the solver's table."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from optimizer.catalog.hardware import get_node, load_hardware
+from optimizer.catalog.host_spec import parse_host
 from optimizer.catalog.models import resolve_model
 from optimizer.catalog.offers import PriceOffer, unit_offer, unit_power_watts
 from optimizer.estimate.deployment import Deployment, EngineSettings, Evaluation, Hardware, Offload, SpecDecode
@@ -19,6 +20,7 @@ from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, lo
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
 from optimizer.solver.support import plan_unsupported
+from optimizer.topology_links import plan_links
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,13 @@ def plan_deployment(plan: Plan, q: Query) -> Deployment:
     spec = None if sp is None else SpecDecode(method=sp.method, num_tokens=sp.num_tokens, accept_len=sp.accept_len,
                                               draft_model=sp.draft_model, source=sp.source,
                                               draft_params=sp.draft_params)
+    hardware = Hardware(acc, node, plan.hardware.n_nodes, plan.hardware.gpus_per_node)
+    if plan.hardware.owned and q.owned is not None and q.owned.host:  # the owned box's own host (as candidates)
+        cpu_host = parse_host(q.owned.host).resolve()
+        hardware = replace(hardware, links=replace(plan_links(node, plan.hardware.n_nodes, par), host=cpu_host,
+                                                   host_dram_bw=cpu_host.theoretical_bw_bytes_per_s))
     return Deployment(model=m, quant=plan.quant, engine=plan.engine, settings=settings, spec_decode=spec,
-                      hardware=Hardware(acc, node, plan.hardware.n_nodes, plan.hardware.gpus_per_node),
+                      hardware=hardware,
                       parallel=par, context=plan.context, concurrency=plan.concurrency, kv_dtype=plan.kv_dtype,
                       offload=off, workload=q.workload,
                       prompt_tokens=q.prompt_tokens or (None if q.workload else q.context), load_imbalance=imbalance,

@@ -1,0 +1,278 @@
+"""Experts computed by the host CPU (optimizer/estimate/cpu_experts.py) and the host as an input
+(optimizer/catalog/host_spec.py): hand calculations on named hosts, channel population, NUMA, threads, each engine's
+combine rule, the prefill stream-vs-CPU choice, the CLI lines and the host spec parser."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from optimizer.catalog.hardware import get_node
+from optimizer.catalog.host_spec import HostSpec, host_spec_from_measurement, parse_host
+from optimizer.cli import app
+from optimizer.errors import InputError
+from optimizer.estimate import cpu_experts as C
+from optimizer.estimate import factors as F
+from optimizer.estimate.kv import kv_estimate
+from optimizer.estimate.schemes import get_scheme
+from optimizer.estimate.speed import Device, ExpertTiers, decode_speed, prefill_time
+from optimizer.estimate.weights import weight_breakdown
+from optimizer.layout import Links, Parallel
+from optimizer.topology import topology
+from optimizer.topology_links import plan_links
+
+runner = CliRunner()
+GENOA = "epyc-9004-12ch-ddr5-4800"  # EPYC 9654: 96 cores, 2.4 GHz, AVX-512, 12 x DDR5-4800
+
+
+def eff(engine: str, cls: str) -> float:
+    return F.cpu_expert_bw_efficiency(engine, cls).value
+
+
+def test_expert_time_on_one_genoa_socket_by_hand():
+    host = HostSpec(cpu=GENOA).resolve()
+    assert host.socket_bw_bytes_per_s == pytest.approx(12 * 4800e6 * 8)  # 460.8 GB/s
+    assert host.host_class == "server" and host.isa == "avx512"
+    t = C.expert_time(host, "llamacpp", bytes_read=10e9, flops=50e12)
+    # bytes / (460.8 GB/s x llama.cpp's server efficiency)
+    assert t.dram_s == pytest.approx(10e9 / (460.8e9 * eff("llamacpp", "server")))
+    # FLOPs / (96 cores x 2.4 GHz x 256 int8 ops per cycle (AVX-512 VNNI) x compute efficiency)
+    rate = 96 * 2.4e9 * 256 * F.CPU_EXPERT_COMPUTE_EFFICIENCY.value
+    assert t.compute_s == pytest.approx(50e12 / rate)
+    assert t.time_s == max(t.dram_s, t.compute_s)
+    assert t.binding == ("cpu compute" if t.compute_s > t.dram_s else "host DRAM bandwidth")
+
+
+def test_amx_and_bf16_paths_change_only_the_compute_rate():
+    spr = HostSpec(cpu="xeon-spr-8ch-ddr5-4800").resolve()
+    amx_int8 = C.compute_rate(spr, "sglang", "int8")
+    amx_bf16 = C.compute_rate(spr, "sglang", "bf16")
+    assert amx_int8 == pytest.approx(56 * 2.0e9 * 2048 * F.CPU_EXPERT_COMPUTE_EFFICIENCY.value)
+    assert amx_int8 == pytest.approx(2 * amx_bf16)
+    assert C.kernel_path("sglang", {"mxfp4"}) == "bf16" and C.kernel_path("llamacpp", {"mxfp4"}) == "int8"
+
+
+def test_headline_node_populates_two_thirds_of_the_channels():
+    node = get_node("pcie-l40s-8")
+    links = plan_links(node, 1, Parallel(tp=8, ep=True))
+    assert links.host is not None and links.host.channels_populated == 8 and links.host.sockets == 2
+    # 16 DIMMs on 2 x 12 channels: 8 x 4800 MT/s x 8 B = 307.2 GB/s per socket, 2/3 of a full socket
+    assert links.host.socket_bw_bytes_per_s == pytest.approx(307.2e9)
+    assert topology(node.key, 1).host_dram_bandwidth() == pytest.approx(2 * 307.2e9)
+    full = HostSpec(cpu=GENOA, sockets=2).resolve()
+    assert links.host.socket_bw_bytes_per_s / full.socket_bw_bytes_per_s == pytest.approx(2 / 3)
+
+
+def test_numa_interleave_is_capped_by_the_socket_link_and_per_socket_is_not():
+    two = HostSpec(cpu=GENOA, sockets=2).resolve()
+    link = two.socket_link_bw_bytes_per_s
+    per_socket = 460.8e9 * eff("ktransformers", "server")
+    kt = C.host_bandwidth(two, "sglang")  # KTransformers: one thread pool per NUMA node, local reads
+    assert kt.bytes_per_s == pytest.approx(2 * per_socket)
+    lc = C.host_bandwidth(two, "llamacpp")  # pages striped: half of each socket's reads cross the link
+    assert lc.bytes_per_s == pytest.approx(2 * min(460.8e9 * eff("llamacpp", "server"), link * 2))
+    single = C.host_bandwidth(HostSpec(cpu=GENOA, sockets=2, numa="single").resolve(), "llamacpp")
+    assert single.bytes_per_s == pytest.approx(460.8e9 * eff("llamacpp", "server"))
+    assert single.theoretical == pytest.approx(460.8e9)
+
+
+def test_threads_and_measured_bandwidth():
+    few = HostSpec(cpu=GENOA, threads=4).resolve()
+    bw = C.host_bandwidth(few, "llamacpp")
+    assert bw.limit == "threads" and bw.bytes_per_s == pytest.approx(4 * F.PER_THREAD_DRAM_BW.value)
+    meas = HostSpec(cpu=GENOA, sockets=2, numa="per-socket", measured_bw_gb_s=700).resolve()
+    assert C.host_bandwidth(meas, "llamacpp").bytes_per_s == pytest.approx(700e9 * eff("llamacpp", "server"))
+    assert "measured 700 GB/s" in meas.basis
+
+
+def test_combine_rules():
+    assert C.exposed_time("llamacpp", 0.05, 40, 0.001) == 0.05  # serial: every millisecond counts
+    assert C.exposed_time("ik_llama", 0.05, 40, 0.001) == 0.05
+    assert C.exposed_time("sglang", 0.05, 40, 0.001) == pytest.approx(0.05 - 40 * 0.001)  # overlapped
+    assert C.exposed_time("sglang", 0.01, 40, 0.001) == 0.0
+
+
+def test_decode_step_adds_cpu_experts_for_llamacpp_and_overlaps_them_for_ktransformers(spec_of):
+    m = spec_of("deepseek-v3")
+    w = weight_breakdown(m.spec, get_scheme("q4_k_m"))
+    dev = Device("rtx-4090", 1.008e12, 165e12)
+    host = HostSpec(cpu=GENOA, sockets=2).resolve()
+    links = Links(host_dram_bw=host.theoretical_bw_bytes_per_s, host=host, host_link_bw=32e9)
+    tiers = ExpertTiers(gpu=0.0, cpu=1.0)
+    out = {}
+    for engine in ("llamacpp", "sglang"):
+        kv = kv_estimate(m.spec, engine, "bf16" if engine == "sglang" else "f16")
+        out[engine] = decode_speed(m.spec, w, kv, dev, par=Parallel(), context=4096, links=links, tiers=tiers,
+                                   engine=engine)
+    lc, kt = out["llamacpp"], out["sglang"]
+    assert lc.terms_s["cpu_experts"] == pytest.approx(lc.cpu_experts.time_s)
+    # hand figure: 58 MoE layers x 8 experts x bytes per expert, at llama.cpp's interleaved bandwidth
+    moe = m.spec.moe_layers
+    eb = w.per_layer_experts[m.spec.main_layers.index(moe[0])] / moe[0].n_routed_experts
+    bytes_read = len(moe) * moe[0].experts_per_token * eb
+    assert lc.cpu_experts.dram_s == pytest.approx(bytes_read / C.host_bandwidth(host, "llamacpp").bytes_per_s)
+    shared = w.by_class.get("shared_experts", 0.0) / len(moe)
+    hidden = len(moe) * shared / (dev.mem_bw_bytes_per_s * dev.bw_efficiency)
+    assert kt.terms_s["cpu_experts"] == pytest.approx(max(0.0, kt.cpu_experts.time_s - hidden))
+    assert kt.cpu_experts.exposed_s < kt.cpu_experts.time_s
+
+
+def test_prefill_streams_or_computes_by_the_engines_rule(spec_of):
+    assert C.prefill_streams("llamacpp", 512) and not C.prefill_streams("llamacpp", 16)
+    assert C.prefill_streams("sglang", 4096) and not C.prefill_streams("sglang", 512)
+    assert C.prefill_streams("vllm", 1)
+    # ik_llama.cpp: batch x active >= 32 x total experts (DeepSeek 256 / 8: from 1,024 tokens)
+    assert not C.prefill_streams("ik_llama", 512, 256, 8) and C.prefill_streams("ik_llama", 1024, 256, 8)
+    assert C.prefill_streams("ik_llama", 512, 128, 8) and not C.prefill_streams("ik_llama", 16, 128, 8)
+    assert C.stream_links("llamacpp", 8) == 1 and C.stream_links("sglang", 8) == 8
+    m = spec_of("deepseek-v3")
+    w = weight_breakdown(m.spec, get_scheme("q4_k_m"))
+    dev = Device("rtx-4090", 1.008e12, 165e12)
+    host = HostSpec(cpu=GENOA).resolve()
+    links = Links(host_dram_bw=host.theoretical_bw_bytes_per_s, host=host, host_link_bw=32e9)
+    tiers = ExpertTiers(gpu=0.0, cpu=1.0)
+    big = prefill_time(m.spec, w, dev, par=Parallel(), prompt_tokens=4096, links=links, tiers=tiers,
+                       engine="llamacpp", chunk_tokens=512)
+    small = prefill_time(m.spec, w, dev, par=Parallel(), prompt_tokens=4096, links=links, tiers=tiers,
+                         engine="llamacpp", chunk_tokens=16)
+    assert big.expert_path == "stream" and small.expert_path == "cpu"
+    # streamed: 8 chunks each copy every touched expert (all 256 of a layer at 512 tokens) over one x16 link
+    touched = 1.0 - (1.0 - 8 / 256) ** 512
+    assert big.expert_stream_s == pytest.approx(8 * w.routed_expert_bytes * touched / 32e9
+                                                / F.PCIE_EFFICIENCY.value, rel=1e-6)
+    # computed on the CPU: serial with the GPU part for llama.cpp below its batch threshold
+    assert small.ttft_s >= small.expert_cpu_s
+    assert small.expert_cpu_s > 0 and big.expert_cpu_s > 0
+
+
+def test_parse_host_forms(tmp_path):
+    assert parse_host(GENOA) == HostSpec(cpu=GENOA)
+    s = parse_host(f"{GENOA}:sockets=2,channels=8,mt=4800,numa=interleave,bw=500,threads=96")
+    assert (s.sockets, s.channels_populated, s.dimm_mt_s, s.numa, s.measured_bw_gb_s, s.threads) == \
+        (2, 8, 4800, "interleave", 500.0, 96)
+    c = parse_host("cpu=AMD EPYC 9654,sockets=2").resolve()  # a CPU model maps to its platform row
+    assert c.isa == "avx512" and c.channels_populated == 12 and c.sockets == 2
+    f = tmp_path / "host.yaml"
+    f.write_text("cpu: Intel Xeon 8480+\nsockets: 2\nchannels_populated: 8\ndimm_mt_s: 4800\n")
+    assert parse_host(str(f)).resolve().isa == "amx"  # Sapphire Rapids
+    m = host_spec_from_measurement({"cpu": "AMD Ryzen 9 7950X", "cpu_count": 1, "memory_channels_populated": 2,
+                                    "dimm_mt_s": 6000, "numa": None, "threads": 16})
+    r = m.resolve()
+    assert r.host_class == "desktop" and r.socket_bw_bytes_per_s == pytest.approx(2 * 6000e6 * 8)
+
+
+@pytest.mark.parametrize("bad", ["no-such-host", f"{GENOA}:channels=13", f"{GENOA}:bogus=1", "sockets=2",
+                                 "cpu=Mystery CPU 3000", f"{GENOA}:numa=sideways", "missing.yaml", ""])
+def test_parse_host_rejects(bad):
+    with pytest.raises(InputError):
+        parse_host(bad).resolve()
+
+
+@pytest.mark.parametrize("bad", ["no-such-host", f"{GENOA}:channels=13", "cpu=Mystery CPU 3000"])
+def test_cli_bad_host_is_one_error_line(bad):
+    r = subprocess.run([sys.executable, "-m", "optimizer", "estimate", "deepseek-v3", "--gpu", "rtx-4090",
+                        "--n-cpu-moe", "58", "-e", "llamacpp", "-q", "q4_k_m", "-c", "8K", "--host", bad],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [x for x in (r.stdout + r.stderr).splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+
+
+@pytest.mark.parametrize("engine", ["llamacpp", "sglang"])
+def test_cli_estimate_prints_the_cpu_expert_lines(engine):
+    args = ["estimate", "deepseek-v3", "--gpu", "rtx-4090", "--n-cpu-moe", "58", "-e", engine, "-q", "q4_k_m",
+            "-c", "8K", "--host", f"{GENOA}:sockets=2"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert f"cpu experts ({GENOA}, avx512):" in r.output and "binding term:" in r.output
+    assert "host DRAM bandwidth assumed:" in r.output and "basis: 12 of 12 channels x 4800 MT/s" in r.output
+    assert "CPU compute:" in r.output and "prefill experts:" in r.output
+    j = json.loads(runner.invoke(app, [*args, "--json"]).output)["hardware"]["decode"]["cpu_experts"]
+    assert j["time_s"] == pytest.approx(max(j["dram_s"], j["compute_s"]))
+    assert j["dram_bw_bytes_per_s"] < j["dram_bw_theoretical_bytes_per_s"] == pytest.approx(2 * 460.8e9)
+    assert j["binding"] in ("host DRAM bandwidth", "cross-socket link", "cpu compute")
+    assert ("overlapped" in j["combine"]) == (engine == "sglang")
+
+
+def test_offload_plans_get_the_cpu_experts_regime_and_never_a_narrower_one():
+    from optimizer.catalog.hardware import get_accelerator
+    from optimizer.estimate.uncertainty import CPU_EXPERTS_REGIME, interval, regime_keys
+    for acc in ("rtx-4090", "h100-sxm", "l40s"):
+        a = get_accelerator(acc)
+        assert regime_keys("llamacpp", a, 1, offload=True) == [CPU_EXPERTS_REGIME, "*"]
+        assert regime_keys("sglang", a, 4, offload=True) == [CPU_EXPERTS_REGIME, "*"]
+        iv = interval("decode", "llamacpp", a, 1, 0.8, offload=True)
+        assert iv is not None and iv.regime in (CPU_EXPERTS_REGIME, "*")
+
+
+def test_interval_coverage_leaves_each_source_out():
+    from optimizer.fidelity.crossval import MIN_INTERVAL_ROWS, CVCase, interval_coverage
+
+    def case(i: int, ratio: float, src: str) -> CVCase:
+        return CVCase(f"r{i}", "decode_tok_s", "llamacpp", "m", "1x g", "cpu-experts", src, 10.0, "rtx-4090", 1,
+                      True, 10.0 * ratio, 10.0 * ratio, True)
+    # ten sources, residuals spread evenly: the middle rows fall inside the others' 10-90% range, the ends outside
+    cases = [case(i, r, f"s{i}") for i, r in enumerate([0.5, 0.7, 0.8, 0.9, 1.0, 1.0, 1.1, 1.2, 1.4, 2.0])]
+    cov = interval_coverage(cases, 0.8)
+    assert cov is not None and 0.5 <= cov < 1.0
+    assert interval_coverage(cases[:MIN_INTERVAL_ROWS - 1], 0.8) is None
+    # one source holding every row: nothing is left to build an interval from
+    assert interval_coverage([case(i, 1.0, "same") for i in range(10)], 0.8) is None
+
+
+def test_validate_shows_the_cpu_experts_regime():
+    r = runner.invoke(app, ["validate", "--metric", "decode"])
+    assert r.exit_code == 0, r.output
+    head = next(x for x in r.output.splitlines() if x.startswith("metric"))
+    assert "signed" in head and "cov80" in head
+    row = next(x for x in r.output.splitlines() if x.startswith("decode_tok_s") and " cpu-experts " in x)
+    n_rows = int(row.split()[2])
+    assert n_rows >= 1
+
+
+def test_owned_host_reaches_the_candidates_and_the_check():
+    from optimizer.solver.query import Owned
+    o = Owned.parse(f"1x rtx-4090, 256GB ddr5, host {GENOA}:sockets=2;channels=8")
+    assert o.host == f"{GENOA}:sockets=2,channels=8"
+    with pytest.raises(InputError):
+        Owned.parse("1x rtx-4090, host nope")
+    speeds = {}
+    for host in ("desktop-am5-2ch-ddr5", "desktop-am5-2ch-ddr5:channels=1"):
+        r = runner.invoke(app, ["cheapest", "qwen3-235b-a22b", "--context", "8K", "--tok-s", "1", "--json",
+                                "--confidence", "0", "--engine", "llamacpp", "--quant", "iq4_xs",
+                                "--owned", f"1x rtx-4090, 128GB ddr5, host {host}"])
+        assert r.exit_code == 0, r.output
+        plan = json.loads(r.output)["plan"]
+        assert plan["offload"]["expert_layers_offloaded"] > 0
+        speeds[host] = plan["speed"]["tok_s_per_seq"]
+    assert speeds["desktop-am5-2ch-ddr5:channels=1"] < speeds["desktop-am5-2ch-ddr5"]
+
+
+def test_mixed_takes_a_host():
+    base = ["mixed", "qwen3-235b-a22b", "--owned", "1x rtx-4090, 128GB ddr5", "--context", "8K", "--json"]
+    full = runner.invoke(app, [*base, "--host", "desktop-am5-2ch-ddr5"])
+    half = runner.invoke(app, [*base, "--host", "desktop-am5-2ch-ddr5:channels=1"])
+    assert full.exit_code == 0 and half.exit_code == 0, full.output + half.output
+    f, h = json.loads(full.output), json.loads(half.output)
+    # experts in host DRAM: one channel populated instead of two halves the CPU-expert bandwidth
+    assert h["tok_s"] < f["tok_s"]
+    assert f["trust_regime"].startswith("cpu-experts")
+
+
+def test_scenario_owned_host(tmp_path):
+    from optimizer.scenarios import ScenarioError, load_scenario
+    p = tmp_path / "box.yaml"
+    p.write_text("model: qwen3-30b-a3b\ncontext: 32K\nowned: {accelerators: {rtx4090: 1}, dram: 128GB, "
+                 f"host: '{GENOA}:sockets=2,channels=8'}}\n")
+    [q] = load_scenario(p).questions
+    assert q.query.owned.host == f"{GENOA}:sockets=2,channels=8"
+    s = tmp_path / "str.yaml"
+    s.write_text(f"model: qwen3-30b-a3b\ncontext: 32K\nowned: 1x rtx-4090, 128GB ddr5, host {GENOA}\n")
+    [q] = load_scenario(s).questions
+    assert q.query.owned.host == GENOA
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: qwen3-30b-a3b\ncontext: 32K\nowned: {accelerators: {rtx4090: 1}, host: nope}\n")
+    with pytest.raises((ScenarioError, InputError)):
+        load_scenario(bad)
