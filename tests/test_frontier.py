@@ -16,8 +16,10 @@ from optimizer.solver.search import cheapest
 from optimizer.solver.table import limits, to_rows
 from optimizer.solver.validate import check
 
+# planned on the expected figures: the frontier's mechanics are tested here, and at --confidence 0.8 the consumer
+# llama.cpp and cpu-experts intervals (low ends near x0.21 and x0.04) leave no 4-bit plan on these cards
 Q = dict(model="deepseek-v4-flash", context=32768, tok_s=10, gpus=["rtx-4090", "rtx-3090", "rtx-5090"], top=4,
-         workers=1)
+         workers=1, confidence=0)
 
 
 def test_alternatives_are_the_brute_force_ranking():

@@ -38,9 +38,9 @@ def test_amx_only_on_intel_sapphire_rapids_or_newer():
     for k, h in HOSTS.items():
         if "AMD" in h.name:
             assert "amx" not in h.isa, k
-        if h.isa:
+        if h.isa and "neon" not in h.isa:
             assert "avx2" in h.isa and "isa:" in h.source, k  # every x86 server/desktop CPU here has AVX2
-    assert HOSTS["grace"].isa == () and HOSTS["apple-m3-ultra"].isa == ()
+    assert HOSTS["grace"].isa == ("neon",) and HOSTS["apple-m3-ultra"].isa == ("neon",)  # Arm: no x86 kernels
 
 
 @pytest.mark.parametrize("host, v3_int4, qwen_int4, v3_fp8, v4_mxfp4", [
@@ -147,7 +147,9 @@ def test_missing_matrix_file_is_a_catalog_error(tmp_path, monkeypatch):
 HEADLINE = dict(model="deepseek-v4-pro", context=393216, tok_s=20)
 QUESTIONS = [
     Query(**HEADLINE, top=3),
-    Query(**HEADLINE, engines=["sglang"], top=3),
+    # planned on the expected figures: at --confidence 0.8 the cpu-experts interval (its low end near x0.04) leaves
+    # no SGLang + KTransformers plan, and this question is about the plan's kt-method and format
+    Query(**HEADLINE, engines=["sglang"], top=3, confidence=0),
     Query(model="deepseek-v4-flash", context=393216, owned=Owned.parse("4x rtx-3090, 512GB ddr5"), tok_s=10, top=3),
     Query(model="deepseek-v3", context=32768, tok_s=10, engines=["sglang"], top=3),
     Query(model="qwen3-235b-a22b", context=32768, tok_s=15, engines=["sglang", "llamacpp"], top=3),

@@ -104,9 +104,10 @@ def cheapest_mixed(
     host experts first and, if the one found uses them, again under the cpu-experts interval."""
     if host_experts is None and confidence and tok_s:
         def again(host_experts: bool) -> MixedResult:
+            # each pass gets half the time limit: the two together are bounded as one solve was
             return cheapest_mixed(model, inventory, context=context, tok_s=tok_s, concurrency=concurrency,
                                   quants=quants, engine=engine, buy=buy, max_budget=max_budget, min_bits=min_bits,
-                                  objective=objective, time_limit_s=time_limit_s, workers=workers, seed=seed,
+                                  objective=objective, time_limit_s=time_limit_s / 2, workers=workers, seed=seed,
                                   confidence=confidence, host=host, host_experts=host_experts)
         first = again(False)
         if first.plan is not None and not _uses_host_experts(first.plan):
