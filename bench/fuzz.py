@@ -564,14 +564,7 @@ def make_old_case(rng: random.Random, cmd: str, case_dir: Path, plans: dict) -> 
     inp.mkdir(parents=True)
     out.mkdir()
     (case_dir / "aux").mkdir()
-    def hostile_out(suffix: str = ""):
-        """--out: mostly usable (under out/), else a file, a path through a file, /proc, a newline, too long."""
-        if rng.random() < 0.6:
-            return str(out / "o") + suffix
-        (inp / "afile").write_text("x")
-        return rng.choice([str(inp / "afile") if not suffix else str(out), "/proc/rigopt-fuzz" + suffix,
-                           str(out / "a\nb") + suffix, str(out / ("x" * 300)) + suffix,
-                           str(inp / "afile" / "sub") + suffix])
+    hostile_out = hostile_out_of(rng, inp, out)
     if cmd == "estimate":
         model = write_model(rng, inp) if rng.random() < 0.6 else pick(rng, MODELS_OK, TEXT)
         argv = ["estimate", model]

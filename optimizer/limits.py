@@ -445,7 +445,14 @@ def yaml_depth(text: str, limit: int = MAX_NESTING) -> int:
     depth = deepest = 0
     try:
         while True:
-            ev = parser.get_event()
+            try:
+                ev = parser.get_event()
+            except yaml.YAMLError as e:
+                # libyaml 0.2.5+ (PyYAML 6.0.4 wheels) stops at its own nesting limit ("while increasing flow
+                # level"): that is the same finding, too deep, not a syntax error
+                if "flow level" in str(e) or "nesting" in str(e).lower():
+                    return limit + 1
+                raise
             if ev is None or isinstance(ev, yaml.StreamEndEvent):
                 break
             if isinstance(ev, opening):
