@@ -445,8 +445,8 @@ def export_fleet(
             ExportFile(
                 "router.sh",
                 "#!/usr/bin/env bash\nset -euo pipefail\n"
-                "# POOL<k>_R<i>_IP: the address of replica i of pool k (in Kubernetes: its pod IP, `kubectl get "
-                "pods -l rigopt/pool=<pool name> -o wide`); every replica is a worker of its router\n"
+                "# POOL<k>_R<i>_IP: the address of replica i of pool k (in Kubernetes: its pod IP, from: kubectl get "
+                "pods -l rigopt/pool=<pool name> -o wide); every replica is a worker of its router\n"
                 + "".join(f': "${{{n}:?set {n}}}"\n' for n in names)
                 + "\n".join([*bg, out.router[-1].shell()])
                 + "\n",
