@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -52,6 +53,11 @@ class MixedResult:
     check: MixedCheck | None
     tried: tuple[tuple[str, str], ...]  # (quant, solver status) in the order tried
     reason: str = ""
+
+
+# CPU seconds a buy search (one CP-SAT model per quantization) may spend before it settles for the cheapest plan
+# found so far (bounded like every other command: a few seconds, not one time limit per quantization)
+BUY_SEARCH_CPU_S = 6.0
 
 
 def _quality_order(m: ResolvedModel, quants: Iterable[str]) -> list[str]:
@@ -194,7 +200,15 @@ def cheapest_mixed(
     tried = []
     best = None
     native = get_scheme("native", m.storage)
-    for q in _quality_order(m, quants or (MIXED_QUANTS if engine == "llamacpp" else MIXED_QUANTS_VLLM)):
+    order = _quality_order(m, quants or (MIXED_QUANTS if engine == "llamacpp" else MIXED_QUANTS_VLLM))
+    cpu0 = time.process_time()
+    for q in order:
+        if best is not None and time.process_time() - cpu0 > BUY_SEARCH_CPU_S:
+            # a buy search solves one model per quantization; past the budget the cheapest plan found so far
+            # stands, and the plan says which quantizations were not priced
+            notes_pre.append(f"search stopped after {BUY_SEARCH_CPU_S:g} s of CPU: "
+                             f"{', '.join(order[order.index(q):])} not priced")
+            break
         e_bits, _ = quality_bits(m.spec, get_scheme(q, m.storage), native)
         if e_bits < min_bits:
             continue
