@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from optimizer.estimate import factors as F
 from optimizer.export.common import HTTP_PORT, Arg, Command, ExportError, ModelFacts
-from optimizer.export.llamacpp import KV_TYPES, offload_regex
+from optimizer.export.llamacpp import KV_TYPES, offload_regex, server_basics
 from optimizer.solver.plan import Plan
 
 # ik_llama -ctk/-ctv types (its ggml type names) rigopt's KV dtypes map to
@@ -25,22 +25,12 @@ IK_KV_TYPES = {**KV_TYPES, "q6_0": "q6_0"}
 
 
 def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict) -> list[Command]:
-    from optimizer.catalog.hardware import load_hardware
     p, h = plan.parallel, plan.hardware
     if p.tp != 1 or p.dp != 1:
         raise ExportError(f"ik_llama.cpp is exported with layer split only (no TP/DP): plan has TP{p.tp} DP{p.dp}")
     if h.n_nodes > 1:
         raise ExportError("ik_llama.cpp plans are exported for one machine (no RPC backends)")
-    try:
-        kv = IK_KV_TYPES[plan.kv_dtype]
-    except KeyError:
-        raise ExportError(f"ik_llama.cpp has no KV cache type for '{plan.kv_dtype}'") from None
-    hw = load_hardware()
-    node = hw.nodes[h.node]
-    threads = hw.hosts[node.host].cores * node.sockets
-    slots = plan.concurrency
-    ctx = int(plan.context) * slots
-    derived["ctx_total"] = ctx
+    kv, threads, slots, ctx = server_basics(plan, IK_KV_TYPES, "ik_llama.cpp", derived)
     n_layers = len(facts.spec.layers) + 1  # every repeating layer and the output layer
     a: list[Arg] = ["llama-server", "-m", model, "-c", str(ctx), "-np", str(slots), "-ngl", str(n_layers)]
     layers = sorted(set(plan.offload.offloaded_layers) | set(plan.offload.nvme_layers))

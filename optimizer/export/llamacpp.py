@@ -32,21 +32,28 @@ def placement_args(plan: Plan) -> list[Arg]:
     return ["-ot", offload_regex(layers) + "=CPU"]
 
 
-def commands(_facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict) -> list[Command]:
+def server_basics(plan: Plan, kv_types: dict[str, str], engine: str, derived: dict) -> tuple[str, int, int, int]:
+    """What every llama-server launch (llama.cpp and its forks) derives from the plan: the -ctk/-ctv type, the
+    threads (the node's cores), the slots (-np) and the total context (-c, split over the slots)."""
     from optimizer.catalog.hardware import load_hardware
-    p, h = plan.parallel, plan.hardware
-    if p.tp != 1 or p.dp != 1:
-        raise ExportError(f"llama.cpp splits layers only (no TP/DP): plan has TP{p.tp} DP{p.dp}")
     try:
-        kv = KV_TYPES[plan.kv_dtype]
+        kv = kv_types[plan.kv_dtype]
     except KeyError:
-        raise ExportError(f"llama.cpp has no KV cache type for '{plan.kv_dtype}'") from None
+        raise ExportError(f"{engine} has no KV cache type for '{plan.kv_dtype}'") from None
     hw = load_hardware()
-    node = hw.nodes[h.node]
+    node = hw.nodes[plan.hardware.node]
     threads = hw.hosts[node.host].cores * node.sockets
     slots = plan.concurrency
     ctx = int(plan.context) * slots
     derived["ctx_total"] = ctx
+    return kv, threads, slots, ctx
+
+
+def commands(_facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict) -> list[Command]:
+    p, h = plan.parallel, plan.hardware
+    if p.tp != 1 or p.dp != 1:
+        raise ExportError(f"llama.cpp splits layers only (no TP/DP): plan has TP{p.tp} DP{p.dp}")
+    kv, threads, slots, ctx = server_basics(plan, KV_TYPES, "llama.cpp", derived)
     a: list[Arg] = ["llama-server", "-m", model, "-c", str(ctx), "-np", str(slots), "-ngl", "all"]
     a += placement_args(plan)
     devices = h.n_nodes * h.gpus_per_node
