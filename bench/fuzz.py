@@ -752,17 +752,9 @@ def _net_audit(event: str, args: tuple) -> None:
 def run_cli_env(argv: list[str], env: dict, case_dir: Path):
     """run_cli with the case's environment changes (PATH with fake tools, HF_HOME and XDG_CONFIG_HOME under out/,
     offline switches) applied in this worker for the forked child, then restored."""
-    saved = {k: os.environ.get(k) for k in [*env, "RIGOPT_FUZZ_NETLOG"]}
-    os.environ.update(env)
-    os.environ["RIGOPT_FUZZ_NETLOG"] = str(case_dir / "aux" / "netlog")
-    try:
+    from unittest import mock
+    with mock.patch.dict(os.environ, {**env, "RIGOPT_FUZZ_NETLOG": str(case_dir / "aux" / "netlog")}):
         return run_cli(argv, cwd=str(case_dir / "cwd"), timeout=HANG_S, mem_cap=3 * GiB, cpu_cap=TIME_LIMIT_S + 5)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def check_run(r, cmd: str) -> list[str]:

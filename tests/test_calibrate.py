@@ -405,17 +405,11 @@ class _Done:
 
 def run_main(*args: str, env: dict | None = None) -> _Done:
     """`rigopt *args` in a forked child (tests/cli_sandbox.py: catalogue already loaded), with `env` set."""
+    from unittest import mock
+
     from tests.cli_sandbox import run_cli
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    try:
+    with mock.patch.dict(os.environ, env or {}):
         return _Done(run_cli(list(args), timeout=120))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_cli_default_profile_and_no_profile(tmp_path):
