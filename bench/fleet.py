@@ -1,6 +1,7 @@
 """Serving fleets: rigopt's cheapest fleet for SLA questions, beside AIConfigurator 0.12 when it is installed.
 
-    python bench/fleet.py [--aic PATH_TO_aiconfigurator] [--skip-aic] [--aic-record F | --aic-recorded F]
+    python bench/fleet.py [--aic PATH_TO_aiconfigurator] [--skip-aic] [--aic-record F | --aic-recorded F] [--fresh]
+    python bench/fleet.py --fresh-only     # only section 5 (AIConfigurator and rigopt as fresh processes)
 
 AIConfigurator is not a dependency of rigopt: install it in its own venv, e.g.
     python3 -m venv /tmp/aic-venv && /tmp/aic-venv/bin/pip install aiconfigurator==0.12.0
@@ -15,6 +16,10 @@ and the bench finds /tmp/aic-venv/bin/aiconfigurator (or pass --aic, or put it o
    60 s, TPOT 100 ms, on H200 and B200, both objectives (target: under 10 s).
 3. DeepSeek-V4-Flash FP8 on H200 with SGLang, 8K in / 1K out, concurrency 8: four GPUs where memory allows it.
 4. The first question as a fresh `rigopt cheapest` process (SLA form), wall time.
+5. (`--fresh`, needs a live AIConfigurator) the section-1 questions side by side as users run them: for each
+   question, in one run and interleaved (the order alternates per question), AIConfigurator's `cli default` and
+   `rigopt fleet` (that system, and the whole catalogue) each as a fresh process, as typed; wall and CPU time
+   (user + system of the child) of each, and the ratios of whole processes.
 
 --aic-record F appends each live AIConfigurator result (dated) to F; --aic-recorded F reuses such a file instead of
 running AIConfigurator, and the table says so with the recording dates.
@@ -27,6 +32,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -371,19 +377,95 @@ def section_cli() -> None:
     print(f"  {' '.join(cmd[1:])}: {wall:.2f} s wall ({gpus} GPUs)\n")
 
 
+def timed(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Run `cmd` as a fresh child process; its wall time and CPU time (user + system of the child)."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p
+
+
+def section_fresh(aic: str | None) -> None:
+    """Both tools as users run them: whole fresh processes, interleaved in one run."""
+    print("## 5. Side by side as fresh processes (AIConfigurator and rigopt interleaved, one run)\n")
+    if aic is None:
+        print("  needs a live AIConfigurator (not --aic-recorded / --skip-aic): skipped\n")
+        return
+    print(
+        "Each cell is one whole process as typed (interpreter, imports, catalogue, search, output); wall s / CPU s. "
+        "The rate given to rigopt is the one AIConfigurator's best 8-GPU configuration carries.\n"
+    )
+    hdr = ("question", "AIC wall / CPU s", "rigopt that system wall / CPU s", "rigopt catalogue wall / CPU s",
+           "AIC / rigopt (system)", "AIC / rigopt (catalogue)", "answers")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    ratios: list[tuple[float, float]] = []
+    for i, (name, model, system, gpu, engine, isl, osl, ttft, tpot, rate0) in enumerate(QUESTIONS):
+        base = [sys.executable, "-m", "optimizer", "fleet", model, "--isl", str(isl), "--osl", str(osl),
+                "--ttft", str(ttft), "--tpot", str(tpot), "--json"]
+        # interleave: AIConfigurator first on even questions, rigopt first on odd ones (rigopt then uses the
+        # fixed rate of the question, as AIConfigurator's is not known yet; the rate barely moves its time)
+        a: dict = {}
+        runs: dict[str, tuple[float, float, subprocess.CompletedProcess[str]]] = {}
+        for step in ("aic", "rigopt") if i % 2 == 0 else ("rigopt", "aic"):
+            if step == "aic":
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                a = run_aic(aic, model, system, engine, isl, osl, ttft, tpot)
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                a["cpu_s"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+            else:
+                rate = a["rate"] if a.get("ok") else rate0
+                runs["system"] = timed(base + ["--rate", f"{rate:g}", "--gpus", gpu, "--engine", engine])
+                runs["catalogue"] = timed(base + ["--rate", f"{rate:g}"])
+
+        def fleet_gpus(p: subprocess.CompletedProcess[str]) -> str:
+            if p.returncode != 0:
+                return f"exit {p.returncode}"
+            f = json.loads(p.stdout).get("fleet")
+            return f"{f['gpus']} GPUs" if f else "none"
+
+        sw, sc, sp = runs["system"]
+        cw, cc, cp = runs["catalogue"]
+        aw, ac = a.get("wall_s", 0.0), a.get("cpu_s", 0.0)
+        ans = f"AIC {a.get('row', [None] * 10)[9] or '?'} GPUs" if a.get("ok") else f"AIC: {a.get('error', '')[:40]}"
+        ans += f"; rigopt {fleet_gpus(sp)} / {fleet_gpus(cp)}"
+        print(
+            f"| {name} | {aw:.1f} / {ac:.1f} | {sw:.2f} / {sc:.2f} | {cw:.2f} / {cc:.2f} | "
+            f"{aw / sw:.0f}x wall, {ac / sc:.0f}x CPU | {aw / cw:.0f}x wall, {ac / cc:.0f}x CPU | {ans} |",
+            flush=True,
+        )
+        ratios.append((aw / cw, ac / cc))
+    walls = sorted(r[0] for r in ratios)
+    cpus = sorted(r[1] for r in ratios)
+    print(
+        f"\nWhole process against whole process, rigopt over the whole catalogue: {walls[0]:.1f}x to "
+        f"{walls[-1]:.1f}x wall (median {walls[len(walls) // 2]:.1f}x), {cpus[0]:.1f}x to {cpus[-1]:.1f}x CPU "
+        f"(median {cpus[len(cpus) // 2]:.1f}x).\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--aic", help="path to the aiconfigurator executable")
     ap.add_argument("--skip-aic", action="store_true")
     ap.add_argument("--aic-record", help="append each AIConfigurator result (JSON lines, dated) to this file")
     ap.add_argument("--aic-recorded", help="use AIConfigurator results recorded by an earlier --aic-record run")
+    ap.add_argument("--fresh", action="store_true", help="also section 5: both tools as fresh processes")
+    ap.add_argument("--fresh-only", action="store_true", help="only section 5")
     a = ap.parse_args()
     aic = None if a.skip_aic or a.aic_recorded else find_aic(a.aic)
+    if a.fresh_only:
+        section_fresh(aic)
+        return
     recorded = load_recorded(a.aic_recorded) if a.aic_recorded else None
     section_questions(aic, recorded, a.aic_record)
     section_large()
     section_four_gpu()
     section_cli()
+    if a.fresh:
+        section_fresh(aic)
 
 
 if __name__ == "__main__":
