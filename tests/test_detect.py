@@ -81,10 +81,20 @@ def test_linux_nvidia_box(tmp_path):
     # NVMe: 3,907,029,168 sectors x 512 B = 2,000,398,934,016 B, link 16 GT/s (Gen4) x4
     (nv,) = m.nvme
     assert (nv.model, nv.size_bytes, nv.pcie_gen, nv.pcie_width) == ("Samsung SSD 990 PRO 2TB", 2000398934016, 4, 4)
-    assert m.inventory == "1x rtx-4090, 1x rtx-4090-48gb, 1x rtx-3090, 64GiB ddr5"
+    # the host: lscpu's flags list avx512f (Zen 4), dmidecode's 2 channels at 5200 MT/s, 64 GiB = 68.7 GB installed
+    assert m.cpu.isa == "avx512"
+    assert m.host == "cpu=AMD Ryzen 9 7950X 16-Core Processor,sockets=1,cores=16,isa=avx512,channels=2,mt=5200,dram=69"
+    assert m.inventory == "1x rtx-4090, 1x rtx-4090-48gb, 1x rtx-3090, 64GiB ddr5, host " + m.host
     inv = parse_inventory(m.inventory)  # the string is what --owned reads
     assert [g.acc.key for g in inv.gpus] == ["rtx-4090", "rtx-4090-48gb", "rtx-3090"]
     assert inv.boxes[0].dram_bytes == 64 * 2**30
+    # the box's CPU-expert host is the detected one: 2 channels x 5200 MT/s x 8 B = 83.2 GB/s, AM5's row prices it
+    cpu = inv.boxes[0].cpu_host
+    assert (cpu.channels_populated, cpu.isa, cpu.cores_per_socket) == (2, "avx512", 16)
+    assert cpu.socket_bw_bytes_per_s == 2 * 5200e6 * 8
+    assert inv.boxes[0].host.key == "desktop-am5-2ch-ddr5"
+    owned = Owned.parse(m.inventory)  # and the single-type form of --owned keeps the same host
+    assert owned.host == m.host and owned.accelerators["rtx-4090"] == 1
 
 
 def test_linux_amd_box_without_lscpu_or_dmidecode(tmp_path):
@@ -96,10 +106,56 @@ def test_linux_amd_box_without_lscpu_or_dmidecode(tmp_path):
     # /proc/cpuinfo: 48 logical CPUs, core ids 0..23 on physical id 0
     assert (m.cpu.sockets, m.cpu.cores, m.cpu.threads, m.cpu.source) == (1, 24, 48, "/proc/cpuinfo")
     # MemTotal 131,595,744 kB = 134,754,041,856 B = 125.5 GiB -> 125 GiB (no DIMM data, so no DDR type)
-    assert m.inventory == "1x radeon-pro-w7900, 1x rx-7900-xtx, 125GiB"
+    # no dmidecode: the host spec leaves channels and DIMM speed to the CPU's catalogue row
+    assert m.cpu.isa == "avx512"
+    assert m.host == "cpu=AMD Ryzen Threadripper 7960X 24-Cores,sockets=1,cores=24,isa=avx512,dram=135"
+    assert m.inventory == "1x radeon-pro-w7900, 1x rx-7900-xtx, 125GiB, host " + m.host
     for missing in ("nvidia-smi: not found on PATH", "lscpu: not found on PATH", "dmidecode: not found on PATH",
                     "/sys/bus/pci/devices: not readable"):
         assert missing in m.unread
+
+
+@pytest.mark.parametrize("flags, isa", [
+    ("fpu sse sse2 avx avx2 fma", "avx2"),
+    ("avx2 avx512f avx512bw avx512_vnni", "avx512"),
+    ("avx2 avx512f amx_bf16 amx_tile amx_int8", "amx"),   # Sapphire Rapids and newer
+    ("fp asimd evtstrm aes pmull sha1 sha2 crc32", "neon"),  # arm64 /proc/cpuinfo Features
+    ("fpu sse sse2 sse4_2", None),
+    ("", None),
+])
+def test_isa_from_cpu_flags(flags, isa):
+    assert det.isa_from_flags(flags) == isa
+
+
+def test_host_spec_of_an_unknown_cpu_without_dimm_data_is_left_out():
+    """A CPU no catalogue platform matches, and no dmidecode: the host cannot be resolved (channels, DIMM speed
+    unknown), so no host is invented; `unread` says what to pass."""
+    unread: list[str] = []
+    cpu = det.Cpu(model="Hygon C86 7390 32-core Processor", sockets=2, cores=64, isa="avx2")
+    assert det.host_spec(cpu, det.Memory(total_bytes=512 * 2**30), unread) is None
+    assert unread and unread[0].startswith("host: ") and "--host" in unread[0]
+    # the same CPU with its DIMM population read resolves: 2 x 8 channels x 3200 MT/s x 8 B
+    spec = det.host_spec(cpu, det.Memory(total_bytes=512 * 2**30, channels=16, speed_mt_s=3200), [])
+    assert spec == "cpu=Hygon C86 7390 32-core Processor,sockets=2,cores=32,isa=avx2,channels=8,mt=3200,dram=550"
+    # characters outside letters, digits and . _ + - never reach the spec (nothing a shell or the parser reads)
+    odd = det.Cpu(model="Intel(R) Xeon(R) Platinum 8480+ @ 2.00GHz; rm -rf /", sockets=1, cores=56)
+    s2 = det.host_spec(odd, det.Memory(channels=8, speed_mt_s=4800), [])
+    assert s2 is not None and s2.startswith("cpu=Intel R Xeon R Platinum 8480+ 2.00GHz rm -rf,sockets=1,")
+    assert not set(";:=@()/").intersection(s2.split(",")[0][4:])
+
+
+def test_a_written_host_spec_reads_the_same_in_both_inventory_forms():
+    """`host SPEC` with its KEY=VALUE fields after it, comma-separated like every other item: the one-type form
+    (`cheapest --owned`) and the per-device form (`mixed`, several boxes) read the same host."""
+    text = "2x rtx-4090, 512GB ddr5, host cpu=AMD EPYC 9654,sockets=2,channels=8,mt=4800, 2TB nvme"
+    owned = Owned.parse(text.replace(", 2TB nvme", ""))
+    assert owned.host == "cpu=AMD EPYC 9654,sockets=2,channels=8,mt=4800" and owned.dram_bytes == 512 * 10**9
+    box = parse_inventory(text).boxes[0]
+    assert box.host.key == "epyc-9004-12ch-ddr5-4800" and box.nvme_bytes == 2 * 10**12
+    assert (box.cpu_host.sockets, box.cpu_host.channels_populated) == (2, 8)
+    assert box.cpu_host.socket_bw_bytes_per_s == 8 * 4800e6 * 8  # 8 of 12 channels populated, per socket
+    two = parse_inventory("box1: 1x rtx-3090, 64GB ddr4; box2: 1x rtx-4090, host cpu=AMD EPYC 9654,channels=4")
+    assert two.boxes[0].cpu is None and two.boxes[1].cpu_host.channels_populated == 4
 
 
 def test_mac_m4_max(tmp_path):
@@ -165,7 +221,8 @@ def test_cli_detect_json_and_owned_local(tmp_path, monkeypatch):
     r = runner.invoke(app, ["detect", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
-    assert d["schema_id"] == "rigopt.detect/1" and d["inventory"] == "1x rtx-4090, 64GiB ddr5"
+    assert d["schema_id"] == "rigopt.detect/1" and d["host"].startswith("cpu=AMD Ryzen 9 7950X")
+    assert d["inventory"] == "1x rtx-4090, 64GiB ddr5, host " + d["host"]
     r = runner.invoke(app, ["cheapest", "qwen3-8b", "--owned", "local", "-c", "8K", "--json"])
     assert r.exit_code == 0, r.output
     best = json.loads(r.output)["plan"]

@@ -136,6 +136,23 @@ _KEYS = {"cpu": "cpu", "sockets": "sockets", "cores": "cores_per_socket", "isa":
          "numa": "numa", "bw": "measured_bw_gb_s", "threads": "threads"}
 
 
+_SPEC_FIELD = re.compile(r"^\s*(" + "|".join(k for k in _KEYS if k != "cpu") + r")\s*=", re.I)
+
+
+def join_host_items(parts: list[str]) -> list[str]:
+    """Items of a comma-separated inventory with a `host SPEC` item's own fields joined back to it:
+    ['2x rtx-4090', 'host cpu=AMD EPYC 9654', 'sockets=2', 'channels=12'] -> ['2x rtx-4090',
+    'host cpu=AMD EPYC 9654,sockets=2,channels=12']. A part continues the host item when it is `KEY=VALUE` with
+    KEY a host field (no inventory item has that form)."""
+    out: list[str] = []
+    for part in parts:
+        if out and out[-1].lower().startswith("host ") and _SPEC_FIELD.match(part):
+            out[-1] = f"{out[-1]},{part.strip()}"
+        else:
+            out.append(part)
+    return out
+
+
 def host_spec_from_mapping(data: object, what: str = "host") -> HostSpec:
     """A HostSpec from a mapping (scenario files, YAML host files); InputError with one line on bad input."""
     if not isinstance(data, dict):

@@ -10,10 +10,16 @@ Sources, each optional (what cannot be read is listed in `unread`, with why):
   sysfs `/sys/bus/pci/devices/*/` for display-class devices (`class` 0x03xxxx, `vendor`, `device`,
   `current_link_speed` "16.0 GT/s PCIe", `current_link_width`, `max_link_*`; Linux
   Documentation/ABI/testing/sysfs-bus-pci) for the PCIe link and for cards no vendor tool reported.
-- CPU: `lscpu` (Model name, Socket(s), Core(s) per socket, Thread(s) per core), else /proc/cpuinfo.
+- CPU: `lscpu` (Model name, Socket(s), Core(s) per socket, Thread(s) per core, Flags), else /proc/cpuinfo; the
+  widest instruction set from the CPU flags the kernel reports (`amx_tile`, `avx512f`, `avx2`, arm64 `asimd`;
+  arch/x86/include/asm/cpufeatures.h names them).
 - DRAM: /proc/meminfo MemTotal (kB = KiB); `dmidecode -t memory` when readable (root): populated DIMMs, their size,
   DDR type and speed, channels from the Bank Locator's "CHANNEL X".
 - NVMe: /sys/class/nvme/nvme*/ (model, namespaces' `size` in 512-byte sectors, the controller's PCIe link).
+
+The host (CPU, sockets, cores, ISA, populated channels per socket, DIMM speed, DRAM) becomes a host spec that
+`--host` and the `host` item of `--owned` read (optimizer/catalog/host_spec.py); what could not be read is left
+out, so the catalogue row of the CPU fills it in.
 
 Every tool runs as an argument list (never a shell) with a timeout and bounded output; tests inject a fake PATH
 and a fake root for /proc and /sys.
@@ -32,6 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from optimizer.catalog.host_spec import parse_host
 from optimizer.detect.match import match_apple, match_gpu
 from optimizer.errors import InputError
 from optimizer.limits import (
@@ -78,6 +85,7 @@ class Cpu(_M):
     sockets: int | None = None
     cores: int | None = None     # physical cores, all sockets
     threads: int | None = None   # logical CPUs
+    isa: str | None = None       # widest vector ISA from the CPU flags: amx | avx512 | avx2 | neon
     source: str = ""
 
 
@@ -105,7 +113,8 @@ class Machine(_M):
     cpu: Cpu
     memory: Memory
     nvme: list[Nvme]
-    inventory: str | None  # the `--owned` string: known accelerators and DRAM; None when no accelerator is known
+    inventory: str | None  # the `--owned` string: known accelerators, DRAM and host; None when no accelerator is known
+    host: str | None = None  # the host spec (`--host`); None when the CPU cannot be resolved
     unknown: list[str]     # devices seen that match no catalogue accelerator
     unread: list[str]      # sources that could not be read, and why
 
@@ -345,6 +354,16 @@ def _bus(b: str | None) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ CPU, DRAM, NVMe
+# CPU flag -> ISA tier, widest first (Linux arch/x86/include/asm/cpufeatures.h: X86_FEATURE_AMX_TILE "amx_tile",
+# X86_FEATURE_AVX512F "avx512f", X86_FEATURE_AVX2 "avx2"; arm64 hwcap "asimd" in /proc/cpuinfo Features)
+ISA_FLAGS = (("amx_tile", "amx"), ("avx512f", "avx512"), ("avx2", "avx2"), ("asimd", "neon"))
+
+
+def isa_from_flags(flags: str | None) -> str | None:
+    have = set((flags or "").split())
+    return next((isa for flag, isa in ISA_FLAGS if flag in have), None)
+
+
 def lscpu_cpu(text: str) -> Cpu:
     f = {}
     for line in text.splitlines():
@@ -354,7 +373,8 @@ def lscpu_cpu(text: str) -> Cpu:
     tpc, n = _int(f.get("Thread(s) per core")), _int(f.get("CPU(s)"))
     cores = sockets * per if sockets and per else None
     return Cpu(model=f.get("Model name") or None, sockets=sockets, cores=cores,
-               threads=n or (cores * tpc if cores and tpc else None), source="lscpu")
+               threads=n or (cores * tpc if cores and tpc else None), isa=isa_from_flags(f.get("Flags")),
+               source="lscpu")
 
 
 def cpuinfo_cpu(text: str) -> Cpu:
@@ -366,8 +386,10 @@ def cpuinfo_cpu(text: str) -> Cpu:
         kv = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in b.splitlines())}
         sockets.add(kv.get("physical id", "0"))
         cores.add((kv.get("physical id", "0"), kv.get("core id", kv.get("processor", "0"))))
+    flags = next((ln.split(":", 1)[1] for ln in text.splitlines() if ln.split(":", 1)[0].strip() in
+                  ("flags", "Features")), None)
     return Cpu(model=model, sockets=len(sockets) or None, cores=len(cores) or None, threads=len(blocks) or None,
-               source="/proc/cpuinfo")
+               isa=isa_from_flags(flags), source="/proc/cpuinfo")
 
 
 def meminfo_total(text: str) -> int | None:
@@ -451,6 +473,35 @@ def inventory_string(gpus: list[Gpu], memory: Memory, unified: bool) -> str | No
     return ", ".join(parts)
 
 
+def host_spec(cpu: Cpu, memory: Memory, unread: list[str]) -> str | None:
+    """The detected host as a `--host` spec ('cpu=...,sockets=2,cores=32,isa=avx512,channels=12,mt=4800,dram=768'),
+    or None (with why in `unread`) when it names no CPU the host model can resolve. The CPU's name keeps letters,
+    digits, spaces and . _ + - only (no separator of the spec or the inventory, nothing a shell reads)."""
+    if not cpu.model:
+        return None
+    name = re.sub(r"\s+", " ", re.sub(r"[^A-Za-z0-9 ._+-]", " ", cpu.model)).strip()[:120]
+    sockets = cpu.sockets or 1
+    fields = [f"cpu={name}", f"sockets={sockets}"]
+    if cpu.cores:
+        fields.append(f"cores={max(cpu.cores // sockets, 1)}")
+    if cpu.isa:
+        fields.append(f"isa={cpu.isa}")
+    if memory.channels:
+        fields.append(f"channels={max(memory.channels // sockets, 1)}")
+    if memory.speed_mt_s:
+        fields.append(f"mt={memory.speed_mt_s}")
+    dram = memory.installed_bytes or memory.total_bytes
+    if dram:
+        fields.append(f"dram={dram / 1e9:.0f}")
+    spec = ",".join(fields)
+    try:
+        parse_host(spec).resolve()
+    except InputError as e:
+        unread.append(f"host: {e} (pass --host with what is missing)")
+        return None
+    return spec
+
+
 def detect(root: str | os.PathLike | None = None, path: str | None = None) -> Machine:
     p = Probe(root, path)
     gpus: list[Gpu] = []
@@ -532,6 +583,10 @@ def detect(root: str | os.PathLike | None = None, path: str | None = None) -> Ma
     if not gpus:
         p.unread.append("no GPU or accelerator found (no vendor tool answered and sysfs lists no display device)")
     unknown = [f"{g.name}: {g.match}" for g in gpus if g.catalogue_key is None]
-    return Machine(gpus=gpus, cpu=cpu, memory=memory, nvme=nvme,
-                   inventory=inventory_string(gpus, memory, unified=apple_gb is not None), unknown=unknown,
+    unified = apple_gb is not None
+    host = None if unified else host_spec(cpu, memory, p.unread)
+    inventory = inventory_string(gpus, memory, unified=unified)
+    if inventory is not None and host is not None:
+        inventory += f", host {host}"
+    return Machine(gpus=gpus, cpu=cpu, memory=memory, nvme=nvme, inventory=inventory, host=host, unknown=unknown,
                    unread=p.unread)

@@ -5,7 +5,8 @@ types, in the order given = CUDA device order), host DRAM, NVMe and host platfor
     "box1: 2x rtx-4090, 128GB ddr5; box2: 1x rtx-3090, 64GB ddr4, 1TB nvme gen5; net: 10gbe"
 
 Items (comma separated): `N x GPU` or `GPU` (catalogue keys or aliases), `SIZE ddr4|ddr5|dram|ram`, `SIZE nvme
-[gen4|gen5]`, `host KEY` (a hosts.yaml platform), `psu WATTS`. Unknown names are one InputError.
+[gen4|gen5]`, `host KEY` (a hosts.yaml platform) or `host SPEC` (a host spec, optimizer/catalog/host_spec.py,
+its KEY=VALUE fields following it, as `rigopt detect` writes it), `psu WATTS`. Unknown names are one InputError.
 
 Several boxes: the FIRST box runs the engine (llama.cpp's `llama-server`, which serves HTTP, embeds the tokens and
 samples); every other box runs `ggml-rpc-server` for its GPUs. A `net: LINK` part (1gbe, 2.5gbe, 10gbe, 25gbe, 100gbe,
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from optimizer.catalog.hardware import get_accelerator, get_host, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator, HostPlatform
-from optimizer.catalog.host_spec import platform_host
+from optimizer.catalog.host_spec import join_host_items, parse_host, platform_host
 from optimizer.errors import CatalogError, InputError
 from optimizer.layout import CpuHost
 from optimizer.limits import MAX_BOX_GPUS, MAX_BOXES, MAX_INVENTORY_CHARS, check_number, clip_for_message
@@ -122,7 +123,7 @@ _GPU = re.compile(r"^(\d+)\s*[x×*]\s*(.+)$", re.I)
 _SIZE = r"(\d+(?:\.\d+)?)\s*([kmgt]i?b)"
 _DRAM = re.compile(rf"^{_SIZE}\s*(ddr4|ddr5|dram|ram|memory)?$", re.I)
 _NVME = re.compile(rf"^{_SIZE}\s*nvme(?:\s+(gen4|gen5))?$", re.I)
-_HOST = re.compile(r"^host\s+(\S+)$", re.I)
+_HOST = re.compile(r"^host\s+(\S.*)$", re.I)
 _PSU = re.compile(r"^psu\s+(\d+(?:\.\d+)?)\s*w?$", re.I)
 
 
@@ -132,8 +133,9 @@ def _box(name: str, index: int, text: str) -> Box:
     dram_kind = None
     nvme_key = None
     host = None
+    cpu = None
     psu = None
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
+    for part in join_host_items([p.strip() for p in text.split(",") if p.strip()]):
         if m := _NVME.match(part):
             nvme += parse_bytes(m.group(1) + m.group(2))
             nvme_key = NVME_CLASS[(m.group(3) or "gen4").lower()]
@@ -143,10 +145,16 @@ def _box(name: str, index: int, text: str) -> Box:
             if kind in DEFAULT_HOST:
                 dram_kind = kind
         elif m := _HOST.match(part):
-            try:
-                host = get_host(m.group(1))
-            except CatalogError as e:
-                raise InputError(f"inventory: {e}") from None
+            text = m.group(1).strip()
+            if text in load_hardware().hosts:
+                host = get_host(text)
+            else:  # a host spec: its CPU's catalogue row prices the box, the spec drives the CPU-expert physics
+                spec = parse_host(text)
+                cpu = spec.resolve()
+                host = spec.platform()
+                if host is None:
+                    raise InputError(f"inventory: host '{clip_for_message(spec.cpu)}' is not a catalogue CPU "
+                                     "platform; give a hardware/hosts.yaml key for the box")
         elif m := _PSU.match(part):
             psu = check_number(float(m.group(1)), "inventory: psu watts", 1.0, 1e6)
         elif m := _GPU.match(part):
@@ -171,7 +179,8 @@ def _box(name: str, index: int, text: str) -> Box:
             f"({host.max_dram_bytes / 2**30:.0f} GiB)"
         )
     devs = tuple(Gpu(uid=f"{name}/cuda{i}", box=index, cuda=i, acc=a) for i, a in enumerate(gpus))
-    return Box(name=name, gpus=devs, host=host, dram_bytes=dram, nvme_bytes=nvme, nvme_key=nvme_key, psu_watts=psu)
+    return Box(name=name, gpus=devs, host=host, dram_bytes=dram, nvme_bytes=nvme, nvme_key=nvme_key, psu_watts=psu,
+               cpu=cpu)
 
 
 def network_link(name: str) -> str:

@@ -30,7 +30,7 @@ def render_detect(m: Machine, console: Console) -> None:
         console.print(t)
     c, mem = m.cpu, m.memory
     console.print(f"CPU: {escape(c.model or '?')}, {c.sockets or '?'} socket(s), {c.cores or '?'} cores, "
-                  f"{c.threads or '?'} threads ({c.source or 'not read'})")
+                  f"{c.threads or '?'} threads, ISA {c.isa or '?'} ({c.source or 'not read'})")
     dimms = (f"; {mem.dimms} DIMM(s) {_gb(mem.installed_bytes)} installed, {mem.ddr or '?'}"
              f"{f'-{mem.speed_mt_s}' if mem.speed_mt_s else ''}, {mem.channels or '?'} channel(s)") if mem.dimms else ""
     console.print(f"Memory: {_gb(mem.total_bytes)} usable{dimms} ({mem.source or 'not read'})")
@@ -41,6 +41,8 @@ def render_detect(m: Machine, console: Console) -> None:
         console.print(f"not in the catalogue (left out of the inventory): {escape(u)}")
     for u in m.unread:
         console.print(f"could not read: {escape(u)}")
+    if m.host:
+        console.print(f"host (for --host): {escape(m.host)}")
     if m.inventory:
         console.print(f"inventory (for --owned): {escape(m.inventory)}")
     else:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from optimizer.arch.formats import kv_elem_bytes
 from optimizer.catalog.hardware import get_accelerator
-from optimizer.catalog.host_spec import parse_host
+from optimizer.catalog.host_spec import join_host_items, parse_host
 from optimizer.engines import APPLE_ONLY
 from optimizer.errors import InputError
 from optimizer.estimate.calibration import Calibration
@@ -44,7 +44,8 @@ class Owned(BaseModel):
     accelerators: dict[str, Annotated[int, Field(ge=1, le=MAX_GPUS)]] = Field(default_factory=dict)
     dram_bytes: int = Field(default=0, ge=0, le=MAX_SIZE_BYTES)
     # the owned box's host: a host spec (optimizer/catalog/host_spec.parse_host), e.g. 'desktop-am5-2ch-ddr5' or
-    # 'epyc-9004-12ch-ddr5-4800:sockets=2;channels=8' (';' between the spec's fields inside the inventory list)
+    # 'epyc-9004-12ch-ddr5-4800:sockets=2,channels=8' (inside the inventory list the spec's KEY=VALUE fields follow
+    # `host` with ',' as `rigopt detect` writes them; ';' between them is read too)
     host: str | None = Field(default=None, max_length=MAX_NAME_CHARS * 4)
 
     @field_validator("host")
@@ -62,7 +63,7 @@ class Owned(BaseModel):
         host = None
         if len(text) > MAX_NAME_CHARS * 8:
             raise InputError(f"owned inventory is {len(text)} characters long (limit {MAX_NAME_CHARS * 8})")
-        parts = [p.strip() for p in text.split(",") if p.strip()]
+        parts = join_host_items([p.strip() for p in text.split(",") if p.strip()])
         if len(parts) > MAX_LIST_ITEMS:
             raise InputError(f"owned inventory lists {len(parts)} items (limit {MAX_LIST_ITEMS})")
         for part in parts:
