@@ -14,7 +14,9 @@ with the cache off, then once more with the cache on (every answer a cache hit),
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import random
 import shutil
 import sys
@@ -98,14 +100,11 @@ SWEEP_GPUS = [["rtx-4090"], ["rtx-3090", "rtx-5090"], ["h100-sxm", "h200-sxm"], 
 def sweep_file(folder: Path, n: int) -> Path:
     """A scenario file whose sweep has about n questions (a prefix of each list, growing until n is reached)."""
     lists = [SWEEP_MODELS, SWEEP_CONTEXTS, SWEEP_TOK_S, SWEEP_GPUS]
-    sizes = [1, 1, 1, 1]
-    while True:
-        total = sizes[0] * sizes[1] * sizes[2] * sizes[3]
-        grow = [i for i in range(4) if sizes[i] < len(lists[i])]
-        if total >= n or not grow:
-            break
-        i = min(grow, key=lambda k: sizes[k] / len(lists[k]))
-        sizes[i] += 1
+    # the largest product within n (a file may ask at most 1,000), the lists used as evenly as possible, then
+    # the most models
+    shapes = itertools.product(*(range(1, len(x) + 1) for x in lists))
+    sizes = max(shapes, key=lambda sz: (math.prod(sz) if math.prod(sz) <= n else 0,
+                                        -max(sz[k] / len(lists[k]) for k in range(4)), sz[0]))
     p = folder / "sweep.yaml"
     p.write_text("name: generated sweep\ndefaults:\n  top: 1\n  time_limit_s: 10\nsweep:\n"
                  f"  model: {json.dumps(SWEEP_MODELS[:sizes[0]])}\n  context: {json.dumps(SWEEP_CONTEXTS[:sizes[1]])}\n"
@@ -124,6 +123,10 @@ def run_sweep(n: int, jobs: int, executors: list[str]) -> int:
                         executor=ex)
             dt = time.perf_counter() - t
             summaries[ex] = [(r.question, r.status, r.cost, r.node, r.quant) for r in rep.rows]
+            for e in rep.errors:
+                print(f"bad file: {e}")
+            if rep.errors or not rep.questions:
+                return 1
             print(f"sweep of {rep.questions} questions, executor {ex}, {jobs} CPU(s): {dt:.1f} s, "
                   f"{rep.questions / dt / jobs:.2f} questions/s per core; {rep.solved} solved, {rep.infeasible} "
                   f"infeasible, {rep.failed} failed")
