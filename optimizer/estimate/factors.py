@@ -111,14 +111,14 @@ PER_THREAD_DRAM_BW = Factor(20e9, "estimate: one x86 server core sustains roughl
                                   "(single-core STREAM); caps hosts run with few threads", True)
 CPU_EXPERT_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: expert GEMV/GEMM kernels (ggml, kt-kernel AMX) reach about "
                                              "half the ISA's peak ops per cycle", True)
-PCIE_EFFICIENCY = Factor(0.80, "MLE-N: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 GB/s; pinned copies ~80% of "
-                         "nominal", True)
+PCIE_EFFICIENCY = Factor(0.80, "stas00/ml-engineering network/README.md: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 "
+                         "GB/s; pinned copies ~80% of nominal", True)
 NVME_EFFICIENCY = Factor(0.70, "estimate: random 1-MiB expert reads reach ~70% of sequential read rate", True)
 
 # ---- compute efficiency --------------------------------------------------------------------------
 PREFILL_MFU_BY_ENGINE: dict[str, dict[str, Factor]] = {}  # filled below with fitted values; falls back to PREFILL_MFU
-PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell (MLE-A); whole-model prefill reaches "
-                           "~0.4-0.5", True)
+PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell (stas00/ml-engineering "
+                           "compute/accelerator/README.md); whole-model prefill reaches ~0.4-0.5", True)
 DECODE_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: small-batch GEMMs reach about half of MAMF", True)
 
 # ---- per-step fixed costs, per engine ------------------------------------------------------------
