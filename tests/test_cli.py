@@ -29,7 +29,7 @@ def test_estimate_json_schema():
     # the engine holds the checkpoint less its MTP layer (loaded only with --spec mtp)
     assert row["mtp_bytes"] > 0
     assert abs((row["weights_bytes"] + row["mtp_bytes"]) / 1e9 - 864.70) / 864.70 < 0.01
-    # V4-Pro KV at 384K in vLLM layout ≈ 2.04 GiB per sequence (models.md §1.4), not tens of GB
+    # V4-Pro KV at 384K in vLLM layout ≈ 2.04 GiB per sequence (hand calculation, see test_kv.py), not tens of GB
     assert 2.0 < d["kv"]["per_seq_bytes"] / 2**30 < 2.1
     # 8x H200 (8 x 141 GB) holds 865 GB of weights, so 8x h200 (or fewer of a bigger part) must be listed
     counts = {o["accelerator"]: o["count"] for o in row["fits_multi"]}

@@ -1,6 +1,6 @@
 """Hybrid recurrent + attention models: config parsing, per-engine recurrent state (hand arithmetic), weights, speed.
 
-State shapes (shared/reference/hybrid-and-spec.md §1, from vLLM mamba_utils.py MambaStateShapeCalculator):
+State shapes (vLLM 0.33.0 vllm/model_executor/layers/mamba/mamba_utils.py MambaStateShapeCalculator):
   GDN     conv = (2*k_heads*k_dim + v_heads*v_dim) x (kernel-1), state = v_heads x v_dim x k_dim
   Mamba2  conv = (heads*head_dim + 2*n_groups*d_state) x (kernel-1), state = heads x head_dim x d_state
   KDA     conv = 3*heads*head_dim x (kernel-1), state = heads x head_dim x head_dim
@@ -126,7 +126,7 @@ def test_sglang_state_per_sequence_by_hand(key):
 
 
 def test_reference_table_figures():
-    # shared/reference/hybrid-and-spec.md §4 "State/seq fp32" column
+    # hand calculation from the MambaStateShapeCalculator shapes, fp32 SSM state
     for key, b in (("qwen3.5-27b", 153_944_064), ("nemotron-3-nano-30b-a3b", 49_082_368),
                    ("kimi-linear-48b-a3b", 43_417_600), ("nemotron-h-56b", 912_605_184)):
         assert recurrent_estimate(resolve_model(key).spec, "sglang").set_bytes == b

@@ -1,4 +1,5 @@
-"""KV-cache bytes against hand calculations (shared/reference/models.md, engines.md)."""
+"""KV-cache bytes against hand calculations from the engines' KV specs (vLLM vllm/v1/kv_cache_interface.py, SGLang
+mem_cache/deepseek_v4_memory_pool.py, llama.cpp llama-kv-cache-dsv4.cpp)."""
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_v32_dsa(spec_of):
 @pytest.mark.parametrize("key,growth,gib384,gib1m", [("deepseek-v4-flash", 3850.25, 1.42, 3.77),
                                                      ("deepseek-v4-pro", 5511.4375, 2.04, 5.40)])
 def test_v4_vllm_layout(spec_of, key, growth, gib384, gib1m):
-    # models.md §1.4: 584-B rows, 132-B FP8 indexer rows, 128-token window, fp32 compressor states
+    # vLLM / SGLang V4 layout: 584-B rows, 132-B FP8 indexer rows, 128-token window, fp32 compressor states
     kv = kv_estimate(spec_of(key).spec, "vllm", "fp8")
     assert kv.growth_bytes_per_token() == pytest.approx(growth)
     assert kv.bytes_at(393216) / GiB == pytest.approx(gib384, abs=0.01)
@@ -62,7 +63,7 @@ def test_v4_pro_by_hand(spec_of):
 
 
 def test_v4_decode_reads(spec_of):
-    # models.md §1.4 read(T) table: Flash 0.318 GB, Pro 0.467 GB at 384K
+    # hand calculation of read(T): Flash 0.318 GB, Pro 0.467 GB at 384K
     for key, gb in (("deepseek-v4-flash", 0.318), ("deepseek-v4-pro", 0.467)):
         kv = kv_estimate(spec_of(key).spec, "vllm", "fp8")
         assert kv.read_bytes_per_token(393216) / 1e9 == pytest.approx(gb, abs=0.002)

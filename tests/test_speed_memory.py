@@ -87,7 +87,7 @@ def test_weights_per_device_ep_vs_tp(spec_of):
     tp8 = weights_per_device(w, Parallel(tp=8, ep=True))
     dp2 = weights_per_device(w, Parallel(tp=8, dp=2, ep=True))
     assert tp8 == pytest.approx(w.total / 8)
-    # engines.md §7.2: TP8 x DP2 with EP16: experts / 16 + dense / 8 ≈ 56 GB
+    # hand calculation, TP8 x DP2 with EP16: experts / 16 + dense / 8 ≈ 56 GB
     assert dp2 / 1e9 == pytest.approx(w.routed_expert_bytes / 16e9 + w.dense_bytes / 8e9)
     assert 52 < dp2 / 1e9 < 60
 

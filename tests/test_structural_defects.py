@@ -139,7 +139,7 @@ def _v4pro_mi355x(batch: int, spec: bool) -> float:
 
 def test_mtp_speedup_at_low_batch_matches_published():
     """DeepSeek-V4-Pro FP4 on 8x MI355X (vLLM ROCm, MTP 2 tokens): +75% per-user speed at concurrency 1 and +38% at 8
-    vs no MTP (vllm PR #43385 via SemiAnalysisAI/InferenceX PR #1630; shared/reference/hybrid-and-spec.md). rigopt:
+    vs no MTP (vllm PR #43385 via SemiAnalysisAI/InferenceX PR #1630). rigopt:
     one target pass verifies 3 tokens, 1.99 emitted on average, plus two one-layer draft passes."""
     gain1 = _v4pro_mi355x(1, True) / _v4pro_mi355x(1, False) - 1
     gain8 = _v4pro_mi355x(8, True) / _v4pro_mi355x(8, False) - 1

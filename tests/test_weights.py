@@ -21,7 +21,7 @@ def test_v4_checkpoint_sizes_within_1pct(spec_of, key, gb):
 
 
 def test_v4_param_counts(spec_of):
-    # models.md §1.1/§1.5: Flash 284.3B main / 290.9B with MTP; Pro 1573.0B / 1598.8B; active 13.3B / 48.9B
+    # hand count from config.json: Flash 284.3B main / 290.9B with MTP; Pro 1573.0B / 1598.8B; active 13.3B / 48.9B
     f, p = spec_of("deepseek-v4-flash").spec, spec_of("deepseek-v4-pro").spec
     assert f.total_params() / 1e9 == pytest.approx(284.3, abs=0.1)
     assert f.total_params(include_mtp=True) / 1e9 == pytest.approx(290.9, abs=0.1)
@@ -76,7 +76,7 @@ def test_more_bits_never_smaller(spec_of):
 
 
 def test_moe_active_bytes(spec_of):
-    # models.md §1.4: bytes read per decoded token at batch 1 in native dtypes: Flash ≈ 11.2 GB, Pro ≈ 39.5 GB
+    # hand calculation: bytes read per decoded token at batch 1 in native dtypes: Flash ≈ 11.2 GB, Pro ≈ 39.5 GB
     for key, gb in (("deepseek-v4-flash", 11.2), ("deepseek-v4-pro", 39.5)):
         m = spec_of(key)
         a = weight_breakdown(m.spec, get_scheme("native", m.storage)).active_bytes_per_token

@@ -4,7 +4,8 @@ Sources:
 - GGML/GGUF block layouts: `gguf.GGML_QUANT_SIZES` (block size, bytes per block) from the gguf package,
   which mirrors ggml/src/ggml-common.h; bits per weight = 8 * type_size / block_size.
 - FP8 block-128: one fp32 scale per 128x128 block (DeepSeek-V3 README_WEIGHTS.md, `weight_scale_inv`).
-- MXFP4: FP4 e2m1 + one E8M0 scale per 32 values (OCP MX spec; openai/gpt-oss README; models.md §1.3).
+- MXFP4: FP4 e2m1 + one E8M0 scale per 32 values (OCP MX spec; openai/gpt-oss README; vLLM deepseek_v4.py
+  at 023da1fc828e: "MXFP4 experts with ue8m0 (e8m0fnu) FP8 linear scales").
 - NVFP4: FP4 e2m1 + one FP8 e4m3 scale per 16 values + a per-tensor fp32 scale (NVIDIA ModelOpt;
   nvidia/DeepSeek-V4-*-NVFP4 hf_quant_config.json group_size 16).
 - INT4 AWQ/GPTQ group 128: 4-bit weights + fp16 scale and 4-bit zero point per 128 values.

@@ -125,8 +125,8 @@ def _p(**kw: int) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# DeepSeek-V4 (deepseek_v4). Shapes: vLLM deepseek_v4.py / transformers configuration_deepseek_v4.py,
-# summarised in shared/reference/models.md §1.3.
+# DeepSeek-V4 (deepseek_v4). Shapes: vLLM vllm/model_executor/models/deepseek_v4.py (at 023da1fc828e) /
+# transformers src/transformers/models/deepseek_v4/configuration_deepseek_v4.py (at 015c07816415).
 # ---------------------------------------------------------------------------------------------
 V4_SWA_WINDOW_DEFAULT = 128
 
@@ -346,7 +346,8 @@ def _gqa(c: _Cfg, family: str) -> ModelSpec:
 # Qwen3.5 modules split in_proj_qkvz into in_proj_qkv + in_proj_z and in_proj_ba into in_proj_a + in_proj_b, same
 # sizes), models/nemotron_h/modeling_nemotron_h.py (NemotronHMamba2Mixer, one mixer per block),
 # models/granitemoehybrid/modeling_granitemoehybrid.py (mixer + shared MLP + MoE per layer), and Kimi-Linear's
-# modeling_kimi.py (KimiDeltaAttention + MLA). State shapes: shared/reference/hybrid-and-spec.md §1.
+# modeling_kimi.py (KimiDeltaAttention + MLA). State shapes: vLLM 0.33.0
+# vllm/model_executor/layers/mamba/mamba_utils.py MambaStateShapeCalculator.
 # ---------------------------------------------------------------------------------------------
 def _gdn_state(c: _Cfg) -> RecurrentState:
     return RecurrentState(kind="gdn", conv_kernel=c.int("linear_conv_kernel_dim"), heads=c.int("linear_num_value_heads"),

@@ -57,7 +57,7 @@ class RecurrentState:
 
     All three kinds keep a short causal-conv window and a matrix state per head (shapes as in vLLM
     `MambaStateShapeCalculator`, vllm/model_executor/layers/mamba/mamba_utils.py; SGLang configs/mamba_utils.py and
-    llama.cpp src/llama-hparams.cpp agree, shared/reference/hybrid-and-spec.md §1):
+    llama.cpp src/llama-hparams.cpp at 0c1e57098 agree):
 
       conv channels   = heads*head_dim + 2*groups*group_dim   (GDN: v + q,k; Mamba2: x + B,C; KDA: v + q,k)
       conv state      = conv channels x (conv_kernel - 1)      elements

@@ -284,7 +284,7 @@ def device_of(acc: Accelerator) -> Device:
 
 def default_max_num_seqs(engine: str, acc: Accelerator, spec: ModelSpec) -> int:
     """Engine default for concurrent sequences. vLLM 0.33 `get_batch_defaults`: 1024 on GPUs of >= 70 GiB except
-    A100 (sm80), else 256 (engines.md §2.3); SGLang: 256 for DeepSeek-V4 (deepseek_v4_hook.py), else its
+    A100 (sm80), else 256 (vllm/engine/arg_utils.py); SGLang: 256 for DeepSeek-V4 (deepseek_v4_hook.py), else its
     request pool's 4096 cap (the KV pool usually binds first); llama.cpp: one slot per planned sequence;
     Ollama: OLLAMA_NUM_PARALLEL default 1 (envconfig/config.go); LM Studio: "By default, Max Concurrent
     Predictions is set to 4" (lmstudio.ai/docs/app/advanced/parallel-requests; `lms load --parallel`); a plan sizes

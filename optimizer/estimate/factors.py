@@ -111,14 +111,14 @@ PER_THREAD_DRAM_BW = Factor(20e9, "estimate: one x86 server core sustains roughl
                                   "(single-core STREAM); caps hosts run with few threads", True)
 CPU_EXPERT_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: expert GEMV/GEMM kernels (ggml, kt-kernel AMX) reach about "
                                              "half the ISA's peak ops per cycle", True)
-PCIE_EFFICIENCY = Factor(0.80, "MLE-N: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 GB/s; pinned copies ~80% of "
-                         "nominal", True)
+PCIE_EFFICIENCY = Factor(0.80, "stas00/ml-engineering network/README.md: PCIe 4.0/5.0 x16 deliver ~31/63 of 32/64 "
+                         "GB/s; pinned copies ~80% of nominal", True)
 NVME_EFFICIENCY = Factor(0.70, "estimate: random 1-MiB expert reads reach ~70% of sequential read rate", True)
 
 # ---- compute efficiency --------------------------------------------------------------------------
 PREFILL_MFU_BY_ENGINE: dict[str, dict[str, Factor]] = {}  # filled below with fitted values; falls back to PREFILL_MFU
-PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell (MLE-A); whole-model prefill reaches "
-                           "~0.4-0.5", True)
+PREFILL_MFU = Factor(0.45, "estimate: MAMF/spec is 0.70-0.80 on Hopper/Blackwell (stas00/ml-engineering "
+                           "compute/accelerator/README.md); whole-model prefill reaches ~0.4-0.5", True)
 DECODE_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: small-batch GEMMs reach about half of MAMF", True)
 
 # ---- per-step fixed costs, per engine ------------------------------------------------------------
@@ -228,9 +228,10 @@ EAGLE3_DRAFT_VOCAB = Factor(32000, "EAGLE-3 heads use a reduced draft vocabulary
 
 # ---- engine memory overheads ---------------------------------------------------------------------
 VLLM_GPU_MEMORY_UTILIZATION = Factor(0.92, f"vllm {VLLM_VERSION} vllm/config/cache.py default "
-                                     "gpu_memory_utilization (engines.md §1.3)")
-VLLM_NON_TORCH_BYTES = Factor(2 * GiB, "engines.md §2.6: non-torch memory (NCCL, cuBLAS, workspaces) ~1-3 GiB", True)
-VLLM_CUDAGRAPH_BYTES = Factor(1.5 * GiB, "engines.md §2.6: cudagraph memory ~0.5-3 GiB", True)
+                                     "gpu_memory_utilization")
+VLLM_NON_TORCH_BYTES = Factor(2 * GiB, "estimate: non-torch memory (NCCL, cuBLAS, workspaces) ~1-3 GiB, which vllm "
+                              "0.33.0 determine_available_memory subtracts", True)
+VLLM_CUDAGRAPH_BYTES = Factor(1.5 * GiB, "estimate: vllm 0.33.0 profile_cudagraph_memory, ~0.5-3 GiB", True)
 VLLM_SAMPLER_BYTES_PER_SEQ_PER_VOCAB = Factor(8.0, "vllm v1 gpu_model_runner _dummy_sampler_run: fp32 logits for "
                                               "max_num_seqs requests plus the softmax/probability copy (2 x 4 B per "
                                               "vocab entry)", True)
@@ -239,7 +240,7 @@ CUDA_CONTEXT_BYTES = Factor(500 * MiB, "estimate: CUDA context + driver reservat
 ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = Factor(32.0, "estimate: profile-run peak ≈ tokens x hidden x 2 B x 16 live "
                                                      "buffers", True)
 SGLANG_RESERVE_MIN_BYTES = Factor(10 * GiB, "sglang memory_hook.py: reserve floored at 10 GiB on GPUs > 60 GiB "
-                                            "(engines.md §3.4)")
+                                            "(sglang 0.5.23)")
 LLAMACPP_UBATCH = Factor(512, "llama.cpp common.h default n_ubatch 512")
 OLLAMA_NUM_BATCH = Factor(512, "ollama v0.33.0-rc2 api/types.go DefaultOptions NumBatch 512; llm/llama_server.go "
                                "appendBatchArgs passes it as both -b and -ub")
@@ -248,11 +249,12 @@ LMSTUDIO_BATCH = Factor(512, "estimate: LM Studio's llama.cpp engine evaluation 
 MLX_PREFILL_STEP = Factor(2048, "mlx-lm 0.32.0 mlx_lm/server.py --prefill-step-size default 2048 (prompt tokens "
                                 "per prefill chunk)")
 LLAMACPP_FIT_MARGIN_BYTES = Factor(1024 * MiB, "llama.cpp --fit-target default: 1024 MiB left free per device "
-                                   f"(engines.md §4.1, common/arg.cpp at {LLAMACPP_COMMIT})")
-VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "engines.md §2.7 (derived): C4 compressor state 32 KiB "
-                                                              "per 4-token block + indexer state", True)
-VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "engines.md §2.7 (derived): C128 compressor state 32 KiB per "
-                                                         "8-token block", True)
+                                   f"(common/arg.cpp at {LLAMACPP_COMMIT})")
+VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C4 = Factor(8192 + 2048, "derived from vllm 0.33.0 v1/kv_cache_interface.py: "
+                                                              "C4 compressor state 32 KiB per 4-token block + "
+                                                              "indexer state", True)
+VLLM_V4_INFLIGHT_BYTES_PER_TOKEN_PER_C128 = Factor(4096, "derived from vllm 0.33.0 v1/kv_cache_interface.py: "
+                                                         "C128 compressor state 32 KiB per 8-token block", True)
 
 # Prefill MFU, fitted by optimizer.fidelity.calibrate.fit_prefill_mfu (median MFU implied by the prefill rows,
 # per engine and model kind, and per device family where it has rows; prefill there is compute bound). MoE prefill in

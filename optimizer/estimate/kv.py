@@ -1,6 +1,6 @@
 """KV-cache bytes per sequence, by attention kind and engine layout.
 
-Row sizes per engine (shared/reference/engines.md and models.md):
+Row sizes per engine (engine source files named on each line):
 - vLLM / SGLang GQA: 2 x kv_heads x head_dim x dtype, kv heads divided by TP (vllm/config/model.py get_num_kv_heads).
 - MLA (V3/R1/Kimi): one 576-wide latent row, not sharded by TP: 1152 B bf16, 576 B fp8 (vLLM MLAAttentionSpec).
 - V3.2 sparse MLA with fp8: 656 B (512 FP8 + 16 B scales + 128 B BF16 rope) + 132 B indexer (vLLM, SGLang).

@@ -1,9 +1,9 @@
 """Per-device memory: weights, KV cache and engine runtime, with each engine's own accounting.
 
 - vLLM: `gpu_memory_utilization` is a fraction of TOTAL device memory and bounds weights + activations +
-  non-torch + CUDA graphs + KV (engines.md §2.6). The CUDA context must fit in the remaining (1 - gmu).
+  non-torch + CUDA graphs + KV (vllm 0.33.0 vllm/v1/worker/gpu_worker.py determine_available_memory). The CUDA context must fit in the remaining (1 - gmu).
 - SGLang: `mem_fraction_static` bounds weights + KV only; the rest is a reserve for activations and graphs
-  whose default is floored at 10 GiB on GPUs above 60 GiB (engines.md §3.4).
+  whose default is floored at 10 GiB on GPUs above 60 GiB (sglang 0.5.23 arg_groups/memory_hook.py).
 - llama.cpp: weights + KV + a compute buffer, leaving the 1 GiB margin its `--fit` keeps free per device.
 - Ollama (v0.33.0-rc2) runs llama.cpp's `llama-server`: the same accounting, with its own batch (`num_batch`,
   default 512, passed as -b and -ub) and a context of num_ctx x OLLAMA_NUM_PARALLEL (ollama llm/llama_server.go:
@@ -40,7 +40,7 @@ def weights_per_device(w: WeightBreakdown, par: Parallel, gpu_expert_fraction: f
 
 
 def default_max_num_batched_tokens(engine: str, device_bytes: float) -> int:
-    """vLLM API-server defaults (engines.md §2.3): >=160 GiB 16384, 70-160 GiB 8192, else 2048.
+    """vLLM API-server defaults (vllm/engine/arg_utils.py, v0.33.0): >=160 GiB 16384, 70-160 GiB 8192, else 2048.
     SGLang chunked-prefill defaults: <20 GB 2048, <60 GB 4096, <160 GB 8192, else 16384."""
     gib = device_bytes / GiB
     if engine == "vllm":
@@ -58,7 +58,8 @@ def default_max_num_batched_tokens(engine: str, device_bytes: float) -> int:
 
 
 def v4_inflight_reserve(spec: ModelSpec, in_flight_tokens: int) -> float:
-    """vLLM's per-request reservation for DeepSeek-V4 SWA rings and compressor states (engines.md §2.7, derived)."""
+    """vLLM's per-request reservation for DeepSeek-V4 SWA rings and compressor states (derived from vllm 0.33.0
+    vllm/v1/kv_cache_interface.py)."""
     if spec.family != "deepseek_v4":
         return 0.0
     n_c4 = sum(1 for l in spec.main_layers if l.attn_kind == "v4-csa")
@@ -69,7 +70,7 @@ def v4_inflight_reserve(spec: ModelSpec, in_flight_tokens: int) -> float:
 
 
 def sglang_default_reserve_bytes(capacity_bytes: float, chunked_prefill_size: int, par: Parallel) -> float:
-    """SGLang's default reserve outside `mem_fraction_static` (engines.md §3.4, memory_hook.py):
+    """SGLang's default reserve outside `mem_fraction_static` (sglang 0.5.23 arg_groups/memory_hook.py):
     512 MB + 1.5 MB x max(chunked_prefill_size, 2048) + 1 GB x tp x pp / 8, floored at 10 GiB above 60 GiB."""
     reserve_min = F.SGLANG_RESERVE_MIN_BYTES.value if capacity_bytes > 60 * GiB else 0.0
     return max(reserve_min, 512 * 2**20 + 1.5 * max(chunked_prefill_size, 2048) * 2**20
@@ -178,7 +179,7 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
                          f"this to every request, so it prints a lower figure than the max concurrency here")
     elif engine == "sglang":
         if mem_fraction_static is not None:
-            # weights + KV pool get mem_fraction_static of the memory free before loading (engines.md §3.4)
+            # weights + KV pool get mem_fraction_static of the memory free before loading (sglang kv_cache_configurator.py)
             runtime = (1.0 - mem_fraction_static) * capacity_bytes
         else:
             runtime = sglang_default_reserve_bytes(capacity_bytes, mnbt, par)

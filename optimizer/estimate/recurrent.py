@@ -4,8 +4,9 @@ Hybrid models (Qwen3.5/3.6 and Qwen3-Next: Gated DeltaNet; Nemotron-H / Nemotron
 Kimi-Linear: KDA) keep, per recurrent layer and per sequence, a conv window and a matrix state whose size does not
 depend on the context length (shapes: optimizer.arch.spec.RecurrentState). Only their attention layers have a KV
 cache that grows with context. This module gives the state bytes per engine, reported apart from the KV cache.
-Sources: shared/reference/hybrid-and-spec.md §1-§4 (compiled from vllm==0.33.0, sglang==0.5.23 and llama.cpp
-0c1e57098). Checked against engine source text found in the code index (versions not pinned there): vLLM
+Sources: the engines' code in vllm==0.33.0 (vllm/model_executor/layers/mamba/mamba_utils.py,
+layers/mamba/abstract.py), sglang==0.5.23 and llama.cpp 0c1e57098 (src/llama-hparams.cpp). Checked against
+engine source text found in the code index (versions not pinned there): vLLM
 `MambaModelConfig.verify_and_update_config` (prefix caching on -> `mamba_cache_mode` "align"; a newer variant
 picks "all" for models that support Mamba prefix caching, not modelled), `NemotronHForCausalLMConfig`
 (float32 default), the page-alignment formula with kernel_block_alignment_size = max(backend minimum, block_size)

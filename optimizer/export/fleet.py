@@ -8,7 +8,7 @@ pools with their KV-transfer flags, a router command, and Kubernetes manifests.
   through vLLM's NIXL proxy (`toy_proxy_server.py --host 0.0.0.0 ...` from the vLLM source tree, not part of
   the wheel; optimizer/engines.py VLLM_PROXY_SOURCE names the file and the commit its flags were read from).
 - SGLang 0.5.23: `--disaggregation-mode prefill|decode`, `--disaggregation-transfer-backend nixl`,
-  `--disaggregation-bootstrap-port` on prefill servers (engines.md §3.3); router `python3 -m
+  `--disaggregation-bootstrap-port` on prefill servers (sglang 0.5.23 server_args.py); router `python3 -m
   sglang_router.launch_router --pd-disaggregation --prefill URL BOOTSTRAP_PORT --decode URL` (sglang-router
   SGLANG_ROUTER_VERSION, the router SGLang 0.5.23's own PD test fixture starts; without the port it assumes none).
 - Kubernetes: a Deployment (+ Service) per pool of single-node replicas (`replicas: N`), a LeaderWorkerSet per

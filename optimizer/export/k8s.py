@@ -1,4 +1,5 @@
-"""Kubernetes LeaderWorkerSet manifest for multi-node vLLM plans (engines.md §2.4d, vLLM docs lws.md; Ray-based)."""
+"""Kubernetes LeaderWorkerSet manifest for multi-node vLLM plans (vLLM docs/deployment/frameworks/lws.md at
+051f9b87; Ray-based)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""llama.cpp (0c1e57098) `llama-server` commands (engines.md §4): explicit placement, `--fit off`."""
+"""llama.cpp (0c1e57098) `llama-server` commands (common/arg.cpp at 0c1e57098): explicit placement, `--fit off`."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def commands(_facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], de
     devices = h.n_nodes * h.gpus_per_node
     if devices > 1:
         a += ["--split-mode", "layer", "--tensor-split", ",".join(["1"] * devices)]
-    # MLA / DeepSeek-V4 need K and V cache types equal (engines.md rule 7); always emit both, equal
+    # MLA / DeepSeek-V4 need K and V cache types equal (src/llama-context.cpp: "model does not support
+    # different K and V cache types"); always emit both, equal
     a += ["-fa", "on", "-ctk", kv, "-ctv", kv, "--fit", "off"]
     if plan.offload.nvme_layers:
         # part of the experts does not fit in DRAM: keep the GGUF memory-mapped so the OS pages them from NVMe

@@ -1,4 +1,5 @@
-"""SGLang 0.5.23 launch commands (engines.md §3), with KTransformers `--kt-*` flags for CPU-expert plans (§5)."""
+"""SGLang 0.5.23 launch commands (sgl-project/sglang v0.5.23 python/sglang/srt/server_args.py), with KTransformers
+`--kt-*` flags for CPU-expert plans (kvcache-ai/ktransformers kt-kernel/README.md at 95009ea6)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ KV_DTYPE = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2", "
 
 
 def sglang_reserve(plan: Plan, tp_total: int) -> float:
-    """SGLang's activation/graph reserve (engines.md §3.4), as optimizer/estimate/memory.py models it."""
+    """SGLang's activation/graph reserve (sglang 0.5.23 srt/arg_groups/memory_hook.py), as
+    optimizer/estimate/memory.py models it."""
     from optimizer.estimate import factors as F
     cap = plan.memory.capacity_bytes
     chunk = default_max_num_batched_tokens("sglang", cap)
@@ -35,7 +37,8 @@ def sglang_reserve(plan: Plan, tp_total: int) -> float:
 
 
 def mem_fraction_static(plan: Plan, tp_total: int | None = None) -> float:
-    """SGLang's fraction of the free memory before load that may hold weights + KV (engines.md §3.4).
+    """SGLang's fraction of the free memory before load that may hold weights + KV (sglang 0.5.23
+    python/sglang/srt/mem_cache/kv_cache_configurator.py _profile_available_bytes).
 
     The plan models SGLang as: weights + KV within total memory less the activation/graph reserve
     (`runtime_bytes`). So the fraction is (capacity - reserve) / capacity, floored; it must still contain the
@@ -110,7 +113,8 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
         a.append("--trust-remote-code")
     moe = bool(facts.n_experts)
     if moe:
-        # one engine: TP over every GPU, attention DP = the plan's DP, MoE over EP (engines.md rule 5, §7.3 A)
+        # one engine: TP over every GPU, attention DP = the plan's DP, MoE over EP (sglang's
+        # validation_hook.py rejects multi-node DP)
         a += ["--tp-size", str(p.tp * p.dp)]
         if p.dp > 1:
             a += ["--attn-dp-size", str(p.dp)]
@@ -121,7 +125,8 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
         a += ["--tp-size", str(p.tp)]
         if p.dp > 1:
             if h.n_nodes > 1:
-                raise ExportError("SGLang cannot run data-parallel replicas across nodes (engines.md rule 5)")
+                raise ExportError("SGLang cannot run data-parallel replicas across nodes (its validation_hook.py "
+                                  "rejects dp_size > 1 with nnodes != 1)")
             a += ["--dp-size", str(p.dp)]
     if p.pp > 1:
         a += ["--pp-size", str(p.pp)]
@@ -147,7 +152,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
             if not sd.draft_model:
                 raise ExportError("an EAGLE-3 plan needs its draft model (spec_decode.draft_model)")
             a += ["--speculative-algorithm", "EAGLE3", "--speculative-draft-model-path", sd.draft_model]
-        else:  # DeepSeek MTP / NextN layers run as SGLang's EAGLE drafter (engines.md §3.5)
+        else:  # DeepSeek MTP / NextN layers run as SGLang's EAGLE drafter (sglang docs deepseek-v4.jsx at 01c5c03f)
             a += ["--speculative-algorithm", "EAGLE"]
         a += ["--speculative-num-steps", str(sd.num_tokens), "--speculative-eagle-topk", "1",
               "--speculative-num-draft-tokens", str(sd.num_tokens + 1)]

@@ -1,4 +1,5 @@
-"""vLLM 0.33.0 launch commands (engines.md §2): per-node `vllm serve`, the Ray variant, LWS manifest input."""
+"""vLLM 0.33.0 launch commands (vllm/engine/arg_utils.py, docs/serving/): per-node `vllm serve`, the Ray variant,
+LWS manifest input."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def gpu_memory_utilization(plan: Plan) -> float:
 
 def kv_cache_dtype(facts: ModelFacts, plan: Plan) -> str:
     if facts.is_v4:
-        return "fp8"   # V4 accepts only FP8 layouts; fp8 = fp8_ds_mla for V4 (engines.md §2.3)
+        return "fp8"   # V4 accepts only FP8 layouts; fp8 = fp8_ds_mla for V4 (vllm/config/cache.py, v0.33.0)
     try:
         return KV_DTYPE[plan.kv_dtype]
     except KeyError:
@@ -134,7 +135,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], red
     head_ip = Var("${HEAD_IP}")
     out = []
     if p.dp > 1 and p.pp == 1 and h.gpus_per_node % p.tp == 0:
-        # explicit DP, mp backend (engines.md §2.4a): one `vllm serve` per node, HTTP only on node 0
+        # explicit DP, mp backend (vLLM data_parallel_deployment.md): one `vllm serve` per node, HTTP only on node 0
         local = h.gpus_per_node // p.tp
         for i in range(h.n_nodes):
             a = serve + (["--headless"] if i else []) + base + [
@@ -146,7 +147,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], red
                 a += http
             out.append(Command(i, "worker" if i else "head", a, dict(env), tool="vllm"))
         return out
-    # TP/PP across nodes: mp executor with --nnodes (engines.md §2.4b)
+    # TP/PP across nodes: mp executor with --nnodes (vllm-project/vllm PR #23691)
     for i in range(h.n_nodes):
         a = serve + (["--headless"] if i else []) + base
         if p.dp > 1:
@@ -159,7 +160,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], red
 
 
 def ray_command(facts: ModelFacts, plan: Plan, model: Arg, _warnings: list[str], redundant: int | None) -> Command:
-    """Single `vllm serve` on the Ray head (engines.md §2.4c); the cluster is started separately."""
+    """Single `vllm serve` on the Ray head (docs/serving/parallelism_scaling.md); the cluster is started separately."""
     p = plan.parallel
     a: list[Arg] = ["vllm", "serve", model] + common_args(facts, plan, [], redundant, {})
     if p.dp > 1:
@@ -178,7 +179,7 @@ def ray_script(cmd: Command, plan: Plan) -> str:
     return "\n".join([
         "#!/usr/bin/env bash",
         "set -euo pipefail",
-        f"# Ray variant (engines.md §2.4c) for vllm {VLLM_VERSION} (pinned). Usage:",
+        f"# Ray variant (vLLM docs/serving/parallelism_scaling.md) for vllm {VLLM_VERSION} (pinned). Usage:",
         "#   on the head:        HEAD_IP=... IFACE_NAME=... ./ray.sh head",
         f"#   on each of the {h.n_nodes - 1} other nodes: HEAD_IP=... IFACE_NAME=... ./ray.sh worker",
         "#   then on the head:   HEAD_IP=... IFACE_NAME=... ./ray.sh serve",

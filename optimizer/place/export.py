@@ -64,6 +64,7 @@ def kt_flags(gpu_experts_per_layer: int) -> list[str]:
 def kt_fork_flags() -> list[str]:
     """Frequency placement of the GPU experts (the N most-used of every layer, which is what rigopt's tiering
     assumes) exists only in the kvcache-ai SGLang fork (`sglang-kt`); upstream SGLang 0.5.23 rejects
-    `--kt-expert-placement-strategy` (engines.md §5). The fork also needs `--init-expert-location` pointing at
+    `--kt-expert-placement-strategy` (ktransformers doc/en/kt-kernel/experts-sched-Tutorial.md
+    at 95009ea6). The fork also needs `--init-expert-location` pointing at
     the expert statistics it recorded itself, so rigopt names no file here."""
     return ["--kt-expert-placement-strategy", "frequency"]

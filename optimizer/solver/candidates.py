@@ -183,7 +183,7 @@ def layouts(m: ResolvedModel, engine: str, n_nodes: int, g: int, fast: int) -> l
     if engine == "mlx":
         return [Parallel()] if n_nodes == 1 and g == 1 else []  # one Mac (mlx.distributed is not modelled)
     if engine == "sglang" and n_nodes > 1:
-        return []  # SGLang has no multi-node DP replicas (engines.md rule 5); one engine over N nodes is not modelled
+        return []  # SGLang has no multi-node DP replicas (sglang 0.5.23 arg_groups/validation_hook.py); one engine over N nodes is not modelled
     t = 1
     limit = min(g, fast) if fast > 1 else g  # TP over PCIe inside a box is allowed (slower), never across nodes
     while t * 2 <= limit and g % (t * 2) == 0:

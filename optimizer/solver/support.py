@@ -31,7 +31,8 @@ SPARSE_MLA = Rule(
     source=("vllm-project/vllm issue #40851 (no sm80 path for DeepSeek-V4; A800 log: 'No valid attention backend "
             "found ... use_sparse=True ... compute capability not supported'), #57144 (V4.1 verified on H200, "
             "GB200, GB300, MI350X; no Ampere path), PRs #40899/#40991 (SM12x prototypes, closed), "
-            "timothystewart6/vllm-gb10#26 (GB10 rejected by SM100-only gates); engines.md §3.1 (SGLang ROCm V4 pool)"))
+            "timothystewart6/vllm-gb10#26 (GB10 rejected by SM100-only gates); sglang 0.5.23 "
+            "mem_cache/deepseek_v4_memory_pool.py (SGLang ROCm V4 pool)"))
 # SGLang + KTransformers runs these models on more GPU architectures (its SGLang fork's Triton fallbacks): the
 # architectures of the model's row in hardware/ktransformers.yaml (optimizer/catalog/ktransformers.py).
 
