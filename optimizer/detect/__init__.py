@@ -479,15 +479,16 @@ def host_spec(cpu: Cpu, memory: Memory, unread: list[str]) -> str | None:
     digits, spaces and . _ + - only (no separator of the spec or the inventory, nothing a shell reads)."""
     if not cpu.model:
         return None
-    name = re.sub(r"\s+", " ", re.sub(r"[^A-Za-z0-9 ._+-]", " ", cpu.model)).strip()[:120]
+    name = re.sub(r"\((R|TM)\)", "", cpu.model, flags=re.I)  # Intel(R) Xeon(R) -> Intel Xeon
+    name = re.sub(r"\s+", " ", re.sub(r"[^A-Za-z0-9 ._+-]", " ", name)).strip()[:120]
     sockets = cpu.sockets or 1
     fields = [f"cpu={name}", f"sockets={sockets}"]
     if cpu.cores:
         fields.append(f"cores={max(cpu.cores // sockets, 1)}")
     if cpu.isa:
         fields.append(f"isa={cpu.isa}")
-    if memory.channels:
-        fields.append(f"channels={max(memory.channels // sockets, 1)}")
+    if memory.channels:  # distinct "CHANNEL X" letters: a two-socket board repeats them per socket (P0/P1)
+        fields.append(f"channels={memory.channels}")
     if memory.speed_mt_s:
         fields.append(f"mt={memory.speed_mt_s}")
     dram = memory.installed_bytes or memory.total_bytes
