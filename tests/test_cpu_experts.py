@@ -293,3 +293,23 @@ def test_cross_validation_folds_back_off_to_the_estimates_never_to_the_full_fit(
     assert set(est) == {f"{e}/{c}" for e, c in F.CPU_EXPERT_BW_ESTIMATES}
     assert all(f.estimate for f in F.CPU_EXPERT_BW_ESTIMATES.values())
     assert est["llamacpp/server"] == 0.40 and est["ik_llama/desktop"] == 0.65
+
+
+def test_estimate_warns_when_the_offloaded_experts_exceed_the_hosts_dram():
+    # gpt-oss-120b with all 36 expert layers on a 64 GB host: its routed experts alone (about 61 GB, MXFP4) plus the
+    # 16 GiB reserve exceed 64 GB; with 128 GB they fit
+    args = ["estimate", "gpt-oss-120b", "--gpu", "rtx-3090", "--gpus", "1", "--n-cpu-moe", "36", "--engine",
+            "llamacpp", "--quant", "native", "--host"]
+    small = runner.invoke(app, [*args, "cpu=AMD EPYC 7343,channels=8,mt=3200,dram=64"])
+    assert small.exit_code == 0, small.output
+    text = " ".join(small.output.split())
+    assert "WARNING: host memory" in text and "host has 64 GB" in text
+    from optimizer.catalog.models import resolve_model
+    from optimizer.estimate.weights import weight_breakdown
+    m = resolve_model("gpt-oss-120b")
+    routed = weight_breakdown(m.spec, get_scheme("native", m.storage)).routed_expert_bytes
+    assert f"keeps {(routed + F.HOST_RESERVED_BYTES) / 1e9:,.1f} GB" in text
+    big = runner.invoke(app, [*args, "cpu=AMD EPYC 7343,channels=8,mt=3200,dram=128"])
+    assert big.exit_code == 0 and "WARNING: host memory" not in " ".join(big.output.split())
+    unstated = runner.invoke(app, [*args, "cpu=AMD EPYC 7343,channels=8,mt=3200"])
+    assert unstated.exit_code == 0 and "WARNING: host memory" not in " ".join(unstated.output.split())
