@@ -178,3 +178,30 @@ def test_owned_local_without_accelerator_is_one_error(tmp_path, monkeypatch):
     r = runner.invoke(app, ["cheapest", "qwen3-8b", "--owned", "local"])
     assert r.exit_code != 0
     assert "--owned local: no catalogue accelerator detected" in str(r.exception)
+
+
+def test_detect_fills_in_the_host_and_names_what_it_could_not_read(tmp_path):
+    from optimizer.catalog.host_spec import parse_host
+    from optimizer.detect import Cpu, Memory, host_spec_string
+    root, path = machine(tmp_path, "linux-nvidia")
+    m = detect(root, path)
+    # lscpu: 1 socket, 16 cores; dmidecode: CHANNEL A and B, 5200 MT/s, 2 x 32 GiB = 68.72 GB installed
+    assert m.host == "cpu=AMD Ryzen 9 7950X 16-Core Processor,sockets=1,cores=16,channels=2,mt=5200,dram=68.7"
+    assert m.host_unknown == []
+    h = parse_host(m.host).resolve()  # what `--host` reads: 2 channels x 5200 MT/s x 8 B
+    assert h.socket_bw_bytes_per_s == 2 * 5200e6 * 8 and h.dram_bytes == 68.7e9 and h.cores_per_socket == 16
+    # no dmidecode: channels and speed unknown (the catalogue row fills them in), DRAM from MemTotal
+    (tmp_path / "amd").mkdir()
+    a = detect(*machine(tmp_path / "amd", "linux-amd"))
+    assert a.host == "cpu=AMD Ryzen Threadripper 7960X 24-Cores,sockets=1,cores=24,dram=134.8"  # 134,754,041,856 B
+    assert any("channels" in u for u in a.host_unknown) and any("speed" in u for u in a.host_unknown)
+    assert any("MemTotal" in u for u in a.host_unknown)
+    # unified-memory Macs have no separate host; nothing readable gives no spec and says why
+    (tmp_path / "mac").mkdir()
+    assert detect(*machine(tmp_path / "mac", "mac-m4-max")).host is None
+    assert host_spec_string(Cpu(), Memory()) == (None, ["CPU model (neither lscpu nor /proc/cpuinfo was readable)"])
+    # vendor marks and commas do not break the comma form; an unknown CPU without channels says it cannot resolve
+    spec, unknown = host_spec_string(Cpu(model="Intel(R) Xeon(R) CPU E5-2630 v4, 2.20GHz", sockets=2, cores=20),
+                                     Memory(total_bytes=256 * 10**9))
+    assert spec == "cpu=Intel Xeon CPU E5-2630 v4 2.20GHz,sockets=2,cores=10,dram=256.0"
+    assert any(u.startswith("the spec does not resolve") for u in unknown)

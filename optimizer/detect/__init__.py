@@ -108,6 +108,8 @@ class Machine(_M):
     inventory: str | None  # the `--owned` string: known accelerators and DRAM; None when no accelerator is known
     unknown: list[str]     # devices seen that match no catalogue accelerator
     unread: list[str]      # sources that could not be read, and why
+    host: str | None = None        # the `--host` spec of this machine's CPU and DRAM (host_spec_string)
+    host_unknown: list[str] = []   # host fields that could not be read (the spec leaves them to the catalogue row)
 
 
 
@@ -426,6 +428,53 @@ def nvme_drives(p: Probe) -> list[Nvme]:
 
 
 # ------------------------------------------------------------------------------------------ the machine
+def host_spec_string(cpu: Cpu, memory: Memory) -> tuple[str | None, list[str]]:
+    """This machine as a `--host` spec (optimizer/catalog/host_spec.py comma form), and what it leaves unknown.
+
+    cpu = the CPU model (lscpu / /proc/cpuinfo, without commas and "(R)"/"(TM)"), sockets, cores per socket (physical
+    cores / sockets), channels = distinct "CHANNEL X" letters of dmidecode's populated DIMMs (per socket: a
+    two-socket board repeats the letters per socket), mt = their configured speed, dram = the installed DIMMs
+    (dmidecode) or, without it, MemTotal (below the installed size). A field that was not read is left out (the
+    catalogue row of the CPU fills it in when `--host` resolves) and named in the list; a spec that does not
+    resolve says why there too."""
+    from optimizer.catalog.host_spec import parse_host
+    unknown: list[str] = []
+    if not cpu.model:
+        return None, ["CPU model (neither lscpu nor /proc/cpuinfo was readable)"]
+    model = re.sub(r"\((R|TM|r|tm)\)", "", cpu.model)
+    model = re.sub(r"\s+", " ", model.replace(",", " ").replace("=", " ")).strip()
+    parts = [f"cpu={model}"]
+    if cpu.sockets:
+        parts.append(f"sockets={cpu.sockets}")
+        if cpu.cores and cpu.cores % cpu.sockets == 0:
+            parts.append(f"cores={cpu.cores // cpu.sockets}")
+    else:
+        unknown.append("sockets")
+    if not cpu.cores:
+        unknown.append("cores per socket")
+    if memory.channels:
+        parts.append(f"channels={memory.channels}")
+    else:
+        unknown.append("populated memory channels (dmidecode, as root)")
+    if memory.speed_mt_s:
+        parts.append(f"mt={memory.speed_mt_s}")
+    else:
+        unknown.append("DIMM speed (dmidecode, as root)")
+    dram = memory.installed_bytes or memory.total_bytes
+    if dram:
+        parts.append(f"dram={dram / 1e9:.1f}")
+        if not memory.installed_bytes:
+            unknown.append("installed DRAM (dram= is MemTotal, below the installed size)")
+    else:
+        unknown.append("DRAM size")
+    spec = ",".join(parts)
+    try:
+        parse_host(spec).resolve()
+    except InputError as e:
+        unknown.append(f"the spec does not resolve: {e}")
+    return spec, unknown
+
+
 def inventory_string(gpus: list[Gpu], memory: Memory, unified: bool) -> str | None:
     """'1x rtx-4090, 1x rtx-3090, 128GiB ddr5': known accelerators in device order, then the host DRAM (installed
     DIMMs when dmidecode could read them, else MemTotal rounded down to a GiB). None when no accelerator is known."""
@@ -532,6 +581,7 @@ def detect(root: str | os.PathLike | None = None, path: str | None = None) -> Ma
     if not gpus:
         p.unread.append("no GPU or accelerator found (no vendor tool answered and sysfs lists no display device)")
     unknown = [f"{g.name}: {g.match}" for g in gpus if g.catalogue_key is None]
+    host, host_unknown = host_spec_string(cpu, memory) if apple_gb is None else (None, [])
     return Machine(gpus=gpus, cpu=cpu, memory=memory, nvme=nvme,
                    inventory=inventory_string(gpus, memory, unified=apple_gb is not None), unknown=unknown,
-                   unread=p.unread)
+                   unread=p.unread, host=host, host_unknown=host_unknown)

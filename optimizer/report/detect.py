@@ -41,6 +41,10 @@ def render_detect(m: Machine, console: Console) -> None:
         console.print(f"not in the catalogue (left out of the inventory): {escape(u)}")
     for u in m.unread:
         console.print(f"could not read: {escape(u)}")
+    if m.host:
+        console.print(f"host (for --host): {escape(m.host)}")
+    for u in m.host_unknown:
+        console.print(f"host field not read: {escape(u)}")
     if m.inventory:
         console.print(f"inventory (for --owned): {escape(m.inventory)}")
     else:
