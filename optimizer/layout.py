@@ -51,6 +51,7 @@ class CpuHost:
     numa: str = "auto"                # auto (the engine's own NUMA handling) | single | interleave | per-socket
     socket_link_bw_bytes_per_s: float = 0.0  # per direction between two sockets (0: one socket)
     threads: int | None = None        # CPU threads the engine runs (None: every core)
+    dram_bytes: float | None = None   # installed DRAM, whole host, when the spec states it (None: not stated)
 
     @property
     def host_class(self) -> str:

@@ -83,8 +83,19 @@ def test_threads_and_measured_bandwidth():
     bw = C.host_bandwidth(few, "llamacpp")
     assert bw.limit == "threads" and bw.bytes_per_s == pytest.approx(F.PER_THREAD_DRAM_BW.value)
     meas = HostSpec(cpu=GENOA, sockets=2, numa="per-socket", measured_bw_gb_s=700).resolve()
-    assert C.host_bandwidth(meas, "llamacpp").bytes_per_s == pytest.approx(700e9 * eff("llamacpp", "server"))
+    # the efficiency is a share of the theoretical peak and a measured figure is STREAM_OF_PEAK of it: the engine
+    # reaches eff / STREAM_OF_PEAK of the measured 700 GB/s (not eff x 700, which would count the gap twice)
+    got = C.host_bandwidth(meas, "llamacpp")
+    share = min(1.0, eff("llamacpp", "server") / F.STREAM_OF_PEAK.value)
+    assert got.bytes_per_s == pytest.approx(700e9 * share)
+    assert got.efficiency == eff("llamacpp", "server")  # the fitted factor itself, in peak units
     assert "measured 700 GB/s" in meas.basis
+    # a host measured at exactly STREAM_OF_PEAK of its theoretical peak gets what the derived peak would give
+    peak = HostSpec(cpu=GENOA, sockets=2, numa="per-socket").resolve()
+    same = HostSpec(cpu=GENOA, sockets=2, numa="per-socket",
+                    measured_bw_gb_s=2 * 460.8 * F.STREAM_OF_PEAK.value).resolve()
+    assert C.host_bandwidth(same, "llamacpp").bytes_per_s == pytest.approx(
+        C.host_bandwidth(peak, "llamacpp").bytes_per_s)
 
 
 def test_combine_rules():
@@ -263,3 +274,42 @@ def test_scenario_owned_host(tmp_path):
     bad.write_text("model: qwen3-30b-a3b\ncontext: 32K\nowned: {accelerators: {rtx4090: 1}, host: nope}\n")
     with pytest.raises((ScenarioError, InputError)):
         load_scenario(bad)
+
+
+def test_cpu_expert_fit_gives_each_source_one_vote_and_backs_off_to_the_pooled_class():
+    from optimizer.fidelity.calibrate import _source_median, cpu_expert_cells
+    # four rows of one source at 1% and one row each of two other sources: by row the median would be 1%
+    assert _source_median({"a": [0.01, 0.011, 0.012, 0.013], "b": [0.30], "c": [0.50, 0.60]}) == pytest.approx(0.30)
+    assert _source_median({"a": [0.2, 0.4], "b": [0.6]}) == pytest.approx((0.3 + 0.6) / 2)
+    assert _source_median({"a": [1.5]}) == 1.0  # an efficiency never exceeds the peak
+    doc = {"bw_efficiency": {"ik_llama/server": {"value": 0.4, "rows": 9, "sources": 4}},
+           "pooled": {"server": {"value": 0.3, "rows": 20, "sources": 8}}}
+    assert cpu_expert_cells(doc) == {"ik_llama/server": 0.4, "llamacpp/server": 0.3, "ktransformers/server": 0.3}
+
+
+def test_cross_validation_folds_back_off_to_the_estimates_never_to_the_full_fit():
+    from optimizer.fidelity import crossval
+    est = crossval._estimates()
+    assert set(est) == {f"{e}/{c}" for e, c in F.CPU_EXPERT_BW_ESTIMATES}
+    assert all(f.estimate for f in F.CPU_EXPERT_BW_ESTIMATES.values())
+    assert est["llamacpp/server"] == 0.40 and est["ik_llama/desktop"] == 0.65
+
+
+def test_estimate_warns_when_the_offloaded_experts_exceed_the_hosts_dram():
+    # gpt-oss-120b with all 36 expert layers on a 64 GB host: its routed experts alone (about 61 GB, MXFP4) plus the
+    # 16 GiB reserve exceed 64 GB; with 128 GB they fit
+    args = ["estimate", "gpt-oss-120b", "--gpu", "rtx-3090", "--gpus", "1", "--n-cpu-moe", "36", "--engine",
+            "llamacpp", "--quant", "native", "--host"]
+    small = runner.invoke(app, [*args, "cpu=AMD EPYC 7343,channels=8,mt=3200,dram=64"])
+    assert small.exit_code == 0, small.output
+    text = " ".join(small.output.split())
+    assert "WARNING: host memory" in text and "host has 64 GB" in text
+    from optimizer.catalog.models import resolve_model
+    from optimizer.estimate.weights import weight_breakdown
+    m = resolve_model("gpt-oss-120b")
+    routed = weight_breakdown(m.spec, get_scheme("native", m.storage)).routed_expert_bytes
+    assert f"keeps {(routed + F.HOST_RESERVED_BYTES) / 1e9:,.1f} GB" in text
+    big = runner.invoke(app, [*args, "cpu=AMD EPYC 7343,channels=8,mt=3200,dram=128"])
+    assert big.exit_code == 0 and "WARNING: host memory" not in " ".join(big.output.split())
+    unstated = runner.invoke(app, [*args, "cpu=AMD EPYC 7343,channels=8,mt=3200"])
+    assert unstated.exit_code == 0 and "WARNING: host memory" not in " ".join(unstated.output.split())

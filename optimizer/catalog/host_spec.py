@@ -117,7 +117,7 @@ class HostSpec(BaseModel):
         return CpuHost(name=name, sockets=self.sockets, cores_per_socket=cores, clock_hz=clock * 1e9, isa=isa,
                        socket_bw_bytes_per_s=socket_bw, basis=basis, channels_populated=channels,
                        measured_bw_bytes_per_s=measured, numa=self.numa, socket_link_bw_bytes_per_s=link,
-                       threads=self.threads)
+                       threads=self.threads, dram_bytes=self.dram_gb * 1e9 if self.dram_gb else None)
 
 
 def platform_host(row: HostPlatform) -> CpuHost:

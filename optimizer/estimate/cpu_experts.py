@@ -104,7 +104,7 @@ def threads_used(host: CpuHost, mode: str) -> int:
 class HostBandwidth:
     bytes_per_s: float      # achievable by this engine on this host (efficiency, NUMA and threads applied)
     theoretical: float      # the populated channels' peak (or the measured figure) of the sockets in use
-    efficiency: float       # the fitted engine x host-class fraction applied
+    efficiency: float       # the fitted engine x host-class fraction of the theoretical peak
     basis: str              # printed: where the figure comes from
     limit: str              # dram | socket-link | threads
 
@@ -123,7 +123,10 @@ def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
                   else host.socket_bw_bytes_per_s)
     eff_f = F.cpu_expert_bw_efficiency(cpu_engine(engine), host.host_class)
     eff = eff_f.value
-    socket_rate, limit = per_socket * eff, "dram"
+    # the efficiency is a fraction of the theoretical peak; a measured (STREAM / MLC) figure is itself a fraction of
+    # it (F.STREAM_OF_PEAK), so the engine reaches eff / STREAM_OF_PEAK of the measured figure (at most all of it)
+    applied = min(1.0, eff / F.STREAM_OF_PEAK.value) if host.measured_bw_bytes_per_s else eff
+    socket_rate, limit = per_socket * applied, "dram"
     if mode == "interleave" and host.sockets > 1 and host.socket_link_bw_bytes_per_s > 0:
         link_cap = host.socket_link_bw_bytes_per_s * host.sockets / (host.sockets - 1)
         if link_cap < socket_rate:
@@ -132,8 +135,10 @@ def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
     thread_cap = threads_used(host, mode) * F.PER_THREAD_DRAM_BW.value
     if thread_cap < total:
         total, limit = thread_cap, "threads"
-    basis = (f"{host.basis}; x {eff:.2f} ({cpu_engine(engine)} on a {host.host_class} host, "
-             f"{'estimate' if eff_f.estimate else 'fitted'})"
+    basis = (f"{host.basis}; x {applied:.2f} ({cpu_engine(engine)} on a {host.host_class} host, "
+             f"{'estimate' if eff_f.estimate else 'fitted'}"
+             + (f": {eff:.2f} of peak / {F.STREAM_OF_PEAK.value:.2f}, the measured share of peak" if applied != eff
+                else "") + ")"
              + (f"; {mode} NUMA over {host.sockets} sockets" if host.sockets > 1 else "")
              + {"dram": "", "socket-link": f"; capped by the socket link "
                 f"({host.socket_link_bw_bytes_per_s / 1e9:.0f} GB/s per direction)",

@@ -94,12 +94,22 @@ CPU_EXPERT_BW_EFFICIENCY: dict[tuple[str, str], Factor] = {
     ("ktransformers", "desktop"): Factor(0.55, _CPU_EXPERT_ESTIMATE, True),
     ("ktransformers", "server"): Factor(0.40, _CPU_EXPERT_ESTIMATE, True),
 }
+CPU_EXPERT_BW_ESTIMATES: dict[tuple[str, str], Factor] = dict(CPU_EXPERT_BW_EFFICIENCY)  # before any fit
 _CPU_FIT = FITTED.get("cpu_experts") or {}
 for _cell, _v in (_CPU_FIT.get("bw_efficiency") or {}).items():
     _eng, _cls = _cell.split("/")
     CPU_EXPERT_BW_EFFICIENCY[(_eng, _cls)] = Factor(float(_v["value"]), (
-        f"fitted on {_v['rows']} measured CPU-expert decode rows ({_eng}, {_cls} hosts): median of the efficiency "
-        f"each row implies, rigopt fidelity {FITTED['fitted_on']} (optimizer/estimate/factors.yaml)"))
+        f"fitted on {_v['rows']} measured CPU-expert decode rows from {_v.get('sources', '?')} sources ({_eng}, "
+        f"{_cls} hosts): median over sources of the efficiency each row implies, rigopt fidelity "
+        f"{FITTED['fitted_on']} (optimizer/estimate/factors.yaml)"))
+# a cell without enough rows of its own engine backs off to the value pooled over every engine on that host class
+for _cls, _v in (_CPU_FIT.get("pooled") or {}).items():
+    for (_eng, _c), _f in list(CPU_EXPERT_BW_EFFICIENCY.items()):
+        if _c == _cls and _f.estimate:
+            CPU_EXPERT_BW_EFFICIENCY[(_eng, _c)] = Factor(float(_v["value"]), (
+                f"pooled: {_v['rows']} measured CPU-expert decode rows from {_v['sources']} sources of every engine "
+                f"on {_cls} hosts (too few of {_eng}'s own), rigopt fidelity {FITTED['fitted_on']} "
+                "(optimizer/estimate/factors.yaml)"))
 
 
 def cpu_expert_bw_efficiency(engine: str, host_class: str) -> Factor:
@@ -107,6 +117,13 @@ def cpu_expert_bw_efficiency(engine: str, host_class: str) -> Factor:
     return CPU_EXPERT_BW_EFFICIENCY.get((engine, host_class)) or CPU_EXPERT_BW_EFFICIENCY[("llamacpp", host_class)]
 
 
+# The share of the populated channels' theoretical peak a STREAM / Intel MLC read test reaches, for hosts given with
+# a measured bandwidth (host spec `bw`): the median of the offload rows that state both a measured figure and the
+# channel population (measurements/offload_measurements.yaml: Threadripper PRO 7965WX 225 of 307 GB/s, Xeon 6980P
+# 512 of 614, 2x EPYC 9355 NPS4 720 of 1152, Ryzen 9 9950X 88 of 102, EPYC 9965 275 of 576; ratios 0.73, 0.83,
+# 0.63, 0.86, 0.48).
+STREAM_OF_PEAK = Factor(0.73, "estimate: median measured (STREAM / MLC) share of theoretical DRAM bandwidth of the "
+                              "offload measurement hosts that state both", True)
 PER_THREAD_DRAM_BW = Factor(20e9, "estimate: one x86 server core sustains roughly 15-30 GB/s of DRAM reads "
                                   "(single-core STREAM); caps hosts run with few threads", True)
 CPU_EXPERT_COMPUTE_EFFICIENCY = Factor(0.50, "estimate: expert GEMV/GEMM kernels (ggml, kt-kernel AMX) reach about "

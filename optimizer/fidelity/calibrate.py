@@ -499,25 +499,35 @@ def write_factors(fitted_on: str, path: str | None = None) -> tuple[str, bool]:
 
 
 MIN_CPU_EXPERT_ROWS = 3
+MIN_CPU_EXPERT_SOURCES = 2
+
+
+def _source_median(by_source: dict[str, list[float]]) -> float:
+    """The median over sources of each source's median: one vote per source (page / thread / file), so a source
+    with many rows of one host cannot set a cell alone, and leaving one source out moves the value by one vote."""
+    return min(1.0, statistics.median(statistics.median(v) for v in by_source.values()))
 
 
 def fit_cpu_experts(exclude_source: str | None = None) -> dict:
     """Per CPU-expert engine x host class, the DRAM efficiency the measured decode rows with experts in host memory
-    imply (median over the cell's rows; cells with fewer than MIN_CPU_EXPERT_ROWS rows keep the estimate).
+    imply: the median over the cell's sources of each source's median (cells with fewer than MIN_CPU_EXPERT_ROWS
+    rows or MIN_CPU_EXPERT_SOURCES sources are not fitted). `pooled`: per host class, the same median over every
+    engine's rows of that class, the value a cell without enough evidence of its own backs off to
+    (cpu_expert_cells) before the hand estimate.
 
     A row implies the efficiency at which its CPU-expert time fills exactly the measured step minus the predicted
     rest of the step: eff x dram_s / needed_s, with needed_s the measured step less the non-CPU terms plus the part
     of the CPU time the engine hides behind GPU work. Rows bound by the socket link or threads imply nothing."""
-    import statistics
-
     from optimizer.estimate.cpu_experts import cpu_engine
     from optimizer.estimate.deployment import evaluate
     from optimizer.fidelity.crossval import source_key
     from optimizer.fidelity.heldout import ENGINE_MAP, offload_rows, speed_rows_of
     from optimizer.fidelity.predict import deployment_of
-    cells: dict[str, list[float]] = {}
+    cells: dict[str, dict[str, list[float]]] = {}
+    pooled: dict[str, dict[str, list[float]]] = {}
     for r in offload_rows():
-        if exclude_source is not None and source_key(r.get("source")) == exclude_source:
+        src = source_key(r.get("source"))
+        if exclude_source is not None and src == exclude_source:
             continue
         rows, why = speed_rows_of(r)
         for s in rows if not why else []:
@@ -532,14 +542,32 @@ def fit_cpu_experts(exclude_source: str | None = None) -> dict:
             if needed <= 0:
                 continue
             eng = cpu_engine(ENGINE_MAP.get(str(r["engine"]), str(r["engine"])))
-            cells.setdefault(f"{eng}/{h.host_class}", []).append(c.bandwidth.efficiency * c.dram_s / needed)
-    return {"bw_efficiency": {k: {"value": round(min(1.0, statistics.median(v)), 4), "rows": len(v)}
-                              for k, v in sorted(cells.items()) if len(v) >= MIN_CPU_EXPERT_ROWS}}
+            implied = c.bandwidth.efficiency * c.dram_s / needed
+            cells.setdefault(f"{eng}/{h.host_class}", {}).setdefault(src, []).append(implied)
+            pooled.setdefault(h.host_class, {}).setdefault(src, []).append(implied)
+
+    def enough(by_source: dict[str, list[float]]) -> bool:
+        return (sum(len(v) for v in by_source.values()) >= MIN_CPU_EXPERT_ROWS
+                and len(by_source) >= MIN_CPU_EXPERT_SOURCES)
+
+    def entry(by_source: dict[str, list[float]]) -> dict:
+        return {"value": round(_source_median(by_source), 4), "rows": sum(len(v) for v in by_source.values()),
+                "sources": len(by_source)}
+    return {"bw_efficiency": {k: entry(v) for k, v in sorted(cells.items()) if enough(v)},
+            "pooled": {k: entry(v) for k, v in sorted(pooled.items()) if enough(v)}}
+
+
+CPU_EXPERT_ENGINES = ("llamacpp", "ik_llama", "ktransformers")
 
 
 def cpu_expert_cells(doc: dict) -> dict[str, float]:
-    """The "engine/host class" -> efficiency map of a fit_cpu_experts document (for FitSet.cpu_experts)."""
-    return {k: float(v["value"]) for k, v in (doc.get("bw_efficiency") or {}).items()}
+    """The "engine/host class" -> efficiency map of a fit_cpu_experts document (for FitSet.cpu_experts): the fitted
+    cells, and for every other engine of a host class with a `pooled` value, that value."""
+    out = {k: float(v["value"]) for k, v in (doc.get("bw_efficiency") or {}).items()}
+    for cls, v in (doc.get("pooled") or {}).items():
+        for eng in CPU_EXPERT_ENGINES:
+            out.setdefault(f"{eng}/{cls}", float(v["value"]))
+    return out
 
 
 def cpu_expert_sources() -> set[str]:

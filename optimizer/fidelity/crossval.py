@@ -271,7 +271,7 @@ def _predict_all(sel: list[Item] | tuple[Item, ...], fs: FitSet) -> dict[str, fl
 
 def _estimates() -> dict[str, float]:
     """The CPU-expert efficiency cells as estimated before any fit (factors.CPU_EXPERT_BW_EFFICIENCY's estimates)."""
-    return {f"{e}/{c}": f.value for (e, c), f in F.CPU_EXPERT_BW_EFFICIENCY.items() if f.estimate}
+    return {f"{e}/{c}": f.value for (e, c), f in F.CPU_EXPERT_BW_ESTIMATES.items()}
 
 
 def full_fit() -> FitSet:
@@ -295,7 +295,8 @@ def scheme_predictions(all_items: list[Item], scheme: str, in_sample: dict[str, 
             if fold.source in mlx_groups:  # mlx-lm's own factors, refit without this group's rows
                 f = mlx_fit.fit(exclude=_in_group(g, fold.source))
                 fs = replace(fs, mlx=(f["layer_overhead_s"], f["prefill_mfu"]))
-            if scheme == "source":  # cells this source leaves below the fit's minimum fall back to the estimate
+            if scheme == "source":  # cells this source leaves below the fit's minimum back off to the host class's
+                # pooled value (cpu_expert_cells), else to the estimate: never to the full fit's value
                 fs = replace(fs, cpu_experts={**_estimates(), **cpu_expert_cells(fit_cpu_experts(fold.source))})
             else:
                 fs = replace(fs, cpu_experts=full.cpu_experts)

@@ -17,6 +17,7 @@ from optimizer.catalog.host_spec import HostSpec
 from optimizer.catalog.models import ResolvedModel
 from optimizer.engines import is_llamacpp, runs_on_vendor
 from optimizer.errors import InputError
+from optimizer.estimate import factors as F
 from optimizer.estimate.calibration import Calibration
 from optimizer.estimate.cpu_experts import overlaps_gpu
 from optimizer.estimate.deployment import (
@@ -481,6 +482,9 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
             notes.insert(0, "WARNING: " + why)
         if mem.weights_bytes > mem.budget_bytes:
             notes.append("weights alone exceed the per-device budget: add devices, quantize further, or offload experts")
+        why_host = host_dram_short(ev)
+        if why_host:
+            notes.insert(0, "WARNING: " + why_host)
         notes += _runtime_notes(eng, m, acc, gpus, ev)
         if spec_decode is not None:
             notes.append(f"speculative decoding: {spec_decode.method}, {spec_decode.num_tokens} draft tokens, "
@@ -524,6 +528,20 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
 
 
 RECURRENT_ENGINES = ("vllm", "sglang", "llamacpp")
+
+
+def host_dram_short(ev: Evaluation) -> str | None:
+    """Why the plan's host memory does not fit the host's stated DRAM (None when it fits or no size was given): the
+    offloaded experts plus the reserve for the OS and engine (factors.HOST_RESERVED) above the installed DRAM. A
+    llama.cpp-family engine maps the GGUF (mmap), so the experts that do not fit are read from disk again on every
+    token that routes to them; the other engines load the experts into memory and fail."""
+    host = ev.links.host
+    if host is None or not host.dram_bytes or ev.host_used_bytes <= host.dram_bytes:
+        return None
+    return (f"host memory: the plan keeps {ev.host_used_bytes / 1e9:,.1f} GB in host DRAM (offloaded experts + "
+            f"{F.HOST_RESERVED_BYTES / GiB:.0f} GiB for the OS and engine) but the host has {host.dram_bytes / 1e9:,.0f} "
+            "GB: llama.cpp-family engines would page the experts that do not fit from disk (mmap) on every token, "
+            "others fail to load; offload fewer expert layers or add DRAM. The speeds below assume they fit")
 
 
 def _cpu_report(ev: Evaluation, engine: str) -> CpuExpertsReport | None:
