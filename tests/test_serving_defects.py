@@ -159,3 +159,57 @@ def test_bench_serving_groups_batch_sweeps():
     stored = sweeps(run()[0])
     assert len(stored) >= 3
     assert max(concurrency_of(s[-1]) for s in stored) >= 1024
+
+
+def test_sglang_v4_fixed_pools_follow_the_pool_configurator_by_hand():
+    """SGLang 0.5.23 (pool_configurator.py DSV4PoolConfigurator, CUDA, no speculative decoding, radix cache on,
+    page 256, V4 hook's --max-running-requests 256) sets aside, per GPU, before the token pool:
+    SWA cap = n x (128 window + 128 eviction interval + 256 + 256) + 2 x 8,192 chunk + 256, plus 4n prefix tails of
+    (128 + 256) tokens; one SWA slot = 61 layers x 585 B (584-B rows, a 256-row page padded to 149,760 B) + 30 C4
+    layers x (8 / 256) x (8,192 + 2,048) B of compressor state = 45,285 B; C128 state = ceil128((n + 1) x 128 + 129)
+    rows x 4,096 B x 31 layers.
+    n = 256: 606,464 SWA slots x 45,285 B = 27,463,722,240 B + 33,152 x 4,096 x 31 = 4,209,508,352 B.
+    n = 64: 164,096 x 45,285 = 7,431,087,360 B + 8,576 x 4,096 x 31 = 1,088,946,176 B."""
+    from optimizer.estimate.memory import sglang_v4_fixed_bytes
+    pro = resolve_model("deepseek-v4-pro").spec
+    assert sglang_v4_fixed_bytes(pro, 256, 8192) == 27_463_722_240 + 4_209_508_352
+    assert sglang_v4_fixed_bytes(pro, 64, 8192) == 7_431_087_360 + 1_088_946_176
+    assert sglang_v4_fixed_bytes(resolve_model("llama-3.1-8b").spec, 256, 8192) == 0.0
+
+
+def _v4_pro_sglang_tp8(settings: EngineSettings, wl: Workload | None = None) -> Deployment:
+    return Deployment(model=resolve_model("deepseek-v4-pro"), quant="native", engine="sglang", hardware=_h200x8(),
+                      parallel=Parallel(tp=8, ep=True), context=wl.max_len if wl else 131072,
+                      concurrency=wl.concurrency if wl and wl.concurrency else 1, workload=wl, settings=settings)
+
+
+def test_sglang_v4_pro_running_requests_are_bounded_by_the_fixed_pools():
+    """V4-Pro (FP4 experts) on 8x H200, SGLang TP8: at the hook's 256 running requests the ~29.5 GiB of SWA and C128
+    state per GPU does not fit beside ~99 GiB of weights (SGLang raises "The DSV4 SWA pool cap ... leaves no room for
+    the full KV pool ... Reduce --max-running-requests"); with --max-running-requests 64 it does, and the requests
+    of 60K + 4K tokens admitted are what the rest of the pool holds after the 8,520,033,536 B of fixed pools."""
+    full = evaluate(_v4_pro_sglang_tp8(EngineSettings()))
+    assert not full.memory.fits
+    assert full.memory.reserve_per_seq_bytes == pytest.approx(31_673_230_592)
+    wl = Workload(isl=60000, osl=4000, concurrency=64)
+    ev = evaluate(_v4_pro_sglang_tp8(EngineSettings(max_num_seqs=64), wl))
+    mem = ev.memory
+    assert mem.reserve_per_seq_bytes == pytest.approx(8_520_033_536)
+    per_seq = ev.kv.bytes_at(64000)
+    pool = mem.kv_available_bytes - 8_520_033_536
+    assert pool > 0
+    assert ev.serving is not None and ev.serving.admitted_seqs == min(64, int(pool // per_seq))
+    # without the fixed pools rigopt admitted ~24 more 64K-token requests (8.5 GB at ~0.36 GB each)
+    assert int((pool + 8_520_033_536) // per_seq) - int(pool // per_seq) >= 20
+
+
+@pytest.mark.parametrize("key", ["h20", "gh200-96gb"])
+def test_h20_and_gh200_usable_memory_is_the_nvidia_smi_total(key):
+    """nvidia-smi prints a total of 97871MiB for an H20 (github.com/NVIDIA/nccl-tests/issues/338, driver 550.54.14)
+    and for a GH200 480GB's 96 GB HBM3 GPU (github.com/ubccr/ccr-examples at 7a3887d5, slurm/1_Advanced/GPUs/
+    README.md, driver 570.86.15): 97,871 x 2^20 = 102,625,181,696 B, 9.5 GB (8.8 GiB) above the 0.97 x 96 GB
+    estimate that stood before."""
+    acc = load_hardware().accelerators[key]
+    assert acc.memory_usable_bytes == 97_871 * 2**20 == 102_625_181_696
+    assert not acc.usable_estimate
+    assert "97871MiB" in acc.source

@@ -68,6 +68,50 @@ def v4_inflight_reserve(spec: ModelSpec, in_flight_tokens: int) -> float:
     return in_flight_tokens * per_tok
 
 
+SGLANG_V4_POOL_SRC = ("sglang 0.5.23 wheel, sglang/srt/model_executor/pool_configurator.py: DSV4PoolConfigurator "
+                      "(calculate_pool_sizes, _get_c128_state_fixed_bytes, _resolve_swa_cap_tokens, "
+                      "_get_bytes_per_swa_token) and compute_swa_request_cap; deepseek_v4_hook.py "
+                      "(max_running_requests 256); model_overrides/deepseek_v4.py (page_size 256)")
+SGLANG_V4_PAGE = 256               # model_overrides/deepseek_v4.py: page_size 256 with the dsv4 attention backend
+SGLANG_V4_WINDOW = 128             # the V4 sliding window (config window_size)
+SGLANG_SWA_EVICTION_INTERVAL = 128  # environ.py SGLANG_SWA_EVICTION_INTERVAL default
+SGLANG_V4_C4_RING, SGLANG_V4_C128_RING = 8, 128  # get_compress_state_ring_size without speculative decoding
+
+
+def _v4_paged_row_bytes(rows_per_page: int) -> float:
+    """Bytes per 584-B FlashMLA row once SGLang pads a page to a multiple of 576 B (create_buffer)."""
+    return -(-rows_per_page * 584 // 576) * 576 / rows_per_page
+
+
+def sglang_v4_fixed_bytes(spec: ModelSpec, running_per_worker: int, chunked_prefill_size: int) -> float:
+    """Memory SGLang sets aside per GPU for DeepSeek-V4 before its token pool, sized by the running-request cap
+    (SGLANG_V4_POOL_SRC; CUDA, no speculative decoding, radix cache on, --max-running-requests set, as V4's hook
+    always sets it): the SWA pool in "cap mode" and the C128 compressor-state rings.
+    - SWA cap = n x (window + eviction interval + 2 pages) + 2 chunks + 1 page (compute_swa_request_cap), plus
+      4n prefix tails of (window + page) (swa_prefix_tails default), each SWA slot costing one padded 584-B row on
+      every layer plus the C4 compressor and indexer-compressor state rings priced per slot ((8 / page) x
+      (4 x 512 + 4 x 128) x 4 B per C4 layer);
+    - C128 state = ceil128((n + 1) x 128 + 129) rows x (2 x 512) fp32 per C128 layer (_get_c128_state_fixed_bytes).
+    n = running requests per attention-DP worker. The context-proportional compressed KV and indexer are the
+    KV estimate's (kv.py)."""
+    if spec.family != "deepseek_v4":
+        return 0.0
+    n = max(1, running_per_worker)
+    layers = spec.main_layers
+    n_c4 = sum(1 for l in layers if l.attn_kind == "v4-csa")
+    n_c128 = sum(1 for l in layers if l.attn_kind == "v4-hca")
+    page, win = SGLANG_V4_PAGE, SGLANG_V4_WINDOW
+    per_request = win + SGLANG_SWA_EVICTION_INTERVAL + page + page
+    cap = per_request * n + 2 * chunked_prefill_size + page
+    tails = 4 * n * (win + page)
+    swa_tokens = -(-(cap + tails) // page) * page
+    c4_state = (SGLANG_V4_C4_RING / page) * (4 * 512 + 4 * 128) * 4
+    per_swa_token = _v4_paged_row_bytes(page) * len(layers) + c4_state * n_c4
+    rows = -(-((n + 1) * SGLANG_V4_C128_RING + SGLANG_V4_C128_RING + 1) // 128) * 128
+    c128 = rows * 2 * 512 * 4 * n_c128
+    return swa_tokens * per_swa_token + c128
+
+
 def sglang_default_reserve_bytes(capacity_bytes: float, chunked_prefill_size: int, par: Parallel) -> float:
     """SGLang's default reserve outside `mem_fraction_static` (engines.md §3.4, memory_hook.py):
     512 MB + 1.5 MB x max(chunked_prefill_size, 2048) + 1 GB x tp x pp / 8, floored at 10 GiB above 60 GiB."""
@@ -147,7 +191,8 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
                   gpu_layer_fraction: float = 1.0) -> DeviceMemory:
     """Memory of the busiest device. Engine settings (None = the engine's default):
     vLLM `gpu_memory_utilization`, `max_num_batched_tokens` (profile-run activations) and `max_num_seqs`
-    (the sampler's dummy run); SGLang `mem_fraction_static` (weights + KV as a fraction of memory; the rest is
+    (the sampler's dummy run; for SGLang the running-request cap of one worker, which sizes DeepSeek-V4's fixed
+    pools); SGLang `mem_fraction_static` (weights + KV as a fraction of memory; the rest is
     its reserve) and `max_num_batched_tokens` (= `chunked_prefill_size`).
     `gpu_layer_fraction` < 1 (llama.cpp family, one device): only that share of the repeating layers and their KV
     is on the GPU (-ngl); the output head stays on the GPU and the token embedding in host memory, as llama.cpp
@@ -184,6 +229,12 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
             runtime = sglang_default_reserve_bytes(capacity_bytes, mnbt, par)
         budget = capacity_bytes
         outside = 0.0
+        if spec.family == "deepseek_v4":
+            # max_num_seqs: the running-request cap of one attention-DP worker (deployment.running_per_replica)
+            reserve = sglang_v4_fixed_bytes(spec, max_num_seqs or 256, mnbt) / par.pp
+            notes.append(f"SGLang sets aside ~{reserve / GiB:.1f} GiB per GPU for DeepSeek-V4's SWA pool and C128 "
+                         f"compressor states, sized by its running-request cap ({max_num_seqs or 256} per worker; "
+                         "--max-running-requests), before the token pool (pool_configurator.py DSV4PoolConfigurator)")
     elif engine == "mlx":
         # one prefill chunk (--prefill-step-size tokens) in flight; fused SDPA keeps no score matrix and the
         # chunk's logits are never evaluated (generate.py evaluates only the cache state during prefill)
