@@ -213,3 +213,32 @@ def test_h20_and_gh200_usable_memory_is_the_nvidia_smi_total(key):
     assert acc.memory_usable_bytes == 97_871 * 2**20 == 102_625_181_696
     assert not acc.usable_estimate
     assert "97871MiB" in acc.source
+
+
+def test_llamacpp_v4_layers_pay_for_their_hyper_connection_nodes():
+    """DeepSeek-V4's config (hc_mult 4, hc_sinkhorn_iters 20) gives each layer two hyper-connection blocks whose
+    Sinkhorn normalisation llama.cpp builds as 7 small nodes per iteration (src/models/deepseek4.cpp
+    build_hc_sinkhorn): 2 x 7 x 20 = 280 per layer, 43 x 280 = 12,040 per V4-Flash step, at 3.35 us each = 40.3 ms
+    (factors.LLAMACPP_EXTRA_KERNEL_S, derived from llama.cpp PR #24162: V4-Flash on 8x RTX 3090, build b9842,
+    tg128 ~16.7 t/s). vLLM and SGLang pay none; models without hyper-connections pay none."""
+    from optimizer.estimate import factors as F
+    from optimizer.estimate.speed import llamacpp_extra_kernels_s
+    flash = resolve_model("deepseek-v4-flash").spec
+    assert {lay.extra_kernels for lay in flash.main_layers} == {280}
+    assert F.LLAMACPP_EXTRA_KERNEL_S.value == 3.35e-6
+    assert llamacpp_extra_kernels_s(flash, "llamacpp") == pytest.approx(12_040 * 3.35e-6)
+    assert llamacpp_extra_kernels_s(flash, "ollama") == llamacpp_extra_kernels_s(flash, "llamacpp")
+    assert llamacpp_extra_kernels_s(flash, "vllm") == 0.0
+    assert llamacpp_extra_kernels_s(resolve_model("deepseek-v3").spec, "llamacpp") == 0.0
+
+
+def test_llamacpp_v4_flash_on_8x3090_decode_matches_the_published_build():
+    """PR #24162 (yoloyash, 2026-06-30): V4-Flash (Q4_K experts, Q8_0 attention) on 8x RTX 3090, all layers on GPU,
+    tg128 ~16.7 t/s. rigopt with all of q4_k_m (fewer bytes than that file's Q8_0/F16 parts) predicted 61.9 t/s
+    before the per-node term (3.7x too fast); with it, 1 / (16.2 ms + 40.3 ms) = 17.7 t/s, within 10%."""
+    acc = load_hardware().accelerators["rtx-3090"]
+    d = Deployment(model=resolve_model("deepseek-v4-flash"), quant="q4_k_m", engine="llamacpp",
+                   hardware=Hardware(acc, node_for(acc.key, 8), 1, 8), parallel=Parallel(pp=8), context=4096,
+                   concurrency=1)
+    tok_s = evaluate(d).decode.tok_s_per_seq
+    assert tok_s == pytest.approx(16.7, rel=0.10)

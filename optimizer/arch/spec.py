@@ -119,6 +119,9 @@ class LayerSpec:
     indexer_flops_per_ctx: int = 0    # lightning-indexer scoring FLOPs per new token per indexed row
     indexer_ratio: int = 1            # tokens per indexed row
     recurrent: RecurrentState | None = None  # linear-attention / SSM mixer (no attention KV in this layer)
+    # small graph nodes per decode step beyond a DeepSeek-V3-class layer, counted from the config (V4's
+    # hyper-connection Sinkhorn normalisations); llama.cpp pays a launch cost for each (estimate/speed.py)
+    extra_kernels: int = 0
 
     @property
     def is_moe(self) -> bool:
