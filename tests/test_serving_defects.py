@@ -161,20 +161,27 @@ def test_bench_serving_groups_batch_sweeps():
     assert max(concurrency_of(s[-1]) for s in stored) >= 1024
 
 
-def test_sglang_v4_fixed_pools_follow_the_pool_configurator_by_hand():
-    """SGLang 0.5.23 (pool_configurator.py DSV4PoolConfigurator, CUDA, no speculative decoding, radix cache on,
-    page 256, V4 hook's --max-running-requests 256) sets aside, per GPU, before the token pool:
-    SWA cap = n x (128 window + 128 eviction interval + 256 + 256) + 2 x 8,192 chunk + 256, plus 4n prefix tails of
-    (128 + 256) tokens; one SWA slot = 61 layers x 585 B (584-B rows, a 256-row page padded to 149,760 B) + 30 C4
-    layers x (8 / 256) x (8,192 + 2,048) B of compressor state = 45,285 B; C128 state = ceil128((n + 1) x 128 + 129)
-    rows x 4,096 B x 31 layers.
-    n = 256: 606,464 SWA slots x 45,285 B = 27,463,722,240 B + 33,152 x 4,096 x 31 = 4,209,508,352 B.
-    n = 64: 164,096 x 45,285 = 7,431,087,360 B + 8,576 x 4,096 x 31 = 1,088,946,176 B."""
+def test_sglang_v4_pool_follows_the_pool_configurator_by_hand():
+    """SGLang 0.5.23 for DeepSeek-V4 (pool_configurator.py DSV4PoolConfigurator; model_overrides/deepseek_v4.py
+    sets swa_full_tokens_ratio 0.1, so the pool is sized in "ratio" mode; page 256; CUDA; no speculative decoding):
+    every full token costs its compressed rows (C4: 584 / 4 + indexer 132 / 4 on 30 layers; C128: 584 / 128 on 31)
+    plus 0.1 of a sliding-window slot (584 B on 61 layers + (8 / 256) x (8,192 + 2,048) B of C4 state rings on 30):
+    0.1 x (35,624 + 9,600) = 4,522.4 B. A 64,000-token V4-Pro request: C4 30 x 16,000 x (584 + 132) = 343,680,000
+    + C128 31 x 500 x 584 = 9,052,000 + windows 61 x 128 x 584 = 4,559,872 + pool 64,000 x 4,522.4 = 289,433,600
+    = 646,725,472 B (rigopt had 376,002,400 B with per-request vLLM-style state rings and no pool share: 1.72x too
+    small). Fixed before the pool: the C128 state rings of every request slot, ceil128((n + 1) x 128 + 129) rows x
+    4,096 B x 31 layers: n = 256: 33,152 x 126,976 = 4,209,508,352 B; n = 64: 8,576 x 126,976 = 1,088,946,176 B.
+    Decode reads are unchanged (the pool share is storage)."""
+    from optimizer.estimate.kv import kv_estimate
     from optimizer.estimate.memory import sglang_v4_fixed_bytes
     pro = resolve_model("deepseek-v4-pro").spec
-    assert sglang_v4_fixed_bytes(pro, 256, 8192) == 27_463_722_240 + 4_209_508_352
-    assert sglang_v4_fixed_bytes(pro, 64, 8192) == 7_431_087_360 + 1_088_946_176
-    assert sglang_v4_fixed_bytes(resolve_model("llama-3.1-8b").spec, 256, 8192) == 0.0
+    sg, vl = kv_estimate(pro, "sglang", "fp8"), kv_estimate(pro, "vllm", "fp8")
+    assert sg.bytes_at(64000) == pytest.approx(646_725_472)
+    assert vl.bytes_at(64000) == pytest.approx(376_002_400)
+    assert sg.read_bytes_per_token(64000) == vl.read_bytes_per_token(64000)
+    assert sglang_v4_fixed_bytes(pro, 256) == 4_209_508_352
+    assert sglang_v4_fixed_bytes(pro, 64) == 1_088_946_176
+    assert sglang_v4_fixed_bytes(resolve_model("llama-3.1-8b").spec, 256) == 0.0
 
 
 def _v4_pro_sglang_tp8(settings: EngineSettings, wl: Workload | None = None) -> Deployment:
@@ -183,24 +190,18 @@ def _v4_pro_sglang_tp8(settings: EngineSettings, wl: Workload | None = None) -> 
                       concurrency=wl.concurrency if wl and wl.concurrency else 1, workload=wl, settings=settings)
 
 
-def test_sglang_v4_pro_running_requests_are_bounded_by_the_fixed_pools():
-    """V4-Pro (FP4 experts) on 8x H200, SGLang TP8: at the hook's 256 running requests the ~29.5 GiB of SWA and C128
-    state per GPU does not fit beside ~99 GiB of weights (SGLang raises "The DSV4 SWA pool cap ... leaves no room for
-    the full KV pool ... Reduce --max-running-requests"); with --max-running-requests 64 it does, and the requests
-    of 60K + 4K tokens admitted are what the rest of the pool holds after the 8,520,033,536 B of fixed pools."""
-    full = evaluate(_v4_pro_sglang_tp8(EngineSettings()))
-    assert not full.memory.fits
-    assert full.memory.reserve_per_seq_bytes == pytest.approx(31_673_230_592)
-    wl = Workload(isl=60000, osl=4000, concurrency=64)
-    ev = evaluate(_v4_pro_sglang_tp8(EngineSettings(max_num_seqs=64), wl))
+def test_sglang_v4_pro_admits_what_the_pool_holds_after_the_fixed_state_rings():
+    """V4-Pro (FP4 experts) on 8x H200, SGLang TP8, 256 running requests (the hook's default): 4,209,508,352 B of
+    C128 state rings come off the pool first, then each 60K + 4K request holds 646,725,472 B."""
+    wl = Workload(isl=60000, osl=4000, concurrency=256)
+    ev = evaluate(_v4_pro_sglang_tp8(EngineSettings(), wl))
     mem = ev.memory
-    assert mem.reserve_per_seq_bytes == pytest.approx(8_520_033_536)
-    per_seq = ev.kv.bytes_at(64000)
-    pool = mem.kv_available_bytes - 8_520_033_536
-    assert pool > 0
-    assert ev.serving is not None and ev.serving.admitted_seqs == min(64, int(pool // per_seq))
-    # without the fixed pools rigopt admitted ~24 more 64K-token requests (8.5 GB at ~0.36 GB each)
-    assert int((pool + 8_520_033_536) // per_seq) - int(pool // per_seq) >= 20
+    assert mem.reserve_per_seq_bytes == pytest.approx(4_209_508_352)
+    pool = mem.kv_available_bytes - 4_209_508_352
+    admitted = int(pool // 646_725_472)
+    assert ev.serving is not None and ev.serving.admitted_seqs == admitted
+    # before: no fixed rings and 376,002,400 B per request, 1.8x as many admitted
+    assert int((pool + 4_209_508_352) // 376_002_400) >= 1.7 * admitted
 
 
 @pytest.mark.parametrize("key", ["h20", "gh200-96gb"])

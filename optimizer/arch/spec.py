@@ -24,7 +24,7 @@ TENSOR_CLASSES: tuple[str, ...] = (
     "vision",          # vision / audio towers of multimodal checkpoints
 )
 
-KVKind = Literal["kv", "mla", "dsa_kv", "v4_kv", "indexer", "state"]
+KVKind = Literal["kv", "mla", "dsa_kv", "v4_kv", "indexer", "state", "pool"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class KVStream:
       v4_kv   DeepSeek-V4 KV row (head_dim wide, K = V), one row per `ratio` tokens
       indexer lightning-indexer key row (index_head_dim wide), one per `ratio` tokens
       state   fixed per-sequence compressor state (bytes in `fixed_bytes`)
+      pool    storage an engine charges per token of context that attention does not read as KV rows (SGLang's
+              DeepSeek-V4 sliding-window pool, sized as a share of the full pool; estimate/kv.py only)
     """
 
     kind: KVKind

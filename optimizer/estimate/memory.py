@@ -69,47 +69,24 @@ def v4_inflight_reserve(spec: ModelSpec, in_flight_tokens: int) -> float:
 
 
 SGLANG_V4_POOL_SRC = ("sglang 0.5.23 wheel, sglang/srt/model_executor/pool_configurator.py: DSV4PoolConfigurator "
-                      "(calculate_pool_sizes, _get_c128_state_fixed_bytes, _resolve_swa_cap_tokens, "
-                      "_get_bytes_per_swa_token) and compute_swa_request_cap; deepseek_v4_hook.py "
-                      "(max_running_requests 256); model_overrides/deepseek_v4.py (page_size 256)")
-SGLANG_V4_PAGE = 256               # model_overrides/deepseek_v4.py: page_size 256 with the dsv4 attention backend
-SGLANG_V4_WINDOW = 128             # the V4 sliding window (config window_size)
-SGLANG_SWA_EVICTION_INTERVAL = 128  # environ.py SGLANG_SWA_EVICTION_INTERVAL default
-SGLANG_V4_C4_RING, SGLANG_V4_C128_RING = 8, 128  # get_compress_state_ring_size without speculative decoding
+                      "(calculate_pool_sizes, _get_c128_state_fixed_bytes, _get_bytes_per_full_token); "
+                      "arg_groups/deepseek_v4_hook.py (max_running_requests 256), "
+                      "arg_groups/model_overrides/deepseek_v4.py (swa_full_tokens_ratio 0.1, page_size 256)")
+SGLANG_V4_C128_RING = 128  # get_compress_state_ring_size(128) without speculative decoding
 
 
-def _v4_paged_row_bytes(rows_per_page: int) -> float:
-    """Bytes per 584-B FlashMLA row once SGLang pads a page to a multiple of 576 B (create_buffer)."""
-    return -(-rows_per_page * 584 // 576) * 576 / rows_per_page
-
-
-def sglang_v4_fixed_bytes(spec: ModelSpec, running_per_worker: int, chunked_prefill_size: int) -> float:
-    """Memory SGLang sets aside per GPU for DeepSeek-V4 before its token pool, sized by the running-request cap
-    (SGLANG_V4_POOL_SRC; CUDA, no speculative decoding, radix cache on, --max-running-requests set, as V4's hook
-    always sets it): the SWA pool in "cap mode" and the C128 compressor-state rings.
-    - SWA cap = n x (window + eviction interval + 2 pages) + 2 chunks + 1 page (compute_swa_request_cap), plus
-      4n prefix tails of (window + page) (swa_prefix_tails default), each SWA slot costing one padded 584-B row on
-      every layer plus the C4 compressor and indexer-compressor state rings priced per slot ((8 / page) x
-      (4 x 512 + 4 x 128) x 4 B per C4 layer);
-    - C128 state = ceil128((n + 1) x 128 + 129) rows x (2 x 512) fp32 per C128 layer (_get_c128_state_fixed_bytes).
-    n = running requests per attention-DP worker. The context-proportional compressed KV and indexer are the
-    KV estimate's (kv.py)."""
+def sglang_v4_fixed_bytes(spec: ModelSpec, running_per_worker: int) -> float:
+    """Memory SGLang allocates per GPU for DeepSeek-V4 before its token pool, whatever the requests' lengths: the
+    C128 compressor-state rings of every request slot, ceil128((n + 1) x 128 + 129) rows of (2 x 512) fp32 per
+    C128 layer (_get_c128_state_fixed_bytes in SGLANG_V4_POOL_SRC; n = the running-request cap of one
+    attention-DP worker, 256 by V4's hook). The sliding-window pool and the C4 states scale with the full pool
+    (kv.py SGLANG_V4_SWA_RATIO)."""
     if spec.family != "deepseek_v4":
         return 0.0
     n = max(1, running_per_worker)
-    layers = spec.main_layers
-    n_c4 = sum(1 for l in layers if l.attn_kind == "v4-csa")
-    n_c128 = sum(1 for l in layers if l.attn_kind == "v4-hca")
-    page, win = SGLANG_V4_PAGE, SGLANG_V4_WINDOW
-    per_request = win + SGLANG_SWA_EVICTION_INTERVAL + page + page
-    cap = per_request * n + 2 * chunked_prefill_size + page
-    tails = 4 * n * (win + page)
-    swa_tokens = -(-(cap + tails) // page) * page
-    c4_state = (SGLANG_V4_C4_RING / page) * (4 * 512 + 4 * 128) * 4
-    per_swa_token = _v4_paged_row_bytes(page) * len(layers) + c4_state * n_c4
+    n_c128 = sum(1 for l in spec.main_layers if l.attn_kind == "v4-hca")
     rows = -(-((n + 1) * SGLANG_V4_C128_RING + SGLANG_V4_C128_RING + 1) // 128) * 128
-    c128 = rows * 2 * 512 * 4 * n_c128
-    return swa_tokens * per_swa_token + c128
+    return float(rows * 2 * 512 * 4 * n_c128)
 
 
 def sglang_default_reserve_bytes(capacity_bytes: float, chunked_prefill_size: int, par: Parallel) -> float:
@@ -231,10 +208,11 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
         outside = 0.0
         if spec.family == "deepseek_v4":
             # max_num_seqs: the running-request cap of one attention-DP worker (deployment.running_per_replica)
-            reserve = sglang_v4_fixed_bytes(spec, max_num_seqs or 256, mnbt) / par.pp
-            notes.append(f"SGLang sets aside ~{reserve / GiB:.1f} GiB per GPU for DeepSeek-V4's SWA pool and C128 "
-                         f"compressor states, sized by its running-request cap ({max_num_seqs or 256} per worker; "
-                         "--max-running-requests), before the token pool (pool_configurator.py DSV4PoolConfigurator)")
+            reserve = sglang_v4_fixed_bytes(spec, max_num_seqs or 256) / par.pp
+            notes.append(f"SGLang sets aside ~{reserve / GiB:.1f} GiB per GPU for DeepSeek-V4's C128 compressor "
+                         f"states of its {max_num_seqs or 256} request slots per worker (--max-running-requests), "
+                         "and charges every token 10% of a sliding-window slot (swa_full_tokens_ratio 0.1) on top "
+                         "of its compressed KV (pool_configurator.py DSV4PoolConfigurator)")
     elif engine == "mlx":
         # one prefill chunk (--prefill-step-size tokens) in flight; fused SDPA keeps no score matrix and the
         # chunk's logits are never evaluated (generate.py evaluates only the cache state during prefill)
