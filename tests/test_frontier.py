@@ -68,7 +68,9 @@ def test_frontier_one_plan_per_tier_and_headline_floor():
 
 
 def test_cli_default_headline_is_4_bit_class_with_cheaper_tiers_listed():
-    res = CliRunner().invoke(app, ["cheapest", "deepseek-v4-pro", "--context", "384K", "--tok-s", "20", "--top", "1",
+    # 5 tok/s: the sub-4-bit tiers are llama.cpp plans, which pay ~57 ms per step for V4-Pro's hyper-connection
+    # nodes (factors.LLAMACPP_EXTRA_KERNEL_S) and so reach about 12-14 tok/s, below 20 at the interval's low end
+    res = CliRunner().invoke(app, ["cheapest", "deepseek-v4-pro", "--context", "384K", "--tok-s", "5", "--top", "1",
                                    "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
@@ -76,7 +78,7 @@ def test_cli_default_headline_is_4_bit_class_with_cheaper_tiers_listed():
     assert head["expert_bits"] >= 3.9
     assert any(f["expert_bits"] < 2 for f in d["frontier"])
     assert d["plan"]["candidate_id"] == head["plan"]["candidate_id"]
-    low = CliRunner().invoke(app, ["cheapest", "deepseek-v4-pro", "--context", "384K", "--tok-s", "20", "--top", "1",
+    low = CliRunner().invoke(app, ["cheapest", "deepseek-v4-pro", "--context", "384K", "--tok-s", "5", "--top", "1",
                                    "--min-bits", "0", "--json"])
     assert json.loads(low.output)["plan"]["quant"] != d["plan"]["quant"]
 

@@ -22,7 +22,9 @@ def test_4090_plus_3090_uses_both_and_beats_4090_alone():
         quants=[alone.plan.quant], confidence=0,
     )
     assert {s.accelerator for s in both.plan.stages} == {"rtx-4090", "rtx-3090"}
-    assert both.plan.tok_s > 1.15 * alone.plan.tok_s
+    # 10%: both plans also pay llama.cpp's ~40 ms per step of V4 hyper-connection nodes (factors
+    # LLAMACPP_EXTRA_KERNEL_S), which the second card cannot shorten (the gain was 15%+ before that term)
+    assert both.plan.tok_s > 1.10 * alone.plan.tok_s
     assert both.check.ok and alone.check.ok
     # the 3090 holds expert layers the 4090-alone plan had to compute on the CPU
     assert sum(len(s.cpu_expert_layers) for s in both.plan.stages) < len(alone.plan.stages[0].cpu_expert_layers)

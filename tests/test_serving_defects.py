@@ -159,3 +159,87 @@ def test_bench_serving_groups_batch_sweeps():
     stored = sweeps(run()[0])
     assert len(stored) >= 3
     assert max(concurrency_of(s[-1]) for s in stored) >= 1024
+
+
+def test_sglang_v4_pool_follows_the_pool_configurator_by_hand():
+    """SGLang 0.5.23 for DeepSeek-V4 (pool_configurator.py DSV4PoolConfigurator; model_overrides/deepseek_v4.py
+    sets swa_full_tokens_ratio 0.1, so the pool is sized in "ratio" mode; page 256; CUDA; no speculative decoding):
+    every full token costs its compressed rows (C4: 584 / 4 + indexer 132 / 4 on 30 layers; C128: 584 / 128 on 31)
+    plus 0.1 of a sliding-window slot (584 B on 61 layers + (8 / 256) x (8,192 + 2,048) B of C4 state rings on 30):
+    0.1 x (35,624 + 9,600) = 4,522.4 B. A 64,000-token V4-Pro request: C4 30 x 16,000 x (584 + 132) = 343,680,000
+    + C128 31 x 500 x 584 = 9,052,000 + windows 61 x 128 x 584 = 4,559,872 + pool 64,000 x 4,522.4 = 289,433,600
+    = 646,725,472 B (rigopt had 376,002,400 B with per-request vLLM-style state rings and no pool share: 1.72x too
+    small). Fixed before the pool: the C128 state rings of every request slot, ceil128((n + 1) x 128 + 129) rows x
+    4,096 B x 31 layers: n = 256: 33,152 x 126,976 = 4,209,508,352 B; n = 64: 8,576 x 126,976 = 1,088,946,176 B.
+    Decode reads are unchanged (the pool share is storage)."""
+    from optimizer.estimate.kv import kv_estimate
+    from optimizer.estimate.memory import sglang_v4_fixed_bytes
+    pro = resolve_model("deepseek-v4-pro").spec
+    sg, vl = kv_estimate(pro, "sglang", "fp8"), kv_estimate(pro, "vllm", "fp8")
+    assert sg.bytes_at(64000) == pytest.approx(646_725_472)
+    assert vl.bytes_at(64000) == pytest.approx(376_002_400)
+    assert sg.read_bytes_per_token(64000) == vl.read_bytes_per_token(64000)
+    assert sglang_v4_fixed_bytes(pro, 256) == 4_209_508_352
+    assert sglang_v4_fixed_bytes(pro, 64) == 1_088_946_176
+    assert sglang_v4_fixed_bytes(resolve_model("llama-3.1-8b").spec, 256) == 0.0
+
+
+def _v4_pro_sglang_tp8(settings: EngineSettings, wl: Workload | None = None) -> Deployment:
+    return Deployment(model=resolve_model("deepseek-v4-pro"), quant="native", engine="sglang", hardware=_h200x8(),
+                      parallel=Parallel(tp=8, ep=True), context=wl.max_len if wl else 131072,
+                      concurrency=wl.concurrency if wl and wl.concurrency else 1, workload=wl, settings=settings)
+
+
+def test_sglang_v4_pro_admits_what_the_pool_holds_after_the_fixed_state_rings():
+    """V4-Pro (FP4 experts) on 8x H200, SGLang TP8, 256 running requests (the hook's default): 4,209,508,352 B of
+    C128 state rings come off the pool first, then each 60K + 4K request holds 646,725,472 B."""
+    wl = Workload(isl=60000, osl=4000, concurrency=256)
+    ev = evaluate(_v4_pro_sglang_tp8(EngineSettings(), wl))
+    mem = ev.memory
+    assert mem.reserve_per_seq_bytes == pytest.approx(4_209_508_352)
+    pool = mem.kv_available_bytes - 4_209_508_352
+    admitted = int(pool // 646_725_472)
+    assert ev.serving is not None and ev.serving.admitted_seqs == admitted
+    # before: no fixed rings and 376,002,400 B per request, 1.8x as many admitted
+    assert int((pool + 4_209_508_352) // 376_002_400) >= 1.7 * admitted
+
+
+@pytest.mark.parametrize("key", ["h20", "gh200-96gb"])
+def test_h20_and_gh200_usable_memory_is_the_nvidia_smi_total(key):
+    """nvidia-smi prints a total of 97871MiB for an H20 (github.com/NVIDIA/nccl-tests/issues/338, driver 550.54.14)
+    and for a GH200 480GB's 96 GB HBM3 GPU (github.com/ubccr/ccr-examples at 7a3887d5, slurm/1_Advanced/GPUs/
+    README.md, driver 570.86.15): 97,871 x 2^20 = 102,625,181,696 B, 9.5 GB (8.8 GiB) above the 0.97 x 96 GB
+    estimate that stood before."""
+    acc = load_hardware().accelerators[key]
+    assert acc.memory_usable_bytes == 97_871 * 2**20 == 102_625_181_696
+    assert not acc.usable_estimate
+    assert "97871MiB" in acc.source
+
+
+def test_llamacpp_v4_layers_pay_for_their_hyper_connection_nodes():
+    """DeepSeek-V4's config (hc_mult 4, hc_sinkhorn_iters 20) gives each layer two hyper-connection blocks whose
+    Sinkhorn normalisation llama.cpp builds as 7 small nodes per iteration (src/models/deepseek4.cpp
+    build_hc_sinkhorn): 2 x 7 x 20 = 280 per layer, 43 x 280 = 12,040 per V4-Flash step, at 3.35 us each = 40.3 ms
+    (factors.LLAMACPP_EXTRA_KERNEL_S, derived from llama.cpp PR #24162: V4-Flash on 8x RTX 3090, build b9842,
+    tg128 ~16.7 t/s). vLLM and SGLang pay none; models without hyper-connections pay none."""
+    from optimizer.estimate import factors as F
+    from optimizer.estimate.speed import llamacpp_extra_kernels_s
+    flash = resolve_model("deepseek-v4-flash").spec
+    assert {lay.extra_kernels for lay in flash.main_layers} == {280}
+    assert F.LLAMACPP_EXTRA_KERNEL_S.value == 3.35e-6
+    assert llamacpp_extra_kernels_s(flash, "llamacpp") == pytest.approx(12_040 * 3.35e-6)
+    assert llamacpp_extra_kernels_s(flash, "ollama") == llamacpp_extra_kernels_s(flash, "llamacpp")
+    assert llamacpp_extra_kernels_s(flash, "vllm") == 0.0
+    assert llamacpp_extra_kernels_s(resolve_model("deepseek-v3").spec, "llamacpp") == 0.0
+
+
+def test_llamacpp_v4_flash_on_8x3090_decode_matches_the_published_build():
+    """PR #24162 (yoloyash, 2026-06-30): V4-Flash (Q4_K experts, Q8_0 attention) on 8x RTX 3090, all layers on GPU,
+    tg128 ~16.7 t/s. rigopt with all of q4_k_m (fewer bytes than that file's Q8_0/F16 parts) predicted 61.9 t/s
+    before the per-node term (3.7x too fast); with it, 1 / (16.2 ms + 40.3 ms) = 17.7 t/s, within 10%."""
+    acc = load_hardware().accelerators["rtx-3090"]
+    d = Deployment(model=resolve_model("deepseek-v4-flash"), quant="q4_k_m", engine="llamacpp",
+                   hardware=Hardware(acc, node_for(acc.key, 8), 1, 8), parallel=Parallel(pp=8), context=4096,
+                   concurrency=1)
+    tok_s = evaluate(d).decode.tok_s_per_seq
+    assert tok_s == pytest.approx(16.7, rel=0.10)

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from optimizer.catalog.hardware import get_accelerator
+from optimizer.catalog.models import resolve_model
 from optimizer.cli import app
 from optimizer.estimate import uncertainty as U
 from tests.hyp import examples
 
+_SPEC8B = resolve_model("llama-3.1-8b").spec  # a dense/s model: the hand-made table has no model-class rows
 QS = [-0.5, -0.4, -0.3, -0.25, 0.0, 0.25, 0.3, 0.4, 0.5]  # at QUANTILE_LEVELS 5,10,20,25,50,75,80,90,95 %
 
 
@@ -75,16 +77,16 @@ def test_backoff_never_borrows_another_regime():
 @pytest.mark.usefixtures("table")
 def test_planning_ratios_never_loosen_a_target():
     acc = get_accelerator("rtx-4090")
-    speed, ttft = U.planning_ratios("llamacpp", acc, 1, 0.8, served=False)
+    speed, ttft = U.planning_ratios("llamacpp", acc, 1, 0.8, served=False, spec=_SPEC8B)
     assert speed == pytest.approx(math.exp(-0.4))
     # prefill quantiles shifted +0.1: the 10% level is -0.3, so TTFT x 1/exp(-0.3)
     assert ttft == pytest.approx(1 / math.exp(-0.3))
-    assert U.planning_ratios("llamacpp", acc, 1, 0.0, served=False) == (1.0, 1.0)
+    assert U.planning_ratios("llamacpp", acc, 1, 0.0, served=False, spec=_SPEC8B) == (1.0, 1.0)
     # a regime where rigopt under-predicts (low end above the prediction) does not make the planner optimistic
     U._TABLE["intervals"]["decode"]["llamacpp/nvidia-consumer/b1"]["log_ratio_quantiles"] = [x + 1 for x in QS]
-    assert U.planning_ratios("llamacpp", acc, 1, 0.8, served=False)[0] == 1.0
+    assert U.planning_ratios("llamacpp", acc, 1, 0.8, served=False, spec=_SPEC8B)[0] == 1.0
     # served TTFT without a ttft interval: unchanged
-    assert U.planning_ratios("vllm", acc, 1, 0.8, served=True)[1] == 1.0
+    assert U.planning_ratios("vllm", acc, 1, 0.8, served=True, spec=_SPEC8B)[1] == 1.0
 
 
 def test_shipped_table_has_every_kind_and_sane_widths():
@@ -135,7 +137,8 @@ def test_cheapest_confidence_holds_the_target_at_the_low_end():
     p8 = r8.plan
     assert p8.trust is not None and p8.trust.planned_at_low_end and p8.trust.confidence == 0.8
     offload = p8.offload.mode != "none"
-    speed, _ = U.planning_ratios(p8.engine, get_accelerator(p8.hardware.accelerator), 1, 0.8, False, offload)
+    spec = resolve_model(p8.model).spec
+    speed, _ = U.planning_ratios(p8.engine, get_accelerator(p8.hardware.accelerator), 1, 0.8, False, offload, spec=spec)
     assert speed < 1.0
     assert p8.speed.tok_s_per_seq * speed >= 25.0 * (1 - 1e-6)
     assert check(p8, q8) == []
@@ -143,7 +146,7 @@ def test_cheapest_confidence_holds_the_target_at_the_low_end():
     # the expected-figure plan, checked at 0.8: rejected unless it already had the margin
     ok0 = r0.plan.speed.tok_s_per_seq * U.planning_ratios(
         r0.plan.engine, get_accelerator(r0.plan.hardware.accelerator), 1, 0.8, False,
-        r0.plan.offload.mode != "none")[0] >= 25.0
+        r0.plan.offload.mode != "none", spec=spec)[0] >= 25.0
     assert (check(r0.plan, q8) == []) == ok0
 
 
@@ -225,3 +228,35 @@ def test_expected_figure_always_inside_its_interval(model, gpu, gpus, engine, co
     if shift is not None and n and res.hardware is not None and res.hardware.trust is not None:
         assert res.hardware.trust.decode is None or \
             res.hardware.trust.decode.bias == pytest.approx(math.exp(shift), rel=1e-6)
+
+
+def test_cheapest_and_estimate_print_the_same_interval_for_the_same_plan():
+    """One question, one answer: qwen3-30b-a3b (moe/s) on a DGX Spark with llama.cpp at batch 1 has a model-class
+    regime (llamacpp/unified/b1/moe/s) finer than the engine x hardware x batch one; the plan cheapest returns, the
+    planner's target margin, the hetero planner and `estimate` of that plan all use that same regime and bounds."""
+    from optimizer.solver.query import Query
+    from optimizer.solver.search import cheapest
+    U._TABLE = None
+    acc = get_accelerator("dgx-spark")
+    spec = resolve_model("qwen3-30b-a3b").spec
+    mclass = U.model_class(spec)
+    assert mclass == "moe/s"
+    fine = U.interval("decode", "llamacpp", acc, 1, 0.8, mclass=mclass)
+    coarse = U.interval("decode", "llamacpp", acc, 1, 0.8)
+    # the case only tests something while the shipped table keeps the two regimes apart
+    assert fine is not None and coarse is not None and fine.regime != coarse.regime
+    r = cheapest(Query(model="qwen3-30b-a3b", context=8192, tok_s=10.0, gpus=["dgx-spark"], engines=["llamacpp"],
+                       top=1, confidence=0.8))
+    p = r.plan
+    assert p is not None and p.engine == "llamacpp" and p.offload.mode == "none" and p.trust is not None
+    assert p.trust.decode_regime == fine.regime
+    h = _estimate_json("qwen3-30b-a3b", "--gpu", "dgx-spark", "-e", "llamacpp", "-q", p.quant, "--context", "8192",
+                       "--confidence", "0.8")["hardware"]
+    d = h["decode"]
+    assert h["trust"]["decode"]["regime"] == p.trust.decode_regime
+    assert d["tok_s_per_seq_low"] == pytest.approx(p.trust.tok_s_per_seq_low, rel=1e-6)
+    assert d["tok_s_per_seq_high"] == pytest.approx(p.trust.tok_s_per_seq_high, rel=1e-6)
+    assert h["trust"]["prefill"]["regime"] == p.trust.ttft_regime
+    # the planner's margin is the same regime's low end
+    speed, _ = U.planning_ratios("llamacpp", acc, 1, 0.8, False, spec=spec)
+    assert speed == pytest.approx(min(1.0, fine.low_ratio))

@@ -148,6 +148,11 @@ def _v4(c: _Cfg) -> ModelSpec:
     vocab = c.int("vocab_size")
     window = c.get("sliding_window", V4_SWA_WINDOW_DEFAULT)
     hc = c.get("hc_mult", 1)
+    # llama.cpp's reference graph (src/models/deepseek4.cpp build_hc_sinkhorn): each of a layer's two
+    # hyper-connection blocks (attention, FFN) normalises its mixing matrix with 3 nodes (sum_rows, add, div) per
+    # row pass and 4 (cont, sum_rows, add, div) per column pass, hc_sinkhorn_iters - 1 of each after the first
+    # column pass: 2 x 7 x iters small nodes per layer (280 for V4's 20 iterations; hc_mult 1: none)
+    sinkhorn_nodes = 2 * 7 * int(c.get("hc_sinkhorn_iters", 0)) if hc > 1 else 0
     n_hash = c.get("num_hash_layers", 0)
     n_mtp = c.get("num_nextn_predict_layers", 0)
     ratios = list(c.req("compress_ratios"))
@@ -192,7 +197,8 @@ def _v4(c: _Cfg) -> ModelSpec:
         layers.append(LayerSpec(index=i, params=params, kv=tuple(kv), n_routed_experts=E, experts_per_token=k,
                                 expert_params=expert, is_mtp=is_mtp, attn_kind=kind,
                                 attn_flops_per_ctx=2 * H * (D + D), attended_topk=topk if ratio == 4 else None,
-                                indexer_flops_per_ctx=2 * idx_heads * idx_dim if ratio == 4 else 0, indexer_ratio=4))
+                                indexer_flops_per_ctx=2 * idx_heads * idx_dim if ratio == 4 else 0, indexer_ratio=4,
+                                extra_kernels=sinkhorn_nodes))
     glob = _p(embed=vocab * d, head=vocab * d, norms=d + hc * hc * d + hc + 1)
     return ModelSpec(name=c.name, architecture=c.get("architectures", ["DeepseekV4ForCausalLM"])[0], family="deepseek_v4",
                      hidden_size=d, vocab_size=vocab, max_context=c.int("max_position_embeddings"), layers=tuple(layers),

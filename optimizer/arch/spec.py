@@ -24,7 +24,7 @@ TENSOR_CLASSES: tuple[str, ...] = (
     "vision",          # vision / audio towers of multimodal checkpoints
 )
 
-KVKind = Literal["kv", "mla", "dsa_kv", "v4_kv", "indexer", "state"]
+KVKind = Literal["kv", "mla", "dsa_kv", "v4_kv", "indexer", "state", "pool"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class KVStream:
       v4_kv   DeepSeek-V4 KV row (head_dim wide, K = V), one row per `ratio` tokens
       indexer lightning-indexer key row (index_head_dim wide), one per `ratio` tokens
       state   fixed per-sequence compressor state (bytes in `fixed_bytes`)
+      pool    storage an engine charges per token of context that attention does not read as KV rows (SGLang's
+              DeepSeek-V4 sliding-window pool, sized as a share of the full pool; estimate/kv.py only)
     """
 
     kind: KVKind
@@ -119,6 +121,9 @@ class LayerSpec:
     indexer_flops_per_ctx: int = 0    # lightning-indexer scoring FLOPs per new token per indexed row
     indexer_ratio: int = 1            # tokens per indexed row
     recurrent: RecurrentState | None = None  # linear-attention / SSM mixer (no attention KV in this layer)
+    # small graph nodes per decode step beyond a DeepSeek-V3-class layer, counted from the config (V4's
+    # hyper-connection Sinkhorn normalisations); llama.cpp pays a launch cost for each (estimate/speed.py)
+    extra_kernels: int = 0
 
     @property
     def is_moe(self) -> bool:

@@ -589,7 +589,10 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
                         unified=acc.kind == "unified", gpu_memory_utilization=settings.gpu_memory_utilization,
                         max_num_batched_tokens=settings.max_num_batched_tokens,
                         mem_fraction_static=settings.mem_fraction_static if d.engine == "sglang" else None,
-                        max_num_seqs=settings.max_num_seqs if d.engine == "vllm" else None, recurrent=rec,
+                        max_num_seqs=settings.max_num_seqs if d.engine == "vllm" else
+                        running_per_replica(d.engine, spec, par, settings.max_num_seqs,
+                                            explicit=d.settings.max_num_seqs is not None)
+                        if d.engine == "sglang" else None, recurrent=rec,
                         gpu_layer_fraction=gpu_layer_fraction(d))
     return _MemoryParts(settings, scheme, w, kv, mem, rec)
 

@@ -234,6 +234,18 @@ def engine_factor(table: dict[str, Factor], engine: str) -> float:
     return table.get(physics_engine(engine), table["vllm"]).value
 
 
+# DeepSeek-V4 layers in llama.cpp: the per-layer costs above are fitted on dense and V3-class MoE models; V4's
+# hyper-connection Sinkhorn normalisations add many tiny graph nodes per layer (LayerSpec.extra_kernels, counted
+# from the config: 2 x 7 x hc_sinkhorn_iters = 280). Derived from one published measurement (not fitted): llama.cpp
+# PR #24162 comment by yoloyash (2026-06-30), build b9842 (6f4f53f2b), DeepSeek-V4-Flash with Q4_K experts, Q8_0
+# attention/shared/output and F16 HC/compressor/indexer on 8x RTX 3090 (-ngl 99, all layers on GPU): tg128 ~16.7 t/s
+# = 59.9 ms per token. rigopt without this term: 11.5 GB read per token at the fitted 3090 bandwidth (895 GB/s,
+# 12.9 ms) + 43 layers' fitted overheads (6.35 ms) + 7 PP hops (0.41 ms) = 19.6 ms; the 40.3-ms rest over 43 layers
+# x 280 nodes = 3.35 us per node (~0.94 ms per V4 layer).
+LLAMACPP_EXTRA_KERNEL_S = Factor(3.35e-6, "derived: llama.cpp PR #24162 (yoloyash, b9842, V4-Flash on 8x RTX 3090, "
+                                          "tg128 16.7 t/s): the step time beyond rigopt's bytes and fitted "
+                                          "per-layer costs over 43 layers x 280 Sinkhorn nodes", True)
+
 ALLREDUCE_LATENCY_S = Factor(12e-6, "estimate: small-message all-reduce inside an NVLink domain (vLLM custom "
                                     "all-reduce ~8-10 us, NCCL ~15-25 us)", True)
 ALL2ALL_KERNEL_S = Factor(25e-6, "estimate: fixed cost of one EP dispatch or combine kernel at decode batch "

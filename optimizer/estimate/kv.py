@@ -38,6 +38,13 @@ MLX_KV_DTYPES = ("bf16", "fp16", "f16", "mlx_q8", "mlx_q4")
 
 V4_ROW_BYTES_FP8 = 584          # vLLM deepseek_v4 attention: nope + rope*2 + nope//64 + 1
 V4_ROW_BYTES_BF16_SGLANG = 1024  # SGLang unified-KV BF16 row
+# SGLang 0.5.23 sizes DeepSeek-V4's sliding-window pool as swa_full_tokens_ratio (0.1, set by
+# arg_groups/model_overrides/deepseek_v4.py, which makes the pool configurator's "ratio" mode apply) of the full
+# pool: every full token pays 0.1 x (one KV row on every layer + the C4 compressor and indexer-compressor state
+# rings priced per SWA slot: (8 ring rows / 256-token page) x (4 x 512 + 4 x 128) x 4 B per C4 layer)
+# (model_executor/pool_configurator.py DSV4PoolConfigurator._get_bytes_per_swa_token / _get_bytes_per_full_token)
+SGLANG_V4_SWA_RATIO = 0.1
+SGLANG_V4_C4_STATE_PER_SWA_SLOT = 8 / 256 * (4 * 512 + 4 * 128) * 4   # 320 B
 DSA_ROW_BYTES_FP8 = 656         # vLLM/SGLang fp8_ds_mla for V3.2
 INDEXER_ROW_BYTES_FP8 = 132     # 128 FP8 + 4 B fp32 scale
 INDEXER_ROW_BYTES_FP4 = 68      # SGLang --enable-deepseek-v4-fp4-indexer
@@ -160,8 +167,8 @@ class KVEstimate:
         total = 0.0
         for _, l in self.layouts:
             s = l.stream
-            if s.kind == "state":
-                continue
+            if s.kind in ("state", "pool"):
+                continue  # a pool share is storage, not rows attention reads
             rows = l.rows(tokens)
             if s.kind in ("v4_kv", "dsa_kv") and s.window is None and self.index_topk and s.ratio in (1, 4):
                 rows = min(rows, self.index_topk)  # top-k sparse attention reads only the selected rows
@@ -194,9 +201,17 @@ def _kv_estimate(spec: ModelSpec, engine: str, kv_dtype: str | None, tp: int, in
     if engine != "mlx" and kv_dtype.startswith("mlx_"):
         raise InputError(f"{kv_dtype} is an MLX KV cache type (mlx engine only)")
     layouts = []
+    sglang_v4 = engine == "sglang" and spec.family == "deepseek_v4"
     for layer in spec.layers:
         if layer.is_mtp and not include_mtp:
             continue
         for s in layer.kv:
+            if sglang_v4 and s.kind == "state":
+                continue  # SGLang: C4 state priced per SWA slot (below), C128 state per request slot (memory.py)
             layouts.append((layer.index, KVLayout(_row_bytes(s, engine, kv_dtype, tp, fp4_indexer), s, engine)))
+        if sglang_v4:
+            window = next(s for s in layer.kv if s.kind == "v4_kv" and s.window is not None)
+            per_slot = _row_bytes(window, engine, kv_dtype, tp, fp4_indexer) + (
+                SGLANG_V4_C4_STATE_PER_SWA_SLOT if layer.attn_kind == "v4-csa" else 0.0)
+            layouts.append((layer.index, KVLayout(SGLANG_V4_SWA_RATIO * per_slot, KVStream("pool"), engine)))
     return KVEstimate(engine=engine, kv_dtype=kv_dtype, layouts=tuple(layouts), index_topk=spec.index_topk)

@@ -19,7 +19,14 @@ from optimizer.estimate.deployment import device_of, resident_weights
 from optimizer.estimate.kv import KVLayout, default_kv_dtype, kv_estimate
 from optimizer.estimate.memory import default_max_num_batched_tokens, hybrid_kv_per_seq
 from optimizer.estimate.recurrent import recurrent_estimate
-from optimizer.estimate.speed import Device, attended_rows, distinct_experts, kernel_bits, per_seq_step_s
+from optimizer.estimate.speed import (
+    Device,
+    attended_rows,
+    distinct_experts,
+    kernel_bits,
+    llamacpp_extra_kernels_s,
+    per_seq_step_s,
+)
 from optimizer.estimate.weights import class_bytes
 
 
@@ -143,6 +150,7 @@ def model_layers(
         F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, engine)
         + len(spec.main_layers) * F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, engine)
         + n_moe * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine)
+        + llamacpp_extra_kernels_s(spec, engine)  # decode_speed's V4 Sinkhorn-node cost (llama.cpp)
         + per_seq_step_s(B, F.engine_factor(F.ENGINE_SEQ_STEP_S, engine),  # decode_speed's per-sequence term
                          F.engine_factor(F.ENGINE_SEQ_SATURATION, engine))
     )

@@ -69,6 +69,27 @@ def v4_inflight_reserve(spec: ModelSpec, in_flight_tokens: int) -> float:
     return in_flight_tokens * per_tok
 
 
+SGLANG_V4_POOL_SRC = ("sglang 0.5.23 wheel, sglang/srt/model_executor/pool_configurator.py: DSV4PoolConfigurator "
+                      "(calculate_pool_sizes, _get_c128_state_fixed_bytes, _get_bytes_per_full_token); "
+                      "arg_groups/deepseek_v4_hook.py (max_running_requests 256), "
+                      "arg_groups/model_overrides/deepseek_v4.py (swa_full_tokens_ratio 0.1, page_size 256)")
+SGLANG_V4_C128_RING = 128  # get_compress_state_ring_size(128) without speculative decoding
+
+
+def sglang_v4_fixed_bytes(spec: ModelSpec, running_per_worker: int) -> float:
+    """Memory SGLang allocates per GPU for DeepSeek-V4 before its token pool, whatever the requests' lengths: the
+    C128 compressor-state rings of every request slot, ceil128((n + 1) x 128 + 129) rows of (2 x 512) fp32 per
+    C128 layer (_get_c128_state_fixed_bytes in SGLANG_V4_POOL_SRC; n = the running-request cap of one
+    attention-DP worker, 256 by V4's hook). The sliding-window pool and the C4 states scale with the full pool
+    (kv.py SGLANG_V4_SWA_RATIO)."""
+    if spec.family != "deepseek_v4":
+        return 0.0
+    n = max(1, running_per_worker)
+    n_c128 = sum(1 for l in spec.main_layers if l.attn_kind == "v4-hca")
+    rows = -(-((n + 1) * SGLANG_V4_C128_RING + SGLANG_V4_C128_RING + 1) // 128) * 128
+    return float(rows * 2 * 512 * 4 * n_c128)
+
+
 def sglang_default_reserve_bytes(capacity_bytes: float, chunked_prefill_size: int, par: Parallel) -> float:
     """SGLang's default reserve outside `mem_fraction_static` (sglang 0.5.23 arg_groups/memory_hook.py):
     512 MB + 1.5 MB x max(chunked_prefill_size, 2048) + 1 GB x tp x pp / 8, floored at 10 GiB above 60 GiB."""
@@ -148,7 +169,8 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
                   gpu_layer_fraction: float = 1.0) -> DeviceMemory:
     """Memory of the busiest device. Engine settings (None = the engine's default):
     vLLM `gpu_memory_utilization`, `max_num_batched_tokens` (profile-run activations) and `max_num_seqs`
-    (the sampler's dummy run); SGLang `mem_fraction_static` (weights + KV as a fraction of memory; the rest is
+    (the sampler's dummy run; for SGLang the running-request cap of one worker, which sizes DeepSeek-V4's fixed
+    pools); SGLang `mem_fraction_static` (weights + KV as a fraction of memory; the rest is
     its reserve) and `max_num_batched_tokens` (= `chunked_prefill_size`).
     `gpu_layer_fraction` < 1 (llama.cpp family, one device): only that share of the repeating layers and their KV
     is on the GPU (-ngl); the output head stays on the GPU and the token embedding in host memory, as llama.cpp
@@ -185,6 +207,13 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
             runtime = sglang_default_reserve_bytes(capacity_bytes, mnbt, par)
         budget = capacity_bytes
         outside = 0.0
+        if spec.family == "deepseek_v4":
+            # max_num_seqs: the running-request cap of one attention-DP worker (deployment.running_per_replica)
+            reserve = sglang_v4_fixed_bytes(spec, max_num_seqs or 256) / par.pp
+            notes.append(f"SGLang sets aside ~{reserve / GiB:.1f} GiB per GPU for DeepSeek-V4's C128 compressor "
+                         f"states of its {max_num_seqs or 256} request slots per worker (--max-running-requests), "
+                         "and charges every token 10% of a sliding-window slot (swa_full_tokens_ratio 0.1) on top "
+                         "of its compressed KV (pool_configurator.py DSV4PoolConfigurator)")
     elif engine == "mlx":
         # one prefill chunk (--prefill-step-size tokens) in flight; fused SDPA keeps no score matrix and the
         # chunk's logits are never evaluated (generate.py evaluates only the cache state during prefill)

@@ -30,6 +30,15 @@ VLLM_MXFP4_SRC = ("https://github.com/vllm-project/vllm/blob/afdb4a4ff429377d0fc
                   "vllm/model_executor/layers/quantization/mxfp4.py")
 
 
+def llamacpp_extra_kernels_s(spec: ModelSpec, engine: str) -> float:
+    """Per-step launch cost of the small graph nodes llama.cpp runs beyond a V3-class layer (DeepSeek-V4's
+    hyper-connection Sinkhorn normalisations, LayerSpec.extra_kernels), F.LLAMACPP_EXTRA_KERNEL_S each; 0 for other
+    engines (vLLM and SGLang fuse them: CUDA graphs and fused mHC kernels) and for models without such layers."""
+    if physics_engine(engine) != "llamacpp":
+        return 0.0
+    return sum(l.extra_kernels for l in spec.main_layers) * F.LLAMACPP_EXTRA_KERNEL_S.value
+
+
 def kernel_bits(formats: set[str], native_fp8: bool, native_fp4: bool) -> float:
     """Math width the GEMMs can run at: FP4/FP8 tensor cores only for FP4/FP8 weights on hardware that has them.
     FP4 weights on a GPU without FP4 tensor cores (Hopper, Ampere) run as W4A16 (Marlin / Triton dequantizing
@@ -244,7 +253,8 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     comp_eff = peak_flops * F.DECODE_COMPUTE_EFFICIENCY.value
     layer_overhead = (F.engine_factor(F.ENGINE_STEP_OVERHEAD_S, engine)
                       + n_layers * F.engine_factor(F.ENGINE_LAYER_OVERHEAD_S, engine)
-                      + len(moe) * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine))
+                      + len(moe) * F.engine_factor(F.ENGINE_MOE_LAYER_OVERHEAD_S, engine)
+                      + llamacpp_extra_kernels_s(spec, engine))
     tp_sync = n_layers * F.engine_factor(F.ENGINE_TP_LAYER_SYNC_S, engine) if tp > 1 else 0.0
     k_top = (moe[0].experts_per_token if moe else 0) if par.ep and par.ep_size > 1 else 0
     a2a_kernel = F.ALL2ALL_KERNEL_S.value

@@ -191,18 +191,24 @@ class Trust:
     throughput: Interval | None    # on served output tok/s
 
 
-def trust(engine: str, acc: Any, batch: int, confidence: float = DEFAULT_CONFIDENCE, offload: bool = False,
-          mclass: str | None = None) -> Trust:
+def trust(engine: str, acc: Any, batch: int, confidence: float = DEFAULT_CONFIDENCE, offload: bool = False, *,
+          spec: Any) -> Trust:
+    """The intervals of one evaluation: every command (estimate, cheapest's plan, predict) asks this one question
+    with the model's spec, so each lands in the same model-class regime (model_class(spec)) and prints the same
+    interval for the same plan."""
+    mclass = model_class(spec)
     return Trust(confidence, *(interval(k, engine, acc, batch, confidence, offload, mclass) for k in KINDS))
 
 
 def planning_ratios(engine: str, acc: Any, batch: int, confidence: float | None,
-                    served: bool, offload: bool = False, mclass: str | None = None) -> tuple[float, float]:
+                    served: bool, offload: bool = False, *, spec: Any) -> tuple[float, float]:
     """(decode-speed factor <= 1, TTFT factor >= 1) a planner applies so its targets hold at the low end of the
-    `confidence` interval: the planner, the plan's figures and the independent check all call this one function.
+    `confidence` interval: the planner, the plan's figures and the independent check all call this one function,
+    in the model-class regime of `spec` (as trust()).
     A served workload's TTFT uses the served-TTFT interval, a single prompt's the prefill-speed one."""
     if not confidence:
         return 1.0, 1.0
+    mclass = model_class(spec)
     speed = conservative_speed_ratio("decode", engine, acc, batch, confidence, offload, mclass)
     if served:
         return speed, conservative_time_ratio("ttft", engine, acc, batch, confidence, offload, mclass)

@@ -14,7 +14,7 @@ from optimizer.catalog.models import ResolvedModel, resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.layers import model_layers
 from optimizer.estimate.schemes import MOE_MIXES, get_scheme, mean_active_bits, quality_bits
-from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, conservative_speed_ratio, interval
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, conservative_speed_ratio, interval, model_class
 from optimizer.hetero.engines import RULES, mixed_support
 from optimizer.hetero.inventory import Inventory, parse_inventory
 from optimizer.hetero.model import MixedModel
@@ -192,7 +192,7 @@ def cheapest_mixed(
             buy_types = tuple(k for k in buy_types if not unsupported(engine, m.spec, accs[k].arch))
     acc0 = inv.gpus[0].acc
     ratio = conservative_speed_ratio("decode", engine if host_experts else MIXED_CARDS, acc0, concurrency,
-                                     confidence, offload=bool(host_experts))
+                                     confidence, offload=bool(host_experts), mclass=model_class(m.spec))
     planned_tok_s = tok_s / ratio if tok_s else 0.0
     if tok_s and ratio < 1.0:
         notes_pre.append(f"the {tok_s:g} tok/s target is held at the low end of the {confidence:.0%} interval: the "
@@ -263,7 +263,7 @@ def cheapest_mixed(
         status=sol.status,
         solve_s=sol.wall_s,
         notes=tuple(notes),
-        **_trust(engine, acc0, concurrency, confidence, chk.tok_s, _uses_host_experts(stages)),
+        **_trust(engine, acc0, concurrency, confidence, chk.tok_s, _uses_host_experts(stages), model_class(m.spec)),
     )
     return MixedResult(plan, chk, tuple(tried))
 
@@ -278,9 +278,10 @@ def _uses_host_experts(plan_or_stages: object) -> bool:
 
 
 def _trust(engine: str, acc: Accelerator, batch: int, confidence: float, tok_s: float,
-           host_experts: bool = True) -> dict[str, Any]:
+           host_experts: bool, mclass: str) -> dict[str, Any]:
+    # the same lookup as the planner's target above (conservative_speed_ratio) and as estimate: model class included
     iv = interval("decode", engine if host_experts else MIXED_CARDS, acc, batch, confidence or DEFAULT_CONFIDENCE,
-                  offload=host_experts)
+                  offload=host_experts, mclass=mclass)
     if iv is None:
         return {"confidence": confidence}
     lo, hi = iv.bounds(tok_s)

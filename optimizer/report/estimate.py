@@ -38,7 +38,7 @@ from optimizer.estimate.memory import hybrid_kv_per_seq
 from optimizer.estimate.runtimes import gpu_layers_that_fit, ollama_default_num_ctx
 from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
-from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, model_class, trust
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, trust
 from optimizer.layout import Parallel
 from optimizer.solver.support import plan_unsupported, scheme_formats, unsupported
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES, GiB
@@ -467,7 +467,7 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
                 ev = evaluate(replace(d, gpu_layers=n))
         mem, sp, pf = ev.memory, ev.decode, ev.prefill
         tr = trust(eng, acc, concurrency if workload is None else (workload.concurrency or 2), confidence,
-                   offload=d.offload.mode != "none", mclass=model_class(spec))
+                   offload=d.offload.mode != "none", spec=spec)
         notes = list(ev.notes)
         if auto_layers is not None:
             notes.append(f"{eng}'s automatic offload: {auto_layers} of {len(spec.main_layers)} layers on the GPU, "

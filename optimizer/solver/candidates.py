@@ -452,7 +452,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
     # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
     speed_ratio, ttft_ratio = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None,
-                                              offload=L > 0)
+                                              offload=L > 0, spec=spec)
     if speed_ratio != 1.0:
         lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
     if ttft_ratio != 1.0:

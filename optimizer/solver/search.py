@@ -172,7 +172,8 @@ def _trust_plan(ev: PlanEvaluation, q: Query, c: Candidate, offloaded: bool) -> 
     figures) and whether the targets were held at their low end."""
     conf = q.confidence or DEFAULT_CONFIDENCE
     # the plan's own regime: cpu-experts only when it keeps experts in host memory
-    tr = trust(c.engine, get_accelerator(c.accelerator), q.planning_batch, conf, offload=offloaded)
+    tr = trust(c.engine, get_accelerator(c.accelerator), q.planning_batch, conf, offload=offloaded,
+               spec=resolve_model(q.model).spec)
     tok = 1.0 / ev.physics.tpot_s if ev.physics.tpot_s > 0 else 0.0
     ttft = ev.physics.ttft_s
     served = q.workload is not None

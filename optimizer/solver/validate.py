@@ -138,7 +138,7 @@ def evaluate(plan: Plan, q: Query) -> PlanEvaluation:
     # the plan's own regime: offloaded experts -> the offload interval (the planner holds a candidate that may
     # offload to it at every level, so a plan it returns with no offload passes here with margin to spare)
     sr, tr = planning_ratios(plan.engine, acc, q.planning_batch, q.confidence, q.workload is not None,
-                             offload=plan.offload.mode != "none")
+                             offload=plan.offload.mode != "none", spec=resolve_model(plan.model).spec)
     return PlanEvaluation(physics=ev, capex_usd=capex, usd_per_hour=hourly, power_watts=unit_power_watts(node.key, g) * n,
                           host_capacity=float(plan.hardware.host_dram_bytes), nvme_capacity=nvme_capacity,
                           speed_ratio=sr, ttft_ratio=tr, offer=offer)

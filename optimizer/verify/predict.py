@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optimizer.catalog.hardware import get_node, load_hardware
+from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.deployment import evaluate
 from optimizer.estimate.uncertainty import trust
@@ -101,7 +102,8 @@ def predict(plan: Plan, w: Workload, confidence: float) -> Prediction:
         source = "re-evaluated"
     acc = load_hardware().accelerators[get_node(plan.hardware.node).accelerator]
     batch = 2 if w.rate_rps else (w.concurrency or 1)
-    tr = trust(plan.engine, acc, batch, confidence, offload=plan.offload.mode != "none")
+    tr = trust(plan.engine, acc, batch, confidence, offload=plan.offload.mode != "none",
+               spec=resolve_model(plan.model).spec)
     # the KV the workload's sequences hold at their longest, as a share of the pool: the plan's KV for
     # `concurrency` sequences at `context`, scaled to isl + osl tokens, over that KV plus the headroom the engine
     # also gives the pool (vLLM and SGLang size the pool to the memory budget)
