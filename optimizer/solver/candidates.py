@@ -27,11 +27,11 @@ from optimizer.estimate.deployment import (
     Deployment,
     EngineSettings,
     Evaluation,
+    Evaluator,
     Hardware,
     Offload,
     SpecDecode,
     default_spec_decode,
-    evaluate,
     quality_of,
     running_flag,
 )
@@ -399,33 +399,41 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     except InputError:
         return None
 
-    def at(x: float, z: float = 0.0) -> Evaluation:
+    def evaluator(x: float, z: float = 0.0) -> Evaluator:
+        """`Evaluator(d).at(d.workload)` is `evaluate(d)`: memory first, the speed model only once it fits."""
         if not L:
-            return evaluate(base)
+            return Evaluator(base)
         share = None
         if load_aware:
             share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, int(L - x)), q.loads)
-        return evaluate(replace(base, offload=Offload(mode=mode, dram_layers=x, nvme_layers=z,
-                                                      activation_share_gpu=share)))
+        return Evaluator(replace(base, offload=Offload(mode=mode, dram_layers=x, nvme_layers=z,
+                                                       activation_share_gpu=share)))
 
-    ev_a = at(0)
-    mem_a = ev_a.memory
+    def at(x: float, z: float = 0.0) -> Evaluation:
+        e = evaluator(x, z)
+        return e.at(e.d.workload)
+
+    # the memory tests need no speed model: a row that does not fit is dropped before its decode and prefill
+    e_a = evaluator(0)
+    mem_a = e_a.memory
     if L == 0 and not mem_a.fits:
         return None
-    ev_b = at(L) if L else ev_a
-    mem_b = ev_b.memory
+    e_b = evaluator(L) if L else e_a
+    mem_b = e_b.memory
     if L and mem_b.used_bytes > mem_b.budget_bytes:
         return None  # does not fit even with every expert layer offloaded
     if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
         return None
+    ev_a = e_a.at(e_a.d.workload)
 
     def split(sp: SpeedEstimate) -> tuple[float, float]:
         other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
         return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
 
-    ev_c = at(0, L) if Z else ev_a
     if not ev_a.sustainable:
         return None  # offloading only slows it down further
+    ev_b = e_b.at(e_b.d.workload) if L else ev_a
+    ev_c = at(0, L) if Z else ev_a
     if q.workload is not None:
         # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
         # the offload range (a chord; the independent check re-evaluates the chosen point exactly)
