@@ -427,16 +427,18 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     # the memory tests need no speed model: a row that does not fit is dropped before its decode and prefill
     shared = at_zero.get("ev") if at_zero is not None and not offload and not L else None
     e_a = evaluator(0) if shared is None else None
-    mem_a = e_a.memory if e_a is not None else shared.memory  # type: ignore[union-attr]
+    mem_a = e_a.memory if e_a is not None else shared.memory if shared is not None else None
+    assert mem_a is not None
     if L == 0 and not mem_a.fits:
         return None
-    e_b = evaluator(L) if L else e_a
+    e_b = evaluator(L) if L else None
     mem_b = e_b.memory if e_b is not None else mem_a
     if L and mem_b.used_bytes > mem_b.budget_bytes:
         return None  # does not fit even with every expert layer offloaded
     if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
         return None
-    ev_a = e_a.at(e_a.d.workload) if e_a is not None else shared  # type: ignore[assignment]
+    ev_a = e_a.at(e_a.d.workload) if e_a is not None else shared
+    assert ev_a is not None
     if at_zero is not None and L and not load_aware:
         at_zero["ev"] = ev_a
 
@@ -446,7 +448,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
 
     if not ev_a.sustainable:
         return None  # offloading only slows it down further
-    ev_b = e_b.at(e_b.d.workload) if L and e_b is not None else ev_a
+    ev_b = e_b.at(e_b.d.workload) if e_b is not None else ev_a
     ev_c = at(0, L) if Z else ev_a
     if q.workload is not None:
         # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
