@@ -96,16 +96,20 @@ SWEEP_GPUS = [["rtx-4090"], ["rtx-3090", "rtx-5090"], ["h100-sxm", "h200-sxm"], 
 
 
 def sweep_file(folder: Path, n: int) -> Path:
-    """A scenario file whose sweep has about n questions (a prefix of each list, growing until n is reached)."""
+    """A scenario file whose sweep has as many questions as possible up to n (a file may ask at most 1,000): a prefix
+    of each list, the product closest to n from below, then the fewest models and contexts (the cheapest mix:
+    the lists run from small to large models and contexts). n = 1000: 5 models x 5 contexts x 10 tok/s x 4 GPU sets."""
     lists = [SWEEP_MODELS, SWEEP_CONTEXTS, SWEEP_TOK_S, SWEEP_GPUS]
+    best: tuple[int, int, int] | None = None
     sizes = [1, 1, 1, 1]
-    while True:
-        total = sizes[0] * sizes[1] * sizes[2] * sizes[3]
-        grow = [i for i in range(4) if sizes[i] < len(lists[i])]
-        if total >= n or not grow:
-            break
-        i = min(grow, key=lambda k: sizes[k] / len(lists[k]))
-        sizes[i] += 1
+    for a in range(1, len(lists[0]) + 1):
+        for b in range(1, len(lists[1]) + 1):
+            for c in range(1, len(lists[2]) + 1):
+                for d in range(1, len(lists[3]) + 1):
+                    total = a * b * c * d
+                    key = (total, -a, -b)
+                    if total <= max(n, 1) and (best is None or key > best):
+                        best, sizes = key, [a, b, c, d]
     p = folder / "sweep.yaml"
     p.write_text("name: generated sweep\ndefaults:\n  top: 1\n  time_limit_s: 10\nsweep:\n"
                  f"  model: {json.dumps(SWEEP_MODELS[:sizes[0]])}\n  context: {json.dumps(SWEEP_CONTEXTS[:sizes[1]])}\n"
@@ -127,6 +131,9 @@ def run_sweep(n: int, jobs: int, executors: list[str]) -> int:
             print(f"sweep of {rep.questions} questions, executor {ex}, {jobs} CPU(s): {dt:.1f} s, "
                   f"{rep.questions / dt / jobs:.2f} questions/s per core; {rep.solved} solved, {rep.infeasible} "
                   f"infeasible, {rep.failed} failed")
+            if not rep.questions or rep.bad_files:
+                print(f"the generated sweep was not solved ({rep.bad_files} bad file(s))")
+                return 1
     same = len({json.dumps(v) for v in summaries.values()}) == 1
     print(f"same summary from every executor: {same}")
     return 0 if same else 1
