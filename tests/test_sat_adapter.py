@@ -97,8 +97,10 @@ def test_bool_constraints_and_negated_hints():
 
 
 def test_cheapest_does_not_import_pandas():
-    """The default query's import graph stays free of pandas (cp_model.py imports it at module import)."""
-    code = ("import sys, optimizer.solver.search, optimizer.solver.cpsat; "
+    """The CLI's import graph (cheapest, fleet and mixed included) stays free of pandas and cp_model.py (which
+    imports pandas at module import)."""
+    code = ("import sys, optimizer.cli, optimizer.front, optimizer.solver.search, optimizer.fleet.solve, "
+            "optimizer.hetero.api; "
             "print('pandas' in sys.modules, 'ortools.sat.python.cp_model' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
