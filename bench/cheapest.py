@@ -48,8 +48,9 @@ FRESH = [
 ]
 
 
-def _fresh(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(CPU s, wall s) of one `python -m optimizer ARGV` child with this environment (PYTHONPATH picks the tree)."""
+def _fresh(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[float, float]:
+    """(CPU s, wall s) of one `python -m optimizer ARGV` child run in `cwd` (`-m` puts the working directory first
+    on sys.path, so the tree it runs in is the one imported; PYTHONPATH names the same tree)."""
     import os
     import resource
     import subprocess
@@ -57,7 +58,7 @@ def _fresh(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "optimizer", *argv], env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=False, cwd=os.getcwd())
+                   stderr=subprocess.DEVNULL, check=False, cwd=cwd or os.getcwd())
     wall = time.perf_counter() - t
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), wall
@@ -87,7 +88,7 @@ def section0(repeat: int, baseline: str | None = None) -> None:
             for i in range(repeat + 1):
                 for label, tree in trees.items():
                     env = {**base_env, "PYTHONPATH": str(tree), "RIGOPT_CACHE_DIR": str(Path(cache) / label)}
-                    r = _fresh(argv, env)  # the first run of each tree: an empty disk cache
+                    r = _fresh(argv, env, str(tree))  # the first run of each tree: an empty disk cache
                     if i:
                         runs[label].append(r)
                     else:
