@@ -3,6 +3,7 @@
     python bench/cheapest.py            # all sections
     python bench/cheapest.py --repeat 7
     python bench/cheapest.py --fresh-only   # section 0 only
+    python bench/cheapest.py --fresh-only --baseline ../rigopt-old   # section 0, interleaved with another checkout
 
 0. What a user waits for: each command as a fresh process, as typed (`python -m optimizer ...`, the same entry
    point as the `rigopt` script), CPU time (user + system, whole process) and wall time, median of --repeat runs,
@@ -47,7 +48,9 @@ FRESH = [
 ]
 
 
-def _fresh(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def _fresh(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[float, float]:
+    """(CPU s, wall s) of one `python -m optimizer ARGV` child run in `cwd` (`-m` puts the working directory first
+    on sys.path, so the tree it runs in is the one imported; PYTHONPATH names the same tree)."""
     import os
     import resource
     import subprocess
@@ -55,31 +58,48 @@ def _fresh(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "optimizer", *argv], env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=False, cwd=os.getcwd())
+                   stderr=subprocess.DEVNULL, check=False, cwd=cwd or os.getcwd())
     wall = time.perf_counter() - t
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), wall
 
 
-def section0(repeat: int) -> None:
+def section0(repeat: int, baseline: str | None = None) -> None:
+    """Each FRESH command as fresh processes; with `baseline` (another checkout of rigopt, e.g. an older commit
+    from `git worktree add` or `git archive | tar -x`), its runs are interleaved with this tree's (one of each in
+    turn, so both see the same load) and both medians are printed."""
     import compileall
     import os
     import tempfile
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    compileall.compile_dir(str(root / "optimizer"), quiet=1)  # as `pip install` leaves it
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPATH"] = str(root)
+    trees = {"this tree": root}
+    if baseline:
+        trees["baseline"] = Path(baseline).resolve()
+    for tree in trees.values():
+        compileall.compile_dir(str(tree / "optimizer"), quiet=1)  # as `pip install` leaves it
+    base_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     print("0. fresh processes, as typed (CPU = user + system of the whole process; median of "
           f"{repeat}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory() as cache:
-        env["RIGOPT_CACHE_DIR"] = cache
         for name, argv, target in FRESH:
-            first_cpu, first_wall = _fresh(argv, env)  # empty disk cache: the topology links are computed
-            runs = [_fresh(argv, env) for _ in range(repeat)]
-            cpu, wall = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-            print(f"   {name:26s} CPU {cpu:.2f} s, wall {wall:.2f} s (first run, empty disk cache: CPU "
-                  f"{first_cpu:.2f} s); CPU target <= {target:.1f} s -> {'OK' if cpu <= target else 'MISSED'}")
+            first: dict[str, tuple[float, float]] = {}
+            runs: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
+            for i in range(repeat + 1):
+                for label, tree in trees.items():
+                    env = {**base_env, "PYTHONPATH": str(tree), "RIGOPT_CACHE_DIR": str(Path(cache) / label)}
+                    r = _fresh(argv, env, str(tree))  # the first run of each tree: an empty disk cache
+                    if i:
+                        runs[label].append(r)
+                    else:
+                        first[label] = r
+            for label in trees:
+                cpu = statistics.median(r[0] for r in runs[label])
+                wall = statistics.median(r[1] for r in runs[label])
+                tag = f" [{label}]" if baseline else ""
+                print(f"   {name:26s} CPU {cpu:.2f} s, wall {wall:.2f} s (first run, empty disk cache: CPU "
+                      f"{first[label][0]:.2f} s); CPU target <= {target:.1f} s -> "
+                      f"{'OK' if cpu <= target else 'MISSED'}{tag}")
 
 
 def section1(repeat: int) -> None:
@@ -170,8 +190,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--fresh-only", action="store_true")
+    ap.add_argument("--baseline", help="another rigopt checkout whose fresh-process runs interleave with this tree's")
     a = ap.parse_args()
-    section0(a.repeat)
+    section0(a.repeat, a.baseline)
     if a.fresh_only:
         return
     section1(a.repeat)

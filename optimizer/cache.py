@@ -53,11 +53,15 @@ class BoundedCache(Generic[K, V]):
 
     def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
         with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
+            data = self._data
+            try:
+                value = data[key]  # hashes the key once on a hit (then move_to_end), not three times
+            except KeyError:
+                self.misses += 1
+            else:
+                data.move_to_end(key)
                 self.hits += 1
-                return self._data[key]
-            self.misses += 1
+                return value
         value = compute()
         with self._lock:
             self._data[key] = value

@@ -77,6 +77,11 @@ class DiskTable:
         with self._lock:
             return self._load().get(key)
 
+    def snapshot(self) -> dict[str, list[float]]:
+        """A copy of every entry, in the order they were stored."""
+        with self._lock:
+            return {k: list(v) for k, v in self._load().items()}
+
     def put(self, key: str, value: list[float]) -> None:
         with self._lock:
             self._load()[key] = value

@@ -2,7 +2,10 @@
 
 Sources:
 - GGML/GGUF block layouts: `gguf.GGML_QUANT_SIZES` (block size, bytes per block) from the gguf package,
-  which mirrors ggml/src/ggml-common.h; bits per weight = 8 * type_size / block_size.
+  which mirrors ggml/src/ggml-common.h; bits per weight = 8 * type_size / block_size. Importing gguf (and numpy,
+  which it imports) costs a fresh process about 0.1 s, so the table is kept in the disk cache
+  (optimizer/disk_cache.py) under a digest of the installed gguf's constants.py and of this file: gguf is
+  imported only when that file changes or the cache is off or empty, and the values are the same either way.
 - FP8 block-128: one fp32 scale per 128x128 block (DeepSeek-V3 README_WEIGHTS.md, `weight_scale_inv`).
 - MXFP4: FP4 e2m1 + one E8M0 scale per 32 values (OCP MX spec; openai/gpt-oss README; vLLM deepseek_v4.py
   at 023da1fc828e: "MXFP4 experts with ue8m0 (e8m0fnu) FP8 linear scales").
@@ -18,10 +21,11 @@ Sources:
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
-import gguf
-
+from optimizer.disk_cache import DiskTable, digest_files
 from optimizer.errors import InputError
 
 
@@ -33,12 +37,49 @@ class Format:
     description: str
 
 
+_COUNT_KEY = ""  # the table's entry count: a table missing entries is recomputed
+
+
+def ggml_quant_sizes_from_gguf() -> dict[str, tuple[int, int]]:
+    """{GGML type name: (block size, bytes per block)}, in gguf.GGML_QUANT_SIZES order (imports gguf)."""
+    import gguf
+    return {qt.name: (int(block), int(size)) for qt, (block, size) in gguf.GGML_QUANT_SIZES.items()}
+
+
+def _ggml_table() -> DiskTable | None:
+    spec = importlib.util.find_spec("gguf")  # finds the package without importing it
+    where = list(spec.submodule_search_locations or []) if spec is not None else []
+    constants = Path(where[0]) / "constants.py" if where else None
+    if constants is None or not constants.is_file():
+        return None
+    return DiskTable("ggml-quant-sizes", digest_files([constants, Path(__file__)]))
+
+
+def ggml_quant_sizes() -> dict[str, tuple[int, int]]:
+    """The GGML block table, from the disk cache when the installed gguf's constants are unchanged."""
+    table = _ggml_table()
+    if table is not None:
+        got = table.snapshot()
+        n = got.pop(_COUNT_KEY, None)
+        if n is not None and n == [float(len(got))] and all(len(v) == 2 for v in got.values()):
+            return {k: (int(v[0]), int(v[1])) for k, v in got.items()}
+    sizes = ggml_quant_sizes_from_gguf()
+    if table is not None:
+        for k, (block, size) in sizes.items():
+            table.put(k, [float(block), float(size)])
+        table.put(_COUNT_KEY, [float(len(sizes))])
+    return sizes
+
+
+_GGML_SIZES = ggml_quant_sizes()
+
+
 def _ggml_formats() -> dict[str, Format]:
     out = {}
-    for qt, (block, size) in gguf.GGML_QUANT_SIZES.items():
-        name = qt.name.lower()
+    for qt_name, (block, size) in _GGML_SIZES.items():
+        name = qt_name.lower()
         bpw = 8.0 * size / block
-        out[name] = Format(name, bpw, 16, f"GGML {qt.name}: {size} bytes per {block} weights")
+        out[name] = Format(name, bpw, 16, f"GGML {qt_name}: {size} bytes per {block} weights")
     return out
 
 
@@ -122,7 +163,7 @@ KV_DTYPES: dict[str, float] = {
 KV_DTYPES["mlx_q8"] = 8 / 8 + 4 / 64
 KV_DTYPES["mlx_q4"] = 4 / 8 + 4 / 64
 for _t in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"):
-    _b, _s = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[_t.upper()]]
+    _b, _s = _GGML_SIZES[_t.upper()]
     KV_DTYPES[_t] = _s / _b
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,6 +30,7 @@ from gguf import Keys
 
 from optimizer.arch.from_config import spec_from_config
 from optimizer.arch.spec import ModelSpec
+from optimizer.arch.weights_file import TensorInfo, WeightsFile
 from optimizer.errors import ModelFormatError
 from optimizer.limits import (
     MAX_GGUF_ARRAY_ITEMS,
@@ -40,46 +40,6 @@ from optimizer.limits import (
     MAX_LAYERS,
     clip_for_message,
 )
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str            # e.g. "blk.12.ffn_up_exps.weight"
-    dtype: str           # GGML type name ("Q4_K", "F16", ...) or safetensors dtype ("BF16", "F8_E4M3", ...)
-    n_elements: int
-    n_bytes: int         # exact bytes in the file for this tensor
-    tensor_class: str    # one of optimizer.arch.spec.TENSOR_CLASSES
-    layer: int | None    # block index; None for global tensors
-
-
-@dataclass(frozen=True)
-class WeightsFile:
-    """Shared result of the GGUF and safetensors readers."""
-
-    path: str
-    spec: ModelSpec
-    tensors: tuple[TensorInfo, ...]
-    file_bytes: int      # total size on disk (sum of all shard files)
-    format: str          # "gguf" | "safetensors"
-
-    def bytes_by_class(self) -> dict[str, int]:
-        out: dict[str, int] = defaultdict(int)
-        for t in self.tensors:
-            out[t.tensor_class] += t.n_bytes
-        return dict(out)
-
-    def bytes_by_layer_class(self) -> dict[tuple[int | None, str], int]:
-        out: dict[tuple[int | None, str], int] = defaultdict(int)
-        for t in self.tensors:
-            out[(t.layer, t.tensor_class)] += t.n_bytes
-        return dict(out)
-
-    def dtypes_by_class(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for t in self.tensors:
-            out[t.tensor_class][t.dtype] += t.n_bytes
-        return {c: dict(d) for c, d in out.items()}
-
 
 # ---------------------------------------------------------------------------------------------
 # Tensor classes

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from optimizer.arch.from_config import spec_from_config
-from optimizer.arch.from_gguf import TensorInfo, WeightsFile
+from optimizer.arch.weights_file import TensorInfo, WeightsFile
 from optimizer.errors import ModelFormatError
 from optimizer.limits import MAX_SAFETENSORS_DIM, MAX_SIZE_BYTES, clip_for_message
 

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from optimizer.arch.from_config import spec_from_config
-from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.from_safetensors import check_header, index_total_size, tensors_from_headers
 from optimizer.arch.hf_quant import storage_from_hf
 from optimizer.arch.spec import ModelSpec
+from optimizer.arch.weights_file import WeightsFile
 from optimizer.errors import CatalogError, InputError, ModelFormatError, RigoptError
 from optimizer.limits import (
     HUB_TIMEOUT_S,

@@ -17,8 +17,8 @@ import yaml
 from pydantic import ValidationError
 
 from optimizer.arch.from_config import spec_from_config
-from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.spec import ModelSpec
+from optimizer.arch.weights_file import WeightsFile
 from optimizer.cache import memoize
 from optimizer.catalog.hub import hub_model, parse_hub_id
 from optimizer.catalog.model_schema import ModelCard

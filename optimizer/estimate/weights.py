@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optimizer.arch.formats import get_format
-from optimizer.arch.from_gguf import WeightsFile
 from optimizer.arch.spec import ModelSpec
+from optimizer.arch.weights_file import WeightsFile
 from optimizer.estimate.schemes import Scheme
 
 

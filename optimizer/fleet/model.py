@@ -22,7 +22,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
+from optimizer.solver import sat
 
 RATE_SCALE = 1000  # capacities and the rate in milli-requests/s (capacities floored, the rate ceiled)
 COST_SCALE = {"hourly": 1000, "capex": 1}  # milli-USD/h, USD
@@ -79,7 +79,7 @@ def solve(
     rows_ok = [(i, r) for i, r in enumerate(rows) if r.cap > 0 and (allow_disagg or r.role == "aggregated")]
     if not rows_ok:
         return None
-    m = cp_model.CpModel()
+    m = sat.CpModel()
     n, used = {}, {}
     for i, r in rows_ok:
         n[i] = m.new_int_var(0, _ub(rate, r.cap), f"n{i}")
@@ -119,16 +119,16 @@ def solve(
         for i, v in hint.items():
             if i in n:
                 m.add_hint(n[i], v)
-    solver = cp_model.CpSolver()
+    solver = sat.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = 0
     solver.parameters.linearization_level = 2  # the LP relaxation of the cover constraints proves optimality fast
     m.minimize(cost)
     st = solver.solve(m)
-    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if st not in (sat.OPTIMAL, sat.FEASIBLE):
         return None
-    status = "OPTIMAL" if st == cp_model.OPTIMAL else "FEASIBLE"
+    status = "OPTIMAL" if st == sat.OPTIMAL else "FEASIBLE"
     best, bound = int(round(solver.objective_value)), solver.best_objective_bound
     # stage 2: among the cheapest, fewest GPUs; stage 3: lexicographically smallest counts (row order)
     m.add(cost <= best)
@@ -138,7 +138,7 @@ def solve(
     for i in n:
         m.add_hint(n[i], first[i])
     st2 = solver.solve(m) if tie_break else None
-    if st2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if st2 in (sat.OPTIMAL, sat.FEASIBLE):
         g = int(round(solver.objective_value))
         m.add(gpus <= g)
         weights = {i: rows[i].rank(i) + 1 for i in n}  # by the row's own rank: dropped rows change no preference
@@ -147,7 +147,7 @@ def solve(
             m.add_hint(n[i], solver.value(n[i]))
         m.minimize(sum(weights[i] * used[i] for i in n))
         st3 = solver.solve(m)
-        if st3 not in (cp_model.OPTIMAL, cp_model.FEASIBLE):  # pragma: no cover - stage 2's answer is a solution
+        if st3 not in (sat.OPTIMAL, sat.FEASIBLE):  # pragma: no cover - stage 2's answer is a solution
             st3 = solver.solve(m)
     values = {i: solver.value(n[i]) for i in n} if tie_break else first
     counts = tuple(values.get(i, 0) for i in range(len(rows)))

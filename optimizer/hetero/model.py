@@ -27,17 +27,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ortools.sat.python import cp_model
-
 from optimizer.hetero.scaling import GB_UNITS
 from optimizer.hetero.table import Assignment, Instance
+from optimizer.solver import sat
 
 STATUS = {
-    cp_model.OPTIMAL: "OPTIMAL",
-    cp_model.FEASIBLE: "FEASIBLE",
-    cp_model.INFEASIBLE: "INFEASIBLE",
-    cp_model.MODEL_INVALID: "MODEL_INVALID",
-    cp_model.UNKNOWN: "UNKNOWN",
+    sat.OPTIMAL: "OPTIMAL",
+    sat.FEASIBLE: "FEASIBLE",
+    sat.INFEASIBLE: "INFEASIBLE",
+    sat.MODEL_INVALID: "MODEL_INVALID",
+    sat.UNKNOWN: "UNKNOWN",
 }
 
 
@@ -56,7 +55,7 @@ class MixedModel:
         if objective not in ("latency", "cost", "throughput"):
             raise ValueError(objective)
         self.inst, self.objective = inst, objective
-        m = cp_model.CpModel()
+        m = sat.CpModel()
         self.m = m
         L, D, B = inst.n_layers, len(inst.devs), len(inst.boxes)
         moe_idx = [l for l in range(L) if inst.moe[l]]
@@ -79,7 +78,7 @@ class MixedModel:
                 row.append(s)
             m.add(sum(row) <= 1)
             starts[d] = row
-        used: dict[int, cp_model.IntVar] = {}
+        used: dict[int, sat.IntVar] = {}
         self.used = used
         for d in range(D):
             u = m.new_bool_var(f"used_{d}")
@@ -204,7 +203,7 @@ class MixedModel:
             m.add(self.cost <= inst.budget)
         self.starts = starts
 
-    def _assignment(self, s: cp_model.CpSolver) -> Assignment:
+    def _assignment(self, s: sat.CpSolver) -> Assignment:
         inst = self.inst
         L = inst.n_layers
         blocks = []
@@ -237,13 +236,13 @@ class MixedModel:
         stages = objectives[self.objective]
         status, bound, sol = "INFEASIBLE", None, None
         for k, expr in enumerate(stages):
-            s = cp_model.CpSolver()
+            s = sat.CpSolver()
             s.parameters.max_time_in_seconds = time_limit_s
             s.parameters.num_workers = workers
             s.parameters.random_seed = seed
             self.m.minimize(expr)
             st = s.solve(self.m)
-            if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            if st not in (sat.OPTIMAL, sat.FEASIBLE):
                 if k == 0:
                     return MixedSolution(STATUS.get(st, str(st)), None, None, None, None, time.perf_counter() - t0)
                 break
@@ -252,7 +251,7 @@ class MixedModel:
                 status = STATUS.get(st, str(st))
                 bound = float(s.best_objective_bound)
             step, cost = int(s.value(self.step)), int(s.value(self.cost))
-            if st != cp_model.OPTIMAL:
+            if st != sat.OPTIMAL:
                 break
             self.m.add(expr == round(s.objective_value))
             self.m.clear_hints()

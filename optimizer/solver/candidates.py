@@ -27,11 +27,11 @@ from optimizer.estimate.deployment import (
     Deployment,
     EngineSettings,
     Evaluation,
+    Evaluator,
     Hardware,
     Offload,
     SpecDecode,
     default_spec_decode,
-    evaluate,
     quality_of,
     running_flag,
 )
@@ -258,6 +258,7 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
     spec = m.spec
     moe_idx = tuple(i for i, l in enumerate(spec.main_layers) if l.is_moe)
     out: list[Candidate] = []
+    ratios: dict[tuple[str, str, bool], tuple[float, float]] = {}
     for node, counts, owned, dram_base, g in _units(q):
         acc = hw.accelerators[node.accelerator]
         for engine in _engines_for(acc, q):
@@ -297,8 +298,9 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                                 continue  # a smaller node count of this family already meets every target
                             met = False
                             for spec_dec in _spec_options(q, m, engine):
+                                at_zero: dict[str, Evaluation] = {}  # c's evaluation at no offload, for its twin
                                 c = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd, par,
-                                           moe_idx, quality, spec_dec)
+                                           moe_idx, quality, spec_dec, at_zero=at_zero, ratios=ratios)
                                 if c is None:
                                     continue
                                 if q.max_budget is not None and c.cost > q.max_budget:
@@ -310,7 +312,8 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                                     # its no-offload twin: held to its GPU regime's interval, not the
                                     # cpu-experts one every offload level of `c` is held to
                                     t = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd,
-                                               par, moe_idx, quality, spec_dec, offload=False)
+                                               par, moe_idx, quality, spec_dec, offload=False, at_zero=at_zero,
+                                               ratios=ratios)
                                     if t is not None:
                                         out.append(t)
                                         met = met or _meets_all(t, q)
@@ -351,9 +354,17 @@ def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | 
 def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool, dram_base: float,
            engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
            quality: tuple[float, float, float], spec_dec: SpecDecode | None = None,
-           offload: bool = True) -> Candidate | None:
+           offload: bool = True, at_zero: dict[str, Evaluation] | None = None,
+           ratios: dict[tuple[str, str, bool], tuple[float, float]] | None = None) -> Candidate | None:
     """One candidate row: its deployment evaluated (estimate.evaluate, the same function the checker and
-    `estimate` call) at the ends of its open offload range, which the table interpolates linearly."""
+    `estimate` call) at the ends of its open offload range, which the table interpolates linearly.
+
+    `at_zero` passes an offloading row's evaluation at zero offloaded layers to its no-offload twin (the same
+    call with offload=False): with no layer offloaded and no load-aware activation share, the estimate reads the
+    offload mode nowhere (ExpertTiers(gpu=1 - 0 - 0) is ExpertTiers(), the GPU's expert fraction and the host
+    and NVMe bytes are the same), so that evaluation is the twin's own in every figure
+    (tests/test_candidates_fast.py compares them). `ratios` memoises planning_ratios for one question (they
+    depend only on the engine, the accelerator and whether the row offloads)."""
     spec = m.spec
     capex, hourly, power = unit_costs(node.key, n_nodes, g, owned)
     base_cost = {"capex": capex, "hourly": hourly, "power": power}[q.objective]
@@ -399,33 +410,46 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     except InputError:
         return None
 
-    def at(x: float, z: float = 0.0) -> Evaluation:
+    def evaluator(x: float, z: float = 0.0) -> Evaluator:
+        """`Evaluator(d).at(d.workload)` is `evaluate(d)`: memory first, the speed model only once it fits."""
         if not L:
-            return evaluate(base)
+            return Evaluator(base)
         share = None
         if load_aware:
             share = load_aware_gpu_share(spec, kt_experts_per_layer(spec, int(L - x)), q.loads)
-        return evaluate(replace(base, offload=Offload(mode=mode, dram_layers=x, nvme_layers=z,
-                                                      activation_share_gpu=share)))
+        return Evaluator(replace(base, offload=Offload(mode=mode, dram_layers=x, nvme_layers=z,
+                                                       activation_share_gpu=share)))
 
-    ev_a = at(0)
-    mem_a = ev_a.memory
+    def at(x: float, z: float = 0.0) -> Evaluation:
+        e = evaluator(x, z)
+        return e.at(e.d.workload)
+
+    # the memory tests need no speed model: a row that does not fit is dropped before its decode and prefill
+    shared = at_zero.get("ev") if at_zero is not None and not offload and not L else None
+    e_a = evaluator(0) if shared is None else None
+    mem_a = e_a.memory if e_a is not None else shared.memory if shared is not None else None
+    assert mem_a is not None
     if L == 0 and not mem_a.fits:
         return None
-    ev_b = at(L) if L else ev_a
-    mem_b = ev_b.memory
+    e_b = evaluator(L) if L else None
+    mem_b = e_b.memory if e_b is not None else mem_a
     if L and mem_b.used_bytes > mem_b.budget_bytes:
         return None  # does not fit even with every expert layer offloaded
     if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
         return None
+    ev_a = e_a.at(e_a.d.workload) if e_a is not None else shared
+    assert ev_a is not None
+    if at_zero is not None and L and not load_aware:
+        at_zero["ev"] = ev_a
 
     def split(sp: SpeedEstimate) -> tuple[float, float]:
         other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
         return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
 
-    ev_c = at(0, L) if Z else ev_a
     if not ev_a.sustainable:
         return None  # offloading only slows it down further
+    ev_b = e_b.at(e_b.d.workload) if e_b is not None else ev_a
+    ev_c = at(0, L) if Z else ev_a
     if q.workload is not None:
         # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
         # the offload range (a chord; the independent check re-evaluates the chosen point exactly)
@@ -451,8 +475,14 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     ttft_a, ttft_b, ttft_c = (min(ev.ttft_s, UNSUSTAINABLE_S) for ev in (ev_a, ev_b, ev_c))
     # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
     # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
-    speed_ratio, ttft_ratio = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None,
-                                              offload=L > 0, spec=spec)
+    rkey = (engine, acc.key, L > 0)  # `ratios` lives for one question: one model spec
+    if ratios is None or rkey not in ratios:
+        got = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None, offload=L > 0,
+                              spec=spec)
+        if ratios is None:
+            ratios = {}
+        ratios[rkey] = got
+    speed_ratio, ttft_ratio = ratios[rkey]
     if speed_ratio != 1.0:
         lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
     if ttft_ratio != 1.0:
@@ -522,16 +552,32 @@ def feasible_at(c: Candidate, q: Query, x: int, z: int = 0) -> bool:
 
 def _meets_all(c: Candidate, q: Query) -> bool:
     """Some (x, z) meets every target (used to stop growing a family). Checks, for each x, only the least NVMe
-    use z that fits device memory: a False may miss an exotic split (only less pruning), a True is always true."""
-    for x in range(c.max_offload_layers + 1):
-        need = c.mem(x) - c.budget_bytes
+    use z that fits device memory: a False may miss an exotic split (only less pruning), a True is always true.
+
+    `feasible_at` inlined (the same float expressions in the same order, so the same answers; it runs for every
+    offload level of every row, tests/test_candidates_fast.py compares the two)."""
+    n_off, mem0, mem_slope, budget = c.max_offload_layers, c.mem0, c.mem_slope, c.budget_bytes
+    host_fixed, host_slope, dram_max, nvme_cap = c.host_fixed, c.host_slope, c.dram_max_bytes, c.nvme_capacity_bytes
+    max_nvme, min_off, lines = c.max_nvme_layers, c.min_offload_layers, c.step_lines
+    tok_s, ttft_s, max_budget = q.tok_s, q.ttft_s, q.max_budget
+    for x in range(n_off + 1):
+        need = (mem0 - mem_slope * x) - budget
         z = 0
         if need > 0:
-            if c.mem_slope <= 0 or not c.max_nvme_layers:
+            if mem_slope <= 0 or not max_nvme:
                 continue
-            z = int(-(-need // c.mem_slope))
-            if z > min(c.max_nvme_layers, c.max_offload_layers - x):
+            z = int(-(-need // mem_slope))
+            if z > min(max_nvme, n_off - x):
                 continue
-        if feasible_at(c, q, x, z):
-            return True
+        if x + z < min_off or mem0 - mem_slope * (x + z) > budget or host_fixed + host_slope * x > dram_max:
+            continue
+        if z and host_slope * z > nvme_cap:
+            continue
+        if tok_s and max([a + b * x + cz * z for a, b, cz in lines]) * tok_s > 1.0:
+            continue
+        if ttft_s and c.ttft0 + c.ttft_slope * x + c.ttft_nvme_slope * z > ttft_s:
+            continue
+        if max_budget is not None and c.total_cost(x) > max_budget:
+            continue
+        return True
     return False

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
-
+from optimizer.solver import sat
 from optimizer.solver.scaling import DRAM_GB_IN_HOST_UNITS
 from optimizer.solver.table import IntRow, Limits, extra_gb_needed, points, row_feasible
 
-STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE", cp_model.INFEASIBLE: "INFEASIBLE",
-          cp_model.MODEL_INVALID: "MODEL_INVALID", cp_model.UNKNOWN: "UNKNOWN"}
+STATUS = {sat.OPTIMAL: "OPTIMAL", sat.FEASIBLE: "FEASIBLE", sat.INFEASIBLE: "INFEASIBLE",
+          sat.MODEL_INVALID: "MODEL_INVALID", sat.UNKNOWN: "UNKNOWN"}
 
-IntTerm = cp_model.IntVar | int
+IntTerm = sat.IntVar | int
 
 
 @dataclass(frozen=True)
@@ -54,10 +53,10 @@ class Solution:
 @dataclass(frozen=True)
 class RowVars:
     """The decision variables of one candidate row (see the module docstring)."""
-    use: cp_model.IntVar
-    dram_layers: cp_model.IntVar
+    use: sat.IntVar
+    dram_layers: sat.IntVar
     nvme_layers: IntTerm
-    extra_dram_gb: cp_model.IntVar
+    extra_dram_gb: sat.IntVar
     step_ns: IntTerm
 
 
@@ -72,12 +71,12 @@ class DeploymentModel:
         self.rows = rows
         self.by_index = {r.index: r for r in rows}
         self.lim = lim
-        self.model = cp_model.CpModel()
+        self.model = sat.CpModel()
         self.vars: dict[int, RowVars] = {}
-        cost_terms: list[cp_model.LinearExprT] = []
-        quality_terms: list[cp_model.LinearExprT] = []
+        cost_terms: list[sat.LinearExprT] = []
+        quality_terms: list[sat.LinearExprT] = []
         step_terms: list[IntTerm] = []
-        order_terms: list[cp_model.LinearExprT] = []
+        order_terms: list[sat.LinearExprT] = []
         for r in rows:
             if r.index in exclude:
                 continue
@@ -89,10 +88,10 @@ class DeploymentModel:
             # tie ranks are unique, so (dram, nvme) only order plans within a row
             span = r.max_offload_layers + 1
             order_terms += [r.tie_rank * span**2 * v.use, span * v.dram_layers, v.nvme_layers]
-        self.stages: list[cp_model.LinearExprT]
+        self.stages: list[sat.LinearExprT]
         if not self.vars:
             self.model.add_bool_or([])  # nothing to choose: infeasible
-            self.cost: cp_model.LinearExprT = 0
+            self.cost: sat.LinearExprT = 0
             self.stages = []
         else:
             self.model.add_exactly_one([v.use for v in self.vars.values()])
@@ -144,7 +143,7 @@ class DeploymentModel:
             self.model.add_hint(chosen.nvme_layers, nvme_layers)
         self.model.add_hint(chosen.extra_dram_gb, extra_gb_needed(self.by_index[index], dram_layers))
 
-    def _values(self, s: cp_model.CpSolver) -> tuple[int, int, int, int]:
+    def _values(self, s: sat.CpSolver) -> tuple[int, int, int, int]:
         """(row index, dram layers, extra DRAM GB, nvme layers) of the solver's current solution."""
         idx = next(i for i, v in self.vars.items() if s.boolean_value(v.use))
         v = self.vars[idx]
@@ -170,10 +169,10 @@ class DeploymentModel:
         wall = 0.0
         status, bound, cost = "INFEASIBLE", None, None
         chosen: tuple[int, int, int, int] | None = None
-        objectives: list[cp_model.LinearExprT] = list(self.stages) or [0]
+        objectives: list[sat.LinearExprT] = list(self.stages) or [0]
         for k in range(start, min(stages, len(objectives))):
             expr = objectives[k]
-            s = cp_model.CpSolver()
+            s = sat.CpSolver()
             s.parameters.max_time_in_seconds = time_limit_s
             s.parameters.num_workers = workers
             s.parameters.random_seed = seed
@@ -181,7 +180,7 @@ class DeploymentModel:
                 self.model.minimize(expr)
             st = s.solve(self.model)
             wall += s.wall_time
-            if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            if st not in (sat.OPTIMAL, sat.FEASIBLE):
                 if k == start:
                     return Solution(STATUS.get(st, str(st)), None, 0, 0, None, None, wall)
                 break  # keep the previous stage's solution (a later stage ran out of time)
@@ -190,7 +189,7 @@ class DeploymentModel:
                 status = STATUS.get(st, str(st))
                 cost = int(s.value(self.cost))
                 bound = min(float(s.best_objective_bound), cost) if k == 0 else float(cost)
-            if st != cp_model.OPTIMAL:
+            if st != sat.OPTIMAL:
                 break  # not proven: later stages would only refine a non-optimal cost
             # fix this stage's optimum, hint the solution, and go on to the next tie-break
             self.model.add(expr == round(s.objective_value))  # objective_value is a float: round, never truncate
