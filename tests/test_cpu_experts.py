@@ -313,3 +313,42 @@ def test_estimate_warns_when_the_offloaded_experts_exceed_the_hosts_dram():
     assert big.exit_code == 0 and "WARNING: host memory" not in " ".join(big.output.split())
     unstated = runner.invoke(app, [*args, "cpu=AMD EPYC 7343,channels=8,mt=3200"])
     assert unstated.exit_code == 0 and "WARNING: host memory" not in " ".join(unstated.output.split())
+
+
+@pytest.mark.parametrize("scheme", ["source", "family", "hardware"])
+def test_a_folds_cpu_expert_cells_ignore_the_held_out_groups_rows(scheme, monkeypatch):
+    """Every scheme refits the CPU-expert cells inside its folds: multiplying the held-out group's measured decode
+    speeds by 4 moves the full fit's cells but neither the fold's cells nor the fold's prediction of its rows."""
+    from dataclasses import replace
+
+    from optimizer.fidelity import calibrate, crossval, heldout
+    rows = heldout.offload_rows()
+    g = crossval._row_group(scheme)
+
+    def group_of(r):
+        srows, why = heldout.speed_rows_of(r)
+        return {g(s) for s in srows if not why and s["metric"] == "decode_tok_s"}
+    # the group with the most CPU-expert fit rows (the strongest pull on the full fit)
+    counts: dict[str, int] = {}
+    for r in rows:
+        for grp in group_of(r):
+            counts[grp] = counts.get(grp, 0) + 1
+    assert set(counts) <= crossval.cpu_expert_groups(scheme)
+    grp = max(sorted(counts), key=counts.__getitem__)
+    perturbed = []
+    for r in rows:
+        if grp in group_of(r):
+            m = dict(r["measured"])
+            m["decode_tok_s_per_seq"] = 4 * float(m["decode_tok_s_per_seq"])
+            r = {**r, "measured": m}
+        perturbed.append(r)
+    item = next(it for it in crossval.items() if it.metric == "decode_tok_s" and it.offload and it.group(scheme) == grp)
+    full = replace(calibrate.fit_all(), cpu_experts=calibrate.cpu_expert_cells(calibrate.fit_cpu_experts()))
+    before_cells = crossval.fold_cpu_cells(scheme, grp)
+    before = crossval._predict_all([item], replace(full, cpu_experts=before_cells))[item.id]
+    full_before = calibrate.fit_cpu_experts()
+    monkeypatch.setattr(heldout, "offload_rows", lambda: [dict(r) for r in perturbed])
+    assert calibrate.fit_cpu_experts() != full_before  # the perturbation reaches the full fit
+    after_cells = crossval.fold_cpu_cells(scheme, grp)
+    assert after_cells == before_cells
+    assert crossval._predict_all([item], replace(full, cpu_experts=after_cells))[item.id] == before

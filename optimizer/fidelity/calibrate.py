@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -508,7 +508,8 @@ def _source_median(by_source: dict[str, list[float]]) -> float:
     return min(1.0, statistics.median(statistics.median(v) for v in by_source.values()))
 
 
-def fit_cpu_experts(exclude_source: str | None = None) -> dict:
+def fit_cpu_experts(exclude_source: str | None = None,
+                    exclude: Callable[[dict], bool] | None = None) -> dict:
     """Per CPU-expert engine x host class, the DRAM efficiency the measured decode rows with experts in host memory
     imply: the median over the cell's sources of each source's median (cells with fewer than MIN_CPU_EXPERT_ROWS
     rows or MIN_CPU_EXPERT_SOURCES sources are not fitted). `pooled`: per host class, the same median over every
@@ -517,7 +518,10 @@ def fit_cpu_experts(exclude_source: str | None = None) -> dict:
 
     A row implies the efficiency at which its CPU-expert time fills exactly the measured step minus the predicted
     rest of the step: eff x dram_s / needed_s, with needed_s the measured step less the non-CPU terms plus the part
-    of the CPU time the engine hides behind GPU work. Rows bound by the socket link or threads imply nothing."""
+    of the CPU time the engine hides behind GPU work. Rows bound by the socket link or threads imply nothing.
+
+    `exclude_source` leaves out one source's rows; `exclude` any derived speed row (speed_rows_of) for which it is
+    true (a cross-validation fold's held-out model family or hardware class)."""
     from optimizer.estimate.cpu_experts import cpu_engine
     from optimizer.estimate.deployment import evaluate
     from optimizer.fidelity.crossval import source_key
@@ -531,7 +535,7 @@ def fit_cpu_experts(exclude_source: str | None = None) -> dict:
             continue
         rows, why = speed_rows_of(r)
         for s in rows if not why else []:
-            if s["metric"] != "decode_tok_s":
+            if s["metric"] != "decode_tok_s" or (exclude is not None and exclude(s)):
                 continue
             d = deployment_of(s)
             sp = evaluate(d).decode
