@@ -59,40 +59,6 @@ OPS_PER_CYCLE: dict[str, dict[str, float]] = {
     "amx": {"int8": 2048.0, "bf16": 1024.0},
     "neon": {"int8": 128.0, "bf16": 64.0},
 }
-# Decode (GEMV) throughput of the ggml CPU kernels per routed-expert weight format. ikawrakow/ik_llama.cpp
-# discussion #164 "Latest CPU performance comparison with llama.cpp" (2024-12-24; github-data/discussions/164 - Latest
-# CPU performance comparison with llama.cpp.md at 0451f10a4206dd61a1c91969bb8ebbaeb83a9cb6): llama-bench TG-128 of
-# LLaMA-3.1-8B-Instruct ("~7.5 billion parameters excluding token embeddings") with 2 threads on a Ryzen-7950X, mainline
-# llama.cpp build 14b699ec (4384) and ik_llama.cpp with `-rtr 1` (weights repacked to row-interleaved types), e.g.
-# "8B IQ2_XXS - 2.0625 bpw | 2.23 GiB | 2 | tg128 | 5.47 ± 0.00 | 8.74 ± 0.01". Per format: (file GiB, llama.cpp t/s,
-# ik_llama.cpp t/s). With two threads the kernels' work per weight binds wherever two Zen 4 cores cannot reach the
-# DDR5's ~60-65 GB/s (file x t/s well below it: the i-quants, whose weights are unpacked through lookup grids); where a
-# figure does reach it (Q8_0, Q4_0, IQ4_XS and BF16 in ik_llama.cpp) the derived rate is a lower bound, which on the
-# hosts of the measurements (16-128 threads) never binds before DRAM does.
-GEMV_TG128_2T_7950X: dict[str, tuple[float, float, float]] = {
-    "bf16": (14.96, 4.05, 4.27), "q8_0": (7.95, 4.95, 7.63), "q5_0": (5.22, 5.30, 11.14),
-    "q4_0": (4.35, 11.23, 12.92), "q2_k": (2.78, 11.33, 17.10), "q3_k": (3.41, 8.80, 12.99),
-    "q4_k": (4.36, 9.57, 13.48), "q5_k": (5.21, 7.51, 11.41), "q6_k": (6.14, 7.62, 10.05),
-    "iq4_nl": (4.35, 5.96, 9.30), "iq4_xs": (4.13, 8.15, 13.58), "iq2_xxs": (2.23, 5.47, 8.74),
-    "iq2_xs": (2.42, 5.87, 6.87), "iq2_m": (2.74, 5.24, 5.57), "iq3_xxs": (3.04, 4.18, 6.23),
-    "iq3_s": (3.42, 3.71, 4.47),
-}
-GEMV_BENCH_WEIGHTS = 7.5e9      # LLaMA-3.1-8B without token embeddings (the discussion's own figure)
-GEMV_BENCH_THREADS = 2
-GEMV_BENCH_CLOCK_HZ = 4.5e9     # Ryzen 9 7950X base clock (AMD product page: 4.5 GHz base, 5.7 GHz boost)
-
-
-def gemv_weights_per_cycle(engine: str, fmt: str) -> float | None:
-    """Weights per thread per clock cycle of the engine's CPU decode kernel for `fmt` (GEMV_TG128_2T_7950X), or
-    None (engine or format not measured there: KTransformers' kt-kernel, MXFP4, INT4, ik_llama.cpp's own types)."""
-    e = cpu_engine(engine)
-    row = GEMV_TG128_2T_7950X.get(fmt)
-    if row is None or e not in ("llamacpp", IK_LLAMA):
-        return None
-    tg = row[2] if e == IK_LLAMA else row[1]
-    return GEMV_BENCH_WEIGHTS * tg / GEMV_BENCH_THREADS / GEMV_BENCH_CLOCK_HZ
-
-
 BF16_EXPERT_FORMATS = frozenset({"bf16", "fp16", "fp8", "fp8-block128", "fp8-channel", "mxfp4", "nvfp4"})
 
 
@@ -180,17 +146,9 @@ def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
     return HostBandwidth(total, per_socket * s_used, eff, basis, limit)
 
 
-def compute_rate(host: CpuHost, engine: str, path: str,
-                 formats: tuple[tuple[float, str], ...] = ()) -> float:
-    """Expert FLOP/s of the CPU. Decode with llama.cpp / ik_llama.cpp on expert formats of GEMV_TG128_2T_7950X
-    (`formats`: the routed experts' (share, format) mix): threads x clock x the format's weights per cycle x 2 FLOP
-    per weight, the shares' times added. Otherwise: threads x clock x ISA ops per cycle for the kernel path x
-    utilisation."""
+def compute_rate(host: CpuHost, engine: str, path: str) -> float:
+    """Expert FLOP/s of the CPU: threads x clock x ISA ops per cycle for the kernel path x utilisation."""
     threads = threads_used(host, numa_mode(host, engine))
-    per_cycle = [(share, gemv_weights_per_cycle(engine, f)) for share, f in formats if share > 0]
-    if per_cycle and all(w for _, w in per_cycle):
-        cycles_per_weight = sum(share / w for share, w in per_cycle if w) / sum(share for share, _ in per_cycle)
-        return threads * host.clock_hz * 2.0 / cycles_per_weight
     ops = OPS_PER_CYCLE.get(host.isa, OPS_PER_CYCLE["avx2"])[path]
     return threads * host.clock_hz * ops * F.CPU_EXPERT_COMPUTE_EFFICIENCY.value
 
@@ -223,11 +181,9 @@ class CpuExpertTime:
                 "cpu_flops_per_s": self.flops_per_s}
 
 
-def expert_time(host: CpuHost, engine: str, bytes_read: float, flops: float, path: str = "int8",
-                formats: tuple[tuple[float, str], ...] = ()) -> CpuExpertTime:
-    """The CPU experts' time; `formats` (decode only): the routed experts' (share, format) mix (compute_rate)."""
+def expert_time(host: CpuHost, engine: str, bytes_read: float, flops: float, path: str = "int8") -> CpuExpertTime:
     bw = host_bandwidth(host, engine)
-    rate = compute_rate(host, engine, path, formats)
+    rate = compute_rate(host, engine, path)
     return CpuExpertTime(dram_s=bytes_read / bw.bytes_per_s, compute_s=flops / rate, bandwidth=bw,
                          flops_per_s=rate)
 

@@ -685,12 +685,6 @@ class Evaluator:
         formats = {f for _, f in self.parts.scheme.mix("routed_experts" if spec.is_moe else "dense_ffn")}
         return kernel_path(self.phys, formats)
 
-    @property
-    def _cpu_formats(self) -> tuple[tuple[float, str], ...]:
-        """The routed experts' (share, format) mix, for the CPU decode kernels' per-format rate."""
-        spec = self.d.model.spec
-        return tuple(self.parts.scheme.mix("routed_experts" if spec.is_moe else "dense_ffn"))
-
     def _compute_decode(self) -> Callable[[int, int], SpeedEstimate]:
         d, spec, w, kv = self.d, self.d.model.spec, self.parts.weights, self.parts.kv
         links, tiers, dev, bits, ctx_dec = self._physics
@@ -699,7 +693,7 @@ class Evaluator:
                             engine=self.phys, recurrent=self.parts.recurrent, cpu_layer_fraction=1.0 - self.glf,
                             kernel_dtypes=kernel_dtypes_of(self.parts.scheme, d.hardware.accelerator,
                                                            spec.is_moe),
-                            cpu_path=self._cpu_path, cpu_formats=self._cpu_formats)
+                            cpu_path=self._cpu_path)
 
     def _step(self, batch: int, tokens_per_seq: int = 1) -> SpeedEstimate:
         """`decode_speed(...)` of this deployment at `batch` (the same arithmetic, batch-free parts once), with

@@ -182,8 +182,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                  compute_bits: float = 16.0, expert_imbalance: float | None = None,
                  load_imbalance: float | None = None, engine: str = "vllm",
                  tokens_per_seq: int = 1, recurrent: RecurrentEstimate | None = None,
-                 cpu_layer_fraction: float = 0.0, cpu_path: str = "int8",
-                 cpu_formats: tuple[tuple[float, str], ...] = ()) -> SpeedEstimate:
+                 cpu_layer_fraction: float = 0.0, cpu_path: str = "int8") -> SpeedEstimate:
     """Decode step time for `batch` sequences at KV length `context`. `engine` selects the fixed per-step,
     per-layer, per-MoE-layer and TP-synchronisation costs (factors.ENGINE_*), fitted per engine.
 
@@ -202,8 +201,7 @@ def decode_speed(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     return decode_curve(spec, w, kv, dev, par=par, context=context, links=links, tiers=tiers,
                         compute_bits=compute_bits, expert_imbalance=expert_imbalance,
                         load_imbalance=load_imbalance, engine=engine, recurrent=recurrent,
-                        cpu_layer_fraction=cpu_layer_fraction, cpu_path=cpu_path,
-                        cpu_formats=cpu_formats)(batch, tokens_per_seq)
+                        cpu_layer_fraction=cpu_layer_fraction, cpu_path=cpu_path)(batch, tokens_per_seq)
 
 
 def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Device, *, par: Parallel,
@@ -212,8 +210,7 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
                  load_imbalance: float | None = None, engine: str = "vllm",
                  recurrent: RecurrentEstimate | None = None,
                  cpu_layer_fraction: float = 0.0, kernel_dtypes: KernelDtypes | None = None,
-                 cpu_path: str = "int8",
-                 cpu_formats: tuple[tuple[float, str], ...] = ()) -> Callable[[int, int], SpeedEstimate]:
+                 cpu_path: str = "int8") -> Callable[[int, int], SpeedEstimate]:
     """`decode_speed` as a function of (batch, tokens_per_seq) with everything that does not depend on them
     computed once: `decode_curve(...)(b, q)` is `decode_speed(..., batch=b, tokens_per_seq=q)`, the same
     arithmetic in the same order (callers asking many batch sizes of one deployment keep the curve).
@@ -221,10 +218,7 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
     `kernel_dtypes`: the weight formats of the dense linear layers and the routed experts (with their math
     widths). Where the accelerator has measured kernel tables for the engine (hardware/kernels/, NVIDIA
     datacenter GPUs), the linear layers' time is the measured GEMM / grouped-MoE efficiency at the step's tokens
-    (`batched_compute_s`) instead of a fixed fraction of peak.
-
-    `cpu_formats`: the routed experts' (share, format) mix, for the CPU experts' per-format kernel rate
-    (cpu_experts.compute_rate)."""
+    (`batched_compute_s`) instead of a fixed fraction of peak."""
     links = links or Links()
     tiers = tiers or ExpertTiers()
     tp, pp = par.tp, par.pp
@@ -308,8 +302,7 @@ def decode_curve(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, dev: Devic
         # ---- host tiers --------------------------------------------------------------------------------
         cpu = None
         if expert_bytes_cpu and host is not None:
-            cpu = C.expert_time(host, engine, expert_bytes_cpu, routed_flops_cpu * seqs_per_replica * q, cpu_path,
-                                cpu_formats)
+            cpu = C.expert_time(host, engine, expert_bytes_cpu, routed_flops_cpu * seqs_per_replica * q, cpu_path)
         t_cpu_bound = (expert_bytes_cpu / links.host_dram_bw) if expert_bytes_cpu and links.host_dram_bw else 0.0
         t_stream_bound = ((expert_bytes_stream / links.host_link_bw) if links.host_link_bw else math.inf) \
             if expert_bytes_stream else 0.0
