@@ -282,6 +282,12 @@ def test_cpu_expert_fit_gives_each_source_one_vote_and_backs_off_to_the_pooled_c
     assert _source_median({"a": [0.01, 0.011, 0.012, 0.013], "b": [0.30], "c": [0.50, 0.60]}) == pytest.approx(0.30)
     assert _source_median({"a": [0.2, 0.4], "b": [0.6]}) == pytest.approx((0.3 + 0.6) / 2)
     assert _source_median({"a": [1.5]}) == 1.0  # an efficiency never exceeds the peak
+    # two votes, one of them outlying: the pooled value fills the third vote instead of the pair's mean deciding
+    assert _source_median({"a": [0.015], "b": [0.60]}, prior=0.28) == pytest.approx(0.28)
+    assert _source_median({"a": [0.015], "b": [0.60]}) == pytest.approx((0.015 + 0.60) / 2)
+    assert _source_median({"a": [0.30]}, prior=0.20) == pytest.approx(0.20)  # one vote, two of the prior
+    # three sources are robust on their own: the prior does not vote
+    assert _source_median({"a": [0.015], "b": [0.60], "c": [0.40]}, prior=0.01) == pytest.approx(0.40)
     doc = {"bw_efficiency": {"ik_llama/server": {"value": 0.4, "rows": 9, "sources": 4}},
            "pooled": {"server": {"value": 0.3, "rows": 20, "sources": 8}}}
     assert cpu_expert_cells(doc) == {"ik_llama/server": 0.4, "llamacpp/server": 0.3, "ktransformers/server": 0.3}
