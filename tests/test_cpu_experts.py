@@ -282,6 +282,12 @@ def test_cpu_expert_fit_gives_each_source_one_vote_and_backs_off_to_the_pooled_c
     assert _source_median({"a": [0.01, 0.011, 0.012, 0.013], "b": [0.30], "c": [0.50, 0.60]}) == pytest.approx(0.30)
     assert _source_median({"a": [0.2, 0.4], "b": [0.6]}) == pytest.approx((0.3 + 0.6) / 2)
     assert _source_median({"a": [1.5]}) == 1.0  # an efficiency never exceeds the peak
+    # two votes, one of them outlying: the pooled value fills the third vote instead of the pair's mean deciding
+    assert _source_median({"a": [0.015], "b": [0.60]}, prior=0.28) == pytest.approx(0.28)
+    assert _source_median({"a": [0.015], "b": [0.60]}) == pytest.approx((0.015 + 0.60) / 2)
+    assert _source_median({"a": [0.30]}, prior=0.20) == pytest.approx(0.20)  # one vote, two of the prior
+    # three sources are robust on their own: the prior does not vote
+    assert _source_median({"a": [0.015], "b": [0.60], "c": [0.40]}, prior=0.01) == pytest.approx(0.40)
     doc = {"bw_efficiency": {"ik_llama/server": {"value": 0.4, "rows": 9, "sources": 4}},
            "pooled": {"server": {"value": 0.3, "rows": 20, "sources": 8}}}
     assert cpu_expert_cells(doc) == {"ik_llama/server": 0.4, "llamacpp/server": 0.3, "ktransformers/server": 0.3}
@@ -313,3 +319,42 @@ def test_estimate_warns_when_the_offloaded_experts_exceed_the_hosts_dram():
     assert big.exit_code == 0 and "WARNING: host memory" not in " ".join(big.output.split())
     unstated = runner.invoke(app, [*args, "cpu=AMD EPYC 7343,channels=8,mt=3200"])
     assert unstated.exit_code == 0 and "WARNING: host memory" not in " ".join(unstated.output.split())
+
+
+@pytest.mark.parametrize("scheme", ["source", "family", "hardware"])
+def test_a_folds_cpu_expert_cells_ignore_the_held_out_groups_rows(scheme, monkeypatch):
+    """Every scheme refits the CPU-expert cells inside its folds: multiplying the held-out group's measured decode
+    speeds by 4 moves the full fit's cells but neither the fold's cells nor the fold's prediction of its rows."""
+    from dataclasses import replace
+
+    from optimizer.fidelity import calibrate, crossval, heldout
+    rows = heldout.offload_rows()
+    g = crossval._row_group(scheme)
+
+    def group_of(r):
+        srows, why = heldout.speed_rows_of(r)
+        return {g(s) for s in srows if not why and s["metric"] == "decode_tok_s"}
+    # the group with the most CPU-expert fit rows (the strongest pull on the full fit)
+    counts: dict[str, int] = {}
+    for r in rows:
+        for grp in group_of(r):
+            counts[grp] = counts.get(grp, 0) + 1
+    assert set(counts) <= crossval.cpu_expert_groups(scheme)
+    grp = max(sorted(counts), key=counts.__getitem__)
+    perturbed = []
+    for r in rows:
+        if grp in group_of(r):
+            m = dict(r["measured"])
+            m["decode_tok_s_per_seq"] = 4 * float(m["decode_tok_s_per_seq"])
+            r = {**r, "measured": m}
+        perturbed.append(r)
+    item = next(it for it in crossval.items() if it.metric == "decode_tok_s" and it.offload and it.group(scheme) == grp)
+    full = replace(calibrate.fit_all(), cpu_experts=calibrate.cpu_expert_cells(calibrate.fit_cpu_experts()))
+    before_cells = crossval.fold_cpu_cells(scheme, grp)
+    before = crossval._predict_all([item], replace(full, cpu_experts=before_cells))[item.id]
+    full_before = calibrate.fit_cpu_experts()
+    monkeypatch.setattr(heldout, "offload_rows", lambda: [dict(r) for r in perturbed])
+    assert calibrate.fit_cpu_experts() != full_before  # the perturbation reaches the full fit
+    after_cells = crossval.fold_cpu_cells(scheme, grp)
+    assert after_cells == before_cells
+    assert crossval._predict_all([item], replace(full, cpu_experts=after_cells))[item.id] == before

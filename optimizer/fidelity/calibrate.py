@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -502,22 +502,35 @@ MIN_CPU_EXPERT_ROWS = 3
 MIN_CPU_EXPERT_SOURCES = 2
 
 
-def _source_median(by_source: dict[str, list[float]]) -> float:
+ROBUST_VOTES = 3  # a median resists one outlying vote only from three votes (the median of two is their mean)
+
+
+def _source_median(by_source: dict[str, list[float]], prior: float | None = None) -> float:
     """The median over sources of each source's median: one vote per source (page / thread / file), so a source
-    with many rows of one host cannot set a cell alone, and leaving one source out moves the value by one vote."""
-    return min(1.0, statistics.median(statistics.median(v) for v in by_source.values()))
+    with many rows of one host cannot set a cell alone, and leaving one source out moves the value by one vote.
+    With fewer than ROBUST_VOTES sources, `prior` (the host class's pooled value) fills the missing votes, so one
+    outlying source of two cannot set the cell to the mean of the pair."""
+    votes = [statistics.median(v) for v in by_source.values()]
+    if prior is not None and len(votes) < ROBUST_VOTES:
+        votes += [prior] * (ROBUST_VOTES - len(votes))
+    return min(1.0, statistics.median(votes))
 
 
-def fit_cpu_experts(exclude_source: str | None = None) -> dict:
+def fit_cpu_experts(exclude_source: str | None = None,
+                    exclude: Callable[[dict], bool] | None = None) -> dict:
     """Per CPU-expert engine x host class, the DRAM efficiency the measured decode rows with experts in host memory
     imply: the median over the cell's sources of each source's median (cells with fewer than MIN_CPU_EXPERT_ROWS
-    rows or MIN_CPU_EXPERT_SOURCES sources are not fitted). `pooled`: per host class, the same median over every
-    engine's rows of that class, the value a cell without enough evidence of its own backs off to
-    (cpu_expert_cells) before the hand estimate.
+    rows or MIN_CPU_EXPERT_SOURCES sources are not fitted; a cell with fewer than ROBUST_VOTES sources gets the host
+    class's pooled value as its missing votes, so a fold that leaves a cell two sources cannot set it to their mean).
+    `pooled`: per host class, the same median over every engine's rows of that class, the value a cell without
+    enough evidence of its own backs off to (cpu_expert_cells) before the hand estimate.
 
     A row implies the efficiency at which its CPU-expert time fills exactly the measured step minus the predicted
     rest of the step: eff x dram_s / needed_s, with needed_s the measured step less the non-CPU terms plus the part
-    of the CPU time the engine hides behind GPU work. Rows bound by the socket link or threads imply nothing."""
+    of the CPU time the engine hides behind GPU work. Rows bound by the socket link or threads imply nothing.
+
+    `exclude_source` leaves out one source's rows; `exclude` any derived speed row (speed_rows_of) for which it is
+    true (a cross-validation fold's held-out model family or hardware class)."""
     from optimizer.estimate.cpu_experts import cpu_engine
     from optimizer.estimate.deployment import evaluate
     from optimizer.fidelity.crossval import source_key
@@ -531,7 +544,7 @@ def fit_cpu_experts(exclude_source: str | None = None) -> dict:
             continue
         rows, why = speed_rows_of(r)
         for s in rows if not why else []:
-            if s["metric"] != "decode_tok_s":
+            if s["metric"] != "decode_tok_s" or (exclude is not None and exclude(s)):
                 continue
             d = deployment_of(s)
             sp = evaluate(d).decode
@@ -550,11 +563,13 @@ def fit_cpu_experts(exclude_source: str | None = None) -> dict:
         return (sum(len(v) for v in by_source.values()) >= MIN_CPU_EXPERT_ROWS
                 and len(by_source) >= MIN_CPU_EXPERT_SOURCES)
 
-    def entry(by_source: dict[str, list[float]]) -> dict:
-        return {"value": round(_source_median(by_source), 4), "rows": sum(len(v) for v in by_source.values()),
+    def entry(by_source: dict[str, list[float]], prior: float | None = None) -> dict:
+        return {"value": round(_source_median(by_source, prior), 4), "rows": sum(len(v) for v in by_source.values()),
                 "sources": len(by_source)}
-    return {"bw_efficiency": {k: entry(v) for k, v in sorted(cells.items()) if enough(v)},
-            "pooled": {k: entry(v) for k, v in sorted(pooled.items()) if enough(v)}}
+    pool_doc = {k: entry(v) for k, v in sorted(pooled.items()) if enough(v)}
+    return {"bw_efficiency": {k: entry(v, (pool_doc.get(k.split("/")[1]) or {}).get("value"))
+                              for k, v in sorted(cells.items()) if enough(v)},
+            "pooled": pool_doc}
 
 
 CPU_EXPERT_ENGINES = ("llamacpp", "ik_llama", "ktransformers")

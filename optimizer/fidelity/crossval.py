@@ -279,27 +279,47 @@ def full_fit() -> FitSet:
     return replace(fit_all(), cpu_experts=cpu_expert_cells(fit_cpu_experts()))
 
 
+def cpu_expert_groups(scheme: str) -> set[str]:
+    """The `scheme` groups holding offload rows the CPU-expert efficiencies are fitted on (their folds refit them)."""
+    if scheme == "source":
+        return cpu_expert_sources()
+    g = _row_group(scheme)
+    out: set[str] = set()
+    for r in offload_rows():
+        rows, why = speed_rows_of(r)
+        out |= {g(s) for s in rows if not why and s["metric"] == "decode_tok_s"}
+    return out
+
+
+def fold_cpu_cells(scheme: str, group: str) -> dict[str, float]:
+    """The CPU-expert efficiency cells of the fold that holds out `group` under `scheme`: refit without that
+    group's rows (by source under leave-one-source-out, by model family or hardware class under the others); cells
+    the fold leaves below the fit's minimum back off to the host class's pooled value (cpu_expert_cells), else to
+    the estimate: never to the full fit's value."""
+    fit = (fit_cpu_experts(group) if scheme == "source"
+           else fit_cpu_experts(exclude=_in_group(_row_group(scheme), group)))
+    return {**_estimates(), **cpu_expert_cells(fit)}
+
+
 def scheme_predictions(all_items: list[Item], scheme: str, in_sample: dict[str, float],
                        full: FitSet) -> dict[str, float]:
-    """Each item's prediction by factors fitted without its `scheme` group (one fit per group with fit rows)."""
+    """Each item's prediction by factors fitted without its `scheme` group (one fit per group with fit rows). The
+    CPU-expert efficiencies are refit in every fold whose group holds CPU-expert fit rows (their rows are offload
+    rows, outside the GPU fit pool), under every scheme; other folds keep the full fit's cells, which their rows
+    did not inform."""
     from optimizer.fidelity import mlx_fit
     g = _row_group(scheme)
     mlx_groups = {g(r) for r, split in mlx_fit.mlx_speed_rows() if split == "fit"}
-    # the CPU-expert efficiencies are refit per fold under leave-one-source-out (their rows are offload rows, not in
-    # the GPU fit pool); the other schemes use the full fit's cells (fit_cpu_experts excludes by source only)
-    cpu_sources = cpu_expert_sources() if scheme == "source" else set()
+    cpu_groups = cpu_expert_groups(scheme)
     out: dict[str, float] = {}
     for fold in folds(all_items, scheme):
-        if fold.train is not None or fold.source in cpu_sources:
+        if fold.train is not None or fold.source in cpu_groups:
             fs = fit_all(list(fold.train), list(fold.train_serving or ())) if fold.train is not None else full
             if fold.source in mlx_groups:  # mlx-lm's own factors, refit without this group's rows
                 f = mlx_fit.fit(exclude=_in_group(g, fold.source))
                 fs = replace(fs, mlx=(f["layer_overhead_s"], f["prefill_mfu"]))
-            if scheme == "source":  # cells this source leaves below the fit's minimum back off to the host class's
-                # pooled value (cpu_expert_cells), else to the estimate: never to the full fit's value
-                fs = replace(fs, cpu_experts={**_estimates(), **cpu_expert_cells(fit_cpu_experts(fold.source))})
-            else:
-                fs = replace(fs, cpu_experts=full.cpu_experts)
+            fs = replace(fs, cpu_experts=(fold_cpu_cells(scheme, fold.source) if fold.source in cpu_groups
+                                          else full.cpu_experts))
             out.update(_predict_all(fold.items, fs))
         else:
             out.update({it.id: in_sample[it.id] for it in fold.items if it.id in in_sample})
