@@ -9,7 +9,8 @@ process, which `rigopt cheapest` never uses. `CpModel` and `CpSolver` here imple
 with the same names and semantics (each one the helper call cp_model.py makes for it), so the models build the
 same protos and solve to the same answers; tests/test_sat_adapter.py solves models through both and compares.
 
-With an ortools whose helper lacks these classes (before 9.12), cp_model's own classes are used instead.
+With an ortools whose helper lacks these classes (before 9.12) or the two CpBaseModel methods the adapter calls,
+cp_model's own classes are used instead.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ try:
     from ortools.util.python.sorted_interval_list import Domain as _Domain
 
     _HAVE_HELPER = all(hasattr(_cmh, n) for n in ("CpBaseModel", "SolveWrapper", "ResponseHelper", "SatParameters",
-                                                   "BoolArgumentConstraint", "BoundedLinearExpression"))
+                                                   "BoolArgumentConstraint", "BoundedLinearExpression")) and all(
+        # the two underscore methods of CpBaseModel the adapter calls (cp_model.py's own calls for add() and the
+        # bool constraints, ortools 9.12-9.15): an ortools that renames them falls back to cp_model, not to an error
+        hasattr(_cmh.CpBaseModel, n) for n in ("_add_bounded_linear_expression", "_add_bool_argument_constraint"))
 except ImportError:  # pragma: no cover - an ortools without the pybind11 helper
     _HAVE_HELPER = False
 
