@@ -824,7 +824,8 @@ class Evaluator:
         acc = d.hardware.accelerator
         path = expert_kernel_path(self.phys, {f for _, f in scheme.mix("routed_experts" if d.model.spec.is_moe
                                                                         else "dense_ffn")},
-                                  acc.native_fp4, acc.bf16_flops, acc.fp8_flops if acc.native_fp8 else None)
+                                  acc.native_fp4, acc.bf16_flops, acc.fp8_flops if acc.native_fp8 else None,
+                                  acc.vendor)
         if path:
             notes.append(path)
         if self.cal is not None:

@@ -62,18 +62,31 @@ VLLM_FP4_MARLIN_SRC = ("vllm-project/vllm issue #23278 (H100 log: 'Your GPU does
                        "leveraging the Marlin kernel', marlin_utils_fp4.py)")
 
 
+VLLM_ROCM_MXFP4_SRC = ("SemiAnalysisAI/InferenceX PR #3058 (vLLM ROCm DeepSeek-V4.1-Flash: --moe-backend "
+                       "aiter_triton_mxfp4_bf16 maps to AITER's Triton W4A16 MoE kernel, decode ran _moe_gemm_a16w4) "
+                       "and PR #3246 (MI300X, gfx942: VLLM_ROCM_USE_AITER=1, VLLM_ROCM_USE_AITER_MOE=1, --moe-backend "
+                       "aiter; gfx942 has no FP4 MFMA); vllm-project/vllm PR #35250 (AITER FP4 GEMM/BMM gated to "
+                       "gfx950)")
+
+
 def expert_kernel_path(engine: str, formats: set[str], native_fp4: bool, bf16_flops: float,
-                       fp8_flops: float | None) -> str | None:
+                       fp8_flops: float | None, vendor: str = "nvidia") -> str | None:
     """The kernel path that runs FP4 expert weights on a GPU without FP4 tensor cores (Hopper, Ampere, Ada) and
     the speed rigopt gives it (the same rule as `kernel_bits`); None where FP4 runs natively or no FP4 is used.
     vLLM: Marlin / the Triton MXFP4 kernels / FlashInfer MXFP4 x BF16 on SM90 (`get_mxfp4_backend`,
     VLLM_MXFP4_SRC), Marlin for NVFP4 (VLLM_FP4_MARLIN_SRC); SGLang: --moe-runner-backend marlin or
-    flashinfer_mxfp4. All are weight-only FP4 (W4A16): 4-bit weights read from memory, BF16 math."""
+    flashinfer_mxfp4. All are weight-only FP4 (W4A16): 4-bit weights read from memory, BF16 math.
+    On AMD CDNA3 (gfx942, no FP4 MFMA) vLLM runs MXFP4 experts through AITER's Triton MXFP4 x BF16 MoE kernel
+    (VLLM_ROCM_MXFP4_SRC), also W4A16. NVFP4 has no vLLM MoE path on AMD (support.FORMAT_GAPS)."""
     fp4 = sorted(formats & FP4_FORMATS)
     if not fp4 or native_fp4:
         return None
-    path = {"vllm": "vLLM's weight-only FP4 MoE kernels (Marlin, Triton MXFP4 or FlashInfer MXFP4 x BF16)",
-            "sglang": "SGLang's W4A16 MoE runners (--moe-runner-backend marlin / flashinfer_mxfp4)"}.get(engine)
+    if vendor == "amd":
+        path = {"vllm": "AITER's Triton MXFP4 x BF16 MoE kernel (vLLM --moe-backend aiter, VLLM_ROCM_USE_AITER=1; "
+                        "W4A16, the GPU has no FP4 MFMA)"}.get(engine)
+    else:
+        path = {"vllm": "vLLM's weight-only FP4 MoE kernels (Marlin, Triton MXFP4 or FlashInfer MXFP4 x BF16)",
+                "sglang": "SGLang's W4A16 MoE runners (--moe-runner-backend marlin / flashinfer_mxfp4)"}.get(engine)
     if path is None:
         return None
     vs = f", half the FP8 peak of {fp8_flops / 1e12:,.0f}" if fp8_flops else ""

@@ -121,17 +121,33 @@ def common_args(facts: ModelFacts, plan: Plan, warnings: list[str], redundant: i
     return a
 
 
+# DeepSeek-V4 on ROCm runs its sparse attention and MXFP4 experts through AITER: vLLM's V4 recipe sets this for
+# every AMD GPU (vllm-project/recipes models/deepseek-ai/DeepSeek-V4-Pro.yaml at commit
+# 0159550e68b545023a2d1c1bf59fc5088f9d6e89, hardware_overrides.amd.extra_env; its MI355X guide: "validated with
+# ROCm + AITER (VLLM_ROCM_USE_AITER=1)"; the MI300X V4-Flash runs of SemiAnalysisAI/InferenceX PR #3246 set it too).
+ROCM_V4_ENV = {"VLLM_ROCM_USE_AITER": "1"}
+
+
+def rocm_env(facts: ModelFacts, plan: Plan) -> dict[str, Arg]:
+    """Environment a ROCm (AMD) vLLM node needs for this model (only what a cited source requires)."""
+    from optimizer.catalog.hardware import load_hardware
+    acc = load_hardware().accelerators.get(plan.hardware.accelerator)
+    return dict(ROCM_V4_ENV) if acc is not None and acc.vendor == "amd" and facts.is_v4 else {}
+
+
 def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], redundant: int | None,
              derived: dict) -> list[Command]:
     p, h = plan.parallel, plan.hardware
     base = common_args(facts, plan, warnings, redundant, derived)
     serve: list[Arg] = ["vllm", "serve", model]
     http: list[Arg] = ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
+    rocm = rocm_env(facts, plan)
     if h.n_nodes == 1:
         if p.dp > 1:
             base = base + ["--data-parallel-size", str(p.dp)]
-        return [Command(0, "head", serve + base + http, tool="vllm")]
-    env = {"GLOO_SOCKET_IFNAME": Var("${IFACE_NAME}"), "NCCL_SOCKET_IFNAME": Var("${IFACE_NAME}")}
+        return [Command(0, "head", serve + base + http, dict(rocm), tool="vllm")]
+    env: dict[str, Arg] = {"GLOO_SOCKET_IFNAME": Var("${IFACE_NAME}"), "NCCL_SOCKET_IFNAME": Var("${IFACE_NAME}"),
+                           **rocm}
     head_ip = Var("${HEAD_IP}")
     out = []
     if p.dp > 1 and p.pp == 1 and h.gpus_per_node % p.tp == 0:
@@ -168,7 +184,7 @@ def ray_command(facts: ModelFacts, plan: Plan, model: Arg, _warnings: list[str],
     else:
         a += ["--distributed-executor-backend", "ray"]
     a += ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
-    env: dict[str, Arg] = {}
+    env: dict[str, Arg] = dict(rocm_env(facts, plan))
     if p.dp > 1 and p.tp > plan.hardware.gpus_per_node:
         env["VLLM_RAY_DP_PACK_STRATEGY"] = "span"
     return Command(0, "head", a, env, tool="vllm")

@@ -31,12 +31,43 @@ SPARSE_MLA = Rule(
     source=("vllm-project/vllm issue #40851 (no sm80 path for DeepSeek-V4; A800 log: 'No valid attention backend "
             "found ... use_sparse=True ... compute capability not supported'), #57144 (V4.1 verified on H200, "
             "GB200, GB300, MI350X; no Ampere path), PRs #40899/#40991 (SM12x prototypes, closed), "
-            "timothystewart6/vllm-gb10#26 (GB10 rejected by SM100-only gates); sglang 0.5.23 "
-            "mem_cache/deepseek_v4_memory_pool.py (SGLang ROCm V4 pool)"))
+            "timothystewart6/vllm-gb10#26 (GB10 rejected by SM100-only gates); vllm-project/vllm PR #40871 (ROCm "
+            "DeepSeek-V4: ROCM_AITER_MLA_SPARSE), vllm-project/recipes PR #830 (DeepSeek-V4-Flash verified on MI300X, "
+            "gfx942) and models/deepseek-ai/DeepSeek-V4-Pro.yaml at commit 0159550e68b545023a2d1c1bf59fc5088f9d6e89 "
+            "(V4-Pro verified on MI355X, gfx950); sglang 0.5.23 mem_cache/deepseek_v4_memory_pool.py (SGLang ROCm V4 "
+            "pool)"))
 # SGLang + KTransformers runs these models on more GPU architectures (its SGLang fork's Triton fallbacks): the
 # architectures of the model's row in hardware/ktransformers.yaml (optimizer/catalog/ktransformers.py).
 
 RULES: tuple[Rule, ...] = (SPARSE_MLA,)
+
+
+@dataclass(frozen=True)
+class ModelGap:
+    """One model (a checkpoint geometry: its architecture and hidden size) that an engine does not run on an
+    architecture where the rest of its family runs: the family rule says yes, the engine's own support table no."""
+    engine: str
+    architecture: str          # config architectures[0]
+    hidden_size: int           # tells the models of one family apart (V4-Pro 7168, V4-Flash 4096)
+    label: str
+    archs: frozenset[str]
+    source: str
+
+    def matches(self, engine: str, spec: ModelSpec, arch: str) -> bool:
+        return (engine == self.engine and arch in self.archs and spec.architecture == self.architecture
+                and spec.hidden_size == self.hidden_size)
+
+
+MODEL_GAPS: tuple[ModelGap, ...] = (
+    # V4-Flash runs on MI300X (recipes PR #830) but V4-Pro does not: vLLM's own recipe rates it "unsupported" on
+    # MI300X and MI325X (both gfx942) while it verifies MI355X (gfx950), and the request for MI300/MI325 V4-Pro
+    # support is open. Applies to every V4-Pro checkpoint (native FP4+FP8, base, NVFP4): the recipe rates the model.
+    ModelGap("vllm", "DeepseekV4ForCausalLM", 7168, "DeepSeek-V4-Pro", frozenset({"gfx942"}), (
+        "vllm-project/recipes models/deepseek-ai/DeepSeek-V4-Pro.yaml at commit "
+        "0159550e68b545023a2d1c1bf59fc5088f9d6e89 (hardware: mi300x unsupported, mi325x unsupported, mi355x "
+        "verified); vllm-project/vllm issue #45231 (open: 'MI300/MI325 DeepSeekv4 Pro (Functional Support & "
+        "Recipes)')")),
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +110,7 @@ class FormatGap:
 
 _FP8 = frozenset({"fp8", "fp8-block128", "fp8-channel"})
 _FP4 = frozenset({"nvfp4", "mxfp4"})
+AMD_GPUS = frozenset({"gfx942", "gfx950", "gfx1100", "gfx1151"})
 FORMAT_GAPS: tuple[FormatGap, ...] = (
     # vLLM docs "Supported Hardware" quantization table (docs.vllm.ai/quantization/): Volta (SM 7.0) has GPTQ and
     # GGUF but no AWQ, no Marlin (GPTQ/AWQ/FP8/FP4), no INT8 W8A8 and no FP8; the FP8 W8A8 page
@@ -91,6 +123,15 @@ FORMAT_GAPS: tuple[FormatGap, ...] = (
     FormatGap("vllm", GAUDI, _FP4 | frozenset({"int4-g128", "int8"}),
               "docs.vllm.ai/en/v0.14.0/features/quantization/ Supported Hardware table (Intel Gaudi: INC FP8 only; "
               "no AWQ/GPTQ/Marlin); vllm-project/vllm-gaudi plugin"),
+    # ModelOpt NVFP4 on ROCm: RocmPlatform.supported_quantization has no "modelopt" / "modelopt_fp4" (so vLLM
+    # refuses the checkpoint's method on ROCm); a ModelOpt NVFP4 config is rerouted to "petit_nvfp4", whose
+    # get_quant_method returns a method only for linear layers and the KV cache: FusedMoE experts get none, and
+    # it needs the optional petit-kernel package. No NVFP4 MoE path on any AMD GPU, CDNA4 included.
+    FormatGap("vllm", AMD_GPUS, frozenset({"nvfp4"}), (
+        "vllm-project/vllm vllm/platforms/rocm.py at commit 001eda31e3d032e9dc864e97f3630358b2ff8b5a "
+        "(RocmPlatform.supported_quantization: no modelopt / modelopt_fp4) and "
+        "vllm/model_executor/layers/quantization/petit.py at commit 1d321368081bca440d66e510e34b420267f7fa27 "
+        "(PetitNvFp4Config.get_quant_method: LinearBase and Attention only, no FusedMoE)")),
 )
 
 
@@ -158,6 +199,9 @@ def unsupported(engine: str, spec: ModelSpec, arch: str, formats: Iterable[str] 
     for gap in ENGINE_GAPS:
         if engine == gap.engine and arch in gap.archs:
             return f"{engine} does not run on {arch}; source: {gap.source}"
+    for mg in MODEL_GAPS:
+        if mg.matches(engine, spec, arch):
+            return f"{engine} does not run {mg.label} on {arch}; source: {mg.source}"
     row = kt_row(spec) if kt and engine == "sglang" else None
     kt_ok = frozenset(row.gpu_archs) if row is not None else frozenset()
     for r in RULES:
