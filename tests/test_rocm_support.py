@@ -69,6 +69,8 @@ def test_export_refuses_vllm_v4_pro_on_mi300x_and_sets_aiter_on_mi355x(tmp_path)
     assert r.exit_code == 0, r.output
     script = (tmp_path / "exp" / "launch-node0.sh").read_text()
     assert "export VLLM_ROCM_USE_AITER=1" in script and "vllm serve deepseek-ai/DeepSeek-V4-Pro" in script
+    # a ROCm build reports '0.33.0+rocm...': the version check compares the release part and names the ROCm build
+    assert 'vllm.__version__.split("+")[0]' in script and "ROCm build" in script and "pip install vllm" not in script
     bad = tmp_path / "bad.json"
     bad.write_text(out.read_text().replace('"mi355x', '"mi300x'))
     r = runner.invoke(app, ["export", str(bad), "--out", str(tmp_path / "bad")])
@@ -84,7 +86,8 @@ def test_nvidia_v4_plan_gets_no_rocm_env(tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "exp")])
     assert r.exit_code == 0, r.output
-    assert "VLLM_ROCM_USE_AITER" not in (tmp_path / "exp" / "launch-node0.sh").read_text()
+    script = (tmp_path / "exp" / "launch-node0.sh").read_text()
+    assert "VLLM_ROCM_USE_AITER" not in script and "pip install vllm==" in script and "ROCm" not in script
 
 
 def test_nvfp4_has_no_vllm_moe_path_on_amd():

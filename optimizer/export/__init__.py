@@ -39,6 +39,12 @@ _VERSION_CHECK = {
     "vllm": (f"python3 -c 'import sys, vllm; sys.exit(vllm.__version__ != \"{VLLM_VERSION}\")' 2>/dev/null || "
              f"echo 'warning: these flags were checked against vllm {VLLM_VERSION} (pip install vllm=={VLLM_VERSION})' "
              ">&2"),
+    # vLLM's ROCm builds report '0.33.0+rocm...' and pip's vllm wheel is the CUDA build (docs.vllm.ai
+    # getting_started/installation/gpu, ROCm tab: build from source or use the ROCm docker image)
+    "vllm-rocm": (f"python3 -c 'import sys, vllm; sys.exit(vllm.__version__.split(\"+\")[0] != \"{VLLM_VERSION}\")' "
+                  f"2>/dev/null || echo 'warning: these flags were checked against vllm {VLLM_VERSION}; on AMD GPUs "
+                  "use a ROCm build of it (the pip wheel is the CUDA build; see the ROCm tab of vLLM GPU "
+                  "installation docs)' >&2"),
     "sglang": (f"python3 -c 'import sys, sglang; sys.exit(sglang.__version__ != \"{SGLANG_VERSION}\")' 2>/dev/null || "
                f"echo 'warning: these flags were checked against sglang {SGLANG_VERSION} "
                f"(pip install sglang=={SGLANG_VERSION})' >&2"),
@@ -144,12 +150,15 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
         cmds = ik_llama.commands(facts, plan, model, warnings, derived)
     else:
         cmds = llamacpp.commands(facts, plan, model, warnings, derived)
+    from optimizer.catalog.hardware import load_hardware
+    acc = load_hardware().accelerators.get(plan.hardware.accelerator)
+    check_key = "vllm-rocm" if engine == "vllm" and acc is not None and acc.vendor == "amd" else engine
     for c in cmds:
         rpc_name = f"rpc-node{c.node}-{c.argv[-2]}.sh".replace("CUDA", "gpu")
         name = {"rpc": rpc_name}.get(c.role, f"launch-node{c.node}.sh")
         role = {"head": "head node (serves HTTP)", "worker": "worker node", "rpc": "RPC backend"}[c.role]
         files.append(ExportFile(name, script(c, engine, [f"node {c.node}: {role}", *hdr],
-                                             None if c.role == "rpc" else _VERSION_CHECK[engine]), True))
+                                             None if c.role == "rpc" else _VERSION_CHECK[check_key]), True))
     if engine == "vllm" and plan.hardware.n_nodes > 1:
         ray_cmd = vllm.ray_command(facts, plan, model, warnings, redundant_experts)
         files.append(ExportFile("ray.sh", vllm.ray_script(ray_cmd, plan), True))
