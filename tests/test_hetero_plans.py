@@ -33,16 +33,17 @@ def test_4090_plus_3090_uses_both_and_beats_4090_alone():
 @pytest.mark.slow
 def test_buy_on_top_respects_power_and_meets_target():
     # on the expected figures: these plans compute experts on the CPU (cpu-experts interval low end near x0.04)
-    r = cheapest_mixed("deepseek-v4-flash", "2x rtx-3090, 128GB ddr4", context=131072, tok_s=20, buy=True, min_bits=4,
+    # (10 tok/s: llama.cpp's DeepSeek-V4 layers pay for their hyper-connection nodes, so 20 is out of reach here)
+    r = cheapest_mixed("deepseek-v4-flash", "2x rtx-3090, 128GB ddr4", context=131072, tok_s=10, buy=True, min_bits=4,
                        confidence=0)
     p = r.plan
-    assert p is not None and r.check.ok and p.tok_s >= 20
+    assert p is not None and r.check.ok and p.tok_s >= 10
     assert p.bought and p.cost_usd > 0
     # 2x 3090 (700 W) + platform 300 W (230 W AM5 PPT + 70 W, table.py) leave 600 W of a 1600 W supply: exactly one
     # more card fits (a 5090 at 575 W or an RTX PRO 6000 at 600 W; two of the smallest, 2x 350 W, do not)
     assert len(p.bought) == 1
     # nothing to buy when the owned cards already meet the target at any quality
-    free = cheapest_mixed("deepseek-v4-flash", "2x rtx-3090, 128GB ddr4", context=131072, tok_s=20, buy=True,
+    free = cheapest_mixed("deepseek-v4-flash", "2x rtx-3090, 128GB ddr4", context=131072, tok_s=10, buy=True,
                           confidence=0)
     assert free.plan.cost_usd == 0 and not free.plan.bought
 

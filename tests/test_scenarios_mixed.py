@@ -107,13 +107,13 @@ def test_solve_gives_the_cli_answer(tmp_path: Path):
 def test_buy_question_matches_cli_buy(tmp_path: Path):
     f = tmp_path / "buy.yaml"
     f.write_text(
-        "model: deepseek-v4-flash\ncontext: 128K\ntok_s: 20\nmin_expert_bits: 4\nbuy: true\nconfidence: 0\n"
+        "model: deepseek-v4-flash\ncontext: 128K\ntok_s: 10\nmin_expert_bits: 4\nbuy: true\nconfidence: 0\n"
         "owned: '2x rtx-3090, 128GB ddr4'\n"
     )
     rep = solve([f], jobs=1, out_dir=tmp_path / "out", progress=False, echo=False)
     plan = json.loads(Path(rep.rows[0].plan_file).read_text())
     cli = cli_plan(
-        "deepseek-v4-flash", "--owned", "2x rtx-3090, 128GB ddr4", "--context", "128K", "--tok-s", "20",
+        "deepseek-v4-flash", "--owned", "2x rtx-3090, 128GB ddr4", "--context", "128K", "--tok-s", "10",
         "--min-bits", "4", "--buy", "--confidence", "0",  # experts on the CPU: on the expected figures
     )
     same(plan, cli)

@@ -51,7 +51,9 @@ def test_page_answers_the_main_job(tmp_path):
         assert page.input_value("input[name=model]") == "deepseek-v4-pro"
         assert "$" in page.inner_text(".plan .cost") and "tok/s per sequence" in card
         assert "80% interval" in card
-        assert page.locator("svg#frontier circle.dot").count() >= 2
+        # one dot per frontier tier that meets the target (the main job's frontier has one tier since llama.cpp's
+        # DeepSeek-V4 layers pay for their hyper-connection nodes), the headline's marked
+        assert page.locator("svg#frontier circle.dot").count() >= 1
         assert page.locator("svg#frontier circle.head").count() == 1
         page.screenshot(path=str(SCREENSHOT), full_page=True)
 
