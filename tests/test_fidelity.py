@@ -26,14 +26,14 @@ from optimizer.fidelity.predict import predict_memory, predict_speed
 # metric: (median |error|, p90 |error|, held-out coverage of the 80% interval). The gate allows a figure to worsen
 # by at most GATE_REL (3%) relative: a change that makes rigopt's numbers worse than documented fails here.
 DOCUMENTED = {
-    "source": {"decode_tok_s": (0.2086, 0.647, 0.8407), "prefill_tok_s": (0.2317, 0.8485, 0.8194),
-               "tpot_ms": (0.2631, 1.1201, 0.7308), "ttft_ms": (0.3605, 0.9343, 0.7826),
+    "source": {"decode_tok_s": (0.2086, 0.647, 0.8142), "prefill_tok_s": (0.2317, 0.8485, 0.8333),
+               "tpot_ms": (0.2631, 1.1201, 0.8462), "ttft_ms": (0.3605, 0.9343, 0.7826),
                "output_tok_s_per_gpu": (0.2546, 0.6972, 0.8438)},
-    "family": {"decode_tok_s": (0.2306, 0.7198, 0.8496), "prefill_tok_s": (0.3241, 0.8325, 0.7639),
-               "tpot_ms": (0.2548, 0.8799, 0.7692), "ttft_ms": (0.3499, 0.9362, 0.7826),
+    "family": {"decode_tok_s": (0.2306, 0.7198, 0.7257), "prefill_tok_s": (0.3241, 0.8325, 0.7917),
+               "tpot_ms": (0.2548, 0.8799, 0.9231), "ttft_ms": (0.3499, 0.9362, 0.7826),
                "output_tok_s_per_gpu": (0.2922, 0.8211, 0.875)},
-    "hardware": {"decode_tok_s": (0.2342, 0.6684, 0.6814), "prefill_tok_s": (0.3196, 2.1605, 0.6528),
-                 "tpot_ms": (0.3378, 1.5466, 0.6923), "ttft_ms": (0.5356, 1.0278, 0.6087),
+    "hardware": {"decode_tok_s": (0.2342, 0.6684, 0.6283), "prefill_tok_s": (0.3196, 2.1605, 0.6667),
+                 "tpot_ms": (0.3378, 1.5466, 0.5), "ttft_ms": (0.5356, 1.0278, 0.6087),
                  "output_tok_s_per_gpu": (0.2989, 0.763, 0.625)},
 }
 GATE_REL = 0.03
@@ -214,12 +214,12 @@ def test_documented_figures_are_the_readme_table():
 
 def test_coverage_targets():
     """The issue's targets, as met (or not) by the stored cross-validation: 80% intervals cover 75-85% of held-out
-    rows under leave-one-source-out for decode, TTFT and output tok/s (TPOT: 19 of 26 rows, 73%, documented as
-    missed), and at least 70% under leave-one-model-family-out for decode, TPOT, TTFT and output tok/s."""
+    rows under leave-one-source-out for decode, TPOT, TTFT and output tok/s (TPOT: 22 of 26 rows since served TPOT
+    has its own interval kind, from served rows only), and at least 70% under leave-one-model-family-out for decode,
+    TPOT, TTFT and output tok/s."""
     f = crossval.stored_figures()
-    for m in ("decode_tok_s", "ttft_ms", "output_tok_s_per_gpu"):
+    for m in ("decode_tok_s", "tpot_ms", "ttft_ms", "output_tok_s_per_gpu"):
         assert 0.75 <= f["source"][m]["coverage_80"] <= 0.85, (m, f["source"][m])
-    assert 0.70 <= f["source"]["tpot_ms"]["coverage_80"] <= 0.85
     for m in ("decode_tok_s", "tpot_ms", "ttft_ms", "output_tok_s_per_gpu"):
         assert f["family"][m]["coverage_80"] >= 0.70, (m, f["family"][m])
 
@@ -463,3 +463,63 @@ def test_validate_prints_every_scheme():
     assert one["schemes"] == {s: {"tpot_ms": v["tpot_ms"]} for s, v in d["schemes"].items()}
     text = CliRunner().invoke(app, ["validate"]).output
     assert all(t in text for t in crossval.SCHEME_TITLES.values()) and "80% cov." in text
+
+
+def _cv_case(i, metric, engine, acc, res, src, batch=1, offload=False, model="llama-3.1-8b"):
+    """A CVCase whose every prediction is measured / exp(res): its residual log(measured / predicted) is `res` (for
+    tpot_ms, whose interval kind is on the time itself, as for ttft_ms)."""
+    import math as m
+    meas = 100.0
+    pred = meas / m.exp(res)
+    return crossval.CVCase(f"c{i}", metric, engine, model, "1x " + acc, "", src, meas, acc, batch, offload, pred,
+                           pred, True, crossval.mclass_of(model), "llama-3.1", "x", pred, pred)
+
+
+def test_cpu_experts_rows_never_move_gpu_intervals():
+    """Issue 21, round 2: rows with experts in host memory (the cpu-experts regime) stay out of the GPU rows' "*":
+    adding 30 wildly spread offload rows leaves every GPU regime's interval exactly as it was, while the
+    cpu-experts regime itself is widened to at least "*"'s spread (7 sources < WIDEN_BELOW_SOURCES)."""
+    gpu = [_cv_case(i, "decode_tok_s", "vllm", "h100-sxm", -0.2 + 0.4 * i / 39, f"t{i % 20}") for i in range(40)]
+    gpu += [_cv_case(50 + i, "decode_tok_s", "llamacpp", "rtx-4090", 0.1 + 0.01 * i, f"s{i % 4}") for i in range(12)]
+    off = [_cv_case(100 + i, "decode_tok_s", "llamacpp", "rtx-4090", -2 + 4 * i / 29, f"o{i % 7}", offload=True)
+           for i in range(30)]
+    alone, mixed = crossval.interval_table(gpu)["decode"], crossval.interval_table(gpu + off)["decode"]
+    assert "cpu-experts" not in alone and "cpu-experts" in mixed
+    assert {k: v for k, v in mixed.items() if k != "cpu-experts"} == alone
+    # "*" is the 52 GPU rows only; the offload residuals reach -2..2, the GPU ones -0.2..0.21
+    assert alone["*"]["n_rows"] == 52 and max(abs(q) for q in alone["*"]["log_ratio_quantiles"]) < 0.5
+    cpu, star = mixed["cpu-experts"]["log_ratio_quantiles"], mixed["*"]["log_ratio_quantiles"]
+    assert mixed["cpu-experts"]["n_rows"] == 30 and cpu[1] <= star[1] and cpu[-2] >= star[-2]
+    assert cpu[1] < -1.0 and cpu[-2] > 1.0  # its own spread, far wider than the GPU rows'
+
+
+def test_served_tpot_backs_off_only_within_served_rows():
+    """Served TPOT rows form their own interval kind ("tpot", on the time): single-stream decode rows, however
+    many and however spread, never enter a TPOT interval, and a served TPOT regime with too few rows backs off to
+    the served rows' "*" (all served TPOT rows), not to the decode rows'."""
+    from optimizer.catalog.hardware import get_accelerator as ga
+    from optimizer.estimate.uncertainty import interval
+    tpot = [_cv_case(i, "tpot_ms", "sglang", "b200", 0.3 + 0.01 * (i - 6), f"p{i % 4}", batch=64)
+            for i in range(12)]
+    tpot += [_cv_case(20 + i, "tpot_ms", "sglang", "mi300x", -0.5 + 0.1 * i, f"q{i % 3}", batch=64)
+             for i in range(5)]
+    dec = [_cv_case(100 + i, "decode_tok_s", "sglang", "b200", -3 + 6 * i / 59, f"d{i % 30}") for i in range(60)]
+    alone, mixed = crossval.interval_table(tpot), crossval.interval_table(tpot + dec)
+    assert mixed["tpot"] == alone["tpot"] and set(alone) == {"tpot"}
+    assert mixed["decode"]["*"]["n_rows"] == 60
+    assert alone["tpot"]["*"]["n_rows"] == 17
+    # 5 MI300X rows (< MIN_INTERVAL_ROWS): the served rows' "*", whose spread is the 17 TPOT residuals' (|r| <= 0.5)
+    iv = interval("tpot", "sglang", ga("mi300x"), 64, 0.8, tab=alone)
+    assert iv.regime == "*" and iv.n_rows == 17
+    assert math.exp(-0.6) < iv.low_ratio <= iv.high_ratio < math.exp(0.6)
+    # the served TPOT kind is on the time itself: a row measured slower than predicted has a positive residual
+    c = _cv_case(0, "tpot_ms", "sglang", "b200", 0.25, "p0", batch=64)
+    assert crossval._residual(c) == pytest.approx(0.25)
+
+
+def test_trust_served_tpot_falls_back_to_the_decode_interval():
+    from optimizer.estimate.uncertainty import Interval, Trust
+    dec = Interval("decode", 0.8, 0.5, 1.5, "x", 10, 3)
+    tp = Interval("tpot", 0.8, 0.8, 1.3, "*", 26, 9)
+    assert Trust(0.8, dec, None, None, None, tp).served_tpot() == (tp, False)
+    assert Trust(0.8, dec, None, None, None).served_tpot() == (dec, True)

@@ -1,22 +1,26 @@
 """Prediction intervals: how far to trust a predicted speed, from rigopt's own cross-validated errors.
 
 optimizer/estimate/uncertainty.yaml (written by `python bench/fidelity.py --fit`, optimizer/fidelity/crossval.py)
-holds, per interval kind (decode, prefill, ttft, throughput) and regime, a bias and split-conformal quantiles of the
-cross-validated residual log(measured / predicted) (predictions by factors fitted without the row's source) at
-QUANTILE_LEVELS, after the bias is taken out. A regime's bias is the median residual, stored only where the
+holds, per interval kind (decode, prefill, ttft, throughput, tpot) and regime, a bias and split-conformal quantiles
+of the cross-validated residual log(measured / predicted) (predictions by factors fitted without the row's source)
+at QUANTILE_LEVELS, after the bias is taken out. A regime's bias is the median residual, stored only where the
 regime is biased (the model's own figure falls outside the regime's 80% interval; elsewhere 0): the expected
 figure is the model's figure times exp(bias), and an X% interval of a model figure p is
 [p * exp(bias + q((1 - X) / 2)), p * exp(bias + q((1 + X) / 2))], widened where needed so it always holds the
-expected figure (for ttft, a time, the same on the time).
+expected figure (for ttft and tpot, times, the same on the time). Served TPOT ("tpot") is its own kind, built from
+served rows only, as served TTFT and output tok/s are: a served TPOT never backs off to single-stream decode rows
+(Trust.served_tpot falls back to the decode-speed interval only where no served row backs a tpot interval).
 
 Regimes are engine x hardware class x batch regime x model class (dense, moe, mla-moe, hybrid) x size class
 (s < 40B, m 40-250B, l > 250B total parameters). A regime with too few rows or sources backs off to a coarser one:
-engine/hw/batch/class/size -> engine/hw/batch/class -> engine/hw/batch -> engine/hw -> every row ("*"); a regime
+engine/hw/batch/class/size -> engine/hw/batch/class -> engine/hw/batch -> engine/hw -> every GPU row ("*"); a regime
 backed by few sources is widened to at least its coarser level's spread (crossval.interval_table), so no regime
 borrows a narrower interval than the evidence above it. Deployments with experts in host memory have one regime of
 their own, "cpu-experts" (the rows of measurements/offload_measurements.yaml and the other offload rows with a
 host), backed off only to "*": the host, not the GPU, sets these errors, so they never borrow an engine's or a GPU
-class's narrower interval. A regime rigopt has no measurements for gets the all-rows one, the widest.
+class's narrower interval. Their rows stay out of "*" (every GPU-resident row of the kind), so they never widen or
+narrow a GPU regime either; the cpu-experts regime is widened to at least "*"'s spread. A GPU regime rigopt has no
+measurements for gets "*", the widest.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from optimizer.estimate.speed import device_family
 UNCERTAINTY_FILE = Path(__file__).with_name("uncertainty.yaml")
 UNCERTAINTY_SCHEMA = "rigopt.uncertainty/2"
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95)
-KINDS = ("decode", "prefill", "ttft", "throughput")
+KINDS = ("decode", "prefill", "ttft", "throughput", "tpot")
 CPU_EXPERTS_REGIME = "cpu-experts"  # deployments with routed experts in host memory (issue 20)
 DEFAULT_CONFIDENCE = 0.8  # the interval the text output shows and `cheapest` plans at (README: "Trust")
 SIZE_CLASSES = ((40e9, "s"), (250e9, "m"))  # total parameters below each bound; above the last: "l"
@@ -189,6 +193,12 @@ class Trust:
     prefill: Interval | None       # on prefill tok/s (1/TTFT of one prompt)
     ttft: Interval | None          # on served TTFT (a time)
     throughput: Interval | None    # on served output tok/s
+    tpot: Interval | None = None   # on served TPOT (a time), from served rows only
+
+    def served_tpot(self) -> tuple[Interval | None, bool]:
+        """(interval, is_speed) for a served TPOT: the served-TPOT interval (on the time itself) where served rows
+        back it, else the decode-speed one (its time_bounds)."""
+        return (self.tpot, False) if self.tpot is not None else (self.decode, True)
 
 
 def trust(engine: str, acc: Any, batch: int, confidence: float = DEFAULT_CONFIDENCE, offload: bool = False, *,

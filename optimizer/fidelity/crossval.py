@@ -63,7 +63,9 @@ TARGETS = {"decode_tok_s": 0.20, "tpot_ms": 0.20, "output_tok_s_per_gpu": 0.25, 
            "ttft_ms": 0.30, "weights_per_gpu_bytes": 0.05, "gguf_file_bytes": 0.05, "kv_tokens_for_bytes": 0.05,
            "kv_bytes_per_token": 0.05}
 # the interval kind each metric informs, and whether the metric is a time (measured/predicted inverted for speed)
-KIND = {"decode_tok_s": ("decode", False), "tpot_ms": ("decode", True), "prefill_tok_s": ("prefill", False),
+# served TPOT is its own kind (a time, like ttft): served rows back off only within served rows, never to the
+# single-stream decode rows or the cpu-experts regime
+KIND = {"decode_tok_s": ("decode", False), "tpot_ms": ("tpot", False), "prefill_tok_s": ("prefill", False),
         "ttft_ms": ("ttft", False), "output_tok_s_per_gpu": ("throughput", False)}
 
 
@@ -403,7 +405,10 @@ def interval_table(cases: list[CVCase], scheme: str = "source") -> dict:
             continue
         kind = KIND[c.metric][0]
         keys = _keys(c)
-        for i, key in enumerate(keys):
+        # cpu-experts rows never widen or narrow a GPU regime: they stay out of the GPU rows' "*" (the cpu-experts
+        # regime still backs off to it and is widened to at least its spread)
+        pooled = keys[:-1] if c.offload else keys
+        for i, key in enumerate(pooled):
             res.setdefault(kind, {}).setdefault(key, []).append(r)
             srcs.setdefault(kind, {}).setdefault(key, set()).add(c.source)
             chains.setdefault(kind, {}).setdefault(key, keys[i + 1:])

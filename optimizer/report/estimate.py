@@ -189,6 +189,7 @@ class TrustReport(_M):
     prefill: IntervalReport | None
     ttft: IntervalReport | None
     throughput: IntervalReport | None
+    tpot: IntervalReport | None = None  # served TPOT (a time), from served rows only; None: the decode interval
 
 
 class SettingsReport(_M):
@@ -616,7 +617,7 @@ def _trust_report(tr: Trust) -> TrustReport:
         return None if iv is None else IntervalReport(confidence=iv.confidence, regime=iv.regime, n_rows=iv.n_rows,
                                                       n_sources=iv.n_sources, bias=iv.bias)
     return TrustReport(decode=one(tr.decode), prefill=one(tr.prefill), ttft=one(tr.ttft),
-                       throughput=one(tr.throughput))
+                       throughput=one(tr.throughput), tpot=one(tr.tpot))
 
 
 def _runtime_notes(eng: str, m: ResolvedModel, acc: Accelerator, gpus: int, ev) -> list[str]:
@@ -647,12 +648,13 @@ def _serving_report(s, w: Workload, tr: Trust | None = None) -> ServingReport:
         return x if x == x and x not in (float("inf"), float("-inf")) else None
     extra: dict[str, float | None] = {}
     dec = ttf = thr = None
+    dec_speed = True
     if tr is not None:
-        dec, ttf, thr = tr.decode, tr.ttft, tr.throughput
-        extra = {**_bounds("tpot_s", fin(s.tpot_s), dec, time=True),
+        (dec, dec_speed), ttf, thr = tr.served_tpot(), tr.ttft, tr.throughput
+        extra = {**_bounds("tpot_s", fin(s.tpot_s), dec, time=dec_speed),
                  **_bounds("ttft_s", fin(s.ttft_s), ttf), **_bounds("output_tok_s", s.output_tok_s, thr)}
     # expected figures carry their regime's bias correction (_expected; 1 in unbiased regimes)
-    tpot, ttft = fin(_expected(dec, s.tpot_s, time=True)), fin(_expected(ttf, s.ttft_s))
+    tpot, ttft = fin(_expected(dec, s.tpot_s, time=dec_speed)), fin(_expected(ttf, s.ttft_s))
     return ServingReport(**extra, isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps,
                          prefix_hit=w.prefix_hit, stable=s.stable, tpot_s=tpot, ttft_s=ttft,
                          ttft_p90_s=fin(s.ttft_p90_s), request_rate_rps=s.request_rate_rps,

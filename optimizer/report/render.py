@@ -117,7 +117,7 @@ def render_estimate(r: EstimateResult, console: Console) -> None:
                 hi_ms = None if sv.tpot_s_high is None else sv.tpot_s_high * 1e3
                 thr = _range(sv.output_tok_s_low, sv.output_tok_s_high, tr.throughput if tr else None, ".0f")
                 console.print(f"{head}: TPOT {sv.tpot_s * 1e3:,.1f} ms"
-                              f"{_range(lo_ms, hi_ms, tr.decode if tr else None, '.1f', ' ms')}"
+                              f"{_range(lo_ms, hi_ms, (tr.tpot or tr.decode) if tr else None, '.1f', ' ms')}"
                               f", TTFT {sv.ttft_s:,.2f} s"
                               f"{_range(sv.ttft_s_low, sv.ttft_s_high, tr.ttft if tr else None, '.2f', ' s')} "
                               f"(p90 {sv.ttft_p90_s:,.2f} s), "

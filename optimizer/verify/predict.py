@@ -117,7 +117,7 @@ def predict(plan: Plan, w: Workload, confidence: float) -> Prediction:
     return Prediction(
         source=source,
         ttft_mean_s=_interval(ttft, tr.ttft), ttft_p90_s=_interval(ttft90, tr.ttft),
-        tpot_s=_interval(tpot, tr.decode, time=True),
+        tpot_s=_interval(tpot, *tr.served_tpot()),
         output_tok_s=_interval(out_tok, tr.throughput), total_tok_s=_interval(total_tok, tr.throughput),
         admitted_seqs=admitted, kv_usage_peak=kv_peak, confidence=confidence,
         regime=(tr.decode.regime if tr.decode else "-"))
