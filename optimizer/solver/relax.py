@@ -20,8 +20,13 @@ class Relaxation(BaseModel):
 
 
 def _cheapest(cands: list[Candidate], q: Query) -> tuple[float, Candidate, int] | None:
+    """The cheapest (cost, candidate, DRAM layers) meeting q. Candidates are visited by base cost: a candidate's
+    cost at any offload level is its base cost plus the DRAM it buys (never negative), so once the base cost exceeds
+    the best found no later candidate can win (equal costs are still compared by id, as before)."""
     best = None
-    for c in cands:
+    for c in sorted(cands, key=lambda c: (c.cost, c.id)):
+        if best is not None and c.cost > best[0]:
+            break
         p = best_point(c, q)
         if p is not None:
             cost = c.total_cost(p[0])
