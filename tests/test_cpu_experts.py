@@ -68,14 +68,32 @@ def test_headline_node_populates_two_thirds_of_the_channels():
 def test_numa_interleave_is_capped_by_the_socket_link_and_per_socket_is_not():
     two = HostSpec(cpu=GENOA, sockets=2).resolve()
     link = two.socket_link_bw_bytes_per_s
-    per_socket = 460.8e9 * eff("ktransformers", "server")
+    per_socket = 460.8e9 * eff("ktransformers", "server-2s")
     kt = C.host_bandwidth(two, "sglang")  # KTransformers: one thread pool per NUMA node, local reads
     assert kt.bytes_per_s == pytest.approx(2 * per_socket)
     lc = C.host_bandwidth(two, "llamacpp")  # pages striped: half of each socket's reads cross the link
-    assert lc.bytes_per_s == pytest.approx(2 * min(460.8e9 * eff("llamacpp", "server"), link * 2))
+    assert lc.bytes_per_s == pytest.approx(2 * min(460.8e9 * eff("llamacpp", "server-2s"), link * 2))
     single = C.host_bandwidth(HostSpec(cpu=GENOA, sockets=2, numa="single").resolve(), "llamacpp")
     assert single.bytes_per_s == pytest.approx(460.8e9 * eff("llamacpp", "server"))
     assert single.theoretical == pytest.approx(460.8e9)
+
+
+def test_efficiency_class_counts_the_sockets_in_use():
+    """Two sockets in use (per-socket or interleaved NUMA) take the server-2s efficiency; the same host pinned to one
+    socket takes the single-socket server one, and a desktop stays a desktop."""
+    two = HostSpec(cpu=GENOA, sockets=2).resolve()
+    assert two.host_class == "server"
+    for engine in ("sglang", "llamacpp", "ik_llama"):
+        assert C.efficiency_class(two, engine) == "server-2s"
+        assert C.host_bandwidth(two, engine).host_class == "server-2s"
+        assert C.host_bandwidth(two, engine).efficiency == eff(C.cpu_engine(engine), "server-2s")
+    pinned = HostSpec(cpu=GENOA, sockets=2, numa="single").resolve()
+    assert C.efficiency_class(pinned, "llamacpp") == "server"
+    assert C.host_bandwidth(pinned, "llamacpp").efficiency == eff("llamacpp", "server")
+    assert C.efficiency_class(HostSpec(cpu=GENOA).resolve(), "sglang") == "server"
+    assert C.efficiency_class(C.generic_host(80e9), "llamacpp") == "desktop"
+    # the fitted single- and dual-socket factors differ (the dual-socket one lower: cross-socket traffic)
+    assert eff("ktransformers", "server-2s") < eff("ktransformers", "server")
 
 
 def test_threads_and_measured_bandwidth():
@@ -86,9 +104,9 @@ def test_threads_and_measured_bandwidth():
     # the efficiency is a share of the theoretical peak and a measured figure is STREAM_OF_PEAK of it: the engine
     # reaches eff / STREAM_OF_PEAK of the measured 700 GB/s (not eff x 700, which would count the gap twice)
     got = C.host_bandwidth(meas, "llamacpp")
-    share = min(1.0, eff("llamacpp", "server") / F.STREAM_OF_PEAK.value)
+    share = min(1.0, eff("llamacpp", "server-2s") / F.STREAM_OF_PEAK.value)
     assert got.bytes_per_s == pytest.approx(700e9 * share)
-    assert got.efficiency == eff("llamacpp", "server")  # the fitted factor itself, in peak units
+    assert got.efficiency == eff("llamacpp", "server-2s")  # the fitted factor itself, in peak units
     assert "measured 700 GB/s" in meas.basis
     # a host measured at exactly STREAM_OF_PEAK of its theoretical peak gets what the derived peak would give
     peak = HostSpec(cpu=GENOA, sockets=2, numa="per-socket").resolve()

@@ -100,6 +100,13 @@ def threads_used(host: CpuHost, mode: str) -> int:
     return min(host.threads or cores, cores)
 
 
+def efficiency_class(host: CpuHost, engine: str) -> str:
+    """The host axis of the fitted efficiency: desktop, server (one socket in use) or server-2s (two or more sockets
+    in use: the engine's threads or pages span sockets, which the single-socket classes never see)."""
+    cls = host.host_class
+    return "server-2s" if cls == "server" and numa_mode(host, engine) != "single" else cls
+
+
 @dataclass(frozen=True)
 class HostBandwidth:
     bytes_per_s: float      # achievable by this engine on this host (efficiency, NUMA and threads applied)
@@ -107,6 +114,7 @@ class HostBandwidth:
     efficiency: float       # the fitted engine x host-class fraction of the theoretical peak
     basis: str              # printed: where the figure comes from
     limit: str              # dram | socket-link | threads
+    host_class: str = "server"  # the efficiency's host class (efficiency_class)
 
 
 def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
@@ -121,7 +129,8 @@ def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
     s_used = 1 if mode == "single" else host.sockets
     per_socket = (host.measured_bw_bytes_per_s / host.sockets if host.measured_bw_bytes_per_s
                   else host.socket_bw_bytes_per_s)
-    eff_f = F.cpu_expert_bw_efficiency(cpu_engine(engine), host.host_class)
+    cls = efficiency_class(host, engine)
+    eff_f = F.cpu_expert_bw_efficiency(cpu_engine(engine), cls)
     eff = eff_f.value
     # the efficiency is a fraction of the theoretical peak; a measured (STREAM / MLC) figure is itself a fraction of
     # it (F.STREAM_OF_PEAK), so the engine reaches eff / STREAM_OF_PEAK of the measured figure (at most all of it)
@@ -135,7 +144,7 @@ def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
     thread_cap = threads_used(host, mode) * F.PER_THREAD_DRAM_BW.value
     if thread_cap < total:
         total, limit = thread_cap, "threads"
-    basis = (f"{host.basis}; x {applied:.2f} ({cpu_engine(engine)} on a {host.host_class} host, "
+    basis = (f"{host.basis}; x {applied:.2f} ({cpu_engine(engine)} on a {cls} host, "
              f"{'estimate' if eff_f.estimate else 'fitted'}"
              + (f": {eff:.2f} of peak / {F.STREAM_OF_PEAK.value:.2f}, the measured share of peak" if applied != eff
                 else "") + ")"
@@ -143,7 +152,7 @@ def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
              + {"dram": "", "socket-link": f"; capped by the socket link "
                 f"({host.socket_link_bw_bytes_per_s / 1e9:.0f} GB/s per direction)",
                 "threads": f"; capped by {threads_used(host, mode)} threads"}[limit])
-    return HostBandwidth(total, per_socket * s_used, eff, basis, limit)
+    return HostBandwidth(total, per_socket * s_used, eff, basis, limit, cls)
 
 
 def compute_rate(host: CpuHost, engine: str, path: str) -> float:

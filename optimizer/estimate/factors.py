@@ -81,11 +81,15 @@ for _family, _value in _DECODE["bw_efficiency"].items():  # families with enough
                                     "loss in log space, leave-one-source-out cross-validated (optimizer/fidelity)")
 # ---- routed experts computed by the host CPU (optimizer/estimate/cpu_experts.py) -------------------------------
 # Achieved fraction of the host's theoretical DRAM bandwidth (populated channels, sockets in use) on CPU-expert
-# decode, per CPU-expert engine and host class (desktop: one socket, <= 4 channels; server: the rest). Starting
+# decode, per CPU-expert engine and host class (desktop: one socket, <= 4 channels; server: one socket in use with
+# more channels (EPYC, Xeon, Threadripper); server-2s: two or more sockets in use, whose cross-socket traffic and
+# the engines' NUMA handling cost what a single-socket host never pays: cpu_experts.efficiency_class). Starting
 # values are estimates from published offload runs (desktops ~60%, servers 10-54% of the socket sum, issue 20);
 # `python bench/fidelity.py --fit` replaces a cell with the median implied by the measured rows of that cell
 # (factors.yaml `cpu_experts`, optimizer/fidelity/calibrate.py fit_cpu_experts) when it has MIN_CPU_EXPERT_ROWS.
 _CPU_EXPERT_ESTIMATE = "estimate: published CPU-expert decode (desktops ~60%, servers 10-54% of peak; issue 20)"
+_CPU_EXPERT_ESTIMATE_2S = ("estimate: published CPU-expert decode on dual-socket hosts reaches 25-50% of the "
+                           "socket-sum peak (issue 20)")
 CPU_EXPERT_BW_EFFICIENCY: dict[tuple[str, str], Factor] = {
     ("llamacpp", "desktop"): Factor(0.60, _CPU_EXPERT_ESTIMATE, True),
     ("llamacpp", "server"): Factor(0.40, _CPU_EXPERT_ESTIMATE, True),
@@ -93,6 +97,9 @@ CPU_EXPERT_BW_EFFICIENCY: dict[tuple[str, str], Factor] = {
     ("ik_llama", "server"): Factor(0.45, _CPU_EXPERT_ESTIMATE, True),
     ("ktransformers", "desktop"): Factor(0.55, _CPU_EXPERT_ESTIMATE, True),
     ("ktransformers", "server"): Factor(0.40, _CPU_EXPERT_ESTIMATE, True),
+    ("llamacpp", "server-2s"): Factor(0.30, _CPU_EXPERT_ESTIMATE_2S, True),
+    ("ik_llama", "server-2s"): Factor(0.30, _CPU_EXPERT_ESTIMATE_2S, True),
+    ("ktransformers", "server-2s"): Factor(0.30, _CPU_EXPERT_ESTIMATE_2S, True),
 }
 CPU_EXPERT_BW_ESTIMATES: dict[tuple[str, str], Factor] = dict(CPU_EXPERT_BW_EFFICIENCY)  # before any fit
 _CPU_FIT = FITTED.get("cpu_experts") or {}

@@ -556,8 +556,9 @@ def fit_cpu_experts(exclude_source: str | None = None,
                 continue
             eng = cpu_engine(ENGINE_MAP.get(str(r["engine"]), str(r["engine"])))
             implied = c.bandwidth.efficiency * c.dram_s / needed
-            cells.setdefault(f"{eng}/{h.host_class}", {}).setdefault(src, []).append(implied)
-            pooled.setdefault(h.host_class, {}).setdefault(src, []).append(implied)
+            cls = c.bandwidth.host_class
+            cells.setdefault(f"{eng}/{cls}", {}).setdefault(src, []).append(implied)
+            pooled.setdefault(cls, {}).setdefault(src, []).append(implied)
 
     def enough(by_source: dict[str, list[float]]) -> bool:
         return (sum(len(v) for v in by_source.values()) >= MIN_CPU_EXPERT_ROWS
