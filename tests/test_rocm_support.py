@@ -79,14 +79,19 @@ def test_export_refuses_vllm_v4_pro_on_mi300x_and_sets_aiter_on_mi355x(tmp_path)
     assert not (tmp_path / "bad" / "launch-node0.sh").exists()
 
 
-def test_nvidia_v4_plan_gets_no_rocm_env(tmp_path):
+def exported_script(tmp_path, model: str, context: str, gpu: str, engine: str) -> str:
+    """The head node's launch script of `cheapest MODEL --context C --tok-s 20 --gpus G --engine E`'s plan."""
     out = tmp_path / "plan.json"
-    r = runner.invoke(app, ["cheapest", "deepseek-v4-flash", "--context", "32K", "--tok-s", "20", "--gpus", "h200-sxm",
-                            "--engine", "vllm", "--out", str(out)])
+    r = runner.invoke(app, ["cheapest", model, "--context", context, "--tok-s", "20", "--gpus", gpu,
+                            "--engine", engine, "--out", str(out)])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "exp")])
     assert r.exit_code == 0, r.output
-    script = (tmp_path / "exp" / "launch-node0.sh").read_text()
+    return (tmp_path / "exp" / "launch-node0.sh").read_text()
+
+
+def test_nvidia_v4_plan_gets_no_rocm_env(tmp_path):
+    script = exported_script(tmp_path, "deepseek-v4-flash", "32K", "h200-sxm", "vllm")
     assert "VLLM_ROCM_USE_AITER" not in script and "pip install vllm==" in script and "ROCm" not in script
 
 
@@ -116,3 +121,26 @@ def test_mxfp4_experts_on_gfx942_state_the_aiter_kernel_path():
     h200 = load_hardware().accelerators["h200-sxm"]
     nv = expert_kernel_path("vllm", {"mxfp4"}, h200.native_fp4, h200.bf16_flops, h200.fp8_flops, h200.vendor)
     assert nv is not None and "Marlin" in nv and "AITER" not in nv
+
+
+def test_sglang_does_not_run_v4_pro_on_gfx942_either():
+    """sgl-project/sglang #27890 (open) and AMD's gfx942 matrix: no SGLang V4-Pro on MI300X/MI325X; Flash and
+    gfx950 are untouched, and cheapest never plans SGLang V4-Pro on gfx942."""
+    pro, flash = resolve_model("deepseek-v4-pro").spec, resolve_model("deepseek-v4-flash").spec
+    assert "#27890" in (unsupported("sglang", pro, "gfx942") or "")
+    assert unsupported("sglang", flash, "gfx942") is None or "#27890" not in unsupported("sglang", flash, "gfx942")
+    assert unsupported("sglang", pro, "gfx950") is None
+    r = runner.invoke(app, ["cheapest", "deepseek-v4-pro", "--context", "384K", "--tok-s", "20", "--top", "8",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    plans = [d["plan"], *d.get("alternatives", [])]
+    for p in plans:
+        acc = p["hardware"]["accelerator"]
+        assert not (p["engine"] in ("sglang", "vllm") and acc in ("mi300x", "mi325x")), (p["engine"], acc)
+
+
+def test_sglang_plan_on_amd_names_a_rocm_build(tmp_path):
+    script = exported_script(tmp_path, "deepseek-v4-pro", "384K", "mi355x", "sglang")
+    assert 'sglang.__version__.split("+")[0]' in script and "ROCm build" in script
+    assert "pip install sglang" not in script

@@ -45,6 +45,10 @@ _VERSION_CHECK = {
                   f"2>/dev/null || echo 'warning: these flags were checked against vllm {VLLM_VERSION}; on AMD GPUs "
                   "use a ROCm build of it (the pip wheel is the CUDA build; see the ROCm tab of vLLM GPU "
                   "installation docs)' >&2"),
+    "sglang-rocm": (f"python3 -c 'import sys, sglang; sys.exit(sglang.__version__.split(\"+\")[0] != "
+                    f"\"{SGLANG_VERSION}\")' 2>/dev/null || echo 'warning: these flags were checked against sglang "
+                    f"{SGLANG_VERSION}; on AMD GPUs use a ROCm build of it (the pip wheel is the CUDA build; see the "
+                    "AMD GPU page of the SGLang install docs)' >&2"),
     "sglang": (f"python3 -c 'import sys, sglang; sys.exit(sglang.__version__ != \"{SGLANG_VERSION}\")' 2>/dev/null || "
                f"echo 'warning: these flags were checked against sglang {SGLANG_VERSION} "
                f"(pip install sglang=={SGLANG_VERSION})' >&2"),
@@ -152,7 +156,8 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
         cmds = llamacpp.commands(facts, plan, model, warnings, derived)
     from optimizer.catalog.hardware import load_hardware
     acc = load_hardware().accelerators.get(plan.hardware.accelerator)
-    check_key = "vllm-rocm" if engine == "vllm" and acc is not None and acc.vendor == "amd" else engine
+    rocm = acc is not None and acc.vendor == "amd" and engine in ("vllm", "sglang")
+    check_key = f"{engine}-rocm" if rocm else engine
     for c in cmds:
         rpc_name = f"rpc-node{c.node}-{c.argv[-2]}.sh".replace("CUDA", "gpu")
         name = {"rpc": rpc_name}.get(c.role, f"launch-node{c.node}.sh")

@@ -67,6 +67,13 @@ MODEL_GAPS: tuple[ModelGap, ...] = (
         "0159550e68b545023a2d1c1bf59fc5088f9d6e89 (hardware: mi300x unsupported, mi325x unsupported, mi355x "
         "verified); vllm-project/vllm issue #45231 (open: 'MI300/MI325 DeepSeekv4 Pro (Functional Support & "
         "Recipes)')")),
+    # SGLang: the same request is open upstream (CUDA has run V4-Pro since day 0; on MI300/MI325 "it doesnt work
+    # yet"), and AMD's own gfx942 support matrix marks V4-Pro FP4 on SGLang UNSUPPORTED (its FP8 re-quantization
+    # runs only with AMD's own image settings, not a pinned upstream SGLang)
+    ModelGap("sglang", "DeepseekV4ForCausalLM", 7168, "DeepSeek-V4-Pro", frozenset({"gfx942"}), (
+        "sgl-project/sglang issue #27890 (open: '[Parity with CUDA H200] MI300/MI325 DeepSeekv4 Pro Support'); "
+        "AMD-AGI/Infera pull request #4, infera/engine/dsv4_gfx942.py support matrix (Pro fp4: sglang "
+        "UNSUPPORTED)")),
 )
 
 
