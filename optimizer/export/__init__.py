@@ -19,6 +19,7 @@ from optimizer.export.common import (
     ModelFacts,
     check_layout,
     model_arg,
+    on_amd,
     script,
 )
 from optimizer.limits import (
@@ -35,23 +36,22 @@ from optimizer.solver.plan import PLAN_SCHEMA, Plan
 
 __all__ = ["export_plan", "load_plan", "render_export", "ExportResult", "ExportError", "ENGINE_VERSIONS"]
 
+def _python_version_check(pkg: str, version: str, rocm_docs: str | None = None) -> str:
+    """The launch script's check of a pip-installed engine's version. rocm_docs: on AMD GPUs, where the ROCm build
+    comes from (ROCm builds report '0.33.0+rocm...', and pip's wheel is the CUDA build), else the pip command."""
+    got = f"{pkg}.__version__" + ('.split("+")[0]' if rocm_docs else "")
+    hint = (f"; on AMD GPUs use a ROCm build of it (the pip wheel is the CUDA build; see {rocm_docs})" if rocm_docs
+            else f" (pip install {pkg}=={version})")
+    return (f"python3 -c 'import sys, {pkg}; sys.exit({got} != \"{version}\")' 2>/dev/null || "
+            f"echo 'warning: these flags were checked against {pkg} {version}{hint}' >&2")
+
+
 _VERSION_CHECK = {
-    "vllm": (f"python3 -c 'import sys, vllm; sys.exit(vllm.__version__ != \"{VLLM_VERSION}\")' 2>/dev/null || "
-             f"echo 'warning: these flags were checked against vllm {VLLM_VERSION} (pip install vllm=={VLLM_VERSION})' "
-             ">&2"),
-    # vLLM's ROCm builds report '0.33.0+rocm...' and pip's vllm wheel is the CUDA build (docs.vllm.ai
-    # getting_started/installation/gpu, ROCm tab: build from source or use the ROCm docker image)
-    "vllm-rocm": (f"python3 -c 'import sys, vllm; sys.exit(vllm.__version__.split(\"+\")[0] != \"{VLLM_VERSION}\")' "
-                  f"2>/dev/null || echo 'warning: these flags were checked against vllm {VLLM_VERSION}; on AMD GPUs "
-                  "use a ROCm build of it (the pip wheel is the CUDA build; see the ROCm tab of vLLM GPU "
-                  "installation docs)' >&2"),
-    "sglang-rocm": (f"python3 -c 'import sys, sglang; sys.exit(sglang.__version__.split(\"+\")[0] != "
-                    f"\"{SGLANG_VERSION}\")' 2>/dev/null || echo 'warning: these flags were checked against sglang "
-                    f"{SGLANG_VERSION}; on AMD GPUs use a ROCm build of it (the pip wheel is the CUDA build; see the "
-                    "AMD GPU page of the SGLang install docs)' >&2"),
-    "sglang": (f"python3 -c 'import sys, sglang; sys.exit(sglang.__version__ != \"{SGLANG_VERSION}\")' 2>/dev/null || "
-               f"echo 'warning: these flags were checked against sglang {SGLANG_VERSION} "
-               f"(pip install sglang=={SGLANG_VERSION})' >&2"),
+    "vllm": _python_version_check("vllm", VLLM_VERSION),
+    # docs.vllm.ai getting_started/installation/gpu, ROCm tab: build from source or use the ROCm docker image
+    "vllm-rocm": _python_version_check("vllm", VLLM_VERSION, "the ROCm tab of vLLM GPU installation docs"),
+    "sglang": _python_version_check("sglang", SGLANG_VERSION),
+    "sglang-rocm": _python_version_check("sglang", SGLANG_VERSION, "the AMD GPU page of the SGLang install docs"),
     "llamacpp": (f"llama-server --version 2>&1 | grep -q {LLAMACPP_COMMIT[:7]} || "
                  f"echo 'warning: these flags were checked against llama.cpp commit {LLAMACPP_COMMIT}' >&2"),
     "ik_llama": (f"llama-server --version 2>&1 | grep -q {IK_LLAMA_COMMIT[:7]} || "
@@ -154,10 +154,7 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
         cmds = ik_llama.commands(facts, plan, model, warnings, derived)
     else:
         cmds = llamacpp.commands(facts, plan, model, warnings, derived)
-    from optimizer.catalog.hardware import load_hardware
-    acc = load_hardware().accelerators.get(plan.hardware.accelerator)
-    rocm = acc is not None and acc.vendor == "amd" and engine in ("vllm", "sglang")
-    check_key = f"{engine}-rocm" if rocm else engine
+    check_key = f"{engine}-rocm" if engine in ("vllm", "sglang") and on_amd(plan) else engine
     for c in cmds:
         rpc_name = f"rpc-node{c.node}-{c.argv[-2]}.sh".replace("CUDA", "gpu")
         name = {"rpc": rpc_name}.get(c.role, f"launch-node{c.node}.sh")

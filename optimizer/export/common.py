@@ -270,6 +270,13 @@ def per_replica(plan: Plan) -> int:
     return -(-plan.concurrency // plan.parallel.dp)
 
 
+def on_amd(plan: Plan) -> bool:
+    """The plan's accelerator is an AMD GPU (ROCm builds and environment)."""
+    from optimizer.catalog.hardware import load_hardware
+    acc = load_hardware().accelerators.get(plan.hardware.accelerator)
+    return acc is not None and acc.vendor == "amd"
+
+
 def script(cmd: Command, engine: str, header: list[str], version_check: str | None = None) -> str:
     """A bash launcher: strict mode, pinned version, required variables checked, then exec."""
     lines = ["#!/usr/bin/env bash", "set -euo pipefail",

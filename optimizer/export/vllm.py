@@ -17,6 +17,7 @@ from optimizer.export.common import (
     ModelFacts,
     Var,
     ceil_to,
+    on_amd,
     online_quantization,
     per_replica,
 )
@@ -130,9 +131,7 @@ ROCM_V4_ENV = {"VLLM_ROCM_USE_AITER": "1"}
 
 def rocm_env(facts: ModelFacts, plan: Plan) -> dict[str, Arg]:
     """Environment a ROCm (AMD) vLLM node needs for this model (only what a cited source requires)."""
-    from optimizer.catalog.hardware import load_hardware
-    acc = load_hardware().accelerators.get(plan.hardware.accelerator)
-    return dict(ROCM_V4_ENV) if acc is not None and acc.vendor == "amd" and facts.is_v4 else {}
+    return dict(ROCM_V4_ENV) if facts.is_v4 and on_amd(plan) else {}
 
 
 def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], redundant: int | None,
