@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from itertools import pairwise
 
 from optimizer.cache import BoundedCache
@@ -39,7 +40,7 @@ from optimizer.estimate.kv import default_kv_dtype
 from optimizer.estimate.schemes import IK_QUANTS, MOE_MIXES, SCHEMES, get_scheme
 from optimizer.estimate.speed import SpeedEstimate
 from optimizer.estimate.uncertainty import planning_ratios
-from optimizer.layout import Parallel
+from optimizer.layout import CpuHost, Parallel
 from optimizer.moe.imbalance import expected_imbalance, kt_experts_per_layer, load_aware_gpu_share
 from optimizer.solver.query import Query
 from optimizer.solver.support import format_unsupported, plan_unsupported, scheme_formats, unsupported
@@ -351,6 +352,12 @@ def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | 
     return [None, sd] if q.spec == "auto" else [sd]
 
 
+@lru_cache(maxsize=16)
+def _owned_host(spec: str) -> CpuHost:
+    """An owned box's host spec, parsed once per question rather than once per candidate row."""
+    return parse_host(spec).resolve()
+
+
 def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool, dram_base: float,
            engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
            quality: tuple[float, float, float], spec_dec: SpecDecode | None = None,
@@ -394,7 +401,7 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     Z = L if nvme_bytes else 0  # llama.cpp mmaps GGUF expert tensors: layers beyond DRAM page in from NVMe
     links = plan_links(node, n_nodes, par)
     if owned and q.owned is not None and q.owned.host:  # the owned box's own CPU and DRAM population
-        cpu_host = parse_host(q.owned.host).resolve()
+        cpu_host = _owned_host(q.owned.host)
         links = replace(links, host=cpu_host, host_dram_bw=cpu_host.theoretical_bw_bytes_per_s)
     hardware = Hardware(acc, node, n_nodes, g, links=links)
     # the engine's sequence cap is the planned concurrency per replica (what export writes), or its default when
@@ -476,13 +483,13 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
     # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
     # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
     rkey = (engine, acc.key, L > 0)  # `ratios` lives for one question: one model spec
-    if ratios is None or rkey not in ratios:
+    got = ratios.get(rkey) if ratios is not None else None
+    if got is None:
         got = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None, offload=L > 0,
                               spec=spec)
-        if ratios is None:
-            ratios = {}
-        ratios[rkey] = got
-    speed_ratio, ttft_ratio = ratios[rkey]
+        if ratios is not None:
+            ratios[rkey] = got
+    speed_ratio, ttft_ratio = got
     if speed_ratio != 1.0:
         lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
     if ttft_ratio != 1.0:
