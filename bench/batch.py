@@ -14,7 +14,9 @@ with the cache off, then once more with the cache on (every answer a cache hit),
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import random
 import shutil
 import sys
@@ -100,16 +102,8 @@ def sweep_file(folder: Path, n: int) -> Path:
     of each list, the product closest to n from below, then the fewest models and contexts (the cheapest mix:
     the lists run from small to large models and contexts). n = 1000: 5 models x 5 contexts x 10 tok/s x 4 GPU sets."""
     lists = [SWEEP_MODELS, SWEEP_CONTEXTS, SWEEP_TOK_S, SWEEP_GPUS]
-    best: tuple[int, int, int] | None = None
-    sizes = [1, 1, 1, 1]
-    for a in range(1, len(lists[0]) + 1):
-        for b in range(1, len(lists[1]) + 1):
-            for c in range(1, len(lists[2]) + 1):
-                for d in range(1, len(lists[3]) + 1):
-                    total = a * b * c * d
-                    key = (total, -a, -b)
-                    if total <= max(n, 1) and (best is None or key > best):
-                        best, sizes = key, [a, b, c, d]
+    shapes = [sz for sz in itertools.product(*(range(1, len(x) + 1) for x in lists)) if math.prod(sz) <= max(n, 1)]
+    sizes = max(shapes, key=lambda sz: (math.prod(sz), -sz[0], -sz[1]))  # the first of equals, in product order
     p = folder / "sweep.yaml"
     p.write_text("name: generated sweep\ndefaults:\n  top: 1\n  time_limit_s: 10\nsweep:\n"
                  f"  model: {json.dumps(SWEEP_MODELS[:sizes[0]])}\n  context: {json.dumps(SWEEP_CONTEXTS[:sizes[1]])}\n"

@@ -382,14 +382,17 @@ def section_cli() -> None:
     print(f"  {' '.join(cmd[1:])}: {wall:.2f} s wall ({gpus} GPUs)\n")
 
 
+def children_cpu_s() -> float:
+    """CPU time (user + system) of this process's finished children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def timed(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
     """Run `cmd` as a fresh child process; its wall time and CPU time (user + system of the child)."""
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
+    c0, t = children_cpu_s(), time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    wall = time.perf_counter() - t
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p
+    return time.perf_counter() - t, children_cpu_s() - c0, p
 
 
 def section_fresh(aic: str | None) -> None:
@@ -416,10 +419,9 @@ def section_fresh(aic: str | None) -> None:
         runs: dict[str, tuple[float, float, subprocess.CompletedProcess[str]]] = {}
         for step in ("aic", "rigopt") if i % 2 == 0 else ("rigopt", "aic"):
             if step == "aic":
-                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                c0 = children_cpu_s()
                 a = run_aic(aic, model, system, engine, isl, osl, ttft, tpot)
-                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                a["cpu_s"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+                a["cpu_s"] = children_cpu_s() - c0
             else:
                 rate = a["rate"] if a.get("ok") else rate0
                 runs["system"] = timed(base + ["--rate", f"{rate:g}", "--gpus", gpu, "--engine", engine])

@@ -22,7 +22,7 @@ THIS_FILE = Path(__file__).resolve()
 # The note files (by name or by their folder) and the reference labels the notes use in their source lists.
 PRIVATE = re.compile(
     r"\b(?:engines|hardware|models|hybrid-and-spec|style)\.md\b"
-    r"|shared/(?:reference|seeds)\b|/work/shared\b"
+    r"|shared/(?:reference|seeds)\b|\.\./shared\b|\bwork/shared\b"
     r"|\bW-(?:Price|Cloud|Mac|Spark|Strix|AMD|Gaudi|Azure|DDR|NVMe|PRO6000|H100NVL|H200|H20|NVTAB|AWScut|GCPdoc"
     r"|localrig4090|vf|5090|4090v3090|3090|6000Ada|7900)[a-z0-9]*\b"
     r"|\bSKY-(?:AWS|LAMBDA|RUNPOD|GCP|4019)\b|\bMLE-[AN]\b|\bCODE-3090\b|\bCAPBLK\b"
@@ -53,7 +53,7 @@ def test_detector_recognises_the_private_references():
     """The pattern the scans below rely on catches each kind of reference and leaves upstream citations alone."""
     for bad in ("hardware.md MI325X row", "see engines.md §2.6", "(shared/reference/hybrid-and-spec.md)",
                 "copy in shared/reference/configs/x.json", "models.md §1.3", "W-Price1", "W-Mac4; W-Strix1",
-                "SKY-AWS", "MLE-N (xGMI)", "per CODE-3090", "/work/shared/seeds/000.txt"):
+                "SKY-AWS", "MLE-N (xGMI)", "per CODE-3090", "../shared/seeds/000.txt", "../shared/configs/x.json"):
         assert _hits(bad), bad
     for ok in ("https://github.com/skypilot-org/skypilot-catalog/blob/00148f2/catalogs/v8/aws/vms.csv",
                "https://github.com/stas00/ml-engineering/blob/744d01e/network/README.md",
