@@ -516,8 +516,7 @@ def _source_median(by_source: dict[str, list[float]], prior: float | None = None
     return min(1.0, statistics.median(votes))
 
 
-def fit_cpu_experts(exclude_source: str | None = None,
-                    exclude: Callable[[dict], bool] | None = None) -> dict:
+def fit_cpu_experts(exclude: Callable[[dict], bool] | None = None) -> dict:
     """Per CPU-expert engine x host class, the DRAM efficiency the measured decode rows with experts in host memory
     imply: the median over the cell's sources of each source's median (cells with fewer than MIN_CPU_EXPERT_ROWS
     rows or MIN_CPU_EXPERT_SOURCES sources are not fitted; a cell with fewer than ROBUST_VOTES sources gets the host
@@ -529,8 +528,8 @@ def fit_cpu_experts(exclude_source: str | None = None,
     rest of the step: eff x dram_s / needed_s, with needed_s the measured step less the non-CPU terms plus the part
     of the CPU time the engine hides behind GPU work. Rows bound by the socket link or threads imply nothing.
 
-    `exclude_source` leaves out one source's rows; `exclude` any derived speed row (speed_rows_of) for which it is
-    true (a cross-validation fold's held-out model family or hardware class)."""
+    `exclude` leaves out every derived speed row (speed_rows_of) for which it is true (a cross-validation fold's
+    held-out source, model family or hardware class)."""
     from optimizer.estimate.cpu_experts import cpu_engine
     from optimizer.estimate.deployment import evaluate
     from optimizer.fidelity.crossval import source_key
@@ -540,8 +539,6 @@ def fit_cpu_experts(exclude_source: str | None = None,
     pooled: dict[str, dict[str, list[float]]] = {}
     for r in offload_rows():
         src = source_key(r.get("source"))
-        if exclude_source is not None and src == exclude_source:
-            continue
         rows, why = speed_rows_of(r)
         for s in rows if not why else []:
             if s["metric"] != "decode_tok_s" or (exclude is not None and exclude(s)):

@@ -276,9 +276,11 @@ def _estimates() -> dict[str, float]:
     return {f"{e}/{c}": f.value for (e, c), f in F.CPU_EXPERT_BW_ESTIMATES.items()}
 
 
-def full_fit() -> FitSet:
-    """The fit on every row: the GPU factors (calibrate.fit_all) and the CPU-expert efficiency cells."""
-    return replace(fit_all(), cpu_experts=cpu_expert_cells(fit_cpu_experts()))
+def full_fit(fs: FitSet | None = None) -> FitSet:
+    """The fit on every row: the GPU factors (`fs`, else calibrate.fit_all) with the CPU-expert efficiency cells
+    (fitted on every row when `fs` has none)."""
+    fs = fs or fit_all()
+    return fs if fs.cpu_experts is not None else replace(fs, cpu_experts=cpu_expert_cells(fit_cpu_experts()))
 
 
 def cpu_expert_groups(scheme: str) -> set[str]:
@@ -298,8 +300,7 @@ def fold_cpu_cells(scheme: str, group: str) -> dict[str, float]:
     group's rows (by source under leave-one-source-out, by model family or hardware class under the others); cells
     the fold leaves below the fit's minimum back off to the host class's pooled value (cpu_expert_cells), else to
     the estimate: never to the full fit's value."""
-    fit = (fit_cpu_experts(group) if scheme == "source"
-           else fit_cpu_experts(exclude=_in_group(_row_group(scheme), group)))
+    fit = fit_cpu_experts(exclude=_in_group(_row_group(scheme), group))
     return {**_estimates(), **cpu_expert_cells(fit)}
 
 
@@ -333,9 +334,7 @@ def run(full: FitSet | None = None, schemes: tuple[str, ...] = SCHEMES) -> list[
     predicted_cv, predicted_family, predicted_hardware; a scheme not run leaves NaN). Items rigopt cannot
     evaluate are left out (bench/heldout.py and bench/serving.py list them with the reason)."""
     all_items = items()
-    full = full or full_fit()
-    if full.cpu_experts is None:
-        full = replace(full, cpu_experts=cpu_expert_cells(fit_cpu_experts()))
+    full = full_fit(full)
     in_sample = _predict_all(all_items, full)
     preds = {s: scheme_predictions(all_items, s, in_sample, full) for s in schemes}
     g = _row_group("source")
