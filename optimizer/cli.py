@@ -492,7 +492,7 @@ def validate(
     predictions, summary per metric and regime against the targets, and per scheme the median, p90, signed
     median and held-out coverage of the 80% interval."""
     from optimizer.errors import InputError
-    from optimizer.fidelity.report import METRICS, as_dict, render_text, run, summarize, summarize_schemes
+    from optimizer.fidelity.report import METRICS, as_dict, coverage, render_text, run, summarize, summarize_schemes
     metric = {"decode": "decode_tok_s", "prefill": "prefill_tok_s"}.get(metric or "", metric)
     if metric and metric not in METRICS:
         raise InputError(f"unknown metric '{metric}' (use {', '.join(sorted(METRICS))}, decode or prefill)")
@@ -500,7 +500,7 @@ def validate(
     # held-out coverage needs every row (the intervals are built from all metrics of a kind): filter afterwards
     by_scheme = {k: [s for s in v if not metric or s.metric == metric] for k, v in summarize_schemes(every).items()}
     cases = [c for c in every if not metric or c.metric == metric]
-    summary = summarize(cases)
+    summary = summarize(cases, cover=coverage(every, "source"))  # cov80 per regime, held out by source
     sys.stdout.write((json.dumps(as_dict(cases, summary, fitted_on, by_scheme), indent=2) if as_json
                       else render_text(cases, summary, fitted_on, by_scheme)) + "\n")
 

@@ -294,21 +294,30 @@ def test_scenario_owned_host(tmp_path):
         load_scenario(bad)
 
 
-def test_cpu_expert_fit_gives_each_source_one_vote_and_backs_off_to_the_pooled_class():
+def test_cpu_expert_fit_gives_each_source_one_vote_and_one_value_per_host_class():
     from optimizer.fidelity.calibrate import _source_median, cpu_expert_cells
     # four rows of one source at 1% and one row each of two other sources: by row the median would be 1%
     assert _source_median({"a": [0.01, 0.011, 0.012, 0.013], "b": [0.30], "c": [0.50, 0.60]}) == pytest.approx(0.30)
-    assert _source_median({"a": [0.2, 0.4], "b": [0.6]}) == pytest.approx((0.3 + 0.6) / 2)
+    assert _source_median({"a": [0.2, 0.4], "b": [0.6], "c": [0.1]}) == pytest.approx(0.3)
     assert _source_median({"a": [1.5]}) == 1.0  # an efficiency never exceeds the peak
-    # two votes, one of them outlying: the pooled value fills the third vote instead of the pair's mean deciding
-    assert _source_median({"a": [0.015], "b": [0.60]}, prior=0.28) == pytest.approx(0.28)
-    assert _source_median({"a": [0.015], "b": [0.60]}) == pytest.approx((0.015 + 0.60) / 2)
-    assert _source_median({"a": [0.30]}, prior=0.20) == pytest.approx(0.20)  # one vote, two of the prior
-    # three sources are robust on their own: the prior does not vote
-    assert _source_median({"a": [0.015], "b": [0.60], "c": [0.40]}, prior=0.01) == pytest.approx(0.40)
-    doc = {"bw_efficiency": {"ik_llama/server": {"value": 0.4, "rows": 9, "sources": 4}},
-           "pooled": {"server": {"value": 0.3, "rows": 20, "sources": 8}}}
-    assert cpu_expert_cells(doc) == {"ik_llama/server": 0.4, "llamacpp/server": 0.3, "ktransformers/server": 0.3}
+    doc = {"bw_efficiency": {"server": {"value": 0.3, "rows": 20, "sources": 8},
+                             "server-2s": {"value": 0.25, "rows": 12, "sources": 7}}}
+    cells = cpu_expert_cells(doc)
+    assert {k: v for k, v in cells.items() if k.endswith("/server")} == {
+        "llamacpp/server": 0.3, "ik_llama/server": 0.3, "ktransformers/server": 0.3}
+    assert cells["ktransformers/server-2s"] == 0.25 and not any(k.endswith("/desktop") for k in cells)
+
+
+def test_cpu_expert_fit_needs_three_sources_per_class():
+    # a class whose rows come from two sources is not fitted: the median of two votes is their mean, which one
+    # outlying source would set (its engines then keep the hand estimates)
+    from optimizer.fidelity import calibrate
+    from optimizer.fidelity.crossval import source_key
+    from optimizer.fidelity.heldout import offload_rows
+    full = calibrate.fit_cpu_experts()["bw_efficiency"]
+    assert full and all(v["sources"] >= calibrate.MIN_CPU_EXPERT_SOURCES == 3 for v in full.values())
+    two = set(sorted({source_key(r.get("source")) for r in offload_rows()})[:2])
+    assert calibrate.fit_cpu_experts(exclude=lambda s: source_key(s["source"]) not in two)["bw_efficiency"] == {}
 
 
 def test_cross_validation_folds_back_off_to_the_estimates_never_to_the_full_fit():

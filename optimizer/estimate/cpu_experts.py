@@ -111,7 +111,7 @@ def efficiency_class(host: CpuHost, engine: str) -> str:
 class HostBandwidth:
     bytes_per_s: float      # achievable by this engine on this host (efficiency, NUMA and threads applied)
     theoretical: float      # the populated channels' peak (or the measured figure) of the sockets in use
-    efficiency: float       # the fitted engine x host-class fraction of the theoretical peak
+    efficiency: float       # the fitted host-class fraction of the theoretical peak (every engine's)
     basis: str              # printed: where the figure comes from
     limit: str              # dram | socket-link | threads
     host_class: str = "server"  # the efficiency's host class (efficiency_class)
@@ -144,8 +144,9 @@ def host_bandwidth(host: CpuHost, engine: str) -> HostBandwidth:
     thread_cap = threads_used(host, mode) * F.PER_THREAD_DRAM_BW.value
     if thread_cap < total:
         total, limit = thread_cap, "threads"
-    basis = (f"{host.basis}; x {applied:.2f} ({cpu_engine(engine)} on a {cls} host, "
-             f"{'estimate' if eff_f.estimate else 'fitted'}"
+    basis = (f"{host.basis}; x {applied:.2f} ("
+             + (f"{cpu_engine(engine)} on a {cls} host, estimate" if eff_f.estimate
+                else f"{cls} hosts, fitted over every engine's runs")
              + (f": {eff:.2f} of peak / {F.STREAM_OF_PEAK.value:.2f}, the measured share of peak" if applied != eff
                 else "") + ")"
              + (f"; {mode} NUMA over {host.sockets} sockets" if host.sockets > 1 else "")

@@ -85,8 +85,9 @@ for _family, _value in _DECODE["bw_efficiency"].items():  # families with enough
 # more channels (EPYC, Xeon, Threadripper); server-2s: two or more sockets in use, whose cross-socket traffic and
 # the engines' NUMA handling cost what a single-socket host never pays: cpu_experts.efficiency_class). Starting
 # values are estimates from published offload runs (desktops ~60%, servers 10-54% of the socket sum, issue 20);
-# `python bench/fidelity.py --fit` replaces a cell with the median implied by the measured rows of that cell
-# (factors.yaml `cpu_experts`, optimizer/fidelity/calibrate.py fit_cpu_experts) when it has MIN_CPU_EXPERT_ROWS.
+# `python bench/fidelity.py --fit` replaces a host class's cells, every engine's, with the median implied by the
+# measured rows of that class (factors.yaml `cpu_experts`, optimizer/fidelity/calibrate.py fit_cpu_experts) when it
+# has MIN_CPU_EXPERT_ROWS rows from MIN_CPU_EXPERT_SOURCES sources; a class without them keeps these estimates.
 _CPU_EXPERT_ESTIMATE = "estimate: published CPU-expert decode (desktops ~60%, servers 10-54% of peak; issue 20)"
 _CPU_EXPERT_ESTIMATE_2S = ("estimate: published CPU-expert decode on dual-socket hosts reaches 25-50% of the "
                            "socket-sum peak (issue 20)")
@@ -103,20 +104,14 @@ CPU_EXPERT_BW_EFFICIENCY: dict[tuple[str, str], Factor] = {
 }
 CPU_EXPERT_BW_ESTIMATES: dict[tuple[str, str], Factor] = dict(CPU_EXPERT_BW_EFFICIENCY)  # before any fit
 _CPU_FIT = FITTED.get("cpu_experts") or {}
-for _cell, _v in (_CPU_FIT.get("bw_efficiency") or {}).items():
-    _eng, _cls = _cell.split("/")
-    CPU_EXPERT_BW_EFFICIENCY[(_eng, _cls)] = Factor(float(_v["value"]), (
-        f"fitted on {_v['rows']} measured CPU-expert decode rows from {_v.get('sources', '?')} sources ({_eng}, "
-        f"{_cls} hosts): median over sources of the efficiency each row implies, rigopt fidelity "
-        f"{FITTED['fitted_on']} (optimizer/estimate/factors.yaml)"))
-# a cell without enough rows of its own engine backs off to the value pooled over every engine on that host class
-for _cls, _v in (_CPU_FIT.get("pooled") or {}).items():
-    for (_eng, _c), _f in list(CPU_EXPERT_BW_EFFICIENCY.items()):
-        if _c == _cls and _f.estimate:
+# one fitted value per host class, shared by every engine (calibrate.fit_cpu_experts says why)
+for _cls, _v in (_CPU_FIT.get("bw_efficiency") or {}).items():
+    for (_eng, _c) in list(CPU_EXPERT_BW_EFFICIENCY):
+        if _c == _cls:
             CPU_EXPERT_BW_EFFICIENCY[(_eng, _c)] = Factor(float(_v["value"]), (
-                f"pooled: {_v['rows']} measured CPU-expert decode rows from {_v['sources']} sources of every engine "
-                f"on {_cls} hosts (too few of {_eng}'s own), rigopt fidelity {FITTED['fitted_on']} "
-                "(optimizer/estimate/factors.yaml)"))
+                f"fitted on {_v['rows']} measured CPU-expert decode rows from {_v['sources']} sources of every "
+                f"CPU-expert engine on {_cls} hosts: median over sources of the efficiency each row implies, rigopt "
+                f"fidelity {FITTED['fitted_on']} (optimizer/estimate/factors.yaml)"))
 
 
 def cpu_expert_bw_efficiency(engine: str, host_class: str) -> Factor:

@@ -499,30 +499,27 @@ def write_factors(fitted_on: str, path: str | None = None) -> tuple[str, bool]:
 
 
 MIN_CPU_EXPERT_ROWS = 3
-MIN_CPU_EXPERT_SOURCES = 2
+MIN_CPU_EXPERT_SOURCES = 3  # a median resists one outlying vote only from three votes (the median of two is their mean)
 
 
-ROBUST_VOTES = 3  # a median resists one outlying vote only from three votes (the median of two is their mean)
-
-
-def _source_median(by_source: dict[str, list[float]], prior: float | None = None) -> float:
+def _source_median(by_source: dict[str, list[float]]) -> float:
     """The median over sources of each source's median: one vote per source (page / thread / file), so a source
-    with many rows of one host cannot set a cell alone, and leaving one source out moves the value by one vote.
-    With fewer than ROBUST_VOTES sources, `prior` (the host class's pooled value) fills the missing votes, so one
-    outlying source of two cannot set the cell to the mean of the pair."""
-    votes = [statistics.median(v) for v in by_source.values()]
-    if prior is not None and len(votes) < ROBUST_VOTES:
-        votes += [prior] * (ROBUST_VOTES - len(votes))
-    return min(1.0, statistics.median(votes))
+    with many rows of one host cannot set a value alone, and leaving one source out moves it by one vote."""
+    return min(1.0, statistics.median(statistics.median(v) for v in by_source.values()))
 
 
 def fit_cpu_experts(exclude: Callable[[dict], bool] | None = None) -> dict:
-    """Per CPU-expert engine x host class, the DRAM efficiency the measured decode rows with experts in host memory
-    imply: the median over the cell's sources of each source's median (cells with fewer than MIN_CPU_EXPERT_ROWS
-    rows or MIN_CPU_EXPERT_SOURCES sources are not fitted; a cell with fewer than ROBUST_VOTES sources gets the host
-    class's pooled value as its missing votes, so a fold that leaves a cell two sources cannot set it to their mean).
-    `pooled`: per host class, the same median over every engine's rows of that class, the value a cell without
-    enough evidence of its own backs off to (cpu_expert_cells) before the hand estimate.
+    """Per host class (efficiency_class: desktop, server, server-2s), the DRAM efficiency the measured decode rows
+    with experts in host memory imply, over every CPU-expert engine's rows: the median over the class's sources of
+    each source's median. A class with fewer than MIN_CPU_EXPERT_ROWS rows or MIN_CPU_EXPERT_SOURCES sources is not
+    fitted (its engines keep the hand estimates).
+
+    One value per class, not per engine x class: what differs between llama.cpp, ik_llama.cpp and KTransformers (NUMA
+    handling, the overlap of CPU experts with GPU work, prefill streaming) is in the physics (cpu_experts.py). Fitted
+    per engine x class (with the class value filling a cell's missing votes), the cells predicted held-out sources
+    worse: cpu-experts decode leave-one-source-out median 28.1% per cell against 23.6% per class, leave-one-family-out
+    28.2% against 26.9% (the 2026-12-08 comparison in the fidelity notes of the README). Fourteen sources cannot
+    tell an engine's efficiency from its hosts'.
 
     A row implies the efficiency at which its CPU-expert time fills exactly the measured step minus the predicted
     rest of the step: eff x dram_s / needed_s, with needed_s the measured step less the non-CPU terms plus the part
@@ -530,13 +527,11 @@ def fit_cpu_experts(exclude: Callable[[dict], bool] | None = None) -> dict:
 
     `exclude` leaves out every derived speed row (speed_rows_of) for which it is true (a cross-validation fold's
     held-out source, model family or hardware class)."""
-    from optimizer.estimate.cpu_experts import cpu_engine
     from optimizer.estimate.deployment import evaluate
     from optimizer.fidelity.crossval import source_key
-    from optimizer.fidelity.heldout import ENGINE_MAP, offload_rows, speed_rows_of
+    from optimizer.fidelity.heldout import offload_rows, speed_rows_of
     from optimizer.fidelity.predict import deployment_of
-    cells: dict[str, dict[str, list[float]]] = {}
-    pooled: dict[str, dict[str, list[float]]] = {}
+    classes: dict[str, dict[str, list[float]]] = {}
     for r in offload_rows():
         src = source_key(r.get("source"))
         rows, why = speed_rows_of(r)
@@ -551,36 +546,25 @@ def fit_cpu_experts(exclude: Callable[[dict], bool] | None = None) -> dict:
             needed = 1.0 / s["measured"] - (sp.step_time_s - c.exposed_s) + (c.time_s - c.exposed_s)
             if needed <= 0:
                 continue
-            eng = cpu_engine(ENGINE_MAP.get(str(r["engine"]), str(r["engine"])))
             implied = c.bandwidth.efficiency * c.dram_s / needed
-            cls = c.bandwidth.host_class
-            cells.setdefault(f"{eng}/{cls}", {}).setdefault(src, []).append(implied)
-            pooled.setdefault(cls, {}).setdefault(src, []).append(implied)
+            classes.setdefault(c.bandwidth.host_class, {}).setdefault(src, []).append(implied)
 
     def enough(by_source: dict[str, list[float]]) -> bool:
         return (sum(len(v) for v in by_source.values()) >= MIN_CPU_EXPERT_ROWS
                 and len(by_source) >= MIN_CPU_EXPERT_SOURCES)
 
-    def entry(by_source: dict[str, list[float]], prior: float | None = None) -> dict:
-        return {"value": round(_source_median(by_source, prior), 4), "rows": sum(len(v) for v in by_source.values()),
-                "sources": len(by_source)}
-    pool_doc = {k: entry(v) for k, v in sorted(pooled.items()) if enough(v)}
-    return {"bw_efficiency": {k: entry(v, (pool_doc.get(k.split("/")[1]) or {}).get("value"))
-                              for k, v in sorted(cells.items()) if enough(v)},
-            "pooled": pool_doc}
+    return {"bw_efficiency": {cls: {"value": round(_source_median(v), 4), "rows": sum(len(x) for x in v.values()),
+                                    "sources": len(v)} for cls, v in sorted(classes.items()) if enough(v)}}
 
 
 CPU_EXPERT_ENGINES = ("llamacpp", "ik_llama", "ktransformers")
 
 
 def cpu_expert_cells(doc: dict) -> dict[str, float]:
-    """The "engine/host class" -> efficiency map of a fit_cpu_experts document (for FitSet.cpu_experts): the fitted
-    cells, and for every other engine of a host class with a `pooled` value, that value."""
-    out = {k: float(v["value"]) for k, v in (doc.get("bw_efficiency") or {}).items()}
-    for cls, v in (doc.get("pooled") or {}).items():
-        for eng in CPU_EXPERT_ENGINES:
-            out.setdefault(f"{eng}/{cls}", float(v["value"]))
-    return out
+    """The "engine/host class" -> efficiency map of a fit_cpu_experts document (for FitSet.cpu_experts): every
+    engine of a fitted host class gets the class's value."""
+    return {f"{eng}/{cls}": float(v["value"]) for cls, v in (doc.get("bw_efficiency") or {}).items()
+            for eng in CPU_EXPERT_ENGINES}
 
 
 def cpu_expert_sources() -> set[str]:

@@ -10,6 +10,7 @@ from optimizer.fidelity.crossval import (
     TARGETS,
     CVCase,
     CVSummary,
+    coverage,
     render_schemes,
     render_summary,
     stored,
@@ -22,7 +23,7 @@ from optimizer.fidelity.crossval import run as _cv_run
 SCHEMA_ID = "rigopt.validate/3"
 METRICS = tuple(TARGETS)
 
-__all__ = ["SCHEMA_ID", "METRICS", "run", "summarize", "summarize_schemes", "as_dict", "render_text"]
+__all__ = ["SCHEMA_ID", "METRICS", "coverage", "run", "summarize", "summarize_schemes", "as_dict", "render_text"]
 
 
 def run(metric: str | None = None, recompute: bool = False) -> tuple[list[CVCase], str]:
