@@ -150,7 +150,11 @@ def test_decode_step_adds_cpu_experts_for_llamacpp_and_overlaps_them_for_ktransf
 
 def test_prefill_streams_or_computes_by_the_engines_rule(spec_of):
     assert C.prefill_streams("llamacpp", 512) and not C.prefill_streams("llamacpp", 16)
-    assert C.prefill_streams("sglang", 4096) and not C.prefill_streams("sglang", 512)
+    # KTransformers' own SGLang builds: layerwise GPU prefill above --kt-gpu-prefill-token-threshold; SGLang 0.5.23
+    # (what rigopt exports) has no such flag and computes every forward's CPU experts on the CPU (kt_ep_wrapper.py)
+    assert C.prefill_streams("sglang", 4096, kt_threshold=1024)
+    assert not C.prefill_streams("sglang", 512, kt_threshold=1024)
+    assert not C.prefill_streams("sglang", 4096) and not C.prefill_streams("sglang", 4096, kt_threshold=0)
     assert C.prefill_streams("vllm", 1)
     # ik_llama.cpp: batch x active >= 32 x total experts (DeepSeek 256 / 8: from 1,024 tokens)
     assert not C.prefill_streams("ik_llama", 512, 256, 8) and C.prefill_streams("ik_llama", 1024, 256, 8)
@@ -385,3 +389,24 @@ def test_a_folds_cpu_expert_cells_ignore_the_held_out_groups_rows(scheme, monkey
     after_cells = crossval.fold_cpu_cells(scheme, grp)
     assert after_cells == before_cells
     assert crossval._predict_all([item], replace(full, cpu_experts=after_cells))[item.id] == before
+
+
+def test_sglang_plans_compute_prefill_experts_on_the_cpu_as_the_pinned_release_does():
+    """`estimate` of an SGLang + KTransformers plan (what `export` launches: SGLang 0.5.23 without a layerwise
+    prefill flag) computes the offloaded experts of every prefill chunk on the CPU; the published KTransformers runs
+    (their own builds, threshold set) stream large chunks to the GPUs."""
+    from dataclasses import replace as dc_replace
+
+    from optimizer.estimate.deployment import EngineSettings, evaluate
+    from optimizer.fidelity.heldout import offload_rows, speed_rows_of
+    from optimizer.fidelity.predict import deployment_of
+    row = next(s for r in offload_rows() for s in speed_rows_of(r)[0]
+               if s["engine"] == "sglang" and s["metric"] == "prefill_tok_s" and s["prompt_tokens"] > 4096)
+    d = deployment_of(row)
+    assert d.settings.kt_gpu_prefill_token_threshold == C.KT_GPU_PREFILL_TOKEN_THRESHOLD
+    measured_build = evaluate(d).prefill
+    pinned = evaluate(dc_replace(d, settings=EngineSettings())).prefill
+    assert measured_build.expert_path == "stream" and pinned.expert_path == "cpu"
+    # the CPU path overlaps the GPU's work (KTransformers): TTFT is at least the CPU experts' time, never their sum
+    assert pinned.ttft_s >= pinned.expert_cpu_s > 0
+

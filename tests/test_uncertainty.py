@@ -260,3 +260,33 @@ def test_cheapest_and_estimate_print_the_same_interval_for_the_same_plan():
     # the planner's margin is the same regime's low end
     speed, _ = U.planning_ratios("llamacpp", acc, 1, 0.8, False, spec=spec)
     assert speed == pytest.approx(min(1.0, fine.low_ratio))
+
+
+def test_a_served_plan_is_held_to_the_served_tpot_interval_it_prints():
+    """One question, one answer for served workloads: the planner's speed margin, the plan's printed interval and
+    `estimate`'s served TPOT use the served-TPOT interval (Trust.served_tpot), not the single-stream decode one.
+    The question is also the one that used to end in `internal error: OverflowError` (an H20 candidate whose served
+    TPOT was infinite while the workload counted as sustainable reached the integer table)."""
+    from optimizer.solver.query import Query
+    from optimizer.solver.search import cheapest
+    U._TABLE = None
+    spec = resolve_model("llama-3.1-70b").spec
+    h100 = get_accelerator("h100-sxm")
+    tp = U.interval("tpot", "sglang", h100, 16, 0.8, mclass=U.model_class(spec))
+    dec = U.interval("decode", "sglang", h100, 16, 0.8, mclass=U.model_class(spec))
+    assert tp is not None and dec is not None and tp.regime != dec.regime  # otherwise this case tests nothing
+    speed, _ = U.planning_ratios("sglang", h100, 16, 0.8, served=True, spec=spec)
+    assert speed == pytest.approx(1.0 / max(1.0, tp.high_ratio))
+    assert U.planning_ratios("sglang", h100, 16, 0.8, served=False, spec=spec)[0] == pytest.approx(
+        min(1.0, dec.low_ratio))
+    q = Query(model="llama-3.1-70b", context=2500, tok_s=20.0, concurrency=16, top=1, confidence=0.8, isl=2000,
+              osl=500)
+    p = cheapest(q).plan
+    assert p is not None and p.trust is not None and p.serving is not None
+    acc = get_accelerator(p.hardware.accelerator)
+    served_iv, is_speed = U.trust(p.engine, acc, q.planning_batch, 0.8, spec=spec).served_tpot()
+    assert served_iv is not None and p.trust.decode_regime == served_iv.regime
+    # the printed low end is 1 / (TPOT x the interval's high ratio) and holds the target
+    if not is_speed:
+        assert p.trust.tok_s_per_seq_low == pytest.approx(1.0 / (p.serving.tpot_s * served_iv.high_ratio), rel=1e-6)
+    assert p.trust.tok_s_per_seq_low >= 20.0 * (1 - 1e-6)

@@ -22,9 +22,11 @@ Engines (the key `cpu_engine` returns):
   the experts' output. Prefill: "<= threshold: hybrid CPU+GPU prefill ... > threshold: layerwise GPU prefill"
   (`--kt-gpu-prefill-token-threshold`, kvcache-ai/ktransformers doc/en/kt-kernel/Kimi-K2-Thinking-Native.md at
   95009ea6856c0799e517e93cb12be5e8494bc7ce): above it every layer's experts are copied to the GPUs (each TP rank its
-  share), at or below it the CPU computes them. kt-kernel runs one thread pool per NUMA node with that node's share
-  of every expert (`--kt-threadpool-count`, kvcache-ai/ktransformers kt-kernel/README.md): every socket reads local
-  memory.
+  share), at or below it the CPU computes them. That flag belongs to KTransformers' own SGLang builds; SGLang 0.5.23,
+  the release rigopt exports, computes the CPU experts of every forward on the CPU (its KTEPWrapperMethod.apply:
+  submit to kt-kernel, GPU experts, sync), so its prefill never streams. kt-kernel runs one thread pool per NUMA
+  node with that node's share of every expert (`--kt-threadpool-count`, kvcache-ai/ktransformers
+  kt-kernel/README.md): every socket reads local memory.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ KTRANSFORMERS = "ktransformers"
 OP_OFFLOAD_MIN_BATCH = 32
 # KTransformers --kt-gpu-prefill-token-threshold as its tutorials set it (400 for Kimi-K2 / MiniMax, 1024 for GLM-5,
 # 4096 for DeepSeek-V4-Flash: doc/en/kt-kernel/*.md at 95009ea6856c0799e517e93cb12be5e8494bc7ce); the flag's own
-# default (None) disables layerwise GPU prefill
+# default (None) disables layerwise GPU prefill, and the pinned SGLang 0.5.23 has no such flag (the published
+# KTransformers runs in measurements/ used KTransformers' own builds, predicted with this value)
 KT_GPU_PREFILL_TOKEN_THRESHOLD = 1024
 
 # Peak operations per cycle per core of the matrix instruction set, by expert kernel path:
@@ -211,14 +214,16 @@ def exposed_time(engine: str, cpu_s: float, cpu_layers: float, gpu_s_per_layer: 
     return max(0.0, cpu_s - cpu_layers * gpu_s_per_layer)
 
 
-def prefill_streams(engine: str, chunk_tokens: int, n_experts: int = 0, experts_per_token: int = 0) -> bool:
+def prefill_streams(engine: str, chunk_tokens: int, n_experts: int = 0, experts_per_token: int = 0,
+                    kt_threshold: int | None = None) -> bool:
     """Whether the engine copies host-resident experts to the GPU for a prefill micro-batch (True) or computes
     them on the CPU (False): llama.cpp from OP_OFFLOAD_MIN_BATCH tokens; ik_llama.cpp from OP_OFFLOAD_MIN_BATCH x
-    total / active experts tokens; KTransformers above KT_GPU_PREFILL_TOKEN_THRESHOLD; vLLM's CPU offload always
-    streams."""
+    total / active experts tokens; KTransformers above `kt_threshold` (its SGLang builds' layerwise prefill; None:
+    SGLang 0.5.23, which always computes them on the CPU, EngineSettings.kt_gpu_prefill_token_threshold); vLLM's
+    CPU offload always streams."""
     e = cpu_engine(engine)
     if e == KTRANSFORMERS:
-        return chunk_tokens > KT_GPU_PREFILL_TOKEN_THRESHOLD
+        return kt_threshold is not None and kt_threshold > 0 and chunk_tokens > kt_threshold
     if e == IK_LLAMA:
         if chunk_tokens < OP_OFFLOAD_MIN_BATCH:
             return False

@@ -73,7 +73,11 @@ class EngineSettings:
     SGLang --page-size (tokens per KV block). mamba_ssm_cache_dtype: the recurrent (SSM / delta-rule) state dtype
     of hybrid models, vLLM --mamba-ssm-cache-dtype / SGLang --mamba-ssm-dtype (None = the engine's rule per model;
     llama.cpp always F32). prefix_caching: vLLM's prefix caching (on by default; for hybrids it selects the
-    'align' state mode that pins a second state set per request)."""
+    'align' state mode that pins a second state set per request). kt_gpu_prefill_token_threshold: the
+    `--kt-gpu-prefill-token-threshold` of KTransformers' own SGLang builds (kvcache-ai), above which a prefill
+    chunk's host-resident experts are copied to the GPUs; None = SGLang 0.5.23, the pinned release rigopt exports,
+    which has no such flag: its KTEPWrapperMethod.apply submits every forward's CPU experts to kt-kernel, prefill
+    included (sgl-project/sglang v0.5.23 python/sglang/srt/layers/moe/kt_ep_wrapper.py)."""
     gpu_memory_utilization: float | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
@@ -81,6 +85,7 @@ class EngineSettings:
     block_size: int | None = None
     mamba_ssm_cache_dtype: str | None = None
     prefix_caching: bool = True
+    kt_gpu_prefill_token_threshold: int | None = None
 
     def __post_init__(self) -> None:
         if self.mamba_ssm_cache_dtype is not None:
@@ -736,7 +741,8 @@ class Evaluator:
         return scale_prefill(prefill_time(spec, w, dev, par=d.parallel, prompt_tokens=prompt, links=links,
                                           tiers=tiers, compute_bits=bits, engine=self.phys, dense_bits=dense_bits,
                                           chunk_tokens=self.parts.settings.max_num_batched_tokens,
-                                          cpu_layer_fraction=1.0 - self.glf, cpu_path=self._cpu_path), self.k_pf)
+                                          cpu_layer_fraction=1.0 - self.glf, cpu_path=self._cpu_path,
+                                          kt_prefill_threshold=d.settings.kt_gpu_prefill_token_threshold), self.k_pf)
 
     @property
     def _rate_free(self) -> tuple[PrefillEstimate, PrefillEstimate | None, int]:

@@ -549,7 +549,7 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
                  links: Links | None = None, tiers: ExpertTiers | None = None,
                  compute_bits: float = 16.0, engine: str = "vllm", chunk_tokens: int | None = None,
                  cpu_layer_fraction: float = 0.0, dense_bits: float | None = None,
-                 cpu_path: str = "int8") -> PrefillEstimate:
+                 cpu_path: str = "int8", kt_prefill_threshold: int | None = None) -> PrefillEstimate:
     """Time to first token for one prompt: compute bound (dense + attention FLOPs) vs weights read once per
     prefill chunk (`chunk_tokens`: vLLM max_num_batched_tokens, SGLang chunked_prefill_size, llama.cpp
     ubatch; None = the whole prompt in one pass).
@@ -593,7 +593,7 @@ def prefill_time(spec: ModelSpec, w: WeightBreakdown, dev: Device, *, par: Paral
     touched = distinct_experts(moe[0].n_routed_experts, moe[0].experts_per_token, chunk) / moe[0].n_routed_experts \
         if moe and moe[0].n_routed_experts else 1.0
     streams = C.prefill_streams(engine, chunk, moe[0].n_routed_experts if moe else 0,
-                                moe[0].experts_per_token if moe else 0)
+                                moe[0].experts_per_token if moe else 0, kt_threshold=kt_prefill_threshold)
     # (a) streamed: copied to the GPU once per chunk, over one link or every TP rank's (cpu_experts.stream_links)
     link_bw = links.host_link_bw * C.stream_links(engine, par.tp)
     stream_bytes = chunks * (expert_off * touched + moved)

@@ -215,11 +215,14 @@ def planning_ratios(engine: str, acc: Any, batch: int, confidence: float | None,
     """(decode-speed factor <= 1, TTFT factor >= 1) a planner applies so its targets hold at the low end of the
     `confidence` interval: the planner, the plan's figures and the independent check all call this one function,
     in the model-class regime of `spec` (as trust()).
-    A served workload's TTFT uses the served-TTFT interval, a single prompt's the prefill-speed one."""
+    A served workload's TTFT uses the served-TTFT interval, a single prompt's the prefill-speed one; its per-sequence
+    speed (1 / TPOT) the served-TPOT interval where served rows back one (Trust.served_tpot), else the decode one."""
     if not confidence:
         return 1.0, 1.0
     mclass = model_class(spec)
     speed = conservative_speed_ratio("decode", engine, acc, batch, confidence, offload, mclass)
     if served:
+        if interval("tpot", engine, acc, batch, confidence, offload, mclass) is not None:
+            speed = 1.0 / conservative_time_ratio("tpot", engine, acc, batch, confidence, offload, mclass)
         return speed, conservative_time_ratio("ttft", engine, acc, batch, confidence, offload, mclass)
     return speed, 1.0 / conservative_speed_ratio("prefill", engine, acc, batch, confidence, offload, mclass)

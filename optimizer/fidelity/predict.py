@@ -9,6 +9,7 @@ from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.catalog.host_spec import HostSpec, host_spec_from_measurement
 from optimizer.catalog.models import resolve_model
+from optimizer.estimate.cpu_experts import KT_GPU_PREFILL_TOKEN_THRESHOLD
 from optimizer.estimate.deployment import (
     Deployment,
     EngineSettings,
@@ -101,7 +102,10 @@ def deployment_of(row: dict) -> Deployment:
     batch = int(row.get("batch") or 1)
     return Deployment(model=m, quant=row["quant"], engine=engine, hardware=replace(hw, links=links), parallel=par,
                       context=ctx, concurrency=batch, offload=off, prompt_tokens=ctx,
-                      settings=EngineSettings(max_num_batched_tokens=_ubatch(row) if engine == "llamacpp" else None))
+                      settings=EngineSettings(max_num_batched_tokens=_ubatch(row) if engine == "llamacpp" else None,
+                                              # KTransformers' own builds (every published KT run): layerwise prefill
+                                              kt_gpu_prefill_token_threshold=KT_GPU_PREFILL_TOKEN_THRESHOLD
+                                              if off is not None and engine == "sglang" else None))
 
 
 def _ubatch(row: dict) -> int | None:

@@ -9,6 +9,7 @@ under uniform routing, a convex piecewise-linear interpolation when load-aware t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -453,15 +454,15 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
         return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
 
-    if not ev_a.sustainable:
-        return None  # offloading only slows it down further
+    if not ev_a.sustainable or not math.isfinite(ev_a.tpot_s):
+        return None  # offloading only slows it down further (a served workload no step serves: infinite TPOT)
     ev_b = e_b.at(e_b.d.workload) if e_b is not None else ev_a
     ev_c = at(0, L) if Z else ev_a
     if q.workload is not None:
         # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
         # the offload range (a chord; the independent check re-evaluates the chosen point exactly)
         def tp(ev: Evaluation) -> float:
-            return ev.tpot_s if ev.sustainable else UNSUSTAINABLE_S
+            return ev.tpot_s if ev.sustainable and math.isfinite(ev.tpot_s) else UNSUSTAINABLE_S
         ta, tb, tc = tp(ev_a), tp(ev_b), tp(ev_c)
         lines: tuple[tuple[float, float, float], ...] = ((ta, (tb - ta) / L if L else 0.0,
                                                           (tc - ta) / L if L else 0.0),)

@@ -179,10 +179,17 @@ def _trust_plan(ev: PlanEvaluation, q: Query, c: Candidate, offloaded: bool) -> 
     served = q.workload is not None
     t_iv = tr.ttft if served else tr.prefill
     out = TrustPlan(confidence=conf, planned_at_low_end=bool(q.confidence))
-    if tr.decode is not None and math.isfinite(tok):
-        lo, hi = tr.decode.bounds(tok)
+    # a served workload's per-sequence speed is 1 / TPOT: the served-TPOT interval where served rows back one (the
+    # planner held it to the same one: planning_ratios)
+    d_iv, is_speed = tr.served_tpot() if served else (tr.decode, True)
+    if d_iv is not None and math.isfinite(tok):
+        if is_speed:
+            lo, hi = d_iv.bounds(tok)
+        else:
+            t_lo, t_hi = d_iv.bounds(ev.physics.tpot_s)
+            lo, hi = 1.0 / t_hi, 1.0 / t_lo
         out = out.model_copy(update=dict(tok_s_per_seq_low=lo, tok_s_per_seq_high=hi,
-                                          decode_regime=tr.decode.regime, decode_rows=tr.decode.n_rows))
+                                          decode_regime=d_iv.regime, decode_rows=d_iv.n_rows))
     if t_iv is not None and math.isfinite(ttft):
         lo, hi = t_iv.bounds(ttft) if served else t_iv.time_bounds(ttft)  # served: a TTFT interval; else prefill
         out = out.model_copy(update=dict(ttft_s_low=lo, ttft_s_high=hi, ttft_regime=t_iv.regime,
