@@ -268,6 +268,10 @@ def test_lws_manifest_and_ray_for_multinode():
     assert leader["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert "--data-parallel-backend ray" in leader["command"][2]
     assert svc["spec"]["selector"]["role"] == "leader"
+    # the Service reaches the leader on the pod's address: the pod's server listens on every interface, while the
+    # scripts for the user's own machines keep the loopback address
+    assert "--host 0.0.0.0" in leader["command"][2] and "127.0.0.1" not in leader["command"][2]
+    assert "--host 127.0.0.1" in res.file("ray.sh").content + res.file("launch-node0.sh").content
     assert "ray start --head" in res.file("ray.sh").content
     head, worker = res.commands
     hv, wv = dict(parse(head)), dict(parse(worker))
@@ -325,3 +329,22 @@ def test_load_plan_rejects_other_json(tmp_path):
     f.write_text('{"schema_id": "rigopt.estimate/1"}')
     with pytest.raises(ExportError):
         load_plan(f)
+
+
+@pytest.mark.parametrize("name,plan_name,engine,model_path", CASES)
+def test_single_plan_servers_listen_on_loopback_only(name, plan_name, engine, model_path):  # noqa: ARG001
+    """Servers bind 127.0.0.1 unless the user names another address: every launch command of a single plan that
+    takes a listen address (--host, --bind, OLLAMA_HOST) gets the loopback one (fleet pools, which a router on
+    another pod must reach, are tested in test_fleet_export.py)."""
+    res = export_plan(plan(plan_name), engine, None, model_path=model_path)
+    seen = 0
+    for c in getattr(res, "checked_commands", res.commands):
+        for flag, value in parse(c):
+            if flag in ("--host", "--bind"):
+                assert value == "127.0.0.1", (name, c.one_line())
+                seen += 1
+        host_env = c.env.get("OLLAMA_HOST")
+        if host_env is not None:
+            assert str(host_env).startswith("127.0.0.1:")
+            seen += 1
+    assert seen, name

@@ -15,6 +15,10 @@ from optimizer.units import GiB
 
 ENGINES = tuple(ENGINE_VERSIONS)
 HTTP_PORT = {"vllm": 8000, "sglang": 30000, "llamacpp": 8080, "ik_llama": 8080}
+# every single-plan server listens on the loopback address (an engine's OpenAI API has no authentication by
+# default): edit --host in the script to serve other machines. Fleet pools bind 0.0.0.0 (their router reaches them
+# from another pod; optimizer/export/fleet.py)
+LOCAL_BIND = "127.0.0.1"
 VLLM_DP_RPC_PORT = 13345
 SGLANG_DIST_PORT = 20000
 RPC_PORT = 50052

@@ -44,7 +44,7 @@ from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import catalogue_key, resolve_model
 from optimizer.errors import RigoptError
 from optimizer.estimate.layers import model_layers
-from optimizer.export.common import HTTP_PORT, RPC_PORT, Arg, Command, ExportError, Var, script
+from optimizer.export.common import HTTP_PORT, LOCAL_BIND, RPC_PORT, Arg, Command, ExportError, Var, script
 from optimizer.export.llamacpp import KV_TYPES, offload_regex
 from optimizer.hetero.inventory import Inventory, parse_inventory
 from optimizer.hetero.plan import MixedPlan, Stage
@@ -187,7 +187,7 @@ def commands(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> list[Command
         a += ["--load-mode", "mmap"]
     elif host_layers:
         a += ["--load-mode", "none"]
-    a += ["-t", str(threads), "--host", "127.0.0.1", "--port", str(HTTP_PORT["llamacpp"])]
+    a += ["-t", str(threads), "--host", LOCAL_BIND, "--port", str(HTTP_PORT["llamacpp"])]
     env: dict[str, Arg] = {"CUDA_VISIBLE_DEVICES": ",".join(str(c) for c in cuda_indices(plan, inv, 0))}
     out = [Command(0, "head", a, env=env, tool="llamacpp")]
     for b in remotes:
@@ -236,7 +236,7 @@ def vllm_command(plan: MixedPlan, model_path: str = "${MODEL_PATH}") -> Command:
         a += ["--kv-cache-dtype", "fp8" if m.spec.family == "deepseek_v4" else KV_DTYPE[plan.kv_dtype]]
     except KeyError:
         raise ExportError(f"vLLM has no KV dtype for '{plan.kv_dtype}'") from None
-    a += ["--host", "127.0.0.1", "--port", str(HTTP_PORT["vllm"])]
+    a += ["--host", LOCAL_BIND, "--port", str(HTTP_PORT["vllm"])]
     env: dict[str, str | Var] = {
         "CUDA_VISIBLE_DEVICES": ",".join(str(c) for c in cuda_indices(plan, inv)),
         "VLLM_PP_LAYER_PARTITION": ",".join(str(s.end - s.start) for s in plan.stages),

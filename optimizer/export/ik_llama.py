@@ -16,7 +16,7 @@ tests/data/engine_flags/ik_llama-<commit>.txt). Differences from upstream llama.
 from __future__ import annotations
 
 from optimizer.estimate import factors as F
-from optimizer.export.common import HTTP_PORT, Arg, Command, ExportError, ModelFacts
+from optimizer.export.common import HTTP_PORT, LOCAL_BIND, Arg, Command, ExportError, ModelFacts
 from optimizer.export.llamacpp import KV_TYPES, offload_regex, server_basics
 from optimizer.solver.plan import Plan
 
@@ -52,5 +52,5 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
                         "default): keep the GGUF on a local NVMe drive")
     ub = plan.settings.max_num_batched_tokens if plan.settings else int(F.LLAMACPP_UBATCH.value)
     a += ["-t", str(threads), "-b", str(max(2048, ub)), "-ub", str(ub)]
-    a += ["--host", "127.0.0.1", "--port", str(HTTP_PORT["ik_llama"])]
+    a += ["--host", LOCAL_BIND, "--port", str(HTTP_PORT["ik_llama"])]
     return [Command(0, "head", a, tool="ik_llama")]

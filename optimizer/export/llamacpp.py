@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from optimizer.estimate import factors as F
-from optimizer.export.common import HTTP_PORT, RPC_PORT, Arg, Command, ExportError, ModelFacts, Var
+from optimizer.export.common import HTTP_PORT, LOCAL_BIND, RPC_PORT, Arg, Command, ExportError, ModelFacts, Var
 from optimizer.solver.plan import Plan
 
 KV_TYPES = {"f16": "f16", "fp16": "f16", "bf16": "bf16", "f32": "f32", "q8_0": "q8_0", "q4_0": "q4_0",
@@ -83,5 +83,5 @@ def commands(_facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], de
                 out.append(Command(i, "rpc", ["ggml-rpc-server", "-H", Var(f"${{NODE{i}_IP}}"),
                                               "-p", str(RPC_PORT + g), "-d", f"CUDA{g}", "-c"],
                                    tool="ggml-rpc-server"))
-    a += ["--host", "127.0.0.1", "--port", str(HTTP_PORT["llamacpp"])]
+    a += ["--host", LOCAL_BIND, "--port", str(HTTP_PORT["llamacpp"])]
     return [Command(0, "head", a, tool="llamacpp"), *out]

@@ -7,6 +7,7 @@ from optimizer.catalog.ktransformers import load_kt_matrix
 from optimizer.estimate.memory import default_max_num_batched_tokens
 from optimizer.export.common import (
     HTTP_PORT,
+    LOCAL_BIND,
     MAX_SAFE_FRACTION,
     SGLANG_DIST_PORT,
     Arg,
@@ -168,7 +169,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
         raise ExportError("SGLang has no streamed (UVA) expert offload; export this plan with vllm")
     if facts.is_v4:
         a += ["--reasoning-parser", "deepseek-v4", "--tool-call-parser", "deepseekv4"]
-    a += ["--host", "0.0.0.0", "--port", str(HTTP_PORT["sglang"])]
+    a += ["--host", LOCAL_BIND, "--port", str(HTTP_PORT["sglang"])]
     if h.n_nodes == 1:
         return [Command(0, "head", a, tool="sglang")]
     env = {"GLOO_SOCKET_IFNAME": Var("${IFACE_NAME}"), "NCCL_SOCKET_IFNAME": Var("${IFACE_NAME}")}

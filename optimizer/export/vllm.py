@@ -9,6 +9,7 @@ from optimizer.engines import VLLM_VERSION
 from optimizer.estimate.memory import default_max_num_batched_tokens
 from optimizer.export.common import (
     HTTP_PORT,
+    LOCAL_BIND,
     MAX_SAFE_FRACTION,
     VLLM_DP_RPC_PORT,
     Arg,
@@ -139,7 +140,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], red
     p, h = plan.parallel, plan.hardware
     base = common_args(facts, plan, warnings, redundant, derived)
     serve: list[Arg] = ["vllm", "serve", model]
-    http: list[Arg] = ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
+    http: list[Arg] = ["--host", LOCAL_BIND, "--port", str(HTTP_PORT["vllm"])]
     rocm = rocm_env(facts, plan)
     if h.n_nodes == 1:
         if p.dp > 1:
@@ -182,7 +183,7 @@ def ray_command(facts: ModelFacts, plan: Plan, model: Arg, _warnings: list[str],
         a += ["--data-parallel-size", str(p.dp), "--data-parallel-backend", "ray"]
     else:
         a += ["--distributed-executor-backend", "ray"]
-    a += ["--host", "0.0.0.0", "--port", str(HTTP_PORT["vllm"])]
+    a += ["--host", LOCAL_BIND, "--port", str(HTTP_PORT["vllm"])]
     env: dict[str, Arg] = dict(rocm_env(facts, plan))
     if p.dp > 1 and p.tp > plan.hardware.gpus_per_node:
         env["VLLM_RAY_DP_PACK_STRATEGY"] = "span"
