@@ -249,3 +249,24 @@ def test_llamacpp_v4_flash_on_8x3090_decode_matches_the_published_build():
                    concurrency=1)
     tok_s = evaluate(d).decode.tok_s_per_seq
     assert tok_s == pytest.approx(16.7, rel=0.10)
+
+
+def test_sweep_shape_splits_a_common_error_from_the_growth_by_hand():
+    """bench/sweep_shape.py's split of a sweep's TPOT error: measured 10 / 20 / 40 ms at c1 / c8 / c64. Predicted
+    15 / 30 / 60 is 50% high everywhere: level +0.5, shape 0 and 0. Predicted 12 / 18 / 30: level 12 / 10 - 1 = +0.2,
+    shape (18 / 12) / (20 / 10) - 1 = -0.25 and (30 / 12) / (40 / 10) - 1 = -0.375 (the growth with batch is too
+    flat). A point without a measured TPOT is skipped, and two points are not a sweep."""
+    from optimizer.fidelity.serving import ServingCase, sweep_shape
+
+    def sweep(pred: tuple[float, ...]) -> list[ServingCase]:
+        meas = ({"tpot_ms": 10.0}, {"output_tok_s_per_gpu": 5.0}, {"tpot_ms": 20.0}, {"tpot_ms": 40.0})
+        pr = (pred[0], 1.0, pred[1], pred[2])
+        return [ServingCase(f"r{i}", "sglang", "m", "8x b200 TP8", f"1000/1000 c{c}", m, {"tpot_ms": p}, "u")
+                for i, (c, m, p) in enumerate(zip((1, 4, 8, 64), meas, pr, strict=True))]
+    flat = sweep_shape(sweep((15.0, 30.0, 60.0)))
+    assert flat is not None and flat.level == pytest.approx(0.5) and flat.shape == pytest.approx((0.0, 0.0))
+    s = sweep_shape(sweep((12.0, 18.0, 30.0)))
+    assert s is not None and s.level == pytest.approx(0.2) and s.shape == pytest.approx((-0.25, -0.375))
+    again = sweep_shape(sweep((1.0, 1.0, 1.0)), {"r0": 12.0, "r2": 18.0, "r3": 30.0})
+    assert again == s
+    assert sweep_shape(sweep((12.0, 18.0, 30.0))[:3]) is None

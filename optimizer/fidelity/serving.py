@@ -185,3 +185,27 @@ def medians(cases: list[ServingCase]) -> dict[str, tuple[int, float]]:
         if errs:
             out[metric] = (len(errs), statistics.median(errs))
     return out
+
+
+@dataclass(frozen=True)
+class SweepShape:
+    """One batch sweep's TPOT split into a level and a shape: `level` = predicted / measured - 1 at its lowest
+    concurrency with a TPOT; `shape` = per later point, (predicted / predicted at the lowest) / (measured /
+    measured at the lowest) - 1. An error common to every point of the sweep (the base step) moves `level` only;
+    the growth with batch (the per-sequence cost) moves `shape`."""
+    level: float
+    shape: tuple[float, ...]
+
+
+def sweep_shape(sweep: list[ServingCase], predicted_tpot: dict[str, float] | None = None) -> SweepShape | None:
+    """The level and shape errors of a sweep's TPOT (predicted from the cases, or from `predicted_tpot` by case
+    id); None with fewer than SWEEP_MIN_POINTS points that have both a measured and a predicted TPOT."""
+    def pred(c: ServingCase) -> float | None:
+        p = predicted_tpot.get(c.id) if predicted_tpot is not None else c.predicted.get("tpot_ms")
+        return p if p is not None and p > 0 and math.isfinite(p) else None
+    pts = [(c.measured["tpot_ms"], p) for c in sweep
+           if c.measured.get("tpot_ms", 0) > 0 and (p := pred(c)) is not None]
+    if len(pts) < SWEEP_MIN_POINTS:
+        return None
+    (m0, p0), rest = pts[0], pts[1:]
+    return SweepShape(p0 / m0 - 1.0, tuple((p / p0) / (m / m0) - 1.0 for m, p in rest))
