@@ -270,3 +270,20 @@ def test_sweep_shape_splits_a_common_error_from_the_growth_by_hand():
     again = sweep_shape(sweep((1.0, 1.0, 1.0)), {"r0": 12.0, "r2": 18.0, "r3": 30.0})
     assert again == s
     assert sweep_shape(sweep((12.0, 18.0, 30.0))[:3]) is None
+
+
+def test_served_rows_are_predicted_at_their_mean_request_lengths_by_hand():
+    """sglang.bench_serving's random dataset draws each request's lengths uniformly from [max(int(L x ratio), 1), L]
+    (ratio 0 by default), so the sgl-cookbook DeepSeek-R1 1000/1000 c16 run served 39,668 input and 40,725 output
+    tokens over 80 requests: 495.85 -> 496 and 509.06 -> 509 tokens per request, not 1000 / 1000. A row whose quote
+    has no totals keeps its workload's isl / osl; the printed workload stays the nominal one (sweeps group on it)."""
+    from optimizer.fidelity.serving import deployment_of, mean_lengths, predict, serving_rows
+    rows = {r["id"]: r for r in serving_rows()}
+    r = rows["sglang-b200x8-dsr1-fp8-isl1k-osl1k-c16"]
+    assert mean_lengths(r) == (496, 509)
+    w = deployment_of(r).workload
+    assert w is not None and (w.isl, w.osl, w.concurrency) == (496, 509, 16)
+    assert predict(r).workload == "1000/1000 c16"
+    ix = rows["ix-sglang-b200x4-dsr1-nvfp4-tp4ep4-isl1k-osl1k-c64"]
+    assert mean_lengths(ix) == (1024, 1024)
+    assert mean_lengths({"workload": {"isl": 8, "osl": 4}, "quote": "Successful requests: 0"}) == (8, 4)
