@@ -7,7 +7,7 @@ cancels? (issue 21: fit the batched decode step on published sweeps.)
 
 Reads nothing but measurements/serving_measurements.yaml and writes nothing. The decode and prefill factors are
 refitted in memory on the current rows (calibrate.fit_all, as `bench/fidelity.py --fit` would, without writing)
-and the per-sequence cost and its saturation point are then set by the grid, not fitted. About a minute of CPU.
+and the per-sequence cost and its saturation point are then set by the grid, not fitted. Under a minute of CPU.
 """
 
 from __future__ import annotations
