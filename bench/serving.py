@@ -2,6 +2,8 @@
 
     python bench/serving.py            # table of every comparable row, then the median |error| per metric,
                                        # then each batch sweep (TPOT and output tok/s vs concurrency)
+    python bench/serving.py --refit    # the same with every factor refitted in memory on the current rows (what
+                                       # `bench/fidelity.py --fit` would store; writes nothing)
 
 Rows: measurements/serving_measurements.yaml (each quoted and sourced); how a row is predicted is in
 optimizer/fidelity/serving.py. Two serving factors (the per-sequence step and the TTFT cost) are fitted on these
@@ -11,6 +13,7 @@ rows, so this table is in sample; the cross-validated errors (each source predic
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -23,7 +26,22 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:,.1f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--refit", action="store_true",
+                    help="predict with factors refitted in memory on the current rows (writes nothing)")
+    if ap.parse_args(argv).refit:
+        from optimizer.fidelity import calibrate as C
+        fs = C.fit_all()
+        print(f"in-memory refit: per-sequence cost {(fs.seq_step_s or 0.0) * 1e3:.3f} ms, N_sat {fs.seq_saturation}, "
+              f"TTFT overhead {fs.ttft_overhead_s} s\n")
+        with C.applied(fs):
+            report()
+    else:
+        report()
+
+
+def report() -> None:
     cases, skipped = run()
     print(f"{'id':58} {'engine':7} {'hardware':28} {'workload':16} "
           + " ".join(f"{m + ' meas/pred/err':>30}" for m in METRICS))

@@ -148,8 +148,10 @@ def test_dense_gemm_time_follows_the_measured_kernels_from_the_fitted_stream_tim
 
 def test_bench_serving_groups_batch_sweeps():
     """bench/serving.py's sweeps: one source, model, engine, GPU type and isl/osl at 3+ concurrencies, sorted by
-    concurrency; a pair of points is not a sweep. On the stored rows: at least 3 sweeps (MiniMax-M2.7 on MI300X
-    runs from 1 to 1,024 requests)."""
+    concurrency; a pair of points is not a sweep. On the stored rows: at least 16 sweeps from 6+ sources (issue 21
+    asks for published sweeps to fit the batched decode step on), on NVIDIA B200 / H200 / A100 and AMD MI300X /
+    MI355X, vLLM and SGLang, with TPOT at 3+ concurrencies in at least 14 of them (MiniMax-M2.7 on MI300X runs from
+    1 to 1,024 requests)."""
     from optimizer.fidelity.serving import ServingCase, concurrency_of, run, sweeps
 
     def case(i: str, c: int, src: str = "u") -> ServingCase:
@@ -157,7 +159,11 @@ def test_bench_serving_groups_batch_sweeps():
     got = sweeps([case("a", 64), case("b", 1), case("c", 8), case("d", 1, "v"), case("e", 8, "v")])
     assert [[c.id for c in s] for s in got] == [["b", "c", "a"]]
     stored = sweeps(run()[0])
-    assert len(stored) >= 3
+    assert len(stored) >= 16
+    assert len({s[0].source.split(" ")[0].split("#")[0] for s in stored}) >= 6
+    assert {"b200", "h200-sxm", "a100-80gb-sxm", "mi300x", "mi355x"} <= {s[0].hardware.split(" ")[1] for s in stored}
+    assert {s[0].engine for s in stored} == {"vllm", "sglang"}
+    assert sum(1 for s in stored if sum(1 for c in s if "tpot_ms" in c.measured) >= 3) >= 14
     assert max(concurrency_of(s[-1]) for s in stored) >= 1024
 
 
@@ -243,3 +249,41 @@ def test_llamacpp_v4_flash_on_8x3090_decode_matches_the_published_build():
                    concurrency=1)
     tok_s = evaluate(d).decode.tok_s_per_seq
     assert tok_s == pytest.approx(16.7, rel=0.10)
+
+
+def test_sweep_shape_splits_a_common_error_from_the_growth_by_hand():
+    """bench/sweep_shape.py's split of a sweep's TPOT error: measured 10 / 20 / 40 ms at c1 / c8 / c64. Predicted
+    15 / 30 / 60 is 50% high everywhere: level +0.5, shape 0 and 0. Predicted 12 / 18 / 30: level 12 / 10 - 1 = +0.2,
+    shape (18 / 12) / (20 / 10) - 1 = -0.25 and (30 / 12) / (40 / 10) - 1 = -0.375 (the growth with batch is too
+    flat). A point without a measured TPOT is skipped, and two points are not a sweep."""
+    from optimizer.fidelity.serving import ServingCase, sweep_shape
+
+    def sweep(pred: tuple[float, ...]) -> list[ServingCase]:
+        meas = ({"tpot_ms": 10.0}, {"output_tok_s_per_gpu": 5.0}, {"tpot_ms": 20.0}, {"tpot_ms": 40.0})
+        pr = (pred[0], 1.0, pred[1], pred[2])
+        return [ServingCase(f"r{i}", "sglang", "m", "8x b200 TP8", f"1000/1000 c{c}", m, {"tpot_ms": p}, "u")
+                for i, (c, m, p) in enumerate(zip((1, 4, 8, 64), meas, pr, strict=True))]
+    flat = sweep_shape(sweep((15.0, 30.0, 60.0)))
+    assert flat is not None and flat.level == pytest.approx(0.5) and flat.shape == pytest.approx((0.0, 0.0))
+    s = sweep_shape(sweep((12.0, 18.0, 30.0)))
+    assert s is not None and s.level == pytest.approx(0.2) and s.shape == pytest.approx((-0.25, -0.375))
+    again = sweep_shape(sweep((1.0, 1.0, 1.0)), {"r0": 12.0, "r2": 18.0, "r3": 30.0})
+    assert again == s
+    assert sweep_shape(sweep((12.0, 18.0, 30.0))[:3]) is None
+
+
+def test_served_rows_are_predicted_at_their_mean_request_lengths_by_hand():
+    """sglang.bench_serving's random dataset draws each request's lengths uniformly from [max(int(L x ratio), 1), L]
+    (ratio 0 by default), so the sgl-cookbook DeepSeek-R1 1000/1000 c16 run served 39,668 input and 40,725 output
+    tokens over 80 requests: 495.85 -> 496 and 509.06 -> 509 tokens per request, not 1000 / 1000. A row whose quote
+    has no totals keeps its workload's isl / osl; the printed workload stays the nominal one (sweeps group on it)."""
+    from optimizer.fidelity.serving import deployment_of, mean_lengths, predict, serving_rows
+    rows = {r["id"]: r for r in serving_rows()}
+    r = rows["sglang-b200x8-dsr1-fp8-isl1k-osl1k-c16"]
+    assert mean_lengths(r) == (496, 509)
+    w = deployment_of(r).workload
+    assert w is not None and (w.isl, w.osl, w.concurrency) == (496, 509, 16)
+    assert predict(r).workload == "1000/1000 c16"
+    ix = rows["ix-sglang-b200x4-dsr1-nvfp4-tp4ep4-isl1k-osl1k-c64"]
+    assert mean_lengths(ix) == (1024, 1024)
+    assert mean_lengths({"workload": {"isl": 8, "osl": 4}, "quote": "Successful requests: 0"}) == (8, 4)

@@ -3,12 +3,14 @@
 A row is comparable when its model and accelerator are in the catalogue, its engine is one rigopt models
 (vLLM, SGLang), and it states ISL, OSL and a concurrency (or an all-at-once burst of `num_prompts`). Each is
 predicted exactly as `rigopt estimate MODEL --isl I --osl O -b C --gpu G --gpus N` would, with the layout the
-source states. Metrics: TPOT (ms), TTFT (ms; the source's median, else its mean) and output tok/s per GPU.
+source states and I / O the mean request lengths when its quoted result block gives them (mean_lengths).
+Metrics: TPOT (ms), TTFT (ms; the source's median, else its mean) and output tok/s per GPU.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from functools import cache
@@ -105,6 +107,25 @@ def _measured(row: dict) -> dict[str, float]:
     return out
 
 
+_TOTAL = re.compile(r"^\s*(Successful requests|Total input tokens|Total generated tokens):\s+(\d+)\s*$", re.M)
+
+
+def mean_lengths(row: dict) -> tuple[int, int]:
+    """The request lengths to predict a row at: the mean input and output tokens per request when its quote is a
+    bench_serving result block (Total input tokens / Total generated tokens / Successful requests), else the
+    workload's isl / osl (the nominal --random-input-len / --random-output-len). sglang.bench_serving's random
+    dataset draws each request's lengths uniformly from [max(int(L x range_ratio), 1), L]
+    (sample_random_requests in python/sglang/bench_serving.py at sgl-project/sglang commit
+    50a613687fe1ffc6f1bb630c684a24c428a54a74; the sgl-cookbook runs leave the ratio at its default 0), so a
+    1000/1000 run averages about 500 / 500 tokens: twice too long a request for the closed loop if taken at L."""
+    w = row["workload"]
+    got = {k: int(v) for k, v in _TOTAL.findall(str(row.get("quote") or ""))}
+    n = got.get("Successful requests", 0)
+    if n > 0 and got.get("Total input tokens", 0) > 0 and got.get("Total generated tokens", 0) > 0:
+        return max(1, round(got["Total input tokens"] / n)), max(1, round(got["Total generated tokens"] / n))
+    return int(w["isl"]), int(w["osl"])
+
+
 def deployment_of(row: dict) -> Deployment:
     m = resolve_model(row["model"])
     acc = load_hardware().accelerators[row["accelerator"]]
@@ -123,7 +144,8 @@ def deployment_of(row: dict) -> Deployment:
     per_node = min(node.accelerators_per_node, gpus) if node else gpus
     w = row["workload"]
     c = _concurrency(w) or 1
-    wl = Workload(isl=int(w["isl"]), osl=int(w["osl"]), concurrency=c)
+    isl, osl = mean_lengths(row)
+    wl = Workload(isl=isl, osl=osl, concurrency=c)
     kv = {"fp8": "fp8", "fp8_e4m3": "fp8", "bf16": "bf16"}.get(str(row.get("kv_dtype") or "").lower())
     return Deployment(model=m, quant=row.get("quant") or "native", engine=row["engine"],
                       hardware=Hardware(acc, node, -(-gpus // per_node), per_node), parallel=par,
@@ -140,7 +162,8 @@ def predict(row: dict) -> ServingCase:
     assert w is not None
     return ServingCase(id=row["id"], engine=row["engine"], model=row["model"],
                        hardware=f"{d.hardware.world}x {d.hardware.accelerator.key} {d.parallel.label()}",
-                       workload=f"{w.isl}/{w.osl} c{w.concurrency}", measured=_measured(row), predicted=pred,
+                       workload=f"{row['workload']['isl']}/{row['workload']['osl']} c{w.concurrency}",
+                       measured=_measured(row), predicted=pred,
                        source=str(row.get("source", "")))
 
 
@@ -185,3 +208,27 @@ def medians(cases: list[ServingCase]) -> dict[str, tuple[int, float]]:
         if errs:
             out[metric] = (len(errs), statistics.median(errs))
     return out
+
+
+@dataclass(frozen=True)
+class SweepShape:
+    """One batch sweep's TPOT split into a level and a shape: `level` = predicted / measured - 1 at its lowest
+    concurrency with a TPOT; `shape` = per later point, (predicted / predicted at the lowest) / (measured /
+    measured at the lowest) - 1. An error common to every point of the sweep (the base step) moves `level` only;
+    the growth with batch (the per-sequence cost) moves `shape`."""
+    level: float
+    shape: tuple[float, ...]
+
+
+def sweep_shape(sweep: list[ServingCase], predicted_tpot: dict[str, float] | None = None) -> SweepShape | None:
+    """The level and shape errors of a sweep's TPOT (predicted from the cases, or from `predicted_tpot` by case
+    id); None with fewer than SWEEP_MIN_POINTS points that have both a measured and a predicted TPOT."""
+    def pred(c: ServingCase) -> float | None:
+        p = predicted_tpot.get(c.id) if predicted_tpot is not None else c.predicted.get("tpot_ms")
+        return p if p is not None and p > 0 and math.isfinite(p) else None
+    pts = [(c.measured["tpot_ms"], p) for c in sweep
+           if c.measured.get("tpot_ms", 0) > 0 and (p := pred(c)) is not None]
+    if len(pts) < SWEEP_MIN_POINTS:
+        return None
+    (m0, p0), rest = pts[0], pts[1:]
+    return SweepShape(p0 / m0 - 1.0, tuple((p / p0) / (m / m0) - 1.0 for m, p in rest))
