@@ -1,6 +1,7 @@
 """Per-device memory: weights, KV cache and engine runtime, with each engine's own accounting.
 
-- vLLM: `gpu_memory_utilization` is a fraction of TOTAL device memory and bounds weights + activations +
+- vLLM: `gpu_memory_utilization` is a fraction of TOTAL device memory as CUDA reports it (cudaMemGetInfo, below
+  the nvidia-smi total by the driver's reserve: Accelerator.cuda_total_bytes) and bounds weights + activations +
   non-torch + CUDA graphs + KV (vllm 0.33.0 vllm/v1/worker/gpu_worker.py determine_available_memory). The CUDA context must fit in the remaining (1 - gmu).
 - SGLang: `mem_fraction_static` bounds weights + KV only; the rest is a reserve for activations and graphs
   whose default is floored at 10 GiB on GPUs above 60 GiB (sglang 0.5.23 arg_groups/memory_hook.py).
