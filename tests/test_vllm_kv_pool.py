@@ -18,11 +18,15 @@ The published log this pins (vLLM issue #27508, matheusfvesco 2025-10-31, vLLM 0
 HBM3, `vllm serve openai/gpt-oss-120b --gpu-memory-utilization 0.95 --max-num-batched-tokens 1024`):
 "Available KV cache memory: 1.71 GiB". Three terms of 0.11.0 differ from 0.33.0, each read from 0.11.0's code:
 - no CUDA-graph estimate: available = requested - non_kv_cache_memory (gpu_worker.py; utils memory_profiling);
-- the dummy sampler ran the PyTorch top-k/top-p (flashinfer was the optional extra `vllm[flashinfer]`, so
-  TopKTopPSampler fell back to forward_native): sort values 4 B + int64 indices 8 B + top-k mask 1 B + probs_sort
-  4 B + top-p mask 1 B + the scattered copy 4 B beside the BF16 2 B and FP32 4 B logits = 28 B per entry;
-- MXFP4 experts through Marlin when triton_kernels is not installed (mxfp4.py get_mxfp4_backend), whose weights
-  measured 65.9651 GiB on an H100 (vLLM issue #23278, v0.10.1, same rule).
+- the dummy sampler ran the PyTorch top-k/top-p: flashinfer was only the optional extra `vllm[flashinfer]` of the
+  0.11.0 wheel, and without it TopKTopPSampler takes forward_native (v1/sample/ops/topk_topp_sampler.py): sort
+  values 4 B + int64 indices 8 B + top-k mask 1 B + probs_sort 4 B + top-p mask 1 B + the scattered copy 4 B beside
+  the BF16 2 B and FP32 4 B logits = 28 B per entry (torch's own sort workspace not counted);
+- MXFP4 experts through Marlin: the 0.11.0 wheel ships no triton_kernels, and without it get_mxfp4_backend
+  (quantization/mxfp4.py) picks Marlin on Hopper; those weights measured 65.9651 GiB on an H100 (vLLM issue
+  #23278, v0.10.1, whose log shows the Marlin warning).
+That the #27508 environment had neither optional package is an assumption (its pip list is not quoted in full);
+it is the one under which both logs below come out within 0.2 GiB.
 The same terms reproduce #23278's "Available KV cache memory: -2.14 GiB" (default gpu_memory_utilization 0.9,
 max_num_batched_tokens 8192, max_num_seqs 1024).
 """
