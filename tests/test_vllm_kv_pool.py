@@ -34,8 +34,10 @@ max_num_batched_tokens 8192, max_num_seqs 1024).
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from optimizer.catalog.hardware import get_accelerator, get_node
+from optimizer.catalog.hardware_schema import Accelerator
 from optimizer.estimate import factors as F
 from optimizer.estimate.deployment import Deployment, EngineSettings, Hardware, evaluate
 from optimizer.estimate.memory import Parallel
@@ -68,6 +70,16 @@ def test_h100_cuda_total_is_nvidia_smi_total_less_the_driver_reserve():
     assert abs(a.cuda_total_bytes / MiB - (81_559 - 454)) <= 1
     # a card without a published CUDA total falls back to its usable figure
     assert get_accelerator("h200-sxm").cuda_total_bytes == get_accelerator("h200-sxm").memory_usable_bytes
+
+
+def test_cuda_total_needs_its_source_and_lies_just_below_the_usable_total():
+    good = get_accelerator("h100-sxm").model_dump()
+    assert Accelerator.model_validate(good).cuda_total_bytes == H100_CUDA_TOTAL
+    for bad in ({"memory_cuda_total_source": None},                                   # a number without a source
+                {"memory_cuda_total_bytes": good["memory_usable_bytes"] + 1},         # above nvidia-smi's total
+                {"memory_cuda_total_bytes": int(0.9 * good["memory_usable_bytes"])}):  # a GB/GiB-sized slip
+        with pytest.raises(ValidationError):
+            Accelerator.model_validate({**good, **bad})
 
 
 def test_gpt_oss_120b_h100_kv_pool_hand_calculation(spec_of):
