@@ -219,9 +219,9 @@ def device_rates(acc: Accelerator, ml: ModelLayers, vocab_size: int, hidden_size
         runtime = ub * (4 * vocab_size + 64 * hidden_size) + (0 if unified else F.CUDA_CONTEXT_BYTES.value)
         return DeviceRates(**rate, budget_bytes=cap - F.LLAMACPP_FIT_MARGIN_BYTES.value, runtime_bytes=runtime)
     if ml.engine == "vllm":
-        cap = acc.cuda_total_bytes  # vLLM's total: cudaMemGetInfo's (memory.device_memory)
+        mnbt = default_max_num_batched_tokens("vllm", cap)  # on NVML's total (memory.device_memory)
+        cap = acc.cuda_total_bytes  # the budget's total: cudaMemGetInfo's (memory.device_memory)
         gmu = F.VLLM_GPU_MEMORY_UTILIZATION.value
-        mnbt = default_max_num_batched_tokens("vllm", cap)
         act = mnbt * hidden_size * F.ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN.value
         sampler = vllm_sampler_peak_bytes(vocab_size, ml.concurrency, mnbt)
         runtime = max(act, sampler) + F.VLLM_NON_TORCH_BYTES.value + F.VLLM_CUDAGRAPH_BYTES.value

@@ -194,6 +194,8 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
         head, embed = w.by_class.get("head", 0.0), w.by_class.get("embed", 0.0)
         weights = head + max(0.0, weights - head - embed) * gpu_layer_fraction
         kv_seq *= gpu_layer_fraction
+    # vLLM picks its defaults on NVML's total (vllm 0.33.0 arg_utils.py via CudaPlatform.get_device_total_memory:
+    # nvmlDeviceGetMemoryInfo(handle).total, the nvidia-smi figure), not on the CUDA total its budget uses
     mnbt = max_num_batched_tokens or default_max_num_batched_tokens(engine, capacity_bytes)
     act = mnbt * spec.hidden_size * F.ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN.value
     notes: list[str] = []
