@@ -48,6 +48,11 @@ class Accelerator(_Row):
     memory_bytes: Bytes  # marketed capacity, read as decimal GB
     memory_usable_bytes: Bytes  # what a runtime can allocate (nvidia-smi total, Metal wired limit, ...)
     usable_estimate: bool = False
+    # CUDA GPUs: the total the CUDA runtime reports (cudaMemGetInfo / torch.cuda.mem_get_info()[1], deviceQuery's
+    # "Total amount of global memory"), i.e. the nvidia-smi total less the driver's reserved memory. vLLM's budget is
+    # gpu_memory_utilization x this figure. None: not published for the card; memory_usable_bytes stands in.
+    memory_cuda_total_bytes: Bytes | None = None
+    memory_cuda_total_source: Source | None = None
     memory_bw_bytes_per_s: Rate  # theoretical peak
     bf16_flops: Rate  # dense; GeForce: FP32-accumulate rate
     fp8_flops: Rate | None
@@ -63,12 +68,23 @@ class Accelerator(_Row):
     estimate: bool = False
     notes: str = ""
 
+    @property
+    def cuda_total_bytes(self) -> float:
+        """The device total an engine reading cudaMemGetInfo sees (vLLM); the usable figure where none is published."""
+        return float(self.memory_cuda_total_bytes or self.memory_usable_bytes)
+
     @model_validator(mode="after")
     def _check(self) -> Accelerator:
         if (self.scaleup is None) != (self.scaleup_bw_bytes_per_s is None):
             raise ValueError("scaleup and scaleup_bw_bytes_per_s must both be set or both be null")
         if not 0.5 * self.memory_bytes <= self.memory_usable_bytes <= 1.15 * self.memory_bytes:
             raise ValueError("memory_usable_bytes must lie within 0.5x..1.15x memory_bytes (GB/GiB mix-up?)")
+        if (self.memory_cuda_total_bytes is None) != (self.memory_cuda_total_source is None):
+            raise ValueError("memory_cuda_total_bytes needs its memory_cuda_total_source (and the reverse)")
+        if self.memory_cuda_total_bytes is not None and not (
+                0.95 * self.memory_usable_bytes <= self.memory_cuda_total_bytes <= self.memory_usable_bytes):
+            raise ValueError("memory_cuda_total_bytes must lie within 0.95x..1x memory_usable_bytes (the driver "
+                             "reserves a little of the nvidia-smi total)")
         if self.native_fp8 and self.fp8_flops is None:
             raise ValueError("native_fp8 is true but fp8_flops is null")
         if self.native_fp4 and self.fp4_flops is None:

@@ -598,7 +598,7 @@ def _memory_parts(d: Deployment) -> _MemoryParts:
                         running_per_replica(d.engine, spec, par, settings.max_num_seqs,
                                             explicit=d.settings.max_num_seqs is not None)
                         if d.engine == "sglang" else None, recurrent=rec,
-                        gpu_layer_fraction=gpu_layer_fraction(d))
+                        gpu_layer_fraction=gpu_layer_fraction(d), cuda_total_bytes=acc.cuda_total_bytes)
     return _MemoryParts(settings, scheme, w, kv, mem, rec)
 
 

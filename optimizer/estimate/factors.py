@@ -263,9 +263,14 @@ VLLM_GPU_MEMORY_UTILIZATION = Factor(0.92, f"vllm {VLLM_VERSION} vllm/config/cac
 VLLM_NON_TORCH_BYTES = Factor(2 * GiB, "estimate: non-torch memory (NCCL, cuBLAS, workspaces) ~1-3 GiB, which vllm "
                               "0.33.0 determine_available_memory subtracts", True)
 VLLM_CUDAGRAPH_BYTES = Factor(1.5 * GiB, "estimate: vllm 0.33.0 profile_cudagraph_memory, ~0.5-3 GiB", True)
-VLLM_SAMPLER_BYTES_PER_SEQ_PER_VOCAB = Factor(8.0, "vllm v1 gpu_model_runner _dummy_sampler_run: fp32 logits for "
-                                              "max_num_seqs requests plus the softmax/probability copy (2 x 4 B per "
-                                              "vocab entry)", True)
+VLLM_SAMPLER_BYTES_PER_SEQ_PER_VOCAB = Factor(
+    14.0, f"vllm {VLLM_VERSION}: tensors of one (request x vocab) shape alive together at the peak of the profile "
+          "run's dummy sampler run: the model-dtype (BF16, 2 B) logits _dummy_sampler_run holds (v1/worker/"
+          "gpu_model_runner.py), the FP32 copy Sampler.forward makes (logits.to(torch.float32), 4 B; v1/sample/"
+          "sampler.py; temperature in place), and in its second, seeded call TopKTopPSampler.forward_native's "
+          "probs (softmax, FP32, 4 B) and random_sample's exponential noise q (empty_exponential_noise_like, FP32, "
+          "4 B; v1/sample/ops/topk_topp_sampler.py); top-k/top-p run in place (apply_top_k_top_p_triton, one "
+          "num_SMs x vocab buffer)")
 CUDA_CONTEXT_BYTES = Factor(500 * MiB, "estimate: CUDA context + driver reservation before any allocator "
                             "(~0.4-0.6 GiB)", True)
 ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN = Factor(32.0, "estimate: profile-run peak ≈ tokens x hidden x 2 B x 16 live "

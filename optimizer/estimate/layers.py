@@ -17,7 +17,7 @@ from optimizer.catalog.models import ResolvedModel
 from optimizer.estimate import factors as F
 from optimizer.estimate.deployment import device_of, resident_weights
 from optimizer.estimate.kv import KVLayout, default_kv_dtype, kv_estimate
-from optimizer.estimate.memory import default_max_num_batched_tokens, hybrid_kv_per_seq
+from optimizer.estimate.memory import default_max_num_batched_tokens, hybrid_kv_per_seq, vllm_sampler_peak_bytes
 from optimizer.estimate.recurrent import recurrent_estimate
 from optimizer.estimate.speed import (
     Device,
@@ -201,10 +201,10 @@ def device_rates(acc: Accelerator, ml: ModelLayers, vocab_size: int, hidden_size
     """Each engine's own accounting (memory.device_memory), per device:
     llama.cpp: budget = usable - the --fit margin; runtime = compute buffer + CUDA context on every device that
     holds layers (conservative: llama.cpp's vocab-sized output buffer is only on the last).
-    vLLM: budget = gpu_memory_utilization x usable (one fraction for every GPU, as vLLM applies it); runtime = the
-    larger of the profile-run activations (its own max_num_batched_tokens default for the device's memory) and the
-    sampler's dummy run (max_num_seqs = concurrency) + non-torch + CUDA graphs, on every stage (conservative: the
-    sampler runs on the last stage)."""
+    vLLM: budget = gpu_memory_utilization x the CUDA total (one fraction for every GPU, as vLLM applies it);
+    runtime = the larger of the profile-run activations (its own max_num_batched_tokens default for the device's
+    memory) and the sampler's dummy run (max_num_seqs = concurrency, capped at max_num_batched_tokens) + non-torch
+    + CUDA graphs, on every stage (conservative: the sampler runs on the last stage)."""
     dev: Device = device_of(acc)
     bits = kernel_bits(set(ml.expert_formats), acc.native_fp8, acc.native_fp4)
     rate: dict[str, Any] = dict(
@@ -212,17 +212,18 @@ def device_rates(acc: Accelerator, ml: ModelLayers, vocab_size: int, hidden_size
         bytes_per_s=dev.mem_bw_bytes_per_s * dev.bw_efficiency,
         flops=dev.flops_for_bits(bits) * F.DECODE_COMPUTE_EFFICIENCY.value,
     )
-    cap = acc.memory_usable_bytes
+    cap = float(acc.memory_usable_bytes)
     if ml.engine == "llamacpp":
         ub = F.LLAMACPP_UBATCH.value
         unified = acc.kind == "unified"
         runtime = ub * (4 * vocab_size + 64 * hidden_size) + (0 if unified else F.CUDA_CONTEXT_BYTES.value)
         return DeviceRates(**rate, budget_bytes=cap - F.LLAMACPP_FIT_MARGIN_BYTES.value, runtime_bytes=runtime)
     if ml.engine == "vllm":
+        mnbt = default_max_num_batched_tokens("vllm", cap)  # on NVML's total (memory.device_memory)
+        cap = acc.cuda_total_bytes  # the budget's total: cudaMemGetInfo's (memory.device_memory)
         gmu = F.VLLM_GPU_MEMORY_UTILIZATION.value
-        mnbt = default_max_num_batched_tokens("vllm", cap)
         act = mnbt * hidden_size * F.ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN.value
-        sampler = ml.concurrency * vocab_size * F.VLLM_SAMPLER_BYTES_PER_SEQ_PER_VOCAB.value
+        sampler = vllm_sampler_peak_bytes(vocab_size, ml.concurrency, mnbt)
         runtime = max(act, sampler) + F.VLLM_NON_TORCH_BYTES.value + F.VLLM_CUDAGRAPH_BYTES.value
         return DeviceRates(
             **rate,

@@ -1,6 +1,7 @@
 """Per-device memory: weights, KV cache and engine runtime, with each engine's own accounting.
 
-- vLLM: `gpu_memory_utilization` is a fraction of TOTAL device memory and bounds weights + activations +
+- vLLM: `gpu_memory_utilization` is a fraction of TOTAL device memory as CUDA reports it (cudaMemGetInfo, below
+  the nvidia-smi total by the driver's reserve: Accelerator.cuda_total_bytes) and bounds weights + activations +
   non-torch + CUDA graphs + KV (vllm 0.33.0 vllm/v1/worker/gpu_worker.py determine_available_memory). The CUDA context must fit in the remaining (1 - gmu).
 - SGLang: `mem_fraction_static` bounds weights + KV only; the rest is a reserve for activations and graphs
   whose default is floored at 10 GiB on GPUs above 60 GiB (sglang 0.5.23 arg_groups/memory_hook.py).
@@ -55,6 +56,14 @@ def default_max_num_batched_tokens(engine: str, device_bytes: float) -> int:
     if engine == "mlx":
         return int(F.MLX_PREFILL_STEP.value)
     return int(F.LLAMACPP_UBATCH.value)
+
+
+def vllm_sampler_peak_bytes(vocab_size: int, max_num_seqs: int, max_num_batched_tokens: int) -> float:
+    """Peak of vLLM's dummy sampler run in the profile run (vllm 0.33.0 gpu_model_runner.py profile_run ->
+    _dummy_run(max_num_tokens) -> _dummy_sampler_run): one logits row per dummy request, and _dummy_run makes
+    min(max_num_batched_tokens, max_num_seqs) requests; bytes per (request x vocab entry) in
+    F.VLLM_SAMPLER_BYTES_PER_SEQ_PER_VOCAB."""
+    return min(max_num_seqs, max_num_batched_tokens) * vocab_size * F.VLLM_SAMPLER_BYTES_PER_SEQ_PER_VOCAB.value
 
 
 def v4_inflight_reserve(spec: ModelSpec, in_flight_tokens: int) -> float:
@@ -166,7 +175,7 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
                   unified: bool = False, gpu_memory_utilization: float | None = None,
                   max_num_batched_tokens: int | None = None, mem_fraction_static: float | None = None,
                   max_num_seqs: int | None = None, recurrent: RecurrentEstimate | None = None,
-                  gpu_layer_fraction: float = 1.0) -> DeviceMemory:
+                  gpu_layer_fraction: float = 1.0, cuda_total_bytes: float | None = None) -> DeviceMemory:
     """Memory of the busiest device. Engine settings (None = the engine's default):
     vLLM `gpu_memory_utilization`, `max_num_batched_tokens` (profile-run activations) and `max_num_seqs`
     (the sampler's dummy run; for SGLang the running-request cap of one worker, which sizes DeepSeek-V4's fixed
@@ -174,7 +183,9 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
     its reserve) and `max_num_batched_tokens` (= `chunked_prefill_size`).
     `gpu_layer_fraction` < 1 (llama.cpp family, one device): only that share of the repeating layers and their KV
     is on the GPU (-ngl); the output head stays on the GPU and the token embedding in host memory, as llama.cpp
-    places them (its input layer is always on the CPU)."""
+    places them (its input layer is always on the CPU).
+    `cuda_total_bytes`: the device total cudaMemGetInfo reports (Accelerator.cuda_total_bytes), which vLLM multiplies
+    by gpu_memory_utilization; None = `capacity_bytes`."""
     weights = weights_per_device(w, par, gpu_expert_fraction)
     # sequences per DP replica; KV of a replica is split across PP stages, MLA/V4 not by TP (kv already per TP rank)
     seqs = -(-concurrency // par.dp)
@@ -183,14 +194,19 @@ def device_memory(spec: ModelSpec, w: WeightBreakdown, kv: KVEstimate, *, engine
         head, embed = w.by_class.get("head", 0.0), w.by_class.get("embed", 0.0)
         weights = head + max(0.0, weights - head - embed) * gpu_layer_fraction
         kv_seq *= gpu_layer_fraction
+    # vLLM picks its defaults on NVML's total (vllm 0.33.0 arg_utils.py via CudaPlatform.get_device_total_memory:
+    # nvmlDeviceGetMemoryInfo(handle).total, the nvidia-smi figure), not on the CUDA total its budget uses
     mnbt = max_num_batched_tokens or default_max_num_batched_tokens(engine, capacity_bytes)
     act = mnbt * spec.hidden_size * F.ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN.value
     notes: list[str] = []
     reserve = 0.0
     if engine == "vllm":
+        # vLLM sees the CUDA total (torch.cuda.mem_get_info()[1], below nvidia-smi's by the driver's reserve) and
+        # requests ceil(total x gpu_memory_utilization) (vllm 0.33.0 vllm/v1/worker/utils.py request_memory)
+        capacity_bytes = cuda_total_bytes or capacity_bytes
         gmu = gpu_memory_utilization or F.VLLM_GPU_MEMORY_UTILIZATION.value
         budget = capacity_bytes * gmu
-        sampler = (max_num_seqs or 0) * spec.vocab_size * F.VLLM_SAMPLER_BYTES_PER_SEQ_PER_VOCAB.value
+        sampler = vllm_sampler_peak_bytes(spec.vocab_size, max_num_seqs or 0, mnbt)
         # the profile run's model pass and the sampler's dummy run come one after the other: the peak is the larger
         runtime = max(act, sampler) + F.VLLM_NON_TORCH_BYTES.value + F.VLLM_CUDAGRAPH_BYTES.value
         outside = F.CUDA_CONTEXT_BYTES.value
