@@ -424,25 +424,34 @@ def test_host_reserve_is_one_number():
 
 
 def test_seq_step_is_a_fixed_point_of_the_implied_costs():
-    """The per-sequence step cost is (to the fit's iteration tolerance) the median over batched served rows of
-    c + (measured TPOT - predicted TPOT) x (1 - prefill share) / (decoding sequences per replica)."""
+    """The per-sequence step cost is (to the fit's iteration tolerance) the median, over the later points k of every
+    published batch sweep, of the cost at which the predicted TPOT growth from the sweep's lowest point matches the
+    measured one: c + (p_k - R p_1) / (R a_1 - a_k), R = m_k / m_1, a = g(n) / (1 - prefill share) (computed here
+    by hand from the served rows, not with the fit's own helper)."""
     from optimizer.estimate.deployment import evaluate
+    from optimizer.estimate.speed import per_seq_step_s
     from optimizer.fidelity import serving
-    c = F.ENGINE_SEQ_STEP_S["vllm"].value
-    assert 20e-6 <= c <= 400e-6  # tens to hundreds of microseconds per sequence per step
-    implied = []
-    for r in serving_pool():
-        m = serving._measured(r).get("tpot_ms")
-        if not m:
+    c, sat = F.ENGINE_SEQ_STEP_S["vllm"].value, F.ENGINE_SEQ_SATURATION["vllm"].value
+    assert 20e-6 <= c <= 1e-3  # tens to hundreds of microseconds per sequence per step
+    implied, n_sweeps = [], 0
+    for sweep in serving.sweep_rows(serving_pool()):
+        pts = []
+        for r in sweep:
+            m = serving._measured(r).get("tpot_ms")
+            if not m:
+                continue
+            d = serving.deployment_of(r)
+            sv = evaluate(d).serving
+            if sv is None or not math.isfinite(sv.tpot_s):
+                continue
+            n = sv.decoding_seqs / d.parallel.dp
+            pts.append((m / 1e3, sv.tpot_s, per_seq_step_s(n, 1.0, sat) / (1 - sv.prefill_share)))
+        if len(pts) < 2:
             continue
-        d = serving.deployment_of(r)
-        sv = evaluate(d).serving
-        if sv is None or not math.isfinite(sv.tpot_s):
-            continue
-        n = sv.decoding_seqs / d.parallel.dp
-        if n >= 2:
-            implied.append(c + (m / 1e3 - sv.tpot_s) * (1 - sv.prefill_share) / n)
-    assert len(implied) >= 10
+        n_sweeps += 1
+        (m1, p1, a1) = pts[0]
+        implied += [c + (pk - mk / m1 * p1) / (mk / m1 * a1 - ak) for mk, pk, ak in pts[1:]]
+    assert n_sweeps >= 10 and len(implied) >= 30
     assert statistics.median(implied) == pytest.approx(c, rel=0.15, abs=5e-6)
 
 

@@ -267,7 +267,6 @@ class FitSet:
 
 
 SEQ_FIT_ITERATIONS = 3
-SEQ_FIT_MIN_SEQS = 2.0  # rows with fewer decoding sequences per replica say nothing about a per-sequence cost
 # candidate saturation points of the per-sequence cost (sequences per step); 0 = linear (no saturation). The data
 # decides: on the batched rows of measurements/serving_measurements.yaml (concurrency <= 256 but one SGLang row at
 # 1,024 that the linear form predicts within 13%) the linear form predicts TPOT best (cross-validated median 24% vs
@@ -275,36 +274,58 @@ SEQ_FIT_MIN_SEQS = 2.0  # rows with fewer decoding sequences per replica say not
 SEQ_SATURATION_GRID = (0.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
 
-def fit_seq_step(rows: list[dict], decode: FitResult, prefill_mfu: dict[str, dict[str, float]],
-                 saturation: float = 0.0) -> float:
-    """The vLLM/SGLang per-sequence decode step cost: each batched served row implies
-    c_row = c + (measured TPOT - predicted TPOT) x (1 - rho) / g(n), where n is the decoding sequences per
-    replica, g(n) = N_sat (1 - exp(-n / N_sat)) the saturating per-sequence count (n when N_sat = 0:
-    speed.per_seq_step_s) and rho the prefill share of engine time (TPOT = step / (1 - rho)); the median over
-    rows, iterated to a fixed point (the closed loop's batch moves with c), floored at 0."""
+def _sweep_points(groups: list[list[dict]], saturation: float) -> list[list[tuple[float, float, float]]]:
+    """Per batch sweep, its points (measured TPOT s, predicted TPOT s, dTPOT / d(per-sequence cost)) under the
+    factors in place: a = g(n) / (1 - rho), g the saturating per-sequence count of n decoding sequences per replica
+    (speed.per_seq_step_s) and rho the prefill share of engine time (TPOT = step / (1 - rho))."""
     from optimizer.estimate.deployment import evaluate
     from optimizer.estimate.speed import per_seq_step_s
     from optimizer.fidelity import serving
+    out = []
+    for g in groups:
+        pts = []
+        for r in g:
+            m = serving._measured(r).get("tpot_ms")
+            if not m:
+                continue
+            try:
+                d = serving.deployment_of(r)
+                sv = evaluate(d).serving
+            except Exception:
+                continue
+            if sv is None or not math.isfinite(sv.tpot_s) or sv.tpot_s <= 0:
+                continue
+            n = sv.decoding_seqs / max(d.parallel.dp, 1)
+            pts.append((m / 1e3, sv.tpot_s, per_seq_step_s(n, 1.0, saturation) / (1.0 - sv.prefill_share)))
+        if len(pts) >= 2:
+            out.append(pts)
+    return out
+
+
+def fit_seq_step(rows: list[dict], decode: FitResult, prefill_mfu: dict[str, dict[str, float]],
+                 saturation: float = 0.0) -> float:
+    """The vLLM/SGLang per-sequence decode step cost, fitted on the SHAPE of published batch sweeps (issue 21:
+    "fit it on published batch sweeps"): within a sweep (serving.sweep_rows: one source, model, engine,
+    accelerator and request lengths at three or more concurrencies), each later point k against the sweep's lowest
+    point 1 implies the cost c at which the predicted growth p_k / p_1 equals the measured growth R = m_k / m_1,
+    so an error of the base step common to the sweep (the per-layer costs, the hardware's efficiency) cancels
+    instead of being charged to the batch. Linear in c about the current value (a_i = dTPOT_i / dc, _sweep_points):
+    c_k = c + (p_k - R p_1) / (R a_1 - a_k). The median over every sweep's points, iterated to a fixed point,
+    floored at 0. Fitted on the rows' absolute TPOT instead (the level), the base step's over-prediction on the
+    sweeps of 2026-12 (+44-49% at their lowest concurrency) drove the cost to 0."""
+    from optimizer.fidelity import serving
+    groups = serving.sweep_rows(rows)
     c = 0.0
     for _ in range(SEQ_FIT_ITERATIONS):
         implied = []
         with applied(FitSet(decode, prefill_mfu, None, c, seq_saturation=saturation)):
-            for r in rows:
-                m = serving._measured(r).get("tpot_ms")
-                if not m:
-                    continue
-                try:
-                    d = serving.deployment_of(r)
-                    sv = evaluate(d).serving
-                except Exception:
-                    continue
-                if sv is None or not math.isfinite(sv.tpot_s):
-                    continue
-                n = sv.decoding_seqs / max(d.parallel.dp, 1)
-                if n < SEQ_FIT_MIN_SEQS:
-                    continue
-                g = per_seq_step_s(n, 1.0, saturation)  # d(per-sequence term) / d(cost)
-                implied.append(c + (m / 1e3 - sv.tpot_s) * (1.0 - sv.prefill_share) / g)
+            for pts in _sweep_points(groups, saturation):
+                (m1, p1, a1), rest = pts[0], pts[1:]
+                for mk, pk, ak in rest:
+                    ratio = mk / m1
+                    den = ratio * a1 - ak
+                    if abs(den) > 1e-12:
+                        implied.append(c + (pk - ratio * p1) / den)
         if not implied:
             return 0.0
         c = max(0.0, statistics.median(implied))
@@ -326,10 +347,10 @@ def fit_all(rows: list[dict] | None = None, serving_rows: list[dict] | None = No
             F.ENGINE_SEQ_SATURATION[e] = F.Factor(0.0, "fit in progress")
         d = fit(rows)
         p = fit_prefill_mfu(rows)
-        best: tuple[float, float, float] | None = None  # (median |TPOT error|, N_sat, c)
+        best: tuple[float, float, float] | None = None  # (median |TPOT shape error|, N_sat, c)
         for sat in SEQ_SATURATION_GRID:  # N_sat: the grid point whose fitted cost predicts the served TPOT best
             c_sat = fit_seq_step(serving_rows, d, p, sat)
-            err = _tpot_error(serving_rows, FitSet(d, p, None, c_sat, seq_saturation=sat))
+            err = _shape_error(serving_rows, FitSet(d, p, None, c_sat, seq_saturation=sat))
             if best is None or err < best[0] - 1e-12:
                 best = (err, sat, c_sat)
         assert best is not None
@@ -354,23 +375,15 @@ def fit_all(rows: list[dict] | None = None, serving_rows: list[dict] | None = No
     return FitSet(d, p, t, c, seq_saturation=sat)
 
 
-def _tpot_error(rows: list[dict], fs: FitSet) -> float:
-    """Median |predicted / measured - 1| of the served TPOT over the batched rows (the saturation grid's score; the
-    metric bench/serving.py and the fidelity table report)."""
-    from optimizer.estimate.deployment import evaluate
+def _shape_error(rows: list[dict], fs: FitSet) -> float:
+    """Median |(p_k / p_1) / (m_k / m_1) - 1| over the later points of every batch sweep of `rows` (the growth of
+    TPOT with concurrency, predicted against measured; the saturation grid's score, as fit_seq_step's objective)."""
     from optimizer.fidelity import serving
     errs = []
     with applied(fs):
-        for r in rows:
-            m = serving._measured(r).get("tpot_ms")
-            if not m:
-                continue
-            try:
-                sv = evaluate(serving.deployment_of(r)).serving
-            except Exception:
-                continue
-            if sv is not None and math.isfinite(sv.tpot_s) and sv.tpot_s > 0:
-                errs.append(abs(sv.tpot_s * 1e3 / m - 1.0))
+        for pts in _sweep_points(serving.sweep_rows(rows), fs.seq_saturation or 0.0):
+            (m1, p1, _), rest = pts[0], pts[1:]
+            errs += [abs((pk / p1) / (mk / m1) - 1.0) for mk, pk, _ in rest]
     return statistics.median(errs) if errs else math.inf
 
 

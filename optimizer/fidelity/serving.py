@@ -187,12 +187,16 @@ def concurrency_of(c: ServingCase) -> int:
     return int(c.workload.rsplit("c", 1)[1])
 
 
+def _sweep_key(source: str, model: str, engine: str, accelerator: str, lengths: str) -> tuple[str, ...]:
+    return source.split(" ")[0], model, engine, accelerator, lengths
+
+
 def sweeps(cases: list[ServingCase]) -> list[list[ServingCase]]:
     """Batch sweeps: rows of one source, model, engine, accelerator type and isl/osl at SWEEP_MIN_POINTS or more
     concurrencies, each sorted by concurrency (the layout may change along a sweep; it is printed per point)."""
     groups: dict[tuple[str, ...], list[ServingCase]] = {}
     for c in cases:
-        key = (c.source.split(" ")[0], c.model, c.engine, c.hardware.split(" ")[1], c.workload.rsplit(" ", 1)[0])
+        key = _sweep_key(c.source, c.model, c.engine, c.hardware.split(" ")[1], c.workload.rsplit(" ", 1)[0])
         groups.setdefault(key, []).append(c)
     out = []
     for _, g in sorted(groups.items()):
@@ -218,6 +222,21 @@ class SweepShape:
     the growth with batch (the per-sequence cost) moves `shape`."""
     level: float
     shape: tuple[float, ...]
+
+
+def sweep_rows(rows: list[dict]) -> list[list[dict]]:
+    """The rows of `rows` that form batch sweeps (as sweeps() groups cases: one source, model, engine, accelerator
+    and nominal isl/osl at SWEEP_MIN_POINTS or more concurrencies), each sorted by concurrency."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for r in rows:
+        w = r["workload"]
+        key = _sweep_key(str(r.get("source", "")), r["model"], r["engine"], r["accelerator"], f"{w['isl']}/{w['osl']}")
+        groups.setdefault(key, []).append(r)
+    out = []
+    for _, g in sorted(groups.items()):
+        if len({_concurrency(r["workload"]) for r in g}) >= SWEEP_MIN_POINTS:
+            out.append(sorted(g, key=lambda r: (_concurrency(r["workload"]) or 0, r["id"])))
+    return out
 
 
 def sweep_shape(sweep: list[ServingCase], predicted_tpot: dict[str, float] | None = None) -> SweepShape | None:
