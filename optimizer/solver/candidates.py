@@ -9,10 +9,11 @@ under uniform routing, a convex piecewise-linear interpolation when load-aware t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import pairwise
+from typing import Any
 
 from optimizer.cache import BoundedCache
 from optimizer.catalog.hardware import get_accelerator, load_hardware
@@ -361,10 +362,43 @@ def _owned_host(spec: str) -> CpuHost:
 def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool, dram_base: float,
            engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
            quality: tuple[float, float, float], spec_dec: SpecDecode | None = None,
-           offload: bool = True, at_zero: dict[str, Evaluation] | None = None,
+           offload: bool = True, at_zero: dict[str, Any] | None = None,
            ratios: dict[tuple[str, str, bool], tuple[float, float]] | None = None) -> Candidate | None:
+    """One candidate row: `_prepare` (its cost and memory tests) then its speed model (`Pending.finish`)."""
+    p = _prepare(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kv_dtype, par, moe_idx, quality,
+                 spec_dec, offload=offload, at_zero=at_zero, ratios=ratios)
+    return None if p is None else p.finish()
+
+
+@dataclass
+class Pending:
+    """A candidate row that passed its memory tests, before its speed model. `cost` is the row's objective value
+    with no DRAM bought (exactly the finished row's `cost`); `finish()` runs the speed model once and returns the
+    row (None only when a served workload's rate is not sustainable)."""
+    cost: float
+    expert_bits: float
+    _finish: Callable[[], Candidate | None]
+    _done: bool = False
+    _row: Candidate | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def finish(self) -> Candidate | None:
+        if not self._done:
+            self._row, self._done = self._finish(), True
+        return self._row
+
+
+def _prepare(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool,
+             dram_base: float, engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
+             quality: tuple[float, float, float], spec_dec: SpecDecode | None = None,
+             offload: bool = True, at_zero: dict[str, Any] | None = None,
+             ratios: dict[tuple[str, str, bool], tuple[float, float]] | None = None) -> Pending | None:
     """One candidate row: its deployment evaluated (estimate.evaluate, the same function the checker and
-    `estimate` call) at the ends of its open offload range, which the table interpolates linearly.
+    `estimate` call) at the ends of its open offload range, which the table interpolates linearly. Returns the
+    row after its memory tests (None: it does not exist); its speed model runs in `Pending.finish`.
 
     `at_zero` passes an offloading row's evaluation at zero offloaded layers to its no-offload twin (the same
     call with offload=False): with no layer offloaded and no load-aware activation share, the estimate reads the
@@ -427,13 +461,12 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         return Evaluator(replace(base, offload=Offload(mode=mode, dram_layers=x, nvme_layers=z,
                                                        activation_share_gpu=share)))
 
-    def at(x: float, z: float = 0.0) -> Evaluation:
-        e = evaluator(x, z)
-        return e.at(e.d.workload)
-
     # the memory tests need no speed model: a row that does not fit is dropped before its decode and prefill
-    shared = at_zero.get("ev") if at_zero is not None and not offload and not L else None
-    e_a = evaluator(0) if shared is None else None
+    share = at_zero if at_zero is not None and not offload and not L else {}
+    shared: Evaluation | None = share.get("ev")
+    # the parent row's evaluator at x = 0 when its speed model has not run yet (the bounded search finishes rows
+    # out of order): its evaluation is the one "ev" would hold
+    e_a: Evaluator | None = None if shared is not None else share.get("e") or evaluator(0)
     mem_a = e_a.memory if e_a is not None else shared.memory if shared is not None else None
     assert mem_a is not None
     if L == 0 and not mem_a.fits:
@@ -444,84 +477,95 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         return None  # does not fit even with every expert layer offloaded
     if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
         return None
-    ev_a = e_a.at(e_a.d.workload) if e_a is not None else shared
-    assert ev_a is not None
     if at_zero is not None and L and not load_aware:
-        at_zero["ev"] = ev_a
+        at_zero["e"] = e_a
 
-    def split(sp: SpeedEstimate) -> tuple[float, float]:
-        other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
-        return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
+    def finish() -> Candidate | None:
+        """The speed model: decode and prefill at the ends of the offload range."""
+        def at(x: float, z: float = 0.0) -> Evaluation:
+            e = evaluator(x, z)
+            return e.at(e.d.workload)
 
-    if not ev_a.sustainable:
-        return None  # offloading only slows it down further
-    ev_b = e_b.at(e_b.d.workload) if e_b is not None else ev_a
-    ev_c = at(0, L) if Z else ev_a
-    if q.workload is not None:
-        # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
-        # the offload range (a chord; the independent check re-evaluates the chosen point exactly)
-        def tp(ev: Evaluation) -> float:
-            return ev.tpot_s if ev.sustainable else UNSUSTAINABLE_S
-        ta, tb, tc = tp(ev_a), tp(ev_b), tp(ev_c)
-        lines: tuple[tuple[float, float, float], ...] = ((ta, (tb - ta) / L if L else 0.0,
-                                                          (tc - ta) / L if L else 0.0),)
-    elif not L:
-        a, b = split(ev_a.decode)
-        lines = ((a, 0.0, 0.0), (b, 0.0, 0.0))
-    elif load_aware:
-        # load-aware tiering makes the step time convex (not linear) in x: interpolate at breakpoints; the
-        # lines through consecutive points bound it from above and their max is the interpolation
-        xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
-        pts = [(x, max(split(at(x).decode))) for x in xs]
-        lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
-                      for (x0, y0), (x1, y1) in pairwise(pts))
-    else:  # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
-        (ma, ca), (mb, cb) = split(ev_a.decode), split(ev_b.decode)
-        mc, cc = split(ev_c.decode) if Z else (ma, ca)
-        lines = ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
-    ttft_a, ttft_b, ttft_c = (min(ev.ttft_s, UNSUSTAINABLE_S) for ev in (ev_a, ev_b, ev_c))
-    # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
-    # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
-    rkey = (engine, acc.key, L > 0)  # `ratios` lives for one question: one model spec
-    got = ratios.get(rkey) if ratios is not None else None
-    if got is None:
-        got = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None, offload=L > 0,
-                              spec=spec)
-        if ratios is not None:
-            ratios[rkey] = got
-    speed_ratio, ttft_ratio = got
-    if speed_ratio != 1.0:
-        lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
-    if ttft_ratio != 1.0:
-        ttft_a, ttft_b, ttft_c = (min(t * ttft_ratio, UNSUSTAINABLE_S) for t in (ttft_a, ttft_b, ttft_c))
+        ev_a = e_a.at(e_a.d.workload) if e_a is not None else shared
+        assert ev_a is not None
+        if at_zero is not None and L and not load_aware:
+            at_zero["ev"] = ev_a
 
-    per = 1.0 / L if L else 0.0
-    expert_bytes = ev_a.weights.routed_expert_bytes
-    dram_price = 0.0
-    dram_max = dram_base
-    if q.objective == "capex" and not unified:
-        dram_price = load_hardware().hosts[node.host].dram_usd_per_gb / 1e9
-        dram_max = max(float(node.max_dram_bytes), dram_base)
-    layer_bytes = expert_bytes * per
-    tag = "owned-" if owned else ""
-    fill = f"[{g}/{node.accelerators_per_node}]" if g != node.accelerators_per_node else ""
-    cid = (f"{tag}{node.key}{fill}x{n_nodes}/{engine}/{qname}/kv-{ev_a.kv.kv_dtype}/{par.label()}"
-           + (f"/offload-{mode}" if L else "") + (f"/spec-{spec_dec.method}{spec_dec.num_tokens}" if spec_dec else ""))
-    return Candidate(
-        id=cid, node=node.key, accelerator=acc.key, n_nodes=n_nodes, gpus_per_node=g, owned=owned, engine=engine,
-        quant=qname, kv_dtype=ev_a.kv.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
-        offload_order=tuple(reversed(moe_idx)) if L else (), cost=float(base_cost), capex_usd=capex,
-        usd_per_hour=hourly, power_watts=power, dram_base_bytes=dram_base, dram_max_bytes=dram_max,
-        dram_usd_per_byte=dram_price if q.objective == "capex" else 0.0,
-        budget_bytes=mem_a.budget_bytes, mem0=mem_a.used_bytes,
-        mem_slope=(mem_a.used_bytes - mem_b.used_bytes) * per,
-        host_fixed=F.HOST_RESERVED_BYTES if L else 0.0, host_slope=layer_bytes,
-        step_lines=tuple(lines),
-        ttft0=ttft_a, ttft_slope=(ttft_b - ttft_a) * per,
-        expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],
-        max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(ttft_c - ttft_a) * per,
-        notes=tuple(mem_a.notes), spec_decode=spec_dec, settings=settings, min_offload_layers=min_offload)
+        def split(sp: SpeedEstimate) -> tuple[float, float]:
+            other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
+            return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
 
+        if not ev_a.sustainable:
+            return None  # offloading only slows it down further
+        ev_b = e_b.at(e_b.d.workload) if e_b is not None else ev_a
+        ev_c = at(0, L) if Z else ev_a
+        if q.workload is not None:
+            # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
+            # the offload range (a chord; the independent check re-evaluates the chosen point exactly)
+            def tp(ev: Evaluation) -> float:
+                return ev.tpot_s if ev.sustainable else UNSUSTAINABLE_S
+            ta, tb, tc = tp(ev_a), tp(ev_b), tp(ev_c)
+            lines: tuple[tuple[float, float, float], ...] = ((ta, (tb - ta) / L if L else 0.0,
+                                                              (tc - ta) / L if L else 0.0),)
+        elif not L:
+            a, b = split(ev_a.decode)
+            lines = ((a, 0.0, 0.0), (b, 0.0, 0.0))
+        elif load_aware:
+            # load-aware tiering makes the step time convex (not linear) in x: interpolate at breakpoints; the
+            # lines through consecutive points bound it from above and their max is the interpolation
+            xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
+            pts = [(x, max(split(at(x).decode))) for x in xs]
+            lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
+                          for (x0, y0), (x1, y1) in pairwise(pts))
+        else:  # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
+            (ma, ca), (mb, cb) = split(ev_a.decode), split(ev_b.decode)
+            mc, cc = split(ev_c.decode) if Z else (ma, ca)
+            lines = ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
+        ttft_a, ttft_b, ttft_c = (min(ev.ttft_s, UNSUSTAINABLE_S) for ev in (ev_a, ev_b, ev_c))
+        # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
+        # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
+        rkey = (engine, acc.key, L > 0)  # `ratios` lives for one question: one model spec
+        got = ratios.get(rkey) if ratios is not None else None
+        if got is None:
+            got = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None, offload=L > 0,
+                                  spec=spec)
+            if ratios is not None:
+                ratios[rkey] = got
+        speed_ratio, ttft_ratio = got
+        if speed_ratio != 1.0:
+            lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
+        if ttft_ratio != 1.0:
+            ttft_a, ttft_b, ttft_c = (min(t * ttft_ratio, UNSUSTAINABLE_S) for t in (ttft_a, ttft_b, ttft_c))
+
+        per = 1.0 / L if L else 0.0
+        expert_bytes = ev_a.weights.routed_expert_bytes
+        dram_price = 0.0
+        dram_max = dram_base
+        if q.objective == "capex" and not unified:
+            dram_price = load_hardware().hosts[node.host].dram_usd_per_gb / 1e9
+            dram_max = max(float(node.max_dram_bytes), dram_base)
+        layer_bytes = expert_bytes * per
+        tag = "owned-" if owned else ""
+        fill = f"[{g}/{node.accelerators_per_node}]" if g != node.accelerators_per_node else ""
+        cid = (f"{tag}{node.key}{fill}x{n_nodes}/{engine}/{qname}/kv-{ev_a.kv.kv_dtype}/{par.label()}"
+               + (f"/offload-{mode}" if L else "") + (f"/spec-{spec_dec.method}{spec_dec.num_tokens}" if spec_dec else ""))
+        return Candidate(
+            id=cid, node=node.key, accelerator=acc.key, n_nodes=n_nodes, gpus_per_node=g, owned=owned, engine=engine,
+            quant=qname, kv_dtype=ev_a.kv.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
+            offload_order=tuple(reversed(moe_idx)) if L else (), cost=float(base_cost), capex_usd=capex,
+            usd_per_hour=hourly, power_watts=power, dram_base_bytes=dram_base, dram_max_bytes=dram_max,
+            dram_usd_per_byte=dram_price if q.objective == "capex" else 0.0,
+            budget_bytes=mem_a.budget_bytes, mem0=mem_a.used_bytes,
+            mem_slope=(mem_a.used_bytes - mem_b.used_bytes) * per,
+            host_fixed=F.HOST_RESERVED_BYTES if L else 0.0, host_slope=layer_bytes,
+            step_lines=tuple(lines),
+            ttft0=ttft_a, ttft_slope=(ttft_b - ttft_a) * per,
+            expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],
+            max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(ttft_c - ttft_a) * per,
+            notes=tuple(mem_a.notes), spec_decode=spec_dec, settings=settings, min_offload_layers=min_offload)
+
+
+    return Pending(cost=float(base_cost), expert_bits=quality[0], _finish=finish)
 
 def best_point(c: Candidate, q: Query) -> tuple[int, int] | None:
     """Cheapest feasible (x DRAM layers, z NVMe layers) of one candidate by direct search (ties: least offload)."""
