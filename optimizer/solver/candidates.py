@@ -256,10 +256,26 @@ def node_counts(max_nodes: int) -> list[int]:
 
 
 def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
+    """Every candidate row, each with its speed model evaluated, sorted by id."""
+    rows = [c for p in enumerate_pending(q, m, lazy=False) if (c := p.finish()) is not None]
+    rows.sort(key=lambda c: c.id)
+    return rows
+
+
+def enumerate_pending(q: Query, m: ResolvedModel, lazy: bool = True) -> list[Pending]:
+    """Every candidate row after its memory tests, in enumeration order; `enumerate_candidates` is these rows
+    finished (those whose finish is not None), sorted by id.
+
+    A larger node count of a layout family is tried only while no smaller count of that family meets every
+    target (`_meets_all`), which needs the smaller row's speed model: rows whose family grows further are
+    finished here; with `lazy` every other row is left to its caller (the bounded search finishes only the rows
+    that can reach the answer, optimizer/solver/bounded.py). With a served workload a row exists only when its
+    rate is sustainable (a speed-model figure), so `lazy` is ignored then: every row is finished."""
+    lazy = lazy and q.workload is None
     hw = load_hardware()
     spec = m.spec
     moe_idx = tuple(i for i, l in enumerate(spec.main_layers) if l.is_moe)
-    out: list[Candidate] = []
+    out: list[Pending] = []
     ratios: dict[tuple[str, str, bool], tuple[float, float]] = {}
     for node, counts, owned, dram_base, g in _units(q):
         acc = hw.accelerators[node.accelerator]
@@ -278,6 +294,9 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                     qnames = list(dict.fromkeys(tagged))
                 else:
                     qnames += [t for t in tagged if t not in qnames and (not q.quants or t in q.quants)]
+            fast = fast_domain(node)
+            # the families each node count tries, and whether a larger count tries that family again
+            fams_at = {n: {_family(par) for par in layouts(m, engine, n, g, fast)} for n in counts}
             for qname in qnames:
                 try:
                     scheme = get_scheme(qname, m.storage)  # a quantization the model's storage cannot take is skipped
@@ -293,36 +312,44 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                 kv_choices = q.kv_dtypes or [default_kv_dtype(spec, engine)]
                 for kvd in kv_choices:
                     feasible_family: set[tuple[int, bool, bool, bool]] = set()
-                    for n_nodes in counts:
-                        for par in layouts(m, engine, n_nodes, g, fast_domain(node)):
-                            fam = (par.tp, par.ep, par.dp > 1, par.pp > 1)
+                    for k, n_nodes in enumerate(counts):
+                        for par in layouts(m, engine, n_nodes, g, fast):
+                            fam = _family(par)
                             if fam in feasible_family:
                                 continue  # a smaller node count of this family already meets every target
+                            # whether this row meets every target matters only if a larger count tries its family
+                            grows = not lazy or any(fam in fams_at[n] for n in counts[k + 1:])
                             met = False
                             for spec_dec in _spec_options(q, m, engine):
-                                at_zero: dict[str, Evaluation] = {}  # c's evaluation at no offload, for its twin
-                                c = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd, par,
-                                           moe_idx, quality, spec_dec, at_zero=at_zero, ratios=ratios)
-                                if c is None:
-                                    continue
-                                if q.max_budget is not None and c.cost > q.max_budget:
+                                at_zero: dict[str, Any] = {}  # c's evaluation at no offload, for its twin
+                                p = _prepare(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd, par,
+                                             moe_idx, quality, spec_dec, at_zero=at_zero, ratios=ratios)
+                                if p is None or (not lazy and p.finish() is None):
+                                    continue  # no such row (or, with a workload, its rate is not sustainable)
+                                if q.max_budget is not None and p.cost > q.max_budget:
                                     met = True  # over budget already; more nodes only cost more
                                     continue
-                                out.append(c)
-                                met = met or _meets_all(c, q)
-                                if c.max_offload_layers and q.confidence > 0:
+                                out.append(p)
+                                c = p.finish() if grows else None
+                                met = met or (c is not None and _meets_all(c, q))
+                                if (c.max_offload_layers if c is not None else p.offloads) and q.confidence > 0:
                                     # its no-offload twin: held to its GPU regime's interval, not the
                                     # cpu-experts one every offload level of `c` is held to
-                                    t = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd,
-                                               par, moe_idx, quality, spec_dec, offload=False, at_zero=at_zero,
-                                               ratios=ratios)
-                                    if t is not None:
+                                    t = _prepare(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd,
+                                                 par, moe_idx, quality, spec_dec, offload=False, at_zero=at_zero,
+                                                 ratios=ratios)
+                                    if t is not None and (lazy or t.finish() is not None):
                                         out.append(t)
-                                        met = met or _meets_all(t, q)
+                                        tc = t.finish() if grows else None
+                                        met = met or (tc is not None and _meets_all(tc, q))
                             if met:
                                 feasible_family.add(fam)
-    out.sort(key=lambda c: c.id)
     return out
+
+
+def _family(par: Parallel) -> tuple[int, bool, bool, bool]:
+    """A layout family: node counts of one family differ only in how many replicas or stages they hold."""
+    return par.tp, par.ep, par.dp > 1, par.pp > 1
 
 
 _FAST_DOMAIN: BoundedCache[NodeType, int] = BoundedCache("candidates.fast_domain", 1024)
@@ -377,6 +404,7 @@ class Pending:
     row (None only when a served workload's rate is not sustainable)."""
     cost: float
     expert_bits: float
+    offloads: bool              # max_offload_layers > 0 (a twin without offload is tried beside it)
     _finish: Callable[[], Candidate | None]
     _done: bool = False
     _row: Candidate | None = None
@@ -565,7 +593,7 @@ def _prepare(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nod
             notes=tuple(mem_a.notes), spec_decode=spec_dec, settings=settings, min_offload_layers=min_offload)
 
 
-    return Pending(cost=float(base_cost), expert_bits=quality[0], _finish=finish)
+    return Pending(cost=float(base_cost), expert_bits=quality[0], offloads=L > 0, _finish=finish)
 
 def best_point(c: Candidate, q: Query) -> tuple[int, int] | None:
     """Cheapest feasible (x DRAM layers, z NVMe layers) of one candidate by direct search (ties: least offload)."""
