@@ -330,7 +330,7 @@ def enumerate_pending(q: Query, m: ResolvedModel, lazy: bool = True) -> list[Pen
                                     met = True  # over budget already; more nodes only cost more
                                     continue
                                 out.append(p)
-                                c = p.finish() if grows else None
+                                c = _met_row(p, q, lazy) if grows else None
                                 met = met or (c is not None and _meets_all(c, q))
                                 if (c.max_offload_layers if c is not None else p.offloads) and q.confidence > 0:
                                     # its no-offload twin: held to its GPU regime's interval, not the
@@ -340,11 +340,17 @@ def enumerate_pending(q: Query, m: ResolvedModel, lazy: bool = True) -> list[Pen
                                                  ratios=ratios)
                                     if t is not None and (lazy or t.finish() is not None):
                                         out.append(t)
-                                        tc = t.finish() if grows else None
+                                        tc = _met_row(t, q, lazy) if grows else None
                                         met = met or (tc is not None and _meets_all(tc, q))
                             if met:
                                 feasible_family.add(fam)
     return out
+
+
+def _met_row(p: Pending, q: Query, lazy: bool) -> Candidate | None:
+    """The row `_meets_all` reads: without a TTFT target it reads no TTFT, so the decode-only probe answers it
+    exactly (the probe equals the finished row in every other field)."""
+    return p.probe() if lazy and not q.ttft_s else p.finish()
 
 
 def _family(par: Parallel) -> tuple[int, bool, bool, bool]:
@@ -406,8 +412,10 @@ class Pending:
     expert_bits: float
     offloads: bool              # max_offload_layers > 0 (a twin without offload is tried beside it)
     _finish: Callable[[], Candidate | None]
+    _probe: Callable[[], Candidate]
     _done: bool = False
     _row: Candidate | None = None
+    _probed: Candidate | None = None
 
     @property
     def done(self) -> bool:
@@ -417,6 +425,16 @@ class Pending:
         if not self._done:
             self._row, self._done = self._finish(), True
         return self._row
+
+    def probe(self) -> Candidate:
+        """The row with its decode figures but no prefill (TTFT 0), for a question without a served workload:
+        equal to the finished row in every field but ttft0, ttft_slope and ttft_nvme_slope (the decode figures
+        it computes are memoised, finishing reuses them)."""
+        if self._row is not None:
+            return self._row
+        if self._probed is None:
+            self._probed = self._probe()
+        return self._probed
 
 
 def _prepare(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool,
@@ -508,21 +526,79 @@ def _prepare(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nod
     if at_zero is not None and L and not load_aware:
         at_zero["e"] = e_a
 
+    evaluators: dict[tuple[float, float], Evaluator] = {}  # the row's evaluators at other offload levels
+
+    def ev_at(x: float, z: float = 0.0) -> Evaluator:
+        got = evaluators.get((x, z))
+        if got is None:
+            got = evaluators[(x, z)] = evaluator(x, z)
+        return got
+
+    def at(x: float, z: float = 0.0) -> Evaluation:
+        e = ev_at(x, z)
+        return e.at(e.d.workload)
+
+    def decode_a() -> SpeedEstimate:
+        """ev_a.decode without ev_a's prefill (`Evaluator.at` takes `token_speed(concurrency)`, memoised)."""
+        if e_a is None:
+            assert shared is not None
+            return shared.decode
+        return e_a.token_speed(e_a.d.concurrency)
+
+    def decode_at(e: Evaluator) -> SpeedEstimate:
+        return e.token_speed(e.d.concurrency)
+
+    def split(sp: SpeedEstimate) -> tuple[float, float]:
+        other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
+        return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
+
+    def decode_lines() -> tuple[tuple[float, float, float], ...]:
+        """Decode step lines with no served workload: decode figures only (no prefill)."""
+        if not L:
+            a, b = split(decode_a())
+            return ((a, 0.0, 0.0), (b, 0.0, 0.0))
+        if load_aware:
+            # load-aware tiering makes the step time convex (not linear) in x: interpolate at breakpoints; the
+            # lines through consecutive points bound it from above and their max is the interpolation
+            xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
+            pts = [(x, max(split(decode_at(ev_at(x))))) for x in xs]
+            return tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
+                         for (x0, y0), (x1, y1) in pairwise(pts))
+        # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
+        assert e_b is not None
+        (ma, ca), (mb, cb) = split(decode_a()), split(decode_at(e_b))
+        mc, cc = split(decode_at(ev_at(0, L))) if Z else (ma, ca)
+        return ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
+
+    def planning() -> tuple[float, float]:
+        # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
+        # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
+        rkey = (engine, acc.key, L > 0)  # `ratios` lives for one question: one model spec
+        got = ratios.get(rkey) if ratios is not None else None
+        if got is None:
+            got = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None, offload=L > 0,
+                                  spec=spec)
+            if ratios is not None:
+                ratios[rkey] = got
+        return got
+
+    def scaled(lines: tuple[tuple[float, float, float], ...]) -> tuple[tuple[float, float, float], ...]:
+        speed_ratio = planning()[0]
+        if speed_ratio != 1.0:
+            lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
+        return lines
+
+    def probe() -> Candidate:
+        """The row with its decode figures and no prefill (TTFT 0), for a question without a served workload:
+        equal to the finished row in every field but the three TTFT ones."""
+        return make(scaled(decode_lines()), (0.0, 0.0, 0.0))
+
     def finish() -> Candidate | None:
         """The speed model: decode and prefill at the ends of the offload range."""
-        def at(x: float, z: float = 0.0) -> Evaluation:
-            e = evaluator(x, z)
-            return e.at(e.d.workload)
-
         ev_a = e_a.at(e_a.d.workload) if e_a is not None else shared
         assert ev_a is not None
         if at_zero is not None and L and not load_aware:
             at_zero["ev"] = ev_a
-
-        def split(sp: SpeedEstimate) -> tuple[float, float]:
-            other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
-            return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
-
         if not ev_a.sustainable:
             return None  # offloading only slows it down further
         ev_b = e_b.at(e_b.d.workload) if e_b is not None else ev_a
@@ -535,38 +611,23 @@ def _prepare(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nod
             ta, tb, tc = tp(ev_a), tp(ev_b), tp(ev_c)
             lines: tuple[tuple[float, float, float], ...] = ((ta, (tb - ta) / L if L else 0.0,
                                                               (tc - ta) / L if L else 0.0),)
-        elif not L:
-            a, b = split(ev_a.decode)
-            lines = ((a, 0.0, 0.0), (b, 0.0, 0.0))
-        elif load_aware:
-            # load-aware tiering makes the step time convex (not linear) in x: interpolate at breakpoints; the
-            # lines through consecutive points bound it from above and their max is the interpolation
-            xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
-            pts = [(x, max(split(at(x).decode))) for x in xs]
-            lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
-                          for (x0, y0), (x1, y1) in pairwise(pts))
-        else:  # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
-            (ma, ca), (mb, cb) = split(ev_a.decode), split(ev_b.decode)
-            mc, cc = split(ev_c.decode) if Z else (ma, ca)
-            lines = ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
+        else:
+            lines = decode_lines()
         ttft_a, ttft_b, ttft_c = (min(ev.ttft_s, UNSUSTAINABLE_S) for ev in (ev_a, ev_b, ev_c))
-        # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
-        # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
-        rkey = (engine, acc.key, L > 0)  # `ratios` lives for one question: one model spec
-        got = ratios.get(rkey) if ratios is not None else None
-        if got is None:
-            got = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None, offload=L > 0,
-                                  spec=spec)
-            if ratios is not None:
-                ratios[rkey] = got
-        speed_ratio, ttft_ratio = got
-        if speed_ratio != 1.0:
-            lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
+        ttft_ratio = planning()[1]
         if ttft_ratio != 1.0:
             ttft_a, ttft_b, ttft_c = (min(t * ttft_ratio, UNSUSTAINABLE_S) for t in (ttft_a, ttft_b, ttft_c))
+        return make(scaled(lines), (ttft_a, ttft_b, ttft_c))
 
+    kv_res = (e_a.parts.kv if e_a is not None else shared.kv if shared is not None else None)
+    assert kv_res is not None
+    weights = e_a.parts.weights if e_a is not None else shared.weights if shared is not None else None
+    assert weights is not None
+
+    def make(lines: tuple[tuple[float, float, float], ...], ttfts: tuple[float, float, float]) -> Candidate:
+        ttft_a, ttft_b, ttft_c = ttfts
         per = 1.0 / L if L else 0.0
-        expert_bytes = ev_a.weights.routed_expert_bytes
+        expert_bytes = weights.routed_expert_bytes
         dram_price = 0.0
         dram_max = dram_base
         if q.objective == "capex" and not unified:
@@ -575,11 +636,11 @@ def _prepare(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nod
         layer_bytes = expert_bytes * per
         tag = "owned-" if owned else ""
         fill = f"[{g}/{node.accelerators_per_node}]" if g != node.accelerators_per_node else ""
-        cid = (f"{tag}{node.key}{fill}x{n_nodes}/{engine}/{qname}/kv-{ev_a.kv.kv_dtype}/{par.label()}"
+        cid = (f"{tag}{node.key}{fill}x{n_nodes}/{engine}/{qname}/kv-{kv_res.kv_dtype}/{par.label()}"
                + (f"/offload-{mode}" if L else "") + (f"/spec-{spec_dec.method}{spec_dec.num_tokens}" if spec_dec else ""))
         return Candidate(
             id=cid, node=node.key, accelerator=acc.key, n_nodes=n_nodes, gpus_per_node=g, owned=owned, engine=engine,
-            quant=qname, kv_dtype=ev_a.kv.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
+            quant=qname, kv_dtype=kv_res.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
             offload_order=tuple(reversed(moe_idx)) if L else (), cost=float(base_cost), capex_usd=capex,
             usd_per_hour=hourly, power_watts=power, dram_base_bytes=dram_base, dram_max_bytes=dram_max,
             dram_usd_per_byte=dram_price if q.objective == "capex" else 0.0,
@@ -592,8 +653,9 @@ def _prepare(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nod
             max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(ttft_c - ttft_a) * per,
             notes=tuple(mem_a.notes), spec_decode=spec_dec, settings=settings, min_offload_layers=min_offload)
 
+    return Pending(cost=float(base_cost), expert_bits=quality[0], offloads=L > 0, _finish=finish,
+                   _probe=probe)
 
-    return Pending(cost=float(base_cost), expert_bits=quality[0], offloads=L > 0, _finish=finish)
 
 def best_point(c: Candidate, q: Query) -> tuple[int, int] | None:
     """Cheapest feasible (x DRAM layers, z NVMe layers) of one candidate by direct search (ties: least offload)."""
