@@ -270,7 +270,6 @@ def cheapest(
     (--tpot or --percentile, or --rate with --ttft and --tok-s): the cheapest serving fleet, as `rigopt fleet`."""
     from optimizer.fidelity.profile import load_calibration
     from optimizer.front import Ask, question, solve
-    from optimizer.front.question import OwnedQuestion
 
     ask = Ask(model=model, context=_tokens(context) if context else None, tok_s=tok_s, concurrency=concurrency,
               ttft_s=ttft, prompt_tokens=_tokens(prompt) if prompt else None,
@@ -283,7 +282,7 @@ def cheapest(
               percentile=percentile, outputs=_given({"--out": out, "--export": export_engine, "--plot": plot}),
               names=CHEAPEST_OPTION)
     q = question(ask)
-    if isinstance(q, OwnedQuestion) and not as_json:
+    if q.kind == "owned" and not as_json:
         Console().print("owned inventory: planned per device (as rigopt mixed)")
     if q.kind == "fleet":
         check_out_dir(out)  # the fleet's export folder: checked before the solve, not after
@@ -317,9 +316,12 @@ def _answer(ans, as_json: bool) -> None:
         from optimizer.hetero.api import describe
         sys.stdout.write(describe(ans.result) + "\n")
         return
-    from optimizer.fleet.report import render_fleet
+    if ans.backend == "fleet":
+        from optimizer.fleet.report import render_fleet
+        _out(ans.result, False, render_fleet)
+        return
     from optimizer.report.cheapest import render_cheapest
-    _out(ans.result, False, render_fleet if ans.backend == "fleet" else render_cheapest)
+    _out(ans.result, False, render_cheapest)
 
 
 def _cheapest_files(r, out: str | None, plot: str | None) -> None:
@@ -632,13 +634,12 @@ def mixed(
     from optimizer.errors import InputError
     from optimizer.fidelity.profile import load_calibration
     from optimizer.front import Ask, question, solve
-    from optimizer.front.question import OwnedQuestion
     ask = Ask(model=model, owned=_local_owned(owned, as_json) or owned, calibration=load_calibration(None, False), context=_tokens(context) if context else None,
               tok_s=tok_s, concurrency=concurrency, buy=buy or None, buy_types=_csv(buy_types), min_bits=min_bits,
               quants=_csv(quant), max_budget=max_budget, engines=(engine,) if engine else None,
               confidence=_confidence(confidence), host=host, names=CHEAPEST_OPTION | {"engines": "--engine", "host": "--host"})
     q = question(ask)
-    if export_script and not isinstance(q, OwnedQuestion):
+    if export_script and not q.kind == "owned":
         raise InputError("--export writes a per-device launch script: give --engine llamacpp or vllm, or use "
                          "`rigopt cheapest --owned ... --export auto` for this one-GPU-type inventory")
     ans = solve(q)
