@@ -7,6 +7,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict
 
+from optimizer.cache import without_gc
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.models import ResolvedModel, resolve_model
 from optimizer.estimate.factors import HOST_RESERVED_BYTES
@@ -233,6 +234,7 @@ def m_is_moe(q: Query) -> bool:
     return resolve_model(q.model).spec.is_moe
 
 
+@without_gc
 def cheapest(q: Query, exhaustive: bool = False) -> CheapestResult:
     """The headline plan proven optimal by CP-SAT (one solve), its next-cheapest alternatives and the cheapest
     plan per quality tier. The table is separable, so each row's own optimum (oracle.row_optima, the same integer
