@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from optimizer.scenarios.loader import expand, load_scenario
 from optimizer.solver import search
-from optimizer.solver.bounded import FINISHED, PENDING, PROBED, Space, too_slow
+from optimizer.solver.bounded import FINISHED, PENDING, PROBED, Space, too_slow, too_slow_float
 from optimizer.solver.oracle import row_optimum
 from optimizer.solver.query import Owned, Query
 from optimizer.solver.search import cheapest
-from optimizer.solver.table import IntRow, Limits
+from optimizer.solver.table import IntRow, Limits, limits, to_rows
 from tests.hyp import examples
 
 SMALL = ["h100-sxm", "l40s", "rtx-4090", "a100-80gb-sxm"]
@@ -154,3 +154,24 @@ def test_too_slow_never_rejects_a_feasible_row(r, step):
     lim = Limits(step_ns=step, ttft_ns=None, budget=None)
     if too_slow(r, lim):
         assert row_optimum(r, lim) is None
+
+
+def test_too_slow_float_implies_too_slow_in_integers():
+    """On real rows (offloading, NVMe and cluster rows) and several targets: the float test never rejects a row
+    whose integer row has a feasible decode step."""
+    from optimizer.catalog.models import resolve_model
+    from optimizer.solver.candidates import enumerate_candidates
+    checked = 0
+    for kw in (dict(model="deepseek-v4-flash", context=65536, gpus=["rtx-4090", "h100-sxm"], max_nodes=2),
+               dict(model="qwen3-30b-a3b", context=32768, gpus=SMALL, max_nodes=2)):
+        base = Query(**kw)
+        cands = enumerate_candidates(base, resolve_model(base.model))
+        for tok in (1.0, 5.0, 20.0, 60.0, 200.0):
+            q = base.model_copy(update={"tok_s": tok})
+            lim = limits(q)
+            relaxed = Limits(step_ns=lim.step_ns, ttft_ns=None, budget=None)
+            for c in cands:
+                if too_slow_float(c, tok):
+                    checked += 1
+                    assert too_slow(to_rows([c], q)[0], relaxed), c.id
+    assert checked > 50

@@ -88,7 +88,7 @@ class Space:
         return out
 
     def _optimum(self, c: Candidate | None, lim: Limits) -> int | None:
-        if c is None:
+        if c is None or too_slow_float(c, self.q.tok_s):
             return None
         row = to_rows([c], self.q)[0]
         if too_slow(row, lim):
@@ -171,3 +171,18 @@ def too_slow(r: IntRow, lim: Limits) -> bool:
     L, zm = r.max_offload_layers, min(r.max_nvme_layers, r.max_offload_layers)
     corners = {(0, 0), (L, 0), (0, zm), (L - zm, zm)}
     return any(min(a + b * x + c * z for x, z in corners) > lim.step_ns for a, b, c in r.step_planes_ns)
+
+
+SLOW_MARGIN_S = 1e-6  # far above what the integer rounding tolerance can move a step time (scaling.py)
+
+
+def too_slow_float(c: Candidate, tok_s: float) -> bool:
+    """`too_slow` on the float row, before its integer row is built: the integer planes round every coefficient up
+    and the integer limit rounds 1/tok_s down, so a float row slower than the target by more than SLOW_MARGIN_S at
+    every corner is too slow in integers too."""
+    if not tok_s:
+        return False
+    L, zm = c.max_offload_layers, min(c.max_nvme_layers, c.max_offload_layers)
+    corners = {(0, 0), (L, 0), (0, zm), (L - zm, zm)}
+    limit = 1.0 / tok_s + SLOW_MARGIN_S
+    return any(min(a + b * x + cz * z for x, z in corners) > limit for a, b, cz in c.step_lines)
