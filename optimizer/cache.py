@@ -168,7 +168,7 @@ def without_gc(fn: Callable[P, T]) -> Callable[P, T]:
 
     A search builds tens of thousands of short-lived objects and almost no reference cycles; every generation-2
     collection it triggers walks every live object (the catalogues, the rows kept so far) and frees nothing. On the
-    default `cheapest` question that is about a fifth of the CPU time. Reference counting still frees what is
+    default `cheapest` question that was a quarter to a third of the search's CPU time (in-process). Reference counting still frees what is
     dropped; cycles wait for the next collection after `fn` returns. Nested and concurrent calls (threads of
     `rigopt serve`) turn it back on only when the last one ends."""
 

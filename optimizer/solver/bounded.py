@@ -15,21 +15,27 @@ feasible at all, else every row. Each of these is a *group* (a predicate on the 
 the speed model, and a number k of rows wanted). The bound argument, for one group:
 
     Let the finished rows of the group hold k feasible rows whose largest optimum cost is C, and let every
-    unfinished row of the group have lb > C. An unfinished row's optimum costs at least its lb > C, so it ranks
-    after each of those k rows (cost is the key's first term), whatever its speed model says. The first k rows
-    of the group in the full ranking are therefore finished rows, and they are the first k in the ranking of the
-    finished rows alone: the integer quality and tie ranks `to_rows` gives a subset order the rows exactly as
-    the full set's do (ranks of the same sort keys), and each row's own optimum does not depend on other rows
-    (the table is separable). If the check rejects some of those k rows, the group reaches further down: the
-    search verifies on the answer itself (the costs of the rows it actually picked) and finishes more rows
-    when the argument does not hold for them.
+    unfinished row of the group have a lower bound > C (its lb, or its probe's optimum, below) or be proven
+    infeasible. An unfinished row's optimum costs at least its bound > C, so it ranks after each of those k rows
+    (cost is the key's first term), whatever the rest of its speed model says; an infeasible row is never ranked.
+    The first k rows of the group in the full ranking are therefore finished rows, and they are the first k in the
+    ranking of the finished rows alone: the integer quality and tie ranks `to_rows` gives a subset order the rows
+    exactly as the full set's do (ranks of the same sort keys), and each row's own optimum does not depend on other
+    rows (the table is separable). If the check rejects some of those k rows, the group reaches further down: the
+    search verifies on the answer itself (the costs of the rows it actually picked) and finishes more rows when the
+    argument does not hold for them.
 
-A group with no unfinished row is complete. The allowed set is decided once a feasible floor row is finished,
-or once no floor row is left unfinished. An answer with no plan (infeasible: its relaxation report reads every
-row) is only given once every row is finished, so it is the exhaustive answer. The printed candidate count is
-the number of rows that exist (`enumerate_pending`), finished or not: the exhaustive list's length. CP-SAT
-proves the headline over the finished rows; the rows left out cost more than it, so the proof of optimality
-holds over all of them (the proven bound is the optimum's cost as long as the solver reports OPTIMAL).
+Rows move through three stages: memory tests only (bound: `lb`), decode figures without prefill (`Pending.probe`:
+the row's own optimum with the TTFT target ignored, a larger lower bound, exact when there is no TTFT target, and
+None when no offload level meets the decode target, so the row can never be picked), then finished. Each step
+advances only rows whose bound does not yet exceed the cost the group needs.
+
+A group with no unfinished row that may be feasible is complete. The allowed set is decided once a floor row is
+known feasible, or once no floor row that may be feasible is left unfinished. An answer with no plan (infeasible:
+its relaxation report reads every row) is only given once every row is finished, so it is the exhaustive answer. The
+printed candidate count is the number of rows that exist (`enumerate_pending`), finished or not: the exhaustive
+list's length. CP-SAT proves the headline over the finished rows; the rows left out cost more than it, so the proof
+of optimality holds over all of them (the proven bound is the optimum's cost as long as the solver reports OPTIMAL).
 
 `tests/test_bounded.py` compares the bounded and the exhaustive answers on the shipped scenarios and on
 generated questions.

@@ -267,10 +267,11 @@ def enumerate_pending(q: Query, m: ResolvedModel, lazy: bool = True) -> list[Pen
     finished (those whose finish is not None), sorted by id.
 
     A larger node count of a layout family is tried only while no smaller count of that family meets every
-    target (`_meets_all`), which needs the smaller row's speed model: rows whose family grows further are
-    finished here; with `lazy` every other row is left to its caller (the bounded search finishes only the rows
-    that can reach the answer, optimizer/solver/bounded.py). With a served workload a row exists only when its
-    rate is sustainable (a speed-model figure), so `lazy` is ignored then: every row is finished."""
+    target (`_meets_all`), which needs the smaller row's speed model: rows whose family grows further get their
+    decode figures here (`Pending.probe`; the whole speed model when there is a TTFT target); with `lazy` every
+    other row is left to its caller (the bounded search finishes only the rows that can reach the answer,
+    optimizer/solver/bounded.py). With a served workload a row exists only when its rate is sustainable (a
+    speed-model figure), so `lazy` is ignored then: every row is finished."""
     lazy = lazy and q.workload is None
     hw = load_hardware()
     spec = m.spec
