@@ -168,9 +168,9 @@ def without_gc(fn: Callable[P, T]) -> Callable[P, T]:
 
     A search builds tens of thousands of short-lived objects and almost no reference cycles; every generation-2
     collection it triggers walks every live object (the catalogues, the rows kept so far) and frees nothing. On the
-    default `cheapest` question that was a quarter to a third of the search's CPU time (in-process). Reference counting still frees what is
-    dropped; cycles wait for the next collection after `fn` returns. Nested and concurrent calls (threads of
-    `rigopt serve`) turn it back on only when the last one ends."""
+    default `cheapest` question that was a quarter to a third of the search's CPU time (in-process). Reference
+    counting still frees what is dropped; cycles wait for the next collection after `fn` returns. Nested and
+    concurrent calls (threads of `rigopt serve`) turn it back on only when the last one ends."""
 
     @wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
