@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from typing import TYPE_CHECKING, Annotated
@@ -270,7 +271,6 @@ def cheapest(
     (--tpot or --percentile, or --rate with --ttft and --tok-s): the cheapest serving fleet, as `rigopt fleet`."""
     from optimizer.fidelity.profile import load_calibration
     from optimizer.front import Ask, question, solve
-    from optimizer.front.question import OwnedQuestion
 
     ask = Ask(model=model, context=_tokens(context) if context else None, tok_s=tok_s, concurrency=concurrency,
               ttft_s=ttft, prompt_tokens=_tokens(prompt) if prompt else None,
@@ -283,7 +283,7 @@ def cheapest(
               percentile=percentile, outputs=_given({"--out": out, "--export": export_engine, "--plot": plot}),
               names=CHEAPEST_OPTION)
     q = question(ask)
-    if isinstance(q, OwnedQuestion) and not as_json:
+    if q.kind == "owned" and not as_json:
         Console().print("owned inventory: planned per device (as rigopt mixed)")
     if q.kind == "fleet":
         check_out_dir(out)  # the fleet's export folder: checked before the solve, not after
@@ -317,9 +317,12 @@ def _answer(ans, as_json: bool) -> None:
         from optimizer.hetero.api import describe
         sys.stdout.write(describe(ans.result) + "\n")
         return
-    from optimizer.fleet.report import render_fleet
+    if ans.backend == "fleet":
+        from optimizer.fleet.report import render_fleet
+        _out(ans.result, False, render_fleet)
+        return
     from optimizer.report.cheapest import render_cheapest
-    _out(ans.result, False, render_fleet if ans.backend == "fleet" else render_cheapest)
+    _out(ans.result, False, render_cheapest)
 
 
 def _cheapest_files(r, out: str | None, plot: str | None) -> None:
@@ -632,13 +635,12 @@ def mixed(
     from optimizer.errors import InputError
     from optimizer.fidelity.profile import load_calibration
     from optimizer.front import Ask, question, solve
-    from optimizer.front.question import OwnedQuestion
     ask = Ask(model=model, owned=_local_owned(owned, as_json) or owned, calibration=load_calibration(None, False), context=_tokens(context) if context else None,
               tok_s=tok_s, concurrency=concurrency, buy=buy or None, buy_types=_csv(buy_types), min_bits=min_bits,
               quants=_csv(quant), max_budget=max_budget, engines=(engine,) if engine else None,
               confidence=_confidence(confidence), host=host, names=CHEAPEST_OPTION | {"engines": "--engine", "host": "--host"})
     q = question(ask)
-    if export_script and not isinstance(q, OwnedQuestion):
+    if export_script and not q.kind == "owned":
         raise InputError("--export writes a per-device launch script: give --engine llamacpp or vllm, or use "
                          "`rigopt cheapest --owned ... --export auto` for this one-GPU-type inventory")
     ans = solve(q)
@@ -712,10 +714,18 @@ def user_error(e: BaseException) -> str | None:
     return None
 
 
+LONG_RUNNING = ("serve", "solve")  # a server and a batch of questions: the garbage collector stays on
+
+
 def main() -> None:
-    """Entry point: typer app with one-line errors and exit code 2 for bad input."""
+    """Entry point: typer app with one-line errors and exit code 2 for bad input. A one-shot command runs with
+    Python's cyclic garbage collector off (its imports and its one answer allocate much and leave few cycles, and the
+    process ends with the command: optimizer/cache.py without_gc says what that saves)."""
+    args = _hoist_offline(sys.argv[1:])
+    if not any(a in LONG_RUNNING for a in args[:2]):
+        gc.disable()
     try:
-        rc = app(args=_hoist_offline(sys.argv[1:]), standalone_mode=False)  # returns the exit code of typer.Exit in non-standalone mode
+        rc = app(args=args, standalone_mode=False)  # returns the exit code of typer.Exit in non-standalone mode
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except (typer.Exit, SystemExit) as e:

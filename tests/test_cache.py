@@ -63,3 +63,38 @@ def test_memoize_is_bounded_and_clearable():
     square(5)
     clear_all()
     assert stats()["test.memo"]["size"] == 0
+
+
+def test_without_gc_pauses_and_restores_the_collector():
+    """The collector is off inside (nested calls too) and back as it was after, also when the call raises."""
+    import gc
+
+    from optimizer.cache import without_gc
+
+    seen = []
+
+    @without_gc
+    def inner():
+        seen.append(gc.isenabled())
+
+    @without_gc
+    def outer(fail: bool):
+        seen.append(gc.isenabled())
+        inner()
+        seen.append(gc.isenabled())
+        if fail:
+            raise ValueError("boom")
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        outer(False)
+        assert seen == [False, False, False] and gc.isenabled()
+        with pytest.raises(ValueError):
+            outer(True)
+        assert gc.isenabled()
+        gc.disable()  # off before: stays off after
+        outer(False)
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -43,14 +43,14 @@ QUERIES = [
 ]
 
 
-def _plain_build(*args, **kw):
-    """`_build` without the shared twin evaluation and the planning-ratio memo."""
+def _plain_prepare(*args, **kw):
+    """`_prepare` without the shared twin evaluation and the planning-ratio memo."""
     kw.pop("at_zero", None)
     kw.pop("ratios", None)
     return _PLAIN(*args, **kw)
 
 
-_PLAIN = C._build
+_PLAIN = C._prepare
 
 
 def _meets_all_reference(c: Candidate, q: Query) -> bool:
@@ -75,7 +75,7 @@ def test_shortcuts_give_the_same_candidates(kw, monkeypatch):
     m = resolve_model(q.model)
     fast = enumerate_candidates(q, m)
     calls = []
-    monkeypatch.setattr(C, "_build", lambda *a, **k: calls.append(1) or _plain_build(*a, **k))
+    monkeypatch.setattr(C, "_prepare", lambda *a, **k: calls.append(1) or _plain_prepare(*a, **k))
     plain = enumerate_candidates(q, m)
     assert calls, "the plain enumeration did not run"
     assert [c.id for c in fast] == [c.id for c in plain]
@@ -89,7 +89,7 @@ def test_the_twin_shortcut_is_taken():
     q = _query(**QUERIES[2])
     m = resolve_model(q.model)
     taken = []
-    orig = C._build
+    orig = C._prepare
 
     def spy(*a, **k):
         at_zero = k.get("at_zero")
@@ -97,11 +97,11 @@ def test_the_twin_shortcut_is_taken():
             taken.append(at_zero["ev"])
         return orig(*a, **k)
 
-    C._build = spy
+    C._prepare = spy
     try:
         cands = enumerate_candidates(q, m)
     finally:
-        C._build = orig
+        C._prepare = orig
     assert taken and any(c.max_offload_layers for c in cands)
 
 

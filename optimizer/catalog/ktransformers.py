@@ -14,6 +14,8 @@ from optimizer.cache import memoize
 from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError, InputError
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+
 Isa = Literal["avx2", "avx512", "amx"]
 
 
@@ -80,7 +82,7 @@ class KtMatrix(_Row):
 def load_kt_matrix() -> KtMatrix:
     path = data_dir("hardware") / "ktransformers.yaml"
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # libyaml when built: the same data
         return KtMatrix.model_validate(raw)
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"{path.name}: {exc}") from exc

@@ -215,7 +215,7 @@ ENGINE_TTFT_OVERHEAD_S = {
 
 # mlx-lm: its own per-layer decode cost and prefill MFU (optimizer/fidelity/mlx_fit.py writes factors_mlx.yaml)
 MLX_FACTORS_FILE = Path(__file__).with_name("factors_mlx.yaml")
-_MLX = yaml.safe_load(MLX_FACTORS_FILE.read_text())
+_MLX = yaml.load(MLX_FACTORS_FILE.read_text(), Loader=_LOADER)
 if not isinstance(_MLX, dict) or _MLX.get("schema_id") != "rigopt.factors-mlx/1":
     raise RuntimeError(f"{MLX_FACTORS_FILE}: not a rigopt.factors-mlx/1 file "
                        "(python -m optimizer.fidelity.mlx_fit --write)")

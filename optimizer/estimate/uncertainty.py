@@ -35,6 +35,8 @@ import yaml
 from optimizer.engines import physics_engine
 from optimizer.estimate.speed import device_family
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+
 UNCERTAINTY_FILE = Path(__file__).with_name("uncertainty.yaml")
 UNCERTAINTY_SCHEMA = "rigopt.uncertainty/2"
 QUANTILE_LEVELS = (0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95)
@@ -97,7 +99,7 @@ _TABLE: dict[str, Any] | None = None
 def table() -> dict[str, Any]:
     global _TABLE
     if _TABLE is None:
-        data = yaml.safe_load(UNCERTAINTY_FILE.read_text())
+        data = yaml.load(UNCERTAINTY_FILE.read_text(), Loader=_LOADER)  # libyaml when built: the same data
         if not isinstance(data, dict) or data.get("schema_id") != UNCERTAINTY_SCHEMA:
             raise RuntimeError(f"{UNCERTAINTY_FILE}: not a {UNCERTAINTY_SCHEMA} file "
                                "(rewrite it with python bench/fidelity.py --fit)")

@@ -24,6 +24,7 @@ from typing import cast
 
 from pydantic import BaseModel, ConfigDict
 
+from optimizer.cache import without_gc
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.models import ResolvedModel, resolve_model
 from optimizer.errors import InputError
@@ -767,6 +768,7 @@ def money(q: FleetQuery, rent: Fleet | None, own: Fleet | None) -> Money:
     return m
 
 
+@without_gc
 def solve_fleet(q: FleetQuery) -> FleetResult:
     t0 = time.perf_counter()
     m = resolve_model(q.model)

@@ -4,21 +4,17 @@ and one JSON Schema for all of them (`rigopt schema answer`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, TypeAdapter
-
-from optimizer.fleet.solve import FLEET_SCHEMA, FleetResult
-from optimizer.hetero.api import MixedResult
-from optimizer.hetero.plan import MixedPlan
-from optimizer.hetero.query import MIXED_RESULT_SCHEMA, MixedQuery, result_json
-from optimizer.solver.search import RESULT_SCHEMA, CheapestResult
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
-    from optimizer.front.question import Question
+    from optimizer.fleet.solve import FleetResult
+    from optimizer.front.kinds import Question
+    from optimizer.hetero.api import MixedResult
+    from optimizer.hetero.plan import MixedPlan
+    from optimizer.solver.search import CheapestResult
 
-MIXED_PLAN_SCHEMA = "rigopt.mixed-plan/1"
-ANSWER_SCHEMA = "rigopt.answer/1"
+# the back ends' result types are imported where a result of that kind is at hand (start-up time, issue 23): the
+# answer tells them apart by its `backend`
 Backend = Literal["solver", "fleet", "hetero"]
 
 
@@ -31,19 +27,22 @@ class Answer:
     @property
     def feasible(self) -> bool:
         r = self.result
-        if isinstance(r, FleetResult):
-            return r.fleet is not None
-        return r.plan is not None
+        if self.backend == "fleet":
+            return getattr(r, "fleet", None) is not None
+        return getattr(r, "plan", None) is not None
 
     def cheapest_result(self) -> CheapestResult:
+        from optimizer.solver.search import CheapestResult
         assert isinstance(self.result, CheapestResult), self.backend
         return self.result
 
     def fleet_result(self) -> FleetResult:
+        from optimizer.fleet.solve import FleetResult
         assert isinstance(self.result, FleetResult), self.backend
         return self.result
 
     def mixed_plan(self) -> MixedPlan:
+        from optimizer.hetero.api import MixedResult
         assert isinstance(self.result, MixedResult) and self.result.plan is not None, self.backend
         return self.result.plan
 
@@ -51,59 +50,21 @@ class Answer:
         """What `--json` prints: rigopt.cheapest/1, rigopt.fleet/1, rigopt.mixed-plan/1 (a plan `rigopt export`
         reads) or rigopt.mixed-result/1 (no plan: why not)."""
         r = self.result
-        if isinstance(r, MixedResult):
+        if self.backend == "hetero":
+            from optimizer.hetero.api import MixedResult
+            from optimizer.hetero.query import MixedQuery, result_json
+            assert isinstance(r, MixedResult)
             if r.plan is not None:
                 return r.plan.to_json()
             q = self.question.query
             assert isinstance(q, MixedQuery)
             return result_json(q, r)
-        return r.model_dump(mode="json")
-
-
-@dataclass(frozen=True)
-class _MixedPlanDoc(MixedPlan):
-    """rigopt.mixed-plan/1 as written: the plan's fields and its schema id."""
-
-    schema_id: Literal["rigopt.mixed-plan/1"] = "rigopt.mixed-plan/1"
-
-
-class _MixedCheckDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ok: bool
-    step_time_s: float
-    terms_s: dict[str, float]
-    violations: list[str]
-
-
-class _MixedResultDoc(BaseModel):
-    """rigopt.mixed-result/1: a mixed-inventory question, its status, its plan or why there is none."""
-
-    model_config = ConfigDict(extra="forbid")
-    schema_id: Literal["rigopt.mixed-result/1"]
-    query: MixedQuery
-    status: str
-    plan: _MixedPlanDoc | None
-    reason: str
-    tried: list[list[str]]
-    check: _MixedCheckDoc | None = None
-
-
-_CONST = {"CheapestResult": RESULT_SCHEMA, "FleetResult": FLEET_SCHEMA, "_MixedPlanDoc": MIXED_PLAN_SCHEMA,
-          "_MixedResultDoc": MIXED_RESULT_SCHEMA}
+        return cast("CheapestResult | FleetResult", r).model_dump(mode="json")
 
 
 def answer_json_schema() -> dict[str, Any]:
-    """JSON Schema of every `--json` answer of cheapest, fleet and mixed (one of four documents, told apart by
-    their `schema_id`)."""
-    ta: TypeAdapter[Any] = TypeAdapter(CheapestResult | FleetResult | _MixedPlanDoc | _MixedResultDoc)
-    schema = ta.json_schema()
-    for name, const in _CONST.items():
-        props = schema["$defs"][name]["properties"]
-        props["schema_id"] = {"const": const, "title": "Schema Id", "type": "string"}
-        req = schema["$defs"][name].setdefault("required", [])
-        if "schema_id" not in req:
-            req.append("schema_id")
-    schema["oneOf"] = schema.pop("anyOf")
-    schema["$id"] = ANSWER_SCHEMA
-    schema["title"] = "rigopt answer (cheapest, fleet, mixed --json)"
-    return schema
+    """JSON Schema of every `--json` answer of cheapest, fleet and mixed (optimizer/front/schema.py)."""
+    from optimizer.front.schema import answer_json_schema as build
+    return build()
+
+

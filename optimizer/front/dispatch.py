@@ -12,19 +12,23 @@ gets the same answer:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 
 from optimizer.catalog.hardware import get_accelerator
 from optimizer.errors import InputError, RigoptError
-from optimizer.fleet.sla import SlaFields, fleet_query, wants_fleet
 from optimizer.front.answer import Answer
-from optimizer.front.question import DEFAULTS, Ask, FleetQuestion, OwnedQuestion, Question, SpeedQuestion
-from optimizer.hetero.inventory import parse_inventory
-from optimizer.hetero.query import MixedQuery
+from optimizer.front.question import DEFAULTS, Ask, SpeedQuestion
 from optimizer.solver.frontier import DEFAULT_HEADLINE_MIN_BITS
 from optimizer.solver.query import Owned, Query
+
+if TYPE_CHECKING:
+    from optimizer.fleet.sla import SlaFields
+    from optimizer.front.kinds import OwnedQuestion, Question
+
+# The fleet and mixed-hardware back ends are imported only by the questions that reach them (start-up time of a
+# single-deployment question, issue 23).
 
 # what only the single-deployment solver answers (workloads, TTFT, speculative decoding, placement, plan files)
 SOLVER_ONLY = ("isl", "osl", "rate_rps", "ttft_s", "prompt_tokens", "prefix_hit", "spec", "kv_dtypes", "loads",
@@ -36,6 +40,7 @@ T = TypeVar("T")  # engines that split one model's layers over unlike devices
 
 
 def _sla(a: Ask) -> SlaFields:
+    from optimizer.fleet.sla import SlaFields
     return SlaFields(model=a.model, isl=a.isl, osl=a.osl, rate_rps=a.rate_rps, ttft_s=a.ttft_s, tpot_s=a.tpot_s,
                      tok_s=a.tok_s or 0.0, percentile=a.percentile,
                      objective=a.objective or DEFAULTS["objective"], gpus=a.gpus, engines=a.engines, quants=a.quants,
@@ -47,6 +52,7 @@ def several_kinds(owned: str) -> bool:
     """An inventory of several GPU types or several boxes (only a per-device plan can use it)."""
     if ";" in owned:
         return True
+    from optimizer.hetero.inventory import parse_inventory
     try:
         inv = parse_inventory(owned)
     except RigoptError:
@@ -77,8 +83,10 @@ def question(a: Ask) -> Question:
         raise InputError(f"a workload needs both {a.name('isl')} and {a.name('osl')}")
     if a.rate_rps is not None and a.isl is None:
         raise InputError(f"{a.name('rate_rps')} needs a workload: give {a.name('isl')} and {a.name('osl')}")
-    sla = _sla(a)
-    if wants_fleet(sla):
+    if _fleet_form(a):
+        from optimizer.fleet.sla import fleet_query
+        from optimizer.front.kinds import FleetQuestion
+        sla = _sla(a)
         extra = a.given("owned", "context", "prompt_tokens", "max_budget", "tier", "min_bits", "kv_dtypes", "spec",
                         "prefix_hit", "loads", "buy", "buy_types") + [o for o in a.outputs
                                                                                        if o != a.name("out_dir")]
@@ -97,7 +105,18 @@ def question(a: Ask) -> Question:
     return _speed(a)
 
 
+def _fleet_form(a: Ask) -> bool:
+    """Is this the SLA form (fleet.sla.wants_fleet), asked without importing the fleet back end when none of the
+    fields that rule reads is given?"""
+    if a.tpot_s is None and a.percentile is None and (a.rate_rps is None or a.ttft_s is None):
+        return False  # wants_fleet needs a TPOT, a percentile, or a rate with a TTFT
+    from optimizer.fleet.sla import wants_fleet
+    return wants_fleet(_sla(a))
+
+
 def _owned(a: Ask) -> OwnedQuestion:
+    from optimizer.front.kinds import OwnedQuestion
+    from optimizer.hetero.query import MixedQuery
     assert a.owned is not None
     bad = a.given(*SOLVER_ONLY) + list(a.outputs)
     if a.objective not in (None, DEFAULTS["objective"]):
@@ -158,10 +177,10 @@ def _valid(a: Ask, build: Callable[[], T]) -> T:
 
 def solve(q: Question) -> Answer:
     """Answer a question with the back end its shape names."""
-    if isinstance(q, FleetQuestion):
+    if q.kind == "fleet":
         from optimizer.fleet import solve_fleet
         return Answer(question=q, backend="fleet", result=solve_fleet(q.query))
-    if isinstance(q, OwnedQuestion):
+    if q.kind == "owned":
         return Answer(question=q, backend="hetero", result=q.query.solve())
     from optimizer.solver.search import cheapest
     return Answer(question=q, backend="solver", result=cheapest(q.query))

@@ -13,13 +13,27 @@ confidence and engine set, whichever command is used (`DEFAULTS`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from optimizer.fleet.solve import FleetQuery
-from optimizer.hetero.query import MixedQuery
 from optimizer.solver.query import Query
+
+if TYPE_CHECKING:
+    from optimizer.front.kinds import FleetQuestion as FleetQuestion
+    from optimizer.front.kinds import OwnedQuestion as OwnedQuestion
+    from optimizer.front.kinds import Question as Question
+
+# the fleet and mixed-inventory shapes live in optimizer/front/kinds.py: importing them imports the fleet and
+# mixed-hardware back ends, which a single-deployment question never needs (start-up time, issue 23)
+_KINDS = ("FleetQuestion", "OwnedQuestion", "Question")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _KINDS:
+        from optimizer.front import kinds
+        return getattr(kinds, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DEFAULT_CONTEXT_TOKENS = 384 * 1024  # `384K`: the context a question plans for when it names none (no workload)
 DEFAULTS: dict[str, Any] = {
@@ -38,23 +52,6 @@ class SpeedQuestion(BaseModel):
     query: Query
 
 
-class FleetQuestion(BaseModel):
-    """The cheapest fleet serving a request rate within TTFT/TPOT SLAs."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-    kind: Literal["fleet"] = "fleet"
-    query: FleetQuery
-
-
-class OwnedQuestion(BaseModel):
-    """The best plan over GPUs of several types (or several boxes) the user owns, optionally buying more."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["owned"] = "owned"
-    query: MixedQuery
-
-
-Question = Annotated[SpeedQuestion | FleetQuestion | OwnedQuestion, Field(discriminator="kind")]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict
 
+from optimizer.cache import without_gc
 from optimizer.catalog.devices import node_for
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.hardware_schema import Accelerator
@@ -344,6 +345,7 @@ def _fits(m: ResolvedModel, quant: str, engine: str, kv_dtype: str | None, acc: 
     return memory_of(d).fits, par
 
 
+@without_gc
 def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: list[str] | None = None,
              kv_dtype: str | None = None, engine: str = "vllm", engine_explicit: bool = False,
              gpu: str | None = None, gpus: int = 1, parallel: Parallel | None = None,

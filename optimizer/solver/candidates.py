@@ -10,10 +10,11 @@ under uniform routing, a convex piecewise-linear interpolation when load-aware t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import pairwise
+from typing import Any
 
 from optimizer.cache import BoundedCache
 from optimizer.catalog.hardware import get_accelerator, load_hardware
@@ -256,10 +257,27 @@ def node_counts(max_nodes: int) -> list[int]:
 
 
 def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
+    """Every candidate row, each with its speed model evaluated, sorted by id."""
+    rows = [c for p in enumerate_pending(q, m, lazy=False) if (c := p.finish()) is not None]
+    rows.sort(key=lambda c: c.id)
+    return rows
+
+
+def enumerate_pending(q: Query, m: ResolvedModel, lazy: bool = True) -> list[Pending]:
+    """Every candidate row after its memory tests, in enumeration order; `enumerate_candidates` is these rows
+    finished (those whose finish is not None), sorted by id.
+
+    A larger node count of a layout family is tried only while no smaller count of that family meets every
+    target (`_meets_all`), which needs the smaller row's speed model: rows whose family grows further get their
+    decode figures here (`Pending.probe`; the whole speed model when there is a TTFT target); with `lazy` every
+    other row is left to its caller (the bounded search finishes only the rows that can reach the answer,
+    optimizer/solver/bounded.py). With a served workload a row exists only when its rate is sustainable (a
+    speed-model figure), so `lazy` is ignored then: every row is finished."""
+    lazy = lazy and q.workload is None
     hw = load_hardware()
     spec = m.spec
     moe_idx = tuple(i for i, l in enumerate(spec.main_layers) if l.is_moe)
-    out: list[Candidate] = []
+    out: list[Pending] = []
     ratios: dict[tuple[str, str, bool], tuple[float, float]] = {}
     for node, counts, owned, dram_base, g in _units(q):
         acc = hw.accelerators[node.accelerator]
@@ -278,6 +296,9 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                     qnames = list(dict.fromkeys(tagged))
                 else:
                     qnames += [t for t in tagged if t not in qnames and (not q.quants or t in q.quants)]
+            fast = fast_domain(node)
+            # the families each node count tries, and whether a larger count tries that family again
+            fams_at = {n: {_family(par) for par in layouts(m, engine, n, g, fast)} for n in counts}
             for qname in qnames:
                 try:
                     scheme = get_scheme(qname, m.storage)  # a quantization the model's storage cannot take is skipped
@@ -293,36 +314,50 @@ def enumerate_candidates(q: Query, m: ResolvedModel) -> list[Candidate]:
                 kv_choices = q.kv_dtypes or [default_kv_dtype(spec, engine)]
                 for kvd in kv_choices:
                     feasible_family: set[tuple[int, bool, bool, bool]] = set()
-                    for n_nodes in counts:
-                        for par in layouts(m, engine, n_nodes, g, fast_domain(node)):
-                            fam = (par.tp, par.ep, par.dp > 1, par.pp > 1)
+                    for k, n_nodes in enumerate(counts):
+                        for par in layouts(m, engine, n_nodes, g, fast):
+                            fam = _family(par)
                             if fam in feasible_family:
                                 continue  # a smaller node count of this family already meets every target
+                            # whether this row meets every target matters only if a larger count tries its family
+                            grows = not lazy or any(fam in fams_at[n] for n in counts[k + 1:])
                             met = False
                             for spec_dec in _spec_options(q, m, engine):
-                                at_zero: dict[str, Evaluation] = {}  # c's evaluation at no offload, for its twin
-                                c = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd, par,
-                                           moe_idx, quality, spec_dec, at_zero=at_zero, ratios=ratios)
-                                if c is None:
-                                    continue
-                                if q.max_budget is not None and c.cost > q.max_budget:
+                                at_zero: dict[str, Any] = {}  # c's evaluation at no offload, for its twin
+                                p = _prepare(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd, par,
+                                             moe_idx, quality, spec_dec, at_zero=at_zero, ratios=ratios)
+                                if p is None or (not lazy and p.finish() is None):
+                                    continue  # no such row (or, with a workload, its rate is not sustainable)
+                                if q.max_budget is not None and p.cost > q.max_budget:
                                     met = True  # over budget already; more nodes only cost more
                                     continue
-                                out.append(c)
-                                met = met or _meets_all(c, q)
-                                if c.max_offload_layers and q.confidence > 0:
+                                out.append(p)
+                                c = _met_row(p, q, lazy) if grows else None
+                                met = met or (c is not None and _meets_all(c, q))
+                                if (c.max_offload_layers if c is not None else p.offloads) and q.confidence > 0:
                                     # its no-offload twin: held to its GPU regime's interval, not the
                                     # cpu-experts one every offload level of `c` is held to
-                                    t = _build(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd,
-                                               par, moe_idx, quality, spec_dec, offload=False, at_zero=at_zero,
-                                               ratios=ratios)
-                                    if t is not None:
+                                    t = _prepare(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kvd,
+                                                 par, moe_idx, quality, spec_dec, offload=False, at_zero=at_zero,
+                                                 ratios=ratios)
+                                    if t is not None and (lazy or t.finish() is not None):
                                         out.append(t)
-                                        met = met or _meets_all(t, q)
+                                        tc = _met_row(t, q, lazy) if grows else None
+                                        met = met or (tc is not None and _meets_all(tc, q))
                             if met:
                                 feasible_family.add(fam)
-    out.sort(key=lambda c: c.id)
     return out
+
+
+def _met_row(p: Pending, q: Query, lazy: bool) -> Candidate | None:
+    """The row `_meets_all` reads: without a TTFT target it reads no TTFT, so the decode-only probe answers it
+    exactly (the probe equals the finished row in every other field)."""
+    return p.probe() if lazy and not q.ttft_s else p.finish()
+
+
+def _family(par: Parallel) -> tuple[int, bool, bool, bool]:
+    """A layout family: node counts of one family differ only in how many replicas or stages they hold."""
+    return par.tp, par.ep, par.dp > 1, par.pp > 1
 
 
 _FAST_DOMAIN: BoundedCache[NodeType, int] = BoundedCache("candidates.fast_domain", 1024)
@@ -362,10 +397,56 @@ def _owned_host(spec: str) -> CpuHost:
 def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool, dram_base: float,
            engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
            quality: tuple[float, float, float], spec_dec: SpecDecode | None = None,
-           offload: bool = True, at_zero: dict[str, Evaluation] | None = None,
+           offload: bool = True, at_zero: dict[str, Any] | None = None,
            ratios: dict[tuple[str, str, bool], tuple[float, float]] | None = None) -> Candidate | None:
+    """One candidate row: `_prepare` (its cost and memory tests) then its speed model (`Pending.finish`)."""
+    p = _prepare(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kv_dtype, par, moe_idx, quality,
+                 spec_dec, offload=offload, at_zero=at_zero, ratios=ratios)
+    return None if p is None else p.finish()
+
+
+@dataclass
+class Pending:
+    """A candidate row that passed its memory tests, before its speed model. `cost` is the row's objective value
+    with no DRAM bought (exactly the finished row's `cost`); `finish()` runs the speed model once and returns the
+    row (None only when a served workload's rate is not sustainable)."""
+    cost: float
+    expert_bits: float
+    offloads: bool              # max_offload_layers > 0 (a twin without offload is tried beside it)
+    _finish: Callable[[], Candidate | None]
+    _probe: Callable[[], Candidate]
+    _done: bool = False
+    _row: Candidate | None = None
+    _probed: Candidate | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def finish(self) -> Candidate | None:
+        if not self._done:
+            self._row, self._done = self._finish(), True
+        return self._row
+
+    def probe(self) -> Candidate:
+        """The row with its decode figures but no prefill (TTFT 0), for a question without a served workload:
+        equal to the finished row in every field but ttft0, ttft_slope and ttft_nvme_slope (the decode figures
+        it computes are memoised, finishing reuses them)."""
+        if self._row is not None:
+            return self._row
+        if self._probed is None:
+            self._probed = self._probe()
+        return self._probed
+
+
+def _prepare(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool,
+             dram_base: float, engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
+             quality: tuple[float, float, float], spec_dec: SpecDecode | None = None,
+             offload: bool = True, at_zero: dict[str, Any] | None = None,
+             ratios: dict[tuple[str, str, bool], tuple[float, float]] | None = None) -> Pending | None:
     """One candidate row: its deployment evaluated (estimate.evaluate, the same function the checker and
-    `estimate` call) at the ends of its open offload range, which the table interpolates linearly.
+    `estimate` call) at the ends of its open offload range, which the table interpolates linearly. Returns the
+    row after its memory tests (None: it does not exist); its speed model runs in `Pending.finish`.
 
     `at_zero` passes an offloading row's evaluation at zero offloaded layers to its no-offload twin (the same
     call with offload=False): with no layer offloaded and no load-aware activation share, the estimate reads the
@@ -428,13 +509,12 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         return Evaluator(replace(base, offload=Offload(mode=mode, dram_layers=x, nvme_layers=z,
                                                        activation_share_gpu=share)))
 
-    def at(x: float, z: float = 0.0) -> Evaluation:
-        e = evaluator(x, z)
-        return e.at(e.d.workload)
-
     # the memory tests need no speed model: a row that does not fit is dropped before its decode and prefill
-    shared = at_zero.get("ev") if at_zero is not None and not offload and not L else None
-    e_a = evaluator(0) if shared is None else None
+    share = at_zero if at_zero is not None and not offload and not L else {}
+    shared: Evaluation | None = share.get("ev")
+    # the parent row's evaluator at x = 0 when its speed model has not run yet (the bounded search finishes rows
+    # out of order): its evaluation is the one "ev" would hold
+    e_a: Evaluator | None = None if shared is not None else share.get("e") or evaluator(0)
     mem_a = e_a.memory if e_a is not None else shared.memory if shared is not None else None
     assert mem_a is not None
     if L == 0 and not mem_a.fits:
@@ -445,83 +525,138 @@ def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes
         return None  # does not fit even with every expert layer offloaded
     if mem_a.outside_budget_bytes > mem_a.capacity_bytes - mem_a.budget_bytes + 1:
         return None
-    ev_a = e_a.at(e_a.d.workload) if e_a is not None else shared
-    assert ev_a is not None
     if at_zero is not None and L and not load_aware:
-        at_zero["ev"] = ev_a
+        at_zero["e"] = e_a
+
+    evaluators: dict[tuple[float, float], Evaluator] = {}  # the row's evaluators at other offload levels
+
+    def ev_at(x: float, z: float = 0.0) -> Evaluator:
+        got = evaluators.get((x, z))
+        if got is None:
+            got = evaluators[(x, z)] = evaluator(x, z)
+        return got
+
+    def at(x: float, z: float = 0.0) -> Evaluation:
+        e = ev_at(x, z)
+        return e.at(e.d.workload)
+
+    def decode_a() -> SpeedEstimate:
+        """ev_a.decode without ev_a's prefill (`Evaluator.at` takes `token_speed(concurrency)`, memoised)."""
+        if e_a is None:
+            assert shared is not None
+            return shared.decode
+        return e_a.token_speed(e_a.d.concurrency)
+
+    def decode_at(e: Evaluator) -> SpeedEstimate:
+        return e.token_speed(e.d.concurrency)
 
     def split(sp: SpeedEstimate) -> tuple[float, float]:
         other = sum(v for k, v in sp.terms_s.items() if k not in ("gpu_memory", "gpu_compute"))
         return sp.terms_s["gpu_memory"] + other, sp.terms_s["gpu_compute"] + other
 
-    if not ev_a.sustainable or not math.isfinite(ev_a.tpot_s):
-        return None  # offloading only slows it down further (a served workload no step serves: infinite TPOT)
-    ev_b = e_b.at(e_b.d.workload) if e_b is not None else ev_a
-    ev_c = at(0, L) if Z else ev_a
-    if q.workload is not None:
-        # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
-        # the offload range (a chord; the independent check re-evaluates the chosen point exactly)
-        def tp(ev: Evaluation) -> float:
-            return ev.tpot_s if ev.sustainable and math.isfinite(ev.tpot_s) else UNSUSTAINABLE_S
-        ta, tb, tc = tp(ev_a), tp(ev_b), tp(ev_c)
-        lines: tuple[tuple[float, float, float], ...] = ((ta, (tb - ta) / L if L else 0.0,
-                                                          (tc - ta) / L if L else 0.0),)
-    elif not L:
-        a, b = split(ev_a.decode)
-        lines = ((a, 0.0, 0.0), (b, 0.0, 0.0))
-    elif load_aware:
-        # load-aware tiering makes the step time convex (not linear) in x: interpolate at breakpoints; the
-        # lines through consecutive points bound it from above and their max is the interpolation
-        xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
-        pts = [(x, max(split(at(x).decode))) for x in xs]
-        lines = tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
-                      for (x0, y0), (x1, y1) in pairwise(pts))
-    else:  # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
-        (ma, ca), (mb, cb) = split(ev_a.decode), split(ev_b.decode)
-        mc, cc = split(ev_c.decode) if Z else (ma, ca)
-        lines = ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
-    ttft_a, ttft_b, ttft_c = (min(ev.ttft_s, UNSUSTAINABLE_S) for ev in (ev_a, ev_b, ev_c))
-    # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
-    # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
-    rkey = (engine, acc.key, L > 0)  # `ratios` lives for one question: one model spec
-    got = ratios.get(rkey) if ratios is not None else None
-    if got is None:
-        got = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None, offload=L > 0,
-                              spec=spec)
-        if ratios is not None:
-            ratios[rkey] = got
-    speed_ratio, ttft_ratio = got
-    if speed_ratio != 1.0:
-        lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
-    if ttft_ratio != 1.0:
-        ttft_a, ttft_b, ttft_c = (min(t * ttft_ratio, UNSUSTAINABLE_S) for t in (ttft_a, ttft_b, ttft_c))
+    def decode_lines() -> tuple[tuple[float, float, float], ...]:
+        """Decode step lines with no served workload: decode figures only (no prefill)."""
+        if not L:
+            a, b = split(decode_a())
+            return ((a, 0.0, 0.0), (b, 0.0, 0.0))
+        if load_aware:
+            # load-aware tiering makes the step time convex (not linear) in x: interpolate at breakpoints; the
+            # lines through consecutive points bound it from above and their max is the interpolation
+            xs = sorted({0, L // 4, L // 2, (3 * L) // 4, L})
+            pts = [(x, max(split(decode_at(ev_at(x))))) for x in xs]
+            return tuple((y0 - (y1 - y0) / (x1 - x0) * x0, (y1 - y0) / (x1 - x0), 0.0)
+                         for (x0, y0), (x1, y1) in pairwise(pts))
+        # every term is linear in the offloaded fractions: two exact planes (memory and compute branches)
+        assert e_b is not None
+        (ma, ca), (mb, cb) = split(decode_a()), split(decode_at(e_b))
+        mc, cc = split(decode_at(ev_at(0, L))) if Z else (ma, ca)
+        return ((ma, (mb - ma) / L, (mc - ma) / L), (ca, (cb - ca) / L, (cc - ca) / L))
 
-    per = 1.0 / L if L else 0.0
-    expert_bytes = ev_a.weights.routed_expert_bytes
-    dram_price = 0.0
-    dram_max = dram_base
-    if q.objective == "capex" and not unified:
-        dram_price = load_hardware().hosts[node.host].dram_usd_per_gb / 1e9
-        dram_max = max(float(node.max_dram_bytes), dram_base)
-    layer_bytes = expert_bytes * per
-    tag = "owned-" if owned else ""
-    fill = f"[{g}/{node.accelerators_per_node}]" if g != node.accelerators_per_node else ""
-    cid = (f"{tag}{node.key}{fill}x{n_nodes}/{engine}/{qname}/kv-{ev_a.kv.kv_dtype}/{par.label()}"
-           + (f"/offload-{mode}" if L else "") + (f"/spec-{spec_dec.method}{spec_dec.num_tokens}" if spec_dec else ""))
-    return Candidate(
-        id=cid, node=node.key, accelerator=acc.key, n_nodes=n_nodes, gpus_per_node=g, owned=owned, engine=engine,
-        quant=qname, kv_dtype=ev_a.kv.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
-        offload_order=tuple(reversed(moe_idx)) if L else (), cost=float(base_cost), capex_usd=capex,
-        usd_per_hour=hourly, power_watts=power, dram_base_bytes=dram_base, dram_max_bytes=dram_max,
-        dram_usd_per_byte=dram_price if q.objective == "capex" else 0.0,
-        budget_bytes=mem_a.budget_bytes, mem0=mem_a.used_bytes,
-        mem_slope=(mem_a.used_bytes - mem_b.used_bytes) * per,
-        host_fixed=F.HOST_RESERVED_BYTES if L else 0.0, host_slope=layer_bytes,
-        step_lines=tuple(lines),
-        ttft0=ttft_a, ttft_slope=(ttft_b - ttft_a) * per,
-        expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],
-        max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(ttft_c - ttft_a) * per,
-        notes=tuple(mem_a.notes), spec_decode=spec_dec, settings=settings, min_offload_layers=min_offload)
+    def planning() -> tuple[float, float]:
+        # targets hold at the low end of the prediction interval (q.confidence): slower steps, longer TTFT
+        # (a candidate that may offload experts is held to the offload regime's interval at every offload level)
+        rkey = (engine, acc.key, L > 0)  # `ratios` lives for one question: one model spec
+        got = ratios.get(rkey) if ratios is not None else None
+        if got is None:
+            got = planning_ratios(engine, acc, q.planning_batch, q.confidence, q.workload is not None, offload=L > 0,
+                                  spec=spec)
+            if ratios is not None:
+                ratios[rkey] = got
+        return got
+
+    def scaled(lines: tuple[tuple[float, float, float], ...]) -> tuple[tuple[float, float, float], ...]:
+        speed_ratio = planning()[0]
+        if speed_ratio != 1.0:
+            lines = tuple((a / speed_ratio, b / speed_ratio, c / speed_ratio) for a, b, c in lines)
+        return lines
+
+    def probe() -> Candidate:
+        """The row with its decode figures and no prefill (TTFT 0), for a question without a served workload:
+        equal to the finished row in every field but the three TTFT ones."""
+        return make(scaled(decode_lines()), (0.0, 0.0, 0.0))
+
+    def finish() -> Candidate | None:
+        """The speed model: decode and prefill at the ends of the offload range."""
+        ev_a = e_a.at(e_a.d.workload) if e_a is not None else shared
+        assert ev_a is not None
+        if at_zero is not None and L and not load_aware:
+            at_zero["ev"] = ev_a
+        if not ev_a.sustainable or not math.isfinite(ev_a.tpot_s):
+            return None  # offloading only slows it down further (a served workload no step serves: infinite TPOT)
+        ev_b = e_b.at(e_b.d.workload) if e_b is not None else ev_a
+        ev_c = at(0, L) if Z else ev_a
+        if q.workload is not None:
+            # served workload: the targets bind TPOT and TTFT of the serving model, interpolated between the ends of
+            # the offload range (a chord; the independent check re-evaluates the chosen point exactly)
+            def tp(ev: Evaluation) -> float:
+                return ev.tpot_s if ev.sustainable and math.isfinite(ev.tpot_s) else UNSUSTAINABLE_S
+            ta, tb, tc = tp(ev_a), tp(ev_b), tp(ev_c)
+            lines: tuple[tuple[float, float, float], ...] = ((ta, (tb - ta) / L if L else 0.0,
+                                                              (tc - ta) / L if L else 0.0),)
+        else:
+            lines = decode_lines()
+        ttft_a, ttft_b, ttft_c = (min(ev.ttft_s, UNSUSTAINABLE_S) for ev in (ev_a, ev_b, ev_c))
+        ttft_ratio = planning()[1]
+        if ttft_ratio != 1.0:
+            ttft_a, ttft_b, ttft_c = (min(t * ttft_ratio, UNSUSTAINABLE_S) for t in (ttft_a, ttft_b, ttft_c))
+        return make(scaled(lines), (ttft_a, ttft_b, ttft_c))
+
+    kv_res = (e_a.parts.kv if e_a is not None else shared.kv if shared is not None else None)
+    assert kv_res is not None
+    weights = e_a.parts.weights if e_a is not None else shared.weights if shared is not None else None
+    assert weights is not None
+
+    def make(lines: tuple[tuple[float, float, float], ...], ttfts: tuple[float, float, float]) -> Candidate:
+        ttft_a, ttft_b, ttft_c = ttfts
+        per = 1.0 / L if L else 0.0
+        expert_bytes = weights.routed_expert_bytes
+        dram_price = 0.0
+        dram_max = dram_base
+        if q.objective == "capex" and not unified:
+            dram_price = load_hardware().hosts[node.host].dram_usd_per_gb / 1e9
+            dram_max = max(float(node.max_dram_bytes), dram_base)
+        layer_bytes = expert_bytes * per
+        tag = "owned-" if owned else ""
+        fill = f"[{g}/{node.accelerators_per_node}]" if g != node.accelerators_per_node else ""
+        cid = (f"{tag}{node.key}{fill}x{n_nodes}/{engine}/{qname}/kv-{kv_res.kv_dtype}/{par.label()}"
+               + (f"/offload-{mode}" if L else "") + (f"/spec-{spec_dec.method}{spec_dec.num_tokens}" if spec_dec else ""))
+        return Candidate(
+            id=cid, node=node.key, accelerator=acc.key, n_nodes=n_nodes, gpus_per_node=g, owned=owned, engine=engine,
+            quant=qname, kv_dtype=kv_res.kv_dtype, par=par, offload_mode=mode, max_offload_layers=L,
+            offload_order=tuple(reversed(moe_idx)) if L else (), cost=float(base_cost), capex_usd=capex,
+            usd_per_hour=hourly, power_watts=power, dram_base_bytes=dram_base, dram_max_bytes=dram_max,
+            dram_usd_per_byte=dram_price if q.objective == "capex" else 0.0,
+            budget_bytes=mem_a.budget_bytes, mem0=mem_a.used_bytes,
+            mem_slope=(mem_a.used_bytes - mem_b.used_bytes) * per,
+            host_fixed=F.HOST_RESERVED_BYTES if L else 0.0, host_slope=layer_bytes,
+            step_lines=tuple(lines),
+            ttft0=ttft_a, ttft_slope=(ttft_b - ttft_a) * per,
+            expert_bits=quality[0], attn_bits=quality[1], mean_bits=quality[2],
+            max_nvme_layers=Z, nvme_capacity_bytes=nvme_bytes, ttft_nvme_slope=(ttft_c - ttft_a) * per,
+            notes=tuple(mem_a.notes), spec_decode=spec_dec, settings=settings, min_offload_layers=min_offload)
+
+    return Pending(cost=float(base_cost), expert_bits=quality[0], offloads=L > 0, _finish=finish,
+                   _probe=probe)
 
 
 def best_point(c: Candidate, q: Query) -> tuple[int, int] | None:

@@ -7,10 +7,12 @@ import time
 
 from pydantic import BaseModel, ConfigDict
 
+from optimizer.cache import without_gc
 from optimizer.catalog.hardware import get_accelerator, load_hardware
-from optimizer.catalog.models import resolve_model
+from optimizer.catalog.models import ResolvedModel, resolve_model
 from optimizer.estimate.factors import HOST_RESERVED_BYTES
 from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, trust
+from optimizer.solver.bounded import Holds, Space
 from optimizer.solver.candidates import Candidate, enumerate_candidates
 from optimizer.solver.cpsat import DeploymentModel
 from optimizer.solver.frontier import TIERS, tier_named, tier_of
@@ -239,14 +241,82 @@ def m_is_moe(q: Query) -> bool:
     return resolve_model(q.model).spec.is_moe
 
 
-def cheapest(q: Query) -> CheapestResult:
+@without_gc
+def cheapest(q: Query, exhaustive: bool = False) -> CheapestResult:
     """The headline plan proven optimal by CP-SAT (one solve), its next-cheapest alternatives and the cheapest
     plan per quality tier. The table is separable, so each row's own optimum (oracle.row_optima, the same integer
-    arithmetic) ranks the alternatives and tiers exactly; CP-SAT proves the headline and the two must agree."""
+    arithmetic) ranks the alternatives and tiers exactly; CP-SAT proves the headline and the two must agree.
+
+    The speed model runs only for the rows that can reach the answer (branch and bound on cost,
+    optimizer/solver/bounded.py, where the bound argument is); `exhaustive` finishes every row first (the same
+    answer, tests/test_bounded.py)."""
     t0 = time.perf_counter()
     m = resolve_model(q.model)
     load_hardware()
-    cands = enumerate_candidates(q, m)
+    if exhaustive:
+        cands = enumerate_candidates(q, m)
+        return _answer(q, m, cands, len(cands), t0)
+    space = Space(q, m)
+    floor = _floor(q)
+    while True:
+        todo = _unsettled(q, space, floor, None)
+        if todo:
+            space.advance_all(todo)
+            continue
+        result = _answer(q, m, space.finished(), space.count, t0)
+        if space.complete or not _unsettled(q, space, floor, result):
+            return result
+        space.finish_all()  # the independent check moved a pick past the bound (rare): answer from every row
+
+
+def _floor(q: Query) -> Holds | None:
+    """The headline's tier or quality floor as a predicate on expert bits (`_headline_rows`' rule)."""
+    if q.tier is not None:
+        return tier_named(q.tier).holds
+    floor = q.headline_min_bits
+    if floor:
+        return lambda bits: bits >= floor
+    return None
+
+
+def _unsettled(q: Query, space: Space, floor: Holds | None, result: CheapestResult | None) -> list[int]:
+    """Rows to advance before the answer is the exhaustive one ([] when it is). Without `result`: from the rows'
+    known costs (assuming the check passes them); with it: from the rows the answer actually picked."""
+    allowed: Holds = _every
+    if floor is not None:
+        if space.has_feasible(floor):
+            allowed = floor
+        else:  # advance floor rows until one is feasible, or none may be (then every row is allowed)
+            need = space.settled(floor, 1)
+            if need:
+                return need
+    if result is None:
+        need = space.settled(allowed, q.top)
+        for t in TIERS:
+            need += space.settled(t.holds, 1)
+        return sorted(set(need))
+    plans = ([result.plan] if result.plan is not None else []) + result.alternatives
+    if not plans:
+        return list(range(len(space.rows)))  # infeasible: the relaxation report reads every row
+    costs = [space.cost_of(p.candidate_id) for p in plans]
+    if len(plans) < q.top or None in costs:
+        need = space.open_rows(allowed)
+    else:
+        need = space.settled(allowed, q.top, max(c for c in costs if c is not None))
+    for t in TIERS:
+        f = next((f for f in result.frontier if f.tier == t.name), None)
+        c = space.cost_of(f.plan.candidate_id) if f is not None else None
+        need += space.settled(t.holds, 1, c) if c is not None else space.open_rows(t.holds)
+    return sorted(set(need))
+
+
+def _every(_bits: float) -> bool:
+    return True
+
+
+def _answer(q: Query, m: ResolvedModel, cands: list[Candidate], count: int, t0: float) -> CheapestResult:
+    """`cheapest` from a list of rows (every row, or every row that can reach the answer); `count` is how many
+    rows the question has."""
     rows = to_rows(cands, q)
     lim = limits(q)
     optima = row_optima(rows, lim)
@@ -309,7 +379,7 @@ def cheapest(q: Query) -> CheapestResult:
         cost=plans[0].costs.objective_value if plans else None,
         bound=bound * unit if bound is not None else None,
         gap=((best_cost - bound) / best_cost) if (best_cost and bound is not None) else (0.0 if plans else None),
-        plan=plans[0] if plans else None, alternatives=plans[1:], candidates=len(cands), solve_s=solve_s,
+        plan=plans[0] if plans else None, alternatives=plans[1:], candidates=count, solve_s=solve_s,
         total_s=time.perf_counter() - t0, frontier=frontier, headline=headline)
     if not plans:
         reasons, relax = relaxations(q, m, cands)
