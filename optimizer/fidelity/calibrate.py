@@ -268,9 +268,8 @@ class FitSet:
 
 SEQ_FIT_ITERATIONS = 3
 # candidate saturation points of the per-sequence cost (sequences per step); 0 = linear (no saturation). The data
-# decides: on the batched rows of measurements/serving_measurements.yaml (concurrency <= 256 but one SGLang row at
-# 1,024 that the linear form predicts within 13%) the linear form predicts TPOT best (cross-validated median 24% vs
-# 31% at N_sat = 128), so the fit keeps it until batch sweeps that show saturation are added.
+# decides by the batch sweeps' shape error (_shape_error): on the 17 sweeps of measurements/serving_measurements.yaml
+# (2026-12-08) it is N_sat = 128.
 SEQ_SATURATION_GRID = (0.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
 
