@@ -139,6 +139,15 @@ class Interval:
         return t / self.high_ratio, t / self.low_ratio
 
 
+def expected_figure(iv: Interval | None, x: float, time: bool = False) -> float:
+    """The expected figure of a model figure `x`: times its regime's bias (a speed interval's bias divides a time
+    it implies, `time=True`); `x` itself without an interval or when not finite. Every command that prints a plan's
+    expected figures (estimate, cheapest) uses this one, so the same plan reads the same."""
+    if iv is None or not math.isfinite(x):
+        return x
+    return iv.expected_time(x) if time else iv.expected(x)
+
+
 def _at(qs: list[float], level: float) -> float:
     lv = min(max(level, QUANTILE_LEVELS[0]), QUANTILE_LEVELS[-1])
     for i in range(len(QUANTILE_LEVELS) - 1):

@@ -39,7 +39,7 @@ from optimizer.estimate.memory import hybrid_kv_per_seq
 from optimizer.estimate.runtimes import gpu_layers_that_fit, ollama_default_num_ctx
 from optimizer.estimate.schemes import Scheme
 from optimizer.estimate.serving import Workload
-from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, trust
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Interval, Trust, expected_figure, trust
 from optimizer.layout import Parallel
 from optimizer.solver.support import plan_unsupported, scheme_formats, unsupported
 from optimizer.units import MAX_CONCURRENCY, MAX_DEVICES, GiB
@@ -505,10 +505,10 @@ def estimate(m: ResolvedModel, *, context: int, concurrency: int = 1, quants: li
             max_context_tokens=ev.max_context_tokens, max_concurrency=ev.max_concurrency,
             # expected figures: the model's, times its regime's stored bias where the regime is biased
             # (uncertainty.Interval.expected; 1 elsewhere), so each lies inside its own interval
-            decode=SpeedReport(tok_s_per_seq=_expected(tr.decode, sp.tok_s_per_seq),
+            decode=SpeedReport(tok_s_per_seq=expected_figure(tr.decode, sp.tok_s_per_seq),
                                tok_s_bound_per_seq=sp.tok_s_bound_per_seq,
-                               tok_s_aggregate=_expected(tr.decode, sp.tok_s_aggregate), binding=sp.binding,
-                               terms_s=sp.terms_s, ttft_s=_expected(tr.prefill, pf.ttft_s, time=True),
+                               tok_s_aggregate=expected_figure(tr.decode, sp.tok_s_aggregate), binding=sp.binding,
+                               terms_s=sp.terms_s, ttft_s=expected_figure(tr.prefill, pf.ttft_s, time=True),
                                ttft_bound_s=pf.ttft_bound_s, prompt_tokens=pf.prompt_tokens,
                                cpu_experts=_cpu_report(ev, eng),
                                **_speed_bounds(tr, sp.tok_s_per_seq, pf.ttft_s)),
@@ -602,13 +602,6 @@ def _bounds(prefix: str, x: float | None, iv: Interval | None, time: bool = Fals
     return {f"{prefix}_low": lo, f"{prefix}_high": hi}
 
 
-def _expected(iv: Interval | None, x: float, time: bool = False) -> float:
-    """The expected figure of a model figure: times the regime's bias (a speed interval's bias divides a time)."""
-    if iv is None or not math.isfinite(x):
-        return x
-    return iv.expected_time(x) if time else iv.expected(x)
-
-
 def _speed_bounds(tr: Trust, tok_s: float, ttft_s: float) -> dict[str, float | None]:
     """Low/high of decode tok/s and of one prompt's TTFT (a time, from the prefill speed interval)."""
     return {**_bounds("tok_s_per_seq", tok_s, tr.decode), **_bounds("ttft_s", ttft_s, tr.prefill, time=True)}
@@ -655,13 +648,13 @@ def _serving_report(s, w: Workload, tr: Trust | None = None) -> ServingReport:
         (dec, dec_speed), ttf, thr = tr.served_tpot(), tr.ttft, tr.throughput
         extra = {**_bounds("tpot_s", fin(s.tpot_s), dec, time=dec_speed),
                  **_bounds("ttft_s", fin(s.ttft_s), ttf), **_bounds("output_tok_s", s.output_tok_s, thr)}
-    # expected figures carry their regime's bias correction (_expected; 1 in unbiased regimes)
-    tpot, ttft = fin(_expected(dec, s.tpot_s, time=dec_speed)), fin(_expected(ttf, s.ttft_s))
+    # expected figures carry their regime's bias correction (expected_figure; 1 in unbiased regimes)
+    tpot, ttft = fin(expected_figure(dec, s.tpot_s, time=dec_speed)), fin(expected_figure(ttf, s.ttft_s))
     return ServingReport(**extra, isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps,
                          prefix_hit=w.prefix_hit, stable=s.stable, tpot_s=tpot, ttft_s=ttft,
                          ttft_p90_s=fin(s.ttft_p90_s), request_rate_rps=s.request_rate_rps,
-                         output_tok_s=_expected(thr, s.output_tok_s), total_tok_s=s.total_tok_s,
-                         output_tok_s_per_gpu=_expected(thr, s.output_tok_s_per_gpu),
+                         output_tok_s=expected_figure(thr, s.output_tok_s), total_tok_s=s.total_tok_s,
+                         output_tok_s_per_gpu=expected_figure(thr, s.output_tok_s_per_gpu),
                          total_tok_s_per_gpu=s.total_tok_s_per_gpu,
                          decoding_seqs=s.decoding_seqs, admitted_seqs=s.admitted_seqs,
                          prefill_share=s.prefill_share, binding=s.binding)

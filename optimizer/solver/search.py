@@ -11,7 +11,7 @@ from optimizer.cache import without_gc
 from optimizer.catalog.hardware import get_accelerator, load_hardware
 from optimizer.catalog.models import ResolvedModel, resolve_model
 from optimizer.estimate.factors import HOST_RESERVED_BYTES
-from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, trust
+from optimizer.estimate.uncertainty import DEFAULT_CONFIDENCE, Trust, expected_figure, trust
 from optimizer.solver.bounded import Holds, Space
 from optimizer.solver.candidates import Candidate, enumerate_candidates
 from optimizer.solver.cpsat import DeploymentModel
@@ -152,6 +152,7 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
                      f"({c.quant}) lose noticeably more accuracy than 4-bit; add --min-bits 4 to exclude such plans")
     if ev.physics.calibration is not None:
         notes.insert(1, ev.physics.calibration.describe())
+    tr = _plan_trust(q, c, offloaded=x + z > 0)
     if status_note:
         notes.append(status_note)
     return skeleton.model_copy(update=dict(
@@ -162,20 +163,26 @@ def build_plan(candidate: Candidate, query: Query, *, dram_layers: int, extra_dr
         memory=Memory(capacity_bytes=mem.capacity_bytes, budget_bytes=mem.budget_bytes, weights_bytes=mem.weights_bytes,
                       kv_bytes=mem.kv_bytes, runtime_bytes=mem.runtime_bytes, headroom_bytes=mem.headroom_bytes,
                       host_used_bytes=ev.host_used, host_capacity_bytes=ev.host_capacity),
-        speed=Speed(tok_s_per_seq=speed.tok_s_per_seq, tok_s_bound_per_seq=speed.tok_s_bound_per_seq,
-                    tok_s_aggregate=speed.tok_s_aggregate, ttft_s=prefill.ttft_s,
+        # expected figures: the model's times its regime's bias (uncertainty.expected_figure), as `estimate` prints
+        speed=Speed(tok_s_per_seq=expected_figure(tr.decode, speed.tok_s_per_seq),
+                    tok_s_bound_per_seq=speed.tok_s_bound_per_seq,
+                    tok_s_aggregate=expected_figure(tr.decode, speed.tok_s_aggregate),
+                    ttft_s=expected_figure(tr.prefill, prefill.ttft_s, time=True),
                     ttft_bound_s=prefill.ttft_bound_s, binding=speed.binding, terms_s=speed.terms_s),
-        binding_constraint=binding, notes=notes, settings=_settings_plan(ev), serving=_serving_plan(ev, q),
-        trust=_trust_plan(ev, q, c, offloaded=x + z > 0)))
+        binding_constraint=binding, notes=notes, settings=_settings_plan(ev), serving=_serving_plan(ev, q, tr),
+        trust=_trust_plan(ev, q, tr)))
 
 
-def _trust_plan(ev: PlanEvaluation, q: Query, c: Candidate, offloaded: bool) -> TrustPlan:
-    """The plan's decode and TTFT intervals (at q.confidence, or the default level when planning on the expected
-    figures) and whether the targets were held at their low end."""
-    conf = q.confidence or DEFAULT_CONFIDENCE
-    # the plan's own regime: cpu-experts only when it keeps experts in host memory
-    tr = trust(c.engine, get_accelerator(c.accelerator), q.planning_batch, conf, offload=offloaded,
-               spec=resolve_model(q.model).spec)
+def _plan_trust(q: Query, c: Candidate, offloaded: bool) -> Trust:
+    """The plan's intervals (at q.confidence, or the default level when planning on the expected figures), in its
+    own regime: cpu-experts only when it keeps experts in host memory."""
+    return trust(c.engine, get_accelerator(c.accelerator), q.planning_batch, q.confidence or DEFAULT_CONFIDENCE,
+                 offload=offloaded, spec=resolve_model(q.model).spec)
+
+
+def _trust_plan(ev: PlanEvaluation, q: Query, tr: Trust) -> TrustPlan:
+    """The plan's decode and TTFT intervals and whether the targets were held at their low end."""
+    conf = tr.confidence
     tok = 1.0 / ev.physics.tpot_s if ev.physics.tpot_s > 0 else 0.0
     ttft = ev.physics.ttft_s
     served = q.workload is not None
@@ -214,14 +221,16 @@ def _settings_plan(ev: PlanEvaluation) -> EngineSettingsPlan:
                               mem_fraction_static=st.mem_fraction_static, block_size=st.block_size)
 
 
-def _serving_plan(ev: PlanEvaluation, q: Query) -> ServingPlan | None:
+def _serving_plan(ev: PlanEvaluation, q: Query, tr: Trust) -> ServingPlan | None:
     s, w = ev.physics.serving, q.workload
     if s is None or w is None or not s.stable:
         return None
-    return ServingPlan(isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps, tpot_s=s.tpot_s,
-                       ttft_s=s.ttft_s, ttft_p90_s=s.ttft_p90_s, request_rate_rps=s.request_rate_rps,
-                       output_tok_s=s.output_tok_s, total_tok_s=s.total_tok_s,
-                       output_tok_s_per_gpu=s.output_tok_s_per_gpu, admitted_seqs=s.admitted_seqs,
+    (dec, dec_speed), ttf, thr = tr.served_tpot(), tr.ttft, tr.throughput  # as `estimate`'s serving report
+    return ServingPlan(isl=w.isl, osl=w.osl, concurrency=w.concurrency, rate_rps=w.rate_rps,
+                       tpot_s=expected_figure(dec, s.tpot_s, time=dec_speed), ttft_s=expected_figure(ttf, s.ttft_s),
+                       ttft_p90_s=s.ttft_p90_s, request_rate_rps=s.request_rate_rps,
+                       output_tok_s=expected_figure(thr, s.output_tok_s), total_tok_s=s.total_tok_s,
+                       output_tok_s_per_gpu=expected_figure(thr, s.output_tok_s_per_gpu), admitted_seqs=s.admitted_seqs,
                        prefill_share=s.prefill_share, binding=s.binding)
 
 

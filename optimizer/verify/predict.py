@@ -5,13 +5,14 @@ optimizer/solver/validate.py), with the cross-validated intervals of the plan's 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from optimizer.catalog.hardware import get_node, load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.deployment import evaluate
-from optimizer.estimate.uncertainty import trust
+from optimizer.estimate.uncertainty import expected_figure, trust
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
 from optimizer.solver.validate import plan_deployment
@@ -73,22 +74,38 @@ def workload_of(plan: Plan, isl: int | None, osl: int | None, concurrency: int |
 
 
 def _interval(x: float | None, iv, time: bool = False) -> Figure:
+    """The expected figure of a model figure `x` (its regime's bias applied, uncertainty.expected_figure, as the
+    plan and `estimate` print it) with the interval's bounds."""
     if x is None:
         return Figure(None, None, None)
     if iv is None:
         return Figure(x, None, None)
     lo, hi = iv.time_bounds(x) if time else iv.bounds(x)
-    return Figure(x, lo, hi)
+    return Figure(expected_figure(iv, x, time), lo, hi)
+
+
+def _model_figure(expected: float, iv, time: bool = False) -> float:
+    """The model figure behind a plan's expected one (the inverse of uncertainty.expected_figure)."""
+    if iv is None or not math.isfinite(expected):
+        return expected
+    return expected * iv.bias if time else expected / iv.bias
 
 
 def predict(plan: Plan, w: Workload, confidence: float) -> Prediction:
     sv = plan.serving
     own = (sv is not None and (sv.isl, sv.osl) == (w.isl, w.osl)
            and (sv.concurrency, sv.rate_rps) == (w.concurrency, w.rate_rps))
+    acc = load_hardware().accelerators[get_node(plan.hardware.node).accelerator]
+    batch = 2 if w.rate_rps else (w.concurrency or 1)
+    tr = trust(plan.engine, acc, batch, confidence, offload=plan.offload.mode != "none",
+               spec=resolve_model(plan.model).spec)
     if own:
         assert sv is not None
-        tpot, ttft, ttft90 = sv.tpot_s, sv.ttft_s, sv.ttft_p90_s
-        out_tok, total_tok, admitted = sv.output_tok_s, sv.total_tok_s, sv.admitted_seqs
+        # the plan stores expected figures (bias applied): back to the model's, which the intervals multiply
+        tp_iv, tp_speed = tr.served_tpot()
+        tpot, ttft, ttft90 = (_model_figure(sv.tpot_s, tp_iv, tp_speed), _model_figure(sv.ttft_s, tr.ttft),
+                              sv.ttft_p90_s)
+        out_tok, total_tok, admitted = _model_figure(sv.output_tok_s, tr.throughput), sv.total_tok_s, sv.admitted_seqs
         source = "plan"
     else:
         q = Query(model=plan.model, context=plan.context, concurrency=w.concurrency or 1, isl=w.isl, osl=w.osl,
@@ -100,10 +117,6 @@ def predict(plan: Plan, w: Workload, confidence: float) -> Prediction:
         tpot, ttft, ttft90 = s.tpot_s, s.ttft_s, s.ttft_p90_s
         out_tok, total_tok, admitted = s.output_tok_s, s.total_tok_s, s.admitted_seqs
         source = "re-evaluated"
-    acc = load_hardware().accelerators[get_node(plan.hardware.node).accelerator]
-    batch = 2 if w.rate_rps else (w.concurrency or 1)
-    tr = trust(plan.engine, acc, batch, confidence, offload=plan.offload.mode != "none",
-               spec=resolve_model(plan.model).spec)
     # the KV the workload's sequences hold at their longest, as a share of the pool: the plan's KV for
     # `concurrency` sequences at `context`, scaled to isl + osl tokens, over that KV plus the headroom the engine
     # also gives the pool (vLLM and SGLang size the pool to the memory budget)
