@@ -22,8 +22,7 @@ from optimizer.catalog.hardware_schema import (
 )
 from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+from optimizer.limits import load_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,7 +41,7 @@ def _read_list(path: Path) -> list:
     if not path.is_file():
         raise CatalogError(f"hardware catalogue file missing: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # libyaml when built: the same data
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path.name}: not valid YAML: {exc}") from exc
     if not isinstance(data, list):

@@ -13,8 +13,7 @@ from optimizer.arch.formats import get_format
 from optimizer.cache import memoize
 from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError, InputError
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+from optimizer.limits import load_yaml
 
 Isa = Literal["avx2", "avx512", "amx"]
 
@@ -82,7 +81,7 @@ class KtMatrix(_Row):
 def load_kt_matrix() -> KtMatrix:
     path = data_dir("hardware") / "ktransformers.yaml"
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # libyaml when built: the same data
+        raw = load_yaml(path.read_text(encoding="utf-8"))
         return KtMatrix.model_validate(raw)
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"{path.name}: {exc}") from exc

@@ -32,10 +32,9 @@ from optimizer.limits import (
     clip_for_message,
     exists,
     has_control,
+    load_yaml,
     read_json_bounded,
 )
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def load_cards() -> dict[str, ModelCard]:
     cards: dict[str, ModelCard] = {}
     for card_path in sorted(root.glob("*/card.yaml")):
         try:
-            raw = yaml.load(card_path.read_text(), Loader=_LOADER)  # libyaml when built: the same data
+            raw = load_yaml(card_path.read_text())
             card = ModelCard.model_validate(raw)
         except yaml.YAMLError as e:
             raise CatalogError(f"{card_path}: malformed YAML ({str(e).splitlines()[0]})") from None

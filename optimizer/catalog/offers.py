@@ -24,8 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from optimizer.catalog.hardware import load_hardware, purchase_usd
 from optimizer.catalog.paths import data_dir
 from optimizer.errors import CatalogError
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+from optimizer.limits import load_yaml
 
 PARTIAL_FILLS = (1, 2, 4)  # GPUs bought in an 8-slot server besides the full fill
 Objective = Literal["capex", "hourly", "power"]
@@ -96,7 +95,7 @@ class PriceOffer:
 def load_shapes() -> tuple[Shape, ...]:
     path = data_dir("hardware") / "cloud_shapes.yaml"
     try:
-        rows = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # libyaml when built
+        rows = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"{path.name}: cannot read: {exc}") from exc
     if not isinstance(rows, list):

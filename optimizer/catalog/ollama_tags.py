@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from optimizer.cache import memoize
 from optimizer.catalog.paths import data_dir
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+from optimizer.limits import load_yaml
 
 TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
 
@@ -37,7 +35,7 @@ def load_ollama_tags() -> tuple[OllamaTag, ...]:
     path = data_dir("models") / "ollama-tags.yaml"
     if not path.exists():
         return ()
-    rows = yaml.load(path.read_text(), Loader=_LOADER) or []  # libyaml when built: the same data
+    rows = load_yaml(path.read_text()) or []
     return tuple(OllamaTag.model_validate(r) for r in rows)
 
 

@@ -12,12 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from optimizer.engines import LLAMACPP_COMMIT, VLLM_VERSION, physics_engine
+from optimizer.limits import load_yaml
 from optimizer.units import GiB, MiB
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
 
 FACTORS_FILE = Path(__file__).with_name("factors.yaml")
 FACTORS_SCHEMA = "rigopt.factors/1"
@@ -31,7 +28,7 @@ class Factor:
 
 
 def _load_fitted(path: Path = FACTORS_FILE) -> dict[str, Any]:
-    data = yaml.load(path.read_text(), Loader=_LOADER)  # libyaml when built: the same data
+    data = load_yaml(path.read_text())
     if not isinstance(data, dict) or data.get("schema_id") != FACTORS_SCHEMA:
         raise RuntimeError(f"{path}: not a {FACTORS_SCHEMA} file (rewrite it with python bench/fidelity.py --fit)")
     return data
@@ -215,7 +212,7 @@ ENGINE_TTFT_OVERHEAD_S = {
 
 # mlx-lm: its own per-layer decode cost and prefill MFU (optimizer/fidelity/mlx_fit.py writes factors_mlx.yaml)
 MLX_FACTORS_FILE = Path(__file__).with_name("factors_mlx.yaml")
-_MLX = yaml.load(MLX_FACTORS_FILE.read_text(), Loader=_LOADER)
+_MLX = load_yaml(MLX_FACTORS_FILE.read_text())
 if not isinstance(_MLX, dict) or _MLX.get("schema_id") != "rigopt.factors-mlx/1":
     raise RuntimeError(f"{MLX_FACTORS_FILE}: not a rigopt.factors-mlx/1 file "
                        "(python -m optimizer.fidelity.mlx_fit --write)")

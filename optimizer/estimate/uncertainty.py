@@ -30,12 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from optimizer.engines import physics_engine
 from optimizer.estimate.speed import device_family
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader of the same safe schema, when built
+from optimizer.limits import load_yaml
 
 UNCERTAINTY_FILE = Path(__file__).with_name("uncertainty.yaml")
 UNCERTAINTY_SCHEMA = "rigopt.uncertainty/2"
@@ -99,7 +96,7 @@ _TABLE: dict[str, Any] | None = None
 def table() -> dict[str, Any]:
     global _TABLE
     if _TABLE is None:
-        data = yaml.load(UNCERTAINTY_FILE.read_text(), Loader=_LOADER)  # libyaml when built: the same data
+        data = load_yaml(UNCERTAINTY_FILE.read_text())
         if not isinstance(data, dict) or data.get("schema_id") != UNCERTAINTY_SCHEMA:
             raise RuntimeError(f"{UNCERTAINTY_FILE}: not a {UNCERTAINTY_SCHEMA} file "
                                "(rewrite it with python bench/fidelity.py --fit)")

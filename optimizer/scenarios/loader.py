@@ -30,6 +30,7 @@ from optimizer.limits import (
     json_depth_ok,
     read_bounded,
     yaml_depth,
+    yaml_safe_loader,
 )
 from optimizer.scenarios.schema import (
     FLEET_IGNORED,
@@ -163,7 +164,7 @@ def read_with_lines(path: Path) -> tuple[Any, dict[Loc, int]]:
         too_deep = path.suffix == ".json" and not json_depth_ok(text)
     if too_deep:
         raise ScenarioError([f"{path}:1: nested deeper than {MAX_NESTING} levels"])
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    loader = yaml_safe_loader()(text)
     try:
         node = loader.get_single_node()
         data = None
