@@ -290,3 +290,15 @@ def test_a_served_plan_is_held_to_the_served_tpot_interval_it_prints():
     if not is_speed:
         assert p.trust.tok_s_per_seq_low == pytest.approx(1.0 / (p.serving.tpot_s * served_iv.high_ratio), rel=1e-6)
     assert p.trust.tok_s_per_seq_low >= 20.0 * (1 - 1e-6)
+
+
+@settings(max_examples=examples(200, 40), deadline=None)
+@given(x=st.floats(1e-4, 1e4), bias_log=st.floats(-2.0, 2.0), time=st.booleans())
+def test_model_figure_inverts_expected_figure(x, bias_log, time):
+    """verify reads a plan's stored expected figures back into model figures with model_figure: the inverse of
+    expected_figure, for speeds and for times a speed interval implies (bias 1: both are the identity)."""
+    iv = U.Interval("decode", 0.8, 0.5, 2.0, "r", 10, 3, math.exp(bias_log))
+    e = U.expected_figure(iv, x, time)
+    assert e == pytest.approx(x * math.exp(-bias_log if time else bias_log), rel=1e-12)
+    assert U.model_figure(iv, e, time) == pytest.approx(x, rel=1e-12)
+    assert U.model_figure(None, x, time) == U.expected_figure(None, x, time) == x

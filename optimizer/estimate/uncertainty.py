@@ -145,6 +145,14 @@ def expected_figure(iv: Interval | None, x: float, time: bool = False) -> float:
     return iv.expected_time(x) if time else iv.expected(x)
 
 
+def model_figure(iv: Interval | None, expected: float, time: bool = False) -> float:
+    """The model figure behind an expected one: the inverse of expected_figure (for reading a plan's stored
+    expected figures back into the figure its interval multiplies)."""
+    if iv is None or not math.isfinite(expected):
+        return expected
+    return expected * iv.bias if time else expected / iv.bias
+
+
 def _at(qs: list[float], level: float) -> float:
     lv = min(max(level, QUANTILE_LEVELS[0]), QUANTILE_LEVELS[-1])
     for i in range(len(QUANTILE_LEVELS) - 1):

@@ -5,14 +5,13 @@ optimizer/solver/validate.py), with the cross-validated intervals of the plan's 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from optimizer.catalog.hardware import get_node, load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
 from optimizer.estimate.deployment import evaluate
-from optimizer.estimate.uncertainty import expected_figure, trust
+from optimizer.estimate.uncertainty import expected_figure, model_figure, trust
 from optimizer.solver.plan import Plan
 from optimizer.solver.query import Query
 from optimizer.solver.validate import plan_deployment
@@ -73,22 +72,16 @@ def workload_of(plan: Plan, isl: int | None, osl: int | None, concurrency: int |
     return Workload(isl, osl, concurrency, rate)
 
 
-def _interval(x: float | None, iv, time: bool = False) -> Figure:
-    """The expected figure of a model figure `x` (its regime's bias applied, uncertainty.expected_figure, as the
-    plan and `estimate` print it) with the interval's bounds."""
+def _interval(x: float | None, iv, time: bool = False, expected: bool = True) -> Figure:
+    """A model figure `x` with the interval's bounds, printed as its expected figure (the regime's bias applied,
+    uncertainty.expected_figure) where the plan and `estimate` print one (`expected`), else as it is (TTFT p90 and
+    total tok/s, which they print uncorrected)."""
     if x is None:
         return Figure(None, None, None)
     if iv is None:
         return Figure(x, None, None)
     lo, hi = iv.time_bounds(x) if time else iv.bounds(x)
-    return Figure(expected_figure(iv, x, time), lo, hi)
-
-
-def _model_figure(expected: float, iv, time: bool = False) -> float:
-    """The model figure behind a plan's expected one (the inverse of uncertainty.expected_figure)."""
-    if iv is None or not math.isfinite(expected):
-        return expected
-    return expected * iv.bias if time else expected / iv.bias
+    return Figure(expected_figure(iv, x, time) if expected else x, lo, hi)
 
 
 def predict(plan: Plan, w: Workload, confidence: float) -> Prediction:
@@ -103,9 +96,9 @@ def predict(plan: Plan, w: Workload, confidence: float) -> Prediction:
         assert sv is not None
         # the plan stores expected figures (bias applied): back to the model's, which the intervals multiply
         tp_iv, tp_speed = tr.served_tpot()
-        tpot, ttft, ttft90 = (_model_figure(sv.tpot_s, tp_iv, tp_speed), _model_figure(sv.ttft_s, tr.ttft),
+        tpot, ttft, ttft90 = (model_figure(tp_iv, sv.tpot_s, tp_speed), model_figure(tr.ttft, sv.ttft_s),
                               sv.ttft_p90_s)
-        out_tok, total_tok, admitted = _model_figure(sv.output_tok_s, tr.throughput), sv.total_tok_s, sv.admitted_seqs
+        out_tok, total_tok, admitted = model_figure(tr.throughput, sv.output_tok_s), sv.total_tok_s, sv.admitted_seqs
         source = "plan"
     else:
         q = Query(model=plan.model, context=plan.context, concurrency=w.concurrency or 1, isl=w.isl, osl=w.osl,
@@ -129,8 +122,9 @@ def predict(plan: Plan, w: Workload, confidence: float) -> Prediction:
         kv_peak = min(1.0, per_seq_token * min(seqs, admitted or seqs) * (w.isl + w.osl) / pool)
     return Prediction(
         source=source,
-        ttft_mean_s=_interval(ttft, tr.ttft), ttft_p90_s=_interval(ttft90, tr.ttft),
+        ttft_mean_s=_interval(ttft, tr.ttft), ttft_p90_s=_interval(ttft90, tr.ttft, expected=False),
         tpot_s=_interval(tpot, *tr.served_tpot()),
-        output_tok_s=_interval(out_tok, tr.throughput), total_tok_s=_interval(total_tok, tr.throughput),
+        output_tok_s=_interval(out_tok, tr.throughput),
+        total_tok_s=_interval(total_tok, tr.throughput, expected=False),
         admitted_seqs=admitted, kv_usage_peak=kv_peak, confidence=confidence,
         regime=(tr.decode.regime if tr.decode else "-"))
