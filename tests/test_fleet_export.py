@@ -124,6 +124,10 @@ def test_every_flag_in_allow_list(results, engine, which, tmp_path):
             else:
                 assert got["--disaggregation-mode"] in ("prefill", "decode")
                 assert got["--disaggregation-transfer-backend"] == "nixl"
+        # a pool's server is reached by its router from another machine or pod: it listens on every interface
+        # (a single plan's exported server keeps the loopback address)
+        if c.role == "head":
+            assert got["--host"] == "0.0.0.0", c.one_line()
         # the shell text round-trips to the same argv (every value quoted)
         words = shlex.split(c.argv_shell().replace("\\\n", " "))
         assert len(words) == len(c.argv)

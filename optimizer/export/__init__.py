@@ -11,7 +11,9 @@ from pydantic import ValidationError
 from optimizer.engines import IK_LLAMA_COMMIT, LLAMACPP_COMMIT, SGLANG_VERSION, VLLM_VERSION
 from optimizer.export import desktop, explain, ik_llama, k8s, llamacpp, sglang, vllm
 from optimizer.export.common import (
+    ALL_INTERFACES,
     ENGINE_VERSIONS,
+    LOCAL_BIND,
     Arg,
     ExportError,
     ExportFile,
@@ -106,9 +108,11 @@ def check_plan_text(plan: Plan) -> None:
 
 def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path: str | None = None, *,
                 redundant_experts: int | None = None, expert_location: Arg | None = None,
-                placement=None) -> ExportResult:
+                placement=None, host: str = LOCAL_BIND) -> ExportResult:
     """Launch commands + EXPLAIN.md for `plan` on `engine` (None: the plan's own engine); files are written to
-    `out_dir` when given. `placement` (a `rigopt place` result) adds its flags and the files they name."""
+    `out_dir` when given. `placement` (a `rigopt place` result) adds its flags and the files they name. `host`: the
+    address a vLLM / SGLang server listens on (the loopback one unless a router on another machine must reach it:
+    fleet pools pass ALL_INTERFACES; the LeaderWorkerSet pod always listens on it)."""
     from optimizer.estimate.kv import check_engine
     engine = check_engine(engine or plan.engine)
     check_plan_text(plan)
@@ -142,12 +146,12 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
     # fixed text only: nothing from the plan or the model is written into a script except shell-quoted argv values
     hdr = ["plan: plan.json in this folder", "see EXPLAIN.md for the numbers and the log lines to check"]
     if engine == "vllm":
-        cmds = vllm.commands(facts, plan, model, warnings, redundant_experts, derived)
+        cmds = vllm.commands(facts, plan, model, warnings, redundant_experts, derived, host)
         if expert_location:
             raise ExportError("--init-expert-location is an SGLang option; vLLM takes --eplb-config")
     elif engine == "sglang":
         cmds = sglang.commands(facts, plan, model, warnings, derived, expert_location,
-                               redundant_experts=redundant_experts, kt_gpu_experts=kt_gpu_experts)
+                               redundant_experts=redundant_experts, kt_gpu_experts=kt_gpu_experts, host=host)
     elif engine == "ik_llama":
         if expert_location or redundant_experts:
             raise ExportError("ik_llama.cpp takes no expert placement beyond -ot (no redundant experts)")
@@ -162,9 +166,10 @@ def export_plan(plan: Plan, engine: str | None, out_dir: Path | None, model_path
         files.append(ExportFile(name, script(c, engine, [f"node {c.node}: {role}", *hdr],
                                              None if c.role == "rpc" else _VERSION_CHECK[check_key]), True))
     if engine == "vllm" and plan.hardware.n_nodes > 1:
-        ray_cmd = vllm.ray_command(facts, plan, model, warnings, redundant_experts)
+        ray_cmd = vllm.ray_command(facts, plan, model, warnings, redundant_experts, host)
         files.append(ExportFile("ray.sh", vllm.ray_script(ray_cmd, plan), True))
-        files.append(ExportFile("lws.yaml", k8s.lws_manifest(plan, ray_cmd)))
+        pod_cmd = vllm.ray_command(facts, plan, model, warnings, redundant_experts, host=ALL_INTERFACES)
+        files.append(ExportFile("lws.yaml", k8s.lws_manifest(plan, pod_cmd)))
         cmds_for_check = [*cmds, ray_cmd]
     else:
         cmds_for_check = cmds

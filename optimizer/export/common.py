@@ -19,6 +19,7 @@ HTTP_PORT = {"vllm": 8000, "sglang": 30000, "llamacpp": 8080, "ik_llama": 8080}
 # default): edit --host in the script to serve other machines. Fleet pools bind 0.0.0.0 (their router reaches them
 # from another pod; optimizer/export/fleet.py)
 LOCAL_BIND = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"  # a pod's server, reached on the pod's address by a Service or router
 VLLM_DP_RPC_PORT = 13345
 SGLANG_DIST_PORT = 20000
 RPC_PORT = 50052

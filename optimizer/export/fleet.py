@@ -31,7 +31,16 @@ from optimizer.catalog.hardware import load_hardware
 from optimizer.catalog.models import resolve_model
 from optimizer.errors import InputError
 from optimizer.export import export_plan
-from optimizer.export.common import ENGINE_VERSIONS, HTTP_PORT, Command, ExportError, ExportFile, Var, quote
+from optimizer.export.common import (
+    ALL_INTERFACES,
+    ENGINE_VERSIONS,
+    HTTP_PORT,
+    Command,
+    ExportError,
+    ExportFile,
+    Var,
+    quote,
+)
 from optimizer.export.k8s import IMAGE as VLLM_IMAGE
 from optimizer.fleet.capacity import SLA, Config, Replica
 from optimizer.fleet.solve import Fleet, FleetResult, Pool
@@ -177,14 +186,14 @@ def router_commands(fleet: Fleet) -> list[Command]:
                 a += ["--prefill", Var(f"http://${{POOL{k}_R{i}_IP}}:{port}"), str(SGLANG_BOOTSTRAP_PORT)]
             for k, i in _replicas(fleet, dec):
                 a += ["--decode", Var(f"http://${{POOL{k}_R{i}_IP}}:{port}")]
-            a += ["--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
+            a += ["--host", ALL_INTERFACES, "--port", str(ROUTER_PORT)]
         else:
             pr, dr = _replicas(fleet, pre), _replicas(fleet, dec)
             a = [
                 "python3",
                 "toy_proxy_server.py",
                 "--host",
-                "0.0.0.0",  # its default, 127.0.0.1, is not reachable from outside the pod
+                ALL_INTERFACES,  # its default, 127.0.0.1, is not reachable from outside the pod
                 "--port",
                 str(ROUTER_PORT),
                 "--prefiller-hosts",
@@ -201,7 +210,7 @@ def router_commands(fleet: Fleet) -> list[Command]:
         urls = [Var(f"http://${{POOL{k}_R{i}_IP}}:{HTTP_PORT['sglang']}") for k, i in _replicas(fleet, agg)]
         port = ROUTER_PORT + 1 if out else ROUTER_PORT
         out.append(Command(0, "router", ["python3", "-m", "sglang_router.launch_router", "--worker-urls", *urls,
-                                         "--policy", "cache_aware", "--host", "0.0.0.0", "--port", str(port)],
+                                         "--policy", "cache_aware", "--host", ALL_INTERFACES, "--port", str(port)],
                            tool="sglang-router"))
     return out
 
@@ -337,12 +346,12 @@ def k8s_router_commands(fleet: Fleet) -> list[tuple[str, int, Command]]:
     if {"prefill", "decode"} <= roles:
         a = [*base, "--pd-disaggregation", "--prefill-selector", "rigopt/engine=sglang", "rigopt/role=prefill",
              "--decode-selector", "rigopt/engine=sglang", "rigopt/role=decode",
-             "--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
+             "--host", ALL_INTERFACES, "--port", str(ROUTER_PORT)]
         out.append(("router-pd", ROUTER_PORT, Command(0, "router", list(a), tool="sglang-router")))
     if "aggregated" in roles:
         port = ROUTER_PORT + 1 if out else ROUTER_PORT
         a = [*base, "--selector", "rigopt/engine=sglang", "rigopt/role=aggregated", "--policy", "cache_aware",
-             "--host", "0.0.0.0", "--port", str(port)]
+             "--host", ALL_INTERFACES, "--port", str(port)]
         out.append(("router-aggregated", port, Command(0, "router", list(a), tool="sglang-router")))
     return out
 
@@ -395,7 +404,7 @@ def export_fleet(
     ]
     for k, pool in enumerate(fleet.pools):
         plan = pool_plan(res, pool)
-        r = export_plan(plan, pool.engine, None, model_path)
+        r = export_plan(plan, pool.engine, None, model_path, host=ALL_INTERFACES)  # its router reaches it
         extra, env = pd_args(pool.engine, pool.role)
         name = pool_name(k, pool)
         cmds = []

@@ -21,17 +21,12 @@ def _name(plan: Plan) -> str:
 
 
 def lws_manifest(plan: Plan, serve: Command) -> str:
-    """`serve` is the single Ray-backed `vllm serve` (ray_command); the leader starts Ray, then serves."""
+    """`serve` is the single Ray-backed `vllm serve` (ray_command, listening on ALL_INTERFACES: the leader Service
+    reaches it on the pod's address); the leader starts Ray, then serves."""
     h = plan.hardware
     name = f"rigopt-{_name(plan)}"
-    # in a pod the leader Service reaches the server on the pod's address: it listens on every interface there (the
-    # scripts for machines of your own keep the loopback address, LOCAL_BIND)
-    argv = list(serve.argv)
-    for i in range(len(argv) - 1):
-        if argv[i] == "--host":
-            argv[i + 1] = "0.0.0.0"
     # `$(NAME)` is expanded by Kubernetes itself inside command strings, shell quotes or not: `$$(` keeps it literal
-    serve_line = " ".join(quote(a) for a in argv).replace("$(", "$$(")
+    serve_line = " ".join(quote(a) for a in serve.argv).replace("$(", "$$(")
     env_line = "".join(f"export {k}={quote(v)}; " for k, v in serve.env.items()).replace("$(", "$$(")
     leader = f"bash {RAY_SCRIPT} leader --ray_cluster_size=$(LWS_GROUP_SIZE); {env_line}{serve_line}"
     worker = f"bash {RAY_SCRIPT} worker --ray_address=$(LWS_LEADER_ADDRESS)"

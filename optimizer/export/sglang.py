@@ -107,7 +107,7 @@ def kt_args(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], deri
 
 def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], derived: dict,
              expert_location: Arg | None = None, *, redundant_experts: int | None = None,
-             kt_gpu_experts: int | None = None) -> list[Command]:
+             kt_gpu_experts: int | None = None, host: str = LOCAL_BIND) -> list[Command]:
     p, h = plan.parallel, plan.hardware
     a: list[Arg] = ["python3", "-m", "sglang.launch_server", "--model-path", model]
     if facts.is_v4 or facts.family == "deepseek_v32":
@@ -169,7 +169,7 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], der
         raise ExportError("SGLang has no streamed (UVA) expert offload; export this plan with vllm")
     if facts.is_v4:
         a += ["--reasoning-parser", "deepseek-v4", "--tool-call-parser", "deepseekv4"]
-    a += ["--host", LOCAL_BIND, "--port", str(HTTP_PORT["sglang"])]
+    a += ["--host", host, "--port", str(HTTP_PORT["sglang"])]
     if h.n_nodes == 1:
         return [Command(0, "head", a, tool="sglang")]
     env = {"GLOO_SOCKET_IFNAME": Var("${IFACE_NAME}"), "NCCL_SOCKET_IFNAME": Var("${IFACE_NAME}")}

@@ -136,11 +136,11 @@ def rocm_env(facts: ModelFacts, plan: Plan) -> dict[str, Arg]:
 
 
 def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], redundant: int | None,
-             derived: dict) -> list[Command]:
+             derived: dict, host: str = LOCAL_BIND) -> list[Command]:
     p, h = plan.parallel, plan.hardware
     base = common_args(facts, plan, warnings, redundant, derived)
     serve: list[Arg] = ["vllm", "serve", model]
-    http: list[Arg] = ["--host", LOCAL_BIND, "--port", str(HTTP_PORT["vllm"])]
+    http: list[Arg] = ["--host", host, "--port", str(HTTP_PORT["vllm"])]
     rocm = rocm_env(facts, plan)
     if h.n_nodes == 1:
         if p.dp > 1:
@@ -175,15 +175,17 @@ def commands(facts: ModelFacts, plan: Plan, model: Arg, warnings: list[str], red
     return out
 
 
-def ray_command(facts: ModelFacts, plan: Plan, model: Arg, _warnings: list[str], redundant: int | None) -> Command:
-    """Single `vllm serve` on the Ray head (docs/serving/parallelism_scaling.md); the cluster is started separately."""
+def ray_command(facts: ModelFacts, plan: Plan, model: Arg, _warnings: list[str], redundant: int | None,
+                host: str = LOCAL_BIND) -> Command:
+    """Single `vllm serve` on the Ray head (docs/serving/parallelism_scaling.md); the cluster is started separately.
+    `host`: the address it listens on (ALL_INTERFACES in a Kubernetes pod, k8s.lws_manifest)."""
     p = plan.parallel
     a: list[Arg] = ["vllm", "serve", model] + common_args(facts, plan, [], redundant, {})
     if p.dp > 1:
         a += ["--data-parallel-size", str(p.dp), "--data-parallel-backend", "ray"]
     else:
         a += ["--distributed-executor-backend", "ray"]
-    a += ["--host", LOCAL_BIND, "--port", str(HTTP_PORT["vllm"])]
+    a += ["--host", host, "--port", str(HTTP_PORT["vllm"])]
     env: dict[str, Arg] = dict(rocm_env(facts, plan))
     if p.dp > 1 and p.tp > plan.hardware.gpus_per_node:
         env["VLLM_RAY_DP_PACK_STRATEGY"] = "span"
