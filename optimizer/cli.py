@@ -640,7 +640,7 @@ def mixed(
               quants=_csv(quant), max_budget=max_budget, engines=(engine,) if engine else None,
               confidence=_confidence(confidence), host=host, names=CHEAPEST_OPTION | {"engines": "--engine", "host": "--host"})
     q = question(ask)
-    if export_script and not q.kind == "owned":
+    if export_script and q.kind != "owned":
         raise InputError("--export writes a per-device launch script: give --engine llamacpp or vllm, or use "
                          "`rigopt cheapest --owned ... --export auto` for this one-GPU-type inventory")
     ans = solve(q)

@@ -381,8 +381,7 @@ def _shape_error(rows: list[dict], fs: FitSet) -> float:
     errs = []
     with applied(fs):
         for pts in _sweep_points(serving.sweep_rows(rows), fs.seq_saturation or 0.0):
-            (m1, p1, _), rest = pts[0], pts[1:]
-            errs += [abs((pk / p1) / (mk / m1) - 1.0) for mk, pk, _ in rest]
+            errs += [abs(e) for e in serving.shape_errors([(m, p) for m, p, _ in pts])]
     return statistics.median(errs) if errs else math.inf
 
 

@@ -239,6 +239,13 @@ def sweep_rows(rows: list[dict]) -> list[list[dict]]:
     return out
 
 
+def shape_errors(points: list[tuple[float, float]]) -> tuple[float, ...]:
+    """Per later point of a sweep's (measured, predicted) TPOTs, ordered by concurrency: (predicted / predicted at
+    the first) / (measured / measured at the first) - 1, the error of the growth from the first point."""
+    (m0, p0), rest = points[0], points[1:]
+    return tuple((p / p0) / (m / m0) - 1.0 for m, p in rest)
+
+
 def sweep_shape(sweep: list[ServingCase], predicted_tpot: dict[str, float] | None = None) -> SweepShape | None:
     """The level and shape errors of a sweep's TPOT (predicted from the cases, or from `predicted_tpot` by case
     id); None with fewer than SWEEP_MIN_POINTS points that have both a measured and a predicted TPOT."""
@@ -249,5 +256,5 @@ def sweep_shape(sweep: list[ServingCase], predicted_tpot: dict[str, float] | Non
            if c.measured.get("tpot_ms", 0) > 0 and (p := pred(c)) is not None]
     if len(pts) < SWEEP_MIN_POINTS:
         return None
-    (m0, p0), rest = pts[0], pts[1:]
-    return SweepShape(p0 / m0 - 1.0, tuple((p / p0) / (m / m0) - 1.0 for m, p in rest))
+    (m0, p0) = pts[0]
+    return SweepShape(p0 / m0 - 1.0, shape_errors(pts))
