@@ -167,6 +167,12 @@ class Space:
         return None if i is None else self.bound[i]
 
 
+def _corners(max_offload: int, max_nvme: int) -> set[tuple[int, int]]:
+    """The corners (x, z) of a row's offload domain: x expert layers in DRAM, z on NVMe, x + z <= max_offload."""
+    zm = min(max_nvme, max_offload)
+    return {(0, 0), (max_offload, 0), (0, zm), (max_offload - zm, zm)}
+
+
 def too_slow(r: IntRow, lim: Limits) -> bool:
     """True when no offload split of row r meets the decode target: the step time at a point is the max of the
     row's planes, at least each plane's value there, so it is at least every plane's minimum over the whole
@@ -174,8 +180,7 @@ def too_slow(r: IntRow, lim: Limits) -> bool:
     of `row_optimum`: it proves infeasibility or says nothing.)"""
     if lim.step_ns is None:
         return False
-    L, zm = r.max_offload_layers, min(r.max_nvme_layers, r.max_offload_layers)
-    corners = {(0, 0), (L, 0), (0, zm), (L - zm, zm)}
+    corners = _corners(r.max_offload_layers, r.max_nvme_layers)
     return any(min(a + b * x + c * z for x, z in corners) > lim.step_ns for a, b, c in r.step_planes_ns)
 
 
@@ -188,7 +193,6 @@ def too_slow_float(c: Candidate, tok_s: float) -> bool:
     every corner is too slow in integers too."""
     if not tok_s:
         return False
-    L, zm = c.max_offload_layers, min(c.max_nvme_layers, c.max_offload_layers)
-    corners = {(0, 0), (L, 0), (0, zm), (L - zm, zm)}
+    corners = _corners(c.max_offload_layers, c.max_nvme_layers)
     limit = 1.0 / tok_s + SLOW_MARGIN_S
     return any(min(a + b * x + cz * z for x, z in corners) > limit for a, b, cz in c.step_lines)
