@@ -1,8 +1,8 @@
 """The candidate enumeration's shortcuts (issue 23: fresh-process latency) give exactly the rows the plain
 computation gives:
 
-- `_build` tests memory before the speed model, hands an offloading row's evaluation at zero offloaded layers to
-  its no-offload twin, and memoises planning_ratios per question; with those shortcuts switched off the
+- `_prepare` tests memory before the speed model (`Pending.finish`), hands an offloading row's evaluation at zero
+  offloaded layers to its no-offload twin, and memoises planning_ratios per question; with those shortcuts off the
   enumeration must return equal candidates (dataclass equality: every float, note and setting);
 - `_meets_all` inlines `feasible_at`; it must agree with the definition that calls it, on real rows and on rows
   whose figures hypothesis moves around.

@@ -306,7 +306,7 @@ def enumerate_pending(q: Query, m: ResolvedModel, lazy: bool = True) -> list[Pen
                     continue
                 if format_unsupported(engine, acc.arch, scheme_formats(scheme)):
                     continue  # no kernel for these weights on this GPU (V100: no FP8/FP4; Gaudi: FP8 only)
-                # (the full rule, KTransformers included, is applied per candidate in _build)
+                # (the full rule, KTransformers included, is applied per candidate in _prepare)
                 quality = quality_of(m, qname)  # computed once per (model, quant)
                 exp_bits, attn_bits = quality[0], quality[1]
                 if exp_bits < q.min_expert_bits or attn_bits < q.min_attn_bits:
@@ -392,17 +392,6 @@ def _spec_options(q: Query, m: ResolvedModel, engine: str) -> list[SpecDecode | 
 def _owned_host(spec: str) -> CpuHost:
     """An owned box's host spec, parsed once per question rather than once per candidate row."""
     return parse_host(spec).resolve()
-
-
-def _build(q: Query, m: ResolvedModel, node: NodeType, acc: Accelerator, n_nodes: int, g: int, owned: bool, dram_base: float,
-           engine: str, qname: str, kv_dtype: str, par: Parallel, moe_idx: tuple[int, ...],
-           quality: tuple[float, float, float], spec_dec: SpecDecode | None = None,
-           offload: bool = True, at_zero: dict[str, Any] | None = None,
-           ratios: dict[tuple[str, str, bool], tuple[float, float]] | None = None) -> Candidate | None:
-    """One candidate row: `_prepare` (its cost and memory tests) then its speed model (`Pending.finish`)."""
-    p = _prepare(q, m, node, acc, n_nodes, g, owned, dram_base, engine, qname, kv_dtype, par, moe_idx, quality,
-                 spec_dec, offload=offload, at_zero=at_zero, ratios=ratios)
-    return None if p is None else p.finish()
 
 
 @dataclass
